@@ -1,0 +1,86 @@
+// contract/diagnostics.cc: allocation-free formatting and the abort-with-one-line path.
+#include "contract/diagnostics.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <unistd.h>
+
+namespace edu {
+
+LineWriter& LineWriter::str(const char* s) {
+    while (*s && len_ + 1 < cap_) buf_[len_++] = *s++;
+    buf_[len_] = 0;
+    return *this;
+}
+
+LineWriter& LineWriter::dec(uint64_t value) {
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = static_cast<char>('0' + value % 10);
+        value /= 10;
+    } while (value);
+    char out[24];
+    for (int i = 0; i < n; ++i) out[i] = digits[n - 1 - i];
+    out[n] = 0;
+    return str(out);
+}
+
+LineWriter& LineWriter::hex(uint64_t value) {
+    char out[19] = "0x";
+    int n = 0;
+    char digits[16];
+    do {
+        digits[n++] = "0123456789abcdef"[value & 15];
+        value >>= 4;
+    } while (value);
+    for (int i = 0; i < n; ++i) out[2 + i] = digits[n - 1 - i];
+    out[2 + n] = 0;
+    return str(out);
+}
+
+LineWriter& LineWriter::bytes(uint64_t value) {
+    static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    unsigned unit = 0;
+    uint64_t whole = value, tenths = 0;
+    while (whole >= 1024 && unit < 4) {
+        tenths = (whole % 1024) * 10 / 1024;
+        whole /= 1024;
+        ++unit;
+    }
+    dec(whole);
+    if (unit > 0 && whole < 100) str(".").dec(tenths);
+    return str(" ").str(units[unit]);
+}
+
+LineWriter& LineWriter::pad_to(std::size_t column) {
+    while (len_ < column && len_ + 1 < cap_) buf_[len_++] = ' ';
+    buf_[len_] = 0;
+    return *this;
+}
+
+void write_stderr(const char* text) {
+    std::size_t left = std::strlen(text);
+    while (left > 0) {
+        ssize_t n = ::write(2, text, left);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) continue;
+            return;
+        }
+        text += n;
+        left -= static_cast<std::size_t>(n);
+    }
+}
+
+void die(const char* stage, const char* call, const void* ptr, const char* what) {
+    char line[256];
+    LineWriter(line, sizeof line).str("edu-alloc ").str(stage).str(": ").str(call).str("(").ptr(ptr)
+        .str("): ").str(what).str("\n");
+    write_stderr(line);
+    std::abort();
+}
+
+void set_enomem() { errno = ENOMEM; }
+
+}  // namespace edu

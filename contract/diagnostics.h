@@ -1,0 +1,40 @@
+// contract/diagnostics.h: how a stage reports bad input, without allocating.
+// `die` prints one line "edu-alloc <stage>: <call>(<pointer>): <what>" on stderr with write(2)
+// and aborts; `LineWriter` formats into a fixed buffer for the stats printer and the checkers.
+// Nothing here calls malloc: it runs inside the allocator, possibly as the process's malloc.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace edu {
+
+// Appends text and numbers to a caller's buffer, always NUL-terminated, silently truncating.
+class LineWriter {
+public:
+    LineWriter(char* buffer, std::size_t capacity) : buf_(buffer), cap_(capacity) { buf_[0] = 0; }
+    LineWriter& str(const char* s);
+    LineWriter& dec(uint64_t value);
+    LineWriter& hex(uint64_t value);          // 0x-prefixed
+    LineWriter& ptr(const void* p) { return hex(reinterpret_cast<uintptr_t>(p)); }
+    LineWriter& bytes(uint64_t value);        // 1536 -> "1.5 KiB"
+    LineWriter& pad_to(std::size_t column);   // spaces up to a column
+    const char* c_str() const { return buf_; }
+    std::size_t size() const { return len_; }
+
+private:
+    char* buf_;
+    std::size_t cap_;
+    std::size_t len_ = 0;
+};
+
+// Writes all of `text` to file descriptor 2.
+void write_stderr(const char* text);
+
+// One line on stderr naming the stage, the call and the pointer, then abort().
+[[noreturn]] void die(const char* stage, const char* call, const void* ptr, const char* what);
+
+// errno = ENOMEM, for the paths that return nullptr.
+void set_enomem();
+
+}  // namespace edu

@@ -1,0 +1,97 @@
+// stage1_brk/core.h: the C view of the assembly core (heap.asm, freelist.asm, block.asm,
+// malloc.asm, check.asm) and of its C++ twin (twin.h), which implement the same algorithm.
+// Sizes here are block sizes (header + payload + footer) unless a name says "usable".
+// Not thread-safe: the adapter (stage1.cc) serialises callers. Layout: see types.inc.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#define S1_HIDDEN __attribute__((visibility("hidden")))
+
+extern "C" {
+
+// ---- Layout constants (must equal types.inc) ----
+inline constexpr uint64_t kS1Align = 16;            // payload alignment
+inline constexpr uint64_t kS1Overhead = 16;         // header + footer
+inline constexpr uint64_t kS1MinBlock = 32;         // header, next, prev, footer
+inline constexpr uint64_t kS1MaxRequest = 1ull << 46;  // larger requests fail with ENOMEM
+inline constexpr uint64_t kS1RegionHeader = 24;     // next, end, magic
+inline constexpr uint64_t kS1RegionMagic = 0x4e4947455231535eull;  // "^S1REGIN"
+inline constexpr uint64_t kS1Poison = 0xdeadbeefdeadbee0ull;      // header of an absorbed block
+inline constexpr uint64_t kS1MaxAlignment = 1ull << 20;            // s1_memalign's limit
+
+// ---- Status codes: s1_free's result and s1_status after a failed call ----
+enum S1Status : uint32_t {
+    S1_OK = 0,
+    S1_ENOMEM = 1,          // request too large, or sbrk failed; heap unchanged
+    S1_FOREIGN = 2,         // pointer not inside any region of this heap
+    S1_MISALIGNED = 3,      // not 16-byte aligned, so never a payload of ours
+    S1_NOT_A_BLOCK = 4,     // inside the heap but no valid block starts there (interior pointer)
+    S1_DOUBLE_FREE = 5,     // the block is already free
+};
+
+// ---- Fit policies (s1_fit_policy) ----
+enum S1Fit : uint64_t { S1_FIT_FIRST = 0, S1_FIT_NEXT = 1, S1_FIT_BEST = 2 };
+
+// ---- Walk kinds, passed to the visitor ----
+enum S1Kind : uint64_t { S1_KIND_REGION = 0, S1_KIND_FENCE = 1, S1_KIND_USED = 2, S1_KIND_FREE = 3 };
+
+// ---- Heap check codes (s1_check's result) ----
+enum S1Check : uint64_t {
+    S1_CHECK_OK = 0,
+    S1_CHECK_REGION_MAGIC = 1,    // a region header lacks its magic word
+    S1_CHECK_REGION_ORDER = 2,    // regions not ascending / overlapping
+    S1_CHECK_PROLOGUE = 3,        // prologue fence damaged
+    S1_CHECK_BLOCK_SIZE = 4,      // block size below the minimum or not a multiple of 16
+    S1_CHECK_PAST_END = 5,        // block runs past its region's epilogue
+    S1_CHECK_FOOTER = 6,          // footer differs from header
+    S1_CHECK_FLAGS = 7,           // unknown flag bits in a header
+    S1_CHECK_ADJACENT_FREE = 8,   // two free blocks side by side (a missed coalesce)
+    S1_CHECK_EPILOGUE = 9,        // epilogue fence damaged
+    S1_CHECK_LIST_FOREIGN = 10,   // a free-list node outside the heap or not a free block
+    S1_CHECK_LIST_LINK = 11,      // a node's prev link does not point back
+    S1_CHECK_LIST_COUNT = 12,     // free-list length differs from free blocks in the heap (or a cycle)
+};
+
+// Filled by s1_check.
+struct S1Report {
+    uint64_t code;          // S1Check
+    uint64_t address;       // the offending header (or region) address, 0 if none
+    uint64_t used_blocks;
+    uint64_t used_bytes;    // usable bytes of used blocks
+    uint64_t free_blocks;
+    uint64_t free_bytes;    // block bytes of free blocks
+    uint64_t regions;
+    uint64_t heap_bytes;    // bytes covered by regions
+};
+
+// Visitor for s1_walk: kind, address of the header (region start for regions), block size.
+// Return 0 to stop the walk.
+typedef int (*S1VisitFn)(void* context, uint64_t kind, uint64_t address, uint64_t size);
+
+// sbrk-compatible function: returns the old break, or (void*)-1 on failure.
+typedef void* (*S1SbrkFn)(intptr_t increment);
+
+// ---- Procedures (NASM) ----
+void* s1_malloc(size_t size) S1_HIDDEN;                    // nullptr: S1_ENOMEM
+uint32_t s1_free(void* ptr) S1_HIDDEN;                     // S1Status; heap unchanged unless S1_OK
+void* s1_realloc(void* ptr, size_t size) S1_HIDDEN;        // nullptr: see s1_status; old block intact
+void* s1_memalign(size_t alignment, size_t size) S1_HIDDEN;  // power-of-two alignment <= kS1MaxAlignment
+size_t s1_usable_size(const void* ptr) S1_HIDDEN;          // 0 and s1_status set for a bad pointer
+uint32_t s1_validate(const void* ptr) S1_HIDDEN;           // S1Status of a pointer about to be freed
+uint64_t s1_check(S1Report* report) S1_HIDDEN;             // S1Check
+void s1_walk(S1VisitFn visit, void* context) S1_HIDDEN;
+void s1_reset(void) S1_HIDDEN;                             // forget the heap (tests with a hook)
+
+// ---- State and tunables (NASM data) ----
+extern uint32_t s1_status S1_HIDDEN;            // why the last failing call failed
+extern uint64_t s1_fit_policy S1_HIDDEN;        // S1Fit, default first fit
+extern uint64_t s1_grow_margin S1_HIDDEN;       // extra bytes per heap growth (default 32 KiB)
+extern uint64_t s1_trim_threshold S1_HIDDEN;    // trailing free bytes that trigger a trim (128 KiB)
+extern S1SbrkFn s1_sbrk_hook S1_HIDDEN;         // nullptr: libc sbrk
+extern uint64_t s1_brk_calls S1_HIDDEN;         // sbrk calls that moved the break
+extern uint64_t s1_footprint S1_HIDDEN;         // bytes obtained with sbrk and not given back
+extern uint64_t s1_peak_footprint S1_HIDDEN;
+
+}  // extern "C"
