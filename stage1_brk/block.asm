@@ -1,0 +1,126 @@
+; stage1_brk/block.asm: what happens to one block and its neighbours.
+; Entry points: s1_place (allocate a free block, splitting off the rest), s1_coalesce (merge a
+; free block with free neighbours), s1_split_tail (give back the end of a used block).
+; Boundary tags make every neighbour one load away; the fences make every block have two.
+
+default rel
+%include "types.inc"
+
+extern s1_list_push, s1_list_remove             ; freelist.asm
+extern s1_heap_trim                             ; heap.asm
+
+section .text
+
+; [S1.12] s1_place: turn a free block into a used one of `asize` bytes. When what is left
+; can stand as a block of its own (>= S1_MIN_BLOCK) it is split off and goes on the free list;
+; otherwise the whole block is used and the few spare bytes are internal fragmentation.
+; The remainder never needs coalescing: a free block's neighbours are both used.
+;   IN:  rdi = header of a block on the free list, rsi = asize (<= its size)
+;   OUT: nothing (the block at rdi is used, asize or a little more bytes)
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+global s1_place:function hidden
+s1_place:
+        push    rbx                             ; rbx = block
+        push    r12                             ; r12 = asize
+        push    r13                             ; r13 = block's size
+        mov     rbx, rdi
+        mov     r12, rsi
+        call    s1_list_remove
+        mov     r13, [rbx]                      ; free tag = size
+        mov     rax, r13
+        sub     rax, r12                        ; rax = what would remain
+        cmp     rax, S1_MIN_BLOCK
+        jb      .whole
+        lea     rcx, [r12 + S1_ALLOC]
+        SET_TAGS rbx, rcx, rdx                  ; the used front part
+        lea     rdi, [rbx + r12]                ; the remainder's header
+        SET_TAGS rdi, rax, rdx                  ; a free block of the rest
+        call    s1_list_push
+        jmp     .out
+.whole:
+        lea     rcx, [r13 + S1_ALLOC]
+        SET_TAGS rbx, rcx, rdx                  ; used, all of it
+.out:
+        pop     r13
+        pop     r12
+        pop     rbx
+        ret
+
+; [S1.13] s1_coalesce: merge a newly free block with its free neighbours and put the result on
+; the free list. Four cases, by the allocated bits of the two neighbours:
+;     prev used, next used  ->  the block alone
+;     prev used, next free  ->  block + next
+;     prev free, next used  ->  prev + block
+;     prev free, next free  ->  prev + block + next
+; The next block's header is at block + size; the previous block's footer is just below our
+; header, and it says how far back that block starts. The prologue and epilogue are marked
+; used, so the heap's edges need no test. An absorbed header is overwritten with S1_POISON so
+; that freeing its old payload again reads as a double free, not as a valid block.
+;   IN:  rdi = header of a block tagged free, not on the list
+;   OUT: rax = header of the merged block (on the list)
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+global s1_coalesce:function hidden
+s1_coalesce:
+        push    rbx                             ; rbx = merged block's header
+        push    r12                             ; r12 = merged size
+        push    r13                             ; r13 = neighbour
+        mov     rbx, rdi
+        mov     r12, [rbx]                      ; free tag = size
+        lea     r13, [rbx + r12]                ; next block's header
+        test    qword [r13], S1_ALLOC
+        jnz     .prev                           ; next is used (or the epilogue)
+        mov     rdi, r13
+        call    s1_list_remove
+        add     r12, [r13]                      ; absorb next
+        mov     rax, S1_POISON
+        mov     [r13], rax
+.prev:
+        mov     rax, [rbx - 8]                  ; previous block's footer
+        test    al, S1_ALLOC
+        jnz     .write                          ; previous is used (or the prologue)
+        mov     r13, rbx
+        sub     r13, rax                        ; previous block's header
+        mov     rdi, r13
+        call    s1_list_remove
+        add     r12, [r13]                      ; absorb into previous
+        mov     rax, S1_POISON
+        mov     [rbx], rax
+        mov     rbx, r13
+.write:
+        SET_TAGS rbx, r12, rax                  ; one free block over the whole run
+        mov     rdi, rbx
+        call    s1_list_push
+        mov     rax, rbx
+        pop     r13
+        pop     r12
+        pop     rbx
+        ret
+
+; [S1.14] s1_split_tail: shrink a used block to `asize` bytes when the tail can stand as a block,
+; free the tail (coalescing it with a free successor) and trim the heap if the tail ends it.
+; realloc uses it to shrink in place; memalign to drop what lies past the aligned block.
+;   IN:  rdi = header of a used block, rsi = asize (<= its size)
+;   OUT: nothing
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+global s1_split_tail:function hidden
+s1_split_tail:
+        mov     rax, [rdi]
+        and     rax, ~S1_FLAGS                  ; current size
+        sub     rax, rsi                        ; tail size
+        cmp     rax, S1_MIN_BLOCK
+        jb      .keep                           ; too small to stand alone: keep it all
+        push    rbx
+        lea     rcx, [rsi + S1_ALLOC]
+        SET_TAGS rdi, rcx, rdx                  ; the used block, shortened
+        lea     rbx, [rdi + rsi]                ; the tail's header
+        SET_TAGS rbx, rax, rdx                  ; a free tail
+        mov     rdi, rbx
+        call    s1_coalesce
+        mov     rdi, rax
+        call    s1_heap_trim
+        pop     rbx
+.keep:
+        ret
+
+section .note.GNU-stack noalloc noexec nowrite progbits
+; EOF

@@ -1,0 +1,289 @@
+; stage1_brk/heap.asm: the heap as a chain of regions carved from the program break.
+; Entry points: s1_heap_grow (make room for a block), s1_heap_trim (give the break back),
+; s1_region_of (which region holds an address), s1_sbrk, s1_reset. Owns the heap's global
+; state and tunables. Blocks and free lists are block.asm's and freelist.asm's business.
+
+default rel
+%include "types.inc"
+
+extern sbrk                                     ; libc: keeps glibc's cached break in step
+extern s1_list_push, s1_coalesce                ; freelist.asm, block.asm
+extern s1_free_head, s1_rover                   ; freelist.asm
+
+; ---- State ---------------------------------------------------------------------------------
+section .data
+align 8
+global s1_fit_policy:data hidden
+global s1_grow_margin:data hidden
+global s1_trim_threshold:data hidden
+s1_fit_policy:      dq S1_FIT_FIRST             ; S1_FIT_*: how s1_find_fit searches
+s1_grow_margin:     dq 32 * 1024                ; bytes added to every growth, before rounding
+s1_trim_threshold:  dq 128 * 1024               ; trailing free bytes that make us lower the break
+
+section .bss
+align 8
+global s1_first_region:data hidden
+global s1_last_region:data hidden
+global s1_sbrk_hook:data hidden
+global s1_brk_calls:data hidden
+global s1_footprint:data hidden
+global s1_peak_footprint:data hidden
+global s1_status:data hidden
+s1_first_region:    resq 1                      ; lowest region, 0 before the first growth
+s1_last_region:     resq 1                      ; highest region: the only one that can grow
+s1_sbrk_hook:       resq 1                      ; sbrk replacement for tests; 0 = libc's sbrk
+s1_brk_calls:       resq 1                      ; sbrk calls that moved the break
+s1_footprint:       resq 1                      ; bytes we hold from sbrk
+s1_peak_footprint:  resq 1                      ; high-water mark of s1_footprint
+s1_status:          resd 1                      ; S1_* status of the last failing call
+
+section .text
+
+; [S1.3] s1_sbrk: the only place the break moves. Counts every call that moves it and keeps
+; the footprint, so statistics can never disagree with what the kernel was asked for.
+;   IN:  rdi = increment in bytes (0 asks for the current break; negative gives memory back)
+;   OUT: rax = the break before the call, or -1 on failure (nothing changed)
+;   Clobbers: the caller-saved registers (it calls sbrk). Preserves: rbx, rbp, r12-r15.
+global s1_sbrk:function hidden
+s1_sbrk:
+        push    rbx                             ; also aligns the stack for the call
+        mov     rbx, rdi                        ; rbx = increment, kept across the call
+        mov     rax, [s1_sbrk_hook]
+        test    rax, rax
+        jz      .libc
+        call    rax                             ; a test's simulated break
+        jmp     .called
+.libc:
+        call    sbrk wrt ..plt
+.called:
+        cmp     rax, -1
+        je      .out                            ; failure: nothing moved, nothing to count
+        test    rbx, rbx
+        jz      .out                            ; a query moves nothing
+        inc     qword [s1_brk_calls]
+        mov     rcx, [s1_footprint]
+        add     rcx, rbx                        ; signed: a trim makes the footprint fall
+        mov     [s1_footprint], rcx
+        cmp     rcx, [s1_peak_footprint]
+        jbe     .out
+        mov     [s1_peak_footprint], rcx
+.out:
+        pop     rbx
+        ret
+
+; [S1.7] s1_region_of: the region whose range [R, R.end) holds an address. Regions are in
+; address order, so the walk stops at the first region that starts above it.
+;   IN:  rdi = address
+;   OUT: rax = region start, or 0 when no region holds it
+;   Clobbers: rax. Preserves: everything else.
+global s1_region_of:function hidden
+s1_region_of:
+        mov     rax, [s1_first_region]
+.next:
+        test    rax, rax
+        jz      .done                           ; past the last region: not ours
+        cmp     rdi, rax
+        jb      .miss                           ; below this region, so below all later ones
+        cmp     rdi, [rax + S1_REGION_END]
+        jb      .done                           ; R <= address < end: found
+        mov     rax, [rax + S1_REGION_NEXT]
+        jmp     .next
+.miss:
+        xor     eax, eax
+.done:
+        ret
+
+; s1_heap_grow: obtain memory from the break so that a free block of at least `asize` bytes
+; exists, and return it (already on the free list).
+;   IN:  rdi = asize, an adjusted block size (multiple of 16, >= S1_MIN_BLOCK)
+;   OUT: rax = header of a free block of >= asize bytes, or 0 with s1_status = S1_ENOMEM
+;        (heap unchanged)
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+;   Stack: five pushes + return address = 48 bytes, so calls see rsp aligned to 16.
+global s1_heap_grow:function hidden
+s1_heap_grow:
+        push    rbx                             ; rbx = last region
+        push    r12                             ; r12 = asize
+        push    r13                             ; r13 = current break
+        push    r14                             ; r14 = increment asked of sbrk
+        push    r15                             ; r15 = start of the new range
+        mov     r12, rdi
+
+        xor     edi, edi
+        call    s1_sbrk                         ; where is the break now?
+        cmp     rax, -1
+        je      .fail
+        mov     r13, rax
+        mov     rbx, [s1_last_region]
+        test    rbx, rbx
+        jz      .new_region                     ; no heap yet
+        cmp     r13, [rbx + S1_REGION_END]
+        jne     .new_region                     ; someone moved the break: we cannot extend
+
+        ; [S1.4] Contiguous growth. The old epilogue becomes the header of a new free block;
+        ; if the heap ends in a free block, only the difference is needed, because the new
+        ; block will coalesce with it. Ask for need + margin, rounded up to whole pages.
+        mov     rcx, [r13 - 16]                 ; footer of the last block before the epilogue
+        xor     eax, eax                        ; rax = trailing free bytes (0 if none)
+        test    cl, S1_ALLOC
+        jnz     .have
+        mov     rax, rcx                        ; a free tag is its own size (flags are 0)
+.have:
+        mov     r14, r12
+        sub     r14, rax                        ; need = asize - trailing free bytes
+        cmp     r14, S1_MIN_BLOCK
+        jge     .round
+        mov     r14, S1_MIN_BLOCK               ; never extend by less than a block
+.round:
+        add     r14, [s1_grow_margin]
+        add     r14, S1_PAGE - 1
+        and     r14, -S1_PAGE                   ; increment = roundup(need + margin, page)
+        mov     rdi, r14
+        call    s1_sbrk
+        cmp     rax, -1
+        je      .fail
+        cmp     rax, r13
+        jne     .fresh_range                    ; the break moved under us: a new region
+        mov     rdi, r13
+        sub     rdi, 8                          ; rdi = old epilogue = new block's header
+        SET_TAGS rdi, r14, rcx                  ; a free block of `increment` bytes
+        lea     rax, [r13 + r14]                ; new end of the region
+        mov     [rbx + S1_REGION_END], rax
+        mov     qword [rax - 8], S1_EPILOGUE_TAG ; new epilogue at the new end
+        call    s1_coalesce                     ; join the trailing free block, push on list
+        jmp     .out
+
+.new_region:
+        ; [S1.5] A fresh region: pad the break to 16 bytes, then room for the region header,
+        ; the prologue, the block and the epilogue, plus the margin, rounded to pages.
+        mov     r14, r12
+        add     r14, S1_FIRST_BLOCK + 8         ; header + prologue + block + epilogue
+        add     r14, [s1_grow_margin]
+        add     r14, S1_PAGE - 1
+        and     r14, -S1_PAGE
+        mov     rax, r13
+        neg     rax
+        and     rax, 15                         ; pad that brings the break to 16 bytes
+        add     r14, rax
+        mov     rdi, r14
+        call    s1_sbrk
+        cmp     rax, -1
+        je      .fail
+.fresh_range:                                   ; IN: rax = start of a range of r14 bytes
+        mov     r15, rax
+        lea     rbx, [r15 + 15]
+        and     rbx, -16                        ; rbx = R, the region start
+        lea     rcx, [r15 + r14]
+        and     rcx, -16                        ; rcx = end (equal to the break when padded)
+        mov     qword [rbx + S1_REGION_NEXT], 0
+        mov     [rbx + S1_REGION_END], rcx
+        mov     rax, S1_MAGIC_VALUE
+        mov     [rbx + S1_REGION_MAGIC], rax
+        mov     qword [rbx + S1_REGION_HEADER], S1_PROLOGUE_TAG      ; prologue header
+        mov     qword [rbx + S1_REGION_HEADER + 8], S1_PROLOGUE_TAG  ; prologue footer
+        mov     qword [rcx - 8], S1_EPILOGUE_TAG                     ; epilogue
+        lea     rdi, [rbx + S1_FIRST_BLOCK]     ; the one free block between the fences
+        lea     rax, [rcx - 8]
+        sub     rax, rdi                        ; its size: up to the epilogue
+        SET_TAGS rdi, rax, rcx
+        mov     rax, [s1_last_region]           ; link in address order (always last)
+        test    rax, rax
+        jz      .first
+        mov     [rax + S1_REGION_NEXT], rbx
+        jmp     .linked
+.first:
+        mov     [s1_first_region], rbx
+.linked:
+        mov     [s1_last_region], rbx
+        lea     rdi, [rbx + S1_FIRST_BLOCK]
+        mov     r15, rdi
+        call    s1_list_push
+        mov     rax, r15
+        jmp     .out
+
+.fail:
+        mov     dword [s1_status], S1_ENOMEM
+        xor     eax, eax
+.out:
+        pop     r15
+        pop     r14
+        pop     r13
+        pop     r12
+        pop     rbx
+        ret
+
+; [S1.6] s1_heap_trim: lower the break when the heap ends in a large free block. Keeps
+; `margin` bytes so a program that frees and allocates in a loop does not pay two sbrk calls a
+; round; gives back whole pages only; does nothing if anyone moved the break after us.
+;   IN:  rdi = header of a free block that is on the free list
+;   OUT: nothing (the block may have shrunk)
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+global s1_heap_trim:function hidden
+s1_heap_trim:
+        push    rbx                             ; rbx = last region
+        push    r12                             ; r12 = block header
+        push    r13                             ; r13 = bytes to give back
+        mov     r12, rdi
+        mov     rbx, [s1_last_region]
+        test    rbx, rbx
+        jz      .out
+        mov     rax, [r12]                      ; free tag = size
+        lea     rcx, [r12 + rax]
+        mov     rdx, [rbx + S1_REGION_END]
+        sub     rdx, 8
+        cmp     rcx, rdx
+        jne     .out                            ; not the block before the last epilogue
+        cmp     rax, [s1_trim_threshold]
+        jb      .out                            ; not large enough to be worth a syscall
+        mov     rcx, [s1_grow_margin]
+        add     rcx, 15
+        and     rcx, -16                        ; keep = margin, in whole 16-byte units...
+        cmp     rcx, S1_MIN_BLOCK
+        jae     .keep
+        mov     rcx, S1_MIN_BLOCK               ; ...and at least one block
+.keep:
+        mov     r13, rax
+        sub     r13, rcx
+        jbe     .out                            ; nothing beyond what we keep
+        and     r13, -S1_PAGE                   ; whole pages only
+        jz      .out
+        xor     edi, edi
+        call    s1_sbrk
+        cmp     rax, [rbx + S1_REGION_END]
+        jne     .out                            ; the break is not ours to lower
+        mov     rdi, r13
+        neg     rdi
+        call    s1_sbrk
+        cmp     rax, -1
+        je      .out                            ; refused: keep everything as it was
+        mov     rax, [r12]
+        sub     rax, r13                        ; the block keeps what was not given back
+        SET_TAGS r12, rax, rcx
+        mov     rax, [rbx + S1_REGION_END]
+        sub     rax, r13
+        mov     [rbx + S1_REGION_END], rax
+        mov     qword [rax - 8], S1_EPILOGUE_TAG ; epilogue at the new end
+.out:
+        pop     r13
+        pop     r12
+        pop     rbx
+        ret
+
+; s1_reset: forget the whole heap without touching memory. Only for tests that serve the
+; break from a buffer of their own (s1_sbrk_hook); with libc's sbrk the memory would leak.
+;   IN: nothing. OUT: nothing. Clobbers: rax. Preserves: everything else.
+global s1_reset:function hidden
+s1_reset:
+        xor     eax, eax
+        mov     [s1_first_region], rax
+        mov     [s1_last_region], rax
+        mov     [s1_free_head], rax
+        mov     [s1_rover], rax
+        mov     [s1_brk_calls], rax
+        mov     [s1_footprint], rax
+        mov     [s1_peak_footprint], rax
+        mov     [s1_status], eax
+        ret
+
+section .note.GNU-stack noalloc noexec nowrite progbits
+; EOF

@@ -1,0 +1,371 @@
+; stage1_brk/malloc.asm: the malloc family over blocks and regions.
+; Entry points: s1_malloc, s1_free, s1_realloc, s1_memalign, s1_usable_size, s1_validate.
+; Everything a caller can get wrong is caught here, before any block is touched; errno, the
+; lock and the diagnostics belong to the C++ adapter (stage1.cc).
+
+default rel
+%include "types.inc"
+
+extern s1_find_fit, s1_list_remove, s1_list_push ; freelist.asm
+extern s1_place, s1_coalesce, s1_split_tail      ; block.asm
+extern s1_heap_grow, s1_heap_trim, s1_region_of  ; heap.asm
+extern s1_status, s1_last_region                 ; heap.asm
+
+section .text
+
+; [S1.15] ADJUST_SIZE dst, src: the block size for a request of `src` payload bytes: room for
+; the header and footer, rounded up to 16, at least S1_MIN_BLOCK (so malloc(0) gets a real,
+; unique block). The caller has already refused requests above S1_MAX_REQUEST.
+%macro ADJUST_SIZE 2
+        lea     %1, [%2 + S1_OVERHEAD + S1_ALIGN - 1]
+        and     %1, -S1_ALIGN
+        cmp     %1, S1_MIN_BLOCK
+        jae     %%big_enough
+        mov     %1, S1_MIN_BLOCK
+%%big_enough:
+%endmacro
+
+; TOO_LARGE reg, label: jump to label when reg > S1_MAX_REQUEST (clobbers rax).
+%macro TOO_LARGE 2
+        mov     rax, S1_MAX_REQUEST
+        cmp     %1, rax
+        ja      %2
+%endmacro
+
+; s1_malloc: a block with at least `size` usable bytes, 16-byte aligned.
+;   IN:  rdi = size in bytes (0 is fine)
+;   OUT: rax = payload address, or 0 with s1_status = S1_ENOMEM (heap unchanged)
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+global s1_malloc:function hidden
+s1_malloc:
+        TOO_LARGE rdi, .too_large
+        push    rbx                             ; rbx = asize
+        push    r12                             ; r12 = chosen block
+        push    r13                             ; (alignment)
+        ADJUST_SIZE rbx, rdi
+        mov     rdi, rbx
+        call    s1_find_fit                     ; a free block that is large enough?
+        test    rax, rax
+        jnz     .found
+        mov     rdi, rbx
+        call    s1_heap_grow                    ; no: make one from the break
+        test    rax, rax
+        jz      .out                            ; s1_status already says ENOMEM
+.found:
+        mov     r12, rax
+        mov     rdi, rax
+        mov     rsi, rbx
+        call    s1_place
+        lea     rax, [r12 + 8]                  ; payload just past the header
+.out:
+        pop     r13
+        pop     r12
+        pop     rbx
+        ret
+.too_large:
+        mov     dword [s1_status], S1_ENOMEM
+        xor     eax, eax
+        ret
+
+; [S1.16] s1_validate: is `ptr` a used block of this heap? Checked in order of cost: alignment,
+; region, poison (a block absorbed by coalescing), size within the region, footer equal to the
+; header, and finally the allocated bit. Catches double frees, foreign and interior pointers
+; without walking the heap; an interior pointer whose bytes happen to look like a matching
+; header and footer would pass, the price of O(1).
+;   IN:  rdi = pointer (not 0)
+;   OUT: eax = S1_OK, S1_MISALIGNED, S1_FOREIGN, S1_NOT_A_BLOCK or S1_DOUBLE_FREE
+;   Clobbers: rax, rcx, rdx, rsi, rdi. Preserves: everything else.
+global s1_validate:function hidden
+s1_validate:
+        test    dil, S1_ALIGN - 1
+        jnz     .misaligned
+        call    s1_region_of                    ; rdi untouched
+        test    rax, rax
+        jz      .foreign
+        lea     rcx, [rax + S1_FIRST_BLOCK + 8]
+        cmp     rdi, rcx
+        jb      .not_a_block                    ; points into the region header or prologue
+        mov     rdx, [rax + S1_REGION_END]      ; rdx = region end
+        mov     rcx, [rdi - 8]                  ; rcx = header
+        mov     rsi, S1_POISON
+        cmp     rcx, rsi
+        je      .double_free                    ; its block was merged into a free one
+        mov     rsi, rcx
+        and     rsi, ~S1_FLAGS                  ; rsi = size
+        cmp     rsi, S1_MIN_BLOCK
+        jb      .not_a_block
+        mov     rax, rdx
+        sub     rax, rdi                        ; room from the payload to the region end
+        cmp     rsi, rax
+        ja      .not_a_block                    ; would run past the epilogue
+        cmp     rcx, [rdi + rsi - 16]           ; footer: header + size - 8
+        jne     .not_a_block
+        and     ecx, S1_FLAGS
+        cmp     ecx, S1_ALLOC
+        je      .ok
+        test    ecx, ecx
+        jz      .double_free                    ; a well-formed free block
+.not_a_block:
+        mov     eax, S1_NOT_A_BLOCK
+        ret
+.ok:
+        xor     eax, eax
+        ret
+.misaligned:
+        mov     eax, S1_MISALIGNED
+        ret
+.foreign:
+        mov     eax, S1_FOREIGN
+        ret
+.double_free:
+        mov     eax, S1_DOUBLE_FREE
+        ret
+
+; [S1.17] s1_free: validate, then mark the block free, coalesce it and maybe trim the heap.
+;   IN:  rdi = pointer from s1_malloc / s1_realloc / s1_memalign, or 0 (ignored)
+;   OUT: eax = S1_OK, or the status of a bad pointer (then the heap is unchanged)
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+global s1_free:function hidden
+s1_free:
+        test    rdi, rdi
+        jz      .null
+        push    rbx
+        mov     rbx, rdi
+        call    s1_validate
+        test    eax, eax
+        jnz     .out                            ; bad pointer: touch nothing
+        lea     rdi, [rbx - 8]
+        call    s1_free_block
+        xor     eax, eax
+.out:
+        pop     rbx
+        ret
+.null:
+        xor     eax, eax
+        ret
+
+; s1_free_block: free a block already known to be used.
+;   IN:  rdi = header of a used block
+;   OUT: nothing
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+global s1_free_block:function hidden
+s1_free_block:
+        push    rbx                             ; (alignment)
+        mov     rax, [rdi]
+        and     rax, ~S1_FLAGS                  ; clear the allocated bit...
+        SET_TAGS rdi, rax, rcx                  ; ...in header and footer
+        call    s1_coalesce
+        mov     rdi, rax
+        call    s1_heap_trim
+        pop     rbx
+        ret
+
+; s1_usable_size: the payload bytes of a used block (at least what was asked for).
+;   IN:  rdi = pointer
+;   OUT: rax = usable bytes, or 0 with s1_status set for a bad pointer (0 for a null pointer)
+;   Clobbers: rax, rcx, rdx, rsi, rdi. Preserves: everything else.
+global s1_usable_size:function hidden
+s1_usable_size:
+        test    rdi, rdi
+        jz      .zero
+        push    rbx
+        mov     rbx, rdi
+        call    s1_validate
+        test    eax, eax
+        jnz     .bad
+        mov     rax, [rbx - 8]
+        and     rax, ~S1_FLAGS
+        sub     rax, S1_OVERHEAD                ; block minus header and footer
+        pop     rbx
+        ret
+.bad:
+        mov     [s1_status], eax
+        pop     rbx
+.zero:
+        xor     eax, eax
+        ret
+
+; [S1.18] s1_realloc: resize a block, in place whenever the neighbours allow.
+;   shrink (or same size) -> split the tail off in place;
+;   grow, next block free and large enough -> absorb it, split off what is left;
+;   grow, block ends the heap -> extend the break, then absorb the new free block;
+;   otherwise -> allocate, copy the old payload, free the old block.
+;   IN:  rdi = pointer or 0 (then this is s1_malloc), rsi = new size
+;   OUT: rax = the block (same or moved), or 0 with s1_status = S1_ENOMEM (old block intact)
+;        or a bad-pointer status (nothing touched)
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+;   Stack: five pushes + return address = 48 bytes (aligned calls).
+global s1_realloc:function hidden
+s1_realloc:
+        test    rdi, rdi
+        jnz     .resize
+        mov     rdi, rsi
+        jmp     s1_malloc                       ; realloc(NULL, n) is malloc(n)
+.resize:
+        push    rbx                             ; rbx = payload
+        push    r12                             ; r12 = requested size
+        push    r13                             ; r13 = asize
+        push    r14                             ; r14 = header
+        push    r15                             ; r15 = current block size
+        mov     rbx, rdi
+        mov     r12, rsi
+        call    s1_validate
+        test    eax, eax
+        jnz     .bad_pointer
+        TOO_LARGE r12, .too_large
+        ADJUST_SIZE r13, r12
+        lea     r14, [rbx - 8]
+        mov     r15, [r14]
+        and     r15, ~S1_FLAGS
+        cmp     r13, r15
+        ja      .grow
+        mov     rdi, r14                        ; shrink in place
+        mov     rsi, r13
+        call    s1_split_tail
+        mov     rax, rbx
+        jmp     .out
+
+.grow:
+        lea     rdi, [r14 + r15]                ; the next block's header
+        cmp     qword [rdi], S1_EPILOGUE_TAG
+        jne     .absorb
+        mov     rax, [s1_last_region]
+        mov     rax, [rax + S1_REGION_END]
+        sub     rax, 8
+        cmp     rdi, rax
+        jne     .move                           ; an epilogue, but not the heap's last one
+        mov     rdi, r13
+        call    s1_heap_grow                    ; extend; the new free block follows us
+        test    rax, rax
+        jz      .out                            ; ENOMEM: the old block is untouched
+        lea     rdi, [r14 + r15]
+.absorb:                                        ; IN: rdi = next block's header
+        mov     rax, [rdi]
+        test    al, S1_ALLOC
+        jnz     .move                           ; next is used
+        lea     rcx, [r15 + rax]                ; rcx = combined size
+        cmp     rcx, r13
+        jb      .move                           ; not enough even together
+        push    rcx
+        push    rdi
+        call    s1_list_remove
+        pop     rdi
+        pop     rcx
+        mov     rax, S1_POISON
+        mov     [rdi], rax                      ; the absorbed header is gone
+        mov     rax, rcx
+        sub     rax, r13                        ; what would be left over
+        cmp     rax, S1_MIN_BLOCK
+        jb      .take_all
+        lea     rdx, [r13 + S1_ALLOC]
+        SET_TAGS r14, rdx, rcx                  ; grown to exactly asize
+        lea     rdi, [r14 + r13]
+        SET_TAGS rdi, rax, rcx                  ; the rest is a free block (its next is used)
+        call    s1_list_push
+        mov     rax, rbx
+        jmp     .out
+.take_all:
+        lea     rdx, [rcx + S1_ALLOC]
+        SET_TAGS r14, rdx, rcx
+        mov     rax, rbx
+        jmp     .out
+
+.move:
+        mov     rdi, r12
+        call    s1_malloc
+        test    rax, rax
+        jz      .out                            ; ENOMEM: the old block is untouched
+        mov     r13, rax
+        mov     rdi, rax                        ; copy the whole old payload
+        mov     rsi, rbx
+        lea     rcx, [r15 - S1_OVERHEAD]
+        rep     movsb
+        mov     rdi, r14
+        call    s1_free_block
+        mov     rax, r13
+        jmp     .out
+
+.too_large:
+        mov     eax, S1_ENOMEM
+.bad_pointer:
+        mov     [s1_status], eax
+        xor     eax, eax
+.out:
+        pop     r15
+        pop     r14
+        pop     r13
+        pop     r12
+        pop     rbx
+        ret
+
+; [S1.19] s1_memalign: a block whose payload is a multiple of `alignment`. Allocate enough to
+; slide forward to an aligned payload with a free block's worth of room behind it, give the
+; leading piece back as a free block (coalescing it with a free predecessor), then give back
+; the tail past the requested size.
+;
+;      p (from malloc)          q (aligned)
+;   +--+------------------------+--+---------------------+----------+
+;   |h |   lead: freed, >= 32   |h | asize               | tail     |
+;   +--+------------------------+--+---------------------+----------+
+;
+;   IN:  rdi = alignment (a power of two <= S1_MAX_ALIGNMENT), rsi = size
+;   OUT: rax = aligned payload, or 0 with s1_status = S1_ENOMEM
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+global s1_memalign:function hidden
+s1_memalign:
+        cmp     rdi, S1_ALIGN
+        ja      .large
+        mov     rdi, rsi
+        jmp     s1_malloc                       ; every payload is 16-aligned already
+.large:
+        TOO_LARGE rsi, .too_large
+        push    rbx                             ; rbx = alignment
+        push    r12                             ; r12 = asize
+        push    r13                             ; r13 = payload from malloc
+        push    r14                             ; r14 = aligned payload
+        push    r15                             ; (alignment)
+        mov     rbx, rdi
+        ADJUST_SIZE r12, rsi
+        lea     rdi, [r12 + rbx + S1_MIN_BLOCK - S1_OVERHEAD]
+        call    s1_malloc                       ; block of asize + alignment + S1_MIN_BLOCK
+        test    rax, rax
+        jz      .out
+        mov     r13, rax
+        mov     r14, rax
+        lea     rcx, [rbx - 1]
+        test    rax, rcx
+        jz      .tail                           ; already aligned: no lead
+        lea     r14, [r13 + S1_MIN_BLOCK + rbx - 1]
+        neg     rbx
+        and     r14, rbx                        ; first aligned payload >= p + 32
+        neg     rbx
+        lea     rdi, [r13 - 8]                  ; the malloc'd block's header
+        mov     rax, [rdi]
+        and     rax, ~S1_FLAGS                  ; its size
+        mov     rcx, r14
+        sub     rcx, r13                        ; lead bytes
+        sub     rax, rcx                        ; bytes from the aligned header on
+        lea     rdx, [rax + S1_ALLOC]
+        lea     rsi, [r14 - 8]
+        SET_TAGS rsi, rdx, rax                  ; the aligned block, used
+        SET_TAGS rdi, rcx, rax                  ; the lead, a free block
+        call    s1_coalesce                     ; merge with a free predecessor, list it
+.tail:
+        lea     rdi, [r14 - 8]
+        mov     rsi, r12
+        call    s1_split_tail                   ; drop what lies past asize
+        mov     rax, r14
+.out:
+        pop     r15
+        pop     r14
+        pop     r13
+        pop     r12
+        pop     rbx
+        ret
+.too_large:
+        mov     dword [s1_status], S1_ENOMEM
+        xor     eax, eax
+        ret
+
+section .note.GNU-stack noalloc noexec nowrite progbits
+; EOF

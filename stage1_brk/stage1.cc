@@ -1,0 +1,279 @@
+// stage1_brk/stage1.cc: the contract adapter around the assembly core. No allocator logic:
+// it turns core status codes into errno or a one-line diagnostic, keeps the request-side
+// statistics the core does not know about, maps options to the core's tunables, and builds
+// the descriptor (the thread-safe entry is contract/locked.h's lock around this one).
+#include "stage1_brk/stage1.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "contract/diagnostics.h"
+#include "contract/locked.h"
+#include "stage1_brk/core.h"
+
+namespace edu::stage1 {
+namespace {
+
+constexpr const char* kName = "stage1_brk";
+
+// [S1.22] Request-side statistics. The core counts what it asks of the kernel (sbrk calls,
+// footprint); what the program asks of us is counted here. Callers are serialised (one thread,
+// or the stage lock), so plain counters are exact.
+struct RequestStats {
+    uint64_t mallocs = 0, frees = 0, bytes_requested = 0;
+    uint64_t live_blocks = 0, live_bytes = 0, peak_live_bytes = 0;
+} g_stats;
+
+void count_alloc(void* p, std::size_t requested) {
+    std::size_t usable = s1_usable_size(p);
+    ++g_stats.mallocs;
+    ++g_stats.live_blocks;
+    g_stats.bytes_requested += requested;
+    g_stats.live_bytes += usable;
+    if (g_stats.live_bytes > g_stats.peak_live_bytes) g_stats.peak_live_bytes = g_stats.live_bytes;
+}
+
+void count_free(std::size_t usable) {
+    ++g_stats.frees;
+    --g_stats.live_blocks;
+    g_stats.live_bytes -= usable;
+}
+
+const char* describe(uint32_t status) {
+    switch (status) {
+        case S1_FOREIGN: return "pointer not from this heap";
+        case S1_MISALIGNED: return "misaligned pointer, never returned by this heap";
+        case S1_NOT_A_BLOCK: return "no block starts here (interior or corrupted pointer)";
+        case S1_DOUBLE_FREE: return "double free (block is already free)";
+        default: return "invalid pointer";
+    }
+}
+
+// Checks a pointer about to be released; never returns for a bad one.
+std::size_t usable_or_die(const char* call, const void* ptr) {
+    uint32_t status = s1_validate(ptr);
+    if (status != S1_OK) [[unlikely]] die(kName, call, ptr, describe(status));
+    return s1_usable_size(ptr);
+}
+
+void* failed_allocation() {
+    set_enomem();
+    return nullptr;
+}
+
+// ---- The single-thread entry ----------------------------------------------------------------
+
+void* st_malloc(std::size_t size) {
+    void* p = s1_malloc(size);
+    if (!p) [[unlikely]] return failed_allocation();
+    count_alloc(p, size);
+    return p;
+}
+
+void st_free(void* ptr) {
+    if (!ptr) return;
+    std::size_t usable = usable_or_die("free", ptr);
+    s1_free(ptr);
+    count_free(usable);
+}
+
+void* st_calloc(std::size_t count, std::size_t size) {
+    std::size_t bytes;
+    if (__builtin_mul_overflow(count, size, &bytes)) [[unlikely]] return failed_allocation();
+    void* p = st_malloc(bytes);
+    if (p) std::memset(p, 0, bytes);  // recycled blocks hold old data; sbrk memory is zero
+    return p;
+}
+
+void* st_realloc(void* ptr, std::size_t size) {
+    if (!ptr) return st_malloc(size);
+    std::size_t old_usable = usable_or_die("realloc", ptr);
+    void* p = s1_realloc(ptr, size);
+    if (!p) [[unlikely]] return failed_allocation();  // only ENOMEM is left: ptr was valid
+    // A resize keeps the block count: only the bytes change.
+    g_stats.bytes_requested += size;
+    g_stats.live_bytes += s1_usable_size(p) - old_usable;
+    if (g_stats.live_bytes > g_stats.peak_live_bytes) g_stats.peak_live_bytes = g_stats.live_bytes;
+    return p;
+}
+
+void* st_aligned_alloc(std::size_t alignment, std::size_t size) {
+    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kS1MaxAlignment)
+        return failed_allocation();
+    void* p = s1_memalign(alignment, size);
+    if (!p) [[unlikely]] return failed_allocation();
+    count_alloc(p, size);
+    return p;
+}
+
+std::size_t st_usable_size(const void* ptr) {
+    if (!ptr) return 0;
+    return usable_or_die("usable_size", ptr);
+}
+
+const char* check_message(uint64_t code) {
+    switch (code) {
+        case S1_CHECK_REGION_MAGIC: return "region header lacks its magic word";
+        case S1_CHECK_REGION_ORDER: return "regions not ascending, overlapping or too small";
+        case S1_CHECK_PROLOGUE: return "prologue fence damaged";
+        case S1_CHECK_BLOCK_SIZE: return "block size below the minimum or not a multiple of 16";
+        case S1_CHECK_PAST_END: return "block runs past its region's epilogue";
+        case S1_CHECK_FOOTER: return "footer differs from header";
+        case S1_CHECK_FLAGS: return "unknown flag bits in a block header";
+        case S1_CHECK_ADJACENT_FREE: return "two free blocks side by side (missed coalesce)";
+        case S1_CHECK_EPILOGUE: return "epilogue fence damaged";
+        case S1_CHECK_LIST_FOREIGN: return "free-list node is not a free block of this heap";
+        case S1_CHECK_LIST_LINK: return "free-list prev link does not point back";
+        case S1_CHECK_LIST_COUNT: return "free-list length differs from free blocks in heap";
+        default: return "unknown invariant";
+    }
+}
+
+CheckResult st_check() {
+    S1Report report;
+    CheckResult result;
+    uint64_t code = s1_check(&report);
+    result.live_blocks = report.used_blocks;
+    result.live_bytes = report.used_bytes;
+    result.free_blocks = report.free_blocks;
+    if (code == S1_CHECK_OK && report.used_blocks != g_stats.live_blocks) {
+        result.ok = false;
+        LineWriter(result.message, sizeof result.message)
+            .str("heap holds ").dec(report.used_blocks).str(" used blocks, statistics say ")
+            .dec(g_stats.live_blocks);
+    } else if (code != S1_CHECK_OK) {
+        result.ok = false;
+        LineWriter(result.message, sizeof result.message)
+            .str(check_message(code)).str(" at ").hex(report.address);
+    }
+    return result;
+}
+
+// Adapts the core's visitor (header addresses, block sizes) to the contract's (payloads,
+// usable sizes).
+struct WalkContext {
+    WalkFn visit;
+    void* context;
+};
+
+int walk_visitor(void* raw, uint64_t kind, uint64_t address, uint64_t size) {
+    auto* ctx = static_cast<WalkContext*>(raw);
+    WalkEntry e{};
+    switch (kind) {
+        case S1_KIND_REGION: e = {"region", WalkState::meta, reinterpret_cast<void*>(address), size, 0}; break;
+        case S1_KIND_FENCE: e = {"fence", WalkState::meta, reinterpret_cast<void*>(address), size, 1}; break;
+        default:
+            e = {"block", kind == S1_KIND_USED ? WalkState::used : WalkState::free,
+                 reinterpret_cast<void*>(address + 8), size - kS1Overhead, 1};
+    }
+    return ctx->visit(e, ctx->context) ? 1 : 0;
+}
+
+void st_walk(WalkFn visit, void* context) {
+    WalkContext ctx{visit, context};
+    s1_walk(&walk_visitor, &ctx);
+}
+
+Stats st_stats() {
+    Stats s;
+    s.mallocs = g_stats.mallocs;
+    s.frees = g_stats.frees;
+    s.bytes_requested = g_stats.bytes_requested;
+    s.live_blocks = g_stats.live_blocks;
+    s.live_bytes = g_stats.live_bytes;
+    s.peak_live_bytes = g_stats.peak_live_bytes;
+    s.footprint = s1_footprint;
+    s.peak_footprint = s1_peak_footprint;
+    s.os_calls[static_cast<unsigned>(OsCall::brk)] = s1_brk_calls;
+    return s;
+}
+
+constexpr Api kSingleThread = {&st_malloc,        &st_free,        &st_calloc,
+                               &st_realloc,       &st_aligned_alloc, &st_usable_size,
+                               &st_check,         &st_walk,        &st_stats};
+
+// ---- Options --------------------------------------------------------------------------------
+
+constexpr OptionInfo kOptions[] = {
+    {"fit", "first|next|best", "free-list search: first fit (default), next fit, best fit"},
+    {"margin", "<bytes>", "extra bytes asked of sbrk on every growth (default 32768)"},
+    {"trim", "<bytes>|off", "trailing free bytes that make the heap lower the break (default 131072)"},
+};
+
+bool parse_bytes(const char* text, uint64_t* out) {
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long v = std::strtoull(text, &end, 10);
+    if (errno || end == text || *end || v > (1ull << 40)) return false;
+    *out = v;
+    return true;
+}
+
+bool set_option(const char* name, const char* value) {
+    if (std::strcmp(name, "fit") == 0) {
+        static const char* const fits[] = {"first", "next", "best"};
+        for (uint64_t i = 0; i < 3; ++i)
+            if (std::strcmp(value, fits[i]) == 0) return s1_fit_policy = i, true;
+        return false;
+    }
+    uint64_t bytes;
+    if (std::strcmp(name, "margin") == 0) {
+        if (!parse_bytes(value, &bytes)) return false;
+        s1_grow_margin = bytes;
+        return true;
+    }
+    if (std::strcmp(name, "trim") == 0) {
+        if (std::strcmp(value, "off") == 0) return s1_trim_threshold = UINT64_MAX, true;
+        if (!parse_bytes(value, &bytes)) return false;
+        s1_trim_threshold = bytes;
+        return true;
+    }
+    return false;
+}
+
+const char* get_option(const char* name) {
+    static char buffer[32];
+    if (std::strcmp(name, "fit") == 0) {
+        static const char* const fits[] = {"first", "next", "best"};
+        return fits[s1_fit_policy % 3];
+    }
+    if (std::strcmp(name, "margin") == 0) {
+        LineWriter(buffer, sizeof buffer).dec(s1_grow_margin);
+        return buffer;
+    }
+    if (std::strcmp(name, "trim") == 0) {
+        if (s1_trim_threshold == UINT64_MAX) return "off";
+        LineWriter(buffer, sizeof buffer).dec(s1_trim_threshold);
+        return buffer;
+    }
+    return nullptr;
+}
+
+using Lock = Locked<kSingleThread>;
+
+}  // namespace
+
+const Stage descriptor = {
+    kName,
+    1,
+    "NASM brk heap: boundary tags, explicit free list, first/next/best fit",
+    ThreadSafety::locked,
+    true,
+    kS1MaxAlignment,
+    &kSingleThread,
+    &Lock::api,
+    kOptions,
+    sizeof kOptions / sizeof kOptions[0],
+    &set_option,
+    &get_option,
+    &Lock::prepare_fork,
+    &Lock::after_fork_parent,
+    &Lock::after_fork_child,
+};
+
+namespace {
+const bool g_registered = (register_stage(descriptor), true);
+}  // namespace
+
+}  // namespace edu::stage1
