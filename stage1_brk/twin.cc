@@ -1,0 +1,392 @@
+// stage1_brk/twin.cc: the reference model's procedures, in the order of the .asm files
+// (heap.asm, freelist.asm, block.asm, malloc.asm, check.asm). Each mirrors its assembly
+// namesake's decisions exactly, down to which list operation happens first.
+#include "stage1_brk/twin.h"
+
+#include <cstring>
+
+namespace edu::stage1 {
+namespace {
+constexpr uint64_t kAlloc = 1, kFlags = 15, kPage = 4096;
+constexpr uint64_t kNext = 8, kPrev = 16;
+constexpr uint64_t kRegionNext = 0, kRegionEnd = 8, kRegionMagic = 16;
+constexpr uint64_t kFirstBlock = 40, kPrologueTag = 16 | kAlloc, kEpilogueTag = kAlloc;
+constexpr uint64_t kFailed = UINT64_MAX;
+
+uint64_t adjust(uint64_t size) {
+    uint64_t asize = (size + kS1Overhead + kS1Align - 1) & ~(kS1Align - 1);
+    return asize < kS1MinBlock ? kS1MinBlock : asize;
+}
+}  // namespace
+
+uint64_t Twin::load(uint64_t address) {
+    uint64_t v;
+    std::memcpy(&v, reinterpret_cast<const void*>(address), 8);
+    return v;
+}
+
+void Twin::store(uint64_t address, uint64_t value) {
+    std::memcpy(reinterpret_cast<void*>(address), &value, 8);
+}
+
+void Twin::set_tags(uint64_t header, uint64_t tag) {
+    store(header, tag);
+    store(header + (tag & ~kFlags) - 8, tag);
+}
+
+// ---- heap.asm ----
+
+uint64_t Twin::sbrk(int64_t increment) {
+    void* r = sbrk_(increment);
+    if (r == reinterpret_cast<void*>(-1)) return kFailed;
+    if (increment != 0) {
+        ++brk_calls;
+        footprint += static_cast<uint64_t>(increment);
+        if (footprint > peak_footprint) peak_footprint = footprint;
+    }
+    return reinterpret_cast<uint64_t>(r);
+}
+
+uint64_t Twin::region_of(uint64_t address) const {
+    for (uint64_t r = first_region_; r; r = load(r + kRegionNext)) {
+        if (address < r) return 0;
+        if (address < load(r + kRegionEnd)) return r;
+    }
+    return 0;
+}
+
+uint64_t Twin::heap_grow(uint64_t asize) {
+    uint64_t cur = sbrk(0);
+    if (cur == kFailed) return status = S1_ENOMEM, 0;
+    uint64_t last = last_region_;
+    if (last && cur == load(last + kRegionEnd)) {
+        uint64_t tail = load(cur - 16);
+        uint64_t have = (tail & kAlloc) ? 0 : tail;
+        int64_t need = static_cast<int64_t>(asize - have);
+        if (need < static_cast<int64_t>(kS1MinBlock)) need = kS1MinBlock;
+        uint64_t increment = (static_cast<uint64_t>(need) + grow_margin + kPage - 1) & ~(kPage - 1);
+        uint64_t r = sbrk(static_cast<int64_t>(increment));
+        if (r == kFailed) return status = S1_ENOMEM, 0;
+        if (r != cur) return fresh_range(r, increment);
+        uint64_t header = cur - 8;
+        set_tags(header, increment);
+        store(last + kRegionEnd, cur + increment);
+        store(cur + increment - 8, kEpilogueTag);
+        return coalesce(header);
+    }
+    uint64_t length = (asize + kFirstBlock + 8 + grow_margin + kPage - 1) & ~(kPage - 1);
+    length += (0 - cur) & 15;
+    uint64_t r = sbrk(static_cast<int64_t>(length));
+    if (r == kFailed) return status = S1_ENOMEM, 0;
+    return fresh_range(r, length);
+}
+
+uint64_t Twin::fresh_range(uint64_t base, uint64_t length) {
+    uint64_t region = (base + 15) & ~uint64_t{15};
+    uint64_t end = (base + length) & ~uint64_t{15};
+    store(region + kRegionNext, 0);
+    store(region + kRegionEnd, end);
+    store(region + kRegionMagic, kS1RegionMagic);
+    store(region + kS1RegionHeader, kPrologueTag);
+    store(region + kS1RegionHeader + 8, kPrologueTag);
+    store(end - 8, kEpilogueTag);
+    uint64_t block = region + kFirstBlock;
+    set_tags(block, end - 8 - block);
+    if (last_region_) store(last_region_ + kRegionNext, region);
+    else first_region_ = region;
+    last_region_ = region;
+    list_push(block);
+    return block;
+}
+
+void Twin::heap_trim(uint64_t header) {
+    uint64_t last = last_region_;
+    if (!last) return;
+    uint64_t size = load(header);
+    if (header + size != load(last + kRegionEnd) - 8) return;
+    if (size < trim_threshold) return;
+    uint64_t keep = (grow_margin + 15) & ~uint64_t{15};
+    if (keep < kS1MinBlock) keep = kS1MinBlock;
+    if (size <= keep) return;
+    uint64_t give = (size - keep) & ~(kPage - 1);
+    if (!give) return;
+    if (sbrk(0) != load(last + kRegionEnd)) return;
+    if (sbrk(-static_cast<int64_t>(give)) == kFailed) return;
+    set_tags(header, size - give);
+    uint64_t end = load(last + kRegionEnd) - give;
+    store(last + kRegionEnd, end);
+    store(end - 8, kEpilogueTag);
+}
+
+// ---- freelist.asm ----
+
+void Twin::list_push(uint64_t header) {
+    store(header + kNext, free_head_);
+    store(header + kPrev, 0);
+    if (free_head_) store(free_head_ + kPrev, header);
+    free_head_ = header;
+}
+
+void Twin::list_remove(uint64_t header) {
+    uint64_t next = load(header + kNext), prev = load(header + kPrev);
+    if (header == rover_) rover_ = next;
+    if (prev) store(prev + kNext, next);
+    else free_head_ = next;
+    if (next) store(next + kPrev, prev);
+}
+
+uint64_t Twin::find_fit(uint64_t asize) {
+    if (fit_policy == S1_FIT_NEXT) {
+        uint64_t start = rover_ ? rover_ : free_head_;
+        if (!start) return 0;
+        uint64_t b = start;
+        do {
+            if (load(b) >= asize) {
+                rover_ = load(b + kNext);
+                return b;
+            }
+            b = load(b + kNext);
+            if (!b) b = free_head_;
+        } while (b != start);
+        return 0;
+    }
+    if (fit_policy == S1_FIT_BEST) {
+        uint64_t best = 0, best_size = UINT64_MAX;
+        for (uint64_t b = free_head_; b; b = load(b + kNext)) {
+            uint64_t size = load(b);
+            if (size < asize || size >= best_size) continue;
+            best = b;
+            best_size = size;
+            if (size == asize) break;
+        }
+        return best;
+    }
+    for (uint64_t b = free_head_; b; b = load(b + kNext))
+        if (load(b) >= asize) return b;
+    return 0;
+}
+
+// ---- block.asm ----
+
+void Twin::place(uint64_t header, uint64_t asize) {
+    list_remove(header);
+    uint64_t size = load(header);
+    uint64_t rest = size - asize;
+    if (rest >= kS1MinBlock) {
+        set_tags(header, asize | kAlloc);
+        set_tags(header + asize, rest);
+        list_push(header + asize);
+    } else {
+        set_tags(header, size | kAlloc);
+    }
+}
+
+uint64_t Twin::coalesce(uint64_t header) {
+    uint64_t size = load(header);
+    uint64_t next = header + size;
+    if (!(load(next) & kAlloc)) {
+        list_remove(next);
+        size += load(next);
+        store(next, kS1Poison);
+    }
+    uint64_t prev_footer = load(header - 8);
+    if (!(prev_footer & kAlloc)) {
+        uint64_t prev = header - prev_footer;
+        list_remove(prev);
+        size += load(prev);
+        store(header, kS1Poison);
+        header = prev;
+    }
+    set_tags(header, size);
+    list_push(header);
+    return header;
+}
+
+void Twin::split_tail(uint64_t header, uint64_t asize) {
+    uint64_t rest = (load(header) & ~kFlags) - asize;
+    if (rest < kS1MinBlock) return;
+    set_tags(header, asize | kAlloc);
+    set_tags(header + asize, rest);
+    heap_trim(coalesce(header + asize));
+}
+
+// ---- malloc.asm ----
+
+void* Twin::malloc(uint64_t size) {
+    if (size > kS1MaxRequest) return status = S1_ENOMEM, nullptr;
+    uint64_t asize = adjust(size);
+    uint64_t block = find_fit(asize);
+    if (!block) block = heap_grow(asize);
+    if (!block) return nullptr;
+    place(block, asize);
+    return reinterpret_cast<void*>(block + 8);
+}
+
+uint32_t Twin::validate(const void* ptr) const {
+    uint64_t p = reinterpret_cast<uint64_t>(ptr);
+    if (p & 15) return S1_MISALIGNED;
+    uint64_t region = region_of(p);
+    if (!region) return S1_FOREIGN;
+    if (p < region + kFirstBlock + 8) return S1_NOT_A_BLOCK;
+    uint64_t end = load(region + kRegionEnd);
+    uint64_t header = load(p - 8);
+    if (header == kS1Poison) return S1_DOUBLE_FREE;
+    uint64_t size = header & ~kFlags;
+    if (size < kS1MinBlock || size > end - p) return S1_NOT_A_BLOCK;
+    if (load(p + size - 16) != header) return S1_NOT_A_BLOCK;
+    if ((header & kFlags) == kAlloc) return S1_OK;
+    if ((header & kFlags) == 0) return S1_DOUBLE_FREE;
+    return S1_NOT_A_BLOCK;
+}
+
+uint32_t Twin::free(void* ptr) {
+    if (!ptr) return S1_OK;
+    uint32_t s = validate(ptr);
+    if (s != S1_OK) return s;
+    free_block(reinterpret_cast<uint64_t>(ptr) - 8);
+    return S1_OK;
+}
+
+void Twin::free_block(uint64_t header) {
+    set_tags(header, load(header) & ~kFlags);
+    heap_trim(coalesce(header));
+}
+
+uint64_t Twin::usable_size(const void* ptr) {
+    if (!ptr) return 0;
+    uint32_t s = validate(ptr);
+    if (s != S1_OK) return status = s, 0;
+    return (load(reinterpret_cast<uint64_t>(ptr) - 8) & ~kFlags) - kS1Overhead;
+}
+
+void* Twin::realloc(void* ptr, uint64_t size) {
+    if (!ptr) return malloc(size);
+    uint32_t s = validate(ptr);
+    if (s != S1_OK) return status = s, nullptr;
+    if (size > kS1MaxRequest) return status = S1_ENOMEM, nullptr;
+    uint64_t asize = adjust(size);
+    uint64_t header = reinterpret_cast<uint64_t>(ptr) - 8;
+    uint64_t current = load(header) & ~kFlags;
+    if (asize <= current) {
+        split_tail(header, asize);
+        return ptr;
+    }
+    uint64_t next = header + current;
+    bool can_absorb = true;
+    if (load(next) == kEpilogueTag) {
+        if (next != load(last_region_ + kRegionEnd) - 8) can_absorb = false;
+        else if (!heap_grow(asize)) return nullptr;
+    }
+    if (can_absorb && !(load(next) & kAlloc) && current + load(next) >= asize) {
+        uint64_t total = current + load(next);
+        list_remove(next);
+        store(next, kS1Poison);
+        uint64_t rest = total - asize;
+        if (rest >= kS1MinBlock) {
+            set_tags(header, asize | kAlloc);
+            set_tags(header + asize, rest);
+            list_push(header + asize);
+        } else {
+            set_tags(header, total | kAlloc);
+        }
+        return ptr;
+    }
+    void* moved = malloc(size);
+    if (!moved) return nullptr;
+    std::memcpy(moved, ptr, current - kS1Overhead);
+    free_block(header);
+    return moved;
+}
+
+void* Twin::memalign(uint64_t alignment, uint64_t size) {
+    if (alignment <= kS1Align) return malloc(size);
+    if (size > kS1MaxRequest) return status = S1_ENOMEM, nullptr;
+    uint64_t asize = adjust(size);
+    void* raw = malloc(asize + alignment + kS1MinBlock - kS1Overhead);
+    if (!raw) return nullptr;
+    uint64_t p = reinterpret_cast<uint64_t>(raw), q = p;
+    if (p & (alignment - 1)) {
+        q = (p + kS1MinBlock + alignment - 1) & ~(alignment - 1);
+        uint64_t header = p - 8;
+        uint64_t total = load(header) & ~kFlags;
+        uint64_t lead = q - p;
+        set_tags(q - 8, (total - lead) | kAlloc);
+        set_tags(header, lead);
+        coalesce(header);
+    }
+    split_tail(q - 8, asize);
+    return reinterpret_cast<void*>(q);
+}
+
+// ---- check.asm ----
+
+uint64_t Twin::check(S1Report* r) const {
+    *r = S1Report{};
+    auto fail = [&](uint64_t code, uint64_t address) {
+        r->code = code;
+        r->address = address;
+        return code;
+    };
+    uint64_t previous_end = 0;
+    for (uint64_t region = first_region_; region; region = load(region + kRegionNext)) {
+        ++r->regions;
+        if (load(region + kRegionMagic) != kS1RegionMagic) return fail(S1_CHECK_REGION_MAGIC, region);
+        uint64_t end = load(region + kRegionEnd);
+        if (region < previous_end || (region & 15) || end < region + kFirstBlock + kS1MinBlock + 8)
+            return fail(S1_CHECK_REGION_ORDER, region);
+        r->heap_bytes += end - region;
+        uint64_t prologue = region + kS1RegionHeader;
+        if (load(prologue) != kPrologueTag || load(prologue + 8) != kPrologueTag)
+            return fail(S1_CHECK_PROLOGUE, prologue);
+        bool previous_free = false;
+        uint64_t b = region + kFirstBlock;
+        for (; b < end - 8;) {
+            uint64_t header = load(b), size = header & ~kFlags;
+            if (size < kS1MinBlock) return fail(S1_CHECK_BLOCK_SIZE, b);
+            if (size > end - 8 - b) return fail(S1_CHECK_PAST_END, b);
+            if (load(b + size - 8) != header) return fail(S1_CHECK_FOOTER, b);
+            uint64_t flags = header & kFlags;
+            if (flags == 0) {
+                if (previous_free) return fail(S1_CHECK_ADJACENT_FREE, b);
+                ++r->free_blocks;
+                r->free_bytes += size;
+                previous_free = true;
+            } else if (flags == kAlloc) {
+                ++r->used_blocks;
+                r->used_bytes += size - kS1Overhead;
+                previous_free = false;
+            } else {
+                return fail(S1_CHECK_FLAGS, b);
+            }
+            b += size;
+        }
+        if (load(end - 8) != kEpilogueTag) return fail(S1_CHECK_EPILOGUE, end - 8);
+        previous_end = end;
+    }
+    uint64_t seen = 0, previous = 0;
+    for (uint64_t node = free_head_; node; previous = node, node = load(node + kNext)) {
+        if (++seen > r->free_blocks) return fail(S1_CHECK_LIST_COUNT, node);
+        if (!region_of(node) || (node & 15) != 8 || (load(node) & kFlags))
+            return fail(S1_CHECK_LIST_FOREIGN, node);
+        if (load(node + kPrev) != previous) return fail(S1_CHECK_LIST_LINK, node);
+    }
+    if (seen != r->free_blocks) return fail(S1_CHECK_LIST_COUNT, 0);
+    return S1_CHECK_OK;
+}
+
+void Twin::walk(const std::function<bool(uint64_t, uint64_t, uint64_t)>& visit) const {
+    for (uint64_t region = first_region_; region; region = load(region + kRegionNext)) {
+        uint64_t end = load(region + kRegionEnd);
+        if (!visit(S1_KIND_REGION, region, end - region)) return;
+        if (!visit(S1_KIND_FENCE, region + kS1RegionHeader, 16)) return;
+        for (uint64_t b = region + kFirstBlock; b < end - 8;) {
+            uint64_t header = load(b), size = header & ~kFlags;
+            if (size < kS1MinBlock) return;
+            if (!visit((header & kAlloc) ? S1_KIND_USED : S1_KIND_FREE, b, size)) return;
+            b += size;
+        }
+        if (!visit(S1_KIND_FENCE, end - 8, 8)) return;
+    }
+}
+
+}  // namespace edu::stage1
