@@ -188,7 +188,8 @@ s1_usable_size:
 ; [S1.18] s1_realloc: resize a block, in place whenever the neighbours allow.
 ;   shrink (or same size) -> split the tail off in place;
 ;   grow, next block free and large enough -> absorb it, split off what is left;
-;   grow, block ends the heap -> extend the break, then absorb the new free block;
+;   grow, block ends the heap (or only a free block follows it) -> extend the break, so
+;     the new memory joins that free tail, then absorb it;
 ;   otherwise -> allocate, copy the old payload, free the old block.
 ;   IN:  rdi = pointer or 0 (then this is s1_malloc), rsi = new size
 ;   OUT: rax = the block (same or moved), or 0 with s1_status = S1_ENOMEM (old block intact)
@@ -226,16 +227,27 @@ s1_realloc:
         jmp     .out
 
 .grow:
-        lea     rdi, [r14 + r15]                ; the next block's header
-        cmp     qword [rdi], S1_EPILOGUE_TAG
-        jne     .absorb
+        lea     rdi, [r14 + r15]                ; rdi = the next block's header
+        mov     rax, [rdi]
+        mov     rcx, rdi                        ; rcx = where the heap must end to grow here
+        cmp     rax, S1_EPILOGUE_TAG
+        je      .at_end                         ; we are the heap's last block
+        test    al, S1_ALLOC
+        jnz     .move                           ; next is used: no room here
+        lea     rdx, [r15 + rax]
+        cmp     rdx, r13
+        jae     .absorb                         ; next is free and large enough
+        add     rcx, rax                        ; next is free but short: what follows it?
+        cmp     qword [rcx], S1_EPILOGUE_TAG
+        jne     .move
+.at_end:
         mov     rax, [s1_last_region]
         mov     rax, [rax + S1_REGION_END]
         sub     rax, 8
-        cmp     rdi, rax
-        jne     .move                           ; an epilogue, but not the heap's last one
+        cmp     rcx, rax
+        jne     .move                           ; an epilogue, but not the break's
         mov     rdi, r13
-        call    s1_heap_grow                    ; extend; the new free block follows us
+        call    s1_heap_grow                    ; extend: the new memory joins the free tail
         test    rax, rax
         jz      .out                            ; ENOMEM: the old block is untouched
         lea     rdi, [r14 + r15]

@@ -272,9 +272,10 @@ void* Twin::realloc(void* ptr, uint64_t size) {
         return ptr;
     }
     uint64_t next = header + current;
-    bool can_absorb = true;
-    if (load(next) == kEpilogueTag) {
-        if (next != load(last_region_ + kRegionEnd) - 8) can_absorb = false;
+    bool can_absorb = !(load(next) & kAlloc) || load(next) == kEpilogueTag;
+    if (can_absorb && (load(next) == kEpilogueTag || current + load(next) < asize)) {
+        uint64_t end = load(next) == kEpilogueTag ? next : next + load(next);
+        if (load(end) != kEpilogueTag || end != load(last_region_ + kRegionEnd) - 8) can_absorb = false;
         else if (!heap_grow(asize)) return nullptr;
     }
     if (can_absorb && !(load(next) & kAlloc) && current + load(next) >= asize) {

@@ -1,0 +1,348 @@
+// stage1_brk/stage1_test.cc: stage 1's own behaviour, one mechanism per test case.
+// Most cases drive the NASM core on a simulated break (fake_break.h), so addresses are exact
+// and a failing sbrk or a foreign sbrk user can be staged; the last cases use the real break
+// and the descriptor. The shared battery (tests/) covers the contract; this covers the design.
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include <unistd.h>
+
+#include "stage1_brk/core.h"
+#include "stage1_brk/fake_break.h"
+#include "stage1_brk/stage1.h"
+
+namespace edu::stage1 {
+namespace {
+
+FakeBreak* g_break = nullptr;
+void* fake_sbrk(intptr_t increment) { return g_break->sbrk(increment); }
+
+struct Row {
+    uint64_t kind, address, size;
+};
+
+std::vector<Row> walk() {
+    std::vector<Row> rows;
+    s1_walk(
+        [](void* ctx, uint64_t kind, uint64_t address, uint64_t size) {
+            static_cast<std::vector<Row>*>(ctx)->push_back({kind, address, size});
+            return 1;
+        },
+        &rows);
+    return rows;
+}
+
+std::vector<Row> blocks() {  // used and free blocks only
+    std::vector<Row> rows;
+    for (const Row& r : walk())
+        if (r.kind == S1_KIND_USED || r.kind == S1_KIND_FREE) rows.push_back(r);
+    return rows;
+}
+
+uint64_t header(const void* p) { return reinterpret_cast<uint64_t>(p) - 8; }
+
+uint64_t check() {
+    S1Report r;
+    return s1_check(&r);
+}
+
+// Each test gets a fresh heap on a fresh simulated break with the default tunables.
+struct FakeHeap {
+    FakeBreak brk;
+    FakeHeap() {
+        g_break = &brk;
+        s1_reset();
+        s1_sbrk_hook = &fake_sbrk;
+        s1_fit_policy = S1_FIT_FIRST;
+        s1_grow_margin = 32 * 1024;
+        s1_trim_threshold = 128 * 1024;
+    }
+    ~FakeHeap() {
+        s1_sbrk_hook = nullptr;
+        s1_reset();
+    }
+};
+
+TEST_CASE_FIXTURE(FakeHeap, "the first block lies between a prologue and an epilogue fence") {
+    void* p = s1_malloc(1);
+    REQUIRE(p != nullptr);
+    std::vector<Row> rows = walk();
+    REQUIRE(rows.size() == 5);  // region, prologue, used, free rest, epilogue
+    CHECK(rows[0].kind == S1_KIND_REGION);
+    CHECK(rows[1].kind == S1_KIND_FENCE);
+    CHECK(rows[2].kind == S1_KIND_USED);
+    CHECK(rows[2].address == header(p));
+    CHECK(rows[2].size == kS1MinBlock);
+    CHECK(rows[3].kind == S1_KIND_FREE);
+    CHECK(rows[4].kind == S1_KIND_FENCE);
+    CHECK(rows[0].size == brk.used());  // the region covers exactly what sbrk gave
+    CHECK(s1_footprint == brk.used());
+    CHECK(s1_brk_calls == 1);
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "free coalesces with both neighbours") {
+    void* a = s1_malloc(100);
+    void* b = s1_malloc(200);
+    void* c = s1_malloc(300);
+    void* guard = s1_malloc(16);  // keeps c away from the trailing free block
+    REQUIRE(s1_free(a) == S1_OK);
+    REQUIRE(s1_free(c) == S1_OK);
+    REQUIRE(blocks().size() == 5);  // free a, used b, free c, guard, rest
+    REQUIRE(s1_free(b) == S1_OK);
+    std::vector<Row> rows = blocks();
+    REQUIRE(rows.size() == 3);  // one free run a+b+c, guard, rest
+    CHECK(rows[0].kind == S1_KIND_FREE);
+    CHECK(rows[0].address == header(a));
+    CHECK(rows[0].size == 128 + 224 + 320);
+    CHECK(check() == S1_CHECK_OK);
+    CHECK(s1_free(guard) == S1_OK);
+    CHECK(blocks().size() == 1);  // everything merged back into one block
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "a remainder too small to stand alone is not split off") {
+    void* a = s1_malloc(100);  // 128-byte block
+    void* fence = s1_malloc(16);
+    REQUIRE(s1_free(a) == S1_OK);
+    void* b = s1_malloc(90);  // wants 112: the 16 left over cannot be a block
+    CHECK(b == a);
+    CHECK(s1_usable_size(b) == 112);
+    void* c = s1_malloc(50);  // wants 80 from a fresh 128 block? no: comes from the rest
+    CHECK(header(c) > header(fence));
+    CHECK(check() == S1_CHECK_OK);
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "first, next and best fit choose different blocks") {
+    // Free blocks of 256, 96 and 320 bytes, separated by used blocks. LIFO list order after the
+    // frees: 320, 96, 256, then the heap's trailing block. Each request below needs 96 bytes.
+    void* big = s1_malloc(240);
+    void* s1 = s1_malloc(16);
+    void* small = s1_malloc(80);
+    void* s2 = s1_malloc(16);
+    void* mid = s1_malloc(300);
+    void* s3 = s1_malloc(16);
+    s1_free(big);
+    s1_free(small);
+    s1_free(mid);
+    (void)s1, (void)s2, (void)s3;
+
+    SUBCASE("first fit takes the first block on the list that fits") {
+        s1_fit_policy = S1_FIT_FIRST;
+        CHECK(s1_malloc(80) == mid);  // 320 is first
+        CHECK(header(s1_malloc(80)) == header(mid) + 96);  // then what was split off it
+    }
+    SUBCASE("best fit takes the smallest block that fits") {
+        s1_fit_policy = S1_FIT_BEST;
+        CHECK(s1_malloc(80) == small);  // 96 is an exact fit
+    }
+    SUBCASE("next fit resumes after its last hit") {
+        s1_fit_policy = S1_FIT_NEXT;
+        CHECK(s1_malloc(80) == mid);    // starts at the head: 320
+        CHECK(s1_malloc(80) == small);  // resumes after 320's old place: 96
+    }
+    CHECK(check() == S1_CHECK_OK);
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "realloc grows into a following free block without moving") {
+    void* a = s1_malloc(100);
+    void* b = s1_malloc(500);
+    void* fence = s1_malloc(16);
+    std::memset(a, 0x5a, 100);
+    s1_free(b);
+    void* grown = s1_realloc(a, 400);
+    CHECK(grown == a);
+    for (int i = 0; i < 100; ++i) REQUIRE(static_cast<unsigned char*>(grown)[i] == 0x5a);
+    CHECK(s1_usable_size(grown) >= 400);
+    CHECK(header(fence) > header(grown) + 400);
+    CHECK(check() == S1_CHECK_OK);
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "realloc shrinks in place and frees the tail") {
+    void* a = s1_malloc(1000);
+    void* fence = s1_malloc(16);
+    (void)fence;
+    CHECK(s1_realloc(a, 10) == a);
+    std::vector<Row> rows = blocks();
+    CHECK(rows[0].size == kS1MinBlock);
+    CHECK(rows[1].kind == S1_KIND_FREE);
+    CHECK(check() == S1_CHECK_OK);
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "realloc at the end of the heap extends the break in place") {
+    void* a = s1_malloc(16);
+    void* b = s1_malloc(30000);  // takes the rest of the first growth, ends the heap
+    REQUIRE(b != nullptr);
+    uint64_t calls = s1_brk_calls;
+    void* grown = s1_realloc(b, 200000);
+    CHECK(grown == b);
+    CHECK(s1_brk_calls == calls + 1);
+    CHECK(check() == S1_CHECK_OK);
+    (void)a;
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "the heap gives the break back when its trailing free block passes the threshold") {
+    void* small = s1_malloc(16);
+    void* big = s1_malloc(1 << 20);
+    uint64_t peak = s1_footprint;
+    REQUIRE(peak > (1 << 20));
+    s1_free(big);
+    CHECK(s1_footprint < peak - (1 << 20) + 4096);
+    CHECK(s1_footprint == brk.used());
+    CHECK(s1_peak_footprint == peak);
+    std::vector<Row> rows = blocks();
+    REQUIRE(rows.size() == 2);
+    CHECK(rows[1].kind == S1_KIND_FREE);
+    CHECK(rows[1].size >= s1_grow_margin);  // the margin is kept for the next request
+    CHECK(check() == S1_CHECK_OK);
+    (void)small;
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "a foreign sbrk between growths starts a new fenced region") {
+    void* a = s1_malloc(16);
+    brk.bump(24);  // someone else takes 24 bytes: the break is no longer 16-aligned
+    void* b = s1_malloc(100000);
+    REQUIRE(b != nullptr);
+    CHECK(reinterpret_cast<uint64_t>(b) % 16 == 0);
+    int regions = 0;
+    for (const Row& r : walk()) regions += r.kind == S1_KIND_REGION;
+    CHECK(regions == 2);
+    CHECK(check() == S1_CHECK_OK);
+    CHECK(s1_free(a) == S1_OK);
+    CHECK(s1_free(b) == S1_OK);
+    CHECK(check() == S1_CHECK_OK);
+    alignas(16) char on_the_stack[16];
+    CHECK(s1_free(on_the_stack) == S1_FOREIGN);
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "a failed sbrk returns NULL with ENOMEM and leaves the heap unchanged") {
+    void* a = s1_malloc(100);
+    REQUIRE(a != nullptr);
+    std::vector<Row> before = walk();
+    uint64_t footprint = s1_footprint;
+    brk.set_limit(brk.used() + 1000);
+    CHECK(s1_malloc(1 << 20) == nullptr);
+    CHECK(s1_status == S1_ENOMEM);
+    CHECK(s1_realloc(a, 1 << 20) == nullptr);
+    CHECK(s1_status == S1_ENOMEM);
+    CHECK(s1_memalign(4096, 1 << 20) == nullptr);
+    std::vector<Row> after = walk();
+    REQUIRE(after.size() == before.size());
+    for (std::size_t i = 0; i < after.size(); ++i) {
+        CHECK(after[i].address == before[i].address);
+        CHECK(after[i].size == before[i].size);
+        CHECK(after[i].kind == before[i].kind);
+    }
+    CHECK(s1_footprint == footprint);
+    CHECK(s1_malloc(static_cast<size_t>(-1)) == nullptr);
+    CHECK(s1_status == S1_ENOMEM);
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "bad pointers are classified and refused") {
+    char* a = static_cast<char*>(s1_malloc(100));
+    std::memset(a, 0, 100);
+    CHECK(s1_free(a + 8) == S1_MISALIGNED);
+    CHECK(s1_free(a + 16) == S1_NOT_A_BLOCK);
+    int local = 0;
+    CHECK(s1_free(&local) != S1_OK);
+    CHECK(s1_free(a) == S1_OK);
+    CHECK(s1_free(a) == S1_DOUBLE_FREE);  // now the head of a free block
+    void* b = s1_malloc(16);
+    void* c = s1_malloc(16);
+    CHECK(s1_free(c) == S1_OK);
+    CHECK(s1_free(b) == S1_OK);           // c is absorbed: its header is poisoned
+    CHECK(s1_free(c) == S1_DOUBLE_FREE);
+    CHECK(check() == S1_CHECK_OK);
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "memalign gives the lead and the tail back as free blocks") {
+    void* p = s1_memalign(4096, 100);
+    REQUIRE(p != nullptr);
+    CHECK(reinterpret_cast<uint64_t>(p) % 4096 == 0);
+    CHECK(s1_usable_size(p) == 112);
+    std::vector<Row> rows = blocks();
+    REQUIRE(rows.size() == 3);
+    CHECK(rows[0].kind == S1_KIND_FREE);  // the lead
+    CHECK(rows[1].address == header(p));
+    CHECK(rows[2].kind == S1_KIND_FREE);  // the tail, merged with the rest
+    CHECK(s1_free(p) == S1_OK);
+    CHECK(blocks().size() == 1);
+}
+
+TEST_CASE_FIXTURE(FakeHeap, "the checker names the first broken invariant") {
+    char* a = static_cast<char*>(s1_malloc(100));
+    char* b = static_cast<char*>(s1_malloc(100));
+    S1Report r;
+    REQUIRE(s1_check(&r) == S1_CHECK_OK);
+    CHECK(r.used_blocks == 2);
+    CHECK(r.used_bytes == 2 * 112);
+
+    uint64_t* footer = reinterpret_cast<uint64_t*>(a + 112);
+    uint64_t saved = *footer;
+    *footer ^= 0x100;  // a heap overflow from a into its own footer
+    CHECK(s1_check(&r) == S1_CHECK_FOOTER);
+    CHECK(r.address == header(a));
+    *footer = saved;
+
+    uint64_t* head = reinterpret_cast<uint64_t*>(b - 8);
+    saved = *head;
+    *head = 8;  // a size no block can have
+    CHECK(s1_check(&r) == S1_CHECK_BLOCK_SIZE);
+    *head = saved;
+    CHECK(s1_check(&r) == S1_CHECK_OK);
+}
+
+// ---- The real break, through the descriptor ----
+
+int count_regions() {
+    int regions = 0;
+    descriptor.single_thread->walk(
+        [](const WalkEntry& e, void* ctx) {
+            if (std::strcmp(e.kind, "region") == 0) ++*static_cast<int*>(ctx);
+            return true;
+        },
+        &regions);
+    return regions;
+}
+
+TEST_CASE("another sbrk user moving the real break costs a region, not the heap") {
+    s1_reset();
+    const Api& api = *descriptor.single_thread;
+    void* ours = api.malloc(100000);
+    REQUIRE(ours != nullptr);
+    REQUIRE(sbrk(4096) != reinterpret_cast<void*>(-1));  // someone else takes a page
+    void* theirs = std::malloc(100000);  // glibc's main arena may move the break too
+    void* more = api.malloc(200000);
+    REQUIRE(more != nullptr);
+    CHECK(count_regions() >= 2);
+    CheckResult c = api.check();
+    CHECK_MESSAGE(c.ok, c.message);
+    api.free(ours);
+    api.free(more);
+    std::free(theirs);
+    c = api.check();
+    CHECK_MESSAGE(c.ok, c.message);
+    CHECK(c.live_blocks == 0);
+}
+
+TEST_CASE("options select the fit policy and the growth tunables") {
+    CHECK(descriptor.set_option("fit", "best"));
+    CHECK(std::strcmp(descriptor.get_option("fit"), "best") == 0);
+    CHECK(s1_fit_policy == S1_FIT_BEST);
+    CHECK(descriptor.set_option("trim", "off"));
+    CHECK(std::strcmp(descriptor.get_option("trim"), "off") == 0);
+    CHECK(descriptor.set_option("margin", "65536"));
+    CHECK(std::strcmp(descriptor.get_option("margin"), "65536") == 0);
+    CHECK_FALSE(descriptor.set_option("fit", "worst"));
+    CHECK_FALSE(descriptor.set_option("margin", "lots"));
+    CHECK_FALSE(descriptor.set_option("colour", "blue"));
+    CHECK(descriptor.get_option("colour") == nullptr);
+    CHECK(descriptor.set_option("fit", "first"));
+    CHECK(descriptor.set_option("trim", "131072"));
+    CHECK(descriptor.set_option("margin", "32768"));
+}
+
+}  // namespace
+}  // namespace edu::stage1
