@@ -30,7 +30,7 @@ global s1_footprint:data hidden
 global s1_peak_footprint:data hidden
 global s1_status:data hidden
 s1_first_region:    resq 1                      ; lowest region, 0 before the first growth
-s1_last_region:     resq 1                      ; highest region: the only one that can grow
+s1_last_region:     resq 1                      ; newest region: the only one that can grow
 s1_sbrk_hook:       resq 1                      ; sbrk replacement for tests; 0 = libc's sbrk
 s1_brk_calls:       resq 1                      ; sbrk calls that moved the break
 s1_footprint:       resq 1                      ; bytes we hold from sbrk
@@ -175,7 +175,6 @@ s1_heap_grow:
         and     rbx, -16                        ; rbx = R, the region start
         lea     rcx, [r15 + r14]
         and     rcx, -16                        ; rcx = end (equal to the break when padded)
-        mov     qword [rbx + S1_REGION_NEXT], 0
         mov     [rbx + S1_REGION_END], rcx
         mov     rax, S1_MAGIC_VALUE
         mov     [rbx + S1_REGION_MAGIC], rax
@@ -186,15 +185,22 @@ s1_heap_grow:
         lea     rax, [rcx - 8]
         sub     rax, rdi                        ; its size: up to the epilogue
         SET_TAGS rdi, rax, rcx
-        mov     rax, [s1_last_region]           ; link in address order (always last)
+        ; Link the region in address order. A new range usually lies above every region, but
+        ; not always (a break of another origin, see the `break` option), so walk to the first
+        ; region above it, keeping rdx = the address of the link that will point at us.
+        lea     rdx, [s1_first_region]
+.find_link:
+        mov     rax, [rdx]
         test    rax, rax
-        jz      .first
-        mov     [rax + S1_REGION_NEXT], rbx
-        jmp     .linked
-.first:
-        mov     [s1_first_region], rbx
-.linked:
-        mov     [s1_last_region], rbx
+        jz      .link
+        cmp     rax, rbx
+        ja      .link                           ; rax lies above us: insert before it
+        lea     rdx, [rax + S1_REGION_NEXT]
+        jmp     .find_link
+.link:
+        mov     [rbx + S1_REGION_NEXT], rax
+        mov     [rdx], rbx
+        mov     [s1_last_region], rbx           ; the newest region is the one that grows
         lea     rdi, [rbx + S1_FIRST_BLOCK]
         mov     r15, rdi
         call    s1_list_push

@@ -7,10 +7,12 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "contract/diagnostics.h"
 #include "contract/locked.h"
 #include "stage1_brk/core.h"
+#include "stage1_brk/reserved_break.h"
 
 namespace edu::stage1 {
 namespace {
@@ -199,7 +201,31 @@ constexpr OptionInfo kOptions[] = {
     {"fit", "first|next|best", "free-list search: first fit (default), next fit, best fit"},
     {"margin", "<bytes>", "extra bytes asked of sbrk on every growth (default 32768)"},
     {"trim", "<bytes>|off", "trailing free bytes that make the heap lower the break (default 131072)"},
+    {"break", "sbrk|reserved", "where the heap grows: the real program break (default) or a private reservation"},
 };
+
+// [S1.24] Where the break comes from. By default the core calls libc's sbrk, so it shares the
+// data segment with anyone else who does (and copes when they move it). `reserved` gives it a
+// break of its own in a private mapping: valgrind emulates brk in a fixed 8 MiB segment, so the
+// battery runs under memcheck this way. Switching is safe at any time: the next growth
+// finds the break "moved" and starts a new region.
+ReservedBreak* g_reserved = nullptr;
+void* reserved_sbrk(intptr_t increment) { return g_reserved->sbrk(increment); }
+
+bool use_reserved_break(bool on) {
+    if (!on) {
+        s1_sbrk_hook = nullptr;
+        return true;
+    }
+    if (!g_reserved) {
+        alignas(ReservedBreak) static unsigned char storage[sizeof(ReservedBreak)];
+        auto* candidate = new (storage) ReservedBreak();  // no heap: it lives in static storage
+        if (!candidate->ok()) return false;
+        g_reserved = candidate;
+    }
+    s1_sbrk_hook = &reserved_sbrk;
+    return true;
+}
 
 bool parse_bytes(const char* text, uint64_t* out) {
     char* end = nullptr;
@@ -229,6 +255,10 @@ bool set_option(const char* name, const char* value) {
         s1_trim_threshold = bytes;
         return true;
     }
+    if (std::strcmp(name, "break") == 0) {
+        if (std::strcmp(value, "sbrk") == 0) return use_reserved_break(false);
+        if (std::strcmp(value, "reserved") == 0) return use_reserved_break(true);
+    }
     return false;
 }
 
@@ -247,6 +277,7 @@ const char* get_option(const char* name) {
         LineWriter(buffer, sizeof buffer).dec(s1_trim_threshold);
         return buffer;
     }
+    if (std::strcmp(name, "break") == 0) return s1_sbrk_hook == &reserved_sbrk ? "reserved" : "sbrk";
     return nullptr;
 }
 

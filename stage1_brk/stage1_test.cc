@@ -1,5 +1,5 @@
 // stage1_brk/stage1_test.cc: stage 1's own behaviour, one mechanism per test case.
-// Most cases drive the NASM core on a simulated break (fake_break.h), so addresses are exact
+// Most cases drive the NASM core on a simulated break (reserved_break.h), so addresses are exact
 // and a failing sbrk or a foreign sbrk user can be staged; the last cases use the real break
 // and the descriptor. The shared battery (tests/) covers the contract; this covers the design.
 #include <doctest/doctest.h>
@@ -12,14 +12,14 @@
 #include <unistd.h>
 
 #include "stage1_brk/core.h"
-#include "stage1_brk/fake_break.h"
+#include "stage1_brk/reserved_break.h"
 #include "stage1_brk/stage1.h"
 
 namespace edu::stage1 {
 namespace {
 
-FakeBreak* g_break = nullptr;
-void* fake_sbrk(intptr_t increment) { return g_break->sbrk(increment); }
+ReservedBreak* g_break = nullptr;
+void* isolated_sbrk(intptr_t increment) { return g_break->sbrk(increment); }
 
 struct Row {
     uint64_t kind, address, size;
@@ -51,23 +51,23 @@ uint64_t check() {
 }
 
 // Each test gets a fresh heap on a fresh simulated break with the default tunables.
-struct FakeHeap {
-    FakeBreak brk;
-    FakeHeap() {
+struct IsolatedHeap {
+    ReservedBreak brk;
+    IsolatedHeap() {
         g_break = &brk;
         s1_reset();
-        s1_sbrk_hook = &fake_sbrk;
+        s1_sbrk_hook = &isolated_sbrk;
         s1_fit_policy = S1_FIT_FIRST;
         s1_grow_margin = 32 * 1024;
         s1_trim_threshold = 128 * 1024;
     }
-    ~FakeHeap() {
+    ~IsolatedHeap() {
         s1_sbrk_hook = nullptr;
         s1_reset();
     }
 };
 
-TEST_CASE_FIXTURE(FakeHeap, "the first block lies between a prologue and an epilogue fence") {
+TEST_CASE_FIXTURE(IsolatedHeap, "the first block lies between a prologue and an epilogue fence") {
     void* p = s1_malloc(1);
     REQUIRE(p != nullptr);
     std::vector<Row> rows = walk();
@@ -84,7 +84,7 @@ TEST_CASE_FIXTURE(FakeHeap, "the first block lies between a prologue and an epil
     CHECK(s1_brk_calls == 1);
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "free coalesces with both neighbours") {
+TEST_CASE_FIXTURE(IsolatedHeap, "free coalesces with both neighbours") {
     void* a = s1_malloc(100);
     void* b = s1_malloc(200);
     void* c = s1_malloc(300);
@@ -103,7 +103,7 @@ TEST_CASE_FIXTURE(FakeHeap, "free coalesces with both neighbours") {
     CHECK(blocks().size() == 1);  // everything merged back into one block
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "a remainder too small to stand alone is not split off") {
+TEST_CASE_FIXTURE(IsolatedHeap, "a remainder too small to stand alone is not split off") {
     void* a = s1_malloc(100);  // 128-byte block
     void* fence = s1_malloc(16);
     REQUIRE(s1_free(a) == S1_OK);
@@ -115,7 +115,7 @@ TEST_CASE_FIXTURE(FakeHeap, "a remainder too small to stand alone is not split o
     CHECK(check() == S1_CHECK_OK);
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "first, next and best fit choose different blocks") {
+TEST_CASE_FIXTURE(IsolatedHeap, "first, next and best fit choose different blocks") {
     // Free blocks of 256, 96 and 320 bytes, separated by used blocks. LIFO list order after the
     // frees: 320, 96, 256, then the heap's trailing block. Each request below needs 96 bytes.
     void* big = s1_malloc(240);
@@ -146,7 +146,7 @@ TEST_CASE_FIXTURE(FakeHeap, "first, next and best fit choose different blocks") 
     CHECK(check() == S1_CHECK_OK);
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "realloc grows into a following free block without moving") {
+TEST_CASE_FIXTURE(IsolatedHeap, "realloc grows into a following free block without moving") {
     void* a = s1_malloc(100);
     void* b = s1_malloc(500);
     void* fence = s1_malloc(16);
@@ -160,7 +160,7 @@ TEST_CASE_FIXTURE(FakeHeap, "realloc grows into a following free block without m
     CHECK(check() == S1_CHECK_OK);
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "realloc shrinks in place and frees the tail") {
+TEST_CASE_FIXTURE(IsolatedHeap, "realloc shrinks in place and frees the tail") {
     void* a = s1_malloc(1000);
     void* fence = s1_malloc(16);
     (void)fence;
@@ -171,7 +171,7 @@ TEST_CASE_FIXTURE(FakeHeap, "realloc shrinks in place and frees the tail") {
     CHECK(check() == S1_CHECK_OK);
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "realloc at the end of the heap extends the break in place") {
+TEST_CASE_FIXTURE(IsolatedHeap, "realloc at the end of the heap extends the break in place") {
     void* a = s1_malloc(16);
     void* b = s1_malloc(30000);  // takes the rest of the first growth, ends the heap
     REQUIRE(b != nullptr);
@@ -183,7 +183,7 @@ TEST_CASE_FIXTURE(FakeHeap, "realloc at the end of the heap extends the break in
     (void)a;
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "the heap gives the break back when its trailing free block passes the threshold") {
+TEST_CASE_FIXTURE(IsolatedHeap, "the heap gives the break back when its trailing free block passes the threshold") {
     void* small = s1_malloc(16);
     void* big = s1_malloc(1 << 20);
     uint64_t peak = s1_footprint;
@@ -200,7 +200,7 @@ TEST_CASE_FIXTURE(FakeHeap, "the heap gives the break back when its trailing fre
     (void)small;
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "a foreign sbrk between growths starts a new fenced region") {
+TEST_CASE_FIXTURE(IsolatedHeap, "a foreign sbrk between growths starts a new fenced region") {
     void* a = s1_malloc(16);
     brk.bump(24);  // someone else takes 24 bytes: the break is no longer 16-aligned
     void* b = s1_malloc(100000);
@@ -217,7 +217,7 @@ TEST_CASE_FIXTURE(FakeHeap, "a foreign sbrk between growths starts a new fenced 
     CHECK(s1_free(on_the_stack) == S1_FOREIGN);
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "a failed sbrk returns NULL with ENOMEM and leaves the heap unchanged") {
+TEST_CASE_FIXTURE(IsolatedHeap, "a failed sbrk returns NULL with ENOMEM and leaves the heap unchanged") {
     void* a = s1_malloc(100);
     REQUIRE(a != nullptr);
     std::vector<Row> before = walk();
@@ -240,7 +240,7 @@ TEST_CASE_FIXTURE(FakeHeap, "a failed sbrk returns NULL with ENOMEM and leaves t
     CHECK(s1_status == S1_ENOMEM);
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "bad pointers are classified and refused") {
+TEST_CASE_FIXTURE(IsolatedHeap, "bad pointers are classified and refused") {
     char* a = static_cast<char*>(s1_malloc(100));
     std::memset(a, 0, 100);
     CHECK(s1_free(a + 8) == S1_MISALIGNED);
@@ -257,7 +257,7 @@ TEST_CASE_FIXTURE(FakeHeap, "bad pointers are classified and refused") {
     CHECK(check() == S1_CHECK_OK);
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "memalign gives the lead and the tail back as free blocks") {
+TEST_CASE_FIXTURE(IsolatedHeap, "memalign gives the lead and the tail back as free blocks") {
     void* p = s1_memalign(4096, 100);
     REQUIRE(p != nullptr);
     CHECK(reinterpret_cast<uint64_t>(p) % 4096 == 0);
@@ -271,7 +271,7 @@ TEST_CASE_FIXTURE(FakeHeap, "memalign gives the lead and the tail back as free b
     CHECK(blocks().size() == 1);
 }
 
-TEST_CASE_FIXTURE(FakeHeap, "the checker names the first broken invariant") {
+TEST_CASE_FIXTURE(IsolatedHeap, "the checker names the first broken invariant") {
     char* a = static_cast<char*>(s1_malloc(100));
     char* b = static_cast<char*>(s1_malloc(100));
     S1Report r;
@@ -339,9 +339,29 @@ TEST_CASE("options select the fit policy and the growth tunables") {
     CHECK_FALSE(descriptor.set_option("margin", "lots"));
     CHECK_FALSE(descriptor.set_option("colour", "blue"));
     CHECK(descriptor.get_option("colour") == nullptr);
+    CHECK(std::strcmp(descriptor.get_option("break"), "sbrk") == 0);
+    CHECK_FALSE(descriptor.set_option("break", "heap"));
     CHECK(descriptor.set_option("fit", "first"));
     CHECK(descriptor.set_option("trim", "131072"));
     CHECK(descriptor.set_option("margin", "32768"));
+}
+
+TEST_CASE("the reserved break serves the heap from a private mapping and can be switched back") {
+    const Api& api = *descriptor.single_thread;
+    REQUIRE(descriptor.set_option("break", "reserved"));
+    CHECK(std::strcmp(descriptor.get_option("break"), "reserved") == 0);
+    void* before = sbrk(0);
+    void* p = api.malloc(32u << 20);  // far beyond valgrind's 8 MiB brk segment
+    REQUIRE(p != nullptr);
+    CHECK(sbrk(0) == before);  // the real break did not move
+    std::memset(p, 1, 32u << 20);
+    api.free(p);
+    REQUIRE(descriptor.set_option("break", "sbrk"));
+    void* q = api.malloc(1 << 20);
+    REQUIRE(q != nullptr);
+    CheckResult c = api.check();
+    CHECK_MESSAGE(c.ok, c.message);
+    api.free(q);
 }
 
 }  // namespace

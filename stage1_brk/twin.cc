@@ -84,7 +84,6 @@ uint64_t Twin::heap_grow(uint64_t asize) {
 uint64_t Twin::fresh_range(uint64_t base, uint64_t length) {
     uint64_t region = (base + 15) & ~uint64_t{15};
     uint64_t end = (base + length) & ~uint64_t{15};
-    store(region + kRegionNext, 0);
     store(region + kRegionEnd, end);
     store(region + kRegionMagic, kS1RegionMagic);
     store(region + kS1RegionHeader, kPrologueTag);
@@ -92,7 +91,10 @@ uint64_t Twin::fresh_range(uint64_t base, uint64_t length) {
     store(end - 8, kEpilogueTag);
     uint64_t block = region + kFirstBlock;
     set_tags(block, end - 8 - block);
-    if (last_region_) store(last_region_ + kRegionNext, region);
+    uint64_t before = 0, after = first_region_;
+    while (after && after <= region) before = after, after = load(after + kRegionNext);
+    store(region + kRegionNext, after);
+    if (before) store(before + kRegionNext, region);
     else first_region_ = region;
     last_region_ = region;
     list_push(block);

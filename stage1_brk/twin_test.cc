@@ -1,8 +1,9 @@
 // stage1_brk/twin_test.cc: proves the NASM core and its C++ twin are the same algorithm.
-// Both run on their own simulated break (fake_break.h), laid out identically, and receive the
-// same seeded stream of operations (malloc, free, realloc, memalign, bad frees, a foreign sbrk
-// user, failing sbrk, policy switches); every result is compared as an offset from the break's
-// base, and every 512 operations so are the full heap walks and both checkers' verdicts.
+// Both run on a break of their own (reserved_break.h), laid out identically, and receive the
+// same seeded stream of operations: malloc, free, realloc, memalign, bad frees, a foreign sbrk
+// user, a break that jumps below the heap, failing sbrk, policy switches. Every result is
+// compared as an offset from the break's base; every 512 operations so are the full heap walks
+// and both checkers' verdicts.
 // More than 10^6 operations per run. Reproduce one seed with EDU_TWIN_SEED=<n>.
 #include <doctest/doctest.h>
 
@@ -13,13 +14,13 @@
 #include <vector>
 
 #include "stage1_brk/core.h"
-#include "stage1_brk/fake_break.h"
+#include "stage1_brk/reserved_break.h"
 #include "stage1_brk/twin.h"
 
 namespace edu::stage1 {
 namespace {
 
-FakeBreak* g_core_break = nullptr;
+ReservedBreak* g_core_break = nullptr;
 void* core_sbrk(intptr_t increment) { return g_core_break->sbrk(increment); }
 
 struct WalkRow {
@@ -150,6 +151,10 @@ public:
         core_break_.bump(bytes);
         twin_break_.bump(bytes);
     }
+    void move_to(uint64_t offset) {
+        core_break_.move_to(offset);
+        twin_break_.move_to(offset);
+    }
     void set_limit(uint64_t bytes) {
         core_break_.set_limit(bytes);
         twin_break_.set_limit(bytes);
@@ -193,7 +198,7 @@ public:
     Block last_freed_{};
 
 private:
-    FakeBreak core_break_, twin_break_;
+    ReservedBreak core_break_, twin_break_;
     Twin twin_;
     std::vector<WalkRow> core_rows_;
 };
@@ -212,6 +217,10 @@ void duel(uint64_t seed, int steps) {
     std::mt19937_64 rng(seed);
     Duel d;
     d.set_policy(seed % 3);
+    // The break starts high; now and then it jumps to a zone 256 MiB lower, so new regions land
+    // below old ones and must be linked in address order.
+    uint64_t zone = ReservedBreak::kReserve - (256u << 20);
+    d.move_to(zone);
     for (int step = 0; step < steps; ++step) {
         CAPTURE(step);
         uint64_t op = rng() % 100;
@@ -230,11 +239,12 @@ void duel(uint64_t seed, int steps) {
         } else if (op < 97) {
             d.bump(rng() % 3 == 0 ? 4096 : 8 * (1 + rng() % 64));  // page-sized or unaligned
         } else if (op < 98) {
-            d.set_policy(rng() % 3);
+            if (rng() % 16 == 0 && zone > (256u << 20)) d.move_to(zone -= 256u << 20);
+            else d.set_policy(rng() % 3);
         } else if (op < 99) {
             d.set_limit(d.used() + rng() % 65536);  // the next large growth fails
         } else {
-            d.set_limit(FakeBreak::kReserve);
+            d.set_limit(ReservedBreak::kReserve);
         }
         if (step % 512 == 0) d.compare_heaps();
     }

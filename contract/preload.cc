@@ -1,0 +1,156 @@
+// contract/preload.cc: the drop-in (LD_PRELOAD) malloc family, written once for every stage.
+// Exports malloc, free, calloc, realloc, reallocarray, memalign, posix_memalign, aligned_alloc,
+// valloc, pvalloc, malloc_usable_size and edu_preload_stage; each call goes to the stage's
+// `thread_safe` entry. tools/preload.bzl compiles it once per stage, naming the descriptor
+// with EDU_PRELOAD_NAMESPACE / EDU_PRELOAD_DESCRIPTOR. Allocation needs no constructor; the
+// constructor only registers the fork hooks and reads EDU_ALLOC_STATS / EDU_ALLOC_CHECK.
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "contract/allocator.h"
+#include "contract/diagnostics.h"
+#include "contract/report.h"
+
+#if !defined(EDU_PRELOAD_NAMESPACE) || !defined(EDU_PRELOAD_DESCRIPTOR)
+#error "build preload.cc through edu_preload_library (tools/preload.bzl)"
+#endif
+
+namespace EDU_PRELOAD_NAMESPACE {
+extern const ::edu::Stage EDU_PRELOAD_DESCRIPTOR;
+}
+
+// Project code is built with -fvisibility=hidden; only these names leave the shared object.
+#define EDU_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+const edu::Stage& stage() { return EDU_PRELOAD_NAMESPACE::EDU_PRELOAD_DESCRIPTOR; }
+const edu::Api& api() { return *stage().thread_safe; }
+
+bool is_power_of_two(std::size_t n) { return n != 0 && (n & (n - 1)) == 0; }
+
+// The one aligned path. A power of two above the stage's limit is a valid request this stage
+// cannot serve: nullptr with ENOMEM, like any other allocation it cannot serve.
+void* aligned(std::size_t alignment, std::size_t size) {
+    if (alignment > stage().max_alignment) {
+        edu::set_enomem();
+        return nullptr;
+    }
+    return api().aligned_alloc(alignment, size);
+}
+
+std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
+
+// Settings read once when the library is loaded, so a program that edits its environment
+// later does not change what happens at exit.
+bool g_print_stats = false;
+bool g_check_at_exit = false;
+// Some programs close stderr on their way out (GNU coreutils do, in an atexit handler that
+// runs before our destructor), so a copy taken at load time carries the report.
+int g_stderr_copy = -1;
+
+bool env_is_one(const char* name) {
+    const char* value = getenv(name);  // getenv does not allocate
+    return value != nullptr && value[0] == '1' && value[1] == 0;
+}
+
+__attribute__((constructor)) void preload_start() {
+    g_print_stats = env_is_one("EDU_ALLOC_STATS");
+    g_check_at_exit = env_is_one("EDU_ALLOC_CHECK");
+    if (g_print_stats || g_check_at_exit) g_stderr_copy = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    const edu::Stage& s = stage();
+    if (pthread_atfork(s.prepare_fork, s.after_fork_parent, s.after_fork_child) != 0)
+        edu::die(s.name, "pthread_atfork", nullptr, "cannot register the fork hooks");
+}
+
+// Runs after the program's own destructors and atexit handlers: the numbers are final.
+__attribute__((destructor)) void preload_finish() {
+    if (!g_print_stats && !g_check_at_exit) return;
+    if (fcntl(2, F_GETFD) == -1 && g_stderr_copy >= 0) dup2(g_stderr_copy, 2);
+    const edu::Stage& s = stage();
+    if (g_print_stats) edu::print_stats(s, api().stats());
+    if (g_check_at_exit) {
+        edu::CheckResult verdict = api().check();
+        if (!verdict.ok) edu::die(s.name, "heap check at exit", nullptr, verdict.message);
+    }
+}
+
+}  // namespace
+
+// ---- The malloc family ----------------------------------------------------------------------
+// Each definition repeats glibc's declaration (<stdlib.h>, <malloc.h>) exactly, `noexcept`
+// included, so the compiler checks the signatures.
+
+EDU_EXPORT void* malloc(size_t size) noexcept { return api().malloc(size); }
+
+EDU_EXPORT void free(void* ptr) noexcept { api().free(ptr); }
+
+EDU_EXPORT void* calloc(size_t count, size_t size) noexcept { return api().calloc(count, size); }
+
+EDU_EXPORT void* realloc(void* ptr, size_t size) noexcept { return api().realloc(ptr, size); }
+
+// realloc(ptr, count * size), refusing a product that overflows (ptr stays valid).
+EDU_EXPORT void* reallocarray(void* ptr, size_t count, size_t size) noexcept {
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) {
+        edu::set_enomem();
+        return nullptr;
+    }
+    return api().realloc(ptr, total);
+}
+
+// glibc's memalign rounds an alignment that is not a power of two up to the next one.
+EDU_EXPORT void* memalign(size_t alignment, size_t size) noexcept {
+    if (alignment > stage().max_alignment) return aligned(alignment, size);  // ENOMEM
+    size_t power = 1;
+    while (power < alignment) power <<= 1;
+    return aligned(power, size);
+}
+
+// POSIX: EINVAL unless alignment is a power-of-two multiple of sizeof(void*); ENOMEM when it
+// cannot be served. The result is returned, errno is left as it was.
+EDU_EXPORT int posix_memalign(void** out, size_t alignment, size_t size) noexcept {
+    if (!is_power_of_two(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
+    int saved = errno;
+    void* p = aligned(alignment, size);
+    if (p == nullptr) {
+        errno = saved;
+        return ENOMEM;
+    }
+    *out = p;
+    return 0;
+}
+
+// C17 aligned_alloc: an alignment that is not a power of two is invalid (EINVAL).
+EDU_EXPORT void* aligned_alloc(size_t alignment, size_t size) noexcept {
+    if (!is_power_of_two(alignment)) {
+        errno = EINVAL;
+        return nullptr;
+    }
+    return aligned(alignment, size);
+}
+
+EDU_EXPORT void* valloc(size_t size) noexcept { return aligned(page_size(), size); }
+
+// valloc of the size rounded up to whole pages (pvalloc(0) gives one page, as in glibc).
+EDU_EXPORT void* pvalloc(size_t size) noexcept {
+    size_t page = page_size();
+    size_t rounded;
+    if (__builtin_add_overflow(size, page - 1, &rounded)) {
+        edu::set_enomem();
+        return nullptr;
+    }
+    rounded &= ~(page - 1);
+    return aligned(page, rounded == 0 ? page : rounded);
+}
+
+EDU_EXPORT size_t malloc_usable_size(void* ptr) noexcept {
+    return ptr == nullptr ? 0 : api().usable_size(ptr);
+}
+
+// Which stage serves this process: lets tests and tools confirm the preload is active.
+EDU_EXPORT const edu::Stage* edu_preload_stage() noexcept { return &stage(); }
