@@ -13,7 +13,7 @@ section .text
 ; [S1.20] s1_check: the heap's invariants, checked in one pass over every region and one
 ; over the free list:
 ;   regions:  magic word present; ascending and not overlapping; both fences intact
-;   blocks:   size >= S1_MIN_BLOCK and a multiple of 16; inside the region; footer == header;
+;   blocks:   size >= S1_MIN_BLOCK (tags hold multiples of 16); inside the region; footer == header;
 ;             flags 0 or S1_ALLOC; never two free blocks side by side (coalescing is eager)
 ;   list:     every node a free block inside the heap; node.next.prev == node;
 ;             list length == free blocks found in the heap (which also rules out cycles)

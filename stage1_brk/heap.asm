@@ -95,7 +95,7 @@ s1_region_of:
 
 ; s1_heap_grow: obtain memory from the break so that a free block of at least `asize` bytes
 ; exists, and return it (already on the free list).
-;   IN:  rdi = asize, an adjusted block size (multiple of 16, >= S1_MIN_BLOCK)
+;   IN:  rdi = asize, the free bytes needed (a multiple of 16)
 ;   OUT: rax = header of a free block of >= asize bytes, or 0 with s1_status = S1_ENOMEM
 ;        (heap unchanged)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
@@ -108,7 +108,7 @@ s1_heap_grow:
         push    r14                             ; r14 = increment asked of sbrk
         push    r15                             ; r15 = start of the new range
         mov     r12, rdi
-
+.retry:
         xor     edi, edi
         call    s1_sbrk                         ; where is the break now?
         cmp     rax, -1
@@ -205,7 +205,12 @@ s1_heap_grow:
         mov     r15, rdi
         call    s1_list_push
         mov     rax, r15
-        jmp     .out
+        cmp     [r15], r12
+        jae     .out                            ; the usual case: the block is large enough
+        ; Tricky: the break moved between our query and our sbrk, and the range we got was
+        ; sized for something else (an extension, or a pad for another break). It is a valid
+        ; region now, with its free block listed; start over, which extends it contiguously.
+        jmp     .retry
 
 .fail:
         mov     dword [s1_status], S1_ENOMEM

@@ -70,8 +70,8 @@ s1_malloc:
 ; [S1.16] s1_validate: is `ptr` a used block of this heap? Checked in order of cost: alignment,
 ; region, poison (a block absorbed by coalescing), size within the region, footer equal to the
 ; header, and finally the allocated bit. Catches double frees, foreign and interior pointers
-; without walking the heap; an interior pointer whose bytes happen to look like a matching
-; header and footer would pass, the price of O(1).
+; without walking the blocks (only the short region list); an interior pointer whose bytes
+; happen to look like a matching header and footer would pass: the price of not walking.
 ;   IN:  rdi = pointer (not 0)
 ;   OUT: eax = S1_OK, S1_MISALIGNED, S1_FOREIGN, S1_NOT_A_BLOCK or S1_DOUBLE_FREE
 ;   Clobbers: rax, rcx, rdx, rsi, rdi. Preserves: everything else.
@@ -79,7 +79,8 @@ global s1_validate:function hidden
 s1_validate:
         test    dil, S1_ALIGN - 1
         jnz     .misaligned
-        call    s1_region_of                    ; rdi untouched
+        call    s1_region_of                    ; rdi untouched; a leaf, so the unaligned
+                                                ; stack (no push before the call) is harmless
         test    rax, rax
         jz      .foreign
         lea     rcx, [rax + S1_FIRST_BLOCK + 8]
@@ -247,6 +248,7 @@ s1_realloc:
         cmp     rcx, rax
         jne     .move                           ; an epilogue, but not the break's
         mov     rdi, r13
+        sub     rdi, r15                        ; only what the block lacks: asize - size
         call    s1_heap_grow                    ; extend: the new memory joins the free tail
         test    rax, rax
         jz      .out                            ; ENOMEM: the old block is untouched

@@ -217,6 +217,36 @@ TEST_CASE_FIXTURE(IsolatedHeap, "a foreign sbrk between growths starts a new fen
     CHECK(s1_free(on_the_stack) == S1_FOREIGN);
 }
 
+// Someone else takes a page between s1_heap_grow's query of the break and its sbrk, once.
+int g_races_left = 0;
+void* racing_sbrk(intptr_t increment) {
+    if (increment > 0 && g_races_left > 0 && --g_races_left == 0) g_break->bump(4096);
+    return g_break->sbrk(increment);
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "a break that moves between the query and the growth still yields a large enough block") {
+    REQUIRE(s1_malloc(16) != nullptr);
+    s1_sbrk_hook = &racing_sbrk;
+    g_races_left = 1;
+    void* p = s1_malloc(64000);  // the extension lands past someone else's page
+    REQUIRE(p != nullptr);
+    CHECK(g_races_left == 0);
+    CHECK(s1_usable_size(p) >= 64000);
+    CHECK(check() == S1_CHECK_OK);
+    std::memset(p, 7, 64000);
+    CHECK(s1_free(p) == S1_OK);
+    CHECK(check() == S1_CHECK_OK);
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "realloc at the end of the heap asks the break only for what the block lacks") {
+    REQUIRE(s1_malloc(16) != nullptr);
+    void* b = s1_malloc(30000);
+    uint64_t before = s1_footprint;
+    REQUIRE(s1_realloc(b, 200000) == b);
+    // 170000 more bytes at most, plus the margin, rounded to pages.
+    CHECK(s1_footprint - before <= ((200000 - 30000 + s1_grow_margin + 4095) & ~uint64_t{4095}));
+}
+
 TEST_CASE_FIXTURE(IsolatedHeap, "a failed sbrk returns NULL with ENOMEM and leaves the heap unchanged") {
     void* a = s1_malloc(100);
     REQUIRE(a != nullptr);

@@ -56,6 +56,14 @@ uint64_t Twin::region_of(uint64_t address) const {
 }
 
 uint64_t Twin::heap_grow(uint64_t asize) {
+    for (;;) {
+        uint64_t block = heap_grow_once(asize);
+        if (!block || load(block) >= asize) return block;
+        // The break moved between the query and the sbrk: the region is valid but short.
+    }
+}
+
+uint64_t Twin::heap_grow_once(uint64_t asize) {
     uint64_t cur = sbrk(0);
     if (cur == kFailed) return status = S1_ENOMEM, 0;
     uint64_t last = last_region_;
@@ -278,7 +286,7 @@ void* Twin::realloc(void* ptr, uint64_t size) {
     if (can_absorb && (load(next) == kEpilogueTag || current + load(next) < asize)) {
         uint64_t end = load(next) == kEpilogueTag ? next : next + load(next);
         if (load(end) != kEpilogueTag || end != load(last_region_ + kRegionEnd) - 8) can_absorb = false;
-        else if (!heap_grow(asize)) return nullptr;
+        else if (!heap_grow(asize - current)) return nullptr;
     }
     if (can_absorb && !(load(next) & kAlloc) && current + load(next) >= asize) {
         uint64_t total = current + load(next);

@@ -43,6 +43,7 @@ private:
     uint64_t sbrk(int64_t increment);  // counts like s1_sbrk; returns UINT64_MAX on failure
     uint64_t region_of(uint64_t address) const;
     uint64_t heap_grow(uint64_t asize);
+    uint64_t heap_grow_once(uint64_t asize);  // one attempt; the block may fall short
     uint64_t fresh_range(uint64_t base, uint64_t length);
     void heap_trim(uint64_t header);
     void list_push(uint64_t header);
