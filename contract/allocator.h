@@ -19,8 +19,9 @@ inline constexpr const char* kOsCallNames[] = {"brk", "mmap", "munmap", "madvise
 // `usable_size` reports), so live_bytes - requested bytes of the live blocks is the
 // internal fragmentation a driver can measure.
 struct Stats {
-    uint64_t mallocs = 0;            // successful allocations (malloc, calloc, aligned, realloc's new)
-    uint64_t frees = 0;              // blocks released (free, realloc's old)
+    uint64_t mallocs = 0;            // successful allocations: malloc, calloc, aligned_alloc,
+                                     // and realloc(nullptr, n); a resize counts as neither
+    uint64_t frees = 0;              // blocks released by free
     uint64_t bytes_requested = 0;    // sum of sizes asked for, ever
     uint64_t live_blocks = 0;        // blocks handed out and not yet freed
     uint64_t live_bytes = 0;         // usable bytes in those blocks
@@ -64,6 +65,8 @@ using WalkFn = bool (*)(const WalkEntry& entry, void* context);
 // ---- Entry points ---------------------------------------------------------------------------
 // The malloc family as C defines it, plus introspection. Error behaviour, for every stage:
 //   * `malloc(0)` returns a unique, freeable block; `free(nullptr)` does nothing;
+//   * `realloc(p, 0)` resizes p to a zero-size block: it returns a unique, freeable block
+//     (not NULL), like malloc(0); `realloc(nullptr, n)` is malloc(n);
 //   * a size the stage cannot serve (near SIZE_MAX, out of memory, calloc overflow) returns
 //     nullptr with errno = ENOMEM and leaves the heap unchanged;
 //   * a pointer that is not a live block of this stage (double free, foreign, interior,

@@ -1,6 +1,8 @@
 // contract/diagnostics.cc: allocation-free formatting and the abort-with-one-line path.
 #include "contract/diagnostics.h"
 
+#include "contract/allocator.h"
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -79,6 +81,16 @@ void die(const char* stage, const char* call, const void* ptr, const char* what)
         .str("): ").str(what).str("\n");
     write_stderr(line);
     std::abort();
+}
+
+bool violation(CheckResult* result, const char* what, uintptr_t where, uint64_t a, uint64_t b) {
+    if (!result->ok) return false;
+    result->ok = false;
+    LineWriter w(result->message, sizeof result->message);
+    w.str(what);
+    if (where) w.str(" at ").hex(where);
+    if (a || b) w.str(" (").dec(a).str(" vs ").dec(b).str(")");
+    return false;
 }
 
 void set_enomem() { errno = ENOMEM; }

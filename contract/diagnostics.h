@@ -34,6 +34,12 @@ void write_stderr(const char* text);
 // One line on stderr naming the stage, the call and the pointer, then abort().
 [[noreturn]] void die(const char* stage, const char* call, const void* ptr, const char* what);
 
+struct CheckResult;
+// Records the first violated invariant in a checker's result: "<what> at <where> (<a> vs <b>)",
+// the address and the two disagreeing counts being optional (0 = absent). Later calls keep the
+// first message. Returns false, so a checker can `return violation(...)`.
+bool violation(CheckResult* result, const char* what, uintptr_t where = 0, uint64_t a = 0, uint64_t b = 0);
+
 // errno = ENOMEM, for the paths that return nullptr.
 void set_enomem();
 

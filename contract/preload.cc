@@ -3,7 +3,7 @@
 // valloc, pvalloc, malloc_usable_size and edu_preload_stage; each call goes to the stage's
 // `thread_safe` entry. tools/preload.bzl compiles it once per stage, naming the descriptor
 // with EDU_PRELOAD_NAMESPACE / EDU_PRELOAD_DESCRIPTOR. Allocation needs no constructor; the
-// constructor only registers the fork hooks and reads EDU_ALLOC_STATS / EDU_ALLOC_CHECK.
+// constructor registers the fork hooks and reads EDU_OPTIONS, EDU_ALLOC_STATS, EDU_ALLOC_CHECK.
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -13,6 +13,7 @@
 
 #include "contract/allocator.h"
 #include "contract/diagnostics.h"
+#include "contract/options.h"
 #include "contract/report.h"
 
 #if !defined(EDU_PRELOAD_NAMESPACE) || !defined(EDU_PRELOAD_DESCRIPTOR)
@@ -63,6 +64,7 @@ __attribute__((constructor)) void preload_start() {
     g_check_at_exit = env_is_one("EDU_ALLOC_CHECK");
     if (g_print_stats || g_check_at_exit) g_stderr_copy = fcntl(2, F_DUPFD_CLOEXEC, 3);
     const edu::Stage& s = stage();
+    edu::apply_environment_options(s);  // a bad entry is reported on stderr, the rest applies
     if (pthread_atfork(s.prepare_fork, s.after_fork_parent, s.after_fork_child) != 0)
         edu::die(s.name, "pthread_atfork", nullptr, "cannot register the fork hooks");
 }

@@ -3,6 +3,8 @@
 EDU_COPTS: project code. Warnings are errors; -fno-builtin keeps the compiler from turning
   `malloc` + `memset` into a `calloc` call (infinite recursion once the library replaces
   calloc) and from assuming the C library's allocator semantics inside the allocator.
+  -fno-exceptions: allocator code never throws, and without unwinding tables for its lock
+  guards the preload libraries need no libstdc++ (which allocates while it loads).
 EDU_TEST_COPTS: tests and tools, which may use the C++ library freely.
 """
 
@@ -18,6 +20,7 @@ EDU_WARNINGS = [
 
 EDU_COPTS = EDU_WARNINGS + [
     "-fno-builtin",
+    "-fno-exceptions",
     "-fvisibility=hidden",
 ]
 

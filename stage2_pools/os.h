@@ -1,0 +1,20 @@
+// stage2_pools/os.h: stage 2's only door to the kernel: anonymous mappings, counted.
+// Entry points: os_map, os_map_aligned, os_unmap. Every mapping stage 2 makes (arenas, the
+// arena table, radix nodes, the raw table) goes through here, so Counters stay exact.
+#pragma once
+
+#include <cstddef>
+
+namespace edu::stage2 {
+
+// Zeroed, readable and writable pages; nullptr if the kernel refuses. `bytes` is rounded up
+// to the page size by the kernel; pass the same `bytes` to os_unmap.
+void* os_map(std::size_t bytes);
+
+// As os_map, but the start is a multiple of `alignment` (a power of two >= the page size).
+// Tries `hint` first (a guess where an aligned range is free), then over-maps and trims.
+void* os_map_aligned(std::size_t bytes, std::size_t alignment, void* hint);
+
+void os_unmap(void* address, std::size_t bytes);
+
+}  // namespace edu::stage2

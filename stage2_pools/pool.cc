@@ -1,0 +1,126 @@
+// stage2_pools/pool.cc: the cold halves of pool.h: starting a pool, lazy carving, the
+// state transitions that relink pools, and the diagnosis of a pointer that is not a block.
+// Also the definition of g_heap, whose ring heads must point at themselves before main.
+#include "stage2_pools/pool.h"
+
+#include "contract/diagnostics.h"
+#include "stage2_pools/arena.h"
+
+namespace edu::stage2 {
+namespace {
+
+constexpr Heap make_heap(Heap* self) {
+    Heap heap{};
+    for (unsigned c = 0; c < kClassCount; ++c)
+        heap.used[c] = PoolLinks{&self->used[c], &self->used[c]};
+    apply_geometry(heap, kClassic);
+    heap.usable = heap.unused = kNoArena;
+    for (uint32_t& last : heap.last_with) last = kNoArena;
+    return heap;
+}
+
+void link_front(Pool* pool, unsigned c) {
+    PoolLinks* head = &g_heap.used[c];
+    pool->next = head->next;
+    pool->prev = head;
+    head->next->prev = pool;
+    head->next = pool;
+}
+
+void unlink(Pool* pool) {
+    pool->prev->next = pool->next;
+    pool->next->prev = pool->prev;
+}
+
+}  // namespace
+
+// Constant-initialised: a malloc that runs before any constructor finds the rings ready.
+constinit Heap g_heap = make_heap(&g_heap);
+
+// [S2.11] Lazy carving. A pool's free list never holds more than the blocks freed into it
+// plus one: when the list runs dry, one block is cut from the never-used tail at next_offset.
+// A fresh pool costs no loop over its blocks, and its untouched pages stay untouched.
+void pool_refill(Pool* pool) {
+    if (pool->next_offset <= pool->max_next_offset) {
+        Block* block =
+            reinterpret_cast<Block*>(reinterpret_cast<uintptr_t>(pool) + pool->next_offset);
+        block->next = nullptr;
+        pool->free = block;
+        pool->next_offset += pool->block_size;
+        return;
+    }
+    unlink(pool);  // used -> full: the last block just went out
+}
+
+void* pool_malloc_slow(unsigned c) {
+    Pool* pool = arena_take_pool();
+    if (!pool) {
+        set_enomem();
+        return nullptr;
+    }
+    link_front(pool, c);
+    // [S2.13] An empty pool that last served this same class keeps a valid header and
+    // a free list holding all its carved blocks: use it as it is. Otherwise start it afresh:
+    // block 0 becomes the only free block, and carving continues behind it.
+    if (pool->next_offset == 0 || pool->class_index != c) {
+        pool->class_index = c;
+        pool->block_size = class_size(c);
+        pool->max_next_offset = g_heap.pool_bytes - pool->block_size;
+        Block* first =
+            reinterpret_cast<Block*>(reinterpret_cast<uintptr_t>(pool) + g_heap.header_bytes);
+        first->next = nullptr;
+        pool->free = first;
+        pool->next_offset = g_heap.header_bytes + pool->block_size;
+        // An empty pool's live bitmap is already all zero: every bit was cleared by a free.
+    }
+    Block* block = pool->free;
+    pool->used = 1;
+    uint32_t index = block_index(pool, reinterpret_cast<uintptr_t>(block));
+    pool_bitmap(pool)[index >> 6] |= uint64_t{1} << (index & 63);
+    if ((pool->free = block->next) == nullptr) pool_refill(pool);
+    return block;
+}
+
+void pool_free_slow(Pool* pool, bool was_full) {
+    if (pool->used == 0) {  // used -> empty
+        unlink(pool);
+        arena_take_back_pool(pool);
+        return;
+    }
+    if (was_full) link_front(pool, pool->class_index);  // full -> used, first in its ring
+}
+
+void small_reject(const void* user, uintptr_t block, const char* call) {
+    Pool* pool = pool_of(block);
+    uint32_t offset = static_cast<uint32_t>(block - reinterpret_cast<uintptr_t>(pool));
+    const char* what;
+    char text[128];
+    if (pool->next_offset == 0) {
+        what = "not a block: inside an arena, in a pool never used";
+    } else if (pool->class_index >= kClassCount) {
+        what = "pool header corrupted (size class out of range): overflow from the pool below?";
+    } else if (offset < g_heap.header_bytes) {
+        what = "not a block: points into a pool header";
+    } else if (pool->used == 0) {
+        what = "not a live block: its pool is empty (double free?)";
+    } else {
+        uint32_t index = block_index(offset, pool->class_index);
+        uint32_t start = g_heap.header_bytes + index * pool->block_size;
+        if (start != offset) {
+            LineWriter(text, sizeof text)
+                .str("interior pointer: ")
+                .dec(offset - start)
+                .str(" bytes into a ")
+                .dec(pool->block_size)
+                .str("-byte block");
+            what = text;
+        } else if (offset >= pool->next_offset) {
+            what = "not a block: never handed out";
+        } else {
+            what = "double free: the block is already free";
+        }
+    }
+    die(kStageName, call, user, what);
+}
+
+}  // namespace edu::stage2

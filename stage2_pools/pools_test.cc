@@ -1,0 +1,629 @@
+// stage2_pools/pools_test.cc: proves stage 2 behaves as its chapter says, by reaching inside:
+// lazy carving, the pool state machine and its rings, arenas sorted fullest first and given
+// back when empty, routing to stage 1, the debug reports (in forked children, checking the
+// signal and the line on stderr), and a checker that does notice damage. Each case starts from
+// a heap with no arena (switching geometry twice unmaps them all) and frees what it takes.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "stage1_brk/stage1.h"
+#include "stage2_pools/check.h"
+#include "stage2_pools/debug.h"
+#include "stage2_pools/pool.h"
+#include "stage2_pools/radix.h"
+#include "stage2_pools/stage2.h"
+#include "stage2_pools/types.h"
+#include "tests/support.h"
+
+namespace edu::stage2 {
+namespace {
+
+using battery::ChildOutcome;
+using battery::hex;
+using battery::run_in_child;
+
+const Api& s2() { return *descriptor.single_thread; }
+const Api& s1() { return *stage1::descriptor.single_thread; }
+
+Pool* pool_at(const void* p) { return pool_of(reinterpret_cast<uintptr_t>(p)); }
+uint32_t arena_at(const void* p) { return radix_lookup(reinterpret_cast<uintptr_t>(p)); }
+uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+
+bool in_ring(const Pool* pool) {
+    const PoolLinks* head = &g_heap.used[pool->class_index];
+    for (const PoolLinks* l = head->next; l != head; l = l->next)
+        if (l == pool) return true;
+    return false;
+}
+
+void require_ok() {
+    CheckResult r = s2().check();
+    INFO("checker: " << r.message);
+    REQUIRE(r.ok);
+}
+
+// Unmaps every arena (possible only with no small block live) and selects `geometry`.
+void start_clean(const char* geometry = "classic") {
+    REQUIRE(
+        descriptor.set_option("geometry", std::strcmp(geometry, "classic") ? "classic" : "modern"));
+    REQUIRE(descriptor.set_option("geometry", geometry));
+    REQUIRE(g_heap.counters.arenas_live == 0);
+    require_ok();
+}
+
+std::vector<void*> allocate(std::size_t count, std::size_t size) {
+    std::vector<void*> blocks;
+    for (std::size_t i = 0; i < count; ++i) {
+        blocks.push_back(s2().malloc(size));
+        REQUIRE(blocks.back() != nullptr);
+    }
+    return blocks;
+}
+
+void free_all(std::vector<void*>& blocks) {
+    for (void* p : blocks) s2().free(p);
+    blocks.clear();
+}
+
+// The child must abort with one line naming stage 2, `call` and `ptr`, and each of `words`.
+void require_report(const char* call, const void* ptr, std::initializer_list<const char*> words,
+                    const std::function<void()>& body) {
+    ChildOutcome outcome = run_in_child(body);
+    INFO("child: " << outcome.describe());
+    REQUIRE(outcome.signaled);
+    CHECK(outcome.signal == SIGABRT);
+    CHECK(outcome.stderr_lines() == 1);
+    std::string head = std::string("edu-alloc stage2_pools: ") + call + "(" + hex(ptr) + "): ";
+    CHECK(outcome.stderr_text.find(head) == 0);
+    for (const char* word : words)
+        CHECK_MESSAGE(outcome.stderr_text.find(word) != std::string::npos,
+                      "expected to find: " << word);
+}
+
+// ---- Pools --------------------------------------------------------------------------------
+
+TEST_CASE("a new pool threads only the blocks it hands out, plus one") {
+    start_clean();
+    const uint32_t size = class_size(class_of(400));
+    auto* a = static_cast<char*>(s2().malloc(400));
+    Pool* pool = pool_at(a);
+    CHECK(addr(a) == addr(pool) + g_heap.header_bytes);
+    CHECK(pool->used == 1);
+    CHECK(pool->next_offset == g_heap.header_bytes + 2 * size);
+    REQUIRE(pool->free != nullptr);
+    CHECK(addr(pool->free) == addr(a) + size);
+    CHECK(pool->free->next == nullptr);
+
+    auto* b = static_cast<char*>(s2().malloc(400));
+    CHECK(b == a + size);
+    CHECK(pool->next_offset == g_heap.header_bytes + 3 * size);
+
+    // The walker sees two used blocks, one carved free block, and the rest not carved yet.
+    struct Count {
+        uintptr_t pool;
+        std::map<WalkState, int> states;
+    } count{addr(pool), {}};
+    s2().walk(
+        [](const WalkEntry& e, void* context) {
+            auto* c = static_cast<Count*>(context);
+            uintptr_t at = reinterpret_cast<uintptr_t>(e.address);
+            if (e.depth == 2 && std::strcmp(e.kind, "block") == 0 &&
+                (at & g_heap.pool_mask) == c->pool)
+                ++c->states[e.state];
+            return true;
+        },
+        &count);
+    CHECK(count.states[WalkState::used] == 2);
+    CHECK(count.states[WalkState::free] == 1);
+    CHECK(count.states[WalkState::unused] == static_cast<int>(blocks_per_pool(class_of(400))) - 3);
+    require_ok();
+    s2().free(a);
+    s2().free(b);
+    require_ok();
+}
+
+TEST_CASE("a pool goes from used to full to used to empty, and its ring follows") {
+    start_clean();
+    const unsigned c = class_of(512);
+    const uint32_t capacity = blocks_per_pool(c);
+    REQUIRE(capacity >= 2);
+    std::vector<void*> first = allocate(capacity, 512);
+    Pool* pool = pool_at(first[0]);
+    for (void* p : first) REQUIRE(pool_at(p) == pool);
+    CHECK(pool->free == nullptr);  // full
+    CHECK(!in_ring(pool));
+    CHECK(g_heap.used[c].next == &g_heap.used[c]);  // the ring of the class is empty
+    require_ok();
+
+    void* other = s2().malloc(512);  // a second pool for the class
+    Pool* second = pool_at(other);
+    CHECK(second != pool);
+    CHECK(in_ring(second));
+
+    s2().free(first.back());  // full -> used, first in its ring
+    first.pop_back();
+    CHECK(g_heap.used[c].next == pool);
+    CHECK(in_ring(pool));
+    require_ok();
+
+    free_all(first);  // used -> empty
+    CHECK(pool->used == 0);
+    CHECK(!in_ring(pool));
+    const Arena& arena = g_heap.arenas[pool->arena_index];
+    CHECK(arena.free_pools == pool);
+    require_ok();
+
+    void* tiny = s2().malloc(1);  // an empty pool serves any class
+    CHECK(pool_at(tiny) == pool);
+    CHECK(pool->class_index == 0);
+    CHECK(pool->used == 1);
+    s2().free(tiny);
+    s2().free(other);
+    require_ok();
+}
+
+TEST_CASE("an empty pool taken again by its old class keeps its carved blocks") {
+    start_clean();
+    std::vector<void*> blocks = allocate(3, 200);
+    Pool* pool = pool_at(blocks[0]);
+    const uint32_t carved_to = pool->next_offset;
+    void* last_freed = blocks.back();
+    free_all(blocks);
+    REQUIRE(pool->used == 0);
+    void* again = s2().malloc(200);
+    CHECK(pool_at(again) == pool);
+    CHECK(pool->next_offset == carved_to);  // no re-initialisation, no re-carving
+    CHECK(again == last_freed);             // the free list is LIFO
+    s2().free(again);
+    require_ok();
+}
+
+TEST_CASE("malloc of zero bytes returns distinct blocks of the smallest class") {
+    start_clean();
+    void* a = s2().malloc(0);
+    void* b = s2().malloc(0);
+    REQUIRE(a != nullptr);
+    REQUIRE(b != nullptr);
+    CHECK(a != b);
+    CHECK(s2().usable_size(a) == kAlignment);
+    CHECK(pool_at(a)->class_index == 0);
+    s2().free(a);
+    s2().free(b);
+}
+
+TEST_CASE("realloc stays in place within a size class and moves across classes") {
+    start_clean();
+    auto* p = static_cast<unsigned char*>(s2().malloc(20));
+    for (int i = 0; i < 20; ++i) p[i] = static_cast<unsigned char>(i + 1);
+    CHECK(s2().realloc(p, 32) == p);  // same class: 17..32 bytes
+    CHECK(s2().realloc(p, 17) == p);
+    auto* q = static_cast<unsigned char*>(s2().realloc(p, 40));
+    CHECK(q != p);
+    CHECK(pool_at(q)->class_index == class_of(40));
+    for (int i = 0; i < 17; ++i) REQUIRE(q[i] == i + 1);
+    auto* big = static_cast<unsigned char*>(s2().realloc(q, 1000));
+    CHECK(arena_at(big) == 0);  // now stage 1's
+    for (int i = 0; i < 17; ++i) REQUIRE(big[i] == i + 1);
+    auto* still = static_cast<unsigned char*>(s2().realloc(big, 10));
+    CHECK(arena_at(still) == 0);  // a raw block stays raw
+    for (int i = 0; i < 10; ++i) REQUIRE(still[i] == i + 1);
+    s2().free(still);
+    require_ok();
+    CHECK(s2().stats().live_blocks == 0);
+}
+
+// ---- Arenas -------------------------------------------------------------------------------
+
+// Blocks of `size` grouped by pool, pools grouped by arena (table index + 1).
+std::map<uint32_t, std::map<Pool*, std::vector<void*>>> by_arena(const std::vector<void*>& blocks) {
+    std::map<uint32_t, std::map<Pool*, std::vector<void*>>> arenas;
+    for (void* p : blocks) arenas[arena_at(p)][pool_at(p)].push_back(p);
+    return arenas;
+}
+
+TEST_CASE("an arena whose pools are all free goes back to the OS, except the last one") {
+    start_clean();
+    const unsigned c = class_of(512);
+    const std::size_t per_arena = std::size_t{kPoolsPerArena} * blocks_per_pool(c);
+    const Stats before = s2().stats();
+    const uint64_t unmapped = before.os_calls[static_cast<unsigned>(OsCall::munmap)];
+    std::vector<void*> blocks = allocate(4 * per_arena, 512);
+    CHECK(g_heap.counters.arenas_live == 4);
+    CHECK(g_heap.usable == kNoArena);  // every arena is full
+    const Stats full = s2().stats();
+    CHECK(full.footprint >= before.footprint + 4 * g_heap.arena_bytes);
+    CHECK(full.os_calls[static_cast<unsigned>(OsCall::mmap)] >
+          before.os_calls[static_cast<unsigned>(OsCall::mmap)]);
+    require_ok();
+
+    free_all(blocks);
+    const Stats after = s2().stats();
+    CHECK(g_heap.counters.arenas_live == 1);  // kept against thrashing
+    CHECK(g_heap.counters.arenas_freed >= 3);
+    CHECK(after.os_calls[static_cast<unsigned>(OsCall::munmap)] >= unmapped + 3);
+    CHECK(after.footprint + 3 * g_heap.arena_bytes <= full.footprint);
+    CHECK(after.peak_footprint >= full.footprint);
+    require_ok();
+
+    // Allocating and freeing in a loop reuses the kept arena: no new mapping.
+    const uint64_t mapped = s2().stats().os_calls[static_cast<unsigned>(OsCall::mmap)];
+    for (int i = 0; i < 100; ++i) s2().free(s2().malloc(64));
+    CHECK(s2().stats().os_calls[static_cast<unsigned>(OsCall::mmap)] == mapped);
+}
+
+TEST_CASE("usable arenas are kept fullest first and new pools come from the fullest") {
+    start_clean();
+    const unsigned c = class_of(512);
+    const std::size_t per_arena = std::size_t{kPoolsPerArena} * blocks_per_pool(c);
+    std::vector<void*> blocks = allocate(3 * per_arena, 512);
+    auto arenas = by_arena(blocks);
+    REQUIRE(arenas.size() == 3);
+    // Empty 10 pools of the first arena, 3 of the second, 20 of the third.
+    const unsigned emptied[] = {10, 3, 20};
+    std::vector<uint32_t> order;
+    std::set<void*> freed;
+    unsigned k = 0;
+    for (auto& [arena, pools] : arenas) {
+        order.push_back(arena - 1);
+        unsigned n = 0;
+        for (auto& [pool, list] : pools) {
+            if (n++ == emptied[k]) break;
+            for (void* p : list) {
+                s2().free(p);
+                freed.insert(p);
+            }
+        }
+        ++k;
+    }
+    require_ok();
+    // The usable list reads: 3 free pools, then 10, then 20.
+    std::vector<uint32_t> listed;
+    for (uint32_t i = g_heap.usable; i != kNoArena; i = g_heap.arenas[i].next) listed.push_back(i);
+    REQUIRE(listed.size() == 3);
+    CHECK(listed[0] == order[1]);
+    CHECK(listed[1] == order[0]);
+    CHECK(listed[2] == order[2]);
+    CHECK(g_heap.arenas[listed[0]].nfree == 3);
+    CHECK(g_heap.arenas[listed[2]].nfree == 20);
+
+    // A class with no pool yet takes one from the fullest usable arena.
+    void* small = s2().malloc(16);
+    CHECK(arena_at(small) - 1 == order[1]);
+    CHECK(g_heap.arenas[order[1]].nfree == 2);
+    require_ok();
+    s2().free(small);
+    for (void* p : blocks)
+        if (!freed.count(p)) s2().free(p);
+    require_ok();
+    CHECK(g_heap.counters.arenas_live == 1);
+}
+
+TEST_CASE("the modern geometry maps 1 MiB arenas of 16 KiB pools, aligned to their size") {
+    start_clean("modern");
+    void* p = s2().malloc(100);
+    CHECK(g_heap.pool_bytes == 16 * 1024);
+    CHECK(g_heap.arena_bytes == 1024 * 1024);
+    const Arena& arena = g_heap.arenas[arena_at(p) - 1];
+    CHECK(arena.address % (1024 * 1024) == 0);
+    CHECK(addr(pool_at(p)) % (16 * 1024) == 0);
+    CHECK(blocks_per_pool(class_of(100)) == (16 * 1024 - g_heap.header_bytes) / 112);
+    std::vector<void*> many = allocate(5000, 48);
+    require_ok();
+    free_all(many);
+    s2().free(p);
+    require_ok();
+    start_clean("classic");
+}
+
+TEST_CASE("the geometry and debug options change only while nothing they affect is live") {
+    start_clean();
+    void* small = s2().malloc(10);
+    CHECK(!descriptor.set_option("geometry", "modern"));
+    CHECK(!descriptor.set_option("debug", "on"));
+    CHECK(std::strcmp(descriptor.get_option("geometry"), "classic") == 0);
+    s2().free(small);
+    void* big = s2().malloc(5000);
+    CHECK(!descriptor.set_option("debug", "on"));        // debug reshapes raw blocks too
+    CHECK(descriptor.set_option("geometry", "modern"));  // raw blocks do not mind the geometry
+    CHECK(std::strcmp(descriptor.get_option("geometry"), "modern") == 0);
+    s2().free(big);
+    CHECK(descriptor.set_option("geometry", "classic"));
+    CHECK(!descriptor.set_option("geometry", "huge"));
+    CHECK(!descriptor.set_option("debug", "maybe"));
+    CHECK(!descriptor.set_option("colour", "blue"));
+    CHECK(descriptor.get_option("colour") == nullptr);
+    CHECK(std::strcmp(descriptor.get_option("debug"), "off") == 0);
+}
+
+// ---- Routing ------------------------------------------------------------------------------
+
+TEST_CASE("requests above 512 bytes and alignments above 64 go to stage 1") {
+    start_clean();
+    const uint64_t stage1_live = s1().stats().live_blocks;
+    void* at_limit = s2().malloc(512);
+    void* above = s2().malloc(513);
+    CHECK(arena_at(at_limit) != 0);
+    CHECK(arena_at(above) == 0);
+    CHECK(s1().stats().live_blocks == stage1_live + 1);
+    CHECK(s1().usable_size(above) >= 513);  // stage 1 knows it as its own
+    CHECK(s2().usable_size(above) == s1().usable_size(above));
+
+    void* a64 = s2().aligned_alloc(64, 100);  // class 128: 64-aligned in any pool
+    void* a32 = s2().aligned_alloc(32, 500);  // class 512
+    void* a128 = s2().aligned_alloc(128, 10);
+    CHECK(arena_at(a64) != 0);
+    CHECK(addr(a64) % 64 == 0);
+    CHECK(s2().usable_size(a64) == 128);
+    CHECK(arena_at(a32) != 0);
+    CHECK(addr(a32) % 32 == 0);
+    CHECK(arena_at(a128) == 0);
+    CHECK(addr(a128) % 128 == 0);
+    CHECK(s1().stats().live_blocks == stage1_live + 2);
+    require_ok();
+    for (void* p : {at_limit, above, a64, a32, a128}) s2().free(p);
+    CHECK(s1().stats().live_blocks == stage1_live);
+    require_ok();
+}
+
+TEST_CASE("statistics add stage 1's footprint and system calls to the arenas'") {
+    start_clean();
+    void* small = s2().malloc(64);
+    void* big = s2().malloc(100000);
+    Stats two = s2().stats();
+    Stats one = s1().stats();
+    CHECK(two.footprint >= one.footprint + g_heap.arena_bytes);
+    CHECK(two.os_calls[static_cast<unsigned>(OsCall::brk)] ==
+          one.os_calls[static_cast<unsigned>(OsCall::brk)]);
+    CHECK(two.os_calls[static_cast<unsigned>(OsCall::mmap)] > 0);
+    CHECK(two.live_bytes == 64 + s1().usable_size(big));
+    CHECK(two.peak_footprint >= two.footprint);
+    s2().free(small);
+    s2().free(big);
+}
+
+// ---- Bad pointers -------------------------------------------------------------------------
+
+TEST_CASE("a block stage 1 handed out directly is foreign to stage 2") {
+    void* p = s1().malloc(1000);
+    REQUIRE(p != nullptr);
+    require_report("free", p, {"not a block of this heap"}, [&] { s2().free(p); });
+    s1().free(p);
+}
+
+TEST_CASE("pointers into a pool that are not live blocks are told apart") {
+    start_clean();
+    auto* a = static_cast<char*>(s2().malloc(48));
+    Pool* pool = pool_at(a);
+    char* never = reinterpret_cast<char*>(pool) + pool->next_offset;  // not carved yet
+    char* header = reinterpret_cast<char*>(pool) + 8;
+    require_report("free", a, {"double free"}, [&] {
+        s2().free(a);
+        s2().free(a);
+    });
+    require_report("free", never, {"never handed out"}, [&] { s2().free(never); });
+    require_report("free", header, {"pool header"}, [&] { s2().free(header); });
+    require_report("usable_size", a + 16, {"interior pointer: 16 bytes into a 48-byte block"},
+                   [&] { s2().usable_size(a + 16); });
+    char* unused_pool = reinterpret_cast<char*>(g_heap.arenas[pool->arena_index].fresh) + 4096 / 2;
+    require_report("realloc", unused_pool, {"pool never used"},
+                   [&] { s2().realloc(unused_pool, 8); });
+    s2().free(a);
+}
+
+// ---- The checker --------------------------------------------------------------------------
+
+TEST_CASE("the checker reports a damaged free list and a damaged live bitmap") {
+    start_clean();
+    auto* a = static_cast<char*>(s2().malloc(48));
+    auto* b = static_cast<char*>(s2().malloc(48));
+    s2().free(a);  // a heads the free list now
+    Block saved = *reinterpret_cast<Block*>(a);
+    reinterpret_cast<Block*>(a)->next = reinterpret_cast<Block*>(a + 8);
+    CheckResult broken = s2().check();
+    CHECK(!broken.ok);
+    CHECK(std::string(broken.message).find("free-list entry") != std::string::npos);
+    *reinterpret_cast<Block*>(a) = saved;
+    require_ok();
+
+    Pool* pool = pool_at(a);
+    uint32_t index = block_index(pool, addr(a));
+    pool_bitmap(pool)[index >> 6] |= uint64_t{1} << (index & 63);
+    broken = s2().check();
+    CHECK(!broken.ok);
+    CHECK(std::string(broken.message).find("marked live") != std::string::npos);
+    pool_bitmap(pool)[index >> 6] &= ~(uint64_t{1} << (index & 63));
+    require_ok();
+
+    pool->used += 1;  // the pool's count no longer adds up
+    broken = s2().check();
+    CHECK(!broken.ok);
+    CHECK(std::string(broken.message).find("bitmap count") != std::string::npos);
+    pool->used -= 1;
+    require_ok();
+    s2().free(b);
+}
+
+TEST_CASE("the per-class table lists the classes in use, arenas and pool states") {
+    start_clean();
+    std::vector<void*> blocks = allocate(40, 100);
+    ChildOutcome outcome = run_in_child([] { print_pool_statistics(); });
+    INFO(outcome.describe());
+    CHECK(outcome.exited);
+    const std::string& text = outcome.stderr_text;
+    CHECK(text.find("pools of the classic geometry") != std::string::npos);
+    CHECK(text.find("class  size") != std::string::npos);
+    // Class 6 (112 bytes): 40 blocks fill one pool and start a second.
+    const uint32_t capacity = blocks_per_pool(6);
+    std::string row = "    6   112       2       1              40";
+    CHECK(text.find(row) != std::string::npos);
+    CHECK(text.find(std::to_string(2 * capacity - 40)) != std::string::npos);
+    CHECK(text.find("arenas: 1 mapped now") != std::string::npos);
+    free_all(blocks);
+}
+
+// ---- Debug mode ---------------------------------------------------------------------------
+
+// Runs `body` with debug mode on (it needs an empty heap) and switches it off again.
+void with_debug(const std::function<void()>& body) {
+    start_clean();
+    REQUIRE(descriptor.set_option("debug", "on"));
+    body();
+    REQUIRE(descriptor.set_option("debug", "off"));
+}
+
+TEST_CASE("debug mode fills new blocks, reports their requested size and keeps the heap valid") {
+    with_debug([] {
+        auto* p = static_cast<unsigned char*>(s2().malloc(24));
+        CHECK(s2().usable_size(p) == 24);
+        for (int i = 0; i < 24; ++i) REQUIRE(p[i] == kCleanByte);
+        CHECK(p[24] == kForbiddenByte);
+        CHECK(p[-1] == kForbiddenByte);
+        auto* big = static_cast<unsigned char*>(s2().malloc(3000));
+        CHECK(s2().usable_size(big) == 3000);
+        auto* aligned = static_cast<unsigned char*>(s2().aligned_alloc(4096, 100));
+        CHECK(addr(aligned) % 4096 == 0);
+        CHECK(aligned[-1] == kForbiddenByte);
+        auto* grown = static_cast<unsigned char*>(s2().realloc(p, 100));
+        for (int i = 0; i < 24; ++i) REQUIRE(grown[i] == kCleanByte);
+        CheckResult r = s2().check();
+        INFO(r.message);
+        CHECK(r.ok);
+        CHECK(r.live_blocks == 3);
+        CHECK(r.live_bytes == 100 + 3000 + 100);
+        s2().free(grown);
+        s2().free(big);
+        s2().free(aligned);
+        CHECK(debug_quarantined() == 4);  // p (by realloc) and the three above
+        require_ok();
+    });
+    CHECK(debug_quarantined() == 0);  // switching off drained it
+    require_ok();
+}
+
+TEST_CASE("in debug mode the walker shows blocks as the program sees them") {
+    with_debug([] {
+        void* small = s2().malloc(24);
+        void* big = s2().malloc(3000);
+        struct Seen {
+            std::map<uintptr_t, std::size_t> used;
+        } seen;
+        s2().walk(
+            [](const WalkEntry& e, void* context) {
+                if (e.state == WalkState::used)
+                    static_cast<Seen*>(context)->used[reinterpret_cast<uintptr_t>(e.address)] = e.size;
+                return true;
+            },
+            &seen);
+        CHECK(seen.used.size() == 2);
+        CHECK(seen.used[addr(small)] == 24);
+        CHECK(seen.used[addr(big)] == 3000);
+        s2().free(small);
+        s2().free(big);
+        CHECK(debug_quarantined() == 2);
+        void* huge = s2().malloc(2 * kQuarantineBytes);
+        s2().free(huge);                               // too big to wait: checked and released
+        CHECK(debug_quarantined() == 2);
+        require_ok();
+    });
+}
+
+TEST_CASE("debug mode reports a write past the end of a block at free") {
+    with_debug([] {
+        auto* p = static_cast<unsigned char*>(s2().malloc(24));
+        require_report(
+            "free", p,
+            {"buffer overflow", "of 24 bytes", "byte +24 is 0x41 not 0xfd", "found 41 42 fd"}, [&] {
+                p[24] = 0x41;
+                p[25] = 0x42;
+                s2().free(p);
+            });
+        auto* big = static_cast<unsigned char*>(s2().malloc(1000));
+        require_report("free", big, {"buffer overflow", "of 1000 bytes", "byte +1003"}, [&] {
+            big[1003] = 0;
+            s2().free(big);
+        });
+        s2().free(p);
+        s2().free(big);
+    });
+}
+
+TEST_CASE("debug mode reports a write before the start of a block at free") {
+    with_debug([] {
+        auto* p = static_cast<unsigned char*>(s2().malloc(40));
+        require_report("free", p,
+                       {"buffer underflow", "of 40 bytes", "byte -1 is 0x42", "found 42"}, [&] {
+                           p[-1] = 0x42;
+                           s2().free(p);
+                       });
+        auto* aligned = static_cast<unsigned char*>(s2().aligned_alloc(256, 40));
+        require_report("realloc", aligned, {"buffer underflow", "byte -200"}, [&] {
+            aligned[-200] = 0;
+            s2().realloc(aligned, 80);
+        });
+        s2().free(p);
+        s2().free(aligned);
+    });
+}
+
+TEST_CASE("debug mode reports a write into a freed block when it leaves quarantine") {
+    with_debug([] {
+        auto* victim = static_cast<unsigned char*>(s2().malloc(24));
+        std::vector<void*> others = allocate(kQuarantineSlots, 32);
+        std::string block = "use after free: block " + hex(victim) + " of 24 bytes";
+        require_report("free", others.back(),
+                       {block.c_str(), "byte +5 is 0x43 not 0xdd", "found 43 dd"}, [&] {
+                           s2().free(victim);
+                           victim[5] = 0x43;
+                           for (void* p : others)
+                               s2().free(p);  // the last one pushes the victim out
+                       });
+        s2().free(victim);
+        free_all(others);
+    });
+}
+
+TEST_CASE("debug mode reports a double free of a block still in quarantine") {
+    with_debug([] {
+        void* p = s2().malloc(24);
+        void* big = s2().malloc(2000);
+        require_report("free", p, {"double free"}, [&] {
+            s2().free(p);
+            s2().free(p);
+        });
+        require_report("free", big, {"double free"}, [&] {
+            s2().free(big);
+            s2().free(big);
+        });
+        s2().free(p);
+        s2().free(big);
+    });
+}
+
+TEST_CASE("in debug mode the checker finds a damaged fence before free does") {
+    with_debug([] {
+        auto* p = static_cast<unsigned char*>(s2().malloc(24));
+        p[30] = 0;
+        CheckResult r = s2().check();
+        CHECK(!r.ok);
+        CHECK(std::string(r.message).find("buffer overflow") != std::string::npos);
+        p[30] = kForbiddenByte;
+        require_ok();
+        s2().free(p);
+    });
+}
+
+}  // namespace
+}  // namespace edu::stage2
+
+int main(int argc, char** argv) {
+    doctest::Context context(argc, argv);
+    return context.run();
+}

@@ -1,0 +1,253 @@
+// stage2_pools/stage2.cc: the contract adapter: routes each call to pools, the raw domain or
+// the debug layer, counts it, and registers `descriptor` at static initialisation.
+// Entry points: the Api tables, options, fork hooks. The work itself: pool.h, raw.h, debug.h.
+#include "stage2_pools/stage2.h"
+
+#include <cstring>
+
+#include "contract/diagnostics.h"
+#include "contract/locked.h"
+#include "stage1_brk/stage1.h"
+#include "stage2_pools/arena.h"
+#include "stage2_pools/check.h"
+#include "stage2_pools/debug.h"
+#include "stage2_pools/pool.h"
+#include "stage2_pools/radix.h"
+#include "stage2_pools/raw.h"
+#include "stage2_pools/stats.h"
+
+namespace edu::stage2 {
+namespace {
+
+constexpr std::size_t kMaxAlignment = std::size_t{1} << 16;  // 64 KiB; stage 1 goes higher
+
+// A block from stage 1, entered in the raw table.
+void* raw_malloc(std::size_t n, std::size_t alignment) {
+    void* block = raw_alloc(n, alignment);
+    if (!block) return nullptr;  // errno = ENOMEM from stage 1
+    uintptr_t address = reinterpret_cast<uintptr_t>(block);
+    std::size_t usable = raw_block_usable(block);
+    if (!raw_track(address, address, usable)) {
+        raw_release(block);
+        set_enomem();
+        return nullptr;
+    }
+    note_alloc(usable, n);
+    return block;
+}
+
+[[noreturn]] void reject_raw(const char* call, const void* ptr) {
+    die(kStageName, call, ptr, "not a block of this heap: foreign, interior, or already freed");
+}
+
+// [S2.19] malloc: debug mode aside, a small request is one inline pool_malloc; anything
+// larger goes to stage 1.
+void* s2_malloc(std::size_t n) {
+    if (g_heap.debug) [[unlikely]] return debug_malloc(n, kAlignment);
+    if (n <= kSmallMax) [[likely]] {
+        unsigned c = class_of(n);
+        void* block = pool_malloc(c);
+        if (block != nullptr) [[likely]] note_alloc(class_size(c), n);
+        return block;
+    }
+    return raw_malloc(n, kAlignment);
+}
+
+// free: the radix tree says whether p is in an arena; if not, the raw table must know it.
+void s2_free(void* p) {
+    if (!p) return;
+    if (g_heap.debug) [[unlikely]] return debug_free(p, "free");
+    uintptr_t address = reinterpret_cast<uintptr_t>(p);
+    if (radix_lookup(address) != 0) [[likely]] {
+        SmallRef ref = small_find(address, p, "free");
+        note_free(ref.pool->block_size);
+        pool_free(ref);
+        return;
+    }
+    RawEntry* entry = raw_find(address);
+    if (!entry) reject_raw("free", p);
+    note_free(entry->usable);
+    raw_untrack(entry);
+    raw_release(p);
+}
+
+void* s2_calloc(std::size_t count, std::size_t size) {
+    std::size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) {
+        set_enomem();
+        return nullptr;
+    }
+    void* p = s2_malloc(total);
+    if (p) std::memset(p, 0, total);
+    return p;
+}
+
+// [S2.20] A small block stays where it is if the new size falls in its class; otherwise
+// it moves (and may leave for stage 1). A raw block stays raw: stage 1 grows or shrinks it in
+// place when it can, as CPython leaves a raw block with its raw allocator.
+void* s2_realloc(void* p, std::size_t n) {
+    if (!p) return s2_malloc(n);
+    if (g_heap.debug) [[unlikely]] return debug_realloc(p, n);
+    uintptr_t address = reinterpret_cast<uintptr_t>(p);
+    if (radix_lookup(address)) {
+        SmallRef ref = small_find(address, p, "realloc");
+        uint32_t old = ref.pool->block_size;
+        if (n <= kSmallMax && class_of(n) == ref.pool->class_index) {
+            g_heap.counters.bytes_requested += n;
+            return p;
+        }
+        void* moved = s2_malloc(n);
+        if (!moved) return nullptr;
+        std::memcpy(moved, p, n < old ? n : old);
+        note_free(old);
+        pool_free(ref);  // still valid: s2_malloc touched other blocks only
+        return moved;
+    }
+    RawEntry* entry = raw_find(address);
+    if (!entry) reject_raw("realloc", p);
+    uint64_t old = entry->usable;
+    void* moved = raw_resize(p, n);
+    if (!moved) return nullptr;  // p untouched, errno = ENOMEM from stage 1
+    std::size_t usable = raw_block_usable(moved);
+    if (moved == p) {
+        note_resize(old, usable, n);
+    } else {
+        note_free(old);
+        note_alloc(usable, n);
+    }
+    raw_retrack(entry, reinterpret_cast<uintptr_t>(moved), reinterpret_cast<uintptr_t>(moved),
+                usable);
+    return moved;
+}
+
+// [S2.21] Alignment 16 comes with every block. 32 and 64 come with every class whose
+// size is a multiple of the alignment, because pool headers are multiples of 64 bytes: round
+// the size up and take a pool block. Larger alignments (and larger sizes) are stage 1's.
+void* s2_aligned_alloc(std::size_t alignment, std::size_t n) {
+    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kMaxAlignment) {
+        set_enomem();  // as stage 1 does: a request this stage cannot serve
+        return nullptr;
+    }
+    if (g_heap.debug) [[unlikely]] return debug_malloc(n, alignment);
+    if (alignment <= kAlignment) return s2_malloc(n);
+    if (alignment <= kHeaderAlign && n <= kSmallMax) {
+        std::size_t rounded = n ? (n + alignment - 1) & ~(alignment - 1) : alignment;
+        if (rounded <= kSmallMax) {
+            unsigned c = class_of(rounded);
+            void* block = pool_malloc(c);
+            if (block) note_alloc(class_size(c), n);
+            return block;
+        }
+    }
+    return raw_malloc(n, alignment);
+}
+
+std::size_t s2_usable_size(const void* p) {
+    if (!p) return 0;
+    if (g_heap.debug) return debug_usable(p);
+    uintptr_t address = reinterpret_cast<uintptr_t>(p);
+    if (radix_lookup(address)) return small_find(address, p, "usable_size").pool->block_size;
+    RawEntry* entry = raw_find(address);
+    if (!entry) reject_raw("usable_size", p);
+    return entry->usable;
+}
+
+CheckResult s2_check() { return check_heap(); }
+void s2_walk(WalkFn visit, void* context) { walk_heap(visit, context); }
+Stats s2_stats() { return stats_snapshot(); }
+
+constexpr Api kSingleThread = {&s2_malloc,  &s2_free,          &s2_calloc,
+                               &s2_realloc, &s2_aligned_alloc, &s2_usable_size,
+                               &s2_check,   &s2_walk,          &s2_stats};
+using Lock = Locked<kSingleThread>;
+
+// ---- Options ----
+constexpr OptionInfo kOptions[] = {
+    {"geometry", "classic|modern",
+     "4 KiB pools in 256 KiB arenas, or 16 KiB in 1 MiB; only while no small block is live"},
+    {"debug", "off|on",
+     "fences, fill bytes, quarantine and reports at free; only while no block is live"},
+};
+
+// Debug mode reshapes every block, so it changes only with no block live at all. The
+// quarantine then holds only dead blocks: empty it (checking each) first. A new geometry
+// needs only the pools empty; arena_set_geometry refuses otherwise.
+bool nothing_live() {
+    if (g_heap.counters.live_blocks) return false;
+    debug_drain();
+    return true;
+}
+
+bool s2_set_option(const char* name, const char* value) {
+    Lock::Guard guard;
+    if (std::strcmp(name, "geometry") == 0) {
+        const Geometry* geometry = std::strcmp(value, kClassic.name) == 0  ? &kClassic
+                                   : std::strcmp(value, kModern.name) == 0 ? &kModern
+                                                                           : nullptr;
+        if (!geometry) return false;
+        if (geometry == g_heap.geometry) return true;
+        debug_drain();
+        return arena_set_geometry(*geometry);
+    }
+    if (std::strcmp(name, "debug") == 0) {
+        bool on = std::strcmp(value, "on") == 0;
+        if (!on && std::strcmp(value, "off") != 0) return false;
+        if (on == g_heap.debug) return true;
+        if (!nothing_live()) return false;
+        g_heap.debug = on;
+        return true;
+    }
+    return false;
+}
+
+const char* s2_get_option(const char* name) {
+    Lock::Guard guard;
+    if (std::strcmp(name, "geometry") == 0) return g_heap.geometry->name;
+    if (std::strcmp(name, "debug") == 0) return g_heap.debug ? "on" : "off";
+    return nullptr;
+}
+
+// ---- fork: our lock, then stage 1's (the order every call takes them in) ----
+void s2_prepare_fork() {
+    Lock::prepare_fork();
+    stage1::descriptor.prepare_fork();
+}
+void s2_after_fork_parent() {
+    stage1::descriptor.after_fork_parent();
+    Lock::after_fork_parent();
+}
+void s2_after_fork_child() {
+    stage1::descriptor.after_fork_child();
+    Lock::after_fork_child();
+}
+
+}  // namespace
+
+constinit const Stage descriptor = {
+    kStageName,
+    2,
+    "pymalloc: 16-byte size classes in pools carved from mmap'd arenas; larger blocks from stage 1",
+    ThreadSafety::locked,
+    true,
+    kMaxAlignment,
+    &kSingleThread,
+    &Lock::api,
+    kOptions,
+    sizeof kOptions / sizeof kOptions[0],
+    &s2_set_option,
+    &s2_get_option,
+    &s2_prepare_fork,
+    &s2_after_fork_parent,
+    &s2_after_fork_child,
+};
+
+void print_pool_statistics() {
+    Lock::Guard guard;
+    print_pool_table();
+}
+
+namespace {
+[[maybe_unused]] const bool g_registered = (register_stage(descriptor), true);
+}  // namespace
+
+}  // namespace edu::stage2

@@ -1,0 +1,57 @@
+// stage2_pools/stats.h: stage 2's counters: the inline updates the hot paths make, the
+// snapshot as edu::Stats (raw domain included) and the per-class table printer.
+// Entry points: note_* (inline), stats_snapshot, print_pool_table. Counting lives here only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "contract/allocator.h"
+#include "stage2_pools/types.h"
+
+namespace edu::stage2 {
+
+inline void note_footprint() {
+    Counters& c = g_heap.counters;
+    uint64_t now = c.mapped_bytes + c.raw_footprint;
+    if (now > c.peak_footprint) c.peak_footprint = now;
+}
+inline void note_mapped(uint64_t bytes) {
+    g_heap.counters.mapped_bytes += bytes;
+    note_footprint();
+}
+inline void note_unmapped(uint64_t bytes) { g_heap.counters.mapped_bytes -= bytes; }
+
+// A block of `usable` bytes handed out for a request of `requested` bytes.
+inline void note_alloc(uint64_t usable, uint64_t requested) {
+    Counters& c = g_heap.counters;
+    ++c.mallocs;
+    ++c.live_blocks;
+    c.bytes_requested += requested;
+    c.live_bytes += usable;
+    if (c.live_bytes > c.peak_live_bytes) c.peak_live_bytes = c.live_bytes;
+}
+inline void note_free(uint64_t usable) {
+    Counters& c = g_heap.counters;
+    ++c.frees;
+    --c.live_blocks;
+    c.live_bytes -= usable;
+}
+
+// A block resized in place from `old` to `usable` bytes, for a request of `requested`.
+inline void note_resize(uint64_t old, uint64_t usable, uint64_t requested) {
+    Counters& c = g_heap.counters;
+    c.bytes_requested += requested;
+    c.live_bytes = c.live_bytes - old + usable;
+    if (c.live_bytes > c.peak_live_bytes) c.peak_live_bytes = c.live_bytes;
+}
+
+// Counters as the contract's Stats: footprint and OS calls add the raw domain's (stage 1's).
+Stats stats_snapshot();
+
+// [S2.25] The per-class table, like CPython's sys._debugmallocstats(): for each size class
+// its pools, blocks in use and blocks available; then arenas and pool states. Writes to
+// stderr with write(2) only, so it runs inside a process whose malloc is this stage.
+void print_pool_table();
+
+}  // namespace edu::stage2

@@ -1,0 +1,87 @@
+// stage3_segments/alloc.h: the fast paths of malloc and free, inline, instantiated once per
+// mode (secure on/off x stats on/off) so a mode that is off costs no instruction.
+// Entry points: heap_alloc<M>, heap_free<M>. Everything they cannot finish goes out of line:
+// malloc_generic and page_event (heap.h), free_generic (free.cc).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "stage3_segments/heap.h"
+#include "stage3_segments/page.h"
+#include "stage3_segments/secure.h"
+#include "stage3_segments/segment.h"
+#include "stage3_segments/stats.h"
+#include "stage3_segments/types.h"
+
+#define S3_LIKELY(x) __builtin_expect(!!(x), 1)
+#define S3_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define S3_INLINE __attribute__((always_inline)) inline
+
+namespace edu::stage3 {
+
+template <bool kSecure, bool kStats>
+struct Mode {
+    static constexpr bool secure = kSecure;
+    static constexpr bool stats = kStats;
+};
+
+// The cold ends of the fast paths (free.cc).
+[[gnu::noinline]] void free_generic(void* p);
+[[gnu::cold, noreturn]] void die_corrupted_list(const Block* b);
+
+// [S3.24] malloc's fast path: one compare, one table load, pop, one unlikely branch. Requests
+// up to 1 KiB index heap->direct by words; the slot names a page whose free list is popped.
+// An empty slot names g_empty_page, whose list is empty, so there is no page NULL test: the
+// branch that catches an exhausted page catches it too. Everything else is malloc_generic,
+// which is not inlined: inlining it would make this function save registers on every call.
+template <class M>
+S3_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) {
+    if (S3_LIKELY(size <= kDirectMax)) {
+        Page* page = heap->direct[(size + 7) >> 3];
+        Block* b = page->free;
+        if (S3_LIKELY(b != nullptr)) {
+            uintptr_t next = b->link;
+            if constexpr (M::secure) {
+                next = decode(page, next);
+                if (S3_UNLIKELY(next != 0 && !page_owns_block(page, next))) die_corrupted_list(b);
+            }
+            page->free = reinterpret_cast<Block*>(next);
+            ++page->used;
+            b->mark = 0;   // not free any more ([S3.4])
+            if constexpr (M::stats) count_malloc(requested, page->block_size);
+            return b;
+        }
+    }
+    return malloc_generic(size, requested, heap);
+}
+
+// [S3.25] free's fast path. Before it trusts anything it reads about `p` it checks, cheaply:
+//   1. the segment map: p's 4 MiB chunk is one of ours (one byte; null fails here too),
+//   2. the validity test [S3.6]: p is the start of a carved block of its page (a multiply),
+//   3. the freed mark [S3.4]: p does not look already free (one compare).
+// Then the push on local_free and --used; an empty page is the one unlikely exit after the
+// push. Any failed check goes to free_generic, which finds out what is wrong and dies with one
+// line, or frees after all: a block of a full page (whose constants fail on purpose, [S3.6]),
+// or a live block whose second word happened to equal the mark.
+template <class M>
+S3_INLINE void heap_free(void* p) {
+    if (S3_LIKELY(segment_owned(p))) {
+        Page* page = page_of(p);
+        auto* b = static_cast<Block*>(p);
+        uint64_t mark = M::secure ? freed_mark(page) : kFreedMark;
+        if (S3_LIKELY(page_is_block(page, reinterpret_cast<uintptr_t>(p)) && b->mark != mark)) {
+            b->mark = mark;
+            uintptr_t link = reinterpret_cast<uintptr_t>(page->local_free);
+            if constexpr (M::secure) link = encode(page, link);
+            b->link = link;
+            page->local_free = b;
+            if constexpr (M::stats) count_free(page->block_size);
+            if (S3_UNLIKELY(--page->used == 0)) page_event(page);
+            return;
+        }
+    }
+    free_generic(p);
+}
+
+}  // namespace edu::stage3

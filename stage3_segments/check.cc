@@ -1,0 +1,300 @@
+// stage3_segments/check.cc: check_heap verifies segments, pages, lists, queues, the direct
+// cache and the counters; walk_heap reports segments (depth 0), pages (1), blocks (2).
+#include "stage3_segments/check.h"
+
+#include <cstring>
+#include <initializer_list>
+
+#include "contract/diagnostics.h"
+#include "stage3_segments/bins.h"
+#include "stage3_segments/heap.h"
+#include "stage3_segments/os.h"
+#include "stage3_segments/page.h"
+#include "stage3_segments/segment.h"
+#include "stage3_segments/stats.h"
+
+namespace edu::stage3 {
+namespace {
+
+uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+
+// One bit per block of the page being looked at: a small page holds at most 4096 blocks.
+constexpr uint32_t kMaxBlocks = (uint32_t{1} << kSmallPageShift) / 16;
+uint64_t g_seen[kMaxBlocks / 64];
+uint16_t g_stamp = 0;   // check_stamp value of the current check
+
+struct Checker {
+    CheckResult result;
+
+    bool fail(const char* what, uintptr_t where = 0, uint64_t a = 0, uint64_t b = 0) {
+        return violation(&result, what, where, a, b);
+    }
+};
+
+uint32_t index_of(const Page* page, const Block* b) {
+    return static_cast<uint32_t>((addr(b) - page->start) / page->block_size);
+}
+
+// Marks the blocks of one list in g_seen; returns its length, or -1 after a failure.
+int64_t mark_list(Checker& k, const Page* page, const Block* head, const char* name) {
+    int64_t n = 0;
+    for (const Block* b = head; b != nullptr; b = decode_block(page, b)) {
+        if (!page_owns_block(page, addr(b)))
+            return k.fail(name, addr(b)), -1;
+        uint32_t i = index_of(page, b);
+        if (g_seen[i / 64] & (uint64_t{1} << (i % 64)))
+            return k.fail("block twice on the free lists (a cycle or a double free)", addr(b)), -1;
+        g_seen[i / 64] |= uint64_t{1} << (i % 64);
+        if (b->mark != freed_mark(page))
+            return k.fail("free block lacks the freed mark", addr(b)), -1;
+        ++n;
+    }
+    return n;
+}
+
+// [S3.29] Per page in use: geometry, the validity-test constants, and
+//    used + |free| + |local_free| + (capacity - carved) == capacity.
+bool check_page(Checker& k, Segment* s, Page* page, uint64_t* live_blocks, uint64_t* live_bytes) {
+    uintptr_t at = addr(page);
+    if (!page->heap) return k.fail("page in use without a heap", at);
+    Span area = page_area(s, page);
+    bool one_block = s->page_count == 1;
+    if (page->start < area.lo || page->start >= area.hi)
+        return k.fail("page start outside its area", at);
+    if (page->carved == 0 || page->carved > page->capacity)
+        return k.fail("page carved count out of range", at, page->carved, page->capacity);
+    if (one_block) {
+        if (page->capacity != 1 || page->magic != 1 || page->limit != 0 ||
+            page->start32 != static_cast<uint32_t>(page->start))
+            return k.fail("one-block page with list constants", at);
+        if (page->start + page->block_size > area.hi) return k.fail("one block runs past its segment", at);
+        if (page->used != 1 || page->free || page->local_free)
+            return k.fail("one-block page in use must hold its block and no list", at);
+        if (page->queue != kLargeQueue) return k.fail("one-block page outside the large queue", at);
+    } else {
+        unsigned bin = bin_of(page->block_size);
+        if (bin_size(bin) != page->block_size) return k.fail("page block size is no class", at);
+        if (bin_kind(bin) != static_cast<PageKind>(s->kind)) return k.fail("bin in a page of the wrong kind", at);
+        uint64_t lowbit = page->block_size & (~page->block_size + 1);
+        if (page->start != ((area.lo + lowbit - 1) & ~(lowbit - 1))) return k.fail("page start not on its block grid", at);
+        if (page->capacity != (area.hi - page->start) / page->block_size)
+            return k.fail("page capacity differs from its area", at);
+        bool full = page->queue == kFullQueue;
+        Page copy = *page;   // what page_fast_checks would set (it reads the page's address)
+        copy.start32 = full ? static_cast<uint32_t>(addr(s) - 1) : static_cast<uint32_t>(page->start);
+        copy.magic = full ? 1 : magic_for(page->block_size);
+        if (full) copy.limit = 0;
+        else page_set_limit(&copy);
+        if (copy.start32 != page->start32 || copy.magic != page->magic || copy.limit != page->limit)
+            return k.fail(full ? "full page without the sentinel constants"
+                               : "page validity constants differ from its block size and carved", at);
+        if (page->capacity > kMaxBlocks) return k.fail("page with more blocks than any class allows", at);
+        std::memset(g_seen, 0, sizeof g_seen);
+        int64_t nfree = mark_list(k, page, page->free, "free list leaves its page");
+        if (nfree < 0) return false;
+        int64_t nlocal = mark_list(k, page, page->local_free, "local_free list leaves its page");
+        if (nlocal < 0) return false;
+        int64_t used = page->used;
+        int64_t uncarved = page->capacity - page->carved;
+        if (used + nfree + nlocal + uncarved != page->capacity)
+            return k.fail("used + |free| + |local_free| + uncarved != capacity", at,
+                          static_cast<uint64_t>(used + nfree + nlocal + uncarved), page->capacity);
+        if (full && (nfree || nlocal || uncarved)) return k.fail("page in the full queue has room", at);
+        if (!full && page->queue != bin) return k.fail("page queued under another bin", at, page->queue, bin);
+        // A retiring page may have been allocated from since (the fast path does not clear
+        // retire_expire; the next collection does), but it must be where collection looks.
+        if (page->retire_expire) {
+            Heap* h = page->heap;
+            if (h->queues[bin].first != page || bin < h->retired_min || bin > h->retired_max)
+                return k.fail("retiring page outside the heap's retired range", at);
+        }
+    }
+    uint64_t used = page->used;
+    *live_blocks += used;
+    *live_bytes += used * page->block_size;
+    return true;
+}
+
+bool check_segment(Checker& k, Segment* s, uint64_t* live_blocks, uint64_t* live_bytes,
+                   uint64_t* pages_in_use, uint64_t* committed) {
+    uintptr_t at = addr(s);
+    if (at & kSegmentMask) return k.fail("segment not aligned to 4 MiB", at);
+    if (!segment_owned(s)) return k.fail("segment missing from the segment map", at);
+    if (s->kind > static_cast<uint8_t>(PageKind::huge)) return k.fail("segment kind unknown", at);
+    auto kind = static_cast<PageKind>(s->kind);
+    uint32_t expect_count = kind == PageKind::small ? 64 : kind == PageKind::medium ? 8 : 1;
+    if (s->page_count != expect_count) return k.fail("segment page count wrong for its kind", at);
+    if ((kind == PageKind::huge) != (s->size > kSegmentSize)) return k.fail("segment size wrong for its kind", at);
+    Page* pages = s->pages();
+    for (unsigned i = 0; i < kSlots; ++i) {
+        unsigned expect = (i << kSlotShift) >> s->page_shift;
+        if (s->page_of[i] != &pages[expect]) return k.fail("segment page_of inconsistent", at, i, expect);
+    }
+    uint32_t in_use = 0;
+    uint64_t areas = 0;   // bytes of pages in use or dirty
+    if (s->dirty_pages & ~s->free_pages) return k.fail("segment has dirty pages that are not free", at);
+    for (uint32_t i = 0; i < s->page_count; ++i) {
+        Page* page = &pages[i];
+        bool free_bit = (s->free_pages >> i) & 1;
+        Span area = page_area(s, page);
+        if (page->in_use || ((s->dirty_pages >> i) & 1)) areas += area.hi - area.lo;
+        if (page->index != i || page->kind != s->kind) return k.fail("page record misplaced", addr(page));
+        if (page->in_use == free_bit) return k.fail("segment free-page bit disagrees with page", addr(page));
+        if (!page->in_use) {
+            if (page->start32 != static_cast<uint32_t>(at - 1) || page->magic != 1 || page->limit != 0 ||
+                page->heap || page->free || page->local_free)
+                return k.fail("free page is not the free sentinel", addr(page));
+            continue;
+        }
+        ++in_use;
+        if (!check_page(k, s, page, live_blocks, live_bytes)) return false;
+    }
+    if (in_use != s->used_pages) return k.fail("segment used_pages wrong", at, s->used_pages, in_use);
+    bool open_kind = kind == PageKind::small || kind == PageKind::medium;
+    if (open_kind && s->committed != areas)
+        return k.fail("segment committed bytes differ from its pages in use or dirty", at, s->committed, areas);
+    if (!open_kind && in_use && s->committed < s->pages()[0].start + s->pages()[0].block_size - at - kMetaSize)
+        return k.fail("one block reaches past the segment's committed bytes", at);
+    if (s->cached && in_use) return k.fail("cached segment has pages in use", at);
+    bool should_be_open = open_kind && !s->cached && in_use && s->free_pages;
+    if (s->on_open_list != should_be_open) return k.fail("segment open-list membership wrong", at);
+    *pages_in_use += in_use;
+    *committed += kMetaSize + s->committed;
+    return true;
+}
+
+bool list_holds(Segment* head, Segment* s) {
+    for (Segment* t = head; t; t = t->next_open)
+        if (t == s) return true;
+    return false;
+}
+
+// Queues: every page in use appears once, in its own heap, in the queue it names.
+bool check_heap_queues(Checker& k, Heap* heap, uint64_t* pages_seen) {
+    for (unsigned qi = 0; qi < kQueueCount; ++qi) {
+        PageQueue& q = heap->queues[qi];
+        Page* prev = nullptr;
+        for (Page* page = q.first; page; page = page->next) {
+            if (!segment_owned(page) || !page->in_use) return k.fail("queued page not in use", addr(page));
+            if (page->heap != heap) return k.fail("page queued in another heap", addr(page));
+            if (page->queue != qi) return k.fail("page's queue field names another queue", addr(page), page->queue, qi);
+            if (page->prev != prev) return k.fail("page queue prev link broken", addr(page));
+            if (page->check_stamp == g_stamp) return k.fail("page in two queues (or a queue cycle)", addr(page));
+            page->check_stamp = g_stamp;
+            ++*pages_seen;
+            prev = page;
+        }
+        if (q.last != prev) return k.fail("page queue last pointer wrong", addr(&q));
+    }
+    for (unsigned i = 0; i < kDirectSlots; ++i) {
+        unsigned bin = bin_of(std::size_t{i} * 8);
+        Page* first = heap->queues[bin].first;
+        if (heap->direct[i] != (first ? first : &g_empty_page))
+            return k.fail("direct slot does not name its bin's first page", addr(heap), i, bin);
+    }
+    return true;
+}
+
+}  // namespace
+
+CheckResult check_heap() {
+    Checker k;
+    uint64_t live_blocks = 0, live_bytes = 0, pages_in_use = 0, committed = 0, pages_seen = 0;
+    if (++g_stamp == 0) {   // wrapped: no page may keep a stamp from 65535 checks ago
+        for (Segment* s = first_segment(); s; s = s->next)
+            for (uint32_t i = 0; i < s->page_count; ++i) s->pages()[i].check_stamp = 0;
+        g_stamp = 1;
+    }
+    if (g_empty_page.free || g_empty_page.local_free) k.fail("the empty page is not empty", addr(&g_empty_page));
+    unsigned cached = 0;
+    for (Segment* s = first_segment(); s && k.result.ok; s = s->next) {
+        if (s->next && s->next->prev != s) k.fail("segment list links broken", addr(s));
+        check_segment(k, s, &live_blocks, &live_bytes, &pages_in_use, &committed);
+        if (s->cached) {
+            ++cached;
+            if (!list_holds(first_cached_segment(), s)) k.fail("cached segment not in the cache", addr(s));
+        }
+        if (s->on_open_list && !list_holds(first_open_segment(static_cast<PageKind>(s->kind)), s))
+            k.fail("open segment not on its kind's list", addr(s));
+        bool on_purge = false;
+        for (Segment* t = first_purge_segment(); t; t = t->next_purge) on_purge |= t == s;
+        bool large_kept = s->cached && s->kind == static_cast<uint8_t>(PageKind::large) && s->committed;
+        if (on_purge != (s->on_purge_list != 0) || on_purge != (s->dirty_pages != 0 || large_kept))
+            k.fail("purge list membership differs from the memory waiting to be decommitted", addr(s));
+    }
+    if (k.result.ok && cached != segment_cache_count())
+        k.fail("segment cache count wrong", 0, segment_cache_count(), cached);
+    uint64_t heap_bytes = 0;
+    for (Heap* heap = first_heap(); heap && k.result.ok; heap = heap->next) {
+        uint64_t before = pages_seen;
+        check_heap_queues(k, heap, &pages_seen);
+        if (k.result.ok && pages_seen - before != heap->page_count)
+            k.fail("heap page count wrong", addr(heap), heap->page_count, pages_seen - before);
+        if (!heap->is_default) heap_bytes += (sizeof(Heap) + kOsPage - 1) & ~(kOsPage - 1);
+    }
+    if (k.result.ok && pages_seen != pages_in_use)
+        k.fail("pages in use missing from every queue", 0, pages_in_use, pages_seen);
+    if (k.result.ok && committed + heap_bytes != os_counters().footprint)
+        k.fail("footprint differs from the committed bytes of segments and heaps", 0,
+               os_counters().footprint, committed + heap_bytes);
+    if (k.result.ok && g_counting &&
+        (g_counters.live_blocks != live_blocks || g_counters.live_bytes != live_bytes))
+        k.fail("statistics disagree with the pages' used counts", 0, g_counters.live_blocks, live_blocks);
+    k.result.live_blocks = live_blocks;
+    k.result.live_bytes = live_bytes;
+    // Free blocks: list nodes plus uncarved blocks are all "free" capacity; report the lists.
+    uint64_t free_blocks = 0;
+    for (Segment* s = first_segment(); s && k.result.ok; s = s->next)
+        for (uint32_t i = 0; i < s->page_count; ++i) {
+            Page* page = &s->pages()[i];
+            if (!page->in_use || s->page_count == 1) continue;
+            free_blocks += static_cast<uint64_t>(list_length(page, page->free) + list_length(page, page->local_free));
+        }
+    k.result.free_blocks = free_blocks;
+    return k.result;
+}
+
+// [S3.30] The walk: each segment (depth 0, meta); inside it the metadata and each page
+// (depth 1: meta = in use, unused = free); inside each page in use its blocks (depth 2: used
+// or free), then its uncarved blocks as one unused run. Free blocks are found by marking the
+// page's two lists first, so blocks come out in address order.
+void walk_heap(WalkFn visit, void* context) {
+    for (Segment* s = first_segment(); s; s = s->next) {
+        if (!visit(WalkEntry{"segment", WalkState::meta, s, s->size, 0}, context)) return;
+        if (!visit(WalkEntry{"segment metadata", WalkState::meta, s, kMetaSize, 1}, context)) return;
+        for (uint32_t i = 0; i < s->page_count; ++i) {
+            Page* page = &s->pages()[i];
+            Span area = page_area(s, page);
+            auto* lo = reinterpret_cast<void*>(area.lo);
+            WalkState state = page->in_use ? WalkState::meta : WalkState::unused;
+            if (!visit(WalkEntry{"page", state, lo, area.hi - area.lo, 1}, context)) return;
+            if (!page->in_use) continue;
+            std::memset(g_seen, 0, sizeof g_seen);
+            if (s->page_count != 1) {
+                for (Block* list : {page->free, page->local_free}) {
+                    uint32_t steps = 0;
+                    for (Block* b = list; b && page_owns_block(page, addr(b)) && steps++ < page->capacity;
+                         b = decode_block(page, b)) {
+                        uint32_t bi = index_of(page, b);
+                        g_seen[bi / 64] |= uint64_t{1} << (bi % 64);
+                    }
+                }
+            }
+            for (uint32_t bi = 0; bi < page->carved; ++bi) {
+                bool is_free = (g_seen[bi / 64] >> (bi % 64)) & 1;
+                auto* block = reinterpret_cast<void*>(page->start + uintptr_t{bi} * page->block_size);
+                if (!visit(WalkEntry{"block", is_free ? WalkState::free : WalkState::used, block,
+                                     page->block_size, 2},
+                           context))
+                    return;
+            }
+            if (page->carved < page->capacity) {
+                auto* rest = reinterpret_cast<void*>(page->start + uintptr_t{page->carved} * page->block_size);
+                std::size_t bytes = std::size_t{page->capacity - page->carved} * page->block_size;
+                if (!visit(WalkEntry{"uncarved", WalkState::unused, rest, bytes, 2}, context)) return;
+            }
+        }
+    }
+}
+
+}  // namespace edu::stage3

@@ -1,0 +1,123 @@
+// stage3_segments/death_test.cc: proves free's checks in plain mode (no secure option): every
+// pointer that is not a live block ends a forked child with SIGABRT after one stderr line
+// naming the stage, the call and the pointer, whatever state its block or page is in (already
+// free on either list, carved but never handed out, uncarved, inside metadata, in a freed
+// page, inside a large or huge block), and a live block that merely looks free (its second
+// word equals the freed mark) is freed normally after the confirmation search.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <cstring>
+#include <functional>
+#include <string>
+
+#include "stage3_segments/heaps.h"
+#include "stage3_segments/page.h"
+#include "stage3_segments/testing.h"
+#include "tests/support.h"
+
+namespace edu::stage3 {
+namespace {
+
+using testing::api;
+
+// Runs `body` in a child and requires the one-line abort, with `words` in the line.
+void require_dies(const char* call, const void* ptr, const char* words, const std::function<void()>& body) {
+    battery::ChildOutcome out = battery::run_in_child(body);
+    INFO("child: " << out.describe());
+    REQUIRE(out.signaled);
+    CHECK(out.signal == SIGABRT);
+    CHECK(out.stderr_lines() == 1);
+    std::string expect = std::string("edu-alloc stage3_segments: ") + call + "(" + battery::hex(ptr) + "): ";
+    CHECK(out.stderr_text.find(expect) != std::string::npos);
+    CHECK(out.stderr_text.find(words) != std::string::npos);
+}
+
+TEST_CASE("a double free is caught whether the block sits on local_free or on free") {
+    Heap* h = heap_create();
+    auto* a = static_cast<char*>(heap_malloc(h, 48));
+    auto* b = static_cast<char*>(heap_malloc(h, 48));
+    require_dies("free", a, "double free", [&] {
+        api().free(a);          // on local_free
+        api().free(a);
+    });
+    require_dies("free", a, "double free", [&] {
+        Page* page = page_of(a);
+        api().free(a);
+        api().free(b);          // local_free: b -> a
+        while (page->free) heap_malloc(h, 48);
+        battery::child_expect(heap_malloc(h, 48) == b, "the swap should hand out b first");
+        battery::child_expect(page->free == reinterpret_cast<Block*>(a), "a should head free");
+        api().free(a);          // a is on `free` now
+    });
+    heap_destroy(h);
+}
+
+TEST_CASE("a carved block never handed out is refused as already free") {
+    Heap* h = heap_create();
+    auto* a = static_cast<char*>(heap_malloc(h, 48));
+    require_dies("free", a + 48, "double free", [&] { api().free(a + 48); });
+    heap_destroy(h);
+}
+
+TEST_CASE("interior, misaligned, uncarved and metadata pointers are refused") {
+    Heap* h = heap_create();
+    auto* a = static_cast<char*>(heap_malloc(h, 48));
+    const char* words = "not the start of a block";
+    require_dies("free", a + 16, words, [&] { api().free(a + 16); });
+    require_dies("free", a + 1, words, [&] { api().free(a + 1); });
+    require_dies("free", a + 48 * 200, words, [&] { api().free(a + 48 * 200); });   // uncarved
+    char* meta = reinterpret_cast<char*>(segment_of(a)) + 200;
+    require_dies("free", meta, "", [&] { api().free(meta); });
+    require_dies("usable_size", a + 32, words, [&] { api().usable_size(a + 32); });
+    require_dies("realloc", a + 32, words, [&] { api().realloc(a + 32, 10); });
+    heap_destroy(h);
+}
+
+TEST_CASE("inside a large or huge block, only its start is a block") {
+    auto* large = static_cast<char*>(api().malloc(200000));
+    auto* huge = static_cast<char*>(api().malloc(9 << 20));
+    REQUIRE(large != nullptr);
+    REQUIRE(huge != nullptr);
+    require_dies("free", large + 4096, "not the start of a block", [&] { api().free(large + 4096); });
+    require_dies("free", huge + 16, "not the start of a block", [&] { api().free(huge + 16); });
+    // Past its first 4 MiB a huge block is nobody's as far as the segment map is concerned.
+    require_dies("free", huge + (5 << 20), "not from this heap", [&] { api().free(huge + (5 << 20)); });
+    require_dies("free", large, "", [&] {
+        api().free(large);
+        api().free(large);      // its segment is cached now: the page is free
+    });
+    api().free(large);
+    api().free(huge);
+}
+
+TEST_CASE("a block of a destroyed heap is refused") {
+    Heap* h = heap_create();
+    void* p = heap_malloc(h, 700);
+    void* keep = heap_malloc(heap_create(), 700);   // another heap keeps the segment mapped
+    heap_destroy(h);
+    require_dies("free", p, "", [&] { api().free(p); });
+    api().free(keep);
+}
+
+TEST_CASE("a live block whose second word equals the freed mark is freed normally") {
+    Stats before = api().stats();
+    auto* p = static_cast<uint64_t*>(api().malloc(64));
+    REQUIRE(p != nullptr);
+    p[1] = kFreedMark;          // program data that happens to look like the mark
+    api().free(p);              // the confirmation search finds it on no list
+    Stats after = api().stats();
+    CHECK(after.frees == before.frees + 1);
+    CHECK(after.live_blocks == before.live_blocks);
+    battery::require_heap_ok(api());
+}
+
+TEST_CASE("freeing a null pointer does nothing, on the fast path's cold side") {
+    Stats before = api().stats();
+    api().free(nullptr);
+    CHECK(api().stats().frees == before.frees);
+}
+
+}  // namespace
+}  // namespace edu::stage3

@@ -1,0 +1,56 @@
+// stage3_segments/free.cc: the cold side of free: telling a bad pointer from a good one,
+// the double-free confirmation, the one-line diagnostics, and the free that follows.
+// Entry points: validate_block (free.h), free_generic, die_corrupted_list.
+#include "stage3_segments/free.h"
+
+#include "contract/diagnostics.h"
+#include "stage3_segments/alloc.h"
+#include "stage3_segments/page.h"
+#include "stage3_segments/segment.h"
+#include "stage3_segments/stats.h"
+
+namespace edu::stage3 {
+
+// [S3.27] What the fast path's three checks cost and what they buy. The map byte and the
+// validity test are exact: a foreign, interior, misaligned or never-handed-out pointer is
+// always caught. The freed mark is a filter: a double free always carries it, but a live
+// block may hold that word by chance (the program wrote it), so a match is confirmed by
+// searching the page's two lists, at most `capacity` steps, off the fast path. A page that
+// was freed in between has the free sentinel and fails the validity test. What no check here
+// catches: a block freed and handed out again before the second free (it is live again).
+Page* validate_block(const void* p, const char* call) {
+    auto a = reinterpret_cast<uintptr_t>(p);
+    if (!segment_owned(p)) die(kStageName, call, p, "pointer not from this heap (no segment of ours holds it)");
+    Page* page = page_of(p);
+    if (!page->in_use) die(kStageName, call, p, "no live block here (its page is free)");
+    // Exact, from start, block_size and carved: a full page's fast constants fail on purpose.
+    uintptr_t n = a - page->start;
+    if (a < page->start || n % page->block_size != 0 || n / page->block_size >= page->carved)
+        die(kStageName, call, p, "not the start of a block (interior, misaligned or never allocated)");
+    auto* b = static_cast<const Block*>(p);
+    if (b->mark == freed_mark(page)) {
+        int in_free = list_find(page, page->free, b);
+        int in_local = list_find(page, page->local_free, b);
+        if (in_free < 0 || in_local < 0)
+            die(kStageName, call, p, "free list corrupted (a link leaves its page)");
+        if (in_free || in_local) die(kStageName, call, p, "double free (block is already free)");
+    }
+    return page;
+}
+
+void free_generic(void* p) {
+    if (p == nullptr) return;
+    Page* page = validate_block(p, "free");
+    auto* b = static_cast<Block*>(p);
+    b->mark = freed_mark(page);
+    b->link = encode(page, reinterpret_cast<uintptr_t>(page->local_free));
+    page->local_free = b;
+    if (g_counting) count_free(page->block_size);
+    if (--page->used == 0 || page->queue == kFullQueue) page_event(page);
+}
+
+void die_corrupted_list(const Block* b) {
+    die(kStageName, "malloc", b, "free list corrupted: a block's link leaves its page (overflow or use after free?)");
+}
+
+}  // namespace edu::stage3

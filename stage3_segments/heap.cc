@@ -1,0 +1,273 @@
+// stage3_segments/heap.cc: the generic malloc path, page queues and the direct cache,
+// retirement, and first-class heaps.
+#include "stage3_segments/heap.h"
+
+#include <cstring>
+
+#include "contract/diagnostics.h"
+#include "stage3_segments/bins.h"
+#include "stage3_segments/os.h"
+#include "stage3_segments/page.h"
+#include "stage3_segments/segment.h"
+#include "stage3_segments/stats.h"
+
+namespace edu::stage3 {
+
+constinit Page g_empty_page{};
+
+namespace {
+
+constexpr Heap make_default_heap() {
+    Heap h{};
+    for (Page*& slot : h.direct) slot = &g_empty_page;
+    h.retired_min = kBinCount;
+    h.retired_max = 0;
+    h.is_default = 1;
+    return h;
+}
+
+}  // namespace
+
+constinit Heap g_default_heap = make_default_heap();
+
+namespace {
+
+Heap* g_heaps = &g_default_heap;   // the default heap is first and never leaves
+
+unsigned bin_of_page(const Page* page) { return bin_of(page->block_size); }
+
+// [S3.21] The direct cache follows the first page of each bin up to 1 KiB: the fast path
+// never asks whether a page is in the right queue, it only pops whatever its slot names.
+void update_direct(Heap* heap, unsigned queue) {
+    if (queue >= kBinCount) return;
+    SlotRange r = direct_slots_of(queue);
+    Page* first = heap->queues[queue].first;
+    Page* target = first ? first : &g_empty_page;
+    for (unsigned i = r.first; i <= r.last; ++i) heap->direct[i] = target;
+}
+
+void page_free(Heap* heap, Page* page) {
+    queue_remove(heap, page);
+    --heap->page_count;
+    page_release(page);
+}
+
+void collect_retired(Heap* heap, bool force) {
+    uint32_t lo = kBinCount, hi = 0;
+    for (uint32_t bin = heap->retired_min; bin <= heap->retired_max && bin < kBinCount; ++bin) {
+        Page* page = heap->queues[bin].first;
+        if (!page || !page->retire_expire) continue;
+        if (page->used != 0) {          // allocated from again: no longer retiring
+            page->retire_expire = 0;
+            continue;
+        }
+        if (force || --page->retire_expire == 0) {
+            page_free(heap, page);
+            continue;
+        }
+        if (bin < lo) lo = bin;
+        if (bin > hi) hi = bin;
+    }
+    heap->retired_min = lo;
+    heap->retired_max = hi;
+}
+
+void page_retire(Heap* heap, Page* page) {
+    unsigned queue = page->queue;
+    PageQueue& q = heap->queues[queue];
+    if (queue < kBinCount && q.first == page && q.last == page) {
+        page->retire_expire = page->block_size <= kSmallMax ? kRetireTicks : kRetireTicks / 4;
+        if (queue < heap->retired_min) heap->retired_min = queue;
+        if (queue > heap->retired_max) heap->retired_max = queue;
+        return;
+    }
+    page_free(heap, page);
+}
+
+// A page of `bin` with a free block, or nullptr when no memory can be had.
+Page* find_page(Heap* heap, unsigned bin) {
+    PageQueue& q = heap->queues[bin];
+    for (Page* page = q.first; page != nullptr;) {
+        Page* next = page->next;
+        page_collect(page);
+        if (page->free) return page;
+        if (page->carved < page->capacity) {
+            page_extend(page);
+            return page;
+        }
+        queue_move_to_full(heap, page);   // nothing left: out of the way until a free
+        page = next;
+    }
+    // A fresh page is about to be formatted: the moment retired pages are worth giving back.
+    if (heap->retired_min <= heap->retired_max) collect_retired(heap, false);
+    Page* page = page_alloc(bin_kind(bin));
+    if (!page) return nullptr;
+    page_format(page, heap, bin);
+    ++heap->page_count;
+    queue_push_front(heap, bin, page);
+    return page;
+}
+
+[[gnu::cold, noreturn]] void corrupted_list(const char* call, const Block* b) {
+    die(kStageName, call, b, "free list corrupted: a block's link leaves its page (overflow or use after free?)");
+}
+
+}  // namespace
+
+Heap* first_heap() { return g_heaps; }
+
+// ---- Queues ---------------------------------------------------------------------------------
+
+void queue_push_front(Heap* heap, unsigned queue, Page* page) {
+    PageQueue& q = heap->queues[queue];
+    page->queue = static_cast<uint8_t>(queue);
+    page->prev = nullptr;
+    page->next = q.first;
+    if (q.first) q.first->prev = page;
+    else q.last = page;
+    q.first = page;
+    update_direct(heap, queue);
+}
+
+void queue_push_back(Heap* heap, unsigned queue, Page* page) {
+    PageQueue& q = heap->queues[queue];
+    page->queue = static_cast<uint8_t>(queue);
+    page->next = nullptr;
+    page->prev = q.last;
+    if (q.last) q.last->next = page;
+    else q.first = page;
+    q.last = page;
+    if (q.first == page) update_direct(heap, queue);
+}
+
+void queue_remove(Heap* heap, Page* page) {
+    PageQueue& q = heap->queues[page->queue];
+    bool was_first = q.first == page;
+    if (page->prev) page->prev->next = page->next;
+    else q.first = page->next;
+    if (page->next) page->next->prev = page->prev;
+    else q.last = page->prev;
+    page->next = page->prev = nullptr;
+    if (was_first) update_direct(heap, page->queue);
+}
+
+void queue_move_to_full(Heap* heap, Page* page) {
+    queue_remove(heap, page);
+    page_fast_checks(page, false);   // frees into a full page go generic ([S3.6])
+    page->retire_expire = 0;
+    queue_push_front(heap, kFullQueue, page);
+}
+
+// ---- Allocation -----------------------------------------------------------------------------
+
+void* page_pop_checked(Page* page, std::size_t requested, const char* call) {
+    Block* b = page->free;
+    uintptr_t next = decode(page, b->link);
+    if (next != 0 && !page_owns_block(page, next)) corrupted_list(call, b);
+    page->free = reinterpret_cast<Block*>(next);
+    ++page->used;
+    page->retire_expire = 0;
+    b->mark = 0;
+    if (g_counting) count_malloc(requested, page->block_size);
+    return b;
+}
+
+void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
+    ++g_clock;
+    if ((g_clock & 63) == 0) {
+        if (purge_pending()) segment_purge(false);
+        if (segment_cache_count() != 0) segment_cache_collect(false);
+    }
+    if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
+    Page* page = find_page(heap, bin_of(size));
+    if (!page) {
+        set_enomem();
+        return nullptr;
+    }
+    return page_pop_checked(page, requested, "malloc");
+}
+
+void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {
+    if (size > kMaxRequest) {
+        set_enomem();
+        return nullptr;
+    }
+    Page* page = one_block_page_alloc(size == 0 ? 1 : size, alignment);
+    if (!page) {
+        set_enomem();
+        return nullptr;
+    }
+    page->heap = heap;
+    page->used = 1;
+    ++heap->page_count;
+    queue_push_front(heap, kLargeQueue, page);
+    auto* b = reinterpret_cast<Block*>(page->start);
+    b->mark = 0;   // a reused large segment holds whatever its last block held
+    if (g_counting) count_malloc(requested, page->block_size);
+    return b;
+}
+
+void page_event(Page* page) {
+    Heap* heap = page->heap;
+    if (page->queue == kFullQueue) {   // a block is free again: back to its bin, at the end
+        page_fast_checks(page, true);
+        queue_remove(heap, page);
+        queue_push_back(heap, bin_of_page(page), page);
+    }
+    if (page->used == 0) page_retire(heap, page);
+}
+
+// ---- Heaps ----------------------------------------------------------------------------------
+
+Heap* heap_new() {
+    constexpr std::size_t bytes = (sizeof(Heap) + kOsPage - 1) & ~(kOsPage - 1);
+    void* memory = os_map_aligned(bytes, kOsPage);
+    if (!memory) {
+        set_enomem();
+        return nullptr;
+    }
+    os_commit_bytes(static_cast<int64_t>(bytes));
+    auto* heap = static_cast<Heap*>(memory);
+    std::memset(static_cast<void*>(heap), 0, sizeof(Heap));
+    for (Page*& slot : heap->direct) slot = &g_empty_page;
+    heap->retired_min = kBinCount;
+    heap->retired_max = 0;
+    // After the default heap, which stays first.
+    heap->prev = &g_default_heap;
+    heap->next = g_default_heap.next;
+    if (heap->next) heap->next->prev = heap;
+    g_default_heap.next = heap;
+    return heap;
+}
+
+void heap_delete(Heap* heap) {
+    for (unsigned queue = 0; queue < kQueueCount; ++queue) {
+        while (Page* page = heap->queues[queue].first) {
+            if (g_counting) {
+                uint64_t used = page->used;
+                g_counters.frees += used;
+                g_counters.live_blocks -= used;
+                g_counters.live_bytes -= used * page->block_size;
+            }
+            page_free(heap, page);
+        }
+    }
+    if (heap->is_default) {   // the default heap is emptied, never unmapped
+        heap->retired_min = kBinCount;
+        heap->retired_max = 0;
+        return;
+    }
+    heap->prev->next = heap->next;
+    if (heap->next) heap->next->prev = heap->prev;
+    constexpr std::size_t bytes = (sizeof(Heap) + kOsPage - 1) & ~(kOsPage - 1);
+    os_commit_bytes(-static_cast<int64_t>(bytes));
+    os_unmap(heap, bytes);
+}
+
+void heap_collect(Heap* heap, bool force) {
+    if (heap->retired_min <= heap->retired_max) collect_retired(heap, force);
+    segment_purge(force);
+    segment_cache_collect(force);
+}
+
+}  // namespace edu::stage3

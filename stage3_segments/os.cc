@@ -1,0 +1,56 @@
+// stage3_segments/os.cc: mmap, munmap and madvise with their counts, and the footprint.
+#include "stage3_segments/os.h"
+
+#include <sys/mman.h>
+
+namespace edu::stage3 {
+namespace {
+
+OsCounters g_os;
+
+void count(OsCall call) { ++g_os.calls[static_cast<unsigned>(call)]; }
+
+void* map(std::size_t size) {
+    count(OsCall::mmap);
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+}
+
+}  // namespace
+
+const OsCounters& os_counters() { return g_os; }
+
+void* os_map_aligned(std::size_t size, std::size_t alignment) {
+    void* p = map(size);
+    if (!p) return nullptr;
+    auto a = reinterpret_cast<uintptr_t>(p);
+    if ((a & (alignment - 1)) == 0) return p;
+    os_unmap(p, size);
+    if (size + alignment < size) return nullptr;
+    p = map(size + alignment);
+    if (!p) return nullptr;
+    a = reinterpret_cast<uintptr_t>(p);
+    uintptr_t aligned = (a + alignment - 1) & ~(alignment - 1);
+    std::size_t head = aligned - a, tail = alignment - head;
+    if (head) os_unmap(p, head);
+    if (tail) os_unmap(reinterpret_cast<void*>(aligned + size), tail);
+    return reinterpret_cast<void*>(aligned);
+}
+
+void os_unmap(void* address, std::size_t size) {
+    count(OsCall::munmap);
+    ::munmap(address, size);
+}
+
+void os_decommit(void* address, std::size_t size) {
+    count(OsCall::madvise);
+    ::madvise(address, size, MADV_DONTNEED);
+    os_commit_bytes(-static_cast<int64_t>(size));
+}
+
+void os_commit_bytes(int64_t bytes) {
+    g_os.footprint += static_cast<uint64_t>(bytes);
+    if (g_os.footprint > g_os.peak_footprint) g_os.peak_footprint = g_os.footprint;
+}
+
+}  // namespace edu::stage3

@@ -1,0 +1,126 @@
+// stage3_segments/page.cc: formatting, extending and walking one page's blocks.
+#include "stage3_segments/page.h"
+
+#include <cstring>
+
+#include "stage3_segments/bins.h"
+#include "stage3_segments/segment.h"
+
+namespace edu::stage3 {
+namespace {
+
+uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+
+}  // namespace
+
+uint64_t magic_for(uint64_t block_size) {
+    // floor(2^64 / d) + 1, computed without 128-bit arithmetic: 2^64 = UINT64_MAX + 1.
+    uint64_t magic = UINT64_MAX / block_size + 1;
+    if (UINT64_MAX % block_size == block_size - 1) ++magic;
+    return magic;
+}
+
+void page_set_limit(Page* page) {
+    if (page->capacity == 1) {
+        page->magic = 1;
+        page->limit = 0;
+        return;
+    }
+    uint64_t e = page->magic * page->block_size;  // wraps: magic * d - 2^64
+    page->limit = (uint64_t{page->carved} - 1) * e;
+}
+
+void page_fast_checks(Page* page, bool on) {
+    if (!on) {
+        page->start32 = static_cast<uint32_t>(addr(segment_of(page)) - 1);  // n = p - seg + 1 > 0
+        page->magic = 1;
+        page->limit = 0;
+        return;
+    }
+    page->start32 = static_cast<uint32_t>(page->start);
+    page->magic = page->capacity == 1 ? 1 : magic_for(page->block_size);
+    page_set_limit(page);
+}
+
+void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind) {
+    std::memset(static_cast<void*>(page), 0, sizeof(Page));
+    page->start32 = static_cast<uint32_t>(addr(segment) - 1);  // n = p - segment + 1 > 0
+    page->magic = 1;
+    page->limit = 0;
+    page->kind = static_cast<uint8_t>(kind);
+    page->index = index;
+}
+
+void page_format(Page* page, Heap* heap, unsigned bin) {
+    Segment* segment = segment_of(page);
+    Span area = page_area(segment, page);
+    uint64_t size = bin_size(bin);
+    uint64_t lowbit = size & (~size + 1);
+    uintptr_t start = (area.lo + lowbit - 1) & ~(lowbit - 1);
+    page->heap = heap;
+    page->in_use = 1;
+    page->queue = static_cast<uint8_t>(bin);
+    page->block_size = size;
+    page->start = start;
+    page->start32 = static_cast<uint32_t>(start);
+    page->capacity = static_cast<uint32_t>((area.hi - start) / size);
+    page->carved = 0;
+    page->used = 0;
+    page->free = page->local_free = nullptr;
+    page->retire_expire = 0;
+    page->magic = magic_for(size);
+    new_keys(page, secure_mode());
+    page_extend(page);
+}
+
+void page_format_one_block(Page* page, uintptr_t start, std::size_t bytes) {
+    page->in_use = 1;
+    page->queue = kLargeQueue;
+    page->block_size = bytes;
+    page->start = start;
+    page->start32 = static_cast<uint32_t>(start);
+    page->capacity = page->carved = 1;
+    page->used = 0;
+    page->free = page->local_free = nullptr;
+    page->retire_expire = 0;
+    page->keys[0] = page->keys[1] = 0;
+    page_set_limit(page);
+}
+
+void page_extend(Page* page) {
+    uint32_t room = page->capacity - page->carved;
+    uint32_t count = static_cast<uint32_t>(kExtendBytes / page->block_size);
+    if (count == 0) count = 1;
+    if (count > room) count = room;
+    uintptr_t first = page->start + uintptr_t{page->carved} * page->block_size;
+    uint64_t mark = freed_mark(page);
+    for (uint32_t i = 0; i < count; ++i) {
+        auto* b = reinterpret_cast<Block*>(first + uintptr_t{i} * page->block_size);
+        uintptr_t next = i + 1 < count ? addr(b) + page->block_size : 0;
+        b->link = encode(page, next);
+        b->mark = mark;
+    }
+    page->free = reinterpret_cast<Block*>(first);
+    page->carved += count;
+    page_set_limit(page);
+}
+
+int list_find(const Page* page, const Block* head, const Block* target) {
+    uint32_t steps = 0;
+    for (const Block* b = head; b != nullptr; b = decode_block(page, b)) {
+        if (!page_owns_block(page, addr(b)) || ++steps > page->capacity) return -1;
+        if (b == target) return 1;
+    }
+    return 0;
+}
+
+int64_t list_length(const Page* page, const Block* head) {
+    int64_t n = 0;
+    for (const Block* b = head; b != nullptr; b = decode_block(page, b)) {
+        if (!page_owns_block(page, addr(b)) || n >= page->capacity) return -1;
+        ++n;
+    }
+    return n;
+}
+
+}  // namespace edu::stage3

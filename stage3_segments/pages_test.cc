@@ -1,0 +1,359 @@
+// stage3_segments/pages_test.cc: proves the geometry and the page life cycle: where blocks of
+// each kind land (segment alignment, page map, page starts, capacities), lazy extension, the
+// local_free swap, moves to and from the full queue with the direct cache following, retirement
+// after a delay, decommit and the segment cache, and realloc in place. Each case uses a heap
+// of its own (heaps.h), so the pages it inspects hold only its blocks.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "contract/allocator.h"
+#include "stage3_segments/bins.h"
+#include "stage3_segments/heap.h"
+#include "stage3_segments/heaps.h"
+#include "stage3_segments/page.h"
+#include "stage3_segments/segment.h"
+#include "stage3_segments/testing.h"
+#include "tests/support.h"
+
+namespace edu::stage3 {
+namespace {
+
+using testing::api;
+using testing::footprint;
+using testing::os_calls;
+using testing::used_of;
+
+constexpr std::size_t kKiB = 1024;
+constexpr std::size_t kMiB = 1024 * kKiB;
+
+uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+
+// A heap for one test case, destroyed (with all its blocks) at the end.
+struct ScopedHeap {
+    Heap* heap = heap_create();
+    ScopedHeap() { REQUIRE(heap != nullptr); }
+    ~ScopedHeap() { heap_destroy(heap); }
+    void* take(std::size_t n) {
+        void* p = heap_malloc(heap, n);
+        REQUIRE(p != nullptr);
+        return p;
+    }
+};
+
+bool is_dirty(const Segment* s, unsigned index) { return (s->dirty_pages >> index) & 1; }
+
+std::size_t count_list(const Page* page, const Block* head) {
+    int64_t n = list_length(page, head);
+    REQUIRE(n >= 0);
+    return static_cast<std::size_t>(n);
+}
+
+TEST_CASE("a small block lies in a 4 MiB-aligned segment whose page map names its page") {
+    ScopedHeap h;
+    for (std::size_t n : {std::size_t{0}, std::size_t{16}, std::size_t{100}, std::size_t{1000}, kSmallMax}) {
+        CAPTURE(n);
+        void* p = h.take(n);
+        Segment* s = segment_of(p);
+        CHECK((addr(s) & kSegmentMask) == 0);
+        CHECK(segment_owned(p));
+        CHECK(s->kind == static_cast<uint8_t>(PageKind::small));
+        CHECK(s->page_count == 64);
+        Page* page = page_of(p);
+        CHECK(page == &s->pages()[(addr(p) - addr(s)) >> kSmallPageShift]);
+        CHECK(page->heap == h.heap);
+        CHECK(page->block_size == bin_size(bin_of(n)));
+        CHECK(addr(p) >= page->start);
+        CHECK((addr(p) - page->start) % page->block_size == 0);
+        Span area = page_area(s, page);
+        CHECK(page->capacity == (area.hi - page->start) / page->block_size);
+        if (page->index == 0) CHECK(area.lo == addr(s) + kMetaSize);
+        else CHECK(area.lo == addr(s) + (uintptr_t{page->index} << kSmallPageShift));
+        CHECK(api().usable_size(p) == page->block_size);
+    }
+}
+
+TEST_CASE("medium blocks share a 512 KiB page that eight map slots name") {
+    ScopedHeap h;
+    void* p = h.take(20000);
+    Segment* s = segment_of(p);
+    REQUIRE(s->kind == static_cast<uint8_t>(PageKind::medium));
+    CHECK(s->page_count == 8);
+    Page* page = page_of(p);
+    CHECK(page->block_size == 20480);
+    unsigned first_slot = page->index * 8;
+    for (unsigned slot = first_slot; slot < first_slot + 8; ++slot) CHECK(s->page_of[slot] == page);
+    CHECK(page->capacity >= 7);
+}
+
+TEST_CASE("a large block owns a 4 MiB segment and a huge one a segment of its own size") {
+    ScopedHeap h;
+    void* large = h.take(100000);
+    Segment* s = segment_of(large);
+    REQUIRE(s->kind == static_cast<uint8_t>(PageKind::large));
+    CHECK(s->size == kSegmentSize);
+    CHECK(addr(large) == addr(s) + kMetaSize);
+    CHECK(api().usable_size(large) == 102400);   // rounded up to whole OS pages
+    for (unsigned slot = 0; slot < kSlots; ++slot) CHECK(s->page_of[slot] == &s->pages()[0]);
+    void* huge = h.take(6 * kMiB);
+    Segment* t = segment_of(huge);
+    REQUIRE(t->kind == static_cast<uint8_t>(PageKind::huge));
+    CHECK(t->size >= 6 * kMiB + kMetaSize);
+    CHECK(addr(huge) == addr(t) + kMetaSize);
+    // Only the first 4 MiB chunk of a huge segment is registered.
+    CHECK(segment_owned(huge));
+    CHECK_FALSE(segment_owned(static_cast<char*>(huge) + 5 * kMiB));
+}
+
+TEST_CASE("blocks of a power-of-two class are aligned to their size, page 0 included") {
+    ScopedHeap h;
+    for (unsigned bin = 0; bin < kBinCount; ++bin) {
+        std::size_t size = bin_size(bin);
+        if (size & (size - 1)) continue;
+        for (int i = 0; i < 20; ++i) {
+            void* p = h.take(size);
+            INFO("class " << size << ", block " << i << " at " << p);
+            CHECK(addr(p) % size == 0);
+        }
+    }
+}
+
+TEST_CASE("aligned_alloc returns block starts, from a class or from an aligned large block") {
+    ScopedHeap h;   // only to keep other cases' pages apart; aligned_alloc uses the default heap
+    std::vector<void*> blocks;
+    for (std::size_t a = 32; a <= kMaxAlignment; a *= 2) {
+        for (std::size_t n : {std::size_t{1}, std::size_t{100}, a + 1}) {
+            void* p = api().aligned_alloc(a, n);
+            INFO("alignment " << a << ", size " << n);
+            REQUIRE(p != nullptr);
+            CHECK(addr(p) % a == 0);
+            Page* page = page_of(p);
+            CHECK(page_is_block(page, addr(p)));      // a block start, never an interior pointer
+            CHECK(api().usable_size(p) >= n);
+            blocks.push_back(p);
+        }
+    }
+    for (void* p : blocks) api().free(p);
+    battery::require_heap_ok(api());
+}
+
+TEST_CASE("a fresh page is carved 4 KiB at a time, in address order") {
+    ScopedHeap h;
+    auto* first = static_cast<char*>(h.take(16));
+    Page* page = page_of(first);
+    CHECK(page->carved == kExtendBytes / 16);
+    CHECK(count_list(page, page->free) == kExtendBytes / 16 - 1);
+    for (uint32_t i = 1; i < kExtendBytes / 16; ++i) {
+        void* p = h.take(16);
+        REQUIRE(p == first + 16 * i);
+    }
+    CHECK(page->free == nullptr);
+    CHECK(page->carved == kExtendBytes / 16);
+    h.take(16);   // the generic path extends the same page
+    CHECK(page->carved == 2 * kExtendBytes / 16);
+    CHECK(used_of(page) == kExtendBytes / 16 + 1);
+}
+
+TEST_CASE("frees go to local_free and become the free list only when it runs dry") {
+    ScopedHeap h;
+    std::vector<void*> blocks;
+    for (int i = 0; i < 10; ++i) blocks.push_back(h.take(48));
+    Page* page = page_of(blocks[0]);
+    Block* free_before = page->free;
+    std::size_t free_count = count_list(page, page->free);
+    for (int i = 0; i < 5; ++i) api().free(blocks[static_cast<std::size_t>(i)]);
+    CHECK(page->free == free_before);                 // malloc's list is untouched
+    CHECK(count_list(page, page->local_free) == 5);
+    CHECK(page->local_free == blocks[4]);             // LIFO
+    for (std::size_t i = 0; i < free_count; ++i) h.take(48);
+    CHECK(page->free == nullptr);
+    uint32_t carved = page->carved;
+    void* p = h.take(48);                             // generic: the swap, no extension
+    CHECK(p == blocks[4]);
+    CHECK(page->carved == carved);
+    CHECK(page->local_free == nullptr);
+    CHECK(count_list(page, page->free) == 4);
+}
+
+TEST_CASE("a full page moves to the full queue and back after a free, the direct slot following") {
+    ScopedHeap h;
+    const unsigned bin = bin_of(1024);
+    void* first = h.take(1024);
+    Page* page = page_of(first);
+    std::vector<void*> blocks{first};
+    while (blocks.size() < page->capacity) blocks.push_back(h.take(1024));
+    CHECK(page->queue == bin);
+    CHECK(h.heap->direct[1024 / 8] == page);
+    void* other = h.take(1024);                        // the page is full: generic moves it aside
+    Page* second = page_of(other);
+    REQUIRE(second != page);
+    CHECK(page->queue == kFullQueue);
+    CHECK(used_of(page) == page->capacity);
+    CHECK_FALSE(page_is_block(page, addr(blocks[3])));  // its fast checks now always fail
+    CHECK(h.heap->queues[kFullQueue].first == page);
+    CHECK(h.heap->queues[bin].first == second);
+    CHECK(h.heap->direct[1024 / 8] == second);
+    CHECK(h.heap->direct[1000 / 8 + 1] == second);     // every slot of the bin
+    api().free(blocks[3]);                             // one free brings it back, at the end
+    CHECK(page->queue == bin);
+    CHECK(page->used == page->capacity - 1);
+    CHECK(page_is_block(page, addr(blocks[4])));
+    CHECK(h.heap->queues[bin].last == page);
+    CHECK(h.heap->queues[bin].first == second);
+    CHECK(h.heap->queues[kFullQueue].first == nullptr);
+    battery::require_heap_ok(api());
+}
+
+TEST_CASE("the only page of a bin retires, then is freed, then decommitted, each after a delay") {
+    ScopedHeap h;
+    void* p = h.take(48);
+    Page* page = page_of(p);
+    uint64_t before = footprint();
+    uint64_t madvise_before = os_calls(OsCall::madvise);
+    api().free(p);
+    CHECK(page->in_use == 1);                          // retired, not freed
+    CHECK(page->retire_expire == kRetireTicks);
+    CHECK(h.heap->queues[bin_of(48)].first == page);
+    CHECK(footprint() == before);
+    // Retired pages count down when the heap needs a fresh page: one bin after another here.
+    std::vector<void*> keep;
+    unsigned bin = 20;
+    for (uint32_t i = 0; i + 1 < kRetireTicks; ++i) keep.push_back(h.take(bin_size(bin++)));
+    CHECK(page->in_use == 1);
+    keep.push_back(h.take(bin_size(bin++)));
+    CHECK(page->in_use == 0);                          // its delay has passed
+    CHECK(h.heap->queues[bin_of(48)].first == nullptr);
+    CHECK(h.heap->direct[48 / 8] == &g_empty_page);
+    Segment* s = segment_of(page);
+    CHECK(is_dirty(s, page->index));                   // free, but still committed
+    CHECK(os_calls(OsCall::madvise) == madvise_before);
+    uint64_t dirty_footprint = footprint();
+    // The purge counts generic calls (every request above 1 KiB is one).
+    for (uint64_t i = 0; i < kPurgeDelay + 64; ++i) api().free(h.take(5000));
+    CHECK_FALSE(is_dirty(s, page->index));             // purged
+    CHECK(os_calls(OsCall::madvise) > madvise_before);
+    CHECK(footprint() < dirty_footprint);
+    for (void* q : keep) api().free(q);
+    battery::require_heap_ok(api());
+}
+
+TEST_CASE("a page freed and needed again before the purge comes back without a system call") {
+    ScopedHeap h;
+    void* p = h.take(3000);
+    Page* page = page_of(p);
+    Segment* s = segment_of(p);
+    heap_destroy(h.heap);                              // frees the page at once: dirty now
+    h.heap = heap_create();
+    REQUIRE(is_dirty(s, page->index));
+    uint64_t calls = os_calls(OsCall::madvise) + os_calls(OsCall::mmap);
+    uint64_t before = footprint();
+    void* q = h.take(3000);
+    CHECK(page_of(q)->heap == h.heap);
+    CHECK(segment_of(q) == s);                         // a dirty page was preferred
+    CHECK_FALSE(is_dirty(s, page_of(q)->index));
+    CHECK(os_calls(OsCall::madvise) + os_calls(OsCall::mmap) == calls);
+    CHECK(footprint() == before);
+    battery::require_heap_ok(api());
+}
+
+TEST_CASE("a retired page that is allocated from again stays") {
+    ScopedHeap h;
+    void* p = h.take(64);
+    Page* page = page_of(p);
+    api().free(p);
+    REQUIRE(page->retire_expire != 0);
+    void* q = h.take(64);                              // the fast path, from the same page
+    CHECK(page_of(q) == page);
+    for (uint32_t i = 0; i < 2 * kRetireTicks; ++i) collect(false);   // counts retired pages down
+    CHECK(page->in_use == 1);
+    CHECK(page->retire_expire == 0);
+    api().free(q);
+}
+
+TEST_CASE("freeing everything gives the memory back: the footprint falls to where it was") {
+    uint64_t before = footprint();
+    uint64_t unmaps = os_calls(OsCall::munmap);
+    {
+        ScopedHeap h;
+        std::vector<void*> blocks;
+        for (int i = 0; i < 20000; ++i) blocks.push_back(h.take(16 + static_cast<std::size_t>(i % 4000)));
+        for (int i = 0; i < 20; ++i) blocks.push_back(h.take(100 * kKiB + static_cast<std::size_t>(i)));
+        CHECK(footprint() >= before + 30 * kMiB);
+        for (void* p : blocks) api().free(p);
+        battery::require_heap_ok(api());
+    }
+    collect(true);
+    CHECK(footprint() <= before);
+    CHECK(os_calls(OsCall::munmap) > unmaps);
+    CHECK(segment_cache_count() == 0);
+    battery::require_heap_ok(api());
+}
+
+TEST_CASE("an empty large segment waits in the cache and is reused without a system call") {
+    collect(true);
+    ScopedHeap h;
+    void* p = h.take(kMiB);
+    Segment* s = segment_of(p);
+    api().free(p);
+    CHECK(s->cached == 1);
+    CHECK(s->on_purge_list == 1);                      // its block's memory, until the purge
+    CHECK(segment_cache_count() == 1);
+    CHECK(segment_owned(p));                           // still mapped, still ours
+    uint64_t maps = os_calls(OsCall::mmap);
+    void* q = h.take(2 * kMiB);
+    CHECK(segment_of(q) == s);
+    CHECK(os_calls(OsCall::mmap) == maps);
+    api().free(q);
+    uint64_t unmaps = os_calls(OsCall::munmap);
+    collect(true);
+    CHECK(os_calls(OsCall::munmap) == unmaps + 1);
+    CHECK_FALSE(segment_owned(q));
+}
+
+TEST_CASE("a huge block's segment is unmapped as soon as the block is freed") {
+    ScopedHeap h;
+    uint64_t before = footprint();
+    void* p = h.take(9 * kMiB);
+    CHECK(footprint() >= before + 9 * kMiB);
+    uint64_t unmaps = os_calls(OsCall::munmap);
+    api().free(p);
+    CHECK(os_calls(OsCall::munmap) == unmaps + 1);
+    CHECK(footprint() == before);
+    CHECK_FALSE(segment_owned(p));
+}
+
+TEST_CASE("realloc stays in place within half a class and grows a large block in its segment") {
+    void* p = api().malloc(100);                      // class 112
+    REQUIRE(p != nullptr);
+    std::memset(p, 7, 100);
+    CHECK(api().realloc(p, 112) == p);
+    CHECK(api().realloc(p, 56) == p);
+    Stats before = api().stats();
+    void* moved = api().realloc(p, 55);
+    CHECK(moved != p);
+    Stats after = api().stats();                       // a move is one resize, not malloc + free
+    CHECK(after.mallocs == before.mallocs);
+    CHECK(after.frees == before.frees);
+    CHECK(after.live_blocks == before.live_blocks);
+    CHECK(after.bytes_requested == before.bytes_requested + 55);
+    CHECK(after.live_bytes == before.live_bytes - 112 + 64);
+    api().free(moved);
+    void* big = api().malloc(100000);
+    REQUIRE(big != nullptr);
+    std::memset(big, 9, 100000);
+    void* grown = api().realloc(big, 3 * kMiB);
+    CHECK(grown == big);
+    CHECK(api().usable_size(grown) >= 3 * kMiB);
+    CHECK(static_cast<unsigned char*>(grown)[99999] == 9);
+    void* shrunk = api().realloc(grown, 200000);
+    CHECK(shrunk == big);
+    void* huge = api().realloc(shrunk, 5 * kMiB);      // no longer fits a large segment
+    CHECK(huge != big);
+    CHECK(static_cast<unsigned char*>(huge)[99999] == 9);
+    api().free(huge);
+    battery::require_heap_ok(api());
+}
+
+}  // namespace
+}  // namespace edu::stage3

@@ -1,0 +1,318 @@
+// stage3_segments/segment.cc: the segment map, segment lists, the cache, and pages handed out
+// of segments and taken back. Single-threaded: the adapter serialises callers.
+#include "stage3_segments/segment.h"
+
+#include <cstring>
+
+#include "stage3_segments/os.h"
+#include "stage3_segments/page.h"
+
+namespace edu::stage3 {
+
+alignas(64) uint8_t g_segment_map[kMapEntries];
+uint64_t g_clock = 0;
+
+namespace {
+
+Segment* g_all = nullptr;                    // every mapped segment
+Segment* g_open[2] = {nullptr, nullptr};     // small, medium segments with a free page
+Segment* g_cache = nullptr;                  // empty segments waiting to be reused
+unsigned g_cache_count = 0;
+Segment* g_purge = nullptr;                  // segments with memory to decommit later
+
+uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) & ~(to - 1); }
+
+// ---- Lists ----------------------------------------------------------------------------------
+
+void all_push(Segment* s) {
+    s->prev = nullptr;
+    s->next = g_all;
+    if (g_all) g_all->prev = s;
+    g_all = s;
+}
+
+void all_remove(Segment* s) {
+    if (s->prev) s->prev->next = s->next;
+    else g_all = s->next;
+    if (s->next) s->next->prev = s->prev;
+}
+
+// The open lists and the cache share the `*_open` links: a segment is on at most one of them.
+void link_push(Segment*& head, Segment* s) {
+    s->prev_open = nullptr;
+    s->next_open = head;
+    if (head) head->prev_open = s;
+    head = s;
+}
+
+void link_remove(Segment*& head, Segment* s) {
+    if (s->prev_open) s->prev_open->next_open = s->next_open;
+    else head = s->next_open;
+    if (s->next_open) s->next_open->prev_open = s->prev_open;
+    s->next_open = s->prev_open = nullptr;
+}
+
+void purge_push(Segment* s) {
+    s->on_purge_list = 1;
+    s->prev_purge = nullptr;
+    s->next_purge = g_purge;
+    if (g_purge) g_purge->prev_purge = s;
+    g_purge = s;
+}
+
+void purge_remove(Segment* s) {
+    if (s->prev_purge) s->prev_purge->next_purge = s->next_purge;
+    else g_purge = s->next_purge;
+    if (s->next_purge) s->next_purge->prev_purge = s->prev_purge;
+    s->next_purge = s->prev_purge = nullptr;
+    s->on_purge_list = 0;
+}
+
+// Decommits every dirty page of `s`, one madvise per run of adjacent pages; or, for a cached
+// large segment, what its last block reached.
+void purge_segment(Segment* s) {
+    purge_remove(s);
+    if (s->kind == static_cast<uint8_t>(PageKind::large)) {
+        if (s->committed) os_decommit(reinterpret_cast<void*>(addr(s) + kMetaSize), s->committed);
+        s->committed = 0;
+        return;
+    }
+    Page* pages = s->pages();
+    uint64_t dirty = s->dirty_pages;
+    while (dirty) {
+        unsigned first = static_cast<unsigned>(__builtin_ctzll(dirty));
+        unsigned last = first;
+        while (last + 1 < s->page_count && ((dirty >> (last + 1)) & 1)) ++last;
+        uintptr_t lo = page_area(s, &pages[first]).lo, hi = page_area(s, &pages[last]).hi;
+        os_decommit(reinterpret_cast<void*>(lo), hi - lo);
+        s->committed -= hi - lo;
+        for (unsigned i = first; i <= last; ++i) dirty &= ~(uint64_t{1} << i);
+    }
+    s->dirty_pages = 0;
+}
+
+// ---- Mapping --------------------------------------------------------------------------------
+
+// Lays out the header for `kind`: page_of, the page records as free sentinels, the free set.
+void format_segment(Segment* s, PageKind kind) {
+    unsigned shift = kind == PageKind::small    ? kSmallPageShift
+                     : kind == PageKind::medium ? kMediumPageShift
+                                                : kSegmentShift;
+    unsigned count = kind == PageKind::small ? kSlots : kind == PageKind::medium ? 8u : 1u;
+    s->kind = static_cast<uint8_t>(kind);
+    s->page_shift = shift;
+    s->page_count = count;
+    s->used_pages = 0;
+    s->free_pages = count == 64 ? ~uint64_t{0} : (uint64_t{1} << count) - 1;
+    Page* pages = s->pages();
+    for (unsigned i = 0; i < kSlots; ++i) s->page_of[i] = &pages[(i << kSlotShift) >> shift];
+    for (unsigned i = 0; i < count; ++i) page_reset(&pages[i], s, static_cast<uint8_t>(i), kind);
+}
+
+Segment* map_segment(std::size_t size, PageKind kind) {
+    void* memory = os_map_aligned(size, kSegmentSize);
+    if (!memory) return nullptr;
+    uintptr_t chunk = addr(memory) >> kSegmentShift;
+    if (chunk >= kMapEntries) {  // above the 47-bit space the map covers: never ours
+        os_unmap(memory, size);
+        return nullptr;
+    }
+    auto* s = static_cast<Segment*>(memory);
+    std::memset(static_cast<void*>(s), 0, sizeof(Segment));
+    s->size = size;
+    format_segment(s, kind);
+    os_commit_bytes(static_cast<int64_t>(kMetaSize));
+    g_segment_map[chunk] = 1;  // a huge segment registers its first chunk only ([S3.7])
+    all_push(s);
+    return s;
+}
+
+void unmap_segment(Segment* s) {
+    if (s->on_purge_list) purge_remove(s);   // unmapping gives everything back anyway
+    all_remove(s);
+    g_segment_map[addr(s) >> kSegmentShift] = 0;
+    os_commit_bytes(-static_cast<int64_t>(kMetaSize + s->committed));
+    os_unmap(s, s->size);
+}
+
+// An empty 4 MiB segment for `kind`: the most recently cached one, or a new mapping.
+Segment* take_segment(PageKind kind) {
+    Segment* s = g_cache;
+    if (!s) return map_segment(kSegmentSize, kind);
+    link_remove(g_cache, s);
+    --g_cache_count;
+    s->cached = 0;
+    // A cached segment may hold committed memory (a large block's, or dirty pages); a large
+    // block reuses it as it is, other kinds count pages from zero, so give it back first.
+    if (kind == PageKind::large && s->kind == static_cast<uint8_t>(PageKind::large)) {
+        if (s->on_purge_list) purge_remove(s);   // a large block reuses what the last one had
+    } else if (s->on_purge_list) {
+        purge_segment(s);
+    }
+    format_segment(s, kind);
+    return s;
+}
+
+void cache_or_unmap(Segment* s) {
+    if (s->size != kSegmentSize) {
+        unmap_segment(s);
+        return;
+    }
+    if (g_cache_count == kCacheMax) {  // full: the oldest (the tail) makes room
+        Segment* oldest = g_cache;
+        while (oldest->next_open) oldest = oldest->next_open;
+        link_remove(g_cache, oldest);
+        --g_cache_count;
+        unmap_segment(oldest);
+    }
+    s->cached = 1;
+    s->cache_expire = g_clock + kCacheDelay;
+    if (s->kind == static_cast<uint8_t>(PageKind::large) && s->committed) {
+        purge_push(s);
+        s->purge_expire = g_clock + kPurgeDelay;
+    }
+    link_push(g_cache, s);
+    ++g_cache_count;
+}
+
+}  // namespace
+
+Span page_area(const Segment* segment, const Page* page) {
+    uintptr_t base = addr(segment);
+    if (segment->page_count == 1) return {base + kMetaSize, base + segment->size};
+    uintptr_t lo = base + (uintptr_t{page->index} << segment->page_shift);
+    uintptr_t hi = lo + (uintptr_t{1} << segment->page_shift);
+    return {lo < base + kMetaSize ? base + kMetaSize : lo, hi};
+}
+
+// [S3.15] Pages out of segments. A small or medium page is the lowest free page of the first
+// open segment of its kind; its whole area counts in the footprint from now on (Linux will
+// back it on first touch). Releasing it gives the memory back with madvise right away: the
+// page already waited out its retirement delay ([S3.19]), so it is really not wanted now.
+Page* page_alloc(PageKind kind) {
+    unsigned k = kind == PageKind::small ? 0 : 1;
+    Segment* s = g_open[k];
+    if (!s) {
+        s = take_segment(kind);
+        if (!s) return nullptr;
+        link_push(g_open[k], s);
+        s->on_open_list = 1;
+    }
+    uint64_t dirty = s->free_pages & s->dirty_pages;   // still committed: no fault, no call
+    unsigned i = static_cast<unsigned>(__builtin_ctzll(dirty ? dirty : s->free_pages));
+    s->free_pages &= ~(uint64_t{1} << i);
+    ++s->used_pages;
+    if (s->free_pages == 0) {
+        link_remove(g_open[k], s);
+        s->on_open_list = 0;
+    }
+    Page* page = &s->pages()[i];
+    if (dirty) {
+        s->dirty_pages &= ~(uint64_t{1} << i);
+        if (!s->dirty_pages) purge_remove(s);
+        return page;
+    }
+    Span area = page_area(s, page);
+    s->committed += area.hi - area.lo;
+    os_commit_bytes(static_cast<int64_t>(area.hi - area.lo));
+    return page;
+}
+
+Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
+    if (alignment < kOsPage) alignment = kOsPage;
+    std::size_t offset = round_up(kMetaSize, alignment);
+    std::size_t bytes = round_up(block_bytes, kOsPage);
+    Segment* s;
+    PageKind kind;
+    if (offset + bytes <= kSegmentSize) {
+        kind = PageKind::large;
+        s = take_segment(kind);
+    } else {  // over 4 MiB, so the registered first chunk is all ours
+        kind = PageKind::huge;
+        s = map_segment(offset + bytes, kind);
+    }
+    if (!s) return nullptr;
+    // Commit what the block reaches; a reused large segment may already hold more.
+    std::size_t need = offset + bytes - kMetaSize;
+    if (need > s->committed) {
+        os_commit_bytes(static_cast<int64_t>(need - s->committed));
+        s->committed = need;
+    }
+    s->free_pages = 0;
+    s->used_pages = 1;
+    Page* page = &s->pages()[0];
+    page_format_one_block(page, addr(s) + offset, bytes);
+    return page;
+}
+
+bool one_block_resize(Page* page, std::size_t bytes) {
+    Segment* s = segment_of(page);
+    if (s->kind != static_cast<uint8_t>(PageKind::large)) return false;
+    bytes = round_up(bytes == 0 ? 1 : bytes, kOsPage);
+    if (bytes > kSegmentSize || page->start - addr(s) + bytes > kSegmentSize) return false;
+    std::size_t need = page->start + bytes - addr(s) - kMetaSize;
+    if (need > s->committed) {
+        os_commit_bytes(static_cast<int64_t>(need - s->committed));
+        s->committed = need;
+    }
+    page->block_size = bytes;
+    return true;
+}
+
+void page_release(Page* page) {
+    Segment* s = segment_of(page);
+    auto kind = static_cast<PageKind>(s->kind);
+    if (kind == PageKind::small || kind == PageKind::medium) {
+        if (!s->dirty_pages) purge_push(s);
+        s->dirty_pages |= uint64_t{1} << page->index;
+        s->purge_expire = g_clock + kPurgeDelay;
+    }
+    page_reset(page, s, page->index, kind);
+    s->free_pages |= uint64_t{1} << page->index;
+    --s->used_pages;
+    if (kind == PageKind::small || kind == PageKind::medium) {
+        unsigned k = kind == PageKind::small ? 0 : 1;
+        if (s->used_pages == 0) {
+            if (s->on_open_list) link_remove(g_open[k], s);
+            s->on_open_list = 0;
+            cache_or_unmap(s);
+        } else if (!s->on_open_list) {
+            link_push(g_open[k], s);
+            s->on_open_list = 1;
+        }
+        return;
+    }
+    cache_or_unmap(s);
+}
+
+void segment_cache_collect(bool force) {
+    Segment* s = g_cache;
+    while (s) {
+        Segment* next = s->next_open;
+        if (force || s->cache_expire <= g_clock) {
+            link_remove(g_cache, s);
+            --g_cache_count;
+            unmap_segment(s);
+        }
+        s = next;
+    }
+}
+
+void segment_purge(bool force) {
+    for (Segment* s = g_purge; s;) {
+        Segment* next = s->next_purge;
+        if (force || s->purge_expire <= g_clock) purge_segment(s);
+        s = next;
+    }
+}
+
+bool purge_pending() { return g_purge != nullptr; }
+Segment* first_purge_segment() { return g_purge; }
+
+unsigned segment_cache_count() { return g_cache_count; }
+Segment* first_segment() { return g_all; }
+Segment* first_open_segment(PageKind kind) { return g_open[kind == PageKind::small ? 0 : 1]; }
+Segment* first_cached_segment() { return g_cache; }
+
+}  // namespace edu::stage3

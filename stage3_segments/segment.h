@@ -1,0 +1,82 @@
+// stage3_segments/segment.h: segments: the map that says which 4 MiB chunks are ours, page
+// allocation inside segments of each kind, the segment cache, and the list of all segments.
+// Entry points: page_alloc, page_release, one_block_page_alloc, one_block_resize,
+// segment_purge, segment_cache_collect, segment_owned. Pages are formatted by page.h.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "stage3_segments/types.h"
+
+namespace edu::stage3 {
+
+// [S3.13] The segment map: one byte per 4 MiB chunk of the 47-bit user address space (2^25
+// bytes of .bss; untouched pages cost nothing and read as zero). free() reads one byte to learn
+// whether a pointer's segment is ours before it dares to read the segment's header: a foreign
+// pointer (stack, static data, another allocator's block) finds 0 and takes the cold path.
+// Null finds chunk 0, never ours, so the fast path needs no separate null test.
+inline constexpr std::size_t kMapEntries = std::size_t{1} << (47 - kSegmentShift);
+extern uint8_t g_segment_map[kMapEntries];
+
+inline bool segment_owned(const void* p) {
+    uintptr_t chunk = reinterpret_cast<uintptr_t>(p) >> kSegmentShift;
+    return chunk < kMapEntries && g_segment_map[chunk] != 0;
+}
+
+// The page area of a page: [lo, hi). Page 0 of a small or medium segment starts after the
+// metadata; one-block pages span from the metadata to the segment's end.
+struct Span {
+    uintptr_t lo;
+    uintptr_t hi;
+};
+Span page_area(const Segment* segment, const Page* page);
+
+// A free page of a small or medium segment, counted in the footprint, not yet formatted
+// (page_format in page.h does that); nullptr when no memory can be mapped.
+Page* page_alloc(PageKind kind);
+
+// A page holding one block of `block_bytes` (rounded up to kOsPage) whose start is aligned to
+// `alignment` (at most kMaxAlignment): a large page (a whole 4 MiB segment, from the cache when
+// one is there) when it fits in one, else a huge segment mapped for it. The block is formatted
+// and counted in the footprint; the caller hands it out. nullptr when mmap fails.
+Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment);
+
+// [S3.32] Grows or shrinks a large block in place, when `bytes` (rounded up to kOsPage) still
+// fits between its start and its segment's end; commits what the block newly reaches.
+bool one_block_resize(Page* page, std::size_t bytes);
+
+// Gives a page back to its segment: its record is reset to the free sentinel and its memory
+// stays committed ("dirty") until the purge (small, medium); an empty segment goes to the
+// cache (or is unmapped: huge, or cache full). One-block pages keep their memory while their
+// segment waits in the cache.
+void page_release(Page* page);
+
+// [S3.34] The purge: dirty pages are decommitted (madvise, adjacent pages in one call) once
+// kPurgeDelay ticks have passed since their segment last released a page, or all now
+// (`force`); so is the memory a cached large segment kept from its last block. A page that
+// empties and refills within the delay costs no system call and no page fault; page_alloc
+// prefers dirty pages for that reason.
+inline constexpr uint64_t kPurgeDelay = 1024;
+void segment_purge(bool force);
+bool purge_pending();
+
+// The heap clock: generic malloc calls so far (heap.cc ticks it). Delays are counted in it.
+extern uint64_t g_clock;
+
+// [S3.14] The segment cache: up to kCacheMax empty 4 MiB segments wait kCacheDelay ticks of
+// the heap clock before being unmapped, so a program that frees its last large block and
+// allocates another at once gets it without a system call. `force` unmaps all of them now.
+inline constexpr unsigned kCacheMax = 8;
+inline constexpr uint64_t kCacheDelay = 1024;
+void segment_cache_collect(bool force);
+unsigned segment_cache_count();
+
+// Every mapped segment (cached ones included), for the walker and the checker.
+Segment* first_segment();
+// The segments of a kind that have a free page, for the checker.
+Segment* first_open_segment(PageKind kind);
+Segment* first_cached_segment();
+Segment* first_purge_segment();
+
+}  // namespace edu::stage3

@@ -1,0 +1,221 @@
+// stage3_segments/stage3.cc: the contract adapter: the Api tables of the four modes, the
+// calls built on the fast paths (calloc, realloc, aligned_alloc, usable_size), options, the
+// first-class heap API of heaps.h, and `descriptor`, registered at static initialisation.
+#include "stage3_segments/stage3.h"
+
+#include <cstring>
+
+#include "contract/diagnostics.h"
+#include "contract/locked.h"
+#include "stage3_segments/alloc.h"
+#include "stage3_segments/bins.h"
+#include "stage3_segments/check.h"
+#include "stage3_segments/free.h"
+#include "stage3_segments/heaps.h"
+
+namespace edu::stage3 {
+namespace {
+
+void* failed() {
+    set_enomem();
+    return nullptr;
+}
+
+// ---- The single-thread entry, one instantiation per mode -----------------------------------
+
+template <class M>
+void* api_malloc(std::size_t size) {
+    return heap_alloc<M>(&g_default_heap, size, size);
+}
+
+template <class M>
+void api_free(void* p) {
+    heap_free<M>(p);
+}
+
+template <class M>
+void* heap_calloc_in(Heap* heap, std::size_t count, std::size_t size) {
+    std::size_t bytes;
+    if (__builtin_mul_overflow(count, size, &bytes)) return failed();
+    void* p = heap_alloc<M>(heap, bytes, bytes);
+    if (p) std::memset(p, 0, bytes);   // recycled blocks hold old bytes
+    return p;
+}
+
+template <class M>
+void* api_calloc(std::size_t count, std::size_t size) {
+    return heap_calloc_in<M>(&g_default_heap, count, size);
+}
+
+// [S3.32] realloc stays in place when the new size still fits the block and uses at least
+// half of it (the rule mimalloc uses), or when a large block can grow or shrink within its
+// segment; otherwise it moves the block, within the heap that owns it. Either way it is one
+// resize for the statistics (the contract counts no malloc and no free for it).
+template <class M>
+void* api_realloc(void* p, std::size_t size) {
+    if (!p) return heap_alloc<M>(&g_default_heap, size, size);
+    Page* page = validate_block(p, "realloc");
+    std::size_t usable = page->block_size;
+    if (size <= usable && size >= usable / 2) {
+        if constexpr (M::stats) count_resize(usable, usable, size);
+        return p;
+    }
+    if (size <= kMaxRequest && size > kMediumMax && one_block_resize(page, size)) {
+        if constexpr (M::stats) count_resize(usable, page->block_size, size);
+        return p;
+    }
+    void* q = heap_alloc<M>(page->heap, size, size);
+    if (!q) return nullptr;   // ENOMEM; p is untouched
+    std::memcpy(q, p, size < usable ? size : usable);
+    heap_free<M>(p);
+    if constexpr (M::stats) {   // the move counted a malloc and a free: it is one resize
+        --g_counters.mallocs;
+        --g_counters.frees;
+    }
+    return q;
+}
+
+template <class M>
+void* heap_aligned_in(Heap* heap, std::size_t alignment, std::size_t size) {
+    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kMaxAlignment) return failed();
+    if (alignment <= kAlignment) return heap_alloc<M>(heap, size, size);
+    if (size > kMaxRequest) return failed();
+    unsigned bin = aligned_bin(alignment, size);
+    if (bin < kBinCount) return heap_alloc<M>(heap, bin_size(bin), size);
+    return malloc_one_block(heap, size, alignment, size);
+}
+
+template <class M>
+void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
+    return heap_aligned_in<M>(&g_default_heap, alignment, size);
+}
+
+std::size_t api_usable_size(const void* p) {
+    if (!p) return 0;
+    return validate_block(p, "usable_size")->block_size;
+}
+
+CheckResult api_check() { return check_heap(); }
+void api_walk(WalkFn visit, void* context) { walk_heap(visit, context); }
+Stats api_stats() { return stats_snapshot(); }
+
+template <class M>
+constexpr Api kApiOf = {&api_malloc<M>,        &api_free<M>,     &api_calloc<M>,
+                        &api_realloc<M>,       &api_aligned_alloc<M>, &api_usable_size,
+                        &api_check,            &api_walk,        &api_stats};
+
+// [S3.31] Modes. Each option value picks one of four tables, each built from its own copy of
+// the fast paths; descriptor.single_thread points at this one table, which set_option
+// rewrites. The default counts statistics (the battery checks them); "stats=off" is the mode
+// to compare with a release build of mimalloc, which keeps no statistics either.
+constexpr Api kTables[2][2] = {
+    {kApiOf<Mode<false, false>>, kApiOf<Mode<false, true>>},
+    {kApiOf<Mode<true, false>>, kApiOf<Mode<true, true>>},
+};
+Api g_single_thread = kTables[0][1];
+
+void select_table() { g_single_thread = kTables[secure_mode() ? 1 : 0][g_counting ? 1 : 0]; }
+
+using Lock = Locked<g_single_thread>;
+
+// ---- Options --------------------------------------------------------------------------------
+
+constexpr OptionInfo kOptions[] = {
+    {"secure", "off|on", "encode free lists with per-page keys and check every link popped (default off)"},
+    {"stats", "on|off", "count requests on the fast paths (default on; off is the benchmark mode)"},
+};
+
+bool parse_switch(const char* value, bool* on) {
+    if (std::strcmp(value, "on") == 0) return *on = true, true;
+    if (std::strcmp(value, "off") == 0) return *on = false, true;
+    return false;
+}
+
+bool set_option(const char* name, const char* value) {
+    bool on;
+    if (std::strcmp(name, "secure") == 0) {
+        if (!parse_switch(value, &on)) return false;
+        if (on != secure_mode()) rekey_all_pages(on);
+        select_table();
+        return true;
+    }
+    if (std::strcmp(name, "stats") == 0) {
+        if (!parse_switch(value, &on)) return false;
+        set_counting(on);
+        select_table();
+        return true;
+    }
+    return false;
+}
+
+const char* get_option(const char* name) {
+    if (std::strcmp(name, "secure") == 0) return secure_mode() ? "on" : "off";
+    if (std::strcmp(name, "stats") == 0) return g_counting ? "on" : "off";
+    return nullptr;
+}
+
+// heaps.h calls run in whichever mode is current.
+template <template <class> class Call, class... Args>
+auto in_mode(Args... args) {
+    if (secure_mode()) {
+        if (g_counting) return Call<Mode<true, true>>::run(args...);
+        return Call<Mode<true, false>>::run(args...);
+    }
+    if (g_counting) return Call<Mode<false, true>>::run(args...);
+    return Call<Mode<false, false>>::run(args...);
+}
+
+template <class M>
+struct MallocCall {
+    static void* run(Heap* heap, std::size_t size) { return heap_alloc<M>(heap, size, size); }
+};
+template <class M>
+struct CallocCall {
+    static void* run(Heap* heap, std::size_t count, std::size_t size) {
+        return heap_calloc_in<M>(heap, count, size);
+    }
+};
+
+}  // namespace
+
+// ---- heaps.h --------------------------------------------------------------------------------
+
+Heap* heap_create() { return heap_new(); }
+void* heap_malloc(Heap* heap, std::size_t size) { return in_mode<MallocCall>(heap, size); }
+void* heap_calloc(Heap* heap, std::size_t count, std::size_t size) {
+    return in_mode<CallocCall>(heap, count, size);
+}
+void heap_destroy(Heap* heap) {
+    if (heap == &g_default_heap) die(kStageName, "heap_destroy", heap, "the default heap cannot be destroyed");
+    heap_delete(heap);
+}
+Heap* default_heap() { return &g_default_heap; }
+void collect(bool force) {
+    for (Heap* heap = first_heap(); heap; heap = heap->next) heap_collect(heap, force);
+}
+
+// ---- The descriptor -------------------------------------------------------------------------
+
+const Stage descriptor = {
+    kStageName,
+    3,
+    "mimalloc-style segments, pages and sharded free lists, one thread",
+    ThreadSafety::locked,
+    true,
+    kMaxAlignment,
+    &g_single_thread,
+    &Lock::api,
+    kOptions,
+    sizeof kOptions / sizeof kOptions[0],
+    &set_option,
+    &get_option,
+    &Lock::prepare_fork,
+    &Lock::after_fork_parent,
+    &Lock::after_fork_child,
+};
+
+namespace {
+const bool g_registered = (register_stage(descriptor), true);
+}  // namespace
+
+}  // namespace edu::stage3

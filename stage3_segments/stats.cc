@@ -1,0 +1,57 @@
+// stage3_segments/stats.cc: the counters, the live totals read from the pages, the snapshot.
+#include "stage3_segments/stats.h"
+
+#include "stage3_segments/os.h"
+#include "stage3_segments/segment.h"
+
+namespace edu::stage3 {
+
+Counters g_counters;
+bool g_counting = true;
+
+void count_live(uint64_t* blocks, uint64_t* bytes) {
+    uint64_t n = 0, b = 0;
+    for (Segment* s = first_segment(); s; s = s->next) {
+        for (uint32_t i = 0; i < s->page_count; ++i) {
+            const Page& page = s->pages()[i];
+            if (!page.in_use) continue;
+            uint64_t used = page.used;
+            n += used;
+            b += used * page.block_size;
+        }
+    }
+    *blocks = n;
+    *bytes = b;
+}
+
+Stats stats_snapshot() {
+    Stats s;
+    const Counters& c = g_counters;
+    s.mallocs = c.mallocs;
+    s.frees = c.frees;
+    s.bytes_requested = c.bytes_requested;
+    if (g_counting) {
+        s.live_blocks = c.live_blocks;
+        s.live_bytes = c.live_bytes;
+        s.peak_live_bytes = c.peak_live_bytes;
+    } else {
+        count_live(&s.live_blocks, &s.live_bytes);
+        s.peak_live_bytes = c.peak_live_bytes > s.live_bytes ? c.peak_live_bytes : s.live_bytes;
+    }
+    const OsCounters& os = os_counters();
+    s.footprint = os.footprint;
+    s.peak_footprint = os.peak_footprint;
+    for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k) s.os_calls[k] = os.calls[k];
+    return s;
+}
+
+void set_counting(bool on) {
+    if (on && !g_counting) {
+        count_live(&g_counters.live_blocks, &g_counters.live_bytes);
+        if (g_counters.live_bytes > g_counters.peak_live_bytes)
+            g_counters.peak_live_bytes = g_counters.live_bytes;
+    }
+    g_counting = on;
+}
+
+}  // namespace edu::stage3

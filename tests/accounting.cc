@@ -1,0 +1,177 @@
+// tests/accounting.cc: proves the stage's statistics and checker tell the truth: counts move by
+// exactly what the driver did, peaks never fall below current values, growth is paid for with
+// OS calls, freed memory is reused, a stage that says it returns memory does, and once all is
+// freed nothing is live. It compares Stats and CheckResult before and after known workloads.
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "tests/support.h"
+
+namespace edu::battery {
+namespace {
+
+constexpr std::size_t kKiB = 1024;
+constexpr std::size_t kMiB = 1024 * kKiB;
+
+uint64_t os_calls(const Stats& s) {
+    uint64_t total = 0;
+    for (uint64_t n : s.os_calls) total += n;
+    return total;
+}
+
+void require_peaks_hold(const Stats& s) {
+    CHECK(s.peak_live_bytes >= s.live_bytes);
+    CHECK(s.peak_footprint >= s.footprint);
+    CHECK(s.footprint >= s.live_bytes);   // live bytes are carved out of the footprint
+}
+
+// Allocates `total` bytes in `chunk`-sized blocks, with no other allocation in between.
+std::vector<void*> allocate_in_blocks(std::size_t total, std::size_t chunk) {
+    std::vector<void*> blocks;
+    blocks.reserve(total / chunk + 1);
+    for (std::size_t done = 0; done < total; done += chunk) blocks.push_back(api().malloc(chunk));
+    for (void* p : blocks) REQUIRE(p != nullptr);
+    return blocks;
+}
+
+void free_all(std::vector<void*>& blocks) {
+    for (void* p : blocks) api().free(p);
+    blocks.clear();
+}
+
+TEST_CASE("statistics count every malloc and free and the bytes asked for") {
+    const std::size_t sizes[] = {0, 1, 24, 100, 1000, 5000, 70000, 300000, 2 * kMiB};
+    Stats before = api().stats();
+    std::vector<void*> blocks;
+    uint64_t requested = 0, usable = 0;
+    for (std::size_t n : sizes) {
+        void* p = api().malloc(n);
+        REQUIRE(p != nullptr);
+        blocks.push_back(p);
+        requested += n;
+        usable += api().usable_size(p);
+    }
+    Stats mid = api().stats();
+    CHECK(mid.mallocs == before.mallocs + std::size(sizes));
+    CHECK(mid.frees == before.frees);
+    CHECK(mid.bytes_requested == before.bytes_requested + requested);
+    CHECK(mid.live_blocks == before.live_blocks + std::size(sizes));
+    CHECK(mid.live_bytes == before.live_bytes + usable);
+    CHECK(mid.peak_live_bytes >= before.live_bytes + usable);
+    require_peaks_hold(mid);
+    free_all(blocks);
+    Stats after = api().stats();
+    CHECK(after.mallocs == mid.mallocs);
+    CHECK(after.frees == before.frees + std::size(sizes));
+    CHECK(after.bytes_requested == mid.bytes_requested);
+    CHECK(after.live_blocks == before.live_blocks);
+    CHECK(after.live_bytes == before.live_bytes);
+    CHECK(after.peak_live_bytes >= mid.live_bytes);   // a peak stays where it was
+    require_peaks_hold(after);
+}
+
+TEST_CASE("calloc and aligned_alloc are counted like malloc") {
+    Stats before = api().stats();
+    void* a = api().calloc(10, 24);
+    void* b = api().aligned_alloc(4096, 500);
+    REQUIRE(a != nullptr);
+    REQUIRE(b != nullptr);
+    uint64_t usable = api().usable_size(a) + api().usable_size(b);
+    Stats mid = api().stats();
+    CHECK(mid.mallocs == before.mallocs + 2);
+    CHECK(mid.bytes_requested == before.bytes_requested + 240 + 500);
+    CHECK(mid.live_blocks == before.live_blocks + 2);
+    CHECK(mid.live_bytes == before.live_bytes + usable);
+    api().free(a);
+    api().free(b);
+    Stats after = api().stats();
+    CHECK(after.frees == before.frees + 2);
+    CHECK(after.live_blocks == before.live_blocks);
+    CHECK(after.live_bytes == before.live_bytes);
+}
+
+TEST_CASE("the checker and the statistics agree on live blocks and bytes") {
+    std::vector<void*> blocks;
+    Rng rng(42);
+    for (int i = 0; i < 500; ++i) {
+        blocks.push_back(api().malloc(rng.range(0, 3000)));
+        REQUIRE(blocks.back() != nullptr);
+    }
+    for (std::size_t i = 0; i < blocks.size(); i += 3) {   // leave holes between live blocks
+        api().free(blocks[i]);
+        blocks[i] = nullptr;
+    }
+    CheckResult checked = require_heap_ok(api());
+    Stats s = api().stats();
+    CHECK(checked.live_blocks == s.live_blocks);
+    CHECK(checked.live_bytes == s.live_bytes);
+    CHECK(checked.free_blocks > 0);   // a third of the blocks were freed between live ones
+    for (void* p : blocks) api().free(p);
+}
+
+TEST_CASE("growing the heap is paid for with calls to the operating system") {
+    Stats before = api().stats();
+    // More than the stage holds now, so it must ask the OS for more.
+    std::size_t total = before.footprint + 8 * kMiB;
+    std::vector<void*> blocks = allocate_in_blocks(total, 256 * kKiB);
+    Stats grown = api().stats();
+    CHECK(grown.footprint > before.footprint);
+    CHECK(grown.footprint >= total);
+    CHECK(os_calls(grown) > os_calls(before));
+    CHECK(grown.peak_footprint >= grown.footprint);
+    require_peaks_hold(grown);
+    free_all(blocks);
+    require_peaks_hold(api().stats());
+    require_heap_ok(api());
+}
+
+TEST_CASE("a stage that returns memory gives back most of a 64 MiB heap once it is freed") {
+    std::vector<void*> blocks = allocate_in_blocks(64 * kMiB, kMiB);
+    Stats peak = api().stats();
+    free_all(blocks);
+    Stats after = api().stats();
+    CAPTURE(peak.footprint);
+    CAPTURE(after.footprint);
+    CHECK(after.peak_footprint >= peak.footprint);
+    require_peaks_hold(after);
+    require_heap_ok(api());
+    CHECK(peak.footprint >= 64 * kMiB);
+    if (stage().returns_memory) CHECK(after.footprint + 32 * kMiB <= peak.footprint);
+}
+
+TEST_CASE("freed memory is reused rather than fetched again") {
+    std::vector<void*> blocks = allocate_in_blocks(32 * kMiB, 64 * kKiB);
+    Stats first = api().stats();
+    free_all(blocks);
+    for (int round = 0; round < 3; ++round) {
+        blocks = allocate_in_blocks(32 * kMiB, 64 * kKiB);
+        Stats again = api().stats();
+        CAPTURE(round);
+        CHECK(again.footprint <= first.footprint + first.footprint / 4);
+        free_all(blocks);
+    }
+    require_heap_ok(api());
+}
+
+TEST_CASE("once everything is freed the checker and the statistics report nothing live") {
+    std::vector<void*> blocks;
+    for (std::size_t n : {std::size_t{0}, std::size_t{8}, std::size_t{300}, 40 * kKiB, 3 * kMiB})
+        blocks.push_back(api().malloc(n));
+    blocks.push_back(api().calloc(100, 3));
+    blocks.push_back(api().aligned_alloc(64 * kKiB, 10));
+    blocks.push_back(api().realloc(api().malloc(10), 5000));
+    for (void* p : blocks) REQUIRE(p != nullptr);
+    free_all(blocks);
+    // The battery frees all it allocates, and nothing else in this process uses the stage.
+    CheckResult checked = require_heap_ok(api());
+    CHECK(checked.live_blocks == 0);
+    CHECK(checked.live_bytes == 0);
+    Stats s = api().stats();
+    CHECK(s.live_blocks == 0);
+    CHECK(s.live_bytes == 0);
+    CHECK(s.mallocs == s.frees);
+}
+
+}  // namespace
+}  // namespace edu::battery

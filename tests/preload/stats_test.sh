@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# tests/preload/stats_test.sh: EDU_ALLOC_STATS=1 makes the library print its statistics block,
+# naming the stage, on stderr at exit, with counts that match the program; without it (or with
+# any other value) the library prints nothing. The program makes 3,000 bytearrays through malloc.
+source tests/preload/preload_lib.sh
+preload_init "$@"
+
+program='keep = [bytearray(1000 + i) for i in range(3000)]; print(len(keep))'
+run() { env LD_PRELOAD="$PRELOAD" PYTHONMALLOC=malloc "$@" /usr/bin/python3 -s -B -c "$program"; }
+
+run EDU_ALLOC_STATS=1 >"$WORK/on.out" 2>"$WORK/on.err" || fail "python3 failed under the preload"
+[[ "$(cat "$WORK/on.out")" == 3000 ]] || fail "python3 printed $(cat "$WORK/on.out")"
+grep -Eq "$(stats_header_pattern)" "$WORK/on.err" || { cat "$WORK/on.err" >&2; fail "no statistics block"; }
+for row in mallocs frees "bytes requested" "live blocks" "live bytes" "peak live bytes" \
+    footprint "peak footprint"; do
+    [[ -n "$(stats_value "$WORK/on.err" "$row")" ]] || fail "statistics lack the row '$row'"
+done
+mallocs="$(stats_value "$WORK/on.err" mallocs)"
+requested="$(stats_value "$WORK/on.err" "bytes requested")"
+peak="$(stats_value "$WORK/on.err" "peak live bytes")"
+peak_footprint="$(stats_value "$WORK/on.err" "peak footprint")"
+[[ $mallocs -ge 3000 ]] || fail "only $mallocs mallocs counted for 3000 bytearrays"
+# The bytearrays alone request sum(1000 + i) = 7,498,500 bytes and are live together at the end.
+[[ $requested -ge 7498500 ]] || fail "bytes requested $requested < 7498500"
+[[ $peak -ge 7498500 ]] || fail "peak live bytes $peak < 7498500"
+[[ $peak_footprint -ge $peak ]] || fail "peak footprint $peak_footprint < peak live bytes $peak"
+cat "$WORK/on.err"
+
+run >"$WORK/off.out" 2>"$WORK/off.err" || fail "python3 failed under the preload"
+[[ ! -s "$WORK/off.err" ]] || { cat "$WORK/off.err" >&2; fail "stderr not empty without EDU_ALLOC_STATS"; }
+run EDU_ALLOC_STATS=0 >"$WORK/zero.out" 2>"$WORK/zero.err" || fail "python3 failed under the preload"
+[[ ! -s "$WORK/zero.err" ]] || fail "EDU_ALLOC_STATS=0 printed something"
+echo "ok: statistics block for stage $STAGE with $mallocs mallocs; silent when not asked"

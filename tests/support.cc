@@ -1,0 +1,231 @@
+// tests/support.cc: the battery's shared helpers (see support.h). No test cases live here.
+#include "tests/support.h"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+
+namespace edu::battery {
+
+namespace {
+const Stage* g_stage = nullptr;
+
+uint64_t mix(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+}  // namespace
+
+void set_stage(const Stage& s) { g_stage = &s; }
+
+const Stage& stage() {
+    if (g_stage == nullptr) {
+        std::fprintf(stderr, "battery: no stage set (battery_main.cc sets it before the tests)\n");
+        std::abort();
+    }
+    return *g_stage;
+}
+
+const Api& api() { return *stage().single_thread; }
+const Api& shared_api() { return *stage().thread_safe; }
+
+std::vector<uint64_t> seeds(std::initializer_list<uint64_t> defaults) {
+    const char* text = std::getenv("EDU_BATTERY_SEED");
+    if (text == nullptr || *text == 0) return std::vector<uint64_t>(defaults);
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long value = std::strtoull(text, &end, 0);
+    if (errno != 0 || end == text || *end != 0) {
+        std::fprintf(stderr, "battery: EDU_BATTERY_SEED=%s is not a number\n", text);
+        std::abort();
+    }
+    return {static_cast<uint64_t>(value)};
+}
+
+uint64_t Rng::next() {
+    state_ += 0x9e3779b97f4a7c15ull;
+    return mix(state_);
+}
+
+uint64_t Rng::below(uint64_t bound) { return next() % bound; }
+
+uint64_t Rng::range(uint64_t lo, uint64_t hi) { return lo + below(hi - lo + 1); }
+
+namespace {
+// The pattern of one block: 8-byte words, word w = key ^ (w * odd constant), key from the id.
+// Whole words are written and compared at once (cheap under sanitizers too).
+static_assert(std::endian::native == std::endian::little, "pattern_at reads words as x86-64 does");
+inline uint64_t pattern_word(uint64_t key, std::size_t word) {
+    return key ^ (static_cast<uint64_t>(word) * 0x9e3779b97f4a7c15ull);
+}
+inline unsigned char pattern_at(uint64_t key, std::size_t offset) {
+    return static_cast<unsigned char>(pattern_word(key, offset >> 3) >> ((offset & 7) * 8));
+}
+}  // namespace
+
+unsigned char pattern_byte(uint64_t id, std::size_t offset) {
+    return pattern_at(mix(id + 1), offset);
+}
+
+void fill(void* block, uint64_t id, std::size_t from, std::size_t to) {
+    auto* bytes = static_cast<unsigned char*>(block);
+    const uint64_t key = mix(id + 1);
+    std::size_t i = from;
+    for (; i < to && i % 8 != 0; ++i) bytes[i] = pattern_at(key, i);
+    for (; i + 8 <= to; i += 8) {
+        uint64_t word = pattern_word(key, i >> 3);
+        std::memcpy(bytes + i, &word, 8);
+    }
+    for (; i < to; ++i) bytes[i] = pattern_at(key, i);
+}
+
+std::ptrdiff_t first_mismatch(const void* block, uint64_t id, std::size_t n) {
+    const auto* bytes = static_cast<const unsigned char*>(block);
+    const uint64_t key = mix(id + 1);
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t word;
+        std::memcpy(&word, bytes + i, 8);
+        if (word != pattern_word(key, i >> 3)) break;   // the byte loop below finds which
+    }
+    for (; i < n; ++i)
+        if (bytes[i] != pattern_at(key, i)) return static_cast<std::ptrdiff_t>(i);
+    return -1;
+}
+
+std::ptrdiff_t first_nonzero(const void* block, std::size_t n) {
+    const auto* bytes = static_cast<const unsigned char*>(block);
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t word;
+        std::memcpy(&word, bytes + i, 8);
+        if (word != 0) break;
+    }
+    for (; i < n; ++i)
+        if (bytes[i] != 0) return static_cast<std::ptrdiff_t>(i);
+    return -1;
+}
+
+std::string Shadow::add(const Block& block) {
+    uintptr_t start = reinterpret_cast<uintptr_t>(block.ptr);
+    uintptr_t end = start + (block.usable > 0 ? block.usable : 1);  // a 0-byte block is a point
+    auto next = spans_.upper_bound(start);
+    auto describe = [&](uintptr_t s, uintptr_t e) {
+        char line[200];
+        std::snprintf(line, sizeof line,
+                      "block %s (id %llu, %zu usable) overlaps live span [%s, %s)",
+                      hex(block.ptr).c_str(), static_cast<unsigned long long>(block.id),
+                      block.usable, hex(reinterpret_cast<void*>(s)).c_str(),
+                      hex(reinterpret_cast<void*>(e)).c_str());
+        return std::string(line);
+    };
+    if (next != spans_.end() && next->first < end) return describe(next->first, next->second);
+    if (next != spans_.begin()) {
+        auto prev = std::prev(next);
+        if (prev->second > start) return describe(prev->first, prev->second);
+    }
+    spans_.emplace_hint(next, start, end);
+    live_.push_back(block);
+    return {};
+}
+
+void Shadow::remove(std::size_t index) {
+    spans_.erase(reinterpret_cast<uintptr_t>(live_[index].ptr));
+    live_[index] = live_.back();
+    live_.pop_back();
+}
+
+CheckResult require_heap_ok(const Api& heap) {
+    CheckResult result = heap.check();
+    INFO("checker: " << std::string(result.message));
+    REQUIRE(result.ok);
+    return result;
+}
+
+std::string hex(const void* ptr) {
+    char text[24];
+    std::snprintf(text, sizeof text, "0x%llx",
+                  static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(ptr)));
+    return text;
+}
+
+bool is_aligned(const void* ptr, std::size_t alignment) {
+    return reinterpret_cast<uintptr_t>(ptr) % alignment == 0;
+}
+
+std::string ChildOutcome::describe() const {
+    char head[96];
+    if (exited) std::snprintf(head, sizeof head, "exit %d", exit_code);
+    else if (signaled)
+        std::snprintf(head, sizeof head, "signal %d (%s)", signal, strsignal(signal));
+    else std::snprintf(head, sizeof head, "unknown end");
+    return std::string(head) + ", stderr: \"" + stderr_text + "\"";
+}
+
+std::size_t ChildOutcome::stderr_lines() const {
+    std::size_t lines = 0;
+    for (char c : stderr_text) lines += c == '\n';
+    if (!stderr_text.empty() && stderr_text.back() != '\n') ++lines;  // an unterminated last line
+    return lines;
+}
+
+ChildOutcome run_in_child(const std::function<void()>& body, unsigned seconds,
+                          const Stage* hooks) {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    std::fflush(nullptr);  // nothing buffered may be written twice
+    if (hooks) hooks->prepare_fork();
+    pid_t pid = ::fork();
+    if (hooks && pid != 0) hooks->after_fork_parent();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        if (hooks) hooks->after_fork_child();
+        ::close(fds[0]);
+        ::dup2(fds[1], 2);
+        ::close(fds[1]);
+        // doctest catches fatal signals to report a crashed test; the child must die of them.
+        for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTERM, SIGALRM})
+            ::signal(sig, SIG_DFL);
+        ::alarm(seconds);
+        body();
+        ::_exit(0);
+    }
+    ::close(fds[1]);
+    ChildOutcome outcome;
+    char chunk[512];
+    for (;;) {
+        ssize_t n = ::read(fds[0], chunk, sizeof chunk);
+        if (n > 0) outcome.stderr_text.append(chunk, static_cast<std::size_t>(n));
+        else if (n == 0 || errno != EINTR) break;
+    }
+    ::close(fds[0]);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    outcome.exited = WIFEXITED(status);
+    if (outcome.exited) outcome.exit_code = WEXITSTATUS(status);
+    outcome.signaled = WIFSIGNALED(status);
+    if (outcome.signaled) outcome.signal = WTERMSIG(status);
+    return outcome;
+}
+
+void child_expect(bool ok, const char* what) {
+    if (ok) return;
+    // Nothing useful can be done if stderr is gone; the exit code still says "failed".
+    if (::write(2, what, std::strlen(what)) < 0 || ::write(2, "\n", 1) < 0) ::_exit(2);
+    ::_exit(1);
+}
+
+}  // namespace edu::battery

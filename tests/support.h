@@ -1,0 +1,108 @@
+// tests/support.h: what every battery file shares: the stage under test, seeds and a random
+// source, per-block byte patterns, the driver's shadow model of live blocks, and a forked child
+// that runs a body and reports how it ended. Entry points: stage(), seeds(), Rng, fill/verify,
+// Shadow, run_in_child. The tests themselves live in the theme files beside this one.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "contract/allocator.h"
+
+namespace edu::battery {
+
+// ---- The stage under test -------------------------------------------------------------------
+// Set once by the battery's main (tests/battery_main.cc) from EDU_STAGE_NUMBER.
+void set_stage(const Stage& stage);
+const Stage& stage();
+const Api& api();        // stage().single_thread
+const Api& shared_api(); // stage().thread_safe
+
+// ---- Seeds and randomness -------------------------------------------------------------------
+// The seeds a randomised test runs: `defaults`, or only $EDU_BATTERY_SEED when it is set
+// (decimal or 0x-hex), so a failure reported with its seed replays exactly.
+std::vector<uint64_t> seeds(std::initializer_list<uint64_t> defaults);
+
+// splitmix64: small, fast, and the same sequence on every machine for a given seed.
+class Rng {
+public:
+    explicit Rng(uint64_t seed) : state_(seed) {}
+    uint64_t next();
+    uint64_t below(uint64_t bound);                    // uniform in [0, bound), bound > 0
+    uint64_t range(uint64_t lo, uint64_t hi);          // uniform in [lo, hi]
+    bool per_mille(unsigned chance) { return below(1000) < chance; }
+
+private:
+    uint64_t state_;
+};
+
+// ---- Byte patterns --------------------------------------------------------------------------
+// Byte `i` of block `id` is a function of both, so a byte that moved, was overwritten by a
+// neighbour or was lost in a realloc shows up as a mismatch at a known offset.
+unsigned char pattern_byte(uint64_t id, std::size_t offset);
+void fill(void* block, uint64_t id, std::size_t from, std::size_t to);   // bytes [from, to)
+// Offset of the first byte in [0, n) that differs from the pattern, or -1.
+std::ptrdiff_t first_mismatch(const void* block, uint64_t id, std::size_t n);
+// Offset of the first non-zero byte in [0, n), or -1.
+std::ptrdiff_t first_nonzero(const void* block, std::size_t n);
+
+// ---- Shadow model of live blocks ------------------------------------------------------------
+// The driver's own record of what it holds, independent of the stage: every live block with
+// its id, request and usable size, and an address-ordered map of [start, start + usable) spans
+// that refuses any block overlapping another.
+struct Block {
+    uint64_t id;
+    unsigned char* ptr;
+    std::size_t size;     // bytes requested
+    std::size_t usable;   // usable_size(ptr) when it was recorded
+};
+
+class Shadow {
+public:
+    // Records a block; returns "" or a sentence describing the overlap it would create.
+    std::string add(const Block& block);
+    // Forgets the block at `index` of live() (swap with the last).
+    void remove(std::size_t index);
+    const std::vector<Block>& live() const { return live_; }
+    std::size_t size() const { return live_.size(); }
+    void reserve(std::size_t n) { live_.reserve(n); }
+
+private:
+    std::vector<Block> live_;
+    std::map<uintptr_t, uintptr_t> spans_;  // start -> end, disjoint
+};
+
+// ---- Heap invariants as assertions ----------------------------------------------------------
+// Runs `api.check()` and fails the current test with the checker's message if it is not ok.
+CheckResult require_heap_ok(const Api& api);
+// "0x..." in lower case without leading zeros, as edu::die prints pointers.
+std::string hex(const void* ptr);
+bool is_aligned(const void* ptr, std::size_t alignment);
+
+// ---- Forked children ------------------------------------------------------------------------
+// How a child ended and what it wrote on stderr.
+struct ChildOutcome {
+    bool exited = false;
+    int exit_code = -1;
+    bool signaled = false;
+    int signal = 0;
+    std::string stderr_text;
+    std::string describe() const;   // "exit 0" / "signal 6 (Aborted)", then the stderr text
+    std::size_t stderr_lines() const;
+};
+
+// Forks; the child sends stderr into a pipe, runs `body` and exits 0 if it returns. A child
+// that hangs is killed by SIGALRM after `seconds`. With `hooks`, that stage's fork hooks run
+// around the fork (prepare before, after_fork_parent / after_fork_child after), as
+// pthread_atfork would run them in the preload shim.
+ChildOutcome run_in_child(const std::function<void()>& body, unsigned seconds = 30,
+                          const Stage* hooks = nullptr);
+
+// Inside a child: if `ok` is false, write `what` on stderr and exit 1 (no doctest there).
+void child_expect(bool ok, const char* what);
+
+}  // namespace edu::battery

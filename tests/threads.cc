@@ -1,0 +1,332 @@
+// tests/threads.cc: proves the stage's thread-safe entry keeps every promise under concurrency:
+// threads allocate, fill, re-read and free at once, blocks handed from one thread to another
+// are freed (and resized) by the receiver, and the checker may run meanwhile. A driver-side
+// span set, locked on its own, refuses any block the stage hands to two threads at once. Only
+// `stage().thread_safe` is used here. Seeds are replayable like random.cc's (EDU_BATTERY_SEED).
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support.h"
+
+namespace edu::battery {
+namespace {
+
+constexpr int kThreads = 4;
+
+// The first failure any thread saw; threads stop early once there is one.
+class Verdict {
+public:
+    void fail(const std::string& what) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (first_.empty()) first_ = what;
+        failed_.store(true, std::memory_order_relaxed);
+    }
+    bool failed() const { return failed_.load(std::memory_order_relaxed); }
+    std::string first() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return first_;
+    }
+
+private:
+    std::mutex mutex_;
+    std::string first_;
+    std::atomic<bool> failed_{false};
+};
+
+// Usable spans of all blocks live in any thread. A span is added after the stage returns the
+// block and removed before it is given back, so two entries can only overlap if the stage
+// handed the same memory out twice.
+class SpanSet {
+public:
+    bool add(const void* p, std::size_t usable) {
+        auto start = reinterpret_cast<uintptr_t>(p);
+        uintptr_t end = start + (usable > 0 ? usable : 1);
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto next = spans_.upper_bound(start);
+        if (next != spans_.end() && next->first < end) return false;
+        if (next != spans_.begin() && std::prev(next)->second > start) return false;
+        spans_.emplace_hint(next, start, end);
+        return true;
+    }
+    void remove(const void* p) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        spans_.erase(reinterpret_cast<uintptr_t>(p));
+    }
+
+private:
+    std::mutex mutex_;
+    std::map<uintptr_t, uintptr_t> spans_;
+};
+
+struct Shared {
+    Verdict verdict;
+    SpanSet spans;
+};
+
+std::size_t pick_size(Rng& rng) {
+    uint64_t r = rng.below(1000);
+    if (r < 700) return rng.range(0, 128);
+    if (r < 980) return rng.range(129, 8192);
+    return rng.range(8193, 256 * 1024);
+}
+
+// Takes a block from the stage into the driver's books; false (and a verdict) on any fault.
+bool accept(Shared& shared, const Block& b, std::size_t alignment, const char* call) {
+    if (b.ptr == nullptr) return shared.verdict.fail(std::string(call) + " returned null"), false;
+    if (!is_aligned(b.ptr, alignment))
+        return shared.verdict.fail(std::string(call) + " returned misaligned " + hex(b.ptr)), false;
+    if (b.usable < b.size)
+        return shared.verdict.fail(std::string(call) + ": usable_size below the request"), false;
+    if (!shared.spans.add(b.ptr, b.usable))
+        return shared.verdict.fail(std::string(call) + " returned " + hex(b.ptr) +
+                                   ", which overlaps a block live in some thread"), false;
+    return true;
+}
+
+bool intact(Shared& shared, const Block& b, std::size_t n) {
+    if (first_mismatch(b.ptr, b.id, n) == -1) return true;
+    shared.verdict.fail("block id " + std::to_string(b.id) + " at " + hex(b.ptr) +
+                        " changed while it was live");
+    return false;
+}
+
+Block allocate(Shared& shared, Rng& rng, uint64_t id) {
+    const Api& heap = shared_api();
+    std::size_t size = pick_size(rng);
+    std::size_t alignment = 16;
+    void* p;
+    const char* call;
+    uint64_t kind = rng.below(10);
+    if (kind < 6) {
+        call = "malloc";
+        p = heap.malloc(size);
+    } else if (kind < 8) {
+        call = "calloc";
+        p = heap.calloc(1, size);
+    } else {
+        call = "aligned_alloc";
+        alignment = std::size_t{1} << rng.range(4, 12);
+        p = heap.aligned_alloc(alignment, size);
+    }
+    Block b{id, static_cast<unsigned char*>(p), size, p ? heap.usable_size(p) : 0};
+    if (!accept(shared, b, alignment, call)) return Block{id, nullptr, 0, 0};
+    if (kind >= 6 && kind < 8 && first_nonzero(p, size) != -1) {
+        shared.verdict.fail("calloc returned a block that is not zeroed");
+        return Block{id, nullptr, 0, 0};
+    }
+    fill(p, id, 0, b.usable);
+    return b;
+}
+
+void release(Shared& shared, const Block& b) {
+    shared.spans.remove(b.ptr);
+    shared_api().free(b.ptr);
+}
+
+// Resizes `b` in place of the driver's books; returns the new block (ptr null on a fault).
+Block resize(Shared& shared, const Block& b, std::size_t size) {
+    shared.spans.remove(b.ptr);
+    void* p = shared_api().realloc(b.ptr, size);
+    Block moved{b.id, static_cast<unsigned char*>(p), size, p ? shared_api().usable_size(p) : 0};
+    if (!accept(shared, moved, 16, "realloc")) return Block{b.id, nullptr, 0, 0};
+    std::size_t kept = b.size < size ? b.size : size;
+    if (!intact(shared, moved, kept)) return Block{b.id, nullptr, 0, 0};
+    fill(p, b.id, kept, moved.usable);
+    return moved;
+}
+
+// One thread's private mix: allocate, re-read, resize and free its own blocks.
+void churn(Shared& shared, uint64_t seed, int thread, int ops) {
+    Rng rng(seed * 1000003 + static_cast<uint64_t>(thread));
+    std::vector<Block> live;
+    uint64_t next_id = static_cast<uint64_t>(thread) << 40;
+    for (int op = 0; op < ops && !shared.verdict.failed(); ++op) {
+        if (live.empty() || (live.size() < 200 && rng.per_mille(550))) {
+            Block b = allocate(shared, rng, next_id++);
+            if (b.ptr == nullptr) break;
+            live.push_back(b);
+            continue;
+        }
+        std::size_t at = rng.below(live.size());
+        Block b = live[at];
+        if (!intact(shared, b, b.usable)) break;
+        if (rng.per_mille(250)) {
+            Block moved = resize(shared, b, pick_size(rng));
+            if (moved.ptr == nullptr) {   // a fault: forget the block rather than free it twice
+                live[at] = live.back();
+                live.pop_back();
+                break;
+            }
+            live[at] = moved;
+        } else {
+            release(shared, b);
+            live[at] = live.back();
+            live.pop_back();
+        }
+    }
+    for (const Block& b : live) {
+        intact(shared, b, b.usable);
+        release(shared, b);
+    }
+}
+
+// Runs `body` on kThreads threads and requires that none reported a fault.
+template <class Body>
+void run_threads(Shared& shared, Body body) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) threads.emplace_back(body, t);
+    for (std::thread& t : threads) t.join();
+    INFO(shared.verdict.first());
+    REQUIRE_FALSE(shared.verdict.failed());
+}
+
+void require_nothing_new_live(uint64_t baseline) {
+    CheckResult checked = shared_api().check();
+    INFO("checker: " << std::string(checked.message));
+    REQUIRE(checked.ok);
+    CHECK(checked.live_blocks == baseline);
+    CHECK(shared_api().stats().live_blocks == baseline);
+}
+
+TEST_CASE("four threads allocating and freeing at once keep every block intact") {
+    for (uint64_t seed : seeds({11, 12})) {
+        INFO("seed " << seed << " (replay: --test_env=EDU_BATTERY_SEED=" << seed << ")");
+        uint64_t baseline = shared_api().stats().live_blocks;
+        Shared shared;
+        run_threads(shared, [&](int t) { churn(shared, seed, t, 20000); });
+        require_nothing_new_live(baseline);
+    }
+}
+
+// Two producers allocate and fill blocks and queue them; two consumers take them, re-read
+// them, resize some and free them all: every block dies on a thread that did not make it.
+TEST_CASE("blocks freed by a thread other than the one that allocated them are released") {
+    for (uint64_t seed : seeds({21, 22})) {
+        INFO("seed " << seed << " (replay: --test_env=EDU_BATTERY_SEED=" << seed << ")");
+        uint64_t baseline = shared_api().stats().live_blocks;
+        Shared shared;
+        std::mutex mutex;
+        std::condition_variable ready;
+        std::deque<Block> queue;
+        int producers_left = kThreads / 2;
+        constexpr int kPerProducer = 20000;
+        run_threads(shared, [&](int t) {
+            Rng rng(seed * 7919 + static_cast<uint64_t>(t));
+            if (t % 2 == 0) {   // producer
+                uint64_t id = static_cast<uint64_t>(t) << 40;
+                for (int i = 0; i < kPerProducer && !shared.verdict.failed(); ++i) {
+                    Block b = allocate(shared, rng, id++);
+                    if (b.ptr == nullptr) break;
+                    std::lock_guard<std::mutex> lock(mutex);
+                    queue.push_back(b);
+                    ready.notify_one();
+                }
+                std::lock_guard<std::mutex> lock(mutex);
+                --producers_left;
+                ready.notify_all();
+                return;
+            }
+            for (;;) {   // consumer: drains the queue even after a fault, so nothing leaks
+                Block b{};
+                {
+                    std::unique_lock<std::mutex> lock(mutex);
+                    ready.wait(lock, [&] { return !queue.empty() || producers_left == 0; });
+                    if (queue.empty()) return;
+                    b = queue.front();
+                    queue.pop_front();
+                }
+                if (!intact(shared, b, b.usable)) {
+                    release(shared, b);
+                    continue;
+                }
+                if (rng.per_mille(200)) {
+                    Block moved = resize(shared, b, pick_size(rng));
+                    if (moved.ptr == nullptr) continue;
+                    b = moved;
+                }
+                release(shared, b);
+            }
+        });
+        require_nothing_new_live(baseline);
+    }
+}
+
+TEST_CASE("the checker and the statistics can be read while other threads allocate") {
+    uint64_t baseline = shared_api().stats().live_blocks;
+    Shared shared;
+    std::atomic<int> workers_left{kThreads - 1};
+    std::atomic<uint64_t> checks{0};
+    run_threads(shared, [&](int t) {
+        if (t > 0) {
+            churn(shared, 31, t, 20000);
+            workers_left.fetch_sub(1);
+            return;
+        }
+        do {
+            CheckResult checked = shared_api().check();
+            if (!checked.ok) shared.verdict.fail(std::string("checker: ") + checked.message);
+            Stats s = shared_api().stats();
+            if (s.peak_live_bytes < s.live_bytes || s.peak_footprint < s.footprint)
+                shared.verdict.fail("a peak fell below its current value");
+            checks.fetch_add(1);
+            std::this_thread::yield();
+        } while (workers_left.load() > 0 && !shared.verdict.failed());
+    });
+    CHECK(checks.load() > 0);
+    require_nothing_new_live(baseline);
+}
+
+// The preload shim registers the stage's fork hooks with pthread_atfork. Forking while other
+// threads are inside the stage must leave the child a working thread-safe entry (a lock held
+// by a thread that does not exist in the child would hang it; SIGALRM then ends the child).
+TEST_CASE("the fork hooks leave the thread-safe entry usable in a child of a busy process") {
+    uint64_t baseline = shared_api().stats().live_blocks;
+    Shared shared;
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> busy;
+    for (int t = 0; t < 2; ++t) {
+        busy.emplace_back([&, t] {
+            Rng rng(41 + static_cast<uint64_t>(t));
+            uint64_t id = static_cast<uint64_t>(t) << 40;
+            while (!stop.load(std::memory_order_relaxed) && !shared.verdict.failed()) {
+                Block b = allocate(shared, rng, id++);
+                if (b.ptr == nullptr) return;
+                intact(shared, b, b.usable);
+                release(shared, b);
+            }
+        });
+    }
+    for (int round = 0; round < 20; ++round) {
+        ChildOutcome outcome = run_in_child(
+            [] {
+                void* p = shared_api().malloc(1000);
+                child_expect(p != nullptr, "malloc in the child failed");
+                fill(p, 5, 0, 1000);
+                void* q = shared_api().realloc(p, 5000);
+                child_expect(q != nullptr, "realloc in the child failed");
+                child_expect(first_mismatch(q, 5, 1000) == -1, "realloc in the child lost bytes");
+                shared_api().free(q);
+                child_expect(shared_api().check().ok, "heap check failed in the child");
+            },
+            10, &stage());
+        INFO("round " << round << ", child: " << outcome.describe());
+        CHECK(outcome.exited);
+        CHECK(outcome.exit_code == 0);
+    }
+    stop.store(true);
+    for (std::thread& t : busy) t.join();
+    INFO(shared.verdict.first());
+    REQUIRE_FALSE(shared.verdict.failed());
+    require_nothing_new_live(baseline);
+}
+
+}  // namespace
+}  // namespace edu::battery

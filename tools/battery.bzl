@@ -1,0 +1,28 @@
+"""edu_battery: the one test battery (//tests), instantiated for one stage.
+
+    edu_battery(name = "stage1_battery", stage = 1, deps = ["//stage1_brk:stage1"])
+
+The battery's tests live in //tests:battery, compiled once. Each instance compiles only
+tests/battery_main.cc with EDU_STAGE_NUMBER set; at run time it finds that stage in the registry
+(the stage library registers itself when linked, so it must be alwayslink) and fails loudly if
+the stage is missing. Pass doctest flags with --test_arg, e.g. --test_arg=--test-case='*realloc*';
+replay a random failure with --test_env=EDU_BATTERY_SEED=<seed> (see tests/random.cc).
+"medium" leaves room for --config=tsan and valgrind; the default config runs in seconds.
+"""
+
+load("//tools:copts.bzl", "EDU_TEST_COPTS")
+
+def edu_battery(name, stage, deps, size = "medium", tags = []):
+    native.cc_test(
+        name = name,
+        size = size,
+        srcs = ["//tests:battery_main.cc"],
+        copts = EDU_TEST_COPTS,
+        local_defines = ["EDU_STAGE_NUMBER=%d" % stage],
+        tags = tags,
+        deps = [
+            "//contract",
+            "//tests:battery",
+            "//tests:support",
+        ] + deps,
+    )

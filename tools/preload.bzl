@@ -1,0 +1,72 @@
+"""The drop-in (LD_PRELOAD) library of a stage, and the real-program tests that load it.
+
+    edu_preload_library(                      # in the stage's BUILD
+        name = "libedu_stage1.so",
+        stage_dep = ":stage1",                # the cc_library that defines the descriptor
+        descriptor = "edu::stage1::descriptor",
+    )
+    edu_preload_tests(                        # in tests/preload/BUILD
+        stage = 1,
+        library = "//stage1_brk:libedu_stage1.so",
+    )
+
+contract/preload.cc is compiled once per stage; the descriptor reaches it as two defines
+(its namespace and its name), so no header has to be generated. Everything here is tagged
+"preload": the sanitizer configs in .bazelrc neither build nor run it.
+"""
+
+load("//tools:copts.bzl", "EDU_COPTS")
+
+def edu_preload_library(name, stage_dep, descriptor, visibility = ["//visibility:public"]):
+    namespace, _, symbol = descriptor.rpartition("::")
+    if not namespace or not symbol:
+        fail("descriptor must be a qualified name such as edu::stage1::descriptor")
+    native.cc_binary(
+        name = name,
+        srcs = ["//contract:preload.cc"],
+        copts = EDU_COPTS + [
+            "-DEDU_PRELOAD_NAMESPACE=" + namespace,
+            "-DEDU_PRELOAD_DESCRIPTOR=" + symbol,
+        ],
+        # -z defs: every symbol must resolve now, not when a program first calls malloc.
+        # --as-needed drops libstdc++ (which allocates at load time) unless the stage's code
+        # needs it; EDU_COPTS has -fno-exceptions, so a C program loads only libc with it.
+        linkopts = [
+            "-Wl,-z,defs",
+            "-Wl,--as-needed",
+        ],
+        linkshared = True,
+        tags = ["preload"],
+        visibility = visibility,
+        deps = [
+            stage_dep,
+            "//contract",
+        ],
+    )
+
+# One sh_test per real program. Each script gets the library's runfiles path as its first
+# argument and the stage number as its second.
+_PROGRAMS = {
+    "aligned": ["//tests/preload:aligned"],
+    "python": ["//tests/preload:workload.py"],
+    "sort": ["//tests/preload:make_lines.py"],
+    "stats": [],
+    "threads": ["//tests/preload:threads"],
+}
+
+def edu_preload_tests(stage, library):
+    for program, data in sorted(_PROGRAMS.items()):
+        native.sh_test(
+            name = "stage%d_%s_test" % (stage, program),
+            size = "medium",
+            srcs = ["//tests/preload:%s_test.sh" % program],
+            args = [
+                "$(rootpath %s)" % library,
+                str(stage),
+            ],
+            data = data + [
+                library,
+                "//tests/preload:preload_lib.sh",
+            ],
+            tags = ["preload"],
+        )
