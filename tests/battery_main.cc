@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "contract/allocator.h"
+#include "contract/options.h"
 #include "tests/support.h"
 
 #ifndef EDU_STAGE_NUMBER
@@ -25,6 +26,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "battery: stage %s lacks an entry table\n", stage->name);
         return 1;
     }
+    // EDU_OPTIONS="stage1_brk.break=reserved" etc. run the battery on a non-default setting
+    // (tools/memcheck sets that one: valgrind caps the real brk segment at 8 MiB).
+    if (!edu::apply_environment_options(*stage)) return 1;
     std::fprintf(stderr, "battery: testing %s (stage %d): %s\n", stage->name, stage->number,
                  stage->summary);
     edu::battery::set_stage(*stage);

@@ -1,0 +1,267 @@
+// bench/suite/driver.cc: one benchmark workload, through whatever malloc the process has.
+// The suite runs this binary once per (allocator, workload, threads), choosing the allocator
+// with LD_PRELOAD (a stage's drop-in library, mimalloc, jemalloc) or none (glibc), so every
+// allocator is measured exactly as a real program meets it. Prints one JSON line.
+#include <sys/resource.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+struct XorShift32 {  // HAKMEM's generator: shifts 13, 17, 5
+    uint32_t x;
+    explicit XorShift32(uint32_t seed) : x(seed | 1) {}
+    uint32_t next() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        return x;
+    }
+};
+
+void touch(void* p) { *static_cast<volatile char*>(p) = 1; }
+
+// Random mixed (HAKMEM): a ring of slots; each step frees an occupied slot or fills an empty one
+// with 16 + (r & mask) bytes. An untimed prefault pass of cycles / 10 steps comes first.
+uint64_t ring(uint64_t cycles, uint32_t mask, double* seconds) {
+    const uint32_t slots = 8192;
+    std::vector<void*> slot(slots, nullptr);
+    XorShift32 rng(0x12345);
+    auto step = [&] {
+        uint32_t r = rng.next();
+        void*& s = slot[r % slots];
+        if (s) {
+            std::free(s);
+            s = nullptr;
+        } else {
+            s = std::malloc(16 + (r & mask));
+            touch(s);
+        }
+    };
+    for (uint64_t i = 0; i < cycles / 10; ++i) step();
+    auto start = std::chrono::steady_clock::now();
+    for (uint64_t i = 0; i < cycles; ++i) step();
+    for (void*& s : slot) std::free(s), s = nullptr;
+    *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return cycles;
+}
+
+// Larson-like: each thread replaces random blocks in its own array; after each round the arrays
+// move one thread along, so every block is freed by a thread that did not allocate it.
+uint64_t larson(unsigned threads, uint64_t steps, double* seconds) {
+    const unsigned slots = 1000, rounds = 20;
+    std::vector<std::vector<void*>> arrays(threads, std::vector<void*>(slots, nullptr));
+    std::mutex m;
+    std::condition_variable cv;
+    unsigned arrived = 0, generation = 0;
+    auto barrier = [&] {
+        std::unique_lock<std::mutex> lock(m);
+        unsigned g = generation;
+        if (++arrived == threads) {
+            arrived = 0;
+            ++generation;
+            std::rotate(arrays.begin(), arrays.begin() + 1, arrays.end());  // hand arrays along
+            cv.notify_all();
+        } else {
+            cv.wait(lock, [&] { return generation != g; });
+        }
+    };
+    const uint64_t per_round = steps / rounds / threads + 1;
+    auto worker = [&](unsigned t) {
+        XorShift32 rng(0x9e3779b9u * (t + 1));
+        for (unsigned round = 0; round < rounds; ++round) {
+            std::vector<void*>& a = arrays[t];
+            for (uint64_t i = 0; i < per_round; ++i) {
+                uint32_t r = rng.next();
+                void*& s = a[r % slots];
+                std::free(s);
+                s = std::malloc(16 + (r >> 16) % 497);
+                touch(s);
+            }
+            barrier();
+        }
+    };
+    auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t) pool.emplace_back(worker, t);
+    for (std::thread& th : pool) th.join();
+    *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (auto& a : arrays)
+        for (void* p : a) std::free(p);
+    return 2 * per_round * rounds * threads;  // a free and a malloc per step
+}
+
+// xmalloc-like: producers allocate batches of blocks, consumers free them. With one thread the
+// same thread does both, a batch at a time.
+uint64_t xmalloc(unsigned threads, uint64_t blocks, double* seconds) {
+    const unsigned batch = 64;
+    unsigned pairs = threads / 2 ? threads / 2 : 1;
+    const uint64_t batches = blocks / batch / pairs + 1;
+    struct Queue {
+        std::mutex m;
+        std::condition_variable cv;
+        std::deque<void**> items;
+    };
+    std::vector<Queue> queues(pairs);
+    auto produce = [&](unsigned q, bool also_consume) {
+        XorShift32 rng(0x2545f491u * (q + 1));
+        for (uint64_t b = 0; b < batches; ++b) {
+            void** items = static_cast<void**>(std::malloc(batch * sizeof(void*)));
+            for (unsigned i = 0; i < batch; ++i) {
+                items[i] = std::malloc(16 + rng.next() % 241);
+                touch(items[i]);
+            }
+            if (also_consume) {
+                for (unsigned i = 0; i < batch; ++i) std::free(items[i]);
+                std::free(items);
+                continue;
+            }
+            std::lock_guard<std::mutex> lock(queues[q].m);
+            queues[q].items.push_back(items);
+            queues[q].cv.notify_one();
+        }
+    };
+    auto consume = [&](unsigned q) {
+        for (uint64_t b = 0; b < batches; ++b) {
+            void** items;
+            {
+                std::unique_lock<std::mutex> lock(queues[q].m);
+                queues[q].cv.wait(lock, [&] { return !queues[q].items.empty(); });
+                items = queues[q].items.front();
+                queues[q].items.pop_front();
+            }
+            for (unsigned i = 0; i < batch; ++i) std::free(items[i]);
+            std::free(items);
+        }
+    };
+    auto start = std::chrono::steady_clock::now();
+    if (threads == 1) {
+        produce(0, true);
+    } else {
+        std::vector<std::thread> pool;
+        for (unsigned q = 0; q < pairs; ++q) {
+            pool.emplace_back(produce, q, false);
+            pool.emplace_back(consume, q);
+        }
+        for (std::thread& th : pool) th.join();
+    }
+    *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return 2 * batches * (batch + 1) * pairs;
+}
+
+// False-sharing probe (cache-scratch-like): the main thread allocates one small object per
+// thread, back to back; each thread frees its object, then repeatedly allocates an object of
+// the same size and writes it many times. An allocator that hands neighbouring objects on one
+// cache line to different threads makes those writes fight over the line.
+uint64_t false_sharing(unsigned threads, uint64_t iterations, double* seconds) {
+    const unsigned writes = 1000, size = 8;
+    std::vector<char*> first(threads);
+    for (unsigned t = 0; t < threads; ++t) first[t] = static_cast<char*>(std::malloc(size));
+    const uint64_t per_thread = iterations / threads + 1;
+    auto worker = [&](unsigned t) {
+        std::free(first[t]);
+        for (uint64_t i = 0; i < per_thread; ++i) {
+            volatile char* p = static_cast<char*>(std::malloc(size));
+            for (unsigned w = 0; w < writes; ++w) p[w % size] = static_cast<char>(p[w % size] + 1);
+            std::free(const_cast<char*>(p));
+        }
+    };
+    auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t) pool.emplace_back(worker, t);
+    for (std::thread& th : pool) th.join();
+    *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return per_thread * threads;
+}
+
+// Realloc growth: blocks grown step by step, as a vector or a string builder grows.
+uint64_t realloc_growth(uint64_t steps, double* seconds) {
+    const unsigned blocks = 256;
+    std::vector<void*> block(blocks, nullptr);
+    std::vector<uint32_t> size(blocks, 0);
+    XorShift32 rng(0xabcdef);
+    auto start = std::chrono::steady_clock::now();
+    for (uint64_t i = 0; i < steps; ++i) {
+        uint32_t r = rng.next(), b = r % blocks;
+        size[b] += 16 + (r >> 24);
+        if (size[b] > 65536) size[b] = 16;  // start over, as a new buffer would
+        block[b] = std::realloc(block[b], size[b]);
+        touch(block[b]);
+    }
+    for (void* p : block) std::free(p);
+    *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return steps;
+}
+
+// Fragmentation: interleaved small and large blocks; the small ones are freed, leaving holes
+// only small requests fit; then medium requests arrive. Repeated in rounds.
+uint64_t fragmentation(uint64_t pairs, double* seconds) {
+    XorShift32 rng(0x51ed27);
+    std::vector<void*> large;
+    uint64_t ops = 0;
+    auto start = std::chrono::steady_clock::now();
+    for (int round = 0; round < 4; ++round) {
+        std::vector<void*> small, medium;
+        for (uint64_t i = 0; i < pairs; ++i) {
+            small.push_back(std::malloc(16 + rng.next() % 49));
+            large.push_back(std::malloc(256 + rng.next() % 769));
+            touch(small.back()), touch(large.back());
+        }
+        for (void* p : small) std::free(p);
+        for (uint64_t i = 0; i < pairs / 2; ++i) medium.push_back(std::malloc(100 + rng.next() % 101));
+        for (void* p : medium) std::free(p);
+        for (std::size_t i = 0; i < large.size() / 2; ++i) std::free(large[i]);
+        large.erase(large.begin(), large.begin() + static_cast<std::ptrdiff_t>(large.size() / 2));
+        ops += 3 * pairs + pairs / 2 * 2 + large.size();
+    }
+    for (void* p : large) std::free(p);
+    *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return ops + large.size();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 4) {
+        std::fprintf(stderr,
+                     "usage: driver WORKLOAD THREADS SIZE\n"
+                     "  WORKLOAD: ring | small | larson | xmalloc | false-sharing | realloc | fragment\n"
+                     "  SIZE: operations (or iterations) to run\n");
+        return 2;
+    }
+    std::string workload = argv[1];
+    unsigned threads = static_cast<unsigned>(std::atoi(argv[2]));
+    uint64_t size = std::strtoull(argv[3], nullptr, 10);
+    if (threads == 0 || size == 0) return 2;
+    double seconds = 0;
+    uint64_t ops;
+    if (workload == "ring") ops = ring(size, 0x3ff, &seconds);
+    else if (workload == "small") ops = ring(size, 0x70, &seconds);  // 16..128 bytes
+    else if (workload == "larson") ops = larson(threads, size, &seconds);
+    else if (workload == "xmalloc") ops = xmalloc(threads, size, &seconds);
+    else if (workload == "false-sharing") ops = false_sharing(threads, size, &seconds);
+    else if (workload == "realloc") ops = realloc_growth(size, &seconds);
+    else if (workload == "fragment") ops = fragmentation(size, &seconds);
+    else {
+        std::fprintf(stderr, "driver: unknown workload '%s'\n", workload.c_str());
+        return 2;
+    }
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    std::printf("{\"workload\": \"%s\", \"threads\": %u, \"ops\": %llu, \"seconds\": %.6f, \"ops_per_second\": %.1f, "
+                "\"peak_rss_kib\": %ld}\n",
+                workload.c_str(), threads, static_cast<unsigned long long>(ops), seconds,
+                seconds > 0 ? double(ops) / seconds : 0.0, usage.ru_maxrss);
+    return 0;
+}

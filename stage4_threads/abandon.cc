@@ -1,0 +1,107 @@
+// stage4_threads/abandon.cc: abandoning a heap's segments at thread exit and reclaiming them.
+#include "stage4_threads/abandon.h"
+
+#include "stage3_segments/bins.h"
+#include "stage4_threads/arena.h"
+#include "stage4_threads/heap.h"
+#include "stage4_threads/page.h"
+#include "stage4_threads/remote.h"
+#include "stage4_threads/segment.h"
+
+namespace edu::stage4 {
+namespace {
+
+template <class Visit>
+void each_queued_page(Heap* heap, Visit visit) {
+    for (unsigned q = 0; q < kQueueCount; ++q) {
+        for (Page* page = heap->queues[q].first; page != nullptr;) {
+            Page* next = page->next;   // visit may take the page out of its queue
+            visit(page);
+            page = next;
+        }
+    }
+}
+
+// Makes the pages of a reclaimed segment `heap`'s: every page in use gets its heap, its Delay
+// state and its remote frees, then a queue; pages found empty go back to the segment last,
+// because the last of them may give the whole segment back to the arena.
+void adopt(Heap* heap, Segment* s) {
+    segment_attach(heap, s);
+    Page* pages = s->pages();
+    uint64_t empty = 0;
+    for (uint32_t i = 0; i < s->page_count; ++i) {
+        Page* page = &pages[i];
+        if (!page->in_use) continue;
+        bool one_block = s->page_count == 1;
+        // Relaxed: a remote thread reads page->heap only after it read Delay to_heap, and the
+        // CAS below that sets to_heap is a release.
+        page->heap.store(heap, std::memory_order_relaxed);
+        page_set_delay(page, one_block ? Delay::to_heap : Delay::to_page, true);
+        page_collect_remote(page);
+        if (page->used == 0) {
+            empty |= uint64_t{1} << i;
+            continue;
+        }
+        ++heap->page_count;
+        if (one_block) {
+            queue_push_front(heap, kLargeQueue, page);
+            continue;
+        }
+        page_collect_local(page);
+        page_fast_checks(page, true);
+        queue_push_back(heap, stage3::bin_of(page->block_size), page);
+        if (!page_has_room(page)) page_to_full(heap, page);
+    }
+    segment_open_if_room(heap, s);
+    while (empty != 0) {
+        unsigned i = static_cast<unsigned>(__builtin_ctzll(empty));
+        empty &= empty - 1;
+        page_release(heap, &pages[i]);
+    }
+}
+
+}  // namespace
+
+void heap_abandon(Heap* heap) {
+    each_queued_page(heap, [](Page* page) { page_set_delay(page, Delay::never, true); });   // 1
+    heap_delayed_free(heap);                                                                // 2
+    each_queued_page(heap, [heap](Page* page) {
+        page_collect_remote(page);
+        if (page->used == 0) page_free(heap, page);
+    });
+    heap_collect(heap, true);                                                               // 3
+    while (Segment* s = heap->segments) {                                                   // 4
+        segment_detach(heap, s);
+        if (s->used_pages == 0) {
+            segment_give_back(s);
+            continue;
+        }
+        for (uint32_t i = 0; i < s->page_count; ++i) s->pages()[i].heap.store(nullptr, std::memory_order_relaxed);
+        abandoned_publish(s->slot);   // release: all of the above happens before its reclaim
+    }
+    for (PageQueue& q : heap->queues) q = PageQueue{nullptr, nullptr};                     // 5
+    for (Page*& slot : heap->direct) slot = &g_empty_page;
+    heap->page_count = 0;
+    heap->retired_min = kBinCount;
+    heap->retired_max = 0;
+    heap->arena_hint = 0;
+}
+
+bool heap_reclaim(Heap* heap, unsigned max) {
+    unsigned taken = 0;
+    uint32_t words = (arena_slots() + 63) / 64;
+    for (uint32_t w = 0; w < words && taken < max; ++w) {
+        for (uint64_t bits = abandoned_word(w); bits != 0 && taken < max; bits &= bits - 1) {
+            uint32_t slot = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
+            if (!abandoned_take(slot)) continue;   // another thread was first
+            adopt(heap, arena_segment(slot));
+            ++taken;
+        }
+    }
+    return taken != 0;
+}
+
+bool segment_borrow(uint32_t slot) { return abandoned_take(slot); }
+void segment_unborrow(uint32_t slot) { abandoned_publish(slot); }
+
+}  // namespace edu::stage4

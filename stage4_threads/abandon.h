@@ -1,0 +1,37 @@
+// stage4_threads/abandon.h: segments without an owner: a heap abandons the segments that still
+// hold live blocks when its thread exits, and another heap reclaims them when it needs pages.
+// Entry points: heap_abandon, heap_reclaim, and borrow / give back (for the checker).
+#pragma once
+
+#include <cstdint>
+
+#include "stage4_threads/types.h"
+
+namespace edu::stage4 {
+
+// [S4.26] Abandoning a heap, at thread exit (registry.h), in five steps:
+//   1. every page in use stops taking delayed frees: Delay never (waiting out any pusher);
+//   2. the delayed frees that arrived before are freed locally; then every page's remote frees
+//      are collected, and pages left empty are freed;
+//   3. retired pages, dirty pages and cached segments go back (heap_collect(force));
+//   4. each segment is detached from the heap: given back to the arena if no page is in use,
+//      else its pages forget their heap (page->heap = nullptr) and its abandoned bit is set,
+//      with release, after the last write;
+//   5. the heap record is reset for the next thread (its counters stay: they are history).
+// Live blocks in abandoned segments stay where they are and valid; a free of one from any
+// thread finds no owner, sees Delay never, and pushes on the page's xthread_free.
+void heap_abandon(Heap* heap);
+
+// [S4.27] Reclaiming: takes up to `max` abandoned segments (abandoned_take: one fetch_and each,
+// so two reclaimers never get the same one) and adopts them into `heap`: owned[] byte, lists,
+// and for each page in use: its heap, its Delay state (to_page, or to_heap when full or a
+// single block), its remote frees collected, and its queue. Pages found empty are freed; a
+// segment found empty goes back to the arena at once. Returns true if any segment was taken.
+bool heap_reclaim(Heap* heap, unsigned max);
+
+// For the checker and walker: takes an abandoned segment for a moment without adopting it
+// (true if it was abandoned and is now the caller's to read), and abandons it again.
+bool segment_borrow(uint32_t slot);
+void segment_unborrow(uint32_t slot);
+
+}  // namespace edu::stage4

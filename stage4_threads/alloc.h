@@ -1,0 +1,73 @@
+// stage4_threads/alloc.h: the fast paths of malloc and free for the calling thread's heap,
+// inline, instantiated once per mode (stats on/off) so a mode that is off costs nothing.
+// Entry points: heap_alloc<M>, heap_free<M>. Everything they cannot finish goes out of line:
+// malloc_generic, page_event (heap.h), free_generic (free.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "stage4_threads/free.h"
+#include "stage4_threads/heap.h"
+#include "stage4_threads/page.h"
+#include "stage4_threads/registry.h"
+#include "stage4_threads/stats.h"
+#include "stage4_threads/types.h"
+
+#define S4_LIKELY(x) __builtin_expect(!!(x), 1)
+#define S4_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define S4_INLINE __attribute__((always_inline)) inline
+
+namespace edu::stage4 {
+
+template <bool kStats>
+struct Mode {
+    static constexpr bool stats = kStats;
+};
+
+// [S4.32] malloc's fast path: stage 3's (S3.24), for the heap of the calling thread, which one
+// thread-local load provides. The heap is the thread's own, so the page and its list are too:
+// no atomic, no lock, no fence. The empty heap of a thread that never allocated sends it to
+// malloc_generic like an exhausted page does.
+template <class M>
+S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) {
+    if (S4_LIKELY(size <= kDirectMax)) {
+        Page* page = heap->direct[(size + 7) >> 3];
+        Block* b = page->free;
+        if (S4_LIKELY(b != nullptr)) {
+            page->free = reinterpret_cast<Block*>(b->link);
+            ++page->used;
+            b->mark = 0;   // not free any more
+            if constexpr (M::stats) count_malloc(heap, requested, page->block_size);
+            return b;
+        }
+    }
+    return malloc_generic(size, requested, heap);
+}
+
+// [S4.33] free's fast path. Stage 3 asked a global map "is this segment ours?"; stage 4 asks
+// "is it mine?", of the thread's own heap: the pointer's arena slot indexes heap->owned[], one
+// byte the heap alone writes. A pointer outside the arena (null too: the empty heap's base is
+// 0, and any heap's subtraction wraps) or in another thread's segment fails that test and goes
+// to free_generic, which sorts foreign from remote. Then stage 3's validity test and freed mark
+// (S3.25) and the push on local_free: the local free touches no shared word.
+template <class M>
+S4_INLINE void heap_free(void* p) {
+    Heap* heap = t_heap;
+    uintptr_t slot = (reinterpret_cast<uintptr_t>(p) - heap->arena_base) >> kSegmentShift;
+    if (S4_LIKELY(slot < kArenaSlots && heap->owned[slot])) {
+        Page* page = page_of(p);
+        auto* b = static_cast<Block*>(p);
+        if (S4_LIKELY(page_is_block(page, reinterpret_cast<uintptr_t>(p)) && b->mark != kFreedMark)) {
+            b->mark = kFreedMark;
+            b->link = reinterpret_cast<uintptr_t>(page->local_free);
+            page->local_free = b;
+            if constexpr (M::stats) count_free(heap, page->block_size);
+            if (S4_UNLIKELY(--page->used == 0)) page_event(heap, page);
+            return;
+        }
+    }
+    free_generic(p);
+}
+
+}  // namespace edu::stage4

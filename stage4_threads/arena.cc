@@ -1,0 +1,189 @@
+// stage4_threads/arena.cc: the reservation, the claimed and abandoned bitmaps, start markers.
+// Every shared word here is an atomic; every ordering is explained at its use and in [S4.10].
+#include "stage4_threads/arena.h"
+
+#include <pthread.h>
+
+#include "stage4_threads/os.h"
+
+namespace edu::stage4 {
+namespace {
+
+std::atomic<uintptr_t> g_base{0};
+std::atomic<uint64_t> g_bytes{0};                 // 0 until reserved
+std::atomic<uint64_t> g_claimed[kArenaWords];     // bit s: slot s belongs to a segment
+std::atomic<uint64_t> g_abandoned[kArenaWords];   // bit s: the segment at s has no owner
+std::atomic<uint64_t> g_abandoned_count{0};
+std::atomic<uint32_t> g_starts[kArenaSlots];      // [S4.12]
+pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
+
+// [S4.15] The reservation: the largest power of two from 64 GiB down to 1 GiB the system grants,
+// address space only (os_reserve), trimmed to a 4 MiB boundary. It is made once, by pthread_once, from the first thread that
+// needs memory; that may be before main, from a constructor of another library.
+void reserve() {
+    for (std::size_t size = kArenaMaxBytes; size >= kArenaMinBytes; size /= 2) {
+        void* memory = os_reserve(size + kSegmentSize);
+        if (!memory) continue;
+        auto at = reinterpret_cast<uintptr_t>(memory);
+        uintptr_t aligned = (at + kSegmentMask) & ~kSegmentMask;
+        std::size_t head = aligned - at, tail = kSegmentSize - head;
+        if (head) os_unmap(memory, head);
+        if (tail) os_unmap(reinterpret_cast<void*>(aligned + size), tail);
+        g_base.store(aligned, std::memory_order_relaxed);
+        g_bytes.store(size, std::memory_order_release);   // pairs with arena_ready's acquire
+        return;
+    }
+}
+
+// The bits of word `w` that exist in a bitmap of `bits` bits.
+uint64_t valid_bits(uint32_t bits, uint32_t w) {
+    uint32_t first = w * 64;
+    return bits - first >= 64 ? ~uint64_t{0} : low_bits(bits - first);
+}
+
+// Positions where a run of `count` (1..64) zero bits of `value` begins, among `valid` bits.
+// `starts` holds runs of length `have`; ANDing it with itself shifted by `step` <= `have`
+// leaves the runs of length have + step, so 64 takes six rounds.
+uint64_t run_starts(uint64_t value, uint64_t valid, uint32_t count) {
+    uint64_t starts = ~value & valid;
+    for (uint32_t have = 1; have < count && starts != 0;) {
+        uint32_t step = have < count - have ? have : count - have;
+        starts &= starts >> step;
+        have += step;
+    }
+    return starts;
+}
+
+int64_t claim_in_word(std::atomic<uint64_t>* words, uint32_t bits, uint32_t w, uint32_t count) {
+    uint64_t valid = valid_bits(bits, w);
+    uint64_t value = words[w].load(std::memory_order_relaxed);
+    for (;;) {
+        uint64_t starts = run_starts(value, valid, count);
+        if (starts == 0) return -1;
+        unsigned bit = static_cast<unsigned>(__builtin_ctzll(starts));
+        uint64_t mask = low_bits(count) << bit;
+        // acquire: pairs with the release in bitmap_release, so whatever the slots' last user
+        // wrote happens before what we write into them. On failure `value` is the new word.
+        if (words[w].compare_exchange_weak(value, value | mask, std::memory_order_acquire,
+                                           std::memory_order_relaxed))
+            return int64_t{w} * 64 + bit;
+    }
+}
+
+// A run of more than 64 bits, from bit 0 of word w: whole words, then the low bits of one more.
+int64_t claim_across(std::atomic<uint64_t>* words, uint32_t bits, uint32_t w, uint32_t count) {
+    uint32_t first = w * 64;
+    if (count > bits - first) return -1;
+    uint32_t n = (count + 63) / 64;
+    for (uint32_t k = 0; k < n; ++k) {
+        uint64_t mask = low_bits(count - 64 * k);
+        uint64_t value = words[w + k].load(std::memory_order_relaxed);
+        bool claimed = false;
+        while ((value & mask) == 0) {
+            if (words[w + k].compare_exchange_weak(value, value | mask, std::memory_order_acquire,
+                                                   std::memory_order_relaxed)) {
+                claimed = true;
+                break;
+            }
+        }
+        if (!claimed) {   // word k is partly taken: give back words 0..k-1, which are whole
+            for (uint32_t j = 0; j < k; ++j) words[w + j].fetch_and(0, std::memory_order_release);
+            return -1;
+        }
+    }
+    return first;
+}
+
+}  // namespace
+
+int64_t bitmap_claim(std::atomic<uint64_t>* words, uint32_t bits, uint32_t count, uint32_t hint) {
+    if (count == 0 || count > bits) return -1;
+    uint32_t nwords = (bits + 63) / 64;
+    if (hint >= nwords) hint = 0;
+    for (uint32_t i = 0; i < nwords; ++i) {
+        uint32_t w = (hint + i) % nwords;
+        int64_t got = count <= 64 ? claim_in_word(words, bits, w, count) : claim_across(words, bits, w, count);
+        if (got >= 0) return got;
+    }
+    return -1;
+}
+
+void bitmap_release(std::atomic<uint64_t>* words, uint32_t first, uint32_t count) {
+    while (count > 0) {
+        uint32_t w = first / 64, bit = first % 64;
+        uint32_t take = 64 - bit < count ? 64 - bit : count;
+        // release: everything written into these slots happens before their next claim.
+        words[w].fetch_and(~(low_bits(take) << bit), std::memory_order_release);
+        first += take;
+        count -= take;
+    }
+}
+
+bool bitmap_all_set(const std::atomic<uint64_t>* words, uint32_t first, uint32_t count) {
+    for (uint32_t i = first; i < first + count; ++i)
+        if (!((words[i / 64].load(std::memory_order_relaxed) >> (i % 64)) & 1)) return false;
+    return true;
+}
+
+bool arena_ready() {
+    if (g_bytes.load(std::memory_order_acquire) != 0) return true;
+    pthread_once(&g_once, reserve);
+    return g_bytes.load(std::memory_order_acquire) != 0;
+}
+
+uintptr_t arena_base() { return g_base.load(std::memory_order_relaxed); }
+uint64_t arena_bytes() { return g_bytes.load(std::memory_order_relaxed); }
+uint32_t arena_slots() { return static_cast<uint32_t>(arena_bytes() >> kSegmentShift); }
+
+Segment* arena_claim(uint32_t blocks, uint32_t* hint) {
+    if (!arena_ready()) return nullptr;
+    int64_t first = bitmap_claim(g_claimed, arena_slots(), blocks, *hint);
+    if (first < 0) return nullptr;
+    auto slot = static_cast<uint32_t>(first);
+    Segment* s = arena_segment(slot);
+    if (!os_commit_range(s, std::size_t{blocks} << kSegmentShift)) {
+        bitmap_release(g_claimed, slot, blocks);
+        return nullptr;
+    }
+    *hint = slot / 64;
+    return s;
+}
+
+void arena_release(uint32_t slot, uint32_t blocks) {
+    os_release_range(arena_segment(slot), std::size_t{blocks} << kSegmentShift);
+    bitmap_release(g_claimed, slot, blocks);
+}
+
+bool arena_claimed(uint32_t slot, uint32_t blocks) { return bitmap_all_set(g_claimed, slot, blocks); }
+
+void arena_publish(const Segment* segment) {
+    // release: the formatted header happens before any read that found this marker.
+    g_starts[segment->slot].store(segment->blocks, std::memory_order_release);
+}
+
+void arena_unpublish(const Segment* segment) {
+    g_starts[segment->slot].store(0, std::memory_order_relaxed);   // the bits' release follows
+}
+
+uint32_t arena_blocks_at(uint32_t slot) {
+    return slot < kArenaSlots ? g_starts[slot].load(std::memory_order_acquire) : 0;
+}
+
+void abandoned_publish(uint32_t slot) {
+    g_abandoned_count.fetch_add(1, std::memory_order_relaxed);   // before the bit: never below 0
+    g_abandoned[slot / 64].fetch_or(uint64_t{1} << (slot % 64), std::memory_order_release);
+}
+
+bool abandoned_take(uint32_t slot) {
+    uint64_t bit = uint64_t{1} << (slot % 64);
+    if (!(g_abandoned[slot / 64].fetch_and(~bit, std::memory_order_acquire) & bit)) return false;
+    g_abandoned_count.fetch_sub(1, std::memory_order_relaxed);
+    return true;
+}
+
+uint64_t abandoned_word(uint32_t word) { return g_abandoned[word].load(std::memory_order_relaxed); }
+uint64_t abandoned_count() { return g_abandoned_count.load(std::memory_order_relaxed); }
+
+}  // namespace edu::stage4

@@ -1,0 +1,76 @@
+// stage4_threads/arena.h: the process-wide arena: one reservation cut into 4 MiB slots, an
+// atomic bitmap of claimed slots, the start marker of every published segment, and the bitmap
+// of abandoned segments. Entry points: arena_ready, arena_claim, arena_release, arena_publish,
+// arena_blocks_at, abandoned_*, and the bitmap primitives the tests drive directly.
+// What lives in a segment is segment.h's business; who owns it is abandon.h's and registry.h's.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "stage4_threads/types.h"
+
+namespace edu::stage4 {
+
+// [S4.11] Claiming a run of bits. bitmap_claim finds `count` consecutive zero bits among the
+// first `bits` and sets them. A run of at most 64 bits lies inside one word: the word is read,
+// a run of zeros found with shifts and ANDs, and the bits set with one compare-and-swap; if
+// another thread changed the word in between, the CAS fails, hands back the new value, and the
+// search of that word starts over. A longer run starts at a word boundary and is claimed word
+// by word, in address order; if a later word turns out taken, the words already claimed are
+// released and the search moves on. Returns the first bit, or -1 when no run is free.
+// `hint` is the word to look at first (the search wraps around).
+int64_t bitmap_claim(std::atomic<uint64_t>* words, uint32_t bits, uint32_t count, uint32_t hint);
+// Clears bits [first, first + count), which the caller claimed.
+void bitmap_release(std::atomic<uint64_t>* words, uint32_t first, uint32_t count);
+// True when bits [first, first + count) are all set.
+bool bitmap_all_set(const std::atomic<uint64_t>* words, uint32_t first, uint32_t count);
+
+// Reserves the arena on first use (once per process, from whichever thread gets there first,
+// before main included); true when it exists. Every other function here needs it to be true.
+bool arena_ready();
+uintptr_t arena_base();
+uint32_t arena_slots();        // slots in the reservation (<= kArenaSlots)
+uint64_t arena_bytes();
+
+// Arena slot of `p`, or kArenaSlots when p lies outside the arena.
+inline uint32_t arena_slot_of(const void* p) {
+    uintptr_t offset = reinterpret_cast<uintptr_t>(p) - arena_base();
+    return offset < arena_bytes() ? static_cast<uint32_t>(offset >> kSegmentShift) : kArenaSlots;
+}
+inline Segment* arena_segment(uint32_t slot) {
+    return reinterpret_cast<Segment*>(arena_base() + (uintptr_t{slot} << kSegmentShift));
+}
+
+// Claims `blocks` consecutive slots, starting the search at word *hint (updated to where it
+// succeeded), and commits them: the segment's address, its memory zero, or nullptr when the
+// arena has no such run (or the system no memory).
+Segment* arena_claim(uint32_t blocks, uint32_t* hint);
+// Decommits the slots of a segment that is no longer published, then releases them.
+void arena_release(uint32_t slot, uint32_t blocks);
+
+// [S4.12] Start markers: starts[slot] == number of slots of the segment beginning at `slot`,
+// set (release) only once its header is formatted, cleared before its slots are released. A
+// thread that frees a pointer it does not own reads the marker (acquire) before it reads the
+// header: a marker of 0 means no segment of ours starts in that 4 MiB, whatever the bitmap says
+// (a slot claimed a moment ago by another thread is not formatted yet; a slot inside a huge
+// segment is no segment start).
+void arena_publish(const Segment* segment);
+void arena_unpublish(const Segment* segment);
+uint32_t arena_blocks_at(uint32_t slot);
+
+// [S4.13] The abandoned bitmap: bit `slot` set while the segment starting there has no owner.
+// abandoned_publish sets it (release) after the last write of the thread that leaves it;
+// abandoned_take clears it (acquire) and returns true only to the one thread whose fetch_and
+// saw the bit set: that thread owns the segment now, and sees everything its last owner wrote.
+// abandoned_count is a hint for "is any segment waiting?", read without ordering.
+void abandoned_publish(uint32_t slot);
+bool abandoned_take(uint32_t slot);
+uint64_t abandoned_word(uint32_t word);
+uint64_t abandoned_count();
+
+// Claimed bits, for the checker.
+bool arena_claimed(uint32_t slot, uint32_t blocks);
+
+}  // namespace edu::stage4

@@ -1,0 +1,161 @@
+// stage4_threads/arena_test.cc: proves the arena's bitmap hands every bit to at most one
+// claimer: runs are found inside a word and across words, claims fail cleanly when no run is
+// free, and under contention (threads claiming and releasing runs of random lengths on one
+// small bitmap) no bit is ever held by two threads, which a per-bit owner array checks with an
+// atomic exchange on every claim. Then the real arena: threads taking segments at once.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "stage4_threads/arena.h"
+#include "stage4_threads/testing.h"
+#include "tests/support.h"
+
+namespace edu::stage4 {
+namespace {
+
+using testing::api;
+
+struct Bitmap {
+    std::atomic<uint64_t> words[16] = {};   // 1024 bits
+    uint64_t word(unsigned i) const { return words[i].load(); }
+    bool all_clear() const {
+        for (const auto& w : words)
+            if (w.load() != 0) return false;
+        return true;
+    }
+};
+
+TEST_CASE("a run of up to 64 bits is claimed inside one word, lowest first") {
+    Bitmap b;
+    CHECK(bitmap_claim(b.words, 1024, 1, 0) == 0);
+    CHECK(bitmap_claim(b.words, 1024, 3, 0) == 1);
+    CHECK(b.word(0) == 0xf);
+    b.words[0].store(0xffff'ffff'ffff'ff0fULL);   // a hole of 4 bits at 4..7
+    CHECK(bitmap_claim(b.words, 1024, 4, 0) == 4);
+    CHECK(bitmap_claim(b.words, 1024, 5, 0) == 64);   // no room left in word 0
+    CHECK(bitmap_claim(b.words, 1024, 64, 0) == 128);   // a whole word
+    CHECK(b.word(2) == ~uint64_t{0});
+}
+
+TEST_CASE("a run longer than a word starts at a word boundary and spans the next words") {
+    Bitmap b;
+    b.words[0].store(1);
+    int64_t first = bitmap_claim(b.words, 1024, 130, 0);
+    CHECK(first == 64);
+    CHECK(b.word(1) == ~uint64_t{0});
+    CHECK(b.word(2) == ~uint64_t{0});
+    CHECK(b.word(3) == 3);
+    bitmap_release(b.words, 64, 130);
+    CHECK(b.word(1) == 0);
+    CHECK(b.word(3) == 0);
+    // A later word partly taken: the words claimed before it are given back.
+    b.words[2].store(uint64_t{1} << 40);
+    CHECK(bitmap_claim(b.words, 256, 150, 0) == -1);
+    CHECK(b.word(1) == 0);
+    CHECK(b.word(0) == 1);
+}
+
+TEST_CASE("bits past the end of the bitmap are never claimed and a full bitmap says so") {
+    Bitmap b;
+    CHECK(bitmap_claim(b.words, 100, 40, 1) == 0);   // word 1 holds only 36 bits
+    CHECK(bitmap_claim(b.words, 100, 37, 1) == -1);            // ... too few, and word 0 is taken
+    CHECK(bitmap_claim(b.words, 100, 36, 1) == 64);
+    CHECK(bitmap_claim(b.words, 100, 24, 0) == 40);
+    CHECK(bitmap_claim(b.words, 100, 1, 0) == -1);
+    CHECK(bitmap_claim(b.words, 100, 0, 0) == -1);
+    CHECK(bitmap_claim(b.words, 100, 101, 0) == -1);
+}
+
+TEST_CASE("threads claiming and releasing runs at once never share a bit") {
+    constexpr uint32_t kBits = 1024;
+    constexpr int kThreads = 8;
+    constexpr int kRounds = 4000;
+    Bitmap b;
+    std::atomic<int> owner[kBits];
+    for (auto& o : owner) o.store(0);
+    std::atomic<int> overlaps{0};
+    std::atomic<uint64_t> claims{0}, refusals{0};
+    std::vector<std::thread> threads;
+    for (int t = 1; t <= kThreads; ++t) {
+        threads.emplace_back([&, t] {
+            battery::Rng rng(static_cast<uint64_t>(t) * 7919);
+            std::vector<std::pair<uint32_t, uint32_t>> held;
+            for (int round = 0; round < kRounds; ++round) {
+                if (held.size() < 6 && rng.per_mille(600)) {
+                    auto count = static_cast<uint32_t>(rng.per_mille(900) ? rng.range(1, 12) : rng.range(60, 150));
+                    int64_t first = bitmap_claim(b.words, kBits, count, static_cast<uint32_t>(rng.below(16)));
+                    if (first < 0) {
+                        refusals.fetch_add(1);
+                        continue;
+                    }
+                    claims.fetch_add(1);
+                    for (uint32_t i = 0; i < count; ++i)
+                        if (owner[first + i].exchange(t) != 0) overlaps.fetch_add(1);
+                    held.emplace_back(static_cast<uint32_t>(first), count);
+                } else if (!held.empty()) {
+                    std::size_t at = rng.below(held.size());
+                    auto [first, count] = held[at];
+                    for (uint32_t i = 0; i < count; ++i)
+                        if (owner[first + i].exchange(0) != t) overlaps.fetch_add(1);
+                    bitmap_release(b.words, first, count);
+                    held[at] = held.back();
+                    held.pop_back();
+                }
+            }
+            for (auto [first, count] : held) {
+                for (uint32_t i = 0; i < count; ++i) owner[first + i].store(0);
+                bitmap_release(b.words, first, count);
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    INFO("claims " << claims.load() << ", refusals " << refusals.load());
+    CHECK(overlaps.load() == 0);
+    CHECK(claims.load() > kThreads * kRounds / 4);
+    CHECK(b.all_clear());
+}
+
+TEST_CASE("threads taking segments from the arena at once each get their own") {
+    REQUIRE(arena_ready());
+    constexpr int kThreads = 6;
+    std::vector<std::vector<void*>> blocks(kThreads);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 40; ++i) {
+                // Large blocks: each one is a segment of its own, some of several slots.
+                std::size_t size = (i % 5 == 0) ? 6 * 1024 * 1024 : 300 * 1024;
+                void* p = api().malloc(size);
+                if (p) battery::fill(p, static_cast<uint64_t>(t * 1000 + i), 0, 4096);
+                blocks[static_cast<std::size_t>(t)].push_back(p);
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    std::vector<uint32_t> owner(arena_slots(), 0);
+    for (int t = 0; t < kThreads; ++t) {
+        for (std::size_t i = 0; i < blocks[static_cast<std::size_t>(t)].size(); ++i) {
+            void* p = blocks[static_cast<std::size_t>(t)][i];
+            REQUIRE(p != nullptr);
+            CHECK(battery::first_mismatch(p, static_cast<uint64_t>(t * 1000) + i, 4096) == -1);
+            uint32_t slot = arena_slot_of(p);
+            REQUIRE(slot < arena_slots());
+            uint32_t blocks_here = arena_blocks_at(slot);
+            REQUIRE(blocks_here >= 1);
+            for (uint32_t s = slot; s < slot + blocks_here; ++s) {
+                CHECK(owner[s] == 0);
+                owner[s] = 1;
+            }
+        }
+    }
+    for (auto& list : blocks)
+        for (void* p : list) api().free(p);
+    battery::require_heap_ok(api());
+}
+
+}  // namespace
+}  // namespace edu::stage4

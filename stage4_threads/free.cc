@@ -1,0 +1,78 @@
+// stage4_threads/free.cc: the cold side of free: telling a bad pointer from a good one, local
+// or remote, the one-line diagnostics, and the free that follows.
+#include "stage4_threads/free.h"
+
+#include <initializer_list>
+
+#include "contract/diagnostics.h"
+#include "stage4_threads/arena.h"
+#include "stage4_threads/heap.h"
+#include "stage4_threads/page.h"
+#include "stage4_threads/registry.h"
+#include "stage4_threads/remote.h"
+#include "stage4_threads/stats.h"
+
+namespace edu::stage4 {
+namespace {
+
+// Searches the heap's delayed list, which holds blocks of many pages, for `target`.
+bool on_delayed_list(const Heap* heap, const Block* target) {
+    for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b != nullptr;
+         b = reinterpret_cast<const Block*>(b->link))
+        if (b == target) return true;
+    return false;
+}
+
+// The owner's confirmation of a suspected double free (S3.27, with two more lists).
+void confirm_local(const Heap* heap, const Page* page, const Block* b, const char* call) {
+    const Block* remote = block_of(page->xthread_free.load(std::memory_order_acquire));
+    int found = 0;
+    for (const Block* head : std::initializer_list<const Block*>{page->free, page->local_free, remote}) {
+        int in = list_find(page, head, b);
+        if (in < 0) die(kStageName, call, b, "free list corrupted (a link leaves its page)");
+        found |= in;
+    }
+    if (found || on_delayed_list(heap, b)) die(kStageName, call, b, "double free (block is already free)");
+}
+
+// The owner's count of carved blocks. Out of line on purpose: inline, the compiler may load it
+// on the remote path too (it is a field of a struct that path reads anyway) and keep whichever
+// value the condition picks; for a page another thread is extending, that load races.
+[[gnu::noinline]] uint32_t owner_carved(const Page* page) { return page->carved; }
+
+}  // namespace
+
+Found find_block(const void* p, const char* call) {
+    uint32_t slot = arena_slot_of(p);
+    if (slot == kArenaSlots || arena_blocks_at(slot) == 0)
+        die(kStageName, call, p, "pointer not from this heap (no segment of ours holds it)");
+    Heap* heap = t_heap;
+    Page* page = page_of(p);
+    bool local = heap->owned[slot] != 0;
+    if (!page->in_use) die(kStageName, call, p, "no live block here (its page is free)");
+    auto a = reinterpret_cast<uintptr_t>(p);
+    uintptr_t n = a - page->start;
+    uint32_t known = local ? owner_carved(page) : page->capacity;   // carved is the owner's
+    if (a < page->start || n % page->block_size != 0 || n / page->block_size >= known)
+        die(kStageName, call, p, "not the start of a block (interior, misaligned or never allocated)");
+    auto* b = static_cast<const Block*>(p);
+    if (b->mark == kFreedMark) {
+        if (!local) die(kStageName, call, p, "double free (block already carries the freed mark)");
+        confirm_local(heap, page, b, call);
+    }
+    return Found{page, local};
+}
+
+void free_generic(void* p) {
+    if (p == nullptr) return;
+    Found found = find_block(p, "free");
+    auto* b = static_cast<Block*>(p);
+    if (counting()) {   // a thread's first call may be a free: it needs counters, so a heap
+        Heap* heap = heap_for_caller(t_heap);
+        if (heap) count_free(heap, found.page->block_size);
+    }
+    if (found.local) page_push_local(t_heap, found.page, b);
+    else free_remote(found.page, b);
+}
+
+}  // namespace edu::stage4

@@ -1,0 +1,30 @@
+// stage4_threads/free.h: checking a pointer handed back by the program (free, realloc,
+// usable_size), whichever thread hands it back. Entry points: find_block, free_generic.
+// The fast path's version is in alloc.h; what a remote free does after the check is remote.h's.
+#pragma once
+
+#include "stage4_threads/types.h"
+
+namespace edu::stage4 {
+
+// [S4.31] Where a live block is, and whether the caller owns its page. Otherwise edu::die
+// prints "edu-alloc stage4_threads: <call>(<p>): <what is wrong>" and aborts. The caller's own
+// blocks get stage 3's exact checks (S3.27): carved, and a block carrying the freed mark is
+// searched on all four lists that may hold it (free, local_free, xthread_free and the heap's
+// delayed list) before it is called a double free. Another thread's blocks get every check
+// that reads only what cannot change while the block is live: arena, start marker, page in use,
+// start and size, capacity (an uncarved block is caught later, when the owner collects it,
+// S4.21); a block carrying the mark is a double free, unconfirmed, because the lists that would
+// confirm it are the owner's to read. The price: a live block whose second word is exactly the
+// mark, freed by another thread, is reported as a double free.
+struct Found {
+    Page* page;
+    bool local;     // the caller's heap owns the page
+};
+Found find_block(const void* p, const char* call);
+
+// The cold side of free: null, foreign, bad, full pages, and every free of a block the calling
+// thread does not own.
+[[gnu::noinline]] void free_generic(void* p);
+
+}  // namespace edu::stage4

@@ -1,0 +1,218 @@
+// stage4_threads/heap.cc: the generic malloc path, page queues and the direct cache, full
+// pages, retirement. Everything here runs on the heap's own thread.
+#include "stage4_threads/heap.h"
+
+#include "contract/diagnostics.h"
+#include "stage3_segments/bins.h"
+#include "stage4_threads/abandon.h"
+#include "stage4_threads/arena.h"
+#include "stage4_threads/page.h"
+#include "stage4_threads/registry.h"
+#include "stage4_threads/remote.h"
+#include "stage4_threads/segment.h"
+#include "stage4_threads/stats.h"
+
+namespace edu::stage4 {
+namespace {
+
+using stage3::bin_kind;
+using stage3::bin_of;
+using stage3::direct_slots_of;
+
+// The direct cache follows the first page of each bin up to 1 KiB, as in stage 3.
+void update_direct(Heap* heap, unsigned queue) {
+    if (queue >= kBinCount) return;
+    stage3::SlotRange r = direct_slots_of(queue);
+    Page* first = heap->queues[queue].first;
+    for (unsigned i = r.first; i <= r.last; ++i) heap->direct[i] = first ? first : &g_empty_page;
+}
+
+void collect_retired(Heap* heap, bool force) {
+    uint32_t lo = kBinCount, hi = 0;
+    for (uint32_t bin = heap->retired_min; bin <= heap->retired_max && bin < kBinCount; ++bin) {
+        Page* page = heap->queues[bin].first;
+        if (!page || !page->retire_expire) continue;
+        if (page->used != 0) {   // allocated from again
+            page->retire_expire = 0;
+        } else if (force || --page->retire_expire == 0) {
+            page_free(heap, page);
+        } else {
+            lo = bin < lo ? bin : lo;
+            hi = bin > hi ? bin : hi;
+        }
+    }
+    heap->retired_min = lo;
+    heap->retired_max = hi;
+}
+
+// As in stage 3: the only page of its bin waits, the others go back to their segment now.
+void page_retire(Heap* heap, Page* page) {
+    unsigned bin = page->queue;
+    const PageQueue& q = heap->queues[bin];
+    if (bin >= kBinCount || q.first != page || q.last != page) {
+        page_free(heap, page);
+        return;
+    }
+    page->retire_expire = page->block_size <= kSmallMax ? kRetireTicks : kRetireTicks / 4;
+    if (bin < heap->retired_min) heap->retired_min = bin;
+    if (bin > heap->retired_max) heap->retired_max = bin;
+}
+
+// Runs every 64 ticks of the heap's clock: delayed work that needs no hurry.
+void heap_tick(Heap* heap) {
+    if (purge_pending(heap)) segment_purge(heap, false);
+    if (heap->cache_count != 0) segment_cache_collect(heap, false);
+    if (abandoned_count() != 0) heap_reclaim(heap, 1);
+}
+
+// A page of `bin` with a free block, or nullptr when no memory can be had.
+Page* find_page(Heap* heap, unsigned bin) {
+    for (int round = 0; round < 2; ++round) {
+        for (Page* page = heap->queues[bin].first; page != nullptr;) {
+            Page* next = page->next;
+            page_collect_local(page);
+            if (!page->free && page_has_remote(page)) page_collect_remote(page);
+            if (page->free) return page;
+            if (page->carved < page->capacity) {
+                page_extend(page);
+                return page;
+            }
+            if (!page_to_full(heap, page)) return page;   // remote frees arrived meanwhile
+            page = next;
+        }
+        // Before a fresh page: segments other threads left behind may hold pages of this bin.
+        if (round != 0 || abandoned_count() == 0 || !heap_reclaim(heap, kReclaimBatch)) break;
+    }
+    if (heap->retired_min <= heap->retired_max) collect_retired(heap, false);
+    Page* page = page_alloc(heap, bin_kind(bin));
+    if (!page) return nullptr;
+    page_format(page, heap, bin);
+    ++heap->page_count;
+    queue_push_front(heap, bin, page);
+    if (counting()) sample_peak();
+    return page;
+}
+
+void* failed() {
+    set_enomem();
+    return nullptr;
+}
+
+}  // namespace
+
+void page_free(Heap* heap, Page* page) {
+    queue_remove(heap, page);
+    --heap->page_count;
+    page_release(heap, page);
+}
+
+// ---- Queues ---------------------------------------------------------------------------------
+
+void queue_push_front(Heap* heap, unsigned queue, Page* page) {
+    PageQueue& q = heap->queues[queue];
+    page->queue = static_cast<uint8_t>(queue);
+    page->prev = nullptr;
+    page->next = q.first;
+    (q.first ? q.first->prev : q.last) = page;
+    q.first = page;
+    update_direct(heap, queue);
+}
+
+void queue_push_back(Heap* heap, unsigned queue, Page* page) {
+    PageQueue& q = heap->queues[queue];
+    page->queue = static_cast<uint8_t>(queue);
+    page->next = nullptr;
+    page->prev = q.last;
+    (q.last ? q.last->next : q.first) = page;
+    q.last = page;
+    if (q.first == page) update_direct(heap, queue);
+}
+
+void queue_remove(Heap* heap, Page* page) {
+    PageQueue& q = heap->queues[page->queue];
+    bool was_first = q.first == page;
+    (page->prev ? page->prev->next : q.first) = page->next;
+    (page->next ? page->next->prev : q.last) = page->prev;
+    page->next = page->prev = nullptr;
+    if (was_first) update_direct(heap, page->queue);
+}
+
+bool page_to_full(Heap* heap, Page* page) {
+    if (page_set_delay(page, Delay::to_heap, false) & ~kDelayMask) {
+        page_set_delay(page, Delay::to_page, false);
+        page_collect_remote(page);
+        return false;
+    }
+    queue_remove(heap, page);
+    page_fast_checks(page, false);   // local frees into it go generic, as in stage 3
+    page->retire_expire = 0;
+    queue_push_front(heap, kFullQueue, page);
+    return true;
+}
+
+// ---- Allocation -----------------------------------------------------------------------------
+
+Heap* heap_for_caller(Heap* heap) { return heap != &g_empty_heap ? heap : heap_acquire(); }
+
+void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
+    if (size > kMaxRequest) return failed();   // before a heap exists: nothing changes
+    heap = heap_for_caller(heap);
+    if (!heap) return failed();
+    if (heap->delayed_free.load(std::memory_order_relaxed) != nullptr) heap_delayed_free(heap);
+    if ((++heap->clock & 63) == 0) heap_tick(heap);
+    if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
+    Page* page = find_page(heap, bin_of(size));
+    if (!page) return failed();
+    Block* b = page->free;
+    page->free = reinterpret_cast<Block*>(b->link);
+    ++page->used;
+    page->retire_expire = 0;
+    b->mark = 0;
+    if (counting()) count_malloc(heap, requested, page->block_size);
+    return b;
+}
+
+void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {
+    if (size > kMaxRequest) return failed();
+    heap = heap_for_caller(heap);
+    if (!heap) return failed();
+    if (heap->cache_count == 0 && abandoned_count() != 0) heap_reclaim(heap, kReclaimBatch);
+    Page* page = one_block_page_alloc(heap, size == 0 ? 1 : size, alignment);
+    if (!page) return failed();
+    ++heap->page_count;
+    queue_push_front(heap, kLargeQueue, page);
+    auto* b = reinterpret_cast<Block*>(page->start);
+    b->mark = 0;   // a reused large segment holds whatever its last block held
+    if (counting()) {
+        count_malloc(heap, requested, page->block_size);
+        sample_peak();
+    }
+    return b;
+}
+
+// ---- Frees that reach the heap --------------------------------------------------------------
+
+void page_event(Heap* heap, Page* page) {
+    if (page->queue == kFullQueue) {   // a block is free again: back to its bin, at the end
+        page_set_delay(page, Delay::to_page, false);
+        page_fast_checks(page, true);
+        queue_remove(heap, page);
+        queue_push_back(heap, bin_of(page->block_size), page);
+    }
+    if (page->used == 0) page_retire(heap, page);
+}
+
+void page_push_local(Heap* heap, Page* page, Block* b) {
+    b->mark = kFreedMark;
+    b->link = reinterpret_cast<uintptr_t>(page->local_free);
+    page->local_free = b;
+    if (--page->used == 0 || page->queue == kFullQueue) page_event(heap, page);
+}
+
+void heap_collect(Heap* heap, bool force) {
+    if (heap->retired_min <= heap->retired_max) collect_retired(heap, force);
+    segment_purge(heap, force);
+    segment_cache_collect(heap, force);
+}
+
+}  // namespace edu::stage4

@@ -1,0 +1,45 @@
+// stage4_threads/os.h: what stage 4 asks of the kernel and the bytes it counts as held, safe
+// for every thread at once: the arena reservation, heap records, decommit, and the footprint.
+// Entry points: os_reserve, os_map, os_unmap, os_decommit, os_commit_bytes, os_counters.
+// Stage 3's os.cc does the same for one thread with plain counters; these are atomic.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "contract/allocator.h"
+
+namespace edu::stage4 {
+
+// [S4.14] The footprint is committed bytes, as in stage 3 ([S3.12]): segment metadata, pages in
+// use or dirty, what one-block pages reach, and heap records. Any thread that commits or
+// decommits adds to it with a relaxed fetch_add, on slow paths only; the peak is raised with a
+// CAS loop. Relaxed is enough: nothing else is published through these numbers, and a reader
+// that runs while others work gets some recent value, which is all Stats promises.
+struct OsCounters {
+    std::atomic<uint64_t> footprint{0};
+    std::atomic<uint64_t> peak_footprint{0};
+    std::atomic<uint64_t> changes{0};     // commits and decommits so far (the checker's witness)
+    std::atomic<uint64_t> calls[static_cast<unsigned>(OsCall::count)] = {};
+};
+const OsCounters& os_counters();
+
+// [S4.39] Address space without commitment: PROT_NONE, MAP_NORESERVE (the arena). Touching it
+// faults until a range is committed: mmap with MAP_FIXED over it, readable and writable, fresh
+// zero pages; releasing maps it back to PROT_NONE, which also gives the pages back. Each is one
+// system call, counted as an mmap; a segment costs one to claim and one to give back, as a
+// stage 3 segment cost its mmap and munmap. nullptr / false if the system refuses.
+void* os_reserve(std::size_t size);
+bool os_commit_range(void* address, std::size_t size);
+void os_release_range(void* address, std::size_t size);
+// Ordinary anonymous memory (heap records), zeroed; nullptr if refused.
+void* os_map(std::size_t size);
+void os_unmap(void* address, std::size_t size);
+// Gives committed memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.
+void os_decommit(void* address, std::size_t size);
+void os_commit_bytes(int64_t bytes);
+// Raises `peak` to at least `value` (a CAS loop; relaxed).
+void raise_peak(std::atomic<uint64_t>& peak, uint64_t value);
+
+}  // namespace edu::stage4

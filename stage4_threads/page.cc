@@ -1,0 +1,126 @@
+// stage4_threads/page.cc: formatting, extending and walking one page's blocks. The validity
+// test's magic numbers are stage 3's (magic_for); the lists carry no encoding in stage 4.
+#include "stage4_threads/page.h"
+
+#include "stage3_segments/bins.h"
+#include "stage3_segments/page.h"
+#include "stage4_threads/segment.h"
+
+namespace edu::stage4 {
+namespace {
+
+uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+
+// The sentinel base of free and full pages: p - (segment - 1) is never 0 ([S3.6]).
+uint32_t sentinel_start(const Page* page) { return static_cast<uint32_t>(addr(segment_of(page)) - 1); }
+
+}  // namespace
+
+void page_set_limit(Page* page) {
+    // One-block pages: magic 1, limit 0, only the block start passes. Else (carved - 1) * e,
+    // with e = magic * block size - 2^64 (the product wraps).
+    page->limit = page->capacity == 1 ? 0 : (uint64_t{page->carved} - 1) * (page->magic * page->block_size);
+    if (page->capacity == 1) page->magic = 1;
+}
+
+void page_fast_checks(Page* page, bool on) {
+    page->start32 = on ? static_cast<uint32_t>(page->start) : sentinel_start(page);
+    page->magic = on && page->capacity > 1 ? stage3::magic_for(page->block_size) : 1;
+    if (on) page_set_limit(page);
+    else page->limit = 0;
+}
+
+void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind) {
+    page->free = page->local_free = nullptr;
+    page->used = page->capacity = page->carved = 0;
+    page->block_size = 0;
+    page->start = 0;
+    page->next = page->prev = nullptr;
+    page->retire_expire = page->check_stamp = 0;
+    page->queue = 0;
+    page->kind = static_cast<uint8_t>(kind);
+    page->in_use = 0;
+    page->index = index;
+    page->start32 = static_cast<uint32_t>(addr(segment) - 1);
+    page->magic = 1;
+    page->limit = 0;
+    page->xthread_free.store(static_cast<uintptr_t>(Delay::to_page), std::memory_order_relaxed);
+    page->heap.store(nullptr, std::memory_order_relaxed);
+}
+
+void page_format(Page* page, Heap* heap, unsigned bin) {
+    Span area = page_area(segment_of(page), page);
+    uint64_t size = stage3::bin_size(bin);
+    uint64_t lowbit = size & (~size + 1);
+    page->start = (area.lo + lowbit - 1) & ~(lowbit - 1);   // blocks of 2^k bytes: 2^k-aligned
+    page->block_size = size;
+    page->capacity = static_cast<uint32_t>((area.hi - page->start) / size);
+    page->carved = page->used = 0;
+    page->free = page->local_free = nullptr;
+    page->retire_expire = 0;
+    page->queue = static_cast<uint8_t>(bin);
+    page->in_use = 1;
+    page_fast_checks(page, true);
+    // The page is not yet reachable by any other thread: its first block is handed out later,
+    // and the hand-off (the program's own synchronisation) orders these stores before any
+    // remote free. Relaxed is enough.
+    page->xthread_free.store(static_cast<uintptr_t>(Delay::to_page), std::memory_order_relaxed);
+    page->heap.store(heap, std::memory_order_relaxed);
+    page_extend(page);
+}
+
+void page_format_one_block(Page* page, Heap* heap, uintptr_t start, std::size_t bytes) {
+    page->start = start;
+    page->block_size = bytes;
+    page->capacity = page->carved = page->used = 1;
+    page->free = page->local_free = nullptr;
+    page->retire_expire = 0;
+    page->queue = kLargeQueue;
+    page->in_use = 1;
+    page_fast_checks(page, true);
+    page->xthread_free.store(static_cast<uintptr_t>(Delay::to_heap), std::memory_order_relaxed);
+    page->heap.store(heap, std::memory_order_relaxed);
+}
+
+void page_extend(Page* page) {
+    uint32_t count = static_cast<uint32_t>(kExtendBytes / page->block_size);
+    uint32_t room = page->capacity - page->carved;
+    count = count == 0 ? 1 : count > room ? room : count;
+    uintptr_t first = page->start + uintptr_t{page->carved} * page->block_size;
+    uintptr_t end = first + uintptr_t{count} * page->block_size;
+    for (uintptr_t at = first; at < end; at += page->block_size) {
+        auto* b = reinterpret_cast<Block*>(at);
+        b->link = at + page->block_size < end ? at + page->block_size : 0;
+        b->mark = kFreedMark;
+    }
+    page->free = reinterpret_cast<Block*>(first);
+    page->carved += count;
+    page_set_limit(page);
+}
+
+BlockTest::BlockTest(const Page* page)
+    : start(page->start),
+      magic(page->capacity == 1 ? 1 : stage3::magic_for(page->block_size)),
+      limit(page->capacity == 1 ? 0 : (uint64_t{page->carved} - 1) * (magic * page->block_size)) {}
+
+int list_find(const Page* page, const Block* head, const Block* target) {
+    BlockTest test(page);
+    uint32_t steps = 0;
+    for (const Block* b = head; b != nullptr; b = reinterpret_cast<const Block*>(b->link)) {
+        if (!test.holds(b) || ++steps > page->capacity) return -1;
+        if (b == target) return 1;
+    }
+    return 0;
+}
+
+int64_t list_length(const Page* page, const Block* head) {
+    BlockTest test(page);
+    int64_t n = 0;
+    for (const Block* b = head; b != nullptr; b = reinterpret_cast<const Block*>(b->link)) {
+        if (!test.holds(b) || n >= page->capacity) return -1;
+        ++n;
+    }
+    return n;
+}
+
+}  // namespace edu::stage4

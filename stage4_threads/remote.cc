@@ -1,0 +1,153 @@
+// stage4_threads/remote.cc: the cross-thread free, the Delay protocol and delayed free, and the
+// table of every memory ordering the stage uses.
+#include "stage4_threads/remote.h"
+
+#include <sched.h>
+
+#include "contract/diagnostics.h"
+#include "stage4_threads/heap.h"
+#include "stage4_threads/page.h"
+
+namespace edu::stage4 {
+
+// [S4.10] Every atomic of stage 4, its orderings, and why they suffice. "A happens before B"
+// is what makes B see what A wrote; a release store (or RMW) read by an acquire load (or RMW)
+// creates it, and a chain of RMWs on one word passes it along (a release sequence).
+//
+//  word                        operation (who)                 order    why it is enough
+//  page->xthread_free          push block (remote, CAS)        acq_rel  release: the block's
+//                                                                       link and mark reach the
+//                                                                       owner; acquire: a CAS
+//                                                                       that reads to_heap sees
+//                                                                       page->heap set before it
+//                              take list (owner, CAS)          acquire  pairs with every push:
+//                                                                       each push CAS continues
+//                                                                       the release sequence
+//                              set Delay (owner, CAS)          acq_rel  release publishes heap
+//                                                                       before to_heap; acquire
+//                                                                       sees a finished pusher's
+//                                                                       writes to the heap list
+//                              pushing -> to_page (remote)     release  "I no longer touch the
+//                                                                       heap": the owner's
+//                                                                       acquire waits for it
+//  page->heap                  load (remote, after to_heap)    relaxed  the acquire CAS that read
+//                                                                       to_heap already ordered
+//                                                                       the owner's store before
+//  heap->delayed_free          push (remote, CAS)              release  the block's link reaches
+//                                                                       the owner
+//                              take all (owner, exchange)      acquire  pairs with the pushes
+//  arena claimed bits          claim (CAS)                     acquire  the slots' last user's
+//                                                                       writes come before ours
+//                              release (fetch_and)             release  ... and ours before the
+//                                                                       next claimer's
+//  arena start markers         publish (store)                 release  the header is formatted
+//                              read (load, remote free)        acquire  before a remote reads it
+//  abandoned bits              abandon (fetch_or)              release  everything the last
+//                              reclaim (fetch_and)             acquire  owner wrote is seen by
+//                                                                       the next
+//  heap record state           take (CAS free->in_use)         acquire  likewise for a record's
+//                              give back (store in_use->free)  release  fields
+//  registry list head          push record (CAS)               release  a record is complete
+//                              walk (load)                     acquire  before it is listed
+//  counters, footprint, peak   load / store / fetch_add        relaxed  single numbers: nothing
+//                                                                       is published with them
+//  abandoned count, arena hint                                 relaxed  hints; the bits decide
+//  arena base and size         store (once) / load             release  pthread_once orders
+//                                                                       them too
+// No ordering is seq_cst: no decision here depends on the order of two different words.
+
+namespace {
+
+uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+
+// A pusher holds `pushing` for a few instructions, unless it was preempted; spin a little,
+// then let it run.
+void wait_a_little(unsigned& spins) {
+    if (++spins < 64) __builtin_ia32_pause();
+    else sched_yield();
+}
+
+}  // namespace
+
+void free_remote(Page* page, Block* b) {
+    b->mark = kFreedMark;
+    uintptr_t word = page->xthread_free.load(std::memory_order_relaxed);
+    uintptr_t next;
+    bool to_heap;
+    do {
+        to_heap = delay_of(word) == Delay::to_heap;
+        if (to_heap) {
+            next = (word & ~kDelayMask) | static_cast<uintptr_t>(Delay::pushing);
+        } else {
+            b->link = word & ~kDelayMask;
+            next = addr(b) | (word & kDelayMask);
+        }
+    } while (!page->xthread_free.compare_exchange_weak(word, next, std::memory_order_acq_rel,
+                                                       std::memory_order_relaxed));
+    if (!to_heap) return;
+    // The owner is alive and waits for us before it frees this page or leaves its heap.
+    Heap* heap = page->heap.load(std::memory_order_relaxed);
+    Block* head = heap->delayed_free.load(std::memory_order_relaxed);
+    do {
+        b->link = addr(head);
+    } while (!heap->delayed_free.compare_exchange_weak(head, b, std::memory_order_release,
+                                                       std::memory_order_relaxed));
+    word = page->xthread_free.load(std::memory_order_relaxed);
+    while (!page->xthread_free.compare_exchange_weak(
+        word, (word & ~kDelayMask) | static_cast<uintptr_t>(Delay::to_page),
+        std::memory_order_release, std::memory_order_relaxed)) {
+    }
+}
+
+uintptr_t page_set_delay(Page* page, Delay state, bool override_never) {
+    unsigned spins = 0;
+    uintptr_t word = page->xthread_free.load(std::memory_order_acquire);
+    for (;;) {
+        Delay now = delay_of(word);
+        if (now == Delay::pushing) {
+            wait_a_little(spins);
+            word = page->xthread_free.load(std::memory_order_acquire);
+            continue;
+        }
+        if (now == state || (now == Delay::never && !override_never)) return word;
+        uintptr_t next = (word & ~kDelayMask) | static_cast<uintptr_t>(state);
+        if (page->xthread_free.compare_exchange_weak(word, next, std::memory_order_acq_rel,
+                                                     std::memory_order_acquire))
+            return next;
+    }
+}
+
+uint32_t page_collect_remote(Page* page) {
+    uintptr_t word = page->xthread_free.load(std::memory_order_relaxed);
+    if ((word & ~kDelayMask) == 0) return 0;
+    while (!page->xthread_free.compare_exchange_weak(word, word & kDelayMask, std::memory_order_acquire,
+                                                     std::memory_order_relaxed)) {
+    }
+    Block* head = block_of(word);
+    Block* tail = nullptr;
+    uint32_t n = 0;
+    BlockTest test(page);
+    for (Block* b = head; b != nullptr; b = reinterpret_cast<Block*>(b->link)) {
+        if (!test.holds(b))
+            die(kStageName, "free", b, "not the start of a block (never allocated; freed by another thread)");
+        if (++n > page->used) die(kStageName, "free", b, "more blocks freed by other threads than the page has in use (double free?)");
+        tail = b;
+    }
+    tail->link = addr(page->free);
+    page->free = head;
+    page->used -= n;
+    return n;
+}
+
+void heap_delayed_free(Heap* heap) {
+    Block* b = heap->delayed_free.exchange(nullptr, std::memory_order_acquire);
+    while (b != nullptr) {
+        auto* next = reinterpret_cast<Block*>(b->link);
+        Page* page = stage4::page_of(b);
+        page_set_delay(page, Delay::to_page, false);   // waits until its pusher is done
+        page_push_local(heap, page, b);
+        b = next;
+    }
+}
+
+}  // namespace edu::stage4

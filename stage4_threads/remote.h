@@ -1,0 +1,57 @@
+// stage4_threads/remote.h: frees that cross threads: the push on a page's xthread_free, the
+// Delay states, the owner heap's delayed-free list, and the owner collecting both.
+// Entry points: free_remote (any thread), page_set_delay, page_collect_remote,
+// heap_delayed_free (owner only). What a local free does is heap.h's; checking the pointer
+// before any of this is free.h's.
+#pragma once
+
+#include <cstdint>
+
+#include "stage4_threads/types.h"
+
+namespace edu::stage4 {
+
+inline Delay delay_of(uintptr_t word) { return static_cast<Delay>(word & kDelayMask); }
+inline Block* block_of(uintptr_t word) { return reinterpret_cast<Block*>(word & ~kDelayMask); }
+
+// [S4.9] A free from a thread that does not own the page (any thread, any time). The block is
+// marked free, then one CAS on page->xthread_free either pushes it there (Delay to_page or
+// never) or, when the owner asked for it (to_heap), moves the state to pushing without pushing
+// the block; the block then goes on the owner heap's delayed_free list with a second CAS, and a
+// third CAS moves the state back to to_page: later remote frees go to the page again.
+//
+//    remote thread                           page->xthread_free          heap->delayed_free
+//    1. b->mark = freed, b->link = old head   [b2 -> b1 | to_page]
+//    2. CAS head: old -> b                    [b -> b2 -> b1 | to_page]      (usual case, done)
+//    -- or, when the page is full --
+//    2'. CAS state: to_heap -> pushing        [0 | pushing]
+//    3'. b->link = old list; CAS list -> b                                   [b -> ...]
+//    4'. CAS state: pushing -> to_page        [0 | to_page]
+//
+// The block's bytes belong to the freeing thread until its CAS publishes them; after that it
+// touches nothing of the block's page again (except steps 3' and 4', during which the owner
+// cannot free the page or leave the heap: it waits while the state is `pushing`).
+void free_remote(Page* page, Block* block);
+
+// The owner changes a page's Delay state: waits while a remote thread is `pushing`, leaves
+// `never` alone unless `override_never`. Returns the xthread_free word it left behind.
+uintptr_t page_set_delay(Page* page, Delay state, bool override_never);
+
+// [S4.21] The owner takes the whole xthread_free list with one CAS (keeping the Delay bits),
+// checks every block is a carved block of the page (a remote free checks only the geometry
+// that cannot change while the page is in use, so a pointer into the uncarved part is caught
+// here), appends the list to `free` and lowers `used`. Returns the number of blocks taken.
+uint32_t page_collect_remote(Page* page);
+
+// True when other threads have pushed blocks on the page since the owner last collected.
+inline bool page_has_remote(const Page* page) {
+    return (page->xthread_free.load(std::memory_order_relaxed) & ~kDelayMask) != 0;
+}
+
+// [S4.22] The owner's side of delayed free: takes heap->delayed_free with one exchange and
+// frees each block locally (heap.h's free_local), which moves its page out of the full queue
+// (or gives a one-block page's segment back). Called at the start of every generic malloc
+// when the list is non-empty, and when the heap is abandoned.
+void heap_delayed_free(Heap* heap);
+
+}  // namespace edu::stage4

@@ -1,0 +1,296 @@
+// stage4_threads/segment.cc: pages out of a heap's segments and back, the heap's segment
+// lists, cache and purge, and arena slots claimed and given back. Owner thread only.
+#include "stage4_threads/segment.h"
+
+#include "stage4_threads/arena.h"
+#include "stage4_threads/os.h"
+#include "stage4_threads/page.h"
+
+namespace edu::stage4 {
+namespace {
+
+uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) & ~(to - 1); }
+uint64_t bit(unsigned i) { return uint64_t{1} << i; }
+
+// A segment sits on up to three lists of its heap, each threaded through its own pair of
+// links; one pair of functions serves them all through pointers to members.
+struct Links {
+    Segment* Segment::*next;
+    Segment* Segment::*prev;
+};
+constexpr Links kAll{&Segment::next, &Segment::prev};
+constexpr Links kOpen{&Segment::next_open, &Segment::prev_open};    // open lists, the cache
+constexpr Links kPurge{&Segment::next_purge, &Segment::prev_purge};
+
+void push(Segment*& head, Segment* s, Links l) {
+    s->*l.prev = nullptr;
+    s->*l.next = head;
+    if (head) head->*l.prev = s;
+    head = s;
+}
+
+void unlink(Segment*& head, Segment* s, Links l) {
+    Segment* before = s->*l.prev;
+    Segment* after = s->*l.next;
+    (before ? before->*l.next : head) = after;
+    if (after) after->*l.prev = before;
+    s->*l.next = s->*l.prev = nullptr;
+}
+
+bool has_pages(PageKind kind) { return kind == PageKind::small || kind == PageKind::medium; }
+Segment*& open_list(Heap* heap, PageKind kind) { return heap->open[kind == PageKind::small ? 0 : 1]; }
+
+void open_push(Heap* heap, Segment* s) {
+    push(open_list(heap, static_cast<PageKind>(s->kind)), s, kOpen);
+    s->on_open_list = 1;
+}
+
+void open_remove(Heap* heap, Segment* s) {
+    unlink(open_list(heap, static_cast<PageKind>(s->kind)), s, kOpen);
+    s->on_open_list = 0;
+}
+
+void purge_push(Heap* heap, Segment* s) {
+    push(heap->purge, s, kPurge);
+    s->on_purge_list = 1;
+}
+
+void purge_remove(Heap* heap, Segment* s) {
+    unlink(heap->purge, s, kPurge);
+    s->on_purge_list = 0;
+}
+
+// Decommits the dirty pages of `s`, one madvise per run of adjacent ones; for a cached large
+// segment, what its last block reached.
+void purge_segment(Heap* heap, Segment* s) {
+    purge_remove(heap, s);
+    if (!has_pages(static_cast<PageKind>(s->kind))) {
+        if (s->committed) os_decommit(reinterpret_cast<void*>(addr(s) + kMetaSize), s->committed);
+        s->committed = 0;
+        return;
+    }
+    Page* pages = s->pages();
+    for (uint64_t dirty = s->dirty_pages; dirty != 0;) {
+        unsigned first = static_cast<unsigned>(__builtin_ctzll(dirty)), last = first;
+        while (last + 1 < s->page_count && (dirty & bit(last + 1))) ++last;
+        uintptr_t lo = page_area(s, &pages[first]).lo, hi = page_area(s, &pages[last]).hi;
+        os_decommit(reinterpret_cast<void*>(lo), hi - lo);
+        s->committed -= hi - lo;
+        dirty &= ~((bit(last) << 1) - bit(first));   // bits first..last
+    }
+    s->dirty_pages = 0;
+}
+
+// The header for `kind`: page_of, the page records as free sentinels, the free set.
+void format_segment(Segment* s, PageKind kind) {
+    unsigned shift = kind == PageKind::small    ? kSmallPageShift
+                     : kind == PageKind::medium ? kMediumPageShift
+                                                : kSegmentShift;
+    s->kind = static_cast<uint8_t>(kind);
+    s->page_shift = shift;
+    s->page_count = kind == PageKind::small ? kSlots : kind == PageKind::medium ? 8u : 1u;
+    s->used_pages = 0;
+    s->free_pages = s->page_count == 64 ? ~uint64_t{0} : bit(s->page_count) - 1;
+    s->dirty_pages = 0;
+    Page* pages = s->pages();
+    for (unsigned i = 0; i < kSlots; ++i) s->page_of[i] = &pages[(i << kSlotShift) >> shift];
+    for (unsigned i = 0; i < s->page_count; ++i) page_reset(&pages[i], s, static_cast<uint8_t>(i), kind);
+}
+
+// Fresh arena slots for a segment of `kind`, formatted, attached to `heap`, then published.
+Segment* claim_segment(Heap* heap, PageKind kind, uint32_t blocks) {
+    Segment* s = arena_claim(blocks, &heap->arena_hint);
+    if (!s) return nullptr;
+    s->slot = arena_slot_of(s);
+    s->blocks = blocks;
+    s->size = std::size_t{blocks} << kSegmentShift;
+    s->committed = 0;
+    s->cached = s->on_open_list = s->on_purge_list = 0;
+    s->next_open = s->prev_open = s->next_purge = s->prev_purge = nullptr;
+    format_segment(s, kind);
+    os_commit_bytes(static_cast<int64_t>(kMetaSize));
+    segment_attach(heap, s);
+    arena_publish(s);
+    return s;
+}
+
+// An empty 4 MiB segment for `kind`: the heap's most recently cached one, or fresh slots.
+Segment* take_segment(Heap* heap, PageKind kind) {
+    Segment* s = heap->cache;
+    if (!s) return claim_segment(heap, kind, 1);
+    unlink(heap->cache, s, kOpen);
+    --heap->cache_count;
+    s->cached = 0;
+    // A large block reuses what the last one had committed; other kinds count from zero.
+    bool keeps = kind == PageKind::large && s->kind == static_cast<uint8_t>(PageKind::large);
+    if (s->on_purge_list) {
+        if (keeps) purge_remove(heap, s);
+        else purge_segment(heap, s);
+    }
+    format_segment(s, kind);
+    return s;
+}
+
+void drop(Heap* heap, Segment* s) {
+    segment_detach(heap, s);
+    segment_give_back(s);
+}
+
+void cache_or_drop(Heap* heap, Segment* s) {
+    if (s->blocks != 1) {   // huge: straight back to the arena
+        drop(heap, s);
+        return;
+    }
+    if (heap->cache_count == kCacheMax) {   // full: the oldest (the tail) makes room
+        Segment* oldest = heap->cache;
+        while (oldest->next_open) oldest = oldest->next_open;
+        drop(heap, oldest);
+    }
+    s->cached = 1;
+    s->cache_expire = heap->clock + kCacheDelay;
+    if (!has_pages(static_cast<PageKind>(s->kind)) && s->committed && !s->on_purge_list) {
+        purge_push(heap, s);
+        s->purge_expire = heap->clock + kPurgeDelay;
+    }
+    push(heap->cache, s, kOpen);
+    ++heap->cache_count;
+}
+
+}  // namespace
+
+Span page_area(const Segment* segment, const Page* page) {
+    uintptr_t base = addr(segment), meta_end = base + kMetaSize;
+    if (segment->page_count == 1) return {meta_end, base + segment->size};
+    uintptr_t lo = base + (uintptr_t{page->index} << segment->page_shift);
+    return {lo > meta_end ? lo : meta_end, lo + (uintptr_t{1} << segment->page_shift)};
+}
+
+void segment_attach(Heap* heap, Segment* s) {
+    heap->owned[s->slot] = 1;
+    push(heap->segments, s, kAll);
+    ++heap->segment_count;
+}
+
+void segment_detach(Heap* heap, Segment* s) {
+    if (s->on_purge_list) purge_remove(heap, s);
+    if (s->on_open_list) open_remove(heap, s);
+    if (s->cached) {
+        unlink(heap->cache, s, kOpen);
+        --heap->cache_count;
+        s->cached = 0;
+    }
+    unlink(heap->segments, s, kAll);
+    --heap->segment_count;
+    heap->owned[s->slot] = 0;
+}
+
+void segment_open_if_room(Heap* heap, Segment* s) {
+    if (has_pages(static_cast<PageKind>(s->kind)) && s->free_pages && !s->on_open_list) open_push(heap, s);
+}
+
+void segment_give_back(Segment* s) {
+    arena_unpublish(s);
+    os_commit_bytes(-static_cast<int64_t>(kMetaSize + s->committed));
+    arena_release(s->slot, s->blocks);
+}
+
+// [S3.15] as in stage 3, with the heap's own lists: the lowest free page of the first open
+// segment of the kind, dirty pages first (no fault, no system call).
+Page* page_alloc(Heap* heap, PageKind kind) {
+    Segment* s = open_list(heap, kind);
+    if (!s) {
+        s = take_segment(heap, kind);
+        if (!s) return nullptr;
+        open_push(heap, s);
+    }
+    uint64_t dirty = s->free_pages & s->dirty_pages;
+    unsigned i = static_cast<unsigned>(__builtin_ctzll(dirty ? dirty : s->free_pages));
+    s->free_pages &= ~bit(i);
+    ++s->used_pages;
+    if (s->free_pages == 0) open_remove(heap, s);
+    Page* page = &s->pages()[i];
+    if (dirty) {
+        s->dirty_pages &= ~bit(i);
+        if (!s->dirty_pages) purge_remove(heap, s);
+        return page;
+    }
+    Span area = page_area(s, page);
+    s->committed += area.hi - area.lo;
+    os_commit_bytes(static_cast<int64_t>(area.hi - area.lo));
+    return page;
+}
+
+Page* one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alignment) {
+    if (alignment < kOsPage) alignment = kOsPage;
+    std::size_t offset = round_up(kMetaSize, alignment);
+    if (block_bytes > arena_bytes()) return nullptr;
+    std::size_t bytes = round_up(block_bytes, kOsPage);
+    uint64_t blocks = (offset + bytes + kSegmentSize - 1) >> kSegmentShift;
+    Segment* s = blocks == 1 ? take_segment(heap, PageKind::large)
+                             : claim_segment(heap, PageKind::huge, static_cast<uint32_t>(blocks));
+    if (!s) return nullptr;
+    std::size_t need = offset + bytes - kMetaSize;   // what the block reaches, past the metadata
+    if (need > s->committed) {
+        os_commit_bytes(static_cast<int64_t>(need - s->committed));
+        s->committed = need;
+    }
+    s->free_pages = 0;
+    s->used_pages = 1;
+    Page* page = &s->pages()[0];
+    page_format_one_block(page, heap, addr(s) + offset, bytes);
+    return page;
+}
+
+bool one_block_resize(Page* page, std::size_t bytes) {
+    Segment* s = segment_of(page);
+    if (s->kind != static_cast<uint8_t>(PageKind::large)) return false;
+    bytes = round_up(bytes == 0 ? 1 : bytes, kOsPage);
+    if (bytes > kSegmentSize || page->start - addr(s) + bytes > kSegmentSize) return false;
+    std::size_t need = page->start + bytes - addr(s) - kMetaSize;
+    if (need > s->committed) {
+        os_commit_bytes(static_cast<int64_t>(need - s->committed));
+        s->committed = need;
+    }
+    page->block_size = bytes;
+    return true;
+}
+
+void page_release(Heap* heap, Page* page) {
+    Segment* s = segment_of(page);
+    auto kind = static_cast<PageKind>(s->kind);
+    if (has_pages(kind)) {
+        if (!s->dirty_pages) purge_push(heap, s);
+        s->dirty_pages |= bit(page->index);
+        s->purge_expire = heap->clock + kPurgeDelay;
+    }
+    page_reset(page, s, page->index, kind);
+    s->free_pages |= bit(page->index);
+    --s->used_pages;
+    if (s->used_pages == 0) {
+        if (s->on_open_list) open_remove(heap, s);
+        cache_or_drop(heap, s);
+    } else if (has_pages(kind) && !s->on_open_list) {
+        open_push(heap, s);
+    }
+}
+
+void segment_purge(Heap* heap, bool force) {
+    for (Segment* s = heap->purge; s;) {
+        Segment* next = s->next_purge;
+        if (force || s->purge_expire <= heap->clock) purge_segment(heap, s);
+        s = next;
+    }
+}
+
+void segment_cache_collect(Heap* heap, bool force) {
+    for (Segment* s = heap->cache; s;) {
+        Segment* next = s->next_open;
+        if (force || s->cache_expire <= heap->clock) drop(heap, s);
+        s = next;
+    }
+}
+
+bool purge_pending(const Heap* heap) { return heap->purge != nullptr; }
+
+}  // namespace edu::stage4

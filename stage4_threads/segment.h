@@ -1,0 +1,62 @@
+// stage4_threads/segment.h: a heap's segments: pages handed out of them and taken back, the
+// heap's open lists, segment cache and purge, and segments claimed from or given back to the
+// arena. Entry points: page_alloc, one_block_page_alloc, one_block_resize, page_release,
+// segment_purge, segment_cache_collect, segment_attach / segment_detach, segment_give_back.
+// All of it runs on the owner thread; abandoning and reclaiming are abandon.h's.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "stage4_threads/types.h"
+
+namespace edu::stage4 {
+
+// The page area of a page: [lo, hi), as in stage 3 (page 0 starts after the metadata).
+struct Span {
+    uintptr_t lo;
+    uintptr_t hi;
+};
+Span page_area(const Segment* segment, const Page* page);
+
+// [S4.19] Segments per heap. Stage 3 kept one open list per kind, one cache and one purge list
+// for the process; here each heap has its own, so no list is ever shared and no lock guards
+// one. A segment comes from the heap's cache, or from the arena (arena_claim: the only step
+// that touches shared state, one CAS on a bitmap word), and goes back to the arena when its
+// heap no longer wants it. page_alloc: a free page of the kind, counted in the footprint;
+// nullptr when the arena is exhausted.
+Page* page_alloc(Heap* heap, PageKind kind);
+
+// A page holding one block of `block_bytes` (rounded up to kOsPage) aligned to `alignment`
+// (<= kMaxAlignment): a large page when it fits one 4 MiB segment, else a huge segment of
+// several arena slots. Formatted and handed out (used 1); nullptr when the arena has no room.
+Page* one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alignment);
+
+// Grows or shrinks a large block in place within its segment ([S3.32]); owner only.
+bool one_block_resize(Page* page, std::size_t bytes);
+
+// A page goes back to its segment (dirty until the purge, as [S3.34]); a segment left with no
+// page in use goes to the heap's cache or back to the arena.
+void page_release(Heap* heap, Page* page);
+
+inline constexpr uint64_t kPurgeDelay = 1024;   // heap clock ticks
+inline constexpr unsigned kCacheMax = 2;         // empty segments a heap keeps
+inline constexpr uint64_t kCacheDelay = 1024;
+void segment_purge(Heap* heap, bool force);
+void segment_cache_collect(Heap* heap, bool force);
+bool purge_pending(const Heap* heap);
+
+// Adds a segment to `heap`: its owned[] byte, its list of segments, and its open list if it
+// has a free page. And the reverse, which leaves the segment on no list of any heap.
+void segment_attach(Heap* heap, Segment* segment);
+void segment_detach(Heap* heap, Segment* segment);
+// Puts an attached small or medium segment on its heap's open list if it has a free page.
+void segment_open_if_room(Heap* heap, Segment* segment);
+
+// [S4.20] Giving a segment back to the arena: unpublish its start marker, uncount and decommit
+// its memory (the next owner finds zeros), release its bitmap bits. In that order, so that a
+// claimer that sees the bits clear (acquire) sees a segment nobody uses.
+// The segment must be detached already.
+void segment_give_back(Segment* segment);
+
+}  // namespace edu::stage4

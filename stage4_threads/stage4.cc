@@ -1,0 +1,138 @@
+// stage4_threads/stage4.cc: the contract adapter: the Api tables of the two modes, the calls
+// built on the fast paths (calloc, realloc, aligned_alloc, usable_size), the option, and
+// `descriptor`, registered at static initialisation. Every call works on the caller's heap.
+#include "stage4_threads/stage4.h"
+
+#include <cstring>
+
+#include "contract/diagnostics.h"
+#include "stage3_segments/bins.h"
+#include "stage4_threads/alloc.h"
+#include "stage4_threads/check.h"
+#include "stage4_threads/free.h"
+#include "stage4_threads/registry.h"
+#include "stage4_threads/segment.h"
+
+namespace edu::stage4 {
+namespace {
+
+void* failed() {
+    set_enomem();
+    return nullptr;
+}
+
+template <class M>
+void* api_malloc(std::size_t size) {
+    return heap_alloc<M>(t_heap, size, size);
+}
+
+template <class M>
+void api_free(void* p) {
+    heap_free<M>(p);
+}
+
+template <class M>
+void* api_calloc(std::size_t count, std::size_t size) {
+    std::size_t bytes;
+    if (__builtin_mul_overflow(count, size, &bytes)) return failed();
+    void* p = heap_alloc<M>(t_heap, bytes, bytes);
+    if (p) std::memset(p, 0, bytes);   // recycled blocks hold old bytes
+    return p;
+}
+
+// [S4.37] realloc as in stage 3 (S3.32), with two differences: a large block grows or shrinks
+// in place only on its owner's thread (its segment's commitment is the owner's to change), and
+// a block that moves moves into the caller's heap, not its old owner's: the caller is the one
+// thread that may touch the new block, and only its own heap can serve it without a lock.
+template <class M>
+void* api_realloc(void* p, std::size_t size) {
+    if (!p) return heap_alloc<M>(t_heap, size, size);
+    Found found = find_block(p, "realloc");
+    std::size_t usable = found.page->block_size;
+    bool in_place = size <= usable && size >= usable / 2;
+    if (!in_place && found.local && size <= kMaxRequest && size > kMediumMax) in_place = one_block_resize(found.page, size);
+    if (in_place) {
+        if constexpr (M::stats) {
+            if (Heap* heap = heap_for_caller(t_heap)) count_resize(heap, usable, found.page->block_size, size);
+        }
+        return p;
+    }
+    void* q = heap_alloc<M>(t_heap, size, size);
+    if (!q) return nullptr;   // ENOMEM; p is untouched
+    std::memcpy(q, p, size < usable ? size : usable);
+    heap_free<M>(p);
+    if constexpr (M::stats) count_move(t_heap);   // one resize, not a malloc and a free
+    return q;
+}
+
+// Aligned requests without interior pointers, as stage 3 (S3.33): a class whose blocks are all
+// aligned, or a one-block page at an aligned offset.
+template <class M>
+void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
+    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kMaxAlignment) return failed();
+    if (alignment <= kAlignment) return heap_alloc<M>(t_heap, size, size);
+    if (size > kMaxRequest) return failed();
+    unsigned bin = stage3::aligned_bin(alignment, size);
+    if (bin < kBinCount) return heap_alloc<M>(t_heap, stage3::bin_size(bin), size);
+    return malloc_one_block(t_heap, size, alignment, size);
+}
+
+std::size_t api_usable_size(const void* p) { return p ? find_block(p, "usable_size").page->block_size : 0; }
+CheckResult api_check() { return check_heap(); }
+void api_walk(WalkFn visit, void* context) { walk_heap(visit, context); }
+Stats api_stats() { return stats_snapshot(); }
+
+template <class M>
+constexpr Api kApiOf = {&api_malloc<M>,  &api_free<M>, &api_calloc<M>, &api_realloc<M>, &api_aligned_alloc<M>,
+                        &api_usable_size, &api_check,   &api_walk,      &api_stats};
+
+// [S4.38] One table per mode, as stage 3 (S3.31), minus the lock: descriptor.single_thread and
+// descriptor.thread_safe are the same table, because the fast paths are already safe for any
+// number of threads. set_option rewrites it; the contract has options change between
+// workloads, never while another thread is inside the stage.
+constexpr Api kTables[2] = {kApiOf<Mode<false>>, kApiOf<Mode<true>>};
+Api g_api = kTables[1];
+
+constexpr OptionInfo kOptions[] = {
+    {"stats", "on|off", "count requests on the fast paths (default on; off is the benchmark mode)"},
+};
+
+bool set_option(const char* name, const char* value) {
+    if (std::strcmp(name, "stats") != 0) return false;
+    bool on = std::strcmp(value, "on") == 0;
+    if (!on && std::strcmp(value, "off") != 0) return false;
+    set_counting(on);
+    g_api = kTables[on ? 1 : 0];
+    return true;
+}
+
+const char* get_option(const char* name) {
+    if (std::strcmp(name, "stats") == 0) return counting() ? "on" : "off";
+    return nullptr;
+}
+
+}  // namespace
+
+const Stage descriptor = {
+    kStageName,
+    4,
+    "mimalloc-style heaps, one per thread: remote frees with one CAS, abandoned segments reclaimed",
+    ThreadSafety::concurrent,
+    true,
+    kMaxAlignment,
+    &g_api,
+    &g_api,
+    kOptions,
+    sizeof kOptions / sizeof kOptions[0],
+    &set_option,
+    &get_option,
+    &prepare_fork,
+    &after_fork_parent,
+    &after_fork_child,
+};
+
+namespace {
+const bool g_registered = (register_stage(descriptor), true);
+}  // namespace
+
+}  // namespace edu::stage4

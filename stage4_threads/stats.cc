@@ -1,0 +1,84 @@
+// stage4_threads/stats.cc: the stats mode, the sums over heap records, the sampled peak, and
+// the offsets that keep the sums exact across a change of mode.
+#include "stage4_threads/stats.h"
+
+#include "stage4_threads/check.h"
+#include "stage4_threads/os.h"
+#include "stage4_threads/registry.h"
+
+namespace edu::stage4 {
+namespace {
+
+std::atomic<bool> g_counting{true};
+std::atomic<uint64_t> g_peak_live{0};
+// Truth minus the counters' sums when counting was last turned on (0 if it never was off).
+std::atomic<int64_t> g_offset_blocks{0};
+std::atomic<int64_t> g_offset_bytes{0};
+
+struct Sums {
+    uint64_t mallocs = 0, frees = 0, bytes_requested = 0;
+    int64_t live_bytes = 0;
+};
+
+Sums sum_records() {
+    Sums s;
+    for (Heap* h = first_record(); h != nullptr; h = h->next_record) {
+        s.mallocs += h->counters.mallocs.load(std::memory_order_relaxed);
+        s.frees += h->counters.frees.load(std::memory_order_relaxed);
+        s.bytes_requested += h->counters.bytes_requested.load(std::memory_order_relaxed);
+        s.live_bytes += h->counters.live_bytes.load(std::memory_order_relaxed);
+    }
+    return s;
+}
+
+// Counters read one after another while other threads work may disagree for a moment (a
+// free counted, its malloc not yet read); a negative total is such a moment, shown as 0.
+uint64_t clamp(int64_t value) { return value < 0 ? 0 : static_cast<uint64_t>(value); }
+
+}  // namespace
+
+bool counting() { return g_counting.load(std::memory_order_relaxed); }
+
+void set_counting(bool on) {
+    if (on && !counting()) {
+        LiveTotals truth = count_live();
+        Sums s = sum_records();
+        g_offset_blocks.store(static_cast<int64_t>(truth.blocks) - static_cast<int64_t>(s.mallocs - s.frees),
+                              std::memory_order_relaxed);
+        g_offset_bytes.store(static_cast<int64_t>(truth.bytes) - s.live_bytes, std::memory_order_relaxed);
+    }
+    g_counting.store(on, std::memory_order_relaxed);
+}
+
+void sample_peak() {
+    Sums s = sum_records();
+    raise_peak(g_peak_live, clamp(s.live_bytes + g_offset_bytes.load(std::memory_order_relaxed)));
+}
+
+Stats stats_snapshot() {
+    Stats out;
+    Sums s = sum_records();
+    out.mallocs = s.mallocs;
+    out.frees = s.frees;
+    out.bytes_requested = s.bytes_requested;
+    if (counting()) {
+        out.live_blocks = clamp(static_cast<int64_t>(s.mallocs - s.frees) + g_offset_blocks.load(std::memory_order_relaxed));
+        out.live_bytes = clamp(s.live_bytes + g_offset_bytes.load(std::memory_order_relaxed));
+    } else {
+        LiveTotals truth = count_live();
+        out.live_blocks = truth.blocks;
+        out.live_bytes = truth.bytes;
+    }
+    raise_peak(g_peak_live, out.live_bytes);
+    out.peak_live_bytes = g_peak_live.load(std::memory_order_relaxed);
+    if (out.peak_live_bytes < out.live_bytes) out.peak_live_bytes = out.live_bytes;
+    const OsCounters& os = os_counters();
+    out.footprint = os.footprint.load(std::memory_order_relaxed);
+    out.peak_footprint = os.peak_footprint.load(std::memory_order_relaxed);
+    if (out.peak_footprint < out.footprint) out.peak_footprint = out.footprint;
+    for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k)
+        out.os_calls[k] = os.calls[k].load(std::memory_order_relaxed);
+    return out;
+}
+
+}  // namespace edu::stage4

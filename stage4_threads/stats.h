@@ -1,0 +1,66 @@
+// stage4_threads/stats.h: per-heap counters kept by their owner thread and summed on request.
+// Entry points: count_malloc / count_free / count_resize / count_move (inline, the owner's
+// heap), stats_snapshot, sample_peak, set_counting. Fast paths count only in stats mode.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "contract/allocator.h"
+#include "stage4_threads/types.h"
+
+namespace edu::stage4 {
+
+// [S4.16] A single-writer counter: the owner adds with a relaxed load and a relaxed store (two
+// plain moves on x86-64, no lock prefix), never with fetch_add, because no other thread writes
+// it; readers in stats() load it relaxed and may see it a moment late. Stage 3 kept one set of
+// plain globals; here every heap has its own set, and stats() adds them up (registry.h).
+inline void bump(std::atomic<uint64_t>& counter, uint64_t delta) {
+    counter.store(counter.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
+}
+inline void bump(std::atomic<int64_t>& counter, int64_t delta) {
+    counter.store(counter.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
+}
+
+inline void count_malloc(Heap* heap, uint64_t requested, uint64_t usable) {
+    bump(heap->counters.mallocs, 1);
+    bump(heap->counters.bytes_requested, requested);
+    bump(heap->counters.live_bytes, static_cast<int64_t>(usable));
+}
+
+inline void count_free(Heap* heap, uint64_t usable) {
+    bump(heap->counters.frees, 1);
+    bump(heap->counters.live_bytes, -static_cast<int64_t>(usable));
+}
+
+inline void count_resize(Heap* heap, uint64_t old_usable, uint64_t usable, uint64_t requested) {
+    bump(heap->counters.bytes_requested, requested);
+    bump(heap->counters.live_bytes, static_cast<int64_t>(usable) - static_cast<int64_t>(old_usable));
+}
+
+// A realloc that moved its block counted a malloc and a free: the contract counts one resize.
+inline void count_move(Heap* heap) {
+    bump(heap->counters.mallocs, ~uint64_t{0});
+    bump(heap->counters.frees, ~uint64_t{0});
+}
+
+// Stats mode, for code off the fast paths (which are compiled per mode, see stage4.cc).
+bool counting();
+
+// [S4.17] Turns counting on or off. Turning it on re-reads the live blocks and bytes from the
+// pages the caller can read (check.h) and keeps the difference to the counters' sums, so the
+// totals stay exact when the option changes between workloads, as the contract allows.
+void set_counting(bool on);
+
+// Stats as the contract defines them: counters summed over every heap record, footprint and OS
+// calls from os.h. With counting off, live blocks and bytes come from the readable pages.
+Stats stats_snapshot();
+
+// [S4.18] The peak of live bytes is sampled, not tracked: an exact peak of a sum over threads
+// needs one shared counter updated on every malloc, the global atomic this stage refuses. The
+// sum is taken, and the peak raised, whenever any heap takes a fresh page or a one-block page
+// and whenever Stats are read. With one thread the peak misses only what a burst of
+// allocations from already formatted pages adds between two samples.
+void sample_peak();
+
+}  // namespace edu::stage4
