@@ -2,8 +2,7 @@
 // The suite runs this binary once per (allocator, workload, threads), choosing the allocator
 // with LD_PRELOAD (a stage's drop-in library, mimalloc, jemalloc) or none (glibc), so every
 // allocator is measured exactly as a real program meets it. Prints one JSON line.
-#include <sys/resource.h>
-
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -257,11 +256,18 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "driver: unknown workload '%s'\n", workload.c_str());
         return 2;
     }
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
+    // Peak RSS of this program image: VmHWM. (getrusage's ru_maxrss survives execve, so a
+    // child of a large parent, such as the Python runner, would report the parent's peak.)
+    long peak_kib = 0;
+    if (FILE* status = std::fopen("/proc/self/status", "r")) {
+        char line[256];
+        while (std::fgets(line, sizeof line, status))
+            if (std::sscanf(line, "VmHWM: %ld kB", &peak_kib) == 1) break;
+        std::fclose(status);
+    }
     std::printf("{\"workload\": \"%s\", \"threads\": %u, \"ops\": %llu, \"seconds\": %.6f, \"ops_per_second\": %.1f, "
                 "\"peak_rss_kib\": %ld}\n",
                 workload.c_str(), threads, static_cast<unsigned long long>(ops), seconds,
-                seconds > 0 ? double(ops) / seconds : 0.0, usage.ru_maxrss);
+                seconds > 0 ? double(ops) / seconds : 0.0, peak_kib);
     return 0;
 }

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""bench/suite/run.py: every benchmark workload against every allocator, in one run.
+
+Builds the driver (bench/suite/driver.cc) and every stage's drop-in library with --config=opt,
+then runs the driver once per (allocator, workload, threads, repetition), choosing the
+allocator with LD_PRELOAD: the stages' libraries, Debian's mimalloc and jemalloc, and glibc
+(no preload). Reports medians, the ratio to mimalloc, peak RSS, and the marginal instructions
+per operation counted by valgrind's callgrind (the difference between two run lengths, so
+process start-up and allocator initialisation cancel out). Writes docs/benchmarks.md and
+docs/bench/*.svg unless --quick.
+
+    bench/suite/run.py                 # the full suite (about 10 minutes on 2 cores)
+    bench/suite/run.py --reps 3        # fewer repetitions
+    bench/suite/run.py --quick         # smoke run: 1 repetition, small sizes, prints only
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LIBDIR = "/usr/lib/x86_64-linux-gnu"
+PEERS = [("glibc", None), ("mimalloc", LIBDIR + "/libmimalloc.so.2"), ("jemalloc", LIBDIR + "/libjemalloc.so.2")]
+
+# workload -> (size of a full run, size of a quick run, thread counts)
+WORKLOADS = {
+    "ring": (5_000_000, 200_000, [1]),
+    "small": (5_000_000, 200_000, [1]),
+    "realloc": (200_000, 20_000, [1]),
+    "fragment": (20_000, 2_000, [1]),
+    "larson": (4_000_000, 200_000, [1, 2, 4, 8]),
+    "xmalloc": (2_000_000, 100_000, [1, 2, 4, 8]),
+    "false-sharing": (200_000, 20_000, [1, 2, 4, 8]),
+}
+DESCRIPTIONS = {
+    "ring": "HAKMEM's random mixed ring: 8192 slots, 16..1039 bytes, free if occupied else allocate",
+    "small": "the same ring with 16..128 bytes",
+    "realloc": "256 buffers grown by realloc in random order, 16..271 bytes a step, up to 64 KiB",
+    "fragment": "interleaved small and large blocks, small ones freed, medium requests, four rounds",
+    "larson": "threads replace random blocks (16..512 B) in their arrays; arrays move to the next "
+              "thread every round, so most frees are remote",
+    "xmalloc": "producer threads allocate batches (16..256 B), consumer threads free them",
+    "false-sharing": "each thread frees an object the main thread allocated next to the others', "
+                     "then allocates 8 bytes and writes them 1000 times, over and over",
+}
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def build():
+    """Builds the driver and every stage's drop-in library; returns their paths."""
+    query = sh(["bazel", "query", "--noshow_progress", 'attr(name, "libedu_stage[0-9]+\\.so", //...)'], cwd=ROOT)
+    libs = sorted(line.strip() for line in query.splitlines() if line.strip())
+    subprocess.run(["bazel", "build", "--config=opt", "--noshow_progress", "//bench/suite:driver"] + libs,
+                   cwd=ROOT, check=True, stderr=subprocess.DEVNULL)
+    bin_dir = sh(["bazel", "info", "--config=opt", "bazel-bin"], cwd=ROOT).strip()
+    driver = os.path.join(bin_dir, "bench/suite/driver")
+    stages = []
+    for label in libs:
+        package, name = label[2:].split(":")
+        number = re.search(r"libedu_stage(\d+)", name).group(1)
+        stages.append(("stage" + number, os.path.join(bin_dir, package, name)))
+    return driver, stages
+
+
+def environment(preload, extra=None):
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    if preload:
+        env["LD_PRELOAD"] = preload
+    # Stage 1 grows its own break: under valgrind the real one is capped at 8 MiB.
+    env["EDU_OPTIONS"] = "stage1_brk.break=reserved"
+    env.update(extra or {})
+    return env
+
+
+def run_once(driver, preload, workload, threads, size):
+    out = sh([driver, workload, str(threads), str(size)], env=environment(preload))
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def instructions(driver, preload, workload, size):
+    """Total instructions callgrind counts for one run of the driver."""
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           driver, workload, "1", str(size)],
+                          env=environment(preload), text=True, capture_output=True, check=True)
+    match = re.search(r"Collected\s*:\s*(\d+)", proc.stderr)
+    if not match:
+        raise RuntimeError("callgrind printed no total:\n" + proc.stderr[-2000:])
+    return int(match.group(1))
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem_kib = int(line.split()[1])
+    return "%s, %d cores, %.0f GiB, %s" % (model, os.cpu_count(), mem_kib / 2**20, platform.platform())
+
+
+def fmt_rate(x):
+    return "%.2f M" % (x / 1e6) if x >= 1e5 else "%.0f k" % (x / 1e3)
+
+
+def plot(results, allocators, workload, threads, path):
+    """Throughput against threads, one line per allocator, as SVG through gnuplot."""
+    lines = ["set terminal svg size 800,480 dynamic", "set output '%s'" % path,
+             "set title '%s: million operations per second (median)' noenhanced" % workload,
+             "set xlabel 'threads'", "set ylabel 'M ops/s'", "set logscale x 2", "set key outside right noenhanced",
+             "set grid", "set xtics (%s)" % ", ".join(str(t) for t in threads)]
+    series = []
+    for i, name in enumerate(allocators):
+        lines.append("$d%d << EOD" % i)
+        for t in threads:
+            lines.append("%d %f" % (t, results[(name, workload, t)]["ops"] / 1e6))
+        lines.append("EOD")
+        series.append("$d%d using 1:2 with linespoints lw 2 title '%s'" % (i, name))
+    lines.append("plot " + ", ".join(series))
+    subprocess.run(["gnuplot"], input="\n".join(lines) + "\n", text=True, check=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median reported)")
+    parser.add_argument("--quick", action="store_true", help="1 repetition, small sizes, print only")
+    parser.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    args = parser.parse_args()
+    reps = 1 if args.quick else args.reps
+
+    driver, stages = build()
+    allocators = stages + PEERS
+    missing = [name for name, lib in allocators if lib and not os.path.exists(lib)]
+    if missing:
+        sys.exit("run.py: missing libraries for %s (tools/setup installs the peers)" % ", ".join(missing))
+
+    results = {}
+    for workload, (full, quick, thread_counts) in WORKLOADS.items():
+        size = quick if args.quick else full
+        for threads in thread_counts:
+            for name, lib in allocators:
+                runs = [run_once(driver, lib, workload, threads, size) for _ in range(reps)]
+                results[(name, workload, threads)] = {
+                    "ops": statistics.median(r["ops_per_second"] for r in runs),
+                    "rss": statistics.median(r["peak_rss_kib"] for r in runs),
+                }
+                print("%-14s %-9s %d thread(s): %s ops/s, peak RSS %d KiB" % (
+                    workload, name, threads, fmt_rate(results[(name, workload, threads)]["ops"]),
+                    results[(name, workload, threads)]["rss"]), flush=True)
+
+    counts = {}
+    if not args.no_callgrind and shutil.which("valgrind"):
+        small, large = (20_000, 120_000) if args.quick else (100_000, 600_000)
+        for name, lib in allocators:
+            for workload in ("ring", "small"):
+                a = instructions(driver, lib, workload, small)
+                b = instructions(driver, lib, workload, large)
+                counts[(name, workload)] = (b - a) / (large - small)
+                print("callgrind %-9s %-6s %.1f instructions per step" % (name, workload, counts[(name, workload)]),
+                      flush=True)
+    if args.quick:
+        return
+
+    names = [name for name, _ in allocators]
+    out = []
+    out.append("# Benchmarks\n")
+    out.append("Measured by `bench/suite/run.py --reps %d` on %s, %s. Every allocator runs the same "
+               "driver (`bench/suite/driver.cc`), chosen with `LD_PRELOAD`: the stages' drop-in "
+               "libraries (their thread-safe entries, so stages 1-3 run behind their locks), Debian's "
+               "mimalloc 2.0 and jemalloc 5.3, and glibc's malloc (no preload). Figures are medians of "
+               "%d runs; wall-clock throughput on a shared 2-core machine is noisy, so compare ratios "
+               "within one table, and prefer the instruction counts for fast paths. 4 and 8 threads "
+               "oversubscribe the 2 cores.\n" % (
+                   reps, datetime.date.today().isoformat(), machine(), reps))
+    for workload, (full, _, thread_counts) in WORKLOADS.items():
+        out.append("## %s\n\n%s. Size %s.\n" % (workload, DESCRIPTIONS[workload], format(full, ",")))
+        header = "| allocator | " + " | ".join("%d thr: ops/s (x mimalloc)" % t for t in thread_counts) + \
+                 " | peak RSS (%d thr) |" % thread_counts[-1]
+        out.append(header)
+        out.append("|" + "---|" * (len(thread_counts) + 2))
+        for name in names:
+            cells = []
+            for t in thread_counts:
+                r, m = results[(name, workload, t)], results[("mimalloc", workload, t)]
+                cells.append("%s (%.2fx)" % (fmt_rate(r["ops"]), r["ops"] / m["ops"]))
+            rss = results[(name, workload, thread_counts[-1])]["rss"]
+            out.append("| %s | %s | %.1f MiB |" % (name, " | ".join(cells), rss / 1024))
+        if len(thread_counts) > 1:
+            os.makedirs(os.path.join(ROOT, "docs", "bench"), exist_ok=True)
+            svg = os.path.join("bench", workload + ".svg")
+            plot(results, names, workload, thread_counts, os.path.join(ROOT, "docs", svg))
+            out.append("\n![%s throughput by threads](%s)" % (workload, svg))
+        out.append("")
+    if counts:
+        out.append("## Instructions per step (callgrind)\n")
+        out.append("Marginal instructions per ring step (one malloc or one free, plus the driver's own "
+                   "few instructions), from the difference between a 100,000-step and a 600,000-step "
+                   "run under `valgrind --tool=callgrind`: repeatable on a noisy machine.\n")
+        out.append("| allocator | ring (16..1039 B) | small (16..128 B) |")
+        out.append("|---|---|---|")
+        for name in names:
+            out.append("| %s | %.1f | %.1f |" % (name, counts[(name, "ring")], counts[(name, "small")]))
+        out.append("")
+    with open(args.out, "w") as f:
+        f.write("\n".join(out))
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
