@@ -24,7 +24,7 @@ struct Sample {
 struct Metrics {
     std::string stage;
     uint64_t ops = 0;
-    double seconds = 0;                     // timed pass
+    double seconds = 0;                     // timed pass (median of the repetitions)
     double ops_per_second = 0;
     uint64_t peak_live_requested = 0;       // bytes, driver-side
     uint64_t peak_footprint = 0;            // bytes above the footprint at the start
@@ -39,7 +39,8 @@ struct Metrics {
 };
 
 struct ReplayOptions {
-    bool timed = true;                       // run the timed pass
+    bool timed = true;                       // run the timed pass...
+    unsigned repetitions = 3;                // ...this many times; the median is reported
     uint64_t check_every = 4096;             // stage checker period in the validating pass
     std::size_t timeline_points = 400;
     // Called after the operations listed in `pause_at` (1-based counts of operations done).
