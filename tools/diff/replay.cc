@@ -28,7 +28,7 @@ public:
 
     void run() {
         Stats start = api_.stats();
-        start_footprint_ = start.footprint;
+        m_.peak_footprint = start.footprint;  // what the stage already holds counts too
         base_live_ = api_.check().live_blocks;  // blocks the stage already held (e.g. as a raw domain)
         const uint64_t peak_at = peak_op(w_);
         const uint64_t total = w_.ops.size();
@@ -47,7 +47,7 @@ public:
                 m_.failure = "operation " + std::to_string(i + 1) + ": " + m_.failure;
                 break;
             }
-            uint64_t footprint = api_.stats().footprint - start_footprint_;
+            uint64_t footprint = api_.stats().footprint;
             if (footprint > m_.peak_footprint) m_.peak_footprint = footprint;
             if (live_requested_ > m_.peak_live_requested) m_.peak_live_requested = live_requested_;
             if (i + 1 == peak_at) at_peak();
@@ -63,7 +63,7 @@ public:
         for (Live& b : blocks_)
             if (b.ptr && m_.valid) verify_and_free(b);
         Stats end = api_.stats();
-        m_.final_footprint = end.footprint - start_footprint_;
+        m_.final_footprint = end.footprint;
         for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k)
             m_.os_calls[k] = end.os_calls[k] - start.os_calls[k];
         if (m_.valid) check(total);
@@ -164,7 +164,7 @@ private:
     Metrics& m_;
     std::vector<Live> blocks_;
     std::map<uintptr_t, uintptr_t> extents_;  // live blocks: start -> end
-    uint64_t live_requested_ = 0, live_usable_ = 0, start_footprint_ = 0, base_live_ = 0;
+    uint64_t live_requested_ = 0, live_usable_ = 0, base_live_ = 0;
 };
 
 // The timed pass: the same operations, touching the first byte of every new block (as a

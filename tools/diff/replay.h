@@ -18,7 +18,7 @@ namespace edu::diff {
 struct Sample {
     uint64_t op;                 // operations done so far
     uint64_t live_requested;     // bytes the program holds
-    uint64_t footprint;          // bytes the stage holds from the OS (since the replay began)
+    uint64_t footprint;          // bytes the stage holds from the OS
 };
 
 struct Metrics {
@@ -27,8 +27,10 @@ struct Metrics {
     double seconds = 0;                     // timed pass (median of the repetitions)
     double ops_per_second = 0;
     uint64_t peak_live_requested = 0;       // bytes, driver-side
-    uint64_t peak_footprint = 0;            // bytes above the footprint at the start
-    uint64_t final_footprint = 0;           // after every block is freed, above the start
+    uint64_t peak_footprint = 0;            // bytes held from the OS, at most, during the replay
+    uint64_t final_footprint = 0;           // bytes still held after every block is freed
+    // Footprints are the stage's whole holdings: a stage that kept memory from an earlier
+    // workload starts this one with it, as a long-running program would.
     double utilisation = 0;                 // peak_live_requested / peak_footprint
     uint64_t fragmentation_at_peak = 0;     // usable - requested over live blocks, at the peak
     uint64_t os_calls[static_cast<unsigned>(OsCall::count)] = {};  // during the validating pass
