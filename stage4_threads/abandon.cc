@@ -52,7 +52,7 @@ void adopt(Heap* heap, Segment* s) {
         queue_push_back(heap, stage3::bin_of(page->block_size), page);
         if (!page_has_room(page)) page_to_full(heap, page);
     }
-    segment_open_if_room(heap, s);
+    segment_settle(heap, s);
     while (empty != 0) {
         unsigned i = static_cast<unsigned>(__builtin_ctzll(empty));
         empty &= empty - 1;
@@ -66,20 +66,16 @@ void heap_abandon(Heap* heap) {
     each_queued_page(heap, [](Page* page) { page_set_delay(page, Delay::never, true); });   // 1
     heap_delayed_free(heap);                                                                // 2
     each_queued_page(heap, [heap](Page* page) {
-        page_collect_remote(page);
+        uint32_t collected = page_collect_remote(page);
         if (page->used == 0) page_free(heap, page);
+        else if (collected && page->queue == kFullQueue) page_event(heap, page);   // room again
     });
-    heap_collect(heap, true);                                                               // 3
-    while (Segment* s = heap->segments) {                                                   // 4
+    while (Segment* s = heap->segments) {                                                   // 3
         segment_detach(heap, s);
-        if (s->used_pages == 0) {
-            segment_give_back(s);
-            continue;
-        }
         for (uint32_t i = 0; i < s->page_count; ++i) s->pages()[i].heap.store(nullptr, std::memory_order_relaxed);
         abandoned_publish(s->slot);   // release: all of the above happens before its reclaim
     }
-    for (PageQueue& q : heap->queues) q = PageQueue{nullptr, nullptr};                     // 5
+    for (PageQueue& q : heap->queues) q = PageQueue{nullptr, nullptr};                     // 4
     for (Page*& slot : heap->direct) slot = &g_empty_page;
     heap->page_count = 0;
     heap->retired_min = kBinCount;

@@ -9,15 +9,16 @@
 
 namespace edu::stage4 {
 
-// [S4.26] Abandoning a heap, at thread exit (registry.h), in five steps:
+// [S4.26] Abandoning a heap, at thread exit (registry.h), in four steps and no system call:
 //   1. every page in use stops taking delayed frees: Delay never (waiting out any pusher);
 //   2. the delayed frees that arrived before are freed locally; then every page's remote frees
-//      are collected, and pages left empty are freed;
-//   3. retired pages, dirty pages and cached segments go back (heap_collect(force));
-//   4. each segment is detached from the heap: given back to the arena if no page is in use,
-//      else its pages forget their heap (page->heap = nullptr) and its abandoned bit is set,
-//      with release, after the last write;
-//   5. the heap record is reset for the next thread (its counters stay: they are history).
+//      are collected, and pages left empty (retired ones too) go back to their segments;
+//   3. every segment is detached from the heap (owned[] byte, lists) and abandoned: its pages
+//      forget their heap (page->heap = nullptr) and its abandoned bit is set, with release,
+//      after the last write. Empty segments (the heap's cache, or emptied in step 2) are
+//      abandoned too, with their dirty pages: the next thread to reclaim them gets memory that
+//      needs no system call, which matters when threads come and go (larson);
+//   4. the heap record is reset for the next thread (its counters stay: they are history).
 // Live blocks in abandoned segments stay where they are and valid; a free of one from any
 // thread finds no owner, sees Delay never, and pushes on the page's xthread_free.
 void heap_abandon(Heap* heap);
@@ -25,8 +26,9 @@ void heap_abandon(Heap* heap);
 // [S4.27] Reclaiming: takes up to `max` abandoned segments (abandoned_take: one fetch_and each,
 // so two reclaimers never get the same one) and adopts them into `heap`: owned[] byte, lists,
 // and for each page in use: its heap, its Delay state (to_page, or to_heap when full or a
-// single block), its remote frees collected, and its queue. Pages found empty are freed; a
-// segment found empty goes back to the arena at once. Returns true if any segment was taken.
+// single block), its remote frees collected, and its queue. Pages found empty are freed, dirty
+// pages join the heap's purge list, and a segment with no page in use goes to the heap's cache
+// (or back to the arena). Returns true if any segment was taken.
 bool heap_reclaim(Heap* heap, unsigned max);
 
 // For the checker and walker: takes an abandoned segment for a moment without adopting it

@@ -7,14 +7,22 @@
 #include "stage4_threads/os.h"
 
 namespace edu::stage4 {
-namespace {
 
+namespace arena_internal {
 std::atomic<uintptr_t> g_base{0};
 std::atomic<uint64_t> g_bytes{0};                 // 0 until reserved
+std::atomic<uint32_t> g_starts[kArenaSlots];      // [S4.12]
+}  // namespace arena_internal
+
+namespace {
+
+using arena_internal::g_base;
+using arena_internal::g_bytes;
+using arena_internal::g_starts;
+
 std::atomic<uint64_t> g_claimed[kArenaWords];     // bit s: slot s belongs to a segment
 std::atomic<uint64_t> g_abandoned[kArenaWords];   // bit s: the segment at s has no owner
 std::atomic<uint64_t> g_abandoned_count{0};
-std::atomic<uint32_t> g_starts[kArenaSlots];      // [S4.12]
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
@@ -133,9 +141,6 @@ bool arena_ready() {
     return g_bytes.load(std::memory_order_acquire) != 0;
 }
 
-uintptr_t arena_base() { return g_base.load(std::memory_order_relaxed); }
-uint64_t arena_bytes() { return g_bytes.load(std::memory_order_relaxed); }
-uint32_t arena_slots() { return static_cast<uint32_t>(arena_bytes() >> kSegmentShift); }
 
 Segment* arena_claim(uint32_t blocks, uint32_t* hint) {
     if (!arena_ready()) return nullptr;
@@ -167,9 +172,6 @@ void arena_unpublish(const Segment* segment) {
     g_starts[segment->slot].store(0, std::memory_order_relaxed);   // the bits' release follows
 }
 
-uint32_t arena_blocks_at(uint32_t slot) {
-    return slot < kArenaSlots ? g_starts[slot].load(std::memory_order_acquire) : 0;
-}
 
 void abandoned_publish(uint32_t slot) {
     g_abandoned_count.fetch_add(1, std::memory_order_relaxed);   // before the bit: never below 0

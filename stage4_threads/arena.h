@@ -30,9 +30,18 @@ bool bitmap_all_set(const std::atomic<uint64_t>* words, uint32_t first, uint32_t
 // Reserves the arena on first use (once per process, from whichever thread gets there first,
 // before main included); true when it exists. Every other function here needs it to be true.
 bool arena_ready();
-uintptr_t arena_base();
-uint32_t arena_slots();        // slots in the reservation (<= kArenaSlots)
-uint64_t arena_bytes();
+
+// The arena's address and size, and the start markers ([S4.12]): read on every remote free,
+// so inline. Written once by the reserving thread before arena_ready() first returns true.
+namespace arena_internal {
+extern std::atomic<uintptr_t> g_base;
+extern std::atomic<uint64_t> g_bytes;
+extern std::atomic<uint32_t> g_starts[kArenaSlots];
+}  // namespace arena_internal
+
+inline uintptr_t arena_base() { return arena_internal::g_base.load(std::memory_order_relaxed); }
+inline uint64_t arena_bytes() { return arena_internal::g_bytes.load(std::memory_order_relaxed); }
+inline uint32_t arena_slots() { return static_cast<uint32_t>(arena_bytes() >> kSegmentShift); }
 
 // Arena slot of `p`, or kArenaSlots when p lies outside the arena.
 inline uint32_t arena_slot_of(const void* p) {
@@ -58,7 +67,9 @@ void arena_release(uint32_t slot, uint32_t blocks);
 // segment is no segment start).
 void arena_publish(const Segment* segment);
 void arena_unpublish(const Segment* segment);
-uint32_t arena_blocks_at(uint32_t slot);
+inline uint32_t arena_blocks_at(uint32_t slot) {
+    return slot < kArenaSlots ? arena_internal::g_starts[slot].load(std::memory_order_acquire) : 0;
+}
 
 // [S4.13] The abandoned bitmap: bit `slot` set while the segment starting there has no owner.
 // abandoned_publish sets it (release) after the last write of the thread that leaves it;

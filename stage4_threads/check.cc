@@ -8,7 +8,6 @@
 
 #include "contract/diagnostics.h"
 #include "stage3_segments/bins.h"
-#include "stage3_segments/page.h"
 #include "stage4_threads/abandon.h"
 #include "stage4_threads/arena.h"
 #include "stage4_threads/os.h"
@@ -91,10 +90,9 @@ const Block* remote_list(const Page* page) {
 // Blocks of `page` on the heap's delayed list, each marked in `seen` if given.
 int64_t delayed_in_page(const Heap* heap, const Page* page, Seen* seen) {
     int64_t n = 0;
-    BlockTest test(page);
     for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b != nullptr;
          b = reinterpret_cast<const Block*>(b->link)) {
-        if (stage4::page_of(b) != page || !test.holds(b)) continue;
+        if (stage4::page_of(b) != page || !page_holds(page, addr(b), page->carved)) continue;
         if (seen) seen->mark(index_of(page, b));
         ++n;
     }
@@ -124,9 +122,8 @@ struct Checker {
 // Marks one list's blocks; its length, or -1 after a failure.
 int64_t mark_list(Checker& k, const Page* page, const Block* head, const char* name) {
     int64_t n = 0;
-    BlockTest test(page);
     for (const Block* b = head; b != nullptr; b = reinterpret_cast<const Block*>(b->link)) {
-        if (!test.holds(b)) return k.fail(name, addr(b)), -1;
+        if (!page_holds(page, addr(b), page->carved)) return k.fail(name, addr(b)), -1;
         if (k.seen.mark(index_of(page, b)))
             return k.fail("block twice on the free lists (a cycle or a double free)", addr(b)), -1;
         if (b->mark != kFreedMark) return k.fail("free block lacks the freed mark", addr(b)), -1;
@@ -138,7 +135,7 @@ int64_t mark_list(Checker& k, const Page* page, const Block* head, const char* n
 bool check_one_block(Checker& k, const Page* page, Span area, Access access, int64_t remote,
                      int64_t delayed) {
     uintptr_t at = addr(page);
-    if (page->capacity != 1 || page->carved != 1 || page->magic != 1 || page->limit != 0 ||
+    if (page->bin != kOneBlockBin || page->capacity != 1 || page->carved != 1 || page->magic != 1 || page->limit != 0 ||
         page->start32 != static_cast<uint32_t>(page->start))
         return k.fail("one-block page with list constants", at);
     if (page->start + page->block_size > area.hi) return k.fail("one block runs past its segment", at);
@@ -182,10 +179,11 @@ bool check_page(Checker& k, Segment* s, Page* page, Access access) {
     if (page->start != ((area.lo + lowbit - 1) & ~(lowbit - 1))) return k.fail("page start not on its block grid", at);
     if (page->capacity != (area.hi - page->start) / page->block_size || page->capacity > kMaxBlocks)
         return k.fail("page capacity differs from its area", at);
+    if (page->bin != bin) return k.fail("page's bin differs from its block size", at, page->bin, bin);
     bool full = page->queue == kFullQueue;
     uint32_t start32 = full ? static_cast<uint32_t>(addr(s) - 1) : static_cast<uint32_t>(page->start);
-    uint64_t magic = full ? 1 : stage3::magic_for(page->block_size);
-    uint64_t limit = full ? 0 : (uint64_t{page->carved} - 1) * (magic * page->block_size);
+    uint64_t magic = full ? 1 : kBinTests.bins[bin].magic;
+    uint64_t limit = full ? 0 : (uint64_t{page->carved} - 1) * kBinTests.bins[bin].step;
     if (page->start32 != start32 || page->magic != magic || page->limit != limit)
         return k.fail(full ? "full page without the sentinel constants"
                            : "page validity constants differ from its block size and carved", at);
@@ -255,7 +253,7 @@ bool check_segment(Checker& k, Segment* s, uint32_t slot, uint32_t blocks, Acces
     if (!open_kind && in_use && s->committed < pages[0].start + pages[0].block_size - at - kMetaSize)
         return k.fail("one block reaches past the segment's committed bytes", at);
     if (s->cached && in_use) return k.fail("cached segment has pages in use", at);
-    if (access == Access::borrowed && (s->cached || s->on_open_list || s->on_purge_list || s->dirty_pages))
+    if (access == Access::borrowed && (s->cached || s->on_open_list || s->on_purge_list))
         return k.fail("abandoned segment still on its last heap's lists", at);
     if (access == Access::own) {
         bool should_be_open = open_kind && !s->cached && in_use && s->free_pages;
@@ -323,7 +321,7 @@ bool check_own_heap(Checker& k) {
     }
     for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b; b = reinterpret_cast<const Block*>(b->link)) {
         uint32_t slot = arena_slot_of(b);
-        if (slot == kArenaSlots || !heap->owned[slot] || !stage4::page_of(b)->in_use || !BlockTest(stage4::page_of(b)).holds(b) ||
+        if (slot == kArenaSlots || !heap->owned[slot] || !stage4::page_of(b)->in_use || !page_holds(stage4::page_of(b), addr(b), stage4::page_of(b)->carved) ||
             b->mark != kFreedMark)
             return k.fail("delayed free list holds a block that is no freed block of the heap", addr(b));
     }
@@ -407,10 +405,9 @@ void walk_heap(WalkFn visit, void* context) {
                 return false;
             if (!page->in_use) continue;
             Seen seen;
-            BlockTest test(page);
             for (const Block* list : std::initializer_list<const Block*>{page->free, page->local_free, remote_list(page)}) {
                 uint32_t steps = 0;
-                for (const Block* b = list; b && test.holds(b) && steps++ < page->capacity;
+                for (const Block* b = list; b && page_holds(page, addr(b), page->carved) && steps++ < page->capacity;
                      b = reinterpret_cast<const Block*>(b->link))
                     seen.mark(index_of(page, b));
             }

@@ -62,7 +62,22 @@ void page_retire(Heap* heap, Page* page) {
 void heap_tick(Heap* heap) {
     if (purge_pending(heap)) segment_purge(heap, false);
     if (heap->cache_count != 0) segment_cache_collect(heap, false);
-    if (abandoned_count() != 0) heap_reclaim(heap, 1);
+}
+
+// [S4.42] Reclaiming on demand: before the heap would take memory from the arena for a page of
+// `bin`, it adopts abandoned segments, one at a time, up to kReclaimBatch, and stops as soon as
+// it has what it lacked: a page of the bin, an open segment of the kind, or an empty segment in
+// its cache. Reclaiming more would only move empty segments from the abandoned pool into a
+// cache that overflows (back to the arena, a system call) while another thread, finding the
+// pool empty, claims fresh ones (another system call, and page faults).
+bool reclaim_for(Heap* heap, unsigned bin) {
+    bool any = false;
+    for (unsigned i = 0; i < kReclaimBatch && abandoned_count() != 0; ++i) {
+        if (heap->queues[bin].first || heap->cache_count || heap->open[bin_kind(bin) == PageKind::small ? 0 : 1]) break;
+        if (!heap_reclaim(heap, 1)) break;
+        any = true;
+    }
+    return any;
 }
 
 // A page of `bin` with a free block, or nullptr when no memory can be had.
@@ -80,8 +95,7 @@ Page* find_page(Heap* heap, unsigned bin) {
             if (!page_to_full(heap, page)) return page;   // remote frees arrived meanwhile
             page = next;
         }
-        // Before a fresh page: segments other threads left behind may hold pages of this bin.
-        if (round != 0 || abandoned_count() == 0 || !heap_reclaim(heap, kReclaimBatch)) break;
+        if (round != 0 || !reclaim_for(heap, bin)) break;
     }
     if (heap->retired_min <= heap->retired_max) collect_retired(heap, false);
     Page* page = page_alloc(heap, bin_kind(bin));
@@ -176,7 +190,7 @@ void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std:
     if (size > kMaxRequest) return failed();
     heap = heap_for_caller(heap);
     if (!heap) return failed();
-    if (heap->cache_count == 0 && abandoned_count() != 0) heap_reclaim(heap, kReclaimBatch);
+    if (heap->cache_count == 0 && abandoned_count() != 0) heap_reclaim(heap, 1);
     Page* page = one_block_page_alloc(heap, size == 0 ? 1 : size, alignment);
     if (!page) return failed();
     ++heap->page_count;

@@ -13,9 +13,9 @@ namespace edu::stage4 {
 
 // [S4.23] The generic path, out of line as in stage 3, for the calling thread's heap. First it
 // turns the empty heap into a real one (registry.h), then takes the delayed frees other threads
-// left (remote.h), ticks the heap's clock (every 64 ticks: purge, cache, and one abandoned
-// segment reclaimed if any wait), and finds a page: in the bin's queue (collecting local and
-// remote frees, extending, moving full pages aside), else in reclaimed segments, else fresh.
+// left (remote.h), ticks the heap's clock (every 64 ticks: purge and cache, as in stage 3),
+// and finds a page: in the bin's queue (collecting local and remote frees, extending, moving
+// full pages aside), else in reclaimed segments, else fresh.
 // nullptr with errno = ENOMEM when memory cannot be had.
 [[gnu::noinline]] void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap);
 
@@ -54,7 +54,7 @@ void page_free(Heap* heap, Page* page);
 // Frees retired pages (all of them when `force`), then purges and trims the cache likewise.
 void heap_collect(Heap* heap, bool force);
 
-// How many abandoned segments a heap takes at once when it reclaims (abandon.h).
+// How many abandoned segments a heap takes, one by one, before it formats a fresh page ([S4.42]).
 inline constexpr unsigned kReclaimBatch = 4;
 
 }  // namespace edu::stage4

@@ -12,7 +12,7 @@
 
 namespace edu::stage4 {
 
-// [S4.14] The footprint is committed bytes, as in stage 3 ([S3.12]): segment metadata, pages in
+// [S4.14] The footprint is committed bytes, as in stage 3 (S3.12): segment metadata, pages in
 // use or dirty, what one-block pages reach, and heap records. Any thread that commits or
 // decommits adds to it with a relaxed fetch_add, on slow paths only; the peak is raised with a
 // CAS loop. Relaxed is enough: nothing else is published through these numbers, and a reader

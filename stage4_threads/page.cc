@@ -1,9 +1,8 @@
-// stage4_threads/page.cc: formatting, extending and walking one page's blocks. The validity
-// test's magic numbers are stage 3's (magic_for); the lists carry no encoding in stage 4.
+// stage4_threads/page.cc: formatting, extending and walking one page's blocks. The lists carry
+// no encoding in stage 4 (stage 3's secure mode is not carried over).
 #include "stage4_threads/page.h"
 
 #include "stage3_segments/bins.h"
-#include "stage3_segments/page.h"
 #include "stage4_threads/segment.h"
 
 namespace edu::stage4 {
@@ -11,21 +10,20 @@ namespace {
 
 uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 
-// The sentinel base of free and full pages: p - (segment - 1) is never 0 ([S3.6]).
+// The sentinel base of free and full pages: p - (segment - 1) is never 0 (S3.6).
 uint32_t sentinel_start(const Page* page) { return static_cast<uint32_t>(addr(segment_of(page)) - 1); }
 
 }  // namespace
 
 void page_set_limit(Page* page) {
-    // One-block pages: magic 1, limit 0, only the block start passes. Else (carved - 1) * e,
-    // with e = magic * block size - 2^64 (the product wraps).
-    page->limit = page->capacity == 1 ? 0 : (uint64_t{page->carved} - 1) * (page->magic * page->block_size);
-    if (page->capacity == 1) page->magic = 1;
+    // One-block pages: magic 1, limit 0, only the block start passes. Else (carved - 1) * e.
+    bool one = page->bin == kOneBlockBin;
+    page->limit = one ? 0 : (uint64_t{page->carved} - 1) * kBinTests.bins[page->bin].step;
 }
 
 void page_fast_checks(Page* page, bool on) {
     page->start32 = on ? static_cast<uint32_t>(page->start) : sentinel_start(page);
-    page->magic = on && page->capacity > 1 ? stage3::magic_for(page->block_size) : 1;
+    page->magic = on && page->bin != kOneBlockBin ? kBinTests.bins[page->bin].magic : 1;
     if (on) page_set_limit(page);
     else page->limit = 0;
 }
@@ -36,7 +34,9 @@ void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind) {
     page->block_size = 0;
     page->start = 0;
     page->next = page->prev = nullptr;
-    page->retire_expire = page->check_stamp = 0;
+    page->retire_expire = 0;
+    page->check_stamp = 0;
+    page->bin = 0;
     page->queue = 0;
     page->kind = static_cast<uint8_t>(kind);
     page->in_use = 0;
@@ -58,6 +58,7 @@ void page_format(Page* page, Heap* heap, unsigned bin) {
     page->carved = page->used = 0;
     page->free = page->local_free = nullptr;
     page->retire_expire = 0;
+    page->bin = static_cast<uint8_t>(bin);
     page->queue = static_cast<uint8_t>(bin);
     page->in_use = 1;
     page_fast_checks(page, true);
@@ -75,6 +76,7 @@ void page_format_one_block(Page* page, Heap* heap, uintptr_t start, std::size_t 
     page->capacity = page->carved = page->used = 1;
     page->free = page->local_free = nullptr;
     page->retire_expire = 0;
+    page->bin = kOneBlockBin;
     page->queue = kLargeQueue;
     page->in_use = 1;
     page_fast_checks(page, true);
@@ -98,26 +100,19 @@ void page_extend(Page* page) {
     page_set_limit(page);
 }
 
-BlockTest::BlockTest(const Page* page)
-    : start(page->start),
-      magic(page->capacity == 1 ? 1 : stage3::magic_for(page->block_size)),
-      limit(page->capacity == 1 ? 0 : (uint64_t{page->carved} - 1) * (magic * page->block_size)) {}
-
 int list_find(const Page* page, const Block* head, const Block* target) {
-    BlockTest test(page);
     uint32_t steps = 0;
     for (const Block* b = head; b != nullptr; b = reinterpret_cast<const Block*>(b->link)) {
-        if (!test.holds(b) || ++steps > page->capacity) return -1;
+        if (!page_holds(page, addr(b), page->carved) || ++steps > page->capacity) return -1;
         if (b == target) return 1;
     }
     return 0;
 }
 
 int64_t list_length(const Page* page, const Block* head) {
-    BlockTest test(page);
     int64_t n = 0;
     for (const Block* b = head; b != nullptr; b = reinterpret_cast<const Block*>(b->link)) {
-        if (!test.holds(b) || n >= page->capacity) return -1;
+        if (!page_holds(page, addr(b), page->carved) || n >= page->capacity) return -1;
         ++n;
     }
     return n;

@@ -15,11 +15,10 @@ namespace edu::stage4 {
 // creates it, and a chain of RMWs on one word passes it along (a release sequence).
 //
 //  word                        operation (who)                 order    why it is enough
-//  page->xthread_free          push block (remote, CAS)        acq_rel  release: the block's
-//                                                                       link and mark reach the
-//                                                                       owner; acquire: a CAS
-//                                                                       that reads to_heap sees
-//                                                                       page->heap set before it
+//  page->xthread_free          push block (remote, CAS)        release  the block's link and
+//                                                                       mark reach the owner
+//                              to_heap -> pushing (remote)     acq_rel  acquire: sees page->heap
+//                                                                       set before to_heap
 //                              take list (owner, CAS)          acquire  pairs with every push:
 //                                                                       each push CAS continues
 //                                                                       the release sequence
@@ -69,8 +68,7 @@ void wait_a_little(unsigned& spins) {
 
 }  // namespace
 
-void free_remote(Page* page, Block* b) {
-    b->mark = kFreedMark;
+void free_delayed(Page* page, Block* b) {
     uintptr_t word = page->xthread_free.load(std::memory_order_relaxed);
     uintptr_t next;
     bool to_heap;
@@ -78,7 +76,7 @@ void free_remote(Page* page, Block* b) {
         to_heap = delay_of(word) == Delay::to_heap;
         if (to_heap) {
             next = (word & ~kDelayMask) | static_cast<uintptr_t>(Delay::pushing);
-        } else {
+        } else {   // the owner changed its mind meanwhile: an ordinary push
             b->link = word & ~kDelayMask;
             next = addr(b) | (word & kDelayMask);
         }
@@ -126,9 +124,8 @@ uint32_t page_collect_remote(Page* page) {
     Block* head = block_of(word);
     Block* tail = nullptr;
     uint32_t n = 0;
-    BlockTest test(page);
     for (Block* b = head; b != nullptr; b = reinterpret_cast<Block*>(b->link)) {
-        if (!test.holds(b))
+        if (!page_holds(page, addr(b), page->carved))
             die(kStageName, "free", b, "not the start of a block (never allocated; freed by another thread)");
         if (++n > page->used) die(kStageName, "free", b, "more blocks freed by other threads than the page has in use (double free?)");
         tail = b;

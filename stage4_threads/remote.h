@@ -15,10 +15,10 @@ inline Delay delay_of(uintptr_t word) { return static_cast<Delay>(word & kDelayM
 inline Block* block_of(uintptr_t word) { return reinterpret_cast<Block*>(word & ~kDelayMask); }
 
 // [S4.9] A free from a thread that does not own the page (any thread, any time). The block is
-// marked free, then one CAS on page->xthread_free either pushes it there (Delay to_page or
-// never) or, when the owner asked for it (to_heap), moves the state to pushing without pushing
-// the block; the block then goes on the owner heap's delayed_free list with a second CAS, and a
-// third CAS moves the state back to to_page: later remote frees go to the page again.
+// marked free, then one CAS on page->xthread_free pushes it there (Delay to_page or never).
+// When the owner asked for it (to_heap), free_delayed takes over: a CAS moves the state to
+// pushing without pushing the block; the block goes on the owner heap's delayed_free list with
+// a second CAS, and a third moves the state back to to_page: later remote frees go to the page.
 //
 //    remote thread                           page->xthread_free          heap->delayed_free
 //    1. b->mark = freed, b->link = old head   [b2 -> b1 | to_page]
@@ -31,7 +31,18 @@ inline Block* block_of(uintptr_t word) { return reinterpret_cast<Block*>(word & 
 // The block's bytes belong to the freeing thread until its CAS publishes them; after that it
 // touches nothing of the block's page again (except steps 3' and 4', during which the owner
 // cannot free the page or leave the heap: it waits while the state is `pushing`).
-void free_remote(Page* page, Block* block);
+[[gnu::noinline]] void free_delayed(Page* page, Block* block);
+
+inline void free_remote(Page* page, Block* b) {
+    b->mark = kFreedMark;
+    uintptr_t word = page->xthread_free.load(std::memory_order_relaxed);
+    do {
+        if (delay_of(word) == Delay::to_heap) return free_delayed(page, b);
+        b->link = word & ~kDelayMask;
+        // release: b's link and mark reach the owner, whose collecting CAS is an acquire.
+    } while (!page->xthread_free.compare_exchange_weak(word, reinterpret_cast<uintptr_t>(b) | (word & kDelayMask),
+                                                       std::memory_order_release, std::memory_order_relaxed));
+}
 
 // The owner changes a page's Delay state: waits while a remote thread is `pushing`, leaves
 // `never` alone unless `override_never`. Returns the xthread_free word it left behind.

@@ -185,8 +185,13 @@ void segment_detach(Heap* heap, Segment* s) {
     heap->owned[s->slot] = 0;
 }
 
-void segment_open_if_room(Heap* heap, Segment* s) {
-    if (has_pages(static_cast<PageKind>(s->kind)) && s->free_pages && !s->on_open_list) open_push(heap, s);
+void segment_settle(Heap* heap, Segment* s) {
+    if (s->dirty_pages && !s->on_purge_list) {
+        purge_push(heap, s);
+        s->purge_expire = heap->clock + kPurgeDelay;
+    }
+    if (s->used_pages == 0) cache_or_drop(heap, s);
+    else if (has_pages(static_cast<PageKind>(s->kind)) && s->free_pages && !s->on_open_list) open_push(heap, s);
 }
 
 void segment_give_back(Segment* s) {
@@ -195,7 +200,7 @@ void segment_give_back(Segment* s) {
     arena_release(s->slot, s->blocks);
 }
 
-// [S3.15] as in stage 3, with the heap's own lists: the lowest free page of the first open
+// S3.15 as in stage 3, with the heap's own lists: the lowest free page of the first open
 // segment of the kind, dirty pages first (no fault, no system call).
 Page* page_alloc(Heap* heap, PageKind kind) {
     Segment* s = open_list(heap, kind);

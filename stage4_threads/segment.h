@@ -32,16 +32,20 @@ Page* page_alloc(Heap* heap, PageKind kind);
 // several arena slots. Formatted and handed out (used 1); nullptr when the arena has no room.
 Page* one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alignment);
 
-// Grows or shrinks a large block in place within its segment ([S3.32]); owner only.
+// Grows or shrinks a large block in place within its segment (S3.32); owner only.
 bool one_block_resize(Page* page, std::size_t bytes);
 
-// A page goes back to its segment (dirty until the purge, as [S3.34]); a segment left with no
+// A page goes back to its segment (dirty until the purge, as S3.34); a segment left with no
 // page in use goes to the heap's cache or back to the arena.
 void page_release(Heap* heap, Page* page);
 
-inline constexpr uint64_t kPurgeDelay = 1024;   // heap clock ticks
-inline constexpr unsigned kCacheMax = 2;         // empty segments a heap keeps
-inline constexpr uint64_t kCacheDelay = 1024;
+// The delays of stage 3 (S3.14, S3.34), per heap. A cached segment's pages are purged long
+// before the segment itself goes back, so the cache costs its metadata, 8 KiB a segment, and
+// saves a claim, whose fresh memory faults page by page: when threads come and go (larson),
+// segments pass from heap to heap instead of from heap to kernel to heap.
+inline constexpr uint64_t kPurgeDelay = 4096;   // heap clock ticks
+inline constexpr unsigned kCacheMax = 8;         // empty segments a heap keeps
+inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 void segment_purge(Heap* heap, bool force);
 void segment_cache_collect(Heap* heap, bool force);
 bool purge_pending(const Heap* heap);
@@ -50,8 +54,10 @@ bool purge_pending(const Heap* heap);
 // has a free page. And the reverse, which leaves the segment on no list of any heap.
 void segment_attach(Heap* heap, Segment* segment);
 void segment_detach(Heap* heap, Segment* segment);
-// Puts an attached small or medium segment on its heap's open list if it has a free page.
-void segment_open_if_room(Heap* heap, Segment* segment);
+// Puts an attached segment (a reclaimed one) where it belongs among its heap's lists: the purge
+// list if it has dirty pages, the cache (or back to the arena) if no page is in use, the open
+// list if it has a free page.
+void segment_settle(Heap* heap, Segment* segment);
 
 // [S4.20] Giving a segment back to the arena: unpublish its start marker, uncount and decommit
 // its memory (the next owner finds zeros), release its bitmap bits. In that order, so that a

@@ -7,9 +7,14 @@
 #include "stage4_threads/registry.h"
 
 namespace edu::stage4 {
+
+namespace stats_internal {
+std::atomic<bool> g_counting{true};
+}  // namespace stats_internal
+
 namespace {
 
-std::atomic<bool> g_counting{true};
+using stats_internal::g_counting;
 std::atomic<uint64_t> g_peak_live{0};
 // Truth minus the counters' sums when counting was last turned on (0 if it never was off).
 std::atomic<int64_t> g_offset_blocks{0};
@@ -36,8 +41,6 @@ Sums sum_records() {
 uint64_t clamp(int64_t value) { return value < 0 ? 0 : static_cast<uint64_t>(value); }
 
 }  // namespace
-
-bool counting() { return g_counting.load(std::memory_order_relaxed); }
 
 void set_counting(bool on) {
     if (on && !counting()) {

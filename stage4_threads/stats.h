@@ -45,7 +45,10 @@ inline void count_move(Heap* heap) {
 }
 
 // Stats mode, for code off the fast paths (which are compiled per mode, see stage4.cc).
-bool counting();
+namespace stats_internal {
+extern std::atomic<bool> g_counting;
+}  // namespace stats_internal
+inline bool counting() { return stats_internal::g_counting.load(std::memory_order_relaxed); }
 
 // [S4.17] Turns counting on or off. Turning it on re-reads the live blocks and bytes from the
 // pages the caller can read (check.h) and keeps the difference to the counters' sums, so the

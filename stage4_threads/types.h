@@ -15,10 +15,11 @@ namespace edu::stage4 {
 inline constexpr const char* kStageName = "stage4_threads";   // in every diagnostic
 
 // [S4.1] What stays from stage 3. Where blocks are is unchanged: 4 MiB segments aligned to
-// 4 MiB with 8 KiB of metadata, 64 KiB small and 512 KiB medium pages, one-block large and huge
-// pages, the 44 size classes of bins.h, the direct cache, the freed mark. Stage 4 takes these
-// constants, bin_of and friends, and the validity test's magic numbers from stage 3 itself.
-// What changed is who may touch what: every record below says it field by field.
+// 4 MiB, 64 KiB small and 512 KiB medium pages, one-block large and huge pages, the 44 size
+// classes of bins.h, the direct cache, the freed mark, the validity test (only the metadata
+// at the start of a segment grew, see kMetaSize below).
+// Stage 4 takes these constants, the Block record and bins.h (bin_of and friends) from stage 3
+// itself. What changed is who may touch what: every record below says it field by field.
 using stage3::Block;
 using stage3::kAlignment;
 using stage3::kBinCount;
@@ -32,9 +33,7 @@ using stage3::kMaxAlignment;
 using stage3::kMaxRequest;
 using stage3::kMediumMax;
 using stage3::kMediumPageShift;
-using stage3::kMetaSize;
 using stage3::kOsPage;
-using stage3::kPageKindNames;
 using stage3::kQueueCount;
 using stage3::kSegmentMask;
 using stage3::kSegmentShift;
@@ -91,7 +90,6 @@ inline constexpr uint32_t kArenaWords = kArenaSlots / 64;                    // 
 //    any --owner: thread exit--> never --owner: reclaimed--> to_page or to_heap
 enum class Delay : uintptr_t { to_page = 0, to_heap = 1, pushing = 2, never = 3 };
 inline constexpr uintptr_t kDelayMask = 3;
-inline constexpr const char* kDelayNames[] = {"to_page", "to_heap", "pushing", "never"};
 
 struct Heap;
 struct Segment;
@@ -109,46 +107,61 @@ struct Segment;
 //    heap == owner heap while the page is in use by a heap; nullptr (and Delay never) while
 //    its segment is abandoned; Delay to_heap only while the page is in the full queue or is
 //    a one-block page
-// The validity test and its constants ([S3.6]) are stage 3's, for the owner's fast free.
-struct Page {
-    // -- the owner's fast paths, bytes 0..39, as in stage 3 --
+// The validity test and its constants (S3.6) are stage 3's, for the owner's fast free.
+//
+// Two cache lines, by who writes them (stage 3's record was 112 bytes, one and a half lines):
+//    line 0  the owner's: written by its every malloc and free          other threads: never
+//    line 1  the shared atomics, and what is fixed while the page is    the owner: rarely
+//            in use: a remote free reads it and CASes xthread_free
+// A remote free that shared line 0 with the owner would miss the cache on every call, however
+// read-only its own accesses, because the owner keeps writing `free` and `used` next to them.
+struct alignas(64) Page {
+    // -- line 0: the owner's (bytes 0..39 are what its fast paths touch, as in stage 3) --
     Block* free;               // malloc pops here; nullptr: go generic
     Block* local_free;         // the owner's free() pushes here
     uint32_t used;             // blocks not on free or local_free
     uint32_t start32;          // low 32 bits of `start` (the validity test's base)
-    uint64_t magic;            // validity test ([S3.6])
+    uint64_t magic;            // validity test (S3.6)
     uint64_t limit;            // validity test; grows as the page is carved
-    // -- fixed while the page is in use: other threads read these to check a remote free --
+    Page* next;                // in its heap queue
+    Page* prev;
+    uint32_t carved;           // blocks threaded onto a list so far
+    uint16_t retire_expire;    // fresh pages left before a retired empty page is freed; 0: not
+    uint8_t check_stamp;       // written by the checker: "seen in a queue in this check"
+    uint8_t queue;             // index into heap->queues
+    // -- line 1: shared atomics, see [S4.10] for every ordering --
+    std::atomic<uintptr_t> xthread_free;  // remote frees: block address | Delay
+    std::atomic<Heap*> heap;              // owner heap (the delayed list's target) or nullptr
+    // -- line 1: fixed while the page is in use; other threads read these to check a free --
     uint64_t block_size;       // bytes per block (one-block pages: the block's usable bytes)
     uintptr_t start;           // address of block 0
     uint32_t capacity;         // blocks that fit between start and the page's end
-    // -- the owner's generic path --
-    uint32_t carved;           // blocks threaded onto a list so far
-    Page* next;                // in its heap queue
-    Page* prev;
-    uint16_t retire_expire;    // fresh pages left before a retired empty page is freed; 0: not
-    uint16_t check_stamp;      // written by the checker: "seen in a queue in this check"
-    uint8_t queue;             // index into heap->queues
+    uint8_t bin;               // size class; kOneBlockBin for a one-block page
     uint8_t kind;              // PageKind
     uint8_t in_use;            // 1 while formatted for a bin or a block
     uint8_t index;             // position in its segment's pages[]
-    // -- shared: atomics, see [S4.10] for every ordering --
-    std::atomic<uintptr_t> xthread_free;  // remote frees: block address | Delay
-    std::atomic<Heap*> heap;              // owner heap (the delayed list's target) or nullptr
 };
-static_assert(sizeof(Page) == 104);
-static_assert(offsetof(Page, block_size) == 40, "the fast paths read bytes 0..39 only");
+static_assert(sizeof(Page) == 128);
+static_assert(offsetof(Page, limit) + sizeof(uint64_t) <= 40, "the fast paths read bytes 0..39 only");
+static_assert(offsetof(Page, xthread_free) == 64, "the shared line starts with the shared words");
 static_assert(alignof(Block) >= 8 && kAlignment >= 16, "the Delay bits are free in a block address");
+inline constexpr uint8_t kOneBlockBin = 0xff;
+
+// Segment metadata: page_of, the header, 64 page records of two cache lines. 12 KiB where stage
+// 3 had 8 (S3.2), for the wider page records; page 0 of a small segment is 52 KiB, and still
+// holds six blocks of the largest small class.
+inline constexpr std::size_t kMetaSize = 12 * 1024;
 
 // [S4.6] A segment: stage 3's segment with an owner. Every list it is on belongs to its owner
 // heap; no field is shared, because a segment changes hands whole: claimed from the arena,
 // abandoned, reclaimed, each step published by one atomic bit (arena.h). `slot` and `blocks`
-// place it in the arena. Invariants (check.cc): as [S3.7], plus
+// place it in the arena. Invariants (check.cc): as S3.7, plus
 //    owner->owned[slot] == 1 for every segment of a heap, and for no other slot
 //    arena claimed bits [slot, slot + blocks) all set; arena start marker of slot == blocks
-//    abandoned bit of slot set  =>  no heap owns the segment, no dirty page, not cached
+//    abandoned bit of slot set  =>  no heap owns the segment; it is on no list (its dirty
+//                                   pages wait for the heap that reclaims it)
 struct Segment {
-    Page* page_of[kSlots];     // slot -> page record, as [S3.7]
+    Page* page_of[kSlots];     // slot -> page record, as S3.7
     Segment* next;             // the owner heap's segments
     Segment* prev;
     Segment* next_open;        // the owner heap's "has a free page" list, or its cache
@@ -176,6 +189,10 @@ struct Segment {
 static_assert(offsetof(Segment, page_of) == 0);
 static_assert(sizeof(Segment) == 512 + 128);
 static_assert(kMetaSize >= sizeof(Segment) + kSlots * sizeof(Page), "metadata fits");
+static_assert(sizeof(Segment) % 64 == 0, "page records start on a cache line");
+static_assert(kMetaSize % kOsPage == 0, "page areas start on an OS page");
+static_assert((std::size_t{1} << kSmallPageShift) - kMetaSize >= 6 * kSmallMax, "page 0 holds six blocks");
+static_assert((kMetaSize > kMaxAlignment ? kMetaSize : kMaxAlignment) + kLargeMax <= kSegmentSize);
 
 inline Segment* segment_of(const void* p) {
     return reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(p) & ~kSegmentMask);
@@ -200,7 +217,7 @@ struct Counters {
 // in a child after fork(), the records of the threads that did not survive become lost.
 enum class HeapState : uint32_t { free = 0, in_use = 1, lost = 2 };
 
-// The page every empty direct slot names: free == nullptr, so popping from it fails ([S3.8]).
+// The page every empty direct slot names: free == nullptr, so popping from it fails (S3.8).
 extern Page g_empty_page;
 
 struct PageQueue {
@@ -210,17 +227,17 @@ struct PageQueue {
 
 // [S4.8] A heap, one per thread (registry.h), reached through the thread-local `t_heap`.
 //
-//    direct[0..128]   the malloc fast path's table, as [S3.8]
+//    direct[0..128]   the malloc fast path's table, as S3.8
 //    arena_base       the free fast path's copy of the arena's address (0 in the empty heap)
 //    owned[slot]      1 when the segment at that arena slot is this heap's: free() asks its own
 //                     heap, never the segment, so the local fast path reads no shared memory
-//    queues           as [S3.8]: bins, full, large
+//    queues           as S3.8: bins, full, large
 //    delayed_free     blocks other threads freed into this heap's full pages (CAS push)
 //
 // Everything but delayed_free, counters and state is the owner thread's alone. A thread that
 // has not allocated yet points at the empty heap: every direct slot names the empty page and
 // owned[] is all zero, so both fast paths fall through to code that creates the real heap.
-// Invariants (check.cc): as [S3.8], plus owned[] marks exactly the segments on `segments`.
+// Invariants (check.cc): as S3.8, plus owned[] marks exactly the segments on `segments`.
 struct Heap {
     Page* direct[kDirectSlots] = {};   // offset 0
     uintptr_t arena_base = 0;          // read by the free fast path
@@ -228,8 +245,8 @@ struct Heap {
     PageQueue queues[kQueueCount] = {};
     Segment* segments = nullptr;       // all its segments, cached ones included
     Segment* open[2] = {};             // small, medium segments with a free page
-    Segment* cache = nullptr;          // empty 4 MiB segments kept a while ([S3.14], per heap)
-    Segment* purge = nullptr;          // segments with dirty pages ([S3.34], per heap)
+    Segment* cache = nullptr;          // empty 4 MiB segments kept a while (S3.14, per heap)
+    Segment* purge = nullptr;          // segments with dirty pages (S3.34, per heap)
     uint64_t clock = 0;                // generic malloc calls: the delays' unit
     uint32_t cache_count = 0;
     uint32_t segment_count = 0;

@@ -1,0 +1,228 @@
+// stage4_threads/abandon_test.cc: proves heaps die with their threads without losing a block:
+// many short-lived threads exit with live blocks that others free later; an abandoned segment
+// is reclaimed by a thread that needs pages, its live blocks intact and now freed locally; a
+// segment emptied while abandoned goes back to the arena when reclaimed; a thread that
+// allocates again in its own destructors gets a heap again and gives it back; and in a child
+// of fork() the other threads' heaps are lost but the survivor's works. Internals are read
+// directly (arena bits, owned[], heap records).
+#include <doctest/doctest.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "stage4_threads/abandon.h"
+#include "stage4_threads/arena.h"
+#include "stage4_threads/heap.h"
+#include "stage4_threads/registry.h"
+#include "stage4_threads/remote.h"
+#include "stage4_threads/stage4.h"
+#include "stage4_threads/testing.h"
+#include "tests/support.h"
+
+namespace edu::stage4 {
+namespace {
+
+using testing::api;
+using testing::my_heap;
+using testing::on_thread;
+
+struct Kept {
+    void* ptr;
+    uint64_t id;
+    std::size_t size;
+};
+
+void check_and_free(const std::vector<Kept>& blocks) {
+    for (const Kept& b : blocks) {
+        REQUIRE(battery::first_mismatch(b.ptr, b.id, b.size) == -1);
+        api().free(b.ptr);
+    }
+}
+
+// Every abandoned segment, taken by the calling thread (what needing pages does, all at once).
+void reclaim_everything() { heap_reclaim(my_heap(), ~0u); }
+
+TEST_CASE("many short-lived threads exit with live blocks that other threads free later") {
+    reclaim_everything();
+    Stats before = api().stats();
+    std::vector<Kept> kept;
+    std::mutex mutex;
+    for (int wave = 0; wave < 8; ++wave) {
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 8; ++t) {
+            threads.emplace_back([&, wave, t] {
+                battery::Rng rng(static_cast<uint64_t>(wave * 8 + t));
+                std::vector<Kept> mine;
+                for (int i = 0; i < 400; ++i) {
+                    std::size_t size = rng.per_mille(990) ? rng.range(1, 3000) : rng.range(70000, 900000);
+                    void* p = api().malloc(size);
+                    REQUIRE(p != nullptr);
+                    uint64_t id = static_cast<uint64_t>(wave * 8 + t) * 1000 + static_cast<uint64_t>(i);
+                    battery::fill(p, id, 0, size);
+                    if (rng.per_mille(300)) api().free(p);   // some die at home
+                    else mine.push_back(Kept{p, id, size});
+                }
+                std::lock_guard<std::mutex> lock(mutex);
+                kept.insert(kept.end(), mine.begin(), mine.end());
+            });
+        }
+        for (auto& th : threads) th.join();
+    }
+    CHECK(abandoned_count() > 0);
+    CHECK(other_heaps_in_use() == 0);
+    CHECK(battery::require_heap_ok(api()).live_blocks == before.live_blocks + kept.size());
+    // Half freed by a thread of their own, half by this one; all of them remote frees.
+    std::vector<Kept> first_half(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(kept.size() / 2));
+    std::vector<Kept> second_half(kept.begin() + static_cast<std::ptrdiff_t>(kept.size() / 2), kept.end());
+    on_thread([&] { check_and_free(first_half); });
+    check_and_free(second_half);
+    Stats after = api().stats();
+    CHECK(after.live_blocks == before.live_blocks);
+    CHECK(after.live_bytes == before.live_bytes);
+    reclaim_everything();
+    CHECK(abandoned_count() == 0);
+    battery::require_heap_ok(api());
+}
+
+TEST_CASE("an abandoned segment is reclaimed by a thread that needs pages, live blocks intact") {
+    reclaim_everything();
+    const std::size_t size = 2560;
+    std::vector<Kept> kept;
+    on_thread([&] {
+        for (int i = 0; i < 30; ++i) {
+            void* p = api().malloc(size);
+            battery::fill(p, static_cast<uint64_t>(i), 0, size);
+            kept.push_back(Kept{p, static_cast<uint64_t>(i), size});
+        }
+    });
+    uint32_t slot = arena_slot_of(kept[0].ptr);
+    CHECK(abandoned_count() >= 1);
+    CHECK((abandoned_word(slot / 64) >> (slot % 64) & 1) == 1);
+    CHECK(my_heap()->owned[slot] == 0);
+    Page* page = stage4::page_of(kept[0].ptr);
+    CHECK(page->heap.load() == nullptr);
+    CHECK(testing::delay_state(page) == Delay::never);
+    REQUIRE(stage4::page_of(kept[1].ptr) == page);
+    api().free(kept[1].ptr);                         // a remote free into an abandoned page
+    kept.erase(kept.begin() + 1);
+    CHECK(testing::remote_count(page) == 1);
+    CHECK(heap_reclaim(my_heap(), 1));
+    CHECK(my_heap()->owned[slot] == 1);
+    CHECK(page->heap.load() == my_heap());
+    CHECK(testing::delay_state(page) != Delay::never);
+    CHECK(testing::remote_count(page) == 0);         // collected on adoption
+    battery::require_heap_ok(api());
+    check_and_free(kept);                            // local frees now
+    battery::require_heap_ok(api());
+}
+
+TEST_CASE("a segment emptied while abandoned goes back to the arena when reclaimed") {
+    reclaim_everything();
+    std::vector<void*> blocks;
+    on_thread([&] {
+        for (int i = 0; i < 200; ++i) blocks.push_back(api().malloc(700));
+    });
+    uint32_t slot = arena_slot_of(blocks[0]);
+    REQUIRE(arena_blocks_at(slot) == 1);
+    for (void* p : blocks) api().free(p);            // all remote, into an abandoned segment
+    uint64_t footprint = testing::footprint();
+    reclaim_everything();
+    Segment* s = arena_segment(slot);
+    CHECK(s->used_pages == 0);                       // every page freed on adoption ...
+    CHECK(s->cached == 1);                           // ... and the segment in the reclaimer's cache
+    heap_collect(my_heap(), true);                   // which gives it back when asked
+    CHECK(arena_blocks_at(slot) == 0);               // unpublished: the slots are free again
+    CHECK(!arena_claimed(slot, 1));
+    CHECK(testing::footprint() < footprint);
+    battery::require_heap_ok(api());
+}
+
+// A thread_local object whose destructor allocates: it runs before the pthread key's
+// destructor, and again if the thread allocates after its heap was abandoned.
+struct AllocatesAtExit {
+    void* p = nullptr;
+    ~AllocatesAtExit() {
+        api().free(p);
+        void* q = api().malloc(123);
+        api().free(q);
+    }
+};
+
+TEST_CASE("a thread that allocates in its thread_local destructors still gives its heap back") {
+    Stats before = api().stats();
+    for (int i = 0; i < 20; ++i) {
+        on_thread([] {
+            static thread_local AllocatesAtExit guard;
+            guard.p = api().malloc(77);
+        });
+    }
+    CHECK(other_heaps_in_use() == 0);
+    Stats after = api().stats();
+    CHECK(after.mallocs == before.mallocs + 40);
+    CHECK(after.live_blocks == before.live_blocks);
+    battery::require_heap_ok(api());
+}
+
+TEST_CASE("heap records are reused by later threads, so the registry stays small") {
+    for (int i = 0; i < 50; ++i) on_thread([] { api().free(api().malloc(10)); });
+    std::size_t records = 0;
+    for (Heap* h = first_record(); h; h = h->next_record) ++records;
+    CHECK(records < 20);
+}
+
+// A thread keeps its heap, blocks live, while this one forks: in the child that heap is lost
+// (its segments neither read nor reclaimed), this thread's heap works, and so does the checker.
+TEST_CASE("in a child of fork() the other threads' heaps are lost and the survivor's works") {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool holding = false, release = false;
+    void* theirs = nullptr;
+    std::thread other([&] {
+        theirs = api().malloc(500);
+        std::unique_lock<std::mutex> lock(mutex);
+        holding = true;
+        cv.notify_all();
+        cv.wait(lock, [&] { return release; });
+        api().free(theirs);
+    });
+    {
+        std::unique_lock<std::mutex> lock(mutex);
+        cv.wait(lock, [&] { return holding; });
+    }
+    void* mine = api().malloc(500);
+    // A page of ours left `pushing` by a thread that does not exist in the child.
+    Page* page = stage4::page_of(mine);
+    uintptr_t word = page->xthread_free.load();
+    page->xthread_free.store((word & ~kDelayMask) | static_cast<uintptr_t>(Delay::pushing));
+    battery::ChildOutcome outcome = battery::run_in_child(
+        [&] {
+            battery::child_expect(testing::delay_state(page) == Delay::to_page, "pushing state survived the fork");
+            bool lost = false;
+            for (Heap* h = first_record(); h; h = h->next_record) lost |= h->state.load() == HeapState::lost;
+            battery::child_expect(lost, "the other thread's heap is not marked lost");
+            api().free(mine);
+            void* p = api().malloc(3000);
+            battery::child_expect(p != nullptr, "malloc in the child failed");
+            api().free(theirs);                       // a remote free into a lost heap: harmless
+            api().free(p);
+            battery::child_expect(api().check().ok, "heap check failed in the child");
+        },
+        10, &descriptor);
+    page->xthread_free.store(word);
+    INFO("child: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        release = true;
+        cv.notify_all();
+    }
+    other.join();
+    api().free(mine);
+    battery::require_heap_ok(api());
+}
+
+}  // namespace
+}  // namespace edu::stage4
