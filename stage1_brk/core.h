@@ -95,3 +95,10 @@ extern uint64_t s1_footprint S1_HIDDEN;         // bytes obtained with sbrk and 
 extern uint64_t s1_peak_footprint S1_HIDDEN;
 
 }  // extern "C"
+
+// Usable bytes of a block the caller knows is valid (just returned by the core, or just
+// validated): read straight from its header, without s1_usable_size's validation.
+inline size_t s1_block_usable(const void* payload) {
+    uint64_t tag = *reinterpret_cast<const uint64_t*>(static_cast<const char*>(payload) - 8);
+    return (tag & ~uint64_t{15}) - kS1Overhead;
+}

@@ -28,7 +28,7 @@ struct RequestStats {
 } g_stats;
 
 void count_alloc(void* p, std::size_t requested) {
-    std::size_t usable = s1_usable_size(p);
+    std::size_t usable = s1_block_usable(p);
     ++g_stats.mallocs;
     ++g_stats.live_blocks;
     g_stats.bytes_requested += requested;
@@ -52,11 +52,12 @@ const char* describe(uint32_t status) {
     }
 }
 
-// Checks a pointer about to be released; never returns for a bad one.
+// Checks a pointer about to be released or measured; never returns for a bad one. One
+// validation: the usable size is then read from the block's header.
 std::size_t usable_or_die(const char* call, const void* ptr) {
     uint32_t status = s1_validate(ptr);
     if (status != S1_OK) [[unlikely]] die(kName, call, ptr, describe(status));
-    return s1_usable_size(ptr);
+    return s1_block_usable(ptr);
 }
 
 void* failed_allocation() {
@@ -95,7 +96,7 @@ void* st_realloc(void* ptr, std::size_t size) {
     if (!p) [[unlikely]] return failed_allocation();  // only ENOMEM is left: ptr was valid
     // A resize keeps the block count: only the bytes change.
     g_stats.bytes_requested += size;
-    g_stats.live_bytes += s1_usable_size(p) - old_usable;
+    g_stats.live_bytes += s1_block_usable(p) - old_usable;
     if (g_stats.live_bytes > g_stats.peak_live_bytes) g_stats.peak_live_bytes = g_stats.live_bytes;
     return p;
 }
