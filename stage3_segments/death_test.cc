@@ -6,7 +6,6 @@
 // word equals the freed mark) is freed normally after the confirmation search.
 #include <doctest/doctest.h>
 
-#include <signal.h>
 
 #include <cstring>
 #include <functional>
@@ -24,14 +23,7 @@ using testing::api;
 
 // Runs `body` in a child and requires the one-line abort, with `words` in the line.
 void require_dies(const char* call, const void* ptr, const char* words, const std::function<void()>& body) {
-    battery::ChildOutcome out = battery::run_in_child(body);
-    INFO("child: " << out.describe());
-    REQUIRE(out.signaled);
-    CHECK(out.signal == SIGABRT);
-    CHECK(out.stderr_lines() == 1);
-    std::string expect = std::string("edu-alloc stage3_segments: ") + call + "(" + battery::hex(ptr) + "): ";
-    CHECK(out.stderr_text.find(expect) != std::string::npos);
-    CHECK(out.stderr_text.find(words) != std::string::npos);
+    battery::require_one_line_abort(kStageName, call, ptr, words, body);
 }
 
 TEST_CASE("a double free is caught whether the block sits on local_free or on free") {

@@ -15,6 +15,8 @@
 namespace edu::stage4 {
 namespace {
 
+uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+
 // Searches the heap's delayed list, which holds blocks of many pages, for `target`.
 bool on_delayed_list(const Heap* heap, const Block* target) {
     for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b != nullptr;
@@ -59,6 +61,32 @@ Found find_block(const void* p, const char* call) {
         confirm_local(heap, page, b, call);
     }
     return Found{page, local};
+}
+
+void freed_twice(const Block* b) {
+    die(kStageName, "malloc", b, "double free (this block is on its free list twice: it was freed twice)");
+}
+
+void page_verify_empty(const Page* page) {
+    if (page->bin == kOneBlockBin || page->carved == 0) return;
+    constexpr uint32_t kMaxCapacity = (uint32_t{1} << kSmallPageShift) / kAlignment;
+    static_assert((std::size_t{1} << kMediumPageShift) / kSmallMax <= kMaxCapacity, "medium pages fit the map");
+    uint64_t seen[kMaxCapacity / 64] = {};
+    uint32_t found = 0;
+    for (const Block* head : {page->free, page->local_free}) {
+        for (const Block* b = head; b != nullptr; b = reinterpret_cast<const Block*>(b->link)) {
+            if (!owner_holds(page, addr(b))) die(kStageName, "free", b, "free list corrupted (a link leaves its page)");
+            uint64_t i = (addr(b) - page->start) / page->block_size;
+            uint64_t bit = uint64_t{1} << (i & 63);
+            if (seen[i >> 6] & bit) die(kStageName, "free", b, "double free (found twice on its page's free lists when the page was given back)");
+            seen[i >> 6] |= bit;
+            ++found;
+        }
+    }
+    if (const Block* remote = block_of(page->xthread_free.load(std::memory_order_acquire)))
+        die(kStageName, "free", remote, "double free (freed by another thread into a page with no block in use)");
+    if (found != page->carved)
+        die(kStageName, "free", reinterpret_cast<const void*>(page->start), "page given back with a block in use (a double free made its count wrong)");
 }
 
 void free_generic(void* p) {

@@ -27,4 +27,16 @@ Found find_block(const void* p, const char* call);
 // thread does not own.
 [[gnu::noinline]] void free_generic(void* p);
 
+// A block malloc was about to hand out lacks the freed mark: it was on its free list twice.
+// "edu-alloc stage4_threads: malloc(<b>): double free ...", then abort.
+[[noreturn, gnu::cold, gnu::noinline]] void freed_twice(const Block* b);
+
+// [S4.43] The last word on a page's lists, when the page is given back to its segment (its
+// `used` count reached 0): every carved block must be on free or local_free exactly once and
+// xthread_free must be empty. A block freed twice that malloc never reached makes `used` reach
+// 0 one free early, while a block of the page is still live; this walk finds the duplicate
+// before the page can be reformatted under that block. Cold: it runs once per page given back
+// and costs one step per carved block, which the mallocs that carved them paid for already.
+void page_verify_empty(const Page* page);
+
 }  // namespace edu::stage4

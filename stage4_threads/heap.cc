@@ -6,6 +6,7 @@
 #include "stage3_segments/bins.h"
 #include "stage4_threads/abandon.h"
 #include "stage4_threads/arena.h"
+#include "stage4_threads/free.h"
 #include "stage4_threads/page.h"
 #include "stage4_threads/registry.h"
 #include "stage4_threads/remote.h"
@@ -178,6 +179,7 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
     Page* page = find_page(heap, bin_of(size));
     if (!page) return failed();
     Block* b = page->free;
+    if (b->mark != kFreedMark) freed_twice(b);   // as on the fast path (S4.32)
     page->free = reinterpret_cast<Block*>(b->link);
     ++page->used;
     page->retire_expire = 0;

@@ -7,7 +7,6 @@
 // are read directly; each case uses block sizes of its own.
 #include <doctest/doctest.h>
 
-#include <signal.h>
 
 #include <condition_variable>
 #include <cstring>
@@ -211,13 +210,7 @@ TEST_CASE("producers and consumers trading half a million blocks end with nothin
 
 // Runs `body` in a child and requires the one-line abort naming stage 4, free and `ptr`.
 void require_dies_naming(const void* ptr, const char* what, const std::function<void()>& body) {
-    battery::ChildOutcome outcome = battery::run_in_child(body);
-    INFO("child: " << outcome.describe());
-    REQUIRE(outcome.signaled);
-    CHECK(outcome.signal == SIGABRT);
-    CHECK(outcome.stderr_lines() == 1);
-    CHECK(outcome.stderr_text.find("stage4_threads: free(" + battery::hex(ptr) + ")") != std::string::npos);
-    CHECK(outcome.stderr_text.find(what) != std::string::npos);
+    battery::require_one_line_abort(kStageName, "free", ptr, what, body);
 }
 
 TEST_CASE("a block freed twice by other threads aborts with one line") {

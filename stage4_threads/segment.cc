@@ -3,6 +3,7 @@
 #include "stage4_threads/segment.h"
 
 #include "stage4_threads/arena.h"
+#include "stage4_threads/free.h"
 #include "stage4_threads/os.h"
 #include "stage4_threads/page.h"
 
@@ -262,6 +263,7 @@ bool one_block_resize(Page* page, std::size_t bytes) {
 }
 
 void page_release(Heap* heap, Page* page) {
+    page_verify_empty(page);   // [S4.43]
     Segment* s = segment_of(page);
     auto kind = static_cast<PageKind>(s->kind);
     if (has_pages(kind)) {

@@ -5,7 +5,6 @@
 // and leave the heap, the old block and the process intact (the child then exits 0).
 #include <doctest/doctest.h>
 
-#include <signal.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -21,16 +20,7 @@ int g_static_word = 1;
 
 // Runs `body` in a child and requires the one-line abort the contract describes.
 void require_dies_naming(const char* call, const void* ptr, const std::function<void()>& body) {
-    ChildOutcome outcome = run_in_child(body);
-    INFO("child: " << outcome.describe());
-    REQUIRE(outcome.signaled);
-    CHECK(outcome.signal == SIGABRT);
-    CHECK(outcome.stderr_lines() == 1);
-    CHECK(!outcome.stderr_text.empty());
-    CHECK(outcome.stderr_text.back() == '\n');
-    CHECK(outcome.stderr_text.find(stage().name) != std::string::npos);
-    CHECK(outcome.stderr_text.find(std::string(call) + "(") != std::string::npos);
-    CHECK(outcome.stderr_text.find(hex(ptr)) != std::string::npos);
+    require_one_line_abort(stage().name, call, ptr, nullptr, body);
 }
 
 // Runs `body` in a child that must survive and exit 0 with nothing on stderr.

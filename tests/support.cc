@@ -181,6 +181,20 @@ std::size_t ChildOutcome::stderr_lines() const {
     return lines;
 }
 
+void require_one_line_abort(const char* stage, const char* call, const void* ptr, const char* words,
+                            const std::function<void()>& body) {
+    ChildOutcome outcome = run_in_child(body);
+    INFO("child: " << outcome.describe());
+    REQUIRE(outcome.signaled);
+    CHECK(outcome.signal == SIGABRT);
+    CHECK(outcome.stderr_lines() == 1);
+    CHECK(!outcome.stderr_text.empty());
+    CHECK(outcome.stderr_text.back() == '\n');
+    std::string expect = std::string("edu-alloc ") + stage + ": " + call + "(" + hex(ptr) + "): ";
+    CHECK(outcome.stderr_text.find(expect) != std::string::npos);
+    if (words) CHECK(outcome.stderr_text.find(words) != std::string::npos);
+}
+
 ChildOutcome run_in_child(const std::function<void()>& body, unsigned seconds,
                           const Stage* hooks) {
     int fds[2];

@@ -3,7 +3,11 @@
 // threads. Every run is a process of its own with the allocator as its malloc (LD_PRELOAD;
 // none for glibc), so peak RSS is each allocator's own and no two allocators share a process.
 // Prints medians of wall-clock throughput and of peak RSS, ratios to mimalloc, 1->2 scaling.
-// Usage: threads [--seconds=S] [--repetitions=R] [--only=WORKLOAD] --lib=NAME=PATH...
+// Usage: threads [--seconds=S] [--repetitions=R] [--only=WORKLOAD] [--allocators=A,B...]
+//                [--threads=N] --lib=NAME=PATH...
+// (--allocators keeps the allocators whose labels start with one of the names, e.g.
+// --allocators=mimalloc,stage4; the first one kept is the base of the ratios; --threads=N runs
+// only that thread count.)
 // (bazel run passes the stage libraries; see BUILD). Internal: threads --child W T S.
 #include <dlfcn.h>
 #include <sys/resource.h>
@@ -111,6 +115,18 @@ const char* flag_value(const char* arg, const char* name) {
     return std::strncmp(arg, name, n) == 0 ? arg + n : nullptr;
 }
 
+// True when `label` starts with one of the comma-separated names in `list`.
+bool listed(const std::string& list, const std::string& label) {
+    for (std::size_t at = 0; at <= list.size();) {
+        std::size_t end = list.find(',', at);
+        if (end == std::string::npos) end = list.size();
+        std::string name = list.substr(at, end - at);
+        if (!name.empty() && label.compare(0, name.size(), name) == 0) return true;
+        at = end + 1;
+    }
+    return false;
+}
+
 std::string absolute(const char* path) {
     char* full = realpath(path, nullptr);
     if (!full) {
@@ -131,12 +147,15 @@ int main(int argc, char** argv) {
         return child(argv[2], std::atoi(argv[3]), std::atof(argv[4]));
     double seconds = 0.5;
     int repetitions = 5;
-    std::string only;
+    std::string only, wanted;
+    int only_threads = 0;
     std::map<std::string, std::string> libs;
     for (int i = 1; i < argc; ++i) {
         if (const char* v = flag_value(argv[i], "--seconds=")) seconds = std::atof(v);
         else if (const char* v2 = flag_value(argv[i], "--repetitions=")) repetitions = std::atoi(v2);
         else if (const char* v3 = flag_value(argv[i], "--only=")) only = v3;
+        else if (const char* v5 = flag_value(argv[i], "--allocators=")) wanted = v5;
+        else if (const char* v6 = flag_value(argv[i], "--threads=")) only_threads = std::atoi(v6);
         else if (const char* v4 = flag_value(argv[i], "--lib=")) {
             const char* eq = std::strchr(v4, '=');
             if (eq) libs[std::string(v4, eq)] = absolute(eq + 1);
@@ -158,10 +177,20 @@ int main(int argc, char** argv) {
         {"stage2 (locked)", libs["stage2"], "", "stage2_pools"},
         {"stage1 (locked)", libs["stage1"], "", "stage1_brk"},
     };
+    if (!wanted.empty()) {
+        std::vector<Allocator> kept;
+        for (const Allocator& a : allocators)
+            if (listed(wanted, a.label)) kept.push_back(a);
+        if (kept.empty()) {
+            std::fprintf(stderr, "--allocators=%s names none of the allocators\n", wanted.c_str());
+            return 1;
+        }
+        allocators = kept;
+    }
     std::printf("stage 4 threads benchmark: %d repetitions of %.2f s per allocator, workload and thread count,\n"
                 "each in a process of its own; medians; Mops/s = million operations per wall-clock second;\n"
-                "(x) = ratio to mimalloc; RSS = peak resident set of the process in MiB. %ld cores.\n",
-                repetitions, seconds, sysconf(_SC_NPROCESSORS_ONLN));
+                "(x) = ratio to %s; RSS = peak resident set of the process in MiB. %ld cores.\n",
+                repetitions, seconds, allocators[0].label.c_str(), sysconf(_SC_NPROCESSORS_ONLN));
     for (const char* workload : kWorkloads) {
         if (!only.empty() && only != workload) continue;
         // results[allocator][thread count index] -> runs
@@ -169,6 +198,7 @@ int main(int argc, char** argv) {
         for (int rep = 0; rep < repetitions; ++rep)
             for (int ti = 0; ti < 4; ++ti)
                 for (std::size_t a = 0; a < allocators.size(); ++a)
+                    if (only_threads == 0 || only_threads == kThreadCounts[ti])
                     results[a][static_cast<std::size_t>(ti)].push_back(run_child(allocators[a], workload, kThreadCounts[ti], seconds));
         std::printf("\n%s\n  %-20s %15s %15s %15s %15s  | %6s %6s %6s %6s | 1->2\n", workload, "allocator", "1 thread",
                     "2 threads", "4 threads", "8 threads", "RSS 1", "2", "4", "8");
@@ -182,12 +212,18 @@ int main(int argc, char** argv) {
                     m.push_back(run.mops);
                     r.push_back(run.rss_mib);
                 }
+                if (m.empty()) {   // a thread count left out with --threads
+                    std::printf(" %15s", "-");
+                    continue;
+                }
                 mops[ti] = median(m);
                 rss[ti] = median(r);
                 if (a == 0) base[ti] = mops[ti];
                 std::printf(" %8.2f (%4.2f)", mops[ti], mops[ti] / base[ti]);
             }
-            std::printf("  | %6.1f %6.1f %6.1f %6.1f | %4.2fx\n", rss[0], rss[1], rss[2], rss[3], mops[1] / mops[0]);
+            std::printf("  | %6.1f %6.1f %6.1f %6.1f |", rss[0], rss[1], rss[2], rss[3]);
+            if (mops[0] > 0 && mops[1] > 0) std::printf(" %4.2fx", mops[1] / mops[0]);
+            std::printf("\n");
         }
     }
     return 0;

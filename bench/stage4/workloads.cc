@@ -45,8 +45,11 @@ double timed(double seconds, std::atomic<bool>& stop, Join join_all) {
 
 // ---- larson ------------------------------------------------------------------------------------
 
-constexpr int kLarsonBlocks = 2000;          // per worker
-constexpr int kLarsonGeneration = 10000;     // replacements before the thread hands over
+// The shape of larson's usual invocation (mimalloc-bench: `larson 5 8 1000 5000 100 4141 N`):
+// 8..1000-byte blocks, 5000 per worker, and 100 rounds of 5000 replacements before a thread
+// hands its array to a new thread.
+constexpr int kLarsonBlocks = 5000;          // per worker
+constexpr int kLarsonGeneration = 100 * kLarsonBlocks;   // replacements before the thread hands over
 
 struct alignas(64) LarsonSlot {
     std::vector<void*> blocks;

@@ -14,9 +14,10 @@ struct Outcome {
 };
 
 // larson-like: each of `threads` workers owns an array of blocks and replaces a random one
-// (free, then malloc of 8..1000 bytes) again and again; every 10000 replacements its thread
+// (free, then malloc of 8..1000 bytes) again and again; every 500000 replacements its thread
 // exits and a new thread inherits the array, so blocks outlive the threads that made them
-// (they were first made by the main thread). Operation: one replacement.
+// (they were first made by the main thread). 5000 blocks per worker and 100 rounds of 5000
+// replacements per thread are the parameters of larson's usual run. Operation: one replacement.
 Outcome run_larson(int threads, double seconds);
 
 // xmalloc-like: threads in a ring; each allocates batches of blocks (16..512 bytes) and hands
