@@ -5,7 +5,6 @@
 // a heap with no arena (switching geometry twice unmaps them all) and frees what it takes.
 #include <doctest/doctest.h>
 
-#include <signal.h>
 
 #include <algorithm>
 #include <cstring>
@@ -76,16 +75,7 @@ void free_all(std::vector<void*>& blocks) {
 // The child must abort with one line naming stage 2, `call` and `ptr`, and each of `words`.
 void require_report(const char* call, const void* ptr, std::initializer_list<const char*> words,
                     const std::function<void()>& body) {
-    ChildOutcome outcome = run_in_child(body);
-    INFO("child: " << outcome.describe());
-    REQUIRE(outcome.signaled);
-    CHECK(outcome.signal == SIGABRT);
-    CHECK(outcome.stderr_lines() == 1);
-    std::string head = std::string("edu-alloc stage2_pools: ") + call + "(" + hex(ptr) + "): ";
-    CHECK(outcome.stderr_text.find(head) == 0);
-    for (const char* word : words)
-        CHECK_MESSAGE(outcome.stderr_text.find(word) != std::string::npos,
-                      "expected to find: " << word);
+    battery::require_one_line_abort("stage2_pools", call, ptr, words, body);
 }
 
 // ---- Pools --------------------------------------------------------------------------------

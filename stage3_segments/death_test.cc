@@ -23,7 +23,7 @@ using testing::api;
 
 // Runs `body` in a child and requires the one-line abort, with `words` in the line.
 void require_dies(const char* call, const void* ptr, const char* words, const std::function<void()>& body) {
-    battery::require_one_line_abort(kStageName, call, ptr, words, body);
+    battery::require_one_line_abort(kStageName, call, ptr, {words}, body);
 }
 
 TEST_CASE("a double free is caught whether the block sits on local_free or on free") {

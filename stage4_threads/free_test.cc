@@ -23,7 +23,7 @@ using testing::my_heap;
 
 // Runs `body` in a child and requires the one-line abort naming stage 4, `call`, `ptr`, `what`.
 void require_dies_naming(const char* call, const void* ptr, const char* what, const std::function<void()>& body) {
-    battery::require_one_line_abort(kStageName, call, ptr, what, body);
+    battery::require_one_line_abort(kStageName, call, ptr, {what}, body);
 }
 
 TEST_CASE("a block freed again while it heads local_free dies in that free") {

@@ -210,7 +210,7 @@ TEST_CASE("producers and consumers trading half a million blocks end with nothin
 
 // Runs `body` in a child and requires the one-line abort naming stage 4, free and `ptr`.
 void require_dies_naming(const void* ptr, const char* what, const std::function<void()>& body) {
-    battery::require_one_line_abort(kStageName, "free", ptr, what, body);
+    battery::require_one_line_abort(kStageName, "free", ptr, {what}, body);
 }
 
 TEST_CASE("a block freed twice by other threads aborts with one line") {

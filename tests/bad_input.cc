@@ -20,7 +20,7 @@ int g_static_word = 1;
 
 // Runs `body` in a child and requires the one-line abort the contract describes.
 void require_dies_naming(const char* call, const void* ptr, const std::function<void()>& body) {
-    require_one_line_abort(stage().name, call, ptr, nullptr, body);
+    require_one_line_abort(stage().name, call, ptr, {}, body);
 }
 
 // Runs `body` in a child that must survive and exit 0 with nothing on stderr.

@@ -181,8 +181,8 @@ std::size_t ChildOutcome::stderr_lines() const {
     return lines;
 }
 
-void require_one_line_abort(const char* stage, const char* call, const void* ptr, const char* words,
-                            const std::function<void()>& body) {
+void require_one_line_abort(const char* stage, const char* call, const void* ptr,
+                            std::initializer_list<const char*> words, const std::function<void()>& body) {
     ChildOutcome outcome = run_in_child(body);
     INFO("child: " << outcome.describe());
     REQUIRE(outcome.signaled);
@@ -190,9 +190,10 @@ void require_one_line_abort(const char* stage, const char* call, const void* ptr
     CHECK(outcome.stderr_lines() == 1);
     CHECK(!outcome.stderr_text.empty());
     CHECK(outcome.stderr_text.back() == '\n');
-    std::string expect = std::string("edu-alloc ") + stage + ": " + call + "(" + hex(ptr) + "): ";
-    CHECK(outcome.stderr_text.find(expect) != std::string::npos);
-    if (words) CHECK(outcome.stderr_text.find(words) != std::string::npos);
+    std::string head = std::string("edu-alloc ") + stage + ": " + call + "(" + hex(ptr) + "): ";
+    CHECK(outcome.stderr_text.find(head) == 0);
+    for (const char* word : words)
+        CHECK_MESSAGE(outcome.stderr_text.find(word) != std::string::npos, "expected to find: " << word);
 }
 
 ChildOutcome run_in_child(const std::function<void()>& body, unsigned seconds,

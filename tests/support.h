@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
@@ -103,10 +104,10 @@ ChildOutcome run_in_child(const std::function<void()>& body, unsigned seconds = 
                           const Stage* hooks = nullptr);
 
 // Runs `body` in a child and requires the contract's answer to a bad pointer: SIGABRT after
-// exactly one line, "edu-alloc <stage>: <call>(<ptr>): ...", which contains `words` unless
-// `words` is null. The battery and the stages' own death tests all ask this one question.
-void require_one_line_abort(const char* stage, const char* call, const void* ptr, const char* words,
-                            const std::function<void()>& body);
+// exactly one line, "edu-alloc <stage>: <call>(<ptr>): ...", which contains each of `words`.
+// The battery and the stages' own death tests all ask this one question.
+void require_one_line_abort(const char* stage, const char* call, const void* ptr,
+                            std::initializer_list<const char*> words, const std::function<void()>& body);
 
 // Inside a child: if `ok` is false, write `what` on stderr and exit 1 (no doctest there).
 void child_expect(bool ok, const char* what);
