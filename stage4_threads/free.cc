@@ -1,5 +1,5 @@
 // stage4_threads/free.cc: the cold side of free: telling a bad pointer from a good one, local
-// or remote, the one-line diagnostics, and the free that follows.
+// or remote, the one-line diagnostics, the free that follows, and the late double-free checks.
 #include "stage4_threads/free.h"
 
 #include <initializer_list>

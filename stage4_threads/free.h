@@ -1,5 +1,7 @@
 // stage4_threads/free.h: checking a pointer handed back by the program (free, realloc,
-// usable_size), whichever thread hands it back. Entry points: find_block, free_generic.
+// usable_size), whichever thread hands it back, and the two later checks that catch a double
+// free the local fast path lets through. Entry points: find_block, free_generic, freed_twice,
+// page_verify_empty.
 // The fast path's version is in alloc.h; what a remote free does after the check is remote.h's.
 #pragma once
 

@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
             for (int ti = 0; ti < 4; ++ti)
                 for (std::size_t a = 0; a < allocators.size(); ++a)
                     if (only_threads == 0 || only_threads == kThreadCounts[ti])
-                    results[a][static_cast<std::size_t>(ti)].push_back(run_child(allocators[a], workload, kThreadCounts[ti], seconds));
+                        results[a][static_cast<std::size_t>(ti)].push_back(run_child(allocators[a], workload, kThreadCounts[ti], seconds));
         std::printf("\n%s\n  %-20s %15s %15s %15s %15s  | %6s %6s %6s %6s | 1->2\n", workload, "allocator", "1 thread",
                     "2 threads", "4 threads", "8 threads", "RSS 1", "2", "4", "8");
         std::vector<double> base(4);
@@ -223,6 +223,23 @@ int main(int argc, char** argv) {
             }
             std::printf("  | %6.1f %6.1f %6.1f %6.1f |", rss[0], rss[1], rss[2], rss[3]);
             if (mops[0] > 0 && mops[1] > 0) std::printf(" %4.2fx", mops[1] / mops[0]);
+            std::printf("\n");
+        }
+        // How far apart the runs of one cell were: a ratio between two allocators that is
+        // smaller than this is not a difference this machine can show.
+        std::printf("  run to run: slowest / fastest run of each cell\n");
+        for (std::size_t a = 0; a < allocators.size(); ++a) {
+            std::printf("  %-20s", allocators[a].label.c_str());
+            for (std::size_t ti = 0; ti < 4; ++ti) {
+                const std::vector<Run>& runs = results[a][ti];
+                if (runs.empty()) {
+                    std::printf(" %15s", "-");
+                    continue;
+                }
+                auto [slow, fast] = std::minmax_element(runs.begin(), runs.end(),
+                                                        [](const Run& x, const Run& y) { return x.mops < y.mops; });
+                std::printf(" %15.2f", slow->mops / fast->mops);
+            }
             std::printf("\n");
         }
     }

@@ -3,6 +3,9 @@
 // allocator; the harness itself allocates nothing inside the timed part.
 #include "bench/stage4/workloads.h"
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -19,6 +22,29 @@ inline uint32_t xorshift32(uint32_t& x) {
     x ^= x >> 17;
     x ^= x << 5;
     return x;
+}
+
+// Pins the calling thread to the (worker % n)-th of the n cores the process may use, so worker
+// i and worker i + n share a core and no two workers of fewer than n share one. Unpinned, the
+// scheduler sometimes put both threads of a two-thread run on one core for a while: the same
+// allocator then ran anywhere between one and five times slower from one run to the next.
+// Threads a pinned thread creates (larson's generations) inherit its core.
+void pin_to_core(unsigned worker) {
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+    int n = CPU_COUNT(&allowed);
+    if (n <= 0) return;
+    unsigned want = worker % static_cast<unsigned>(n);
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (!CPU_ISSET(cpu, &allowed)) continue;
+        if (want-- == 0) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+            return;
+        }
+    }
 }
 
 [[noreturn]] void out_of_memory() {
@@ -102,7 +128,8 @@ int drain(Mailbox& box) {
     }
 }
 
-void xmalloc_thread(Mailbox* inbox, Mailbox* outbox, uint32_t seed, const std::atomic<bool>* stop) {
+void xmalloc_thread(unsigned worker, Mailbox* inbox, Mailbox* outbox, uint32_t seed, const std::atomic<bool>* stop) {
+    pin_to_core(worker);
     uint32_t rng = seed;
     while (!stop->load(std::memory_order_relaxed)) {
         inbox->freed += static_cast<uint64_t>(drain(*inbox));
@@ -124,7 +151,8 @@ void xmalloc_thread(Mailbox* inbox, Mailbox* outbox, uint32_t seed, const std::a
 
 constexpr int kWrites = 1000;
 
-void scratch_thread(void* given, uint64_t* writes, const std::atomic<bool>* stop) {
+void scratch_thread(unsigned worker, void* given, uint64_t* writes, const std::atomic<bool>* stop) {
+    pin_to_core(worker);
     std::free(given);
     uint64_t n = 0;
     while (!stop->load(std::memory_order_relaxed)) {
@@ -149,7 +177,9 @@ Outcome run_larson(int threads, double seconds) {
     std::atomic<bool> stop{false};
     std::vector<std::thread> managers;
     for (LarsonSlot& slot : slots) {
-        managers.emplace_back([&slot, &stop] {
+        auto worker = static_cast<unsigned>(managers.size());
+        managers.emplace_back([&slot, &stop, worker] {
+            pin_to_core(worker);
             while (!stop.load(std::memory_order_relaxed)) std::thread(larson_generation, &slot, &stop).join();
         });
     }
@@ -169,7 +199,7 @@ Outcome run_xmalloc(int threads, double seconds) {
     std::atomic<bool> stop{false};
     std::vector<std::thread> workers;
     for (int t = 0; t < threads; ++t)
-        workers.emplace_back(xmalloc_thread, &boxes[static_cast<std::size_t>(t)],
+        workers.emplace_back(xmalloc_thread, static_cast<unsigned>(t), &boxes[static_cast<std::size_t>(t)],
                              &boxes[static_cast<std::size_t>((t + 1) % threads)], 0x1234567u + static_cast<uint32_t>(t) * 7919u,
                              &stop);
     double elapsed = timed(seconds, stop, [&] {
@@ -190,7 +220,7 @@ Outcome run_scratch(int threads, double seconds) {
     std::atomic<bool> stop{false};
     std::vector<std::thread> workers;
     for (int t = 0; t < threads; ++t)
-        workers.emplace_back(scratch_thread, objects[static_cast<std::size_t>(t)], &writes[static_cast<std::size_t>(t) * 8], &stop);
+        workers.emplace_back(scratch_thread, static_cast<unsigned>(t), objects[static_cast<std::size_t>(t)], &writes[static_cast<std::size_t>(t) * 8], &stop);
     double elapsed = timed(seconds, stop, [&] {
         for (std::thread& w : workers) w.join();
     });

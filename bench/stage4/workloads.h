@@ -1,7 +1,9 @@
 // bench/stage4/workloads.h: the three multi-threaded workloads of stage 4's benchmark, written
 // against the plain malloc and free of the process (whichever allocator is preloaded).
 // Entry points: run_larson, run_xmalloc, run_scratch. Each runs `threads` threads for about
-// `seconds` and returns the operations done and the wall-clock time they took.
+// `seconds` and returns the operations done and the wall-clock time they took. Worker i runs
+// on core i mod n of the n cores the process may use (pinned), so that two workers share a
+// core only when there are more workers than cores, and the same ones in every run.
 #pragma once
 
 #include <cstdint>
