@@ -142,6 +142,7 @@ void heap_delayed_free(Heap* heap) {
         auto* next = reinterpret_cast<Block*>(b->link);
         Page* page = stage4::page_of(b);
         page_set_delay(page, Delay::to_page, false);   // waits until its pusher is done
+        page_collect_remote(page);
         page_push_local(heap, page, b);
         b = next;
     }
