@@ -85,6 +85,12 @@ void heap_abandon(Heap* heap) {
 
 bool heap_reclaim(Heap* heap, unsigned max) {
     unsigned taken = 0;
+    for (unsigned k = 0; k < kRecentAbandoned && taken < max; ++k) {   // newest first ([S4.44])
+        uint32_t slot = abandoned_recent(k);
+        if (slot == kArenaSlots || !abandoned_take(slot)) continue;
+        adopt(heap, arena_segment(slot));
+        ++taken;
+    }
     uint32_t words = (arena_slots() + 63) / 64;
     for (uint32_t w = 0; w < words && taken < max; ++w) {
         for (uint64_t bits = abandoned_word(w); bits != 0 && taken < max; bits &= bits - 1) {

@@ -1,7 +1,8 @@
 // stage4_threads/abandon_test.cc: proves heaps die with their threads without losing a block:
 // many short-lived threads exit with live blocks that others free later; an abandoned segment
 // is reclaimed by a thread that needs pages, its live blocks intact and now freed locally; a
-// segment emptied while abandoned goes back to the arena when reclaimed; a thread that
+// segment emptied while abandoned goes back to the arena when reclaimed; the segment abandoned
+// last is reclaimed first; a thread that
 // allocates again in its own destructors gets a heap again and gives it back; and in a child
 // of fork() the other threads' heaps are lost but the survivor's works. Internals are read
 // directly (arena bits, owned[], heap records).
@@ -43,6 +44,58 @@ void check_and_free(const std::vector<Kept>& blocks) {
 
 // Every abandoned segment, taken by the calling thread (what needing pages does, all at once).
 void reclaim_everything() { heap_reclaim(my_heap(), ~0u); }
+
+TEST_CASE("a thread that needs pages reclaims the segment abandoned last before older ones") {
+    reclaim_everything();
+    // Two threads, alive at once so that each takes a fresh segment, keep a block each and
+    // exit one after the other: two abandoned segments, the second one abandoned last. Which
+    // slot is lower is up to the arena.
+    void* first = nullptr;
+    void* second = nullptr;
+    std::mutex mutex;
+    std::condition_variable changed;
+    int allocated = 0, may_exit = 0;
+    auto body = [&](void** out, int order) {
+        *out = api().malloc(100);
+        std::unique_lock<std::mutex> lock(mutex);
+        ++allocated;
+        changed.notify_all();
+        changed.wait(lock, [&] { return may_exit >= order; });
+    };
+    std::thread a(body, &first, 1), b(body, &second, 2);
+    {
+        std::unique_lock<std::mutex> lock(mutex);
+        changed.wait(lock, [&] { return allocated == 2; });
+        may_exit = 1;
+        changed.notify_all();
+    }
+    a.join();
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        may_exit = 2;
+        changed.notify_all();
+    }
+    b.join();
+    uint32_t first_slot = arena_slot_of(first), second_slot = arena_slot_of(second);
+    REQUIRE(first_slot != second_slot);
+    CHECK(abandoned_recent(0) == second_slot);
+    CHECK(abandoned_recent(1) == first_slot);
+    // A new thread that needs a page of that size reclaims one segment: the newest, whatever
+    // the bitmap order.
+    bool took_second = false, took_first = true;
+    on_thread([&] {
+        void* mine = api().malloc(100);
+        took_second = my_heap()->owned[second_slot] != 0;
+        took_first = my_heap()->owned[first_slot] != 0;
+        api().free(mine);
+        api().free(second);   // local now
+    });
+    CHECK(took_second);
+    CHECK(!took_first);
+    api().free(first);        // still abandoned: a remote free into an ownerless segment
+    reclaim_everything();
+    CHECK(battery::require_heap_ok(api()).ok);
+}
 
 TEST_CASE("many short-lived threads exit with live blocks that other threads free later") {
     reclaim_everything();

@@ -23,6 +23,8 @@ using arena_internal::g_starts;
 std::atomic<uint64_t> g_claimed[kArenaWords];     // bit s: slot s belongs to a segment
 std::atomic<uint64_t> g_abandoned[kArenaWords];   // bit s: the segment at s has no owner
 std::atomic<uint64_t> g_abandoned_count{0};
+std::atomic<uint32_t> g_recent[kRecentAbandoned];   // slot + 1 of a recent abandon; 0: none
+std::atomic<uint32_t> g_recent_next{0};
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
@@ -176,6 +178,14 @@ void arena_unpublish(const Segment* segment) {
 void abandoned_publish(uint32_t slot) {
     g_abandoned_count.fetch_add(1, std::memory_order_relaxed);   // before the bit: never below 0
     g_abandoned[slot / 64].fetch_or(uint64_t{1} << (slot % 64), std::memory_order_release);
+    uint32_t at = g_recent_next.fetch_add(1, std::memory_order_relaxed);
+    g_recent[at % kRecentAbandoned].store(slot + 1, std::memory_order_relaxed);
+}
+
+uint32_t abandoned_recent(unsigned k) {
+    uint32_t newest = g_recent_next.load(std::memory_order_relaxed) - 1;
+    uint32_t v = g_recent[(newest - k) % kRecentAbandoned].load(std::memory_order_relaxed);
+    return v == 0 ? kArenaSlots : v - 1;
 }
 
 bool abandoned_take(uint32_t slot) {

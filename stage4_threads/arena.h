@@ -81,6 +81,15 @@ bool abandoned_take(uint32_t slot);
 uint64_t abandoned_word(uint32_t word);
 uint64_t abandoned_count();
 
+// [S4.44] The last kRecentAbandoned slots published, newest first: abandoned_recent(0) is the
+// segment abandoned last (kArenaSlots when there is none yet). Only a hint, written and read
+// relaxed: the bit decides, and abandoned_take of a stale slot simply fails. A thread that
+// starts right after another exited (larson hands a worker's blocks from thread to thread)
+// finds its predecessor's segments here, where the bitmap scan would offer the lowest slots,
+// often another worker's: then every block the new thread inherited is a remote free.
+inline constexpr unsigned kRecentAbandoned = 8;
+uint32_t abandoned_recent(unsigned k);
+
 // Claimed bits, for the checker.
 bool arena_claimed(uint32_t slot, uint32_t blocks);
 
