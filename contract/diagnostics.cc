@@ -95,4 +95,9 @@ bool violation(CheckResult* result, const char* what, uintptr_t where, uint64_t 
 
 void set_enomem() { errno = ENOMEM; }
 
+void* enomem() {
+    set_enomem();
+    return nullptr;
+}
+
 }  // namespace edu

@@ -42,5 +42,8 @@ bool violation(CheckResult* result, const char* what, uintptr_t where = 0, uint6
 
 // errno = ENOMEM, for the paths that return nullptr.
 void set_enomem();
+// The same, returning that nullptr, so a path that cannot serve a request ends with
+// `return enomem();`.
+void* enomem();
 
 }  // namespace edu

@@ -37,10 +37,7 @@ bool is_power_of_two(std::size_t n) { return n != 0 && (n & (n - 1)) == 0; }
 // The one aligned path. A power of two above the stage's limit is a valid request this stage
 // cannot serve: nullptr with ENOMEM, like any other allocation it cannot serve.
 void* aligned(std::size_t alignment, std::size_t size) {
-    if (alignment > stage().max_alignment) {
-        edu::set_enomem();
-        return nullptr;
-    }
+    if (alignment > stage().max_alignment) return edu::enomem();
     return api().aligned_alloc(alignment, size);
 }
 
@@ -98,10 +95,7 @@ EDU_EXPORT void* realloc(void* ptr, size_t size) noexcept { return api().realloc
 // realloc(ptr, count * size), refusing a product that overflows (ptr stays valid).
 EDU_EXPORT void* reallocarray(void* ptr, size_t count, size_t size) noexcept {
     size_t total;
-    if (__builtin_mul_overflow(count, size, &total)) {
-        edu::set_enomem();
-        return nullptr;
-    }
+    if (__builtin_mul_overflow(count, size, &total)) return edu::enomem();
     return api().realloc(ptr, total);
 }
 
@@ -142,10 +136,7 @@ EDU_EXPORT void* valloc(size_t size) noexcept { return aligned(page_size(), size
 EDU_EXPORT void* pvalloc(size_t size) noexcept {
     size_t page = page_size();
     size_t rounded;
-    if (__builtin_add_overflow(size, page - 1, &rounded)) {
-        edu::set_enomem();
-        return nullptr;
-    }
+    if (__builtin_add_overflow(size, page - 1, &rounded)) return edu::enomem();
     rounded &= ~(page - 1);
     return aligned(page, rounded == 0 ? page : rounded);
 }

@@ -60,16 +60,11 @@ std::size_t usable_or_die(const char* call, const void* ptr) {
     return s1_block_usable(ptr);
 }
 
-void* failed_allocation() {
-    set_enomem();
-    return nullptr;
-}
-
 // ---- The single-thread entry ----------------------------------------------------------------
 
 void* st_malloc(std::size_t size) {
     void* p = s1_malloc(size);
-    if (!p) [[unlikely]] return failed_allocation();
+    if (!p) [[unlikely]] return enomem();
     count_alloc(p, size);
     return p;
 }
@@ -83,7 +78,7 @@ void st_free(void* ptr) {
 
 void* st_calloc(std::size_t count, std::size_t size) {
     std::size_t bytes;
-    if (__builtin_mul_overflow(count, size, &bytes)) [[unlikely]] return failed_allocation();
+    if (__builtin_mul_overflow(count, size, &bytes)) [[unlikely]] return enomem();
     void* p = st_malloc(bytes);
     if (p) std::memset(p, 0, bytes);  // recycled blocks hold old data; sbrk memory is zero
     return p;
@@ -93,7 +88,7 @@ void* st_realloc(void* ptr, std::size_t size) {
     if (!ptr) return st_malloc(size);
     std::size_t old_usable = usable_or_die("realloc", ptr);
     void* p = s1_realloc(ptr, size);
-    if (!p) [[unlikely]] return failed_allocation();  // only ENOMEM is left: ptr was valid
+    if (!p) [[unlikely]] return enomem();  // only ENOMEM is left: ptr was valid
     // A resize keeps the block count: only the bytes change.
     g_stats.bytes_requested += size;
     g_stats.live_bytes += s1_block_usable(p) - old_usable;
@@ -103,9 +98,9 @@ void* st_realloc(void* ptr, std::size_t size) {
 
 void* st_aligned_alloc(std::size_t alignment, std::size_t size) {
     if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kS1MaxAlignment)
-        return failed_allocation();
+        return enomem();
     void* p = s1_memalign(alignment, size);
-    if (!p) [[unlikely]] return failed_allocation();
+    if (!p) [[unlikely]] return enomem();
     count_alloc(p, size);
     return p;
 }

@@ -164,10 +164,7 @@ void evict(const char* call, const void* passed) {
 
 void* debug_malloc(std::size_t n, std::size_t alignment) {
     std::size_t front = alignment > kFrontBytes ? alignment : kFrontBytes;
-    if (n > (SIZE_MAX >> 2)) {
-        set_enomem();
-        return nullptr;
-    }
+    if (n > (SIZE_MAX >> 2)) return enomem();
     std::size_t inner_bytes = front + n + kTailBytes;
     uintptr_t inner, end;
     if (front == kFrontBytes && inner_bytes <= kSmallMax) {
@@ -183,8 +180,7 @@ void* debug_malloc(std::size_t n, std::size_t alignment) {
         end = inner + raw_block_usable(block);
         if (!raw_track(inner + front, inner, n)) {
             raw_release(block);
-            set_enomem();
-            return nullptr;
+            return enomem();
         }
     }
     uintptr_t user = inner + front;

@@ -54,10 +54,7 @@ void pool_refill(Pool* pool) {
 
 void* pool_malloc_slow(unsigned c) {
     Pool* pool = arena_take_pool();
-    if (!pool) {
-        set_enomem();
-        return nullptr;
-    }
+    if (!pool) return enomem();
     link_front(pool, c);
     // [S2.13] An empty pool that last served this same class keeps a valid header and
     // a free list holding all its carved blocks: use it as it is. Otherwise start it afresh:

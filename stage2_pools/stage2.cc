@@ -29,8 +29,7 @@ void* raw_malloc(std::size_t n, std::size_t alignment) {
     std::size_t usable = raw_block_usable(block);
     if (!raw_track(address, address, usable)) {
         raw_release(block);
-        set_enomem();
-        return nullptr;
+        return enomem();
     }
     note_alloc(usable, n);
     return block;
@@ -73,10 +72,7 @@ void s2_free(void* p) {
 
 void* s2_calloc(std::size_t count, std::size_t size) {
     std::size_t total;
-    if (__builtin_mul_overflow(count, size, &total)) {
-        set_enomem();
-        return nullptr;
-    }
+    if (__builtin_mul_overflow(count, size, &total)) return enomem();
     void* p = s2_malloc(total);
     if (p) std::memset(p, 0, total);
     return p;
@@ -124,10 +120,8 @@ void* s2_realloc(void* p, std::size_t n) {
 // size is a multiple of the alignment, because pool headers are multiples of 64 bytes: round
 // the size up and take a pool block. Larger alignments (and larger sizes) are stage 1's.
 void* s2_aligned_alloc(std::size_t alignment, std::size_t n) {
-    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kMaxAlignment) {
-        set_enomem();  // as stage 1 does: a request this stage cannot serve
-        return nullptr;
-    }
+    // As stage 1 does: a request this stage cannot serve.
+    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kMaxAlignment) return enomem();
     if (g_heap.debug) [[unlikely]] return debug_malloc(n, alignment);
     if (alignment <= kAlignment) return s2_malloc(n);
     if (alignment <= kHeaderAlign && n <= kSmallMax) {

@@ -180,23 +180,14 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
     }
     if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
     Page* page = find_page(heap, bin_of(size));
-    if (!page) {
-        set_enomem();
-        return nullptr;
-    }
+    if (!page) return enomem();
     return page_pop_checked(page, requested, "malloc");
 }
 
 void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {
-    if (size > kMaxRequest) {
-        set_enomem();
-        return nullptr;
-    }
+    if (size > kMaxRequest) return enomem();
     Page* page = one_block_page_alloc(size == 0 ? 1 : size, alignment);
-    if (!page) {
-        set_enomem();
-        return nullptr;
-    }
+    if (!page) return enomem();
     page->heap = heap;
     page->used = 1;
     ++heap->page_count;

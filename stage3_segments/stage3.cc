@@ -16,11 +16,6 @@
 namespace edu::stage3 {
 namespace {
 
-void* failed() {
-    set_enomem();
-    return nullptr;
-}
-
 // ---- The single-thread entry, one instantiation per mode -----------------------------------
 
 template <class M>
@@ -36,7 +31,7 @@ void api_free(void* p) {
 template <class M>
 void* heap_calloc_in(Heap* heap, std::size_t count, std::size_t size) {
     std::size_t bytes;
-    if (__builtin_mul_overflow(count, size, &bytes)) return failed();
+    if (__builtin_mul_overflow(count, size, &bytes)) return enomem();
     void* p = heap_alloc<M>(heap, bytes, bytes);
     if (p) std::memset(p, 0, bytes);   // recycled blocks hold old bytes
     return p;
@@ -77,9 +72,9 @@ void* api_realloc(void* p, std::size_t size) {
 
 template <class M>
 void* heap_aligned_in(Heap* heap, std::size_t alignment, std::size_t size) {
-    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kMaxAlignment) return failed();
+    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kMaxAlignment) return enomem();
     if (alignment <= kAlignment) return heap_alloc<M>(heap, size, size);
-    if (size > kMaxRequest) return failed();
+    if (size > kMaxRequest) return enomem();
     unsigned bin = aligned_bin(alignment, size);
     if (bin < kBinCount) return heap_alloc<M>(heap, bin_size(bin), size);
     return malloc_one_block(heap, size, alignment, size);

@@ -108,11 +108,6 @@ Page* find_page(Heap* heap, unsigned bin) {
     return page;
 }
 
-void* failed() {
-    set_enomem();
-    return nullptr;
-}
-
 }  // namespace
 
 void page_free(Heap* heap, Page* page) {
@@ -170,14 +165,14 @@ bool page_to_full(Heap* heap, Page* page) {
 Heap* heap_for_caller(Heap* heap) { return heap != &g_empty_heap ? heap : heap_acquire(); }
 
 void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
-    if (size > kMaxRequest) return failed();   // before a heap exists: nothing changes
+    if (size > kMaxRequest) return enomem();   // before a heap exists: nothing changes
     heap = heap_for_caller(heap);
-    if (!heap) return failed();
+    if (!heap) return enomem();
     if (heap->delayed_free.load(std::memory_order_relaxed) != nullptr) heap_delayed_free(heap);
     if ((++heap->clock & 63) == 0) heap_tick(heap);
     if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
     Page* page = find_page(heap, bin_of(size));
-    if (!page) return failed();
+    if (!page) return enomem();
     Block* b = page->free;
     if (b->mark != kFreedMark) freed_twice(b);   // as on the fast path (S4.32)
     page->free = reinterpret_cast<Block*>(b->link);
@@ -189,12 +184,12 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
 }
 
 void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {
-    if (size > kMaxRequest) return failed();
+    if (size > kMaxRequest) return enomem();
     heap = heap_for_caller(heap);
-    if (!heap) return failed();
+    if (!heap) return enomem();
     if (heap->cache_count == 0 && abandoned_count() != 0) heap_reclaim(heap, 1);
     Page* page = one_block_page_alloc(heap, size == 0 ? 1 : size, alignment);
-    if (!page) return failed();
+    if (!page) return enomem();
     ++heap->page_count;
     queue_push_front(heap, kLargeQueue, page);
     auto* b = reinterpret_cast<Block*>(page->start);

@@ -16,11 +16,6 @@
 namespace edu::stage4 {
 namespace {
 
-void* failed() {
-    set_enomem();
-    return nullptr;
-}
-
 template <class M>
 void* api_malloc(std::size_t size) {
     return heap_alloc<M>(t_heap, size, size);
@@ -34,7 +29,7 @@ void api_free(void* p) {
 template <class M>
 void* api_calloc(std::size_t count, std::size_t size) {
     std::size_t bytes;
-    if (__builtin_mul_overflow(count, size, &bytes)) return failed();
+    if (__builtin_mul_overflow(count, size, &bytes)) return enomem();
     void* p = heap_alloc<M>(t_heap, bytes, bytes);
     if (p) std::memset(p, 0, bytes);   // recycled blocks hold old bytes
     return p;
@@ -69,9 +64,9 @@ void* api_realloc(void* p, std::size_t size) {
 // aligned, or a one-block page at an aligned offset.
 template <class M>
 void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
-    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kMaxAlignment) return failed();
+    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kMaxAlignment) return enomem();
     if (alignment <= kAlignment) return heap_alloc<M>(t_heap, size, size);
-    if (size > kMaxRequest) return failed();
+    if (size > kMaxRequest) return enomem();
     unsigned bin = stage3::aligned_bin(alignment, size);
     if (bin < kBinCount) return heap_alloc<M>(t_heap, stage3::bin_size(bin), size);
     return malloc_one_block(t_heap, size, alignment, size);
