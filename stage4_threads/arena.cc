@@ -25,6 +25,7 @@ std::atomic<uint64_t> g_abandoned[kArenaWords];   // bit s: the segment at s has
 std::atomic<uint64_t> g_abandoned_count{0};
 std::atomic<uint32_t> g_recent[kRecentAbandoned];   // slot + 1 of a recent abandon; 0: none
 std::atomic<uint32_t> g_recent_next{0};
+static_assert((kRecentAbandoned & (kRecentAbandoned - 1)) == 0, "the ring index wraps with its counter");
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }

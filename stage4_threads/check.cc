@@ -65,24 +65,6 @@ bool each_segment(Visit visit) {
     return true;
 }
 
-// One bit per block of a page (a small page holds at most 4096 blocks); on the stack, because
-// any number of threads may check at once.
-constexpr uint32_t kMaxBlocks = (uint32_t{1} << kSmallPageShift) / 16;
-struct Seen {
-    uint64_t bits[kMaxBlocks / 64] = {};
-    bool mark(uint32_t i) {
-        uint64_t m = uint64_t{1} << (i % 64);
-        bool was = bits[i / 64] & m;
-        bits[i / 64] |= m;
-        return was;
-    }
-    bool has(uint32_t i) const { return (bits[i / 64] >> (i % 64)) & 1; }
-};
-
-uint32_t index_of(const Page* page, const Block* b) {
-    return static_cast<uint32_t>((addr(b) - page->start) / page->block_size);
-}
-
 const Block* remote_list(const Page* page) {
     return block_of(page->xthread_free.load(std::memory_order_acquire));
 }

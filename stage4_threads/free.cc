@@ -69,17 +69,13 @@ void freed_twice(const Block* b) {
 
 void page_verify_empty(const Page* page) {
     if (page->bin == kOneBlockBin || page->carved == 0) return;
-    constexpr uint32_t kMaxCapacity = (uint32_t{1} << kSmallPageShift) / kAlignment;
-    static_assert((std::size_t{1} << kMediumPageShift) / kSmallMax <= kMaxCapacity, "medium pages fit the map");
-    uint64_t seen[kMaxCapacity / 64] = {};
+    Seen seen;
     uint32_t found = 0;
     for (const Block* head : {page->free, page->local_free}) {
         for (const Block* b = head; b != nullptr; b = reinterpret_cast<const Block*>(b->link)) {
             if (!owner_holds(page, addr(b))) die(kStageName, "free", b, "free list corrupted (a link leaves its page)");
-            uint64_t i = (addr(b) - page->start) / page->block_size;
-            uint64_t bit = uint64_t{1} << (i & 63);
-            if (seen[i >> 6] & bit) die(kStageName, "free", b, "double free (found twice on its page's free lists when the page was given back)");
-            seen[i >> 6] |= bit;
+            if (seen.mark(index_of(page, b)))
+                die(kStageName, "free", b, "double free (found twice on its page's free lists when the page was given back)");
             ++found;
         }
     }
