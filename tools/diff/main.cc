@@ -3,6 +3,7 @@
 // workload through each chosen stage (replay.h) and prints the comparison (report.h).
 // Stages are found in the registry, so a newly linked stage appears with no change here.
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <iterator>
 #include <cstring>
@@ -19,49 +20,20 @@
 namespace edu::diff {
 namespace {
 
-constexpr const char* kHelp = R"(stagediff: replay one workload through every allocator stage and compare them.
-
-usage: stagediff [options]
-
-workloads (default: the built-in 'ring'):
-  --workload=NAME       a built-in workload: ring, fragment, realloc, phase, or 'all'
-  --trace=FILE          a malloc-lab trace ('a id size', 'f id', 'r id size'); repeatable
-  --ltrace=FILE         output of `ltrace -e malloc+free+calloc+realloc PROGRAM`; repeatable
-  --seed=N              seed of the built-in workloads (default 1)
-  --scale=X             size of the built-in workloads (default 1.0)
-
-stages:
-  --stages=LIST         stage numbers or names, comma-separated (default: all linked stages)
-  --option=STAGE.NAME=VALUE
-                        set a stage option, e.g. --option=stage1_brk.fit=best; repeatable
-                        (EDU_OPTIONS in the environment works too)
-  --list                list the stages, their options, and the built-in workloads
-
-output:
-  --json, --csv         machine-readable results instead of the table
-  --plot=FILE           footprint and live bytes over time for every stage (.svg or .png)
-  --picture=N:FILE      an SVG picture of each stage's heap after N operations
-                        (FILE gets the stage name: heap.svg -> heap-stage1_brk.svg)
-  --steps=N[,M...]      print each stage's heap after these operations
-  --no-time             skip the timed pass (validation only)
-  --progress            report progress on stderr during long runs
-
-other modes:
-  --generate=NAME       print a built-in workload as a malloc-lab trace and exit
-  --convert-ltrace=FILE print ltrace output converted to a malloc-lab trace and exit
-
-exit status: 0 when every stage passed validation, 1 when one failed, 2 for bad usage.
-)";
-
 struct Args {
     std::vector<std::string> workloads, traces, ltraces, stages, options;
     uint64_t seed = 1;
     double scale = 1.0;
-    bool json = false, csv = false, timed = true, progress = false, list = false;
+    bool json = false, csv = false, timed = true, progress = false, list = false, help = false;
     std::string plot, picture_path, generate, convert;
     uint64_t picture_at = 0;
     std::vector<uint64_t> steps;
 };
+
+[[noreturn]] void usage_error(const std::string& what) {
+    std::cerr << "stagediff: " << what << " (see --help)\n";
+    std::exit(2);
+}
 
 std::vector<std::string> split(const std::string& s, char sep) {
     std::vector<std::string> out;
@@ -71,56 +43,128 @@ std::vector<std::string> split(const std::string& s, char sep) {
     return out;
 }
 
-[[noreturn]] void usage_error(const std::string& what) {
-    std::cerr << "stagediff: " << what << " (see --help)\n";
-    std::exit(2);
-}
-
 uint64_t to_number(const std::string& text, const char* what) {
     char* end = nullptr;
+    errno = 0;
     unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-    if (text.empty() || *end) usage_error(std::string("bad ") + what + " '" + text + "'");
+    if (text.empty() || *end || errno || text[0] == '-') usage_error(std::string("bad ") + what + " '" + text + "'");
     return v;
+}
+
+// A path the user typed, relative to the directory they typed it in: under `bazel run` the
+// tool runs in its runfiles tree and Bazel names the user's directory in BUILD_WORKING_DIRECTORY.
+std::string user_path(const std::string& path) {
+    const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY");
+    if (path.empty() || path[0] == '/' || path == "-" || !cwd || !*cwd) return path;
+    return std::string(cwd) + "/" + path;
+}
+
+// ---- The command line: one table --------------------------------------------------------------
+// One row per option: its name, the placeholder of its value (nullptr for a switch), its group
+// in --help, its help (lines after the first are indented under it) and what it does to Args.
+// --help is printed from this table, so a new option is one row.
+struct Flag {
+    const char* name;
+    const char* value;
+    const char* group;
+    const char* help;
+    void (*apply)(Args& a, const std::string& value);
+};
+
+const Flag kFlags[] = {
+    {"--workload", "NAME", "workloads (default: the built-in 'ring')",
+     "a built-in workload: ring, fragment, realloc, phase, or 'all'; repeatable",
+     [](Args& a, const std::string& v) { a.workloads.push_back(v); }},
+    {"--trace", "FILE", nullptr, "a malloc-lab trace ('a id size', 'f id', 'r id size'); repeatable",
+     [](Args& a, const std::string& v) { a.traces.push_back(user_path(v)); }},
+    {"--ltrace", "FILE", nullptr, "output of `ltrace -e malloc+free+calloc+realloc PROGRAM`; repeatable",
+     [](Args& a, const std::string& v) { a.ltraces.push_back(user_path(v)); }},
+    {"--seed", "N", nullptr, "seed of the built-in workloads (default 1)",
+     [](Args& a, const std::string& v) { a.seed = to_number(v, "seed"); }},
+    {"--scale", "X", nullptr, "size of the built-in workloads (default 1.0, at most 1000)",
+     [](Args& a, const std::string& v) {
+         char* end = nullptr;
+         a.scale = std::strtod(v.c_str(), &end);
+         if (v.empty() || *end || !(a.scale > 0 && a.scale <= 1000)) usage_error("bad scale '" + v + "'");
+     }},
+    {"--stages", "LIST", "stages", "stage numbers or names, comma-separated (default: all linked stages)",
+     [](Args& a, const std::string& v) { a.stages = split(v, ','); }},
+    {"--option", "STAGE.NAME=VALUE", nullptr,
+     "set a stage option, e.g. --option=stage1_brk.fit=best; repeatable\n(EDU_OPTIONS in the environment works too)",
+     [](Args& a, const std::string& v) { a.options.push_back(v); }},
+    {"--list", nullptr, nullptr, "list the stages and the option values a run would use, and the built-in workloads",
+     [](Args& a, const std::string&) { a.list = true; }},
+    {"--json", nullptr, "output", "machine-readable results instead of the table",
+     [](Args& a, const std::string&) { a.json = true; }},
+    {"--csv", nullptr, nullptr, "the same as CSV, one row per workload and stage",
+     [](Args& a, const std::string&) { a.csv = true; }},
+    {"--plot", "FILE", nullptr, "footprint and live bytes over time for every stage (.svg or .png)",
+     [](Args& a, const std::string& v) { a.plot = user_path(v); }},
+    {"--picture", "N:FILE", nullptr,
+     "an SVG picture of each stage's heap after N operations\n(FILE gets the stage name: heap.svg -> heap-stage1_brk.svg)",
+     [](Args& a, const std::string& v) {
+         std::size_t colon = v.find(':');
+         if (colon == std::string::npos) usage_error("--picture wants N:FILE");
+         a.picture_at = to_number(v.substr(0, colon), "operation count");
+         if (a.picture_at == 0) usage_error("--picture counts operations from 1");
+         a.picture_path = user_path(v.substr(colon + 1));
+     }},
+    {"--steps", "N[,M...]", nullptr, "print each stage's heap after these operations",
+     [](Args& a, const std::string& v) {
+         for (const std::string& n : split(v, ',')) a.steps.push_back(to_number(n, "step"));
+     }},
+    {"--no-time", nullptr, nullptr, "skip the timed pass (validation only)",
+     [](Args& a, const std::string&) { a.timed = false; }},
+    {"--progress", nullptr, nullptr, "report progress on stderr during long runs",
+     [](Args& a, const std::string&) { a.progress = true; }},
+    {"--generate", "NAME", "other modes", "print a built-in workload as a malloc-lab trace and exit",
+     [](Args& a, const std::string& v) { a.generate = v; }},
+    {"--convert-ltrace", "FILE", nullptr, "print ltrace output converted to a malloc-lab trace and exit",
+     [](Args& a, const std::string& v) { a.convert = user_path(v); }},
+    {"--help", nullptr, nullptr, "this text", [](Args& a, const std::string&) { a.help = true; }},
+};
+
+constexpr const char* kHelpTrailer = R"(
+Relative paths are relative to the directory you ran the command from (under `bazel run`,
+BUILD_WORKING_DIRECTORY).
+
+exit status: 0 when every stage passed validation, 1 when one failed, 2 for bad usage or input.
+)";
+
+void print_help(std::ostream& out) {
+    out << "stagediff: replay workloads through every allocator stage and compare them.\n\n"
+           "usage: stagediff [options]\n";
+    for (const Flag& f : kFlags) {
+        if (f.group) out << "\n" << f.group << ":\n";
+        std::string head = std::string("  ") + f.name + (f.value ? std::string("=") + f.value : "");
+        std::vector<std::string> lines = split(f.help, '\n');
+        for (std::size_t i = 0; i < lines.size(); ++i) {
+            if (i == 0 && head.size() < 24) out << head << std::string(24 - head.size(), ' ') << lines[i] << "\n";
+            else if (i == 0) out << head << "\n" << std::string(24, ' ') << lines[i] << "\n";
+            else out << std::string(24, ' ') << lines[i] << "\n";
+        }
+    }
+    out << kHelpTrailer;
 }
 
 Args parse_args(int argc, char** argv) {
     Args a;
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
-        auto value = [&](const char* flag) -> std::string {
-            std::string prefix = std::string(flag) + "=";
-            return arg.compare(0, prefix.size(), prefix) == 0 ? arg.substr(prefix.size()) : std::string();
-        };
-        auto has = [&](const char* flag) { return arg.compare(0, std::strlen(flag) + 1, std::string(flag) + "=") == 0; };
-        if (arg == "--help" || arg == "-h") {
-            std::cout << kHelp;
-            std::exit(0);
-        } else if (arg == "--json") a.json = true;
-        else if (arg == "--csv") a.csv = true;
-        else if (arg == "--no-time") a.timed = false;
-        else if (arg == "--progress") a.progress = true;
-        else if (arg == "--list") a.list = true;
-        else if (has("--workload")) a.workloads.push_back(value("--workload"));
-        else if (has("--trace")) a.traces.push_back(value("--trace"));
-        else if (has("--ltrace")) a.ltraces.push_back(value("--ltrace"));
-        else if (has("--seed")) a.seed = to_number(value("--seed"), "seed");
-        else if (has("--scale")) {
-            a.scale = std::atof(value("--scale").c_str());
-            if (a.scale <= 0 || a.scale > 1000) usage_error("bad scale '" + value("--scale") + "'");
-        } else if (has("--stages")) a.stages = split(value("--stages"), ',');
-        else if (has("--option")) a.options.push_back(value("--option"));
-        else if (has("--plot")) a.plot = value("--plot");
-        else if (has("--picture")) {
-            std::string v = value("--picture");
-            std::size_t colon = v.find(':');
-            if (colon == std::string::npos) usage_error("--picture wants N:FILE");
-            a.picture_at = to_number(v.substr(0, colon), "operation count");
-            a.picture_path = v.substr(colon + 1);
-        } else if (has("--steps")) {
-            for (const std::string& n : split(value("--steps"), ',')) a.steps.push_back(to_number(n, "step"));
-        } else if (has("--generate")) a.generate = value("--generate");
-        else if (has("--convert-ltrace")) a.convert = value("--convert-ltrace");
-        else usage_error("unknown argument '" + arg + "'");
+        if (arg == "-h") arg = "--help";
+        std::size_t eq = arg.find('=');
+        std::string name = arg.substr(0, eq), value = eq == std::string::npos ? "" : arg.substr(eq + 1);
+        const Flag* flag = nullptr;
+        for (const Flag& f : kFlags)
+            if (name == f.name) flag = &f;
+        if (!flag) usage_error("unknown argument '" + arg + "'");
+        if (flag->value && eq == std::string::npos) usage_error(name + " wants a value: " + name + "=" + flag->value);
+        if (!flag->value && eq != std::string::npos) usage_error(name + " takes no value");
+        flag->apply(a, value);
+    }
+    if (a.help) {
+        print_help(std::cout);
+        std::exit(0);
     }
     if (a.json && a.csv) usage_error("choose one of --json and --csv");
     return a;
@@ -196,7 +240,8 @@ std::string picture_name(const std::string& path, const std::string& stage) {
 
 int run(int argc, char** argv) {
     Args a = parse_args(argc, argv);
-    if (a.list) {
+    if (a.list) {  // after the options, so it shows the values a run would use
+        apply_options(a);
         list_everything();
         return 0;
     }
@@ -243,6 +288,16 @@ int run(int argc, char** argv) {
             return 2;
         }
         workloads.push_back(std::move(w));
+    }
+
+    for (const Workload& w : workloads) {
+        for (uint64_t step : a.steps)
+            if (step == 0 || step > w.ops.size())
+                usage_error("--steps: step " + std::to_string(step) + " is beyond the end of " + w.name + " (" +
+                            std::to_string(w.ops.size()) + " operations)");
+        if (a.picture_at > w.ops.size())
+            usage_error("--picture: step " + std::to_string(a.picture_at) + " is beyond the end of " + w.name + " (" +
+                        std::to_string(w.ops.size()) + " operations)");
     }
 
     apply_options(a);
