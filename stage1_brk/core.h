@@ -84,6 +84,11 @@ uint64_t s1_check(S1Report* report) S1_HIDDEN;             // S1Check
 void s1_walk(S1VisitFn visit, void* context) S1_HIDDEN;
 void s1_reset(void) S1_HIDDEN;                             // forget the heap (tests with a hook)
 
+// ---- Provided by the adapter (stage1.cc), called by the core ----
+// A free block's list neighbours do not point back at it (a write after free reached its
+// links): one diagnostic line naming the block, then abort. Never returns.
+[[noreturn]] void s1_list_corrupted(uint64_t header) S1_HIDDEN;
+
 // ---- State and tunables (NASM data) ----
 extern uint32_t s1_status S1_HIDDEN;            // why the last failing call failed
 extern uint64_t s1_fit_policy S1_HIDDEN;        // S1Fit, default first fit

@@ -7,6 +7,7 @@ default rel
 %include "types.inc"
 
 extern s1_fit_policy                            ; heap.asm
+extern s1_list_corrupted                        ; stage1.cc: reports a broken link, aborts
 
 section .bss
 align 8
@@ -34,8 +35,13 @@ s1_list_push:
         mov     [s1_free_head], rdi
         ret
 
-; s1_list_remove: unlink a free block. If the next-fit rover points at it, the rover moves on
-; to the block's successor, so it never points at memory that is no longer a free block.
+; [S1.25] s1_list_remove: unlink a free block, after checking that its neighbours on the list
+; point back at it. The links live in the dead payload, where a write after free can reach
+; them; unchecked, `prev.next = next` and `next.prev = prev` would store two values the program
+; chose at two addresses it chose (the classic unlink attack). A link that does not point back
+; is reported by s1_list_corrupted (the adapter's one-line diagnostic), which never returns.
+; If the next-fit rover points at the block, the rover moves on to the block's successor, so it
+; never points at memory that is no longer a free block.
 ;   IN:  rdi = header of a block on the list
 ;   OUT: nothing
 ;   Clobbers: rax, rcx. Preserves: everything else.
@@ -43,6 +49,20 @@ global s1_list_remove:function hidden
 s1_list_remove:
         mov     rax, [rdi + S1_NEXT]            ; rax = next
         mov     rcx, [rdi + S1_PREV]            ; rcx = prev
+        test    rax, rax
+        jz      .next_checked
+        cmp     [rax + S1_PREV], rdi
+        jne     .corrupted                      ; next.prev != block
+.next_checked:
+        test    rcx, rcx
+        jz      .head_checked
+        cmp     [rcx + S1_NEXT], rdi
+        jne     .corrupted                      ; prev.next != block
+        jmp     .checked
+.head_checked:
+        cmp     [s1_free_head], rdi
+        jne     .corrupted                      ; no prev, yet not the head
+.checked:
         cmp     rdi, [s1_rover]
         jne     .unlink
         mov     [s1_rover], rax                 ; the rover steps past the removed block
@@ -59,6 +79,8 @@ s1_list_remove:
         mov     [rax + S1_PREV], rcx            ; next.prev = prev
 .done:
         ret
+.corrupted:
+        jmp     s1_list_corrupted wrt ..plt     ; rdi = the block; a tail call that never returns
 
 ; s1_find_fit: a free block of at least `asize` bytes, chosen by s1_fit_policy. The block
 ; stays on the list (s1_place takes it off). A free block's header holds its size with no flag

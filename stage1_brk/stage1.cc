@@ -27,6 +27,9 @@ struct RequestStats {
     uint64_t live_blocks = 0, live_bytes = 0, peak_live_bytes = 0;
 } g_stats;
 
+// The call being served, for diagnostics raised deep inside the core (s1_list_corrupted).
+const char* g_call = "malloc";
+
 void count_alloc(void* p, std::size_t requested) {
     std::size_t usable = s1_block_usable(p);
     ++g_stats.mallocs;
@@ -63,6 +66,7 @@ std::size_t usable_or_die(const char* call, const void* ptr) {
 // ---- The single-thread entry ----------------------------------------------------------------
 
 void* st_malloc(std::size_t size) {
+    g_call = "malloc";
     void* p = s1_malloc(size);
     if (!p) [[unlikely]] return enomem();
     count_alloc(p, size);
@@ -71,6 +75,7 @@ void* st_malloc(std::size_t size) {
 
 void st_free(void* ptr) {
     if (!ptr) return;
+    g_call = "free";
     std::size_t usable = usable_or_die("free", ptr);
     s1_free(ptr);
     count_free(usable);
@@ -86,6 +91,7 @@ void* st_calloc(std::size_t count, std::size_t size) {
 
 void* st_realloc(void* ptr, std::size_t size) {
     if (!ptr) return st_malloc(size);
+    g_call = "realloc";
     std::size_t old_usable = usable_or_die("realloc", ptr);
     void* p = s1_realloc(ptr, size);
     if (!p) [[unlikely]] return enomem();  // only ENOMEM is left: ptr was valid
@@ -99,6 +105,7 @@ void* st_realloc(void* ptr, std::size_t size) {
 void* st_aligned_alloc(std::size_t alignment, std::size_t size) {
     if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kS1MaxAlignment)
         return enomem();
+    g_call = "aligned_alloc";
     void* p = s1_memalign(alignment, size);
     if (!p) [[unlikely]] return enomem();
     count_alloc(p, size);
@@ -280,6 +287,12 @@ const char* get_option(const char* name) {
 using Lock = Locked<kSingleThread>;
 
 }  // namespace
+
+// [S1.25] The safe-unlinking check failed: name the free block whose links were overwritten.
+extern "C" void s1_list_corrupted(uint64_t header) {
+    die(kName, g_call, reinterpret_cast<void*>(header + 8),
+        "corrupted free list: a free block's links do not point back at it (write after free?)");
+}
 
 const Stage descriptor = {
     kName,

@@ -14,6 +14,7 @@
 #include "stage1_brk/core.h"
 #include "stage1_brk/reserved_break.h"
 #include "stage1_brk/stage1.h"
+#include "tests/support.h"
 
 namespace edu::stage1 {
 namespace {
@@ -394,5 +395,33 @@ TEST_CASE("the reserved break serves the heap from a private mapping and can be 
     api.free(q);
 }
 
+// [S1.25] The unlink attack: after free(a), the program writes through its stale pointer into
+// a's links, choosing `next` so that unlinking a would store a's `prev` (0: it is the head) at
+// &victim. The next malloc takes a off the list; the safe-unlinking check must stop it first.
+TEST_CASE("a write after free into a block's links is caught before the unlink writes") {
+    const Api& api = *descriptor.single_thread;
+    static uint64_t victim = 0x1234;
+    void* a = api.malloc(100);
+    void* guard = api.malloc(100);  // keeps a from merging with the free rest of the heap
+    REQUIRE(a != nullptr);
+    REQUIRE(guard != nullptr);
+    battery::require_one_line_abort("stage1_brk", "malloc", a, {"corrupted free list"}, [&] {
+        api.free(a);
+        uint64_t forged = reinterpret_cast<uint64_t>(&victim) - 16;  // next.prev is at next + 16
+        std::memcpy(a, &forged, 8);  // a's first payload word is its `next` link
+        void* b = api.malloc(100);  // takes a off the list: the unlink would write victim
+        battery::child_expect(victim == 0x1234, "the unlink wrote to the program-chosen address");
+        (void)b;
+    });
+    CHECK(victim == 0x1234);
+    api.free(a);
+    api.free(guard);
+}
+
 }  // namespace
 }  // namespace edu::stage1
+
+int main(int argc, char** argv) {
+    doctest::Context context(argc, argv);
+    return context.run();
+}

@@ -139,6 +139,8 @@ void Twin::list_push(uint64_t header) {
 
 void Twin::list_remove(uint64_t header) {
     uint64_t next = load(header + kNext), prev = load(header + kPrev);
+    if (next && load(next + kPrev) != header) s1_list_corrupted(header);
+    if (prev ? load(prev + kNext) != header : free_head_ != header) s1_list_corrupted(header);
     if (header == rover_) rover_ = next;
     if (prev) store(prev + kNext, next);
     else free_head_ = next;
