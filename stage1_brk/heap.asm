@@ -225,7 +225,8 @@ s1_heap_grow:
 
 ; [S1.6] s1_heap_trim: lower the break when the heap ends in a large free block. Keeps
 ; `margin` bytes so a program that frees and allocates in a loop does not pay two sbrk calls a
-; round; gives back whole pages only; does nothing if anyone moved the break after us.
+; round; gives back whole pages only; does nothing if anyone moved the break after us, even
+; between its query of the break and its call to lower it.
 ;   IN:  rdi = header of a free block that is on the free list
 ;   OUT: nothing (the block may have shrunk)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
@@ -267,6 +268,16 @@ s1_heap_trim:
         call    s1_sbrk
         cmp     rax, -1
         je      .out                            ; refused: keep everything as it was
+        ; [S1.26] The query and the call are two steps: another sbrk user may have moved the
+        ; break in between, and then we have just released the top of *their* memory. The old
+        ; break the call returns says whose pages went: if it is not our region's end, put the
+        ; break back where it was and leave the heap alone.
+        cmp     rax, [rbx + S1_REGION_END]
+        je      .lowered
+        mov     rdi, r13
+        call    s1_sbrk                         ; restore: raise the break by what we took
+        jmp     .out
+.lowered:
         mov     rax, [r12]
         sub     rax, r13                        ; the block keeps what was not given back
         SET_TAGS r12, rax, rcx

@@ -239,7 +239,11 @@ bool parse_bytes(const char* text, uint64_t* out) {
     return true;
 }
 
-bool set_option(const char* name, const char* value) {
+using Lock = Locked<kSingleThread>;
+
+// [S1.27] Options change the core's tunables, which every call of the thread-safe entry reads:
+// they are set and read under the stage's lock, like any other call.
+bool set_option_unlocked(const char* name, const char* value) {
     if (std::strcmp(name, "fit") == 0) {
         static const char* const fits[] = {"first", "next", "best"};
         for (uint64_t i = 0; i < 3; ++i)
@@ -265,7 +269,12 @@ bool set_option(const char* name, const char* value) {
     return false;
 }
 
-const char* get_option(const char* name) {
+bool set_option(const char* name, const char* value) {
+    Lock::Guard guard;
+    return set_option_unlocked(name, value);
+}
+
+const char* get_option_unlocked(const char* name) {
     static char buffer[32];
     if (std::strcmp(name, "fit") == 0) {
         static const char* const fits[] = {"first", "next", "best"};
@@ -284,7 +293,10 @@ const char* get_option(const char* name) {
     return nullptr;
 }
 
-using Lock = Locked<kSingleThread>;
+const char* get_option(const char* name) {
+    Lock::Guard guard;
+    return get_option_unlocked(name);
+}
 
 }  // namespace
 

@@ -6,7 +6,10 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include <unistd.h>
@@ -239,6 +242,36 @@ TEST_CASE_FIXTURE(IsolatedHeap, "a break that moves between the query and the gr
     CHECK(check() == S1_CHECK_OK);
 }
 
+// Someone else raises the break by a page between s1_heap_trim's query and its sbrk(-n).
+bool g_trim_race_armed = false;
+void* trim_racing_sbrk(intptr_t increment) {
+    if (increment < 0 && g_trim_race_armed) {
+        g_trim_race_armed = false;
+        g_break->bump(4096);
+    }
+    return g_break->sbrk(increment);
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "a trim that finds someone else's pages below the break puts the break back") {
+    void* small = s1_malloc(16);
+    void* big = s1_malloc(1 << 20);
+    REQUIRE(big != nullptr);
+    s1_sbrk_hook = &trim_racing_sbrk;
+    g_trim_race_armed = true;
+    std::vector<Row> before = blocks();
+    uint64_t footprint = s1_footprint;
+    REQUIRE(s1_free(big) == S1_OK);  // would trim: the heap ends in a 1 MiB free block
+    CHECK_FALSE(g_trim_race_armed);  // the trim did try
+    CHECK(brk.used() == footprint + 4096);  // our heap plus the other user's page, all there
+    CHECK(s1_footprint == footprint);
+    std::vector<Row> after = blocks();
+    REQUIRE(after.size() == 2);  // small, then one free block up to the old end
+    CHECK(after[1].kind == S1_KIND_FREE);
+    CHECK(after[1].address + after[1].size == before.back().address + before.back().size);
+    CHECK(check() == S1_CHECK_OK);
+    (void)small;
+}
+
 TEST_CASE_FIXTURE(IsolatedHeap, "realloc at the end of the heap asks the break only for what the block lacks") {
     REQUIRE(s1_malloc(16) != nullptr);
     void* b = s1_malloc(30000);
@@ -375,6 +408,22 @@ TEST_CASE("options select the fit policy and the growth tunables") {
     CHECK(descriptor.set_option("fit", "first"));
     CHECK(descriptor.set_option("trim", "131072"));
     CHECK(descriptor.set_option("margin", "32768"));
+}
+
+TEST_CASE("options set at run time wait for the stage lock") {
+    descriptor.prepare_fork();  // takes the thread-safe entry's lock, as a malloc in flight would
+    std::atomic<bool> done{false};
+    std::thread setter([&] {
+        descriptor.set_option("fit", "best");
+        done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK_FALSE(done.load());
+    descriptor.after_fork_parent();
+    setter.join();
+    CHECK(done.load());
+    CHECK(std::strcmp(descriptor.get_option("fit"), "best") == 0);
+    CHECK(descriptor.set_option("fit", "first"));
 }
 
 TEST_CASE("the reserved break serves the heap from a private mapping and can be switched back") {

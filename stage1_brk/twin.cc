@@ -121,7 +121,12 @@ void Twin::heap_trim(uint64_t header) {
     uint64_t give = (size - keep) & ~(kPage - 1);
     if (!give) return;
     if (sbrk(0) != load(last + kRegionEnd)) return;
-    if (sbrk(-static_cast<int64_t>(give)) == kFailed) return;
+    uint64_t old = sbrk(-static_cast<int64_t>(give));
+    if (old == kFailed) return;
+    if (old != load(last + kRegionEnd)) {  // someone moved the break: give their pages back
+        sbrk(static_cast<int64_t>(give));
+        return;
+    }
     set_tags(header, size - give);
     uint64_t end = load(last + kRegionEnd) - give;
     store(last + kRegionEnd, end);
