@@ -4,12 +4,16 @@
 // deliberately broken stages, and the files the picture and plot options write.
 #include <doctest/doctest.h>
 
+#include <sys/resource.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "stage1_brk/stage1.h"
+#include "tools/diff/libc_reference.h"
 #include "tools/diff/replay.h"
 #include "tools/diff/report.h"
 #include "tools/diff/workload.h"
@@ -46,7 +50,7 @@ TEST_CASE("malformed trace lines are reported with their line number") {
 }
 
 TEST_CASE("unknown ids, double frees and reused live ids in a trace are errors") {
-    CHECK(parse_error("a 0 16\nf 1\n") == "t.rep:2: unknown block id 1");
+    CHECK(parse_error("a 0 16\nf 1\n") == "t.rep:2: free of block 1, never allocated");
     CHECK(parse_error("a 0 16\nf 0\nf 0\n") == "t.rep:3: double free of block 0 (freed at line 2)");
     CHECK(parse_error("a 0 16\nf 0\nr 0 32\n") == "t.rep:3: realloc of freed block 0 (freed at line 2)");
     CHECK(parse_error("a 3 16\na 3 8\n") == "t.rep:2: block 3 is already live (allocated at line 1)");
@@ -107,7 +111,7 @@ TEST_CASE("the table compares a tiny workload through stage 1") {
     CHECK(out.str().find("peak live bytes") != std::string::npos);
     CHECK(out.str().find("4.88 KiB") != std::string::npos);  // 5000 bytes
     std::ostringstream json;
-    print_json(json, "tiny", {m});
+    print_json(json, {TraceResult{"tiny", 7, 3, {}, {m}}});
     CHECK(json.str().find("\"peak_live_bytes\": 5000") != std::string::npos);
 }
 
@@ -140,8 +144,9 @@ TEST_CASE("validation catches a stage that hands out overlapping blocks") {
     CHECK_FALSE(m.valid);
     CHECK(m.failure.find("overlaps a live block") != std::string::npos);
     std::ostringstream out;
-    print_table(out, "broken", {m});
-    CHECK(out.str().find("broken FAILED validation") != std::string::npos);
+    print_failures(out, {TraceResult{"ring", w.ops.size(), w.ids, {}, {m}}});
+    CHECK(out.str().rfind("ring:" + std::to_string(m.failure_line) + ": broken FAILED validation: operation ", 0) == 0);
+    CHECK(m.failure_line > 4);
 }
 
 int g_corrupt_countdown = 0;
@@ -180,7 +185,12 @@ TEST_CASE("the picture and plot options write SVG files naming the stage") {
     ReplayOptions o;
     o.pause_at = {w.ops.size() / 2};
     bool drew = false;
-    o.on_pause = [&](const Stage& s, uint64_t) { drew = write_heap_picture(s, picture, "half way"); };
+    std::string zoomed = base + "/zoom.svg", error;
+    bool zoomed_ok = false;
+    o.on_pause = [&](const Stage& s, uint64_t, const std::function<int64_t(uintptr_t)>& id_at) {
+        drew = write_heap_picture(s, picture, "half way", {0, 0, id_at});
+        zoomed_ok = write_heap_picture(s, zoomed, "zoomed", {0x1000, 0x2000, id_at}, &error);
+    };
     Metrics m = replay(stage1::descriptor, w, o);
     REQUIRE(m.valid);
     REQUIRE(drew);
@@ -190,13 +200,170 @@ TEST_CASE("the picture and plot options write SVG files naming the stage") {
     CHECK(svg.str().rfind("<svg", 0) == 0);
     CHECK(svg.str().find("region") != std::string::npos);
     CHECK(svg.str().find("#d9534f") != std::string::npos);  // used blocks drawn
-    std::string error;
+    CHECK(svg.str().find("trace id ") != std::string::npos);  // used blocks name their trace ids
+    CHECK(svg.str().find(">+0x") != std::string::npos);       // rows labelled with offsets
+    REQUIRE_MESSAGE(zoomed_ok, error);
+    std::ifstream zin(zoomed);
+    std::stringstream zsvg;
+    zsvg << zin.rdbuf();
+    CHECK(zsvg.str().find("zoomed to +0x1000-+0x2000") != std::string::npos);
+    CHECK(zsvg.str().find("1 pixel = 1 B, a row = 1.00 KiB") != std::string::npos);  // 4 KiB: four rows
     REQUIRE_MESSAGE(write_plot({m}, plot, "phase", &error), error);
     std::ifstream p(plot);
     std::stringstream plotted;
     plotted << p.rdbuf();
     CHECK(plotted.str().find("<svg") != std::string::npos);
     CHECK(plotted.str().find("stage1_brk footprint") != std::string::npos);
+}
+
+// ---- Dialects, limits and hostile input -------------------------------------------------------
+
+TEST_CASE("the other dialect: f -1 is free(NULL), a realloc of an id never allocated is malloc, size 0 is fine") {
+    Workload w;
+    std::string error;
+    REQUIRE_MESSAGE(parse_trace("a 0 0\nf -1\nr 7 100\nf 7\nf 0\n", "d.rep", &w, &error), error);
+    REQUIRE(w.ops.size() == 5);
+    CHECK(w.ops[1].kind == Op::free);
+    CHECK(w.ops[1].id == kNoBlock);
+    CHECK(w.ops[2].kind == Op::realloc);
+    CHECK(w.ops[2].line == 3);
+    Metrics m = replay(stage1::descriptor, w, ReplayOptions{});
+    CHECK_MESSAGE(m.valid, m.failure);
+    CHECK(m.peak_live_requested == 100);
+    CHECK(parse_error("a 0 16\nf 0\nr 0 8\n") == "t.rep:3: realloc of freed block 0 (freed at line 2)");
+}
+
+TEST_CASE("a header whose counts disagree with the body is a warning naming its line") {
+    Workload w;
+    std::string error;
+    REQUIRE(parse_trace("20000\n5\n9\n1\na 0 16\nf 0\n", "h.rep", &w, &error));
+    REQUIRE(w.warnings.size() == 2);
+    CHECK(w.warnings[0] == "h.rep:2: warning: the header says 5 ids, the trace uses 1");
+    CHECK(w.warnings[1] == "h.rep:3: warning: the header says 9 operations, the trace has 2");
+    REQUIRE(parse_trace("0\n1\n2\n1\na 0 16\nf 0\n", "h.rep", &w, &error));
+    CHECK(w.warnings.empty());
+}
+
+TEST_CASE("ids, sizes and lines beyond the documented limits are errors with their line") {
+    CHECK(parse_error("a 16777216 8\n") == "t.rep:1: block id 16777216 is beyond the limit (ids are 0..16777215)");
+    CHECK(parse_error("a 0 1099511627777\n") == "t.rep:1: size 1099511627777 is beyond the limit of 1099511627776 bytes (1 TiB)");
+    CHECK(parse_error("a 0 99999999999999999999999\n") == "t.rep:1: bad size '99999999999999999999999'");
+    CHECK(parse_error("a 0 8\n" + std::string(5000, 'x') + "\n").rfind("t.rep:2: line longer than 4096 bytes", 0) == 0);
+    CHECK(parse_error("") == "t.rep:1: no operations (the file is empty)");
+    CHECK(parse_error("1\n2\n") == "t.rep:2: no operations (only a header or comments)");
+    // Binary garbage is printed escaped, never raw to the terminal.
+    const char garbage[] = "a 0 8\n\x7f" "ELF\x01\x1b[31m\n";
+    CHECK(parse_error(std::string(garbage, sizeof garbage - 1)) ==
+          "t.rep:2: expected 'a <id> <size>', 'f <id>' or 'r <id> <size>', found '\\x7fELF\\x01\\x1b[31m'");
+    CHECK(printable(std::string("a\0b\\", 4)) == "a\\x00b\\x5c");
+}
+
+TEST_CASE("the live peak ignores requests larger than the machine (they must fail with ENOMEM)") {
+    Workload w;
+    std::string error;
+    REQUIRE(parse_trace("a 0 100\na 1 1000000\na 2 50\nf 1\n", "p.rep", &w, &error));
+    CHECK(live_peak(w, UINT64_MAX).bytes == 1000150);
+    CHECK(live_peak(w, UINT64_MAX).op == 2);
+    CHECK(live_peak(w, 4096).bytes == 150);
+}
+
+TEST_CASE("a request the stage cannot serve is answered ENOMEM, reported, and the replay goes on") {
+    Workload w;
+    std::string error;
+    REQUIRE(parse_trace("a 0 1099511627776\na 1 100\nr 1 1099511627776\nf 0\nf 1\n", "e.rep", &w, &error));
+    Metrics m = replay(stage1::descriptor, w, ReplayOptions{});
+    CHECK_MESSAGE(m.valid, m.failure);
+    CHECK(m.enomem == 2);
+    CHECK(m.enomem_line == 1);
+    CHECK(m.peak_live_requested == 100);  // the failed realloc left the block as it was
+}
+
+TEST_CASE("a 1 GiB block is checked by sampling: it touches a few pages, not a gigabyte") {
+    Workload w;
+    std::string error;
+    REQUIRE(parse_trace("a 0 1073741824\na 1 64\nf 0\nf 1\n", "big.rep", &w, &error));
+    struct rusage before {}, after {};
+    getrusage(RUSAGE_SELF, &before);
+    ReplayOptions o;
+    o.timed = false;
+    Metrics m = replay(stage1::descriptor, w, o);
+    getrusage(RUSAGE_SELF, &after);
+    CHECK_MESSAGE(m.valid, m.failure);
+    CHECK(m.peak_live_requested == 1073741824 + 64);
+    CHECK(after.ru_maxrss - before.ru_maxrss < 64 * 1024);  // KiB: far below the 1 GiB a full fill would touch
+}
+
+TEST_CASE("Metrics survive the trip from the child process through encode and decode") {
+    Workload w;
+    REQUIRE(make_builtin("realloc", 2, 0.02, &w));
+    ReplayOptions o;
+    o.repetitions = 2;
+    Metrics m = replay_isolated(stage1::descriptor, w, o);
+    CHECK_MESSAGE(m.valid, m.failure);
+    CHECK(m.stage == "stage1_brk");
+    CHECK(m.repetitions == 2);
+    CHECK(m.seconds_min <= m.seconds);
+    CHECK(m.seconds <= m.seconds_max);
+    CHECK(m.walk_counts.size() >= 2);
+    CHECK(!m.timeline.empty());
+    Metrics back;
+    m.failure = "odd \"text\", with commas; and a line: 12";
+    REQUIRE(decode(encode(m), &back));
+    CHECK(encode(back) == encode(m));
+    CHECK_FALSE(decode("stage x\nops 3\n", &back));  // cut short: no "end"
+}
+
+TEST_CASE("a stage that crashes in the child is a validation failure, not a dead tool") {
+    Api api = *stage1::descriptor.single_thread;
+    api.malloc = [](std::size_t) -> void* { std::abort(); };
+    Stage crasher = stage1::descriptor;
+    crasher.single_thread = &api;
+    Workload w;
+    std::string error;
+    REQUIRE(parse_trace("a 0 8\nf 0\n", "c.rep", &w, &error));
+    Metrics m = replay_isolated(crasher, w, ReplayOptions{});
+    CHECK_FALSE(m.valid);
+    CHECK(m.failure.find("died of signal 6") != std::string::npos);
+}
+
+TEST_CASE("the C library's column replays through glibc and measures a footprint") {
+    Workload w;
+    REQUIRE(make_builtin("phase", 1, 0.05, &w));
+    ReplayOptions o;
+    o.reference = true;
+    Metrics m = replay_isolated(libc_reference(), w, o);
+    CHECK_MESSAGE(m.valid, m.failure);
+    CHECK(m.stage == "libc");
+    CHECK(m.reference);
+    CHECK(m.peak_footprint >= m.peak_live_requested);
+    CHECK(m.utilisation > 0.5);
+    CHECK(m.utilisation <= 1.0);
+    CHECK(m.walk_counts.empty());
+}
+
+TEST_CASE("ltrace: calls from inside libc are dropped and counted; an overflowing calloc is an error") {
+    const char* text =
+        "python3->malloc(24)                = 0x5581f8d4f2a0\n"
+        "libc.so.6->malloc(140737488355328) = 0x5581f8d4f300\n"
+        "libc.so.6->free(0x5581f8d4f300)    = <void>\n"
+        "python3->free(0x5581f8d4f2a0)      = <void>\n";
+    Workload w;
+    std::string error;
+    uint64_t dropped = 0;
+    REQUIRE_MESSAGE(parse_ltrace(text, "l.txt", &w, &error, &dropped), error);
+    CHECK(dropped == 2);
+    CHECK(format_trace(w) == "0\n1\n2\n1\na 0 24\nf 0\n");
+    CHECK_FALSE(parse_ltrace("malloc(8) = 0x10\ncalloc(4294967296, 4294967296) = 0x5581f8d4f300\n", "l.txt", &w, &error));
+    CHECK(error == "l.txt:2: calloc(4294967296, 4294967296) overflows, yet it returned a block: ltrace misread the arguments");
+}
+
+TEST_CASE("every output format escapes names: JSON, CSV, SVG text and gnuplot strings") {
+    CHECK(json_string("a\"b\\c\nd\x01") == "\"a\\\"b\\\\c\\nd\\u0001\"");
+    CHECK(csv_field("plain") == "plain");
+    CHECK(csv_field("a,b") == "\"a,b\"");
+    CHECK(csv_field("say \"hi\"") == "\"say \"\"hi\"\"\"");
+    CHECK(xml_text("a&b<c>'d\"") == "a&amp;b&lt;c&gt;&apos;d&quot;");
+    CHECK(gnuplot_string("it's") == "'it''s'");
 }
 
 }  // namespace

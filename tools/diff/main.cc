@@ -2,17 +2,21 @@
 // Parses the command line, builds or reads the workloads, applies stage options, replays each
 // workload through each chosen stage (replay.h) and prints the comparison (report.h).
 // Stages are found in the registry, so a newly linked stage appears with no change here.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <iterator>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <sstream>
 
 #include "contract/allocator.h"
 #include "contract/options.h"
+#include "tools/diff/libc_reference.h"
 #include "tools/diff/replay.h"
 #include "tools/diff/report.h"
 #include "tools/diff/workload.h"
@@ -20,13 +24,22 @@
 namespace edu::diff {
 namespace {
 
+// A file the user named: as typed (for messages) and as opened.
+struct Input {
+    std::string shown, path;
+};
+
 struct Args {
-    std::vector<std::string> workloads, traces, ltraces, stages, options;
+    std::vector<std::string> workloads, stages, options;
+    std::vector<Input> traces, ltraces;
+    Input convert;
     uint64_t seed = 1;
     double scale = 1.0;
+    unsigned reps = 3;
     bool json = false, csv = false, timed = true, progress = false, list = false, help = false;
-    std::string plot, picture_path, generate, convert;
-    uint64_t picture_at = 0;
+    bool libc = true, detail = false;
+    std::string plot, picture_path, generate;
+    uint64_t picture_at = 0, picture_from = 0, picture_to = 0;
     std::vector<uint64_t> steps;
 };
 
@@ -59,6 +72,8 @@ std::string user_path(const std::string& path) {
     return std::string(cwd) + "/" + path;
 }
 
+Input user_input(const std::string& path) { return {path, user_path(path)}; }
+
 // ---- The command line: one table --------------------------------------------------------------
 // One row per option: its name, the placeholder of its value (nullptr for a switch), its group
 // in --help, its help (lines after the first are indented under it) and what it does to Args.
@@ -76,9 +91,9 @@ const Flag kFlags[] = {
      "a built-in workload: ring, fragment, realloc, phase, or 'all'; repeatable",
      [](Args& a, const std::string& v) { a.workloads.push_back(v); }},
     {"--trace", "FILE", nullptr, "a malloc-lab trace ('a id size', 'f id', 'r id size'); repeatable",
-     [](Args& a, const std::string& v) { a.traces.push_back(user_path(v)); }},
+     [](Args& a, const std::string& v) { a.traces.push_back(user_input(v)); }},
     {"--ltrace", "FILE", nullptr, "output of `ltrace -e malloc+free+calloc+realloc PROGRAM`; repeatable",
-     [](Args& a, const std::string& v) { a.ltraces.push_back(user_path(v)); }},
+     [](Args& a, const std::string& v) { a.ltraces.push_back(user_input(v)); }},
     {"--seed", "N", nullptr, "seed of the built-in workloads (default 1)",
      [](Args& a, const std::string& v) { a.seed = to_number(v, "seed"); }},
     {"--scale", "X", nullptr, "size of the built-in workloads (default 1.0, at most 1000)",
@@ -92,39 +107,90 @@ const Flag kFlags[] = {
     {"--option", "STAGE.NAME=VALUE", nullptr,
      "set a stage option, e.g. --option=stage1_brk.fit=best; repeatable\n(EDU_OPTIONS in the environment works too)",
      [](Args& a, const std::string& v) { a.options.push_back(v); }},
+    {"--no-libc", nullptr, nullptr, "leave out the reference column: the C library's malloc (glibc)",
+     [](Args& a, const std::string&) { a.libc = false; }},
     {"--list", nullptr, nullptr, "list the stages and the option values a run would use, and the built-in workloads",
      [](Args& a, const std::string&) { a.list = true; }},
-    {"--json", nullptr, "output", "machine-readable results instead of the table",
+    {"--json", nullptr, "output",
+     "one JSON document for the whole run instead of the tables (fields: docs/diffing.md):\n"
+     "{tool, format, definitions, traces: [{name, operations, ids, warnings,\n"
+     " results: [{stage, reference, valid, failure, failure_line, enomem, enomem_line,\n"
+     "  operations, repetitions, seconds, seconds_min, seconds_max, ops_per_second,\n"
+     "  peak_live_bytes, footprint_at_peak, peak_footprint, final_footprint, utilisation,\n"
+     "  mdriver_utilisation, internal_fragmentation, os_calls, walk_at_peak}]}],\n"
+     " mean: [{stage, traces, valid_traces, utilisation, mdriver_utilisation, ops_per_second}], valid}",
      [](Args& a, const std::string&) { a.json = true; }},
-    {"--csv", nullptr, nullptr, "the same as CSV, one row per workload and stage",
+    {"--csv", nullptr, nullptr, "the same as CSV, one row per workload and column",
      [](Args& a, const std::string&) { a.csv = true; }},
     {"--plot", "FILE", nullptr, "footprint and live bytes over time for every stage (.svg or .png)",
      [](Args& a, const std::string& v) { a.plot = user_path(v); }},
-    {"--picture", "N:FILE", nullptr,
-     "an SVG picture of each stage's heap after N operations\n(FILE gets the stage name: heap.svg -> heap-stage1_brk.svg)",
+    {"--picture", "N:FILE[@FROM-TO]", nullptr,
+     "an SVG picture of each stage's heap after N operations\n(FILE gets the stage name: heap.svg -> heap-stage1_brk.svg);\n"
+     "@FROM-TO zooms to those offsets from the heap's first region (as --steps\nprints them; decimal or 0x hex)",
      [](Args& a, const std::string& v) {
          std::size_t colon = v.find(':');
          if (colon == std::string::npos) usage_error("--picture wants N:FILE");
          a.picture_at = to_number(v.substr(0, colon), "operation count");
          if (a.picture_at == 0) usage_error("--picture counts operations from 1");
-         a.picture_path = user_path(v.substr(colon + 1));
+         std::string file = v.substr(colon + 1);
+         std::size_t at = file.rfind('@');
+         if (at != std::string::npos) {
+             std::string range = file.substr(at + 1);
+             std::size_t dash = range.find('-');
+             auto offset = [&](const std::string& t) {
+                 char* end = nullptr;
+                 errno = 0;
+                 unsigned long long x = std::strtoull(t.c_str(), &end, 0);
+                 if (t.empty() || *end || errno || t[0] == '-') usage_error("bad offset '" + t + "' in --picture=" + v);
+                 return static_cast<uint64_t>(x);
+             };
+             if (dash == std::string::npos) usage_error("--picture wants @FROM-TO, got '@" + range + "'");
+             a.picture_from = offset(range.substr(0, dash));
+             a.picture_to = offset(range.substr(dash + 1));
+             if (a.picture_to <= a.picture_from) usage_error("--picture: the range " + range + " is empty");
+             file = file.substr(0, at);
+         }
+         if (file.empty()) usage_error("--picture wants N:FILE");
+         a.picture_path = user_path(file);
      }},
     {"--steps", "N[,M...]", nullptr, "print each stage's heap after these operations",
      [](Args& a, const std::string& v) {
          for (const std::string& n : split(v, ',')) a.steps.push_back(to_number(n, "step"));
      }},
-    {"--no-time", nullptr, nullptr, "skip the timed pass (validation only)",
+    {"--no-time", nullptr, nullptr, "skip the timed passes (validation only)",
      [](Args& a, const std::string&) { a.timed = false; }},
+    {"--reps", "N", nullptr, "timed passes per workload and stage (default 3); min / median / max shown",
+     [](Args& a, const std::string& v) {
+         uint64_t n = to_number(v, "repetition count");
+         if (n < 1 || n > 1000) usage_error("--reps wants 1..1000, got " + v);
+         a.reps = static_cast<unsigned>(n);
+     }},
+    {"--detail", nullptr, nullptr, "the detailed table of every workload, also when there are several",
+     [](Args& a, const std::string&) { a.detail = true; }},
     {"--progress", nullptr, nullptr, "report progress on stderr during long runs",
      [](Args& a, const std::string&) { a.progress = true; }},
     {"--generate", "NAME", "other modes", "print a built-in workload as a malloc-lab trace and exit",
      [](Args& a, const std::string& v) { a.generate = v; }},
     {"--convert-ltrace", "FILE", nullptr, "print ltrace output converted to a malloc-lab trace and exit",
-     [](Args& a, const std::string& v) { a.convert = user_path(v); }},
+     [](Args& a, const std::string& v) { a.convert = user_input(v); }},
     {"--help", nullptr, nullptr, "this text", [](Args& a, const std::string&) { a.help = true; }},
 };
 
 constexpr const char* kHelpTrailer = R"(
+Each workload (and each stage) replays in a child process of its own: a fresh heap every time.
+The tables show, per stage and per trace:
+  utilisation          live bytes / footprint, at the operation where live bytes peak
+  mdriver utilisation  peak live bytes / the largest footprint of the replay: mdriver's
+                       peak payload over the heap's extent at the end, the heap never shrinking
+where live bytes are the sizes the trace requested and footprint is what the stage holds from
+the OS (brk ranges and mappings; for libc, mallinfo2's arena + hblkhd).
+A request the stage cannot serve answered NULL with errno ENOMEM is a correct answer: the
+tables say ENOMEM and the replay goes on.
+
+Traces: ids 0..16777215, sizes up to 1 TiB (2^40), lines up to 4096 bytes, at most 67108864
+operations; `f -1` is free(NULL), a realloc of an id never allocated is a malloc. Errors say
+FILE:LINE: what is wrong; a header whose counts disagree with the body is a warning.
+
 Relative paths are relative to the directory you ran the command from (under `bazel run`,
 BUILD_WORKING_DIRECTORY).
 
@@ -170,12 +236,35 @@ Args parse_args(int argc, char** argv) {
     return a;
 }
 
-std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) usage_error("cannot read '" + path + "'");
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
+// Bad input (not bad usage): one line naming the file, and its line when there is one.
+[[noreturn]] void input_error(const std::string& error) {
+    std::cerr << "stagediff: " << error << "\n";
+    std::exit(2);
+}
+
+// Opens a file the user named, or exits with status 2 saying why it cannot be read.
+std::ifstream open_input(const Input& in) {
+    struct stat st {};
+    if (stat(in.path.c_str(), &st) != 0) input_error(in.shown + ": " + std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) input_error(in.shown + ": is a directory, not a trace");
+    std::ifstream file(in.path, std::ios::binary);
+    if (!file) input_error(in.shown + ": " + std::strerror(errno));
+    return file;
+}
+
+// The machine's memory; a trace whose live bytes would exceed it cannot be replayed honestly
+// (requests larger than it on their own are fine: they must fail with ENOMEM).
+uint64_t machine_memory() {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : UINT64_MAX;
+}
+
+void check_fits(const Workload& w) {
+    const uint64_t memory = machine_memory();
+    Peak peak = live_peak(w, memory);
+    if (peak.bytes > memory)
+        input_error(w.name + ":" + std::to_string(w.ops[peak.op].line) + ": the trace holds " + human_bytes(peak.bytes) +
+                    " live here, more than this machine's " + human_bytes(memory) + " of memory");
 }
 
 std::vector<const Stage*> chosen_stages(const Args& a) {
@@ -238,6 +327,26 @@ std::string picture_name(const std::string& path, const std::string& stage) {
     return path.substr(0, dot) + "-" + stage + path.substr(dot);
 }
 
+Workload read_trace(const Input& in) {
+    std::ifstream file = open_input(in);
+    Workload w;
+    std::string error;
+    if (!parse_trace(file, in.shown, &w, &error)) input_error(error);
+    return w;
+}
+
+Workload read_ltrace(const Input& in) {
+    std::ifstream file = open_input(in);
+    Workload w;
+    std::string error;
+    uint64_t dropped = 0;
+    if (!parse_ltrace(file, in.shown, &w, &error, &dropped)) input_error(error);
+    if (dropped)
+        std::cerr << "stagediff: " << in.shown << ": dropped " << dropped
+                  << " calls made from inside the C library (libc.so.6->...): the program did not make them\n";
+    return w;
+}
+
 int run(int argc, char** argv) {
     Args a = parse_args(argc, argv);
     if (a.list) {  // after the options, so it shows the values a run would use
@@ -251,14 +360,8 @@ int run(int argc, char** argv) {
         std::cout << format_trace(w);
         return 0;
     }
-    if (!a.convert.empty()) {
-        Workload w;
-        std::string error;
-        if (!parse_ltrace(read_file(a.convert), a.convert, &w, &error)) {
-            std::cerr << "stagediff: " << error << "\n";
-            return 2;
-        }
-        std::cout << format_trace(w);
+    if (!a.convert.path.empty()) {
+        std::cout << format_trace(read_ltrace(a.convert));
         return 0;
     }
 
@@ -271,26 +374,11 @@ int run(int argc, char** argv) {
         if (!make_builtin(n, a.seed, a.scale, &w)) usage_error("no built-in workload '" + n + "'");
         workloads.push_back(std::move(w));
     }
-    for (const std::string& path : a.traces) {
-        Workload w;
-        std::string error;
-        if (!parse_trace(read_file(path), path, &w, &error)) {
-            std::cerr << "stagediff: " << error << "\n";
-            return 2;
-        }
-        workloads.push_back(std::move(w));
-    }
-    for (const std::string& path : a.ltraces) {
-        Workload w;
-        std::string error;
-        if (!parse_ltrace(read_file(path), path, &w, &error)) {
-            std::cerr << "stagediff: " << error << "\n";
-            return 2;
-        }
-        workloads.push_back(std::move(w));
-    }
-
+    for (const Input& in : a.traces) workloads.push_back(read_trace(in));
+    for (const Input& in : a.ltraces) workloads.push_back(read_ltrace(in));
     for (const Workload& w : workloads) {
+        for (const std::string& warning : w.warnings) std::cerr << "stagediff: " << warning << "\n";
+        check_fits(w);
         for (uint64_t step : a.steps)
             if (step == 0 || step > w.ops.size())
                 usage_error("--steps: step " + std::to_string(step) + " is beyond the end of " + w.name + " (" +
@@ -303,23 +391,29 @@ int run(int argc, char** argv) {
     apply_options(a);
     std::vector<const Stage*> stages = chosen_stages(a);
     if (stages.empty()) usage_error("no stages are linked in");
+    if (a.libc) stages.push_back(&libc_reference());
 
-    bool all_valid = true;
+    const bool tables = !a.json && !a.csv;
+    const bool detail = tables && (a.detail || workloads.size() == 1);
+    std::vector<TraceResult> results;
     for (const Workload& w : workloads) {
         ReplayOptions options;
         options.timed = a.timed;
+        options.repetitions = a.reps;
         options.pause_at = a.steps;
         if (a.picture_at) options.pause_at.push_back(a.picture_at);
         std::sort(options.pause_at.begin(), options.pause_at.end());
-        options.on_pause = [&](const Stage& s, uint64_t done) {
+        options.on_pause = [&](const Stage& s, uint64_t done, const std::function<int64_t(uintptr_t)>& id_at) {
             if (std::find(a.steps.begin(), a.steps.end(), done) != a.steps.end()) {
                 std::cout << s.name << " after " << done << " operations of " << w.name << ":\n";
                 print_heap(std::cout, s, 40);
             }
             if (done == a.picture_at) {
-                std::string path = picture_name(a.picture_path, s.name);
-                if (!write_heap_picture(s, path, std::string(s.name) + " after " + std::to_string(done) + " operations of " + w.name))
-                    std::cerr << "stagediff: cannot write " << path << "\n";
+                std::string path = picture_name(a.picture_path, s.name), error;
+                PictureOptions po{a.picture_from, a.picture_to, id_at};
+                if (!write_heap_picture(s, path, std::string(s.name) + " after " + std::to_string(done) +
+                                                     " operations of " + w.name, po, &error))
+                    std::cerr << "stagediff: " << error << "\n";
                 else
                     std::cerr << "stagediff: wrote " << path << "\n";
             }
@@ -329,30 +423,35 @@ int run(int argc, char** argv) {
                 std::cerr << "  " << s.name << ": " << done << " / " << total << " operations\r" << std::flush;
             };
         }
-        std::vector<Metrics> runs;
+        TraceResult result{w.name, w.ops.size(), w.ids, w.warnings, {}};
         for (const Stage* s : stages) {
-            runs.push_back(replay(*s, w, options));
+            ReplayOptions o = options;
+            o.reference = s == &libc_reference();
+            if (o.reference) o.pause_at.clear();  // no walker: nothing to draw
+            result.runs.push_back(replay_isolated(*s, w, o));
             if (a.progress) std::cerr << "\n";
-            all_valid = all_valid && runs.back().valid;
         }
         std::string title = "workload " + w.name + ": " + std::to_string(w.ops.size()) + " operations on " +
                             std::to_string(w.ids) + " block ids";
-        if (a.json) print_json(std::cout, w.name, runs);
-        else if (a.csv) print_csv(std::cout, w.name, runs);
-        else {
-            print_table(std::cout, title, runs);
+        if (detail) {
+            print_table(std::cout, title, result.runs);
             std::cout << "\n";
         }
         if (!a.plot.empty()) {
-            std::string error, path = workloads.size() > 1 ? picture_name(a.plot, w.name) : a.plot;
-            if (!write_plot(runs, path, title, &error)) {
-                std::cerr << "stagediff: " << error << "\n";
-                return 2;
-            }
+            std::string error, path = workloads.size() > 1 ? picture_name(a.plot, w.name.substr(w.name.rfind('/') + 1)) : a.plot;
+            if (!write_plot(result.runs, path, title, &error)) input_error(error);
             std::cerr << "stagediff: wrote " << path << "\n";
         }
+        results.push_back(std::move(result));
     }
-    return all_valid ? 0 : 1;
+    if (a.json) print_json(std::cout, results);
+    else if (a.csv) print_csv(std::cout, results);
+    else print_trace_table(std::cout, results);
+    print_failures(tables ? std::cout : std::cerr, results);
+    for (const TraceResult& r : results)
+        for (const Metrics& m : r.runs)
+            if (!m.valid) return 1;
+    return 0;
 }
 
 }  // namespace

@@ -1,17 +1,100 @@
-// tools/diff/replay.cc: the validating pass and the timed pass.
-// The driver trusts nothing the stage says about its own blocks: patterns, alignment and
-// overlap are checked against the driver's own records; the stage's checker is extra evidence.
+// tools/diff/replay.cc: the validating pass, the timed passes, and the child process each
+// replay runs in. The driver trusts nothing the stage says about its own blocks: patterns,
+// alignment and overlap are checked against the driver's own records (kept off the C
+// library's heap, so the reference column measures the trace and not the driver).
 #include "tools/diff/replay.h"
 
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <cstdio>
 #include <cstring>
+#include <iostream>
+#include <sstream>
 
 namespace edu::diff {
 namespace {
 
+// ---- The driver's own memory ----------------------------------------------------------------
+// The driver's records (one per id, one map node per live block) come from pages it maps
+// itself: small requests from per-size free lists carved out of 1 MiB chunks, large ones mapped
+// directly. Nothing the driver does during a replay touches the C library's heap.
+class DriverHeap {
+public:
+    static void* take(std::size_t n) {
+        n = (n + 15) & ~std::size_t{15};
+        if (n > kSmall) return map(n);
+        std::size_t k = n / 16;
+        if (free_[k]) {
+            void* p = free_[k];
+            free_[k] = *static_cast<void**>(p);
+            return p;
+        }
+        if (left_ < n) {
+            chunk_ = static_cast<char*>(map(kChunk));
+            left_ = kChunk;
+        }
+        void* p = chunk_;
+        chunk_ += n;
+        left_ -= n;
+        return p;
+    }
+    static void give(void* p, std::size_t n) {
+        n = (n + 15) & ~std::size_t{15};
+        if (n > kSmall) {
+            munmap(p, n);
+            return;
+        }
+        *static_cast<void**>(p) = free_[n / 16];
+        free_[n / 16] = p;
+    }
+
+private:
+    static constexpr std::size_t kSmall = 256, kChunk = 1 << 20;
+    static void* map(std::size_t n) {
+        void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            std::fputs("stagediff: out of memory for the driver's own records\n", stderr);
+            std::_Exit(2);
+        }
+        return p;
+    }
+    static inline void* free_[kSmall / 16 + 1] = {};
+    static inline char* chunk_ = nullptr;
+    static inline std::size_t left_ = 0;
+};
+
+template <typename T>
+struct DriverAllocator {
+    using value_type = T;
+    DriverAllocator() = default;
+    template <typename U>
+    DriverAllocator(const DriverAllocator<U>&) {}
+    T* allocate(std::size_t n) { return static_cast<T*>(DriverHeap::take(n * sizeof(T))); }
+    void deallocate(T* p, std::size_t n) { DriverHeap::give(p, n * sizeof(T)); }
+    template <typename U>
+    bool operator==(const DriverAllocator<U>&) const { return true; }
+};
+
+// ---- Payload patterns -----------------------------------------------------------------------
 uint8_t pattern_of(uint32_t id, uint32_t generation) {
     return static_cast<uint8_t>(0x11 + (id * 31u + generation * 7u) % 0xdd);
+}
+
+// Calls visit(offset, length) for the bytes of a `size`-byte block that carry its pattern:
+// all of them up to kFullPatternBytes, else kSampledLines cache lines (first, last, spread).
+template <typename Visit>
+bool for_each_sample(uint64_t size, Visit visit) {
+    if (size <= kFullPatternBytes) return visit(0, size);
+    const uint64_t line = 64, stride = size / (kSampledLines - 1);
+    for (uint64_t k = 0; k + 1 < kSampledLines; ++k)
+        if (!visit((k * stride) & ~(line - 1), line)) return false;
+    return visit(size - line, line);
 }
 
 struct Live {
@@ -21,16 +104,22 @@ struct Live {
     uint8_t pattern = 0;
 };
 
+struct Extent {
+    uintptr_t end;
+    uint32_t id;
+};
+
 class Validator {
 public:
     Validator(const Stage& stage, const Workload& w, const ReplayOptions& o, Metrics& m)
         : api_(*stage.single_thread), stage_(stage), w_(w), o_(o), m_(m), blocks_(w.ids) {}
 
     void run() {
+        m_.timeline.reserve(o_.timeline_points + 2);
         Stats start = api_.stats();
-        m_.peak_footprint = start.footprint;  // what the stage already holds counts too
-        base_live_ = api_.check().live_blocks;  // blocks the stage already held (e.g. as a raw domain)
-        const uint64_t peak_at = peak_op(w_);
+        m_.peak_footprint = m_.footprint_at_peak = start.footprint;  // what the stage holds at the start counts
+        if (!o_.reference) base_live_ = api_.check().live_blocks;  // e.g. stage 2's raw domain
+        const uint64_t walk_at = peak_op(w_);
         const uint64_t total = w_.ops.size();
         const uint64_t sample_every = total / (o_.timeline_points ? o_.timeline_points : 1) + 1;
         std::size_t next_pause = 0;
@@ -44,17 +133,21 @@ public:
                 case Op::realloc: resize(op, generation); break;
             }
             if (!m_.valid) {
+                m_.failure_line = op.line;
                 m_.failure = "operation " + std::to_string(i + 1) + ": " + m_.failure;
                 break;
             }
             uint64_t footprint = api_.stats().footprint;
             if (footprint > m_.peak_footprint) m_.peak_footprint = footprint;
-            if (live_requested_ > m_.peak_live_requested) m_.peak_live_requested = live_requested_;
-            if (i + 1 == peak_at) at_peak();
-            if (o_.check_every && (i + 1) % o_.check_every == 0) check(i + 1);
+            if (live_requested_ > m_.peak_live_requested) {
+                m_.peak_live_requested = live_requested_;
+                m_.footprint_at_peak = footprint;
+            }
+            if (i + 1 == walk_at) at_peak();
+            if (!o_.reference && o_.check_every && (i + 1) % o_.check_every == 0) check(i + 1);
             if (i % sample_every == 0 || i + 1 == total) m_.timeline.push_back({i + 1, live_requested_, footprint});
             while (next_pause < o_.pause_at.size() && o_.pause_at[next_pause] <= i + 1) {
-                if (o_.pause_at[next_pause] == i + 1 && o_.on_pause) o_.on_pause(stage_, i + 1);
+                if (o_.pause_at[next_pause] == i + 1 && o_.on_pause) o_.on_pause(stage_, i + 1, id_at_);
                 ++next_pause;
             }
             if (o_.on_progress && (i + 1) % 65536 == 0) o_.on_progress(stage_, i + 1, total);
@@ -66,14 +159,19 @@ public:
         m_.final_footprint = end.footprint;
         for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k)
             m_.os_calls[k] = end.os_calls[k] - start.os_calls[k];
-        if (m_.valid) check(total);
-        m_.utilisation = m_.peak_footprint ? double(m_.peak_live_requested) / double(m_.peak_footprint) : 0;
+        if (m_.valid && !o_.reference) check(total);
+        m_.utilisation = m_.footprint_at_peak ? double(m_.peak_live_requested) / double(m_.footprint_at_peak) : 0;
+        m_.mdriver_utilisation = m_.peak_footprint ? double(m_.peak_live_requested) / double(m_.peak_footprint) : 0;
     }
 
 private:
     void fail(const std::string& what) {
         if (m_.valid) m_.failure = what;
         m_.valid = false;
+    }
+
+    void enomem(const Op& op) {
+        if (m_.enomem++ == 0) m_.enomem_line = op.line;
     }
 
     // Records a new block after checking alignment and that it overlaps no live block.
@@ -84,20 +182,23 @@ private:
         uintptr_t start = reinterpret_cast<uintptr_t>(p), end = start + (size ? size : 1);
         auto next = extents_.lower_bound(start);
         if (next != extents_.end() && next->first < end) return fail("block " + std::to_string(id) + " overlaps a live block");
-        if (next != extents_.begin() && std::prev(next)->second > start)
+        if (next != extents_.begin() && std::prev(next)->second.end > start)
             return fail("block " + std::to_string(id) + " overlaps a live block");
-        extents_[start] = end;
+        extents_[start] = {end, id};
         Live& b = blocks_[id];
         b = {p, size, usable, pattern_of(id, generation)};
-        std::memset(p, b.pattern, size);
+        for_each_sample(size, [&](uint64_t at, uint64_t n) { return std::memset(p + at, b.pattern, n), true; });
         live_requested_ += size;
         live_usable_ += usable;
     }
 
-    bool intact(const Live& b, uint64_t bytes) {
-        for (uint64_t i = 0; i < bytes; ++i)
-            if (b.ptr[i] != b.pattern) return false;
-        return true;
+    // The pattern of `b` is still there, in its first `bytes` bytes (`p`: where it is now).
+    static bool intact(const Live& b, const unsigned char* p, uint64_t bytes) {
+        return for_each_sample(b.size, [&](uint64_t at, uint64_t n) {
+            for (uint64_t i = at; i < at + n && i < bytes; ++i)
+                if (p[i] != b.pattern) return false;
+            return true;
+        });
     }
 
     void forget(Live& b) {
@@ -108,46 +209,50 @@ private:
     }
 
     void verify_and_free(Live& b) {
-        if (!intact(b, b.size)) return fail("a block's payload changed while it was live");
+        if (!intact(b, b.ptr, b.size)) return fail("a block's payload changed while it was live");
         unsigned char* p = b.ptr;
         forget(b);
         api_.free(p);
     }
 
     void alloc(const Op& op, uint32_t generation) {
+        errno = 0;
         void* p = api_.malloc(op.size);
-        if (!p) return fail("malloc(" + std::to_string(op.size) + ") returned NULL");
+        if (!p && errno == ENOMEM) return enomem(op);  // C's answer for a request it cannot serve
+        if (!p) return fail("malloc(" + std::to_string(op.size) + ") returned NULL without setting errno to ENOMEM");
         admit(op.id, static_cast<unsigned char*>(p), op.size, generation);
     }
 
-    void release(const Op& op) { verify_and_free(blocks_[op.id]); }
+    void release(const Op& op) {
+        if (op.id == kNoBlock || !blocks_[op.id].ptr) return api_.free(nullptr);  // free(NULL), or a block that got ENOMEM
+        verify_and_free(blocks_[op.id]);
+    }
 
     void resize(const Op& op, uint32_t generation) {
         Live& b = blocks_[op.id];
-        if (!intact(b, b.size)) return fail("a block's payload changed while it was live");
+        if (b.ptr && !intact(b, b.ptr, b.size)) return fail("a block's payload changed while it was live");
+        errno = 0;
+        auto* p = static_cast<unsigned char*>(api_.realloc(b.ptr, op.size));
+        if (!p && errno == ENOMEM) return enomem(op);  // the old block stays as it was
+        if (!p) return fail("realloc(" + std::to_string(op.size) + ") returned NULL without setting errno to ENOMEM");
         Live old = b;
-        forget(b);
-        auto* p = static_cast<unsigned char*>(api_.realloc(old.ptr, op.size));
-        if (!p) return fail("realloc(" + std::to_string(op.size) + ") returned NULL");
-        uint64_t kept = op.size < old.size ? op.size : old.size;
-        for (uint64_t i = 0; i < kept; ++i)
-            if (p[i] != old.pattern) return fail("realloc lost the block's contents");
+        if (old.ptr) forget(b);
+        if (old.ptr && !intact(old, p, std::min(op.size, old.size))) return fail("realloc lost the block's contents");
         admit(op.id, p, op.size, generation);
     }
 
     void check(uint64_t done) {
         CheckResult c = api_.check();
         if (!c.ok) fail(std::string("the stage's checker: ") + c.message);
-        else if (c.live_blocks != base_live_ + live_count()) {
+        else if (c.live_blocks != base_live_ + extents_.size()) {
             fail("the stage's checker counts " + std::to_string(c.live_blocks) + " live blocks, the driver " +
-                  std::to_string(base_live_ + live_count()) + " (after " + std::to_string(done) + " operations)");
+                  std::to_string(base_live_ + extents_.size()) + " (after " + std::to_string(done) + " operations)");
         }
     }
 
-    uint64_t live_count() const { return extents_.size(); }
-
     void at_peak() {
         m_.fragmentation_at_peak = live_usable_ - live_requested_;
+        if (o_.reference) return;
         api_.walk(
             [](const WalkEntry& e, void* ctx) {
                 auto* counts = static_cast<std::map<std::string, uint64_t>*>(ctx);
@@ -162,28 +267,36 @@ private:
     const Workload& w_;
     const ReplayOptions& o_;
     Metrics& m_;
-    std::vector<Live> blocks_;
-    std::map<uintptr_t, uintptr_t> extents_;  // live blocks: start -> end
+    std::vector<Live, DriverAllocator<Live>> blocks_;
+    std::map<uintptr_t, Extent, std::less<>, DriverAllocator<std::pair<const uintptr_t, Extent>>> extents_;
     uint64_t live_requested_ = 0, live_usable_ = 0, base_live_ = 0;
+    std::function<int64_t(uintptr_t)> id_at_ = [this](uintptr_t address) -> int64_t {
+        auto it = extents_.find(address);
+        return it == extents_.end() ? -1 : it->second.id;
+    };
 };
 
 // The timed pass: the same operations, touching the first byte of every new block (as a
 // program would), nothing else.
 double timed_pass(const Api& api, const Workload& w) {
-    std::vector<void*> ptr(w.ids, nullptr);
+    std::vector<void*, DriverAllocator<void*>> ptr(w.ids, nullptr);
     auto start = std::chrono::steady_clock::now();
     for (const Op& op : w.ops) {
         switch (op.kind) {
             case Op::alloc:
                 ptr[op.id] = api.malloc(op.size);
-                *static_cast<volatile char*>(ptr[op.id]) = 1;
+                if (ptr[op.id]) *static_cast<volatile char*>(ptr[op.id]) = 1;
                 break;
             case Op::free:
+                if (op.id == kNoBlock) {
+                    api.free(nullptr);
+                    break;
+                }
                 api.free(ptr[op.id]);
                 ptr[op.id] = nullptr;
                 break;
             case Op::realloc:
-                ptr[op.id] = api.realloc(ptr[op.id], op.size);
+                if (void* p = api.realloc(ptr[op.id], op.size)) ptr[op.id] = p;
                 break;
         }
     }
@@ -192,24 +305,19 @@ double timed_pass(const Api& api, const Workload& w) {
     return took.count();
 }
 
+std::string signal_name(int sig) {
+    const char* d = strsignal(sig);
+    return "signal " + std::to_string(sig) + (d ? std::string(" (") + d + ")" : std::string());
+}
+
 }  // namespace
 
-uint64_t peak_op(const Workload& w) {
-    std::vector<uint64_t> size(w.ids, 0);
-    uint64_t live = 0, peak = 0, at = 0;
-    for (uint64_t i = 0; i < w.ops.size(); ++i) {
-        const Op& op = w.ops[i];
-        live -= size[op.id];
-        size[op.id] = op.kind == Op::free ? 0 : op.size;
-        live += size[op.id];
-        if (live > peak) peak = live, at = i + 1;
-    }
-    return at;
-}
+uint64_t peak_op(const Workload& w) { return w.ops.empty() ? 0 : live_peak(w, UINT64_MAX).op + 1; }
 
 Metrics replay(const Stage& stage, const Workload& workload, const ReplayOptions& options) {
     Metrics m;
     m.stage = stage.name;
+    m.reference = options.reference;
     m.ops = workload.ops.size();
     Validator(stage, workload, options, m).run();
     if (options.timed && m.valid) {
@@ -217,10 +325,142 @@ Metrics replay(const Stage& stage, const Workload& workload, const ReplayOptions
         for (unsigned r = 0; r < (options.repetitions ? options.repetitions : 1); ++r)
             times.push_back(timed_pass(*stage.single_thread, workload));
         std::sort(times.begin(), times.end());
+        m.repetitions = static_cast<unsigned>(times.size());
         m.seconds = times[times.size() / 2];
+        m.seconds_min = times.front();
+        m.seconds_max = times.back();
         m.ops_per_second = m.seconds > 0 ? double(m.ops) / m.seconds : 0;
     }
     return m;
+}
+
+// ---- Metrics as text, across the pipe from the child -----------------------------------------
+// One "key value" a line; strings are printable() (no newlines); the timeline is "t op live
+// footprint" lines and the walk counts "w count kind state" lines.
+std::string encode(const Metrics& m) {
+    std::ostringstream o;
+    o.precision(17);
+    o << "stage " << printable(m.stage, 200) << "\nreference " << m.reference << "\nops " << m.ops << "\nseconds "
+      << m.seconds << "\nseconds_min " << m.seconds_min << "\nseconds_max " << m.seconds_max << "\nrepetitions "
+      << m.repetitions << "\nops_per_second " << m.ops_per_second << "\npeak_live " << m.peak_live_requested
+      << "\nfootprint_at_peak " << m.footprint_at_peak << "\npeak_footprint " << m.peak_footprint
+      << "\nfinal_footprint " << m.final_footprint << "\nutilisation " << m.utilisation << "\nmdriver_utilisation "
+      << m.mdriver_utilisation << "\nfragmentation " << m.fragmentation_at_peak << "\nenomem " << m.enomem
+      << "\nenomem_line " << m.enomem_line << "\nvalid " << m.valid << "\nfailure_line " << m.failure_line << "\n";
+    for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k) o << "os " << k << " " << m.os_calls[k] << "\n";
+    for (const auto& [kind, n] : m.walk_counts) o << "w " << n << " " << printable(kind, 200) << "\n";
+    for (const Sample& s : m.timeline) o << "t " << s.op << " " << s.live_requested << " " << s.footprint << "\n";
+    o << "failure " << printable(m.failure, 1000) << "\nend\n";
+    return o.str();
+}
+
+bool decode(const std::string& text, Metrics* m) {
+    std::istringstream in(text);
+    std::string key;
+    bool ended = false;
+    *m = Metrics{};
+    while (in >> key) {
+        auto rest = [&] {
+            std::string r;
+            std::getline(in, r);
+            return r.empty() ? r : r.substr(1);
+        };
+        if (key == "stage") m->stage = rest();
+        else if (key == "failure") m->failure = rest();
+        else if (key == "reference") in >> m->reference;
+        else if (key == "ops") in >> m->ops;
+        else if (key == "seconds") in >> m->seconds;
+        else if (key == "seconds_min") in >> m->seconds_min;
+        else if (key == "seconds_max") in >> m->seconds_max;
+        else if (key == "repetitions") in >> m->repetitions;
+        else if (key == "ops_per_second") in >> m->ops_per_second;
+        else if (key == "peak_live") in >> m->peak_live_requested;
+        else if (key == "footprint_at_peak") in >> m->footprint_at_peak;
+        else if (key == "peak_footprint") in >> m->peak_footprint;
+        else if (key == "final_footprint") in >> m->final_footprint;
+        else if (key == "utilisation") in >> m->utilisation;
+        else if (key == "mdriver_utilisation") in >> m->mdriver_utilisation;
+        else if (key == "fragmentation") in >> m->fragmentation_at_peak;
+        else if (key == "enomem") in >> m->enomem;
+        else if (key == "enomem_line") in >> m->enomem_line;
+        else if (key == "valid") in >> m->valid;
+        else if (key == "failure_line") in >> m->failure_line;
+        else if (key == "os") {
+            unsigned k = 0;
+            uint64_t n = 0;
+            in >> k >> n;
+            if (k < static_cast<unsigned>(OsCall::count)) m->os_calls[k] = n;
+        } else if (key == "w") {
+            uint64_t n = 0;
+            in >> n;
+            m->walk_counts[rest()] = n;
+        } else if (key == "t") {
+            Sample s{};
+            in >> s.op >> s.live_requested >> s.footprint;
+            m->timeline.push_back(s);
+        } else if (key == "end") {
+            ended = true;
+            break;
+        } else {
+            return false;
+        }
+        if (in.fail()) return false;
+    }
+    return ended;
+}
+
+Metrics replay_isolated(const Stage& stage, const Workload& workload, const ReplayOptions& options) {
+    std::cout.flush();
+    std::cerr.flush();
+    std::fflush(nullptr);
+    int fds[2];
+    Metrics died;
+    died.stage = stage.name;
+    died.reference = options.reference;
+    died.ops = workload.ops.size();
+    died.valid = false;
+    if (pipe(fds) != 0) return died.failure = std::string("cannot create a pipe: ") + std::strerror(errno), died;
+    pid_t child = fork();
+    if (child < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return died.failure = std::string("cannot fork: ") + std::strerror(errno), died;
+    }
+    if (child == 0) {
+        close(fds[0]);
+        // A stage that crashes must kill the child, for the parent to report: no inherited
+        // handler (a test framework's, say) gets to catch it here.
+        for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) std::signal(sig, SIG_DFL);
+        std::string text = encode(replay(stage, workload, options));
+        std::cout.flush();
+        std::fflush(nullptr);
+        for (std::size_t done = 0; done < text.size();) {
+            ssize_t n = write(fds[1], text.data() + done, text.size() - done);
+            if (n <= 0 && errno != EINTR) std::_Exit(3);
+            if (n > 0) done += static_cast<std::size_t>(n);
+        }
+        std::_Exit(0);  // no destructors, no atexit: the stage's heap simply ends with the process
+    }
+    close(fds[1]);
+    std::string text;
+    char buffer[1 << 16];
+    for (ssize_t n; (n = read(fds[0], buffer, sizeof buffer)) != 0;) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) break;
+        text.append(buffer, static_cast<std::size_t>(n));
+    }
+    close(fds[0]);
+    int status = 0;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    Metrics m;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && decode(text, &m)) return m;
+    if (WIFSIGNALED(status))
+        died.failure = "the replay process died of " + signal_name(WTERMSIG(status)) +
+                       (WTERMSIG(status) == SIGKILL ? ", perhaps killed for lack of memory" : "");
+    else
+        died.failure = "the replay process exited with status " + std::to_string(WEXITSTATUS(status));
+    return died;
 }
 
 }  // namespace edu::diff

@@ -3,6 +3,7 @@
 // it (blocks by state and size), and the footprint / live-bytes plot drawn with gnuplot.
 #pragma once
 
+#include <functional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -12,17 +13,50 @@
 
 namespace edu::diff {
 
+// One workload's results: a Metrics per column (the chosen stages, then the C library's).
+struct TraceResult {
+    std::string name;                    // the path or the built-in's name, as given
+    uint64_t ops = 0, ids = 0;
+    std::vector<std::string> warnings;
+    std::vector<Metrics> runs;
+};
+
+// The definitions printed by --help, the tables and the JSON document, word for word.
+extern const char* const kUtilisationDefinition;
+extern const char* const kMdriverDefinition;
+
+// One workload in detail: a row per measure, a column per stage.
 void print_table(std::ostream& out, const std::string& title, const std::vector<Metrics>& runs);
-void print_json(std::ostream& out, const std::string& workload, const std::vector<Metrics>& runs);
-void print_csv(std::ostream& out, const std::string& workload, const std::vector<Metrics>& runs);
+// Every workload at a glance, as mdriver prints it: sections (valid, utilisation, mdriver
+// utilisation, throughput), a row per trace and a mean row, a column per stage.
+void print_trace_table(std::ostream& out, const std::vector<TraceResult>& results);
+// Failures and ENOMEM answers, one line each: "<trace>:<line>: <stage>: <what>".
+void print_failures(std::ostream& out, const std::vector<TraceResult>& results);
+// One JSON document for the whole run (fields in docs/diffing.md), and the same as CSV.
+void print_json(std::ostream& out, const std::vector<TraceResult>& results);
+void print_csv(std::ostream& out, const std::vector<TraceResult>& results);
+
+// Escaping for each output format.
+std::string json_string(const std::string& s);   // with the quotes
+std::string xml_text(const std::string& s);
+std::string csv_field(const std::string& s);
+std::string gnuplot_string(const std::string& s);  // single-quoted, with the quotes
 
 // The heap as the walker sees it, one line an entry (at most `max_lines`), addresses as
 // offsets from the first entry so runs can be compared.
 void print_heap(std::ostream& out, const Stage& stage, std::size_t max_lines);
 
-// An SVG memory map of the stage's heap: one row per top-level region (arena, segment, ...),
-// blocks drawn in place, coloured by state. Returns false if the file cannot be written.
-bool write_heap_picture(const Stage& stage, const std::string& path, const std::string& title);
+// An SVG memory map of the stage's heap: each top-level region (arena, segment, ...) wrapped
+// into rows of equal bytes, each row labelled with its offset, blocks drawn in place, coloured
+// by state, labelled with their trace ids where wide enough. Offsets count from the heap's first
+// region, as print_heap prints them; `from`..`to` (when to > from) zooms to that range.
+struct PictureOptions {
+    uint64_t from = 0, to = 0;
+    std::function<int64_t(uintptr_t)> id_at;  // trace id of a used block (-1: unknown)
+};
+// Returns false with `error` set when the file cannot be written or the range holds nothing.
+bool write_heap_picture(const Stage& stage, const std::string& path, const std::string& title,
+                        const PictureOptions& options = {}, std::string* error = nullptr);
 
 // Footprint and live bytes against operations, one line pair per stage, as SVG (or PNG when
 // the path ends in .png), through gnuplot. Returns false with `error` set on failure.
