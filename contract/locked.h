@@ -1,24 +1,52 @@
 // contract/locked.h: the thread-safe entry of a single-threaded stage, written once.
-// `Locked<kApi>::api` wraps every call of `kApi` in one mutex, and `Locked<kApi>` supplies the
-// fork hooks that keep that mutex usable in a child. Stages 1-3 use it; stage 4 needs no lock.
+// `Locked<kApi>::api` wraps every call of `kApi` in one mutex, taken only once the process has
+// a second thread, and `Locked<kApi>` supplies the fork hooks that keep that mutex usable in a
+// child. Stages 1-3 use it; stage 4 needs no lock.
 #pragma once
 
 #include <pthread.h>
+#include <sys/single_threaded.h>
 
 #include "contract/allocator.h"
 
 namespace edu {
 
+// Why a call may skip the lock while glibc's `__libc_single_threaded` is true (glibc's own
+// malloc skips its arena atomics on the same flag):
+//  1. The flag is true only while the process has exactly one thread; glibc's pthread_create
+//     clears it as its first act, before it allocates the new thread's stack and TLS (its
+//     calloc of the DTV therefore already takes the lock) and before the clone that starts it.
+//  2. A call that read `true` runs in that one thread. No other thread can appear before the
+//     call returns, because only a running thread creates threads and this one is inside the
+//     allocator, which never calls pthread_create. So the unlocked call is over before any
+//     second thread exists, and it cannot overlap a locked one.
+//  3. Every thread created later reads `false`: the store precedes the clone, and thread
+//     creation orders everything the creator did before it with everything the new thread does.
+//     From then on every call takes the mutex, exactly as before this optimisation.
+//  4. A fork child keeps the flag as it was (glibc 2.36 leaves it false in the child of a
+//     threaded process); a libc that set it true again would be right too, since the child's
+//     one thread is the forking one and after_fork_child gave it a fresh mutex. A Guard
+//     remembers whether it locked, so a call never unlocks a mutex it did not take.
+// A thread started behind glibc's back (a raw clone) leaves the flag true: such a thread must
+// not call malloc at all, with this library or with glibc's.
 template <const Api& kApi>
 struct Locked {
     // A statically initialised mutex works before main and before any constructor runs.
     static inline pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 
-    struct Guard {
-        Guard() { pthread_mutex_lock(&mutex); }
-        ~Guard() { pthread_mutex_unlock(&mutex); }
+    class Guard {
+    public:
+        Guard() : locked_(!__libc_single_threaded) {
+            if (locked_) pthread_mutex_lock(&mutex);
+        }
+        ~Guard() {
+            if (locked_) pthread_mutex_unlock(&mutex);
+        }
         Guard(const Guard&) = delete;
         Guard& operator=(const Guard&) = delete;
+
+    private:
+        bool locked_;  // this call took the mutex and must release it
     };
 
     static void* malloc(std::size_t size) { Guard g; return kApi.malloc(size); }
@@ -34,6 +62,7 @@ struct Locked {
     static void walk(WalkFn visit, void* context) { Guard g; kApi.walk(visit, context); }
     static Stats stats() { Guard g; return kApi.stats(); }
 
+    // The fork hooks always take the mutex: cheap, once per fork, and right whatever the flag.
     static void prepare_fork() { pthread_mutex_lock(&mutex); }
     static void after_fork_parent() { pthread_mutex_unlock(&mutex); }
     // The child has one thread, the one that forked and holds the mutex: a fresh one is right.

@@ -4,8 +4,12 @@
 // span set, locked on its own, refuses any block the stage hands to two threads at once. Only
 // `stage().thread_safe` is used here. Seeds are replayable like random.cc's (EDU_BATTERY_SEED).
 #include <doctest/doctest.h>
+#include <sys/single_threaded.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -282,6 +286,82 @@ TEST_CASE("the checker and the statistics can be read while other threads alloca
     });
     CHECK(checks.load() > 0);
     require_nothing_new_live(baseline);
+}
+
+// contract/locked.h skips the mutex while glibc reports one thread and takes it from the second
+// thread on. Only a fresh process starts with one thread (this battery has started threads by
+// now, and a fork child keeps the flag glibc left), so the test runs itself again: the parent
+// re-executes the battery on this one test case with EDU_BATTERY_FRESH_PROCESS=1 set, and the
+// fresh process is the one that proves the switch. With one thread the locked stages must serve
+// calls while the mutex is held (a Guard that always locks would hang: SIGALRM ends it);
+// blocks made before the first thread are checked and freed by the threads; once a thread
+// exists, a call must wait while the mutex is held.
+constexpr char kFreshCase[] = "a lone thread allocates without the lock and every call locks once a second thread exists";
+
+void prove_the_single_thread_switch() {
+    REQUIRE_MESSAGE(__libc_single_threaded, "a fresh battery process should start with one thread");
+    const bool locked = stage().thread_safety == ThreadSafety::locked;
+    if (locked) {
+        stage().prepare_fork();  // holds the mutex: a call that takes it would wait forever
+        void* p = shared_api().malloc(100);
+        CHECK(p != nullptr);
+        shared_api().free(p);
+        stage().after_fork_parent();
+    }
+    Shared shared;
+    Rng rng(77);
+    std::vector<Block> early;  // allocated unlocked, checked and freed by the threads
+    for (uint64_t id = 0; id < 400; ++id) {
+        Block b = allocate(shared, rng, id);
+        REQUIRE(b.ptr != nullptr);
+        early.push_back(b);
+    }
+    run_threads(shared, [&](int t) {
+        for (std::size_t i = static_cast<std::size_t>(t); i < early.size(); i += kThreads) {
+            if (!intact(shared, early[i], early[i].usable)) return;
+            release(shared, early[i]);
+        }
+        churn(shared, 5, t, 3000);
+    });
+    CHECK_FALSE(__libc_single_threaded);
+    for (int i = 0; i < 1000; ++i) {  // the main thread keeps allocating, now locked
+        Block b = allocate(shared, rng, 1000 + static_cast<uint64_t>(i));
+        REQUIRE(b.ptr != nullptr);
+        release(shared, b);
+    }
+    if (locked) {
+        std::atomic<bool> done{false};
+        stage().prepare_fork();
+        std::thread waiter([&] {
+            shared_api().free(shared_api().malloc(100));
+            done.store(true);
+        });
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        CHECK_MESSAGE(!done.load(), "a call ran while another thread held the stage's mutex");
+        stage().after_fork_parent();
+        waiter.join();
+        CHECK(done.load());
+    }
+    INFO(shared.verdict.first());
+    REQUIRE_FALSE(shared.verdict.failed());
+    require_heap_ok(shared_api());
+}
+
+TEST_CASE(kFreshCase) {
+    if (std::getenv("EDU_BATTERY_FRESH_PROCESS") != nullptr) return prove_the_single_thread_switch();
+    ChildOutcome outcome = run_in_child(
+        [] {
+            setenv("EDU_BATTERY_FRESH_PROCESS", "1", 1);
+            std::string filter = std::string("--test-case=") + kFreshCase;
+            // doctest writes its report on stdout: send it to stderr, which the parent reads.
+            execl("/proc/self/exe", "battery", filter.c_str(), "--out=/dev/stderr", nullptr);
+            child_expect(false, "cannot re-execute the battery");
+        },
+        60);
+    INFO("fresh process: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
+    CHECK(outcome.stderr_text.find("1 passed") != std::string::npos);
 }
 
 // The preload shim registers the stage's fork hooks with pthread_atfork. Forking while other
