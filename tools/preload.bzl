@@ -50,7 +50,7 @@ _PROGRAMS = {
     "aligned": ["//tests/preload:aligned"],
     "python": ["//tests/preload:workload.py"],
     "sort": ["//tests/preload:make_lines.py"],
-    "stats": [],
+    "stats": ["//tests/preload:option"],
     "threads": ["//tests/preload:threads"],
 }
 

@@ -2,6 +2,8 @@
 # tests/preload/stats_test.sh: EDU_ALLOC_STATS=1 makes the library print its statistics block,
 # naming the stage, on stderr at exit, with counts that match the program; without it (or with
 # any other value) the library prints nothing. The program makes 3,000 bytearrays through malloc.
+# A stage with a "stats" switch (stages 3 and 4) counts only when EDU_ALLOC_STATS or
+# EDU_ALLOC_CHECK asks for it, unless EDU_OPTIONS says otherwise.
 source tests/preload/preload_lib.sh
 preload_init "$@"
 
@@ -30,4 +32,13 @@ run >"$WORK/off.out" 2>"$WORK/off.err" || fail "python3 failed under the preload
 [[ ! -s "$WORK/off.err" ]] || { cat "$WORK/off.err" >&2; fail "stderr not empty without EDU_ALLOC_STATS"; }
 run EDU_ALLOC_STATS=0 >"$WORK/zero.out" 2>"$WORK/zero.err" || fail "python3 failed under the preload"
 [[ ! -s "$WORK/zero.err" ]] || fail "EDU_ALLOC_STATS=0 printed something"
+option() { env LD_PRELOAD="$PRELOAD" "$@" tests/preload/option stats; }
+name="$(option | cut -d' ' -f1)"
+if [[ "$(option)" != "$name stats=(none)" ]]; then
+    [[ "$(option)" == "$name stats=off" ]] || fail "counting is on by default: $(option)"
+    [[ "$(option EDU_ALLOC_STATS=1)" == "$name stats=on" ]] || fail "EDU_ALLOC_STATS=1 left counting off"
+    [[ "$(option EDU_ALLOC_CHECK=1)" == "$name stats=on" ]] || fail "EDU_ALLOC_CHECK=1 left counting off"
+    [[ "$(option EDU_OPTIONS="$name.stats=on")" == "$name stats=on" ]] || fail "EDU_OPTIONS cannot turn counting on"
+fi
+
 echo "ok: statistics block for stage $STAGE with $mallocs mallocs; silent when not asked"
