@@ -261,7 +261,7 @@ uint64_t machine_memory() {
 
 void check_fits(const Workload& w) {
     const uint64_t memory = machine_memory();
-    Peak peak = live_peak(w, memory);
+    Peak peak = live_peak(w, memory, memory);
     if (peak.bytes > memory)
         input_error(w.name + ":" + std::to_string(w.ops[peak.op].line) + ": the trace holds " + human_bytes(peak.bytes) +
                     " live here, more than this machine's " + human_bytes(memory) + " of memory");

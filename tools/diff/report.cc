@@ -53,7 +53,7 @@ std::vector<Row> rows_of(const std::vector<Metrics>& runs) {
     add("internal fragmentation", [](const Metrics& m) { return human_bytes(m.fragmentation_at_peak); });
     add("ENOMEM answers", [](const Metrics& m) { return std::to_string(m.enomem); });
     for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k)
-        add(std::string("os calls: ") + kOsCallNames[k],
+        add(std::string("os calls: ") + kOsCallNames[k] + (k == unsigned(OsCall::mmap) || k == unsigned(OsCall::munmap) ? " ~" : ""),
             [k](const Metrics& m) { return m.reference ? std::string("-") : std::to_string(m.os_calls[k]); });
     std::map<std::string, bool> kinds;
     for (const Metrics& m : runs)
@@ -114,6 +114,8 @@ void print_table(std::ostream& out, const std::string& title, const std::vector<
         for (const std::string& c : r.cells) out << std::right << std::setw(static_cast<int>(cell_width)) << c;
         out << "\n";
     }
+    out << "~ varies from run to run with address-space layout randomisation: a stage that maps an aligned\n"
+           "  region gets an aligned address from the kernel in one call, or maps more and trims (more calls)\n";
 }
 
 std::string json_string(const std::string& s) {
@@ -240,7 +242,8 @@ std::vector<Mean> means_of(const std::vector<TraceResult>& results) {
 void print_json(std::ostream& out, const std::vector<TraceResult>& results) {
     out << "{\"tool\": \"stagediff\", \"format\": 1,\n \"definitions\": {\"utilisation\": "
         << json_string(kUtilisationDefinition) << ", \"mdriver_utilisation\": " << json_string(kMdriverDefinition)
-        << ", \"ops_per_second\": \"operations / median seconds of the timed passes\"},\n \"traces\": [";
+        << ", \"ops_per_second\": \"operations / median seconds of the timed passes\"},\n"
+        << " \"os_calls_vary_with_layout\": [\"mmap\", \"munmap\"],\n \"traces\": [";
     bool all_valid = true;
     for (std::size_t t = 0; t < results.size(); ++t) {
         const TraceResult& r = results[t];

@@ -308,7 +308,7 @@ bool parse_trace(const std::string& text, const std::string& source, Workload* o
     return parse_trace(in, source, out, error);
 }
 
-Peak live_peak(const Workload& w, uint64_t servable) {
+Peak live_peak(const Workload& w, uint64_t servable, uint64_t stop_above) {
     std::vector<uint64_t> size(w.ids, 0);
     Peak peak;
     uint64_t live = 0;
@@ -323,6 +323,7 @@ Peak live_peak(const Workload& w, uint64_t servable) {
         live = live - size[op.id] + now;
         size[op.id] = now;
         if (live > peak.bytes) peak = {live, i};
+        if (live > stop_above) break;
     }
     return peak;
 }

@@ -63,12 +63,13 @@ bool parse_trace(std::istream& in, const std::string& source, Workload* out, std
 bool parse_trace(const std::string& text, const std::string& source, Workload* out, std::string* error);
 
 // The most bytes live at once, counting only requests of at most `servable` bytes (larger ones
-// are expected to fail with ENOMEM, a correct answer), and the operation where that peak is.
+// are expected to fail with ENOMEM, a correct answer), and the operation where that peak is;
+// with `stop_above`, the first operation whose live bytes exceed it instead.
 struct Peak {
     uint64_t bytes = 0;
     std::size_t op = 0;      // index into ops of the operation that reached it
 };
-Peak live_peak(const Workload& w, uint64_t servable);
+Peak live_peak(const Workload& w, uint64_t servable, uint64_t stop_above = UINT64_MAX);
 
 // Writes a workload as a malloc-lab trace (with the classic four header lines).
 std::string format_trace(const Workload& w);
