@@ -75,11 +75,43 @@ void write_stderr(const char* text) {
     }
 }
 
+namespace {
+
+// The stage the program called, while another stage works for it on this thread.
+__attribute__((tls_model("initial-exec"))) thread_local const char* t_client = nullptr;
+
+bool starts_with(const char* text, const char* prefix) {
+    return std::strncmp(text, prefix, std::strlen(prefix)) == 0;
+}
+
+// "double free ..." said of a call that frees nothing, in the words of that call.
+void cause(LineWriter& w, const char* call, const char* what) {
+    const char* kDouble = "double free";
+    if (std::strcmp(call, "free") == 0 || !starts_with(what, kDouble)) {
+        w.str(what);
+        return;
+    }
+    const char* rest = what + std::strlen(kDouble);
+    if (std::strcmp(call, "realloc") == 0 || std::strcmp(call, "usable_size") == 0) {
+        w.str("use after free: ").str(call).str(" of a block that is already free").str(rest);
+    } else {
+        w.str("free list corrupted: a double free, or a write into a free block (an overflow from "
+              "its neighbour or a use after free)").str(rest);
+    }
+}
+
+}  // namespace
+
+OnBehalfOf::OnBehalfOf(const char* client) : saved_(t_client) { t_client = client; }
+OnBehalfOf::~OnBehalfOf() { t_client = saved_; }
+
 void die(const char* stage, const char* call, const void* ptr, const char* what) {
-    char line[256];
-    LineWriter(line, sizeof line).str("edu-alloc ").str(stage).str(": ").str(call).str("(").ptr(ptr)
-        .str("): ").str(what).str("\n");
-    write_stderr(line);
+    char line[384];
+    LineWriter w(line, sizeof line);
+    w.str("edu-alloc ").str(t_client ? t_client : stage).str(": ").str(call).str("(").ptr(ptr).str("): ");
+    cause(w, call, what);
+    if (t_client) w.str(" (found by ").str(stage).str(", which holds ").str(t_client).str("'s large blocks)");
+    write_stderr(w.str("\n").c_str());
     std::abort();
 }
 

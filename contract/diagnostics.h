@@ -31,8 +31,25 @@ private:
 // Writes all of `text` to file descriptor 2.
 void write_stderr(const char* text);
 
-// One line on stderr naming the stage, the call and the pointer, then abort().
+// One line on stderr naming the stage, the call and the pointer, then abort(). The words are
+// the call's: a stage that finds a freed block says "double free", which is right only for
+// `free`; for realloc or usable_size the line says "use after free", and for an allocating
+// call (the stage found the damage in its free lists) it names both possible causes.
 [[noreturn]] void die(const char* stage, const char* call, const void* ptr, const char* what);
+
+// While one lives on this thread, `die` names `client` (the stage the program called) first
+// and says which stage found the fault: stage 2 serves its large blocks from stage 1, and the
+// program asked stage 2.
+class OnBehalfOf {
+public:
+    explicit OnBehalfOf(const char* client);
+    ~OnBehalfOf();
+    OnBehalfOf(const OnBehalfOf&) = delete;
+    OnBehalfOf& operator=(const OnBehalfOf&) = delete;
+
+private:
+    const char* saved_;
+};
 
 struct CheckResult;
 // Records the first violated invariant in a checker's result: "<what> at <where> (<a> vs <b>)",

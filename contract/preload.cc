@@ -1,10 +1,10 @@
 // contract/preload.cc: the drop-in (LD_PRELOAD) malloc family, written once for every stage.
 // Exports malloc, free, calloc, realloc, reallocarray, memalign, posix_memalign, aligned_alloc,
-// valloc, pvalloc, malloc_usable_size and edu_preload_stage; each call goes to the stage's
-// `thread_safe` entry. tools/preload.bzl compiles it once per stage, naming the descriptor
-// with EDU_PRELOAD_NAMESPACE / EDU_PRELOAD_DESCRIPTOR. Allocation needs no constructor; the
-// constructor registers the fork hooks, reads EDU_OPTIONS, EDU_ALLOC_STATS, EDU_ALLOC_CHECK,
-// and turns a stage's statistics off when neither of the last two asks for them.
+// valloc, pvalloc, malloc_usable_size and edu_preload_stage; each call goes to the entry chosen
+// at the first call: the stage's `thread_safe` entry, the debug layer over it (debug=on), and
+// the memcheck layer over that under valgrind. tools/preload.bzl compiles it once per stage.
+// The first call also turns a stage's statistics off when neither EDU_ALLOC_STATS nor
+// EDU_ALLOC_CHECK asks for them.
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "contract/allocator.h"
+#include "contract/debug.h"
 #include "contract/diagnostics.h"
+#include "contract/memcheck.h"
 #include "contract/options.h"
 #include "contract/report.h"
 
@@ -31,20 +33,8 @@ extern const ::edu::Stage EDU_PRELOAD_DESCRIPTOR;
 namespace {
 
 const edu::Stage& stage() { return EDU_PRELOAD_NAMESPACE::EDU_PRELOAD_DESCRIPTOR; }
-const edu::Api& api() { return *stage().thread_safe; }
 
-bool is_power_of_two(std::size_t n) { return n != 0 && (n & (n - 1)) == 0; }
-
-// The one aligned path. A power of two above the stage's limit is a valid request this stage
-// cannot serve: nullptr with ENOMEM, like any other allocation it cannot serve.
-void* aligned(std::size_t alignment, std::size_t size) {
-    if (alignment > stage().max_alignment) return edu::enomem();
-    return api().aligned_alloc(alignment, size);
-}
-
-std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
-
-// Settings read once when the library is loaded, so a program that edits its environment
+// Settings read once, at the first call, so a program that edits its environment
 // later does not change what happens at exit.
 bool g_print_stats = false;
 bool g_check_at_exit = false;
@@ -57,11 +47,17 @@ bool env_is_one(const char* name) {
     return value != nullptr && value[0] == '1' && value[1] == 0;
 }
 
-__attribute__((constructor)) void preload_start() {
+// The entry every call goes to, chosen once, inside the first call (libstdc++ and ld.so
+// allocate before any constructor of ours runs, so EDU_OPTIONS is read there, while no block
+// exists: an option that reshapes blocks, like debug=on, can still be taken).
+const edu::Api* g_api = nullptr;
+pthread_once_t g_api_once = PTHREAD_ONCE_INIT;
+bool g_debug = false;
+
+void choose_entry() {
+    const edu::Stage& s = stage();
     g_print_stats = env_is_one("EDU_ALLOC_STATS");
     g_check_at_exit = env_is_one("EDU_ALLOC_CHECK");
-    if (g_print_stats || g_check_at_exit) g_stderr_copy = fcntl(2, F_DUPFD_CLOEXEC, 3);
-    const edu::Stage& s = stage();
     // Counting costs the fast paths of stages 3 and 4 a few percent (up to a fifth on stage 4):
     // a stage with a "stats" switch counts only when someone reads the counters. Stages 1
     // and 2 always count (a handful of adds on a path that is long anyway); EDU_OPTIONS,
@@ -69,16 +65,63 @@ __attribute__((constructor)) void preload_start() {
     if (!g_print_stats && !g_check_at_exit && s.get_option("stats") != nullptr)
         s.set_option("stats", "off");
     edu::apply_environment_options(s);  // a bad entry is reported on stderr, the rest applies
-    if (pthread_atfork(s.prepare_fork, s.after_fork_parent, s.after_fork_child) != 0)
-        edu::die(s.name, "pthread_atfork", nullptr, "cannot register the fork hooks");
+    edu::ContractOptions options = edu::contract_options();
+    g_debug = options.debug;
+    const edu::Api* chosen = &edu::entry_for(s, *s.thread_safe, options);
+    if (edu::running_on_valgrind()) chosen = &edu::memcheck_entry(*chosen);
+    __atomic_store_n(&g_api, chosen, __ATOMIC_RELEASE);
+}
+
+// One load and a branch that is taken once.
+const edu::Api& api() {
+    const edu::Api* chosen = __atomic_load_n(&g_api, __ATOMIC_ACQUIRE);
+    if (chosen == nullptr) [[unlikely]] {
+        pthread_once(&g_api_once, choose_entry);
+        chosen = g_api;
+    }
+    return *chosen;
+}
+
+bool is_power_of_two(std::size_t n) { return n != 0 && (n & (n - 1)) == 0; }
+
+// The one aligned path. A power of two above the stage's limit is a valid request this stage
+// cannot serve: nullptr with ENOMEM, like any other allocation it cannot serve.
+void* aligned(std::size_t alignment, std::size_t size) {
+    if (alignment > stage().max_alignment) return edu::enomem();
+    return api().aligned_alloc(alignment, size);
+}
+
+std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
+
+// fork: the debug layers' locks first (a layer calls into its stage), then the stage's.
+void prepare_fork() {
+    edu::debug_prepare_fork();
+    stage().prepare_fork();
+}
+void after_fork_parent() {
+    stage().after_fork_parent();
+    edu::debug_after_fork_parent();
+}
+void after_fork_child() {
+    stage().after_fork_child();
+    edu::debug_after_fork_child();
+}
+
+__attribute__((constructor)) void preload_start() {
+    api();  // a program that has not allocated yet chooses its entry now
+    if (g_print_stats || g_check_at_exit || g_debug) g_stderr_copy = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    if (pthread_atfork(prepare_fork, after_fork_parent, after_fork_child) != 0)
+        edu::die(stage().name, "pthread_atfork", nullptr, "cannot register the fork hooks");
 }
 
 // Runs after the program's own destructors and atexit handlers: the numbers are final.
+// Debug mode checks every block and lists the leaks.
 __attribute__((destructor)) void preload_finish() {
-    if (!g_print_stats && !g_check_at_exit) return;
+    if (!g_print_stats && !g_check_at_exit && !g_debug) return;
     if (fcntl(2, F_GETFD) == -1 && g_stderr_copy >= 0) dup2(g_stderr_copy, 2);
     const edu::Stage& s = stage();
     if (g_print_stats) edu::print_stats(s, api().stats());
+    if (g_debug) edu::debug_finish(edu::debug_entry(s, *s.thread_safe), 10);
     if (g_check_at_exit) {
         edu::CheckResult verdict = api().check();
         if (!verdict.ok) edu::die(s.name, "heap check at exit", nullptr, verdict.message);

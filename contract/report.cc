@@ -17,12 +17,21 @@ void print_stats(const Stage& stage, const Stats& s) {
     };
     LineWriter(line, sizeof line).str("edu-alloc ").str(stage.name).str(" statistics\n");
     write_stderr(line);
-    row("mallocs", s.mallocs, false);
-    row("frees", s.frees, false);
-    row("bytes requested", s.bytes_requested, true);
-    row("live blocks", s.live_blocks, false);
-    row("live bytes", s.live_bytes, true);
-    row("peak live bytes", s.peak_live_bytes, true);
+    // A stage whose fast paths can skip counting has the option stats=on|off: with it off,
+    // the request counters would print as near-zero numbers, which would be false.
+    const char* counting = stage.get_option ? stage.get_option("stats") : nullptr;
+    if (counting && counting[0] == 'o' && counting[1] == 'f') {
+        LineWriter(line, sizeof line).str("  requests not counted (").str(stage.name)
+            .str(".stats=off): mallocs, frees, bytes requested, live and peak live unknown\n");
+        write_stderr(line);
+    } else {
+        row("mallocs", s.mallocs, false);
+        row("frees", s.frees, false);
+        row("bytes requested", s.bytes_requested, true);
+        row("live blocks", s.live_blocks, false);
+        row("live bytes", s.live_bytes, true);
+        row("peak live bytes", s.peak_live_bytes, true);
+    }
     row("footprint", s.footprint, true);
     row("peak footprint", s.peak_footprint, true);
     for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k) {

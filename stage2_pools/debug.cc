@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "contract/debug.h"
 #include "contract/diagnostics.h"
 #include "stage2_pools/pool.h"
 #include "stage2_pools/radix.h"
@@ -34,18 +35,8 @@ void fill(uintptr_t from, uintptr_t to, uint8_t byte) {
     if (to > from) std::memset(reinterpret_cast<void*>(from), byte, to - from);
 }
 
-// First byte in [from, to) that is not `byte`, or 0. Whole words where it can: debug mode
-// scans every block it frees, so this loop is most of its cost.
-uintptr_t first_not(uintptr_t from, uintptr_t to, uint8_t byte) {
-    const uint64_t pattern = 0x0101010101010101ull * byte;
-    uintptr_t p = from;
-    for (; p < to && (p & 7); ++p)
-        if (*reinterpret_cast<const uint8_t*>(p) != byte) return p;
-    while (p + 8 <= to && load_word(p) == pattern) p += 8;
-    for (; p < to; ++p)
-        if (*reinterpret_cast<const uint8_t*>(p) != byte) return p;
-    return 0;
-}
+// The scan is the contract debug layer's (contract/debug.h).
+uintptr_t first_not(uintptr_t from, uintptr_t to, uint8_t byte) { return first_byte_not(from, to, byte); }
 
 DebugRef find(const void* user_ptr, const char* call) {
     uintptr_t user = reinterpret_cast<uintptr_t>(user_ptr);

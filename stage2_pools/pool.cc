@@ -99,7 +99,7 @@ void small_reject(const void* user, uintptr_t block, const char* call) {
     } else if (offset < g_heap.header_bytes) {
         what = "not a block: points into a pool header";
     } else if (pool->used == 0) {
-        what = "not a live block: its pool is empty (double free?)";
+        what = "double free: the block is already free (its pool has no block in use)";
     } else {
         uint32_t index = block_index(offset, pool->class_index);
         uint32_t start = g_heap.header_bytes + index * pool->block_size;

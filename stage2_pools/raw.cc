@@ -3,6 +3,7 @@
 #include "stage2_pools/raw.h"
 
 #include "contract/allocator.h"
+#include "contract/diagnostics.h"
 #include "stage1_brk/stage1.h"
 #include "stage2_pools/os.h"
 #include "stage2_pools/stats.h"
@@ -15,6 +16,8 @@ namespace {
 // only stage 1's own lock keeps the two apart. An uncontended lock costs far less than the
 // first-fit search behind it, and the fork hooks in stage2.cc take both locks in order.
 const Api& stage1() { return *stage1::descriptor.thread_safe; }
+// A fault stage 1 finds in a block it holds for us is reported as ours: the program called
+// stage 2 (contract/diagnostics.h), so every call below that hands stage 1 a block says so.
 
 // After any call into stage 1 its footprint may have moved.
 void refresh_footprint() {
@@ -56,6 +59,7 @@ bool grow() {
 }  // namespace
 
 void* raw_alloc(std::size_t bytes, std::size_t alignment) {
+    OnBehalfOf scope(kStageName);
     void* block =
         alignment <= 16 ? stage1().malloc(bytes) : stage1().aligned_alloc(alignment, bytes);
     refresh_footprint();
@@ -63,17 +67,22 @@ void* raw_alloc(std::size_t bytes, std::size_t alignment) {
 }
 
 void* raw_resize(void* block, std::size_t bytes) {
+    OnBehalfOf scope(kStageName);
     void* moved = stage1().realloc(block, bytes);
     refresh_footprint();
     return moved;
 }
 
 void raw_release(void* block) {
+    OnBehalfOf scope(kStageName);
     stage1().free(block);
     refresh_footprint();
 }
 
-std::size_t raw_block_usable(const void* block) { return stage1().usable_size(block); }
+std::size_t raw_block_usable(const void* block) {
+    OnBehalfOf scope(kStageName);
+    return stage1().usable_size(block);
+}
 
 CheckResult raw_check() { return stage1().check(); }
 

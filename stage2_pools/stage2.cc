@@ -21,18 +21,34 @@ namespace {
 
 constexpr std::size_t kMaxAlignment = std::size_t{1} << 16;  // 64 KiB; stage 1 goes higher
 
-// A block from stage 1, entered in the raw table.
-void* raw_malloc(std::size_t n, std::size_t alignment) {
+// A block from stage 1, entered in the raw table; `usable` gets its size. Callers count it.
+void* raw_malloc(std::size_t n, std::size_t alignment, std::size_t* usable) {
     void* block = raw_alloc(n, alignment);
     if (!block) return nullptr;  // errno = ENOMEM from stage 1
     uintptr_t address = reinterpret_cast<uintptr_t>(block);
-    std::size_t usable = raw_block_usable(block);
-    if (!raw_track(address, address, usable)) {
+    *usable = raw_block_usable(block);
+    if (!raw_track(address, address, *usable)) {
         raw_release(block);
         return enomem();
     }
-    note_alloc(usable, n);
     return block;
+}
+
+// A counted allocation from stage 1: what malloc and aligned_alloc hand out.
+void* raw_malloc_counted(std::size_t n, std::size_t alignment) {
+    std::size_t usable;
+    void* block = raw_malloc(n, alignment, &usable);
+    if (block) note_alloc(usable, n);
+    return block;
+}
+
+// Room for n bytes, from a pool or from stage 1, not counted: realloc counts a move as a
+// resize (contract/allocator.h), not as a malloc and a free.
+void* place(std::size_t n, std::size_t* usable) {
+    if (n > kSmallMax) return raw_malloc(n, kAlignment, usable);
+    unsigned c = class_of(n);
+    *usable = class_size(c);
+    return pool_malloc(c);
 }
 
 [[noreturn]] void reject_raw(const char* call, const void* ptr) {
@@ -49,7 +65,7 @@ void* s2_malloc(std::size_t n) {
         if (block != nullptr) [[likely]] note_alloc(class_size(c), n);
         return block;
     }
-    return raw_malloc(n, kAlignment);
+    return raw_malloc_counted(n, kAlignment);
 }
 
 // free: the radix tree says whether p is in an arena; if not, the raw table must know it.
@@ -92,11 +108,12 @@ void* s2_realloc(void* p, std::size_t n) {
             g_heap.counters.bytes_requested += n;
             return p;
         }
-        void* moved = s2_malloc(n);
+        std::size_t usable;
+        void* moved = place(n, &usable);
         if (!moved) return nullptr;
         std::memcpy(moved, p, n < old ? n : old);
-        note_free(old);
-        pool_free(ref);  // still valid: s2_malloc touched other blocks only
+        note_resize(old, usable, n);
+        pool_free(ref);  // still valid: place touched other blocks only
         return moved;
     }
     RawEntry* entry = raw_find(address);
@@ -105,12 +122,7 @@ void* s2_realloc(void* p, std::size_t n) {
     void* moved = raw_resize(p, n);
     if (!moved) return nullptr;  // p untouched, errno = ENOMEM from stage 1
     std::size_t usable = raw_block_usable(moved);
-    if (moved == p) {
-        note_resize(old, usable, n);
-    } else {
-        note_free(old);
-        note_alloc(usable, n);
-    }
+    note_resize(old, usable, n);  // in place or moved: a resize either way
     raw_retrack(entry, reinterpret_cast<uintptr_t>(moved), reinterpret_cast<uintptr_t>(moved),
                 usable);
     return moved;
@@ -133,7 +145,7 @@ void* s2_aligned_alloc(std::size_t alignment, std::size_t n) {
             return block;
         }
     }
-    return raw_malloc(n, alignment);
+    return raw_malloc_counted(n, alignment);
 }
 
 std::size_t s2_usable_size(const void* p) {

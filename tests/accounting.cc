@@ -91,6 +91,37 @@ TEST_CASE("calloc and aligned_alloc are counted like malloc") {
     CHECK(after.live_bytes == before.live_bytes);
 }
 
+// contract/allocator.h: realloc(nullptr, n) is a malloc; any other realloc is a resize, which
+// counts as neither a malloc nor a free, whether the block stays or moves (within a size class,
+// across classes, between a stage's small and large domains).
+TEST_CASE("realloc counts as a resize, in place or moved: mallocs and frees do not move") {
+    void* p = api().realloc(nullptr, 24);
+    REQUIRE(p != nullptr);
+    Stats before = api().stats();
+    const uint64_t others = before.live_bytes - api().usable_size(p);  // bytes of other blocks
+    uint64_t requested = 0;
+    for (std::size_t n : {std::size_t{20}, std::size_t{100}, std::size_t{600}, std::size_t{5000},
+                          std::size_t{300000}, std::size_t{40}, std::size_t{0}, std::size_t{2000}}) {
+        fill(p, 7, 0, api().usable_size(p) < n ? api().usable_size(p) : n);
+        void* q = api().realloc(p, n);
+        REQUIRE(q != nullptr);
+        p = q;
+        requested += n;
+        Stats now = api().stats();
+        INFO("after realloc to " << n << " bytes");
+        CHECK(now.mallocs == before.mallocs);
+        CHECK(now.frees == before.frees);
+        CHECK(now.live_blocks == before.live_blocks);
+        CHECK(now.live_bytes == others + api().usable_size(p));
+        CHECK(now.bytes_requested == before.bytes_requested + requested);
+    }
+    api().free(p);
+    Stats after = api().stats();
+    CHECK(after.mallocs == before.mallocs);
+    CHECK(after.frees == before.frees + 1);
+    CHECK(after.live_blocks == before.live_blocks - 1);
+}
+
 TEST_CASE("the checker and the statistics agree on live blocks and bytes") {
     std::vector<void*> blocks;
     Rng rng(42);

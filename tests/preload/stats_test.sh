@@ -41,4 +41,15 @@ if [[ "$(option)" != "$name stats=(none)" ]]; then
     [[ "$(option EDU_OPTIONS="$name.stats=on")" == "$name stats=on" ]] || fail "EDU_OPTIONS cannot turn counting on"
 fi
 
+# A stage with the option stats=off (its benchmark mode) counts no requests: the block says so
+# rather than print near-zero counts.
+if [[ "$(option)" == "$name stats=(none)" ]]; then
+    echo "($name has no stats option)"
+else
+    run EDU_ALLOC_STATS=1 EDU_OPTIONS="$name.stats=off" >"$WORK/off.out" 2>"$WORK/off.err" ||
+        fail "python3 failed under the preload with $name.stats=off"
+    grep -q "requests not counted ($name.stats=off)" "$WORK/off.err" ||
+        { cat "$WORK/off.err" >&2; fail "stats=off printed no word that requests were not counted"; }
+    ! grep -q "^  mallocs " "$WORK/off.err" || fail "stats=off still printed a mallocs row"
+fi
 echo "ok: statistics block for stage $STAGE with $mallocs mallocs; silent when not asked"
