@@ -103,6 +103,13 @@ bool heap_reclaim(Heap* heap, unsigned max) {
     return taken != 0;
 }
 
+void reclaim_on_free(Heap* heap, const void* block) {
+    uint32_t slot = arena_slot_of(segment_of(block));
+    heap = heap_for_caller(heap);
+    if (heap == nullptr || !abandoned_take(slot)) return;   // taken, or not yet published
+    adopt(heap, arena_segment(slot));
+}
+
 bool segment_borrow(uint32_t slot) { return abandoned_take(slot); }
 void segment_unborrow(uint32_t slot) { abandoned_publish(slot); }
 

@@ -37,7 +37,7 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
         Page* page = heap->direct[(size + 7) >> 3];
         Block* b = page->free;
         if (S4_LIKELY(b != nullptr)) {
-            if (S4_UNLIKELY(b->mark != kFreedMark)) freed_twice(b);
+            if (S4_UNLIKELY(b->mark != freed_mark(b))) freed_twice(b);
             page->free = reinterpret_cast<Block*>(b->link);
             ++page->used;
             b->mark = 0;   // not free any more
@@ -72,7 +72,7 @@ S4_INLINE void heap_free(void* p) {
         Page* page = page_of(p);
         auto* b = static_cast<Block*>(p);
         if (S4_LIKELY(page_is_block(page, reinterpret_cast<uintptr_t>(p)) && b != page->local_free && b != page->free)) {
-            b->mark = kFreedMark;
+            b->mark = freed_mark(b);
             b->link = reinterpret_cast<uintptr_t>(page->local_free);
             page->local_free = b;
             if constexpr (M::stats) count_free(heap, page->block_size);

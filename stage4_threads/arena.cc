@@ -3,10 +3,14 @@
 #include "stage4_threads/arena.h"
 
 #include <pthread.h>
+#include <sys/random.h>
+#include <sys/resource.h>
 
 #include "stage4_threads/os.h"
 
 namespace edu::stage4 {
+
+uint64_t g_mark_key = 0;   // drawn by reserve(), before the first block exists
 
 namespace arena_internal {
 std::atomic<uintptr_t> g_base{0};
@@ -30,11 +34,32 @@ pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
 
-// [S4.15] The reservation: the largest power of two from 64 GiB down to 1 GiB the system grants,
-// address space only (os_reserve), trimmed to a 4 MiB boundary. It is made once, by pthread_once, from the first thread that
-// needs memory; that may be before main, from a constructor of another library.
+// [S4.15] The reservation: the largest power of two from 64 GiB down to one segment that the
+// system grants, address space only (os_reserve), trimmed to a 4 MiB boundary. Under an
+// address-space limit (RLIMIT_AS: `ulimit -v`, containers) it asks for at most half of the
+// limit, so that thread stacks, libraries and the rest of the process keep room: a program
+// that glibc runs under 256 MiB runs here too, with a 128 MiB arena, and malloc returns NULL
+// only when that is used up. It is made once, by pthread_once, from the first thread that
+// needs memory; that may be before main, from a constructor of another library. It draws the
+// key of the freed mark (S4.45) first: no block exists before the arena does.
+std::size_t first_size_to_try() {
+    std::size_t size = kArenaMaxBytes;
+    rlimit limit{};
+    if (getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
+        while (size > kArenaMinBytes && size > limit.rlim_cur / 2) size /= 2;
+    return size;
+}
+
+uint64_t draw_key() {
+    uint64_t key = 0;
+    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != sizeof key)   // no entropy yet: the clock
+        key = __builtin_ia32_rdtsc() * 0x9e3779b97f4a7c15ull ^ reinterpret_cast<uintptr_t>(&key);
+    return key | (uint64_t{1} << 63);
+}
+
 void reserve() {
-    for (std::size_t size = kArenaMaxBytes; size >= kArenaMinBytes; size /= 2) {
+    g_mark_key = draw_key();
+    for (std::size_t size = first_size_to_try(); size >= kArenaMinBytes; size /= 2) {
         void* memory = os_reserve(size + kSegmentSize);
         if (!memory) continue;
         auto at = reinterpret_cast<uintptr_t>(memory);

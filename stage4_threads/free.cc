@@ -2,9 +2,11 @@
 // or remote, the one-line diagnostics, the free that follows, and the late double-free checks.
 #include "stage4_threads/free.h"
 
+#include <cstring>
 #include <initializer_list>
 
 #include "contract/diagnostics.h"
+#include "stage4_threads/abandon.h"
 #include "stage4_threads/arena.h"
 #include "stage4_threads/heap.h"
 #include "stage4_threads/page.h"
@@ -17,14 +19,6 @@ namespace {
 
 uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 
-// Searches the heap's delayed list, which holds blocks of many pages, for `target`.
-bool on_delayed_list(const Heap* heap, const Block* target) {
-    for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b != nullptr;
-         b = reinterpret_cast<const Block*>(b->link))
-        if (b == target) return true;
-    return false;
-}
-
 // The owner's confirmation of a suspected double free (S3.27, with two more lists).
 void confirm_local(const Heap* heap, const Page* page, const Block* b, const char* call) {
     const Block* remote = block_of(page->xthread_free.load(std::memory_order_acquire));
@@ -34,7 +28,7 @@ void confirm_local(const Heap* heap, const Page* page, const Block* b, const cha
         if (in < 0) die(kStageName, call, b, "free list corrupted (a link leaves its page)");
         found |= in;
     }
-    if (found || on_delayed_list(heap, b)) die(kStageName, call, b, "double free (block is already free)");
+    if (found || chain_find(heap->delayed_free.load(std::memory_order_acquire), b) != 0) die(kStageName, call, b, "double free (block is already free)");
 }
 
 // The owner's test: a carved block. Out of line on purpose: inline, the compiler may load
@@ -56,9 +50,10 @@ Found find_block(const void* p, const char* call) {
     if (!(local ? owner_holds(page, a) : page_holds(page, a, page->capacity)))
         die(kStageName, call, p, "not the start of a block (interior, misaligned or never allocated)");
     auto* b = static_cast<const Block*>(p);
-    if (b->mark == kFreedMark) {
-        if (!local) die(kStageName, call, p, "double free (block already carries the freed mark)");
-        confirm_local(heap, page, b, call);
+    if (b->mark == freed_mark(b) || b->mark == suspect_mark(b)) {
+        if (local) confirm_local(heap, page, b, call);
+        else if (std::strcmp(call, "free") != 0) die(kStageName, call, p, "block already freed (it carries the freed mark)");
+        // else a remote free: the owner confirms (S4.46)
     }
     return Found{page, local};
 }
@@ -99,12 +94,12 @@ void free_generic(void* p) {
     if (slot != kArenaSlots && !heap->owned[slot] && arena_blocks_at(slot) != 0) {
         Page* page = stage4::page_of(p);
         auto* block = static_cast<Block*>(p);
-        if (page->in_use && page_holds(page, reinterpret_cast<uintptr_t>(p), page->capacity) && block->mark != kFreedMark) {
+        if (page->in_use && page_holds(page, reinterpret_cast<uintptr_t>(p), page->capacity)) {
             if (counting()) {
                 heap = heap_for_caller(heap);
                 if (heap) count_free(heap, page->block_size);
             }
-            free_remote(page, block);
+            if (free_remote(page, block)) reclaim_on_free(heap, p);
             return;
         }
     }
@@ -115,7 +110,7 @@ void free_generic(void* p) {
         if (heap) count_free(heap, found.page->block_size);
     }
     if (found.local) page_push_local(t_heap, found.page, b);
-    else free_remote(found.page, b);
+    else if (free_remote(found.page, b)) reclaim_on_free(t_heap, p);
 }
 
 }  // namespace edu::stage4

@@ -16,9 +16,10 @@ namespace edu::stage4 {
 // delayed list) before it is called a double free. Another thread's blocks get every check
 // that reads only what cannot change while the block is live: arena, start marker, page in use,
 // start and size, capacity (an uncarved block is caught later, when the owner collects it,
-// S4.21); a block carrying the mark is a double free, unconfirmed, because the lists that would
-// confirm it are the owner's to read. The price: a live block whose second word is exactly the
-// mark, freed by another thread, is reported as a double free.
+// S4.21); a block carrying the mark is not judged here, because the lists that would confirm a
+// double free are the owner's to read: a free pushes it as a suspect for the owner to settle
+// (S4.46); realloc and usable_size, which cannot wait, report it (the keyed mark, S4.45, is
+// one no data writes by chance).
 struct Found {
     Page* page;
     bool local;     // the caller's heap owns the page

@@ -3,7 +3,8 @@
 // page's local_free dies at once; a block freed twice with other frees in between is caught
 // by the malloc that reaches its second copy, before it is handed out twice; and a double free
 // that made the page's count reach 0 while a block is still live is caught when the page is
-// given back ([S4.43]), before the page could be reformatted under that block. Each case uses
+// given back ([S4.43]), before the page could be reformatted under that block, whatever the
+// program writes into the blocks it gets (the keyed mark, [S4.45]). Each case uses
 // a size class of its own, so the forked children find the pages as the case left them.
 #include <doctest/doctest.h>
 
@@ -61,6 +62,29 @@ TEST_CASE("a block freed twice with a free in between is caught by the malloc th
     api().free(b);
     api().free(c);
     api().free(d);
+    CHECK(api().check().ok);
+}
+
+// [S4.45] The test above with a program that writes, into each block it gets, the value that
+// was stage 3's constant mark: a constant, the second copy of `a` would pass for free.
+TEST_CASE("a block freed twice is caught by malloc even when the program's data holds the old constant mark") {
+    const std::size_t size = 304;
+    void* a = api().malloc(size);
+    void* b = api().malloc(size);
+    void* c = api().malloc(size);   // keeps the page in use
+    require_dies_naming("malloc", a, "double free", [=] {
+        api().free(a);
+        api().free(b);
+        api().free(a);
+        for (uint32_t i = 0; i <= stage4::page_of(a)->capacity + 2; ++i) {
+            auto* p = static_cast<uint64_t*>(api().malloc(size));
+            if (p == nullptr) break;
+            p[1] = 0xffffffffdeadf4eeull;   // the program's data
+        }
+    });
+    api().free(a);
+    api().free(b);
+    api().free(c);
     CHECK(api().check().ok);
 }
 

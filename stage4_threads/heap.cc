@@ -174,7 +174,7 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
     Page* page = find_page(heap, bin_of(size));
     if (!page) return enomem();
     Block* b = page->free;
-    if (b->mark != kFreedMark) freed_twice(b);   // as on the fast path (S4.32)
+    if (b->mark != freed_mark(b)) freed_twice(b);   // as on the fast path (S4.32)
     page->free = reinterpret_cast<Block*>(b->link);
     ++page->used;
     page->retire_expire = 0;
@@ -214,7 +214,7 @@ void page_event(Heap* heap, Page* page) {
 }
 
 void page_push_local(Heap* heap, Page* page, Block* b) {
-    b->mark = kFreedMark;
+    b->mark = freed_mark(b);
     b->link = reinterpret_cast<uintptr_t>(page->local_free);
     page->local_free = b;
     if (--page->used == 0 || page->queue == kFullQueue) page_event(heap, page);

@@ -93,7 +93,7 @@ void page_extend(Page* page) {
     for (uintptr_t at = first; at < end; at += page->block_size) {
         auto* b = reinterpret_cast<Block*>(at);
         b->link = at + page->block_size < end ? at + page->block_size : 0;
-        b->mark = kFreedMark;
+        b->mark = freed_mark(b);
     }
     page->free = reinterpret_cast<Block*>(first);
     page->carved += count;

@@ -4,6 +4,8 @@
 
 #include <sched.h>
 
+#include <initializer_list>
+
 #include "contract/diagnostics.h"
 #include "stage4_threads/heap.h"
 #include "stage4_threads/page.h"
@@ -115,7 +117,34 @@ uintptr_t page_set_delay(Page* page, Delay state, bool override_never) {
     }
 }
 
-uint32_t page_collect_remote(Page* page) {
+int chain_find(const Block* head, const Block* target) {
+    auto next = [](const Block* b) { return reinterpret_cast<const Block*>(b->link); };
+    const Block* slow = head;
+    for (const Block* fast = head; fast != nullptr;) {   // Floyd: fast takes two steps, slow one
+        if (fast == target) return 1;
+        if ((fast = next(fast)) == nullptr) return 0;
+        if (fast == target) return 1;
+        fast = next(fast);
+        slow = next(slow);
+        if (fast == slow) return -1;
+    }
+    return 0;
+}
+
+void confirm_remote_free(const Page* page, const Block* b, const Block* rest, const Block* pending) {
+    const char* twice = "double free (freed by another thread while already free)";
+    for (const Block* head : {page->free, page->local_free}) {
+        int in = list_find(page, head, b);
+        if (in < 0) die(kStageName, "free", b, "free list corrupted (a link leaves its page)");
+        if (in > 0) die(kStageName, "free", b, twice);
+    }
+    const Heap* heap = page->heap.load(std::memory_order_relaxed);
+    const Block* delayed = heap ? heap->delayed_free.load(std::memory_order_acquire) : nullptr;
+    for (const Block* head : {rest, pending, delayed})
+        if (chain_find(head, b) != 0) die(kStageName, "free", b, twice);
+}
+
+uint32_t page_collect_remote(Page* page, const Block* pending) {
     uintptr_t word = page->xthread_free.load(std::memory_order_relaxed);
     if ((word & ~kDelayMask) == 0) return 0;
     while (!page->xthread_free.compare_exchange_weak(word, word & kDelayMask, std::memory_order_acquire,
@@ -127,6 +156,10 @@ uint32_t page_collect_remote(Page* page) {
     for (Block* b = head; b != nullptr; b = reinterpret_cast<Block*>(b->link)) {
         if (!page_holds(page, addr(b), page->carved))
             die(kStageName, "free", b, "not the start of a block (never allocated; freed by another thread)");
+        if (b->mark == suspect_mark(b)) {
+            confirm_remote_free(page, b, reinterpret_cast<const Block*>(b->link), pending);
+            b->mark = freed_mark(b);
+        }
         if (++n > page->used) die(kStageName, "free", b, "more blocks freed by other threads than the page has in use (double free?)");
         tail = b;
     }
@@ -142,7 +175,8 @@ void heap_delayed_free(Heap* heap) {
         auto* next = reinterpret_cast<Block*>(b->link);
         Page* page = stage4::page_of(b);
         page_set_delay(page, Delay::to_page, false);   // waits until its pusher is done
-        page_collect_remote(page);
+        page_collect_remote(page, b);                  // b and the rest of the batch: pending
+        if (b->mark == suspect_mark(b)) confirm_remote_free(page, b, next, nullptr);
         page_push_local(heap, page, b);
         b = next;
     }

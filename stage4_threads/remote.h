@@ -15,7 +15,7 @@ inline Delay delay_of(uintptr_t word) { return static_cast<Delay>(word & kDelayM
 inline Block* block_of(uintptr_t word) { return reinterpret_cast<Block*>(word & ~kDelayMask); }
 
 // [S4.9] A free from a thread that does not own the page (any thread, any time). The block is
-// marked free, then one CAS on page->xthread_free pushes it there (Delay to_page or never).
+// marked free (suspect, if it carried the mark already: S4.46), then one CAS on page->xthread_free pushes it there (Delay to_page or never).
 // When the owner asked for it (to_heap), free_delayed takes over: a CAS moves the state to
 // pushing without pushing the block; the block goes on the owner heap's delayed_free list with
 // a second CAS, and a third moves the state back to to_page: later remote frees go to the page.
@@ -33,26 +33,44 @@ inline Block* block_of(uintptr_t word) { return reinterpret_cast<Block*>(word & 
 // cannot free the page or leave the heap: it waits while the state is `pushing`).
 [[gnu::noinline]] void free_delayed(Page* page, Block* block);
 
-inline void free_remote(Page* page, Block* b) {
-    b->mark = kFreedMark;
+// Returns true when the page had no owner (Delay never): its segment is abandoned, and the
+// caller may reclaim it (S4.47).
+inline bool free_remote(Page* page, Block* b) {
+    b->mark = b->mark == freed_mark(b) ? suspect_mark(b) : freed_mark(b);
     uintptr_t word = page->xthread_free.load(std::memory_order_relaxed);
     do {
-        if (delay_of(word) == Delay::to_heap) return free_delayed(page, b);
+        if (delay_of(word) == Delay::to_heap) return free_delayed(page, b), false;
         b->link = word & ~kDelayMask;
         // release: b's link and mark reach the owner, whose collecting CAS is an acquire.
     } while (!page->xthread_free.compare_exchange_weak(word, reinterpret_cast<uintptr_t>(b) | (word & kDelayMask),
                                                        std::memory_order_release, std::memory_order_relaxed));
+    return delay_of(word) == Delay::never;
 }
 
 // The owner changes a page's Delay state: waits while a remote thread is `pushing`, leaves
 // `never` alone unless `override_never`. Returns the xthread_free word it left behind.
 uintptr_t page_set_delay(Page* page, Delay state, bool override_never);
 
+// [S4.46] Confirming a remote double free. A remote free that finds the mark already there
+// cannot look for the block on the owner's lists, and the mark alone is not proof: it pushes
+// the block as usual, with the suspect mark. The owner, which reads its lists, settles it when
+// the block reaches it (collected from xthread_free, or taken from its delayed list): the
+// block is searched on its page's free and local_free, on the rest of the list it came on,
+// on `pending` (a delayed-list batch in the owner's hands) and on the heap's delayed list.
+// Found: "double free", one line, abort. Not found: the block gets the plain mark and goes on.
+// A list that loops (a block pushed twice) is a double free too: the searches notice loops.
+// With the keyed mark (S4.45) a correct program never gets here; a double free always does.
+void confirm_remote_free(const Page* page, const Block* b, const Block* rest, const Block* pending);
+
+// Searches a list of blocks of any pages: 1 `target` is on it, 0 not, -1 the list loops.
+int chain_find(const Block* head, const Block* target);
+
 // [S4.21] The owner takes the whole xthread_free list with one CAS (keeping the Delay bits),
 // checks every block is a carved block of the page (a remote free checks only the geometry
 // that cannot change while the page is in use, so a pointer into the uncarved part is caught
-// here), appends the list to `free` and lowers `used`. Returns the number of blocks taken.
-uint32_t page_collect_remote(Page* page);
+// here), confirms every suspect (S4.46; `pending` as there), appends the list to `free` and
+// lowers `used`. Returns the number of blocks taken.
+uint32_t page_collect_remote(Page* page, const Block* pending = nullptr);
 
 // True when other threads have pushed blocks on the page since the owner last collected.
 inline bool page_has_remote(const Page* page) {

@@ -213,13 +213,55 @@ void require_dies_naming(const void* ptr, const char* what, const std::function<
     battery::require_one_line_abort(kStageName, "free", ptr, {what}, body);
 }
 
-TEST_CASE("a block freed twice by other threads aborts with one line") {
+// [S4.46] The second remote free only suspects; the owner's collect confirms and dies.
+TEST_CASE("a block freed twice by other threads aborts with one line when its owner collects") {
     void* p = api().malloc(64);
-    require_dies_naming(p, "double free", [p] {
+    void* keep = api().malloc(64);   // the page stays in use
+    Page* page = stage4::page_of(p);
+    require_dies_naming(p, "double free", [p, page] {
         on_thread([p] { api().free(p); });
         on_thread([p] { api().free(p); });
+        page_collect_remote(page);
+    });
+    require_dies_naming(p, "double free", [p, page] {   // collected in between: found on free
+        on_thread([p] { api().free(p); });
+        page_collect_remote(page);
+        on_thread([p] { api().free(p); });
+        page_collect_remote(page);
     });
     api().free(p);
+    api().free(keep);
+}
+
+TEST_CASE("a large block freed twice by other threads aborts with one line at the owner's next malloc") {
+    void* p = api().malloc(600000);
+    require_dies_naming(p, "double free", [p] {
+        on_thread([p] { api().free(p); });   // to the owner's delayed list
+        on_thread([p] { api().free(p); });   // on the page's xthread_free, suspect
+        api().free(api().malloc(100));       // takes the delayed list, collects, confirms
+    });
+    api().free(p);
+}
+
+// [S4.45] Only a program that knew the key could write the mark; this test knows it. The
+// remote free suspects the block, and the owner, finding it on none of its lists, frees it.
+TEST_CASE("a live block that holds its own freed mark, freed by another thread, is confirmed live and freed") {
+    const std::size_t size = 1776;   // a class no other case here uses
+    auto* p = static_cast<uint64_t*>(api().malloc(size));
+    void* keep = api().malloc(size);
+    Page* page = stage4::page_of(p);
+    uint32_t used = page->used;
+    p[1] = freed_mark(p);
+    on_thread([p] { api().free(p); });
+    CHECK(static_cast<Block*>(static_cast<void*>(p))->mark == suspect_mark(p));
+    battery::require_heap_ok(api());   // a suspect on xthread_free is not an error yet
+    CHECK(page_collect_remote(page) == 1);
+    CHECK(page->used == used - 1);
+    CHECK(static_cast<Block*>(static_cast<void*>(p))->mark == freed_mark(p));
+    battery::require_heap_ok(api());
+    CHECK(api().malloc(size) == p);   // handed out again, once
+    api().free(p);
+    api().free(keep);
 }
 
 TEST_CASE("an interior pointer freed by another thread aborts with one line") {

@@ -16,7 +16,7 @@ inline constexpr const char* kStageName = "stage4_threads";   // in every diagno
 
 // [S4.1] What stays from stage 3. Where blocks are is unchanged: 4 MiB segments aligned to
 // 4 MiB, 64 KiB small and 512 KiB medium pages, one-block large and huge pages, the 44 size
-// classes of bins.h, the direct cache, the freed mark, the validity test (only the metadata
+// classes of bins.h, the direct cache, the validity test (only the metadata
 // at the start of a segment grew, see kMetaSize below).
 // Stage 4 takes these constants, the Block record and bins.h (bin_of and friends) from stage 3
 // itself. What changed is who may touch what: every record below says it field by field.
@@ -25,7 +25,6 @@ using stage3::kAlignment;
 using stage3::kBinCount;
 using stage3::kDirectMax;
 using stage3::kDirectSlots;
-using stage3::kFreedMark;
 using stage3::kFullQueue;
 using stage3::kLargeMax;
 using stage3::kLargeQueue;
@@ -43,6 +42,18 @@ using stage3::kSlotShift;
 using stage3::kSmallMax;
 using stage3::kSmallPageShift;
 using stage3::PageKind;
+
+// [S4.45] The freed mark, keyed. Stage 3's mark is one constant, so a live block whose second
+// word happens to hold it looks free; stage 3 confirms every suspicion on its lists, but in
+// stage 4 two checks cannot: a remote free may not read the owner's lists, and malloc's test
+// of the block it hands out (S4.32) has no time to. So stage 4's mark is the block's address
+// XOR a random key drawn when the arena is reserved (top bit set: never 0, never a pointer).
+// A program cannot write it by accident: the value that belongs at p + 8 appears nowhere but
+// at p + 8, and only while p is free. A remote free that finds it anyway does not decide: it
+// leaves the suspect mark instead, and the owner confirms or clears it (S4.46).
+extern uint64_t g_mark_key;
+inline uint64_t freed_mark(const void* b) { return reinterpret_cast<uintptr_t>(b) ^ g_mark_key; }
+inline uint64_t suspect_mark(const void* b) { return freed_mark(b) ^ 1; }
 
 // [S4.2] The picture. Each thread has a heap; each heap owns segments; each segment lies in
 // the one arena; each page has three free lists, and only the third is shared.
@@ -66,12 +77,13 @@ using stage3::PageKind;
 // free them; a thread that needs a page reclaims them. Segments come from the arena (arena.h).
 
 // [S4.3] The arena: one reservation of up to 64 GiB of address space (less if the system
-// refuses: halved down to 1 GiB), cut into 4 MiB slots. A segment is a run of slots, claimed
-// in a bitmap with compare-and-swap. Because every segment lies in it, "is this pointer in a
-// segment?" is a subtraction and a compare, and "is it mine?" one byte of the thread's heap.
+// refuses or limits it: halved down to one segment, S4.15), cut into 4 MiB slots. A segment
+// is a run of slots, claimed in a bitmap with compare-and-swap. Because every segment lies in
+// it, "is this pointer in a segment?" is a subtraction and a compare, and "is it mine?" one
+// byte of the thread's heap.
 inline constexpr unsigned kArenaMaxShift = 36;                               // 64 GiB
 inline constexpr std::size_t kArenaMaxBytes = std::size_t{1} << kArenaMaxShift;
-inline constexpr std::size_t kArenaMinBytes = std::size_t{1} << 30;          // 1 GiB
+inline constexpr std::size_t kArenaMinBytes = kSegmentSize;                 // one slot
 inline constexpr uint32_t kArenaSlots = kArenaMaxBytes >> kSegmentShift;     // 16384
 inline constexpr uint32_t kArenaWords = kArenaSlots / 64;                    // bitmap words
 

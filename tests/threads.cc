@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -362,6 +363,67 @@ TEST_CASE(kFreshCase) {
     CHECK(outcome.exited);
     CHECK(outcome.exit_code == 0);
     CHECK(outcome.stderr_text.find("1 passed") != std::string::npos);
+}
+
+// A program may store any value in a live block, including the one a stage writes into a
+// free block's second word to recognise it (stage 3's constant freed mark). Freeing that block,
+// from its own thread or from another one, is a correct free: no stage may call it a double
+// free. A child runs it, so a stage that aborts fails this case and not the whole battery.
+TEST_CASE("a live block that holds the freed mark of stage 3 is freed by any thread without complaint") {
+    ChildOutcome outcome = run_in_child([] {
+        const Api& heap = shared_api();
+        const std::size_t sizes[] = {16, 24, 100, 1000, 5000, 70000, 600000};
+        for (const bool remote : {true, false}) {
+            for (int round = 0; round < 2; ++round) {   // the second round reuses the blocks
+                std::vector<void*> blocks;
+                for (std::size_t size : sizes) {
+                    auto* p = static_cast<uint64_t*>(heap.malloc(size));
+                    child_expect(p != nullptr, "malloc returned null");
+                    p[0] = 0x0123456789abcdefull;
+                    p[1] = 0xffffffffdeadf4eeull;   // the program's data
+                    blocks.push_back(p);
+                }
+                if (remote) std::thread([&] { for (void* p : blocks) heap.free(p); }).join();
+                else for (void* p : blocks) heap.free(p);
+            }
+        }
+        child_expect(heap.check().ok, "heap check failed");
+    });
+    INFO("child: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
+}
+
+// A thread pool that churns: thousands of short threads, each leaving blocks of every kind for
+// another thread to free after it has exited. When all are freed, the memory must come back
+// (or at least be reusable): the footprint may not grow with the number of threads that came
+// and went. A stage that keeps per-thread memory must reclaim what an exited thread left.
+TEST_CASE("blocks left by thousands of exited threads and freed by another leave no memory behind") {
+    const Api& heap = shared_api();
+    const std::size_t sizes[] = {16, 48, 200, 1000, 4000, 20000, 100000, 300000};
+    constexpr int kExited = 2000;
+    Stats before = heap.stats();
+    void* left[2][8] = {};
+    for (int t = 0; t < kExited; ++t) {
+        void** mine = left[t % 2];
+        std::thread([&] {
+            for (int i = 0; i < 8; ++i) {
+                mine[i] = heap.malloc(sizes[i]);
+                if (mine[i]) std::memset(mine[i], t & 0xff, 16);
+            }
+        }).join();
+        for (int i = 0; i < 8; ++i) {   // the previous thread's blocks; it has exited
+            heap.free(left[(t + 1) % 2][i]);
+            left[(t + 1) % 2][i] = nullptr;
+        }
+        for (int i = 0; i < 8; ++i) REQUIRE(mine[i] != nullptr);
+    }
+    for (void* p : left[(kExited - 1) % 2]) heap.free(p);
+    require_heap_ok(heap);
+    Stats after = heap.stats();
+    CHECK(after.live_blocks == before.live_blocks);
+    INFO("footprint before " << before.footprint << " B, after " << after.footprint << " B");
+    CHECK(after.footprint <= before.footprint + (std::uint64_t{48} << 20));
 }
 
 // The preload shim registers the stage's fork hooks with pthread_atfork. Forking while other
