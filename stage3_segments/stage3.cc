@@ -126,7 +126,11 @@ bool parse_switch(const char* value, bool* on) {
     return false;
 }
 
+// [S3.37] Options change under the thread-safe entry's lock: re-keying rewrites every list and
+// every page's keys, and the table the locked entry calls through changes with the mode, so a
+// thread inside a locked call while another switched the mode would read half-rewritten lists.
 bool set_option(const char* name, const char* value) {
+    Lock::Guard guard;
     bool on;
     if (std::strcmp(name, "secure") == 0) {
         if (!parse_switch(value, &on)) return false;
