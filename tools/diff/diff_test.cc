@@ -335,10 +335,13 @@ TEST_CASE("the C library's column replays through glibc and measures a footprint
     CHECK_MESSAGE(m.valid, m.failure);
     CHECK(m.stage == "libc");
     CHECK(m.reference);
+    CHECK(m.walk_counts.empty());
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;  // the sanitizer's allocator replaces glibc's, and mallinfo2 does not see it
+#endif
     CHECK(m.peak_footprint >= m.peak_live_requested);
     CHECK(m.utilisation > 0.5);
     CHECK(m.utilisation <= 1.0);
-    CHECK(m.walk_counts.empty());
 }
 
 TEST_CASE("ltrace: calls from inside libc are dropped and counted; an overflowing calloc is an error") {

@@ -1,8 +1,9 @@
 // tools/diff/libc_reference.cc: glibc's malloc behind the contract's Api, for reference.
 // Footprint = mallinfo2's `arena` (bytes the main heap took with brk) + `hblkhd` (bytes in
 // blocks glibc mapped one by one), minus the bytes in use (`uordblks` + `hblkhd`) when stats()
-// is first called: the replay runs in a fresh child, so those are the driver's own data (the
-// parsed trace); free space glibc already had counts as the trace's, since the trace may use it. mallinfo2 walks glibc's bins, so it is called only when the answer
+// is first called: the replay runs in a freshly exec'd process, so those are the driver's own
+// data (the operations); the rest of glibc's first heap counts as the trace's, as it would
+// for a program that had only just started. mallinfo2 walks glibc's bins, so it is called only when the answer
 // can have changed: the break moved, or a request big enough to be mapped on its own came or went.
 #include "tools/diff/libc_reference.h"
 

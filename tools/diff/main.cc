@@ -427,7 +427,10 @@ int run(int argc, char** argv) {
         for (const Stage* s : stages) {
             ReplayOptions o = options;
             o.reference = s == &libc_reference();
-            if (o.reference) o.pause_at.clear();  // no walker: nothing to draw
+            if (o.reference) {
+                o.pause_at.clear();  // no walker: nothing to draw
+                o.reexec = "/proc/self/exe";  // glibc's heap as fresh as the stages'
+            }
             result.runs.push_back(replay_isolated(*s, w, o));
             if (a.progress) std::cerr << "\n";
         }
@@ -457,4 +460,8 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace edu::diff
 
-int main(int argc, char** argv) { return edu::diff::run(argc, argv); }
+int main(int argc, char** argv) {
+    // The libc column's child (ReplayOptions::reexec): the same binary, started afresh.
+    int status = edu::diff::reference_child_main(argc, argv, edu::diff::libc_reference());
+    return status >= 0 ? status : edu::diff::run(argc, argv);
+}

@@ -5,6 +5,7 @@
 #include "tools/diff/replay.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <iterator>
 #include <sstream>
 
 namespace edu::diff {
@@ -310,7 +312,57 @@ std::string signal_name(int sig) {
     return "signal " + std::to_string(sig) + (d ? std::string(" (") + d + ")" : std::string());
 }
 
+// The reference child's command line: the marker, then the descriptors of the operations
+// (a memfd) and of the pipe, then the options a replay needs.
+constexpr const char* kReferenceChild = "--internal-reference-child";
+
+// In the forked child: puts the operations in a memfd, for the exec'd program to map, and
+// execs `options.reexec`. Leaves the process with status 4 if either fails.
+[[noreturn]] void exec_reference(const Workload& w, const ReplayOptions& o, int out) {
+    int fd = memfd_create("stagediff-ops", 0);
+    const char* data = reinterpret_cast<const char*>(w.ops.data());
+    std::size_t bytes = w.ops.size() * sizeof(Op);
+    for (std::size_t done = 0; fd >= 0 && done < bytes;) {
+        ssize_t n = write(fd, data + done, bytes - done);
+        if (n < 0 && errno != EINTR) std::_Exit(4);
+        if (n > 0) done += static_cast<std::size_t>(n);
+    }
+    std::string args[] = {kReferenceChild, std::to_string(fd), std::to_string(out), std::to_string(w.ids),
+                          std::to_string(o.timed), std::to_string(o.repetitions), std::to_string(o.timeline_points),
+                          w.name};
+    char* argv[std::size(args) + 2] = {const_cast<char*>("stagediff")};
+    for (std::size_t i = 0; i < std::size(args); ++i) argv[i + 1] = args[i].data();
+    if (fd >= 0) execv(o.reexec.c_str(), argv);
+    std::_Exit(4);
+}
+
 }  // namespace
+
+int reference_child_main(int argc, char** argv, const Stage& stage) {
+    if (argc != 9 || std::strcmp(argv[1], kReferenceChild) != 0) return -1;
+    int fd = std::atoi(argv[2]), out = std::atoi(argv[3]);
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || st.st_size <= 0 || st.st_size % static_cast<off_t>(sizeof(Op))) return 4;
+    void* ops = mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+    if (ops == MAP_FAILED) return 4;
+    Workload w;
+    w.name = argv[8];
+    w.ids = static_cast<uint32_t>(std::strtoul(argv[4], nullptr, 10));
+    const Op* first = static_cast<const Op*>(ops);
+    w.ops.assign(first, first + st.st_size / static_cast<off_t>(sizeof(Op)));
+    ReplayOptions o;
+    o.reference = true;
+    o.timed = std::atoi(argv[5]) != 0;
+    o.repetitions = static_cast<unsigned>(std::atoi(argv[6]));
+    o.timeline_points = std::strtoul(argv[7], nullptr, 10);
+    std::string text = encode(replay(stage, w, o));
+    for (std::size_t done = 0; done < text.size();) {
+        ssize_t n = write(out, text.data() + done, text.size() - done);
+        if (n <= 0 && errno != EINTR) return 3;
+        if (n > 0) done += static_cast<std::size_t>(n);
+    }
+    return 0;
+}
 
 uint64_t peak_op(const Workload& w) { return w.ops.empty() ? 0 : live_peak(w, UINT64_MAX).op + 1; }
 
@@ -431,6 +483,7 @@ Metrics replay_isolated(const Stage& stage, const Workload& workload, const Repl
         // A stage that crashes must kill the child, for the parent to report: no inherited
         // handler (a test framework's, say) gets to catch it here.
         for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) std::signal(sig, SIG_DFL);
+        if (!options.reexec.empty()) exec_reference(workload, options, fds[1]);  // does not return
         std::string text = encode(replay(stage, workload, options));
         std::cout.flush();
         std::fflush(nullptr);

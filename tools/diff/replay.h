@@ -58,6 +58,11 @@ struct ReplayOptions {
     bool timed = true;                       // run the timed pass...
     unsigned repetitions = 3;                // ...this many times; min / median / max reported
     bool reference = false;                  // a stage with no checker and no walker (libc)
+    // For the libc column: a program whose main() starts with reference_child_main (the
+    // stagediff binary itself, "/proc/self/exe"). The child then execs it, so glibc's heap is
+    // as fresh as the stages' (a forked child's would hold the parent's free chunks). Empty:
+    // fork only.
+    std::string reexec;
     uint64_t check_every = 4096;             // stage checker period in the validating pass
     std::size_t timeline_points = 400;
     // Called after the operations listed in `pause_at` (1-based counts of operations done).
@@ -79,6 +84,10 @@ Metrics replay(const Stage& stage, const Workload& workload, const ReplayOptions
 // own, so a workload's figures do not depend on what ran before it. A child that dies (a
 // crash in the stage, the OOM killer) gives an invalid Metrics saying how it died.
 Metrics replay_isolated(const Stage& stage, const Workload& workload, const ReplayOptions& options);
+
+// The exec'd side of ReplayOptions::reexec. Returns -1 when argv is not a reference child's
+// (main goes on as usual), else the process's exit status.
+int reference_child_main(int argc, char** argv, const Stage& stage);
 
 std::string encode(const Metrics& m);
 bool decode(const std::string& text, Metrics* m);

@@ -307,8 +307,10 @@ void print_trace_table(std::ostream& out, const std::vector<TraceResult>& result
         << ", each replayed in a fresh process per column\n"
         << "  util      " << kUtilisationDefinition << "\n"
         << "  mdriver   " << kMdriverDefinition << "\n"
-        << "  Kops/s    thousands of operations per second, median of " << reps << " timed passes"
-        << " (mean row: all operations / all seconds)\n\n";
+        << "  Kops/s    thousands of operations per second, "
+        << (reps ? "median of " + std::to_string(reps) + " timed passes (mean row: all operations / all seconds)"
+                 : std::string("not measured (--no-time)"))
+        << "\n\n";
     out << "  " << std::left << std::setw(static_cast<int>(name_width)) << "" << std::right << std::setw(10) << "ops";
     for (const Mean& m : means) cellout(m.stage);
     out << "\n";
