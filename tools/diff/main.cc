@@ -187,10 +187,6 @@ the OS (brk ranges and mappings; for libc, mallinfo2's arena + hblkhd).
 A request the stage cannot serve answered NULL with errno ENOMEM is a correct answer: the
 tables say ENOMEM and the replay goes on.
 
-Traces: ids 0..16777215, sizes up to 1 TiB (2^40), lines up to 4096 bytes, at most 67108864
-operations; `f -1` is free(NULL), a realloc of an id never allocated is a malloc. Errors say
-FILE:LINE: what is wrong; a header whose counts disagree with the body is a warning.
-
 Relative paths are relative to the directory you ran the command from (under `bazel run`,
 BUILD_WORKING_DIRECTORY).
 
@@ -210,7 +206,11 @@ void print_help(std::ostream& out) {
             else out << std::string(24, ' ') << lines[i] << "\n";
         }
     }
-    out << kHelpTrailer;
+    out << "\nTraces: ids 0.." << kMaxIds - 1 << ", sizes up to " << kMaxSize << " bytes (1 TiB), lines up to "
+        << kMaxLine << " bytes, at most " << kMaxOps << " operations;\n"
+        << "`f -1` is free(NULL), a realloc of an id never allocated is a malloc. Errors say FILE:LINE: what\n"
+        << "is wrong; a header whose counts disagree with the body is a warning.\n"
+        << kHelpTrailer;
 }
 
 Args parse_args(int argc, char** argv) {

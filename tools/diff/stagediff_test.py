@@ -147,6 +147,25 @@ class Results(Base):
             self.assertIn("\n" + section + "\n", out)
         self.assertEqual(out.count("\n  mean "), 4)
 
+    def test_the_json_document_has_the_documented_fields(self):
+        # The course's grader reads these names: --help and docs/diffing.md list them.
+        self.write("a.rep", SMALL)
+        doc = json.loads(run("--trace=a.rep", "--no-time", "--json", cwd=self.dir).stdout)
+        self.assertEqual(set(doc), {"tool", "format", "definitions", "os_calls_vary_with_layout", "traces", "mean", "valid"})
+        self.assertEqual(set(doc["traces"][0]), {"name", "operations", "ids", "warnings", "results"})
+        self.assertEqual(set(doc["traces"][0]["results"][0]), {
+            "stage", "reference", "valid", "failure", "failure_line", "enomem", "enomem_line", "operations",
+            "repetitions", "seconds", "seconds_min", "seconds_max", "ops_per_second", "peak_live_bytes",
+            "footprint_at_peak", "peak_footprint", "final_footprint", "utilisation", "mdriver_utilisation",
+            "internal_fragmentation", "os_calls", "walk_at_peak"})
+        self.assertEqual(set(doc["mean"][0]),
+                         {"stage", "traces", "valid_traces", "utilisation", "mdriver_utilisation", "ops_per_second"})
+        self.assertEqual([r["stage"] for r in doc["traces"][0]["results"]],
+                         ["stage1_brk", "stage2_pools", "stage3_segments", "stage4_threads", "libc"])
+        help_text = run("--help").stdout.decode()
+        for field in doc["traces"][0]["results"][0]:
+            self.assertIn(field, help_text)
+
     def test_dialects(self):
         self.write("d.rep", "a 0 0\nf -1\nr 5 64\nf 5\nf 0\n")
         r = run("--trace=d.rep", "--no-time", "--json", cwd=self.dir)
