@@ -175,6 +175,23 @@ class Results(Base):
             self.assertEqual(result["peak_live_bytes"], 64)
 
 
+class Ltrace(Base):
+    # Exercise 4 of docs/diffing.md, as written (tools/setup installs ltrace).
+    def test_exercise_4_records_converts_and_replays_python(self):
+        with open(os.path.join(self.dir, "py.ltrace"), "wb") as err:
+            subprocess.run(["ltrace", "-e", "malloc+free+calloc+realloc", "/usr/bin/python3", "-c",
+                            "import json; json.dumps(list(range(10000)))"], stderr=err, check=True, timeout=120)
+        converted = run("--convert-ltrace=py.ltrace", cwd=self.dir)
+        self.assertEqual(converted.returncode, 0, converted.stderr)
+        self.assertRegex(converted.stderr.decode(), r"stagediff: py.ltrace: dropped \d+ calls made from inside the C library")
+        self.write("py.rep", converted.stdout)
+        r = run("--trace=py.rep", "--no-time", "--json", cwd=self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        self.assertGreater(doc["traces"][0]["operations"], 1000)
+        self.assertTrue(doc["valid"])
+
+
 class Paths(Base):
     def test_relative_paths_follow_build_working_directory(self):
         self.write("a.rep", SMALL)
