@@ -16,7 +16,9 @@
 
 #include "contract/allocator.h"
 #include "contract/options.h"
+#include "tools/diff/html.h"
 #include "tools/diff/libc_reference.h"
+#include "tools/diff/repl.h"
 #include "tools/diff/replay.h"
 #include "tools/diff/report.h"
 #include "tools/diff/workload.h"
@@ -37,7 +39,8 @@ struct Args {
     double scale = 1.0;
     unsigned reps = 3;
     bool json = false, csv = false, timed = true, progress = false, list = false, help = false;
-    bool libc = true, detail = false;
+    bool libc = true, detail = false, repl = false;
+    std::string html;
     std::string plot, picture_path, generate;
     uint64_t picture_at = 0, picture_from = 0, picture_to = 0;
     std::vector<uint64_t> steps;
@@ -153,7 +156,10 @@ const Flag kFlags[] = {
          if (file.empty()) usage_error("--picture wants N:FILE");
          a.picture_path = user_path(file);
      }},
-    {"--steps", "N[,M...]", nullptr, "print each stage's heap after these operations",
+    {"--steps", "N[,M...]", nullptr,
+     "print each stage's heap after these operations (with --json: before the document,\n"
+     "one JSON line per stage and step, {stage, workload, after, heap}, the heap as the\n"
+     "step-through page's edu.state() gives it)",
      [](Args& a, const std::string& v) {
          for (const std::string& n : split(v, ',')) a.steps.push_back(to_number(n, "step"));
      }},
@@ -169,7 +175,15 @@ const Flag kFlags[] = {
      [](Args& a, const std::string&) { a.detail = true; }},
     {"--progress", nullptr, nullptr, "report progress on stderr during long runs",
      [](Args& a, const std::string&) { a.progress = true; }},
-    {"--generate", "NAME", "other modes", "print a built-in workload as a malloc-lab trace and exit",
+    {"--html", "FILE", nullptr,
+     "a step-through page of the (first) workload through the stages: one self-contained\n"
+     "HTML file that works offline (docs/diffing.md, \"The step-through page\")",
+     [](Args& a, const std::string& v) { a.html = user_path(v); }},
+    {"--repl", nullptr, "other modes",
+     "read operations ('a ID SIZE', 'f ID', 'r ID SIZE', 'show', 'undo', 'check', 'help') from\n"
+     "standard input; print every stage's answer and heap after each",
+     [](Args& a, const std::string&) { a.repl = true; }},
+    {"--generate", "NAME", nullptr, "print a built-in workload as a malloc-lab trace and exit",
      [](Args& a, const std::string& v) { a.generate = v; }},
     {"--convert-ltrace", "FILE", nullptr, "print ltrace output converted to a malloc-lab trace and exit",
      [](Args& a, const std::string& v) { a.convert = user_input(v); }},
@@ -364,6 +378,10 @@ int run(int argc, char** argv) {
         std::cout << format_trace(read_ltrace(a.convert));
         return 0;
     }
+    if (a.repl) {
+        apply_options(a);
+        return run_repl(chosen_stages(a), std::cin, std::cout);
+    }
 
     std::vector<Workload> workloads;
     std::vector<std::string> names = a.workloads;
@@ -391,6 +409,7 @@ int run(int argc, char** argv) {
     apply_options(a);
     std::vector<const Stage*> stages = chosen_stages(a);
     if (stages.empty()) usage_error("no stages are linked in");
+    if (!a.html.empty()) return write_step_through(a.html, stages, workloads.front());
     if (a.libc) stages.push_back(&libc_reference());
 
     const bool tables = !a.json && !a.csv;
@@ -405,8 +424,11 @@ int run(int argc, char** argv) {
         std::sort(options.pause_at.begin(), options.pause_at.end());
         options.on_pause = [&](const Stage& s, uint64_t done, const std::function<int64_t(uintptr_t)>& id_at) {
             if (std::find(a.steps.begin(), a.steps.end(), done) != a.steps.end()) {
-                std::cout << s.name << " after " << done << " operations of " << w.name << ":\n";
-                print_heap(std::cout, s, 40);
+                if (a.json) print_heap_json(std::cout, s, w.name, done);
+                else {
+                    std::cout << s.name << " after " << done << " operations of " << w.name << ":\n";
+                    print_heap(std::cout, s, 40);
+                }
             }
             if (done == a.picture_at) {
                 std::string path = picture_name(a.picture_path, s.name), error;

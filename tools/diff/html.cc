@@ -1,0 +1,420 @@
+// tools/diff/html.cc: recording a replay walk by walk, and writing the step-through page.
+//
+// The byte format (all integers LEB128 varints; `zig` is zigzag, so small negatives stay short):
+//   op:       kind byte (0 alloc, 1 free, 2 realloc), id, size (not for free)
+//   entry:    zig(address - cursor) << 2 | depth, size, kind << 3 | state << 1 | has_id, then
+//             if has_id the trace id + 1 (0: unknown); `cursor` is the previous address written
+//             in the same run, 0 (the stage's base address) at the start of a run
+//   step:     removed count, added count, the removed entries' addresses (first word only),
+//             then the added entries; a used block without an id is the operation's own block
+//             (the one new used block of an alloc or realloc)
+//   keyframe: entry count, then every entry followed by (keyframe step - step it appeared)
+// A run restarts the cursor at each keyframe, so the page can decode from any keyframe on.
+#include "tools/diff/html.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include <zlib.h>
+
+#include "tools/diff/page_assets.h"
+#include "tools/diff/report.h"
+
+namespace edu::diff {
+namespace {
+
+struct Walked {
+    uint64_t address;
+    uint64_t size;
+    uint16_t kind;
+    uint8_t state;
+    uint8_t depth;
+    uint32_t id;      // trace id + 1 for used blocks, else 0
+    uint64_t born;    // the operation after which it first appeared
+    bool operator<(const Walked& o) const { return address != o.address ? address < o.address : depth < o.depth; }
+    bool same_key(const Walked& o) const { return address == o.address && depth == o.depth; }
+    bool same(const Walked& o) const { return same_key(o) && size == o.size && kind == o.kind && state == o.state; }
+};
+
+struct WalkContext {
+    KindTable* kinds;
+    std::vector<Walked>* out;
+};
+
+void walk_into(const Stage& stage, KindTable& kinds, std::vector<Walked>& out) {
+    out.clear();
+    WalkContext ctx{&kinds, &out};
+    stage.single_thread->walk(
+        [](const WalkEntry& e, void* raw) {
+            auto* c = static_cast<WalkContext*>(raw);
+            c->out->push_back({reinterpret_cast<uintptr_t>(e.address), e.size, c->kinds->index_of(e.kind),
+                               static_cast<uint8_t>(e.state), static_cast<uint8_t>(std::min(e.depth, 3u)), 0, 0});
+            return true;
+        },
+        &ctx);
+    if (!std::is_sorted(out.begin(), out.end())) std::stable_sort(out.begin(), out.end());
+}
+
+void put_varint(std::string& s, uint64_t v) {
+    while (v >= 0x80) {
+        s += static_cast<char>((v & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    s += static_cast<char>(v);
+}
+
+uint64_t zig(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+
+class Encoder {
+public:
+    explicit Encoder(Recording& r) : r_(r) {}
+
+    void restart() { cursor_ = 0; }
+
+    void address(std::string& s, const Walked& e) {
+        if (!have_base_) r_.base = e.address, have_base_ = true;
+        int64_t offset = static_cast<int64_t>(e.address - r_.base);
+        put_varint(s, zig(offset - cursor_) << 2 | e.depth);
+        cursor_ = offset;
+    }
+
+    // `implied_id`: the page knows the id (the step's own block), so it is not written.
+    void entry(std::string& s, const Walked& e, bool implied_id) {
+        address(s, e);
+        put_varint(s, e.size);
+        bool explicit_id = e.state == static_cast<uint8_t>(WalkState::used) && !implied_id;
+        put_varint(s, uint64_t{e.kind} << 3 | uint64_t{e.state} << 1 | explicit_id);
+        if (explicit_id) put_varint(s, e.id);
+    }
+
+private:
+    Recording& r_;
+    bool have_base_ = false;
+    int64_t cursor_ = 0;
+};
+
+class Recorder {
+public:
+    Recorder(const Stage& stage, const Workload& w, KindTable& kinds, const RecordOptions& o, Recording& r)
+        : stage_(stage), w_(w), kinds_(kinds), o_(o), r_(r), enc_(r) {}
+
+    void start() {
+        walk_into(stage_, kinds_, prev_);
+        keyframe(0);
+    }
+
+    // After operation `done` (1-based).
+    void after(uint64_t done) {
+        walk_into(stage_, kinds_, cur_);
+        const Op& op = w_.ops[done - 1];
+        removed_.clear();
+        added_.clear();
+        std::size_t i = 0, j = 0;
+        while (i < prev_.size() || j < cur_.size()) {
+            if (j == cur_.size() || (i < prev_.size() && prev_[i] < cur_[j])) {
+                removed_.push_back(i++);
+            } else if (i == prev_.size() || cur_[j] < prev_[i]) {
+                added_.push_back(j++);
+            } else if (prev_[i].same(cur_[j])) {
+                cur_[j].id = prev_[i].id;
+                cur_[j].born = prev_[i].born;
+                ++i, ++j;
+            } else {
+                removed_.push_back(i++);
+                added_.push_back(j++);
+            }
+        }
+        // Trace ids of new used blocks: the operation's own block is the one new used block
+        // (a block moved or resized by realloc is new too); any other keeps the id it had.
+        std::size_t new_used = 0;
+        for (std::size_t k : added_) new_used += cur_[k].state == static_cast<uint8_t>(WalkState::used);
+        const bool implied = new_used == 1 && op.kind != Op::free;
+        for (std::size_t k : added_) {
+            Walked& e = cur_[k];
+            e.born = done;
+            if (e.state != static_cast<uint8_t>(WalkState::used)) continue;
+            if (implied) e.id = op.id + 1;
+            else
+                for (std::size_t q : removed_)
+                    if (prev_[q].address == e.address && prev_[q].id) e.id = prev_[q].id;
+        }
+        put_varint(r_.steps, removed_.size());
+        put_varint(r_.steps, added_.size());
+        for (std::size_t k : removed_) enc_.address(r_.steps, prev_[k]);
+        for (std::size_t k : added_) enc_.entry(r_.steps, cur_[k], implied);
+        prev_.swap(cur_);
+        r_.max_entries = std::max<uint64_t>(r_.max_entries, prev_.size());
+        if (done % o_.keyframe_every == 0) keyframe(done);
+    }
+
+private:
+    void keyframe(uint64_t done) {
+        std::string s;
+        enc_.restart();
+        put_varint(s, prev_.size());
+        for (const Walked& e : prev_) {
+            enc_.entry(s, e, false);
+            put_varint(s, done - e.born);
+        }
+        r_.keyframes.push_back(std::move(s));
+        r_.step_offsets.push_back(r_.steps.size());
+        enc_.restart();
+    }
+
+    const Stage& stage_;
+    const Workload& w_;
+    KindTable& kinds_;
+    const RecordOptions& o_;
+    Recording& r_;
+    Encoder enc_;
+    std::vector<Walked> prev_, cur_;
+    std::vector<std::size_t> removed_, added_;
+};
+
+std::string base64(const std::string& in) {
+    static const char table[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    out.reserve((in.size() + 2) / 3 * 4);
+    std::size_t i = 0;
+    for (; i + 2 < in.size(); i += 3) {
+        uint32_t v = uint32_t(uint8_t(in[i])) << 16 | uint32_t(uint8_t(in[i + 1])) << 8 | uint8_t(in[i + 2]);
+        for (int k = 18; k >= 0; k -= 6) out += table[(v >> k) & 63];
+    }
+    if (i < in.size()) {
+        uint32_t v = uint32_t(uint8_t(in[i])) << 16 | (i + 1 < in.size() ? uint32_t(uint8_t(in[i + 1])) << 8 : 0);
+        out += table[(v >> 18) & 63];
+        out += table[(v >> 12) & 63];
+        out += i + 1 < in.size() ? table[(v >> 6) & 63] : '=';
+        out += '=';
+    }
+    return out;
+}
+
+// zlib's format, which the browser's DecompressionStream("deflate") reads, then base64.
+std::string packed(const std::string& in) {
+    uLongf size = compressBound(static_cast<uLong>(in.size()));
+    std::string out(size, '\0');
+    if (compress2(reinterpret_cast<Bytef*>(out.data()), &size, reinterpret_cast<const Bytef*>(in.data()),
+                  static_cast<uLong>(in.size()), 9) != Z_OK)
+        return "";
+    out.resize(size);
+    return base64(out);
+}
+
+// A JSON string that is also safe inside a <script> element.
+std::string js_string(const std::string& s) {
+    std::string out = "\"";
+    for (unsigned char c : s) {
+        if (c == '"' || c == '\\') out += '\\', out += static_cast<char>(c);
+        else if (c < 0x20 || c == '<' || c == '>' || c == '&') {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", c);
+            out += buf;
+        } else out += static_cast<char>(c);
+    }
+    return out + "\"";
+}
+
+std::string encode_ops(const Workload& w) {
+    std::string s;
+    for (const Op& op : w.ops) {
+        s += static_cast<char>(op.kind);
+        put_varint(s, op.id);
+        if (op.kind != Op::free) put_varint(s, op.size);
+    }
+    return s;
+}
+
+}  // namespace
+
+uint16_t KindTable::index_of(const char* kind) {
+    for (std::size_t i = 0; i < names.size(); ++i)
+        if (names[i] == kind) return static_cast<uint16_t>(i);
+    names.emplace_back(kind);
+    return static_cast<uint16_t>(names.size() - 1);
+}
+
+Recording record(const Stage& stage, const Workload& workload, const RecordOptions& options) {
+    Recording r;
+    r.stage = stage.name;
+    r.number = stage.number;
+    r.summary = stage.summary;
+    r.keyframe_every = options.keyframe_every;
+    Recorder recorder(stage, workload, r.kinds, options, r);
+    ReplayOptions ro;
+    ro.timed = false;
+    ro.timeline_points = 1000;
+    ro.pause_at.resize(workload.ops.size());
+    for (uint64_t i = 0; i < workload.ops.size(); ++i) ro.pause_at[i] = i + 1;
+    ro.on_pause = [&](const Stage&, uint64_t done) { recorder.after(done); };
+    recorder.start();
+    r.metrics = replay(stage, workload, ro);
+    return r;
+}
+
+std::string recording_json(const Recording& r) {
+    std::ostringstream data;
+    char base[24];
+    std::snprintf(base, sizeof base, "0x%llx", static_cast<unsigned long long>(r.base));
+    data << "{\"name\":" << js_string(r.stage) << ",\"number\":" << r.number << ",\"summary\":" << js_string(r.summary)
+         << ",\"base\":\"" << base << "\",\"valid\":" << (r.metrics.valid ? "true" : "false")
+         << ",\"failure\":" << js_string(r.metrics.failure) << ",\"peakFootprint\":" << r.metrics.peak_footprint
+         << ",\"peakLive\":" << r.metrics.peak_live_requested << ",\"keyframeEvery\":" << r.keyframe_every
+         << ",\"kinds\":[";
+    for (std::size_t i = 0; i < r.kinds.names.size(); ++i) data << (i ? "," : "") << js_string(r.kinds.names[i]);
+    data << "],\"timeline\":[";
+    for (std::size_t i = 0; i < r.metrics.timeline.size(); ++i) {
+        const Sample& t = r.metrics.timeline[i];
+        data << (i ? "," : "") << t.op << "," << t.live_requested << "," << t.footprint;
+    }
+    data << "],\"stepOffsets\":[";
+    for (std::size_t i = 0; i < r.step_offsets.size(); ++i) data << (i ? "," : "") << r.step_offsets[i];
+    std::string keyframes;
+    data << "],\"keyframeOffsets\":[";
+    for (std::size_t i = 0; i < r.keyframes.size(); ++i) {
+        data << (i ? "," : "") << keyframes.size();
+        keyframes += r.keyframes[i];
+    }
+    data << "],\"steps\":\"" << packed(r.steps) << "\",\"keyframes\":\"" << packed(keyframes) << "\"}";
+    return data.str();
+}
+
+bool write_html(const std::string& path, const std::string& title, const Workload& workload,
+                const std::vector<std::string>& stages, std::string* error) {
+    std::ostringstream data;
+    data << "{\"title\":" << js_string(title) << ",\"workload\":" << js_string(workload.name)
+         << ",\"opCount\":" << workload.ops.size() << ",\"ops\":\"" << packed(encode_ops(workload))
+         << "\",\"states\":[\"used\",\"free\",\"meta\",\"unused\"],\"stages\":[";
+    for (std::size_t s = 0; s < stages.size(); ++s) data << (s ? ",\n" : "\n") << stages[s];
+    data << "]}";
+
+    // page.html holds the data marker before the script marker; neither is searched for in what
+    // replaces the other, whatever a workload's name says.
+    const std::string page = reinterpret_cast<const char*>(kPageHtml);
+    const std::string data_marker = "/*EDU_DATA*/", script_marker = "/*EDU_SCRIPT*/";
+    const std::size_t at_data = page.find(data_marker), at_script = page.find(script_marker);
+    if (at_data == std::string::npos || at_script == std::string::npos || at_script < at_data)
+        return *error = "the embedded page has lost its markers", false;
+    std::ofstream out(path, std::ios::binary);
+    if (!out) return *error = "cannot write '" + path + "'", false;
+    out << page.substr(0, at_data) << "window.EDU_DATA = " << data.str() << ";"
+        << page.substr(at_data + data_marker.size(), at_script - at_data - data_marker.size())
+        << reinterpret_cast<const char*>(kPageJs) << page.substr(at_script + script_marker.size());
+    if (!out.flush()) return *error = "cannot write '" + path + "'", false;
+    return true;
+}
+
+namespace {
+
+// Records one stage in a child process, so every stage starts from a fresh heap (stage 2 hands
+// large blocks to stage 1, which would otherwise carry the stage-1 replay's leftovers), and a
+// stage that crashes takes only its child down. Returns the stage's JSON, or "" on failure.
+std::string record_in_child(const Stage& stage, const Workload& workload, const RecordOptions& options, bool* valid) {
+    int fds[2];
+    if (pipe(fds) != 0) return "";
+    std::cout.flush();
+    std::cerr.flush();
+    pid_t pid = fork();
+    if (pid < 0) return "";
+    if (pid == 0) {
+        close(fds[0]);
+        Recording r = record(stage, workload, options);
+        std::string json = recording_json(r);
+        if (!r.metrics.valid) std::cerr << "stagediff: " << r.stage << " FAILED validation: " << r.metrics.failure << "\n";
+        for (std::size_t done = 0; done < json.size();) {
+            ssize_t n = write(fds[1], json.data() + done, json.size() - done);
+            if (n <= 0) _exit(3);
+            done += static_cast<std::size_t>(n);
+        }
+        _exit(r.metrics.valid ? 0 : 1);
+    }
+    close(fds[1]);
+    std::string json;
+    char buf[1 << 16];
+    for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) json.append(buf, static_cast<std::size_t>(n));
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) > 1) {
+        std::cerr << "stagediff: " << stage.name << " died while recording (status " << status << ")\n";
+        return "";
+    }
+    *valid = WEXITSTATUS(status) == 0;
+    return json;
+}
+
+}  // namespace
+
+int write_step_through(const std::string& path, const std::vector<const Stage*>& stages, const Workload& workload) {
+    RecordOptions options;
+    options.keyframe_every = std::clamp<uint64_t>(workload.ops.size() / 32, 64, 8192);
+    std::vector<std::string> recorded;
+    bool all_valid = true;
+    for (const Stage* s : stages) {
+        std::cerr << "stagediff: recording " << s->name << " (" << workload.ops.size() << " operations)\n";
+        bool valid = false;
+        std::string json = record_in_child(*s, workload, options, &valid);
+        if (json.empty()) return 1;
+        recorded.push_back(std::move(json));
+        all_valid = all_valid && valid;
+    }
+    std::string error, title = "workload " + workload.name + ": " + std::to_string(workload.ops.size()) +
+                                   " operations on " + std::to_string(workload.ids) + " block ids";
+    if (!write_html(path, title, workload, recorded, &error)) {
+        std::cerr << "stagediff: " << error << "\n";
+        return 2;
+    }
+    std::ifstream written(path, std::ios::binary | std::ios::ate);
+    std::cerr << "stagediff: wrote " << path << " (" << human_bytes(static_cast<uint64_t>(written.tellg())) << ")\n";
+    return all_valid ? 0 : 1;
+}
+
+void print_heap_json(std::ostream& out, const Stage& stage, const std::string& workload, uint64_t done) {
+    out << "{\"stage\":" << js_string(stage.name) << ",\"workload\":" << js_string(workload) << ",\"after\":" << done
+        << ",\"heap\":";
+    heap_json(out, stage);
+    out << "}\n";
+}
+
+void heap_json(std::ostream& out, const Stage& stage) {
+    KindTable kinds;
+    std::vector<Walked> heap;
+    walk_into(stage, kinds, heap);
+    // Each entry belongs to the top-level entry before it in address order (-1: none).
+    struct Placed {
+        long region;
+        int64_t offset;
+        const Walked* e;
+    };
+    std::vector<const Walked*> tops;
+    for (const Walked& e : heap)
+        if (e.depth == 0) tops.push_back(&e);
+    std::stable_sort(tops.begin(), tops.end(),
+                     [&](const Walked* x, const Walked* y) { return kinds.names[x->kind] < kinds.names[y->kind]; });
+    std::map<const Walked*, long> number;
+    for (std::size_t i = 0; i < tops.size(); ++i) number[tops[i]] = static_cast<long>(i);
+    std::vector<Placed> placed;
+    const Walked* top = nullptr;
+    for (const Walked& e : heap) {
+        if (e.depth == 0) top = &e;
+        uint64_t start = top ? top->address : heap[0].address;
+        placed.push_back({top ? number[top] : -1, static_cast<int64_t>(e.address - start), &e});
+    }
+    std::stable_sort(placed.begin(), placed.end(), [](const Placed& x, const Placed& y) { return x.region < y.region; });
+    out << "[";
+    for (std::size_t i = 0; i < placed.size(); ++i) {
+        const Walked& e = *placed[i].e;
+        out << (i ? "," : "") << "[" << placed[i].region << "," << placed[i].offset << "," << e.size << ",\""
+            << kWalkStateNames[e.state] << "\"," << js_string(kinds.names[e.kind]) << "," << unsigned{e.depth} << "]";
+    }
+    out << "]";
+}
+
+}  // namespace edu::diff

@@ -1,0 +1,196 @@
+"""tools/diff/html_test.py: the step-through page in a real browser (headless Chromium).
+
+Writes a page with `stagediff --html` for a small workload, opens it offline and checks, through
+window.edu and the keyboard: no console errors; every selected stage shown; after edu.step(n)
+and edu.go(n), forward, back and across keyframes, each stage's blocks equal what
+`stagediff --json --steps` prints for the same workload; predict mode hides the next outcome
+until reveal() and keeps a tally; keyboard stepping. Saves a screenshot (test outputs).
+Run by html_test.sh (Debian's python3, chromium, chromium-driver, python3-selenium).
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+STAGEDIFF = sys.argv.pop(1)
+WORKLOAD = ["--workload=fragment", "--scale=0.04", "--seed=3"]  # 6,400 operations, 100 keyframes a stage
+OUT = os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR", tempfile.gettempdir())
+
+
+def browser():
+    options = Options()
+    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1600,1000", "--host-resolver-rules=MAP * ~NOTFOUND"]:  # offline
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_script_timeout(60)
+    return driver
+
+
+class StepThrough(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp()
+        cls.page = os.path.join(cls.dir, "fragment.html")
+        subprocess.run([STAGEDIFF, *WORKLOAD, "--html=" + cls.page], check=True)
+        cls.driver = browser()
+        cls.driver.get("file://" + cls.page)
+        ok = cls.driver.execute_async_script(
+            "const done = arguments[0]; edu.ready.then(() => done(true), (e) => done(String(e)))")
+        assert ok is True, ok
+        cls.ops = cls.driver.execute_script("return edu.ops()")
+        # The reference: stagediff's own walks at a spread of steps, canonical JSON lines.
+        cls.steps = sorted({1, 2, 3, 63, 64, 65, 100, 1000, 2047, 2048, 3333, cls.ops - 1, cls.ops}
+                           | set(random.Random(5).sample(range(1, cls.ops), 12)))
+        # One stage a run: the page records every stage from a fresh heap.
+        cls.reference = {}
+        for stage in range(1, 5):
+            out = subprocess.run([STAGEDIFF, *WORKLOAD, "--no-time", "--json", f"--stages={stage}",
+                                  "--steps=" + ",".join(map(str, cls.steps))],
+                                 check=True, capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                if line.startswith('{"stage"'):
+                    d = json.loads(line)
+                    cls.reference[(d["stage"], d["after"])] = d["heap"]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.driver.quit()
+
+    def js(self, script, *args):
+        return self.driver.execute_script(script, *args)
+
+    def assert_blocks_match(self, step):
+        state = self.js("return edu.state()")
+        self.assertEqual(state["step"], step)
+        for stage in state["stages"]:
+            self.assertEqual(stage["blocks"], self.reference[(stage["name"], step)],
+                             f"{stage['name']} after {step} operations")
+
+    def test_0_loads_offline_without_console_errors_and_shows_every_stage(self):
+        errors = [e for e in self.driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        self.assertEqual(errors, [])
+        names = self.js("return edu.stages()")
+        self.assertEqual(names, ["stage1_brk", "stage2_pools", "stage3_segments", "stage4_threads"])
+        shown = [h.text.split()[0] for h in self.driver.find_elements(By.CSS_SELECTOR, ".stage h2")]
+        self.assertEqual(shown, names)
+        html = open(self.page).read()
+        self.assertNotIn("http://", html.replace("http://www.w3.org", ""))
+        self.assertNotIn("https://", html)
+
+    def test_1_blocks_equal_stagediff_walks_after_jumps(self):
+        order = list(self.steps)
+        random.Random(7).shuffle(order)  # backward and forward jumps, across keyframes
+        for step in order:
+            self.js("edu.go(arguments[0])", step)
+            self.assert_blocks_match(step)
+
+    def test_2_blocks_equal_after_relative_steps(self):
+        self.js("edu.go(0)")
+        self.assertEqual(self.js("return edu.step(64)"), 64)
+        self.assert_blocks_match(64)
+        self.assertEqual(self.js("return edu.step(1)"), 65)
+        self.assert_blocks_match(65)
+        self.assertEqual(self.js("return edu.step(-2)"), 63)  # back through the undo log
+        self.assert_blocks_match(63)
+        self.assertEqual(self.js("return edu.step(-62)"), 1)
+        self.assert_blocks_match(1)
+        self.js("edu.go(2049)")
+        self.assertEqual(self.js("return edu.step(-1)"), 2048)  # back across a keyframe
+        self.assert_blocks_match(2048)
+        self.js("edu.go(900)")
+        self.assertEqual(self.js("return edu.step(100)"), 1000)  # forward across keyframes (every 200)
+        self.assert_blocks_match(1000)
+        for _ in range(3):
+            self.js("edu.step(-1)")
+        for _ in range(1003 - 1000 + 1):
+            self.js("edu.step(1)")
+        self.assertEqual(self.js("return edu.step(-1)"), 1000)
+        self.assert_blocks_match(1000)
+
+    def test_3_trace_ids_label_used_blocks(self):
+        # After operation 1 (a 0 SIZE) every stage holds block 0 at the address it returned.
+        self.js("edu.go(1)")
+        for i, name in enumerate(self.js("return edu.stages()")):
+            changes = self.js("return edu.state().stages[arguments[0]].changes", i)
+            self.assertRegex(changes[0], r"^a 0 \d+ -> [+-]0x[0-9a-f]+", name)
+            offset = int(changes[0].split("-> ")[1].split()[0].replace("+", ""), 16)
+            self.assertEqual(self.js("return edu.entryAt(arguments[0], arguments[1]).id", i, offset), 0)
+
+    def test_4_predict_mode_hides_until_reveal_and_keeps_a_tally(self):
+        body = self.driver.find_element(By.TAG_NAME, "body")
+        first_free = self.js("for (let i = 10; i < edu.ops(); i++) if (edu.op(i)[0] === 'f') return i; return -1")
+        self.js("edu.go(arguments[0]); edu.predict(true)", first_free)
+        panel = self.driver.find_elements(By.CSS_SELECTOR, ".predict")[0]
+        self.assertTrue(panel.is_displayed())
+        self.assertIn("merge", panel.text)
+        before = self.js("return edu.state().stages.map(s => s.changes)")
+        body.send_keys(Keys.ARROW_RIGHT)  # the outcome stays hidden: no step without a guess revealed
+        self.assertEqual(self.js("return edu.state().step"), first_free)
+        self.assertEqual(self.js("return edu.state().stages.map(s => s.changes)"), before)
+        self.driver.find_elements(By.CSS_SELECTOR, ".predict button")[0].click()  # stage 1: "none"
+        results = self.js("return edu.reveal()")
+        self.assertEqual(self.js("return edu.state().step"), first_free + 1)
+        self.assertEqual(len(results), 4)
+        tally = self.js("return edu.tally()")
+        self.assertEqual(tally["total"], 4)
+        self.assertEqual(tally["right"], sum(r["right"] for r in results))
+        self.assertEqual(results[0]["right"], results[0]["truth"] == "none")
+        self.assertIn("it merged with", panel.text)
+        # An allocation: guess by clicking the map; the guess is right when the block lands in it.
+        nxt = self.js("for (let i = edu.state().step; i < edu.ops(); i++) if (edu.op(i)[0] === 'a') return i; return -1")
+        self.js("edu.predict(false); edu.go(arguments[0]); edu.predict(true)", nxt)
+        self.assertIn("Click", panel.text)
+        truth = self.js("edu.predict(false); edu.step(1); const c = edu.state().stages[0].changes[0]; edu.step(-1); edu.predict(true); return c")
+        where = int(truth.split("-> ")[1].split()[0].replace("+", ""), 16)
+        self.js("edu.guess(0, {offset: arguments[0]})", where)
+        results = self.js("return edu.reveal()")
+        self.assertTrue(results[0]["right"], results)
+        self.js("edu.predict(false)")
+
+    def test_5_keyboard_steps(self):
+        body = self.driver.find_element(By.TAG_NAME, "body")
+        self.js("edu.go(10)")
+        body.send_keys(Keys.ARROW_RIGHT)
+        self.assertEqual(self.js("return edu.state().step"), 11)
+        body.send_keys(Keys.ARROW_LEFT)
+        body.send_keys(Keys.ARROW_LEFT)
+        self.assertEqual(self.js("return edu.state().step"), 9)
+        ActionChains(self.driver).key_down(Keys.SHIFT).send_keys(Keys.ARROW_RIGHT).key_up(Keys.SHIFT).perform()
+        self.assertEqual(self.js("return edu.state().step"), 109)  # N is 100
+        body.send_keys(Keys.END)
+        self.assertEqual(self.js("return edu.state().step"), self.ops)
+        body.send_keys(Keys.HOME)
+        self.assertEqual(self.js("return edu.state().step"), 0)
+
+    def test_6_step_times_and_screenshot(self):
+        times = self.js("""
+            const t = (f) => { const a = performance.now(); f(); return performance.now() - a; };
+            const median = (xs) => xs.sort((x, y) => x - y)[xs.length >> 1];
+            edu.go(0);
+            const single = [], back = [], jumps = [];
+            for (let i = 0; i < 40; i++) single.push(t(() => edu.step(1)));
+            for (let i = 0; i < 40; i++) back.push(t(() => edu.step(-1)));
+            for (const n of [6000, 17, 3000, 4095, 1, 5555, 2222]) jumps.push(t(() => edu.go(n)));
+            return {single: median(single), back: median(back), jump: median(jumps), worst: Math.max(...jumps)};""")
+        print("step times (ms, medians, drawing included): +1 %(single).1f, -1 %(back).1f, jump %(jump).1f "
+              "(worst %(worst).1f)" % times, file=sys.stderr)
+        self.assertLess(times["jump"], 2000)  # a sanity bound on a loaded machine, not the goal
+        self.js("edu.go(1235)")
+        self.driver.save_screenshot(os.path.join(OUT, "step-through.png"))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# tools/diff/html_test.sh: runs html_test.py (and repl_test.py) with Debian's python3, which has python3-selenium
+# (tools/setup installs it with chromium and chromium-driver). Arguments: stagediff, the script.
+set -euo pipefail
+exec /usr/bin/python3 "$2" "$1"

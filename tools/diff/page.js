@@ -1,0 +1,681 @@
+// tools/diff/page.js: the step-through page's logic (docs/diffing.md, "The step-through page").
+// Decodes the recording html.cc wrote (its header describes the byte format), keeps each
+// stage's heap as a map from address to walk entry, moves it step by step (forward by
+// decoding a step, back through an undo log, far by restarting at a keyframe), draws it, and
+// exposes window.edu for tests and scripts.
+"use strict";
+(function () {
+const D = window.EDU_DATA;
+const STATES = D.states;  // used, free, meta, unused
+const USED = 0, FREE = 1, META = 2, UNUSED = 3;
+const COLOURS = ["#e0603f", "#5aa845", "#8c93a0", "#ecedf0"];
+const LIGHT = ["#f2b3a3", "#b9dcae", "#c9ccd3", "#f4f5f7"];  // a container's own colour
+const OPS = ["a", "f", "r"];
+
+// ---- Decoding -----------------------------------------------------------------------------
+async function inflate(b64) {
+  const bin = atob(b64), bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+// A cursor over a varint stream; numbers up to 2^53 come back exact.
+class Reader {
+  constructor(bytes, pos) { this.b = bytes; this.p = pos || 0; }
+  next() {
+    let v = 0, scale = 1, byte;
+    do { byte = this.b[this.p++]; v += (byte & 0x7f) * scale; scale *= 128; } while (byte & 0x80);
+    return v;
+  }
+}
+const unzig = (v) => (v % 2 ? -(v + 1) / 2 : v / 2);
+
+// ---- One stage's heap over time -------------------------------------------------------------
+// `heap`: key (offset * 4 + depth) -> entry {a: offset, d: depth, s: size, k: kind, st: state,
+// id: trace id + 1 or 0, born: step}. Steps decoded since the last keyframe keep, for going
+// back, where their bytes start and what they removed.
+class Timeline {
+  constructor(spec, steps, keyframes) {
+    Object.assign(this, {spec, steps, keyframes});
+    this.every = spec.keyframeEvery;
+    this.kinds = spec.kinds.map(kindIndex);  // the stage's kind numbers -> the page's
+    this.load(0);
+  }
+  readEntry(r, cursor) {
+    const w = r.next(), d = w % 4, a = cursor.a + unzig(Math.floor(w / 4));
+    cursor.a = a;
+    const s = r.next(), ks = r.next();
+    const e = {a, d, s, k: this.kinds[Math.floor(ks / 8)], st: Math.floor(ks / 2) % 4, id: 0, born: 0};
+    if (ks % 2) e.id = r.next();
+    return e;
+  }
+  load(k) {  // the keyframe after step k * every
+    const r = new Reader(this.keyframes, this.spec.keyframeOffsets[k]), cursor = {a: 0};
+    this.heap = new Map();
+    this.step = k * this.every;
+    for (let n = r.next(); n > 0; n--) {
+      const e = this.readEntry(r, cursor);
+      e.born = this.step - r.next();
+      this.heap.set(e.a * 4 + e.d, e);
+    }
+    this.base = this.step;
+    this.pos = [this.spec.stepOffsets[k]];
+    this.cursor = [0];
+    this.undo = [];
+  }
+  forward() {  // applies step this.step + 1
+    const i = this.step - this.base, r = new Reader(this.steps, this.pos[i]), cursor = {a: this.cursor[i]};
+    if (this.step % this.every === 0) cursor.a = 0;  // the encoder restarts at every keyframe
+    const removedCount = r.next(), addedCount = r.next(), removed = [], added = [];
+    for (let n = 0; n < removedCount; n++) {
+      const w = r.next(), a = cursor.a + unzig(Math.floor(w / 4)), key = a * 4 + (w % 4);
+      cursor.a = a;
+      removed.push(this.heap.get(key));
+      this.heap.delete(key);
+    }
+    const op = this.step;  // the operation's index
+    for (let n = 0; n < addedCount; n++) {
+      const e = this.readEntry(r, cursor);
+      e.born = this.step + 1;
+      if (e.st === USED && !e.id) e.id = Ops.id[op] + 1;
+      this.heap.set(e.a * 4 + e.d, e);
+      added.push(e);
+    }
+    this.undo[i] = {removed, added};
+    this.pos[i + 1] = r.p;
+    this.cursor[i + 1] = cursor.a;
+    this.step++;
+    // At a keyframe the run starts afresh, so the undo log stays short.
+    if (this.step % this.every === 0) {
+      this.undo = [this.undo[i]];
+      this.pos = [this.pos[i], this.pos[i + 1]];
+      this.cursor = [this.cursor[i], this.cursor[i + 1]];
+      this.base = this.step - 1;
+    }
+  }
+  backward() {
+    const u = this.undo[this.step - this.base - 1];
+    for (const e of u.added) this.heap.delete(e.a * 4 + e.d);
+    for (const e of u.removed) this.heap.set(e.a * 4 + e.d, e);
+    this.step--;
+  }
+  // Forward is always possible from here, back down to the run's keyframe; otherwise, or when
+  // the keyframe below the target is nearer, start over from that keyframe.
+  goTo(target) {
+    const k = target > 0 ? Math.floor((target - 1) / this.every) : 0;  // so the target's own step is decoded
+    const here = target >= this.base ? Math.abs(target - this.step) : Infinity;
+    if (here > target - k * this.every) this.load(k);
+    while (this.step > target) this.backward();
+    while (this.step < target) this.forward();
+  }
+  lastChange() {  // what the current step did: {removed, added}, or null at a keyframe start
+    return this.step > this.base ? this.undo[this.step - this.base - 1] : null;
+  }
+  sorted() {
+    return Array.from(this.heap.values()).sort((x, y) => x.a - y.a || x.d - y.d);
+  }
+}
+
+const Ops = {};
+let stages = [];   // {spec, tl, ui}
+let current = 0, playing = null, predicting = false;
+const guesses = new Map(), tally = {right: 0, total: 0, byStage: []};
+
+// ---- Formatting --------------------------------------------------------------------------------
+const hex = (n) => (n < 0 ? "-0x" + (-n).toString(16) : "+0x" + n.toString(16));
+function bytes(n) {
+  if (n < 1024) return n + " B";
+  const u = ["KiB", "MiB", "GiB", "TiB"];
+  let i = -1;
+  do { n /= 1024; i++; } while (n >= 1024 && i < 3);
+  return n.toFixed(n < 10 ? 2 : 1) + " " + u[i];
+}
+function opText(i) {
+  if (i < 0 || i >= D.opCount) return "";
+  return OPS[Ops.kind[i]] + " " + Ops.id[i] + (Ops.kind[i] === 1 ? "" : " " + Ops.size[i]);
+}
+const KINDS = [];
+const kindIndex = (name) => (KINDS.includes(name) ? KINDS.indexOf(name) : KINDS.push(name) - 1);
+const kindName = (e) => KINDS[e.k];
+function describeEntry(e) {
+  return `${kindName(e)} ${STATES[e.st]} ${hex(e.a)} ${bytes(e.s)}` + (e.id ? ` id ${e.id - 1}` : "");
+}
+const el = (tag, cls, text) => { const x = document.createElement(tag); if (cls) x.className = cls; if (text !== undefined) x.textContent = text; return x; };
+
+// ---- What a step changed, in words -------------------------------------------------------------
+function explain(stage, step) {
+  const ch = stage.tl.lastChange(), out = [];
+  if (!ch || step === 0) return {lines: ["(start)"], chosen: null, merged: null};
+  const op = step - 1, kind = Ops.kind[op];
+  const removed = ch.removed, added = ch.added;
+  const blocks = (list, st) => list.filter((e) => e.d > 0 && e.st === st);
+  const chosen = added.find((e) => e.st === USED && e.id === Ops.id[op] + 1) || null;
+  let merged = null;
+  if (kind !== 1) {
+    if (chosen) {
+      out.push(`${opText(op)} -> ${hex(chosen.a)} (${bytes(chosen.s)} usable)`);
+      const from = removed.find((e) => e.d === chosen.d && e.st !== USED && e.a <= chosen.a && chosen.a < e.a + e.s);
+      if (from) out.push(`taken from ${kindName(from)} ${STATES[from.st]} ${hex(from.a)} (${bytes(from.s)})`);
+      const rest = added.filter((e) => e !== chosen && e.d === chosen.d && from && e.a >= from.a && e.a + e.s <= from.a + from.s && e.st !== USED);
+      if (rest.length) out.push(`split: ${rest.map((e) => STATES[e.st] + " " + bytes(e.s) + " left at " + hex(e.a)).join(", ")}`);
+      const old = removed.find((e) => e.st === USED && e.id === Ops.id[op] + 1);
+      if (kind === 2 && old) out.push(old.a === chosen.a ? `resized in place from ${bytes(old.s)}` : `moved from ${hex(old.a)} (${bytes(old.s)}), copied`);
+    } else out.push(`${opText(op)} (no new block seen)`);
+  } else {
+    const gone = removed.find((e) => e.st === USED && e.id === Ops.id[op] + 1);
+    out.push(`${opText(op)}: block at ${gone ? hex(gone.a) + " (" + bytes(gone.s) + ")" : "?"} freed`);
+    if (gone) {
+      const cover = added.find((e) => e.d === gone.d && e.st === FREE && e.a <= gone.a && gone.a < e.a + e.s);
+      const prev = removed.find((e) => e.d === gone.d && e.st === FREE && e.a < gone.a);
+      const next = removed.find((e) => e.d === gone.d && e.st === FREE && e.a > gone.a);
+      merged = cover ? (prev && next ? "both" : prev ? "prev" : next ? "next" : "none") : "none";
+      if (cover && (prev || next))
+        out.push(`coalesced with ${[prev && "previous " + hex(prev.a) + " (" + bytes(prev.s) + ")", next && "next " + hex(next.a) + " (" + bytes(next.s) + ")"].filter(Boolean).join(" and ")} into ${bytes(cover.s)}`);
+      else if (cover) out.push("no free neighbour: nothing to merge");
+    }
+  }
+  // Containers: new or returned regions, pools and pages put to use or emptied.
+  for (const e of added.filter((x) => x.d === 0)) {
+    const was = removed.find((x) => x.d === 0 && x.a === e.a);
+    out.push(was ? `${kindName(e)} ${hex(e.a)} ${e.s > was.s ? "grew" : "shrank"}: ${bytes(was.s)} -> ${bytes(e.s)}` : `new ${kindName(e)} ${hex(e.a)} (${bytes(e.s)}) from the OS`);
+  }
+  for (const e of removed.filter((x) => x.d === 0 && !added.some((y) => y.d === 0 && y.a === x.a)))
+    out.push(`${kindName(e)} ${hex(e.a)} (${bytes(e.s)}) returned to the OS`);
+  for (const e of added.filter((x) => x.d === 1 && x.s >= 1024)) {
+    const was = removed.find((x) => x.d === 1 && x.a === e.a);
+    if (was && was.st !== e.st) out.push(`${kindName(e)} ${hex(e.a)}: ${STATES[was.st]} -> ${STATES[e.st]}`);
+    else if (!was && e.st !== USED && e.st !== FREE) out.push(`${kindName(e)} ${hex(e.a)} (${bytes(e.s)}) set up`);
+  }
+  const carved = added.filter((e) => e.st !== UNUSED && e.d > 0 && removed.some((x) => x.st === UNUSED && x.d === e.d && x.a <= e.a && e.a < x.a + x.s));
+  if (carved.length > 1) out.push(`${carved.length} blocks carved from unused space`);
+  else if (carved.length === 1 && carved[0] !== chosen) out.push(`carved ${kindName(carved[0])} ${hex(carved[0].a)} from unused space`);
+  const fresh = blocks(added, UNUSED).concat(blocks(added, FREE)).filter((e) => !removed.some((x) => x.a === e.a && x.d === e.d));
+  if (fresh.length > 8) out.push(`${fresh.length} new free or unused entries`);
+  return {lines: out, chosen, merged};
+}
+
+// ---- The memory map ------------------------------------------------------------------------------
+const ROW = 18, GAP = 6, LEFT = 74, LABEL = 15;
+// Map widths, read once per resize: reading layout while drawing would force a reflow per stage.
+function measure() {
+  for (const s of stages) { s.ui.width = s.ui.box.clientWidth || 400; s.ui.height = s.ui.box.clientHeight || 400; }
+}
+let zoomLevel = 0, range = null;  // zoom: powers of two from each stage's fitted scale
+
+function layout(stage, entries, width) {
+  // Top-level entries (depth 0) are regions; each starts on a fresh row and wraps.
+  const bytesPerPx = stage.bytesPerPx, rows = [], inner = Math.max(40, width - LEFT - 8), perRow = inner * bytesPerPx;
+  let y = 4;
+  const regions = entries.filter((e) => e.d === 0);
+  for (const r of regions) {
+    let lo = r.a, hi = r.a + r.s;
+    if (range) { lo = Math.max(lo, range[0]); hi = Math.min(hi, range[1]); if (lo >= hi) continue; }
+    y += LABEL;
+    const first = rows.length;
+    for (let at = lo; at < hi && rows.length - first < 4000; at += perRow) { rows.push({region: r, lo: at, hi: Math.min(hi, at + perRow), y}); y += ROW + 2; }
+    rows[first].label = `${kindName(r)} ${hex(r.a)}  ${bytes(r.s)}`;
+    y += GAP;
+  }
+  return {rows, height: y + 4, perRow};
+}
+
+function draw(stage) {
+  const ui = stage.ui, entries = stage.entries, canvas = ui.canvas, bytesPerPx = stage.bytesPerPx;
+  const width = ui.width;
+  const {rows, height} = layout(stage, entries, width);
+  const dpr = window.devicePixelRatio || 1, h = Math.min(height, 30000);
+  canvas.width = width * dpr; canvas.height = h * dpr;
+  canvas.style.width = width + "px"; canvas.style.height = h + "px";
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, width, h);
+  g.font = "10px ui-monospace, 'DejaVu Sans Mono', monospace";
+  g.textBaseline = "middle";
+  const rects = [];
+  ui.rows = rows;
+  const change = stage.change, born = current, hl = [];
+  let firstChange = null;
+  // Entries by row: entries are sorted by address, rows too, so one sweep places them.
+  for (const row of rows) {
+    if (row.label) { g.fillStyle = "#5b6474"; g.fillText(row.label, 2, row.y - 8); }
+    g.fillStyle = "#8b93a1";
+    g.fillText(hex(row.lo - row.region.a), 2, row.y + ROW / 2);
+  }
+  let ri = 0;
+  for (const e of entries) {
+    if (e.d === 0) continue;
+    const lo = e.a, hi = e.a + Math.max(e.s, 1);
+    while (ri < rows.length && rows[ri].hi <= lo) ri++;
+    for (let r = ri; r < rows.length && rows[r].lo < hi; r++) {
+      const row = rows[r];
+      if (row.hi <= lo) continue;
+      const x0 = LEFT + (Math.max(lo, row.lo) - row.lo) / bytesPerPx, x1 = LEFT + (Math.min(hi, row.hi) - row.lo) / bytesPerPx;
+      const inset = e.d >= 2 ? 3 : 0, y = row.y + inset, hgt = ROW - 2 * inset;
+      const w = Math.max(x1 - x0, 0.6);
+      const container = e.d === 1 && entries.length && (e.st === META || e.st === UNUSED) && e.s >= 1024;
+      g.fillStyle = container ? LIGHT[e.st] : COLOURS[e.st];
+      g.fillRect(x0, y, w, hgt);
+      if (w >= 3) { g.fillStyle = "#ffffff"; g.fillRect(x0, y, 0.8, hgt); }
+      if (e.st === USED && e.id && w > 20) {
+        const t = String(e.id - 1);
+        if (g.measureText(t).width + 4 < w) { g.fillStyle = "#fff"; g.fillText(t, x0 + 2, y + hgt / 2); }
+      }
+      rects.push({x: x0, y, w, h: hgt, e});
+      if (e.born === born && born > 0) { hl.push({x: x0, y, w, h: hgt}); if (firstChange === null) firstChange = y; }
+    }
+  }
+  // The step's changes: outlined; the blocks a coalesce swallowed, dashed at their edges.
+  g.strokeStyle = "#f2b705"; g.lineWidth = 2.5;
+  for (const r of hl) g.strokeRect(r.x - 1, r.y - 1, Math.max(r.w, 2) + 2, r.h + 2);
+  if (change) {
+    g.setLineDash([3, 2]); g.lineWidth = 1.2; g.strokeStyle = "#1d2330";
+    for (const e of change.removed) {
+      if (!e || e.d === 0) continue;
+      for (const row of rows) {
+        if (row.hi <= e.a || row.lo > e.a) continue;
+        const x = LEFT + (e.a - row.lo) / bytesPerPx;
+        g.beginPath(); g.moveTo(x, row.y - 2); g.lineTo(x, row.y + ROW + 2); g.stroke();
+      }
+    }
+    g.setLineDash([]);
+  }
+  const guess = guesses.get(stage.index);
+  if (predicting && guess && guess.entry) {
+    g.strokeStyle = "#3569c7"; g.lineWidth = 2;
+    for (const r of rects) if (r.e === guess.entry) g.strokeRect(r.x - 1, r.y - 1, r.w + 2, r.h + 2);
+  }
+  ui.rects = rects;
+  ui.firstChange = firstChange;
+}
+
+// Brings each stage's change into view; run after every stage is drawn, so layout is read once.
+function follow() {
+  if (!document.getElementById("follow").checked) return;
+  for (const s of stages) {
+    const y = s.ui.firstChange, box = s.ui.box;
+    if (y === null || y === undefined) continue;
+    if (y < s.ui.scrollTop || y > s.ui.scrollTop + s.ui.height - ROW) box.scrollTop = Math.max(0, y - s.ui.height / 3);
+  }
+}
+
+function hitTest(stage, x, y) {
+  let best = null;
+  for (const r of stage.ui.rects)
+    if (x >= r.x - 0.5 && x <= r.x + Math.max(r.w, 1.5) + 0.5 && y >= r.y && y <= r.y + r.h && (!best || r.e.d >= best.d)) best = r.e;
+  return best;
+}
+
+// ---- The structures each stage teaches ------------------------------------------------------------
+function structures(stage) {
+  const entries = stage.entries, box = stage.ui.structs;
+  box.textContent = "";
+  const counts = new Map();
+  for (const e of entries) { const k = kindName(e) + " " + STATES[e.st]; counts.set(k, (counts.get(k) || 0) + 1); }
+  const regions = entries.filter((e) => e.d === 0);
+  const t = el("table");
+  const head = el("tr");
+  for (const h of ["top level", "size", "contents"]) head.appendChild(el("th", "", h));
+  t.appendChild(head);
+  let shown = 0;
+  for (const r of regions) {
+    if (shown++ >= 6) { const tr = el("tr"); tr.appendChild(el("td", "", `+${regions.length - 6} more`)); t.appendChild(tr); break; }
+    const inside = new Map();
+    for (const e of entries) {
+      if (e.d !== 1 || e.a < r.a || e.a >= r.a + r.s) continue;
+      const k = kindName(e) + " " + STATES[e.st];
+      inside.set(k, (inside.get(k) || 0) + 1);
+    }
+    const tr = el("tr");
+    tr.appendChild(el("td", "", `${kindName(r)} ${hex(r.a)}`));
+    tr.appendChild(el("td", "", bytes(r.s)));
+    tr.appendChild(el("td", "", Array.from(inside, ([k, n]) => `${n} ${k}`).join(", ")));
+    t.appendChild(tr);
+  }
+  box.appendChild(t);
+  // The container (pool, page) the step touched: its blocks by state and size.
+  const ch = stage.change, touched = ch && (ch.added.find((e) => e.d === 2) || ch.removed.find((e) => e && e.d === 2));
+  if (touched) {
+    const parent = entries.find((e) => e.d === 1 && e.a <= touched.a && touched.a < e.a + e.s);
+    if (parent) {
+      const kids = entries.filter((e) => e.d === 2 && e.a >= parent.a && e.a < parent.a + parent.s);
+      const by = [0, 0, 0, 0], sizes = new Set();
+      for (const e of kids) { by[e.st] += e.st === UNUSED && kindName(e) !== "block" ? 0 : 1; if (kindName(e) === "block") sizes.add(e.s); }
+      const unusedBytes = kids.filter((e) => e.st === UNUSED).reduce((n, e) => n + e.s, 0);
+      box.appendChild(el("div", "", `${kindName(parent)} ${hex(parent.a)} (this step): ${by[USED]} used, ${by[FREE]} free blocks` +
+        (sizes.size === 1 ? ` of ${bytes([...sizes][0])}` : "") + `, ${bytes(unusedBytes)} not yet carved`));
+    }
+  }
+  // Stage 1 teaches a free list; the walker reports blocks in address order, not list order.
+  const free = entries.filter((e) => e.d === 1 && e.st === FREE && kindName(e) === "block");
+  if (free.length && regions.some((r) => kindName(r) === "region")) {
+    const d = el("div", "list");
+    d.textContent = `free blocks (${free.length}, address order): ` + free.slice(0, 16).map((e) => `${hex(e.a)}:${e.s}`).join(" ") + (free.length > 16 ? " ..." : "");
+    box.appendChild(d);
+  }
+  box.appendChild(el("div", "list", Array.from(counts, ([k, n]) => `${k} ${n}`).join(" | ")));
+}
+
+// ---- Numbers and the chart -------------------------------------------------------------------------
+function numbers(stage) {
+  let live = 0, held = 0, used = 0;
+  for (const e of stage.entries) { if (e.d === 0) held += e.s; if (e.st === USED && e.d > 0) { used += e.s; } }
+  live = used;
+  return {held, live};
+}
+
+const CHART_COLOURS = ["#c0392b", "#2471a3", "#7d3c98", "#1e8449", "#b9770e", "#17202a"];
+let chartBackground = null;  // the lines, drawn once per size; each step adds only the cursor
+function drawChart() {
+  const c = document.getElementById("chart"), dpr = window.devicePixelRatio || 1;
+  if (!chartBackground) chartBackground = chartLines(c.clientWidth, c.clientHeight, dpr);
+  const {w, h, image, X} = chartBackground;
+  if (c.width !== w * dpr) { c.width = w * dpr; c.height = h * dpr; }
+  const g = c.getContext("2d");
+  g.setTransform(1, 0, 0, 1, 0, 0);
+  g.drawImage(image, 0, 0);
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.strokeStyle = "#f2b705"; g.lineWidth = 2; g.beginPath(); g.moveTo(X(current), 10); g.lineTo(X(current), h - 22); g.stroke();
+}
+function chartLines(w, h, dpr) {
+  const image = document.createElement("canvas");
+  image.width = w * dpr; image.height = h * dpr;
+  const g = image.getContext("2d"), c = document.getElementById("chart");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  const L = 60, R = 170, T = 10, B = 22, total = Math.max(D.opCount, 1);
+  let max = 1;
+  for (const s of D.stages) for (let i = 0; i < s.timeline.length; i += 3) max = Math.max(max, s.timeline[i + 2], s.timeline[i + 1]);
+  const X = (op) => L + (op / total) * (w - L - R), Y = (v) => h - B - (v / max) * (h - T - B);
+  g.strokeStyle = "#e3e6eb"; g.fillStyle = "#5b6474"; g.font = "11px system-ui, sans-serif";
+  for (let i = 0; i <= 4; i++) { const v = (max * i) / 4; g.beginPath(); g.moveTo(L, Y(v)); g.lineTo(w - R, Y(v)); g.stroke(); g.fillText(bytes(Math.round(v)), 4, Y(v) + 4); }
+  g.fillText("operations: 0", L, h - 6); g.fillText(String(D.opCount), w - R - 40, h - 6);
+  D.stages.forEach((s, k) => {
+    const col = CHART_COLOURS[k % CHART_COLOURS.length];
+    for (const [field, dash] of [[2, []], [1, [4, 3]]]) {
+      if (field === 1 && k > 0) continue;  // live bytes are the program's: the same for every stage
+      g.strokeStyle = field === 1 ? "#444" : col; g.setLineDash(dash); g.lineWidth = 1.6; g.beginPath();
+      for (let i = 0; i < s.timeline.length; i += 3) { const x = X(s.timeline[i]), y = Y(s.timeline[i + field]); i ? g.lineTo(x, y) : g.moveTo(x, y); }
+      g.stroke();
+    }
+    g.setLineDash([]);
+    g.fillStyle = col; g.fillRect(w - R + 10, T + 4 + k * 16, 14, 3);
+    g.fillStyle = "#1d2330"; g.fillText(`${s.name} footprint`, w - R + 28, T + 9 + k * 16);
+  });
+  g.setLineDash([4, 3]); g.strokeStyle = "#444"; g.beginPath(); g.moveTo(w - R + 10, T + 6 + D.stages.length * 16); g.lineTo(w - R + 24, T + 6 + D.stages.length * 16); g.stroke(); g.setLineDash([]);
+  g.fillText("live bytes (program)", w - R + 28, T + 9 + D.stages.length * 16);
+  c.onclick = (ev) => { const r = c.getBoundingClientRect(); go(Math.round(((ev.clientX - r.left - L) / (w - L - R)) * total)); };
+  return {w, h, image, X};
+}
+
+// ---- Stepping and showing -----------------------------------------------------------------------------
+function clamp(n) { return Math.max(0, Math.min(D.opCount, Math.round(n))); }
+const timing = {move: 0, render: 0};  // milliseconds the last go() spent on each
+function go(target) {
+  target = clamp(target);
+  const t0 = performance.now();
+  for (const s of stages) s.tl.goTo(target);
+  current = target;
+  const t1 = performance.now();
+  render();
+  timing.move = t1 - t0;
+  timing.render = performance.now() - t1;
+  return current;
+}
+
+const parts = {};
+const timed = (name, f) => { const t = performance.now(); f(); parts[name] = (parts[name] || 0) + performance.now() - t; };
+function render() {
+  for (const k in parts) parts[k] = 0;
+  const op = document.getElementById("opline");
+  op.innerHTML = "";
+  op.append(el("span", "", `step ${current} / ${D.opCount}  `));
+  if (current > 0) op.append(el("b", "", opText(current - 1)));
+  if (current < D.opCount) op.append(el("span", "next", `next: ${opText(current)}`));
+  for (const s of stages) {
+    s.change = s.tl.lastChange();
+    let ex, n;
+    timed("sort", () => { s.entries = s.tl.sorted(); });
+    timed("explain", () => { ex = explain(s, current); n = numbers(s); });
+    s.explained = ex;
+    s.ui.changes.textContent = "";
+    for (const line of ex.lines.slice(0, 6)) s.ui.changes.appendChild(el("div", "", line));
+    s.ui.nums.textContent = `held ${bytes(n.held)} | in used blocks ${bytes(n.live)} | ${n.held ? ((100 * n.live) / n.held).toFixed(1) : "0.0"}% | ${s.entries.length} walk entries | 1 px = ${bytes(s.bytesPerPx)}`;
+    timed("draw", () => draw(s));
+    timed("structures", () => structures(s));
+    renderPredict(s);
+  }
+  timed("chart", drawChart);
+  timed("follow", follow);
+  document.getElementById("jump").value = current;
+}
+
+function stepBy(n) {
+  if (predicting && n > 0) { flashPredict(); return current; }
+  return go(current + n);
+}
+
+function play() {
+  const b = document.getElementById("play");
+  if (playing) { clearInterval(playing); playing = null; b.classList.remove("on"); b.textContent = "\u25B6 play"; return; }
+  b.classList.add("on"); b.textContent = "\u275A\u275A pause";
+  let last = performance.now(), owed = 0;
+  playing = setInterval(() => {
+    const now = performance.now(), speed = +document.getElementById("speed").value;
+    owed += ((now - last) / 1000) * speed; last = now;
+    const n = Math.floor(owed);
+    if (n > 0) { owed -= n; go(current + n); }
+    if (current >= D.opCount) play();
+  }, 40);
+}
+
+// ---- Predict mode -------------------------------------------------------------------------------------
+function renderPredict(s) {
+  const p = s.ui.predict;
+  p.textContent = "";
+  if (!predicting || current >= D.opCount) return;
+  const g = guesses.get(s.index), kind = Ops.kind[current];
+  if (kind === 1) {
+    p.append(el("div", "", `Next: ${opText(current)}. Which free neighbours will ${s.spec.name} merge it with?`));
+    for (const m of ["none", "prev", "next", "both"]) {
+      const b = el("button", g && g.merge === m ? "on" : "", m === "prev" ? "previous" : m);
+      b.onclick = () => { edu.guess(s.index, {merge: m}); };
+      p.append(b);
+    }
+  } else {
+    p.append(el("div", "", `Next: ${opText(current)}. Click the block or space where ${s.spec.name} will put it.`));
+    if (g && g.entry) p.append(el("div", "", `your guess: ${describeEntry(g.entry)}`));
+  }
+  if (s.verdict) p.append(el("div", s.verdict.right ? "right" : "wrong", s.verdict.text));
+}
+function flashPredict() {
+  for (const s of stages) s.ui.predict.style.outline = "2px solid #3569c7";
+  setTimeout(() => { for (const s of stages) s.ui.predict.style.outline = ""; }, 300);
+}
+function setPredict(on) {
+  predicting = !!on;
+  document.body.classList.toggle("predicting", predicting);
+  document.getElementById("predict").classList.toggle("on", predicting);
+  if (playing && predicting) play();
+  guesses.clear();
+  for (const s of stages) s.verdict = null;
+  for (const s of stages) s.ui.changes.classList.toggle("outcome", true);
+  render();
+  return predicting;
+}
+function reveal() {
+  if (!predicting || current >= D.opCount) return null;
+  const kind = Ops.kind[current], results = [];
+  go(current + 1);
+  for (const s of stages) {
+    const g = guesses.get(s.index), ex = s.explained;
+    let right = false, truth;
+    if (kind === 1) { truth = ex.merged || "none"; right = !!g && g.merge === truth; }
+    else { truth = ex.chosen ? hex(ex.chosen.a) : "?"; right = !!g && !!g.entry && !!ex.chosen && g.entry.a <= ex.chosen.a && ex.chosen.a < g.entry.a + Math.max(g.entry.s, 1); }
+    tally.total++; if (right) tally.right++;
+    tally.byStage[s.index] = tally.byStage[s.index] || {right: 0, total: 0};
+    tally.byStage[s.index].total++; if (right) tally.byStage[s.index].right++;
+    s.verdict = {right, text: (right ? "right: " : "not quite: ") + (kind === 1 ? `it merged with ${truth}` : `it returned ${truth}`) + (g ? "" : " (no guess)")};
+    results.push({stage: s.spec.name, right, truth});
+  }
+  guesses.clear();
+  document.getElementById("tally").textContent = `tally ${tally.right} / ${tally.total}`;
+  for (const s of stages) renderPredict(s);
+  return results;
+}
+
+// ---- Building the page -------------------------------------------------------------------------------
+function build() {
+  const grid = document.getElementById("stages");
+  grid.style.gridTemplateColumns = `repeat(${Math.min(stages.length, 4)}, minmax(0, 1fr))`;
+  const tip = document.getElementById("tip");
+  for (const s of stages) {
+    const box = el("section", "stage");
+    const h = el("h2", "", `${s.spec.name} `);
+    h.appendChild(el("span", "", s.spec.summary));
+    box.appendChild(h);
+    const ui = s.ui = {nums: el("div", "nums"), predict: el("div", "predict"), changes: el("div", "changes"), box: el("div", "mapbox"), canvas: el("canvas"), structs: el("div", "structs")};
+    if (!s.spec.valid) box.appendChild(el("div", "wrong", "FAILED validation: " + s.spec.failure));
+    box.append(ui.nums, ui.predict, ui.changes, ui.box, ui.structs);
+    ui.box.appendChild(ui.canvas);
+    ui.scrollTop = 0;
+    ui.box.addEventListener("scroll", () => { ui.scrollTop = ui.box.scrollTop; }, {passive: true});
+    grid.appendChild(box);
+    ui.canvas.addEventListener("mousemove", (ev) => {
+      const r = ui.canvas.getBoundingClientRect(), e = hitTest(s, ev.clientX - r.left, ev.clientY - r.top);
+      if (!e) { tip.style.display = "none"; return; }
+      tip.textContent = `${kindName(e)}  ${STATES[e.st]}\naddress ${hex(e.a)}  (${s.spec.base} ${hex(e.a)})\nsize    ${e.s} B (${bytes(e.s)})\ndepth   ${e.d}` +
+        (e.id ? `\nid      ${e.id - 1}` : "") + `\nmade by step ${e.born}` + (e.born ? `: ${opText(e.born - 1)}` : " (before the trace)");
+      tip.style.display = "block";
+      tip.style.left = Math.min(ev.clientX + 14, window.innerWidth - 260) + "px";
+      tip.style.top = ev.clientY + 14 + "px";
+    });
+    ui.canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
+    ui.canvas.addEventListener("click", (ev) => {
+      if (!predicting || Ops.kind[current] === 1) return;
+      const r = ui.canvas.getBoundingClientRect(), e = hitTest(s, ev.clientX - r.left, ev.clientY - r.top);
+      if (e) edu.guess(s.index, {offset: e.a, depth: e.d});
+    });
+    ui.canvas.addEventListener("wheel", (ev) => {
+      if (!ev.ctrlKey && !ev.altKey) return;
+      ev.preventDefault();
+      zoom(ev.deltaY < 0 ? 1 : -1);
+    }, {passive: false});
+  }
+  const on = (id, f) => document.getElementById(id).addEventListener("click", f);
+  const N = () => Math.max(1, +document.getElementById("n").value || 1);
+  on("first", () => go(0)); on("last", () => stepBy(D.opCount - current));
+  on("back", () => stepBy(-1)); on("fwd", () => stepBy(1));
+  on("backN", () => stepBy(-N())); on("fwdN", () => stepBy(N()));
+  on("play", play);
+  on("predict", () => setPredict(!predicting));
+  on("helpb", () => document.getElementById("help").classList.toggle("show"));
+  document.getElementById("jump").addEventListener("change", (ev) => go(+ev.target.value));
+  document.getElementById("zoom").addEventListener("input", () => { setZoom(); render(); });
+  document.getElementById("range").addEventListener("change", (ev) => { setRange(ev.target.value); render(); });
+  document.getElementById("follow").addEventListener("change", render);
+  window.addEventListener("resize", () => { measure(); chartBackground = null; render(); });
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.tagName === "INPUT" && ev.target.type !== "checkbox" && ev.target.type !== "range") { if (ev.key === "Escape") ev.target.blur(); return; }
+    const k = ev.key;
+    if (k === "ArrowRight" || k === "l") stepBy(ev.shiftKey ? N() : 1);
+    else if (k === "ArrowLeft" || k === "h") stepBy(ev.shiftKey ? -N() : -1);
+    else if (k === "Home") go(0);
+    else if (k === "End") stepBy(D.opCount - current);
+    else if (k === " ") play();
+    else if (k === "g") { document.getElementById("jump").focus(); document.getElementById("jump").select(); }
+    else if (k === "+" || k === "=") zoom(1);
+    else if (k === "-") zoom(-1);
+    else if (k === "p") setPredict(!predicting);
+    else if (k === "Enter") reveal();
+    else if (k === "?") document.getElementById("help").classList.toggle("show");
+    else return;
+    ev.preventDefault();
+  });
+}
+
+function setZoom() {
+  zoomLevel = +document.getElementById("zoom").value;
+  for (const s of stages) s.bytesPerPx = Math.max(1 / 64, s.fitBytesPerPx * Math.pow(2, -zoomLevel));
+}
+function zoom(dir) {
+  const z = document.getElementById("zoom");
+  z.value = String(Math.max(+z.min, Math.min(+z.max, +z.value + dir)));
+  setZoom(); render();
+}
+function setRange(text) {
+  const m = text.trim().match(/^\+?(0x[0-9a-f]+|\d+)\s*-\s*\+?(0x[0-9a-f]+|\d+)$/i);
+  range = m ? [Number(m[1]), Number(m[2])] : null;
+  document.getElementById("range").style.borderColor = text.trim() && !m ? "#b3261e" : "";
+}
+// Each stage's starting scale: its largest holding (peak footprint, or the widest top-level
+// entry now, up to 64 MiB) in about 24 rows; a power of two, so zooming stays in round numbers.
+function fitZoom() {
+  for (const s of stages) {
+    let widest = Math.min(s.spec.peakFootprint, 64 << 20);
+    for (const e of s.tl.heap.values()) if (e.d === 0) widest = Math.max(widest, Math.min(e.s, 64 << 20));
+    const width = s.ui.width;
+    s.fitBytesPerPx = Math.pow(2, Math.ceil(Math.log2(Math.max(1, widest / (24 * (width - LEFT - 8))))));
+  }
+  setZoom();
+}
+
+// ---- window.edu: the page's API (docs/diffing.md) -----------------------------------------------------
+const edu = window.edu = {
+  ready: null,
+  // Moves n operations (negative: back) and returns the step now shown.
+  step: (n) => stepBy(n === undefined ? 1 : n),
+  go,  // to an absolute step: 0 (before the first operation) .. ops()
+  ops: () => D.opCount,
+  op: (i) => opText(i),  // operation i (0-based) as a trace line
+  stages: () => stages.map((s) => s.spec.name),
+  // {step, stages: [{name, blocks, changes}]}, blocks as `stagediff --json --steps` prints them
+  // (html.h, heap_json): [region, offset, size, state, kind, depth]; changes: the step in words.
+  state() {
+    return {step: current, stages: stages.map((s) => {
+      const tops = s.entries.filter((e) => e.d === 0).sort((x, y) => (kindName(x) < kindName(y) ? -1 : kindName(x) > kindName(y) ? 1 : x.a - y.a));
+      const number = new Map(tops.map((e, i) => [e, i]));
+      const placed = [];
+      let top = null;
+      for (const e of s.entries) {
+        if (e.d === 0) top = e;
+        const start = top ? top.a : s.entries[0].a;
+        placed.push([top ? number.get(top) : -1, e.a - start, e.s, STATES[e.st], kindName(e), e.d]);
+      }
+      const blocks = placed.map((p, i) => [p, i]).sort((x, y) => x[0][0] - y[0][0] || x[1] - y[1]).map((x) => x[0]);
+      return {name: s.spec.name, blocks, changes: s.explained.lines};
+    })};
+  },
+  // What stage i's map shows at a block: the entry (with trace id) at an offset, or null.
+  entryAt(i, offset) { const e = stages[i].entries.filter((x) => x.a <= offset && offset < x.a + Math.max(x.s, 1)).pop(); return e ? {...e, id: e.id - 1, kind: kindName(e), state: STATES[e.st]} : null; },
+  predict: setPredict,  // predict mode on or off; while on, stepping forward waits for reveal()
+  predicting: () => predicting,
+  // A guess for stage i's next outcome: {offset} of the block or space it will use (alloc,
+  // realloc), or {merge: "none"|"prev"|"next"|"both"} (free).
+  guess(i, g) {
+    const s = stages[i];
+    const entry = g.offset !== undefined ? s.entries.filter((x) => x.d > 0 && x.a <= g.offset && g.offset < x.a + Math.max(x.s, 1)).pop() : null;
+    guesses.set(i, {merge: g.merge, entry});
+    s.verdict = null;
+    draw(s); renderPredict(s);
+  },
+  reveal,  // steps one operation and scores the guesses: [{stage, right, truth}]
+  timing: () => ({...timing, parts}),  // where the time of the last go() went
+  tally: () => ({right: tally.right, total: tally.total, byStage: stages.map((s) => tally.byStage[s.index] || {right: 0, total: 0})}),
+};
+
+edu.ready = (async function () {
+  document.getElementById("title").textContent = D.title;
+  document.title = "edu-alloc: " + D.title;
+  const ops = await inflate(D.ops), r = new Reader(ops);
+  Ops.kind = new Uint8Array(D.opCount); Ops.id = new Uint32Array(D.opCount); Ops.size = new Float64Array(D.opCount);
+  for (let i = 0; i < D.opCount; i++) { Ops.kind[i] = ops[r.p++]; Ops.id[i] = r.next(); Ops.size[i] = Ops.kind[i] === 1 ? 0 : r.next(); }
+  stages = await Promise.all(D.stages.map(async (spec, index) => ({spec, index, tl: new Timeline(spec, await inflate(spec.steps), await inflate(spec.keyframes))})));
+  document.getElementById("loading").remove();
+  build();
+  measure();
+  fitZoom();
+  render();
+  return true;
+})();
+})();
