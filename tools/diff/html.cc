@@ -7,7 +7,7 @@
 //             in the same run, 0 (the stage's base address) at the start of a run
 //   step:     removed count, added count, the removed entries' addresses (first word only),
 //             then the added entries; a used block without an id is the operation's own block
-//             (the one new used block of an alloc or realloc)
+//             (its id is the operation's)
 //   keyframe: entry count, then every entry followed by (keyframe step - step it appeared)
 // A run restarts the cursor at each keyframe, so the page can decode from any keyframe on.
 #include "tools/diff/html.h"
@@ -110,8 +110,8 @@ public:
         keyframe(0);
     }
 
-    // After operation `done` (1-based).
-    void after(uint64_t done) {
+    // After operation `done` (1-based); `id_at` names the live block at an address (replay.h).
+    void after(uint64_t done, const std::function<int64_t(uintptr_t)>& id_at) {
         walk_into(stage_, kinds_, cur_);
         const Op& op = w_.ops[done - 1];
         removed_.clear();
@@ -131,24 +131,17 @@ public:
                 added_.push_back(j++);
             }
         }
-        // Trace ids of new used blocks: the operation's own block is the one new used block
-        // (a block moved or resized by realloc is new too); any other keeps the id it had.
-        std::size_t new_used = 0;
-        for (std::size_t k : added_) new_used += cur_[k].state == static_cast<uint8_t>(WalkState::used);
-        const bool implied = new_used == 1 && op.kind != Op::free;
+        // New used blocks get their trace ids from the driver; the operation's own block (the
+        // usual case) needs none written.
         for (std::size_t k : added_) {
             Walked& e = cur_[k];
             e.born = done;
-            if (e.state != static_cast<uint8_t>(WalkState::used)) continue;
-            if (implied) e.id = op.id + 1;
-            else
-                for (std::size_t q : removed_)
-                    if (prev_[q].address == e.address && prev_[q].id) e.id = prev_[q].id;
+            if (e.state == static_cast<uint8_t>(WalkState::used)) e.id = static_cast<uint32_t>(id_at(e.address) + 1);
         }
         put_varint(r_.steps, removed_.size());
         put_varint(r_.steps, added_.size());
         for (std::size_t k : removed_) enc_.address(r_.steps, prev_[k]);
-        for (std::size_t k : added_) enc_.entry(r_.steps, cur_[k], implied);
+        for (std::size_t k : added_) enc_.entry(r_.steps, cur_[k], cur_[k].id == op.id + 1);
         prev_.swap(cur_);
         r_.max_entries = std::max<uint64_t>(r_.max_entries, prev_.size());
         if (done % o_.keyframe_every == 0) keyframe(done);
@@ -253,7 +246,9 @@ Recording record(const Stage& stage, const Workload& workload, const RecordOptio
     ro.timeline_points = 1000;
     ro.pause_at.resize(workload.ops.size());
     for (uint64_t i = 0; i < workload.ops.size(); ++i) ro.pause_at[i] = i + 1;
-    ro.on_pause = [&](const Stage&, uint64_t done) { recorder.after(done); };
+    ro.on_pause = [&](const Stage&, uint64_t done, const std::function<int64_t(uintptr_t)>& id_at) {
+        recorder.after(done, id_at);
+    };
     recorder.start();
     r.metrics = replay(stage, workload, ro);
     return r;

@@ -46,7 +46,7 @@ class Timeline {
     const w = r.next(), d = w % 4, a = cursor.a + unzig(Math.floor(w / 4));
     cursor.a = a;
     const s = r.next(), ks = r.next();
-    const e = {a, d, s, k: this.kinds[Math.floor(ks / 8)], st: Math.floor(ks / 2) % 4, id: 0, born: 0};
+    const e = {a, d, s, k: this.kinds[Math.floor(ks / 8)], st: Math.floor(ks / 2) % 4, id: null, born: 0};
     if (ks % 2) e.id = r.next();
     return e;
   }
@@ -57,6 +57,7 @@ class Timeline {
     for (let n = r.next(); n > 0; n--) {
       const e = this.readEntry(r, cursor);
       e.born = this.step - r.next();
+      if (e.id === null) e.id = 0;
       this.heap.set(e.a * 4 + e.d, e);
     }
     this.base = this.step;
@@ -78,7 +79,7 @@ class Timeline {
     for (let n = 0; n < addedCount; n++) {
       const e = this.readEntry(r, cursor);
       e.born = this.step + 1;
-      if (e.st === USED && !e.id) e.id = Ops.id[op] + 1;
+      if (e.id === null) e.id = e.st === USED ? Ops.id[op] + 1 : 0;  // unwritten: the operation's block
       this.heap.set(e.a * 4 + e.d, e);
       added.push(e);
     }
