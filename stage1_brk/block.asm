@@ -7,16 +7,22 @@ default rel
 %include "types.inc"
 
 extern s1_list_push, s1_list_remove             ; freelist.asm
-extern s1_heap_trim                             ; heap.asm
+extern s1_heap_trim, s1_fit_policy              ; heap.asm
 
 section .text
 
 ; [S1.12] s1_place: turn a free block into a used one of `asize` bytes. When what is left
-; can stand as a block of its own (>= S1_MIN_BLOCK) it is split off and goes on the free list;
+; can stand as a block of its own (>= S1_MIN_BLOCK) it is split off and goes on a free list;
 ; otherwise the whole block is used and the few spare bytes are internal fragmentation.
 ; The remainder never needs coalescing: a free block's neighbours are both used.
-;   IN:  rdi = header of a block on the free list, rsi = asize (<= its size)
-;   OUT: nothing (the block at rdi is used, asize or a little more bytes)
+; [S1.32] Where the used part goes: at the front of the free block, except under the
+; segregated fit for blocks of S1_SPLIT_BACK bytes or more, which go at its back. Small and
+; large blocks then grow from opposite ends of the same free space, so when the large ones
+; die together their holes merge instead of being pinned apart by small survivors; and a
+; large block carved from the heap's trailing free block ends the heap, where realloc can
+; extend it with the break.
+;   IN:  rdi = header of a block on a free list, rsi = asize (<= its size)
+;   OUT: rax = header of the used block (rdi, or inside it when placed at the back)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
 global s1_place:function hidden
 s1_place:
@@ -31,6 +37,18 @@ s1_place:
         sub     rax, r12                        ; rax = what would remain
         cmp     rax, S1_MIN_BLOCK
         jb      .whole
+        cmp     qword [s1_fit_policy], S1_FIT_SEG
+        jne     .front
+        cmp     r12, S1_SPLIT_BACK
+        jb      .front
+        SET_TAGS rbx, rax, rdx                  ; the rest stays at the front, free
+        mov     rdi, rbx
+        add     rbx, rax                        ; the used block: the last asize bytes
+        lea     rcx, [r12 + S1_ALLOC]
+        SET_TAGS rbx, rcx, rdx
+        call    s1_list_push                    ; rdi = the free front
+        jmp     .out
+.front:
         lea     rcx, [r12 + S1_ALLOC]
         SET_TAGS rbx, rcx, rdx                  ; the used front part
         lea     rdi, [rbx + r12]                ; the remainder's header
@@ -41,6 +59,7 @@ s1_place:
         lea     rcx, [r13 + S1_ALLOC]
         SET_TAGS rbx, rcx, rdx                  ; used, all of it
 .out:
+        mov     rax, rbx
         pop     r13
         pop     r12
         pop     rbx

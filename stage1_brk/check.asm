@@ -6,7 +6,8 @@
 default rel
 %include "types.inc"
 
-extern s1_region_of, s1_first_region, s1_free_head   ; heap.asm, freelist.asm
+extern s1_region_of, s1_first_region                ; heap.asm
+extern s1_free_heads, s1_class_map, s1_size_class   ; freelist.asm
 
 section .text
 
@@ -15,8 +16,10 @@ section .text
 ;   regions:  magic word present; ascending and not overlapping; both fences intact
 ;   blocks:   size >= S1_MIN_BLOCK (tags hold multiples of 16); inside the region; footer == header;
 ;             flags 0 or S1_ALLOC; never two free blocks side by side (coalescing is eager)
-;   list:     every node a free block inside the heap; node.next.prev == node;
-;             list length == free blocks found in the heap (which also rules out cycles)
+;   lists:    every node a free block inside the heap; node.next.prev == node; every node
+;             on the list of its size class, and the class map's bit set exactly for the
+;             non-empty lists; total length == free blocks found in the heap (which also
+;             rules out cycles)
 ;   IN:  rdi = S1Report* to fill (counts are filled up to the failure)
 ;   OUT: rax = S1_CHECK_OK or the first broken invariant (also in report.code, with the
 ;        offending address in report.address)
@@ -117,12 +120,26 @@ s1_check:
         jmp     .region
 
 .list:
-        mov     r15, [s1_free_head]             ; r15 = node
+        xor     r14d, r14d                      ; r14 = nodes seen, over all lists
+        xor     ebp, ebp                        ; rbp = class
+.class:
+        cmp     ebp, S1_CLASSES
+        jae     .count
+        lea     rax, [s1_free_heads]
+        mov     r15, [rax + rbp*8]              ; r15 = node
+        mov     rax, [s1_class_map]
+        bt      rax, rbp                        ; CF = the map says "not empty"
+        setc    al
+        test    r15, r15
+        setnz   dl
+        xor     ecx, ecx
+        cmp     al, dl
+        mov     eax, S1_CHECK_LIST_CLASS
+        jne     .fail                           ; the class map disagrees with the list
         xor     r13d, r13d                      ; r13 = previous node
-        xor     r14d, r14d                      ; r14 = nodes seen
 .node:
         test    r15, r15
-        jz      .count
+        jz      .next_class
         mov     rcx, r15
         inc     r14
         mov     eax, S1_CHECK_LIST_COUNT
@@ -143,9 +160,18 @@ s1_check:
         mov     eax, S1_CHECK_LIST_LINK
         cmp     [r15 + S1_PREV], r13
         jne     .fail
+        mov     rdi, [r15]
+        call    s1_size_class
+        mov     rcx, r15
+        cmp     rax, rbp
+        mov     eax, S1_CHECK_LIST_CLASS
+        jne     .fail                           ; filed under the wrong class
         mov     r13, r15
         mov     r15, [r15 + S1_NEXT]
         jmp     .node
+.next_class:
+        inc     ebp
+        jmp     .class
 .count:
         xor     ecx, ecx
         mov     eax, S1_CHECK_LIST_COUNT

@@ -32,7 +32,13 @@ enum S1Status : uint32_t {
 };
 
 // ---- Fit policies (s1_fit_policy) ----
-enum S1Fit : uint64_t { S1_FIT_FIRST = 0, S1_FIT_NEXT = 1, S1_FIT_BEST = 2 };
+enum S1Fit : uint64_t { S1_FIT_FIRST = 0, S1_FIT_NEXT = 1, S1_FIT_BEST = 2, S1_FIT_SEG = 3 };
+inline constexpr uint64_t kS1Classes = 64;    // size classes of the segregated fit
+inline constexpr uint64_t kS1SegScan = 16;    // blocks it compares within a class
+inline constexpr uint64_t kS1SplitBack = 128; // seg fit: blocks this large go at a free block's back
+inline constexpr uint64_t kS1GrowShift = 3;   // growth margin = footprint >> 3, bounded
+inline constexpr uint64_t kS1GrowMin = 1024;  // smallest growth margin
+inline constexpr uint64_t kS1SlackShift = 3;  // a block grown by realloc keeps up to asize >> 3 more
 
 // ---- Walk kinds, passed to the visitor ----
 enum S1Kind : uint64_t { S1_KIND_REGION = 0, S1_KIND_FENCE = 1, S1_KIND_USED = 2, S1_KIND_FREE = 3 };
@@ -52,6 +58,7 @@ enum S1Check : uint64_t {
     S1_CHECK_LIST_FOREIGN = 10,   // a free-list node outside the heap or not a free block
     S1_CHECK_LIST_LINK = 11,      // a node's prev link does not point back
     S1_CHECK_LIST_COUNT = 12,     // free-list length differs from free blocks in the heap (or a cycle)
+    S1_CHECK_LIST_CLASS = 13,     // a free block on another class's list, or the class map is wrong
 };
 
 // Filled by s1_check.
@@ -83,6 +90,8 @@ uint32_t s1_validate(const void* ptr) S1_HIDDEN;           // S1Status of a poin
 uint64_t s1_check(S1Report* report) S1_HIDDEN;             // S1Check
 void s1_walk(S1VisitFn visit, void* context) S1_HIDDEN;
 void s1_reset(void) S1_HIDDEN;                             // forget the heap (tests with a hook)
+void s1_set_fit(uint64_t policy) S1_HIDDEN;                // S1Fit; refiles free blocks if needed
+uint64_t s1_size_class(uint64_t size) S1_HIDDEN;           // the list a free block belongs on
 
 // ---- Provided by the adapter (stage1.cc), called by the core ----
 // A free block's list neighbours do not point back at it (a write after free reached its
@@ -91,8 +100,8 @@ void s1_reset(void) S1_HIDDEN;                             // forget the heap (t
 
 // ---- State and tunables (NASM data) ----
 extern uint32_t s1_status S1_HIDDEN;            // why the last failing call failed
-extern uint64_t s1_fit_policy S1_HIDDEN;        // S1Fit, default first fit
-extern uint64_t s1_grow_margin S1_HIDDEN;       // extra bytes per heap growth (default 32 KiB)
+extern uint64_t s1_fit_policy S1_HIDDEN;        // S1Fit (change it with s1_set_fit)
+extern uint64_t s1_grow_margin S1_HIDDEN;       // largest margin per heap growth (default 1 MiB)
 extern uint64_t s1_trim_threshold S1_HIDDEN;    // trailing free bytes that trigger a trim (128 KiB)
 extern S1SbrkFn s1_sbrk_hook S1_HIDDEN;         // nullptr: libc sbrk
 extern uint64_t s1_brk_calls S1_HIDDEN;         // sbrk calls that moved the break

@@ -1,38 +1,86 @@
-; stage1_brk/freelist.asm: the explicit free list and the three fit policies.
-; Entry points: s1_list_push, s1_list_remove, s1_find_fit. Free blocks form one doubly linked,
-; LIFO-ordered list threaded through their dead payloads, so a search costs as many steps as
-; there are free blocks, not blocks. Splitting and coalescing are block.asm's.
+; stage1_brk/freelist.asm: the explicit free lists and the four fit policies.
+; Entry points: s1_list_push, s1_list_remove, s1_find_fit, s1_set_fit, s1_size_class. Free
+; blocks are doubly linked, LIFO-ordered lists threaded through their dead payloads: one list
+; for first, next and best fit, one per size class for the segregated fit. Splitting and
+; coalescing are block.asm's.
 
 default rel
 %include "types.inc"
 
-extern s1_fit_policy                            ; heap.asm
+extern s1_fit_policy, s1_first_region, s1_last_region ; heap.asm
 extern s1_list_corrupted                        ; stage1.cc: reports a broken link, aborts
 
 section .bss
 align 8
-global s1_free_head:data hidden
+global s1_free_heads:data hidden
+global s1_class_map:data hidden
 global s1_rover:data hidden
-s1_free_head:   resq 1                          ; header of the most recently freed block, or 0
+s1_free_heads:  resq S1_CLASSES                 ; head of each list (most recently pushed), or 0;
+                                                ; first/next/best fit use list 0 only
+s1_class_map:   resq 1                          ; bit c set <=> list c is not empty
 s1_rover:       resq 1                          ; next fit: where the next search starts, or 0
 
 section .text
 
-; [S1.8] s1_list_push: put a free block at the head of the list (LIFO: the block freed last
-; is found first, while its memory is still warm in the cache).
-;   IN:  rdi = header of a free block that is not on the list
+; [S1.28] s1_size_class: the list a free block of `size` bytes belongs on. With the segregated
+; fit there are S1_CLASSES lists: exact classes 16 bytes apart below 512 bytes, then four
+; classes per power of two, the last class open-ended:
+;
+;   class   0    1    2   ...  29  | 30       31       32       33       | 34        ...  63
+;   sizes   32   48   64  ...  496 | 512-639  640-767  768-895  896-1023 | 1024-1279 ...  >= 160 KiB
+;
+; Every other policy keeps one list, class 0.
+;   IN:  rdi = block size (a multiple of 16, >= S1_MIN_BLOCK)
+;   OUT: rax = class, 0 .. S1_CLASSES-1
+;   Clobbers: rax, rcx. Preserves: everything else.
+global s1_size_class:function hidden
+s1_size_class:
+        xor     eax, eax
+        cmp     qword [s1_fit_policy], S1_FIT_SEG
+        jne     .done                           ; one list for the other policies
+        cmp     rdi, 512
+        jae     .ranges
+        mov     rax, rdi
+        shr     rax, 4
+        sub     rax, 2                          ; 32 -> 0, 48 -> 1, ..., 496 -> 29
+        ret
+.ranges:
+        bsr     rcx, rdi                        ; e = index of the top bit, >= 9
+        sub     ecx, 2
+        mov     rax, rdi
+        shr     rax, cl                         ; the top three bits: 4..7
+        and     eax, 3                          ; m = the two bits below the top one
+        lea     rax, [rax + rcx*4 + 2]          ; 4 * (e - 2) + m + 2: 512 -> 30, 1024 -> 34
+        cmp     rax, S1_CLASSES - 1
+        jbe     .done
+        mov     eax, S1_CLASSES - 1             ; everything from 160 KiB on
+.done:
+        ret
+
+; [S1.8] s1_list_push: put a free block at the head of its list (LIFO: the block freed last
+; is found first, while its memory is still warm in the cache), and mark the list non-empty.
+;   IN:  rdi = header of a free block that is not on a list
 ;   OUT: nothing
-;   Clobbers: rax. Preserves: everything else.
+;   Clobbers: rax, rcx, rdx. Preserves: everything else.
 global s1_list_push:function hidden
 s1_list_push:
-        mov     rax, [s1_free_head]
+        push    rdi
+        mov     rdi, [rdi]                      ; free tag = size
+        call    s1_size_class
+        pop     rdi
+        lea     rdx, [s1_free_heads]
+        lea     rdx, [rdx + rax*8]              ; rdx = &heads[class]
+        mov     rcx, [s1_class_map]
+        bts     rcx, rax
+        mov     [s1_class_map], rcx             ; the list is not empty now
+        mov     rax, [rdx]
         mov     [rdi + S1_NEXT], rax            ; block.next = old head
         mov     qword [rdi + S1_PREV], 0        ; block.prev = none
         test    rax, rax
         jz      .empty
         mov     [rax + S1_PREV], rdi            ; old head.prev = block
 .empty:
-        mov     [s1_free_head], rdi
+        mov     [rdx], rdi
         ret
 
 ; [S1.25] s1_list_remove: unlink a free block, after checking that its neighbours on the list
@@ -42,11 +90,18 @@ s1_list_push:
 ; is reported by s1_list_corrupted (the adapter's one-line diagnostic), which never returns.
 ; If the next-fit rover points at the block, the rover moves on to the block's successor, so it
 ; never points at memory that is no longer a free block.
-;   IN:  rdi = header of a block on the list
+;   IN:  rdi = header of a block on a list
 ;   OUT: nothing
-;   Clobbers: rax, rcx. Preserves: everything else.
+;   Clobbers: rax, rcx, rdx, r8. Preserves: everything else.
 global s1_list_remove:function hidden
 s1_list_remove:
+        push    rdi
+        mov     rdi, [rdi]                      ; free tag = size
+        call    s1_size_class
+        pop     rdi
+        lea     rdx, [s1_free_heads]
+        lea     rdx, [rdx + rax*8]              ; rdx = &heads[class]
+        mov     r8, rax                         ; r8 = class
         mov     rax, [rdi + S1_NEXT]            ; rax = next
         mov     rcx, [rdi + S1_PREV]            ; rcx = prev
         test    rax, rax
@@ -60,8 +115,8 @@ s1_list_remove:
         jne     .corrupted                      ; prev.next != block
         jmp     .checked
 .head_checked:
-        cmp     [s1_free_head], rdi
-        jne     .corrupted                      ; no prev, yet not the head
+        cmp     [rdx], rdi
+        jne     .corrupted                      ; no prev, yet not the head of its list
 .checked:
         cmp     rdi, [s1_rover]
         jne     .unlink
@@ -72,7 +127,13 @@ s1_list_remove:
         mov     [rcx + S1_NEXT], rax            ; prev.next = next
         jmp     .fix_next
 .was_head:
-        mov     [s1_free_head], rax             ; head = next
+        mov     [rdx], rax                      ; head = next
+        test    rax, rax
+        jnz     .fix_next
+        mov     rcx, [s1_class_map]             ; (rcx = prev = 0 is not needed any more)
+        btr     rcx, r8
+        mov     [s1_class_map], rcx             ; the list is empty now
+        ret
 .fix_next:
         test    rax, rax
         jz      .done
@@ -83,11 +144,11 @@ s1_list_remove:
         jmp     s1_list_corrupted wrt ..plt     ; rdi = the block; a tail call that never returns
 
 ; s1_find_fit: a free block of at least `asize` bytes, chosen by s1_fit_policy. The block
-; stays on the list (s1_place takes it off). A free block's header holds its size with no flag
+; stays on its list (s1_place takes it off). A free block's header holds its size with no flag
 ; bits set, so the size compare reads the header as it is.
 ;   IN:  rdi = asize (adjusted block size)
 ;   OUT: rax = header of the chosen block, or 0 if no block is large enough
-;   Clobbers: rax, rcx, rdx, r8. Preserves: everything else.
+;   Clobbers: rax, rcx, rdx, r8, r9, r10. Preserves: everything else.
 global s1_find_fit:function hidden
 s1_find_fit:
         mov     rax, [s1_fit_policy]
@@ -95,9 +156,11 @@ s1_find_fit:
         je      .next_fit
         cmp     rax, S1_FIT_BEST
         je      .best_fit
+        cmp     rax, S1_FIT_SEG
+        je      .seg_fit
 
         ; [S1.9] First fit: the first block on the list that is large enough.
-        mov     rax, [s1_free_head]
+        mov     rax, [s1_free_heads]
 .first_loop:
         test    rax, rax
         jz      .done                           ; end of list: no fit
@@ -112,7 +175,7 @@ s1_find_fit:
         mov     rcx, [s1_rover]                 ; rcx = where this search started
         test    rcx, rcx
         jnz     .next_start
-        mov     rcx, [s1_free_head]             ; no rover: start at the head
+        mov     rcx, [s1_free_heads]             ; no rover: start at the head
         test    rcx, rcx
         jz      .none                           ; empty list
 .next_start:
@@ -123,7 +186,7 @@ s1_find_fit:
         mov     rax, [rax + S1_NEXT]
         test    rax, rax
         jnz     .next_wrapped
-        mov     rax, [s1_free_head]             ; fell off the end: wrap to the head
+        mov     rax, [s1_free_heads]             ; fell off the end: wrap to the head
 .next_wrapped:
         cmp     rax, rcx
         jne     .next_loop                      ; back at the start: no fit
@@ -140,7 +203,7 @@ s1_find_fit:
 .best_fit:
         xor     edx, edx                        ; rdx = best block so far
         mov     r8, -1                          ; r8  = its size
-        mov     rax, [s1_free_head]
+        mov     rax, [s1_free_heads]
 .best_loop:
         test    rax, rax
         jz      .best_done
@@ -159,6 +222,153 @@ s1_find_fit:
 .best_done:
         mov     rax, rdx
 .done:
+        ret
+
+        ; [S1.29] Segregated fit. Look in the request's own class first: its blocks are
+        ; near the request's size, but in a range class some may be smaller, so take the best
+        ; fit among its first S1_SEG_SCAN blocks (all of them in the last, open-ended class).
+        ; If none fits, every block of every higher class does: the class map names the
+        ; non-empty classes above, nearest first (bsf), and the best of the first S1_SEG_SCAN
+        ; blocks of the first such class is taken. One block is passed over everywhere: the
+        ; heap's trailing free block, the "wilderness", which is used only when nothing else
+        ; fits, because it is the one block that can grow with the break (dlmalloc's "top").
+        ; A search costs at most one walk of S1_SEG_SCAN blocks per class, however many free
+        ; blocks the heap holds.
+.seg_fit:
+        push    rdi
+        call    s1_size_class                   ; rax = the request's class (rdi kept)
+        pop     rdi
+        mov     r9, rax                         ; r9 = class
+        xor     r10d, r10d                      ; r10 = the wilderness, or 0
+        mov     rax, [s1_last_region]
+        test    rax, rax
+        jz      .seg_own
+        mov     rax, [rax + S1_REGION_END]
+        mov     rcx, [rax - 16]                 ; footer of the block before the epilogue
+        test    cl, S1_ALLOC
+        jnz     .seg_own
+        lea     r10, [rax - 8]
+        sub     r10, rcx                        ; its header
+.seg_own:
+        lea     rdx, [s1_free_heads]
+        mov     rax, [rdx + r9*8]
+        mov     ecx, S1_SEG_SCAN
+        cmp     r9, S1_CLASSES - 1
+        jne     .seg_scan_own
+        mov     rcx, -1                         ; the open-ended class: walk all of it
+.seg_scan_own:
+        call    .seg_best                       ; rax = best fit in the own class, or 0
+        test    rax, rax
+        jnz     .seg_done
+.seg_above:
+        inc     r9
+        cmp     r9, S1_CLASSES
+        jae     .seg_wilderness                 ; no class left above
+        mov     rdx, [s1_class_map]
+        mov     ecx, r9d
+        shr     rdx, cl
+        shl     rdx, cl                         ; only the classes from r9 on
+        bsf     r9, rdx
+        jz      .seg_wilderness                 ; all empty
+        lea     rdx, [s1_free_heads]
+        mov     rax, [rdx + r9*8]               ; the nearest non-empty class above
+        mov     ecx, S1_SEG_SCAN
+        call    .seg_best
+        test    rax, rax
+        jz      .seg_above                      ; only the wilderness was there: go on
+.seg_done:
+        ret
+.seg_wilderness:
+        mov     rax, r10
+        test    rax, rax
+        jz      .seg_done                       ; no wilderness: no fit
+        cmp     [rax], rdi
+        jae     .seg_done                       ; the wilderness fits: take it
+        xor     eax, eax
+        ret
+
+        ; .seg_best: the smallest block >= rdi among the first rcx blocks of a list, the
+        ; wilderness (r10) excepted.
+        ;   IN: rax = first node, rdi = asize, rcx = how many nodes to look at, r10
+        ;   OUT: rax = best node or 0. Clobbers rcx, rdx, r8.
+.seg_best:
+        xor     edx, edx                        ; rdx = best block so far
+        mov     r8, -1                          ; r8  = its size
+.seg_loop:
+        test    rax, rax
+        jz      .seg_best_done                  ; end of the list
+        cmp     rax, r10
+        je      .seg_next                       ; the wilderness: kept for last
+        cmp     [rax], rdi
+        jb      .seg_next                       ; too small
+        cmp     [rax], r8
+        jae     .seg_next                       ; not better than what we have
+        mov     rdx, rax
+        mov     r8, [rax]
+        cmp     r8, rdi
+        je      .seg_best_done                  ; exact: nothing can beat it
+.seg_next:
+        mov     rax, [rax + S1_NEXT]
+        dec     rcx
+        jnz     .seg_loop
+.seg_best_done:
+        mov     rax, rdx
+        ret
+
+; [S1.30] s1_set_fit: change the fit policy. Between first, next and best fit the list stays
+; as it is; moving to or from the segregated fit changes how free blocks are filed, so every
+; list is emptied and the heap's free blocks are pushed again, in address order, onto the
+; lists of the new policy (a walk of the heap: rare, and never on an allocation path).
+;   IN:  rdi = S1_FIT_* policy
+;   OUT: nothing
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+global s1_set_fit:function hidden
+s1_set_fit:
+        mov     rax, [s1_fit_policy]
+        mov     [s1_fit_policy], rdi
+        cmp     rax, S1_FIT_SEG
+        sete    al
+        cmp     rdi, S1_FIT_SEG
+        sete    cl
+        cmp     al, cl
+        je      .same_lists                     ; same organisation: nothing to refile
+        push    rbx                             ; rbx = region
+        push    r12                             ; r12 = block cursor
+        push    r13                             ; r13 = region's epilogue
+        lea     rdi, [s1_free_heads]
+        xor     eax, eax
+        mov     ecx, S1_CLASSES
+        rep     stosq                           ; every list empty
+        mov     [s1_class_map], rax
+        mov     [s1_rover], rax
+        mov     rbx, [s1_first_region]
+.region:
+        test    rbx, rbx
+        jz      .refiled
+        mov     r13, [rbx + S1_REGION_END]
+        sub     r13, 8
+        lea     r12, [rbx + S1_FIRST_BLOCK]
+.block:
+        cmp     r12, r13
+        jae     .region_done
+        mov     rax, [r12]
+        test    al, S1_ALLOC
+        jnz     .block_next
+        mov     rdi, r12
+        call    s1_list_push                    ; a free block, filed under the new policy
+        mov     rax, [r12]
+.block_next:
+        and     rax, ~S1_FLAGS
+        add     r12, rax
+        jmp     .block
+.region_done:
+        mov     rbx, [rbx + S1_REGION_NEXT]
+        jmp     .region
+.refiled:
+        pop     r13
+        pop     r12
+        pop     rbx
+.same_lists:
         ret
 
 section .note.GNU-stack noalloc noexec nowrite progbits

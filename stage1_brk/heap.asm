@@ -7,8 +7,8 @@ default rel
 %include "types.inc"
 
 extern sbrk                                     ; libc: keeps glibc's cached break in step
-extern s1_list_push, s1_coalesce                ; freelist.asm, block.asm
-extern s1_free_head, s1_rover                   ; freelist.asm
+extern s1_list_push, s1_list_remove, s1_coalesce ; freelist.asm, block.asm
+extern s1_free_heads, s1_class_map, s1_rover    ; freelist.asm
 
 ; ---- State ---------------------------------------------------------------------------------
 section .data
@@ -16,8 +16,8 @@ align 8
 global s1_fit_policy:data hidden
 global s1_grow_margin:data hidden
 global s1_trim_threshold:data hidden
-s1_fit_policy:      dq S1_FIT_FIRST             ; S1_FIT_*: how s1_find_fit searches
-s1_grow_margin:     dq 32 * 1024                ; bytes added to every growth, before rounding
+s1_fit_policy:      dq S1_FIT_SEG               ; S1_FIT_*: how s1_find_fit searches
+s1_grow_margin:     dq 1024 * 1024              ; the largest margin added to a growth [S1.31]
 s1_trim_threshold:  dq 128 * 1024               ; trailing free bytes that make us lower the break
 
 section .bss
@@ -38,6 +38,25 @@ s1_peak_footprint:  resq 1                      ; high-water mark of s1_footprin
 s1_status:          resd 1                      ; S1_* status of the last failing call
 
 section .text
+
+; [S1.31] GROW_MARGIN dst: the room added to a growth beyond what the request needs, and kept
+; by a trim: an eighth of what the heap holds (footprint >> S1_GROW_SHIFT), at least
+; S1_GROW_MIN and at most s1_grow_margin, in 16-byte units. A small heap grows (and shrinks) by little more than it
+; needs, so short programs and traces are not charged for room they never use; a large one
+; grows geometrically, so the number of sbrk calls grows with the log of the heap, not its size.
+%macro GROW_MARGIN 1
+        mov     %1, [s1_footprint]
+        shr     %1, S1_GROW_SHIFT
+        cmp     %1, S1_GROW_MIN
+        jae     %%at_least
+        mov     %1, S1_GROW_MIN                 ; a page at least: a program's first few
+%%at_least:                                     ; hundred mallocs cost one sbrk, not fifty
+        cmp     %1, [s1_grow_margin]
+        jbe     %%bounded
+        mov     %1, [s1_grow_margin]
+%%bounded:
+        and     %1, -16
+%endmacro
 
 ; [S1.3] s1_sbrk: the only place the break moves. Counts every call that moves it and keeps
 ; the footprint, so statistics can never disagree with what the kernel was asked for.
@@ -122,7 +141,9 @@ s1_heap_grow:
 
         ; [S1.4] Contiguous growth. The old epilogue becomes the header of a new free block;
         ; if the heap ends in a free block, only the difference is needed, because the new
-        ; block will coalesce with it. Ask for need + margin, rounded up to whole pages.
+        ; block will coalesce with it. Ask for need + margin [S1.31], in 16-byte units:
+        ; sbrk moves the break by any amount (the kernel maps whole pages behind it), so
+        ; rounding to pages would only charge a small heap for room it never uses.
         mov     rcx, [r13 - 16]                 ; footer of the last block before the epilogue
         xor     eax, eax                        ; rax = trailing free bytes (0 if none)
         test    cl, S1_ALLOC
@@ -135,9 +156,8 @@ s1_heap_grow:
         jge     .round
         mov     r14, S1_MIN_BLOCK               ; never extend by less than a block
 .round:
-        add     r14, [s1_grow_margin]
-        add     r14, S1_PAGE - 1
-        and     r14, -S1_PAGE                   ; increment = roundup(need + margin, page)
+        GROW_MARGIN rax
+        add     r14, rax                        ; increment = need + margin (16-byte units)
         mov     rdi, r14
         call    s1_sbrk
         cmp     rax, -1
@@ -155,12 +175,11 @@ s1_heap_grow:
 
 .new_region:
         ; [S1.5] A fresh region: pad the break to 16 bytes, then room for the region header,
-        ; the prologue, the block and the epilogue, plus the margin, rounded to pages.
+        ; the prologue, the block and the epilogue, plus the margin.
         mov     r14, r12
         add     r14, S1_FIRST_BLOCK + 8         ; header + prologue + block + epilogue
-        add     r14, [s1_grow_margin]
-        add     r14, S1_PAGE - 1
-        and     r14, -S1_PAGE
+        GROW_MARGIN rax
+        add     r14, rax
         mov     rax, r13
         neg     rax
         and     rax, 15                         ; pad that brings the break to 16 bytes
@@ -247,9 +266,7 @@ s1_heap_trim:
         jne     .out                            ; not the block before the last epilogue
         cmp     rax, [s1_trim_threshold]
         jb      .out                            ; not large enough to be worth a syscall
-        mov     rcx, [s1_grow_margin]
-        add     rcx, 15
-        and     rcx, -16                        ; keep = margin, in whole 16-byte units...
+        GROW_MARGIN rcx                         ; keep = the growth margin...
         cmp     rcx, S1_MIN_BLOCK
         jae     .keep
         mov     rcx, S1_MIN_BLOCK               ; ...and at least one block
@@ -278,9 +295,13 @@ s1_heap_trim:
         call    s1_sbrk                         ; restore: raise the break by what we took
         jmp     .out
 .lowered:
+        mov     rdi, r12
+        call    s1_list_remove                  ; its size changes, and with it its class
         mov     rax, [r12]
         sub     rax, r13                        ; the block keeps what was not given back
         SET_TAGS r12, rax, rcx
+        mov     rdi, r12
+        call    s1_list_push
         mov     rax, [rbx + S1_REGION_END]
         sub     rax, r13
         mov     [rbx + S1_REGION_END], rax
@@ -293,13 +314,16 @@ s1_heap_trim:
 
 ; s1_reset: forget the whole heap without touching memory. Only for tests that serve the
 ; break from a buffer of their own (s1_sbrk_hook); with libc's sbrk the memory would leak.
-;   IN: nothing. OUT: nothing. Clobbers: rax. Preserves: everything else.
+;   IN: nothing. OUT: nothing. Clobbers: rax, rcx, rdi. Preserves: everything else.
 global s1_reset:function hidden
 s1_reset:
+        lea     rdi, [s1_free_heads]
         xor     eax, eax
+        mov     ecx, S1_CLASSES
+        rep     stosq                           ; every free list empty
+        mov     [s1_class_map], rax
         mov     [s1_first_region], rax
         mov     [s1_last_region], rax
-        mov     [s1_free_head], rax
         mov     [s1_rover], rax
         mov     [s1_brk_calls], rax
         mov     [s1_footprint], rax

@@ -40,7 +40,7 @@ global s1_malloc:function hidden
 s1_malloc:
         TOO_LARGE rdi, .too_large
         push    rbx                             ; rbx = asize
-        push    r12                             ; r12 = chosen block
+        push    r12                             ; (alignment)
         push    r13                             ; (alignment)
         ADJUST_SIZE rbx, rdi
         mov     rdi, rbx
@@ -52,11 +52,10 @@ s1_malloc:
         test    rax, rax
         jz      .out                            ; s1_status already says ENOMEM
 .found:
-        mov     r12, rax
         mov     rdi, rax
         mov     rsi, rbx
-        call    s1_place
-        lea     rax, [r12 + 8]                  ; payload just past the header
+        call    s1_place                        ; rax = the used block's header
+        add     rax, 8                          ; payload just past the header
 .out:
         pop     r13
         pop     r12
@@ -187,11 +186,17 @@ s1_usable_size:
         ret
 
 ; [S1.18] s1_realloc: resize a block, in place whenever the neighbours allow.
-;   shrink (or same size) -> split the tail off in place;
-;   grow, next block free and large enough -> absorb it, split off what is left;
-;   grow, block ends the heap (or only a free block follows it) -> extend the break, so
-;     the new memory joins that free tail, then absorb it;
+;   shrink (or grow within the block's slack) -> keep it; split the tail off only when the tail
+;     is more than the slack a grown block may keep (asize >> S1_SLACK_SHIFT);
+;   grow, next block free and large enough -> absorb it (forward);
+;   grow, block ends the heap (or only a free block follows it) -> extend the break, so the
+;     new memory joins that free tail, then absorb it;
+;   grow, previous block free, and previous + block (+ next, when free) large enough -> take
+;     them and move the payload down (backward);
 ;   otherwise -> allocate, copy the old payload, free the old block.
+; [S1.33] A block that grows takes slack: up to target = asize + asize/8 of what it absorbs
+; (and a moved block is allocated that large), so the next growth of the same block, the way
+; a vector or a string builder grows, usually finds room without moving or calling sbrk.
 ;   IN:  rdi = pointer or 0 (then this is s1_malloc), rsi = new size
 ;   OUT: rax = the block (same or moved), or 0 with s1_status = S1_ENOMEM (old block intact)
 ;        or a bad-pointer status (nothing touched)
@@ -205,7 +210,7 @@ s1_realloc:
         jmp     s1_malloc                       ; realloc(NULL, n) is malloc(n)
 .resize:
         push    rbx                             ; rbx = payload
-        push    r12                             ; r12 = requested size
+        push    r12                             ; r12 = requested size, then the target
         push    r13                             ; r13 = asize
         push    r14                             ; r14 = header
         push    r15                             ; r15 = current block size
@@ -221,45 +226,57 @@ s1_realloc:
         and     r15, ~S1_FLAGS
         cmp     r13, r15
         ja      .grow
+        mov     rax, r15
+        sub     rax, r13                        ; rax = the tail
+        mov     rcx, r13
+        shr     rcx, S1_SLACK_SHIFT
+        cmp     rax, rcx
+        jbe     .same                           ; within the slack: keep it
         mov     rdi, r14                        ; shrink in place
         mov     rsi, r13
         call    s1_split_tail
+.same:
         mov     rax, rbx
         jmp     .out
 
 .grow:
+        mov     r12, r13
+        shr     r12, S1_SLACK_SHIFT
+        add     r12, r13
+        add     r12, S1_ALIGN - 1
+        and     r12, -S1_ALIGN                  ; r12 = target: asize plus slack
         lea     rdi, [r14 + r15]                ; rdi = the next block's header
         mov     rax, [rdi]
         mov     rcx, rdi                        ; rcx = where the heap must end to grow here
         cmp     rax, S1_EPILOGUE_TAG
         je      .at_end                         ; we are the heap's last block
         test    al, S1_ALLOC
-        jnz     .move                           ; next is used: no room here
+        jnz     .backward                       ; next is used: no room here
         lea     rdx, [r15 + rax]
         cmp     rdx, r13
-        jae     .absorb                         ; next is free and large enough
+        jae     .forward                        ; next is free and large enough
         add     rcx, rax                        ; next is free but short: what follows it?
         cmp     qword [rcx], S1_EPILOGUE_TAG
-        jne     .move
+        jne     .backward
 .at_end:
         mov     rax, [s1_last_region]
         mov     rax, [rax + S1_REGION_END]
         sub     rax, 8
         cmp     rcx, rax
-        jne     .move                           ; an epilogue, but not the break's
-        mov     rdi, r13
-        sub     rdi, r15                        ; only what the block lacks: asize - size
+        jne     .backward                       ; an epilogue, but not the break's
+        mov     rdi, r12
+        sub     rdi, r15                        ; only what the block lacks: target - size
         call    s1_heap_grow                    ; extend: the new memory joins the free tail
         test    rax, rax
-        jz      .out                            ; ENOMEM: the old block is untouched
+        jz      .backward                       ; no more break: other ways may still work
         lea     rdi, [r14 + r15]
-.absorb:                                        ; IN: rdi = next block's header
+.forward:                                       ; IN: rdi = next block's header
         mov     rax, [rdi]
         test    al, S1_ALLOC
-        jnz     .move                           ; next is used
+        jnz     .backward                       ; next is used (the growth made a new region)
         lea     rcx, [r15 + rax]                ; rcx = combined size
         cmp     rcx, r13
-        jb      .move                           ; not enough even together
+        jb      .backward                       ; not enough even together
         push    rcx
         push    rdi
         call    s1_list_remove
@@ -267,28 +284,84 @@ s1_realloc:
         pop     rcx
         mov     rax, S1_POISON
         mov     [rdi], rax                      ; the absorbed header is gone
+        mov     rdx, r14                        ; the block stays where it is
+        jmp     .fit
+
+.backward:
+        mov     rax, [r14 - 8]                  ; the previous block's footer
+        test    al, S1_ALLOC
+        jnz     .move                           ; previous is used (or the prologue)
+        lea     rcx, [r15 + rax]                ; rcx = previous + block
+        mov     rdx, [r14 + r15]
+        test    dl, S1_ALLOC
+        jnz     .backward_sum
+        add     rcx, rdx                        ; + next, when it is free
+.backward_sum:
+        cmp     rcx, r13
+        jb      .move                           ; not enough even together
+        push    rcx
+        push    rax
+        mov     rdi, r14
+        sub     rdi, rax                        ; the previous block's header
+        call    s1_list_remove
+        lea     rdi, [r14 + r15]
+        test    qword [rdi], S1_ALLOC
+        jnz     .backward_copy
+        call    s1_list_remove                  ; the next block joins too
+        mov     rax, S1_POISON
+        mov     [r14 + r15], rax
+.backward_copy:
+        pop     rax
+        pop     rcx
+        mov     rdx, r14
+        sub     rdx, rax                        ; rdx = the run's header (the previous block's)
+        push    rdx
+        push    rcx
+        lea     rdi, [rdx + 8]
+        mov     rsi, rbx
+        lea     rcx, [r15 - S1_OVERHEAD]
+        rep     movsb                           ; down: a forward copy is safe as they overlap
+        pop     rcx
+        pop     rdx
+
+.fit:   ; IN: rdx = header of the run the block now starts, rcx = the run's size (>= asize).
+        ; The block takes up to the target; a rest that can stand alone goes back as free.
         mov     rax, rcx
-        sub     rax, r13                        ; what would be left over
-        cmp     rax, S1_MIN_BLOCK
-        jb      .take_all
-        lea     rdx, [r13 + S1_ALLOC]
-        SET_TAGS r14, rdx, rcx                  ; grown to exactly asize
-        lea     rdi, [r14 + r13]
-        SET_TAGS rdi, rax, rcx                  ; the rest is a free block (its next is used)
+        cmp     rax, r12
+        jbe     .fit_used
+        mov     rax, r12                        ; rax = used = min(run, target)
+.fit_used:
+        mov     rsi, rcx
+        sub     rsi, rax                        ; rsi = rest
+        cmp     rsi, S1_MIN_BLOCK
+        jae     .fit_split
+        lea     r8, [rcx + S1_ALLOC]
+        SET_TAGS rdx, r8, r9                    ; used, the whole run
+        jmp     .fit_done
+.fit_split:
+        lea     r8, [rax + S1_ALLOC]
+        SET_TAGS rdx, r8, r9                    ; used, `used` bytes
+        lea     rdi, [rdx + rax]
+        SET_TAGS rdi, rsi, r9                   ; the rest is a free block (its next is used)
+        push    rdx
+        sub     rsp, 8
         call    s1_list_push
-        mov     rax, rbx
-        jmp     .out
-.take_all:
-        lea     rdx, [rcx + S1_ALLOC]
-        SET_TAGS r14, rdx, rcx
-        mov     rax, rbx
+        add     rsp, 8
+        pop     rdx
+.fit_done:
+        lea     rax, [rdx + 8]
         jmp     .out
 
 .move:
-        mov     rdi, r12
-        call    s1_malloc
+        lea     rdi, [r12 - S1_OVERHEAD]
+        call    s1_malloc                       ; the moved block takes its slack too...
+        test    rax, rax
+        jnz     .copy
+        lea     rdi, [r13 - S1_OVERHEAD]
+        call    s1_malloc                       ; ...unless only the bare size can be had
         test    rax, rax
         jz      .out                            ; ENOMEM: the old block is untouched
+.copy:
         mov     r13, rax
         mov     rdi, rax                        ; copy the whole old payload
         mov     rsi, rbx

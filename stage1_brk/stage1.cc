@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <new>
 
 #include "contract/diagnostics.h"
@@ -131,6 +132,7 @@ const char* check_message(uint64_t code) {
         case S1_CHECK_LIST_FOREIGN: return "free-list node is not a free block of this heap";
         case S1_CHECK_LIST_LINK: return "free-list prev link does not point back";
         case S1_CHECK_LIST_COUNT: return "free-list length differs from free blocks in heap";
+        case S1_CHECK_LIST_CLASS: return "free block on the wrong size-class list, or class map wrong";
         default: return "unknown invariant";
     }
 }
@@ -200,9 +202,12 @@ constexpr Api kSingleThread = {&st_malloc,        &st_free,        &st_calloc,
 
 // ---- Options --------------------------------------------------------------------------------
 
+// Indexed by S1Fit.
+constexpr const char* kFits[] = {"first", "next", "best", "seg"};
+
 constexpr OptionInfo kOptions[] = {
-    {"fit", "first|next|best", "free-list search: first fit (default), next fit, best fit"},
-    {"margin", "<bytes>", "extra bytes asked of sbrk on every growth (default 32768)"},
+    {"fit", "first|next|best|seg", "free-list search: first, next or best fit over one list, or segregated fit over size classes"},
+    {"margin", "<bytes>", "largest margin added to a growth; the margin is an eighth of the heap up to this (default 1048576)"},
     {"trim", "<bytes>|off", "trailing free bytes that make the heap lower the break (default 131072)"},
     {"break", "sbrk|reserved", "where the heap grows: the real program break (default) or a private reservation"},
 };
@@ -245,9 +250,8 @@ using Lock = Locked<kSingleThread>;
 // they are set and read under the stage's lock, like any other call.
 bool set_option_unlocked(const char* name, const char* value) {
     if (std::strcmp(name, "fit") == 0) {
-        static const char* const fits[] = {"first", "next", "best"};
-        for (uint64_t i = 0; i < 3; ++i)
-            if (std::strcmp(value, fits[i]) == 0) return s1_fit_policy = i, true;
+        for (uint64_t i = 0; i < std::size(kFits); ++i)
+            if (std::strcmp(value, kFits[i]) == 0) return s1_set_fit(i), true;
         return false;
     }
     uint64_t bytes;
@@ -276,10 +280,7 @@ bool set_option(const char* name, const char* value) {
 
 const char* get_option_unlocked(const char* name) {
     static char buffer[32];
-    if (std::strcmp(name, "fit") == 0) {
-        static const char* const fits[] = {"first", "next", "best"};
-        return fits[s1_fit_policy % 3];
-    }
+    if (std::strcmp(name, "fit") == 0) return kFits[s1_fit_policy % std::size(kFits)];
     if (std::strcmp(name, "margin") == 0) {
         LineWriter(buffer, sizeof buffer).dec(s1_grow_margin);
         return buffer;
@@ -309,7 +310,7 @@ extern "C" void s1_list_corrupted(uint64_t header) {
 const Stage descriptor = {
     kName,
     1,
-    "NASM brk heap: boundary tags, explicit free list, first/next/best fit",
+    "NASM brk heap: boundary tags, explicit free lists, first/next/best/segregated fit",
     ThreadSafety::locked,
     true,
     kS1MaxAlignment,

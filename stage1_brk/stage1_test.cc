@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -61,8 +62,8 @@ struct IsolatedHeap {
         g_break = &brk;
         s1_reset();
         s1_sbrk_hook = &isolated_sbrk;
-        s1_fit_policy = S1_FIT_FIRST;
-        s1_grow_margin = 32 * 1024;
+        s1_set_fit(S1_FIT_FIRST);
+        s1_grow_margin = 1024 * 1024;
         s1_trim_threshold = 128 * 1024;
     }
     ~IsolatedHeap() {
@@ -150,6 +151,91 @@ TEST_CASE_FIXTURE(IsolatedHeap, "first, next and best fit choose different block
     CHECK(check() == S1_CHECK_OK);
 }
 
+TEST_CASE_FIXTURE(IsolatedHeap, "the segregated fit files blocks by size class and takes the best of a class") {
+    CHECK(s1_size_class(32) == 0);  // under the default policy the class is computed...
+    s1_set_fit(S1_FIT_FIRST);
+    CHECK(s1_size_class(4096) == 0);  // ...with one list for the others
+    s1_set_fit(S1_FIT_SEG);
+    CHECK(s1_size_class(48) == 1);
+    CHECK(s1_size_class(496) == 29);
+    CHECK(s1_size_class(512) == 30);
+    CHECK(s1_size_class(1023 & ~15) == 33);
+    CHECK(s1_size_class(1024) == 34);
+    CHECK(s1_size_class(1ull << 30) == kS1Classes - 1);
+    // Free blocks of 688, 560 and 608 bytes, all in class 30 (512-639) but 688 (class 31),
+    // laid out in address order under first fit, then refiled.
+    s1_set_fit(S1_FIT_FIRST);
+    void* a = s1_malloc(672);
+    void* g1 = s1_malloc(16);
+    void* b = s1_malloc(544);
+    void* g2 = s1_malloc(16);
+    void* c = s1_malloc(592);
+    void* g3 = s1_malloc(16);
+    s1_free(a), s1_free(b), s1_free(c);
+    s1_set_fit(S1_FIT_SEG);
+    CHECK(check() == S1_CHECK_OK);
+    CHECK(s1_malloc(530) == b);  // asize 560: class 30's best fit, though c was pushed last
+    CHECK(s1_malloc(580) == c);  // asize 608: c, the only fit left in class 30
+    // asize 624: class 30 is empty now, and the nearest class above holds a (688). A large
+    // block goes at the back [S1.32]: the used part is a's last 624 bytes.
+    void* d = s1_malloc(608);
+    CHECK(header(d) == header(a) + 688 - 624);
+    CHECK(check() == S1_CHECK_OK);
+    (void)g1, (void)g2, (void)g3;
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "the segregated fit uses the wilderness only when nothing else fits") {
+    s1_grow_margin = 0;  // exact growths: the block sizes below are the whole story
+    void* hole = s1_malloc(3040);  // laid out under first fit: hole, guard, then the end
+    void* guard = s1_malloc(16);
+    REQUIRE(s1_free(s1_malloc(2600)) == S1_OK);  // the wilderness: about 2,620 bytes
+    REQUIRE(s1_free(hole) == S1_OK);                // 3,056 bytes
+    s1_set_fit(S1_FIT_SEG);
+    uint64_t wilderness = blocks().back().size;
+    REQUIRE(wilderness < 3056);
+    REQUIRE(s1_size_class(wilderness) == s1_size_class(3056));  // one class: 2560-3071
+    void* p = s1_malloc(2500);  // best fit in that class would be the wilderness: not taken
+    CHECK(header(p) < header(guard));
+    void* q = s1_malloc(2600);  // fits only the wilderness now
+    CHECK(header(q) > header(guard));
+    CHECK(check() == S1_CHECK_OK);
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "switching to and from the segregated fit refiles every free block") {
+    std::vector<void*> kept;
+    for (int i = 0; i < 64; ++i) {
+        void* p = s1_malloc(static_cast<size_t>(16 + 40 * i));
+        if (i % 2) s1_free(p);
+        else kept.push_back(p);
+    }
+    CHECK(check() == S1_CHECK_OK);
+    s1_set_fit(S1_FIT_SEG);
+    CHECK(check() == S1_CHECK_OK);  // each block on its class's list, the class map exact
+    s1_set_fit(S1_FIT_BEST);
+    CHECK(check() == S1_CHECK_OK);  // one list again
+    s1_set_fit(S1_FIT_SEG);
+    for (void* p : kept) CHECK(s1_free(p) == S1_OK);
+    CHECK(check() == S1_CHECK_OK);
+    CHECK(blocks().size() == 1);
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "the growth margin is an eighth of the heap, at least 1 KiB, at most the option") {
+    REQUIRE(s1_malloc(16) != nullptr);
+    CHECK(s1_footprint == 32 + 48 + kS1GrowMin);  // block, fences and region header, margin
+    // Under first fit a request that outgrows the heap is placed at the front of the grown
+    // trailing block, so what is left behind it is exactly the margin of that growth.
+    uint64_t before = s1_footprint;
+    REQUIRE(s1_malloc(1 << 20) != nullptr);
+    CHECK(blocks().back().kind == S1_KIND_FREE);
+    CHECK(blocks().back().size == std::max(kS1GrowMin, before >> kS1GrowShift));
+    before = s1_footprint;
+    REQUIRE(s1_malloc(1 << 20) != nullptr);
+    CHECK(blocks().back().size == ((before >> kS1GrowShift) & ~uint64_t{15}));  // an eighth
+    s1_grow_margin = 4096;
+    REQUIRE(s1_malloc(1 << 20) != nullptr);
+    CHECK(blocks().back().size == 4096);  // capped by the option
+}
+
 TEST_CASE_FIXTURE(IsolatedHeap, "realloc grows into a following free block without moving") {
     void* a = s1_malloc(100);
     void* b = s1_malloc(500);
@@ -162,6 +248,39 @@ TEST_CASE_FIXTURE(IsolatedHeap, "realloc grows into a following free block witho
     CHECK(s1_usable_size(grown) >= 400);
     CHECK(header(fence) > header(grown) + 400);
     CHECK(check() == S1_CHECK_OK);
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "realloc grows into a free predecessor, moving the payload down") {
+    void* a = s1_malloc(200);
+    char* b = static_cast<char*>(s1_malloc(100));
+    void* fence = s1_malloc(16);
+    for (int i = 0; i < 100; ++i) b[i] = static_cast<char>(i);
+    REQUIRE(s1_free(a) == S1_OK);
+    char* grown = static_cast<char*>(s1_realloc(b, 250));
+    CHECK(grown == a);  // the run starts at the predecessor
+    for (int i = 0; i < 100; ++i) REQUIRE(grown[i] == static_cast<char>(i));
+    CHECK(s1_usable_size(grown) >= 250);
+    CHECK(header(grown) + (s1_usable_size(grown) + kS1Overhead) <= header(fence));
+    CHECK(check() == S1_CHECK_OK);
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "a block grown by realloc keeps slack for its next growth") {
+    void* p = s1_malloc(1000);
+    void* fence = s1_malloc(10000);  // p's successor, then freed: room to grow forward
+    void* guard = s1_malloc(16);
+    REQUIRE(s1_free(fence) == S1_OK);
+    REQUIRE(s1_realloc(p, 2000) == p);
+    uint64_t asize = 2016;  // 2000 + header and footer
+    CHECK(s1_usable_size(p) + kS1Overhead == ((asize + asize / 8 + 15) & ~uint64_t{15}));  // target
+    std::vector<Row> before = blocks();
+    CHECK(s1_realloc(p, 2200) == p);  // inside the slack: nothing moves, nothing is split
+    std::vector<Row> after = blocks();
+    REQUIRE(after.size() == before.size());
+    for (std::size_t i = 0; i < after.size(); ++i) CHECK(after[i].size == before[i].size);
+    CHECK(s1_realloc(p, 100) == p);  // a real shrink still gives the tail back
+    CHECK(s1_usable_size(p) < 200);
+    CHECK(check() == S1_CHECK_OK);
+    (void)guard;
 }
 
 TEST_CASE_FIXTURE(IsolatedHeap, "realloc shrinks in place and frees the tail") {
@@ -193,13 +312,14 @@ TEST_CASE_FIXTURE(IsolatedHeap, "the heap gives the break back when its trailing
     uint64_t peak = s1_footprint;
     REQUIRE(peak > (1 << 20));
     s1_free(big);
-    CHECK(s1_footprint < peak - (1 << 20) + 4096);
+    uint64_t keep = std::max(peak >> kS1GrowShift, kS1GrowMin) & ~uint64_t{15};  // margin [S1.31]
+    CHECK(s1_footprint < peak - (1 << 20) + keep + 4096);
     CHECK(s1_footprint == brk.used());
     CHECK(s1_peak_footprint == peak);
     std::vector<Row> rows = blocks();
     REQUIRE(rows.size() == 2);
     CHECK(rows[1].kind == S1_KIND_FREE);
-    CHECK(rows[1].size >= s1_grow_margin);  // the margin is kept for the next request
+    CHECK(rows[1].size >= keep);  // the margin is kept for the next request
     CHECK(check() == S1_CHECK_OK);
     (void)small;
 }
@@ -405,9 +525,9 @@ TEST_CASE("options select the fit policy and the growth tunables") {
     CHECK(descriptor.get_option("colour") == nullptr);
     CHECK(std::strcmp(descriptor.get_option("break"), "sbrk") == 0);
     CHECK_FALSE(descriptor.set_option("break", "heap"));
-    CHECK(descriptor.set_option("fit", "first"));
+    CHECK(descriptor.set_option("fit", "seg"));
     CHECK(descriptor.set_option("trim", "131072"));
-    CHECK(descriptor.set_option("margin", "32768"));
+    CHECK(descriptor.set_option("margin", "1048576"));
 }
 
 TEST_CASE("options set at run time wait for the stage lock") {
@@ -423,7 +543,7 @@ TEST_CASE("options set at run time wait for the stage lock") {
     setter.join();
     CHECK(done.load());
     CHECK(std::strcmp(descriptor.get_option("fit"), "best") == 0);
-    CHECK(descriptor.set_option("fit", "first"));
+    CHECK(descriptor.set_option("fit", "seg"));
 }
 
 TEST_CASE("the reserved break serves the heap from a private mapping and can be switched back") {

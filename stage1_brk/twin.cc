@@ -55,6 +55,12 @@ uint64_t Twin::region_of(uint64_t address) const {
     return 0;
 }
 
+uint64_t Twin::margin() const {
+    uint64_t m = footprint >> kS1GrowShift;
+    if (m < kS1GrowMin) m = kS1GrowMin;
+    return (m > grow_margin ? grow_margin : m) & ~uint64_t{15};
+}
+
 uint64_t Twin::heap_grow(uint64_t asize) {
     for (;;) {
         uint64_t block = heap_grow_once(asize);
@@ -72,7 +78,7 @@ uint64_t Twin::heap_grow_once(uint64_t asize) {
         uint64_t have = (tail & kAlloc) ? 0 : tail;
         int64_t need = static_cast<int64_t>(asize - have);
         if (need < static_cast<int64_t>(kS1MinBlock)) need = kS1MinBlock;
-        uint64_t increment = (static_cast<uint64_t>(need) + grow_margin + kPage - 1) & ~(kPage - 1);
+        uint64_t increment = static_cast<uint64_t>(need) + margin();
         uint64_t r = sbrk(static_cast<int64_t>(increment));
         if (r == kFailed) return status = S1_ENOMEM, 0;
         if (r != cur) return fresh_range(r, increment);
@@ -82,7 +88,7 @@ uint64_t Twin::heap_grow_once(uint64_t asize) {
         store(cur + increment - 8, kEpilogueTag);
         return coalesce(header);
     }
-    uint64_t length = (asize + kFirstBlock + 8 + grow_margin + kPage - 1) & ~(kPage - 1);
+    uint64_t length = asize + kFirstBlock + 8 + margin();
     length += (0 - cur) & 15;
     uint64_t r = sbrk(static_cast<int64_t>(length));
     if (r == kFailed) return status = S1_ENOMEM, 0;
@@ -115,7 +121,7 @@ void Twin::heap_trim(uint64_t header) {
     uint64_t size = load(header);
     if (header + size != load(last + kRegionEnd) - 8) return;
     if (size < trim_threshold) return;
-    uint64_t keep = (grow_margin + 15) & ~uint64_t{15};
+    uint64_t keep = margin();
     if (keep < kS1MinBlock) keep = kS1MinBlock;
     if (size <= keep) return;
     uint64_t give = (size - keep) & ~(kPage - 1);
@@ -127,7 +133,9 @@ void Twin::heap_trim(uint64_t header) {
         sbrk(static_cast<int64_t>(give));
         return;
     }
+    list_remove(header);
     set_tags(header, size - give);
+    list_push(header);
     uint64_t end = load(last + kRegionEnd) - give;
     store(last + kRegionEnd, end);
     store(end - 8, kEpilogueTag);
@@ -135,26 +143,55 @@ void Twin::heap_trim(uint64_t header) {
 
 // ---- freelist.asm ----
 
+uint64_t Twin::size_class(uint64_t size) const {
+    if (fit_policy != S1_FIT_SEG) return 0;
+    if (size < 512) return size / 16 - 2;
+    uint64_t e = 63 - __builtin_clzll(size);
+    uint64_t c = 4 * (e - 2) + ((size >> (e - 2)) & 3) + 2;
+    return c < kS1Classes - 1 ? c : kS1Classes - 1;
+}
+
 void Twin::list_push(uint64_t header) {
-    store(header + kNext, free_head_);
+    uint64_t c = size_class(load(header));
+    class_map_ |= uint64_t{1} << c;
+    store(header + kNext, free_heads_[c]);
     store(header + kPrev, 0);
-    if (free_head_) store(free_head_ + kPrev, header);
-    free_head_ = header;
+    if (free_heads_[c]) store(free_heads_[c] + kPrev, header);
+    free_heads_[c] = header;
 }
 
 void Twin::list_remove(uint64_t header) {
+    uint64_t c = size_class(load(header));
     uint64_t next = load(header + kNext), prev = load(header + kPrev);
     if (next && load(next + kPrev) != header) s1_list_corrupted(header);
-    if (prev ? load(prev + kNext) != header : free_head_ != header) s1_list_corrupted(header);
+    if (prev ? load(prev + kNext) != header : free_heads_[c] != header) s1_list_corrupted(header);
     if (header == rover_) rover_ = next;
-    if (prev) store(prev + kNext, next);
-    else free_head_ = next;
+    if (prev) {
+        store(prev + kNext, next);
+    } else {
+        free_heads_[c] = next;
+        if (!next) class_map_ &= ~(uint64_t{1} << c);
+    }
     if (next) store(next + kPrev, prev);
 }
 
+uint64_t Twin::seg_best(uint64_t node, uint64_t asize, uint64_t limit, uint64_t skip) const {
+    uint64_t best = 0, best_size = UINT64_MAX;
+    for (; node && limit; node = load(node + kNext), --limit) {
+        if (node == skip) continue;
+        uint64_t size = load(node);
+        if (size < asize || size >= best_size) continue;
+        best = node;
+        best_size = size;
+        if (size == asize) break;
+    }
+    return best;
+}
+
 uint64_t Twin::find_fit(uint64_t asize) {
+    uint64_t head = free_heads_[0];
     if (fit_policy == S1_FIT_NEXT) {
-        uint64_t start = rover_ ? rover_ : free_head_;
+        uint64_t start = rover_ ? rover_ : head;
         if (!start) return 0;
         uint64_t b = start;
         do {
@@ -163,39 +200,66 @@ uint64_t Twin::find_fit(uint64_t asize) {
                 return b;
             }
             b = load(b + kNext);
-            if (!b) b = free_head_;
+            if (!b) b = head;
         } while (b != start);
         return 0;
     }
-    if (fit_policy == S1_FIT_BEST) {
-        uint64_t best = 0, best_size = UINT64_MAX;
-        for (uint64_t b = free_head_; b; b = load(b + kNext)) {
-            uint64_t size = load(b);
-            if (size < asize || size >= best_size) continue;
-            best = b;
-            best_size = size;
-            if (size == asize) break;
+    if (fit_policy == S1_FIT_BEST) return seg_best(head, asize, UINT64_MAX, 0);
+    if (fit_policy == S1_FIT_SEG) {
+        uint64_t c = size_class(asize);
+        uint64_t wild = 0;
+        if (last_region_) {
+            uint64_t end = load(last_region_ + kRegionEnd), footer = load(end - 16);
+            if (!(footer & kAlloc)) wild = end - 8 - footer;
         }
-        return best;
+        uint64_t found = seg_best(free_heads_[c], asize, c == kS1Classes - 1 ? UINT64_MAX : kS1SegScan, wild);
+        while (!found && ++c < kS1Classes) {
+            uint64_t above = class_map_ >> c << c;
+            if (!above) break;
+            c = __builtin_ctzll(above);
+            found = seg_best(free_heads_[c], asize, kS1SegScan, wild);
+        }
+        if (!found && wild && load(wild) >= asize) found = wild;
+        return found;
     }
-    for (uint64_t b = free_head_; b; b = load(b + kNext))
+    for (uint64_t b = head; b; b = load(b + kNext))
         if (load(b) >= asize) return b;
     return 0;
 }
 
+void Twin::set_fit(uint64_t policy) {
+    bool was_seg = fit_policy == S1_FIT_SEG;
+    fit_policy = policy;
+    if (was_seg == (policy == S1_FIT_SEG)) return;
+    for (uint64_t& head : free_heads_) head = 0;
+    class_map_ = rover_ = 0;
+    for (uint64_t region = first_region_; region; region = load(region + kRegionNext)) {
+        uint64_t end = load(region + kRegionEnd) - 8;
+        for (uint64_t b = region + kFirstBlock; b < end; b += load(b) & ~kFlags)
+            if (!(load(b) & kAlloc)) list_push(b);
+    }
+}
+
 // ---- block.asm ----
 
-void Twin::place(uint64_t header, uint64_t asize) {
+uint64_t Twin::place(uint64_t header, uint64_t asize) {
     list_remove(header);
     uint64_t size = load(header);
     uint64_t rest = size - asize;
-    if (rest >= kS1MinBlock) {
-        set_tags(header, asize | kAlloc);
-        set_tags(header + asize, rest);
-        list_push(header + asize);
-    } else {
+    if (rest < kS1MinBlock) {
         set_tags(header, size | kAlloc);
+        return header;
     }
+    if (fit_policy == S1_FIT_SEG && asize >= kS1SplitBack) {  // used part at the back
+        set_tags(header, rest);
+        set_tags(header + rest, asize | kAlloc);
+        list_push(header);
+        return header + rest;
+    }
+    set_tags(header, asize | kAlloc);
+    set_tags(header + asize, rest);
+    list_push(header + asize);
+    return header;
 }
 
 uint64_t Twin::coalesce(uint64_t header) {
@@ -235,8 +299,7 @@ void* Twin::malloc(uint64_t size) {
     uint64_t block = find_fit(asize);
     if (!block) block = heap_grow(asize);
     if (!block) return nullptr;
-    place(block, asize);
-    return reinterpret_cast<void*>(block + 8);
+    return reinterpret_cast<void*>(place(block, asize) + 8);
 }
 
 uint32_t Twin::validate(const void* ptr) const {
@@ -285,35 +348,61 @@ void* Twin::realloc(void* ptr, uint64_t size) {
     uint64_t header = reinterpret_cast<uint64_t>(ptr) - 8;
     uint64_t current = load(header) & ~kFlags;
     if (asize <= current) {
-        split_tail(header, asize);
+        if (current - asize > (asize >> kS1SlackShift)) split_tail(header, asize);
         return ptr;
     }
-    uint64_t next = header + current;
-    bool can_absorb = !(load(next) & kAlloc) || load(next) == kEpilogueTag;
-    if (can_absorb && (load(next) == kEpilogueTag || current + load(next) < asize)) {
-        uint64_t end = load(next) == kEpilogueTag ? next : next + load(next);
-        if (load(end) != kEpilogueTag || end != load(last_region_ + kRegionEnd) - 8) can_absorb = false;
-        else if (!heap_grow(asize - current)) return nullptr;
+    uint64_t target = (asize + (asize >> kS1SlackShift) + kS1Align - 1) & ~(kS1Align - 1);
+    uint64_t next = header + current, tag = load(next);
+    uint64_t end = 0;  // the epilogue this block could grow against
+    bool forward = false;
+    if (tag == kEpilogueTag) {
+        end = next;
+    } else if (!(tag & kAlloc)) {
+        if (current + tag >= asize) forward = true;
+        else if (load(next + tag) == kEpilogueTag) end = next + tag;
     }
-    if (can_absorb && !(load(next) & kAlloc) && current + load(next) >= asize) {
-        uint64_t total = current + load(next);
-        list_remove(next);
-        store(next, kS1Poison);
-        uint64_t rest = total - asize;
-        if (rest >= kS1MinBlock) {
-            set_tags(header, asize | kAlloc);
-            set_tags(header + asize, rest);
-            list_push(header + asize);
-        } else {
-            set_tags(header, total | kAlloc);
+    if (end && end == load(last_region_ + kRegionEnd) - 8 && heap_grow(target - current)) forward = true;
+    if (forward) {
+        tag = load(next);
+        if (!(tag & kAlloc) && current + tag >= asize) {
+            list_remove(next);
+            store(next, kS1Poison);
+            return fit(header, current + tag, target);
         }
-        return ptr;
     }
-    void* moved = malloc(size);
+    uint64_t prev_footer = load(header - 8);
+    if (!(prev_footer & kAlloc)) {
+        uint64_t run = prev_footer + current;
+        if (!(load(next) & kAlloc)) run += load(next);
+        if (run >= asize) {
+            uint64_t prev = header - prev_footer;
+            list_remove(prev);
+            if (!(load(next) & kAlloc)) {
+                list_remove(next);
+                store(next, kS1Poison);
+            }
+            std::memmove(reinterpret_cast<void*>(prev + 8), ptr, current - kS1Overhead);
+            return fit(prev, run, target);
+        }
+    }
+    void* moved = malloc(target - kS1Overhead);
+    if (!moved) moved = malloc(asize - kS1Overhead);
     if (!moved) return nullptr;
     std::memcpy(moved, ptr, current - kS1Overhead);
     free_block(header);
     return moved;
+}
+
+void* Twin::fit(uint64_t header, uint64_t run, uint64_t target) {
+    uint64_t used = run < target ? run : target;
+    if (run - used < kS1MinBlock) {
+        set_tags(header, run | kAlloc);
+    } else {
+        set_tags(header, used | kAlloc);
+        set_tags(header + used, run - used);
+        list_push(header + used);
+    }
+    return reinterpret_cast<void*>(header + 8);
 }
 
 void* Twin::memalign(uint64_t alignment, uint64_t size) {
@@ -381,12 +470,17 @@ uint64_t Twin::check(S1Report* r) const {
         if (load(end - 8) != kEpilogueTag) return fail(S1_CHECK_EPILOGUE, end - 8);
         previous_end = end;
     }
-    uint64_t seen = 0, previous = 0;
-    for (uint64_t node = free_head_; node; previous = node, node = load(node + kNext)) {
-        if (++seen > r->free_blocks) return fail(S1_CHECK_LIST_COUNT, node);
-        if (!region_of(node) || (node & 15) != 8 || (load(node) & kFlags))
-            return fail(S1_CHECK_LIST_FOREIGN, node);
-        if (load(node + kPrev) != previous) return fail(S1_CHECK_LIST_LINK, node);
+    uint64_t seen = 0;
+    for (uint64_t c = 0; c < kS1Classes; ++c) {
+        if (((class_map_ >> c) & 1) != (free_heads_[c] != 0)) return fail(S1_CHECK_LIST_CLASS, 0);
+        uint64_t previous = 0;
+        for (uint64_t node = free_heads_[c]; node; previous = node, node = load(node + kNext)) {
+            if (++seen > r->free_blocks) return fail(S1_CHECK_LIST_COUNT, node);
+            if (!region_of(node) || (node & 15) != 8 || (load(node) & kFlags))
+                return fail(S1_CHECK_LIST_FOREIGN, node);
+            if (load(node + kPrev) != previous) return fail(S1_CHECK_LIST_LINK, node);
+            if (size_class(load(node)) != c) return fail(S1_CHECK_LIST_CLASS, node);
+        }
     }
     if (seen != r->free_blocks) return fail(S1_CHECK_LIST_COUNT, 0);
     return S1_CHECK_OK;

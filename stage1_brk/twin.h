@@ -27,9 +27,12 @@ public:
     // Calls visit(kind, header address, size) like s1_walk; return false to stop.
     void walk(const std::function<bool(uint64_t, uint64_t, uint64_t)>& visit) const;
 
+    void set_fit(uint64_t policy);
+    uint64_t size_class(uint64_t size) const;
+
     // Tunables and counters, named as in heap.asm.
-    uint64_t fit_policy = S1_FIT_FIRST;
-    uint64_t grow_margin = 32 * 1024;
+    uint64_t fit_policy = S1_FIT_SEG;
+    uint64_t grow_margin = 1024 * 1024;
     uint64_t trim_threshold = 128 * 1024;
     uint32_t status = S1_OK;
     uint64_t brk_calls = 0, footprint = 0, peak_footprint = 0;
@@ -42,6 +45,7 @@ private:
 
     uint64_t sbrk(int64_t increment);  // counts like s1_sbrk; returns UINT64_MAX on failure
     uint64_t region_of(uint64_t address) const;
+    uint64_t margin() const;
     uint64_t heap_grow(uint64_t asize);
     uint64_t heap_grow_once(uint64_t asize);  // one attempt; the block may fall short
     uint64_t fresh_range(uint64_t base, uint64_t length);
@@ -49,14 +53,16 @@ private:
     void list_push(uint64_t header);
     void list_remove(uint64_t header);
     uint64_t find_fit(uint64_t asize);
-    void place(uint64_t header, uint64_t asize);
+    uint64_t seg_best(uint64_t node, uint64_t asize, uint64_t limit, uint64_t skip) const;
+    uint64_t place(uint64_t header, uint64_t asize);  // the used block's header
     uint64_t coalesce(uint64_t header);
     void split_tail(uint64_t header, uint64_t asize);
     void free_block(uint64_t header);
+    void* fit(uint64_t header, uint64_t run, uint64_t target);  // s1_realloc's .fit
 
     std::function<void*(intptr_t)> sbrk_;
     uint64_t first_region_ = 0, last_region_ = 0;
-    uint64_t free_head_ = 0, rover_ = 0;
+    uint64_t free_heads_[kS1Classes] = {}, class_map_ = 0, rover_ = 0;
 };
 
 }  // namespace edu::stage1

@@ -42,7 +42,10 @@ public:
         s1_reset();
     }
 
-    void set_policy(uint64_t policy) { s1_fit_policy = twin_.fit_policy = policy; }
+    void set_policy(uint64_t policy) {
+        s1_set_fit(policy);
+        twin_.set_fit(policy);
+    }
 
     // Offsets of the two results; equal offsets mean equal decisions.
     void same_pointer(const void* core, const void* twin, const char* what) {
@@ -216,7 +219,7 @@ void duel(uint64_t seed, int steps) {
     CAPTURE(seed);
     std::mt19937_64 rng(seed);
     Duel d;
-    d.set_policy(seed % 3);
+    d.set_policy(seed % 4);
     // The break starts high; now and then it jumps to a zone 256 MiB lower, so new regions land
     // below old ones and must be linked in address order.
     uint64_t zone = ReservedBreak::kReserve - (256u << 20);
@@ -240,7 +243,7 @@ void duel(uint64_t seed, int steps) {
             d.bump(rng() % 3 == 0 ? 4096 : 8 * (1 + rng() % 64));  // page-sized or unaligned
         } else if (op < 98) {
             if (rng() % 16 == 0 && zone > (256u << 20)) d.move_to(zone -= 256u << 20);
-            else d.set_policy(rng() % 3);
+            else d.set_policy(rng() % 4);
         } else if (op < 99) {
             d.set_limit(d.used() + rng() % 65536);  // the next large growth fails
         } else {

@@ -1,0 +1,177 @@
+// bench/stage1_traces.cc: stage 1's placement policies on malloc-lab-style traces, scored the
+// way CS:APP's mdriver scores them: utilisation = peak live payload (requested bytes) / heap
+// extent at the end (the highest footprint, never shrinking), plus operations per second.
+// Replays each trace straight through the NASM core on a private break (reserved_break.h).
+//   bazel run --config=opt //bench:stage1_traces -- [--fits=first,next,best,seg] [TRACE...]
+// With no trace files it replays the built-in workloads of the stage diff and four generated
+// traces shaped like the classic lab traces (binary, binary2, coalescing, realloc).
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "stage1_brk/core.h"
+#include "stage1_brk/reserved_break.h"
+#include "stage1_brk/stage1.h"
+#include "tools/diff/workload.h"
+
+namespace {
+
+using edu::diff::Op;
+using edu::diff::Workload;
+using edu::stage1::ReservedBreak;
+
+ReservedBreak* g_break = nullptr;
+void* bench_sbrk(intptr_t increment) { return g_break->sbrk(increment); }
+
+// Generated traces with the shapes of four classic lab traces (same operations in the same
+// order as their published patterns; the real program traces are not redistributed here).
+Workload lab_like(const std::string& name) {
+    Workload w;
+    w.name = name + "-like";
+    auto a = [&](uint32_t id, uint64_t size) { w.ops.push_back({Op::alloc, id, size}); };
+    auto f = [&](uint32_t id) { w.ops.push_back({Op::free, id, 0}); };
+    auto r = [&](uint32_t id, uint64_t size) { w.ops.push_back({Op::realloc, id, size}); };
+    if (name == "binary" || name == "binary2") {
+        // Pairs of a small and a large block; the large ones are freed, then larger ones come.
+        uint64_t small = name == "binary" ? 64 : 16, large = name == "binary" ? 448 : 112;
+        uint64_t later = name == "binary" ? 512 : 128;
+        uint32_t pairs = name == "binary" ? 2000 : 4000;
+        for (uint32_t i = 0; i < 2 * pairs; i += 2) a(i, small), a(i + 1, large);
+        for (uint32_t i = 1; i < 2 * pairs; i += 2) f(i);
+        for (uint32_t i = 0; i < pairs; ++i) a(2 * pairs + i, later);
+        for (uint32_t i = 0; i < 3 * pairs; ++i)
+            if (i >= 2 * pairs || i % 2 == 0) f(i);
+        w.ids = 3 * pairs;
+    } else if (name == "coalescing") {
+        // Two neighbours freed, then one block of their combined size: a coalescing test.
+        uint32_t id = 0;
+        for (int round = 0; round < 2400; ++round, id += 3) {
+            a(id, 4095), a(id + 1, 4095), f(id), f(id + 1), a(id + 2, 8190), f(id + 2);
+        }
+        w.ids = id;
+    } else if (name == "realloc") {
+        // One block grown by 128 bytes at a time while small blocks come and go behind it.
+        a(0, 512), a(1, 128);
+        for (uint32_t i = 1; i < 4800; ++i) r(0, 512 + 128 * i), a(i + 1, 128), f(i);
+        f(0), f(4800);
+        w.ids = 4801;
+    }
+    return w;
+}
+
+struct Result {
+    double utilisation = 0, ops_per_second = 0;
+    bool ok = false;
+};
+
+Result replay(const Workload& w, uint64_t fit) {
+    ReservedBreak brk;
+    g_break = &brk;
+    s1_reset();
+    s1_sbrk_hook = &bench_sbrk;
+    s1_set_fit(fit);
+    std::vector<void*> blocks(w.ids, nullptr);
+    std::vector<uint64_t> sizes(w.ids, 0);
+    uint64_t live = 0, peak = 0;
+    auto start = std::chrono::steady_clock::now();
+    for (const Op& op : w.ops) {
+        switch (op.kind) {
+            case Op::alloc:
+                blocks[op.id] = s1_malloc(op.size);
+                if (!blocks[op.id]) return {};
+                live += op.size;
+                sizes[op.id] = op.size;
+                break;
+            case Op::free:
+                s1_free(blocks[op.id]);
+                blocks[op.id] = nullptr;
+                live -= sizes[op.id];
+                break;
+            case Op::realloc:
+                blocks[op.id] = s1_realloc(blocks[op.id], op.size);
+                if (!blocks[op.id]) return {};
+                live += op.size - sizes[op.id];
+                sizes[op.id] = op.size;
+                break;
+        }
+        if (live > peak) peak = live;
+    }
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    S1Report report;
+    Result result;
+    result.ok = s1_check(&report) == S1_CHECK_OK;
+    result.utilisation = s1_peak_footprint ? double(peak) / double(s1_peak_footprint) : 0;
+    result.ops_per_second = seconds > 0 ? double(w.ops.size()) / seconds : 0;
+    for (void* p : blocks) s1_free(p);
+    s1_sbrk_hook = nullptr;
+    s1_reset();
+    return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> fit_names = {"first", "next", "best", "seg"};
+    std::vector<Workload> workloads;
+    const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY");
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (arg.rfind("--fits=", 0) == 0) {
+            fit_names.clear();
+            std::stringstream list(arg.substr(7));
+            for (std::string name; std::getline(list, name, ',');) fit_names.push_back(name);
+            continue;
+        }
+        std::string path = (arg[0] != '/' && cwd) ? std::string(cwd) + "/" + arg : arg;
+        std::ifstream in(path);
+        if (!in) return std::fprintf(stderr, "%s: cannot read\n", arg.c_str()), 2;
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        Workload w;
+        std::string error;
+        if (!edu::diff::parse_trace(text, arg, &w, &error)) return std::fprintf(stderr, "%s\n", error.c_str()), 2;
+        w.name = arg.substr(arg.find_last_of('/') + 1);
+        workloads.push_back(std::move(w));
+    }
+    if (workloads.empty()) {
+        for (const std::string& name : edu::diff::builtin_names()) {
+            Workload w;
+            edu::diff::make_builtin(name, 1, 1.0, &w);
+            w.name = name;
+            workloads.push_back(std::move(w));
+        }
+        for (const char* name : {"binary", "binary2", "coalescing", "realloc"}) workloads.push_back(lab_like(name));
+    }
+    std::vector<uint64_t> fits;
+    for (const std::string& name : fit_names) {
+        if (!edu::stage1::descriptor.set_option("fit", name.c_str()))
+            return std::fprintf(stderr, "unknown fit policy: %s\n", name.c_str()), 2;
+        fits.push_back(s1_fit_policy);
+    }
+    std::printf("| trace | ops |");
+    for (const std::string& name : fit_names) std::printf(" %s util | %s Mops/s |", name.c_str(), name.c_str());
+    std::printf("\n|---|---|");
+    for (std::size_t i = 0; i < fits.size(); ++i) std::printf("---|---|");
+    std::printf("\n");
+    std::vector<double> sum(fits.size(), 0), low(fits.size(), 1);
+    for (const Workload& w : workloads) {
+        std::printf("| %s | %zu |", w.name.c_str(), w.ops.size());
+        for (std::size_t i = 0; i < fits.size(); ++i) {
+            Result r = replay(w, fits[i]);
+            if (!r.ok) return std::fprintf(stderr, "%s: failed under fit=%s\n", w.name.c_str(), fit_names[i].c_str()), 1;
+            sum[i] += r.utilisation;
+            if (r.utilisation < low[i]) low[i] = r.utilisation;
+            std::printf(" %.1f%% | %.2f |", 100 * r.utilisation, r.ops_per_second / 1e6);
+        }
+        std::printf("\n");
+    }
+    std::printf("| **mean** | |");
+    for (std::size_t i = 0; i < fits.size(); ++i) std::printf(" **%.1f%%** (min %.1f%%) | |", 100 * sum[i] / double(workloads.size()), 100 * low[i]);
+    std::printf("\n");
+    return 0;
+}
