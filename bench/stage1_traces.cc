@@ -34,9 +34,10 @@ void* bench_sbrk(intptr_t increment) { return g_break->sbrk(increment); }
 Workload lab_like(const std::string& name) {
     Workload w;
     w.name = name + "-like";
-    auto a = [&](uint32_t id, uint64_t size) { w.ops.push_back({Op::alloc, id, size}); };
-    auto f = [&](uint32_t id) { w.ops.push_back({Op::free, id, 0}); };
-    auto r = [&](uint32_t id, uint64_t size) { w.ops.push_back({Op::realloc, id, size}); };
+    auto line = [&] { return static_cast<uint32_t>(w.ops.size() + 1); };
+    auto a = [&](uint32_t id, uint64_t size) { w.ops.push_back({Op::alloc, id, size, line()}); };
+    auto f = [&](uint32_t id) { w.ops.push_back({Op::free, id, 0, line()}); };
+    auto r = [&](uint32_t id, uint64_t size) { w.ops.push_back({Op::realloc, id, size, line()}); };
     if (name == "binary" || name == "binary2") {
         // Pairs of a small and a large block; the large ones are freed, then larger ones come.
         uint64_t small = name == "binary" ? 64 : 16, large = name == "binary" ? 448 : 112;
@@ -81,6 +82,7 @@ Result replay(const Workload& w, uint64_t fit) {
     uint64_t live = 0, peak = 0;
     auto start = std::chrono::steady_clock::now();
     for (const Op& op : w.ops) {
+        if (op.id >= w.ids) continue;  // free(NULL): nothing to do
         switch (op.kind) {
             case Op::alloc:
                 blocks[op.id] = s1_malloc(op.size);
