@@ -1,6 +1,7 @@
-// tools/diff/main.cc: `stagediff`, the same workload through every stage, side by side.
-// Parses the command line, builds or reads the workloads, applies stage options, replays each
-// workload through each chosen stage (replay.h) and prints the comparison (report.h).
+// tools/diff/main.cc: `stagediff`, the same workloads through every stage, side by side.
+// Parses the command line (one table of options), reads or builds the workloads, applies stage
+// options, replays each workload through each chosen stage and the C library's malloc, each in
+// a child process (replay.h), and prints the per-trace table, JSON or CSV (report.h).
 // Stages are found in the registry, so a newly linked stage appears with no change here.
 #include <sys/stat.h>
 #include <unistd.h>
@@ -330,7 +331,8 @@ void list_everything() {
             std::cout << "     " << s.name << "." << s.options[k].name << "=" << s.options[k].values << "  (now "
                       << s.get_option(s.options[k].name) << ")  " << s.options[k].help << "\n";
     }
-    std::cout << "built-in workloads:";
+    std::cout << "0  libc: " << libc_reference().summary << " (the reference column; --no-libc leaves it out)\n"
+              << "built-in workloads:";
     for (const std::string& n : builtin_names()) std::cout << " " << n;
     std::cout << "\n";
 }
@@ -339,6 +341,12 @@ std::string picture_name(const std::string& path, const std::string& stage) {
     std::size_t dot = path.rfind('.');
     if (dot == std::string::npos || dot < path.rfind('/') + 1) return path + "-" + stage;
     return path.substr(0, dot) + "-" + stage + path.substr(dot);
+}
+
+// A workload's name fit for a file name: the last part of its path, without its extension.
+std::string short_name(const std::string& name) {
+    std::string base = name.substr(name.rfind('/') + 1);
+    return base.substr(0, base.rfind('.'));
 }
 
 Workload read_trace(const Input& in) {
@@ -431,7 +439,8 @@ int run(int argc, char** argv) {
                 }
             }
             if (done == a.picture_at) {
-                std::string path = picture_name(a.picture_path, s.name), error;
+                std::string base = workloads.size() > 1 ? picture_name(a.picture_path, short_name(w.name)) : a.picture_path;
+                std::string path = picture_name(base, s.name), error;
                 PictureOptions po{a.picture_from, a.picture_to, id_at};
                 if (!write_heap_picture(s, path, std::string(s.name) + " after " + std::to_string(done) +
                                                      " operations of " + w.name, po, &error))
@@ -463,7 +472,7 @@ int run(int argc, char** argv) {
             std::cout << "\n";
         }
         if (!a.plot.empty()) {
-            std::string error, path = workloads.size() > 1 ? picture_name(a.plot, w.name.substr(w.name.rfind('/') + 1)) : a.plot;
+            std::string error, path = workloads.size() > 1 ? picture_name(a.plot, short_name(w.name)) : a.plot;
             if (!write_plot(result.runs, path, title, &error)) input_error(error);
             std::cerr << "stagediff: wrote " << path << "\n";
         }
