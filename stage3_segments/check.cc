@@ -218,7 +218,7 @@ CheckResult check_heap() {
             k.fail("open segment not on its kind's list", addr(s));
         bool on_purge = false;
         for (Segment* t = first_purge_segment(); t; t = t->next_purge) on_purge |= t == s;
-        bool large_kept = s->cached && s->kind == static_cast<uint8_t>(PageKind::large) && s->committed;
+        bool large_kept = s->cached && s->page_count == 1 && s->committed;
         if (on_purge != (s->on_purge_list != 0) || on_purge != (s->dirty_pages != 0 || large_kept))
             k.fail("purge list membership differs from the memory waiting to be decommitted", addr(s));
     }

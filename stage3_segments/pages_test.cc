@@ -311,16 +311,62 @@ TEST_CASE("an empty large segment waits in the cache and is reused without a sys
     CHECK_FALSE(segment_owned(q));
 }
 
-TEST_CASE("a huge block's segment is unmapped as soon as the block is freed") {
+// [S3.35] A freed huge segment waits in the cache with its memory; a smaller huge request
+// takes it without mmap and gives back what it no longer reaches; one over kHugeCacheMax is
+// unmapped at once; collect(true) empties the cache.
+TEST_CASE("a huge block's segment is cached, reused for a smaller one, and unmapped when too big") {
+    collect(true);
     ScopedHeap h;
     uint64_t before = footprint();
-    void* p = h.take(9 * kMiB);
-    CHECK(footprint() >= before + 9 * kMiB);
-    uint64_t unmaps = os_calls(OsCall::munmap);
+    void* p = h.take(20 * kMiB);
+    Segment* s = segment_of(p);
+    CHECK(footprint() >= before + 20 * kMiB);
+    uint64_t unmaps = os_calls(OsCall::munmap), maps = os_calls(OsCall::mmap);
     api().free(p);
+    CHECK(os_calls(OsCall::munmap) == unmaps);   // kept, mapping and memory
+    CHECK(s->cached == 1);
+    CHECK(s->on_purge_list == 1);
+    CHECK(segment_owned(p));
+    battery::require_heap_ok(api());
+    uint64_t madvises = os_calls(OsCall::madvise);
+    void* q = h.take(9 * kMiB);
+    CHECK(segment_of(q) == s);
+    CHECK(os_calls(OsCall::mmap) == maps);
+    CHECK(os_calls(OsCall::madvise) == madvises + 1);   // the 11 MiB the new block does not reach
+    CHECK(footprint() < before + 10 * kMiB);
+    void* r = h.take(12 * kMiB);   // the cache has nothing this big: a new mapping
+    CHECK(segment_of(r) != s);
+    CHECK(os_calls(OsCall::mmap) > maps);
+    api().free(q);
+    api().free(r);
+    CHECK(segment_cache_count() == 2);
+    battery::require_heap_ok(api());
+    collect(true);
+    CHECK(segment_cache_count() == 0);
+    CHECK(footprint() == before);
+    CHECK_FALSE(segment_owned(q));
+
+    void* giant = h.take(kHugeCacheMax + kMiB);
+    unmaps = os_calls(OsCall::munmap);
+    api().free(giant);
     CHECK(os_calls(OsCall::munmap) == unmaps + 1);
     CHECK(footprint() == before);
-    CHECK_FALSE(segment_owned(p));
+    CHECK_FALSE(segment_owned(giant));
+}
+
+TEST_CASE("the segment cache holds at most kCacheBytes and evicts the oldest first") {
+    collect(true);
+    ScopedHeap h;
+    std::vector<void*> blocks;
+    for (int i = 0; i < 5; ++i) blocks.push_back(h.take(20 * kMiB));
+    Segment* first = segment_of(blocks[0]);
+    Segment* last = segment_of(blocks[4]);
+    for (void* p : blocks) api().free(p);
+    CHECK(segment_cache_count() == kCacheBytes / last->size);   // 3 of 20 MiB and a header
+    CHECK(last->cached == 1);   // the newest stay
+    CHECK_FALSE(segment_owned(first));
+    battery::require_heap_ok(api());
+    collect(true);
 }
 
 TEST_CASE("realloc stays in place within half a class and grows a large block in its segment") {

@@ -16,8 +16,9 @@ namespace {
 
 Segment* g_all = nullptr;                    // every mapped segment
 Segment* g_open[2] = {nullptr, nullptr};     // small, medium segments with a free page
-Segment* g_cache = nullptr;                  // empty segments waiting to be reused
+Segment* g_cache = nullptr;                  // empty segments waiting to be reused, newest first
 unsigned g_cache_count = 0;
+std::size_t g_cache_bytes = 0;               // sum of their sizes (address space)
 Segment* g_purge = nullptr;                  // segments with memory to decommit later
 
 uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
@@ -70,10 +71,10 @@ void purge_remove(Segment* s) {
 }
 
 // Decommits every dirty page of `s`, one madvise per run of adjacent pages; or, for a cached
-// large segment, what its last block reached.
+// large or huge segment, what its last block reached.
 void purge_segment(Segment* s) {
     purge_remove(s);
-    if (s->kind == static_cast<uint8_t>(PageKind::large)) {
+    if (s->page_count == 1) {
         if (s->committed) os_decommit(reinterpret_cast<void*>(addr(s) + kMetaSize), s->committed);
         s->committed = 0;
         return;
@@ -136,13 +137,19 @@ void unmap_segment(Segment* s) {
     os_unmap(s, s->size);
 }
 
+void cache_remove(Segment* s) {
+    link_remove(g_cache, s);
+    --g_cache_count;
+    g_cache_bytes -= s->size;
+    s->cached = 0;
+}
+
 // An empty 4 MiB segment for `kind`: the most recently cached one, or a new mapping.
 Segment* take_segment(PageKind kind) {
     Segment* s = g_cache;
+    while (s && s->size != kSegmentSize) s = s->next_open;
     if (!s) return map_segment(kSegmentSize, kind);
-    link_remove(g_cache, s);
-    --g_cache_count;
-    s->cached = 0;
+    cache_remove(s);
     // A cached segment may hold committed memory (a large block's, or dirty pages); a large
     // block reuses it as it is, other kinds count pages from zero, so give it back first.
     if (kind == PageKind::large && s->kind == static_cast<uint8_t>(PageKind::large)) {
@@ -154,26 +161,43 @@ Segment* take_segment(PageKind kind) {
     return s;
 }
 
+// [S3.35] An empty huge segment of at least `size` bytes: the smallest cached one, or a new
+// mapping. Memory the last block committed beyond `reach` (bytes past the metadata) goes back.
+Segment* take_huge_segment(std::size_t size, std::size_t reach) {
+    Segment* best = nullptr;
+    for (Segment* s = g_cache; s; s = s->next_open)
+        if (s->size >= size && s->size > kSegmentSize && (!best || s->size < best->size)) best = s;
+    if (!best) return map_segment(size, PageKind::huge);
+    cache_remove(best);
+    if (best->on_purge_list) purge_remove(best);
+    if (best->committed > reach) {
+        os_decommit(reinterpret_cast<void*>(addr(best) + kMetaSize + reach), best->committed - reach);
+        best->committed = reach;
+    }
+    format_segment(best, PageKind::huge);
+    return best;
+}
+
 void cache_or_unmap(Segment* s) {
-    if (s->size != kSegmentSize) {
+    if (s->size > kHugeCacheMax) {
         unmap_segment(s);
         return;
     }
-    if (g_cache_count == kCacheMax) {  // full: the oldest (the tail) makes room
-        Segment* oldest = g_cache;
+    while (g_cache_count == kCacheMax || g_cache_bytes + s->size > kCacheBytes) {
+        Segment* oldest = g_cache;  // full: the oldest (the tail) makes room
         while (oldest->next_open) oldest = oldest->next_open;
-        link_remove(g_cache, oldest);
-        --g_cache_count;
+        cache_remove(oldest);
         unmap_segment(oldest);
     }
     s->cached = 1;
     s->cache_expire = g_clock + kCacheDelay;
-    if (s->kind == static_cast<uint8_t>(PageKind::large) && s->committed) {
+    if (s->page_count == 1 && s->committed) {  // a large or huge block's memory
         purge_push(s);
         s->purge_expire = g_clock + kPurgeDelay;
     }
     link_push(g_cache, s);
     ++g_cache_count;
+    g_cache_bytes += s->size;
 }
 
 }  // namespace
@@ -230,7 +254,7 @@ Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
         s = take_segment(kind);
     } else {  // over 4 MiB, so the registered first chunk is all ours
         kind = PageKind::huge;
-        s = map_segment(offset + bytes, kind);
+        s = take_huge_segment(offset + bytes, offset + bytes - kMetaSize);
     }
     if (!s) return nullptr;
     // Commit what the block reaches; a reused large segment may already hold more.
@@ -291,8 +315,7 @@ void segment_cache_collect(bool force) {
     while (s) {
         Segment* next = s->next_open;
         if (force || s->cache_expire <= g_clock) {
-            link_remove(g_cache, s);
-            --g_cache_count;
+            cache_remove(s);
             unmap_segment(s);
         }
         s = next;

@@ -64,11 +64,21 @@ bool purge_pending();
 // The heap clock: generic malloc calls so far (heap.cc ticks it). Delays are counted in it.
 extern uint64_t g_clock;
 
-// [S3.14] The segment cache: up to kCacheMax empty 4 MiB segments wait kCacheDelay ticks of
-// the heap clock before being unmapped, so a program that frees its last large block and
-// allocates another at once gets it without a system call. `force` unmaps all of them now.
+// [S3.14] The segment cache: up to kCacheMax empty segments, kCacheBytes of address space in
+// all, wait kCacheDelay ticks of the heap clock before being unmapped, so a program that frees
+// its last large block and allocates another at once gets it without a system call. `force`
+// unmaps all of them now.
 inline constexpr unsigned kCacheMax = 8;
 inline constexpr uint64_t kCacheDelay = 1024;
+// [S3.35] Huge segments (one block over 4 MiB) are cached too, up to kHugeCacheMax each: a
+// program that frees a 20 MiB buffer and asks for another keeps the mapping, and the pages the
+// last block touched, instead of paying munmap, mmap and a page fault per touched page. The
+// limits are glibc's: it maps blocks above its threshold (at most 32 MiB) and keeps up to twice
+// that at the top of its heap; a freed huge segment keeps its memory kPurgeDelay ticks, like a
+// large one. A request takes the smallest cached segment that holds it and gives back
+// (madvise) what the last block had committed beyond the new one's reach.
+inline constexpr std::size_t kHugeCacheMax = std::size_t{32} << 20;
+inline constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
 void segment_cache_collect(bool force);
 unsigned segment_cache_count();
 

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "stage4_threads/arena.h"
+#include "stage4_threads/os.h"
+#include "stage4_threads/segment.h"
 #include "stage4_threads/testing.h"
 #include "tests/support.h"
 
@@ -155,6 +157,42 @@ TEST_CASE("threads taking segments from the arena at once each get their own") {
     for (auto& list : blocks)
         for (void* p : list) api().free(p);
     battery::require_heap_ok(api());
+}
+
+// [S4.45] A freed huge segment stays in its heap's cache, with its slots and memory; a smaller
+// huge request takes it without claiming (no mmap) and decommits what it no longer reaches;
+// a segment over kHugeCacheMax goes straight back to the arena.
+TEST_CASE("a huge segment waits in its heap's cache and serves a smaller huge block") {
+    constexpr std::size_t kMiB = std::size_t{1} << 20;
+    auto calls = [](OsCall c) { return os_counters().calls[static_cast<unsigned>(c)].load(); };
+    testing::on_thread([&] {   // a fresh heap of its own, abandoned empty at the end
+        void* p = api().malloc(20 * kMiB);
+        REQUIRE(p != nullptr);
+        Heap* heap = testing::my_heap();   // made by the first malloc
+        Segment* s = segment_of(p);
+        uint64_t cached_before = heap->cache_bytes;
+        api().free(p);
+        CHECK(s->cached == 1);
+        CHECK(heap->cache_bytes == cached_before + s->size);
+        uint64_t maps = calls(OsCall::mmap), madvises = calls(OsCall::madvise);
+        void* q = api().malloc(9 * kMiB);
+        CHECK(segment_of(q) == s);
+        CHECK(calls(OsCall::mmap) == maps);
+        CHECK(calls(OsCall::madvise) == madvises + 1);
+        CHECK(heap->cache_bytes == cached_before);
+        api().free(q);
+        void* giant = api().malloc(kHugeCacheMax + kMiB);
+        REQUIRE(giant != nullptr);
+        Segment* g = segment_of(giant);
+        uint32_t slot = arena_slot_of(giant);
+        api().free(giant);
+        CHECK(arena_blocks_at(slot) == 0);   // unpublished: back in the arena
+        CHECK(heap->cache != g);
+        battery::require_heap_ok(api());
+        segment_cache_collect(heap, true);
+        CHECK(heap->cache_count == 0);
+        CHECK(heap->cache_bytes == 0);
+    });
 }
 
 }  // namespace

@@ -278,8 +278,11 @@ bool check_own_heap(Checker& k) {
     for (uint8_t byte : heap->owned) owned += byte;
     if (owned != count) return k.fail("owned[] marks other segments than the heap's", addr(heap), owned, count);
     uint32_t cached = 0;
-    for (Segment* s = heap->cache; s; s = s->next_open) cached += s->cached;
+    uint64_t cached_bytes = 0;
+    for (Segment* s = heap->cache; s; s = s->next_open) cached += s->cached, cached_bytes += s->size;
     if (cached != heap->cache_count) return k.fail("heap cache count wrong", addr(heap), heap->cache_count, cached);
+    if (cached_bytes != heap->cache_bytes || cached_bytes > kCacheBytes)
+        return k.fail("heap cache bytes wrong", addr(heap), heap->cache_bytes, cached_bytes);
     uint64_t queued = 0;
     for (unsigned qi = 0; qi < kQueueCount; ++qi) {
         const PageQueue& q = heap->queues[qi];

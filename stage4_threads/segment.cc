@@ -116,13 +116,19 @@ Segment* claim_segment(Heap* heap, PageKind kind, uint32_t blocks) {
     return s;
 }
 
+void cache_remove(Heap* heap, Segment* s) {
+    unlink(heap->cache, s, kOpen);
+    --heap->cache_count;
+    heap->cache_bytes -= s->size;
+    s->cached = 0;
+}
+
 // An empty 4 MiB segment for `kind`: the heap's most recently cached one, or fresh slots.
 Segment* take_segment(Heap* heap, PageKind kind) {
     Segment* s = heap->cache;
+    while (s && s->blocks != 1) s = s->next_open;
     if (!s) return claim_segment(heap, kind, 1);
-    unlink(heap->cache, s, kOpen);
-    --heap->cache_count;
-    s->cached = 0;
+    cache_remove(heap, s);
     // A large block reuses what the last one had committed; other kinds count from zero.
     bool keeps = kind == PageKind::large && s->kind == static_cast<uint8_t>(PageKind::large);
     if (s->on_purge_list) {
@@ -138,13 +144,30 @@ void drop(Heap* heap, Segment* s) {
     segment_give_back(s);
 }
 
+// [S4.45] An empty huge segment of at least `blocks` slots: the smallest the heap has cached,
+// or fresh slots. Memory the last block committed beyond `reach` (past the metadata) goes back.
+Segment* take_huge_segment(Heap* heap, uint32_t blocks, std::size_t reach) {
+    Segment* best = nullptr;
+    for (Segment* s = heap->cache; s; s = s->next_open)
+        if (s->blocks >= blocks && s->blocks > 1 && (!best || s->blocks < best->blocks)) best = s;
+    if (!best) return claim_segment(heap, PageKind::huge, blocks);
+    cache_remove(heap, best);
+    if (best->on_purge_list) purge_remove(heap, best);
+    if (best->committed > reach) {
+        os_decommit(reinterpret_cast<void*>(addr(best) + kMetaSize + reach), best->committed - reach);
+        best->committed = reach;
+    }
+    format_segment(best, PageKind::huge);
+    return best;
+}
+
 void cache_or_drop(Heap* heap, Segment* s) {
-    if (s->blocks != 1) {   // huge: straight back to the arena
+    if (s->size > kHugeCacheMax) {   // too big to keep: straight back to the arena
         drop(heap, s);
         return;
     }
-    if (heap->cache_count == kCacheMax) {   // full: the oldest (the tail) makes room
-        Segment* oldest = heap->cache;
+    while (heap->cache_count == kCacheMax || heap->cache_bytes + s->size > kCacheBytes) {
+        Segment* oldest = heap->cache;   // full: the oldest (the tail) makes room
         while (oldest->next_open) oldest = oldest->next_open;
         drop(heap, oldest);
     }
@@ -156,6 +179,7 @@ void cache_or_drop(Heap* heap, Segment* s) {
     }
     push(heap->cache, s, kOpen);
     ++heap->cache_count;
+    heap->cache_bytes += s->size;
 }
 
 }  // namespace
@@ -176,11 +200,7 @@ void segment_attach(Heap* heap, Segment* s) {
 void segment_detach(Heap* heap, Segment* s) {
     if (s->on_purge_list) purge_remove(heap, s);
     if (s->on_open_list) open_remove(heap, s);
-    if (s->cached) {
-        unlink(heap->cache, s, kOpen);
-        --heap->cache_count;
-        s->cached = 0;
-    }
+    if (s->cached) cache_remove(heap, s);
     unlink(heap->segments, s, kAll);
     --heap->segment_count;
     heap->owned[s->slot] = 0;
@@ -234,7 +254,7 @@ Page* one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alig
     std::size_t bytes = round_up(block_bytes, kOsPage);
     uint64_t blocks = (offset + bytes + kSegmentSize - 1) >> kSegmentShift;
     Segment* s = blocks == 1 ? take_segment(heap, PageKind::large)
-                             : claim_segment(heap, PageKind::huge, static_cast<uint32_t>(blocks));
+                             : take_huge_segment(heap, static_cast<uint32_t>(blocks), offset + bytes - kMetaSize);
     if (!s) return nullptr;
     std::size_t need = offset + bytes - kMetaSize;   // what the block reaches, past the metadata
     if (need > s->committed) {

@@ -46,6 +46,13 @@ void page_release(Heap* heap, Page* page);
 inline constexpr uint64_t kPurgeDelay = 4096;   // heap clock ticks
 inline constexpr unsigned kCacheMax = 8;         // empty segments a heap keeps
 inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
+// [S4.45] Huge segments are cached as in stage 3 (S3.35), per heap: up to kHugeCacheMax each
+// and kCacheBytes in all, so a thread that frees a 20 MiB buffer and asks for another keeps its
+// arena slots and touched pages instead of releasing them (an mmap) and claiming fresh ones
+// (another mmap and a fault per page touched). A request takes the smallest cached huge
+// segment that holds it and decommits what the last block reached beyond the new one.
+inline constexpr std::size_t kHugeCacheMax = std::size_t{32} << 20;
+inline constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
 void segment_purge(Heap* heap, bool force);
 void segment_cache_collect(Heap* heap, bool force);
 bool purge_pending(const Heap* heap);

@@ -257,9 +257,10 @@ struct Heap {
     PageQueue queues[kQueueCount] = {};
     Segment* segments = nullptr;       // all its segments, cached ones included
     Segment* open[2] = {};             // small, medium segments with a free page
-    Segment* cache = nullptr;          // empty 4 MiB segments kept a while (S3.14, per heap)
+    Segment* cache = nullptr;          // empty segments kept a while (S3.14, S4.45, per heap)
     Segment* purge = nullptr;          // segments with dirty pages (S3.34, per heap)
     uint64_t clock = 0;                // generic malloc calls: the delays' unit
+    uint64_t cache_bytes = 0;          // sum of the cached segments' sizes
     uint32_t cache_count = 0;
     uint32_t segment_count = 0;
     uint32_t page_count = 0;           // pages in its queues

@@ -3,7 +3,10 @@
 // OS calls, freed memory is reused, a stage that says it returns memory does, and once all is
 // freed nothing is live. It compares Stats and CheckResult before and after known workloads.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "tests/support.h"
@@ -169,6 +172,49 @@ TEST_CASE("a stage that returns memory gives back most of a 64 MiB heap once it 
     require_heap_ok(api());
     CHECK(peak.footprint >= 64 * kMiB);
     if (stage().returns_memory) CHECK(after.footprint + 32 * kMiB <= peak.footprint);
+}
+
+// Resident bytes of this process, from /proc/self/statm (its second field, in pages).
+uint64_t resident_bytes() {
+    unsigned long size = 0, resident = 0;
+    FILE* f = std::fopen("/proc/self/statm", "r");
+    if (f == nullptr) return 0;
+    int read = std::fscanf(f, "%lu %lu", &size, &resident);
+    std::fclose(f);
+    return read == 2 ? resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+// A stage may keep freed large blocks for reuse, but only a bounded amount: a program that
+// fills and frees 192 MiB of huge blocks, then makes no further call, must see at least half of
+// what the fill added to its resident set go away (measured by the kernel, not by the stage's
+// own statistics; a ratio, because a sanitizer's shadow memory multiplies both). In a child,
+// so the parent's heap and threads do not blur the numbers.
+TEST_CASE("huge blocks freed by a program that then goes quiet leave the resident set") {
+    if (!stage().returns_memory) return;
+    ChildOutcome outcome = run_in_child([] {
+        uint64_t before = resident_bytes();
+        std::vector<void*> blocks;
+        for (int i = 0; i < 8; ++i) {
+            void* p = api().malloc(24 * kMiB);
+            child_expect(p != nullptr, "malloc(24 MiB) failed");
+            std::memset(p, 0x5a, 24 * kMiB);
+            blocks.push_back(p);
+        }
+        uint64_t peak = resident_bytes();
+        for (void* p : blocks) api().free(p);
+        uint64_t after = resident_bytes();
+        child_expect(peak >= before + 150 * kMiB, "filling 192 MiB did not raise the resident set");
+        if (after - before > (peak - before) / 2) {
+            std::fprintf(stderr, "resident: %llu MiB before, %llu at the peak, %llu after freeing\n",
+                         static_cast<unsigned long long>(before / kMiB),
+                         static_cast<unsigned long long>(peak / kMiB),
+                         static_cast<unsigned long long>(after / kMiB));
+            child_expect(false, "more than half of it stayed resident after everything was freed");
+        }
+    });
+    INFO("child: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
 }
 
 TEST_CASE("freed memory is reused rather than fetched again") {

@@ -229,13 +229,34 @@ uint64_t fragmentation(uint64_t pairs, double* seconds) {
     return ops + large.size();
 }
 
+// Large-block churn (mimalloc-bench's malloc-large pattern): 20 buffers of 5..25 MiB; each step
+// replaces a random one with a new buffer of a random size, and writes its first byte.
+uint64_t malloc_large(uint64_t steps, double* seconds) {
+    const unsigned buffers = 20;
+    const uint32_t min_size = 5u << 20, spread = 20u << 20;
+    std::vector<void*> buffer(buffers, nullptr);
+    XorShift32 rng(0x1a2e);
+    auto start = std::chrono::steady_clock::now();
+    for (uint64_t i = 0; i < steps; ++i) {
+        uint32_t r = rng.next();
+        void*& b = buffer[r % buffers];
+        std::free(b);
+        b = std::malloc(min_size + rng.next() % spread);
+        touch(b);
+    }
+    for (void*& b : buffer) std::free(b), b = nullptr;
+    *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return steps;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     if (argc != 4) {
         std::fprintf(stderr,
                      "usage: driver WORKLOAD THREADS SIZE\n"
-                     "  WORKLOAD: ring | small | larson | xmalloc | false-sharing | realloc | fragment\n"
+                     "  WORKLOAD: ring | small | larson | xmalloc | false-sharing | realloc | fragment |\n"
+                     "            malloc-large\n"
                      "  SIZE: operations (or iterations) to run\n");
         return 2;
     }
@@ -252,6 +273,7 @@ int main(int argc, char** argv) {
     else if (workload == "false-sharing") ops = false_sharing(threads, size, &seconds);
     else if (workload == "realloc") ops = realloc_growth(size, &seconds);
     else if (workload == "fragment") ops = fragmentation(size, &seconds);
+    else if (workload == "malloc-large") ops = malloc_large(size, &seconds);
     else {
         std::fprintf(stderr, "driver: unknown workload '%s'\n", workload.c_str());
         return 2;

@@ -38,6 +38,7 @@ WORKLOADS = {
     "larson": (4_000_000, 200_000, [1, 2, 4, 8]),
     "xmalloc": (2_000_000, 100_000, [1, 2, 4, 8]),
     "false-sharing": (200_000, 20_000, [1, 2, 4, 8]),
+    "malloc-large": (20_000, 2_000, [1]),
 }
 DESCRIPTIONS = {
     "ring": "HAKMEM's random mixed ring: 8192 slots, 16..1039 bytes, free if occupied else allocate",
@@ -49,6 +50,8 @@ DESCRIPTIONS = {
     "xmalloc": "producer threads allocate batches (16..256 B), consumer threads free them",
     "false-sharing": "each thread frees an object the main thread allocated next to the others', "
                      "then allocates 8 bytes and writes them 1000 times, over and over",
+    "malloc-large": "20 buffers of 5..25 MiB; each step replaces a random one and writes its first byte "
+                    "(mimalloc-bench's malloc-large pattern)",
 }
 
 
