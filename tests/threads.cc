@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include <valgrind/valgrind.h>
+
 #include "tests/support.h"
 
 namespace edu::battery {
@@ -446,7 +448,10 @@ TEST_CASE("the fork hooks leave the thread-safe entry usable in a child of a bus
             }
         });
     }
-    for (int round = 0; round < 20; ++round) {
+    // Under valgrind a fork of a busy process costs seconds (the child copies the emulated
+    // process and its busy threads run one at a time): two rounds prove as much there.
+    const int rounds = RUNNING_ON_VALGRIND ? 2 : 20;
+    for (int round = 0; round < rounds; ++round) {
         ChildOutcome outcome = run_in_child(
             [] {
                 void* p = shared_api().malloc(1000);
