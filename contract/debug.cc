@@ -277,6 +277,11 @@ public:
         return live;
     }
 
+    void drain() {
+        Guard g(*this);
+        while (ring_count_) evict("drain", reinterpret_cast<const void*>(ring_[ring_head_]));
+    }
+
 private:
     void* allocate(std::size_t alignment, std::size_t n) {
         std::size_t front = alignment > kDebugFrontBytes ? alignment : kDebugFrontBytes;
@@ -434,6 +439,12 @@ uint64_t debug_finish(const Api& api, unsigned max_lines) {
     int k = layer_of(api);
     if (k < 0) die("contract", "debug_finish", &api, "not a debug layer");
     return g_layers[k].finish(max_lines);
+}
+
+void debug_drain(const Api& api) {
+    int k = layer_of(api);
+    if (k < 0) die("contract", "debug_drain", &api, "not a debug layer");
+    g_layers[k].drain();
 }
 
 // Layers are taken in index order; a layer's lock is always taken before its stage's.

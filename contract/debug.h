@@ -51,6 +51,10 @@ bool is_debug_entry(const Api& api);
 // Returns the number of live blocks. `api` must come from debug_entry.
 uint64_t debug_finish(const Api& api, unsigned max_lines);
 
+// Lets every quarantined block go (each checked first): the stage then holds only the blocks
+// the program holds, e.g. before an option that needs an empty heap. `api` from debug_entry.
+void debug_drain(const Api& api);
+
 // fork(2) support for every layer in the process (the preload shim registers these).
 void debug_prepare_fork();
 void debug_after_fork_parent();

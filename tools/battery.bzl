@@ -19,6 +19,9 @@ def edu_battery(name, stage, deps, size = "medium", tags = []):
         srcs = ["//tests:battery_main.cc"],
         copts = EDU_TEST_COPTS,
         local_defines = ["EDU_STAGE_NUMBER=%d" % stage],
+        # One executable: the contract's archive then serves the test cases too (in Bazel's
+        # default dynamic test linking a case's library cannot see what only it uses).
+        linkstatic = True,
         tags = tags,
         deps = [
             "//contract",
