@@ -183,36 +183,42 @@ public:
         pthread_mutex_t* m;
     };
 
-    void* malloc(std::size_t n) { Guard g(*this); return allocate(16, n); }
+    void* malloc(std::size_t n) { Guard g(*this); return counted(allocate(16, n), n); }
 
     void* calloc(std::size_t count, std::size_t size) {
         std::size_t total;
         if (__builtin_mul_overflow(count, size, &total)) return enomem();
         Guard g(*this);
-        void* p = allocate(16, total);
+        void* p = counted(allocate(16, total), total);
         if (p) std::memset(p, 0, total);
         return p;
     }
 
     void* aligned_alloc(std::size_t alignment, std::size_t n) {
         Guard g(*this);
-        return allocate(alignment, n);
+        return counted(allocate(alignment, n), n);
     }
 
     void free(void* p) {
         if (!p) return;
         Guard g(*this);
-        release(live_entry("free", p), "free", p);
+        Entry* e = live_entry("free", p);
+        ++counts_.frees;
+        --counts_.live_blocks;
+        counts_.live_bytes -= e->size;
+        release(e, "free", p);
     }
 
     // Always moves, so a stale copy of the old pointer lands in quarantine where it is seen.
     void* realloc(void* p, std::size_t n) {
         Guard g(*this);
-        if (!p) return allocate(16, n);
+        if (!p) return counted(allocate(16, n), n);
         uint64_t old = live_entry("realloc", p)->size;
         void* moved = allocate(16, n);
         if (!moved) return nullptr;  // p untouched
         std::memcpy(moved, p, old < n ? old : n);
+        counts_.bytes_requested += n;  // a resize: neither a malloc nor a free
+        note_live(counts_.live_bytes - old + n);
         release(table.find(reinterpret_cast<uintptr_t>(p)), "realloc", p);  // may have moved
         return moved;
     }
@@ -231,17 +237,28 @@ public:
             if (d.kind) violation(&mine, d.kind, d.at, e.user, e.size);
         });
         CheckResult theirs = inner->check();
-        if (!mine.ok) {
-            mine.live_blocks = theirs.live_blocks;
-            mine.live_bytes = theirs.live_bytes;
-            mine.free_blocks = theirs.free_blocks;
-            return mine;
-        }
-        return theirs;
+        CheckResult& verdict = mine.ok ? theirs : mine;
+        verdict.live_blocks = counts_.live_blocks;  // the program's blocks, not the stage's
+        verdict.live_bytes = counts_.live_bytes;
+        verdict.free_blocks = theirs.free_blocks;
+        return verdict;
     }
 
     void walk(WalkFn visit, void* context) { Guard g(*this); inner->walk(visit, context); }
-    Stats stats() { Guard g(*this); return inner->stats(); }
+
+    // The program's requests and blocks as the layer counts them; the stage's memory and
+    // system calls (fences and quarantine included) as the stage counts them.
+    Stats stats() {
+        Guard g(*this);
+        Stats s = inner->stats();
+        s.mallocs = counts_.mallocs;
+        s.frees = counts_.frees;
+        s.bytes_requested = counts_.bytes_requested;
+        s.live_blocks = counts_.live_blocks;
+        s.live_bytes = counts_.live_bytes;
+        s.peak_live_bytes = counts_.peak_live_bytes;
+        return s;
+    }
 
     uint64_t finish(unsigned max_lines) {
         Guard g(*this);
@@ -283,6 +300,20 @@ public:
     }
 
 private:
+    // A successful malloc-like call, counted as the contract counts it.
+    void* counted(void* p, std::size_t n) {
+        if (!p) return nullptr;
+        ++counts_.mallocs;
+        ++counts_.live_blocks;
+        counts_.bytes_requested += n;
+        note_live(counts_.live_bytes + n);
+        return p;
+    }
+    void note_live(uint64_t bytes) {
+        counts_.live_bytes = bytes;
+        if (bytes > counts_.peak_live_bytes) counts_.peak_live_bytes = bytes;
+    }
+
     void* allocate(std::size_t alignment, std::size_t n) {
         std::size_t front = alignment > kDebugFrontBytes ? alignment : kDebugFrontBytes;
         std::size_t total;
@@ -378,6 +409,7 @@ private:
     }
 
     Table table;
+    Stats counts_;  // the request counters and live blocks, as the program sees them
     uint64_t serial_ = 0;
     uintptr_t ring_[kDebugQuarantineBlocks] = {};
     std::size_t ring_head_ = 0;

@@ -307,6 +307,7 @@ void apply_options(const Args& a) {
     all.insert(all.end(), a.options.begin(), a.options.end());
     for (std::size_t i = 0; i < stage_count(); ++i)
         if (!apply_environment_options(stage_at(i))) std::exit(2);
+    if (!contract_options().ok) std::exit(2);  // e.g. debug=on: the replays go through debug mode
     for (const std::string& o : all) {
         std::size_t dot = o.find('.'), eq = o.find('=');
         if (dot == std::string::npos || eq == std::string::npos || eq < dot)
