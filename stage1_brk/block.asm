@@ -80,6 +80,7 @@ s1_place:
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
 global s1_coalesce:function hidden
 s1_coalesce:
+        ; [lab S1.coalesce begin]
         push    rbx                             ; rbx = merged block's header
         push    r12                             ; r12 = merged size
         push    r13                             ; r13 = neighbour
@@ -114,6 +115,7 @@ s1_coalesce:
         pop     r12
         pop     rbx
         ret
+        ; [lab S1.coalesce end]
 
 ; [S1.14] s1_split_tail: shrink a used block to `asize` bytes when the tail can stand as a block,
 ; free the tail (coalescing it with a free successor) and trim the heap if the tail ends it.

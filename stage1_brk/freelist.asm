@@ -151,6 +151,7 @@ s1_list_remove:
 ;   Clobbers: rax, rcx, rdx, r8, r9, r10. Preserves: everything else.
 global s1_find_fit:function hidden
 s1_find_fit:
+        ; [lab S1.find_fit begin]
         mov     rax, [s1_fit_policy]
         cmp     rax, S1_FIT_NEXT
         je      .next_fit
@@ -223,6 +224,7 @@ s1_find_fit:
         mov     rax, rdx
 .done:
         ret
+        ; [lab S1.find_fit end]
 
         ; [S1.29] Segregated fit. Look in the request's own class first: its blocks are
         ; near the request's size, but in a range class some may be smaller, so take the best

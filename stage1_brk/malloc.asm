@@ -204,6 +204,7 @@ s1_usable_size:
 ;   Stack: five pushes + return address = 48 bytes (aligned calls).
 global s1_realloc:function hidden
 s1_realloc:
+        ; [lab S1.realloc begin]
         test    rdi, rdi
         jnz     .resize
         mov     rdi, rsi
@@ -384,6 +385,7 @@ s1_realloc:
         pop     r12
         pop     rbx
         ret
+        ; [lab S1.realloc end]
 
 ; [S1.19] s1_memalign: a block whose payload is a multiple of `alignment`. Allocate enough to
 ; slide forward to an aligned payload with a free block's worth of room behind it, give the

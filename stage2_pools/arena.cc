@@ -131,6 +131,7 @@ Pool* arena_take_pool() {
 // with n free pools, so the move is O(1) however many arenas there are (CPython: nfp2lasta,
 // since 3.8, bpo-37029: walking the list to re-sort it was quadratic with many arenas).
 void arena_take_back_pool(Pool* pool) {
+    // [lab S2.arena_return begin]
     uint32_t index = pool->arena_index;
     Arena& a = at(index);
     pool->next = a.free_pools;
@@ -160,6 +161,7 @@ void arena_take_back_pool(Pool* pool) {
         usable_insert_after(index, after);
     }
     g_heap.last_with[n] = index;
+    // [lab S2.arena_return end]
 }
 
 bool arena_set_geometry(const Geometry& geometry) {

@@ -41,6 +41,7 @@ constinit Heap g_heap = make_heap(&g_heap);
 // plus one: when the list runs dry, one block is cut from the never-used tail at next_offset.
 // A fresh pool costs no loop over its blocks, and its untouched pages stay untouched.
 void pool_refill(Pool* pool) {
+    // [lab S2.carve begin]
     if (pool->next_offset <= pool->max_next_offset) {
         Block* block =
             reinterpret_cast<Block*>(reinterpret_cast<uintptr_t>(pool) + pool->next_offset);
@@ -50,9 +51,11 @@ void pool_refill(Pool* pool) {
         return;
     }
     unlink(pool);  // used -> full: the last block just went out
+    // [lab S2.carve end]
 }
 
 void* pool_malloc_slow(unsigned c) {
+    // [lab S2.usedpools begin]
     Pool* pool = arena_take_pool();
     if (!pool) return enomem();
     link_front(pool, c);
@@ -76,15 +79,18 @@ void* pool_malloc_slow(unsigned c) {
     pool_bitmap(pool)[index >> 6] |= uint64_t{1} << (index & 63);
     if ((pool->free = block->next) == nullptr) pool_refill(pool);
     return block;
+    // [lab S2.usedpools end]
 }
 
 void pool_free_slow(Pool* pool, bool was_full) {
+    // [lab S2.pool_states begin]
     if (pool->used == 0) {  // used -> empty
         unlink(pool);
         arena_take_back_pool(pool);
         return;
     }
     if (was_full) link_front(pool, pool->class_index);  // full -> used, first in its ring
+    // [lab S2.pool_states end]
 }
 
 void small_reject(const void* user, uintptr_t block, const char* call) {

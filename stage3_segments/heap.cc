@@ -39,11 +39,13 @@ unsigned bin_of_page(const Page* page) { return bin_of(page->block_size); }
 // [S3.21] The direct cache follows the first page of each bin up to 1 KiB: the fast path
 // never asks whether a page is in the right queue, it only pops whatever its slot names.
 void update_direct(Heap* heap, unsigned queue) {
+    // [lab S3.direct begin]
     if (queue >= kBinCount) return;
     SlotRange r = direct_slots_of(queue);
     Page* first = heap->queues[queue].first;
     Page* target = first ? first : &g_empty_page;
     for (unsigned i = r.first; i <= r.last; ++i) heap->direct[i] = target;
+    // [lab S3.direct end]
 }
 
 void page_free(Heap* heap, Page* page) {

@@ -88,6 +88,7 @@ void page_format_one_block(Page* page, uintptr_t start, std::size_t bytes) {
 }
 
 void page_extend(Page* page) {
+    // [lab S3.extend begin]
     uint32_t room = page->capacity - page->carved;
     uint32_t count = static_cast<uint32_t>(kExtendBytes / page->block_size);
     if (count == 0) count = 1;
@@ -103,6 +104,7 @@ void page_extend(Page* page) {
     page->free = reinterpret_cast<Block*>(first);
     page->carved += count;
     page_set_limit(page);
+    // [lab S3.extend end]
 }
 
 int list_find(const Page* page, const Block* head, const Block* target) {

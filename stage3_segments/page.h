@@ -32,10 +32,12 @@ void page_extend(Page* page);
 // [S3.17] The swap that makes sharding pay: when malloc has emptied `free`, everything freed
 // since the last swap becomes the new `free` list in one move.
 inline void page_collect(Page* page) {
+    // [lab S3.collect begin]
     if (page->free == nullptr && page->local_free != nullptr) {
         page->free = page->local_free;
         page->local_free = nullptr;
     }
+    // [lab S3.collect end]
 }
 
 inline bool page_can_serve(const Page* page) {

@@ -63,6 +63,7 @@ void adopt(Heap* heap, Segment* s) {
 }  // namespace
 
 void heap_abandon(Heap* heap) {
+    // [lab S4.abandon begin]
     each_queued_page(heap, [](Page* page) { page_set_delay(page, Delay::never, true); });   // 1
     heap_delayed_free(heap);                                                                // 2
     each_queued_page(heap, [heap](Page* page) {
@@ -81,9 +82,11 @@ void heap_abandon(Heap* heap) {
     heap->retired_min = kBinCount;
     heap->retired_max = 0;
     heap->arena_hint = 0;
+    // [lab S4.abandon end]
 }
 
 bool heap_reclaim(Heap* heap, unsigned max) {
+    // [lab S4.reclaim begin]
     unsigned taken = 0;
     for (unsigned k = 0; k < kRecentAbandoned && taken < max; ++k) {   // newest first ([S4.44])
         uint32_t slot = abandoned_recent(k);
@@ -101,6 +104,7 @@ bool heap_reclaim(Heap* heap, unsigned max) {
         }
     }
     return taken != 0;
+    // [lab S4.reclaim end]
 }
 
 void reclaim_on_free(Heap* heap, const void* block) {

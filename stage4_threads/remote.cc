@@ -145,6 +145,7 @@ void confirm_remote_free(const Page* page, const Block* b, const Block* rest, co
 }
 
 uint32_t page_collect_remote(Page* page, const Block* pending) {
+    // [lab S4.collect_remote begin]
     uintptr_t word = page->xthread_free.load(std::memory_order_relaxed);
     if ((word & ~kDelayMask) == 0) return 0;
     while (!page->xthread_free.compare_exchange_weak(word, word & kDelayMask, std::memory_order_acquire,
@@ -167,9 +168,11 @@ uint32_t page_collect_remote(Page* page, const Block* pending) {
     page->free = head;
     page->used -= n;
     return n;
+    // [lab S4.collect_remote end]
 }
 
 void heap_delayed_free(Heap* heap) {
+    // [lab S4.delayed_free begin]
     Block* b = heap->delayed_free.exchange(nullptr, std::memory_order_acquire);
     while (b != nullptr) {
         auto* next = reinterpret_cast<Block*>(b->link);
@@ -180,6 +183,7 @@ void heap_delayed_free(Heap* heap) {
         page_push_local(heap, page, b);
         b = next;
     }
+    // [lab S4.delayed_free end]
 }
 
 }  // namespace edu::stage4

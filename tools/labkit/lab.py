@@ -1,0 +1,609 @@
+#!/usr/bin/env python3
+"""tools/labkit/lab.py (run as tools/lab): the course kit's one command (docs/teaching.md).
+  list                               stages, lab parts, the tests that judge each part
+  check [ROOT]                       lab markers well formed, in parts.json, cited by chapters
+  handout STAGE DIR [--parts=a,b]    a buildable student tree with the parts replaced by stubs
+  grade [DIR] [--stage=N] [--json=F] gates, per-part verdicts, traces against the reference
+Standard library only. The table of parts is tools/labkit/parts.json."""
+
+import argparse
+import json
+import os
+import pwd
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REFERENCE = HERE.parent.parent            # the tree this script belongs to
+TABLE = "tools/labkit/parts.json"
+HANDOUT_FILE = ".edu-lab-handout"         # written into a handout: its stage and parts
+SOURCE_EXTENSIONS = {".asm", ".inc", ".h", ".cc"}
+MARKER = re.compile(r"\[lab (S\d+\.\w+) (begin|end)\]")
+CITATION = re.compile(r"\[lab (S\d+\.\w+)\]")
+NOT_IMPLEMENTED = re.compile(r"edu-alloc lab: part (S\d+\.\w+) not implemented")
+
+
+class LabError(Exception):
+    """Grading or a handout could not be made; the message says why."""
+
+
+# ---- The table and the markers ------------------------------------------------------------
+
+def load_table(root):
+    path = Path(root) / TABLE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise LabError(f"{path}: cannot read the table of lab parts: {e}")
+
+
+def parts_of(table, stage):
+    return [p for p in table["parts"] if str(p["stage"]) == str(stage)]
+
+
+def language(path):
+    return "asm" if Path(path).suffix in (".asm", ".inc") else "cxx"
+
+
+def scan(root, table):
+    """Every [lab X begin/end] marker under the stage folders: ({name: (file, begin, end)},
+    problems). Line numbers are 0-based indexes of the marker lines."""
+    found, problems = {}, []
+    for stage in table["stages"].values():
+        folder = Path(root) / stage["folder"]
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.suffix not in SOURCE_EXTENSIONS or not path.is_file():
+                continue
+            rel = path.relative_to(root).as_posix()
+            open_part = None
+            for i, line in enumerate(path.read_text().split("\n")):
+                for name, kind in MARKER.findall(line):
+                    where = f"{rel}:{i + 1}"
+                    if kind == "begin":
+                        if open_part:
+                            problems.append(f"{where}: [lab {name} begin] inside part {open_part[0]}")
+                        elif name in found:
+                            problems.append(f"{where}: part {name} is marked twice (also {found[name][0]})")
+                        else:
+                            open_part = (name, i)
+                    elif not open_part or open_part[0] != name:
+                        problems.append(f"{where}: [lab {name} end] without its begin")
+                    else:
+                        found[name] = (rel, open_part[1], i)
+                        open_part = None
+            if open_part:
+                problems.append(f"{rel}:{open_part[1] + 1}: [lab {open_part[0]} begin] is never ended")
+    return found, problems
+
+
+def check(root, table):
+    """Problems with the lab parts of the tree at root (empty: consistent)."""
+    found, problems = scan(root, table)
+    listed = {p["name"]: p for p in table["parts"]}
+    for name, (rel, begin, _) in found.items():
+        if name not in listed:
+            problems.append(f"{rel}:{begin + 1}: part {name} is not in {TABLE}")
+        elif listed[name]["file"] != rel:
+            problems.append(f"{rel}:{begin + 1}: part {name} is listed in {TABLE} as in {listed[name]['file']}")
+    for name, part in listed.items():
+        if name not in found:
+            problems.append(f"{TABLE}: part {name} has no [lab {name} begin]/[lab {name} end] in {part['file']}")
+        if not name.startswith(f"S{part['stage']}."):
+            problems.append(f"{TABLE}: part {name} is listed under stage {part['stage']}")
+        if not part.get("statement") or not part.get("tests"):
+            problems.append(f"{TABLE}: part {name} needs a statement and the tests that judge it")
+        for test in part.get("tests", []):
+            if test["target"] not in table["stages"][str(part["stage"])]["gates"]:
+                problems.append(f"{TABLE}: part {name} is judged by {test['target']}, not a gate of its stage")
+    for number, stage in table["stages"].items():
+        mine = [p["name"] for p in parts_of(table, number)]
+        if len(mine) < 3:
+            problems.append(f"{TABLE}: stage {number} has {len(mine)} lab parts (at least 3)")
+        chapter = Path(root) / stage["chapter"]
+        if not chapter.is_file():
+            problems.append(f"{stage['chapter']}: missing")
+            continue
+        text = chapter.read_text()
+        cited = set(CITATION.findall(text))
+        for name in mine:
+            if name not in cited:
+                problems.append(f"{stage['chapter']}: never cites [lab {name}]")
+        for i, line in enumerate(text.split("\n")):
+            for name in CITATION.findall(line):
+                if name not in mine:
+                    problems.append(f"{stage['chapter']}:{i + 1}: cites [lab {name}], not a part of stage {number}")
+    return problems
+
+
+def read_lines(path):
+    return Path(path).read_text().split("\n")
+
+
+def body(root, table, name, found=None):
+    """The lines strictly between a part's markers in the tree at root, or None."""
+    found = found if found is not None else scan(root, table)[0]
+    if name not in found:
+        return None
+    rel, begin, end = found[name]
+    return read_lines(Path(root) / rel)[begin + 1:end]
+
+
+def normalised(lines):
+    return [l.strip() for l in lines if l.strip()]
+
+
+# ---- Stubs --------------------------------------------------------------------------------
+
+def wrap(text, width, prefix):
+    out, line = [], prefix
+    for word in text.split():
+        if len(line) + len(word) + 1 > width and line.strip() != prefix.strip():
+            out.append(line.rstrip())
+            line = prefix
+        line += word + " "
+    out.append(line.rstrip())
+    return out
+
+
+def stub(part, chapter, reference_body):
+    """The lines that replace a part's body in a handout. Comment lines of the body that
+    carry a chapter marker ([S1.9]) stay, so the chapter's citations still resolve."""
+    name = part["name"]
+    asm = language(part["file"]) == "asm"
+    opener = ";" if asm else "//"
+    indent = "        " if asm else "    "
+    kept = [indent + l[l.index(opener):].strip() for l in reference_body
+            if opener in l and re.search(r"\[S\d+\.\d+\]", l[l.index(opener):])]
+    if asm:
+        lines = [f"        ; [lab {name} stub] Write this part, then delete these lines up to the end marker."]
+        lines += wrap(part["statement"], 96, "        ;   ")
+        lines += [f"        ;   Guidance: {chapter}, [lab {name}]; judged by: tools/lab grade."]
+        lines += [l for l in kept]
+        lines += ["        extern  edu_lab_not_implemented",
+                  "        and     rsp, -16                        ; a C call wants an aligned stack",
+                  "        lea     rdi, [rel .lab_part]",
+                  "        call    edu_lab_not_implemented wrt ..plt  ; prints one line, aborts",
+                  f".lab_part: db \"{name}\", 0"]
+    else:
+        lines = [f"    // [lab {name} stub] Write this part, then delete these lines up to the end marker."]
+        lines += wrap(part["statement"], 96, "    //   ")
+        lines += [f"    //   Guidance: {chapter}, [lab {name}]; judged by: tools/lab grade."]
+        lines += kept
+        lines += [f"    edu_lab_not_implemented(\"{name}\");  // prints one line, aborts"]
+    return lines
+
+
+# Put before the first #include of a C++ file that holds a stub: the stub's call, and the
+# unused-parameter/function warnings (errors here) that a stub causes, off until it is written.
+CXX_PRELUDE = [
+    "// edu-alloc lab handout: this file holds stubs (tools/lab). Delete these lines, except",
+    "// the #include, once every part here is written.",
+    "#include \"contract/lab.h\"",
+    "#pragma GCC diagnostic push",
+    "#pragma GCC diagnostic ignored \"-Wunused-parameter\"",
+    "#pragma GCC diagnostic ignored \"-Wunused-function\"",
+    "#pragma GCC diagnostic ignored \"-Wunused-variable\"",
+    "#pragma GCC diagnostic ignored \"-Wunused-but-set-variable\"",
+]
+
+
+def replace_bodies(root, table, replacements, prelude=False):
+    """replacements: {part name: new body lines}. Rewrites the files under root in place."""
+    found, problems = scan(root, table)
+    by_file = {}
+    for name, lines in replacements.items():
+        if name not in found:
+            raise LabError(f"{root}: part {name} has no well-formed markers")
+        by_file.setdefault(found[name][0], []).append((found[name][1], found[name][2], lines))
+    for rel, edits in by_file.items():
+        text = read_lines(Path(root) / rel)
+        for begin, end, lines in sorted(edits, reverse=True):
+            text[begin + 1:end] = lines
+        if prelude and language(rel) == "cxx":
+            first = next(i for i, l in enumerate(text) if l.startswith("#include"))
+            text[first:first] = CXX_PRELUDE
+            if rel.endswith(".h"):
+                text.append("#pragma GCC diagnostic pop")
+        Path(root, rel).write_text("\n".join(text))
+
+
+# ---- Handout ------------------------------------------------------------------------------
+
+def tree_files(root):
+    root = Path(root)
+    if (root / ".git").exists():
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True, check=True)
+        return [f for f in out.stdout.decode().split("\0") if f and (root / f).is_file()]
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        dirnames[:] = [d for d in dirnames if not (d.startswith("bazel-") or d == ".git")]
+        files += [(rel / f).as_posix() for f in filenames if not Path(dirpath, f).is_symlink()]
+    return files
+
+
+def copy_tree(source, dest, skip=()):
+    for rel in tree_files(source):
+        if any(rel == s or rel.startswith(s + "/") for s in skip):
+            continue
+        target = Path(dest) / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(source) / rel, target)
+
+
+def stages_arg(table, stage):
+    if stage == "all":
+        return list(table["stages"])
+    if str(stage) not in table["stages"]:
+        raise LabError(f"no stage {stage}: choose one of {', '.join(table['stages'])} or all")
+    return [str(stage)]
+
+
+def handout(table, stage, dest, only=None):
+    stages = stages_arg(table, stage)
+    chosen = [p for s in stages for p in parts_of(table, s)]
+    if only:
+        unknown = set(only) - {p["name"] for p in chosen}
+        if unknown:
+            raise LabError(f"no such part of stage {stage}: {', '.join(sorted(unknown))}")
+        chosen = [p for p in chosen if p["name"] in only]
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise LabError(f"{dest}: exists and is not empty")
+    problems = check(REFERENCE, table)
+    if problems:
+        raise LabError("the reference tree's lab parts are inconsistent:\n  " + "\n  ".join(problems))
+    copy_tree(REFERENCE, dest, skip=("docs/answers",))
+    found = scan(REFERENCE, table)[0]
+    replacements = {}
+    for part in chosen:
+        chapter = table["stages"][str(part["stage"])]["chapter"]
+        replacements[part["name"]] = stub(part, chapter, body(REFERENCE, table, part["name"], found))
+    replace_bodies(dest, table, replacements, prelude=True)
+    (dest / HANDOUT_FILE).write_text(json.dumps({"stage": stage, "parts": [p["name"] for p in chosen]}) + "\n")
+    lines = [f"# edu-alloc lab: stage {stage}", "",
+             "Write each part below between its `[lab NAME begin]` and `[lab NAME end]` markers,",
+             "replacing the stub (which prints `edu-alloc lab: part NAME not implemented` and aborts",
+             "when it is reached). The chapter explains each part where it cites `[lab NAME]`.",
+             "", f"Grade yourself: `tools/lab grade --stage={stages[0]}` (gates and part verdicts;",
+             "the trace score needs the reference tree your teacher grades with).", "",
+             "| part | file | what it must do | judged by |", "|---|---|---|---|"]
+    for p in chosen:
+        tests = "; ".join(t["target"] + (f" `{t['cases']}`" if "cases" in t else "") for t in p["tests"])
+        lines.append(f"| {p['name']} | `{p['file']}` | {p['statement']} | {tests} |")
+    (dest / "LAB.md").write_text("\n".join(lines) + "\n")
+    return chosen
+
+
+# ---- Running Bazel and tests --------------------------------------------------------------
+
+def bazel_env():
+    env = dict(os.environ)
+    env["HOME"] = pwd.getpwuid(os.getuid()).pw_dir   # ~/.bazelrc (disk cache), even in a test
+    for key in list(env):
+        if key.startswith(("TEST_", "BAZEL_", "RUNFILES_", "BUILD_")):
+            del env[key]
+    return env
+
+
+QUIET = ["--ui_event_filters=-info,-stdout,-stderr", "--noshow_progress", "--show_result=0"]
+
+
+def bazel(tree, *args, log=None):
+    cmd = ["bazel", args[0]] + (QUIET if args[0] in ("build", "test") else []) + list(args[1:])
+    r = subprocess.run(cmd, cwd=tree, env=bazel_env(), capture_output=True, text=True)
+    if log is not None:
+        log.append(f"$ (cd {tree} && {' '.join(cmd)}) -> {r.returncode}\n{r.stdout[-4000:]}{r.stderr[-4000:]}")
+    return r
+
+
+def binary(tree, target):
+    pkg, name = target[2:].split(":")
+    return Path(tree) / "bazel-bin" / pkg / name
+
+
+def run_test(tree, target, cases=None, timeout=600):
+    """Runs a built test binary; returns (passed, parts whose stub it reached, last lines)."""
+    path = binary(tree, target)
+    if not path.exists():
+        return False, set(), "not built"
+    cmd = [str(path)] + ([f"--test-case={cases}"] if cases else [])
+    runfiles = Path(str(path) + ".runfiles") / "__main__"
+    env = dict(bazel_env(), EDU_LAB_GRADING="1")
+    try:
+        r = subprocess.run(cmd, cwd=runfiles if runfiles.is_dir() else tree, env=env,
+                           capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, set(), f"timed out after {timeout} s"
+    out = r.stdout + r.stderr
+    tail = " | ".join(l for l in out.strip().split("\n")[-3:])
+    return r.returncode == 0, set(NOT_IMPLEMENTED.findall(out)), tail
+
+
+# ---- Traces -------------------------------------------------------------------------------
+
+def replay(stagediff, stage_name, trace):
+    r = subprocess.run([str(stagediff), f"--stages={stage_name}", f"--trace={trace}", "--json"],
+                       capture_output=True, text=True, timeout=600)
+    try:
+        doc = json.loads(r.stdout)
+        runs = doc["stages"] if "stages" in doc else doc["traces"][0]["stages"]
+        run = next(s for s in runs if s["stage"] == stage_name)
+    except (ValueError, KeyError, IndexError, StopIteration):
+        lines = (r.stdout + r.stderr).strip().split("\n")
+        return {"valid": False, "failure": lines[-1] if lines else f"exit {r.returncode}"}
+    return run
+
+
+def replay_traces(student, reference, stage_name, traces, repetitions):
+    """Each trace through the student's and the reference's stage, alternately, in fresh
+    processes (a fresh heap per trace); throughput is the median over the repetitions."""
+    rows = []
+    for trace in traces:
+        mine, theirs = [], []
+        for _ in range(repetitions):
+            mine.append(replay(student, stage_name, trace))
+            theirs.append(replay(reference, stage_name, trace))
+            if not mine[-1].get("valid"):
+                break
+        valid = all(m.get("valid") for m in mine)
+        row = {"trace": Path(trace).name, "valid": valid,
+               "failure": next((m.get("failure", "") for m in mine if not m.get("valid")), "")}
+        if valid and all(t.get("valid") for t in theirs):
+            row.update(utilisation=mine[0]["utilisation"], reference_utilisation=theirs[0]["utilisation"],
+                       ops_per_second=statistics.median(m["ops_per_second"] for m in mine),
+                       reference_ops_per_second=statistics.median(t["ops_per_second"] for t in theirs),
+                       operations=mine[0]["operations"])
+        rows.append(row)
+    return rows
+
+
+def trace_list(root, subset):
+    folder = Path(root) / "traces"
+    traces = sorted(folder.glob("*.rep"))
+    if subset:
+        wanted = subset.split(",")
+        traces = [t for t in traces if t.stem in wanted]
+        missing = set(wanted) - {t.stem for t in traces}
+        if missing:
+            raise LabError(f"no such trace in {folder}: {', '.join(sorted(missing))}")
+    if not traces:
+        raise LabError(f"{folder}: no .rep traces to replay")
+    return traces
+
+
+# ---- Grade --------------------------------------------------------------------------------
+
+def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repetitions=3, keep=False):
+    tree = Path(tree).resolve()
+    if not (tree / "WORKSPACE").is_file():
+        raise LabError(f"{tree}: not an edu-alloc tree (no WORKSPACE)")
+    info = table["stages"][stage]
+    parts = parts_of(table, stage)
+    weights = table["score"]
+    traces = trace_list(REFERENCE, traces_subset)
+    ref_is_handout = (REFERENCE / HANDOUT_FILE).exists()
+    log, started = [], time.time()
+    scratch = Path(tempfile.mkdtemp(prefix="edu-lab-grade-"))
+    work = scratch / "tree"
+    try:
+        copy_tree(tree, work)
+        student_found, problems = scan(work, table)
+        ref_found = scan(REFERENCE, table)[0]
+        chapter = info["chapter"]
+        bodies, ref_bodies, verdicts = {}, {}, {}
+        for p in parts:
+            name = p["name"]
+            bodies[name] = body(work, table, name, student_found)
+            ref_bodies[name] = body(REFERENCE, table, name, ref_found)
+            if bodies[name] is None:
+                verdicts[name] = "markers missing or broken: cannot judge"
+            elif normalised(bodies[name]) == normalised(stub(p, chapter, ref_bodies[name] or [])):
+                verdicts[name] = "not implemented (the handout's stub)"
+
+        # Gates: the student's tree as it is.
+        targets = info["gates"] + ["//tools/diff:stagediff"]
+        build = bazel(work, "build", "--keep_going", *targets, log=log)
+        gates = []
+        for target in info["gates"]:
+            ok, reached, tail = run_test(work, target)
+            gates.append({"gate": target, "passed": ok, "stubs_reached": sorted(reached), "detail": "" if ok else tail})
+        for target in info.get("tsan_gates", []):
+            r = bazel(work, "test", "--config=tsan", target, log=log)
+            gates.append({"gate": target + " (ThreadSanitizer)", "passed": r.returncode == 0,
+                          "stubs_reached": sorted(set(NOT_IMPLEMENTED.findall(r.stdout + r.stderr))),
+                          "detail": "" if r.returncode == 0 else (r.stdout + r.stderr).strip().split("\n")[-1]})
+
+        # Parts: each judged by its tests with every other part as in the reference ([lab]
+        # parts are isolated), so one part's marks never depend on another part.
+        results = []
+        for p in parts:
+            name = p["name"]
+            row = {"part": name, "marks": 0.0, "tests": []}
+            if name in verdicts:
+                row["verdict"] = verdicts[name]
+                results.append(row)
+                continue
+            others = {q["name"]: ref_bodies[q["name"]] for q in parts if q["name"] != name
+                      and bodies[q["name"]] is not None and ref_bodies[q["name"]] is not None
+                      and normalised(bodies[q["name"]]) != normalised(ref_bodies[q["name"]])}
+            broken = [q["name"] for q in parts if q["name"] != name and bodies[q["name"]] is None]
+            if broken:
+                row["verdict"] = f"cannot isolate: markers of {', '.join(broken)} are broken"
+                results.append(row)
+                continue
+            if others:
+                saved = {rel: (work / rel).read_text() for rel in {student_found[n][0] for n in others}}
+                replace_bodies(work, table, others)
+                built = bazel(work, "build", "--keep_going", *{t["target"] for t in p["tests"]}, log=log)
+            else:
+                built = build
+            passed = True
+            for t in p["tests"]:
+                ok, reached, tail = run_test(work, t["target"], t.get("cases"))
+                row["tests"].append({"target": t["target"], "cases": t.get("cases", ""), "passed": ok,
+                                     "detail": "" if ok else tail})
+                passed = passed and ok
+            if others:
+                for rel, text in saved.items():
+                    (work / rel).write_text(text)
+            if built.returncode != 0 and not passed:
+                row["verdict"] = "does not build: " + (built.stderr.strip().split("\n") or [""])[-1][:200]
+            else:
+                row["verdict"] = "pass" if passed else "FAIL: " + "; ".join(
+                    f"{x['target']} {x['cases']}".strip() for x in row["tests"] if not x["passed"])
+            row["marks"] = weights["correctness"] / len(parts) if passed else 0.0
+            results.append(row)
+
+        # Traces: only when every gate passed (correctness is a gate).
+        gated = all(g["passed"] for g in gates) and build.returncode == 0
+        rows, performance, note = [], 0.0, ""
+        if not gated:
+            note = "traces not scored: a gate failed (correctness comes first)"
+        elif ref_is_handout and not reference_stagediff:
+            note = "traces not scored: this tree is a handout; grade with the reference tree (or --reference-stagediff)"
+        else:
+            if reference_stagediff:
+                ref_bin = Path(reference_stagediff)
+            else:
+                r = bazel(REFERENCE, "build", "//tools/diff:stagediff", log=log)
+                if r.returncode != 0:
+                    raise LabError(f"the reference tree {REFERENCE} does not build //tools/diff:stagediff")
+                ref_bin = binary(REFERENCE, "//tools/diff:stagediff")
+            rows = replay_traces(binary(work, "//tools/diff:stagediff"), ref_bin, info["folder"], traces, repetitions)
+            if all(r["valid"] and "utilisation" in r for r in rows):
+                full_at = weights["throughput_full_at"]
+                util = statistics.mean(min(1.0, r["utilisation"] / r["reference_utilisation"]) for r in rows)
+                speed = statistics.mean(min(1.0, r["ops_per_second"] / r["reference_ops_per_second"] / full_at)
+                                        for r in rows)
+                performance = weights["utilisation"] * util + weights["throughput"] * speed
+            else:
+                note = "traces not scored: a replay failed validation"
+        correctness = sum(r["marks"] for r in results)
+        score = round(correctness + performance, 1)
+        report = {"tree": str(tree), "stage": int(stage), "score": score, "weights": weights,
+                  "correctness": round(correctness, 1), "performance": round(performance, 1),
+                  "parts": results, "gates": gates, "traces": rows, "note": note,
+                  "seconds": round(time.time() - started, 1)}
+        return report, log
+    finally:
+        bazel(work, "shutdown")
+        if keep:
+            print(f"lab: scratch tree kept at {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def print_report(report, out=sys.stdout):
+    w = report["weights"]
+    print(f"edu-alloc lab grade: stage {report['stage']}, tree {report['tree']}", file=out)
+    print("\ngates (every one must pass before the traces count):", file=out)
+    for g in report["gates"]:
+        extra = f"  stub reached: {', '.join(g['stubs_reached'])}" if g["stubs_reached"] else ""
+        print(f"  {'pass' if g['passed'] else 'FAIL'}  {g['gate']}{extra}", file=out)
+    each = w["correctness"] / max(1, len(report["parts"]))
+    print(f"\nparts ({w['correctness']} marks, {each:g} each; each judged with every other part as in the reference):", file=out)
+    for p in report["parts"]:
+        print(f"  {p['part']:<20} {p['marks']:5.1f}/{each:g}  {p['verdict']}", file=out)
+    if report["traces"]:
+        print("\ntraces (fresh process per replay; throughput: median of the runs, reference in the same run):", file=out)
+        print(f"  {'trace':<24} {'valid':<5} {'util':>6} {'ref':>6} {'Kops/s':>9} {'ref':>9} {'ratio':>6}", file=out)
+        for r in report["traces"]:
+            if "utilisation" in r:
+                ratio = r["ops_per_second"] / r["reference_ops_per_second"]
+                print(f"  {r['trace']:<24} {'yes':<5} {r['utilisation']:6.1%} {r['reference_utilisation']:6.1%} "
+                      f"{r['ops_per_second'] / 1e3:9.0f} {r['reference_ops_per_second'] / 1e3:9.0f} {ratio:6.2f}", file=out)
+            else:
+                print(f"  {r['trace']:<24} {'NO':<5} {r['failure']}", file=out)
+    if report["note"]:
+        print(f"\n{report['note']}", file=out)
+    print(f"\nweights: correctness {w['correctness']} (parts), then utilisation {w['utilisation']} "
+          f"(min(1, yours / reference)), throughput {w['throughput']} (min(1, yours / reference / "
+          f"{w['throughput_full_at']})), averaged over the traces", file=out)
+    print(f"score: {report['score']:g}/100 (correctness {report['correctness']:g}, performance "
+          f"{report['performance']:g}; graded in {report['seconds']:g} s)", file=out)
+
+
+# ---- Command line -------------------------------------------------------------------------
+
+def user_path(path):
+    base = os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()
+    return Path(base, path).resolve()
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="tools/lab", description=__doc__.split("\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="stages, parts and the tests that judge each part")
+    c = sub.add_parser("check", help="lab markers are well formed, listed and cited")
+    c.add_argument("root", nargs="?", default=str(REFERENCE))
+    h = sub.add_parser("handout", help="write a student tree")
+    h.add_argument("stage", help="1-4, or 'all' (every part of every stage blanked)")
+    h.add_argument("dir")
+    h.add_argument("--parts", help="comma-separated part names (default: every part of the stage)")
+    g = sub.add_parser("grade", help="grade a tree")
+    g.add_argument("dir", nargs="?", default=str(REFERENCE))
+    g.add_argument("--stage", help="stage to grade (default: the handout's, else 1)")
+    g.add_argument("--json", help="also write the report as JSON to this file")
+    g.add_argument("--traces", help="comma-separated trace names (default: every traces/*.rep)")
+    g.add_argument("--repetitions", type=int, default=3, help="timed replays per trace and tree (default 3)")
+    g.add_argument("--reference-stagediff", help="a built reference stagediff instead of building one")
+    g.add_argument("--keep", action="store_true", help="keep the scratch tree (for debugging)")
+    g.add_argument("--log", help="write every Bazel command and its output tail to this file")
+    args = parser.parse_args(argv)
+    try:
+        table = load_table(REFERENCE)
+        if args.command == "list":
+            for number, stage in table["stages"].items():
+                print(f"stage {number}: {stage['folder']} ({stage['chapter']})")
+                print(f"  gates: {', '.join(stage['gates'])}" +
+                      (f"; ThreadSanitizer: {', '.join(stage['tsan_gates'])}" if stage.get("tsan_gates") else ""))
+                for p in parts_of(table, number):
+                    print(f"  {p['name']:<18} {p['file']} ({p['procedure']})")
+                    for line in wrap(p["statement"], 100, "      "):
+                        print(line)
+                    for t in p["tests"]:
+                        print(f"      judged by {t['target']}" + (f" --test-case='{t['cases']}'" if "cases" in t else ""))
+            print(f"traces (every stage): {', '.join(t.stem for t in trace_list(REFERENCE, None))}")
+            return 0
+        if args.command == "check":
+            problems = check(user_path(args.root), table)
+            for p in problems:
+                print(p)
+            print(f"lab parts: {'ok' if not problems else 'FAILED'}: {len(table['parts'])} parts in {len(table['stages'])} stages")
+            return 1 if problems else 0
+        if args.command == "handout":
+            dest = user_path(args.dir)
+            chosen = handout(table, args.stage, dest, args.parts.split(",") if args.parts else None)
+            print(f"lab: wrote {dest}: stage {args.stage}, stubs for {', '.join(p['name'] for p in chosen)}")
+            return 0
+        tree = user_path(args.dir)
+        stage = args.stage
+        if stage is None and (tree / HANDOUT_FILE).exists():
+            stage = str(json.loads((tree / HANDOUT_FILE).read_text())["stage"])
+        stage = stage or "1"
+        if stage not in table["stages"]:
+            raise LabError(f"no stage {stage} to grade")
+        report, log = grade(table, tree, stage, args.traces, args.reference_stagediff, args.repetitions, args.keep)
+        if args.log:
+            user_path(args.log).write_text("\n".join(log))
+        print_report(report)
+        if args.json:
+            user_path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        return 0
+    except LabError as e:
+        print(f"tools/lab: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
