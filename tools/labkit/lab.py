@@ -220,7 +220,7 @@ def replace_bodies(root, table, replacements, prelude=False):
 def tree_files(root):
     root = Path(root)
     if (root / ".git").exists():
-        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True, check=True)
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True, check=True)
         return [f for f in out.stdout.decode().split("\0") if f and (root / f).is_file()]
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -331,16 +331,16 @@ def run_test(tree, target, cases=None, timeout=600):
 # ---- Traces -------------------------------------------------------------------------------
 
 def replay(stagediff, stage_name, trace):
-    r = subprocess.run([str(stagediff), f"--stages={stage_name}", f"--trace={trace}", "--json"],
+    """One `stagediff --json` run of one trace through one stage (its own child process,
+    so a fresh heap): the stage's result record, or {valid: False, failure: why}."""
+    r = subprocess.run([str(stagediff), f"--stages={stage_name}", f"--trace={trace}", "--json", "--no-libc"],
                        capture_output=True, text=True, timeout=600)
     try:
-        doc = json.loads(r.stdout)
-        runs = doc["stages"] if "stages" in doc else doc["traces"][0]["stages"]
-        run = next(s for s in runs if s["stage"] == stage_name)
+        results = json.loads(r.stdout)["traces"][0]["results"]
+        return next(s for s in results if s["stage"] == stage_name)
     except (ValueError, KeyError, IndexError, StopIteration):
         lines = (r.stdout + r.stderr).strip().split("\n")
         return {"valid": False, "failure": lines[-1] if lines else f"exit {r.returncode}"}
-    return run
 
 
 def replay_traces(student, reference, stage_name, traces, repetitions):
@@ -382,7 +382,7 @@ def trace_list(root, subset):
 
 # ---- Grade --------------------------------------------------------------------------------
 
-def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repetitions=3, keep=False):
+def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repetitions=2, keep=False):
     tree = Path(tree).resolve()
     if not (tree / "WORKSPACE").is_file():
         raise LabError(f"{tree}: not an edu-alloc tree (no WORKSPACE)")
@@ -482,8 +482,9 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             if all(r["valid"] and "utilisation" in r for r in rows):
                 full_at = weights["throughput_full_at"]
                 util = statistics.mean(min(1.0, r["utilisation"] / r["reference_utilisation"]) for r in rows)
+                timed = [r for r in rows if r["operations"] >= weights["throughput_min_operations"]] or rows
                 speed = statistics.mean(min(1.0, r["ops_per_second"] / r["reference_ops_per_second"] / full_at)
-                                        for r in rows)
+                                        for r in timed)
                 performance = weights["utilisation"] * util + weights["throughput"] * speed
             else:
                 note = "traces not scored: a replay failed validation"
@@ -527,7 +528,7 @@ def print_report(report, out=sys.stdout):
         print(f"\n{report['note']}", file=out)
     print(f"\nweights: correctness {w['correctness']} (parts), then utilisation {w['utilisation']} "
           f"(min(1, yours / reference)), throughput {w['throughput']} (min(1, yours / reference / "
-          f"{w['throughput_full_at']})), averaged over the traces", file=out)
+          f"{w['throughput_full_at']}), traces of at least {w['throughput_min_operations']} operations), averaged over the traces", file=out)
     print(f"score: {report['score']:g}/100 (correctness {report['correctness']:g}, performance "
           f"{report['performance']:g}; graded in {report['seconds']:g} s)", file=out)
 
@@ -555,7 +556,7 @@ def main(argv):
     g.add_argument("--stage", help="stage to grade (default: the handout's, else 1)")
     g.add_argument("--json", help="also write the report as JSON to this file")
     g.add_argument("--traces", help="comma-separated trace names (default: every traces/*.rep)")
-    g.add_argument("--repetitions", type=int, default=3, help="timed replays per trace and tree (default 3)")
+    g.add_argument("--repetitions", type=int, default=2, help="stagediff runs per trace and tree, alternating (default 2; each times 3 passes)")
     g.add_argument("--reference-stagediff", help="a built reference stagediff instead of building one")
     g.add_argument("--keep", action="store_true", help="keep the scratch tree (for debugging)")
     g.add_argument("--log", help="write every Bazel command and its output tail to this file")

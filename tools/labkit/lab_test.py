@@ -1,0 +1,89 @@
+"""tools/labkit/lab_test.py: the course kit's cheap checks, run against the live source tree
+(found through this file's runfiles link, like tests/docs): the lab markers agree with
+parts.json and the chapters, the checker catches broken markers, a handout blanks exactly the
+chosen parts and leaves the answers out, and the trace set regenerates byte for byte."""
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lab  # noqa: E402
+
+ROOT = lab.REFERENCE
+
+
+class LabTest(unittest.TestCase):
+    def setUp(self):
+        self.table = lab.load_table(ROOT)
+        self.tmp = Path(tempfile.mkdtemp(prefix="lab-test-"))
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_the_source_tree_has_consistent_lab_parts(self):
+        self.assertEqual(lab.check(ROOT, self.table), [])
+        for stage in self.table["stages"]:
+            self.assertGreaterEqual(len(lab.parts_of(self.table, stage)), 3)
+
+    def fake_tree(self, code, chapter):
+        (self.tmp / "stage1_brk").mkdir()
+        (self.tmp / "docs").mkdir()
+        (self.tmp / "stage1_brk" / "a.cc").write_text(code)
+        (self.tmp / "docs" / "stage1_brk.md").write_text(chapter)
+        table = {"stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md", "gates": ["//t:t"]}},
+                 "parts": [dict(name=f"S1.{n}", stage=1, file="stage1_brk/a.cc", statement="s",
+                                tests=[{"target": "//t:t"}]) for n in ("a", "b", "c")]}
+        return lab.check(self.tmp, table)
+
+    def test_the_checker_names_every_broken_marker(self):
+        code = ("// [lab S1.a begin]\n// [lab S1.a end]\n// [lab S1.b begin]\n// [lab S1.c begin]\n"
+                "// [lab S1.c end]\n// [lab S1.d end]\n")
+        problems = "\n".join(self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.x]"))
+        self.assertIn("[lab S1.c begin] inside part S1.b", problems)
+        self.assertIn("[lab S1.d end] without its begin", problems)
+        self.assertIn("[lab S1.b begin] is never ended", problems)
+        self.assertIn("never cites [lab S1.c]", problems)
+        self.assertIn("cites [lab S1.x], not a part of stage 1", problems)
+
+    def test_a_consistent_fake_tree_passes(self):
+        code = "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "abc")
+        self.assertEqual(self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]"), [])
+
+    def test_a_handout_blanks_the_chosen_parts_and_leaves_the_answers_out(self):
+        dest = self.tmp / "lab1"
+        lab.handout(self.table, "1", dest, ["S1.coalesce", "S1.realloc"])
+        self.assertFalse((dest / "docs" / "answers").exists())
+        self.assertEqual(json.loads((dest / lab.HANDOUT_FILE).read_text())["parts"], ["S1.coalesce", "S1.realloc"])
+        found = lab.scan(dest, self.table)[0]
+        for name in ("S1.coalesce", "S1.realloc"):
+            text = "\n".join(lab.body(dest, self.table, name, found))
+            self.assertIn(f'db "{name}", 0', text)
+            self.assertIn("call    edu_lab_not_implemented", text)
+            self.assertNotIn("s1_list_remove", text)           # the reference body is gone
+        self.assertEqual(lab.body(dest, self.table, "S1.find_fit", found),
+                         lab.body(ROOT, self.table, "S1.find_fit"))
+        # The chapter's markers inside a blanked body survive, so the docs still check.
+        self.assertEqual([p for p in lab.check(dest, self.table)], [])
+
+    def test_cxx_stubs_carry_the_prelude_and_the_call(self):
+        dest = self.tmp / "lab3"
+        lab.handout(self.table, "3", dest)
+        header = (dest / "stage3_segments" / "page.h").read_text()
+        self.assertIn('#include "contract/lab.h"', header)
+        self.assertTrue(header.rstrip().endswith("#pragma GCC diagnostic pop"))
+        self.assertIn('edu_lab_not_implemented("S3.collect");', header)
+
+    def test_the_trace_set_regenerates_byte_for_byte(self):
+        r = subprocess.run([sys.executable, str(ROOT / "traces" / "generate.py"), "--check"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertGreaterEqual(len(list((ROOT / "traces").glob("*.rep"))), 12)
+
+
+if __name__ == "__main__":
+    unittest.main()
