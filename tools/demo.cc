@@ -4,9 +4,11 @@
 // heap through the stage's walker at a few steps, the checker's verdict, and the statistics.
 // Only the contract is used, so a newly linked stage appears with no edit here. EDU_OPTIONS
 // (contract/options.h) changes stage settings, e.g. EDU_OPTIONS=stage1_brk.fit=best.
+// `--html=FILE` writes the same steps as a step-through page instead (tools/diff/html.h).
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -16,6 +18,7 @@
 #include "contract/diagnostics.h"
 #include "contract/options.h"
 #include "contract/report.h"
+#include "tools/diff/html.h"
 
 namespace {
 
@@ -366,18 +369,49 @@ public:
     int failures() const { return failures_; }
 };
 
+
+// The workload as a trace for the step-through page. The trace model has malloc, free and
+// realloc only: calloc(n, 20) becomes malloc(n * 20) and aligned_alloc(a, n) malloc(n).
+int write_page(std::string path) {
+    edu::diff::Workload w;
+    w.name = "demo";
+    w.ids = 26;
+    for (const Step& s : kWorkload) {
+        edu::diff::Op op{};
+        op.kind = edu::diff::Op::alloc;
+        op.id = static_cast<uint32_t>(s.block - 'a');
+        op.size = s.size;
+        if (s.op == Op::calloc) op.size = s.size * 20;
+        if (s.op == Op::realloc) op.kind = edu::diff::Op::realloc;
+        if (s.op == Op::free) op.kind = edu::diff::Op::free, op.size = 0;
+        w.ops.push_back(op);
+    }
+    // As in the stage diff: stage 1 gets a break of its own, away from the C library's heap.
+    if (const edu::Stage* s1 = edu::find_stage("stage1_brk")) s1->set_option("break", "reserved");
+    const char* wd = std::getenv("BUILD_WORKING_DIRECTORY");  // under `bazel run`: the user's directory
+    if (wd && !path.empty() && path[0] != '/') path = std::string(wd) + "/" + path;
+    std::vector<const edu::Stage*> stages;
+    for (std::size_t i = 0; i < edu::stage_count(); ++i) stages.push_back(&edu::stage_at(i));
+    return edu::diff::write_step_through(path, stages, w);
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    for (std::size_t i = 0; i < edu::stage_count(); ++i)
+        if (!edu::apply_environment_options(edu::stage_at(i))) return 2;
+    if (argc == 2 && std::strncmp(argv[1], "--html=", 7) == 0) return write_page(argv[1] + 7);
+    if (argc > 1) {
+        std::fprintf(stderr, "usage: demo [--html=FILE]\n");
+        return 2;
+    }
     std::size_t count = edu::stage_count();
     std::printf("edu-alloc demo: %zu steps replayed through %zu stage(s)\n", std::size(kWorkload), count);
     if (count == 0) {
         std::printf("no stage is linked in\n");
         return 1;
     }
-    // EDU_OPTIONS="stage1_brk.fit=best ..." replays the workload under other stage settings.
-    for (std::size_t i = 0; i < count; ++i)
-        if (!edu::apply_environment_options(edu::stage_at(i))) return 2;
+    // EDU_OPTIONS="stage1_brk.fit=best ..." (applied above) replays it under other settings.
     int failures = 0;
     for (std::size_t i = 0; i < count; ++i) {
         Replay replay(edu::stage_at(i));

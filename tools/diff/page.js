@@ -183,16 +183,19 @@ function explain(stage, step) {
   }
   for (const e of removed.filter((x) => x.d === 0 && !added.some((y) => y.d === 0 && y.a === x.a)))
     out.push(`${kindName(e)} ${hex(e.a)} (${bytes(e.s)}) returned to the OS`);
-  for (const e of added.filter((x) => x.d === 1 && x.s >= 1024)) {
+  const setUp = new Map();
+  for (const e of added.filter((x) => x.d === 1 && kindName(x) !== "block")) {
     const was = removed.find((x) => x.d === 1 && x.a === e.a);
-    if (was && was.st !== e.st) out.push(`${kindName(e)} ${hex(e.a)}: ${STATES[was.st]} -> ${STATES[e.st]}`);
-    else if (!was && e.st !== USED && e.st !== FREE) out.push(`${kindName(e)} ${hex(e.a)} (${bytes(e.s)}) set up`);
+    if (was && was.st !== e.st) out.push(`${kindName(e)} ${hex(e.a)}: ${STATES[was.st]} -> ${STATES[e.st]}` + (e.st === META ? " (put to use)" : was.st === META ? " (emptied)" : ""));
+    else if (!was) setUp.set(kindName(e), (setUp.get(kindName(e)) || []).concat([e]));
   }
-  const carved = added.filter((e) => e.st !== UNUSED && e.d > 0 && removed.some((x) => x.st === UNUSED && x.d === e.d && x.a <= e.a && e.a < x.a + x.s));
+  for (const [kind, list] of setUp)
+    out.push(list.length === 1 ? `${kind} ${hex(list[0].a)} (${bytes(list[0].s)}) set up` : `${list.length} ${kind}s set up (${hex(list[0].a)}..., ${bytes(list[0].s)} first)`);
+  const carved = added.filter((e) => e.st !== UNUSED && e.d === 2 && removed.some((x) => x.st === UNUSED && x.d === e.d && x.a <= e.a && e.a < x.a + x.s));
   if (carved.length > 1) out.push(`${carved.length} blocks carved from unused space`);
   else if (carved.length === 1 && carved[0] !== chosen) out.push(`carved ${kindName(carved[0])} ${hex(carved[0].a)} from unused space`);
   const fresh = blocks(added, UNUSED).concat(blocks(added, FREE)).filter((e) => !removed.some((x) => x.a === e.a && x.d === e.d));
-  if (fresh.length > 8) out.push(`${fresh.length} new free or unused entries`);
+  if (fresh.length > 8 && !carved.length) out.push(`${fresh.length} blocks laid out, not yet carved`);
   return {lines: out, chosen, merged};
 }
 
@@ -335,7 +338,8 @@ function structures(stage) {
   }
   box.appendChild(t);
   // The container (pool, page) the step touched: its blocks by state and size.
-  const ch = stage.change, touched = ch && (ch.added.find((e) => e.d === 2) || ch.removed.find((e) => e && e.d === 2));
+  const ch = stage.change, touched = ch && ((stage.explained && stage.explained.chosen && stage.explained.chosen.d === 2 && stage.explained.chosen) ||
+    ch.added.find((e) => e.d === 2) || ch.removed.find((e) => e && e.d === 2));
   if (touched) {
     const parent = entries.find((e) => e.d === 1 && e.a <= touched.a && touched.a < e.a + e.s);
     if (parent) {
@@ -573,7 +577,7 @@ function build() {
   on("helpb", () => document.getElementById("help").classList.toggle("show"));
   document.getElementById("jump").addEventListener("change", (ev) => go(+ev.target.value));
   document.getElementById("zoom").addEventListener("input", () => { setZoom(); render(); });
-  document.getElementById("range").addEventListener("change", (ev) => { setRange(ev.target.value); render(); });
+  document.getElementById("range").addEventListener("change", (ev) => { setRange(ev.target.value); setZoom(); render(); });
   document.getElementById("follow").addEventListener("change", render);
   window.addEventListener("resize", () => { measure(); chartBackground = null; render(); });
   document.addEventListener("keydown", (ev) => {
@@ -597,8 +601,13 @@ function build() {
 
 function setZoom() {
   zoomLevel = +document.getElementById("zoom").value;
-  for (const s of stages) s.bytesPerPx = Math.max(1 / 64, s.fitBytesPerPx * Math.pow(2, -zoomLevel));
+  for (const s of stages) {
+    // A range shown fills about 12 rows; otherwise the stage's own fitted scale.
+    const fit = range ? scaleFor(range[1] - range[0], 12, s.ui.width) : s.fitBytesPerPx;
+    s.bytesPerPx = Math.max(1 / 64, fit * Math.pow(2, -zoomLevel));
+  }
 }
+const scaleFor = (bytes, rows, width) => Math.pow(2, Math.ceil(Math.log2(Math.max(1 / 64, bytes / (rows * (width - LEFT - 8))))));
 function zoom(dir) {
   const z = document.getElementById("zoom");
   z.value = String(Math.max(+z.min, Math.min(+z.max, +z.value + dir)));
@@ -616,7 +625,7 @@ function fitZoom() {
     let widest = Math.min(s.spec.peakFootprint, 64 << 20);
     for (const e of s.tl.heap.values()) if (e.d === 0) widest = Math.max(widest, Math.min(e.s, 64 << 20));
     const width = s.ui.width;
-    s.fitBytesPerPx = Math.pow(2, Math.ceil(Math.log2(Math.max(1, widest / (24 * (width - LEFT - 8))))));
+    s.fitBytesPerPx = Math.max(1, scaleFor(widest, 24, width));
   }
   setZoom();
 }
