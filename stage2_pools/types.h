@@ -64,7 +64,8 @@ inline constexpr Reciprocals kReciprocal = make_reciprocals();
 //
 // Both give 64 pools per arena. Inequalities every geometry must keep:
 //    pool bytes - header bytes >= 2 * kSmallMax   (a pool holds two blocks of any class, so
-//                                                 a pool never goes from empty to full at once)
+//                                                 no single free takes a pool from full to empty:
+//                                                 pool_free_slow relies on it)
 //    pool bytes <= 2^kMaxPoolShift                (offsets fit the reciprocal trick, bitmap fits)
 //    arena bytes is a power of two                (arenas are mapped aligned to their size, so
 //                                                 `address >> arena_shift` names an arena)
@@ -125,6 +126,27 @@ inline uint64_t* pool_bitmap(Pool* pool) { return reinterpret_cast<uint64_t*>(po
 // 32 or 64 are 32- or 64-byte aligned: aligned_alloc(64, 100) gets a block of the 128-byte class.
 inline constexpr uint32_t kHeaderAlign = 64;   // bytes; a power of two, >= kAlignment
 static_assert(kHeaderAlign % kAlignment == 0);
+
+// Header bytes of a pool under `geometry`: the fixed header, a bitmap with one bit per block
+// of the smallest class, rounded up to kHeaderAlign.
+constexpr uint32_t bitmap_words_of(const Geometry& geometry) {
+    return ((uint32_t{1} << geometry.pool_shift) / static_cast<uint32_t>(kAlignment) + 63) / 64;
+}
+constexpr uint32_t header_bytes_of(const Geometry& geometry) {
+    uint32_t raw = static_cast<uint32_t>(sizeof(Pool)) + bitmap_words_of(geometry) * 8;
+    return (raw + kHeaderAlign - 1) & ~(kHeaderAlign - 1);
+}
+
+// The inequalities of [S2.3], for every geometry offered: a change that breaks one fails here.
+constexpr bool keeps_the_inequalities(const Geometry& g) {
+    return (uint32_t{1} << g.pool_shift) - header_bytes_of(g) >= 2 * kSmallMax &&
+           g.pool_shift <= kMaxPoolShift && g.arena_shift >= kMinArenaShift;
+}
+static_assert(keeps_the_inequalities(kClassic),
+              "[S2.3] classic geometry: pool bytes - header bytes >= 2 * kSmallMax fails (pool_free_slow "
+              "relies on it: a full pool never becomes empty in one free)");
+static_assert(keeps_the_inequalities(kModern),
+              "[S2.3] modern geometry: pool bytes - header bytes >= 2 * kSmallMax fails");
 
 // [S2.5] An arena: 64 pools in one mapping aligned to its size. The arena's record lives
 // outside it, in the table Heap::arenas, so an empty arena can be unmapped whole.
@@ -210,10 +232,8 @@ constexpr void apply_geometry(Heap& heap, const Geometry& geometry) {
     heap.geometry = &geometry;
     heap.pool_bytes = uint32_t{1} << geometry.pool_shift;
     heap.pool_mask = ~(uintptr_t{heap.pool_bytes} - 1);
-    uint32_t max_blocks = heap.pool_bytes / static_cast<uint32_t>(kAlignment);
-    heap.bitmap_words = (max_blocks + 63) / 64;
-    uint32_t raw = static_cast<uint32_t>(sizeof(Pool)) + heap.bitmap_words * 8;
-    heap.header_bytes = (raw + kHeaderAlign - 1) & ~(kHeaderAlign - 1);
+    heap.bitmap_words = bitmap_words_of(geometry);
+    heap.header_bytes = header_bytes_of(geometry);
     heap.arena_shift = geometry.arena_shift;
     heap.arena_bytes = uint64_t{1} << geometry.arena_shift;
 }
