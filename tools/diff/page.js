@@ -388,7 +388,7 @@ function chartLines(w, h, dpr) {
   const g = image.getContext("2d"), c = document.getElementById("chart");
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, w, h);
-  const L = 60, R = 170, T = 10, B = 22, total = Math.max(D.opCount, 1);
+  const L = 60, R = 215, T = 10, B = 22, total = Math.max(D.opCount, 1);
   let max = 1;
   for (const s of D.stages) for (let i = 0; i < s.timeline.length; i += 3) max = Math.max(max, s.timeline[i + 2], s.timeline[i + 1]);
   const X = (op) => L + (op / total) * (w - L - R), Y = (v) => h - B - (v / max) * (h - T - B);
