@@ -241,16 +241,8 @@ s1_find_fit:
         call    s1_size_class                   ; rax = the request's class (rdi kept)
         pop     rdi
         mov     r9, rax                         ; r9 = class
-        xor     r10d, r10d                      ; r10 = the wilderness, or 0
-        mov     rax, [s1_last_region]
-        test    rax, rax
-        jz      .seg_own
-        mov     rax, [rax + S1_REGION_END]
-        mov     rcx, [rax - 16]                 ; footer of the block before the epilogue
-        test    cl, S1_ALLOC
-        jnz     .seg_own
-        lea     r10, [rax - 8]
-        sub     r10, rcx                        ; its header
+        call    s1_wilderness
+        mov     r10, rax                        ; r10 = the wilderness, or 0
 .seg_own:
         lea     rdx, [s1_free_heads]
         mov     rax, [rdx + r9*8]
@@ -315,6 +307,106 @@ s1_find_fit:
         jnz     .seg_loop
 .seg_best_done:
         mov     rax, rdx
+        ret
+
+; s1_wilderness: the heap's trailing free block (the last block of the newest region, when
+; it is free), which the segregated fit keeps for last.
+;   IN:  nothing
+;   OUT: rax = its header, or 0
+;   Clobbers: rax, rcx. Preserves: everything else.
+global s1_wilderness:function hidden
+s1_wilderness:
+        mov     rax, [s1_last_region]
+        test    rax, rax
+        jz      .done                           ; no heap
+        mov     rax, [rax + S1_REGION_END]
+        mov     rcx, [rax - 16]                 ; footer of the block before the epilogue
+        test    cl, S1_ALLOC
+        jnz     .none
+        sub     rax, 8
+        sub     rax, rcx                        ; its header
+        ret
+.none:
+        xor     eax, eax
+.done:
+        ret
+
+; [S1.34] s1_find_aligned: under the segregated fit, a free block that holds a block of
+; `asize` bytes whose payload is a multiple of `alignment`, either at the block's own payload
+; or at least S1_MIN_BLOCK further on (the lead must stand as a free block). The search is
+; the segregated fit's: the request's class and the non-empty classes above it, the first
+; S1_SEG_SCAN blocks of each, the wilderness last; the first block that fits is taken. So an
+; aligned request costs a bounded number of steps, never a walk of every free block.
+;   IN:  rdi = asize, rsi = alignment (a power of two > 16)
+;   OUT: rax = the free block's header (still on its list), rdx = the aligned payload;
+;        rax = 0 if no block fits
+;   Clobbers: rax, rcx, rdx, r8, r9, r10, r11. Preserves: everything else.
+global s1_find_aligned:function hidden
+s1_find_aligned:
+        push    rdi
+        call    s1_size_class
+        pop     rdi
+        mov     r9, rax                         ; r9 = class
+        call    s1_wilderness
+        mov     r10, rax                        ; r10 = the wilderness, or 0
+        lea     r11, [rsi - 1]                  ; r11 = alignment mask
+        jmp     .scan
+.above:
+        inc     r9
+        cmp     r9, S1_CLASSES
+        jae     .wilderness
+        mov     rdx, [s1_class_map]
+        mov     ecx, r9d
+        shr     rdx, cl
+        shl     rdx, cl                         ; only the classes from r9 on
+        bsf     r9, rdx
+        jz      .wilderness
+.scan:
+        lea     rdx, [s1_free_heads]
+        mov     rax, [rdx + r9*8]
+        mov     ecx, S1_SEG_SCAN
+.node:
+        test    rax, rax
+        jz      .above                          ; end of this list
+        cmp     rax, r10
+        je      .skip                           ; the wilderness: kept for last
+        call    .fits
+        test    rdx, rdx
+        jnz     .found
+.skip:
+        mov     rax, [rax + S1_NEXT]
+        dec     rcx
+        jnz     .node
+        jmp     .above
+.wilderness:
+        mov     rax, r10
+        test    rax, rax
+        jz      .found                          ; no wilderness: rax = 0, no fit
+        call    .fits
+        test    rdx, rdx
+        jnz     .found
+        xor     eax, eax
+.found:
+        ret
+
+        ; .fits: does the aligned block fit in the free block at rax?
+        ;   IN: rax = header, rdi = asize, r11 = alignment - 1
+        ;   OUT: rdx = the aligned payload, or 0. Clobbers r8.
+.fits:
+        lea     rdx, [rax + 8]                  ; the block's own payload
+        test    rdx, r11
+        jz      .fits_room                      ; already aligned: no lead
+        lea     rdx, [rax + r11 + 8 + S1_MIN_BLOCK]
+        mov     r8, r11
+        not     r8
+        and     rdx, r8                         ; the first aligned payload >= own + 32
+.fits_room:
+        lea     r8, [rdx + rdi - 8]             ; where the aligned block would end
+        sub     r8, rax
+        cmp     r8, [rax]
+        jbe     .fits_done                      ; inside the free block
+        xor     edx, edx
+.fits_done:
         ret
 
 ; [S1.30] s1_set_fit: change the fit policy. Between first, next and best fit the list stays

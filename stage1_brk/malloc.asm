@@ -6,10 +6,11 @@
 default rel
 %include "types.inc"
 
-extern s1_find_fit, s1_list_remove, s1_list_push ; freelist.asm
+extern s1_find_fit, s1_find_aligned              ; freelist.asm
+extern s1_list_remove, s1_list_push              ; freelist.asm
 extern s1_place, s1_coalesce, s1_split_tail      ; block.asm
 extern s1_heap_grow, s1_heap_trim, s1_region_of  ; heap.asm
-extern s1_status, s1_last_region                 ; heap.asm
+extern s1_status, s1_last_region, s1_fit_policy  ; heap.asm
 
 section .text
 
@@ -415,6 +416,36 @@ s1_memalign:
         push    r15                             ; (alignment)
         mov     rbx, rdi
         ADJUST_SIZE r12, rsi
+        cmp     qword [s1_fit_policy], S1_FIT_SEG
+        jne     .slide
+        ; [S1.35] Under the segregated fit, first look for a free block in which the aligned
+        ; block fits as it is: a bounded search (s1_find_aligned), and the hole an identical
+        ; aligned block left behind is found again. Carve it: a lead of >= 32 bytes stays
+        ; free (its predecessor is used: no coalescing), the tail goes back below.
+        mov     rdi, r12
+        mov     rsi, rbx
+        call    s1_find_aligned                 ; rax = free block, rdx = aligned payload
+        test    rax, rax
+        jz      .slide                          ; none: the general way
+        mov     r13, rax
+        mov     r14, rdx
+        mov     rdi, rax
+        call    s1_list_remove
+        lea     rsi, [r14 - 8]                  ; the aligned block's header
+        mov     rax, r13
+        add     rax, [r13]                      ; the free block's end
+        sub     rax, rsi                        ; bytes from the aligned header to that end
+        lea     rdx, [rax + S1_ALLOC]
+        SET_TAGS rsi, rdx, rax                  ; the aligned block, used, up to the end
+        cmp     rsi, r13
+        je      .tail                           ; no lead
+        mov     rcx, rsi
+        sub     rcx, r13                        ; the lead's size (>= S1_MIN_BLOCK)
+        SET_TAGS r13, rcx, rax                  ; the lead, a free block
+        mov     rdi, r13
+        call    s1_list_push
+        jmp     .tail
+.slide:
         lea     rdi, [r12 + rbx + S1_MIN_BLOCK - S1_OVERHEAD]
         call    s1_malloc                       ; block of asize + alignment + S1_MIN_BLOCK
         test    rax, rax

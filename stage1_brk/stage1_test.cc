@@ -455,6 +455,63 @@ TEST_CASE_FIXTURE(IsolatedHeap, "memalign gives the lead and the tail back as fr
     CHECK(blocks().size() == 1);
 }
 
+// The case that took 126 s on this stage when every aligned request walked the free list.
+TEST_CASE_FIXTURE(IsolatedHeap, "aligned requests into a heap of holes take a bounded search and reuse the holes") {
+    s1_set_fit(S1_FIT_SEG);
+    std::vector<void*> blocks_(10000);
+    for (void*& p : blocks_) {
+        p = s1_memalign(256, 4096);
+        REQUIRE(p != nullptr);
+    }
+    for (std::size_t i = 0; i < blocks_.size(); i += 2) REQUIRE(s1_free(blocks_[i]) == S1_OK);
+    uint64_t footprint = s1_footprint;
+    auto start = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < blocks_.size(); i += 2) {
+        blocks_[i] = s1_memalign(256, 4096);
+        REQUIRE(blocks_[i] != nullptr);
+        REQUIRE(reinterpret_cast<uint64_t>(blocks_[i]) % 256 == 0);
+    }
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    CHECK(seconds < 2.0);  // a few milliseconds; a walk of every hole per call took minutes
+    CHECK(s1_footprint == footprint);  // every refill went into a hole: no growth
+    CHECK(check() == S1_CHECK_OK);
+    void* p = blocks_[42];
+    REQUIRE(s1_free(p) == S1_OK);
+    CHECK(s1_memalign(256, 4096) == p);  // the hole an identical aligned block left
+    for (void* q : blocks_) REQUIRE(s1_free(q) == S1_OK);
+    CHECK(check() == S1_CHECK_OK);
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "an aligned request reuses a hole of exactly its size") {
+    s1_set_fit(S1_FIT_SEG);
+    void* a = s1_memalign(256, 4096);
+    void* b = s1_memalign(256, 4096);
+    void* c = s1_memalign(256, 4096);
+    REQUIRE((a && b && c));
+    // Fill every free gap the leads and tails left, so b's hole will be b alone.
+    for (bool filled = true; filled;) {
+        filled = false;
+        std::vector<Row> rows = blocks();
+        for (std::size_t i = 0; i + 1 < rows.size(); ++i) {
+            if (rows[i].kind != S1_KIND_FREE) continue;
+            REQUIRE(s1_malloc(rows[i].size - kS1Overhead) != nullptr);
+            filled = true;
+            break;
+        }
+    }
+    REQUIRE(s1_free(b) == S1_OK);
+    std::vector<Row> rows = blocks();
+    uint64_t hole = 0;
+    for (const Row& r : rows)
+        if (r.kind == S1_KIND_FREE && r.address == header(b)) hole = r.size;
+    REQUIRE(hole == s1_usable_size(a) + kS1Overhead);  // no room to slide: the hole is b
+    uint64_t footprint = s1_footprint;
+    CHECK(s1_memalign(256, 4096) == b);
+    CHECK(s1_footprint == footprint);
+    CHECK(check() == S1_CHECK_OK);
+    (void)c;
+}
+
 TEST_CASE_FIXTURE(IsolatedHeap, "the checker names the first broken invariant") {
     char* a = static_cast<char*>(s1_malloc(100));
     char* b = static_cast<char*>(s1_malloc(100));

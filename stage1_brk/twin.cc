@@ -207,11 +207,7 @@ uint64_t Twin::find_fit(uint64_t asize) {
     if (fit_policy == S1_FIT_BEST) return seg_best(head, asize, UINT64_MAX, 0);
     if (fit_policy == S1_FIT_SEG) {
         uint64_t c = size_class(asize);
-        uint64_t wild = 0;
-        if (last_region_) {
-            uint64_t end = load(last_region_ + kRegionEnd), footer = load(end - 16);
-            if (!(footer & kAlloc)) wild = end - 8 - footer;
-        }
+        uint64_t wild = wilderness();
         uint64_t found = seg_best(free_heads_[c], asize, c == kS1Classes - 1 ? UINT64_MAX : kS1SegScan, wild);
         while (!found && ++c < kS1Classes) {
             uint64_t above = class_map_ >> c << c;
@@ -224,6 +220,33 @@ uint64_t Twin::find_fit(uint64_t asize) {
     }
     for (uint64_t b = head; b; b = load(b + kNext))
         if (load(b) >= asize) return b;
+    return 0;
+}
+
+uint64_t Twin::wilderness() const {
+    if (!last_region_) return 0;
+    uint64_t end = load(last_region_ + kRegionEnd), footer = load(end - 16);
+    return (footer & kAlloc) ? 0 : end - 8 - footer;
+}
+
+uint64_t Twin::find_aligned(uint64_t asize, uint64_t alignment, uint64_t* payload) const {
+    uint64_t mask = alignment - 1, wild = wilderness();
+    auto fits = [&](uint64_t header) -> uint64_t {
+        uint64_t q = header + 8;
+        if (q & mask) q = (header + 8 + kS1MinBlock + mask) & ~mask;
+        return q + asize - 8 - header <= load(header) ? q : 0;
+    };
+    for (uint64_t c = size_class(asize); c < kS1Classes; ++c) {
+        uint64_t above = class_map_ >> c << c;
+        if (!above) break;
+        c = __builtin_ctzll(above);
+        uint64_t limit = kS1SegScan;
+        for (uint64_t b = free_heads_[c]; b && limit; b = load(b + kNext), --limit) {
+            if (b == wild) continue;
+            if ((*payload = fits(b))) return b;
+        }
+    }
+    if (wild && (*payload = fits(wild))) return wild;
     return 0;
 }
 
@@ -409,9 +432,22 @@ void* Twin::memalign(uint64_t alignment, uint64_t size) {
     if (alignment <= kS1Align) return malloc(size);
     if (size > kS1MaxRequest) return status = S1_ENOMEM, nullptr;
     uint64_t asize = adjust(size);
+    uint64_t q = 0, hole = fit_policy == S1_FIT_SEG ? find_aligned(asize, alignment, &q) : 0;
+    if (hole) {
+        list_remove(hole);
+        uint64_t end = hole + load(hole);
+        set_tags(q - 8, (end - (q - 8)) | kAlloc);
+        if (q - 8 != hole) {
+            set_tags(hole, q - 8 - hole);
+            list_push(hole);
+        }
+        split_tail(q - 8, asize);
+        return reinterpret_cast<void*>(q);
+    }
     void* raw = malloc(asize + alignment + kS1MinBlock - kS1Overhead);
     if (!raw) return nullptr;
-    uint64_t p = reinterpret_cast<uint64_t>(raw), q = p;
+    uint64_t p = reinterpret_cast<uint64_t>(raw);
+    q = p;
     if (p & (alignment - 1)) {
         q = (p + kS1MinBlock + alignment - 1) & ~(alignment - 1);
         uint64_t header = p - 8;

@@ -53,6 +53,8 @@ private:
     void list_push(uint64_t header);
     void list_remove(uint64_t header);
     uint64_t find_fit(uint64_t asize);
+    uint64_t wilderness() const;
+    uint64_t find_aligned(uint64_t asize, uint64_t alignment, uint64_t* payload) const;
     uint64_t seg_best(uint64_t node, uint64_t asize, uint64_t limit, uint64_t skip) const;
     uint64_t place(uint64_t header, uint64_t asize);  // the used block's header
     uint64_t coalesce(uint64_t header);
