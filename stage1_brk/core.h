@@ -19,7 +19,7 @@ inline constexpr uint64_t kS1MaxRequest = 1ull << 46;  // larger requests fail w
 inline constexpr uint64_t kS1RegionHeader = 24;     // next, end, magic
 inline constexpr uint64_t kS1RegionMagic = 0x4e4947455231535eull;  // "^S1REGIN"
 inline constexpr uint64_t kS1Poison = 0xdeadbeefdeadbee0ull;      // header of an absorbed block
-inline constexpr uint64_t kS1MaxAlignment = 1ull << 20;            // s1_memalign's limit
+inline constexpr uint64_t kS1MaxAlignment = 1ull << 26;            // 64 MiB: Stage::max_alignment
 
 // ---- Status codes: s1_free's result and s1_status after a failed call ----
 enum S1Status : uint32_t {

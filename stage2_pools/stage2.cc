@@ -19,7 +19,9 @@
 namespace edu::stage2 {
 namespace {
 
-constexpr std::size_t kMaxAlignment = std::size_t{1} << 16;  // 64 KiB; stage 1 goes higher
+// 64 MiB, stage 1's limit: above 64 bytes every aligned block is stage 1's (the battery asks
+// for every power of two up to this one, so a stage 1 that served less would fail it).
+constexpr std::size_t kMaxAlignment = std::size_t{64} << 20;
 
 // A block from stage 1, entered in the raw table; `usable` gets its size. Callers count it.
 void* raw_malloc(std::size_t n, std::size_t alignment, std::size_t* usable) {
