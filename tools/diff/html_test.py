@@ -5,6 +5,7 @@ window.edu and the keyboard: no console errors; every selected stage shown; afte
 and edu.go(n), forward, back and across keyframes, each stage's blocks equal what
 `stagediff --json --steps` prints for the same workload; predict mode hides the next outcome
 until reveal() and keeps a tally; keyboard stepping. Saves a screenshot (test outputs).
+Also opens the demo's page (demo --html) at the steps the chapters' pictures show.
 Run by html_test.sh (Debian's python3, chromium, chromium-driver, python3-selenium).
 """
 import json
@@ -24,6 +25,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 STAGEDIFF = sys.argv.pop(1)
+DEMO = sys.argv.pop(1)
 WORKLOAD = ["--workload=fragment", "--scale=0.04", "--seed=3"]  # 6,400 operations, 100 keyframes a stage
 OUT = os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR", tempfile.gettempdir())
 
@@ -174,6 +176,21 @@ class StepThrough(unittest.TestCase):
         self.assertEqual(self.js("return edu.state().step"), self.ops)
         body.send_keys(Keys.HOME)
         self.assertEqual(self.js("return edu.state().step"), 0)
+
+    def test_7_demo_page_shows_the_chapters_moments(self):
+        # tools/run --demo --html: the steps the chapters' pictures show (tools/diff/pictures.py).
+        page = os.path.join(self.dir, "demo.html")
+        subprocess.run([DEMO, "--html=" + page], check=True)
+        self.driver.get("file://" + page)
+        self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+        self.assertEqual(self.js("return edu.ops()"), 41)
+        # A free that merges both neighbours (stage 1), a pool laid out and a block carved later
+        # (stage 2), a block from a page's free list (stages 3, 4), a new segment (stage 4).
+        for stage, pattern in [(0, "coalesced with previous .* and next"), (0, "^split: "), (1, "not yet carved"),
+                               (1, "^carved block"), (2, "^taken from block free"), (3, "^new segment")]:
+            self.assertGreater(self.js("return edu.find(arguments[0], arguments[1])", stage, pattern), 0, pattern)
+        self.driver.get("file://" + self.page)
+        self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
 
     def test_6_step_times_and_screenshot(self):
         times = self.js("""

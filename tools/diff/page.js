@@ -194,8 +194,10 @@ function explain(stage, step) {
   const carved = added.filter((e) => e.st !== UNUSED && e.d === 2 && removed.some((x) => x.st === UNUSED && x.d === e.d && x.a <= e.a && e.a < x.a + x.s));
   if (carved.length > 1) out.push(`${carved.length} blocks carved from unused space`);
   else if (carved.length === 1 && carved[0] !== chosen) out.push(`carved ${kindName(carved[0])} ${hex(carved[0].a)} from unused space`);
-  const fresh = blocks(added, UNUSED).concat(blocks(added, FREE)).filter((e) => !removed.some((x) => x.a === e.a && x.d === e.d));
-  if (fresh.length > 8 && !carved.length) out.push(`${fresh.length} blocks laid out, not yet carved`);
+  const fresh = (st) => blocks(added, st).filter((e) => !removed.some((x) => x.a === e.a && x.d === e.d) && e !== chosen);
+  const laidOut = fresh(UNUSED).filter((e) => kindName(e) === "block"), carvedNow = fresh(FREE);
+  if (laidOut.length > 1) out.push(`${laidOut.length} blocks laid out, not yet carved`);
+  if (carvedNow.length > 1 && !carved.length) out.push(`${carvedNow.length} free blocks carved at once`);
   return {lines: out, chosen, merged};
 }
 
@@ -266,12 +268,16 @@ function draw(stage) {
         if (g.measureText(t).width + 4 < w) { g.fillStyle = "#fff"; g.fillText(t, x0 + 2, y + hgt / 2); }
       }
       rects.push({x: x0, y, w, h: hgt, e});
-      if (e.born === born && born > 0) { hl.push({x: x0, y, w, h: hgt}); if (firstChange === null) firstChange = y; }
+      if (e.born === born && born > 0) { hl.push({x: x0, y, w, h: hgt, e}); if (firstChange === null) firstChange = y; }
     }
   }
   // The step's changes: outlined; the blocks a coalesce swallowed, dashed at their edges.
   g.strokeStyle = "#f2b705"; g.lineWidth = 2.5;
-  for (const r of hl) g.strokeRect(r.x - 1, r.y - 1, Math.max(r.w, 2) + 2, r.h + 2);
+  // Many new entries (a pool or page set up): outline the block the step chose and the
+  // containers, not each of a hundred blocks.
+  const chosen = stage.explained && stage.explained.chosen;
+  const outlined = hl.length > 12 ? hl.filter((r) => r.e === chosen || (r.e.d < 2 && r.e.s < 4 * 1024 * 1024)) : hl;
+  for (const r of outlined) g.strokeRect(r.x - 1, r.y - 1, Math.max(r.w, 2) + 2, r.h + 2);
   if (change) {
     g.setLineDash([3, 2]); g.lineWidth = 1.2; g.strokeStyle = "#1d2330";
     for (const e of change.removed) {
@@ -613,10 +619,13 @@ function zoom(dir) {
   z.value = String(Math.max(+z.min, Math.min(+z.max, +z.value + dir)));
   setZoom(); render();
 }
-function setRange(text) {
-  const m = text.trim().match(/^\+?(0x[0-9a-f]+|\d+)\s*-\s*\+?(0x[0-9a-f]+|\d+)$/i);
-  range = m ? [Number(m[1]), Number(m[2])] : null;
-  document.getElementById("range").style.borderColor = text.trim() && !m ? "#b3261e" : "";
+function setRange(text) {  // "+0x1000-+0x3000", "4096-12288", "-0x2000-+0x100"
+  const num = "([+-]?)\\s*(0x[0-9a-f]+|\\d+)";
+  const m = text.trim().match(new RegExp("^" + num + "\\s*-\\s*" + num + "$", "i"));
+  const value = (sign, digits) => (sign === "-" ? -1 : 1) * Number(digits);
+  range = m ? [value(m[1], m[2]), value(m[3], m[4])] : null;
+  if (range && range[1] <= range[0]) range = null;
+  document.getElementById("range").style.borderColor = text.trim() && !range ? "#b3261e" : "";
 }
 // Each stage's starting scale: its largest holding (peak footprint, or the widest top-level
 // entry now, up to 64 MiB) in about 24 rows; a power of two, so zooming stays in round numbers.
@@ -656,8 +665,23 @@ const edu = window.edu = {
       return {name: s.spec.name, blocks, changes: s.explained.lines};
     })};
   },
-  // What stage i's map shows at a block: the entry (with trace id) at an offset, or null.
-  entryAt(i, offset) { const e = stages[i].entries.filter((x) => x.a <= offset && offset < x.a + Math.max(x.s, 1)).pop(); return e ? {...e, id: e.id - 1, kind: kindName(e), state: STATES[e.st]} : null; },
+  // What stage i's map shows at an offset: the deepest entry there (or the one at `depth`),
+  // {a: offset, s: size, d: depth, id, kind, state, born}, or null.
+  entryAt(i, offset, depth) {
+    const e = stages[i].entries.filter((x) => x.a <= offset && offset < x.a + Math.max(x.s, 1) && (depth === undefined || x.d === depth)).pop();
+    return e ? {...e, id: e.id - 1, kind: kindName(e), state: STATES[e.st]} : null;
+  },
+  // The first step after `from` whose change for stage i, in words, matches `pattern`; or -1.
+  find(i, pattern, from) {
+    const re = new RegExp(pattern), keep = current;
+    for (let n = (from || 0) + 1; n <= D.opCount; n++) {
+      stages[i].tl.goTo(n);
+      stages[i].change = stages[i].tl.lastChange();
+      if (explain(stages[i], n).lines.some((l) => re.test(l))) { go(keep); return n; }
+    }
+    go(keep);
+    return -1;
+  },
   predict: setPredict,  // predict mode on or off; while on, stepping forward waits for reveal()
   predicting: () => predicting,
   // A guess for stage i's next outcome: {offset} of the block or space it will use (alloc,
