@@ -37,7 +37,6 @@ inline constexpr uint64_t kS1Classes = 64;    // size classes of the segregated 
 inline constexpr uint64_t kS1SegScan = 16;    // blocks it compares within a class
 inline constexpr uint64_t kS1SplitBack = 128; // seg fit: blocks this large go at a free block's back
 inline constexpr uint64_t kS1GrowShift = 3;   // growth margin = footprint >> 3, bounded
-inline constexpr uint64_t kS1GrowMin = 1024;  // smallest growth margin
 inline constexpr uint64_t kS1SlackShift = 3;  // a block grown by realloc keeps up to asize >> 3 more
 
 // ---- Walk kinds, passed to the visitor ----

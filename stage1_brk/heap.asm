@@ -40,17 +40,13 @@ s1_status:          resd 1                      ; S1_* status of the last failin
 section .text
 
 ; [S1.31] GROW_MARGIN dst: the room added to a growth beyond what the request needs, and kept
-; by a trim: an eighth of what the heap holds (footprint >> S1_GROW_SHIFT), at least
-; S1_GROW_MIN and at most s1_grow_margin, in 16-byte units. A small heap grows (and shrinks) by little more than it
+; by a trim: an eighth of what the heap holds (footprint >> S1_GROW_SHIFT), at most
+; s1_grow_margin, in 16-byte units. A small heap grows (and shrinks) by little more than it
 ; needs, so short programs and traces are not charged for room they never use; a large one
 ; grows geometrically, so the number of sbrk calls grows with the log of the heap, not its size.
 %macro GROW_MARGIN 1
         mov     %1, [s1_footprint]
         shr     %1, S1_GROW_SHIFT
-        cmp     %1, S1_GROW_MIN
-        jae     %%at_least
-        mov     %1, S1_GROW_MIN                 ; a page at least: a program's first few
-%%at_least:                                     ; hundred mallocs cost one sbrk, not fifty
         cmp     %1, [s1_grow_margin]
         jbe     %%bounded
         mov     %1, [s1_grow_margin]

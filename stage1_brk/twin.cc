@@ -57,7 +57,6 @@ uint64_t Twin::region_of(uint64_t address) const {
 
 uint64_t Twin::margin() const {
     uint64_t m = footprint >> kS1GrowShift;
-    if (m < kS1GrowMin) m = kS1GrowMin;
     return (m > grow_margin ? grow_margin : m) & ~uint64_t{15};
 }
 
