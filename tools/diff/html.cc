@@ -349,7 +349,7 @@ std::string record_in_child(const Stage& stage, const Workload& workload, const 
 
 int write_step_through(const std::string& path, const std::vector<const Stage*>& stages, const Workload& workload) {
     RecordOptions options;
-    options.keyframe_every = std::clamp<uint64_t>(workload.ops.size() / 32, 64, 8192);
+    options.keyframe_every = std::clamp<uint64_t>(workload.ops.size() / 64, 64, 4096);
     std::vector<std::string> recorded;
     bool all_valid = true;
     for (const Stage* s : stages) {

@@ -26,7 +26,7 @@ from selenium.webdriver.common.keys import Keys
 
 STAGEDIFF = sys.argv.pop(1)
 DEMO = sys.argv.pop(1)
-WORKLOAD = ["--workload=fragment", "--scale=0.04", "--seed=3"]  # 6,400 operations, 100 keyframes a stage
+WORKLOAD = ["--workload=fragment", "--scale=0.04", "--seed=3"]  # 6,400 operations, a keyframe every 100
 OUT = os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR", tempfile.gettempdir())
 
 
@@ -113,7 +113,7 @@ class StepThrough(unittest.TestCase):
         self.assertEqual(self.js("return edu.step(-1)"), 2048)  # back across a keyframe
         self.assert_blocks_match(2048)
         self.js("edu.go(900)")
-        self.assertEqual(self.js("return edu.step(100)"), 1000)  # forward across keyframes (every 200)
+        self.assertEqual(self.js("return edu.step(100)"), 1000)  # forward across keyframes (every 100)
         self.assert_blocks_match(1000)
         for _ in range(3):
             self.js("edu.step(-1)")

@@ -30,6 +30,13 @@ class Reader {
   }
 }
 const unzig = (v) => (v % 2 ? -(v + 1) / 2 : v / 2);
+const byAddress = (x, y) => x.a - y.a || x.d - y.d;
+// Index of the first entry of `list` (sorted by address, then depth) not before e.
+function lowerBound(list, e) {
+  let lo = 0, hi = list.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (byAddress(list[mid], e) < 0) lo = mid + 1; else hi = mid; }
+  return lo;
+}
 
 // ---- One stage's heap over time -------------------------------------------------------------
 // `heap`: key (offset * 4 + depth) -> entry {a: offset, d: depth, s: size, k: kind, st: state,
@@ -60,6 +67,7 @@ class Timeline {
       if (e.id === null) e.id = 0;
       this.heap.set(e.a * 4 + e.d, e);
     }
+    this.order = null;  // the entries sorted by address, kept up to date once asked for
     this.base = this.step;
     this.pos = [this.spec.stepOffsets[k]];
     this.cursor = [0];
@@ -72,8 +80,10 @@ class Timeline {
     for (let n = 0; n < removedCount; n++) {
       const w = r.next(), a = cursor.a + unzig(Math.floor(w / 4)), key = a * 4 + (w % 4);
       cursor.a = a;
-      removed.push(this.heap.get(key));
+      const gone = this.heap.get(key);
+      removed.push(gone);
       this.heap.delete(key);
+      if (this.order && gone) this.order.splice(lowerBound(this.order, gone), 1);
     }
     const op = this.step;  // the operation's index
     for (let n = 0; n < addedCount; n++) {
@@ -81,6 +91,7 @@ class Timeline {
       e.born = this.step + 1;
       if (e.id === null) e.id = e.st === USED ? Ops.id[op] + 1 : 0;  // unwritten: the operation's block
       this.heap.set(e.a * 4 + e.d, e);
+      if (this.order) this.order.splice(lowerBound(this.order, e), 0, e);
       added.push(e);
     }
     this.undo[i] = {removed, added};
@@ -97,8 +108,15 @@ class Timeline {
   }
   backward() {
     const u = this.undo[this.step - this.base - 1];
-    for (const e of u.added) this.heap.delete(e.a * 4 + e.d);
-    for (const e of u.removed) this.heap.set(e.a * 4 + e.d, e);
+    for (const e of u.added) {
+      this.heap.delete(e.a * 4 + e.d);
+      if (this.order) this.order.splice(lowerBound(this.order, e), 1);
+    }
+    for (const e of u.removed) {
+      if (!e) continue;
+      this.heap.set(e.a * 4 + e.d, e);
+      if (this.order) this.order.splice(lowerBound(this.order, e), 0, e);
+    }
     this.step--;
   }
   // Forward is always possible from here, back down to the run's keyframe; otherwise, or when
@@ -114,7 +132,8 @@ class Timeline {
     return this.step > this.base ? this.undo[this.step - this.base - 1] : null;
   }
   sorted() {
-    return Array.from(this.heap.values()).sort((x, y) => x.a - y.a || x.d - y.d);
+    if (!this.order) this.order = Array.from(this.heap.values()).sort(byAddress);
+    return this.order;
   }
 }
 
@@ -202,7 +221,7 @@ function explain(stage, step) {
 }
 
 // ---- The memory map ------------------------------------------------------------------------------
-const ROW = 18, GAP = 6, LEFT = 74, LABEL = 15;
+const ROW = 18, GAP = 6, LEFT = 74, LABEL = 15, CHAR = 6.1;  // CHAR: a 10px monospace digit's width
 // Map widths, read once per resize: reading layout while drawing would force a reflow per stage.
 function measure() {
   for (const s of stages) { s.ui.width = s.ui.box.clientWidth || 400; s.ui.height = s.ui.box.clientHeight || 400; }
@@ -231,8 +250,10 @@ function draw(stage) {
   const width = ui.width;
   const {rows, height} = layout(stage, entries, width);
   const dpr = window.devicePixelRatio || 1, h = Math.min(height, 30000);
-  canvas.width = width * dpr; canvas.height = h * dpr;
-  canvas.style.width = width + "px"; canvas.style.height = h + "px";
+  if (canvas.width !== width * dpr || canvas.height !== h * dpr) {  // resizing reallocates: only when needed
+    canvas.width = width * dpr; canvas.height = h * dpr;
+    canvas.style.width = width + "px"; canvas.style.height = h + "px";
+  }
   const g = canvas.getContext("2d");
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, width, h);
@@ -263,9 +284,9 @@ function draw(stage) {
       g.fillStyle = container ? LIGHT[e.st] : COLOURS[e.st];
       g.fillRect(x0, y, w, hgt);
       if (w >= 3) { g.fillStyle = "#ffffff"; g.fillRect(x0, y, 0.8, hgt); }
-      if (e.st === USED && e.id && w > 20) {
+      if (e.st === USED && e.id && w > 14) {
         const t = String(e.id - 1);
-        if (g.measureText(t).width + 4 < w) { g.fillStyle = "#fff"; g.fillText(t, x0 + 2, y + hgt / 2); }
+        if (t.length * CHAR + 4 < w) { g.fillStyle = "#fff"; g.fillText(t, x0 + 2, y + hgt / 2); }
       }
       rects.push({x: x0, y, w, h: hgt, e});
       if (e.born === born && born > 0) { hl.push({x: x0, y, w, h: hgt, e}); if (firstChange === null) firstChange = y; }
@@ -457,7 +478,7 @@ function render() {
     renderPredict(s);
   }
   timed("chart", drawChart);
-  timed("follow", follow);
+  requestAnimationFrame(follow);  // scrolling reads layout: after this step's drawing, not in it
   document.getElementById("jump").value = current;
 }
 
