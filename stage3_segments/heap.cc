@@ -215,11 +215,14 @@ void page_event(Page* page) {
 Heap* heap_new() {
     constexpr std::size_t bytes = (sizeof(Heap) + kOsPage - 1) & ~(kOsPage - 1);
     void* memory = os_map_aligned(bytes, kOsPage);
+    if (memory && !os_commit(memory, bytes)) {
+        os_unmap(memory, bytes);
+        memory = nullptr;
+    }
     if (!memory) {
         set_enomem();
         return nullptr;
     }
-    os_commit_bytes(static_cast<int64_t>(bytes));
     auto* heap = static_cast<Heap*>(memory);
     std::memset(static_cast<void*>(heap), 0, sizeof(Heap));
     for (Page*& slot : heap->direct) slot = &g_empty_page;

@@ -12,7 +12,7 @@ void count(OsCall call) { ++g_os.calls[static_cast<unsigned>(call)]; }
 
 void* map(std::size_t size) {
     count(OsCall::mmap);
-    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* p = ::mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return p == MAP_FAILED ? nullptr : p;
 }
 
@@ -35,6 +35,17 @@ void* os_map_aligned(std::size_t size, std::size_t alignment) {
     if (head) os_unmap(p, head);
     if (tail) os_unmap(reinterpret_cast<void*>(aligned + size), tail);
     return reinterpret_cast<void*>(aligned);
+}
+
+bool os_make_writable(void* address, std::size_t size) {
+    count(OsCall::mprotect);
+    return ::mprotect(address, size, PROT_READ | PROT_WRITE) == 0;
+}
+
+bool os_commit(void* address, std::size_t size) {
+    if (!os_make_writable(address, size)) return false;
+    os_commit_bytes(static_cast<int64_t>(size));
+    return true;
 }
 
 void os_unmap(void* address, std::size_t size) {

@@ -1,6 +1,7 @@
 // stage3_segments/os.h: what stage 3 asks of the kernel, and the bytes it counts as held:
 // aligned mappings, unmapping, decommitting, and the footprint they add up to.
-// Entry points: os_map_aligned, os_unmap, os_decommit, os_commit_bytes, os_counters. No policy.
+// Entry points: os_map_aligned, os_commit, os_unmap, os_decommit, os_commit_bytes, os_counters.
+// No policy.
 #pragma once
 
 #include <cstddef>
@@ -17,13 +18,20 @@ struct OsCounters {
 };
 const OsCounters& os_counters();
 
-// [S3.12] `size` bytes aligned to `alignment` (a power of two, at least the OS page), or
-// nullptr. First a plain mmap, which the kernel tends to place right below the previous one
-// (so already aligned when sizes are multiples of the alignment); otherwise unmap it, map
-// size + alignment and trim both ends. Mapping commits nothing in the footprint: pages of a
-// segment count only once a heap uses them (os_commit_bytes), because Linux backs anonymous
-// memory on first touch, and memory given back with madvise is uncounted again.
+// [S3.12] `size` bytes of address space aligned to `alignment` (a power of two, at least the
+// OS page), inaccessible (PROT_NONE), or nullptr. First a plain mmap, which the kernel tends to
+// place right below the previous one (so already aligned when sizes are multiples of the
+// alignment); otherwise unmap it, map size + alignment and trim both ends. Nothing of it is
+// usable or counted until os_commit makes it so: a mapping that is not writable is no "data"
+// to the kernel (RLIMIT_DATA counts writable private memory), so a segment costs a data limit
+// only the pages a heap uses, as glibc's heaps do.
 void* os_map_aligned(std::size_t size, std::size_t alignment);
+// [S3.38] Makes [address, address + size) readable and writable (mprotect) and counts it in
+// the footprint; false, with nothing changed, when the kernel refuses (a data limit). Linux
+// still backs the pages on first touch. Idempotent on memory already writable.
+bool os_commit(void* address, std::size_t size);
+// The same without counting: the segment map's own leaves.
+bool os_make_writable(void* address, std::size_t size);
 void os_unmap(void* address, std::size_t size);
 // Gives the memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.
 void os_decommit(void* address, std::size_t size);

@@ -9,7 +9,17 @@
 
 namespace edu::stage3 {
 
-alignas(64) uint8_t g_segment_map[kMapEntries];
+namespace {
+alignas(64) uint8_t g_no_leaf[kLeafEntries];   // what an unmapped leaf reads as: never written
+
+constexpr SegmentMap empty_map() {
+    SegmentMap map{};
+    for (uint8_t*& leaf : map.leaf) leaf = g_no_leaf;
+    return map;
+}
+}  // namespace
+
+constinit SegmentMap g_segment_map = empty_map();
 uint64_t g_clock = 0;
 
 namespace {
@@ -111,11 +121,30 @@ void format_segment(Segment* s, PageKind kind) {
     for (unsigned i = 0; i < count; ++i) page_reset(&pages[i], s, static_cast<uint8_t>(i), kind);
 }
 
+// The map byte of `chunk`, for writing: its leaf is mapped first if it is not yet (nullptr
+// when that fails). A leaf is never unmapped: 16 KiB for every 64 GiB the program's segments
+// have touched.
+uint8_t* map_entry(uintptr_t chunk) {
+    uint8_t*& leaf = g_segment_map.leaf[chunk >> kLeafBits];
+    if (leaf == g_no_leaf) {
+        void* memory = os_map_aligned(kLeafEntries, kOsPage);
+        if (!memory) return nullptr;
+        if (!os_make_writable(memory, kLeafEntries)) {
+            os_unmap(memory, kLeafEntries);
+            return nullptr;
+        }
+        leaf = static_cast<uint8_t*>(memory);
+    }
+    return &leaf[chunk & (kLeafEntries - 1)];
+}
+
 Segment* map_segment(std::size_t size, PageKind kind) {
     void* memory = os_map_aligned(size, kSegmentSize);
     if (!memory) return nullptr;
     uintptr_t chunk = addr(memory) >> kSegmentShift;
-    if (chunk >= kMapEntries) {  // above the 47-bit space the map covers: never ours
+    uint8_t* entry = chunk < kMapEntries ? map_entry(chunk) : nullptr;
+    // Above the 47-bit space the map covers (never ours), or no memory for a leaf or the header.
+    if (!entry || !os_commit(memory, kMetaSize)) {
         os_unmap(memory, size);
         return nullptr;
     }
@@ -123,8 +152,7 @@ Segment* map_segment(std::size_t size, PageKind kind) {
     std::memset(static_cast<void*>(s), 0, sizeof(Segment));
     s->size = size;
     format_segment(s, kind);
-    os_commit_bytes(static_cast<int64_t>(kMetaSize));
-    g_segment_map[chunk] = 1;  // a huge segment registers its first chunk only ([S3.7])
+    *entry = 1;  // a huge segment registers its first chunk only ([S3.7])
     all_push(s);
     return s;
 }
@@ -132,7 +160,7 @@ Segment* map_segment(std::size_t size, PageKind kind) {
 void unmap_segment(Segment* s) {
     if (s->on_purge_list) purge_remove(s);   // unmapping gives everything back anyway
     all_remove(s);
-    g_segment_map[addr(s) >> kSegmentShift] = 0;
+    *map_entry(addr(s) >> kSegmentShift) = 0;   // its leaf exists: mapping the segment made it
     os_commit_bytes(-static_cast<int64_t>(kMetaSize + s->committed));
     os_unmap(s, s->size);
 }
@@ -142,6 +170,14 @@ void cache_remove(Segment* s) {
     --g_cache_count;
     g_cache_bytes -= s->size;
     s->cached = 0;
+}
+
+// A one-block segment's page area committed up to `need` bytes past the metadata.
+bool commit_up_to(Segment* s, std::size_t need) {
+    if (need <= s->committed) return true;
+    if (!os_commit(reinterpret_cast<void*>(addr(s) + kMetaSize + s->committed), need - s->committed)) return false;
+    s->committed = need;
+    return true;
 }
 
 // An empty 4 MiB segment for `kind`: the most recently cached one, or a new mapping.
@@ -225,6 +261,8 @@ Page* page_alloc(PageKind kind) {
     }
     uint64_t dirty = s->free_pages & s->dirty_pages;   // still committed: no fault, no call
     unsigned i = static_cast<unsigned>(__builtin_ctzll(dirty ? dirty : s->free_pages));
+    Span area = page_area(s, &s->pages()[i]);
+    if (!dirty && !os_commit(reinterpret_cast<void*>(area.lo), area.hi - area.lo)) return nullptr;
     s->free_pages &= ~(uint64_t{1} << i);
     ++s->used_pages;
     if (s->free_pages == 0) {
@@ -237,9 +275,7 @@ Page* page_alloc(PageKind kind) {
         if (!s->dirty_pages) purge_remove(s);
         return page;
     }
-    Span area = page_area(s, page);
     s->committed += area.hi - area.lo;
-    os_commit_bytes(static_cast<int64_t>(area.hi - area.lo));
     return page;
 }
 
@@ -258,10 +294,9 @@ Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
     }
     if (!s) return nullptr;
     // Commit what the block reaches; a reused large segment may already hold more.
-    std::size_t need = offset + bytes - kMetaSize;
-    if (need > s->committed) {
-        os_commit_bytes(static_cast<int64_t>(need - s->committed));
-        s->committed = need;
+    if (!commit_up_to(s, offset + bytes - kMetaSize)) {
+        unmap_segment(s);
+        return nullptr;
     }
     s->free_pages = 0;
     s->used_pages = 1;
@@ -275,11 +310,7 @@ bool one_block_resize(Page* page, std::size_t bytes) {
     if (s->kind != static_cast<uint8_t>(PageKind::large)) return false;
     bytes = round_up(bytes == 0 ? 1 : bytes, kOsPage);
     if (bytes > kSegmentSize || page->start - addr(s) + bytes > kSegmentSize) return false;
-    std::size_t need = page->start + bytes - addr(s) - kMetaSize;
-    if (need > s->committed) {
-        os_commit_bytes(static_cast<int64_t>(need - s->committed));
-        s->committed = need;
-    }
+    if (!commit_up_to(s, page->start + bytes - addr(s) - kMetaSize)) return false;
     page->block_size = bytes;
     return true;
 }

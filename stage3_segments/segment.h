@@ -11,17 +11,28 @@
 
 namespace edu::stage3 {
 
-// [S3.13] The segment map: one byte per 4 MiB chunk of the 47-bit user address space (2^25
-// bytes of .bss; untouched pages cost nothing and read as zero). free() reads one byte to learn
-// whether a pointer's segment is ours before it dares to read the segment's header: a foreign
-// pointer (stack, static data, another allocator's block) finds 0 and takes the cold path.
-// Null finds chunk 0, never ours, so the fast path needs no separate null test.
-inline constexpr std::size_t kMapEntries = std::size_t{1} << (47 - kSegmentShift);
-extern uint8_t g_segment_map[kMapEntries];
+// [S3.13] The segment map: one byte per 4 MiB chunk of the 47-bit user address space, in two
+// levels: a root of 2^11 leaf pointers (16 KiB of .bss) and leaves of 2^14 bytes, each covering
+// 64 GiB, mapped when the first segment in their range is (a program's segments sit in one or
+// two of them). Until then a root entry names kNoLeaf, all zeros, so the lookup needs no null
+// test. free() reads one byte of it to learn whether a pointer's segment is ours before it
+// dares to read the segment's header: a foreign pointer (stack, static data, another
+// allocator's block) finds 0 and takes the cold path. Null finds chunk 0, never ours.
+// (A flat map of 2^25 bytes in .bss cost nothing in memory, but counts against a data limit:
+// under `prlimit --data=32MiB` no program could start with the stage preloaded.)
+inline constexpr unsigned kMapBits = 47 - kSegmentShift;                    // 25
+inline constexpr unsigned kLeafBits = 14;
+inline constexpr std::size_t kMapEntries = std::size_t{1} << kMapBits;
+inline constexpr std::size_t kLeafEntries = std::size_t{1} << kLeafBits;    // 16 KiB
+inline constexpr std::size_t kRootEntries = kMapEntries / kLeafEntries;    // 2048
+struct SegmentMap {
+    uint8_t* leaf[kRootEntries];   // kNoLeaf's address, or a mapped leaf
+};
+extern SegmentMap g_segment_map;
 
 inline bool segment_owned(const void* p) {
     uintptr_t chunk = reinterpret_cast<uintptr_t>(p) >> kSegmentShift;
-    return chunk < kMapEntries && g_segment_map[chunk] != 0;
+    return chunk < kMapEntries && g_segment_map.leaf[chunk >> kLeafBits][chunk & (kLeafEntries - 1)] != 0;
 }
 
 // The page area of a page: [lo, hi). Page 0 of a small or medium segment starts after the

@@ -176,7 +176,7 @@ Segment* arena_claim(uint32_t blocks, uint32_t* hint) {
     if (first < 0) return nullptr;
     auto slot = static_cast<uint32_t>(first);
     Segment* s = arena_segment(slot);
-    if (!os_commit_range(s, std::size_t{blocks} << kSegmentShift)) {
+    if (!os_commit_range(s, kMetaSize)) {   // the rest when used ([S4.39])
         bitmap_release(g_claimed, slot, blocks);
         return nullptr;
     }

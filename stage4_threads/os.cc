@@ -25,7 +25,8 @@ void* os_reserve(std::size_t size) { return map(nullptr, size, PROT_NONE, MAP_NO
 void* os_map(std::size_t size) { return map(nullptr, size, PROT_READ | PROT_WRITE, 0); }
 
 bool os_commit_range(void* address, std::size_t size) {
-    return map(address, size, PROT_READ | PROT_WRITE, MAP_FIXED) != nullptr;
+    count(OsCall::mprotect);
+    return ::mprotect(address, size, PROT_READ | PROT_WRITE) == 0;
 }
 
 void os_release_range(void* address, std::size_t size) {

@@ -26,10 +26,13 @@ struct OsCounters {
 const OsCounters& os_counters();
 
 // [S4.39] Address space without commitment: PROT_NONE, MAP_NORESERVE (the arena). Touching it
-// faults until a range is committed: mmap with MAP_FIXED over it, readable and writable, fresh
-// zero pages; releasing maps it back to PROT_NONE, which also gives the pages back. Each is one
-// system call, counted as an mmap; a segment costs one to claim and one to give back, as a
-// stage 3 segment cost its mmap and munmap. nullptr / false if the system refuses.
+// faults until a range is committed: mprotect makes it readable and writable (the pages are
+// fresh zeros, backed on first touch); releasing maps it back to PROT_NONE with mmap(MAP_FIXED),
+// which also gives the pages back. A segment is committed piece by piece, as stage 3's
+// (S3.38): its metadata when claimed, each page when first used, a one-block page up to what
+// its block reaches, so a data limit (RLIMIT_DATA counts writable private memory, and counts it
+// at mprotect) is charged what the heap uses, not 4 MiB a segment. Counted as mprotect and
+// mmap calls. nullptr / false if the system refuses.
 void* os_reserve(std::size_t size);
 bool os_commit_range(void* address, std::size_t size);
 void os_release_range(void* address, std::size_t size);

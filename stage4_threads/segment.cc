@@ -139,6 +139,15 @@ Segment* take_segment(Heap* heap, PageKind kind) {
     return s;
 }
 
+// A one-block segment's page area committed up to `need` bytes past the metadata.
+bool commit_up_to(Segment* s, std::size_t need) {
+    if (need <= s->committed) return true;
+    if (!os_commit_range(reinterpret_cast<void*>(addr(s) + kMetaSize + s->committed), need - s->committed)) return false;
+    os_commit_bytes(static_cast<int64_t>(need - s->committed));
+    s->committed = need;
+    return true;
+}
+
 void drop(Heap* heap, Segment* s) {
     segment_detach(heap, s);
     segment_give_back(s);
@@ -232,6 +241,8 @@ Page* page_alloc(Heap* heap, PageKind kind) {
     }
     uint64_t dirty = s->free_pages & s->dirty_pages;
     unsigned i = static_cast<unsigned>(__builtin_ctzll(dirty ? dirty : s->free_pages));
+    Span area = page_area(s, &s->pages()[i]);
+    if (!dirty && !os_commit_range(reinterpret_cast<void*>(area.lo), area.hi - area.lo)) return nullptr;
     s->free_pages &= ~bit(i);
     ++s->used_pages;
     if (s->free_pages == 0) open_remove(heap, s);
@@ -241,7 +252,6 @@ Page* page_alloc(Heap* heap, PageKind kind) {
         if (!s->dirty_pages) purge_remove(heap, s);
         return page;
     }
-    Span area = page_area(s, page);
     s->committed += area.hi - area.lo;
     os_commit_bytes(static_cast<int64_t>(area.hi - area.lo));
     return page;
@@ -256,10 +266,9 @@ Page* one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alig
     Segment* s = blocks == 1 ? take_segment(heap, PageKind::large)
                              : take_huge_segment(heap, static_cast<uint32_t>(blocks), offset + bytes - kMetaSize);
     if (!s) return nullptr;
-    std::size_t need = offset + bytes - kMetaSize;   // what the block reaches, past the metadata
-    if (need > s->committed) {
-        os_commit_bytes(static_cast<int64_t>(need - s->committed));
-        s->committed = need;
+    if (!commit_up_to(s, offset + bytes - kMetaSize)) {   // what the block reaches
+        drop(heap, s);
+        return nullptr;
     }
     s->free_pages = 0;
     s->used_pages = 1;
@@ -273,11 +282,7 @@ bool one_block_resize(Page* page, std::size_t bytes) {
     if (s->kind != static_cast<uint8_t>(PageKind::large)) return false;
     bytes = round_up(bytes == 0 ? 1 : bytes, kOsPage);
     if (bytes > kSegmentSize || page->start - addr(s) + bytes > kSegmentSize) return false;
-    std::size_t need = page->start + bytes - addr(s) - kMetaSize;
-    if (need > s->committed) {
-        os_commit_bytes(static_cast<int64_t>(need - s->committed));
-        s->committed = need;
-    }
+    if (!commit_up_to(s, page->start + bytes - addr(s) - kMetaSize)) return false;
     page->block_size = bytes;
     return true;
 }

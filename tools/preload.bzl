@@ -48,6 +48,7 @@ def edu_preload_library(name, stage_dep, descriptor, visibility = ["//visibility
 # argument and the stage number as its second.
 _PROGRAMS = {
     "aligned": ["//tests/preload:aligned"],
+    "limits": ["//tests/preload:limits"],
     "python": ["//tests/preload:workload.py"],
     "sort": ["//tests/preload:make_lines.py"],
     "stats": ["//tests/preload:option"],

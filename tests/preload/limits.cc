@@ -1,0 +1,86 @@
+// tests/preload/limits.cc: a program that lives within a resource limit (limits_test.sh runs it
+// under prlimit): small and medium blocks from the main thread (and, with the argument
+// `threads`, from four others at once), two big blocks, then requests until malloc says no,
+// which must be NULL with errno ENOMEM and no crash; then everything is freed and malloc must
+// work again. Every line it prints is the same under any malloc that keeps the C contract
+// within the limit, so the test compares it with glibc's.
+#include <pthread.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+
+namespace {
+
+constexpr int kMaxHeld = 1 << 14;
+void* g_held[kMaxHeld];
+
+// Mixed sizes, each block written, a third freed at once, the rest at the end.
+void* churn(void*) {
+    static const unsigned kSizes[] = {8, 24, 100, 400, 1000, 3000, 9000, 40000};
+    void* kept[64] = {};
+    unsigned n = 0;
+    for (unsigned i = 0; i < 3000; ++i) {
+        unsigned size = kSizes[i % (sizeof kSizes / sizeof kSizes[0])];
+        void* p = std::malloc(size);
+        if (!p) return reinterpret_cast<void*>(1);
+        std::memset(p, static_cast<int>(i), size);
+        if (i % 3 == 0) std::free(p);
+        else if (n < 64) kept[n++] = p;
+        else std::free(p);
+        if (n == 64) {
+            for (void*& q : kept) std::free(q);
+            n = 0;
+        }
+    }
+    for (unsigned i = 0; i < n; ++i) std::free(kept[i]);
+    return nullptr;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    bool ok = churn(nullptr) == nullptr;
+    std::printf("main thread: %s\n", ok ? "ok" : "malloc returned NULL");
+    if (argc > 1 && std::strcmp(argv[1], "threads") == 0) {
+    pthread_attr_t small_stack;   // 8 MiB stacks would not fit four threads in 16 MiB of data
+    pthread_attr_init(&small_stack);
+    pthread_attr_setstacksize(&small_stack, 256 << 10);
+    pthread_t threads[4];
+    for (pthread_t& t : threads)
+        if (pthread_create(&t, &small_stack, churn, nullptr) != 0) return std::printf("pthread_create failed\n"), 1;
+    int failed = 0;
+    for (pthread_t& t : threads) {
+        void* result = nullptr;
+        pthread_join(t, &result);
+        failed += result != nullptr;
+    }
+    std::printf("four threads: %d failed\n", failed);
+    }
+    for (std::size_t size : {std::size_t{4} << 20, std::size_t{40} << 20}) {
+        void* p = std::malloc(size);
+        if (p) std::memset(p, 1, 4096);
+        std::printf("one block of %zu MiB: %s\n", size >> 20, p ? "ok" : "NULL");
+        std::free(p);
+    }
+    int held = 0;
+    errno = 0;
+    for (; held < kMaxHeld; ++held) {
+        void* p = std::malloc(1 << 20);
+        if (!p) break;
+        static_cast<char*>(p)[0] = 1;
+        g_held[held] = p;
+    }
+    int error = errno;
+    std::printf("asked for MiB blocks until malloc said no: %s\n",
+                held == kMaxHeld ? "it never did" : error == ENOMEM ? "NULL, ENOMEM" : "NULL, another errno");
+    for (int i = 0; i < held; ++i) std::free(g_held[i]);
+    void* again = std::malloc(1 << 20);
+    void* small = std::malloc(100);
+    std::printf("after freeing them: %s\n", again && small ? "malloc works" : "malloc still fails");
+    std::free(again);
+    std::free(small);
+    return 0;
+}
