@@ -41,7 +41,7 @@ constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint6
 // that glibc runs under 256 MiB runs here too, with a 128 MiB arena, and malloc returns NULL
 // only when that is used up. It is made once, by pthread_once, from the first thread that
 // needs memory; that may be before main, from a constructor of another library. It draws the
-// key of the freed mark (S4.45) first: no block exists before the arena does.
+// key of the freed mark (S4.48) first: no block exists before the arena does.
 std::size_t first_size_to_try() {
     std::size_t size = kArenaMaxBytes;
     rlimit limit{};

@@ -18,7 +18,7 @@ namespace edu::stage4 {
 // start and size, capacity (an uncarved block is caught later, when the owner collects it,
 // S4.21); a block carrying the mark is not judged here, because the lists that would confirm a
 // double free are the owner's to read: a free pushes it as a suspect for the owner to settle
-// (S4.46); realloc and usable_size, which cannot wait, report it (the keyed mark, S4.45, is
+// (S4.46); realloc and usable_size, which cannot wait, report it (the keyed mark, S4.48, is
 // one no data writes by chance).
 struct Found {
     Page* page;

@@ -4,7 +4,7 @@
 // by the malloc that reaches its second copy, before it is handed out twice; and a double free
 // that made the page's count reach 0 while a block is still live is caught when the page is
 // given back ([S4.43]), before the page could be reformatted under that block, whatever the
-// program writes into the blocks it gets (the keyed mark, [S4.45]). Each case uses
+// program writes into the blocks it gets (the keyed mark, [S4.48]). Each case uses
 // a size class of its own, so the forked children find the pages as the case left them.
 #include <doctest/doctest.h>
 
@@ -65,7 +65,7 @@ TEST_CASE("a block freed twice with a free in between is caught by the malloc th
     CHECK(api().check().ok);
 }
 
-// [S4.45] The test above with a program that writes, into each block it gets, the value that
+// [S4.48] The test above with a program that writes, into each block it gets, the value that
 // was stage 3's constant mark: a constant, the second copy of `a` would pass for free.
 TEST_CASE("a block freed twice is caught by malloc even when the program's data holds the old constant mark") {
     const std::size_t size = 304;

@@ -59,7 +59,7 @@ uintptr_t page_set_delay(Page* page, Delay state, bool override_never);
 // on `pending` (a delayed-list batch in the owner's hands) and on the heap's delayed list.
 // Found: "double free", one line, abort. Not found: the block gets the plain mark and goes on.
 // A list that loops (a block pushed twice) is a double free too: the searches notice loops.
-// With the keyed mark (S4.45) a correct program never gets here; a double free always does.
+// With the keyed mark (S4.48) a correct program never gets here; a double free always does.
 void confirm_remote_free(const Page* page, const Block* b, const Block* rest, const Block* pending);
 
 // Searches a list of blocks of any pages: 1 `target` is on it, 0 not, -1 the list loops.

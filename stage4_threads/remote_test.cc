@@ -243,7 +243,7 @@ TEST_CASE("a large block freed twice by other threads aborts with one line at th
     api().free(p);
 }
 
-// [S4.45] Only a program that knew the key could write the mark; this test knows it. The
+// [S4.48] Only a program that knew the key could write the mark; this test knows it. The
 // remote free suspects the block, and the owner, finding it on none of its lists, frees it.
 TEST_CASE("a live block that holds its own freed mark, freed by another thread, is confirmed live and freed") {
     const std::size_t size = 1776;   // a class no other case here uses

@@ -43,7 +43,7 @@ using stage3::kSmallMax;
 using stage3::kSmallPageShift;
 using stage3::PageKind;
 
-// [S4.45] The freed mark, keyed. Stage 3's mark is one constant, so a live block whose second
+// [S4.48] The freed mark, keyed. Stage 3's mark is one constant, so a live block whose second
 // word happens to hold it looks free; stage 3 confirms every suspicion on its lists, but in
 // stage 4 two checks cannot: a remote free may not read the owner's lists, and malloc's test
 // of the block it hands out (S4.32) has no time to. So stage 4's mark is the block's address
