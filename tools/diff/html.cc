@@ -310,15 +310,23 @@ namespace {
 
 // Records one stage in a child process, so every stage starts from a fresh heap (stage 2 hands
 // large blocks to stage 1, which would otherwise carry the stage-1 replay's leftovers), and a
-// stage that crashes takes only its child down. Returns the stage's JSON, or "" on failure.
-std::string record_in_child(const Stage& stage, const Workload& workload, const RecordOptions& options, bool* valid) {
+// stage that crashes takes only its child down. The children run at the same time; each sends
+// its stage's JSON through a pipe when it is done.
+struct Child {
+    const Stage* stage;
+    pid_t pid = -1;
+    int fd = -1;
+};
+
+Child start_recording(const Stage& stage, const Workload& workload, const RecordOptions& options) {
+    Child c{&stage};
     int fds[2];
-    if (pipe(fds) != 0) return "";
+    if (pipe(fds) != 0) return c;
     std::cout.flush();
     std::cerr.flush();
-    pid_t pid = fork();
-    if (pid < 0) return "";
-    if (pid == 0) {
+    c.pid = fork();
+    if (c.pid < 0) return c;
+    if (c.pid == 0) {
         close(fds[0]);
         Recording r = record(stage, workload, options);
         std::string json = recording_json(r);
@@ -331,14 +339,24 @@ std::string record_in_child(const Stage& stage, const Workload& workload, const 
         _exit(r.metrics.valid ? 0 : 1);
     }
     close(fds[1]);
+    c.fd = fds[0];
+    return c;
+}
+
+// The child's JSON, or "" if it could not run or died; `valid` says whether it passed.
+std::string finish_recording(const Child& c, bool* valid) {
+    if (c.pid < 0) {
+        std::cerr << "stagediff: cannot start a process to record " << c.stage->name << "\n";
+        return "";
+    }
     std::string json;
     char buf[1 << 16];
-    for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) json.append(buf, static_cast<std::size_t>(n));
-    close(fds[0]);
+    for (ssize_t n; (n = read(c.fd, buf, sizeof buf)) > 0;) json.append(buf, static_cast<std::size_t>(n));
+    close(c.fd);
     int status = 0;
-    waitpid(pid, &status, 0);
+    waitpid(c.pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) > 1) {
-        std::cerr << "stagediff: " << stage.name << " died while recording (status " << status << ")\n";
+        std::cerr << "stagediff: " << c.stage->name << " died while recording (status " << status << ")\n";
         return "";
     }
     *valid = WEXITSTATUS(status) == 0;
@@ -350,16 +368,20 @@ std::string record_in_child(const Stage& stage, const Workload& workload, const 
 int write_step_through(const std::string& path, const std::vector<const Stage*>& stages, const Workload& workload) {
     RecordOptions options;
     options.keyframe_every = std::clamp<uint64_t>(workload.ops.size() / 64, 64, 4096);
-    std::vector<std::string> recorded;
-    bool all_valid = true;
+    std::vector<Child> children;
     for (const Stage* s : stages) {
         std::cerr << "stagediff: recording " << s->name << " (" << workload.ops.size() << " operations)\n";
+        children.push_back(start_recording(*s, workload, options));
+    }
+    std::vector<std::string> recorded;
+    bool all_valid = true, all_recorded = true;
+    for (const Child& c : children) {
         bool valid = false;
-        std::string json = record_in_child(*s, workload, options, &valid);
-        if (json.empty()) return 1;
-        recorded.push_back(std::move(json));
+        recorded.push_back(finish_recording(c, &valid));
+        all_recorded = all_recorded && !recorded.back().empty();
         all_valid = all_valid && valid;
     }
+    if (!all_recorded) return 1;
     std::string error, title = "workload " + workload.name + ": " + std::to_string(workload.ops.size()) +
                                    " operations on " + std::to_string(workload.ids) + " block ids";
     if (!write_html(path, title, workload, recorded, &error)) {

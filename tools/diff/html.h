@@ -59,7 +59,7 @@ void heap_json(std::ostream& out, const Stage& stage);
 void print_heap_json(std::ostream& out, const Stage& stage, const std::string& workload, uint64_t done);
 
 // `stagediff --html=FILE`: records every stage, each in a child process of its own (fresh
-// heaps), writes the page, reports on stderr. Returns the
+// heaps, all at once), writes the page, reports on stderr. Returns the
 // exit status (0, 1 when a stage failed validation, 2 when the file cannot be written).
 int write_step_through(const std::string& path, const std::vector<const Stage*>& stages, const Workload& workload);
 

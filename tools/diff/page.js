@@ -547,7 +547,7 @@ function reveal() {
     tally.total++; if (right) tally.right++;
     tally.byStage[s.index] = tally.byStage[s.index] || {right: 0, total: 0};
     tally.byStage[s.index].total++; if (right) tally.byStage[s.index].right++;
-    s.verdict = {right, text: (right ? "right: " : "not quite: ") + (kind === 1 ? `it merged with ${truth}` : `it returned ${truth}`) + (g ? "" : " (no guess)")};
+    s.verdict = {right, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (kind === 1 ? `it merged with ${truth}` : `it returned ${truth}`) + (g ? "" : " (no guess)")};
     results.push({stage: s.spec.name, right, truth});
   }
   guesses.clear();
