@@ -225,6 +225,7 @@ void* debug_realloc(void* user_ptr, std::size_t n) {
     if (!moved) return nullptr;
     std::memcpy(moved, user_ptr, old < n ? old : n);
     debug_free(user_ptr, "realloc");
+    note_move_was_resize();
     return moved;
 }
 

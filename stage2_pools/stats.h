@@ -46,6 +46,13 @@ inline void note_resize(uint64_t old, uint64_t usable, uint64_t requested) {
     if (c.live_bytes > c.peak_live_bytes) c.peak_live_bytes = c.live_bytes;
 }
 
+// A realloc that moved its block through a counted malloc and free: the contract counts a
+// resize as neither (bytes and live counts were already right).
+inline void note_move_was_resize() {
+    --g_heap.counters.mallocs;
+    --g_heap.counters.frees;
+}
+
 // Counters as the contract's Stats: footprint and OS calls add the raw domain's (stage 1's).
 Stats stats_snapshot();
 
