@@ -313,17 +313,21 @@ TEST_CASE("Metrics survive the trip from the child process through encode and de
     CHECK_FALSE(decode("stage x\nops 3\n", &back));  // cut short: no "end"
 }
 
-TEST_CASE("a stage that crashes in the child is a validation failure, not a dead tool") {
+TEST_CASE("a stage that crashes in the child is a validation failure naming the line, not a dead tool") {
     Api api = *stage1::descriptor.single_thread;
-    api.malloc = [](std::size_t) -> void* { std::abort(); };
+    api.malloc = [](std::size_t n) -> void* {
+        if (n == 16) std::abort();  // the second request of the trace below
+        return stage1::descriptor.single_thread->malloc(n);
+    };
     Stage crasher = stage1::descriptor;
     crasher.single_thread = &api;
     Workload w;
     std::string error;
-    REQUIRE(parse_trace("a 0 8\nf 0\n", "c.rep", &w, &error));
+    REQUIRE(parse_trace("# a comment\na 0 8\na 1 16\nf 0\nf 1\n", "c.rep", &w, &error));
     Metrics m = replay_isolated(crasher, w, ReplayOptions{});
     CHECK_FALSE(m.valid);
     CHECK(m.failure.find("died of signal 6") != std::string::npos);
+    CHECK(m.failure_line == 3);
 }
 
 TEST_CASE("the C library's column replays through glibc and measures a footprint") {

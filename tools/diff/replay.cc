@@ -137,6 +137,7 @@ public:
         uint32_t generation = 0;
         for (uint64_t i = 0; i < total && m_.valid; ++i) {
             const Op& op = w_.ops[i];
+            if (o_.line_now) *o_.line_now = op.line;
             ++generation;
             switch (op.kind) {
                 case Op::alloc: alloc(op, generation); break;
@@ -474,6 +475,16 @@ Metrics replay_isolated(const Stage& stage, const Workload& workload, const Repl
     std::cout.flush();
     std::cerr.flush();
     std::fflush(nullptr);
+    // One shared page: the child writes each operation's line there, so that if the stage kills
+    // it, the parent can say where.
+    void* shared = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    auto* line_now = shared == MAP_FAILED ? nullptr : static_cast<volatile uint32_t*>(shared);
+    struct Unmap {
+        void* p;
+        ~Unmap() {
+            if (p != MAP_FAILED) munmap(p, 4096);
+        }
+    } unmap{shared};
     int fds[2];
     Metrics died;
     died.stage = stage.name;
@@ -493,7 +504,9 @@ Metrics replay_isolated(const Stage& stage, const Workload& workload, const Repl
         // handler (a test framework's, say) gets to catch it here.
         for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) std::signal(sig, SIG_DFL);
         if (!options.reexec.empty()) exec_reference(workload, options, fds[1]);  // does not return
-        std::string text = encode(replay(stage, workload, options));
+        ReplayOptions o = options;
+        o.line_now = line_now;
+        std::string text = encode(replay(stage, workload, o));
         std::cout.flush();
         std::fflush(nullptr);
         for (std::size_t done = 0; done < text.size();) {
@@ -517,9 +530,11 @@ Metrics replay_isolated(const Stage& stage, const Workload& workload, const Repl
     }
     Metrics m;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && decode(text, &m)) return m;
+    died.failure_line = line_now ? *line_now : 0;
     if (WIFSIGNALED(status))
         died.failure = "the replay process died of " + signal_name(WTERMSIG(status)) +
-                       (WTERMSIG(status) == SIGKILL ? ", perhaps killed for lack of memory" : "");
+                       (WTERMSIG(status) == SIGKILL ? ", perhaps killed for lack of memory" : "") +
+                       (died.failure_line ? " in this line's operation" : "");
     else
         died.failure = "the replay process exited with status " + std::to_string(WEXITSTATUS(status));
     return died;

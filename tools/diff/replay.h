@@ -63,6 +63,9 @@ struct ReplayOptions {
     // as fresh as the stages' (a forked child's would hold the parent's free chunks). Empty:
     // fork only.
     std::string reexec;
+    // Where the validating pass writes the trace line of each operation before running it, so
+    // that a parent can name the line whose operation killed its child (replay_isolated).
+    volatile uint32_t* line_now = nullptr;
     uint64_t check_every = 4096;             // stage checker period in the validating pass
     std::size_t timeline_points = 400;
     // Called after the operations listed in `pause_at` (1-based counts of operations done).
