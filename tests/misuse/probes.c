@@ -38,6 +38,21 @@ static int underflow(void) { /* one byte before a block */
     return 0;
 }
 
+/* One byte past a 16-byte block whose neighbour is free: the byte lands in the neighbour's
+ * free-list link in stages that keep it there, and the next mallocs follow it. */
+static int overflow_into_free(void) {
+    char* b[64];
+    for (int i = 0; i < 64; ++i) b[i] = malloc(16);
+    sink = b;
+    free(b[11]);
+    free(b[20]);
+    b[10][16] = 0x41;
+    for (int i = 0; i < 64; ++i)
+        if (i != 11 && i != 20) free(b[i]);
+    for (int i = 0; i < 200; ++i) b[i % 64] = malloc(16);
+    return 0;
+}
+
 static int double_free(void) {
     char* p = malloc(24);
     sink = p;
@@ -119,6 +134,7 @@ static const struct {
     int (*run)(void);
 } kProbes[] = {
     {"overflow", overflow},
+    {"overflow_into_free", overflow_into_free},
     {"underflow", underflow},
     {"double_free", double_free},
     {"double_free_between", double_free_between},
