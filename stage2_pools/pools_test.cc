@@ -388,6 +388,20 @@ TEST_CASE("a block stage 1 handed out directly is foreign to stage 2") {
     s1().free(p);
 }
 
+// Stage 1 holds stage 2's large blocks, but the program called stage 2: a fault stage 1 finds
+// in one of them is reported under stage 2's name, saying who found it.
+TEST_CASE("a damaged large block is reported as stage 2's, found by stage 1") {
+    auto* p = static_cast<uint64_t*>(s2().malloc(5000));
+    REQUIRE(p != nullptr);
+    uint64_t header = p[-1];
+    require_report("free", p, {"(found by stage1_brk, which holds stage2_pools's large blocks)"}, [&] {
+        p[-1] = 0x41;  // stage 1's boundary tag, overwritten by an underflow
+        s2().free(p);
+    });
+    p[-1] = header;
+    s2().free(p);
+}
+
 TEST_CASE("pointers into a pool that are not live blocks are told apart") {
     start_clean();
     auto* a = static_cast<char*>(s2().malloc(48));
