@@ -106,6 +106,7 @@ extern S1SbrkFn s1_sbrk_hook S1_HIDDEN;         // nullptr: libc sbrk
 extern uint64_t s1_brk_calls S1_HIDDEN;         // sbrk calls that moved the break
 extern uint64_t s1_footprint S1_HIDDEN;         // bytes obtained with sbrk and not given back
 extern uint64_t s1_peak_footprint S1_HIDDEN;
+extern uint64_t s1_madvise_calls S1_HIDDEN;     // madvise(MADV_DONTNEED) calls: pages given back
 
 }  // extern "C"
 

@@ -7,6 +7,7 @@ default rel
 %include "types.inc"
 
 extern sbrk                                     ; libc: keeps glibc's cached break in step
+extern madvise                                  ; libc: pages inside free blocks go back
 extern s1_list_push, s1_list_remove, s1_coalesce ; freelist.asm, block.asm
 extern s1_free_heads, s1_class_map, s1_rover    ; freelist.asm
 
@@ -28,6 +29,7 @@ global s1_sbrk_hook:data hidden
 global s1_brk_calls:data hidden
 global s1_footprint:data hidden
 global s1_peak_footprint:data hidden
+global s1_madvise_calls:data hidden
 global s1_status:data hidden
 s1_first_region:    resq 1                      ; lowest region, 0 before the first growth
 s1_last_region:     resq 1                      ; newest region: the only one that can grow
@@ -35,6 +37,7 @@ s1_sbrk_hook:       resq 1                      ; sbrk replacement for tests; 0 
 s1_brk_calls:       resq 1                      ; sbrk calls that moved the break
 s1_footprint:       resq 1                      ; bytes we hold from sbrk
 s1_peak_footprint:  resq 1                      ; high-water mark of s1_footprint
+s1_madvise_calls:   resq 1                      ; madvise calls made by s1_release
 s1_status:          resd 1                      ; S1_* status of the last failing call
 
 section .text
@@ -308,6 +311,53 @@ s1_heap_trim:
         pop     rbx
         ret
 
+; [S1.36] s1_release: give back to the kernel the pages inside a large free block in the
+; middle of the heap. The break can fall only past a free tail (s1_heap_trim); a free block
+; below used ones keeps its pages resident forever unless we say they are not needed:
+; madvise(MADV_DONTNEED) drops them, and they come back zero-filled if the block is reused.
+; The header, the two links and the footer stay: only whole pages strictly inside go.
+; Done when a free run of at least s1_trim_threshold bytes has just reached that threshold
+; or a new power of two (a run that grows by small frees is released O(log size) times, not
+; once per free), never for the wilderness, which the trim handles.
+;   IN:  rdi = header of a free block, just coalesced; rsi = bytes the free itself added
+;   OUT: nothing
+;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+global s1_release:function hidden
+s1_release:
+        mov     rax, [rdi]                      ; rax = the run's size
+        cmp     rax, [s1_trim_threshold]
+        jb      .out                            ; small: not worth a system call
+        mov     rcx, [s1_last_region]
+        mov     rcx, [rcx + S1_REGION_END]
+        lea     rdx, [rdi + rax + 8]
+        cmp     rdx, rcx
+        je      .out                            ; the wilderness: s1_heap_trim's business
+        mov     rdx, rax
+        sub     rdx, rsi                        ; rdx = what was free here before this free
+        cmp     rdx, [s1_trim_threshold]
+        jb      .release                        ; the run has just reached the threshold
+        bsr     rcx, rax
+        bsr     r8, rdx
+        cmp     rcx, r8
+        jbe     .out                            ; no new power of two: released before
+.release:
+        lea     rsi, [rdi + 24 + S1_PAGE - 1]   ; keep the header and both links
+        and     rsi, -S1_PAGE                   ; the first whole page inside
+        lea     rdx, [rdi + rax - 8]            ; keep the footer
+        and     rdx, -S1_PAGE                   ; the end of the last whole page inside
+        cmp     rdx, rsi
+        jbe     .out
+        sub     rdx, rsi
+        mov     rdi, rsi                        ; madvise(start, length, MADV_DONTNEED)
+        mov     rsi, rdx
+        mov     edx, S1_MADV_DONTNEED
+        push    rbx                             ; aligns the stack for the call
+        call    madvise wrt ..plt
+        pop     rbx
+        inc     qword [s1_madvise_calls]
+.out:
+        ret
+
 ; s1_reset: forget the whole heap without touching memory. Only for tests that serve the
 ; break from a buffer of their own (s1_sbrk_hook); with libc's sbrk the memory would leak.
 ;   IN: nothing. OUT: nothing. Clobbers: rax, rcx, rdi. Preserves: everything else.
@@ -324,6 +374,7 @@ s1_reset:
         mov     [s1_brk_calls], rax
         mov     [s1_footprint], rax
         mov     [s1_peak_footprint], rax
+        mov     [s1_madvise_calls], rax
         mov     [s1_status], eax
         ret
 

@@ -10,6 +10,7 @@ extern s1_find_fit, s1_find_aligned              ; freelist.asm
 extern s1_list_remove, s1_list_push              ; freelist.asm
 extern s1_place, s1_coalesce, s1_split_tail      ; block.asm
 extern s1_heap_grow, s1_heap_trim, s1_region_of  ; heap.asm
+extern s1_release                                ; heap.asm
 extern s1_status, s1_last_region, s1_fit_policy  ; heap.asm
 
 section .text
@@ -151,13 +152,20 @@ s1_free:
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
 global s1_free_block:function hidden
 s1_free_block:
-        push    rbx                             ; (alignment)
+        push    rbx                             ; rbx = the block's size
         mov     rax, [rdi]
         and     rax, ~S1_FLAGS                  ; clear the allocated bit...
+        mov     rbx, rax
         SET_TAGS rdi, rax, rcx                  ; ...in header and footer
         call    s1_coalesce
+        push    rax
+        sub     rsp, 8
         mov     rdi, rax
-        call    s1_heap_trim
+        mov     rsi, rbx
+        call    s1_release                      ; pages inside a large free run go back
+        add     rsp, 8
+        pop     rdi
+        call    s1_heap_trim                    ; a free tail lowers the break
         pop     rbx
         ret
 

@@ -193,6 +193,7 @@ Stats st_stats() {
     s.footprint = s1_footprint;
     s.peak_footprint = s1_peak_footprint;
     s.os_calls[static_cast<unsigned>(OsCall::brk)] = s1_brk_calls;
+    s.os_calls[static_cast<unsigned>(OsCall::madvise)] = s1_madvise_calls;
     return s;
 }
 

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "stage1_brk/core.h"
@@ -327,6 +328,36 @@ TEST_CASE_FIXTURE(IsolatedHeap, "the heap gives the break back when its trailing
     CHECK(rows[1].size >= keep);  // the margin is kept for the next request
     CHECK(check() == S1_CHECK_OK);
     (void)small;
+}
+
+// [S1.36] mincore says which pages of a range are resident.
+uint64_t resident_pages(uint64_t start, uint64_t end) {
+    std::vector<unsigned char> pages((end - start) / 4096);
+    REQUIRE(mincore(reinterpret_cast<void*>(start), end - start, pages.data()) == 0);
+    uint64_t n = 0;
+    for (unsigned char p : pages) n += p & 1;
+    return n;
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "the pages inside a large free block in the middle of the heap go back") {
+    char* big = static_cast<char*>(s1_malloc(1 << 20));
+    void* small = s1_malloc(16);
+    void* guard = s1_malloc(16);  // keeps big from ending the heap: the break cannot fall
+    std::memset(big, 1, 1 << 20);
+    uint64_t start = (header(big) + 24 + 4095) & ~uint64_t{4095};
+    uint64_t end = (header(big) + (1 << 20)) & ~uint64_t{4095};
+    REQUIRE(resident_pages(start, end) == (end - start) / 4096);
+    REQUIRE(s1_free(big) == S1_OK);
+    CHECK(s1_madvise_calls == 1);
+    CHECK(resident_pages(start, end) == 0);  // dropped, though the heap still holds them
+    CHECK(descriptor.single_thread->stats().os_calls[static_cast<unsigned>(OsCall::madvise)] == 1);
+    REQUIRE(s1_free(small) == S1_OK);  // joins the run: no new power of two, no new call
+    CHECK(s1_madvise_calls == 1);
+    char* again = static_cast<char*>(s1_malloc(1 << 20));
+    CHECK(again == big);  // reused: the pages come back, zero-filled
+    CHECK(again[5000] == 0);
+    CHECK(check() == S1_CHECK_OK);
+    (void)guard;
 }
 
 TEST_CASE_FIXTURE(IsolatedHeap, "a foreign sbrk between growths starts a new fenced region") {

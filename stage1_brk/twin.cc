@@ -3,6 +3,8 @@
 // namesake's decisions exactly, down to which list operation happens first.
 #include "stage1_brk/twin.h"
 
+#include <sys/mman.h>
+
 #include <cstring>
 
 namespace edu::stage1 {
@@ -138,6 +140,18 @@ void Twin::heap_trim(uint64_t header) {
     uint64_t end = load(last + kRegionEnd) - give;
     store(last + kRegionEnd, end);
     store(end - 8, kEpilogueTag);
+}
+
+void Twin::release(uint64_t header, uint64_t freed) {
+    uint64_t size = load(header);
+    if (size < trim_threshold) return;
+    if (header + size + 8 == load(last_region_ + kRegionEnd)) return;
+    uint64_t before = size - freed;
+    if (before >= trim_threshold && 63 - __builtin_clzll(size) <= 63 - __builtin_clzll(before)) return;
+    uint64_t start = (header + 24 + kPage - 1) & ~(kPage - 1), end = (header + size - 8) & ~(kPage - 1);
+    if (end <= start) return;
+    ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+    ++madvise_calls;
 }
 
 // ---- freelist.asm ----
@@ -350,8 +364,11 @@ uint32_t Twin::free(void* ptr) {
 }
 
 void Twin::free_block(uint64_t header) {
-    set_tags(header, load(header) & ~kFlags);
-    heap_trim(coalesce(header));
+    uint64_t size = load(header) & ~kFlags;
+    set_tags(header, size);
+    uint64_t run = coalesce(header);
+    release(run, size);
+    heap_trim(run);
 }
 
 uint64_t Twin::usable_size(const void* ptr) {

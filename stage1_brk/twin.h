@@ -35,7 +35,7 @@ public:
     uint64_t grow_margin = 1024 * 1024;
     uint64_t trim_threshold = 128 * 1024;
     uint32_t status = S1_OK;
-    uint64_t brk_calls = 0, footprint = 0, peak_footprint = 0;
+    uint64_t brk_calls = 0, footprint = 0, peak_footprint = 0, madvise_calls = 0;
 
 private:
     // Word access into simulated memory.
@@ -50,6 +50,7 @@ private:
     uint64_t heap_grow_once(uint64_t asize);  // one attempt; the block may fall short
     uint64_t fresh_range(uint64_t base, uint64_t length);
     void heap_trim(uint64_t header);
+    void release(uint64_t header, uint64_t freed);
     void list_push(uint64_t header);
     void list_remove(uint64_t header);
     uint64_t find_fit(uint64_t asize);

@@ -180,6 +180,7 @@ public:
         REQUIRE(cr.heap_bytes == tr.heap_bytes);
         REQUIRE(s1_footprint == twin_.footprint);
         REQUIRE(s1_brk_calls == twin_.brk_calls);
+        REQUIRE(s1_madvise_calls == twin_.madvise_calls);
         std::vector<WalkRow> core_rows, twin_rows;
         s1_walk(
             [](void* ctx, uint64_t kind, uint64_t address, uint64_t size) {
