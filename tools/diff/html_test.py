@@ -206,6 +206,7 @@ class StepThrough(unittest.TestCase):
               "(worst %(worst).1f)" % times, file=sys.stderr)
         self.assertLess(times["jump"], 2000)  # a sanity bound on a loaded machine, not the goal
         self.js("edu.go(1235)")
+        time.sleep(0.3)  # the maps scroll to the change and draw what came into view
         self.driver.save_screenshot(os.path.join(OUT, "step-through.png"))
 
 

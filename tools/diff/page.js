@@ -224,7 +224,11 @@ function explain(stage, step) {
 const ROW = 18, GAP = 6, LEFT = 74, LABEL = 15, CHAR = 6.1;  // CHAR: a 10px monospace digit's width
 // Map widths, read once per resize: reading layout while drawing would force a reflow per stage.
 function measure() {
-  for (const s of stages) { s.ui.width = s.ui.box.clientWidth || 400; s.ui.height = s.ui.box.clientHeight || 400; }
+  // The view's height is the box's largest (CSS max-height): its current height is the map's.
+  for (const s of stages) {
+    s.ui.width = s.ui.box.clientWidth || 400;
+    s.ui.height = parseFloat(getComputedStyle(s.ui.box).maxHeight) || window.innerHeight / 2;
+  }
 }
 let zoomLevel = 0, range = null;  // zoom: powers of two from each stage's fitted scale
 
@@ -264,7 +268,11 @@ function draw(stage) {
   const change = stage.change, born = current, hl = [];
   let firstChange = null;
   // Entries by row: entries are sorted by address, rows too, so one sweep places them.
+  // Only the rows in view (and a margin) are drawn; scrolling draws again.
+  const top = ui.scrollTop - 3 * ROW, bottom = ui.scrollTop + ui.height + 3 * ROW;
+  const inView = (row) => row.y + ROW >= top && row.y <= bottom;
   for (const row of rows) {
+    if (!inView(row)) continue;
     if (row.label) { g.fillStyle = "#5b6474"; g.fillText(row.label, 2, row.y - 8); }
     g.fillStyle = "#8b93a1";
     g.fillText(hex(row.lo - row.region.a), 2, row.y + ROW / 2);
@@ -277,6 +285,8 @@ function draw(stage) {
     for (let r = ri; r < rows.length && rows[r].lo < hi; r++) {
       const row = rows[r];
       if (row.hi <= lo) continue;
+      if (e.born === born && born > 0 && firstChange === null) firstChange = row.y;
+      if (!inView(row)) continue;
       const x0 = LEFT + (Math.max(lo, row.lo) - row.lo) / bytesPerPx, x1 = LEFT + (Math.min(hi, row.hi) - row.lo) / bytesPerPx;
       const inset = e.d >= 2 ? 3 : 0, y = row.y + inset, hgt = ROW - 2 * inset;
       const w = Math.max(x1 - x0, 0.6);
@@ -289,7 +299,7 @@ function draw(stage) {
         if (t.length * CHAR + 4 < w) { g.fillStyle = "#fff"; g.fillText(t, x0 + 2, y + hgt / 2); }
       }
       rects.push({x: x0, y, w, h: hgt, e});
-      if (e.born === born && born > 0) { hl.push({x: x0, y, w, h: hgt, e}); if (firstChange === null) firstChange = y; }
+      if (e.born === born && born > 0) hl.push({x: x0, y, w, h: hgt, e});
     }
   }
   // The step's changes: outlined; the blocks a coalesce swallowed, dashed at their edges.
@@ -571,7 +581,10 @@ function build() {
     box.append(ui.nums, ui.predict, ui.changes, ui.box, ui.structs);
     ui.box.appendChild(ui.canvas);
     ui.scrollTop = 0;
-    ui.box.addEventListener("scroll", () => { ui.scrollTop = ui.box.scrollTop; }, {passive: true});
+    ui.box.addEventListener("scroll", () => {
+      ui.scrollTop = ui.box.scrollTop;
+      if (!ui.redraw) ui.redraw = requestAnimationFrame(() => { ui.redraw = 0; if (s.entries) draw(s); });
+    }, {passive: true});
     grid.appendChild(box);
     ui.canvas.addEventListener("mousemove", (ev) => {
       const r = ui.canvas.getBoundingClientRect(), e = hitTest(s, ev.clientX - r.left, ev.clientY - r.top);

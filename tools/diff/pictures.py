@@ -7,6 +7,7 @@ below is the only place that says which, so a chapter's picture is regenerated b
 import os
 import re
 import sys
+import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -71,6 +72,7 @@ def main(demo, fragment, out):
                     lo, hi = max(0, where - 0x1000), where + 0x1000
                 driver.execute_script("const r = document.getElementById('range'); r.value = arguments[0];"
                                       "r.dispatchEvent(new Event('change'));", f"{signed(lo)}-{signed(hi)}")
+            time.sleep(0.3)  # the map scrolls to the change and draws what came into view
             path = os.path.join(out, name)
             if panel is None:
                 driver.save_screenshot(path)
