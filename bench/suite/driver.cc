@@ -249,6 +249,183 @@ uint64_t malloc_large(uint64_t steps, double* seconds) {
     return steps;
 }
 
+// Runs `body(thread, seed)` on `threads` threads (the calling thread alone when 1) and returns
+// the wall-clock seconds from the first start to the last join.
+template <class Body>
+double on_threads(unsigned threads, Body body) {
+    auto start = std::chrono::steady_clock::now();
+    if (threads == 1) {
+        body(0u);
+    } else {
+        std::vector<std::thread> pool;
+        for (unsigned t = 0; t < threads; ++t) pool.emplace_back(body, t);
+        for (std::thread& th : pool) th.join();
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// cfrac-like (mimalloc-bench's cfrac factors numbers with continued fractions): short-lived
+// multi-precision numbers of 2..40 words; each step makes a temporary or two from operands
+// held in a small pool, replaces an operand with the result and frees the rest, so most
+// blocks die young and in roughly the order they were born.
+uint64_t cfrac_like(unsigned threads, uint64_t steps, double* seconds) {
+    const uint64_t per_thread = steps / threads + 1;
+    *seconds = on_threads(threads, [&](unsigned t) {
+        XorShift32 rng(0xc0ffee + t);
+        const unsigned pool = 16;
+        std::vector<uint64_t*> operand(pool);
+        std::vector<unsigned> words(pool);
+        for (unsigned i = 0; i < pool; ++i) {
+            words[i] = 2 + rng.next() % 8;
+            operand[i] = static_cast<uint64_t*>(std::calloc(words[i], 8));
+        }
+        for (uint64_t i = 0; i < per_thread; ++i) {
+            uint32_t r = rng.next();
+            unsigned a = r % pool, b = (r >> 8) % pool, n = words[a] + words[b];
+            if (n > 40) n = 2 + (r >> 16) % 8;
+            auto* sum = static_cast<uint64_t*>(std::malloc(n * 8));
+            for (unsigned w = 0; w < n; ++w) sum[w] = operand[a][w % words[a]] + w;
+            auto* quotient = static_cast<uint64_t*>(std::malloc((n / 2 + 1) * 8));
+            quotient[0] = sum[0];
+            std::free(operand[b]);
+            operand[b] = sum;
+            words[b] = n;
+            std::free(quotient);
+        }
+        for (uint64_t* p : operand) std::free(p);
+    });
+    return 3 * per_thread * threads;
+}
+
+// espresso-like (the logic minimiser allocates bit-set "cubes" and cover arrays): sets of
+// 8..520 bytes built, copied, grown with realloc as covers gain cubes, and freed a whole cover
+// at a time, with a few long-lived sets kept across covers.
+uint64_t espresso_like(unsigned threads, uint64_t steps, double* seconds) {
+    const uint64_t per_thread = steps / threads + 1;
+    *seconds = on_threads(threads, [&](unsigned t) {
+        XorShift32 rng(0xe5b7e550 + t);
+        std::vector<void*> keep(64, nullptr);
+        uint64_t done = 0;
+        while (done < per_thread) {
+            unsigned cubes = 8 + rng.next() % 120, capacity = 4, count = 0;
+            auto** cover = static_cast<void**>(std::malloc(capacity * sizeof(void*)));
+            for (unsigned c = 0; c < cubes; ++c, ++done) {
+                if (count == capacity) {
+                    capacity *= 2;
+                    cover = static_cast<void**>(std::realloc(cover, capacity * sizeof(void*)));
+                }
+                std::size_t bytes = 8 + (rng.next() % 65) * 8;
+                cover[count] = std::malloc(bytes);
+                std::memset(cover[count], 0x55, bytes < 64 ? bytes : 64);
+                ++count;
+            }
+            uint32_t r = rng.next();
+            void*& slot = keep[r % keep.size()];
+            std::free(slot);
+            slot = std::malloc(16 + (r >> 8) % 200);
+            touch(slot);
+            for (unsigned c = 0; c < count; ++c) std::free(cover[c]);
+            std::free(cover);
+        }
+        for (void* p : keep) std::free(p);
+    });
+    return 2 * per_thread * threads;
+}
+
+// glibc-simple (glibc's benchtests/bench-malloc-simple): allocate a batch of blocks of one
+// small size, free them all in order, for sizes 16..256; the allocator's straight-line speed.
+uint64_t glibc_simple(uint64_t steps, double* seconds) {
+    const unsigned batch = 1000;
+    std::vector<void*> block(batch);
+    uint64_t rounds = steps / batch / 2 + 1, ops = 0;
+    auto start = std::chrono::steady_clock::now();
+    for (uint64_t r = 0; r < rounds; ++r) {
+        std::size_t size = 16 << (r % 5);  // 16, 32, 64, 128, 256
+        for (unsigned i = 0; i < batch; ++i) block[i] = std::malloc(size);
+        for (unsigned i = 0; i < batch; ++i) std::free(block[i]);
+        ops += 2 * batch;
+    }
+    *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return ops;
+}
+
+// glibc-thread (glibc's benchtests/bench-malloc-thread): each thread keeps a working set of
+// 4096 slots and replaces a random one with a block of a random size (mostly small, a few up
+// to 32 KiB); threads never share blocks.
+uint64_t glibc_thread(unsigned threads, uint64_t steps, double* seconds) {
+    const uint64_t per_thread = steps / threads + 1;
+    *seconds = on_threads(threads, [&](unsigned t) {
+        XorShift32 rng(0x61bc + t);
+        std::vector<void*> slot(4096, nullptr);
+        for (uint64_t i = 0; i < per_thread; ++i) {
+            uint32_t r = rng.next();
+            void*& s = slot[r % slot.size()];
+            std::free(s);
+            uint32_t kind = (r >> 12) & 15;
+            std::size_t size = kind < 12 ? 8 + (r >> 16) % 120 : kind < 15 ? 128 + (r >> 16) % 1920 : 2048 + (r >> 16) % 30720;
+            s = std::malloc(size);
+            touch(s);
+        }
+        for (void* p : slot) std::free(p);
+    });
+    return 2 * per_thread * threads;
+}
+
+// alloc-test-like (mimalloc-bench's alloc-test: random allocation and freeing with sizes from
+// a skewed distribution, per thread): a ring of 1024 slots, sizes 8..16 KiB with small ones far
+// more likely, each block written across its first cache line.
+uint64_t alloc_test(unsigned threads, uint64_t steps, double* seconds) {
+    const uint64_t per_thread = steps / threads + 1;
+    *seconds = on_threads(threads, [&](unsigned t) {
+        XorShift32 rng(0xa11c + t);
+        std::vector<void*> slot(1024, nullptr);
+        for (uint64_t i = 0; i < per_thread; ++i) {
+            uint32_t r = rng.next();
+            void*& s = slot[r % slot.size()];
+            std::free(s);
+            unsigned shift = 3 + __builtin_ctz((r >> 10) | 0x800);  // 8 << 0..11, halving odds
+            std::size_t size = (std::size_t{1} << shift) + (r >> 22) % (std::size_t{1} << shift);
+            s = std::malloc(size);
+            std::memset(s, 1, size < 64 ? size : 64);
+        }
+        for (void* p : slot) std::free(p);
+    });
+    return 2 * per_thread * threads;
+}
+
+// mstress-like (mimalloc's test-stress): threads allocate objects of varying sizes into a
+// shared array of slots; each step a thread frees or replaces a random slot, whatever thread
+// made it, so many frees are remote; now and then an object is large (up to 256 KiB); some
+// objects are kept in a thread-local list and freed in bulk every so often.
+uint64_t mstress(unsigned threads, uint64_t steps, double* seconds) {
+    const unsigned slots = 4096;
+    std::vector<std::atomic<void*>> shared(slots);
+    for (auto& s : shared) s.store(nullptr);
+    const uint64_t per_thread = steps / threads + 1;
+    *seconds = on_threads(threads, [&](unsigned t) {
+        XorShift32 rng(0x5eed + 7919 * t);
+        std::vector<void*> local;
+        for (uint64_t i = 0; i < per_thread; ++i) {
+            uint32_t r = rng.next();
+            std::size_t size = (r & 255) == 0 ? 4096 + (r >> 8) % (252 * 1024) : 8 + (r >> 8) % 248;
+            void* p = std::malloc(size);
+            std::memset(p, static_cast<int>(t), size < 32 ? size : 32);
+            if ((r >> 28) < 4) {
+                local.push_back(p);
+                if (local.size() == 256) {
+                    for (void* q : local) std::free(q);
+                    local.clear();
+                }
+            } else {
+                std::free(shared[(r >> 4) % slots].exchange(p, std::memory_order_acq_rel));
+            }
+        }
+        for (void* q : local) std::free(q);
+    });
+    for (auto& s : shared) std::free(s.exchange(nullptr));
+    return 2 * per_thread * threads;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -256,7 +433,8 @@ int main(int argc, char** argv) {
         std::fprintf(stderr,
                      "usage: driver WORKLOAD THREADS SIZE\n"
                      "  WORKLOAD: ring | small | larson | xmalloc | false-sharing | realloc | fragment |\n"
-                     "            malloc-large\n"
+                     "            malloc-large | cfrac | espresso | glibc-simple | glibc-thread | alloc-test |\n"
+                     "            mstress\n"
                      "  SIZE: operations (or iterations) to run\n");
         return 2;
     }
@@ -274,6 +452,12 @@ int main(int argc, char** argv) {
     else if (workload == "realloc") ops = realloc_growth(size, &seconds);
     else if (workload == "fragment") ops = fragmentation(size, &seconds);
     else if (workload == "malloc-large") ops = malloc_large(size, &seconds);
+    else if (workload == "cfrac") ops = cfrac_like(threads, size, &seconds);
+    else if (workload == "espresso") ops = espresso_like(threads, size, &seconds);
+    else if (workload == "glibc-simple") ops = glibc_simple(size, &seconds);
+    else if (workload == "glibc-thread") ops = glibc_thread(threads, size, &seconds);
+    else if (workload == "alloc-test") ops = alloc_test(threads, size, &seconds);
+    else if (workload == "mstress") ops = mstress(threads, size, &seconds);
     else {
         std::fprintf(stderr, "driver: unknown workload '%s'\n", workload.c_str());
         return 2;

@@ -9,7 +9,7 @@ per operation counted by valgrind's callgrind (the difference between two run le
 process start-up and allocator initialisation cancel out). Writes docs/benchmarks.md and
 docs/bench/*.svg unless --quick.
 
-    bench/suite/run.py                 # the full suite (about 10 minutes on 2 cores)
+    bench/suite/run.py                 # the full suite (about 20 minutes on 2 cores)
     bench/suite/run.py --reps 3        # fewer repetitions
     bench/suite/run.py --quick         # smoke run: 1 repetition, small sizes, prints only
 """
@@ -39,7 +39,16 @@ WORKLOADS = {
     "xmalloc": (2_000_000, 100_000, [1, 2, 4, 8]),
     "false-sharing": (200_000, 20_000, [1, 2, 4, 8]),
     "malloc-large": (20_000, 2_000, [1]),
+    "cfrac": (1_000_000, 50_000, [1, 2]),
+    "espresso": (1_000_000, 50_000, [1, 2]),
+    "glibc-simple": (2_000_000, 100_000, [1]),
+    "glibc-thread": (1_000_000, 50_000, [1, 2]),
+    "alloc-test": (1_000_000, 50_000, [1, 2]),
+    "mstress": (1_000_000, 50_000, [1, 2]),
 }
+# The programs in the style of mimalloc-bench, summarised against mimalloc and glibc.
+BENCH_STYLE = ["cfrac", "espresso", "larson", "xmalloc", "glibc-simple", "glibc-thread", "alloc-test",
+               "false-sharing", "malloc-large", "mstress"]
 DESCRIPTIONS = {
     "ring": "HAKMEM's random mixed ring: 8192 slots, 16..1039 bytes, free if occupied else allocate",
     "small": "the same ring with 16..128 bytes",
@@ -52,6 +61,18 @@ DESCRIPTIONS = {
                      "then allocates 8 bytes and writes them 1000 times, over and over",
     "malloc-large": "20 buffers of 5..25 MiB; each step replaces a random one and writes its first byte "
                     "(mimalloc-bench's malloc-large pattern)",
+    "cfrac": "cfrac-like: short-lived multi-precision numbers of 2..40 words made from a pool of 16 "
+             "operands, most dying young and in birth order",
+    "espresso": "espresso-like: covers of 8..128 bit-set cubes (8..520 B) grown with realloc and freed "
+                "a cover at a time, a few sets kept across covers",
+    "glibc-simple": "glibc's bench-malloc-simple pattern: 1000 blocks of one size (16..256 B) allocated, "
+                    "then all freed, size after size",
+    "glibc-thread": "glibc's bench-malloc-thread pattern: per thread, 4096 slots replaced at random with "
+                    "blocks of 8 B..32 KiB (mostly small); no sharing",
+    "alloc-test": "alloc-test-like: per thread, 1024 slots replaced at random with 8 B..32 KiB blocks "
+                  "(each size class half as likely as the one below), first 64 bytes written",
+    "mstress": "mstress-like (mimalloc's test-stress): threads replace random slots of one shared array "
+               "(frees are often remote), some blocks kept locally and freed in bulk, 1 in 256 up to 256 KiB",
 }
 
 
@@ -75,14 +96,17 @@ def build():
     return driver, stages
 
 
-def environment(preload, extra=None):
+def environment(preload, valgrind=False):
+    """The environment a user's program gets: LD_PRELOAD and nothing else of ours. The drop-in
+    library then picks its settings as it does for anyone (stages 3 and 4 count no statistics
+    unless EDU_ALLOC_STATS or EDU_ALLOC_CHECK is set)."""
     env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
+    for name in ("LD_PRELOAD", "EDU_OPTIONS", "EDU_ALLOC_STATS", "EDU_ALLOC_CHECK"):
+        env.pop(name, None)
     if preload:
         env["LD_PRELOAD"] = preload
-    # Stage 1 grows its own break: under valgrind the real one is capped at 8 MiB.
-    env["EDU_OPTIONS"] = "stage1_brk.break=reserved"
-    env.update(extra or {})
+    if valgrind:  # valgrind caps the real break at 8 MiB: stage 1 grows a private one instead
+        env["EDU_OPTIONS"] = "stage1_brk.break=reserved"
     return env
 
 
@@ -95,7 +119,7 @@ def instructions(driver, preload, workload, size):
     """Total instructions callgrind counts for one run of the driver."""
     proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                            driver, workload, "1", str(size)],
-                          env=environment(preload), text=True, capture_output=True, check=True)
+                          env=environment(preload, valgrind=True), text=True, capture_output=True, check=True)
     match = re.search(r"Collected\s*:\s*(\d+)", proc.stderr)
     if not match:
         raise RuntimeError("callgrind printed no total:\n" + proc.stderr[-2000:])
@@ -141,6 +165,24 @@ def plot(results, allocators, workload, threads, path):
     subprocess.run(["gnuplot"], input="\n".join(lines) + "\n", text=True, check=True)
 
 
+def summary(results, names):
+    """Time ratios (lower is better) of the programs in the style of mimalloc-bench."""
+    cells = [(w, t) for w in BENCH_STYLE for t in WORKLOADS[w][2] if t <= 2]
+    out = ["## Summary: time relative to mimalloc and to glibc\n",
+           "Time per operation relative to mimalloc's (and glibc's), the inverse of the throughput "
+           "ratio; below 1.00 is faster. One column per program and thread count (1 and 2 threads; "
+           "the machine has 2 cores).\n"]
+    for peer in ("mimalloc", "glibc"):
+        out.append("| time / %s | %s | median | worst |" % (peer, " | ".join("%s %dt" % c for c in cells)))
+        out.append("|" + "---|" * (len(cells) + 3))
+        for name in names:
+            ratios = [results[(peer, w, t)]["ops"] / results[(name, w, t)]["ops"] for w, t in cells]
+            out.append("| %s | %s | %.2f | %.2f |" % (name, " | ".join("%.2f" % r for r in ratios),
+                                                    statistics.median(ratios), max(ratios)))
+        out.append("")
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median reported)")
@@ -156,15 +198,20 @@ def main():
     if missing:
         sys.exit("run.py: missing libraries for %s (tools/setup installs the peers)" % ", ".join(missing))
 
+    # Interleaved: each repetition runs every allocator once, so a burst of load on the shared
+    # machine hits all of them alike, and the median of each is taken afterwards.
     results = {}
     for workload, (full, quick, thread_counts) in WORKLOADS.items():
         size = quick if args.quick else full
         for threads in thread_counts:
-            for name, lib in allocators:
-                runs = [run_once(driver, lib, workload, threads, size) for _ in range(reps)]
+            runs = {name: [] for name, _ in allocators}
+            for _ in range(reps):
+                for name, lib in allocators:
+                    runs[name].append(run_once(driver, lib, workload, threads, size))
+            for name, _ in allocators:
                 results[(name, workload, threads)] = {
-                    "ops": statistics.median(r["ops_per_second"] for r in runs),
-                    "rss": statistics.median(r["peak_rss_kib"] for r in runs),
+                    "ops": statistics.median(r["ops_per_second"] for r in runs[name]),
+                    "rss": statistics.median(r["peak_rss_kib"] for r in runs[name]),
                 }
                 print("%-14s %-9s %d thread(s): %s ops/s, peak RSS %d KiB" % (
                     workload, name, threads, fmt_rate(results[(name, workload, threads)]["ops"]),
@@ -188,12 +235,18 @@ def main():
     out.append("# Benchmarks\n")
     out.append("Measured by `bench/suite/run.py --reps %d` on %s, %s. Every allocator runs the same "
                "driver (`bench/suite/driver.cc`), chosen with `LD_PRELOAD`: the stages' drop-in "
-               "libraries (their thread-safe entries, so stages 1-3 run behind their locks), Debian's "
-               "mimalloc 2.0 and jemalloc 5.3, and glibc's malloc (no preload). Figures are medians of "
-               "%d runs; wall-clock throughput on a shared 2-core machine is noisy, so compare ratios "
-               "within one table, and prefer the instruction counts for fast paths. 4 and 8 threads "
-               "oversubscribe the 2 cores.\n" % (
+               "libraries (built with `--config=opt`), Debian's mimalloc 2.0 and jemalloc 5.3, and "
+               "glibc's malloc (no preload). **Entry measured: the drop-in library**, with the settings "
+               "a user gets: no `EDU_OPTIONS`, so stages 3 and 4 count no statistics, stage 1 grows the "
+               "real break, and stages 1-3 take their lock only once a second thread exists "
+               "(`contract/locked.h`). The chapters' in-process figures (single-thread entry, called "
+               "directly) skip the preload's indirect call and, in stages 1-3, the lock test, so they "
+               "run a little faster. Figures are medians of %d interleaved runs (each repetition runs "
+               "every allocator once); the 2-core machine was shared with other builds while this ran, "
+               "so compare ratios within one table, and prefer the instruction counts for fast paths. "
+               "4 and 8 threads oversubscribe the 2 cores.\n" % (
                    reps, datetime.date.today().isoformat(), machine(), reps))
+    out.extend(summary(results, names))
     for workload, (full, _, thread_counts) in WORKLOADS.items():
         out.append("## %s\n\n%s. Size %s.\n" % (workload, DESCRIPTIONS[workload], format(full, ",")))
         header = "| allocator | " + " | ".join("%d thr: ops/s (x mimalloc)" % t for t in thread_counts) + \
