@@ -6,6 +6,7 @@
 #include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "contract/diagnostics.h"
@@ -115,7 +116,13 @@ constexpr Api kMemcheck = {&m_malloc, &m_free,  &m_calloc, &m_realloc, &m_aligne
 
 }  // namespace
 
-bool running_on_valgrind() { return RUNNING_ON_VALGRIND != 0; }
+// Valgrind preloads each tool's own library (vgpreload_<tool>-<platform>.so) into the program,
+// so LD_PRELOAD names the tool; getenv does not allocate.
+bool running_on_memcheck() {
+    if (RUNNING_ON_VALGRIND == 0) return false;
+    const char* preload = std::getenv("LD_PRELOAD");
+    return preload != nullptr && std::strstr(preload, "vgpreload_memcheck") != nullptr;
+}
 
 const Api& memcheck_entry(const Api& inner) {
     if (g_inner && g_inner != &inner) die("contract", "memcheck_entry", &inner, "one memcheck layer per process");

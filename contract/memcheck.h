@@ -8,8 +8,10 @@
 
 namespace edu {
 
-// True when the process runs under valgrind (a few instructions, no system call).
-bool running_on_valgrind();
+// True when the process runs under valgrind's memcheck (a few instructions, no system call).
+// Other tools (callgrind, cachegrind, massif) get the stage as it is, so that their counts
+// profile the allocator a user runs and not this layer (whose realloc always moves).
+bool running_on_memcheck();
 
 // The annotating layer over `inner`. One per process: the drop-in library's entry. Under
 // it realloc always moves (as valgrind's own realloc does), so a stale pointer is seen.

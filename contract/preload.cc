@@ -68,7 +68,7 @@ void choose_entry() {
     edu::ContractOptions options = edu::contract_options();
     g_debug = options.debug;
     const edu::Api* chosen = &edu::entry_for(s, *s.thread_safe, options);
-    if (edu::running_on_valgrind()) chosen = &edu::memcheck_entry(*chosen);
+    if (edu::running_on_memcheck()) chosen = &edu::memcheck_entry(*chosen);
     __atomic_store_n(&g_api, chosen, __ATOMIC_RELEASE);
 }
 
