@@ -180,6 +180,9 @@ HAND = {
     "short3-realloc.rep": ("Day three: a block that grows in place (its neighbour is free),\n"
                            "then one that must move (its neighbour is used), then shrinks.",
                            ["a 0 64", "a 1 64", "a 2 64", "f 1", "r 0 120", "r 2 4000", "r 2 10", "f 0", "f 2"]),
+    "short4-worked.rep": ("The worked example of docs/stage1_brk.md: malloc(100), malloc(200), free the\n"
+                          "first, free the second (the last free merges all three blocks).",
+                          ["a 0 100", "a 1 200", "f 0", "f 1"]),
 }
 
 GENERATED = {

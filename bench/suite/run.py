@@ -50,11 +50,14 @@ WORKLOADS = {
 BENCH_STYLE = ["cfrac", "espresso", "larson", "xmalloc", "glibc-simple", "glibc-thread", "alloc-test",
                "false-sharing", "malloc-large", "mstress"]
 DESCRIPTIONS = {
-    "ring": "HAKMEM's random mixed ring: 8192 slots, 16..1039 bytes, free if occupied else allocate",
+    "ring": "HAKMEM's random mixed ring: 8192 slots, 16..1039 bytes, free if occupied else allocate. "
+            "(Stages 1-3 run behind their locks here; docs/stage3_segments.md's 1.05x measures stage 3's "
+            "in-process entry without a lock.)",
     "small": "the same ring with 16..128 bytes",
     "realloc": "256 buffers grown by realloc in random order, 16..271 bytes a step, up to 64 KiB",
     "fragment": "interleaved small and large blocks, small ones freed, medium requests, four rounds",
-    "larson": "threads replace random blocks (16..512 B) in their arrays; arrays move to the next "
+    "larson": "a larson variant (not bench/stage4's larson-like, which keeps larson's usual parameters): "
+              "threads replace random blocks (16..512 B) in their arrays; arrays move to the next "
               "thread every round, so most frees are remote",
     "xmalloc": "producer threads allocate batches (16..256 B), consumer threads free them",
     "false-sharing": "each thread frees an object the main thread allocated next to the others', "

@@ -1,7 +1,8 @@
 """tools/labkit/lab_grade_test.py: the grader's verdicts, end to end, on stage 1 with a small
-trace subset (three traces, one stagediff run per tree each) to stay within minutes: the
-reference tree grades 100; a fresh handout builds, names every part as failing and scores below
-30; a handout with S1.coalesce restored from the reference gains exactly that part's marks.
+trace subset (three traces, two stagediff runs per tree each) to stay within minutes: the
+reference tree grades 100; a handout with every part of every stage blanked builds; a fresh
+handout names every part as failing and scores below 30; a handout with S1.coalesce restored
+from the reference gains exactly that part's marks.
 Each grade runs Bazel in a scratch copy (its own server, shut down after; the shared disk cache
 makes the build mostly cache hits). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
@@ -31,7 +32,7 @@ class GradeTest(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def grade(self, tree):
-        report, log = lab.grade(self.table, tree, "1", TRACES, STAGEDIFF, repetitions=1)
+        report, log = lab.grade(self.table, tree, "1", TRACES, STAGEDIFF, repetitions=2)
         lab.print_report(report)
         return report, {p["part"]: p for p in report["parts"]}
 
@@ -52,6 +53,21 @@ class GradeTest(unittest.TestCase):
             self.assertIn("not implemented", part["verdict"])
         self.assertFalse(any(g["passed"] for g in report["gates"]))
         self.assertEqual(report["traces"], [])
+
+    def test_every_stage_handout_builds(self):
+        # One tree with every part of every stage stubbed: one build proves all the stubs
+        # assemble and compile, and a battery run shows a stub's one-line report.
+        dest = self.tmp / "all"
+        lab.handout(self.table, "all", dest)
+        try:
+            r = lab.bazel(dest, "build", "//stage1_brk/...", "//stage2_pools/...", "//stage3_segments/...",
+                          "//stage4_threads/...", "//tests:all", "//tools/diff:stagediff")
+            self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+            ok, reached, _ = lab.run_test(dest, "//tests:stage3_battery")
+            self.assertFalse(ok)
+            self.assertTrue(reached & {"S3.extend", "S3.collect", "S3.direct"}, reached)
+        finally:
+            lab.bazel(dest, "shutdown")
 
     def test_restoring_one_part_gains_exactly_its_marks(self):
         dest = self.tmp / "one"

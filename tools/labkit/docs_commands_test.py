@@ -1,0 +1,93 @@
+"""tools/labkit/docs_commands_test.py: every shell block a chapter shows is run here, or the
+chapter says why it cannot be. A ```sh (or bash, console) block in README.md or docs/*.md must
+follow one of these lines:
+    <!-- docs-commands: run -->               the test runs the block with bash
+    <!-- docs-commands: not run: REASON -->   and the reason, e.g. the test that covers it
+A run block executes in a scratch directory that holds links to traces/ and tools/diff/testdata/\n(its parent is scratch too),
+with `tools/run` meaning the stage diff (argv[1], what tools/run execs after its build) and
+`tools/lab` this tree's lab script, so it must not need Bazel; it must exit 0."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lab  # noqa: E402
+
+ROOT = lab.REFERENCE
+STAGEDIFF = None
+FENCE = re.compile(r"^```(sh|bash|console)\s*$")
+MARK = re.compile(r"^<!-- docs-commands: (run|not run: (.+)) -->$")
+
+
+def blocks(text):
+    """[(line number, marker match or None, block text)] of every shell block."""
+    lines = text.split("\n")
+    out = []
+    i = 0
+    while i < len(lines):
+        if FENCE.match(lines[i]):
+            start = i
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith("```"):
+                j += 1
+            mark = MARK.match(lines[start - 1].strip()) if start > 0 else None
+            out.append((start + 1, mark, "\n".join(lines[start + 1:j])))
+            i = j
+        i += 1
+    return out
+
+
+def documents():
+    return [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+
+
+class DocsCommandsTest(unittest.TestCase):
+    def test_every_shell_block_is_run_or_says_why_not(self):
+        missing = []
+        for doc in documents():
+            for line, mark, _ in blocks(doc.read_text()):
+                if not mark:
+                    missing.append(f"{doc.relative_to(ROOT)}:{line}: a shell block with no "
+                                   "'<!-- docs-commands: run -->' or '<!-- docs-commands: not run: REASON -->' before it")
+        self.assertEqual(missing, [], "\n".join(missing))
+
+    def test_the_runnable_blocks_run(self):
+        ran = 0
+        for doc in documents():
+            for line, mark, text in blocks(doc.read_text()):
+                if not mark or mark.group(1) != "run":
+                    continue
+                with self.subTest(block=f"{doc.relative_to(ROOT)}:{line}"):
+                    self.assertNotIn("bazel", text, "a block that runs Bazel cannot run inside a test")
+                    work = Path(tempfile.mkdtemp(prefix="docs-commands-"))
+                    try:
+                        repo = work / "repo"             # ../ of a command stays inside work
+                        (repo / "tools" / "diff").mkdir(parents=True)
+                        os.symlink(ROOT / "traces", repo / "traces")
+                        os.symlink(ROOT / "tools" / "diff" / "testdata", repo / "tools" / "diff" / "testdata")
+                        script = re.sub(r"(?<![\w/.])tools/run\b", f"'{STAGEDIFF}'", text)
+                        script = re.sub(r"(?<![\w/.])tools/lab\b", f"'{sys.executable}' '{ROOT / 'tools/labkit/lab.py'}'", script)
+                        r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=repo,
+                                           capture_output=True, text=True, timeout=600)
+                        self.assertEqual(r.returncode, 0, f"{doc.name}:{line}:\n{script}\n{r.stderr[-2000:]}")
+                    finally:
+                        shutil.rmtree(work, ignore_errors=True)
+                ran += 1
+        self.assertGreater(ran, 0)
+
+    def test_the_reader_needs_the_marker_on_the_line_before(self):
+        text = "<!-- docs-commands: not run: needs Bazel -->\n```sh\nbazel test //...\n```\n\n```sh\nls\n```\n"
+        found = blocks(text)
+        self.assertEqual(found[0][1].group(2), "needs Bazel")
+        self.assertIsNone(found[1][1])
+
+
+if __name__ == "__main__":
+    STAGEDIFF = str(Path(sys.argv.pop(1)).resolve())
+    unittest.main()
