@@ -351,9 +351,17 @@ function hitTest(stage, x, y) {
 function structures(stage) {
   const entries = stage.entries, box = stage.ui.structs;
   box.textContent = "";
-  const counts = new Map();
-  for (const e of entries) { const k = kindName(e) + " " + STATES[e.st]; counts.set(k, (counts.get(k) || 0) + 1); }
-  const regions = entries.filter((e) => e.d === 0);
+  // One pass: entries by kind and state, overall and at depth 1 inside each top-level entry
+  // (children follow their top-level entry in address order). Keys are numbers: kind * 4 + state.
+  const counts = new Map(), inside = new Map(), regions = [];
+  const named = (m) => Array.from(m, ([k, n]) => `${n} ${KINDS[k >> 2]} ${STATES[k & 3]}`);
+  let top = null;
+  for (const e of entries) {
+    const k = e.k * 4 + e.st;
+    counts.set(k, (counts.get(k) || 0) + 1);
+    if (e.d === 0) { top = e; regions.push(e); inside.set(e, new Map()); }
+    else if (e.d === 1 && top && e.a < top.a + top.s) { const m = inside.get(top); m.set(k, (m.get(k) || 0) + 1); }
+  }
   const t = el("table");
   const head = el("tr");
   for (const h of ["top level", "size", "contents"]) head.appendChild(el("th", "", h));
@@ -361,16 +369,10 @@ function structures(stage) {
   let shown = 0;
   for (const r of regions) {
     if (shown++ >= 6) { const tr = el("tr"); tr.appendChild(el("td", "", `+${regions.length - 6} more`)); t.appendChild(tr); break; }
-    const inside = new Map();
-    for (const e of entries) {
-      if (e.d !== 1 || e.a < r.a || e.a >= r.a + r.s) continue;
-      const k = kindName(e) + " " + STATES[e.st];
-      inside.set(k, (inside.get(k) || 0) + 1);
-    }
     const tr = el("tr");
     tr.appendChild(el("td", "", `${kindName(r)} ${hex(r.a)}`));
     tr.appendChild(el("td", "", bytes(r.s)));
-    tr.appendChild(el("td", "", Array.from(inside, ([k, n]) => `${n} ${k}`).join(", ")));
+    tr.appendChild(el("td", "", named(inside.get(r)).join(", ")));
     t.appendChild(tr);
   }
   box.appendChild(t);
@@ -395,7 +397,7 @@ function structures(stage) {
     d.textContent = `free blocks (${free.length}, address order): ` + free.slice(0, 16).map((e) => `${hex(e.a)}:${e.s}`).join(" ") + (free.length > 16 ? " ..." : "");
     box.appendChild(d);
   }
-  box.appendChild(el("div", "list", Array.from(counts, ([k, n]) => `${k} ${n}`).join(" | ")));
+  box.appendChild(el("div", "list", named(counts).join(" | ")));
 }
 
 // ---- Numbers and the chart -------------------------------------------------------------------------
