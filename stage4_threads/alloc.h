@@ -20,9 +20,10 @@
 
 namespace edu::stage4 {
 
-template <bool kStats>
+template <bool kStats, bool kStrict = false>
 struct Mode {
     static constexpr bool stats = kStats;
+    static constexpr bool strict = kStrict;   // [S4.49]
 };
 
 // [S4.32] malloc's fast path: stage 3's (S3.24), for the heap of the calling thread, which one
@@ -64,6 +65,10 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
 // twice, and is caught before it can be handed out twice: by malloc, which finds it without
 // the mark (S4.32), or when its page is given back (S4.43). The price: that double free is
 // reported later, by the call that finds it.
+// [S4.49] Strict mode (option strict=on) pays for the load: it reads the mark too, and a block
+// that carries it goes to free_generic, whose owner's search of the four lists (S4.31) confirms
+// the double free and reports it in the free that makes it: free(p); free(q); free(p) dies at
+// the second free of p. The keyed mark (S4.48) means a live block never looks free by accident.
 template <class M>
 S4_INLINE void heap_free(void* p) {
     Heap* heap = t_heap;
@@ -71,7 +76,8 @@ S4_INLINE void heap_free(void* p) {
     if (S4_LIKELY(slot < kArenaSlots && heap->owned[slot])) {
         Page* page = page_of(p);
         auto* b = static_cast<Block*>(p);
-        if (S4_LIKELY(page_is_block(page, reinterpret_cast<uintptr_t>(p)) && b != page->local_free && b != page->free)) {
+        if (S4_LIKELY(page_is_block(page, reinterpret_cast<uintptr_t>(p)) && b != page->local_free && b != page->free &&
+                      (!M::strict || b->mark != freed_mark(b)))) {
             b->mark = freed_mark(b);
             b->link = reinterpret_cast<uintptr_t>(page->local_free);
             page->local_free = b;

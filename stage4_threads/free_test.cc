@@ -4,7 +4,8 @@
 // by the malloc that reaches its second copy, before it is handed out twice; and a double free
 // that made the page's count reach 0 while a block is still live is caught when the page is
 // given back ([S4.43]), before the page could be reformatted under that block, whatever the
-// program writes into the blocks it gets (the keyed mark, [S4.48]). Each case uses
+// program writes into the blocks it gets (the keyed mark, [S4.48]); strict mode ([S4.49])
+// catches the second kind in the free that makes it. Each case uses
 // a size class of its own, so the forked children find the pages as the case left them.
 #include <doctest/doctest.h>
 
@@ -13,6 +14,7 @@
 
 #include "stage4_threads/heap.h"
 #include "stage4_threads/page.h"
+#include "stage4_threads/stage4.h"
 #include "stage4_threads/testing.h"
 #include "tests/support.h"
 
@@ -81,6 +83,26 @@ TEST_CASE("a block freed twice is caught by malloc even when the program's data 
             if (p == nullptr) break;
             p[1] = 0xffffffffdeadf4eeull;   // the program's data
         }
+    });
+    api().free(a);
+    api().free(b);
+    api().free(c);
+    CHECK(api().check().ok);
+}
+
+// [S4.49] The same program as above, in strict mode: the second free of `a` is the call that
+// dies, before anything else can happen to the page.
+TEST_CASE("in strict mode a block freed twice with a free in between dies in its second free") {
+    const std::size_t size = 368;
+    void* a = api().malloc(size);
+    void* b = api().malloc(size);
+    void* c = api().malloc(size);   // keeps the page in use
+    require_dies_naming("free", a, "double free", [=] {
+        REQUIRE(descriptor.set_option("strict", "on"));
+        api().free(a);
+        api().free(b);
+        api().free(a);
+        battery::child_expect(false, "the second free of a returned");
     });
     api().free(a);
     api().free(b);
