@@ -28,7 +28,10 @@ int main(int argc, char** argv) {
     }
     // EDU_OPTIONS="stage1_brk.break=reserved" etc. run the battery on a non-default setting
     // (tools/memcheck sets that one: valgrind caps the real brk segment at 8 MiB).
-    if (!edu::apply_environment_options(*stage)) return 1;
+    // Every linked stage takes its entries: stage 2's large blocks live in stage 1, which
+    // needs stage1_brk.break=reserved under valgrind as much as stage 1's own battery does.
+    for (std::size_t i = 0; i < edu::stage_count(); ++i)
+        if (!edu::apply_environment_options(edu::stage_at(i))) return 1;
     std::fprintf(stderr, "battery: testing %s (stage %d): %s\n", stage->name, stage->number,
                  stage->summary);
     edu::battery::set_stage(*stage);

@@ -352,6 +352,8 @@ void prove_the_single_thread_switch() {
 
 TEST_CASE(kFreshCase) {
     if (std::getenv("EDU_BATTERY_FRESH_PROCESS") != nullptr) return prove_the_single_thread_switch();
+    // Under valgrind /proc/self/exe is valgrind's tool, which refuses to be started directly.
+    if (RUNNING_ON_VALGRIND) return;
     ChildOutcome outcome = run_in_child(
         [] {
             setenv("EDU_BATTERY_FRESH_PROCESS", "1", 1);
