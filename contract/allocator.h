@@ -90,6 +90,9 @@ enum class ThreadSafety : unsigned {
 };
 
 // One tunable of a stage, settable by name with `set_option` before or between workloads.
+// EDU_OPTIONS sets them as "<stage>.<name>=<value>" (contract/options.h). A stage whose fast
+// paths can skip counting names that switch "stats" (on|off); with it off, the printed
+// statistics say the requests were not counted (contract/report.cc).
 struct OptionInfo {
     const char* name;        // "fit"
     const char* values;      // "first|next|best"
