@@ -148,12 +148,13 @@ void hex2(LineWriter& w, uint8_t byte) {
     w.str(text);
 }
 
-// "<kind>: block 0x.. of N bytes (allocation #k), byte +N is 0x41 not 0xfd"
+// "<kind>: block 0x.. of N bytes (allocation #k)"
 void describe(LineWriter& w, const char* kind, const Entry& e) {
     w.str(kind).str(": block ").hex(e.user).str(" of ").dec(e.size).str(" bytes (allocation #")
         .dec(e.serial & ~kFreed).str(")");
 }
 
+// describe(), then ", byte +N is 0x41 not 0xfd<when>", and abort.
 [[noreturn]] void report(const Stage& stage, const char* call, const void* passed, const Entry& e,
                          const Damage& d, const char* when) {
     char what[224];
