@@ -8,6 +8,7 @@ default rel
 %include "types.inc"
 
 extern s1_fit_policy, s1_first_region, s1_last_region ; heap.asm
+extern s1_region_of                             ; heap.asm
 extern s1_list_corrupted                        ; stage1.cc: reports a broken link, aborts
 
 section .bss
@@ -86,13 +87,13 @@ s1_list_push:
 ; [S1.25] s1_list_remove: unlink a free block, after checking that its neighbours on the list
 ; point back at it. The links live in the dead payload, where a write after free can reach
 ; them; unchecked, `prev.next = next` and `next.prev = prev` would store two values the program
-; chose at two addresses it chose (the classic unlink attack). A link that does not point back
-; is reported by s1_list_corrupted (the adapter's one-line diagnostic), which never returns.
+; chose at two addresses it chose (the classic unlink attack). A link that does not point back,
+; or points outside the heap (reading through it could fault), is reported by s1_list_corrupted (the adapter's one-line diagnostic), which never returns.
 ; If the next-fit rover points at the block, the rover moves on to the block's successor, so it
 ; never points at memory that is no longer a free block.
 ;   IN:  rdi = header of a block on a list
 ;   OUT: nothing
-;   Clobbers: rax, rcx, rdx, r8. Preserves: everything else.
+;   Clobbers: rax, rcx, rdx, r8, r9, r10. Preserves: everything else.
 global s1_list_remove:function hidden
 s1_list_remove:
         push    rdi
@@ -102,22 +103,26 @@ s1_list_remove:
         lea     rdx, [s1_free_heads]
         lea     rdx, [rdx + rax*8]              ; rdx = &heads[class]
         mov     r8, rax                         ; r8 = class
-        mov     rax, [rdi + S1_NEXT]            ; rax = next
-        mov     rcx, [rdi + S1_PREV]            ; rcx = prev
-        test    rax, rax
+        mov     r9, [rdi + S1_NEXT]             ; r9 = next
+        test    r9, r9
         jz      .next_checked
-        cmp     [rax + S1_PREV], rdi
+        call    .link_in_heap                   ; (r9) before reading through it
+        cmp     [r9 + S1_PREV], rdi
         jne     .corrupted                      ; next.prev != block
 .next_checked:
-        test    rcx, rcx
+        mov     r9, [rdi + S1_PREV]             ; r9 = prev
+        test    r9, r9
         jz      .head_checked
-        cmp     [rcx + S1_NEXT], rdi
+        call    .link_in_heap
+        cmp     [r9 + S1_NEXT], rdi
         jne     .corrupted                      ; prev.next != block
         jmp     .checked
 .head_checked:
         cmp     [rdx], rdi
         jne     .corrupted                      ; no prev, yet not the head of its list
 .checked:
+        mov     rax, [rdi + S1_NEXT]            ; rax = next
+        mov     rcx, [rdi + S1_PREV]            ; rcx = prev
         cmp     rdi, [s1_rover]
         jne     .unlink
         mov     [s1_rover], rax                 ; the rover steps past the removed block
@@ -143,12 +148,35 @@ s1_list_remove:
 .corrupted:
         jmp     s1_list_corrupted wrt ..plt     ; rdi = the block; a tail call that never returns
 
+        ; .link_in_heap: a link must be where a header can be (8 mod 16) inside a region, with
+        ; its links before the region's end; otherwise reading through it could fault, so it
+        ; is reported like a link that does not point back. Returns only if it is.
+        ;   IN: r9 = the link, rdi = the block. Clobbers rax, r10.
+.link_in_heap:
+        mov     eax, r9d
+        and     eax, 15
+        cmp     eax, 8
+        jne     .corrupted_in_call
+        push    rdi
+        mov     rdi, r9
+        call    s1_region_of                    ; rax = the region holding it, or 0
+        pop     rdi
+        test    rax, rax
+        jz      .corrupted_in_call
+        lea     r10, [r9 + S1_PREV + 8]
+        cmp     r10, [rax + S1_REGION_END]
+        ja      .corrupted_in_call
+        ret
+.corrupted_in_call:
+        add     rsp, 8                          ; drop .link_in_heap's return address
+        jmp     .corrupted
+
 ; s1_find_fit: a free block of at least `asize` bytes, chosen by s1_fit_policy. The block
 ; stays on its list (s1_place takes it off). A free block's header holds its size with no flag
 ; bits set, so the size compare reads the header as it is.
 ;   IN:  rdi = asize (adjusted block size)
 ;   OUT: rax = header of the chosen block, or 0 if no block is large enough
-;   Clobbers: rax, rcx, rdx, r8, r9, r10. Preserves: everything else.
+;   Clobbers: rax, rcx, rdx, r8, r9, r10, r11. Preserves: everything else.
 global s1_find_fit:function hidden
 s1_find_fit:
         ; [lab S1.find_fit begin]
@@ -284,7 +312,8 @@ s1_find_fit:
         ; .seg_best: the smallest block >= rdi among the first rcx blocks of a list, the
         ; wilderness (r10) excepted.
         ;   IN: rax = first node, rdi = asize, rcx = how many nodes to look at, r10
-        ;   OUT: rax = best node or 0. Clobbers rcx, rdx, r8.
+        ;   OUT: rax = best node or 0. Clobbers rcx, rdx, r8, r11. A link that cannot be a
+        ;   header's address (its low three bits set) is reported, not followed.
 .seg_best:
         xor     edx, edx                        ; rdx = best block so far
         mov     r8, -1                          ; r8  = its size
@@ -302,12 +331,19 @@ s1_find_fit:
         cmp     r8, rdi
         je      .seg_best_done                  ; exact: nothing can beat it
 .seg_next:
+        mov     r11, rax                        ; r11 = the node whose link we follow
         mov     rax, [rax + S1_NEXT]
+        test    al, 7
+        jnz     .seg_bad_link                   ; never a header's address (8 mod 16) [S1.25]
         dec     rcx
         jnz     .seg_loop
 .seg_best_done:
         mov     rax, rdx
         ret
+.seg_bad_link:                                  ; a write after free reached r11's link:
+        mov     rdi, r11                        ; report it before anything reads through it
+        and     rsp, -16                        ; (a call that never returns: realign for C++)
+        call    s1_list_corrupted wrt ..plt
 
 ; s1_wilderness: the heap's trailing free block (the last block of the newest region, when
 ; it is free), which the segregated fit keeps for last.

@@ -305,7 +305,7 @@ const char* get_option(const char* name) {
 // [S1.25] The safe-unlinking check failed: name the free block whose links were overwritten.
 extern "C" void s1_list_corrupted(uint64_t header) {
     die(kName, g_call, reinterpret_cast<void*>(header + 8),
-        "corrupted free list: a free block's links do not point back at it (write after free?)");
+        "corrupted free list: a free block's links were overwritten (write after free?)");
 }
 
 const Stage descriptor = {

@@ -176,8 +176,13 @@ void Twin::list_push(uint64_t header) {
 void Twin::list_remove(uint64_t header) {
     uint64_t c = size_class(load(header));
     uint64_t next = load(header + kNext), prev = load(header + kPrev);
-    if (next && load(next + kPrev) != header) s1_list_corrupted(header);
-    if (prev ? load(prev + kNext) != header : free_heads_[c] != header) s1_list_corrupted(header);
+    auto in_heap = [&](uint64_t link) {
+        uint64_t region = (link & 15) == 8 ? region_of(link) : 0;
+        return region && link + kPrev + 8 <= load(region + kRegionEnd);
+    };
+    if (next && (!in_heap(next) || load(next + kPrev) != header)) s1_list_corrupted(header);
+    if (prev ? !in_heap(prev) || load(prev + kNext) != header : free_heads_[c] != header)
+        s1_list_corrupted(header);
     if (header == rover_) rover_ = next;
     if (prev) {
         store(prev + kNext, next);
@@ -190,13 +195,16 @@ void Twin::list_remove(uint64_t header) {
 
 uint64_t Twin::seg_best(uint64_t node, uint64_t asize, uint64_t limit, uint64_t skip) const {
     uint64_t best = 0, best_size = UINT64_MAX;
-    for (; node && limit; node = load(node + kNext), --limit) {
-        if (node == skip) continue;
+    for (; node && limit; --limit) {
         uint64_t size = load(node);
-        if (size < asize || size >= best_size) continue;
-        best = node;
-        best_size = size;
-        if (size == asize) break;
+        if (node != skip && size >= asize && size < best_size) {
+            best = node;
+            best_size = size;
+            if (size == asize) break;
+        }
+        uint64_t next = load(node + kNext);
+        if (next & 7) s1_list_corrupted(node);  // never a header's address
+        node = next;
     }
     return best;
 }
