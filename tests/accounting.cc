@@ -195,6 +195,12 @@ TEST_CASE("huge blocks freed by a program that then goes quiet leave the residen
     if (!stage().returns_memory) return;
     // Under valgrind the resident set is valgrind's: it keeps the pages it shadowed.
     if (RUNNING_ON_VALGRIND) return;
+#if defined(__SANITIZE_THREAD__)
+    // Under ThreadSanitizer the resident set also holds the shadow of every byte the memset
+    // wrote; TSan drops that shadow on munmap but not when a brk heap trims or madvises its
+    // pages (stages 1 and 2 keep 780 MiB resident there), so the figure says nothing here.
+    return;
+#endif
     ChildOutcome outcome = run_in_child([] {
         uint64_t before = resident_bytes();
         std::vector<void*> blocks;
