@@ -252,7 +252,6 @@ s1_find_fit:
         mov     rax, rdx
 .done:
         ret
-        ; [lab S1.find_fit end]
 
         ; [S1.29] Segregated fit. Look in the request's own class first: its blocks are
         ; near the request's size, but in a range class some may be smaller, so take the best
@@ -344,6 +343,7 @@ s1_find_fit:
         mov     rdi, r11                        ; report it before anything reads through it
         and     rsp, -16                        ; (a call that never returns: realign for C++)
         call    s1_list_corrupted wrt ..plt
+        ; [lab S1.find_fit end]
 
 ; s1_wilderness: the heap's trailing free block (the last block of the newest region, when
 ; it is free), which the segregated fit keeps for last.
