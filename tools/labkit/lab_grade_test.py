@@ -31,8 +31,8 @@ class GradeTest(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def grade(self, tree):
-        report, log = lab.grade(self.table, tree, "1", TRACES, STAGEDIFF, repetitions=2)
+    def grade(self, tree, stage="1"):
+        report, log = lab.grade(self.table, tree, stage, TRACES, STAGEDIFF, repetitions=2)
         lab.print_report(report)
         return report, {p["part"]: p for p in report["parts"]}
 
@@ -41,6 +41,13 @@ class GradeTest(unittest.TestCase):
         self.assertEqual(report["score"], 100, report)
         self.assertTrue(all(p["verdict"] == "pass" for p in parts.values()))
         self.assertEqual(len(report["traces"]), 3)
+
+    def test_the_reference_grades_100_on_stage_4_with_its_tsan_gates(self):
+        # Stage 4 is the stage with ThreadSanitizer gates, whose build shares the default
+        # build's output tree: the part verdicts must still run the default binaries.
+        report, parts = self.grade(lab.REFERENCE, "4")
+        self.assertEqual(report["score"], 100, report)
+        self.assertTrue(all(p["verdict"] == "pass" for p in parts.values()))
 
     def test_a_fresh_handout_names_every_part_and_scores_low(self):
         dest = self.tmp / "blank"
