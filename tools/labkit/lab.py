@@ -297,8 +297,12 @@ def bazel_env():
 QUIET = ["--ui_event_filters=-info,-stdout,-stderr", "--noshow_progress", "--show_result=0"]
 
 
-def bazel(tree, *args, log=None):
-    cmd = ["bazel", args[0]] + (QUIET if args[0] in ("build", "test") else []) + list(args[1:])
+def bazel(tree, *args, log=None, output_base=None):
+    """Runs `bazel ARGS` in tree. A scratch tree passes an output_base inside its scratch folder,
+    so removing the folder also removes the Bazel server's outputs (otherwise every grading
+    would leave a few hundred MiB under ~/.cache/bazel)."""
+    startup = [f"--output_base={output_base}"] if output_base else []
+    cmd = ["bazel", *startup, args[0]] + (QUIET if args[0] in ("build", "test") else []) + list(args[1:])
     r = subprocess.run(cmd, cwd=tree, env=bazel_env(), capture_output=True, text=True)
     if log is not None:
         log.append(f"$ (cd {tree} && {' '.join(cmd)}) -> {r.returncode}\n{r.stdout[-4000:]}{r.stderr[-4000:]}")
@@ -401,6 +405,10 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
     log, started = [], time.time()
     scratch = Path(tempfile.mkdtemp(prefix="edu-lab-grade-"))
     work = scratch / "tree"
+
+    def in_scratch(*args, log=None):   # Bazel in the scratch tree, its outputs in scratch too
+        return bazel(work, *args, log=log, output_base=scratch / "bazel")
+
     try:
         copy_tree(tree, work)
         student_found, problems = scan(work, table)
@@ -418,13 +426,13 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
 
         # Gates: the student's tree as it is.
         targets = info["gates"] + ["//tools/diff:stagediff"]
-        build = bazel(work, "build", "--keep_going", *targets, log=log)
+        build = in_scratch("build", "--keep_going", *targets, log=log)
         gates = []
         for target in info["gates"]:
             ok, reached, tail = run_test(work, target)
             gates.append({"gate": target, "passed": ok, "stubs_reached": sorted(reached), "detail": "" if ok else tail})
         for target in info.get("tsan_gates", []):
-            r = bazel(work, "test", "--config=tsan", target, log=log)
+            r = in_scratch("test", "--config=tsan", target, log=log)
             gates.append({"gate": target + " (ThreadSanitizer)", "passed": r.returncode == 0,
                           "stubs_reached": sorted(set(NOT_IMPLEMENTED.findall(r.stdout + r.stderr))),
                           "detail": "" if r.returncode == 0 else (r.stdout + r.stderr).strip().split("\n")[-1]})
@@ -434,7 +442,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             # (Bazel 4 names both k8-fastbuild), so its instrumented libraries replaced some of
             # the default build's: build the default again before running anything else
             # (stage 4's abandon_test crashed on the mixture).
-            build = bazel(work, "build", "--keep_going", *targets, log=log)
+            build = in_scratch("build", "--keep_going", *targets, log=log)
 
         # Parts: each judged by its tests with every other part as in the reference ([lab]
         # parts are isolated), so one part's marks never depend on another part.
@@ -457,7 +465,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             if others:
                 saved = {rel: (work / rel).read_text() for rel in {student_found[n][0] for n in others}}
                 replace_bodies(work, table, others)
-                built = bazel(work, "build", "--keep_going", *{t["target"] for t in p["tests"]}, log=log)
+                built = in_scratch("build", "--keep_going", *{t["target"] for t in p["tests"]}, log=log)
             else:
                 built = build
             passed = True
@@ -510,7 +518,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                   "seconds": round(time.time() - started, 1)}
         return report, log
     finally:
-        bazel(work, "shutdown")
+        in_scratch("shutdown")
         if keep:
             print(f"lab: scratch tree kept at {work}", file=sys.stderr)
         else:

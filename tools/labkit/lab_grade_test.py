@@ -64,17 +64,18 @@ class GradeTest(unittest.TestCase):
     def test_every_stage_handout_builds(self):
         # One tree with every part of every stage stubbed: one build proves all the stubs
         # assemble and compile, and a battery run shows a stub's one-line report.
-        dest = self.tmp / "all"
+        dest, outputs = self.tmp / "all", self.tmp / "bazel-all"
         lab.handout(self.table, "all", dest)
         try:
             r = lab.bazel(dest, "build", "//stage1_brk/...", "//stage2_pools/...", "//stage3_segments/...",
-                          "//stage4_threads/...", "//tests:all", "//tools/diff:stagediff")
+                          "//stage4_threads/...", "//tests:all", "//tools/diff:stagediff",
+                          output_base=outputs)
             self.assertEqual(r.returncode, 0, r.stderr[-3000:])
             ok, reached, _ = lab.run_test(dest, "//tests:stage3_battery")
             self.assertFalse(ok)
             self.assertTrue(reached & {"S3.extend", "S3.collect", "S3.direct"}, reached)
         finally:
-            lab.bazel(dest, "shutdown")
+            lab.bazel(dest, "shutdown", output_base=outputs)
 
     def test_restoring_one_part_gains_exactly_its_marks(self):
         dest = self.tmp / "one"
