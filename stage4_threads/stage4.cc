@@ -80,6 +80,11 @@ Stats api_stats() { return stats_snapshot(); }
 template <class M>
 constexpr Api kApiOf = {&api_malloc<M>,  &api_free<M>, &api_calloc<M>, &api_realloc<M>, &api_aligned_alloc<M>,
                         &api_usable_size, &api_check,   &api_walk,      &api_stats};
+using DropIn = Mode<false, false>;
+// [S4.50] the mode a user of the drop-in library gets holds the direct calls (stage4.h).
+template <>
+constexpr Api kApiOf<DropIn> = {&direct_malloc,   &direct_free, &api_calloc<DropIn>, &api_realloc<DropIn>,
+                                &api_aligned_alloc<DropIn>, &api_usable_size, &api_check, &api_walk, &api_stats};
 
 // [S4.38] One table per mode, as stage 3 (S3.31), minus the lock: descriptor.single_thread and
 // descriptor.thread_safe are the same table, because the fast paths are already safe for any
@@ -115,6 +120,9 @@ const char* get_option(const char* name) {
 }
 
 }  // namespace
+
+void* direct_malloc(std::size_t size) { return api_malloc<DropIn>(size); }
+void direct_free(void* ptr) { api_free<DropIn>(ptr); }
 
 const Stage descriptor = {
     kStageName,
