@@ -35,11 +35,12 @@ Found find_block(const void* p, const char* call);
 [[noreturn, gnu::cold, gnu::noinline]] void freed_twice(const Block* b);
 
 // [S4.43] The last word on a page's lists, when the page is given back to its segment (its
-// `used` count reached 0): every carved block must be on free or local_free exactly once and
-// xthread_free must be empty. A block freed twice that malloc never reached makes `used` reach
-// 0 one free early, while a block of the page is still live; this walk finds the duplicate
-// before the page can be reformatted under that block. Cold: it runs once per page given back
-// and costs one step per carved block, which the mallocs that carved them paid for already.
+// `used` count reached 0): xthread_free must be empty and every carved block must carry its
+// freed mark. A block freed twice that malloc never reached makes `used` reach 0 one free early,
+// while a block of the page is still live, without the mark; this pass finds it before the page
+// can be reformatted under that block, and then walks the lists to name the block freed twice.
+// Cold: it runs once per page given back and reads one word per carved block, in address
+// order (following the lists cost six times the instructions: see the chapter).
 void page_verify_empty(const Page* page);
 
 }  // namespace edu::stage4
