@@ -20,10 +20,9 @@
 
 namespace edu::stage4 {
 
-template <bool kStats, bool kStrict = false>
+template <bool kStats>
 struct Mode {
     static constexpr bool stats = kStats;
-    static constexpr bool strict = kStrict;   // [S4.49]
 };
 
 // [S4.32] malloc's fast path: stage 3's (S3.24), for the heap of the calling thread, which one
@@ -55,20 +54,16 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
 // 0, and any heap's subtraction wraps) or in another thread's segment fails that test and goes
 // to free_generic, which sorts foreign from remote. Then stage 3's validity test (S3.25) and
 // the push on local_free: the local free touches no shared word.
-// What it does not do is read the block. Stage 3 read the freed mark here; but a block freed
-// long after it was made has left the cache, and a load that misses holds up every instruction
-// behind it, where the stores of the push just wait in the store buffer: on the larson-like
-// benchmark (5000 blocks of up to 1000 bytes per thread, freed at random) that one load cost
-// 8% of the throughput. So the local free reads only its page's record: a block at the head of
-// free or local_free (the usual double free, `free(p); free(p)`) is sent to free_generic, which
-// confirms and reports it; a block freed twice with other frees in between gets onto a list
-// twice, and is caught before it can be handed out twice: by malloc, which finds it without
-// the mark (S4.32), or when its page is given back (S4.43). The price: that double free is
-// reported later, by the call that finds it.
-// [S4.49] Strict mode (option strict=on) pays for the load: it reads the mark too, and a block
-// that carries it goes to free_generic, whose owner's search of the four lists (S4.31) confirms
-// the double free and reports it in the free that makes it: free(p); free(q); free(p) dies at
-// the second free of p. The keyed mark (S4.48) means a live block never looks free by accident.
+// [S4.49] Then stage 3's test of the freed mark (S3.25): a block that carries it goes to
+// free_generic, whose owner's search of the four lists (S4.31) confirms the double free and
+// reports it in the free that makes it, wherever the block sits on its lists: free(p); free(q);
+// free(p) dies at the second free of p, as under glibc (whose tcache key plays the mark's
+// part). The keyed mark (S4.48) means a live block never looks free by accident, and the
+// search means that even a forged mark is never called a double free. The mark is computed
+// for the store anyway; its load and compare replace the two comparisons with the list heads
+// an earlier version made instead (it read nothing of the block), so the pair costs no
+// instruction more (the chapter has the counts, and what the load costs where blocks are
+// freed long after they were made).
 template <class M>
 S4_INLINE void heap_free(void* p) {
     Heap* heap = t_heap;
@@ -76,9 +71,9 @@ S4_INLINE void heap_free(void* p) {
     if (S4_LIKELY(slot < kArenaSlots && heap->owned[slot])) {
         Page* page = page_of(p);
         auto* b = static_cast<Block*>(p);
-        if (S4_LIKELY(page_is_block(page, reinterpret_cast<uintptr_t>(p)) && b != page->local_free && b != page->free &&
-                      (!M::strict || b->mark != freed_mark(b)))) {
-            b->mark = freed_mark(b);
+        uint64_t mark = freed_mark(b);
+        if (S4_LIKELY(page_is_block(page, reinterpret_cast<uintptr_t>(p)) && b->mark != mark)) {
+            b->mark = mark;
             b->link = reinterpret_cast<uintptr_t>(page->local_free);
             page->local_free = b;
             if constexpr (M::stats) count_free(heap, page->block_size);

@@ -1,12 +1,11 @@
-// stage4_threads/free_test.cc: proves the local free's double-free checks ([S4.33]) keep their
-// promise although the fast path never reads the block: a block freed again while it heads its
-// page's local_free dies at once; a block freed twice with other frees in between is caught
-// by the malloc that reaches its second copy, before it is handed out twice; and a double free
-// that made the page's count reach 0 while a block is still live is caught when the page is
-// given back ([S4.43]), before the page could be reformatted under that block, whatever the
-// program writes into the blocks it gets (the keyed mark, [S4.48]); strict mode ([S4.49])
-// catches the second kind in the free that makes it. Each case uses
-// a size class of its own, so the forked children find the pages as the case left them.
+// stage4_threads/free_test.cc: proves the local free's double-free checks ([S4.33], [S4.49])
+// keep their promise: a block freed again dies in that free, at the head of local_free or
+// behind other frees; a live block that holds its own freed mark is freed without a word (the
+// mark is confirmed on the lists first). Behind them, for a block whose mark a write after free
+// wiped before its second free: the malloc that reaches its second copy ([S4.32]) and the walk
+// when the page is given back ([S4.43]) catch it, whatever the program writes into the blocks
+// it gets (the keyed mark, [S4.48]). Each case uses a size class of its own, so the forked
+// children find the pages as the case left them.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -40,7 +39,44 @@ TEST_CASE("a block freed again while it heads local_free dies in that free") {
     api().free(keep);
 }
 
-TEST_CASE("a block freed twice with a free in between is caught by the malloc that reaches it again") {
+// [S4.49] free(p); free(q); free(p): the second free of `a` is the call that dies, before
+// anything else can happen to the page.
+TEST_CASE("a block freed twice with a free in between dies in its second free") {
+    const std::size_t size = 368;
+    void* a = api().malloc(size);
+    void* b = api().malloc(size);
+    void* c = api().malloc(size);   // keeps the page in use
+    require_dies_naming("free", a, "double free", [=] {
+        api().free(a);
+        api().free(b);
+        api().free(a);
+        battery::child_expect(false, "the second free of a returned");
+    });
+    api().free(a);
+    api().free(b);
+    api().free(c);
+    CHECK(api().check().ok);
+}
+
+// [S4.49] The mark alone decides nothing: a correct program may hold in a live block exactly the
+// value the block would carry when free (here written on purpose; by accident it cannot be,
+// S4.48). The free finds the mark, searches the lists, finds nothing, and frees the block.
+TEST_CASE("a live block that holds its own freed mark is freed without a word") {
+    const std::size_t size = 432;
+    auto* a = static_cast<uint64_t*>(api().malloc(size));
+    void* keep = api().malloc(size);   // keeps the page in use
+    a[1] = freed_mark(a);
+    api().free(a);
+    CHECK(api().check().ok);   // a sits on local_free once
+    api().free(keep);
+}
+
+// A write after free that wipes a free block's mark hides its second free from the free (the
+// mark is all the fast path reads); the copy then sits on local_free twice, and the malloc that
+// reaches the second copy finds it without the mark before it is handed out twice.
+void wipe_mark(void* p) { static_cast<uint64_t*>(p)[1] = 0; }
+
+TEST_CASE("a block freed twice after a write over its mark is caught by the malloc that reaches it again") {
     const std::size_t size = 272;
     void* a = api().malloc(size);
     void* b = api().malloc(size);
@@ -53,7 +89,8 @@ TEST_CASE("a block freed twice with a free in between is caught by the malloc th
     require_dies_naming("malloc", a, "double free", [=] {
         api().free(a);
         api().free(b);
-        api().free(a);   // not at the head of local_free: the fast path lets it through
+        wipe_mark(a);
+        api().free(a);   // the mark is gone: the fast path lets it through
         // Every block the page can hand out, and more: the second copy of `a` is among them.
         for (uint32_t i = 0; i <= page->capacity + 2; ++i) {
             void* p = api().malloc(size);
@@ -77,32 +114,13 @@ TEST_CASE("a block freed twice is caught by malloc even when the program's data 
     require_dies_naming("malloc", a, "double free", [=] {
         api().free(a);
         api().free(b);
+        wipe_mark(a);
         api().free(a);
         for (uint32_t i = 0; i <= stage4::page_of(a)->capacity + 2; ++i) {
             auto* p = static_cast<uint64_t*>(api().malloc(size));
             if (p == nullptr) break;
             p[1] = 0xffffffffdeadf4eeull;   // the program's data
         }
-    });
-    api().free(a);
-    api().free(b);
-    api().free(c);
-    CHECK(api().check().ok);
-}
-
-// [S4.49] The same program as above, in strict mode: the second free of `a` is the call that
-// dies, before anything else can happen to the page.
-TEST_CASE("in strict mode a block freed twice with a free in between dies in its second free") {
-    const std::size_t size = 368;
-    void* a = api().malloc(size);
-    void* b = api().malloc(size);
-    void* c = api().malloc(size);   // keeps the page in use
-    require_dies_naming("free", a, "double free", [=] {
-        REQUIRE(descriptor.set_option("strict", "on"));
-        api().free(a);
-        api().free(b);
-        api().free(a);
-        battery::child_expect(false, "the second free of a returned");
     });
     api().free(a);
     api().free(b);
@@ -121,6 +139,7 @@ TEST_CASE("a double free that leaves a live block under a page counted empty is 
     require_dies_naming("free", a, "double free", [=] {
         api().free(a);
         api().free(b);
+        wipe_mark(a);
         api().free(a);          // used: 3 -> 0, with c live
         if (page->used != 0) return;   // the child exits normally: the REQUIRE above fails
         heap_collect(my_heap(), true);   // gives retired pages back: the walk finds `a` twice

@@ -80,7 +80,7 @@ Stats api_stats() { return stats_snapshot(); }
 template <class M>
 constexpr Api kApiOf = {&api_malloc<M>,  &api_free<M>, &api_calloc<M>, &api_realloc<M>, &api_aligned_alloc<M>,
                         &api_usable_size, &api_check,   &api_walk,      &api_stats};
-using DropIn = Mode<false, false>;
+using DropIn = Mode<false>;
 // [S4.50] the mode a user of the drop-in library gets holds the direct calls (stage4.h).
 template <>
 constexpr Api kApiOf<DropIn> = {&direct_malloc,   &direct_free, &api_calloc<DropIn>, &api_realloc<DropIn>,
@@ -90,32 +90,25 @@ constexpr Api kApiOf<DropIn> = {&direct_malloc,   &direct_free, &api_calloc<Drop
 // descriptor.thread_safe are the same table, because the fast paths are already safe for any
 // number of threads. set_option rewrites it; the contract has options change between
 // workloads, never while another thread is inside the stage.
-// Indexed [strict][stats] ([S4.49]).
-constexpr Api kTables[2][2] = {
-    {kApiOf<Mode<false, false>>, kApiOf<Mode<true, false>>},
-    {kApiOf<Mode<false, true>>, kApiOf<Mode<true, true>>},
-};
-bool g_strict = false;
-Api g_api = kTables[0][1];
+// Indexed [stats].
+constexpr Api kTables[2] = {kApiOf<Mode<false>>, kApiOf<Mode<true>>};
+Api g_api = kTables[1];
 
 constexpr OptionInfo kOptions[] = {
     {"stats", "on|off", "count requests on the fast paths (default on; off is the benchmark mode)"},
-    {"strict", "off|on", "every local free reads the block's mark: a double free dies in the free that makes it (default off)"},
 };
 
 bool set_option(const char* name, const char* value) {
     bool on = std::strcmp(value, "on") == 0;
     if (!on && std::strcmp(value, "off") != 0) return false;
-    if (std::strcmp(name, "stats") == 0) set_counting(on);
-    else if (std::strcmp(name, "strict") == 0) g_strict = on;
-    else return false;
-    g_api = kTables[g_strict ? 1 : 0][counting() ? 1 : 0];
+    if (std::strcmp(name, "stats") != 0) return false;
+    set_counting(on);
+    g_api = kTables[counting() ? 1 : 0];
     return true;
 }
 
 const char* get_option(const char* name) {
     if (std::strcmp(name, "stats") == 0) return counting() ? "on" : "off";
-    if (std::strcmp(name, "strict") == 0) return g_strict ? "on" : "off";
     return nullptr;
 }
 

@@ -1,8 +1,8 @@
 // bench/stage4/fastpath_loop.cc: bench/fastpath_loop.h's loop on stage 4's in-process entry
 // (descriptor.single_thread, the stage linked in, no drop-in library, so no memcheck layer
-// under valgrind). Options (EDU_OPTIONS syntax, e.g. "stats=off,strict=on") are set first. Instructions per pair = (Ir at 2N - Ir
+// under valgrind). Options (EDU_OPTIONS syntax, e.g. "stats=off") are set first. Instructions per pair = (Ir at 2N - Ir
 // at N) / N:
-//   valgrind --tool=callgrind bazel-bin/bench/stage4/fastpath_loop N stats=off[,strict=on]
+//   valgrind --tool=callgrind bazel-bin/bench/stage4/fastpath_loop N stats=off|on
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
