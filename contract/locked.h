@@ -49,18 +49,31 @@ struct Locked {
         bool locked_;  // this call took the mutex and must release it
     };
 
-    static void* malloc(std::size_t size) { Guard g; return kApi.malloc(size); }
-    static void free(void* ptr) { Guard g; kApi.free(ptr); }
-    static void* calloc(std::size_t n, std::size_t size) { Guard g; return kApi.calloc(n, size); }
-    static void* realloc(void* ptr, std::size_t size) { Guard g; return kApi.realloc(ptr, size); }
-    static void* aligned_alloc(std::size_t alignment, std::size_t size) {
-        Guard g;
-        return kApi.aligned_alloc(alignment, size);
+    // Every entry is `call<&Api::entry>`: while the process has one thread, a test of the flag
+    // and a jump to the stage's own entry; the locked path is out of line, so the unlocked one
+    // builds no stack frame (the preload's jump, this test, the stage: nothing else).
+    template <auto kEntry, class... Args>
+    static auto call(Args... args) {
+        if (__libc_single_threaded) [[likely]] return (kApi.*kEntry)(args...);
+        return call_locked<kEntry>(args...);
     }
-    static std::size_t usable_size(const void* ptr) { Guard g; return kApi.usable_size(ptr); }
-    static CheckResult check() { Guard g; return kApi.check(); }
-    static void walk(WalkFn visit, void* context) { Guard g; kApi.walk(visit, context); }
-    static Stats stats() { Guard g; return kApi.stats(); }
+    template <auto kEntry, class... Args>
+    [[gnu::noinline]] static auto call_locked(Args... args) {
+        Guard g;  // reads the flag again: false now, and it stays false
+        return (kApi.*kEntry)(args...);
+    }
+
+    static void* malloc(std::size_t size) { return call<&Api::malloc>(size); }
+    static void free(void* ptr) { call<&Api::free>(ptr); }
+    static void* calloc(std::size_t n, std::size_t size) { return call<&Api::calloc>(n, size); }
+    static void* realloc(void* ptr, std::size_t size) { return call<&Api::realloc>(ptr, size); }
+    static void* aligned_alloc(std::size_t alignment, std::size_t size) {
+        return call<&Api::aligned_alloc>(alignment, size);
+    }
+    static std::size_t usable_size(const void* ptr) { return call<&Api::usable_size>(ptr); }
+    static CheckResult check() { return call<&Api::check>(); }
+    static void walk(WalkFn visit, void* context) { call<&Api::walk>(visit, context); }
+    static Stats stats() { return call<&Api::stats>(); }
 
     // The fork hooks always take the mutex: cheap, once per fork, and right whatever the flag.
     static void prepare_fork() { pthread_mutex_lock(&mutex); }

@@ -55,13 +55,13 @@ bool env_is_one(const char* name) {
 // The entry every call goes to, chosen once, inside the first call (libstdc++ and ld.so
 // allocate before any constructor of ours runs, so EDU_OPTIONS is read there, while no block
 // exists: an option that reshapes blocks, like debug=on, can still be taken).
-const edu::Api* g_api = nullptr;
 pthread_once_t g_api_once = PTHREAD_ONCE_INIT;
 bool g_debug = false;
+extern const edu::Api* g_api;
 
-// Direct calls. Through g_api, malloc and free cost a load, a test and an indirect jump
-// on top of the stage's own code (8 instructions as gcc 12 compiles them, a fifth of stage 4's
-// malloc). A stage built with `direct = True` names its malloc and free for the mode a user
+// Direct calls. Through g_api, malloc and free cost a load and an indirect jump on top of
+// the stage's own code (8 instructions, a fifth of stage 4's malloc, while g_api could still be
+// null and the first call's pthread_once was inline). A stage built with `direct = True` names its malloc and free for the mode a user
 // gets (direct_malloc, direct_free); when the chosen entry is that very pair (no debug layer,
 // no memcheck layer, no option that picked another mode), g_direct is set and malloc and free
 // are one test of it and a direct jump. The comparison of function pointers is the proof: the
@@ -102,19 +102,33 @@ void choose_entry() {
     choose_direct();
 }
 
-// The first call, out of line so that the calls after it keep their argument registers.
-[[gnu::noinline, gnu::cold]] const edu::Api& first_api() {
+// The entry after the first call. Another thread's first call may be choosing it right now:
+// pthread_once makes this one wait until the choice is made, and publishes it.
+const edu::Api& chosen_entry() {
     pthread_once(&g_api_once, choose_entry);
     return *g_api;
 }
 
-// One load and a branch that is taken once.
-const edu::Api& api() {
-    const edu::Api* chosen = __atomic_load_n(&g_api, __ATOMIC_ACQUIRE);
-    if (chosen == nullptr) [[unlikely]]
-        return first_api();
-    return *chosen;
-}
+// Before the first call, g_api points at this table, whose every entry chooses the real entry
+// and then forwards to it; choose_entry replaces the pointer. So g_api is never null, and a
+// call through it is one load and one indirect jump, with no test (mimalloc's heap starts out
+// pointing at a static empty page for the same reason).
+void* first_malloc(std::size_t n) { return chosen_entry().malloc(n); }
+void first_free(void* p) { chosen_entry().free(p); }
+void* first_calloc(std::size_t n, std::size_t size) { return chosen_entry().calloc(n, size); }
+void* first_realloc(void* p, std::size_t n) { return chosen_entry().realloc(p, n); }
+void* first_aligned_alloc(std::size_t a, std::size_t n) { return chosen_entry().aligned_alloc(a, n); }
+std::size_t first_usable_size(const void* p) { return chosen_entry().usable_size(p); }
+edu::CheckResult first_check() { return chosen_entry().check(); }
+void first_walk(edu::WalkFn visit, void* context) { chosen_entry().walk(visit, context); }
+edu::Stats first_stats() { return chosen_entry().stats(); }
+constexpr edu::Api kFirstCall = {&first_malloc,  &first_free,          &first_calloc,
+                                 &first_realloc, &first_aligned_alloc, &first_usable_size,
+                                 &first_check,   &first_walk,          &first_stats};
+const edu::Api* g_api = &kFirstCall;
+
+// A plain load (x86-64 loads acquire): kFirstCall, or the entry choose_entry published.
+const edu::Api& api() { return *__atomic_load_n(&g_api, __ATOMIC_ACQUIRE); }
 
 bool is_power_of_two(std::size_t n) { return n != 0 && (n & (n - 1)) == 0; }
 
@@ -142,7 +156,7 @@ void after_fork_child() {
 }
 
 __attribute__((constructor)) void preload_start() {
-    api();  // a program that has not allocated yet chooses its entry now
+    chosen_entry();  // a program that has not allocated yet chooses its entry now
     if (g_print_stats || g_check_at_exit || g_debug) g_stderr_copy = fcntl(2, F_DUPFD_CLOEXEC, 3);
     if (pthread_atfork(prepare_fork, after_fork_parent, after_fork_child) != 0)
         edu::die(stage().name, "pthread_atfork", nullptr, "cannot register the fork hooks");
@@ -244,7 +258,7 @@ EDU_EXPORT size_t malloc_usable_size(void* ptr) noexcept {
 namespace {
 bool set_option_here(const char* name, const char* value) {
     bool ok = stage().set_option(name, value);
-    api();  // the entry is chosen before anything is compared with it
+    chosen_entry();  // the entry is chosen before anything is compared with it
     choose_direct();
     return ok;
 }
