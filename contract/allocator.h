@@ -47,8 +47,11 @@ enum class WalkState : unsigned {
     free,       // a free block, on a free list
     meta,       // allocator bookkeeping: headers, fences, pool/page/segment descriptors
     unused,     // memory the allocator holds but has not carved into blocks yet
+    remote,     // a block freed by a thread that does not own it, waiting on a cross-thread list
+                // until the owner collects it (stage 4): no longer the program's, not yet reusable
 };
-inline constexpr const char* kWalkStateNames[] = {"used", "free", "meta", "unused"};
+inline constexpr const char* kWalkStateNames[] = {"used", "free", "meta", "unused", "remote"};
+inline constexpr unsigned kWalkStateCount = 5;
 
 // One visit. `kind` names the concept ("region", "block", "arena", "pool", "segment",
 // "page", ...). `depth` nests: a pool (depth 1) lies inside an arena (depth 0).

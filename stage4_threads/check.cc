@@ -372,9 +372,10 @@ LiveTotals count_live() {
 }
 
 // [S4.36] The walk, as stage 3's (S3.30), over the segments the caller may read: each segment
-// (depth 0), its metadata and pages (1), the blocks of a page in use (2: free when on any of
-// free, local_free, xthread_free or the heap's delayed list) and its uncarved rest. A segment
-// of another live thread is one depth-0 entry, "segment (another thread's)", and nothing inside.
+// (depth 0), its metadata and pages (1), the blocks of a page in use (2: free when on free or
+// local_free, remote when on xthread_free or the heap's delayed list, i.e. freed by another
+// thread and not yet collected) and its uncarved rest. A segment of another live thread is one
+// depth-0 entry, "segment (another thread's)", and nothing inside.
 void walk_heap(WalkFn visit, void* context) {
     const Heap* me = t_heap;
     each_segment([&](Segment* s, uint32_t, uint32_t blocks, Access access) {
@@ -391,17 +392,20 @@ void walk_heap(WalkFn visit, void* context) {
                        context))
                 return false;
             if (!page->in_use) continue;
-            Seen seen;
-            for (const Block* list : std::initializer_list<const Block*>{page->free, page->local_free, remote_list(page)}) {
+            Seen seen, remote;
+            auto mark = [&](const Block* list, Seen& into) {
                 uint32_t steps = 0;
                 for (const Block* b = list; b && page_holds(page, addr(b), page->carved) && steps++ < page->capacity;
                      b = reinterpret_cast<const Block*>(b->link))
-                    seen.mark(index_of(page, b));
-            }
-            if (access == Access::own) delayed_in_page(me, page, &seen);
+                    into.mark(index_of(page, b));
+            };
+            mark(page->free, seen);
+            mark(page->local_free, seen);
+            mark(remote_list(page), remote);
+            if (access == Access::own) delayed_in_page(me, page, &remote);
             for (uint32_t bi = 0; bi < page->carved; ++bi) {
                 auto* block = reinterpret_cast<void*>(page->start + uintptr_t{bi} * page->block_size);
-                WalkState state = seen.has(bi) ? WalkState::free : WalkState::used;
+                WalkState state = seen.has(bi) ? WalkState::free : remote.has(bi) ? WalkState::remote : WalkState::used;
                 if (!visit(WalkEntry{"block", state, block, page->block_size, 2}, context)) return false;
             }
             if (page->carved < page->capacity) {

@@ -111,7 +111,7 @@ TEST_CASE("used entries never overlap and nested entries lie inside their parent
     for (const Recorded& e : entries) {
         REQUIRE(e.kind != nullptr);
         CHECK(e.kind[0] != 0);
-        REQUIRE(static_cast<unsigned>(e.state) <= static_cast<unsigned>(WalkState::unused));
+        REQUIRE(static_cast<unsigned>(e.state) < kWalkStateCount);
         CHECK(e.end >= e.start);
         if (e.state == WalkState::used) used.push_back(e);
         by_depth[e.depth].push_back(e);

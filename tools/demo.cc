@@ -110,6 +110,7 @@ char cell_of(edu::WalkState state) {
         case edu::WalkState::free: return '.';
         case edu::WalkState::meta: return '=';
         case edu::WalkState::unused: return ' ';
+        case edu::WalkState::remote: return ',';
     }
     return '?';
 }
@@ -298,7 +299,8 @@ private:
             uintptr_t start = reinterpret_cast<uintptr_t>(top.address);
             int rank[kBarWidth] = {};
             auto priority = [](edu::WalkState st) {
-                return st == edu::WalkState::used ? 4 : st == edu::WalkState::free ? 3 : st == edu::WalkState::meta ? 2 : 1;
+                return st == edu::WalkState::used ? 4 : st == edu::WalkState::free || st == edu::WalkState::remote ? 3
+                       : st == edu::WalkState::meta ? 2 : 1;
             };
             for (std::size_t j = i + 1; j < entries.size() && entries[j].depth > 0; ++j) {
                 const edu::WalkEntry& e = entries[j];
@@ -316,7 +318,7 @@ private:
             const Top* named = top_at(top.address);
             std::printf("   |%s| %s, %s\n", bar.c_str(), named ? named->name.c_str() : top.kind, bytes(top.size).c_str());
         }
-        std::printf("   ('#' used, '.' free, '=' bookkeeping, ' ' not carved yet; one cell = 1/%d)\n", kBarWidth);
+        std::printf("   ('#' used, '.' free, ',' freed by another thread, '=' bookkeeping, ' ' not carved yet; one cell = 1/%d)\n", kBarWidth);
         print_line("   %-18s %-7s %-10s %-10s", "kind", "state", "offset", "size");
         // Runs of alike entries (same depth, kind, state and size, no letter) print as one row.
         std::size_t rows = 0, i = 0;

@@ -183,6 +183,12 @@ HAND = {
     "short4-worked.rep": ("The worked example of docs/stage1_brk.md: malloc(100), malloc(200), free the\n"
                           "first, free the second (the last free merges all three blocks).",
                           ["a 0 100", "a 1 200", "f 0", "f 1"]),
+    "remote-free.rep": ("Stage 4's remote free (docs/stage4_threads.md): thread 1 takes four 1000-byte blocks\n"
+                        "(the four its page carved); thread 2 ('@2') frees two of them, which wait on the\n"
+                        "page's xthread_free; thread 1's next malloc finds its free list empty, collects\n"
+                        "them onto it and takes one. Stages 1-3 replay it through their locked entries.",
+                        ["a 0 1000", "a 1 1000", "a 2 1000", "a 3 1000", "f 1 @2", "f 2 @2", "a 4 1000",
+                         "a 5 1000", "f 0", "f 3", "f 4", "f 5"]),
 }
 
 GENERATED = {

@@ -49,6 +49,22 @@ TEST_CASE("malformed trace lines are reported with their line number") {
     CHECK(parse_error("a 0 -5\n") == "t.rep:1: bad size '-5'");
 }
 
+TEST_CASE("an operation may name the thread that does it, and the writer keeps the mark") {
+    Workload w;
+    std::string error;
+    REQUIRE(parse_trace("a 0 64\nf 0 @2\na 1 8 @3\nr 1 16 @1\nf -1 @4\n", "t.rep", &w, &error));
+    REQUIRE(w.ops.size() == 5);
+    CHECK(w.ops[0].thread == 1);
+    CHECK(w.ops[1].thread == 2);
+    CHECK(w.ops[2].thread == 3);
+    CHECK(w.ops[3].thread == 1);
+    CHECK(w.ops[4].thread == 4);
+    CHECK(w.ops[4].id == kNoBlock);
+    CHECK(format_trace(w) == "0\n2\n5\n1\na 0 64\nf 0 @2\na 1 8 @3\nr 1 16\nf -1 @4\n");
+    CHECK(parse_error("a 0 64\nf 0 @0\n") == "t.rep:2: bad thread '@0' (threads are @1..@4)");
+    CHECK(parse_error("a 0 64 @two\n") == "t.rep:1: bad thread '@two' (threads are @1..@4)");
+}
+
 TEST_CASE("unknown ids, double frees and reused live ids in a trace are errors") {
     CHECK(parse_error("a 0 16\nf 1\n") == "t.rep:2: free of block 1, never allocated");
     CHECK(parse_error("a 0 16\nf 0\nf 0\n") == "t.rep:3: double free of block 0 (freed at line 2)");

@@ -1,8 +1,9 @@
 // tools/diff/html.cc: recording a replay walk by walk, and writing the step-through page.
 //
 // The byte format (all integers LEB128 varints; `zig` is zigzag, so small negatives stay short):
-//   op:       kind byte (0 alloc, 1 free, 2 realloc), id, size (not for free)
-//   entry:    zig(address - cursor) << 2 | depth, size, kind << 3 | state << 1 | has_id, then
+//   op:       kind byte (0 alloc, 1 free, 2 realloc) | thread << 2 (1..4, '@N'), id, size (not
+//             for free; a free(NULL) has id 4294967295)
+//   entry:    zig(address - cursor) << 2 | depth, size, kind << 4 | state << 1 | has_id, then
 //             if has_id the trace id + 1 (0: unknown); `cursor` is the previous address written
 //             in the same run, 0 (the stage's base address) at the start of a run
 //   step:     removed count, added count, the removed entries' addresses (first word only),
@@ -90,7 +91,7 @@ public:
         address(s, e);
         put_varint(s, e.size);
         bool explicit_id = e.state == static_cast<uint8_t>(WalkState::used) && !implied_id;
-        put_varint(s, uint64_t{e.kind} << 3 | uint64_t{e.state} << 1 | explicit_id);
+        put_varint(s, uint64_t{e.kind} << 4 | uint64_t{e.state} << 1 | explicit_id);
         if (explicit_id) put_varint(s, e.id);
     }
 
@@ -218,7 +219,7 @@ std::string js_string(const std::string& s) {
 std::string encode_ops(const Workload& w) {
     std::string s;
     for (const Op& op : w.ops) {
-        s += static_cast<char>(op.kind);
+        s += static_cast<char>(op.kind | op.thread << 2);
         put_varint(s, op.id);
         if (op.kind != Op::free) put_varint(s, op.size);
     }
@@ -286,7 +287,9 @@ bool write_html(const std::string& path, const std::string& title, const Workloa
     std::ostringstream data;
     data << "{\"title\":" << js_string(title) << ",\"workload\":" << js_string(workload.name)
          << ",\"opCount\":" << workload.ops.size() << ",\"ops\":\"" << packed(encode_ops(workload))
-         << "\",\"states\":[\"used\",\"free\",\"meta\",\"unused\"],\"stages\":[";
+         << "\",\"states\":[";
+    for (unsigned i = 0; i < kWalkStateCount; ++i) data << (i ? ",\"" : "\"") << kWalkStateNames[i] << "\"";
+    data << "],\"stages\":[";
     for (std::size_t s = 0; s < stages.size(); ++s) data << (s ? ",\n" : "\n") << stages[s];
     data << "]}";
 
@@ -391,13 +394,6 @@ int write_step_through(const std::string& path, const std::vector<const Stage*>&
     std::ifstream written(path, std::ios::binary | std::ios::ate);
     std::cerr << "stagediff: wrote " << path << " (" << human_bytes(static_cast<uint64_t>(written.tellg())) << ")\n";
     return all_valid ? 0 : 1;
-}
-
-void print_heap_json(std::ostream& out, const Stage& stage, const std::string& workload, uint64_t done) {
-    out << "{\"stage\":" << js_string(stage.name) << ",\"workload\":" << js_string(workload) << ",\"after\":" << done
-        << ",\"heap\":";
-    heap_json(out, stage);
-    out << "}\n";
 }
 
 void heap_json(std::ostream& out, const Stage& stage) {

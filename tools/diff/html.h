@@ -55,8 +55,6 @@ bool write_html(const std::string& path, const std::string& title, const Workloa
 // the entry's region (the top-level entry before it in address order), and entries are in
 // region order, then address order (then depth).
 void heap_json(std::ostream& out, const Stage& stage);
-// One JSON line: {"stage": ..., "workload": ..., "after": done, "heap": heap_json}.
-void print_heap_json(std::ostream& out, const Stage& stage, const std::string& workload, uint64_t done);
 
 // `stagediff --html=FILE`: records every stage, each in a child process of its own (fresh
 // heaps, all at once), writes the page, reports on stderr. Returns the

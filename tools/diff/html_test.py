@@ -5,7 +5,9 @@ window.edu and the keyboard: no console errors; every selected stage shown; afte
 and edu.go(n), forward, back and across keyframes, each stage's blocks equal what
 `stagediff --json --steps` prints for the same workload; predict mode hides the next outcome
 until reveal() and keeps a tally; keyboard stepping. Saves a screenshot (test outputs).
-Also opens the demo's page (demo --html) at the steps the chapters' pictures show.
+Also opens the demo's page (demo --html) at the steps the chapters' pictures show, and the page
+of traces/remote-free.rep, whose stage-4 blocks freed by thread 2 are shown (and reported by
+`--json --steps`) as remote frees until the owner collects them; `f -1` reads as such.
 Run by html_test.sh (Debian's python3, chromium, chromium-driver, python3-selenium).
 """
 import json
@@ -26,8 +28,16 @@ from selenium.webdriver.common.keys import Keys
 
 STAGEDIFF = sys.argv.pop(1)
 DEMO = sys.argv.pop(1)
+REMOTE_FREE = os.path.abspath(sys.argv.pop(1))  # traces/remote-free.rep
 WORKLOAD = ["--workload=fragment", "--scale=0.04", "--seed=3"]  # 6,400 operations, a keyframe every 100
 OUT = os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR", tempfile.gettempdir())
+
+
+def reference_heaps(*args):
+    """stagediff's own walks at the given steps: {(stage, step): heap}, from the one JSON document."""
+    doc = json.loads(subprocess.run([STAGEDIFF, *args, "--no-time", "--no-libc", "--json"],
+                                    check=True, capture_output=True, text=True).stdout)
+    return {(r["stage"], s["after"]): s["heap"] for t in doc["traces"] for r in t["results"] for s in r["steps"]}
 
 
 def browser():
@@ -59,13 +69,7 @@ class StepThrough(unittest.TestCase):
         # One stage a run: the page records every stage from a fresh heap.
         cls.reference = {}
         for stage in range(1, 5):
-            out = subprocess.run([STAGEDIFF, *WORKLOAD, "--no-time", "--json", f"--stages={stage}",
-                                  "--steps=" + ",".join(map(str, cls.steps))],
-                                 check=True, capture_output=True, text=True).stdout
-            for line in out.splitlines():
-                if line.startswith('{"stage"'):
-                    d = json.loads(line)
-                    cls.reference[(d["stage"], d["after"])] = d["heap"]
+            cls.reference.update(reference_heaps(*WORKLOAD, f"--stages={stage}", "--steps=" + ",".join(map(str, cls.steps))))
 
     @classmethod
     def tearDownClass(cls):
@@ -191,6 +195,48 @@ class StepThrough(unittest.TestCase):
             self.assertGreater(self.js("return edu.find(arguments[0], arguments[1])", stage, pattern), 0, pattern)
         self.driver.get("file://" + self.page)
         self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+
+    def test_8_remote_frees_show_as_such_until_collected(self):
+        page = os.path.join(self.dir, "remote-free.html")
+        trace = os.path.join(self.dir, "remote-free.rep")
+        with open(REMOTE_FREE) as src, open(trace, "w") as dst:
+            dst.write(src.read() + "f -1\n")   # and a free(NULL) at the end
+        subprocess.run([STAGEDIFF, "--trace=" + trace, "--html=" + page], check=True)
+        reference = {}
+        for stage in range(1, 5):
+            reference.update(reference_heaps("--trace=" + trace, f"--stages={stage}", "--steps=4,5,6,7,8,13"))
+        try:
+            self.driver.get("file://" + page)
+            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+            self.assertEqual([self.js("return edu.op(arguments[0])", i) for i in (4, 5, 12)], ["f 1 @2", "f 2 @2", "f -1"])
+            step = self.js("return edu.find(3, '^remote free: thread 2')")
+            self.assertEqual(step, 5)
+            remote_counts = []
+            for n in [4, 5, 6, 7, 8, 13]:
+                state = self.js("return edu.go(arguments[0]), edu.state()", n)
+                for stage in state["stages"]:
+                    self.assertEqual(stage["blocks"], reference[(stage["name"], n)], f"{stage['name']} after {n}")
+                remote = [b for b in state["stages"][3]["blocks"] if b[3] == "remote"]
+                remote_counts.append(len(remote))
+                for other in state["stages"][:3]:
+                    self.assertFalse([b for b in other["blocks"] if b[3] == "remote"], other["name"])
+            self.assertEqual(remote_counts, [0, 1, 2, 0, 0, 0])
+            # The block thread 2 freed, where the step's words put it: the map's entry there is remote.
+            self.js("edu.go(5)")
+            words = self.js("return edu.state().stages[3].changes")[0]
+            self.assertRegex(words, r"^f 1 @2: block at \+0x[0-9a-f]+ \(1.00 KiB\) freed$")
+            offset = int(words.split("block at ")[1].split()[0].replace("+", ""), 16)
+            self.assertEqual(self.js("return edu.entryAt(3, arguments[0])", offset)["state"], "remote")
+            self.assertIn("remote free", self.driver.find_element(By.CSS_SELECTOR, ".legend").text)
+            self.js("edu.go(7)")
+            changes = self.js("return edu.state().stages[3].changes")
+            self.assertTrue(any(c.startswith("collected 2 remote frees") for c in changes), changes)
+            self.assertTrue(any(c.startswith("taken from block remote") for c in changes), changes)
+            errors = [e for e in self.driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+            self.assertEqual(errors, [])
+        finally:
+            self.driver.get("file://" + self.page)
+            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
 
     def test_6_step_times_and_screenshot(self):
         times = self.js("""

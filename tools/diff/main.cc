@@ -94,7 +94,8 @@ const Flag kFlags[] = {
     {"--workload", "NAME", "workloads (default: the built-in 'ring')",
      "a built-in workload: ring, fragment, realloc, phase, or 'all'; repeatable",
      [](Args& a, const std::string& v) { a.workloads.push_back(v); }},
-    {"--trace", "FILE", nullptr, "a malloc-lab trace ('a id size', 'f id', 'r id size'); repeatable",
+    {"--trace", "FILE", nullptr, "a malloc-lab trace ('a id size', 'f id', 'r id size', each optionally\n"
+     "followed by '@THREAD': see below); repeatable",
      [](Args& a, const std::string& v) { a.traces.push_back(user_input(v)); }},
     {"--ltrace", "FILE", nullptr, "output of `ltrace -e malloc+free+calloc+realloc PROGRAM`; repeatable",
      [](Args& a, const std::string& v) { a.ltraces.push_back(user_input(v)); }},
@@ -121,7 +122,7 @@ const Flag kFlags[] = {
      " results: [{stage, reference, valid, failure, failure_line, enomem, enomem_line,\n"
      "  operations, repetitions, seconds, seconds_min, seconds_max, ops_per_second,\n"
      "  peak_live_bytes, footprint_at_peak, peak_footprint, final_footprint, utilisation,\n"
-     "  mdriver_utilisation, internal_fragmentation, os_calls, walk_at_peak}]}],\n"
+     "  mdriver_utilisation, internal_fragmentation, os_calls, walk_at_peak, steps}]}],\n"
      " mean: [{stage, traces, valid_traces, utilisation, mdriver_utilisation, ops_per_second}], valid}",
      [](Args& a, const std::string&) { a.json = true; }},
     {"--csv", nullptr, nullptr, "the same as CSV, one row per workload and column",
@@ -158,9 +159,8 @@ const Flag kFlags[] = {
          a.picture_path = user_path(file);
      }},
     {"--steps", "N[,M...]", nullptr,
-     "print each stage's heap after these operations (with --json: before the document,\n"
-     "one JSON line per stage and step, {stage, workload, after, heap}, the heap as the\n"
-     "step-through page's edu.state() gives it)",
+     "print each stage's heap after these operations (with --json: in each result's\n"
+     "\"steps\": [{after, heap}], the heap as the step-through page's edu.state() gives it)",
      [](Args& a, const std::string& v) {
          for (const std::string& n : split(v, ',')) a.steps.push_back(to_number(n, "step"));
      }},
@@ -181,8 +181,8 @@ const Flag kFlags[] = {
      "HTML file that works offline (docs/diffing.md, \"The step-through page\")",
      [](Args& a, const std::string& v) { a.html = user_path(v); }},
     {"--repl", nullptr, "other modes",
-     "read operations ('a ID SIZE', 'f ID', 'r ID SIZE', 'show', 'undo', 'check', 'help') from\n"
-     "standard input; print every stage's answer and heap after each",
+     "read operations ('a ID SIZE', 'f ID', 'r ID SIZE', each optionally '@THREAD', 'show', 'undo',\n"
+     "'check', 'help') from standard input; print every stage's answer and heap after each",
      [](Args& a, const std::string&) { a.repl = true; }},
     {"--generate", "NAME", nullptr, "print a built-in workload as a malloc-lab trace and exit",
      [](Args& a, const std::string& v) { a.generate = v; }},
@@ -225,6 +225,10 @@ void print_help(std::ostream& out) {
         << kMaxLine << " bytes, at most " << kMaxOps << " operations;\n"
         << "`f -1` is free(NULL), a realloc of an id never allocated is a malloc. Errors say FILE:LINE: what\n"
         << "is wrong; a header whose counts disagree with the body is a warning.\n"
+        << "Other threads: `f 3 @2` (any operation, then @1..@" << kMaxThreads << ") is done by thread 2, a helper\n"
+        << "thread the replay hands it to and waits for (one thread at a time: deterministic). Such a trace\n"
+        << "replays through every stage's thread-safe entry; for stage 4, freeing another thread's block is\n"
+        << "a remote free, shown as state 'remote' until the owner collects it.\n"
         << kHelpTrailer;
 }
 
@@ -431,13 +435,11 @@ int run(int argc, char** argv) {
         options.pause_at = a.steps;
         if (a.picture_at) options.pause_at.push_back(a.picture_at);
         std::sort(options.pause_at.begin(), options.pause_at.end());
+        options.pause_at.erase(std::unique(options.pause_at.begin(), options.pause_at.end()), options.pause_at.end());
         options.on_pause = [&](const Stage& s, uint64_t done, const std::function<int64_t(uintptr_t)>& id_at) {
-            if (std::find(a.steps.begin(), a.steps.end(), done) != a.steps.end()) {
-                if (a.json) print_heap_json(std::cout, s, w.name, done);
-                else {
-                    std::cout << s.name << " after " << done << " operations of " << w.name << ":\n";
-                    print_heap(std::cout, s, 40);
-                }
+            if (!a.json && std::find(a.steps.begin(), a.steps.end(), done) != a.steps.end()) {
+                std::cout << s.name << " after " << done << " operations of " << w.name << ":\n";
+                print_heap(std::cout, s, 40);
             }
             if (done == a.picture_at) {
                 std::string base = workloads.size() > 1 ? picture_name(a.picture_path, short_name(w.name)) : a.picture_path;
@@ -450,6 +452,13 @@ int run(int argc, char** argv) {
                     std::cerr << "stagediff: wrote " << path << "\n";
             }
         };
+        if (a.json) {  // the steps go in the document, each in its stage's result
+            options.capture = [&](const Stage& s, uint64_t done) {
+                std::ostringstream heap;
+                if (std::find(a.steps.begin(), a.steps.end(), done) != a.steps.end()) heap_json(heap, s);
+                return heap.str();
+            };
+        }
         if (a.progress) {
             options.on_progress = [](const Stage& s, uint64_t done, uint64_t total) {
                 std::cerr << "  " << s.name << ": " << done << " / " << total << " operations\r" << std::flush;

@@ -6,10 +6,17 @@
 "use strict";
 (function () {
 const D = window.EDU_DATA;
-const STATES = D.states;  // used, free, meta, unused
-const USED = 0, FREE = 1, META = 2, UNUSED = 3;
-const COLOURS = ["#e0603f", "#5aa845", "#8c93a0", "#ecedf0"];
-const LIGHT = ["#f2b3a3", "#b9dcae", "#c9ccd3", "#f4f5f7"];  // a container's own colour
+const STATES = D.states;  // used, free, meta, unused, remote
+const USED = 0, FREE = 1, META = 2, UNUSED = 3, REMOTE = 4;
+const COLOURS = ["#e0603f", "#5aa845", "#8c93a0", "#ecedf0", "#3b7dd8"];
+const LIGHT = ["#f2b3a3", "#b9dcae", "#c9ccd3", "#f4f5f7", "#b3cdf0"];  // a container's own colour
+// What each state means, for the hover (contract/allocator.h, WalkState).
+const MEANING = ["allocated: the program's", "free: on a free list, ready for reuse", "bookkeeping",
+  "not carved into blocks yet",
+  "remote free, not yet collected: freed by a thread that does not own it, waiting on a cross-thread\n" +
+  "        list (stage 4: its page's xthread_free, or the owner heap's delayed_free when the page was\n" +
+  "        full) until the owner collects it onto the page's free list"];
+const NO_BLOCK = 4294967295;  // the id of free(NULL), `f -1` in a trace
 const OPS = ["a", "f", "r"];
 
 // ---- Decoding -----------------------------------------------------------------------------
@@ -53,7 +60,7 @@ class Timeline {
     const w = r.next(), d = w % 4, a = cursor.a + unzig(Math.floor(w / 4));
     cursor.a = a;
     const s = r.next(), ks = r.next();
-    const e = {a, d, s, k: this.kinds[Math.floor(ks / 8)], st: Math.floor(ks / 2) % 4, id: null, born: 0};
+    const e = {a, d, s, k: this.kinds[Math.floor(ks / 16)], st: Math.floor(ks / 2) % 8, id: null, born: 0};
     if (ks % 2) e.id = r.next();
     return e;
   }
@@ -153,7 +160,8 @@ function bytes(n) {
 }
 function opText(i) {
   if (i < 0 || i >= D.opCount) return "";
-  return OPS[Ops.kind[i]] + " " + Ops.id[i] + (Ops.kind[i] === 1 ? "" : " " + Ops.size[i]);
+  return OPS[Ops.kind[i]] + " " + (Ops.id[i] === NO_BLOCK ? "-1" : Ops.id[i]) + (Ops.kind[i] === 1 ? "" : " " + Ops.size[i]) +
+    (Ops.thread[i] > 1 ? " @" + Ops.thread[i] : "");
 }
 const KINDS = [];
 const kindIndex = (name) => (KINDS.includes(name) ? KINDS.indexOf(name) : KINDS.push(name) - 1);
@@ -184,8 +192,11 @@ function explain(stage, step) {
     } else out.push(`${opText(op)} (no new block seen)`);
   } else {
     const gone = removed.find((e) => e.st === USED && e.id === Ops.id[op] + 1);
-    out.push(`${opText(op)}: block at ${gone ? hex(gone.a) + " (" + bytes(gone.s) + ")" : "?"} freed`);
-    if (gone) {
+    out.push(Ops.id[op] === NO_BLOCK ? `${opText(op)}: free(NULL), nothing to do` :
+      `${opText(op)}: block at ${gone ? hex(gone.a) + " (" + bytes(gone.s) + ")" : "?"} freed`);
+    const remote = gone && added.find((e) => e.d === gone.d && e.a === gone.a && e.st === REMOTE);
+    if (remote) out.push(`remote free: thread ${Ops.thread[op]} is not the owner, so the block waits on its page's cross-thread list until the owner collects it`);
+    else if (gone) {
       const cover = added.find((e) => e.d === gone.d && e.st === FREE && e.a <= gone.a && gone.a < e.a + e.s);
       const prev = removed.find((e) => e.d === gone.d && e.st === FREE && e.a < gone.a);
       const next = removed.find((e) => e.d === gone.d && e.st === FREE && e.a > gone.a);
@@ -195,6 +206,9 @@ function explain(stage, step) {
       else if (cover) out.push("no free neighbour: nothing to merge");
     }
   }
+  // Blocks freed by other threads that the owner took back (stage 4: onto the page's free list).
+  const collected = removed.filter((e) => e && e.st === REMOTE && added.some((x) => x.a === e.a && x.d === e.d && x.st !== REMOTE));
+  if (collected.length) out.push(`collected ${collected.length} remote free${collected.length > 1 ? "s" : ""} (${collected.map((e) => hex(e.a)).join(", ")}): moved to the page's free list`);
   // Containers: new or returned regions, pools and pages put to use or emptied.
   for (const e of added.filter((x) => x.d === 0)) {
     const was = removed.find((x) => x.d === 0 && x.a === e.a);
@@ -352,12 +366,12 @@ function structures(stage) {
   const entries = stage.entries, box = stage.ui.structs;
   box.textContent = "";
   // One pass: entries by kind and state, overall and at depth 1 inside each top-level entry
-  // (children follow their top-level entry in address order). Keys are numbers: kind * 4 + state.
+  // (children follow their top-level entry in address order). Keys are numbers: kind * 8 + state.
   const counts = new Map(), inside = new Map(), regions = [];
-  const named = (m) => Array.from(m, ([k, n]) => `${n} ${KINDS[k >> 2]} ${STATES[k & 3]}`);
+  const named = (m) => Array.from(m, ([k, n]) => `${n} ${KINDS[k >> 3]} ${STATES[k & 7]}`);
   let top = null;
   for (const e of entries) {
-    const k = e.k * 4 + e.st;
+    const k = e.k * 8 + e.st;
     counts.set(k, (counts.get(k) || 0) + 1);
     if (e.d === 0) { top = e; regions.push(e); inside.set(e, new Map()); }
     else if (e.d === 1 && top && e.a < top.a + top.s) { const m = inside.get(top); m.set(k, (m.get(k) || 0) + 1); }
@@ -383,10 +397,11 @@ function structures(stage) {
     const parent = entries.find((e) => e.d === 1 && e.a <= touched.a && touched.a < e.a + e.s);
     if (parent) {
       const kids = entries.filter((e) => e.d === 2 && e.a >= parent.a && e.a < parent.a + parent.s);
-      const by = [0, 0, 0, 0], sizes = new Set();
+      const by = [0, 0, 0, 0, 0], sizes = new Set();
       for (const e of kids) { by[e.st] += e.st === UNUSED && kindName(e) !== "block" ? 0 : 1; if (kindName(e) === "block") sizes.add(e.s); }
       const unusedBytes = kids.filter((e) => e.st === UNUSED).reduce((n, e) => n + e.s, 0);
-      box.appendChild(el("div", "", `${kindName(parent)} ${hex(parent.a)} (this step): ${by[USED]} used, ${by[FREE]} free blocks` +
+      box.appendChild(el("div", "", `${kindName(parent)} ${hex(parent.a)} (this step): ${by[USED]} used, ${by[FREE]} free` +
+        (by[REMOTE] ? `, ${by[REMOTE]} remote (freed by another thread, not yet collected)` : "") + " blocks" +
         (sizes.size === 1 ? ` of ${bytes([...sizes][0])}` : "") + `, ${bytes(unusedBytes)} not yet carved`));
     }
   }
@@ -591,7 +606,7 @@ function build() {
     ui.canvas.addEventListener("mousemove", (ev) => {
       const r = ui.canvas.getBoundingClientRect(), e = hitTest(s, ev.clientX - r.left, ev.clientY - r.top);
       if (!e) { tip.style.display = "none"; return; }
-      tip.textContent = `${kindName(e)}  ${STATES[e.st]}\naddress ${hex(e.a)}  (${s.spec.base} ${hex(e.a)})\nsize    ${e.s} B (${bytes(e.s)})\ndepth   ${e.d}` +
+      tip.textContent = `${kindName(e)}  ${STATES[e.st]}\nstate   ${MEANING[e.st]}\naddress ${hex(e.a)}  (${s.spec.base} ${hex(e.a)})\nsize    ${e.s} B (${bytes(e.s)})\ndepth   ${e.d}` +
         (e.id ? `\nid      ${e.id - 1}` : "") + `\nmade by step ${e.born}` + (e.born ? `: ${opText(e.born - 1)}` : " (before the trace)");
       tip.style.display = "block";
       tip.style.left = Math.min(ev.clientX + 14, window.innerWidth - 260) + "px";
@@ -738,8 +753,12 @@ edu.ready = (async function () {
   document.getElementById("title").textContent = D.title;
   document.title = "edu-alloc: " + D.title;
   const ops = await inflate(D.ops), r = new Reader(ops);
-  Ops.kind = new Uint8Array(D.opCount); Ops.id = new Uint32Array(D.opCount); Ops.size = new Float64Array(D.opCount);
-  for (let i = 0; i < D.opCount; i++) { Ops.kind[i] = ops[r.p++]; Ops.id[i] = r.next(); Ops.size[i] = Ops.kind[i] === 1 ? 0 : r.next(); }
+  Ops.kind = new Uint8Array(D.opCount); Ops.thread = new Uint8Array(D.opCount);
+  Ops.id = new Uint32Array(D.opCount); Ops.size = new Float64Array(D.opCount);
+  for (let i = 0; i < D.opCount; i++) {
+    const b = ops[r.p++];
+    Ops.kind[i] = b & 3; Ops.thread[i] = b >> 2; Ops.id[i] = r.next(); Ops.size[i] = Ops.kind[i] === 1 ? 0 : r.next();
+  }
   stages = await Promise.all(D.stages.map(async (spec, index) => ({spec, index, tl: new Timeline(spec, await inflate(spec.steps), await inflate(spec.keyframes))})));
   document.getElementById("loading").remove();
   build();

@@ -1,7 +1,8 @@
 // tools/diff/repl.cc: the REPL's two halves. The parent reads and checks lines and keeps the
 // history of operations; a forked child owns the stages, performs each operation on every one
-// and prints the answers. The parent never touches a stage, so every child starts from fresh
-// heaps, and `undo` is: end the child, fork a new one, replay the history quietly.
+// and prints the answers (an operation ending in `@2` on a helper thread, threads.h). The parent
+// never touches a stage, so every child starts from fresh heaps, and `undo` is: end the child,
+// fork a new one, replay the history quietly.
 #include "tools/diff/repl.h"
 
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <string>
 
 #include "tools/diff/report.h"
+#include "tools/diff/threads.h"
 
 namespace edu::diff {
 namespace {
@@ -23,6 +25,8 @@ constexpr const char* kReplHelp = R"(commands:
   a ID SIZE     malloc(SIZE) as block ID, in every stage
   f ID          free block ID
   r ID SIZE     realloc block ID to SIZE
+  ... @N        any of the three done by thread N (2..4; 1, the default, is the main thread):
+                `f 3 @2` frees block 3 from thread 2, a remote free for stage 4
   show [STAGE]  every stage's heap (40 entries each), or all of one stage's (name or number)
   check         run every stage's heap checker
   undo          take back the last operation (the stages start afresh and replay the rest)
@@ -79,14 +83,20 @@ private:
         }
         uint32_t id = 0;
         uint64_t size = 0;
-        words >> id >> size;
+        words >> id;
+        if (verb != "f") words >> size;
+        std::string at;
+        unsigned thread = words >> at && at[0] == '@' ? static_cast<unsigned>(std::stoul(at.substr(1))) : 1;
         for (const Stage* s : stages_) {
-            const Api& api = *s->single_thread;
+            // Another thread goes through the stage's thread-safe entry, the main thread waiting.
+            const Api& api = thread == 1 ? *s->single_thread : *s->thread_safe;
             void*& p = held_[s][id].ptr;
-            std::string answer;
-            if (verb == "a") p = api.malloc(size), answer = describe(*s, p);
-            else if (verb == "r") p = api.realloc(p, size), answer = describe(*s, p);
-            else if (verb == "f") api.free(p), p = nullptr, answer = "freed";
+            helpers_.run(thread, [&] {
+                if (verb == "a") p = api.malloc(size);
+                else if (verb == "r") p = api.realloc(p, size);
+                else if (verb == "f") api.free(p), p = nullptr;
+            });
+            std::string answer = verb == "f" ? "freed" : describe(*s, p);
             if (quiet) continue;
             out_ << "== " << s->name << ": " << line.substr(0, line.find('\n')) << " -> " << answer << "\n";
             show(*s, kHeapLines);
@@ -122,6 +132,7 @@ private:
     const std::vector<const Stage*>& stages_;
     std::ostream& out_;
     std::map<const Stage*, std::map<uint32_t, Held>> held_;
+    Helpers helpers_;
 };
 
 class Repl {
@@ -176,15 +187,23 @@ private:
             return "";
         }
         bool sized = verb == "a" || verb == "r";
+        uint64_t thread = 1;
+        if (w.size() > 2 && w.back()[0] == '@') {
+            if (!number(w.back().substr(1), kMaxThreads, &thread) || thread < 1)
+                return "bad thread '" + w.back() + "' (threads are @1..@" + std::to_string(kMaxThreads) + ")";
+            w.pop_back();
+        }
         if ((!sized && verb != "f") || w.size() != (sized ? 3u : 2u))
-            return "expected 'a ID SIZE', 'f ID', 'r ID SIZE', 'show [STAGE]', 'undo', 'check', 'help' or 'quit', found '" + line + "'";
+            return "expected 'a ID SIZE', 'f ID', 'r ID SIZE' (each optionally followed by @THREAD), 'show [STAGE]', "
+                   "'undo', 'check', 'help' or 'quit', found '" + line + "'";
         uint64_t id = 0, size = 0;
         if (!number(w[1], kMaxId - 1, &id)) return "bad block id '" + w[1] + "' (0.." + std::to_string(kMaxId - 1) + ")";
         if (sized && !number(w[2], kMaxSize, &size)) return "bad size '" + w[2] + "' (at most " + std::to_string(kMaxSize) + ")";
         bool live = live_.count(static_cast<uint32_t>(id)) != 0;
         if (verb == "a" && live) return "block " + w[1] + " is already live";
         if (verb != "a" && !live) return "block " + w[1] + " is not live";
-        std::string op = verb + " " + std::to_string(id) + (sized ? " " + std::to_string(size) : "");
+        std::string op = verb + " " + std::to_string(id) + (sized ? " " + std::to_string(size) : "") +
+                         (thread != 1 ? " @" + std::to_string(thread) : "");
         if (verb == "f") live_.erase(static_cast<uint32_t>(id));
         else live_[static_cast<uint32_t>(id)] = op;
         history_.push_back(op);

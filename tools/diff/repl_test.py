@@ -3,7 +3,9 @@
 Feeds a script (with an undo, a show, a check and a bad line) to the REPL on standard input,
 one stage at a time, and checks that the heap it prints after every operation equals what
 `stagediff --trace --steps` prints for the same operations as a trace; that undo brings back
-the heap before the undone operation; that a bad line is reported with its line number.
+the heap before the undone operation; that a bad line is reported with its line number. A
+second script frees blocks from thread 2 (`f ID @2`): every stage's heaps equal the replay of
+the same trace, and stage 4 shows the blocks as remote frees until its owner collects them.
 """
 import re
 import subprocess
@@ -75,6 +77,27 @@ class Repl(unittest.TestCase):
                 self.assertEqual(got[10:12], want[8:10])
                 self.assertEqual(got[12], want[9])    # show
                 self.assertRegex(repl.stdout, rf"== {stage}: a 0 100 -> [+-]\d+ \(usable \d+ B\)")
+
+    def test_frees_from_another_thread_equal_the_replay_and_stage_4_shows_them_remote(self):
+        ops = ["a 0 1000", "a 1 1000", "a 2 1000", "a 3 1000", "f 1 @2", "f 2 @2", "a 4 1000", "a 5 40 @3", "f 5"]
+        with tempfile.NamedTemporaryFile("w", suffix=".rep", delete=False) as t:
+            t.write("\n".join(ops) + "\n")
+        for stage in ["stage1_brk", "stage2_pools", "stage3_segments", "stage4_threads"]:
+            with self.subTest(stage=stage):
+                repl = subprocess.run([STAGEDIFF, "--repl", "--stages=" + stage], input="\n".join(ops + ["f 0 @5"]) + "\n",
+                                      capture_output=True, text=True)
+                self.assertEqual(repl.returncode, 2, repl.stderr)
+                self.assertIn("stdin:10: bad thread '@5' (threads are @1..@4)", repl.stdout)
+                self.assertIn(f"== {stage}: f 1 @2 -> freed", repl.stdout)
+                got = heaps(repl.stdout, rf"{stage} heap:")
+                replay = subprocess.run([STAGEDIFF, "--trace=" + t.name, "--no-time", "--stages=" + stage,
+                                         "--steps=" + ",".join(str(i) for i in range(1, len(ops) + 1))],
+                                        capture_output=True, text=True, check=True)
+                want = heaps(replay.stdout, rf"{stage} after \d+ operations")
+                self.assertEqual(got, want)
+                remote = [sum(" remote " in line for line in heap) for heap in got]
+                # Stage 4: blocks 1 and 2 wait on their page's xthread_free until `a 4` collects them.
+                self.assertEqual(remote, [0, 0, 0, 0, 1, 2, 0, 0, 0] if stage == "stage4_threads" else [0] * 9)
 
 
 if __name__ == "__main__":

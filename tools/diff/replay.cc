@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "contract/options.h"
+#include "tools/diff/threads.h"
 
 namespace edu::diff {
 namespace {
@@ -113,17 +114,20 @@ struct Extent {
     uint32_t id;
 };
 
-// The entry a replay calls: the stage's own, or the contract's debug layer over it when
-// EDU_OPTIONS says debug=on (contract/options.h); main has already refused a bad entry.
-const Api& entry(const Stage& stage) {
+// The entry a replay calls: the stage's single-thread entry, or its thread-safe one when the
+// workload has operations of other threads ('@2': stages 1-3 then take their lock, and every
+// thread goes through the same table); the contract's debug layer over it when EDU_OPTIONS says
+// debug=on (contract/options.h); main has already refused a bad entry.
+const Api& entry(const Stage& stage, const Workload& w) {
     static const ContractOptions options = contract_options();
-    return entry_for(stage, *stage.single_thread, options);
+    bool threads = std::any_of(w.ops.begin(), w.ops.end(), [](const Op& op) { return op.thread != 1; });
+    return entry_for(stage, threads ? *stage.thread_safe : *stage.single_thread, options);
 }
 
 class Validator {
 public:
-    Validator(const Stage& stage, const Workload& w, const ReplayOptions& o, Metrics& m)
-        : api_(entry(stage)), stage_(stage), w_(w), o_(o), m_(m), blocks_(w.ids) {}
+    Validator(const Stage& stage, const Workload& w, const ReplayOptions& o, Metrics& m, Helpers& helpers)
+        : api_(entry(stage, w)), stage_(stage), w_(w), o_(o), m_(m), helpers_(helpers), blocks_(w.ids) {}
 
     void run() {
         m_.timeline.reserve(o_.timeline_points + 2);
@@ -139,11 +143,14 @@ public:
             const Op& op = w_.ops[i];
             if (o_.line_now) *o_.line_now = op.line;
             ++generation;
-            switch (op.kind) {
-                case Op::alloc: alloc(op, generation); break;
-                case Op::free: release(op); break;
-                case Op::realloc: resize(op, generation); break;
-            }
+            // On its thread; the others (this one included) wait, so what follows finds them parked.
+            helpers_.run(op.thread, [&] {
+                switch (op.kind) {
+                    case Op::alloc: alloc(op, generation); break;
+                    case Op::free: release(op); break;
+                    case Op::realloc: resize(op, generation); break;
+                }
+            });
             if (!m_.valid) {
                 m_.failure_line = op.line;
                 m_.failure = "operation " + std::to_string(i + 1) + ": " + m_.failure;
@@ -160,6 +167,10 @@ public:
             if (i % sample_every == 0 || i + 1 == total) m_.timeline.push_back({i + 1, live_requested_, footprint});
             while (next_pause < o_.pause_at.size() && o_.pause_at[next_pause] <= i + 1) {
                 if (o_.pause_at[next_pause] == i + 1 && o_.on_pause) o_.on_pause(stage_, i + 1, id_at_);
+                if (o_.pause_at[next_pause] == i + 1 && o_.capture) {
+                    std::string text = o_.capture(stage_, i + 1);
+                    if (!text.empty()) m_.captured.push_back({i + 1, std::move(text)});
+                }
                 ++next_pause;
             }
             if (o_.on_progress && (i + 1) % 65536 == 0) o_.on_progress(stage_, i + 1, total);
@@ -255,6 +266,18 @@ private:
 
     void check(uint64_t done) {
         CheckResult c = api_.check();
+        // Stage 4's checker reads the segments of the calling thread's heap (and abandoned ones),
+        // not those of another live thread: each helper checks its own, while the rest wait.
+        if (stage_.thread_safety == ThreadSafety::concurrent) {
+            for (unsigned t = 2; t <= kMaxThreads && c.ok; ++t) {
+                if (!helpers_.started(t)) continue;
+                helpers_.run(t, [&] {
+                    CheckResult theirs = api_.check();
+                    if (!theirs.ok) c = theirs;
+                    else c.live_blocks += theirs.live_blocks;
+                });
+            }
+        }
         if (!c.ok) fail(std::string("the stage's checker: ") + c.message);
         else if (c.live_blocks != base_live_ + extents_.size()) {
             fail("the stage's checker counts " + std::to_string(c.live_blocks) + " live blocks, the driver " +
@@ -279,6 +302,7 @@ private:
     const Workload& w_;
     const ReplayOptions& o_;
     Metrics& m_;
+    Helpers& helpers_;
     std::vector<Live, DriverAllocator<Live>> blocks_;
     std::map<uintptr_t, Extent, std::less<>, DriverAllocator<std::pair<const uintptr_t, Extent>>> extents_;
     uint64_t live_requested_ = 0, live_usable_ = 0, base_live_ = 0;
@@ -290,10 +314,10 @@ private:
 
 // The timed pass: the same operations, touching the first byte of every new block (as a
 // program would), nothing else.
-double timed_pass(const Api& api, const Workload& w) {
+// Operations of other threads are handed off as in the validating pass (their time included).
+double timed_pass(const Api& api, const Workload& w, Helpers& helpers) {
     std::vector<void*, DriverAllocator<void*>> ptr(w.ids, nullptr);
-    auto start = std::chrono::steady_clock::now();
-    for (const Op& op : w.ops) {
+    auto one = [&](const Op& op) {
         switch (op.kind) {
             case Op::alloc:
                 ptr[op.id] = api.malloc(op.size);
@@ -311,7 +335,9 @@ double timed_pass(const Api& api, const Workload& w) {
                 if (void* p = api.realloc(ptr[op.id], op.size)) ptr[op.id] = p;
                 break;
         }
-    }
+    };
+    auto start = std::chrono::steady_clock::now();
+    for (const Op& op : w.ops) helpers.run(op.thread, [&] { one(op); });
     for (void* p : ptr) api.free(p);
     std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
     return took.count();
@@ -381,11 +407,12 @@ Metrics replay(const Stage& stage, const Workload& workload, const ReplayOptions
     m.stage = stage.name;
     m.reference = options.reference;
     m.ops = workload.ops.size();
-    Validator(stage, workload, options, m).run();
+    Helpers helpers;   // the workload's other threads, if it has any
+    Validator(stage, workload, options, m, helpers).run();
     if (options.timed && m.valid) {
         std::vector<double> times;
         for (unsigned r = 0; r < (options.repetitions ? options.repetitions : 1); ++r)
-            times.push_back(timed_pass(entry(stage), workload));
+            times.push_back(timed_pass(entry(stage, workload), workload, helpers));
         std::sort(times.begin(), times.end());
         m.repetitions = static_cast<unsigned>(times.size());
         m.seconds = times[times.size() / 2];
@@ -412,6 +439,7 @@ std::string encode(const Metrics& m) {
     for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k) o << "os " << k << " " << m.os_calls[k] << "\n";
     for (const auto& [kind, n] : m.walk_counts) o << "w " << n << " " << printable(kind, 200) << "\n";
     for (const Sample& s : m.timeline) o << "t " << s.op << " " << s.live_requested << " " << s.footprint << "\n";
+    for (const auto& [done, text] : m.captured) o << "c " << done << " " << text.substr(0, text.find('\n')) << "\n";
     o << "failure " << printable(m.failure, 1000) << "\nend\n";
     return o.str();
 }
@@ -460,6 +488,10 @@ bool decode(const std::string& text, Metrics* m) {
             Sample s{};
             in >> s.op >> s.live_requested >> s.footprint;
             m->timeline.push_back(s);
+        } else if (key == "c") {
+            uint64_t done = 0;
+            in >> done;
+            m->captured.push_back({done, rest()});
         } else if (key == "end") {
             ended = true;
             break;

@@ -1,9 +1,9 @@
 // tools/diff/replay.h: one workload through one stage, measured and validated.
-// `replay` runs the workload through the stage's single-thread entry: a validating pass
-// (payload patterns, overlap and alignment checked by the driver, the stage's checker, memory
-// sampled after every operation) and timed passes with no checks. `replay_isolated` does the
-// same in a child process, so every (workload, stage) pair starts from a fresh heap. Output:
-// `Metrics`, which crosses the process boundary as text (`encode` / `decode`).
+// `replay` runs a validating pass (payload patterns, overlap and alignment checked by the
+// driver, the stage's checker, memory sampled after every operation) and timed passes with no
+// checks, through the stage's single-thread entry, or its thread-safe one when some operations
+// are other threads' ('@2': threads.h). `replay_isolated` does it in a child process (a fresh
+// heap every time); `Metrics` cross the process boundary as text (`encode` / `decode`).
 #pragma once
 
 #include <cstdint>
@@ -52,6 +52,9 @@ struct Metrics {
     std::string failure;                    // the first validation failure, if any...
     uint32_t failure_line = 0;              // ...and the trace line of its operation (0: none)
     std::vector<Sample> timeline;           // for plots
+    // What ReplayOptions::capture returned at each pause: (operations done, text), e.g. the heap
+    // in heap_json's form for `--json --steps`, carried back from the child with the rest.
+    std::vector<std::pair<uint64_t, std::string>> captured;
 };
 
 struct ReplayOptions {
@@ -72,6 +75,8 @@ struct ReplayOptions {
     // `id_at` names the trace id of the live block at a payload address (-1: none).
     std::vector<uint64_t> pause_at;
     std::function<void(const Stage&, uint64_t done, const std::function<int64_t(uintptr_t)>& id_at)> on_pause;
+    // Also called at those pauses; a non-empty answer (one line) is kept in Metrics::captured.
+    std::function<std::string(const Stage&, uint64_t done)> capture;
     std::function<void(const Stage&, uint64_t done, uint64_t total)> on_progress;
 };
 

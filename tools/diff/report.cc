@@ -74,6 +74,7 @@ const char* colour_of(WalkState s) {
         case WalkState::used: return "#d9534f";
         case WalkState::free: return "#5cb85c";
         case WalkState::meta: return "#777777";
+        case WalkState::remote: return "#3b7dd8";
         default: return "#f0f0f0";
     }
 }
@@ -204,7 +205,11 @@ void json_metrics(std::ostream& out, const Metrics& m) {
         out << (first ? "" : ", ") << json_string(kind) << ": " << n;
         first = false;
     }
-    out << "}}";
+    // --steps: the heap after each step asked for, as edu.state() gives it (html.h, heap_json).
+    out << "}, \"steps\": [";
+    for (std::size_t i = 0; i < m.captured.size(); ++i)
+        out << (i ? ", " : "") << "{\"after\": " << m.captured[i].first << ", \"heap\": " << m.captured[i].second << "}";
+    out << "]}";
 }
 
 // Per column, over the traces: the mean utilisations (of the valid traces) and the throughput
@@ -544,10 +549,9 @@ bool write_heap_picture(const Stage& stage, const std::string& path, const std::
                     "; offsets from the heap's first region")
         << "</text>\n"
         << axis.str() << body.str();
-    const WalkState states[] = {WalkState::used, WalkState::free, WalkState::meta, WalkState::unused};
-    for (int i = 0; i < 4; ++i)
+    for (unsigned i = 0; i < kWalkStateCount; ++i)
         svg << "<rect x=\"" << left + 120 * i << "\" y=\"" << legend_y - 10 << "\" width=\"12\" height=\"12\" fill=\""
-            << colour_of(states[i]) << "\" stroke=\"#999\"/><text x=\"" << left + 120 * i + 16 << "\" y=\"" << legend_y
+            << colour_of(static_cast<WalkState>(i)) << "\" stroke=\"#999\"/><text x=\"" << left + 120 * i + 16 << "\" y=\"" << legend_y
             << "\">" << kWalkStateNames[i] << "</text>\n";
     svg << "</svg>\n";
     if (!svg) return why = "cannot write " + path, false;

@@ -4,7 +4,10 @@ Each hostile input gets one test asserting its one-line message and its exit sta
 or input, 1: a stage failed validation); names full of markup and separators must come out as
 valid JSON, CSV, SVG and gnuplot input (parsed here with json, csv and xml.etree); a run of
 several traces must give each the figures it gets alone (fresh heap per trace); relative paths
-are resolved against BUILD_WORKING_DIRECTORY, as under `bazel run`.
+are resolved against BUILD_WORKING_DIRECTORY, as under `bazel run`. Operations of other
+threads (`f 1 @2`): malformed thread marks are errors naming the line; traces/remote-free.rep is
+valid in every column, and stage 4's `--json --steps` (one JSON document) and picture show its
+remote frees until the owner collects them.
 """
 import csv
 import io
@@ -17,6 +20,7 @@ import unittest
 import xml.etree.ElementTree as ET
 
 STAGEDIFF = os.path.abspath(sys.argv[1])
+REMOTE_FREE = os.path.abspath(sys.argv[2])  # traces/remote-free.rep
 SMALL = "0\n3\n6\n1\na 0 100\na 1 2000\nr 0 300\nf 1\na 2 40\nf 0\n"
 
 
@@ -161,7 +165,7 @@ class Results(Base):
             "stage", "reference", "valid", "failure", "failure_line", "enomem", "enomem_line", "operations",
             "repetitions", "seconds", "seconds_min", "seconds_max", "ops_per_second", "peak_live_bytes",
             "footprint_at_peak", "peak_footprint", "final_footprint", "utilisation", "mdriver_utilisation",
-            "internal_fragmentation", "os_calls", "walk_at_peak"})
+            "internal_fragmentation", "os_calls", "walk_at_peak", "steps"})
         self.assertEqual(set(doc["mean"][0]),
                          {"stage", "traces", "valid_traces", "utilisation", "mdriver_utilisation", "ops_per_second"})
         self.assertEqual([r["stage"] for r in doc["traces"][0]["results"]],
@@ -177,6 +181,43 @@ class Results(Base):
         for result in json.loads(r.stdout)["traces"][0]["results"]:
             self.assertTrue(result["valid"])
             self.assertEqual(result["peak_live_bytes"], 64)
+
+
+class Threads(Base):
+    def test_a_bad_thread_mark_is_an_error_naming_its_line(self):
+        for mark in ["@5", "@0", "@x", "@", "@-1", "@2@"]:
+            self.write("t.rep", f"a 0 16\nf 0 {mark}\n")
+            self.fails(["--trace=t.rep"], 2, f"stagediff: t.rep:2: bad thread '{mark}' (threads are @1..@4)")
+        self.write("t.rep", "a 0 16\n@2\n")
+        self.fails(["--trace=t.rep"], 2, "stagediff: t.rep:2: expected 'a <id> <size>'")
+
+    def test_operations_of_other_threads_are_valid_in_every_column(self):
+        # Blocks made by threads 2 and 3, freed by thread 1 and 4; free(NULL) from thread 4.
+        self.write("t.rep", "a 0 100 @2\na 1 64\nf 0\nr 1 300 @3\nf -1 @4\na 2 50 @2\nf 1 @2\nf 2 @3\n")
+        r = run("--trace=t.rep", "--json", "--reps=1", cwd=self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        self.assertTrue(doc["valid"])
+        self.assertEqual(len(doc["traces"][0]["results"]), 5)
+
+    def test_stage_4_reports_remote_frees_until_the_owner_collects_them(self):
+        r = run("--trace=" + REMOTE_FREE, "--json", "--no-time", "--steps=4,5,6,7", "--picture=6:h.svg", cwd=self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)  # one document: the steps are inside it
+        results = {res["stage"]: res for res in doc["traces"][0]["results"]}
+        self.assertTrue(all(res["valid"] for res in results.values()))
+        remote = {name: [[b[2] for b in step["heap"] if b[3] == "remote"] for step in res["steps"]]
+                  for name, res in results.items() if name != "libc"}
+        # After f 1 @2 one block of 1 KiB waits on xthread_free, after f 2 @2 two; a 4 collects them.
+        self.assertEqual(remote["stage4_threads"], [[], [1024], [1024, 1024], []])
+        for name in ["stage1_brk", "stage2_pools", "stage3_segments"]:
+            self.assertEqual(remote[name], [[], [], [], []], name)
+        self.assertEqual([step["after"] for step in results["stage4_threads"]["steps"]], [4, 5, 6, 7])
+        self.assertEqual(results["libc"]["steps"], [])
+        picture = ET.parse(os.path.join(self.dir, "h-stage4_threads.svg")).getroot()
+        titles = [t.text for t in picture.iter("{http://www.w3.org/2000/svg}title")]
+        self.assertEqual(sum(t.startswith("block remote ") for t in titles), 2)
+        self.assertIn("remote", [t.text for t in picture.iter("{http://www.w3.org/2000/svg}text")])
 
 
 class Ltrace(Base):

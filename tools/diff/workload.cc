@@ -245,6 +245,16 @@ bool parse_trace(std::istream& in, const std::string& source, Workload* out, std
             continue;
         }
         in_header = false;
+        // `@N` after an operation: the thread that does it.
+        uint8_t thread = 1;
+        if (w.size() > 1 && w.back()[0] == '@') {
+            uint64_t t = 0;
+            if (!parse_number(w.back().substr(1), &t) || t < 1 || t > kMaxThreads)
+                return fail(number, "bad thread '" + printable(w.back()) + "' (threads are @1..@" +
+                                        std::to_string(kMaxThreads) + ")");
+            thread = static_cast<uint8_t>(t);
+            w.pop_back();
+        }
         const std::string& verb = w[0];
         std::size_t want = verb == "f" ? 2 : 3;
         if ((verb != "a" && verb != "f" && verb != "r") || w.size() != want)
@@ -253,7 +263,7 @@ bool parse_trace(std::istream& in, const std::string& source, Workload* out, std
             return fail(number, "more than " + std::to_string(kMaxOps) + " operations (the limit of a trace)");
         const auto at_line = static_cast<uint32_t>(number);
         if (verb == "f" && w[1] == "-1") {  // the other dialect's free(NULL)
-            out->ops.push_back({Op::free, kNoBlock, 0, at_line});
+            out->ops.push_back({Op::free, kNoBlock, 0, at_line, thread});
             continue;
         }
         uint64_t id = 0, size = 0;
@@ -272,17 +282,17 @@ bool parse_trace(std::istream& in, const std::string& source, Workload* out, std
                 return fail(number, "block " + std::to_string(id) + " is already live (allocated at line " +
                                         std::to_string(line_of[id]) + ")");
             state[id] = live;
-            out->ops.push_back({Op::alloc, static_cast<uint32_t>(id), size, at_line});
+            out->ops.push_back({Op::alloc, static_cast<uint32_t>(id), size, at_line, thread});
         } else if (state[id] == freed) {
             return fail(number, std::string(verb == "f" ? "double free of block " : "realloc of freed block ") +
                                     std::to_string(id) + " (freed at line " + std::to_string(line_of[id]) + ")");
         } else if (verb == "f") {
             if (state[id] == unseen) return fail(number, "free of block " + std::to_string(id) + ", never allocated");
             state[id] = freed;
-            out->ops.push_back({Op::free, static_cast<uint32_t>(id), 0, at_line});
+            out->ops.push_back({Op::free, static_cast<uint32_t>(id), 0, at_line, thread});
         } else {  // realloc; of an id never allocated: realloc(NULL, size), i.e. malloc
             state[id] = live;
-            out->ops.push_back({Op::realloc, static_cast<uint32_t>(id), size, at_line});
+            out->ops.push_back({Op::realloc, static_cast<uint32_t>(id), size, at_line, thread});
         }
         line_of[id] = at_line;
     }
@@ -333,10 +343,12 @@ std::string format_trace(const Workload& w) {
     out << "0\n" << w.ids << "\n" << w.ops.size() << "\n1\n";
     for (const Op& op : w.ops) {
         switch (op.kind) {
-            case Op::alloc: out << "a " << op.id << " " << op.size << "\n"; break;
-            case Op::free: out << "f " << op.id << "\n"; break;
-            case Op::realloc: out << "r " << op.id << " " << op.size << "\n"; break;
+            case Op::alloc: out << "a " << op.id << " " << op.size; break;
+            case Op::free: out << "f " << (op.id == kNoBlock ? std::string("-1") : std::to_string(op.id)); break;
+            case Op::realloc: out << "r " << op.id << " " << op.size; break;
         }
+        if (op.thread != 1) out << " @" << unsigned{op.thread};
+        out << "\n";
     }
     return out.str();
 }

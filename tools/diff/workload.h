@@ -1,7 +1,8 @@
 // tools/diff/workload.h: what the stage diff replays, and where it comes from.
 // A workload is a list of operations on numbered blocks, the malloc-lab trace model
-// (`a id size`, `f id`, `r id size`). It comes from a built-in generator or a trace file;
-// parse errors name the line. Replaying it through a stage is replay.h's job.
+// (`a id size`, `f id`, `r id size`, each optionally done by another thread: `f id @2`). It
+// comes from a built-in generator or a trace file; parse errors name the line. Replaying it
+// through a stage is replay.h's job.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,7 @@ struct Op {
     uint32_t id;      // the block, numbered by the trace; kNoBlock: free(NULL)
     uint64_t size;    // bytes (alloc, realloc); 0 for free
     uint32_t line;    // the trace's line (a built-in's: the line in its --generate output)
+    uint8_t thread = 1;  // who does it: 1 the replay's own thread, 2..kMaxThreads a helper ('@N')
 };
 
 // `f -1` in a trace: free(NULL), which must do nothing.
@@ -35,6 +37,7 @@ inline constexpr uint64_t kMaxIds = 1u << 24;            // ids 0 .. 16777215
 inline constexpr uint64_t kMaxSize = 1ull << 40;         // 1 TiB a request
 inline constexpr uint64_t kMaxOps = 1u << 26;            // 67,108,864 operations
 inline constexpr std::size_t kMaxLine = 4096;            // bytes a line
+inline constexpr unsigned kMaxThreads = 4;               // threads @1 .. @4
 
 // Text from a file, made safe to print: printable ASCII as is, anything else as \xNN,
 // cut after `max` bytes with "...".
@@ -53,9 +56,10 @@ std::vector<std::string> builtin_names();
 bool make_builtin(const std::string& name, uint64_t seed, double scale, Workload* out);
 
 // Parses a malloc-lab trace: optional header lines (numbers only: mdriver's suggested heap
-// size, number of ids, number of operations, weight), then one operation a line; blank lines and
-// lines starting with '#' are skipped. Both common dialects: `f -1` is free(NULL), and a realloc
-// of an id never allocated is realloc(NULL, size), i.e. malloc. Checks that ids are used
+// size, number of ids, number of operations, weight), then one operation a line, optionally
+// followed by the thread that does it (`f 3 @2`; `@1`, the default, is the replay's own
+// thread); blank lines and lines starting with '#' are skipped. Both common dialects: `f -1` is
+// free(NULL), and a realloc of an id never allocated is realloc(NULL, size), i.e. malloc. Checks that ids are used
 // consistently: no free or realloc of a freed block, no alloc of a live id. A header whose counts
 // disagree with the body is a warning. On error returns false and sets `error` to
 // "<source>:<line>: <what>".
