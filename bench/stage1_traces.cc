@@ -13,6 +13,7 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "stage1_brk/core.h"
@@ -66,12 +67,66 @@ Workload lab_like(const std::string& name) {
     return w;
 }
 
+// Where the heap's bytes are when its footprint last reached its peak (--breakdown): the
+// requested payload of the live blocks, the tags (header and footer), each used block's
+// rounding beyond its request (alignment, minimum block, realloc slack, a split remainder too
+// small to stand alone), free blocks inside the heap (fragmentation), the heap's trailing free
+// block (the growth margin and whatever was freed at the end), and the region headers and
+// fences. The parts add up to the footprint.
+struct Breakdown {
+    uint64_t footprint = 0, payload = 0, tags = 0, rounding = 0, free_inside = 0, wilderness = 0, meta = 0;
+};
+
 struct Result {
     double utilisation = 0, ops_per_second = 0;
     bool ok = false;
+    Breakdown at_peak;
 };
 
-Result replay(const Workload& w, uint64_t fit) {
+struct BreakdownWalk {
+    const std::unordered_map<uintptr_t, uint64_t>* requested;  // payload address -> bytes asked
+    Breakdown b;
+    uint64_t last_free = 0;  // size of the free block just seen (the wilderness if last)
+};
+
+int breakdown_visit(void* raw, uint64_t kind, uint64_t address, uint64_t size) {
+    auto* w = static_cast<BreakdownWalk*>(raw);
+    switch (kind) {
+        case S1_KIND_REGION:
+            w->b.meta += kS1RegionHeader;
+            break;
+        case S1_KIND_FENCE:
+            w->b.meta += size;
+            if (size < 16) w->b.wilderness += w->last_free, w->b.free_inside -= w->last_free;  // epilogue
+            w->last_free = 0;
+            break;
+        case S1_KIND_USED: {
+            uint64_t usable = s1_block_usable(reinterpret_cast<void*>(address + 8));
+            uint64_t asked = w->requested->at(address + 8);
+            w->b.payload += asked;
+            w->b.tags += size - usable;
+            w->b.rounding += usable - asked;
+            w->last_free = 0;
+            break;
+        }
+        default:
+            w->b.free_inside += size;
+            w->last_free = size;
+    }
+    return 1;
+}
+
+Breakdown breakdown_now(const std::vector<void*>& blocks, const std::vector<uint64_t>& sizes) {
+    std::unordered_map<uintptr_t, uint64_t> requested;
+    for (std::size_t i = 0; i < blocks.size(); ++i)
+        if (blocks[i]) requested[reinterpret_cast<uintptr_t>(blocks[i])] = sizes[i];
+    BreakdownWalk walk{&requested, {}, 0};
+    s1_walk(&breakdown_visit, &walk);
+    walk.b.footprint = s1_footprint;
+    return walk.b;
+}
+
+Result replay(const Workload& w, uint64_t fit, bool breakdown) {
     ReservedBreak brk;
     g_break = &brk;
     s1_reset();
@@ -79,7 +134,8 @@ Result replay(const Workload& w, uint64_t fit) {
     s1_set_fit(fit);
     std::vector<void*> blocks(w.ids, nullptr);
     std::vector<uint64_t> sizes(w.ids, 0);
-    uint64_t live = 0, peak = 0;
+    uint64_t live = 0, peak = 0, peak_footprint_seen = 0;
+    Breakdown at_peak;
     auto start = std::chrono::steady_clock::now();
     for (const Op& op : w.ops) {
         if (op.id >= w.ids) continue;  // free(NULL): nothing to do
@@ -103,6 +159,10 @@ Result replay(const Workload& w, uint64_t fit) {
                 break;
         }
         if (live > peak) peak = live;
+        if (breakdown && s1_peak_footprint > peak_footprint_seen) {
+            peak_footprint_seen = s1_peak_footprint;
+            at_peak = breakdown_now(blocks, sizes);
+        }
     }
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     S1Report report;
@@ -110,6 +170,7 @@ Result replay(const Workload& w, uint64_t fit) {
     result.ok = s1_check(&report) == S1_CHECK_OK;
     result.utilisation = s1_peak_footprint ? double(peak) / double(s1_peak_footprint) : 0;
     result.ops_per_second = seconds > 0 ? double(w.ops.size()) / seconds : 0;
+    result.at_peak = at_peak;
     for (void* p : blocks) s1_free(p);
     s1_sbrk_hook = nullptr;
     s1_reset();
@@ -121,6 +182,7 @@ Result replay(const Workload& w, uint64_t fit) {
 int main(int argc, char** argv) {
     std::vector<std::string> fit_names = {"first", "next", "best", "seg"};
     std::vector<Workload> workloads;
+    bool breakdown = false;
     const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY");
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
@@ -128,6 +190,18 @@ int main(int argc, char** argv) {
             fit_names.clear();
             std::stringstream list(arg.substr(7));
             for (std::string name; std::getline(list, name, ',');) fit_names.push_back(name);
+            continue;
+        }
+        if (arg.rfind("--option=", 0) == 0) {  // a stage option, NAME=VALUE (margin, trim)
+            std::string option = arg.substr(9);
+            std::size_t eq = option.find('=');
+            if (eq == std::string::npos || option.substr(0, eq) == "fit" ||
+                !edu::stage1::descriptor.set_option(option.substr(0, eq).c_str(), option.substr(eq + 1).c_str()))
+                return std::fprintf(stderr, "%s: not a stage 1 option (use --fits= for the policy)\n", arg.c_str()), 2;
+            continue;
+        }
+        if (arg == "--breakdown") {
+            breakdown = true;
             continue;
         }
         std::string path = (arg[0] != '/' && cwd) ? std::string(cwd) + "/" + arg : arg;
@@ -155,6 +229,23 @@ int main(int argc, char** argv) {
             return std::fprintf(stderr, "unknown fit policy: %s\n", name.c_str()), 2;
         fits.push_back(s1_fit_policy);
     }
+    if (breakdown) {
+        // One row per trace and policy: the heap at its peak footprint, in percent of it.
+        std::printf("| trace | fit | util | peak footprint | payload | tags | rounding | free inside | trailing free | regions |\n");
+        std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+        for (const Workload& w : workloads) {
+            for (std::size_t i = 0; i < fits.size(); ++i) {
+                Result r = replay(w, fits[i], true);
+                if (!r.ok) return std::fprintf(stderr, "%s: failed under fit=%s\n", w.name.c_str(), fit_names[i].c_str()), 1;
+                const Breakdown& b = r.at_peak;
+                auto pct = [&](uint64_t part) { return 100.0 * double(part) / double(b.footprint); };
+                std::printf("| %s | %s | %.1f%% | %llu | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% |\n", w.name.c_str(),
+                            fit_names[i].c_str(), 100 * r.utilisation, static_cast<unsigned long long>(b.footprint),
+                            pct(b.payload), pct(b.tags), pct(b.rounding), pct(b.free_inside), pct(b.wilderness), pct(b.meta));
+            }
+        }
+        return 0;
+    }
     std::printf("| trace | ops |");
     for (const std::string& name : fit_names) std::printf(" %s util | %s Mops/s |", name.c_str(), name.c_str());
     std::printf("\n|---|---|");
@@ -164,7 +255,7 @@ int main(int argc, char** argv) {
     for (const Workload& w : workloads) {
         std::printf("| %s | %zu |", w.name.c_str(), w.ops.size());
         for (std::size_t i = 0; i < fits.size(); ++i) {
-            Result r = replay(w, fits[i]);
+            Result r = replay(w, fits[i], false);
             if (!r.ok) return std::fprintf(stderr, "%s: failed under fit=%s\n", w.name.c_str(), fit_names[i].c_str()), 1;
             sum[i] += r.utilisation;
             if (r.utilisation < low[i]) low[i] = r.utilisation;

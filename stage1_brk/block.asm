@@ -7,7 +7,7 @@ default rel
 %include "types.inc"
 
 extern s1_list_push, s1_list_remove             ; freelist.asm
-extern s1_heap_trim, s1_fit_policy              ; heap.asm
+extern s1_heap_trim, s1_fit_policy, s1_last_region ; heap.asm
 
 section .text
 
@@ -20,7 +20,11 @@ section .text
 ; large blocks then grow from opposite ends of the same free space, so when the large ones
 ; die together their holes merge instead of being pinned apart by small survivors; and a
 ; large block carved from the heap's trailing free block ends the heap, where realloc can
-; extend it with the break.
+; extend it with the break. One exception: in the trailing free block (the wilderness), a
+; large block goes at the back only when what stays in front is at least as large as the
+; block. A smaller front piece would be stranded below a used block, too small for most
+; requests and unable to grow; placed at the front, the block leaves the rest as the
+; wilderness, which the next growth extends.
 ;   IN:  rdi = header of a block on a free list, rsi = asize (<= its size)
 ;   OUT: rax = header of the used block (rdi, or inside it when placed at the back)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
@@ -41,6 +45,14 @@ s1_place:
         jne     .front
         cmp     r12, S1_SPLIT_BACK
         jb      .front
+        cmp     rax, r12
+        jae     .back                           ; room in front: a real hole, not a sliver
+        mov     rcx, [s1_last_region]
+        mov     rcx, [rcx + S1_REGION_END]
+        lea     rdx, [rbx + r13 + 8]            ; where the block's epilogue would be
+        cmp     rdx, rcx
+        je      .front                          ; the wilderness keeps its rest at the end
+.back:
         SET_TAGS rbx, rax, rdx                  ; the rest stays at the front, free
         mov     rdi, rbx
         add     rbx, rax                        ; the used block: the last asize bytes

@@ -36,8 +36,7 @@ enum S1Fit : uint64_t { S1_FIT_FIRST = 0, S1_FIT_NEXT = 1, S1_FIT_BEST = 2, S1_F
 inline constexpr uint64_t kS1Classes = 64;    // size classes of the segregated fit
 inline constexpr uint64_t kS1SegScan = 16;    // blocks it compares within a class
 inline constexpr uint64_t kS1SplitBack = 128; // seg fit: blocks this large go at a free block's back
-inline constexpr uint64_t kS1GrowShift = 3;   // growth margin = footprint >> 3, bounded
-inline constexpr uint64_t kS1SlackShift = 3;  // a block grown by realloc keeps up to asize >> 3 more
+inline constexpr uint64_t kS1GrowShift = 8;   // growth margin = footprint >> 8, bounded
 
 // ---- Walk kinds, passed to the visitor ----
 enum S1Kind : uint64_t { S1_KIND_REGION = 0, S1_KIND_FENCE = 1, S1_KIND_USED = 2, S1_KIND_FREE = 3 };

@@ -43,7 +43,7 @@ s1_status:          resd 1                      ; S1_* status of the last failin
 section .text
 
 ; [S1.31] GROW_MARGIN dst: the room added to a growth beyond what the request needs, and kept
-; by a trim: an eighth of what the heap holds (footprint >> S1_GROW_SHIFT), at most
+; by a trim: a 256th of what the heap holds (footprint >> S1_GROW_SHIFT), at most
 ; s1_grow_margin, in 16-byte units. A small heap grows (and shrinks) by little more than it
 ; needs, so short programs and traces are not charged for room they never use; a large one
 ; grows geometrically, so the number of sbrk calls grows with the log of the heap, not its size.

@@ -195,17 +195,17 @@ s1_usable_size:
         ret
 
 ; [S1.18] s1_realloc: resize a block, in place whenever the neighbours allow.
-;   shrink (or grow within the block's slack) -> keep it; split the tail off only when the tail
-;     is more than the slack a grown block may keep (asize >> S1_SLACK_SHIFT);
+;   shrink -> keep it; split the tail off when it can stand as a block of its own;
 ;   grow, next block free and large enough -> absorb it (forward);
-;   grow, block ends the heap (or only a free block follows it) -> extend the break, so the
-;     new memory joins that free tail, then absorb it;
+;   grow, block ends the heap (or only a free block follows it) -> extend the break by what
+;     is missing, so the new memory joins that free tail, then absorb it;
 ;   grow, previous block free, and previous + block (+ next, when free) large enough -> take
 ;     them and move the payload down (backward);
 ;   otherwise -> allocate, copy the old payload, free the old block.
-; [S1.33] A block that grows takes slack: up to target = asize + asize/8 of what it absorbs
-; (and a moved block is allocated that large), so the next growth of the same block, the way
-; a vector or a string builder grows, usually finds room without moving or calling sbrk.
+; [S1.33] A grown block takes exactly its new size: what it absorbs beyond that goes back as
+; a free block when it can stand alone. (An earlier version kept an eighth more as slack for
+; the next growth; with the growth rule [S1.31] and the path at the break, the slack cost more
+; heap than it saved on every realloc trace but one.)
 ;   IN:  rdi = pointer or 0 (then this is s1_malloc), rsi = new size
 ;   OUT: rax = the block (same or moved), or 0 with s1_status = S1_ENOMEM (old block intact)
 ;        or a bad-pointer status (nothing touched)
@@ -220,7 +220,7 @@ s1_realloc:
         jmp     s1_malloc                       ; realloc(NULL, n) is malloc(n)
 .resize:
         push    rbx                             ; rbx = payload
-        push    r12                             ; r12 = requested size, then the target
+        push    r12                             ; r12 = requested size
         push    r13                             ; r13 = asize
         push    r14                             ; r14 = header
         push    r15                             ; r15 = current block size
@@ -236,25 +236,13 @@ s1_realloc:
         and     r15, ~S1_FLAGS
         cmp     r13, r15
         ja      .grow
-        mov     rax, r15
-        sub     rax, r13                        ; rax = the tail
-        mov     rcx, r13
-        shr     rcx, S1_SLACK_SHIFT
-        cmp     rax, rcx
-        jbe     .same                           ; within the slack: keep it
-        mov     rdi, r14                        ; shrink in place
-        mov     rsi, r13
+        mov     rdi, r14                        ; shrink (or stay) in place: a tail that can
+        mov     rsi, r13                        ; stand alone goes back
         call    s1_split_tail
-.same:
         mov     rax, rbx
         jmp     .out
 
 .grow:
-        mov     r12, r13
-        shr     r12, S1_SLACK_SHIFT
-        add     r12, r13
-        add     r12, S1_ALIGN - 1
-        and     r12, -S1_ALIGN                  ; r12 = target: asize plus slack
         lea     rdi, [r14 + r15]                ; rdi = the next block's header
         mov     rax, [rdi]
         mov     rcx, rdi                        ; rcx = where the heap must end to grow here
@@ -274,8 +262,8 @@ s1_realloc:
         sub     rax, 8
         cmp     rcx, rax
         jne     .backward                       ; an epilogue, but not the break's
-        mov     rdi, r12
-        sub     rdi, r15                        ; only what the block lacks: target - size
+        mov     rdi, r13
+        sub     rdi, r15                        ; only what the block lacks: asize - size
         call    s1_heap_grow                    ; extend: the new memory joins the free tail
         test    rax, rax
         jz      .backward                       ; no more break: other ways may still work
@@ -335,12 +323,8 @@ s1_realloc:
         pop     rdx
 
 .fit:   ; IN: rdx = header of the run the block now starts, rcx = the run's size (>= asize).
-        ; The block takes up to the target; a rest that can stand alone goes back as free.
-        mov     rax, rcx
-        cmp     rax, r12
-        jbe     .fit_used
-        mov     rax, r12                        ; rax = used = min(run, target)
-.fit_used:
+        ; The block takes asize; a rest that can stand alone goes back as free.
+        mov     rax, r13                        ; rax = used
         mov     rsi, rcx
         sub     rsi, rax                        ; rsi = rest
         cmp     rsi, S1_MIN_BLOCK
@@ -363,15 +347,10 @@ s1_realloc:
         jmp     .out
 
 .move:
-        lea     rdi, [r12 - S1_OVERHEAD]
-        call    s1_malloc                       ; the moved block takes its slack too...
-        test    rax, rax
-        jnz     .copy
         lea     rdi, [r13 - S1_OVERHEAD]
-        call    s1_malloc                       ; ...unless only the bare size can be had
+        call    s1_malloc
         test    rax, rax
         jz      .out                            ; ENOMEM: the old block is untouched
-.copy:
         mov     r13, rax
         mov     rdi, rax                        ; copy the whole old payload
         mov     rsi, rbx

@@ -189,6 +189,28 @@ TEST_CASE_FIXTURE(IsolatedHeap, "the segregated fit files blocks by size class a
     (void)g1, (void)g2, (void)g3;
 }
 
+TEST_CASE_FIXTURE(IsolatedHeap, "a large block leaves the wilderness at the end when little would stay in front") {
+    s1_grow_margin = 0;  // exact growths: the block sizes below are the whole story
+    s1_set_fit(S1_FIT_SEG);
+    void* a = s1_malloc(16);
+    REQUIRE(s1_free(s1_malloc(1000)) == S1_OK);  // the wilderness: 1,024 bytes after a
+    uint64_t wild = header(a) + kS1MinBlock;
+    REQUIRE(blocks().back().kind == S1_KIND_FREE);
+    REQUIRE(blocks().back().size == 1024);
+    // asize 624 would leave 400 bytes in front of it: at the front instead [S1.32], so the
+    // rest stays the heap's trailing free block.
+    void* p = s1_malloc(600);
+    CHECK(header(p) == wild);
+    CHECK(blocks().back().kind == S1_KIND_FREE);
+    CHECK(blocks().back().size == 1024 - 624);
+    REQUIRE(s1_free(p) == S1_OK);
+    // asize 320 leaves 704 in front, more than itself: at the back, as in any other hole.
+    void* q = s1_malloc(300);
+    CHECK(header(q) == wild + 1024 - 320);
+    CHECK(blocks().back().kind == S1_KIND_USED);
+    CHECK(check() == S1_CHECK_OK);
+}
+
 TEST_CASE_FIXTURE(IsolatedHeap, "the segregated fit uses the wilderness only when nothing else fits") {
     s1_grow_margin = 0;  // exact growths: the block sizes below are the whole story
     void* hole = s1_malloc(3040);  // laid out under first fit: hole, guard, then the end
@@ -224,7 +246,7 @@ TEST_CASE_FIXTURE(IsolatedHeap, "switching to and from the segregated fit refile
     CHECK(blocks().size() == 1);
 }
 
-TEST_CASE_FIXTURE(IsolatedHeap, "the growth margin is an eighth of the heap, at most the option") {
+TEST_CASE_FIXTURE(IsolatedHeap, "the growth margin is a 256th of the heap, at most the option") {
     REQUIRE(s1_malloc(16) != nullptr);
     CHECK(s1_footprint == 32 + 48);  // block, fences and region header: no margin yet
     REQUIRE(s1_malloc(100000) != nullptr);
@@ -236,9 +258,10 @@ TEST_CASE_FIXTURE(IsolatedHeap, "the growth margin is an eighth of the heap, at 
     CHECK(blocks().back().size == ((before >> kS1GrowShift) & ~uint64_t{15}));
     before = s1_footprint;
     REQUIRE(s1_malloc(1 << 20) != nullptr);
-    CHECK(blocks().back().size == ((before >> kS1GrowShift) & ~uint64_t{15}));  // an eighth
+    CHECK(blocks().back().size == ((before >> kS1GrowShift) & ~uint64_t{15}));  // a 256th
     s1_grow_margin = 4096;
-    REQUIRE(s1_malloc(1 << 20) != nullptr);
+    REQUIRE(s1_malloc(1 << 21) != nullptr);
+    REQUIRE((s1_footprint >> kS1GrowShift) > 4096);
     CHECK(blocks().back().size == 4096);  // capped by the option
 }
 
@@ -270,20 +293,20 @@ TEST_CASE_FIXTURE(IsolatedHeap, "realloc grows into a free predecessor, moving t
     CHECK(check() == S1_CHECK_OK);
 }
 
-TEST_CASE_FIXTURE(IsolatedHeap, "a block grown by realloc keeps slack for its next growth") {
+TEST_CASE_FIXTURE(IsolatedHeap, "a block grown by realloc takes exactly its size and gives the rest back") {
     void* p = s1_malloc(1000);
     void* fence = s1_malloc(10000);  // p's successor, then freed: room to grow forward
     void* guard = s1_malloc(16);
     REQUIRE(s1_free(fence) == S1_OK);
     REQUIRE(s1_realloc(p, 2000) == p);
-    uint64_t asize = 2016;  // 2000 + header and footer
-    CHECK(s1_usable_size(p) + kS1Overhead == ((asize + asize / 8 + 15) & ~uint64_t{15}));  // target
-    std::vector<Row> before = blocks();
-    CHECK(s1_realloc(p, 2200) == p);  // inside the slack: nothing moves, nothing is split
-    std::vector<Row> after = blocks();
-    REQUIRE(after.size() == before.size());
-    for (std::size_t i = 0; i < after.size(); ++i) CHECK(after[i].size == before[i].size);
-    CHECK(s1_realloc(p, 100) == p);  // a real shrink still gives the tail back
+    CHECK(s1_usable_size(p) + kS1Overhead == 2016);  // 2000 + header and footer: no slack
+    std::vector<Row> rows = blocks();
+    REQUIRE(rows.size() >= 3);  // p, the rest, guard (and perhaps the margin)
+    CHECK(rows[1].kind == S1_KIND_FREE);  // the rest of the absorbed block
+    CHECK(rows[1].size == 1024 + 10016 - 2016);
+    CHECK(s1_realloc(p, 2001) == p);  // the next growth absorbs the rest again
+    CHECK(s1_usable_size(p) + kS1Overhead == 2032);
+    CHECK(s1_realloc(p, 100) == p);  // a shrink gives the tail back
     CHECK(s1_usable_size(p) < 200);
     CHECK(check() == S1_CHECK_OK);
     (void)guard;

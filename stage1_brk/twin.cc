@@ -294,7 +294,9 @@ uint64_t Twin::place(uint64_t header, uint64_t asize) {
         set_tags(header, size | kAlloc);
         return header;
     }
-    if (fit_policy == S1_FIT_SEG && asize >= kS1SplitBack) {  // used part at the back
+    // [S1.32] used part at the back, except in a wilderness that would keep less than asize
+    bool at_back = fit_policy == S1_FIT_SEG && asize >= kS1SplitBack && (rest >= asize || header != wilderness());
+    if (at_back) {
         set_tags(header, rest);
         set_tags(header + rest, asize | kAlloc);
         list_push(header);
@@ -395,10 +397,9 @@ void* Twin::realloc(void* ptr, uint64_t size) {
     uint64_t header = reinterpret_cast<uint64_t>(ptr) - 8;
     uint64_t current = load(header) & ~kFlags;
     if (asize <= current) {
-        if (current - asize > (asize >> kS1SlackShift)) split_tail(header, asize);
+        split_tail(header, asize);
         return ptr;
     }
-    uint64_t target = (asize + (asize >> kS1SlackShift) + kS1Align - 1) & ~(kS1Align - 1);
     uint64_t next = header + current, tag = load(next);
     uint64_t end = 0;  // the epilogue this block could grow against
     bool forward = false;
@@ -408,13 +409,13 @@ void* Twin::realloc(void* ptr, uint64_t size) {
         if (current + tag >= asize) forward = true;
         else if (load(next + tag) == kEpilogueTag) end = next + tag;
     }
-    if (end && end == load(last_region_ + kRegionEnd) - 8 && heap_grow(target - current)) forward = true;
+    if (end && end == load(last_region_ + kRegionEnd) - 8 && heap_grow(asize - current)) forward = true;
     if (forward) {
         tag = load(next);
         if (!(tag & kAlloc) && current + tag >= asize) {
             list_remove(next);
             store(next, kS1Poison);
-            return fit(header, current + tag, target);
+            return fit(header, current + tag, asize);
         }
     }
     uint64_t prev_footer = load(header - 8);
@@ -429,19 +430,18 @@ void* Twin::realloc(void* ptr, uint64_t size) {
                 store(next, kS1Poison);
             }
             std::memmove(reinterpret_cast<void*>(prev + 8), ptr, current - kS1Overhead);
-            return fit(prev, run, target);
+            return fit(prev, run, asize);
         }
     }
-    void* moved = malloc(target - kS1Overhead);
-    if (!moved) moved = malloc(asize - kS1Overhead);
+    void* moved = malloc(asize - kS1Overhead);
     if (!moved) return nullptr;
     std::memcpy(moved, ptr, current - kS1Overhead);
     free_block(header);
     return moved;
 }
 
-void* Twin::fit(uint64_t header, uint64_t run, uint64_t target) {
-    uint64_t used = run < target ? run : target;
+void* Twin::fit(uint64_t header, uint64_t run, uint64_t asize) {
+    uint64_t used = asize;
     if (run - used < kS1MinBlock) {
         set_tags(header, run | kAlloc);
     } else {

@@ -61,7 +61,7 @@ private:
     uint64_t coalesce(uint64_t header);
     void split_tail(uint64_t header, uint64_t asize);
     void free_block(uint64_t header);
-    void* fit(uint64_t header, uint64_t run, uint64_t target);  // s1_realloc's .fit
+    void* fit(uint64_t header, uint64_t run, uint64_t asize);  // s1_realloc's .fit
 
     std::function<void*(intptr_t)> sbrk_;
     uint64_t first_region_ = 0, last_region_ = 0;
