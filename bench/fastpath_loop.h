@@ -5,6 +5,11 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "contract/allocator.h"
 
 namespace edu::bench {
 
@@ -22,6 +27,25 @@ inline void fastpath_loop(void* (*malloc_fn)(std::size_t), void (*free_fn)(void*
         f(p);
     }
     f(anchor);
+}
+
+// The main of a stage's fast-path benchmark: `PROGRAM [N=1000000] [OPTIONS] [SIZE=32]` sets the
+// stage's options (EDU_OPTIONS syntax without the stage prefix, comma-separated; `options`
+// when none are given), then runs the loop N times on the stage's in-process entry.
+inline int fastpath_main(const Stage& stage, const char* options, int argc, char** argv) {
+    unsigned long iterations = argc > 1 ? std::strtoul(argv[1], nullptr, 0) : 1000000;
+    char text[256];
+    std::snprintf(text, sizeof text, "%s", argc > 2 ? argv[2] : options);
+    for (char* entry = std::strtok(text, ","); entry; entry = std::strtok(nullptr, ",")) {
+        char* value = std::strchr(entry, '=');
+        if (!value || (*value++ = 0, !stage.set_option(entry, value))) {
+            std::fprintf(stderr, "%s: bad option %s\n", argv[0], entry);
+            return 2;
+        }
+    }
+    std::size_t size = argc > 3 ? std::strtoul(argv[3], nullptr, 0) : 32;
+    fastpath_loop(stage.single_thread->malloc, stage.single_thread->free, iterations, size);
+    return 0;
 }
 
 }  // namespace edu::bench

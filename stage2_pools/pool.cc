@@ -74,8 +74,8 @@ void* pool_malloc_slow(unsigned c) {
         // An empty pool's live bitmap is already all zero: every bit was cleared by a free.
     }
     Block* block = pool->free;
+    uint32_t index = pool_pop_index(pool, block, "malloc");
     pool->used = 1;
-    uint32_t index = block_index(pool, reinterpret_cast<uintptr_t>(block));
     pool_bitmap(pool)[index >> 6] |= uint64_t{1} << (index & 63);
     if ((pool->free = block->next) == nullptr) pool_refill(pool);
     return block;
@@ -124,6 +124,17 @@ void small_reject(const void* user, uintptr_t block, const char* call) {
         }
     }
     die(kStageName, call, user, what);
+}
+
+void pool_link_corrupt(const Pool* pool, const void* block, const char* call) {
+    char text[160];
+    LineWriter(text, sizeof text)
+        .str("free list corrupted: the free ")
+        .dec(pool->block_size)
+        .str("-byte blocks of pool ")
+        .ptr(pool)
+        .str(" link to no free block of the pool (a write after free, or an overflow into a free block)");
+    die(kStageName, call, block, text);
 }
 
 }  // namespace edu::stage2

@@ -28,6 +28,7 @@ void* pool_malloc_slow(unsigned c);              // used[c] is empty: take an em
 void pool_refill(Pool* pool);                    // free list ran dry: carve a block or go full
 void pool_free_slow(Pool* pool, bool was_full);  // full -> used, or used -> empty
 [[noreturn]] void small_reject(const void* user, uintptr_t block, const char* call);
+[[noreturn, gnu::cold]] void pool_link_corrupt(const Pool* pool, const void* block, const char* call);
 
 // Index of the block at byte `offset` (>= header) of a pool of class c.
 inline uint32_t block_index(uint32_t offset, unsigned c) {
@@ -39,17 +40,34 @@ inline uint32_t block_index(const Pool* pool, uintptr_t block) {
     return block_index(static_cast<uint32_t>(offset), pool->class_index);
 }
 
+// [S2.26] The head of a pool's free list came from a link stored in a free block, which a
+// write after free or an overflow from the block below can have changed. Before the pop reads
+// through it or sets its bit, it must lie in the carved part of this pool, 16-byte aligned:
+// one unsigned compare of its distance from the first block with the carved bytes (an address
+// below the pool wraps to a huge distance) and one test of its low bits. Anything else dies
+// naming the call and the link: "free list corrupted". A 16-byte-aligned link into the middle
+// of a larger block, or to a live block, passes (only the multiply-back of the index and a
+// read of the live bit would see those: more than this range check costs, section 3).
+// Returns the block's index in the live bitmap.
+inline uint32_t pool_pop_index(Pool* pool, const Block* block, const char* call) {
+    uintptr_t rel = reinterpret_cast<uintptr_t>(block) - reinterpret_cast<uintptr_t>(pool) - g_heap.header_bytes;
+    if (__builtin_expect(rel >= pool->next_offset - g_heap.header_bytes || (rel & (kAlignment - 1)) != 0, 0))
+        pool_link_corrupt(pool, block, call);
+    return static_cast<uint32_t>((rel * kReciprocal.of[pool->class_index]) >> 32);
+}
+
 // [S2.10] The hot path: the first pool of the class's ring always has a free block, so
-// allocation is: find the ring head, pop the pool's free list, count, mark. Only when the list
-// runs dry (pool_refill) or the ring is empty (pool_malloc_slow) does a call happen.
+// allocation is: find the ring head, pop the pool's free list (its head checked, S2.26),
+// count, mark. Only when the list runs dry (pool_refill) or the ring is empty
+// (pool_malloc_slow) does a call happen.
 inline void* pool_malloc(unsigned c) {
     PoolLinks* head = &g_heap.used[c];
     PoolLinks* first = head->next;
     if (__builtin_expect(first == head, 0)) return pool_malloc_slow(c);
     Pool* pool = static_cast<Pool*>(first);
     Block* block = pool->free;
+    uint32_t index = pool_pop_index(pool, block, "malloc");
     ++pool->used;
-    uint32_t index = block_index(pool, reinterpret_cast<uintptr_t>(block));
     pool_bitmap(pool)[index >> 6] |= uint64_t{1} << (index & 63);
     if (__builtin_expect((pool->free = block->next) == nullptr, 0)) pool_refill(pool);
     return block;

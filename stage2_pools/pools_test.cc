@@ -422,6 +422,29 @@ TEST_CASE("pointers into a pool that are not live blocks are told apart") {
     s2().free(a);
 }
 
+// [S2.26] A free block's link overwritten (a write after free, an overflow from the block below)
+// is checked before malloc follows it: a link misaligned inside the pool, one into the pool's
+// header or its uncarved tail, and one out of the pool each die in the malloc that pops it,
+// naming the link. Without the check the first one hands out a misaligned block and reads the
+// next link from inside a live block; the last one is a SIGSEGV or a write anywhere.
+TEST_CASE("malloc refuses a free-list link that is not a carved block of its pool") {
+    start_clean();
+    auto* a = static_cast<char*>(s2().malloc(48));
+    auto* b = static_cast<char*>(s2().malloc(48));
+    Pool* pool = pool_at(a);
+    char* base = reinterpret_cast<char*>(pool);
+    s2().free(a);  // a heads the free list: the next malloc returns it and pops its link
+    for (char* link : {b + 1, b + 8, base + 8, base + pool->next_offset, base - 4096, static_cast<char*>(nullptr) + 64}) {
+        require_report("malloc", link, {"free list corrupted"}, [&] {
+            reinterpret_cast<Block*>(a)->next = reinterpret_cast<Block*>(link);
+            s2().malloc(48);   // returns a, and the link becomes the list's head
+            s2().malloc(48);   // pops the link: refused
+        });
+    }
+    require_ok();
+    s2().free(b);
+}
+
 // ---- The checker --------------------------------------------------------------------------
 
 TEST_CASE("the checker reports a damaged free list and a damaged live bitmap") {
