@@ -2,9 +2,9 @@
 // Exports malloc, free, calloc, realloc, reallocarray, memalign, posix_memalign, aligned_alloc,
 // valloc, pvalloc, malloc_usable_size and edu_preload_stage; each call goes to the entry chosen
 // at the first call: the stage's `thread_safe` entry, the debug layer over it (debug=on), and
-// the memcheck layer over that under valgrind; malloc and free call a stage's direct functions
-// when it has them and they are the entry chosen. tools/preload.bzl compiles it once per stage.
-// The first call also turns a stage's statistics off unless EDU_ALLOC_STATS/EDU_ALLOC_CHECK ask.
+// the memcheck layer over that under valgrind. tools/preload.bzl compiles it once per stage.
+// The first call also turns a stage's statistics off when neither EDU_ALLOC_STATS nor
+// EDU_ALLOC_CHECK asks for them.
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -15,6 +15,7 @@
 #include "contract/allocator.h"
 #include "contract/debug.h"
 #include "contract/diagnostics.h"
+#include "contract/mapped.h"
 #include "contract/memcheck.h"
 #include "contract/options.h"
 #include "contract/report.h"
@@ -25,11 +26,6 @@
 
 namespace EDU_PRELOAD_NAMESPACE {
 extern const ::edu::Stage EDU_PRELOAD_DESCRIPTOR;
-#ifdef EDU_PRELOAD_DIRECT
-// The stage's malloc and free in the mode a user gets, called by name (tools/preload.bzl).
-void* direct_malloc(std::size_t size);
-void direct_free(void* ptr);
-#endif
 }
 
 // Project code is built with -fvisibility=hidden; only these names leave the shared object.
@@ -59,30 +55,6 @@ pthread_once_t g_api_once = PTHREAD_ONCE_INIT;
 bool g_debug = false;
 extern const edu::Api* g_api;
 
-// Direct calls. Through g_api, malloc and free cost a load and an indirect jump on top of
-// the stage's own code (8 instructions, a fifth of stage 4's malloc, while g_api could still be
-// null and the first call's pthread_once was inline). A stage built with `direct = True` names its malloc and free for the mode a user
-// gets (direct_malloc, direct_free); when the chosen entry is that very pair (no debug layer,
-// no memcheck layer, no option that picked another mode), g_direct is set and malloc and free
-// are one test of it and a direct jump. The comparison of function pointers is the proof: the
-// flag cannot send a call past a layer or a mode. It is written only where the entry is chosen
-// (the first call, and set_option through edu_preload_stage, between workloads), and a thread
-// that still reads it false takes the indirect path to the same functions.
-#ifdef EDU_PRELOAD_DIRECT
-bool g_direct = false;
-
-void choose_direct() {
-    const edu::Api* chosen = g_api;
-    bool direct = chosen == stage().thread_safe && chosen->malloc == &EDU_PRELOAD_NAMESPACE::direct_malloc &&
-                  chosen->free == &EDU_PRELOAD_NAMESPACE::direct_free;
-    __atomic_store_n(&g_direct, direct, __ATOMIC_RELAXED);
-}
-
-bool direct() { return __builtin_expect(__atomic_load_n(&g_direct, __ATOMIC_RELAXED), 1); }
-#else
-void choose_direct() {}
-#endif
-
 void choose_entry() {
     const edu::Stage& s = stage();
     g_print_stats = env_is_one("EDU_ALLOC_STATS");
@@ -99,7 +71,6 @@ void choose_entry() {
     const edu::Api* chosen = &edu::entry_for(s, *s.thread_safe, options);
     if (edu::running_on_memcheck()) chosen = &edu::memcheck_entry(*chosen);
     __atomic_store_n(&g_api, chosen, __ATOMIC_RELEASE);
-    choose_direct();
 }
 
 // The entry after the first call. Another thread's first call may be choosing it right now:
@@ -141,16 +112,20 @@ void* aligned(std::size_t alignment, std::size_t size) {
 
 std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
 
-// fork: the debug layers' locks first (a layer calls into its stage), then the stage's.
+// fork: the debug layers' locks first (a layer calls into its stage), then the stage's, then
+// that of the over-aligned blocks (contract/mapped.h), which a stage calls into.
 void prepare_fork() {
     edu::debug_prepare_fork();
     stage().prepare_fork();
+    edu::mapped_prepare_fork();
 }
 void after_fork_parent() {
+    edu::mapped_after_fork_parent();
     stage().after_fork_parent();
     edu::debug_after_fork_parent();
 }
 void after_fork_child() {
+    edu::mapped_after_fork_child();
     stage().after_fork_child();
     edu::debug_after_fork_child();
 }
@@ -182,19 +157,9 @@ __attribute__((destructor)) void preload_finish() {
 // Each definition repeats glibc's declaration (<stdlib.h>, <malloc.h>) exactly, `noexcept`
 // included, so the compiler checks the signatures.
 
-EDU_EXPORT void* malloc(size_t size) noexcept {
-#ifdef EDU_PRELOAD_DIRECT
-    if (direct()) return EDU_PRELOAD_NAMESPACE::direct_malloc(size);
-#endif
-    return api().malloc(size);
-}
+EDU_EXPORT void* malloc(size_t size) noexcept { return api().malloc(size); }
 
-EDU_EXPORT void free(void* ptr) noexcept {
-#ifdef EDU_PRELOAD_DIRECT
-    if (direct()) return EDU_PRELOAD_NAMESPACE::direct_free(ptr);
-#endif
-    api().free(ptr);
-}
+EDU_EXPORT void free(void* ptr) noexcept { api().free(ptr); }
 
 EDU_EXPORT void* calloc(size_t count, size_t size) noexcept { return api().calloc(count, size); }
 
@@ -253,20 +218,5 @@ EDU_EXPORT size_t malloc_usable_size(void* ptr) noexcept {
     return ptr == nullptr ? 0 : api().usable_size(ptr);
 }
 
-// Which stage serves this process: lets tests and tools confirm the preload is active. It is
-// the stage's descriptor with one change: set_option also re-chooses the direct calls (g_direct).
-namespace {
-bool set_option_here(const char* name, const char* value) {
-    bool ok = stage().set_option(name, value);
-    chosen_entry();  // the entry is chosen before anything is compared with it
-    choose_direct();
-    return ok;
-}
-const edu::Stage g_view = [] {
-    edu::Stage view = stage();
-    view.set_option = &set_option_here;
-    return view;
-}();
-}  // namespace
-
-EDU_EXPORT const edu::Stage* edu_preload_stage() noexcept { return &g_view; }
+// Which stage serves this process: lets tests and tools confirm the preload is active.
+EDU_EXPORT const edu::Stage* edu_preload_stage() noexcept { return &stage(); }

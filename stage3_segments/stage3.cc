@@ -7,6 +7,7 @@
 
 #include "contract/diagnostics.h"
 #include "contract/locked.h"
+#include "contract/mapped.h"
 #include "stage3_segments/alloc.h"
 #include "stage3_segments/bins.h"
 #include "stage3_segments/check.h"
@@ -49,6 +50,13 @@ void* api_calloc(std::size_t count, std::size_t size) {
 template <class M>
 void* api_realloc(void* p, std::size_t size) {
     if (!p) return heap_alloc<M>(&g_default_heap, size, size);
+    if (std::size_t mapped = mapped_block_size(p)) {   // [S3.39] it moves into the heap
+        void* q = heap_alloc<M>(&g_default_heap, size, size);
+        if (!q) return nullptr;   // ENOMEM; p is untouched
+        std::memcpy(q, p, size < mapped ? size : mapped);
+        mapped_free(p);
+        return q;
+    }
     Page* page = validate_block(p, "realloc");
     std::size_t usable = page->block_size;
     if (size <= usable && size >= usable / 2) {
@@ -80,13 +88,21 @@ void* heap_aligned_in(Heap* heap, std::size_t alignment, std::size_t size) {
     return malloc_one_block(heap, size, alignment, size);
 }
 
+// [S3.39] An alignment above kMaxAlignment (2 MiB: a segment starts with its header, and a
+// pointer is masked down to its segment, so no block can start at a larger multiple) gets a
+// mapping of its own (contract/mapped.h), outside every segment; free_generic, realloc and
+// usable_size ask for it before they judge a pointer. First-class heaps (heaps.h) keep the
+// 2 MiB limit: a heap's blocks live in its segments, which heap_destroy gives back.
 template <class M>
 void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
+    if (alignment > kMaxAlignment && alignment <= kMappedMaxAlignment && (alignment & (alignment - 1)) == 0)
+        return mapped_aligned_alloc(alignment, size);
     return heap_aligned_in<M>(&g_default_heap, alignment, size);
 }
 
 std::size_t api_usable_size(const void* p) {
     if (!p) return 0;
+    if (std::size_t mapped = mapped_block_size(p)) return mapped;
     return validate_block(p, "usable_size")->block_size;
 }
 
@@ -201,7 +217,7 @@ const Stage descriptor = {
     "mimalloc-style segments, pages and sharded free lists, one thread",
     ThreadSafety::locked,
     true,
-    kMaxAlignment,
+    kMappedMaxAlignment,
     &g_single_thread,
     &Lock::api,
     kOptions,

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "contract/diagnostics.h"
+#include "contract/mapped.h"
 #include "stage3_segments/bins.h"
 #include "stage4_threads/alloc.h"
 #include "stage4_threads/check.h"
@@ -35,6 +36,17 @@ void* api_calloc(std::size_t count, std::size_t size) {
     return p;
 }
 
+// A block of contract/mapped.h (alignment above kMaxAlignment) moves into the heap: realloc
+// need not keep an alignment, and the heap serves every size.
+template <class M>
+void* realloc_mapped(void* p, std::size_t usable, std::size_t size) {
+    void* q = heap_alloc<M>(t_heap, size, size);
+    if (!q) return nullptr;   // ENOMEM; p is untouched
+    std::memcpy(q, p, size < usable ? size : usable);
+    mapped_free(p);
+    return q;
+}
+
 // [S4.37] realloc as in stage 3 (S3.32), with two differences: a large block grows or shrinks
 // in place only on its owner's thread (its segment's commitment is the owner's to change), and
 // a block that moves moves into the caller's heap, not its old owner's: the caller is the one
@@ -42,6 +54,7 @@ void* api_calloc(std::size_t count, std::size_t size) {
 template <class M>
 void* api_realloc(void* p, std::size_t size) {
     if (!p) return heap_alloc<M>(t_heap, size, size);
+    if (std::size_t mapped = mapped_block_size(p)) return realloc_mapped<M>(p, mapped, size);
     Found found = find_block(p, "realloc");
     std::size_t usable = found.page->block_size;
     bool in_place = size <= usable && size >= usable / 2;
@@ -61,9 +74,14 @@ void* api_realloc(void* p, std::size_t size) {
 }
 
 // Aligned requests without interior pointers, as stage 3 (S3.33): a class whose blocks are all
-// aligned, or a one-block page at an aligned offset.
+// aligned, or a one-block page at an aligned offset. [S4.51] An alignment above kMaxAlignment
+// (2 MiB: a 4 MiB segment starts with its header, and segment_of masks a pointer down to it,
+// so no block can start at a larger multiple) gets a mapping of its own (contract/mapped.h),
+// outside the arena: free_generic, realloc and usable_size ask for it before find_block.
 template <class M>
 void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
+    if (alignment > kMaxAlignment && alignment <= kMappedMaxAlignment && (alignment & (alignment - 1)) == 0)
+        return mapped_aligned_alloc(alignment, size);
     if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kMaxAlignment) return enomem();
     if (alignment <= kAlignment) return heap_alloc<M>(t_heap, size, size);
     if (size > kMaxRequest) return enomem();
@@ -72,7 +90,11 @@ void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
     return malloc_one_block(t_heap, size, alignment, size);
 }
 
-std::size_t api_usable_size(const void* p) { return p ? find_block(p, "usable_size").page->block_size : 0; }
+std::size_t api_usable_size(const void* p) {
+    if (!p) return 0;
+    if (std::size_t mapped = mapped_block_size(p)) return mapped;
+    return find_block(p, "usable_size").page->block_size;
+}
 CheckResult api_check() { return check_heap(); }
 void api_walk(WalkFn visit, void* context) { walk_heap(visit, context); }
 Stats api_stats() { return stats_snapshot(); }
@@ -80,11 +102,6 @@ Stats api_stats() { return stats_snapshot(); }
 template <class M>
 constexpr Api kApiOf = {&api_malloc<M>,  &api_free<M>, &api_calloc<M>, &api_realloc<M>, &api_aligned_alloc<M>,
                         &api_usable_size, &api_check,   &api_walk,      &api_stats};
-using DropIn = Mode<false>;
-// [S4.50] the mode a user of the drop-in library gets holds the direct calls (stage4.h).
-template <>
-constexpr Api kApiOf<DropIn> = {&direct_malloc,   &direct_free, &api_calloc<DropIn>, &api_realloc<DropIn>,
-                                &api_aligned_alloc<DropIn>, &api_usable_size, &api_check, &api_walk, &api_stats};
 
 // [S4.38] One table per mode, as stage 3 (S3.31), minus the lock: descriptor.single_thread and
 // descriptor.thread_safe are the same table, because the fast paths are already safe for any
@@ -114,16 +131,13 @@ const char* get_option(const char* name) {
 
 }  // namespace
 
-void* direct_malloc(std::size_t size) { return api_malloc<DropIn>(size); }
-void direct_free(void* ptr) { api_free<DropIn>(ptr); }
-
 const Stage descriptor = {
     kStageName,
     4,
     "mimalloc-style heaps, one per thread: remote frees with one CAS, abandoned segments reclaimed",
     ThreadSafety::concurrent,
     true,
-    kMaxAlignment,
+    kMappedMaxAlignment,
     &g_api,
     &g_api,
     kOptions,

@@ -9,10 +9,4 @@ namespace edu::stage4 {
 
 extern const Stage descriptor;
 
-// [S4.50] The drop-in library's direct calls (tools/preload.bzl, `direct = True`): malloc and
-// free of the mode a user gets (stats off). They are the functions the descriptor's
-// table holds in that mode, which is how contract/preload.cc knows it may call them by name.
-void* direct_malloc(std::size_t size);
-void direct_free(void* ptr);
-
 }  // namespace edu::stage4

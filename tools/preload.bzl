@@ -4,7 +4,6 @@
         name = "libedu_stage1.so",
         stage_dep = ":stage1",                # the cc_library that defines the descriptor
         descriptor = "edu::stage1::descriptor",
-        direct = False,                       # True: the stage defines direct_malloc/direct_free
     )
     edu_preload_tests(                        # in tests/preload/BUILD
         stage = 1,
@@ -12,16 +11,13 @@
     )
 
 contract/preload.cc is compiled once per stage; the descriptor reaches it as two defines
-(its namespace and its name), so no header has to be generated. With `direct = True` the stage
-also defines, in that namespace, `void* direct_malloc(std::size_t)` and `void direct_free(void*)`:
-its malloc and free in the mode a user gets, which the library then calls by name instead of
-through the entry's table (contract/preload.cc, g_direct). Everything here is tagged "preload":
-the sanitizer configs in .bazelrc neither build nor run it.
+(its namespace and its name), so no header has to be generated. Everything here is tagged
+"preload": the sanitizer configs in .bazelrc neither build nor run it.
 """
 
 load("//tools:copts.bzl", "EDU_COPTS")
 
-def edu_preload_library(name, stage_dep, descriptor, direct = False, visibility = ["//visibility:public"]):
+def edu_preload_library(name, stage_dep, descriptor, visibility = ["//visibility:public"]):
     namespace, _, symbol = descriptor.rpartition("::")
     if not namespace or not symbol:
         fail("descriptor must be a qualified name such as edu::stage1::descriptor")
@@ -31,7 +27,7 @@ def edu_preload_library(name, stage_dep, descriptor, direct = False, visibility 
         copts = EDU_COPTS + [
             "-DEDU_PRELOAD_NAMESPACE=" + namespace,
             "-DEDU_PRELOAD_DESCRIPTOR=" + symbol,
-        ] + (["-DEDU_PRELOAD_DIRECT"] if direct else []),
+        ],
         # -z defs: every symbol must resolve now, not when a program first calls malloc.
         # --as-needed drops libstdc++ (which allocates at load time) unless the stage's code
         # needs it; EDU_COPTS has -fno-exceptions, so a C program loads only libc with it.

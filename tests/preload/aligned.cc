@@ -2,6 +2,7 @@
 // beyond malloc/free: posix_memalign, memalign, aligned_alloc, valloc, pvalloc, reallocarray,
 // calloc, malloc_usable_size. It finds the stage through the library's edu_preload_stage
 // export (so it refuses to pass unpreloaded), checks every result, and prints OK last.
+// Alignments go up to 64 MiB on every stage.
 // Built with -fno-builtin so the compiler cannot fold or drop the calls under test.
 #include <dlfcn.h>
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 
 #include "contract/allocator.h"
 
@@ -88,6 +90,39 @@ void memalign_and_aligned_alloc(std::size_t max_alignment) {
            "aligned_alloc above the stage's limit: NULL, ENOMEM");
     errno = 0;
     expect(memalign(max_alignment * 2, 10) == nullptr && errno == ENOMEM, "memalign above the limit: NULL, ENOMEM");
+}
+
+// Every stage serves alignments up to at least 64 MiB, as glibc and mimalloc do. For 4, 16
+// and 64 MiB, through each of the three calls: an aligned block whose ends can be written, two
+// live at once, a realloc that grows one and keeps its bytes, one that shrinks the other, and
+// the frees.
+void large_alignments(std::size_t max_alignment) {
+    expect(max_alignment >= (std::size_t{64} << 20), "max_alignment is at least 64 MiB");
+    const std::size_t MiB = std::size_t{1} << 20;
+    for (std::size_t alignment : {4 * MiB, 16 * MiB, 64 * MiB}) {
+        if (alignment > max_alignment) break;
+        const std::size_t size = alignment / 2 + 100;
+        void* p = nullptr;
+        expect(posix_memalign(&p, alignment, size) == 0 && aligned_to(p, alignment), "posix_memalign, 4-64 MiB");
+        void* q = aligned_alloc(alignment, 3 * alignment);
+        expect(aligned_to(q, alignment), "aligned_alloc, 4-64 MiB");
+        void* r = memalign(alignment, 1);
+        expect(aligned_to(r, alignment), "memalign, 4-64 MiB");
+        if (p == nullptr || q == nullptr || r == nullptr) return;
+        expect(malloc_usable_size(p) >= size && malloc_usable_size(q) >= 3 * alignment && malloc_usable_size(r) >= 1,
+               "usable size of an over-aligned block covers the request");
+        std::memset(p, 0x5a, size);
+        static_cast<char*>(q)[3 * alignment - 1] = 1;
+        free(r);
+        void* grown = realloc(p, 2 * size);
+        expect(grown != nullptr && static_cast<unsigned char*>(grown)[0] == 0x5a &&
+                   static_cast<unsigned char*>(grown)[size - 1] == 0x5a,
+               "realloc of an over-aligned block keeps its bytes");
+        void* shrunk = realloc(q, 64);
+        expect(shrunk != nullptr, "realloc shrinks an over-aligned block");
+        free(grown);
+        free(shrunk);
+    }
 }
 
 void page_allocations() {
@@ -167,6 +202,7 @@ int main() {
     posix_memalign_serves_every_power_of_two(stage.max_alignment);
     posix_memalign_rejects_bad_alignments(stage.max_alignment);
     memalign_and_aligned_alloc(stage.max_alignment);
+    large_alignments(stage.max_alignment);
     page_allocations();
     reallocarray_checks_the_product();
     calloc_and_malloc_edges();
