@@ -63,7 +63,7 @@ class StepThrough(unittest.TestCase):
             "const done = arguments[0]; edu.ready.then(() => done(true), (e) => done(String(e)))")
         assert ok is True, ok
         cls.ops = cls.driver.execute_script("return edu.ops()")
-        # The reference: stagediff's own walks at a spread of steps, canonical JSON lines.
+        # The reference: stagediff's own walks at a spread of steps (--json --steps).
         cls.steps = sorted({1, 2, 3, 63, 64, 65, 100, 1000, 2047, 2048, 3333, cls.ops - 1, cls.ops}
                            | set(random.Random(5).sample(range(1, cls.ops), 12)))
         # One stage a run: the page records every stage from a fresh heap.
