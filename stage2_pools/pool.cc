@@ -19,13 +19,18 @@ constexpr Heap make_heap(Heap* self) {
     return heap;
 }
 
-void link_front(Pool* pool, unsigned c) {
-    PoolLinks* head = &g_heap.used[c];
-    pool->next = head->next;
-    pool->prev = head;
-    head->next->prev = pool;
-    head->next = pool;
+// Links `pool` into a ring right after `where` (a head or a pool of the ring).
+void link_after(PoolLinks* where, Pool* pool) {
+    pool->next = where->next;
+    pool->prev = where;
+    where->next->prev = pool;
+    where->next = pool;
 }
+
+void link_front(Pool* pool, unsigned c) { link_after(&g_heap.used[c], pool); }
+
+// A pool that was full rejoins its ring at the back ([S2.9]).
+void link_back(Pool* pool, unsigned c) { link_after(g_heap.used[c].prev, pool); }
 
 void unlink(Pool* pool) {
     pool->prev->next = pool->next;
@@ -89,7 +94,7 @@ void pool_free_slow(Pool* pool, bool was_full) {
         arena_take_back_pool(pool);
         return;
     }
-    if (was_full) link_front(pool, pool->class_index);  // full -> used, first in its ring
+    if (was_full) link_back(pool, pool->class_index);  // full -> used, last in its ring
     // [lab S2.pool_states end]
 }
 

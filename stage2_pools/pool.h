@@ -22,6 +22,10 @@ namespace edu::stage2 {
 //      +---- free of the last block -----+  +------------ free -------------+
 //
 // full -> empty in one step cannot happen: every pool holds at least two blocks ([S2.3]).
+// full -> used puts the pool at the back of its ring, behind the pools malloc is draining, so
+// it gathers more frees before malloc reaches it (pymalloc puts it at the front: then the next
+// malloc of the class takes the block just freed and the pool is full again, and in a
+// random-order workload most frees and mallocs of small blocks leave the inline path).
 
 // Out of line: the cold half of each operation, so the inline halves stay a few instructions.
 void* pool_malloc_slow(unsigned c);              // used[c] is empty: take an empty pool

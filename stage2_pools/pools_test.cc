@@ -138,9 +138,10 @@ TEST_CASE("a pool goes from used to full to used to empty, and its ring follows"
     CHECK(second != pool);
     CHECK(in_ring(second));
 
-    s2().free(first.back());  // full -> used, first in its ring
+    s2().free(first.back());  // full -> used, last in its ring ([S2.9])
     first.pop_back();
-    CHECK(g_heap.used[c].next == pool);
+    CHECK(g_heap.used[c].next == second);  // malloc keeps draining the pool it was using
+    CHECK(g_heap.used[c].prev == pool);
     CHECK(in_ring(pool));
     require_ok();
 
