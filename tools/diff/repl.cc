@@ -202,8 +202,11 @@ private:
         bool live = live_.count(static_cast<uint32_t>(id)) != 0;
         if (verb == "a" && live) return "block " + w[1] + " is already live";
         if (verb != "a" && !live) return "block " + w[1] + " is not live";
-        std::string op = verb + " " + std::to_string(id) + (sized ? " " + std::to_string(size) : "") +
-                         (thread != 1 ? " @" + std::to_string(thread) : "");
+        // Appended piece by piece: gcc 12 at -O3 (--config=opt) misreads `" @" + std::to_string(t)`
+        // inside a conditional as an overlapping memcpy (-Wrestrict) and stops the build.
+        std::string op = verb + " " + std::to_string(id);
+        if (sized) op.append(" ").append(std::to_string(size));
+        if (thread != 1) op.append(" @").append(std::to_string(thread));
         if (verb == "f") live_.erase(static_cast<uint32_t>(id));
         else live_[static_cast<uint32_t>(id)] = op;
         history_.push_back(op);
