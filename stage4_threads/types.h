@@ -51,7 +51,8 @@ using stage3::PageKind;
 // A program cannot write it by accident: the value that belongs at p + 8 appears nowhere but
 // at p + 8, and only while p is free. A remote free that finds it anyway does not decide: it
 // leaves the suspect mark instead, and the owner confirms or clears it (S4.46).
-extern uint64_t g_mark_key;
+// Hidden (defined in this library): the fast paths load it straight, not through the GOT.
+extern uint64_t g_mark_key __attribute__((visibility("hidden")));
 inline uint64_t freed_mark(const void* b) { return reinterpret_cast<uintptr_t>(b) ^ g_mark_key; }
 inline uint64_t suspect_mark(const void* b) { return freed_mark(b) ^ 1; }
 
