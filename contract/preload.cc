@@ -59,9 +59,9 @@ void choose_entry() {
     const edu::Stage& s = stage();
     g_print_stats = env_is_one("EDU_ALLOC_STATS");
     g_check_at_exit = env_is_one("EDU_ALLOC_CHECK");
-    // Counting costs the fast paths of stages 3 and 4 a few percent (up to a fifth on stage 4):
-    // a stage with a "stats" switch counts only when someone reads the counters. Stages 1
-    // and 2 always count (a handful of adds on a path that is long anyway); EDU_OPTIONS,
+    // Counting costs the fast paths of stages 2-4 a few percent (up to a fifth on stage 4):
+    // a stage with a "stats" switch counts only when someone reads the counters. Stage 1
+    // always counts (a handful of adds on a path that is long anyway); EDU_OPTIONS,
     // applied next, can still say stageN.stats=on.
     if (!g_print_stats && !g_check_at_exit && s.get_option("stats") != nullptr)
         s.set_option("stats", "off");

@@ -334,6 +334,38 @@ TEST_CASE("the geometry and debug options change only while nothing they affect 
     CHECK(std::strcmp(descriptor.get_option("debug"), "off") == 0);
 }
 
+TEST_CASE("with stats off nothing is counted; turned on again, the live blocks are recounted") {
+    start_clean();
+    const Stats before = s2().stats();
+    REQUIRE(descriptor.set_option("stats", "off"));
+    CHECK(std::strcmp(descriptor.get_option("stats"), "off") == 0);
+    void* kept = s2().malloc(24);     // a 32-byte block
+    void* gone = s2().malloc(100);
+    void* big = s2().malloc(5000);    // stage 1's
+    s2().free(gone);
+    void* moved = s2().realloc(s2().malloc(8), 200);  // a 208-byte block
+    const uint64_t live_bytes = before.live_bytes + 32 + 208 + s2().usable_size(big);
+    Stats off = s2().stats();
+    CHECK(off.mallocs == before.mallocs);  // requests are not counted
+    CHECK(off.frees == before.frees);
+    CHECK(g_heap.counters.live_blocks == before.live_blocks);  // nor are the live blocks...
+    CHECK(off.live_blocks == before.live_blocks + 3);          // ...which stats reads from the heap
+    CHECK(off.live_bytes == live_bytes);
+    require_ok();  // the checker does not compare the stale counters
+    CHECK(!descriptor.set_option("debug", "on"));  // refused: blocks are live, counted or not
+
+    REQUIRE(descriptor.set_option("stats", "on"));
+    CHECK(g_heap.counters.live_blocks == before.live_blocks + 3);  // recounted
+    CHECK(g_heap.counters.live_bytes == live_bytes);
+    CHECK(s2().stats().mallocs == before.mallocs);  // requests made while off stay uncounted
+    require_ok();                                   // the counters agree with the heap again
+    s2().free(kept);
+    s2().free(big);
+    s2().free(moved);
+    CHECK(s2().stats().live_blocks == before.live_blocks);
+    require_ok();
+}
+
 // ---- Routing ------------------------------------------------------------------------------
 
 TEST_CASE("requests above 512 bytes and alignments above 64 go to stage 1") {

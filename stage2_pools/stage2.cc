@@ -107,7 +107,7 @@ void* s2_realloc(void* p, std::size_t n) {
         SmallRef ref = small_find(address, p, "realloc");
         uint32_t old = ref.pool->block_size;
         if (n <= kSmallMax && class_of(n) == ref.pool->class_index) {
-            g_heap.counters.bytes_requested += n;
+            note_request(n);
             return p;
         }
         std::size_t usable;
@@ -175,13 +175,14 @@ constexpr OptionInfo kOptions[] = {
      "4 KiB pools in 256 KiB arenas, or 16 KiB in 1 MiB; only while no small block is live"},
     {"debug", "off|on",
      "fences, fill bytes, quarantine and reports at free; only while no block is live"},
+    {"stats", "on|off", "count requests on the fast paths (default on; off is the benchmark mode)"},
 };
 
 // Debug mode reshapes every block, so it changes only with no block live at all. The
 // quarantine then holds only dead blocks: empty it (checking each) first. A new geometry
 // needs only the pools empty; arena_set_geometry refuses otherwise.
 bool nothing_live() {
-    if (g_heap.counters.live_blocks) return false;
+    if (stats_snapshot().live_blocks) return false;
     debug_drain();
     return true;
 }
@@ -205,6 +206,12 @@ bool s2_set_option(const char* name, const char* value) {
         g_heap.debug = on;
         return true;
     }
+    if (std::strcmp(name, "stats") == 0) {
+        bool on = std::strcmp(value, "on") == 0;
+        if (!on && std::strcmp(value, "off") != 0) return false;
+        set_counting(on);
+        return true;
+    }
     return false;
 }
 
@@ -212,6 +219,7 @@ const char* s2_get_option(const char* name) {
     Lock::Guard guard;
     if (std::strcmp(name, "geometry") == 0) return g_heap.geometry->name;
     if (std::strcmp(name, "debug") == 0) return g_heap.debug ? "on" : "off";
+    if (std::strcmp(name, "stats") == 0) return g_heap.counting ? "on" : "off";
     return nullptr;
 }
 

@@ -5,11 +5,33 @@
 
 #include "contract/diagnostics.h"
 #include "stage2_pools/arena.h"
+#include "stage2_pools/check.h"
 #include "stage2_pools/debug.h"
 #include "stage2_pools/radix.h"
 #include "stage2_pools/raw.h"
 
 namespace edu::stage2 {
+
+namespace {
+// The live blocks and bytes as the checker's scan finds them: exact, whatever was counted (the
+// scan skips comparing them with the counters while counting is off).
+void count_live(uint64_t* blocks, uint64_t* bytes) {
+    CheckResult found = check_heap();
+    *blocks = found.live_blocks;
+    *bytes = found.live_bytes;
+}
+}  // namespace
+
+// Counting back on: blocks made and freed while it was off were not counted, so the live
+// counters are recounted from the heap; mallocs, frees and bytes requested stay as they were.
+void set_counting(bool on) {
+    Counters& c = g_heap.counters;
+    if (on && !g_heap.counting) {
+        count_live(&c.live_blocks, &c.live_bytes);
+        if (c.live_bytes > c.peak_live_bytes) c.peak_live_bytes = c.live_bytes;
+    }
+    g_heap.counting = on;
+}
 
 Stats stats_snapshot() {
     const Counters& c = g_heap.counters;
@@ -18,9 +40,14 @@ Stats stats_snapshot() {
     s.mallocs = c.mallocs;
     s.frees = c.frees;
     s.bytes_requested = c.bytes_requested;
-    s.live_blocks = c.live_blocks;
-    s.live_bytes = c.live_bytes;
-    s.peak_live_bytes = c.peak_live_bytes;
+    if (g_heap.counting) {
+        s.live_blocks = c.live_blocks;
+        s.live_bytes = c.live_bytes;
+        s.peak_live_bytes = c.peak_live_bytes;
+    } else {  // read from the heap, as stage 3 reads its pages
+        count_live(&s.live_blocks, &s.live_bytes);
+        s.peak_live_bytes = c.peak_live_bytes > s.live_bytes ? c.peak_live_bytes : s.live_bytes;
+    }
     s.footprint = c.mapped_bytes + raw.footprint;
     s.peak_footprint = c.peak_footprint > s.footprint ? c.peak_footprint : s.footprint;
     for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k)

@@ -22,8 +22,16 @@ inline void note_mapped(uint64_t bytes) {
 }
 inline void note_unmapped(uint64_t bytes) { g_heap.counters.mapped_bytes -= bytes; }
 
+// [S2.27] The request counters below move only while g_heap.counting is on (option "stats",
+// default on; the drop-in library turns it off unless someone reads the statistics). Off, each
+// note_* is a test of one byte, where counting costs a malloc or free six to ten instructions.
+// The footprint and OS-call counters above always count: they move only on cold paths. When
+// counting comes back on, set_counting recounts the live blocks and bytes from the heap.
+void set_counting(bool on);
+
 // A block of `usable` bytes handed out for a request of `requested` bytes.
 inline void note_alloc(uint64_t usable, uint64_t requested) {
+    if (!g_heap.counting) return;
     Counters& c = g_heap.counters;
     ++c.mallocs;
     ++c.live_blocks;
@@ -32,6 +40,7 @@ inline void note_alloc(uint64_t usable, uint64_t requested) {
     if (c.live_bytes > c.peak_live_bytes) c.peak_live_bytes = c.live_bytes;
 }
 inline void note_free(uint64_t usable) {
+    if (!g_heap.counting) return;
     Counters& c = g_heap.counters;
     ++c.frees;
     --c.live_blocks;
@@ -40,6 +49,7 @@ inline void note_free(uint64_t usable) {
 
 // A block resized in place from `old` to `usable` bytes, for a request of `requested`.
 inline void note_resize(uint64_t old, uint64_t usable, uint64_t requested) {
+    if (!g_heap.counting) return;
     Counters& c = g_heap.counters;
     c.bytes_requested += requested;
     c.live_bytes = c.live_bytes - old + usable;
@@ -49,8 +59,14 @@ inline void note_resize(uint64_t old, uint64_t usable, uint64_t requested) {
 // A realloc that moved its block through a counted malloc and free: the contract counts a
 // resize as neither (bytes and live counts were already right).
 inline void note_move_was_resize() {
+    if (!g_heap.counting) return;
     --g_heap.counters.mallocs;
     --g_heap.counters.frees;
+}
+
+// A resize that stays in its block: only the request is counted.
+inline void note_request(uint64_t requested) {
+    if (g_heap.counting) g_heap.counters.bytes_requested += requested;
 }
 
 // Counters as the contract's Stats: footprint and OS calls add the raw domain's (stage 1's).

@@ -222,6 +222,7 @@ struct Heap {
     uint32_t last_with[kPoolsPerArena + 1];  // last usable arena with exactly n free pools
     uintptr_t map_hint;                      // where the next arena would likely fit, aligned
     bool debug;                              // option "debug"
+    bool counting = true;                    // option "stats": the note_* of stats.h count
     Counters counters;
 };
 

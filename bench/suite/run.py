@@ -101,7 +101,7 @@ def build():
 
 def environment(preload, valgrind=False):
     """The environment a user's program gets: LD_PRELOAD and nothing else of ours. The drop-in
-    library then picks its settings as it does for anyone (stages 3 and 4 count no statistics
+    library then picks its settings as it does for anyone (stages 2-4 count no statistics
     unless EDU_ALLOC_STATS or EDU_ALLOC_CHECK is set)."""
     env = dict(os.environ)
     for name in ("LD_PRELOAD", "EDU_OPTIONS", "EDU_ALLOC_STATS", "EDU_ALLOC_CHECK"):
@@ -240,7 +240,7 @@ def main():
                "driver (`bench/suite/driver.cc`), chosen with `LD_PRELOAD`: the stages' drop-in "
                "libraries (built with `--config=opt`), Debian's mimalloc 2.0 and jemalloc 5.3, and "
                "glibc's malloc (no preload). **Entry measured: the drop-in library**, with the settings "
-               "a user gets: no `EDU_OPTIONS`, so stages 3 and 4 count no statistics, stage 1 grows the "
+               "a user gets: no `EDU_OPTIONS`, so stages 2-4 count no statistics, stage 1 grows the "
                "real break, and stages 1-3 take their lock only once a second thread exists "
                "(`contract/locked.h`). The chapters' in-process figures (single-thread entry, called "
                "directly) skip the preload's indirect call and, in stages 1-3, the lock test, so they "

@@ -2,7 +2,7 @@
 # tests/preload/stats_test.sh: EDU_ALLOC_STATS=1 makes the library print its statistics block,
 # naming the stage, on stderr at exit, with counts that match the program; without it (or with
 # any other value) the library prints nothing. The program makes 3,000 bytearrays through malloc.
-# A stage with a "stats" switch (stages 3 and 4) counts only when EDU_ALLOC_STATS or
+# A stage with a "stats" switch (stages 2-4) counts only when EDU_ALLOC_STATS or
 # EDU_ALLOC_CHECK asks for it, unless EDU_OPTIONS says otherwise.
 source tests/preload/preload_lib.sh
 preload_init "$@"
