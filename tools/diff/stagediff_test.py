@@ -219,6 +219,15 @@ class Threads(Base):
         self.assertEqual(sum(t.startswith("block remote ") for t in titles), 2)
         self.assertIn("remote", [t.text for t in picture.iter("{http://www.w3.org/2000/svg}text")])
 
+    def test_stage_4_reports_a_free_delayed_to_the_owner_heap_as_remote_too(self):
+        # 53 blocks of 1 KiB: the first page (52 blocks) goes to the full queue, asking remote
+        # frees to go to its heap's delayed list; the first does, the second goes to the page.
+        self.write("d.rep", "".join(f"a {i} 1000\n" for i in range(53)) + "f 0 @2\nf 1 @2\n")
+        r = run("--trace=d.rep", "--json", "--no-time", "--no-libc", "--stages=4", "--steps=53,54,55", cwd=self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        steps = json.loads(r.stdout)["traces"][0]["results"][0]["steps"]
+        self.assertEqual([sum(b[3] == "remote" for b in step["heap"]) for step in steps], [0, 1, 2])
+
 
 class Ltrace(Base):
     # Exercise 4 of docs/diffing.md, as written (tools/setup installs ltrace).
