@@ -227,6 +227,19 @@ class StepThrough(unittest.TestCase):
             self.assertRegex(words, r"^f 1 @2: block at \+0x[0-9a-f]+ \(1.00 KiB\) freed$")
             offset = int(words.split("block at ")[1].split()[0].replace("+", ""), 16)
             self.assertEqual(self.js("return edu.entryAt(3, arguments[0])", offset)["state"], "remote")
+            # Hovering over it (the first point of stage 4's map that hits a remote block) names the list.
+            tip = self.js("""
+                const c = document.querySelectorAll('.stage canvas')[3], r = c.getBoundingClientRect();
+                const tip = document.getElementById('tip');
+                for (let y = 0; y < r.height; y += 3) for (let x = 0; x < r.width; x += 3) {
+                  c.dispatchEvent(new MouseEvent('mousemove', {clientX: r.left + x, clientY: r.top + y}));
+                  if (tip.style.display === 'block' && tip.textContent.startsWith('block  remote')) return tip.textContent;
+                }
+                return null;""")
+            self.assertIsNotNone(tip)
+            self.assertIn("remote free, not yet collected", tip)
+            self.assertIn("xthread_free", tip)
+            self.assertIn("made by step 5: f 1 @2", tip)
             self.assertIn("remote free", self.driver.find_element(By.CSS_SELECTOR, ".legend").text)
             self.js("edu.go(7)")
             changes = self.js("return edu.state().stages[3].changes")

@@ -159,8 +159,9 @@ const Flag kFlags[] = {
          a.picture_path = user_path(file);
      }},
     {"--steps", "N[,M...]", nullptr,
-     "print each stage's heap after these operations (with --json: in each result's\n"
-     "\"steps\": [{after, heap}], the heap as the step-through page's edu.state() gives it)",
+     "print each stage's heap after these operations (with --json: in each\n"
+     "result's \"steps\": [{after, heap}], the heap as the step-through page's\n"
+     "edu.state() gives it)",
      [](Args& a, const std::string& v) {
          for (const std::string& n : split(v, ',')) a.steps.push_back(to_number(n, "step"));
      }},
@@ -181,8 +182,9 @@ const Flag kFlags[] = {
      "HTML file that works offline (docs/diffing.md, \"The step-through page\")",
      [](Args& a, const std::string& v) { a.html = user_path(v); }},
     {"--repl", nullptr, "other modes",
-     "read operations ('a ID SIZE', 'f ID', 'r ID SIZE', each optionally '@THREAD', 'show', 'undo',\n"
-     "'check', 'help') from standard input; print every stage's answer and heap after each",
+     "read operations ('a ID SIZE', 'f ID', 'r ID SIZE', each optionally '@THREAD',\n"
+     "'show', 'undo', 'check', 'help') from standard input; print every stage's\n"
+     "answer and heap after each",
      [](Args& a, const std::string&) { a.repl = true; }},
     {"--generate", "NAME", nullptr, "print a built-in workload as a malloc-lab trace and exit",
      [](Args& a, const std::string& v) { a.generate = v; }},

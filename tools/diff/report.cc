@@ -69,6 +69,11 @@ std::vector<Row> rows_of(const std::vector<Metrics>& runs) {
     return rows;
 }
 
+// What a remote block's hover adds (the page says the same: page.js, MEANING).
+constexpr const char* kRemoteMeaning =
+    ": freed by a thread that does not own it, waiting on a cross-thread list (stage 4: its page's "
+    "xthread_free, or the owner heap's delayed_free when the page was full) until the owner collects it";
+
 const char* colour_of(WalkState s) {
     switch (s) {
         case WalkState::used: return "#d9534f";
@@ -515,7 +520,8 @@ bool write_heap_picture(const Stage& stage, const std::string& path, const std::
                          << "\" stroke=\"#ffffff\" stroke-width=\"0.5\"><title>"
                          << xml_text(std::string(e.kind) + " " + kWalkStateNames[static_cast<unsigned>(e.state)] + " " +
                                      std::to_string(e.size) + " B at " + hex_offset(e.at) +
-                                     (id >= 0 ? ", trace id " + std::to_string(id) : std::string()))
+                                     (id >= 0 ? ", trace id " + std::to_string(id) : std::string()) +
+                                     (e.state == WalkState::remote ? kRemoteMeaning : ""))
                          << "</title></rect>\n";
                     std::string text = id >= 0 ? std::to_string(id) : std::string();
                     if (!text.empty() && pw >= 7.0 * double(text.size()) + 4)
