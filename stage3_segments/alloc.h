@@ -41,6 +41,10 @@ S3_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
         Page* page = heap->direct[(size + 7) >> 3];
         Block* b = page->free;
         if (S3_LIKELY(b != nullptr)) {
+            // [S3.40] Every block on a list carries the freed mark ([S3.4]); one that lost it
+            // was written after it was freed (an underflow from the block above, an overflow,
+            // a use after free). Its line is being read for the link anyway.
+            if (S3_UNLIKELY(b->mark != (M::secure ? freed_mark(page) : kFreedMark))) die_mark_gone(b);
             uintptr_t next = b->link;
             if constexpr (M::secure) {
                 next = decode(page, next);

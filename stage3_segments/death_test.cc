@@ -3,7 +3,8 @@
 // naming the stage, the call and the pointer, whatever state its block or page is in (already
 // free on either list, carved but never handed out, uncarved, inside metadata, in a freed
 // page, inside a large or huge block), and a live block that merely looks free (its second
-// word equals the freed mark) is freed normally after the confirmation search.
+// word equals the freed mark) is freed normally after the confirmation search; and malloc's
+// check that a block it hands out still carries the mark ([S3.40]).
 #include <doctest/doctest.h>
 
 
@@ -103,6 +104,36 @@ TEST_CASE("a live block whose second word equals the freed mark is freed normall
     CHECK(after.frees == before.frees + 1);
     CHECK(after.live_blocks == before.live_blocks);
     battery::require_heap_ok(api());
+}
+
+// [S3.40] A free block whose mark was overwritten (here its top byte, as an underflow from the
+// 16-byte block above it would) is refused by the malloc that would hand it out: by the
+// generic path when it comes from local_free, by the fast path when it heads `free`.
+TEST_CASE("a free block that lost its freed mark is refused by the malloc that would hand it out") {
+    Heap* h = heap_create();
+    auto* a = static_cast<char*>(heap_malloc(h, 16));
+    auto* c = static_cast<char*>(heap_malloc(h, 16));
+    auto* keep = static_cast<char*>(heap_malloc(h, 16));   // the page stays in use
+    Page* page = page_of(a);
+    require_dies("malloc", a, "lost its freed mark", [&] {
+        api().free(a);   // on local_free
+        a[15] = 0x41;
+        while (page->free) heap_malloc(h, 16);
+        heap_malloc(h, 16);   // the generic path collects local_free and pops a
+    });
+    require_dies("malloc", a, "lost its freed mark", [&] {
+        api().free(a);
+        api().free(c);   // local_free: c -> a
+        while (page->free) heap_malloc(h, 16);
+        battery::child_expect(heap_malloc(h, 16) == c, "the collect should hand out c first");
+        battery::child_expect(page->free == reinterpret_cast<Block*>(a), "a should head free");
+        a[15] = 0x41;
+        heap_malloc(h, 16);   // the fast path pops a
+    });
+    api().free(a);
+    api().free(c);
+    api().free(keep);
+    heap_destroy(h);
 }
 
 TEST_CASE("freeing a null pointer does nothing, on the fast path's cold side") {

@@ -162,8 +162,13 @@ void queue_move_to_full(Heap* heap, Page* page) {
 
 // ---- Allocation -----------------------------------------------------------------------------
 
+void die_mark_gone(const Block* b) {
+    die(kStageName, "malloc", b, "free list corrupted: a free block lost its freed mark (a write into it after free, or an underflow or overflow from a neighbour)");
+}
+
 void* page_pop_checked(Page* page, std::size_t requested, const char* call) {
     Block* b = page->free;
+    if (b->mark != freed_mark(page)) die_mark_gone(b);   // [S3.40], as the fast path
     uintptr_t next = decode(page, b->link);
     if (next != 0 && !page_owns_block(page, next)) corrupted_list(call, b);
     page->free = reinterpret_cast<Block*>(next);

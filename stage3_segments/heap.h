@@ -33,9 +33,13 @@ Heap* first_heap();
 [[gnu::noinline]] void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment,
                                          std::size_t requested);
 
-// Pops the first block of page->free (non-empty) in the generic paths: checks the decoded
-// link, clears the mark, counts.
+// Pops the first block of page->free (non-empty) in the generic paths: checks the mark
+// (S3.40) and the decoded link, clears the mark, counts.
 void* page_pop_checked(Page* page, std::size_t requested, const char* call);
+
+// [S3.40] "malloc(<b>): free list corrupted: a free block lost its freed mark ...", then abort:
+// b was about to be handed out without the mark every listed block carries.
+[[gnu::cold, noreturn]] void die_mark_gone(const Block* b);
 
 // [S3.19] Called by free when a page empties (fast path) or was full (generic path): a full
 // page goes back to the end of its bin's queue; an empty one retires: the only page of its bin

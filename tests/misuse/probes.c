@@ -38,6 +38,21 @@ static int underflow(void) { /* one byte before a block */
     return 0;
 }
 
+/* One byte before a 16-byte block whose neighbour below is free: the byte lands in the last
+ * byte of that free block, which holds free-list metadata in stages that keep a mark there. */
+static int underflow_into_free(void) {
+    char* b[64];
+    for (int i = 0; i < 64; ++i) b[i] = malloc(16);
+    sink = b;
+    free(b[10]);
+    b[11][-1] = 0x41;
+    free(b[11]);
+    /* Enough blocks of the class that every allocator hands out b[10] again, whatever order
+     * its lists are in (kept: a probe may leak). */
+    for (int i = 0; i < 5000; ++i) sink = malloc(16);
+    return 0;
+}
+
 /* One byte past a 16-byte block whose neighbour is free: the byte lands in the neighbour's
  * free-list link in stages that keep it there, and the next mallocs follow it. */
 static int overflow_into_free(void) {
@@ -136,6 +151,7 @@ static const struct {
     {"overflow", overflow},
     {"overflow_into_free", overflow_into_free},
     {"underflow", underflow},
+    {"underflow_into_free", underflow_into_free},
     {"double_free", double_free},
     {"double_free_between", double_free_between},
     {"interior_free", interior_free},
