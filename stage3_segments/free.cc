@@ -51,8 +51,6 @@ void free_generic(void* p) {
     if (--page->used == 0 || page->queue == kFullQueue) page_event(page);
 }
 
-void die_corrupted_list(const Block* b) {
-    die(kStageName, "malloc", b, "free list corrupted: a block's link leaves its page (overflow or use after free?)");
-}
+void die_corrupted_list(const Block* b) { die_corrupted_link(kStageName, "malloc", b); }
 
 }  // namespace edu::stage3

@@ -110,10 +110,6 @@ Page* find_page(Heap* heap, unsigned bin) {
     return page;
 }
 
-[[gnu::cold, noreturn]] void corrupted_list(const char* call, const Block* b) {
-    die(kStageName, call, b, "free list corrupted: a block's link leaves its page (overflow or use after free?)");
-}
-
 }  // namespace
 
 Heap* first_heap() { return g_heaps; }
@@ -170,7 +166,7 @@ void* page_pop_checked(Page* page, std::size_t requested, const char* call) {
     Block* b = page->free;
     if (b->mark != freed_mark(page)) die_mark_gone(b);   // [S3.40], as the fast path
     uintptr_t next = decode(page, b->link);
-    if (next != 0 && !page_owns_block(page, next)) corrupted_list(call, b);
+    if (next != 0 && !page_owns_block(page, next)) die_corrupted_link(kStageName, call, b);
     page->free = reinterpret_cast<Block*>(next);
     ++page->used;
     page->retire_expire = 0;

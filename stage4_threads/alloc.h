@@ -11,6 +11,7 @@
 #include "stage4_threads/heap.h"
 #include "stage4_threads/page.h"
 #include "stage4_threads/registry.h"
+#include "stage4_threads/secure.h"
 #include "stage4_threads/stats.h"
 #include "stage4_threads/types.h"
 
@@ -20,9 +21,10 @@
 
 namespace edu::stage4 {
 
-template <bool kStats>
+template <bool kStats, bool kSecure = false>
 struct Mode {
     static constexpr bool stats = kStats;
+    static constexpr bool secure = kSecure;   // [S4.56]
 };
 
 // [S4.32] malloc's fast path: stage 3's (S3.24), for the heap of the calling thread, which one
@@ -38,7 +40,13 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
         Block* b = page->free;
         if (S4_LIKELY(b != nullptr)) {
             if (S4_UNLIKELY(b->mark != freed_mark(b))) freed_twice(b);
-            page->free = reinterpret_cast<Block*>(b->link);
+            uintptr_t next = b->link;
+            if constexpr (M::secure) {   // the link must decode to a block of the page (S3.10)
+                next = decode(page, next);
+                if (S4_UNLIKELY(next != 0 && !page_owns_block(page, next)))
+                    stage3::die_corrupted_link(kStageName, "malloc", b);
+            }
+            page->free = reinterpret_cast<Block*>(next);
             ++page->used;
             b->mark = 0;   // not free any more
             if constexpr (M::stats) count_malloc(heap, requested, page->block_size);
@@ -74,7 +82,8 @@ S4_INLINE void heap_free(void* p) {
         uint64_t mark = freed_mark(b);
         if (S4_LIKELY(page_is_block(page, reinterpret_cast<uintptr_t>(p)) && b->mark != mark)) {
             b->mark = mark;
-            b->link = reinterpret_cast<uintptr_t>(page->local_free);
+            uintptr_t link = reinterpret_cast<uintptr_t>(page->local_free);
+            b->link = M::secure ? encode(page, link) : link;
             page->local_free = b;
             if constexpr (M::stats) count_free(heap, page->block_size);
             if (S4_UNLIKELY(--page->used == 0)) page_event(heap, page);

@@ -14,6 +14,7 @@
 #include "stage4_threads/page.h"
 #include "stage4_threads/registry.h"
 #include "stage4_threads/remote.h"
+#include "stage4_threads/secure.h"
 #include "stage4_threads/segment.h"
 #include "stage4_threads/stats.h"
 
@@ -72,8 +73,7 @@ const Block* remote_list(const Page* page) {
 // Blocks of `page` on the heap's delayed list, each marked in `seen` if given.
 int64_t delayed_in_page(const Heap* heap, const Page* page, Seen* seen) {
     int64_t n = 0;
-    for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b != nullptr;
-         b = reinterpret_cast<const Block*>(b->link)) {
+    for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b != nullptr; b = chain_next(b)) {
         if (stage4::page_of(b) != page || !page_holds(page, addr(b), page->carved)) continue;
         if (seen) seen->mark(index_of(page, b));
         ++n;
@@ -105,7 +105,7 @@ struct Checker {
 // suspect mark (S4.46) on a block of xthread_free (`shared`), for the owner to settle.
 int64_t mark_list(Checker& k, const Page* page, const Block* head, const char* name, bool shared = false) {
     int64_t n = 0;
-    for (const Block* b = head; b != nullptr; b = reinterpret_cast<const Block*>(b->link)) {
+    for (const Block* b = head; b != nullptr; b = next_of(page, b)) {
         if (!page_holds(page, addr(b), page->carved)) return k.fail(name, addr(b)), -1;
         if (k.seen.mark(index_of(page, b)))
             return k.fail("block twice on the free lists (a cycle or a double free)", addr(b)), -1;
@@ -306,7 +306,7 @@ bool check_own_heap(Checker& k) {
         if (heap->direct[i] != (first ? first : &g_empty_page))
             return k.fail("direct slot does not name its bin's first page", addr(heap), i);
     }
-    for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b; b = reinterpret_cast<const Block*>(b->link)) {
+    for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b; b = chain_next(b)) {
         uint32_t slot = arena_slot_of(b);
         if (slot == kArenaSlots || !heap->owned[slot] || !stage4::page_of(b)->in_use || !page_holds(stage4::page_of(b), addr(b), stage4::page_of(b)->carved) ||
             (b->mark != freed_mark(b) && b->mark != suspect_mark(b)))
@@ -396,7 +396,7 @@ void walk_heap(WalkFn visit, void* context) {
             auto mark = [&](const Block* list, Seen& into) {
                 uint32_t steps = 0;
                 for (const Block* b = list; b && page_holds(page, addr(b), page->carved) && steps++ < page->capacity;
-                     b = reinterpret_cast<const Block*>(b->link))
+                     b = next_of(page, b))
                     into.mark(index_of(page, b));
             };
             mark(page->free, seen);

@@ -13,6 +13,7 @@
 #include "stage4_threads/page.h"
 #include "stage4_threads/registry.h"
 #include "stage4_threads/remote.h"
+#include "stage4_threads/secure.h"
 #include "stage4_threads/stats.h"
 
 namespace edu::stage4 {
@@ -70,7 +71,7 @@ namespace {
 [[noreturn, gnu::cold, gnu::noinline]] void report_not_empty(const Page* page, const Block* live) {
     Seen seen;
     for (const Block* head : {page->free, page->local_free}) {
-        for (const Block* b = head; b != nullptr; b = reinterpret_cast<const Block*>(b->link)) {
+        for (const Block* b = head; b != nullptr; b = next_of(page, b)) {
             if (!owner_holds(page, addr(b))) die(kStageName, "free", b, "free list corrupted (a link leaves its page)");
             if (seen.mark(index_of(page, b)))
                 die(kStageName, "free", b, "double free (found twice on its page's free lists when the page was given back)");

@@ -10,6 +10,7 @@
 #include "stage4_threads/page.h"
 #include "stage4_threads/registry.h"
 #include "stage4_threads/remote.h"
+#include "stage4_threads/secure.h"
 #include "stage4_threads/segment.h"
 #include "stage4_threads/stats.h"
 
@@ -175,7 +176,9 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
     if (!page) return enomem();
     Block* b = page->free;
     if (b->mark != freed_mark(b)) freed_twice(b);   // as on the fast path (S4.32)
-    page->free = reinterpret_cast<Block*>(b->link);
+    uintptr_t next = decode(page, b->link);          // in either mode: keys {0, 0} when off
+    if (next != 0 && !page_owns_block(page, next)) stage3::die_corrupted_link(kStageName, "malloc", b);
+    page->free = reinterpret_cast<Block*>(next);
     ++page->used;
     page->retire_expire = 0;
     b->mark = 0;
@@ -215,7 +218,7 @@ void page_event(Heap* heap, Page* page) {
 
 void page_push_local(Heap* heap, Page* page, Block* b) {
     b->mark = freed_mark(b);
-    b->link = reinterpret_cast<uintptr_t>(page->local_free);
+    b->link = encode(page, reinterpret_cast<uintptr_t>(page->local_free));
     page->local_free = b;
     if (--page->used == 0 || page->queue == kFullQueue) page_event(heap, page);
 }

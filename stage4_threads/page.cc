@@ -1,8 +1,9 @@
-// stage4_threads/page.cc: formatting, extending and walking one page's blocks. The lists carry
-// no encoding in stage 4 (stage 3's secure mode is not carried over).
+// stage4_threads/page.cc: formatting, extending and walking one page's blocks. Links are
+// encoded with the page's keys (secure.h: the identity while secure mode is off).
 #include "stage4_threads/page.h"
 
 #include "stage3_segments/bins.h"
+#include "stage4_threads/secure.h"
 #include "stage4_threads/segment.h"
 
 namespace edu::stage4 {
@@ -44,6 +45,7 @@ void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind) {
     page->start32 = static_cast<uint32_t>(addr(segment) - 1);
     page->magic = 1;
     page->limit = 0;
+    page->keys[0] = page->keys[1] = 0;
     page->xthread_free.store(static_cast<uintptr_t>(Delay::to_page), std::memory_order_relaxed);
     page->heap.store(nullptr, std::memory_order_relaxed);
 }
@@ -62,6 +64,7 @@ void page_format(Page* page, Heap* heap, unsigned bin) {
     page->queue = static_cast<uint8_t>(bin);
     page->in_use = 1;
     page_fast_checks(page, true);
+    new_keys(page, heap);
     // The page is not yet reachable by any other thread: its first block is handed out later,
     // and the hand-off (the program's own synchronisation) orders these stores before any
     // remote free. Relaxed is enough.
@@ -79,6 +82,7 @@ void page_format_one_block(Page* page, Heap* heap, uintptr_t start, std::size_t 
     page->bin = kOneBlockBin;
     page->queue = kLargeQueue;
     page->in_use = 1;
+    page->keys[0] = page->keys[1] = 0;   // no list of its own (its delayed free uses these)
     page_fast_checks(page, true);
     page->xthread_free.store(static_cast<uintptr_t>(Delay::to_heap), std::memory_order_relaxed);
     page->heap.store(heap, std::memory_order_relaxed);
@@ -92,7 +96,7 @@ void page_extend(Page* page) {
     uintptr_t end = first + uintptr_t{count} * page->block_size;
     for (uintptr_t at = first; at < end; at += page->block_size) {
         auto* b = reinterpret_cast<Block*>(at);
-        b->link = at + page->block_size < end ? at + page->block_size : 0;
+        b->link = encode(page, at + page->block_size < end ? at + page->block_size : 0);
         b->mark = freed_mark(b);
     }
     page->free = reinterpret_cast<Block*>(first);
@@ -102,7 +106,7 @@ void page_extend(Page* page) {
 
 int list_find(const Page* page, const Block* head, const Block* target) {
     uint32_t steps = 0;
-    for (const Block* b = head; b != nullptr; b = reinterpret_cast<const Block*>(b->link)) {
+    for (const Block* b = head; b != nullptr; b = next_of(page, b)) {
         if (!page_holds(page, addr(b), page->carved) || ++steps > page->capacity) return -1;
         if (b == target) return 1;
     }
@@ -111,7 +115,7 @@ int list_find(const Page* page, const Block* head, const Block* target) {
 
 int64_t list_length(const Page* page, const Block* head) {
     int64_t n = 0;
-    for (const Block* b = head; b != nullptr; b = reinterpret_cast<const Block*>(b->link)) {
+    for (const Block* b = head; b != nullptr; b = next_of(page, b)) {
         if (!page_holds(page, addr(b), page->carved) || n >= page->capacity) return -1;
         ++n;
     }

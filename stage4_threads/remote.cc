@@ -7,8 +7,10 @@
 #include <initializer_list>
 
 #include "contract/diagnostics.h"
+#include "stage4_threads/arena.h"
 #include "stage4_threads/heap.h"
 #include "stage4_threads/page.h"
+#include "stage4_threads/secure.h"
 
 namespace edu::stage4 {
 
@@ -68,6 +70,17 @@ void wait_a_little(unsigned& spins) {
     else sched_yield();
 }
 
+// The next block of the owner's delayed list, checked before the owner follows it: a block of
+// one of its own pages (a link overwritten after the push decodes to something else, S4.56).
+Block* delayed_next(const Heap* heap, const Block* b) {
+    Block* next = chain_next(b);
+    if (next == nullptr) return nullptr;
+    uint32_t slot = arena_slot_of(next);
+    if (slot == kArenaSlots || !heap->owned[slot] || !page_holds(stage4::page_of(next), addr(next), stage4::page_of(next)->carved))
+        stage3::die_corrupted_link(kStageName, "malloc", b);
+    return next;
+}
+
 }  // namespace
 
 void free_delayed(Page* page, Block* b) {
@@ -79,7 +92,7 @@ void free_delayed(Page* page, Block* b) {
         if (to_heap) {
             next = (word & ~kDelayMask) | static_cast<uintptr_t>(Delay::pushing);
         } else {   // the owner changed its mind meanwhile: an ordinary push
-            b->link = word & ~kDelayMask;
+            b->link = encode(page, word & ~kDelayMask);
             next = addr(b) | (word & kDelayMask);
         }
     } while (!page->xthread_free.compare_exchange_weak(word, next, std::memory_order_acq_rel,
@@ -89,7 +102,7 @@ void free_delayed(Page* page, Block* b) {
     Heap* heap = page->heap.load(std::memory_order_relaxed);
     Block* head = heap->delayed_free.load(std::memory_order_relaxed);
     do {
-        b->link = addr(head);
+        b->link = encode(page, addr(head));   // a chain of several pages: b's own page's keys
     } while (!heap->delayed_free.compare_exchange_weak(head, b, std::memory_order_release,
                                                        std::memory_order_relaxed));
     word = page->xthread_free.load(std::memory_order_relaxed);
@@ -118,7 +131,7 @@ uintptr_t page_set_delay(Page* page, Delay state, bool override_never) {
 }
 
 int chain_find(const Block* head, const Block* target) {
-    auto next = [](const Block* b) { return reinterpret_cast<const Block*>(b->link); };
+    auto next = [](const Block* b) -> const Block* { return chain_next(b); };
     const Block* slow = head;
     for (const Block* fast = head; fast != nullptr;) {   // Floyd: fast takes two steps, slow one
         if (fast == target) return 1;
@@ -154,17 +167,19 @@ uint32_t page_collect_remote(Page* page, const Block* pending) {
     Block* head = block_of(word);
     Block* tail = nullptr;
     uint32_t n = 0;
-    for (Block* b = head; b != nullptr; b = reinterpret_cast<Block*>(b->link)) {
+    for (Block* b = head; b != nullptr; b = next_of(page, b)) {
+        if (tail && !page_holds(page, addr(b), page->capacity))   // no block at all: a link was damaged
+            stage3::die_corrupted_link(kStageName, "malloc", tail);
         if (!page_holds(page, addr(b), page->carved))
             die(kStageName, "free", b, "not the start of a block (never allocated; freed by another thread)");
         if (b->mark == suspect_mark(b)) {
-            confirm_remote_free(page, b, reinterpret_cast<const Block*>(b->link), pending);
+            confirm_remote_free(page, b, next_of(page, b), pending);
             b->mark = freed_mark(b);
         }
         if (++n > page->used) die(kStageName, "free", b, "more blocks freed by other threads than the page has in use (double free?)");
         tail = b;
     }
-    tail->link = addr(page->free);
+    tail->link = encode(page, addr(page->free));
     page->free = head;
     page->used -= n;
     return n;
@@ -175,7 +190,7 @@ void heap_delayed_free(Heap* heap) {
     // [lab S4.delayed_free begin]
     Block* b = heap->delayed_free.exchange(nullptr, std::memory_order_acquire);
     while (b != nullptr) {
-        auto* next = reinterpret_cast<Block*>(b->link);
+        Block* next = delayed_next(heap, b);
         Page* page = stage4::page_of(b);
         page_set_delay(page, Delay::to_page, false);   // waits until its pusher is done
         page_collect_remote(page, b);                  // b and the rest of the batch: pending

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "stage4_threads/secure.h"
 #include "stage4_threads/types.h"
 
 namespace edu::stage4 {
@@ -40,7 +41,7 @@ inline bool free_remote(Page* page, Block* b) {
     uintptr_t word = page->xthread_free.load(std::memory_order_relaxed);
     do {
         if (delay_of(word) == Delay::to_heap) return free_delayed(page, b), false;
-        b->link = word & ~kDelayMask;
+        b->link = encode(page, word & ~kDelayMask);   // the page's keys: fixed while it is in use
         // release: b's link and mark reach the owner, whose collecting CAS is an acquire.
     } while (!page->xthread_free.compare_exchange_weak(word, reinterpret_cast<uintptr_t>(b) | (word & kDelayMask),
                                                        std::memory_order_release, std::memory_order_relaxed));

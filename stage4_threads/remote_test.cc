@@ -7,6 +7,7 @@
 // are read directly; each case uses block sizes of its own.
 #include <doctest/doctest.h>
 
+#include <signal.h>
 
 #include <condition_variable>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include "stage4_threads/heap.h"
 #include "stage4_threads/registry.h"
 #include "stage4_threads/remote.h"
+#include "stage4_threads/secure.h"
 #include "stage4_threads/stage4.h"
 #include "stage4_threads/testing.h"
 #include "tests/support.h"
@@ -71,6 +73,50 @@ TEST_CASE("a block freed by another thread waits on xthread_free, still used, un
     CHECK(remote_count(page) == 0);
     for (std::size_t i = 10; i < mine.size(); ++i) api().free(mine[i]);
     battery::require_heap_ok(api());
+}
+
+// [S4.56] Secure mode covers the shared list: another thread's push encodes its link with the
+// page's keys, the owner decodes it when it collects, and a link damaged while the block waits
+// there is caught at the collect with one line.
+TEST_CASE("in secure mode remote frees are pushed with encoded links, and a damaged one is caught") {
+    REQUIRE(descriptor.set_option("secure", "on"));
+    std::vector<void*> mine;
+    for (int i = 0; i < 20; ++i) mine.push_back(api().malloc(80));
+    Page* page = stage4::page_of(mine[0]);
+    for (void* p : mine) REQUIRE(stage4::page_of(p) == page);
+    REQUIRE((page->keys[0] | page->keys[1]) != 0);
+    page_collect_remote(page);
+    on_thread([&] {
+        for (int i = 0; i < 10; ++i) api().free(mine[static_cast<std::size_t>(i)]);
+    });
+    const Block* head = block_of(page->xthread_free.load(std::memory_order_acquire));
+    REQUIRE(head == mine[9]);
+    CHECK(head->link != reinterpret_cast<uintptr_t>(mine[8]));   // stored encoded...
+    CHECK(decode(page, head->link) == reinterpret_cast<uintptr_t>(mine[8]));   // ...decoded by the owner
+    CHECK(remote_count(page) == 10);
+    CHECK(page_collect_remote(page) == 10);
+    for (std::size_t i = 10; i < mine.size(); ++i) api().free(mine[i]);
+    battery::require_heap_ok(api());
+    REQUIRE(descriptor.set_option("secure", "off"));
+
+    battery::ChildOutcome out = battery::run_in_child([] {
+        descriptor.set_option("secure", "on");
+        void* a = api().malloc(80);
+        void* b = api().malloc(80);
+        Page* p = stage4::page_of(a);
+        page_collect_remote(p);
+        on_thread([&] {
+            api().free(a);
+            api().free(b);   // xthread_free: b -> a
+        });
+        std::memset(b, 0x41, 8);   // a write after free into b's link
+        page_collect_remote(p);
+        battery::child_expect(false, "the damaged link went unnoticed");
+    });
+    INFO(out.describe());
+    CHECK(out.signal == SIGABRT);
+    CHECK(out.stderr_lines() == 1);
+    CHECK(out.stderr_text.find("free list corrupted") != std::string::npos);
 }
 
 TEST_CASE("the first remote free into a full page goes to the owner's delayed list") {

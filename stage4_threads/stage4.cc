@@ -12,6 +12,7 @@
 #include "stage4_threads/check.h"
 #include "stage4_threads/free.h"
 #include "stage4_threads/registry.h"
+#include "stage4_threads/secure.h"
 #include "stage4_threads/segment.h"
 
 namespace edu::stage4 {
@@ -107,24 +108,30 @@ constexpr Api kApiOf = {&api_malloc<M>,  &api_free<M>, &api_calloc<M>, &api_real
 // descriptor.thread_safe are the same table, because the fast paths are already safe for any
 // number of threads. set_option rewrites it; the contract has options change between
 // workloads, never while another thread is inside the stage.
-// Indexed [stats].
-constexpr Api kTables[2] = {kApiOf<Mode<false>>, kApiOf<Mode<true>>};
-Api g_api = kTables[1];
+// Indexed [secure][stats] ([S4.56]).
+constexpr Api kTables[2][2] = {
+    {kApiOf<Mode<false, false>>, kApiOf<Mode<true, false>>},
+    {kApiOf<Mode<false, true>>, kApiOf<Mode<true, true>>},
+};
+Api g_api = kTables[0][1];
 
 constexpr OptionInfo kOptions[] = {
+    {"secure", "off|on", "encode free lists with per-page keys and check every link popped (default off)"},
     {"stats", "on|off", "count requests on the fast paths (default on; off is the benchmark mode)"},
 };
 
 bool set_option(const char* name, const char* value) {
     bool on = std::strcmp(value, "on") == 0;
     if (!on && std::strcmp(value, "off") != 0) return false;
-    if (std::strcmp(name, "stats") != 0) return false;
-    set_counting(on);
-    g_api = kTables[counting() ? 1 : 0];
+    if (std::strcmp(name, "stats") == 0) set_counting(on);
+    else if (std::strcmp(name, "secure") != 0) return false;
+    else if (on != secure_mode() && !secure_switch(on)) return false;   // another thread's heap is in use
+    g_api = kTables[secure_mode() ? 1 : 0][counting() ? 1 : 0];
     return true;
 }
 
 const char* get_option(const char* name) {
+    if (std::strcmp(name, "secure") == 0) return secure_mode() ? "on" : "off";
     if (std::strcmp(name, "stats") == 0) return counting() ? "on" : "off";
     return nullptr;
 }

@@ -8,6 +8,7 @@
 #include "stage4_threads/os.h"
 #include "stage4_threads/registry.h"
 #include "stage4_threads/remote.h"
+#include "stage4_threads/secure.h"
 #include "stage4_threads/stage4.h"
 
 namespace edu::stage4::testing {
@@ -18,16 +19,14 @@ uint64_t footprint() { return os_counters().footprint.load(std::memory_order_rel
 
 std::size_t remote_count(const Page* page) {
     std::size_t n = 0;
-    for (const Block* b = block_of(page->xthread_free.load(std::memory_order_acquire)); b;
-         b = reinterpret_cast<const Block*>(b->link))
+    for (const Block* b = block_of(page->xthread_free.load(std::memory_order_acquire)); b; b = next_of(page, b))
         ++n;
     return n;
 }
 
 std::size_t delayed_count(const Heap* heap) {
     std::size_t n = 0;
-    for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b;
-         b = reinterpret_cast<const Block*>(b->link))
+    for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b; b = chain_next(b))
         ++n;
     return n;
 }

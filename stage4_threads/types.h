@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "stage3_segments/encoding.h"
 #include "stage3_segments/types.h"
 
 namespace edu::stage4 {
@@ -153,6 +154,7 @@ struct alignas(64) Page {
     uint8_t kind;              // PageKind
     uint8_t in_use;            // 1 while formatted for a bin or a block
     uint8_t index;             // position in its segment's pages[]
+    uint64_t keys[2];          // secure mode's link keys (S4.56); {0, 0} while it is off
 };
 static_assert(sizeof(Page) == 128);
 static_assert(offsetof(Page, limit) + sizeof(uint64_t) <= 40, "the fast paths read bytes 0..39 only");
@@ -268,6 +270,7 @@ struct Heap {
     uint32_t retired_min = kBinCount;  // bins that may hold a retired page: [min, max]
     uint32_t retired_max = 0;
     uint32_t arena_hint = 0;           // bitmap word where its last claim succeeded
+    stage3::KeyStream keys;            // secure mode's page keys (S4.56)
     std::atomic<Block*> delayed_free{nullptr};   // shared: remote frees into full pages
     Counters counters;                           // shared: read by stats()
     std::atomic<HeapState> state{HeapState::free};  // shared: the registry's
