@@ -11,9 +11,11 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "stage3_segments/heaps.h"
 #include "stage3_segments/page.h"
+#include "stage3_segments/segment.h"
 #include "stage3_segments/testing.h"
 #include "tests/support.h"
 
@@ -83,6 +85,50 @@ TEST_CASE("inside a large or huge block, only its start is a block") {
     });
     api().free(large);
     api().free(huge);
+}
+
+// A stale pointer into a segment that went back: to the cache (its header stays, its pages are
+// free) or to the OS (its map entry is cleared before the munmap, [S3.13]: the fast path reads
+// the map, never the unmapped header). Each dies with one line, never a fault; a huge block
+// over kHugeCacheMax is unmapped by its own free, interior pointers included.
+TEST_CASE("a stale pointer into a segment that was cached or unmapped is refused, not followed") {
+    Heap* h = heap_create();
+    std::vector<char*> blocks;
+    Segment* first = nullptr;
+    while (blocks.size() < 5000) {   // more than one segment of 1000-byte blocks
+        blocks.push_back(static_cast<char*>(heap_malloc(h, 1000)));
+        if (!first) first = segment_of(blocks.back());
+    }
+    char* stale = blocks.front();
+    REQUIRE(segment_of(blocks.back()) != first);
+    require_dies("free", stale, "", [&] {   // to the cache when the heap goes, then to the OS
+        heap_destroy(h);
+        battery::child_expect(first_cached_segment() != nullptr, "the heap's segments should be cached");
+        api().free(stale);
+    });
+    require_dies("free", stale, "not from this heap", [&] {
+        heap_destroy(h);
+        segment_cache_collect(true);
+        battery::child_expect(segment_cache_count() == 0, "the cache should be empty");
+        api().free(stale);
+    });
+    require_dies("realloc", stale + 1000, "not from this heap", [&] {
+        heap_destroy(h);
+        segment_cache_collect(true);
+        api().realloc(stale + 1000, 10);
+    });
+    auto* huge = static_cast<char*>(api().malloc(kHugeCacheMax + (1 << 20)));
+    REQUIRE(huge != nullptr);
+    require_dies("free", huge, "not from this heap", [&] {
+        api().free(huge);
+        api().free(huge);
+    });
+    require_dies("free", huge + (1 << 20), "not from this heap", [&] {
+        api().free(huge);
+        api().free(huge + (1 << 20));
+    });
+    api().free(huge);
+    heap_destroy(h);
 }
 
 TEST_CASE("a block of a destroyed heap is refused") {

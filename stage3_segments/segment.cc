@@ -160,6 +160,8 @@ Segment* map_segment(std::size_t size, PageKind kind) {
 void unmap_segment(Segment* s) {
     if (s->on_purge_list) purge_remove(s);   // unmapping gives everything back anyway
     all_remove(s);
+    // The map forgets the segment before the munmap: a stale pointer into it then reads a zero
+    // and is refused as foreign, never followed into a header that is gone (death_test).
     *map_entry(addr(s) >> kSegmentShift) = 0;   // its leaf exists: mapping the segment made it
     os_commit_bytes(-static_cast<int64_t>(kMetaSize + s->committed));
     os_unmap(s, s->size);
