@@ -56,20 +56,22 @@ s1_place:
         SET_TAGS rbx, rax, rdx                  ; the rest stays at the front, free
         mov     rdi, rbx
         add     rbx, rax                        ; the used block: the last asize bytes
-        lea     rcx, [r12 + S1_ALLOC]
-        SET_TAGS rbx, rcx, rdx
+        lea     rcx, [r12 + S1_ALLOC + S1_PREV_FREE]
+        mov     [rbx], rcx                      ; its header (no footer); the front is free
+        and     qword [rbx + r12], ~S1_PREV_FREE ; the next block follows a used one now
         call    s1_list_push                    ; rdi = the free front
         jmp     .out
 .front:
-        lea     rcx, [r12 + S1_ALLOC]
-        SET_TAGS rbx, rcx, rdx                  ; the used front part
+        lea     rcx, [r12 + S1_ALLOC]           ; (a free block's predecessor is used)
+        mov     [rbx], rcx                      ; the used front part: its header only
         lea     rdi, [rbx + r12]                ; the remainder's header
-        SET_TAGS rdi, rax, rdx                  ; a free block of the rest
-        call    s1_list_push
+        SET_TAGS rdi, rax, rdx                  ; a free block of the rest (the next block's
+        call    s1_list_push                    ; PREV_FREE stays set)
         jmp     .out
 .whole:
         lea     rcx, [r13 + S1_ALLOC]
-        SET_TAGS rbx, rcx, rdx                  ; used, all of it
+        mov     [rbx], rcx                      ; used, all of it
+        and     qword [rbx + r13], ~S1_PREV_FREE ; the next block follows a used one now
 .out:
         mov     rax, rbx
         pop     r13
@@ -83,21 +85,34 @@ s1_place:
 ;     prev used, next free  ->  block + next
 ;     prev free, next used  ->  prev + block
 ;     prev free, next free  ->  prev + block + next
-; The next block's header is at block + size; the previous block's footer is just below our
-; header, and it says how far back that block starts. The prologue and epilogue are marked
-; used, so the heap's edges need no test. An absorbed header is overwritten with S1_POISON so
-; that freeing its old payload again reads as a double free, not as a valid block.
-;   IN:  rdi = header of a block tagged free, not on the list
+; The next block's header is at block + size. The block's own PREV_FREE bit says whether the
+; previous block is free; only then is the word below our header that block's footer, which
+; says how far back it starts. The prologue and epilogue are marked used, so the heap's edges
+; need no test. An absorbed header is overwritten with S1_POISON so that freeing its old
+; payload again reads as a double free, not as a valid block. The block after the merged run
+; (used, or the epilogue) gets its PREV_FREE bit set.
+;   IN:  rdi = header of a block tagged free (its size, and PREV_FREE kept from when it was
+;        used), not on the list
 ;   OUT: rax = header of the merged block (on the list)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+;   Stack: four pushes + 8 bytes + return address = 48 bytes (aligned calls).
 global s1_coalesce:function hidden
 s1_coalesce:
         ; [lab S1.coalesce begin]
         push    rbx                             ; rbx = merged block's header
         push    r12                             ; r12 = merged size
-        push    r13                             ; r13 = neighbour
+        push    r13                             ; r13 = next block
+        push    r14                             ; r14 = previous block, or 0 when it is used
+        sub     rsp, 8
         mov     rbx, rdi
-        mov     r12, [rbx]                      ; free tag = size
+        mov     r12, [rbx]                      ; size | PREV_FREE
+        xor     r14d, r14d
+        test    r12b, S1_PREV_FREE
+        jz      .size
+        mov     r14, rbx
+        sub     r14, [rbx - 8]                  ; the previous block's footer: its size
+.size:
+        and     r12, ~S1_FLAGS
         lea     r13, [rbx + r12]                ; next block's header
         test    qword [r13], S1_ALLOC
         jnz     .prev                           ; next is used (or the epilogue)
@@ -107,22 +122,22 @@ s1_coalesce:
         mov     rax, S1_POISON
         mov     [r13], rax
 .prev:
-        mov     rax, [rbx - 8]                  ; previous block's footer
-        test    al, S1_ALLOC
-        jnz     .write                          ; previous is used (or the prologue)
-        mov     r13, rbx
-        sub     r13, rax                        ; previous block's header
-        mov     rdi, r13
+        test    r14, r14
+        jz      .write                          ; previous is used (or the prologue)
+        mov     rdi, r14
         call    s1_list_remove
-        add     r12, [r13]                      ; absorb into previous
+        add     r12, [r14]                      ; absorb into previous
         mov     rax, S1_POISON
         mov     [rbx], rax
-        mov     rbx, r13
+        mov     rbx, r14
 .write:
         SET_TAGS rbx, r12, rax                  ; one free block over the whole run
+        or      qword [rbx + r12], S1_PREV_FREE ; the block after the run follows a free one
         mov     rdi, rbx
         call    s1_list_push
         mov     rax, rbx
+        add     rsp, 8
+        pop     r14
         pop     r13
         pop     r12
         pop     rbx
@@ -138,13 +153,15 @@ s1_coalesce:
 global s1_split_tail:function hidden
 s1_split_tail:
         mov     rax, [rdi]
+        mov     rcx, rax
         and     rax, ~S1_FLAGS                  ; current size
         sub     rax, rsi                        ; tail size
         cmp     rax, S1_MIN_BLOCK
         jb      .keep                           ; too small to stand alone: keep it all
         push    rbx
-        lea     rcx, [rsi + S1_ALLOC]
-        SET_TAGS rdi, rcx, rdx                  ; the used block, shortened
+        and     ecx, S1_FLAGS                   ; its flags (allocated, PREV_FREE) stay
+        add     rcx, rsi
+        mov     [rdi], rcx                      ; the used block, shortened (a header only)
         lea     rbx, [rdi + rsi]                ; the tail's header
         SET_TAGS rbx, rax, rdx                  ; a free tail
         mov     rdi, rbx

@@ -14,8 +14,10 @@ section .text
 ; [S1.20] s1_check: the heap's invariants, checked in one pass over every region and one
 ; over the free list:
 ;   regions:  magic word present; ascending and not overlapping; both fences intact
-;   blocks:   size >= S1_MIN_BLOCK (tags hold multiples of 16); inside the region; footer == header;
-;             flags 0 or S1_ALLOC; never two free blocks side by side (coalescing is eager)
+;   blocks:   size >= S1_MIN_BLOCK (tags hold multiples of 16); inside the region; a free
+;             block's footer == its header; flags 0 (free) or S1_ALLOC, plus S1_PREV_FREE
+;             exactly when the previous block is free (used blocks and the epilogue); never
+;             two free blocks side by side (coalescing is eager)
 ;   lists:    every node a free block inside the heap; node.next.prev == node; every node
 ;             on the list of its size class, and the class map's bit set exactly for the
 ;             non-empty lists; total length == free blocks found in the heap (which also
@@ -86,20 +88,25 @@ s1_check:
         mov     eax, S1_CHECK_PAST_END
         cmp     rdi, rdx
         ja      .fail
-        mov     eax, S1_CHECK_FOOTER
-        cmp     rsi, [r15 + rdi - 8]
-        jne     .fail
         and     esi, S1_FLAGS
         jz      .free_block
         mov     eax, S1_CHECK_FLAGS
-        cmp     esi, S1_ALLOC
-        jne     .fail
+        mov     edx, esi
+        and     edx, ~S1_PREV_FREE
+        cmp     edx, S1_ALLOC
+        jne     .fail                           ; flag bits no header has
+        shr     esi, 1                          ; esi = the PREV_FREE bit
+        cmp     esi, ebp
+        jne     .fail                           ; it disagrees with the previous block
         inc     qword [rbx + REPORT_USED_BLOCKS]
         lea     rdx, [rdi - S1_OVERHEAD]
         add     [rbx + REPORT_USED_BYTES], rdx
         xor     ebp, ebp
         jmp     .block_next
 .free_block:
+        mov     eax, S1_CHECK_FOOTER
+        cmp     rdi, [r15 + rdi - 8]
+        jne     .fail                           ; a free block's footer is its header, its size
         mov     eax, S1_CHECK_ADJACENT_FREE
         test    ebp, ebp
         jnz     .fail                           ; a coalesce was missed
@@ -113,7 +120,8 @@ s1_check:
 .region_end:
         lea     rcx, [r14 - 8]
         mov     eax, S1_CHECK_EPILOGUE
-        cmp     qword [rcx], S1_EPILOGUE_TAG
+        lea     rdx, [rbp*2 + S1_EPILOGUE_TAG]  ; PREV_FREE when the last block is free
+        cmp     [rcx], rdx
         jne     .fail
         mov     r13, r14
         mov     r12, [r12 + S1_REGION_NEXT]

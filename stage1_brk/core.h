@@ -13,7 +13,8 @@ extern "C" {
 
 // ---- Layout constants (must equal types.inc) ----
 inline constexpr uint64_t kS1Align = 16;            // payload alignment
-inline constexpr uint64_t kS1Overhead = 16;         // header + footer
+inline constexpr uint64_t kS1Overhead = 8;          // a used block's header (no footer)
+inline constexpr uint64_t kS1PrevFree = 2;          // header flag: the block before is free
 inline constexpr uint64_t kS1MinBlock = 32;         // header, next, prev, footer
 inline constexpr uint64_t kS1MaxRequest = 1ull << 46;  // larger requests fail with ENOMEM
 inline constexpr uint64_t kS1RegionHeader = 24;     // next, end, magic

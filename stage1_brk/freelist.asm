@@ -356,9 +356,9 @@ s1_wilderness:
         test    rax, rax
         jz      .done                           ; no heap
         mov     rax, [rax + S1_REGION_END]
-        mov     rcx, [rax - 16]                 ; footer of the block before the epilogue
-        test    cl, S1_ALLOC
-        jnz     .none
+        test    qword [rax - 8], S1_PREV_FREE   ; the epilogue: is the block before it free?
+        jz      .none
+        mov     rcx, [rax - 16]                 ; then this is its footer: its size
         sub     rax, 8
         sub     rax, rcx                        ; its header
         ret

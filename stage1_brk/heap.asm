@@ -143,11 +143,10 @@ s1_heap_grow:
         ; block will coalesce with it. Ask for need + margin [S1.31], in 16-byte units:
         ; sbrk moves the break by any amount (the kernel maps whole pages behind it), so
         ; rounding to pages would only charge a small heap for room it never uses.
-        mov     rcx, [r13 - 16]                 ; footer of the last block before the epilogue
         xor     eax, eax                        ; rax = trailing free bytes (0 if none)
-        test    cl, S1_ALLOC
-        jnz     .have
-        mov     rax, rcx                        ; a free tag is its own size (flags are 0)
+        test    qword [r13 - 8], S1_PREV_FREE   ; the epilogue: is the last block free?
+        jz      .have
+        mov     rax, [r13 - 16]                 ; its footer: a free tag is its own size
 .have:
         mov     r14, r12
         sub     r14, rax                        ; need = asize - trailing free bytes
@@ -165,7 +164,11 @@ s1_heap_grow:
         jne     .fresh_range                    ; the break moved under us: a new region
         mov     rdi, r13
         sub     rdi, 8                          ; rdi = old epilogue = new block's header
-        SET_TAGS rdi, r14, rcx                  ; a free block of `increment` bytes
+        mov     rcx, [rdi]
+        and     ecx, S1_PREV_FREE               ; keep the epilogue's PREV_FREE for s1_coalesce
+        or      rcx, r14
+        mov     [rdi], rcx                      ; a free block of `increment` bytes (s1_coalesce
+                                                ; writes its footer)
         lea     rax, [r13 + r14]                ; new end of the region
         mov     [rbx + S1_REGION_END], rax
         mov     qword [rax - 8], S1_EPILOGUE_TAG ; new epilogue at the new end
@@ -198,7 +201,7 @@ s1_heap_grow:
         mov     [rbx + S1_REGION_MAGIC], rax
         mov     qword [rbx + S1_REGION_HEADER], S1_PROLOGUE_TAG      ; prologue header
         mov     qword [rbx + S1_REGION_HEADER + 8], S1_PROLOGUE_TAG  ; prologue footer
-        mov     qword [rcx - 8], S1_EPILOGUE_TAG                     ; epilogue
+        mov     qword [rcx - 8], S1_EPILOGUE_TAG + S1_PREV_FREE      ; epilogue, after a free block
         lea     rdi, [rbx + S1_FIRST_BLOCK]     ; the one free block between the fences
         lea     rax, [rcx - 8]
         sub     rax, rdi                        ; its size: up to the epilogue
@@ -304,7 +307,7 @@ s1_heap_trim:
         mov     rax, [rbx + S1_REGION_END]
         sub     rax, r13
         mov     [rbx + S1_REGION_END], rax
-        mov     qword [rax - 8], S1_EPILOGUE_TAG ; epilogue at the new end
+        mov     qword [rax - 8], S1_EPILOGUE_TAG + S1_PREV_FREE ; epilogue at the new end
 .out:
         pop     r13
         pop     r12

@@ -16,8 +16,8 @@ extern s1_status, s1_last_region, s1_fit_policy  ; heap.asm
 section .text
 
 ; [S1.15] ADJUST_SIZE dst, src: the block size for a request of `src` payload bytes: room for
-; the header and footer, rounded up to 16, at least S1_MIN_BLOCK (so malloc(0) gets a real,
-; unique block). The caller has already refused requests above S1_MAX_REQUEST.
+; the header (a used block has no footer), rounded up to 16, at least S1_MIN_BLOCK (so
+; malloc(0) gets a real, unique block, and the block can hold a free block's tags and links). The caller has already refused requests above S1_MAX_REQUEST.
 %macro ADJUST_SIZE 2
         lea     %1, [%2 + S1_OVERHEAD + S1_ALIGN - 1]
         and     %1, -S1_ALIGN
@@ -69,13 +69,17 @@ s1_malloc:
         ret
 
 ; [S1.16] s1_validate: is `ptr` a used block of this heap? Checked in order of cost: alignment,
-; region, poison (a block absorbed by coalescing), size within the region, footer equal to the
-; header, and finally the allocated bit. Catches double frees, foreign and interior pointers
-; without walking the blocks (only the short region list); an interior pointer whose bytes
-; happen to look like a matching header and footer would pass: the price of not walking.
+; region, poison (a block absorbed by coalescing), size within the region, then the flags: a
+; used block's (allocated, perhaps PREV_FREE, nothing else), and the header at header + size
+; must be one that can follow a used block: the region's epilogue, or a block of at least
+; S1_MIN_BLOCK bytes inside the region with no flag but "allocated" (PREV_FREE there would say
+; we are free). A free block's header must equal its footer (a double free). Catches double
+; frees, foreign and interior pointers without walking the blocks (only the short region
+; list); an interior pointer whose bytes happen to look like a used header, with a plausible
+; header at the right distance, would pass: the price of not walking.
 ;   IN:  rdi = pointer (not 0)
 ;   OUT: eax = S1_OK, S1_MISALIGNED, S1_FOREIGN, S1_NOT_A_BLOCK or S1_DOUBLE_FREE
-;   Clobbers: rax, rcx, rdx, rsi, rdi. Preserves: everything else.
+;   Clobbers: rax, rcx, rdx, rsi, rdi, r8. Preserves: everything else.
 global s1_validate:function hidden
 s1_validate:
         test    dil, S1_ALIGN - 1
@@ -100,13 +104,33 @@ s1_validate:
         sub     rax, rdi                        ; room from the payload to the region end
         cmp     rsi, rax
         ja      .not_a_block                    ; would run past the epilogue
-        cmp     rcx, [rdi + rsi - 16]           ; footer: header + size - 8
-        jne     .not_a_block
+        mov     r8, rcx                         ; r8 = header
         and     ecx, S1_FLAGS
+        jz      .free_tag
+        and     ecx, ~S1_PREV_FREE
         cmp     ecx, S1_ALLOC
-        je      .ok
-        test    ecx, ecx
-        jz      .double_free                    ; a well-formed free block
+        jne     .not_a_block                    ; flag bits no header has
+        lea     rax, [rdi + rsi - 8]            ; rax = the next block's header
+        sub     rdx, 8                          ; rdx = the region's epilogue
+        mov     rcx, [rax]
+        cmp     rcx, S1_EPILOGUE_TAG
+        je      .next_epilogue
+        test    cl, S1_FLAGS & ~S1_ALLOC
+        jnz     .not_a_block                    ; PREV_FREE (we would be free) or junk
+        and     rcx, ~S1_FLAGS
+        cmp     rcx, S1_MIN_BLOCK
+        jb      .not_a_block
+        sub     rdx, rax                        ; room from the next header to the epilogue
+        cmp     rcx, rdx
+        jbe     .ok                             ; a plausible next block: we are used
+        jmp     .not_a_block
+.next_epilogue:
+        cmp     rax, rdx
+        je      .ok                             ; we are the region's last block
+        jmp     .not_a_block
+.free_tag:
+        cmp     r8, [rdi + rsi - 16]            ; a free block's footer: header + size - 8
+        je      .double_free                    ; a well-formed free block
 .not_a_block:
         mov     eax, S1_NOT_A_BLOCK
         ret
@@ -154,9 +178,10 @@ global s1_free_block:function hidden
 s1_free_block:
         push    rbx                             ; rbx = the block's size
         mov     rax, [rdi]
-        and     rax, ~S1_FLAGS                  ; clear the allocated bit...
+        and     rax, ~S1_ALLOC                  ; free now; PREV_FREE stays for s1_coalesce,
+        mov     [rdi], rax                      ; which writes the footer
+        and     rax, ~S1_FLAGS
         mov     rbx, rax
-        SET_TAGS rdi, rax, rcx                  ; ...in header and footer
         call    s1_coalesce
         push    rax
         sub     rsp, 8
@@ -172,7 +197,7 @@ s1_free_block:
 ; s1_usable_size: the payload bytes of a used block (at least what was asked for).
 ;   IN:  rdi = pointer
 ;   OUT: rax = usable bytes, or 0 with s1_status set for a bad pointer (0 for a null pointer)
-;   Clobbers: rax, rcx, rdx, rsi, rdi. Preserves: everything else.
+;   Clobbers: rax, rcx, rdx, rsi, rdi, r8. Preserves: everything else.
 global s1_usable_size:function hidden
 s1_usable_size:
         test    rdi, rdi
@@ -184,7 +209,7 @@ s1_usable_size:
         jnz     .bad
         mov     rax, [rbx - 8]
         and     rax, ~S1_FLAGS
-        sub     rax, S1_OVERHEAD                ; block minus header and footer
+        sub     rax, S1_OVERHEAD                ; block minus its header
         pop     rbx
         ret
 .bad:
@@ -254,8 +279,8 @@ s1_realloc:
         cmp     rdx, r13
         jae     .forward                        ; next is free and large enough
         add     rcx, rax                        ; next is free but short: what follows it?
-        cmp     qword [rcx], S1_EPILOGUE_TAG
-        jne     .backward
+        cmp     qword [rcx], S1_EPILOGUE_TAG + S1_PREV_FREE
+        jne     .backward                       ; (an epilogue after a free block)
 .at_end:
         mov     rax, [s1_last_region]
         mov     rax, [rax + S1_REGION_END]
@@ -286,9 +311,9 @@ s1_realloc:
         jmp     .fit
 
 .backward:
-        mov     rax, [r14 - 8]                  ; the previous block's footer
-        test    al, S1_ALLOC
-        jnz     .move                           ; previous is used (or the prologue)
+        test    qword [r14], S1_PREV_FREE
+        jz      .move                           ; previous is used (or the prologue)
+        mov     rax, [r14 - 8]                  ; the previous block's footer: its size
         lea     rcx, [r15 + rax]                ; rcx = previous + block
         mov     rdx, [r14 + r15]
         test    dl, S1_ALLOC
@@ -323,20 +348,26 @@ s1_realloc:
         pop     rdx
 
 .fit:   ; IN: rdx = header of the run the block now starts, rcx = the run's size (>= asize).
-        ; The block takes asize; a rest that can stand alone goes back as free.
+        ; The block takes asize; a rest that can stand alone goes back as free. The run's
+        ; first header says what precedes it: our own block's (forward) or a free block's,
+        ; whose predecessor is used (backward).
+        mov     r8, [rdx]
+        and     r8d, S1_PREV_FREE               ; r8 = the run's PREV_FREE, kept
         mov     rax, r13                        ; rax = used
         mov     rsi, rcx
         sub     rsi, rax                        ; rsi = rest
         cmp     rsi, S1_MIN_BLOCK
         jae     .fit_split
-        lea     r8, [rcx + S1_ALLOC]
-        SET_TAGS rdx, r8, r9                    ; used, the whole run
+        lea     r8, [r8 + rcx + S1_ALLOC]
+        mov     [rdx], r8                       ; used, the whole run (a header only)
+        and     qword [rdx + rcx], ~S1_PREV_FREE ; the block after the run follows a used one
         jmp     .fit_done
 .fit_split:
-        lea     r8, [rax + S1_ALLOC]
-        SET_TAGS rdx, r8, r9                    ; used, `used` bytes
+        lea     r8, [r8 + rax + S1_ALLOC]
+        mov     [rdx], r8                       ; used, `used` bytes (a header only)
         lea     rdi, [rdx + rax]
         SET_TAGS rdi, rsi, r9                   ; the rest is a free block (its next is used)
+        or      qword [rdi + rsi], S1_PREV_FREE ; which follows the free rest now
         push    rdx
         sub     rsp, 8
         call    s1_list_push
@@ -421,11 +452,13 @@ s1_memalign:
         lea     rsi, [r14 - 8]                  ; the aligned block's header
         mov     rax, r13
         add     rax, [r13]                      ; the free block's end
+        and     qword [rax], ~S1_PREV_FREE      ; the block there follows a used one now
         sub     rax, rsi                        ; bytes from the aligned header to that end
         lea     rdx, [rax + S1_ALLOC]
-        SET_TAGS rsi, rdx, rax                  ; the aligned block, used, up to the end
+        mov     [rsi], rdx                      ; the aligned block, used, up to the end
         cmp     rsi, r13
-        je      .tail                           ; no lead
+        je      .tail                           ; no lead: the hole's predecessor is used
+        or      qword [rsi], S1_PREV_FREE       ; it follows the lead, free
         mov     rcx, rsi
         sub     rcx, r13                        ; the lead's size (>= S1_MIN_BLOCK)
         SET_TAGS r13, rcx, rax                  ; the lead, a free block
@@ -448,15 +481,17 @@ s1_memalign:
         neg     rbx
         lea     rdi, [r13 - 8]                  ; the malloc'd block's header
         mov     rax, [rdi]
+        mov     r8, rax
+        and     r8d, S1_PREV_FREE               ; what precedes it precedes the lead
         and     rax, ~S1_FLAGS                  ; its size
         mov     rcx, r14
         sub     rcx, r13                        ; lead bytes
         sub     rax, rcx                        ; bytes from the aligned header on
-        lea     rdx, [rax + S1_ALLOC]
-        lea     rsi, [r14 - 8]
-        SET_TAGS rsi, rdx, rax                  ; the aligned block, used
-        SET_TAGS rdi, rcx, rax                  ; the lead, a free block
-        call    s1_coalesce                     ; merge with a free predecessor, list it
+        lea     rdx, [rax + S1_ALLOC + S1_PREV_FREE]
+        mov     [r14 - 8], rdx                  ; the aligned block, used, after the free lead
+        or      rcx, r8
+        mov     [rdi], rcx                      ; the lead, a free block (s1_coalesce writes
+        call    s1_coalesce                     ; its footer), merged with a free predecessor
 .tail:
         lea     rdi, [r14 - 8]
         mov     rsi, r12

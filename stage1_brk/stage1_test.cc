@@ -107,19 +107,19 @@ TEST_CASE_FIXTURE(IsolatedHeap, "free coalesces with both neighbours") {
     REQUIRE(rows.size() == 3);  // one free run a+b+c, guard, rest
     CHECK(rows[0].kind == S1_KIND_FREE);
     CHECK(rows[0].address == header(a));
-    CHECK(rows[0].size == 128 + 224 + 320);
+    CHECK(rows[0].size == 112 + 208 + 320);  // 100, 200, 300 bytes plus a header, rounded to 16
     CHECK(check() == S1_CHECK_OK);
     CHECK(s1_free(guard) == S1_OK);
     CHECK(blocks().size() == 1);  // everything merged back into one block
 }
 
 TEST_CASE_FIXTURE(IsolatedHeap, "a remainder too small to stand alone is not split off") {
-    void* a = s1_malloc(100);  // 128-byte block
+    void* a = s1_malloc(100);  // 112-byte block: a header and 104 usable bytes
     void* fence = s1_malloc(16);
     REQUIRE(s1_free(a) == S1_OK);
-    void* b = s1_malloc(90);  // wants 112: the 16 left over cannot be a block
+    void* b = s1_malloc(80);  // wants 96: the 16 left over cannot be a block
     CHECK(b == a);
-    CHECK(s1_usable_size(b) == 112);
+    CHECK(s1_usable_size(b) == 104);
     void* c = s1_malloc(50);  // wants 80 from a fresh 128 block? no: comes from the rest
     CHECK(header(c) > header(fence));
     CHECK(check() == S1_CHECK_OK);
@@ -193,16 +193,16 @@ TEST_CASE_FIXTURE(IsolatedHeap, "a large block leaves the wilderness at the end 
     s1_grow_margin = 0;  // exact growths: the block sizes below are the whole story
     s1_set_fit(S1_FIT_SEG);
     void* a = s1_malloc(16);
-    REQUIRE(s1_free(s1_malloc(1000)) == S1_OK);  // the wilderness: 1,024 bytes after a
+    REQUIRE(s1_free(s1_malloc(1016)) == S1_OK);  // the wilderness: 1,024 bytes after a
     uint64_t wild = header(a) + kS1MinBlock;
     REQUIRE(blocks().back().kind == S1_KIND_FREE);
     REQUIRE(blocks().back().size == 1024);
-    // asize 624 would leave 400 bytes in front of it: at the front instead [S1.32], so the
+    // asize 608 would leave 416 bytes in front of it: at the front instead [S1.32], so the
     // rest stays the heap's trailing free block.
     void* p = s1_malloc(600);
     CHECK(header(p) == wild);
     CHECK(blocks().back().kind == S1_KIND_FREE);
-    CHECK(blocks().back().size == 1024 - 624);
+    CHECK(blocks().back().size == 1024 - 608);
     REQUIRE(s1_free(p) == S1_OK);
     // asize 320 leaves 704 in front, more than itself: at the back, as in any other hole.
     void* q = s1_malloc(300);
@@ -299,12 +299,12 @@ TEST_CASE_FIXTURE(IsolatedHeap, "a block grown by realloc takes exactly its size
     void* guard = s1_malloc(16);
     REQUIRE(s1_free(fence) == S1_OK);
     REQUIRE(s1_realloc(p, 2000) == p);
-    CHECK(s1_usable_size(p) + kS1Overhead == 2016);  // 2000 + header and footer: no slack
+    CHECK(s1_usable_size(p) + kS1Overhead == 2016);  // 2000 + a header, rounded: no slack
     std::vector<Row> rows = blocks();
     REQUIRE(rows.size() >= 3);  // p, the rest, guard (and perhaps the margin)
     CHECK(rows[1].kind == S1_KIND_FREE);  // the rest of the absorbed block
-    CHECK(rows[1].size == 1024 + 10016 - 2016);
-    CHECK(s1_realloc(p, 2001) == p);  // the next growth absorbs the rest again
+    CHECK(rows[1].size == 1008 + 10016 - 2016);
+    CHECK(s1_realloc(p, 2009) == p);  // the next growth absorbs the rest again
     CHECK(s1_usable_size(p) + kS1Overhead == 2032);
     CHECK(s1_realloc(p, 100) == p);  // a shrink gives the tail back
     CHECK(s1_usable_size(p) < 200);
@@ -504,7 +504,7 @@ TEST_CASE_FIXTURE(IsolatedHeap, "memalign gives the lead and the tail back as fr
     void* p = s1_memalign(4096, 100);
     REQUIRE(p != nullptr);
     CHECK(reinterpret_cast<uint64_t>(p) % 4096 == 0);
-    CHECK(s1_usable_size(p) == 112);
+    CHECK(s1_usable_size(p) == 104);
     std::vector<Row> rows = blocks();
     REQUIRE(rows.size() == 3);
     CHECK(rows[0].kind == S1_KIND_FREE);  // the lead
@@ -578,20 +578,26 @@ TEST_CASE_FIXTURE(IsolatedHeap, "the checker names the first broken invariant") 
     S1Report r;
     REQUIRE(s1_check(&r) == S1_CHECK_OK);
     CHECK(r.used_blocks == 2);
-    CHECK(r.used_bytes == 2 * 112);
+    CHECK(r.used_bytes == 2 * 104);
 
-    uint64_t* footer = reinterpret_cast<uint64_t*>(a + 112);
-    uint64_t saved = *footer;
-    *footer ^= 0x100;  // a heap overflow from a into its own footer
-    CHECK(s1_check(&r) == S1_CHECK_FOOTER);
-    CHECK(r.address == header(a));
-    *footer = saved;
-
-    uint64_t* head = reinterpret_cast<uint64_t*>(b - 8);
-    saved = *head;
+    uint64_t* head = reinterpret_cast<uint64_t*>(b - 8);  // just past a's 104 usable bytes
+    uint64_t saved = *head;
+    *head ^= kS1PrevFree;  // a one-bit overflow from a: b now says that a is free
+    CHECK(s1_check(&r) == S1_CHECK_FLAGS);
+    CHECK(r.address == header(b));
+    CHECK(s1_validate(a) == S1_NOT_A_BLOCK);  // and free(a) refuses a block b calls free
     *head = 8;  // a size no block can have
     CHECK(s1_check(&r) == S1_CHECK_BLOCK_SIZE);
     *head = saved;
+    CHECK(s1_check(&r) == S1_CHECK_OK);
+
+    REQUIRE(s1_free(a) == S1_OK);  // a free block has a footer again
+    uint64_t* footer = reinterpret_cast<uint64_t*>(a + 112 - 16);
+    saved = *footer;
+    *footer ^= 0x100;  // a write after free into its footer
+    CHECK(s1_check(&r) == S1_CHECK_FOOTER);
+    CHECK(r.address == header(a));
+    *footer = saved;
     CHECK(s1_check(&r) == S1_CHECK_OK);
 }
 

@@ -9,7 +9,7 @@
 
 namespace edu::stage1 {
 namespace {
-constexpr uint64_t kAlloc = 1, kFlags = 15, kPage = 4096;
+constexpr uint64_t kAlloc = 1, kPrevFree = kS1PrevFree, kFlags = 15, kPage = 4096;
 constexpr uint64_t kNext = 8, kPrev = 16;
 constexpr uint64_t kRegionNext = 0, kRegionEnd = 8, kRegionMagic = 16;
 constexpr uint64_t kFirstBlock = 40, kPrologueTag = 16 | kAlloc, kEpilogueTag = kAlloc;
@@ -31,6 +31,8 @@ void Twin::store(uint64_t address, uint64_t value) {
     std::memcpy(reinterpret_cast<void*>(address), &value, 8);
 }
 
+// A free block's tags; a used block has its header only (store), its PREV_FREE kept in step
+// with the block before it.
 void Twin::set_tags(uint64_t header, uint64_t tag) {
     store(header, tag);
     store(header + (tag & ~kFlags) - 8, tag);
@@ -75,8 +77,7 @@ uint64_t Twin::heap_grow_once(uint64_t asize) {
     if (cur == kFailed) return status = S1_ENOMEM, 0;
     uint64_t last = last_region_;
     if (last && cur == load(last + kRegionEnd)) {
-        uint64_t tail = load(cur - 16);
-        uint64_t have = (tail & kAlloc) ? 0 : tail;
+        uint64_t have = (load(cur - 8) & kPrevFree) ? load(cur - 16) : 0;
         int64_t need = static_cast<int64_t>(asize - have);
         if (need < static_cast<int64_t>(kS1MinBlock)) need = kS1MinBlock;
         uint64_t increment = static_cast<uint64_t>(need) + margin();
@@ -84,7 +85,7 @@ uint64_t Twin::heap_grow_once(uint64_t asize) {
         if (r == kFailed) return status = S1_ENOMEM, 0;
         if (r != cur) return fresh_range(r, increment);
         uint64_t header = cur - 8;
-        set_tags(header, increment);
+        store(header, increment | (load(header) & kPrevFree));
         store(last + kRegionEnd, cur + increment);
         store(cur + increment - 8, kEpilogueTag);
         return coalesce(header);
@@ -103,7 +104,7 @@ uint64_t Twin::fresh_range(uint64_t base, uint64_t length) {
     store(region + kRegionMagic, kS1RegionMagic);
     store(region + kS1RegionHeader, kPrologueTag);
     store(region + kS1RegionHeader + 8, kPrologueTag);
-    store(end - 8, kEpilogueTag);
+    store(end - 8, kEpilogueTag | kPrevFree);
     uint64_t block = region + kFirstBlock;
     set_tags(block, end - 8 - block);
     uint64_t before = 0, after = first_region_;
@@ -139,7 +140,7 @@ void Twin::heap_trim(uint64_t header) {
     list_push(header);
     uint64_t end = load(last + kRegionEnd) - give;
     store(last + kRegionEnd, end);
-    store(end - 8, kEpilogueTag);
+    store(end - 8, kEpilogueTag | kPrevFree);
 }
 
 void Twin::release(uint64_t header, uint64_t freed) {
@@ -246,8 +247,8 @@ uint64_t Twin::find_fit(uint64_t asize) {
 
 uint64_t Twin::wilderness() const {
     if (!last_region_) return 0;
-    uint64_t end = load(last_region_ + kRegionEnd), footer = load(end - 16);
-    return (footer & kAlloc) ? 0 : end - 8 - footer;
+    uint64_t end = load(last_region_ + kRegionEnd);
+    return (load(end - 8) & kPrevFree) ? end - 8 - load(end - 16) : 0;
 }
 
 uint64_t Twin::find_aligned(uint64_t asize, uint64_t alignment, uint64_t* payload) const {
@@ -291,40 +292,42 @@ uint64_t Twin::place(uint64_t header, uint64_t asize) {
     uint64_t size = load(header);
     uint64_t rest = size - asize;
     if (rest < kS1MinBlock) {
-        set_tags(header, size | kAlloc);
+        store(header, size | kAlloc);
+        store(header + size, load(header + size) & ~kPrevFree);
         return header;
     }
     // [S1.32] used part at the back, except in a wilderness that would keep less than asize
     bool at_back = fit_policy == S1_FIT_SEG && asize >= kS1SplitBack && (rest >= asize || header != wilderness());
     if (at_back) {
         set_tags(header, rest);
-        set_tags(header + rest, asize | kAlloc);
+        store(header + rest, asize | kAlloc | kPrevFree);
+        store(header + size, load(header + size) & ~kPrevFree);
         list_push(header);
         return header + rest;
     }
-    set_tags(header, asize | kAlloc);
+    store(header, asize | kAlloc);
     set_tags(header + asize, rest);
     list_push(header + asize);
     return header;
 }
 
 uint64_t Twin::coalesce(uint64_t header) {
-    uint64_t size = load(header);
+    uint64_t tag = load(header), size = tag & ~kFlags;
+    uint64_t prev = (tag & kPrevFree) ? header - load(header - 8) : 0;
     uint64_t next = header + size;
     if (!(load(next) & kAlloc)) {
         list_remove(next);
         size += load(next);
         store(next, kS1Poison);
     }
-    uint64_t prev_footer = load(header - 8);
-    if (!(prev_footer & kAlloc)) {
-        uint64_t prev = header - prev_footer;
+    if (prev) {
         list_remove(prev);
         size += load(prev);
         store(header, kS1Poison);
         header = prev;
     }
     set_tags(header, size);
+    store(header + size, load(header + size) | kPrevFree);
     list_push(header);
     return header;
 }
@@ -332,7 +335,7 @@ uint64_t Twin::coalesce(uint64_t header) {
 void Twin::split_tail(uint64_t header, uint64_t asize) {
     uint64_t rest = (load(header) & ~kFlags) - asize;
     if (rest < kS1MinBlock) return;
-    set_tags(header, asize | kAlloc);
+    store(header, asize | (load(header) & kFlags));
     set_tags(header + asize, rest);
     heap_trim(coalesce(header + asize));
 }
@@ -359,10 +362,14 @@ uint32_t Twin::validate(const void* ptr) const {
     if (header == kS1Poison) return S1_DOUBLE_FREE;
     uint64_t size = header & ~kFlags;
     if (size < kS1MinBlock || size > end - p) return S1_NOT_A_BLOCK;
-    if (load(p + size - 16) != header) return S1_NOT_A_BLOCK;
-    if ((header & kFlags) == kAlloc) return S1_OK;
-    if ((header & kFlags) == 0) return S1_DOUBLE_FREE;
-    return S1_NOT_A_BLOCK;
+    uint64_t flags = header & kFlags;
+    if (flags == 0) return load(p + size - 16) == header ? S1_DOUBLE_FREE : S1_NOT_A_BLOCK;
+    if ((flags & ~kPrevFree) != kAlloc) return S1_NOT_A_BLOCK;
+    uint64_t next = p - 8 + size, tag = load(next), epilogue = end - 8;
+    if (tag == kEpilogueTag) return next == epilogue ? S1_OK : S1_NOT_A_BLOCK;
+    if (tag & kFlags & ~kAlloc) return S1_NOT_A_BLOCK;
+    uint64_t next_size = tag & ~kFlags;
+    return next_size >= kS1MinBlock && next_size <= epilogue - next ? S1_OK : S1_NOT_A_BLOCK;
 }
 
 uint32_t Twin::free(void* ptr) {
@@ -375,7 +382,7 @@ uint32_t Twin::free(void* ptr) {
 
 void Twin::free_block(uint64_t header) {
     uint64_t size = load(header) & ~kFlags;
-    set_tags(header, size);
+    store(header, load(header) & ~kAlloc);
     uint64_t run = coalesce(header);
     release(run, size);
     heap_trim(run);
@@ -407,7 +414,7 @@ void* Twin::realloc(void* ptr, uint64_t size) {
         end = next;
     } else if (!(tag & kAlloc)) {
         if (current + tag >= asize) forward = true;
-        else if (load(next + tag) == kEpilogueTag) end = next + tag;
+        else if (load(next + tag) == (kEpilogueTag | kPrevFree)) end = next + tag;
     }
     if (end && end == load(last_region_ + kRegionEnd) - 8 && heap_grow(asize - current)) forward = true;
     if (forward) {
@@ -418,8 +425,8 @@ void* Twin::realloc(void* ptr, uint64_t size) {
             return fit(header, current + tag, asize);
         }
     }
-    uint64_t prev_footer = load(header - 8);
-    if (!(prev_footer & kAlloc)) {
+    if (load(header) & kPrevFree) {
+        uint64_t prev_footer = load(header - 8);
         uint64_t run = prev_footer + current;
         if (!(load(next) & kAlloc)) run += load(next);
         if (run >= asize) {
@@ -441,12 +448,14 @@ void* Twin::realloc(void* ptr, uint64_t size) {
 }
 
 void* Twin::fit(uint64_t header, uint64_t run, uint64_t asize) {
-    uint64_t used = asize;
+    uint64_t used = asize, prev_free = load(header) & kPrevFree;
     if (run - used < kS1MinBlock) {
-        set_tags(header, run | kAlloc);
+        store(header, run | kAlloc | prev_free);
+        store(header + run, load(header + run) & ~kPrevFree);
     } else {
-        set_tags(header, used | kAlloc);
+        store(header, used | kAlloc | prev_free);
         set_tags(header + used, run - used);
+        store(header + run, load(header + run) | kPrevFree);
         list_push(header + used);
     }
     return reinterpret_cast<void*>(header + 8);
@@ -460,8 +469,10 @@ void* Twin::memalign(uint64_t alignment, uint64_t size) {
     if (hole) {
         list_remove(hole);
         uint64_t end = hole + load(hole);
-        set_tags(q - 8, (end - (q - 8)) | kAlloc);
+        store(end, load(end) & ~kPrevFree);
+        store(q - 8, (end - (q - 8)) | kAlloc);
         if (q - 8 != hole) {
+            store(q - 8, load(q - 8) | kPrevFree);
             set_tags(hole, q - 8 - hole);
             list_push(hole);
         }
@@ -475,10 +486,10 @@ void* Twin::memalign(uint64_t alignment, uint64_t size) {
     if (p & (alignment - 1)) {
         q = (p + kS1MinBlock + alignment - 1) & ~(alignment - 1);
         uint64_t header = p - 8;
-        uint64_t total = load(header) & ~kFlags;
+        uint64_t prev_free = load(header) & kPrevFree, total = load(header) & ~kFlags;
         uint64_t lead = q - p;
-        set_tags(q - 8, (total - lead) | kAlloc);
-        set_tags(header, lead);
+        store(q - 8, (total - lead) | kAlloc | kPrevFree);
+        store(header, lead | prev_free);
         coalesce(header);
     }
     split_tail(q - 8, asize);
@@ -511,14 +522,14 @@ uint64_t Twin::check(S1Report* r) const {
             uint64_t header = load(b), size = header & ~kFlags;
             if (size < kS1MinBlock) return fail(S1_CHECK_BLOCK_SIZE, b);
             if (size > end - 8 - b) return fail(S1_CHECK_PAST_END, b);
-            if (load(b + size - 8) != header) return fail(S1_CHECK_FOOTER, b);
             uint64_t flags = header & kFlags;
             if (flags == 0) {
+                if (load(b + size - 8) != header) return fail(S1_CHECK_FOOTER, b);
                 if (previous_free) return fail(S1_CHECK_ADJACENT_FREE, b);
                 ++r->free_blocks;
                 r->free_bytes += size;
                 previous_free = true;
-            } else if (flags == kAlloc) {
+            } else if ((flags & ~kPrevFree) == kAlloc && ((flags & kPrevFree) != 0) == previous_free) {
                 ++r->used_blocks;
                 r->used_bytes += size - kS1Overhead;
                 previous_free = false;
@@ -527,7 +538,7 @@ uint64_t Twin::check(S1Report* r) const {
             }
             b += size;
         }
-        if (load(end - 8) != kEpilogueTag) return fail(S1_CHECK_EPILOGUE, end - 8);
+        if (load(end - 8) != (kEpilogueTag | (previous_free ? kPrevFree : 0))) return fail(S1_CHECK_EPILOGUE, end - 8);
         previous_end = end;
     }
     uint64_t seen = 0;
