@@ -1,10 +1,9 @@
-// bench/stage1_traces.cc: stage 1's placement policies on malloc-lab-style traces, scored the
-// way CS:APP's mdriver scores them: utilisation = peak live payload (requested bytes) / heap
-// extent at the end (the highest footprint, never shrinking), plus operations per second.
-// Replays each trace straight through the NASM core on a private break (reserved_break.h).
-//   bazel run --config=opt //bench:stage1_traces -- [--fits=first,next,best,seg] [TRACE...]
-// With no trace files it replays the built-in workloads of the stage diff and four generated
-// traces shaped like the classic lab traces (binary, binary2, coalescing, realloc).
+// bench/stage1_traces.cc: stage 1's fit policies on malloc-lab-style traces, scored as CS:APP's
+// mdriver does (peak live payload / highest footprint), plus operations per second, replayed
+// straight through the NASM core on a private break. With no trace files: the stage diff's
+// built-in workloads and four traces shaped like the classic lab traces. --breakdown: where the
+// heap's bytes are at its peak footprint; --option=NAME=VALUE: a stage option (margin, trim).
+//   bazel run --config=opt //bench:stage1_traces -- [--fits=first,next,best,seg] [--breakdown] [TRACE...]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
