@@ -1,5 +1,5 @@
-// stage3_segments/heap.cc: the generic malloc path, page queues and the direct cache,
-// retirement, and first-class heaps.
+// stage3_segments/heap.cc: the generic malloc path, the direct cache, full pages, and
+// first-class heaps. The queues and retirement are queues.h's, shared with stage 4.
 #include "stage3_segments/heap.h"
 
 #include <cstring>
@@ -8,6 +8,7 @@
 #include "stage3_segments/bins.h"
 #include "stage3_segments/os.h"
 #include "stage3_segments/page.h"
+#include "stage3_segments/queues.h"
 #include "stage3_segments/segment.h"
 #include "stage3_segments/stats.h"
 
@@ -54,37 +55,16 @@ void page_free(Heap* heap, Page* page) {
     page_release(page);
 }
 
-void collect_retired(Heap* heap, bool force) {
-    uint32_t lo = kBinCount, hi = 0;
-    for (uint32_t bin = heap->retired_min; bin <= heap->retired_max && bin < kBinCount; ++bin) {
-        Page* page = heap->queues[bin].first;
-        if (!page || !page->retire_expire) continue;
-        if (page->used != 0) {          // allocated from again: no longer retiring
-            page->retire_expire = 0;
-            continue;
-        }
-        if (force || --page->retire_expire == 0) {
-            page_free(heap, page);
-            continue;
-        }
-        if (bin < lo) lo = bin;
-        if (bin > hi) hi = bin;
-    }
-    heap->retired_min = lo;
-    heap->retired_max = hi;
-}
+// The queues and retirement are shared with stage 4 (queues.h): this is what stage 3 plugs in.
+struct QueueTraits {
+    using Heap = stage3::Heap;
+    using Page = stage3::Page;
+    static constexpr uint32_t kRetireTicks = stage3::kRetireTicks;
+    static void direct_changed(Heap* heap, unsigned queue) { update_direct(heap, queue); }
+    static void page_free(Heap* heap, Page* page) { stage3::page_free(heap, page); }
+};
+using Queues = PageQueues<QueueTraits>;
 
-void page_retire(Heap* heap, Page* page) {
-    unsigned queue = page->queue;
-    PageQueue& q = heap->queues[queue];
-    if (queue < kBinCount && q.first == page && q.last == page) {
-        page->retire_expire = page->block_size <= kSmallMax ? kRetireTicks : kRetireTicks / 4;
-        if (queue < heap->retired_min) heap->retired_min = queue;
-        if (queue > heap->retired_max) heap->retired_max = queue;
-        return;
-    }
-    page_free(heap, page);
-}
 
 // A page of `bin` with a free block, or nullptr when no memory can be had.
 Page* find_page(Heap* heap, unsigned bin) {
@@ -101,7 +81,7 @@ Page* find_page(Heap* heap, unsigned bin) {
         page = next;
     }
     // A fresh page is about to be formatted: the moment retired pages are worth giving back.
-    if (heap->retired_min <= heap->retired_max) collect_retired(heap, false);
+    if (heap->retired_min <= heap->retired_max) Queues::collect_retired(heap, false);
     Page* page = page_alloc(bin_kind(bin));
     if (!page) return nullptr;
     page_format(page, heap, bin);
@@ -116,38 +96,9 @@ Heap* first_heap() { return g_heaps; }
 
 // ---- Queues ---------------------------------------------------------------------------------
 
-void queue_push_front(Heap* heap, unsigned queue, Page* page) {
-    PageQueue& q = heap->queues[queue];
-    page->queue = static_cast<uint8_t>(queue);
-    page->prev = nullptr;
-    page->next = q.first;
-    if (q.first) q.first->prev = page;
-    else q.last = page;
-    q.first = page;
-    update_direct(heap, queue);
-}
-
-void queue_push_back(Heap* heap, unsigned queue, Page* page) {
-    PageQueue& q = heap->queues[queue];
-    page->queue = static_cast<uint8_t>(queue);
-    page->next = nullptr;
-    page->prev = q.last;
-    if (q.last) q.last->next = page;
-    else q.first = page;
-    q.last = page;
-    if (q.first == page) update_direct(heap, queue);
-}
-
-void queue_remove(Heap* heap, Page* page) {
-    PageQueue& q = heap->queues[page->queue];
-    bool was_first = q.first == page;
-    if (page->prev) page->prev->next = page->next;
-    else q.first = page->next;
-    if (page->next) page->next->prev = page->prev;
-    else q.last = page->prev;
-    page->next = page->prev = nullptr;
-    if (was_first) update_direct(heap, page->queue);
-}
+void queue_push_front(Heap* heap, unsigned queue, Page* page) { Queues::push_front(heap, queue, page); }
+void queue_push_back(Heap* heap, unsigned queue, Page* page) { Queues::push_back(heap, queue, page); }
+void queue_remove(Heap* heap, Page* page) { Queues::remove(heap, page); }
 
 void queue_move_to_full(Heap* heap, Page* page) {
     queue_remove(heap, page);
@@ -208,7 +159,7 @@ void page_event(Page* page) {
         queue_remove(heap, page);
         queue_push_back(heap, bin_of_page(page), page);
     }
-    if (page->used == 0) page_retire(heap, page);
+    if (page->used == 0) Queues::retire(heap, page);
 }
 
 // ---- Heaps ----------------------------------------------------------------------------------
@@ -262,7 +213,7 @@ void heap_delete(Heap* heap) {
 }
 
 void heap_collect(Heap* heap, bool force) {
-    if (heap->retired_min <= heap->retired_max) collect_retired(heap, force);
+    if (heap->retired_min <= heap->retired_max) Queues::collect_retired(heap, force);
     segment_purge(force);
     segment_cache_collect(force);
 }

@@ -1,9 +1,10 @@
-// stage4_threads/heap.cc: the generic malloc path, page queues and the direct cache, full
-// pages, retirement. Everything here runs on the heap's own thread.
+// stage4_threads/heap.cc: the generic malloc path, the direct cache, full pages. The queues and
+// retirement are stage 3's (queues.h). Everything here runs on the heap's own thread.
 #include "stage4_threads/heap.h"
 
 #include "contract/diagnostics.h"
 #include "stage3_segments/bins.h"
+#include "stage3_segments/queues.h"
 #include "stage4_threads/abandon.h"
 #include "stage4_threads/arena.h"
 #include "stage4_threads/free.h"
@@ -29,36 +30,15 @@ void update_direct(Heap* heap, unsigned queue) {
     for (unsigned i = r.first; i <= r.last; ++i) heap->direct[i] = first ? first : &g_empty_page;
 }
 
-void collect_retired(Heap* heap, bool force) {
-    uint32_t lo = kBinCount, hi = 0;
-    for (uint32_t bin = heap->retired_min; bin <= heap->retired_max && bin < kBinCount; ++bin) {
-        Page* page = heap->queues[bin].first;
-        if (!page || !page->retire_expire) continue;
-        if (page->used != 0) {   // allocated from again
-            page->retire_expire = 0;
-        } else if (force || --page->retire_expire == 0) {
-            page_free(heap, page);
-        } else {
-            lo = bin < lo ? bin : lo;
-            hi = bin > hi ? bin : hi;
-        }
-    }
-    heap->retired_min = lo;
-    heap->retired_max = hi;
-}
-
-// As in stage 3: the only page of its bin waits, the others go back to their segment now.
-void page_retire(Heap* heap, Page* page) {
-    unsigned bin = page->queue;
-    const PageQueue& q = heap->queues[bin];
-    if (bin >= kBinCount || q.first != page || q.last != page) {
-        page_free(heap, page);
-        return;
-    }
-    page->retire_expire = page->block_size <= kSmallMax ? kRetireTicks : kRetireTicks / 4;
-    if (bin < heap->retired_min) heap->retired_min = bin;
-    if (bin > heap->retired_max) heap->retired_max = bin;
-}
+// Stage 3's queues and retirement (queues.h, S3.18 and S3.41), on stage 4's records.
+struct QueueTraits {
+    using Heap = stage4::Heap;
+    using Page = stage4::Page;
+    static constexpr uint32_t kRetireTicks = stage4::kRetireTicks;
+    static void direct_changed(Heap* heap, unsigned queue) { update_direct(heap, queue); }
+    static void page_free(Heap* heap, Page* page) { stage4::page_free(heap, page); }
+};
+using Queues = stage3::PageQueues<QueueTraits>;
 
 // Runs every 64 ticks of the heap's clock: delayed work that needs no hurry.
 void heap_tick(Heap* heap) {
@@ -99,7 +79,7 @@ Page* find_page(Heap* heap, unsigned bin) {
         }
         if (round != 0 || !reclaim_for(heap, bin)) break;
     }
-    if (heap->retired_min <= heap->retired_max) collect_retired(heap, false);
+    if (heap->retired_min <= heap->retired_max) Queues::collect_retired(heap, false);
     Page* page = page_alloc(heap, bin_kind(bin));
     if (!page) return nullptr;
     page_format(page, heap, bin);
@@ -119,34 +99,9 @@ void page_free(Heap* heap, Page* page) {
 
 // ---- Queues ---------------------------------------------------------------------------------
 
-void queue_push_front(Heap* heap, unsigned queue, Page* page) {
-    PageQueue& q = heap->queues[queue];
-    page->queue = static_cast<uint8_t>(queue);
-    page->prev = nullptr;
-    page->next = q.first;
-    (q.first ? q.first->prev : q.last) = page;
-    q.first = page;
-    update_direct(heap, queue);
-}
-
-void queue_push_back(Heap* heap, unsigned queue, Page* page) {
-    PageQueue& q = heap->queues[queue];
-    page->queue = static_cast<uint8_t>(queue);
-    page->next = nullptr;
-    page->prev = q.last;
-    (q.last ? q.last->next : q.first) = page;
-    q.last = page;
-    if (q.first == page) update_direct(heap, queue);
-}
-
-void queue_remove(Heap* heap, Page* page) {
-    PageQueue& q = heap->queues[page->queue];
-    bool was_first = q.first == page;
-    (page->prev ? page->prev->next : q.first) = page->next;
-    (page->next ? page->next->prev : q.last) = page->prev;
-    page->next = page->prev = nullptr;
-    if (was_first) update_direct(heap, page->queue);
-}
+void queue_push_front(Heap* heap, unsigned queue, Page* page) { Queues::push_front(heap, queue, page); }
+void queue_push_back(Heap* heap, unsigned queue, Page* page) { Queues::push_back(heap, queue, page); }
+void queue_remove(Heap* heap, Page* page) { Queues::remove(heap, page); }
 
 bool page_to_full(Heap* heap, Page* page) {
     if (page_set_delay(page, Delay::to_heap, false) & ~kDelayMask) {
@@ -213,7 +168,7 @@ void page_event(Heap* heap, Page* page) {
         queue_remove(heap, page);
         queue_push_back(heap, bin_of(page->block_size), page);
     }
-    if (page->used == 0) page_retire(heap, page);
+    if (page->used == 0) Queues::retire(heap, page);
 }
 
 void page_push_local(Heap* heap, Page* page, Block* b) {
@@ -224,7 +179,7 @@ void page_push_local(Heap* heap, Page* page, Block* b) {
 }
 
 void heap_collect(Heap* heap, bool force) {
-    if (heap->retired_min <= heap->retired_max) collect_retired(heap, force);
+    if (heap->retired_min <= heap->retired_max) Queues::collect_retired(heap, force);
     segment_purge(heap, force);
     segment_cache_collect(heap, force);
 }
