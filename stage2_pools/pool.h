@@ -30,6 +30,7 @@ namespace edu::stage2 {
 // Out of line: the cold half of each operation, so the inline halves stay a few instructions.
 void* pool_malloc_slow(unsigned c);              // used[c] is empty: take an empty pool
 void pool_refill(Pool* pool);                    // free list ran dry: carve a block or go full
+void* pool_refill_after(Pool* pool, void* block);  // pool_refill, then returns `block`
 void pool_free_slow(Pool* pool, bool was_full);  // full -> used, or used -> empty
 [[noreturn]] void small_reject(const void* user, uintptr_t block, const char* call);
 [[noreturn, gnu::cold]] void pool_link_corrupt(const Pool* pool, const void* block, const char* call);
@@ -73,7 +74,8 @@ inline void* pool_malloc(unsigned c) {
     uint32_t index = pool_pop_index(pool, block, "malloc");
     ++pool->used;
     pool_bitmap(pool)[index >> 6] |= uint64_t{1} << (index & 63);
-    if (__builtin_expect((pool->free = block->next) == nullptr, 0)) pool_refill(pool);
+    // A tail call: nothing of this function is live across it, so the path above saves no register.
+    if (__builtin_expect((pool->free = block->next) == nullptr, 0)) return pool_refill_after(pool, block);
     return block;
 }
 

@@ -57,17 +57,36 @@ void* place(std::size_t n, std::size_t* usable) {
     die(kStageName, call, ptr, "not a block of this heap: foreign, interior, or already freed");
 }
 
-// [S2.19] malloc: debug mode aside, a small request is one inline pool_malloc; anything
-// larger goes to stage 1.
-void* s2_malloc(std::size_t n) {
-    if (g_heap.debug) [[unlikely]] return debug_malloc(n, kAlignment);
-    if (n <= kSmallMax) [[likely]] {
+// Every malloc the fast path below does not take: debug mode, counting on (the default),
+// malloc(0), or more than a class holds (stage 1's).
+[[gnu::noinline]] void* malloc_other(std::size_t n) {
+    if (g_heap.debug) return debug_malloc(n, kAlignment);
+    if (n <= kSmallMax) {
         unsigned c = class_of(n);
         void* block = pool_malloc(c);
         if (block != nullptr) [[likely]] note_alloc(class_size(c), n);
         return block;
     }
     return raw_malloc_counted(n, kAlignment);
+}
+
+// [S2.19] malloc: a request of 1 to 512 bytes with nothing to count and no debug mode is one
+// inline pool_malloc. Every call it can make is its last act (a tail call), so the path saves
+// no register and builds no frame; everything else is malloc_other's.
+void* s2_malloc(std::size_t n) {
+    if (n - 1 < kSmallMax && !g_heap.debug && !g_heap.counting) [[likely]]
+        return pool_malloc(class_of(n));
+    return malloc_other(n);
+}
+
+// free of a block that is not in an arena: a raw block, or a pointer that is not ours. Out of
+// line, so that s2_free's path for small blocks needs no stack frame.
+[[gnu::noinline]] void free_raw(void* p) {
+    RawEntry* entry = raw_find(reinterpret_cast<uintptr_t>(p));
+    if (!entry) reject_raw("free", p);
+    note_free(entry->usable);
+    raw_untrack(entry);
+    raw_release(p);
 }
 
 // free: the radix tree says whether p is in an arena; if not, the raw table must know it.
@@ -81,11 +100,7 @@ void s2_free(void* p) {
         pool_free(ref);
         return;
     }
-    RawEntry* entry = raw_find(address);
-    if (!entry) reject_raw("free", p);
-    note_free(entry->usable);
-    raw_untrack(entry);
-    raw_release(p);
+    free_raw(p);
 }
 
 void* s2_calloc(std::size_t count, std::size_t size) {
