@@ -80,46 +80,28 @@ void purge_remove(Segment* s) {
     s->on_purge_list = 0;
 }
 
-// Decommits every dirty page of `s`, one madvise per run of adjacent pages; or, for a cached
-// large or huge segment, what its last block reached.
+// The segment's header, page areas and purge are shared with stage 4 (segment_layout.h).
+struct LayoutTraits {
+    using Segment = stage3::Segment;
+    using Page = stage3::Page;
+    static constexpr std::size_t kMetaSize = stage3::kMetaSize;
+    static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
+        stage3::page_reset(page, s, index, kind);
+    }
+    static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
+};
+using Layout = SegmentLayout<LayoutTraits>;
+
+// Decommits every dirty page of `s`, or for a cached one-block segment what its last block
+// reached, and takes it off the purge list.
 void purge_segment(Segment* s) {
     purge_remove(s);
-    if (s->page_count == 1) {
-        if (s->committed) os_decommit(reinterpret_cast<void*>(addr(s) + kMetaSize), s->committed);
-        s->committed = 0;
-        return;
-    }
-    Page* pages = s->pages();
-    uint64_t dirty = s->dirty_pages;
-    while (dirty) {
-        unsigned first = static_cast<unsigned>(__builtin_ctzll(dirty));
-        unsigned last = first;
-        while (last + 1 < s->page_count && ((dirty >> (last + 1)) & 1)) ++last;
-        uintptr_t lo = page_area(s, &pages[first]).lo, hi = page_area(s, &pages[last]).hi;
-        os_decommit(reinterpret_cast<void*>(lo), hi - lo);
-        s->committed -= hi - lo;
-        for (unsigned i = first; i <= last; ++i) dirty &= ~(uint64_t{1} << i);
-    }
-    s->dirty_pages = 0;
+    Layout::decommit_unused(s);
 }
 
 // ---- Mapping --------------------------------------------------------------------------------
 
-// Lays out the header for `kind`: page_of, the page records as free sentinels, the free set.
-void format_segment(Segment* s, PageKind kind) {
-    unsigned shift = kind == PageKind::small    ? kSmallPageShift
-                     : kind == PageKind::medium ? kMediumPageShift
-                                                : kSegmentShift;
-    unsigned count = kind == PageKind::small ? kSlots : kind == PageKind::medium ? 8u : 1u;
-    s->kind = static_cast<uint8_t>(kind);
-    s->page_shift = shift;
-    s->page_count = count;
-    s->used_pages = 0;
-    s->free_pages = count == 64 ? ~uint64_t{0} : (uint64_t{1} << count) - 1;
-    Page* pages = s->pages();
-    for (unsigned i = 0; i < kSlots; ++i) s->page_of[i] = &pages[(i << kSlotShift) >> shift];
-    for (unsigned i = 0; i < count; ++i) page_reset(&pages[i], s, static_cast<uint8_t>(i), kind);
-}
+void format_segment(Segment* s, PageKind kind) { Layout::format(s, kind); }
 
 // The map byte of `chunk`, for writing: its leaf is mapped first if it is not yet (nullptr
 // when that fails). A leaf is never unmapped: 16 KiB for every 64 GiB the program's segments
@@ -240,13 +222,7 @@ void cache_or_unmap(Segment* s) {
 
 }  // namespace
 
-Span page_area(const Segment* segment, const Page* page) {
-    uintptr_t base = addr(segment);
-    if (segment->page_count == 1) return {base + kMetaSize, base + segment->size};
-    uintptr_t lo = base + (uintptr_t{page->index} << segment->page_shift);
-    uintptr_t hi = lo + (uintptr_t{1} << segment->page_shift);
-    return {lo < base + kMetaSize ? base + kMetaSize : lo, hi};
-}
+Span page_area(const Segment* segment, const Page* page) { return Layout::page_area(segment, page); }
 
 // [S3.15] Pages out of segments. A small or medium page is the lowest free page of the first
 // open segment of its kind; its whole area counts in the footprint from now on (Linux will

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "stage3_segments/segment_layout.h"
 #include "stage3_segments/types.h"
 
 namespace edu::stage3 {
@@ -35,12 +36,7 @@ inline bool segment_owned(const void* p) {
     return chunk < kMapEntries && g_segment_map.leaf[chunk >> kLeafBits][chunk & (kLeafEntries - 1)] != 0;
 }
 
-// The page area of a page: [lo, hi). Page 0 of a small or medium segment starts after the
-// metadata; one-block pages span from the metadata to the segment's end.
-struct Span {
-    uintptr_t lo;
-    uintptr_t hi;
-};
+// The page area of a page: [lo, hi) (segment_layout.h, shared with stage 4).
 Span page_area(const Segment* segment, const Page* page);
 
 // A free page of a small or medium segment, counted in the footprint, not yet formatted

@@ -62,42 +62,24 @@ void purge_remove(Heap* heap, Segment* s) {
     s->on_purge_list = 0;
 }
 
-// Decommits the dirty pages of `s`, one madvise per run of adjacent ones; for a cached large
-// segment, what its last block reached.
+// The segment's header, page areas and purge are stage 3's (segment_layout.h, S3.42, S3.43).
+struct LayoutTraits {
+    using Segment = stage4::Segment;
+    using Page = stage4::Page;
+    static constexpr std::size_t kMetaSize = stage4::kMetaSize;
+    static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
+        stage4::page_reset(page, s, index, kind);
+    }
+    static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
+};
+using Layout = stage3::SegmentLayout<LayoutTraits>;
+
 void purge_segment(Heap* heap, Segment* s) {
     purge_remove(heap, s);
-    if (!has_pages(static_cast<PageKind>(s->kind))) {
-        if (s->committed) os_decommit(reinterpret_cast<void*>(addr(s) + kMetaSize), s->committed);
-        s->committed = 0;
-        return;
-    }
-    Page* pages = s->pages();
-    for (uint64_t dirty = s->dirty_pages; dirty != 0;) {
-        unsigned first = static_cast<unsigned>(__builtin_ctzll(dirty)), last = first;
-        while (last + 1 < s->page_count && (dirty & bit(last + 1))) ++last;
-        uintptr_t lo = page_area(s, &pages[first]).lo, hi = page_area(s, &pages[last]).hi;
-        os_decommit(reinterpret_cast<void*>(lo), hi - lo);
-        s->committed -= hi - lo;
-        dirty &= ~((bit(last) << 1) - bit(first));   // bits first..last
-    }
-    s->dirty_pages = 0;
+    Layout::decommit_unused(s);
 }
 
-// The header for `kind`: page_of, the page records as free sentinels, the free set.
-void format_segment(Segment* s, PageKind kind) {
-    unsigned shift = kind == PageKind::small    ? kSmallPageShift
-                     : kind == PageKind::medium ? kMediumPageShift
-                                                : kSegmentShift;
-    s->kind = static_cast<uint8_t>(kind);
-    s->page_shift = shift;
-    s->page_count = kind == PageKind::small ? kSlots : kind == PageKind::medium ? 8u : 1u;
-    s->used_pages = 0;
-    s->free_pages = s->page_count == 64 ? ~uint64_t{0} : bit(s->page_count) - 1;
-    s->dirty_pages = 0;
-    Page* pages = s->pages();
-    for (unsigned i = 0; i < kSlots; ++i) s->page_of[i] = &pages[(i << kSlotShift) >> shift];
-    for (unsigned i = 0; i < s->page_count; ++i) page_reset(&pages[i], s, static_cast<uint8_t>(i), kind);
-}
+void format_segment(Segment* s, PageKind kind) { Layout::format(s, kind); }
 
 // Fresh arena slots for a segment of `kind`, formatted, attached to `heap`, then published.
 Segment* claim_segment(Heap* heap, PageKind kind, uint32_t blocks) {
@@ -193,12 +175,7 @@ void cache_or_drop(Heap* heap, Segment* s) {
 
 }  // namespace
 
-Span page_area(const Segment* segment, const Page* page) {
-    uintptr_t base = addr(segment), meta_end = base + kMetaSize;
-    if (segment->page_count == 1) return {meta_end, base + segment->size};
-    uintptr_t lo = base + (uintptr_t{page->index} << segment->page_shift);
-    return {lo > meta_end ? lo : meta_end, lo + (uintptr_t{1} << segment->page_shift)};
-}
+Span page_area(const Segment* segment, const Page* page) { return Layout::page_area(segment, page); }
 
 void segment_attach(Heap* heap, Segment* s) {
     heap->owned[s->slot] = 1;

@@ -8,15 +8,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "stage3_segments/segment_layout.h"
 #include "stage4_threads/types.h"
 
 namespace edu::stage4 {
 
-// The page area of a page: [lo, hi), as in stage 3 (page 0 starts after the metadata).
-struct Span {
-    uintptr_t lo;
-    uintptr_t hi;
-};
+// The page area of a page: [lo, hi), stage 3's (segment_layout.h) with stage 4's metadata.
+using stage3::Span;
 Span page_area(const Segment* segment, const Page* page);
 
 // [S4.19] Segments per heap. Stage 3 kept one open list per kind, one cache and one purge list
