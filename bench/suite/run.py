@@ -174,12 +174,14 @@ def summary(results, names):
     out = ["## Summary: time relative to mimalloc and to glibc\n",
            "Time per operation relative to mimalloc's (and glibc's), the inverse of the throughput "
            "ratio; below 1.00 is faster. One column per program and thread count (1 and 2 threads; "
-           "the machine has 2 cores).\n"]
-    for peer in ("mimalloc", "glibc"):
-        out.append("| time / %s | %s | median | worst |" % (peer, " | ".join("%s %dt" % c for c in cells)))
+           "the machine has 2 cores). The first two tables divide wall-clock time; the third divides "
+           "CPU time (user + system of the whole driver process, its untimed setup included), which "
+           "does not count the time a run waited for a core while other jobs shared the machine.\n"]
+    for peer, key, what in (("mimalloc", "ops", "time"), ("glibc", "ops", "time"), ("mimalloc", "cpu_ops", "CPU time")):
+        out.append("| %s / %s | %s | median | worst |" % (what, peer, " | ".join("%s %dt" % c for c in cells)))
         out.append("|" + "---|" * (len(cells) + 3))
         for name in names:
-            ratios = [results[(peer, w, t)]["ops"] / results[(name, w, t)]["ops"] for w, t in cells]
+            ratios = [results[(peer, w, t)][key] / results[(name, w, t)][key] for w, t in cells]
             out.append("| %s | %s | %.2f | %.2f |" % (name, " | ".join("%.2f" % r for r in ratios),
                                                     statistics.median(ratios), max(ratios)))
         out.append("")
@@ -214,6 +216,8 @@ def main():
             for name, _ in allocators:
                 results[(name, workload, threads)] = {
                     "ops": statistics.median(r["ops_per_second"] for r in runs[name]),
+                    # operations per CPU second of the whole process (driver.cc: setup included)
+                    "cpu_ops": statistics.median(r["ops"] / max(r["cpu_seconds"], 1e-9) for r in runs[name]),
                     "rss": statistics.median(r["peak_rss_kib"] for r in runs[name]),
                 }
                 print("%-14s %-9s %d thread(s): %s ops/s, peak RSS %d KiB" % (
