@@ -88,6 +88,7 @@ struct LayoutTraits {
     static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
         stage3::page_reset(page, s, index, kind);
     }
+    static bool commit(void* address, std::size_t size) { return os_commit(address, size); }
     static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
 };
 using Layout = SegmentLayout<LayoutTraits>;
@@ -157,12 +158,7 @@ void cache_remove(Segment* s) {
 }
 
 // A one-block segment's page area committed up to `need` bytes past the metadata.
-bool commit_up_to(Segment* s, std::size_t need) {
-    if (need <= s->committed) return true;
-    if (!os_commit(reinterpret_cast<void*>(addr(s) + kMetaSize + s->committed), need - s->committed)) return false;
-    s->committed = need;
-    return true;
-}
+bool commit_up_to(Segment* s, std::size_t need) { return Layout::commit_up_to(s, need); }
 
 // An empty 4 MiB segment for `kind`: the most recently cached one, or a new mapping.
 Segment* take_segment(PageKind kind) {
@@ -283,15 +279,7 @@ Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
     return page;
 }
 
-bool one_block_resize(Page* page, std::size_t bytes) {
-    Segment* s = segment_of(page);
-    if (s->kind != static_cast<uint8_t>(PageKind::large)) return false;
-    bytes = round_up(bytes == 0 ? 1 : bytes, kOsPage);
-    if (bytes > kSegmentSize || page->start - addr(s) + bytes > kSegmentSize) return false;
-    if (!commit_up_to(s, page->start + bytes - addr(s) - kMetaSize)) return false;
-    page->block_size = bytes;
-    return true;
-}
+bool one_block_resize(Page* page, std::size_t bytes) { return Layout::one_block_resize(page, bytes); }
 
 void page_release(Page* page) {
     Segment* s = segment_of(page);

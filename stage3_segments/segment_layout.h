@@ -1,8 +1,9 @@
 // stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written
 // once as templates over the stage's records: the header laid out for a kind, the area of a
-// page, and decommitting what a segment holds but does not use. Entry points:
-// SegmentLayout<T>::format, page_area, decommit_unused. T supplies Segment, Page, kMetaSize,
-// page_reset and decommit; where segments come from and which lists they are on is each stage's.
+// page, decommitting what a segment holds but does not use, a one-block segment's commitment.
+// Entry points: SegmentLayout<T>::format, page_area, decommit_unused, commit_up_to,
+// one_block_resize. T supplies Segment, Page, kMetaSize, page_reset, commit and decommit; where
+// segments come from and which lists they are on is each stage's.
 #pragma once
 
 #include <cstddef>
@@ -69,6 +70,26 @@ struct SegmentLayout {
             dirty &= ~((bit(last) << 1) - bit(first));   // bits first..last
         }
         s->dirty_pages = 0;
+    }
+
+    // A one-block segment commits what its block reaches: `need` bytes past the metadata.
+    static bool commit_up_to(Segment* s, std::size_t need) {
+        if (need <= s->committed) return true;
+        if (!T::commit(reinterpret_cast<void*>(base(s) + T::kMetaSize + s->committed), need - s->committed))
+            return false;
+        s->committed = need;
+        return true;
+    }
+
+    // A large block grows or shrinks in place within its segment (realloc, [S3.32]).
+    static bool one_block_resize(Page* page, std::size_t bytes) {
+        auto* s = reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(page) & ~kSegmentMask);
+        if (s->kind != static_cast<uint8_t>(PageKind::large)) return false;
+        bytes = ((bytes == 0 ? 1 : bytes) + kOsPage - 1) & ~(kOsPage - 1);   // whole OS pages
+        if (bytes > kSegmentSize || page->start - base(s) + bytes > kSegmentSize) return false;
+        if (!commit_up_to(s, page->start + bytes - base(s) - T::kMetaSize)) return false;
+        page->block_size = bytes;
+        return true;
     }
 };
 

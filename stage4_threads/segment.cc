@@ -70,6 +70,11 @@ struct LayoutTraits {
     static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
         stage4::page_reset(page, s, index, kind);
     }
+    static bool commit(void* address, std::size_t size) {
+        if (!os_commit_range(address, size)) return false;
+        os_commit_bytes(static_cast<int64_t>(size));
+        return true;
+    }
     static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
 };
 using Layout = stage3::SegmentLayout<LayoutTraits>;
@@ -122,13 +127,7 @@ Segment* take_segment(Heap* heap, PageKind kind) {
 }
 
 // A one-block segment's page area committed up to `need` bytes past the metadata.
-bool commit_up_to(Segment* s, std::size_t need) {
-    if (need <= s->committed) return true;
-    if (!os_commit_range(reinterpret_cast<void*>(addr(s) + kMetaSize + s->committed), need - s->committed)) return false;
-    os_commit_bytes(static_cast<int64_t>(need - s->committed));
-    s->committed = need;
-    return true;
-}
+bool commit_up_to(Segment* s, std::size_t need) { return Layout::commit_up_to(s, need); }
 
 void drop(Heap* heap, Segment* s) {
     segment_detach(heap, s);
@@ -254,15 +253,7 @@ Page* one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alig
     return page;
 }
 
-bool one_block_resize(Page* page, std::size_t bytes) {
-    Segment* s = segment_of(page);
-    if (s->kind != static_cast<uint8_t>(PageKind::large)) return false;
-    bytes = round_up(bytes == 0 ? 1 : bytes, kOsPage);
-    if (bytes > kSegmentSize || page->start - addr(s) + bytes > kSegmentSize) return false;
-    if (!commit_up_to(s, page->start + bytes - addr(s) - kMetaSize)) return false;
-    page->block_size = bytes;
-    return true;
-}
+bool one_block_resize(Page* page, std::size_t bytes) { return Layout::one_block_resize(page, bytes); }
 
 void page_release(Heap* heap, Page* page) {
     page_verify_empty(page);   // [S4.43]
