@@ -13,6 +13,7 @@ uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 
 }  // namespace
 
+
 uint64_t magic_for(uint64_t block_size) {
     // floor(2^64 / d) + 1, computed without 128-bit arithmetic: 2^64 = UINT64_MAX + 1.
     uint64_t magic = UINT64_MAX / block_size + 1;
@@ -107,22 +108,7 @@ void page_extend(Page* page) {
     // [lab S3.extend end]
 }
 
-int list_find(const Page* page, const Block* head, const Block* target) {
-    uint32_t steps = 0;
-    for (const Block* b = head; b != nullptr; b = decode_block(page, b)) {
-        if (!page_owns_block(page, addr(b)) || ++steps > page->capacity) return -1;
-        if (b == target) return 1;
-    }
-    return 0;
-}
-
-int64_t list_length(const Page* page, const Block* head) {
-    int64_t n = 0;
-    for (const Block* b = head; b != nullptr; b = decode_block(page, b)) {
-        if (!page_owns_block(page, addr(b)) || n >= page->capacity) return -1;
-        ++n;
-    }
-    return n;
-}
+int list_find(const Page* page, const Block* head, const Block* target) { return Lists::find(page, head, target); }
+int64_t list_length(const Page* page, const Block* head) { return Lists::length(page, head); }
 
 }  // namespace edu::stage3

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "stage3_segments/lists.h"
 #include "stage3_segments/secure.h"
 #include "stage3_segments/types.h"
 
@@ -63,6 +64,17 @@ inline bool page_owns_block(const Page* page, uintptr_t p) {
 int list_find(const Page* page, const Block* head, const Block* target);
 // Length of a free list, or -1 if it is corrupted (a link off the page, or a cycle).
 int64_t list_length(const Page* page, const Block* head);
+// Both are lists.h's walks ([S3.44]), shared with stage 4, on stage 3's links and marks;
+// secure.cc re-encodes lists with them too.
+struct ListTraits {
+    using Page = stage3::Page;
+    static bool holds(const Page* page, const Block* b) {
+        return page_owns_block(page, reinterpret_cast<uintptr_t>(b));
+    }
+    static const Block* next(const Page* page, const Block* b) { return decode_block(page, b); }
+    static void remark(const Page* page, Block* b) { b->mark = freed_mark(page); }   // keyed per page
+};
+using Lists = PageLists<ListTraits>;
 
 // The validity test's constants for a block size ([S3.6]).
 uint64_t magic_for(uint64_t block_size);

@@ -1,7 +1,8 @@
-// stage3_segments/secure.cc: the key stream's one writer, per-page keys, and re-encoding every list when
-// the secure option changes.
+// stage3_segments/secure.cc: the key stream's one writer, per-page keys, and re-encoding every
+// list (lists.h) when the secure option changes.
 #include "stage3_segments/secure.h"
 
+#include "stage3_segments/page.h"
 #include "stage3_segments/segment.h"
 
 namespace edu::stage3 {
@@ -9,17 +10,6 @@ namespace {
 
 bool g_secure = false;
 KeyStream g_keys;   // one writer: every caller holds the stage's lock ([S3.37])
-
-// Re-encodes one list from `old` keys to the page's current keys, and re-marks its blocks.
-void reencode(const Page* page, const uint64_t old[2], Block* head) {
-    uint32_t steps = 0;
-    for (Block* b = head; b != nullptr && steps <= page->capacity; ++steps) {
-        auto* next = reinterpret_cast<Block*>(decode_link(old, b->link));
-        b->link = encode(page, reinterpret_cast<uintptr_t>(next));
-        b->mark = freed_mark(page);
-        b = next;
-    }
-}
 
 }  // namespace
 
@@ -38,8 +28,8 @@ void rekey_all_pages(bool secure) {
             if (!page->in_use || page->capacity == 1) continue;   // one-block pages: no lists
             uint64_t old[2] = {page->keys[0], page->keys[1]};
             new_keys(page, secure);
-            reencode(page, old, page->free);
-            reencode(page, old, page->local_free);
+            Lists::reencode(page, old, page->free);
+            Lists::reencode(page, old, page->local_free);
         }
     }
 }

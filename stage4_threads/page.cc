@@ -104,22 +104,7 @@ void page_extend(Page* page) {
     page_set_limit(page);
 }
 
-int list_find(const Page* page, const Block* head, const Block* target) {
-    uint32_t steps = 0;
-    for (const Block* b = head; b != nullptr; b = next_of(page, b)) {
-        if (!page_holds(page, addr(b), page->carved) || ++steps > page->capacity) return -1;
-        if (b == target) return 1;
-    }
-    return 0;
-}
-
-int64_t list_length(const Page* page, const Block* head) {
-    int64_t n = 0;
-    for (const Block* b = head; b != nullptr; b = next_of(page, b)) {
-        if (!page_holds(page, addr(b), page->carved) || n >= page->capacity) return -1;
-        ++n;
-    }
-    return n;
-}
+int list_find(const Page* page, const Block* head, const Block* target) { return Lists::find(page, head, target); }
+int64_t list_length(const Page* page, const Block* head) { return Lists::length(page, head); }
 
 }  // namespace edu::stage4

@@ -8,6 +8,8 @@
 #include <cstdint>
 
 #include "stage3_segments/bins.h"
+#include "stage3_segments/lists.h"
+#include "stage4_threads/secure.h"
 #include "stage4_threads/types.h"
 
 namespace edu::stage4 {
@@ -108,6 +110,17 @@ inline uint32_t index_of(const Page* page, const Block* b) {
 int list_find(const Page* page, const Block* head, const Block* target);
 // Length of a list, or -1 if a link leaves the page or the list is longer than the page.
 int64_t list_length(const Page* page, const Block* head);
+// Both are stage 3's walks (lists.h, S3.44) on stage 4's links: a block the owner may hold
+// (carved), the link decoded with the page's keys; the freed mark does not depend on them.
+struct ListTraits {
+    using Page = stage4::Page;
+    static bool holds(const Page* page, const Block* b) {
+        return page_holds(page, reinterpret_cast<uintptr_t>(b), page->carved);
+    }
+    static const Block* next(const Page* page, const Block* b) { return next_of(page, b); }
+    static void remark(const Page*, Block*) {}
+};
+using Lists = stage3::PageLists<ListTraits>;
 
 void page_set_limit(Page* page);
 // The fast path's validity constants from start, block size and carved (`on`), or the free

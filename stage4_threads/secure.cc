@@ -18,16 +18,6 @@ namespace {
 // heap is in use. Relaxed: a page's keys are published with the page itself.
 std::atomic<bool> g_secure{false};
 
-// Re-encodes one list from `old` keys to the page's current ones.
-void reencode(const Page* page, const uint64_t old[2], Block* head) {
-    uint32_t steps = 0;
-    for (Block* b = head; b != nullptr && steps <= page->capacity; ++steps) {
-        auto* next = reinterpret_cast<Block*>(stage3::decode_link(old, b->link));
-        b->link = encode(page, reinterpret_cast<uintptr_t>(next));
-        b = next;
-    }
-}
-
 bool another_heap_in_use() {
     for (Heap* h = first_record(); h != nullptr; h = h->next_record)
         if (h != t_heap && h->state.load(std::memory_order_acquire) == HeapState::in_use) return true;
@@ -64,8 +54,8 @@ bool secure_switch(bool on) {
             if (page->queue != kFullQueue) page_collect_remote(page);
             uint64_t old[2] = {page->keys[0], page->keys[1]};
             new_keys(page, heap);
-            reencode(page, old, page->free);
-            reencode(page, old, page->local_free);
+            Lists::reencode(page, old, page->free);
+            Lists::reencode(page, old, page->local_free);
         }
     }
     return true;
