@@ -120,42 +120,13 @@ bool check_segment(Checker& k, Segment* s, uint64_t* live_blocks, uint64_t* live
     uintptr_t at = addr(s);
     if (at & kSegmentMask) return k.fail("segment not aligned to 4 MiB", at);
     if (!segment_owned(s)) return k.fail("segment missing from the segment map", at);
-    if (s->kind > static_cast<uint8_t>(PageKind::huge)) return k.fail("segment kind unknown", at);
-    auto kind = static_cast<PageKind>(s->kind);
-    uint32_t expect_count = kind == PageKind::small ? 64 : kind == PageKind::medium ? 8 : 1;
-    if (s->page_count != expect_count) return k.fail("segment page count wrong for its kind", at);
-    if ((kind == PageKind::huge) != (s->size > kSegmentSize)) return k.fail("segment size wrong for its kind", at);
-    Page* pages = s->pages();
-    for (unsigned i = 0; i < kSlots; ++i) {
-        unsigned expect = (i << kSlotShift) >> s->page_shift;
-        if (s->page_of[i] != &pages[expect]) return k.fail("segment page_of inconsistent", at, i, expect);
-    }
+    if (s->kind <= static_cast<uint8_t>(PageKind::huge) &&
+        (s->kind == static_cast<uint8_t>(PageKind::huge)) != (s->size > kSegmentSize))
+        return k.fail("segment size wrong for its kind", at);
     uint32_t in_use = 0;
-    uint64_t areas = 0;   // bytes of pages in use or dirty
-    if (s->dirty_pages & ~s->free_pages) return k.fail("segment has dirty pages that are not free", at);
-    for (uint32_t i = 0; i < s->page_count; ++i) {
-        Page* page = &pages[i];
-        bool free_bit = (s->free_pages >> i) & 1;
-        Span area = page_area(s, page);
-        if (page->in_use || ((s->dirty_pages >> i) & 1)) areas += area.hi - area.lo;
-        if (page->index != i || page->kind != s->kind) return k.fail("page record misplaced", addr(page));
-        if (page->in_use == free_bit) return k.fail("segment free-page bit disagrees with page", addr(page));
-        if (!page->in_use) {
-            if (page->start32 != static_cast<uint32_t>(at - 1) || page->magic != 1 || page->limit != 0 ||
-                page->heap || page->free || page->local_free)
-                return k.fail("free page is not the free sentinel", addr(page));
-            continue;
-        }
-        ++in_use;
-        if (!check_page(k, s, page, live_blocks, live_bytes)) return false;
-    }
-    if (in_use != s->used_pages) return k.fail("segment used_pages wrong", at, s->used_pages, in_use);
-    bool open_kind = kind == PageKind::small || kind == PageKind::medium;
-    if (open_kind && s->committed != areas)
-        return k.fail("segment committed bytes differ from its pages in use or dirty", at, s->committed, areas);
-    if (!open_kind && in_use && s->committed < s->pages()[0].start + s->pages()[0].block_size - at - kMetaSize)
-        return k.fail("one block reaches past the segment's committed bytes", at);
-    if (s->cached && in_use) return k.fail("cached segment has pages in use", at);
+    if (!Layout::check(k, s, &in_use, [&](Page* page) { return check_page(k, s, page, live_blocks, live_bytes); }))
+        return false;
+    bool open_kind = s->kind == static_cast<uint8_t>(PageKind::small) || s->kind == static_cast<uint8_t>(PageKind::medium);
     bool should_be_open = open_kind && !s->cached && in_use && s->free_pages;
     if (s->on_open_list != should_be_open) return k.fail("segment open-list membership wrong", at);
     *pages_in_use += in_use;

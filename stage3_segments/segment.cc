@@ -80,19 +80,6 @@ void purge_remove(Segment* s) {
     s->on_purge_list = 0;
 }
 
-// The segment's header, page areas and purge are shared with stage 4 (segment_layout.h).
-struct LayoutTraits {
-    using Segment = stage3::Segment;
-    using Page = stage3::Page;
-    static constexpr std::size_t kMetaSize = stage3::kMetaSize;
-    static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
-        stage3::page_reset(page, s, index, kind);
-    }
-    static bool commit(void* address, std::size_t size) { return os_commit(address, size); }
-    static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
-};
-using Layout = SegmentLayout<LayoutTraits>;
-
 // Decommits every dirty page of `s`, or for a cached one-block segment what its last block
 // reached, and takes it off the purge list.
 void purge_segment(Segment* s) {

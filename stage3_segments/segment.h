@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "stage3_segments/os.h"
 #include "stage3_segments/segment_layout.h"
 #include "stage3_segments/types.h"
 
@@ -35,6 +36,22 @@ inline bool segment_owned(const void* p) {
     uintptr_t chunk = reinterpret_cast<uintptr_t>(p) >> kSegmentShift;
     return chunk < kMapEntries && g_segment_map.leaf[chunk >> kLeafBits][chunk & (kLeafEntries - 1)] != 0;
 }
+
+// A segment's header, page areas, purge, commitment and layout checks are shared with stage 4
+// (segment_layout.h); this is what stage 3 plugs in.
+void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind);   // page.h
+struct LayoutTraits {
+    using Segment = stage3::Segment;
+    using Page = stage3::Page;
+    static constexpr std::size_t kMetaSize = stage3::kMetaSize;
+    static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
+        stage3::page_reset(page, s, index, kind);
+    }
+    static bool commit(void* address, std::size_t size) { return os_commit(address, size); }
+    static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
+    static bool is_free_sentinel(const Page* page) { return page->heap == nullptr; }
+};
+using Layout = SegmentLayout<LayoutTraits>;
 
 // The page area of a page: [lo, hi) (segment_layout.h, shared with stage 4).
 Span page_area(const Segment* segment, const Page* page);

@@ -1,9 +1,9 @@
 // stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written
 // once as templates over the stage's records: the header laid out for a kind, the area of a
-// page, decommitting what a segment holds but does not use, a one-block segment's commitment.
-// Entry points: SegmentLayout<T>::format, page_area, decommit_unused, commit_up_to,
-// one_block_resize. T supplies Segment, Page, kMetaSize, page_reset, commit and decommit; where
-// segments come from and which lists they are on is each stage's.
+// page, decommitting what a segment holds but does not use, a one-block segment's commitment,
+// the checks of its layout. Entry points: SegmentLayout<T>::format, page_area, decommit_unused,
+// commit_up_to, one_block_resize, check. T supplies Segment, Page, kMetaSize and the stage's
+// page_reset, commit, decommit, is_free_sentinel; where segments come from is each stage's.
 #pragma once
 
 #include <cstddef>
@@ -25,7 +25,7 @@ struct SegmentLayout {
     using Segment = typename T::Segment;
     using Page = typename T::Page;
 
-    static uintptr_t base(const Segment* s) { return reinterpret_cast<uintptr_t>(s); }
+    static uintptr_t base(const void* p) { return reinterpret_cast<uintptr_t>(p); }
     static uint64_t bit(unsigned i) { return uint64_t{1} << i; }
 
     static Span page_area(const Segment* s, const Page* page) {
@@ -89,6 +89,54 @@ struct SegmentLayout {
         if (bytes > kSegmentSize || page->start - base(s) + bytes > kSegmentSize) return false;
         if (!commit_up_to(s, page->start + bytes - base(s) - T::kMetaSize)) return false;
         page->block_size = bytes;
+        return true;
+    }
+
+    // [S3.45] The checks of one segment's layout both checkers make (the invariants of [S3.7]):
+    // page_of for its kind, dirty pages free, every page record in its place with its free bit,
+    // a free record the free sentinel (T::is_free_sentinel), used_pages, committed bytes equal
+    // to the areas of pages in use or dirty (small, medium) or reaching past the one block, a
+    // cached segment empty. `check_page(page)` checks each page in use, as the stage sees it.
+    // Returns false after k.fail; *in_use is the number of pages in use.
+    template <class Checker, class CheckPage>
+    static bool check(Checker& k, const Segment* s, uint32_t* in_use, CheckPage check_page) {
+        uintptr_t at = base(s);
+        if (s->kind > static_cast<uint8_t>(PageKind::huge)) return k.fail("segment kind unknown", at);
+        auto kind = static_cast<PageKind>(s->kind);
+        uint32_t expect_count = kind == PageKind::small ? 64 : kind == PageKind::medium ? 8 : 1;
+        if (s->page_count != expect_count) return k.fail("segment page count wrong for its kind", at);
+        Page* pages = const_cast<Segment*>(s)->pages();
+        for (unsigned i = 0; i < kSlots; ++i) {
+            unsigned expect = (i << kSlotShift) >> s->page_shift;
+            if (s->page_of[i] != &pages[expect]) return k.fail("segment page_of inconsistent", at, i, expect);
+        }
+        if (s->dirty_pages & ~s->free_pages) return k.fail("segment has dirty pages that are not free", at);
+        uint32_t used = 0;
+        uint64_t areas = 0;   // bytes of pages in use or dirty
+        for (uint32_t i = 0; i < s->page_count; ++i) {
+            Page* page = &pages[i];
+            bool free_bit = (s->free_pages >> i) & 1;
+            Span area = page_area(s, page);
+            if (page->in_use || ((s->dirty_pages >> i) & 1)) areas += area.hi - area.lo;
+            if (page->index != i || page->kind != s->kind) return k.fail("page record misplaced", base(page));
+            if (page->in_use == free_bit) return k.fail("segment free-page bit disagrees with page", base(page));
+            if (!page->in_use) {
+                if (page->start32 != static_cast<uint32_t>(at - 1) || page->magic != 1 || page->limit != 0 ||
+                    page->free || page->local_free || !T::is_free_sentinel(page))
+                    return k.fail("free page is not the free sentinel", base(page));
+                continue;
+            }
+            ++used;
+            if (!check_page(page)) return false;
+        }
+        if (used != s->used_pages) return k.fail("segment used_pages wrong", at, s->used_pages, used);
+        bool open_kind = kind == PageKind::small || kind == PageKind::medium;
+        if (open_kind && s->committed != areas)
+            return k.fail("segment committed bytes differ from its pages in use or dirty", at, s->committed, areas);
+        if (!open_kind && used && s->committed < pages[0].start + pages[0].block_size - at - T::kMetaSize)
+            return k.fail("one block reaches past the segment's committed bytes", at);
+        if (s->cached && used) return k.fail("cached segment has pages in use", at);
+        *in_use = used;
         return true;
     }
 };

@@ -200,43 +200,16 @@ bool check_segment(Checker& k, Segment* s, uint32_t slot, uint32_t blocks, Acces
     uintptr_t at = addr(s);
     if (s->slot != slot || s->blocks != blocks) return k.fail("segment header disagrees with its start marker", at);
     if (!arena_claimed(slot, blocks)) return k.fail("segment's arena slots are not all claimed", at);
-    if (s->kind > static_cast<uint8_t>(PageKind::huge)) return k.fail("segment kind unknown", at);
-    auto kind = static_cast<PageKind>(s->kind);
-    uint32_t expect_count = kind == PageKind::small ? 64 : kind == PageKind::medium ? 8 : 1;
-    if (s->page_count != expect_count) return k.fail("segment page count wrong for its kind", at);
-    if (s->size != std::size_t{blocks} << kSegmentShift || (kind == PageKind::huge) != (blocks > 1))
+    if (s->kind <= static_cast<uint8_t>(PageKind::huge) &&
+        (s->size != std::size_t{blocks} << kSegmentShift || (s->kind == static_cast<uint8_t>(PageKind::huge)) != (blocks > 1)))
         return k.fail("segment size wrong for its kind", at);
-    Page* pages = s->pages();
-    for (unsigned i = 0; i < kSlots; ++i)
-        if (s->page_of[i] != &pages[(i << kSlotShift) >> s->page_shift]) return k.fail("segment page_of inconsistent", at, i);
-    if (s->dirty_pages & ~s->free_pages) return k.fail("segment has dirty pages that are not free", at);
-    bool open_kind = kind == PageKind::small || kind == PageKind::medium;
     uint32_t in_use = 0;
-    uint64_t areas = 0;
-    for (uint32_t i = 0; i < s->page_count; ++i) {
-        Page* page = &pages[i];
-        bool free_bit = (s->free_pages >> i) & 1;
-        Span area = page_area(s, page);
-        if (page->in_use || ((s->dirty_pages >> i) & 1)) areas += area.hi - area.lo;
-        if (page->index != i || page->kind != s->kind) return k.fail("page record misplaced", addr(page));
-        if (page->in_use == free_bit) return k.fail("segment free-page bit disagrees with page", addr(page));
-        if (!page->in_use) {
-            if (page->start32 != static_cast<uint32_t>(at - 1) || page->magic != 1 || page->limit != 0 ||
-                page->free || page->local_free || page->xthread_free.load(std::memory_order_relaxed) != 0 ||
-                page->heap.load(std::memory_order_relaxed) != nullptr)
-                return k.fail("free page is not the free sentinel", addr(page));
-            continue;
-        }
-        ++in_use;
+    bool ok = Layout::check(k, s, &in_use, [&](Page* page) {
         if (access == Access::own) page->check_stamp = 0;   // the queue pass stamps it
-        if (!check_page(k, s, page, access)) return false;
-    }
-    if (in_use != s->used_pages) return k.fail("segment used_pages wrong", at, s->used_pages, in_use);
-    if (open_kind && s->committed != areas)
-        return k.fail("segment committed bytes differ from its pages in use or dirty", at, s->committed, areas);
-    if (!open_kind && in_use && s->committed < pages[0].start + pages[0].block_size - at - kMetaSize)
-        return k.fail("one block reaches past the segment's committed bytes", at);
-    if (s->cached && in_use) return k.fail("cached segment has pages in use", at);
+        return check_page(k, s, page, access);
+    });
+    if (!ok) return false;
+    bool open_kind = s->kind == static_cast<uint8_t>(PageKind::small) || s->kind == static_cast<uint8_t>(PageKind::medium);
     if (access == Access::borrowed && (s->cached || s->on_open_list || s->on_purge_list))
         return k.fail("abandoned segment still on its last heap's lists", at);
     if (access == Access::own) {

@@ -62,22 +62,6 @@ void purge_remove(Heap* heap, Segment* s) {
     s->on_purge_list = 0;
 }
 
-// The segment's header, page areas and purge are stage 3's (segment_layout.h, S3.42, S3.43).
-struct LayoutTraits {
-    using Segment = stage4::Segment;
-    using Page = stage4::Page;
-    static constexpr std::size_t kMetaSize = stage4::kMetaSize;
-    static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
-        stage4::page_reset(page, s, index, kind);
-    }
-    static bool commit(void* address, std::size_t size) {
-        if (!os_commit_range(address, size)) return false;
-        os_commit_bytes(static_cast<int64_t>(size));
-        return true;
-    }
-    static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
-};
-using Layout = stage3::SegmentLayout<LayoutTraits>;
 
 void purge_segment(Heap* heap, Segment* s) {
     purge_remove(heap, s);

@@ -9,9 +9,33 @@
 #include <cstdint>
 
 #include "stage3_segments/segment_layout.h"
+#include "stage4_threads/os.h"
 #include "stage4_threads/types.h"
 
 namespace edu::stage4 {
+
+// A segment's header, page areas, purge, commitment and layout checks are stage 3's
+// (segment_layout.h: S3.42, S3.43, S3.45) on stage 4's records and metadata.
+void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind);   // page.h
+struct LayoutTraits {
+    using Segment = stage4::Segment;
+    using Page = stage4::Page;
+    static constexpr std::size_t kMetaSize = stage4::kMetaSize;
+    static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
+        stage4::page_reset(page, s, index, kind);
+    }
+    static bool commit(void* address, std::size_t size) {
+        if (!os_commit_range(address, size)) return false;
+        os_commit_bytes(static_cast<int64_t>(size));
+        return true;
+    }
+    static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
+    static bool is_free_sentinel(const Page* page) {
+        return page->xthread_free.load(std::memory_order_relaxed) == 0 &&
+               page->heap.load(std::memory_order_relaxed) == nullptr;
+    }
+};
+using Layout = stage3::SegmentLayout<LayoutTraits>;
 
 // The page area of a page: [lo, hi), stage 3's (segment_layout.h) with stage 4's metadata.
 using stage3::Span;
