@@ -66,7 +66,7 @@ void page_release(Heap* heap, Page* page);
 // saves a claim, whose fresh memory faults page by page: when threads come and go (larson),
 // segments pass from heap to heap instead of from heap to kernel to heap.
 inline constexpr uint64_t kPurgeDelay = 4096;   // heap clock ticks
-inline constexpr unsigned kCacheMax = 8;         // empty segments a heap keeps
+inline constexpr unsigned kCacheMax = 16;        // empty segments a heap keeps (chapter, S4.19)
 inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 // [S4.45] Huge segments are cached as in stage 3 (S3.35), per heap: up to kHugeCacheMax each
 // and kCacheBytes in all, so a thread that frees a 20 MiB buffer and asks for another keeps its
