@@ -220,24 +220,13 @@ Page* page_alloc(PageKind kind) {
         link_push(g_open[k], s);
         s->on_open_list = 1;
     }
-    uint64_t dirty = s->free_pages & s->dirty_pages;   // still committed: no fault, no call
-    unsigned i = static_cast<unsigned>(__builtin_ctzll(dirty ? dirty : s->free_pages));
-    Span area = page_area(s, &s->pages()[i]);
-    if (!dirty && !os_commit(reinterpret_cast<void*>(area.lo), area.hi - area.lo)) return nullptr;
-    s->free_pages &= ~(uint64_t{1} << i);
-    ++s->used_pages;
-    if (s->free_pages == 0) {
-        link_remove(g_open[k], s);
-        s->on_open_list = 0;
-    }
-    Page* page = &s->pages()[i];
-    if (dirty) {
-        s->dirty_pages &= ~(uint64_t{1} << i);
-        if (!s->dirty_pages) purge_remove(s);
-        return page;
-    }
-    s->committed += area.hi - area.lo;
-    return page;
+    return Layout::take_page(
+        s,
+        [k](Segment* full) {
+            link_remove(g_open[k], full);
+            full->on_open_list = 0;
+        },
+        [](Segment* clean) { purge_remove(clean); });
 }
 
 Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
@@ -271,17 +260,10 @@ bool one_block_resize(Page* page, std::size_t bytes) { return Layout::one_block_
 void page_release(Page* page) {
     Segment* s = segment_of(page);
     auto kind = static_cast<PageKind>(s->kind);
-    if (kind == PageKind::small || kind == PageKind::medium) {
-        if (!s->dirty_pages) purge_push(s);
-        s->dirty_pages |= uint64_t{1} << page->index;
-        s->purge_expire = g_clock + kPurgeDelay;
-    }
-    page_reset(page, s, page->index, kind);
-    s->free_pages |= uint64_t{1} << page->index;
-    --s->used_pages;
+    uint32_t in_use = Layout::release_page(s, page, g_clock + kPurgeDelay, [](Segment* dirty) { purge_push(dirty); });
     if (kind == PageKind::small || kind == PageKind::medium) {
         unsigned k = kind == PageKind::small ? 0 : 1;
-        if (s->used_pages == 0) {
+        if (in_use == 0) {
             if (s->on_open_list) link_remove(g_open[k], s);
             s->on_open_list = 0;
             cache_or_unmap(s);

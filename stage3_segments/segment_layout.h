@@ -1,9 +1,9 @@
 // stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written
 // once as templates over the stage's records: the header laid out for a kind, the area of a
-// page, decommitting what a segment holds but does not use, a one-block segment's commitment,
-// the checks of its layout. Entry points: SegmentLayout<T>::format, page_area, decommit_unused,
-// commit_up_to, one_block_resize, check. T supplies Segment, Page, kMetaSize and the stage's
-// page_reset, commit, decommit, is_free_sentinel; where segments come from is each stage's.
+// page, pages taken and given back, decommitting what a segment does not use, a one-block
+// segment's commitment, the layout checks. Entry points: SegmentLayout<T>::format, page_area,
+// take_page, release_page, decommit_unused, commit_up_to, one_block_resize, check. T supplies
+// the records, kMetaSize, page_reset, commit, decommit, is_free_sentinel.
 #pragma once
 
 #include <cstddef>
@@ -90,6 +90,47 @@ struct SegmentLayout {
         if (!commit_up_to(s, page->start + bytes - base(s) - T::kMetaSize)) return false;
         page->block_size = bytes;
         return true;
+    }
+
+    // [S3.46] A page out of a segment that has a free one: the lowest dirty page (still
+    // committed: no system call, no fault), else the lowest free page, committed now (nullptr
+    // when the system refuses). `no_free_page(s)` takes the segment off its open list when this
+    // was its last free page, `no_dirty_page(s)` off its purge list when this was its last dirty
+    // page: the lists are each stage's.
+    template <class NoFreePage, class NoDirtyPage>
+    static Page* take_page(Segment* s, NoFreePage no_free_page, NoDirtyPage no_dirty_page) {
+        uint64_t dirty = s->free_pages & s->dirty_pages;
+        unsigned i = static_cast<unsigned>(__builtin_ctzll(dirty ? dirty : s->free_pages));
+        Page* page = &s->pages()[i];
+        Span area = page_area(s, page);
+        if (!dirty && !T::commit(reinterpret_cast<void*>(area.lo), area.hi - area.lo)) return nullptr;
+        s->free_pages &= ~bit(i);
+        ++s->used_pages;
+        if (s->free_pages == 0) no_free_page(s);
+        if (dirty) {
+            s->dirty_pages &= ~bit(i);
+            if (!s->dirty_pages) no_dirty_page(s);
+        } else {
+            s->committed += area.hi - area.lo;
+        }
+        return page;
+    }
+
+    // A page back to its segment: free again, and dirty (committed until the purge, [S3.34])
+    // unless it is a one-block page; `first_dirty(s)` puts the segment on its purge list when
+    // this is its first dirty page, `expire` is when the purge may take it. Returns the pages
+    // still in use; what follows (open list, cache) is each stage's.
+    template <class FirstDirty>
+    static uint32_t release_page(Segment* s, Page* page, uint64_t expire, FirstDirty first_dirty) {
+        auto kind = static_cast<PageKind>(s->kind);
+        if (kind == PageKind::small || kind == PageKind::medium) {
+            if (!s->dirty_pages) first_dirty(s);
+            s->dirty_pages |= bit(page->index);
+            s->purge_expire = expire;
+        }
+        T::page_reset(page, s, page->index, kind);
+        s->free_pages |= bit(page->index);
+        return --s->used_pages;
     }
 
     // [S3.45] The checks of one segment's layout both checkers make (the invariants of [S3.7]):

@@ -12,7 +12,6 @@ namespace {
 
 uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) & ~(to - 1); }
-uint64_t bit(unsigned i) { return uint64_t{1} << i; }
 
 // A segment sits on up to three lists of its heap, each threaded through its own pair of
 // links; one pair of functions serves them all through pointers to members.
@@ -199,22 +198,8 @@ Page* page_alloc(Heap* heap, PageKind kind) {
         if (!s) return nullptr;
         open_push(heap, s);
     }
-    uint64_t dirty = s->free_pages & s->dirty_pages;
-    unsigned i = static_cast<unsigned>(__builtin_ctzll(dirty ? dirty : s->free_pages));
-    Span area = page_area(s, &s->pages()[i]);
-    if (!dirty && !os_commit_range(reinterpret_cast<void*>(area.lo), area.hi - area.lo)) return nullptr;
-    s->free_pages &= ~bit(i);
-    ++s->used_pages;
-    if (s->free_pages == 0) open_remove(heap, s);
-    Page* page = &s->pages()[i];
-    if (dirty) {
-        s->dirty_pages &= ~bit(i);
-        if (!s->dirty_pages) purge_remove(heap, s);
-        return page;
-    }
-    s->committed += area.hi - area.lo;
-    os_commit_bytes(static_cast<int64_t>(area.hi - area.lo));
-    return page;
+    return Layout::take_page(
+        s, [heap](Segment* full) { open_remove(heap, full); }, [heap](Segment* clean) { purge_remove(heap, clean); });
 }
 
 Page* one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alignment) {
@@ -242,19 +227,11 @@ bool one_block_resize(Page* page, std::size_t bytes) { return Layout::one_block_
 void page_release(Heap* heap, Page* page) {
     page_verify_empty(page);   // [S4.43]
     Segment* s = segment_of(page);
-    auto kind = static_cast<PageKind>(s->kind);
-    if (has_pages(kind)) {
-        if (!s->dirty_pages) purge_push(heap, s);
-        s->dirty_pages |= bit(page->index);
-        s->purge_expire = heap->clock + kPurgeDelay;
-    }
-    page_reset(page, s, page->index, kind);
-    s->free_pages |= bit(page->index);
-    --s->used_pages;
-    if (s->used_pages == 0) {
+    uint32_t in_use = Layout::release_page(s, page, heap->clock + kPurgeDelay, [heap](Segment* dirty) { purge_push(heap, dirty); });
+    if (in_use == 0) {
         if (s->on_open_list) open_remove(heap, s);
         cache_or_drop(heap, s);
-    } else if (has_pages(kind) && !s->on_open_list) {
+    } else if (has_pages(static_cast<PageKind>(s->kind)) && !s->on_open_list) {
         open_push(heap, s);
     }
 }
