@@ -13,14 +13,6 @@ uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 
 }  // namespace
 
-
-uint64_t magic_for(uint64_t block_size) {
-    // floor(2^64 / d) + 1, computed without 128-bit arithmetic: 2^64 = UINT64_MAX + 1.
-    uint64_t magic = UINT64_MAX / block_size + 1;
-    if (UINT64_MAX % block_size == block_size - 1) ++magic;
-    return magic;
-}
-
 void page_set_limit(Page* page) {
     if (page->capacity == 1) {
         page->magic = 1;
@@ -54,17 +46,16 @@ void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind) {
 
 void page_format(Page* page, Heap* heap, unsigned bin) {
     Segment* segment = segment_of(page);
-    Span area = page_area(segment, page);
     uint64_t size = bin_size(bin);
-    uint64_t lowbit = size & (~size + 1);
-    uintptr_t start = (area.lo + lowbit - 1) & ~(lowbit - 1);
+    Carving carving = carve_area(page_area(segment, page), size);
+    uintptr_t start = carving.start;
     page->heap = heap;
     page->in_use = 1;
     page->queue = static_cast<uint8_t>(bin);
     page->block_size = size;
     page->start = start;
     page->start32 = static_cast<uint32_t>(start);
-    page->capacity = static_cast<uint32_t>((area.hi - start) / size);
+    page->capacity = carving.capacity;
     page->carved = 0;
     page->used = 0;
     page->free = page->local_free = nullptr;

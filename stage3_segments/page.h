@@ -76,8 +76,7 @@ struct ListTraits {
 };
 using Lists = PageLists<ListTraits>;
 
-// The validity test's constants for a block size ([S3.6]).
-uint64_t magic_for(uint64_t block_size);
+// The validity test's limit for the carved blocks ([S3.6]; magic_for is types.h's).
 void page_set_limit(Page* page);
 // Sets the fast path's validity constants from start, block size and carved (`on`), or to the
 // free sentinel so that every pointer fails them (`off`: free pages, full pages).

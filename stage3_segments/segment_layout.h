@@ -20,6 +20,19 @@ struct Span {
     uintptr_t hi;
 };
 
+// Where a page's blocks start and how many fit ([S3.5]): the area's start rounded up to the
+// block size's lowest set bit (so blocks of 2^k bytes are 2^k-aligned, up to the page's own
+// alignment), and as many whole blocks as the rest of the area holds.
+struct Carving {
+    uintptr_t start;
+    uint32_t capacity;
+};
+inline Carving carve_area(Span area, uint64_t block_size) {
+    uint64_t lowbit = block_size & (~block_size + 1);
+    uintptr_t start = (area.lo + lowbit - 1) & ~(lowbit - 1);
+    return {start, static_cast<uint32_t>((area.hi - start) / block_size)};
+}
+
 template <class T>
 struct SegmentLayout {
     using Segment = typename T::Segment;

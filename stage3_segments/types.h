@@ -141,6 +141,10 @@ struct Segment;
 // magic 1, limit 0 (only n = 0 passes); free pages use start = segment - 1 so n is never 0,
 // and so do full pages: the generic path, which checks with start, block_size and carved
 // instead, then moves the page out of the full queue. Being full costs the fast path nothing.
+// The test's magic for a block size d: floor(2^64 / d) + 1, without 128-bit arithmetic
+// (2^64 = UINT64_MAX + 1). Stage 4 builds its per-bin table from it at compile time.
+constexpr uint64_t magic_for(uint64_t d) { return UINT64_MAX / d + (UINT64_MAX % d == d - 1 ? 2 : 1); }
+
 struct Page {
     // -- bytes 0..39: everything the plain fast paths touch (one or two cache lines: records
     //    are 112 bytes apart, so only some start on a 64-byte boundary) --

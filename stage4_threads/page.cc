@@ -51,12 +51,11 @@ void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind) {
 }
 
 void page_format(Page* page, Heap* heap, unsigned bin) {
-    Span area = page_area(segment_of(page), page);
     uint64_t size = stage3::bin_size(bin);
-    uint64_t lowbit = size & (~size + 1);
-    page->start = (area.lo + lowbit - 1) & ~(lowbit - 1);   // blocks of 2^k bytes: 2^k-aligned
+    stage3::Carving carving = stage3::carve_area(page_area(segment_of(page), page), size);   // as S3.5
+    page->start = carving.start;
     page->block_size = size;
-    page->capacity = static_cast<uint32_t>((area.hi - page->start) / size);
+    page->capacity = carving.capacity;
     page->carved = page->used = 0;
     page->free = page->local_free = nullptr;
     page->retire_expire = 0;

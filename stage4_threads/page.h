@@ -68,7 +68,7 @@ struct BinTest {
     uint64_t step;     // magic * size - 2^64
 };
 constexpr BinTest bin_test(std::size_t size) {
-    uint64_t magic = UINT64_MAX / size + (UINT64_MAX % size == size - 1 ? 2 : 1);
+    uint64_t magic = stage3::magic_for(size);
     return BinTest{magic, magic * size};   // the product wraps: magic * size - 2^64
 }
 inline constexpr auto kBinTests = [] {
