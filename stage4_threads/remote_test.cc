@@ -13,6 +13,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -117,6 +118,37 @@ TEST_CASE("in secure mode remote frees are pushed with encoded links, and a dama
     CHECK(out.signal == SIGABRT);
     CHECK(out.stderr_lines() == 1);
     CHECK(out.stderr_text.find("free list corrupted") != std::string::npos);
+}
+
+// [S4.56] Keys are changed only by their owner: while another thread's heap is in use the
+// switch is refused and changes nothing; once that thread has exited it goes through.
+TEST_CASE("secure mode cannot be switched while another thread's heap is in use") {
+    std::mutex m;
+    std::condition_variable cv;
+    bool has_heap = false, done = false;
+    std::thread other([&] {
+        void* p = api().malloc(64);   // this thread now has a heap, in use until it exits
+        std::unique_lock<std::mutex> lock(m);
+        has_heap = true;
+        cv.notify_all();
+        cv.wait(lock, [&] { return done; });
+        api().free(p);
+    });
+    {
+        std::unique_lock<std::mutex> lock(m);
+        cv.wait(lock, [&] { return has_heap; });
+    }
+    CHECK_FALSE(descriptor.set_option("secure", "on"));
+    CHECK(std::string(descriptor.get_option("secure")) == "off");
+    {
+        std::lock_guard<std::mutex> lock(m);
+        done = true;
+    }
+    cv.notify_all();
+    other.join();
+    CHECK(descriptor.set_option("secure", "on"));
+    battery::require_heap_ok(api());
+    CHECK(descriptor.set_option("secure", "off"));
 }
 
 TEST_CASE("the first remote free into a full page goes to the owner's delayed list") {
