@@ -59,7 +59,7 @@ struct Locked {
     }
     template <auto kEntry, class... Args>
     [[gnu::noinline]] static auto call_locked(Args... args) {
-        Guard g;  // reads the flag again: false now, and it stays false
+        Guard g;  // reads the flag again and locks unless it says one thread (point 4 above)
         return (kApi.*kEntry)(args...);
     }
 
