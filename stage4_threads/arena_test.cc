@@ -2,7 +2,8 @@
 // claimer: runs are found inside a word and across words, claims fail cleanly when no run is
 // free, and under contention (threads claiming and releasing runs of random lengths on one
 // small bitmap) no bit is ever held by two threads, which a per-bit owner array checks with an
-// atomic exchange on every claim. Then the real arena: threads taking segments at once.
+// atomic exchange on every claim. Then the real arena: threads taking segments at once, and
+// the heap's cache of empty segments counted in system calls.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -192,6 +193,27 @@ TEST_CASE("a huge segment waits in its heap's cache and serves a smaller huge bl
         segment_cache_collect(heap, true);
         CHECK(heap->cache_count == 0);
         CHECK(heap->cache_bytes == 0);
+    });
+}
+
+// [S4.19] The cache holds sixteen: a thread that keeps a dozen 200 KiB blocks (each a one-block
+// segment of its own) and replaces them gets every segment back from its cache, committed.
+TEST_CASE("a dozen one-block segments freed wait in the cache and serve the next dozen without a system call") {
+    constexpr std::size_t kBlock = 200 * 1024;
+    auto calls = [](OsCall c) { return os_counters().calls[static_cast<unsigned>(c)].load(); };
+    testing::on_thread([&] {
+        std::vector<void*> blocks;
+        for (int i = 0; i < 12; ++i) blocks.push_back(api().malloc(kBlock));
+        for (void* p : blocks) REQUIRE(p != nullptr);
+        for (void* p : blocks) api().free(p);
+        CHECK(testing::my_heap()->cache_count >= 12);
+        uint64_t maps = calls(OsCall::mmap), protects = calls(OsCall::mprotect);
+        for (void*& p : blocks) p = api().malloc(kBlock);
+        CHECK(calls(OsCall::mmap) == maps);
+        CHECK(calls(OsCall::mprotect) == protects);
+        for (void* p : blocks) api().free(p);
+        battery::require_heap_ok(api());
+        segment_cache_collect(testing::my_heap(), true);
     });
 }
 
