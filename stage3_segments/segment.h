@@ -47,7 +47,8 @@ struct LayoutTraits {
     static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
         stage3::page_reset(page, s, index, kind);
     }
-    static bool commit(void* address, std::size_t size) { return os_commit(address, size); }
+    static bool make_writable(void* address, std::size_t size) { return os_make_writable(address, size); }
+    static void count_committed(int64_t bytes) { os_commit_bytes(bytes); }
     static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
     static bool is_free_sentinel(const Page* page) { return page->heap == nullptr; }
 };

@@ -3,7 +3,7 @@
 // page, pages taken and given back, decommitting what a segment does not use, a one-block
 // segment's commitment, the layout checks. Entry points: SegmentLayout<T>::format, page_area,
 // take_page, release_page, decommit_unused, commit_up_to, one_block_resize, check. T supplies
-// the records, kMetaSize, page_reset, commit, decommit, is_free_sentinel.
+// the records, kMetaSize, page_reset, make_writable, count_committed, decommit, is_free_sentinel.
 #pragma once
 
 #include <cstddef>
@@ -88,9 +88,40 @@ struct SegmentLayout {
     // A one-block segment commits what its block reaches: `need` bytes past the metadata.
     static bool commit_up_to(Segment* s, std::size_t need) {
         if (need <= s->committed) return true;
-        if (!T::commit(reinterpret_cast<void*>(base(s) + T::kMetaSize + s->committed), need - s->committed))
+        if (!T::make_writable(reinterpret_cast<void*>(base(s) + T::kMetaSize + s->committed), need - s->committed))
             return false;
+        T::count_committed(static_cast<int64_t>(need - s->committed));
         s->committed = need;
+        return true;
+    }
+
+    // Bits first..end-1 of a slot mask (end <= 64).
+    static uint64_t slot_bits(unsigned first, unsigned end) {
+        return (end == 64 ? ~uint64_t{0} : bit(end) - 1) & ~(bit(first) - 1);
+    }
+
+    // [S3.47] A page's area made writable in growing steps. `writable` has bit i when the i-th
+    // 64 KiB slot of the segment is readable and writable; a slot stays so until the segment is
+    // unmapped (the purge's madvise keeps the protection), so a page already covered costs no
+    // call. Otherwise one mprotect covers the page and, ahead of it, as many slots as the
+    // segment has writable already: pages taken in order cost 1, 1, 2, 4, ... slots, 7 calls
+    // for the 64 pages of a small segment instead of 64, and a segment is never writable
+    // beyond twice what it has used (a data limit is charged that much). When the system
+    // refuses the step, the page alone is asked for.
+    static bool make_writable(Segment* s, Span area) {
+        auto first = static_cast<unsigned>((area.lo - base(s)) >> kSlotShift);
+        auto end = static_cast<unsigned>((area.hi - base(s) + (uintptr_t{1} << kSlotShift) - 1) >> kSlotShift);
+        uint64_t need = slot_bits(first, end);
+        if ((s->writable & need) == need) return true;
+        unsigned ahead = first + static_cast<unsigned>(__builtin_popcountll(s->writable));
+        unsigned stop = ahead < end ? end : ahead < kSlots ? ahead : kSlots;
+        auto at = reinterpret_cast<void*>(base(s) + (uintptr_t{first} << kSlotShift));   // slot 0: header too
+        if (stop > end && T::make_writable(at, std::size_t{stop - first} << kSlotShift)) {
+            s->writable |= slot_bits(first, stop);
+            return true;
+        }
+        if (!T::make_writable(at, std::size_t{end - first} << kSlotShift)) return false;
+        s->writable |= need;
         return true;
     }
 
@@ -106,8 +137,8 @@ struct SegmentLayout {
     }
 
     // [S3.46] A page out of a segment that has a free one: the lowest dirty page (still
-    // committed: no system call, no fault), else the lowest free page, committed now (nullptr
-    // when the system refuses). `no_free_page(s)` takes the segment off its open list when this
+    // committed: no system call, no fault), else the lowest free page, committed now (made
+    // writable by [S3.47] if it is not yet, and counted; nullptr when the system refuses). `no_free_page(s)` takes the segment off its open list when this
     // was its last free page, `no_dirty_page(s)` off its purge list when this was its last dirty
     // page: the lists are each stage's.
     template <class NoFreePage, class NoDirtyPage>
@@ -116,7 +147,7 @@ struct SegmentLayout {
         unsigned i = static_cast<unsigned>(__builtin_ctzll(dirty ? dirty : s->free_pages));
         Page* page = &s->pages()[i];
         Span area = page_area(s, page);
-        if (!dirty && !T::commit(reinterpret_cast<void*>(area.lo), area.hi - area.lo)) return nullptr;
+        if (!dirty && !make_writable(s, area)) return nullptr;
         s->free_pages &= ~bit(i);
         ++s->used_pages;
         if (s->free_pages == 0) no_free_page(s);
@@ -124,6 +155,7 @@ struct SegmentLayout {
             s->dirty_pages &= ~bit(i);
             if (!s->dirty_pages) no_dirty_page(s);
         } else {
+            T::count_committed(static_cast<int64_t>(area.hi - area.lo));
             s->committed += area.hi - area.lo;
         }
         return page;
@@ -149,8 +181,8 @@ struct SegmentLayout {
     // [S3.45] The checks of one segment's layout both checkers make (the invariants of [S3.7]):
     // page_of for its kind, dirty pages free, every page record in its place with its free bit,
     // a free record the free sentinel (T::is_free_sentinel), used_pages, committed bytes equal
-    // to the areas of pages in use or dirty (small, medium) or reaching past the one block, a
-    // cached segment empty. `check_page(page)` checks each page in use, as the stage sees it.
+    // to the areas of pages in use or dirty (small, medium), each of them writable ([S3.47]), or
+    // reaching past the one block, a cached segment empty. `check_page(page)` checks each page in use, as the stage sees it.
     // Returns false after k.fail; *in_use is the number of pages in use.
     template <class Checker, class CheckPage>
     static bool check(Checker& k, const Segment* s, uint32_t* in_use, CheckPage check_page) {
@@ -171,7 +203,13 @@ struct SegmentLayout {
             Page* page = &pages[i];
             bool free_bit = (s->free_pages >> i) & 1;
             Span area = page_area(s, page);
-            if (page->in_use || ((s->dirty_pages >> i) & 1)) areas += area.hi - area.lo;
+            if (page->in_use || ((s->dirty_pages >> i) & 1)) {
+                areas += area.hi - area.lo;
+                auto first = static_cast<unsigned>((area.lo - at) >> kSlotShift);
+                uint64_t slots = slot_bits(first, static_cast<unsigned>((area.hi - at - 1) >> kSlotShift) + 1);
+                if ((kind == PageKind::small || kind == PageKind::medium) && (s->writable & slots) != slots)
+                    return k.fail("page in use or dirty is not writable", base(page));
+            }
             if (page->index != i || page->kind != s->kind) return k.fail("page record misplaced", base(page));
             if (page->in_use == free_bit) return k.fail("segment free-page bit disagrees with page", base(page));
             if (!page->in_use) {

@@ -29,9 +29,10 @@ const OsCounters& os_counters();
 // faults until a range is committed: mprotect makes it readable and writable (the pages are
 // fresh zeros, backed on first touch); releasing maps it back to PROT_NONE with mmap(MAP_FIXED),
 // which also gives the pages back. A segment is committed piece by piece, as stage 3's
-// (S3.38): its metadata when claimed, each page when first used, a one-block page up to what
-// its block reaches, so a data limit (RLIMIT_DATA counts writable private memory, and counts it
-// at mprotect) is charged what the heap uses, not 4 MiB a segment. Counted as mprotect and
+// (S3.38): its metadata when claimed, pages when first used in growing steps (S3.47), a
+// one-block page up to what its block reaches, so a data limit (RLIMIT_DATA counts writable
+// private memory, and counts it at mprotect) is charged at most twice what the heap uses, not
+// 4 MiB a segment. Counted as mprotect and
 // mmap calls. nullptr / false if the system refuses.
 void* os_reserve(std::size_t size);
 bool os_commit_range(void* address, std::size_t size);

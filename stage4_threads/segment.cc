@@ -77,6 +77,7 @@ Segment* claim_segment(Heap* heap, PageKind kind, uint32_t blocks) {
     s->blocks = blocks;
     s->size = std::size_t{blocks} << kSegmentShift;
     s->committed = 0;
+    s->writable = 0;   // fresh slots are PROT_NONE but for the header
     s->cached = s->on_open_list = s->on_purge_list = 0;
     s->next_open = s->prev_open = s->next_purge = s->prev_purge = nullptr;
     format_segment(s, kind);

@@ -24,11 +24,8 @@ struct LayoutTraits {
     static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
         stage4::page_reset(page, s, index, kind);
     }
-    static bool commit(void* address, std::size_t size) {
-        if (!os_commit_range(address, size)) return false;
-        os_commit_bytes(static_cast<int64_t>(size));
-        return true;
-    }
+    static bool make_writable(void* address, std::size_t size) { return os_commit_range(address, size); }
+    static void count_committed(int64_t bytes) { os_commit_bytes(bytes); }
     static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
     static bool is_free_sentinel(const Page* page) {
         return page->xthread_free.load(std::memory_order_relaxed) == 0 &&

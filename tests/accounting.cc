@@ -162,6 +162,20 @@ TEST_CASE("growing the heap is paid for with calls to the operating system") {
     require_heap_ok(api());
 }
 
+// A stage that maps its memory inaccessible and makes it writable as pages are used (stages 3
+// and 4, [S3.47]) must not pay one mprotect per 64 KiB page: 16 MiB of 1000-byte blocks, taken
+// in address order, spans 256 such pages and may cost at most a quarter as many calls. A stage
+// that never calls mprotect passes trivially.
+TEST_CASE("filling 16 MiB with small blocks makes memory writable in few, growing steps") {
+    uint64_t before = api().stats().os_calls[static_cast<unsigned>(OsCall::mprotect)];
+    std::vector<void*> blocks = allocate_in_blocks(16 * kMiB, 1000);
+    uint64_t calls = api().stats().os_calls[static_cast<unsigned>(OsCall::mprotect)] - before;
+    CAPTURE(calls);
+    CHECK(calls <= 16 * kMiB / (64 * kKiB) / 4);
+    free_all(blocks);
+    require_heap_ok(api());
+}
+
 TEST_CASE("a stage that returns memory gives back most of a 64 MiB heap once it is freed") {
     std::vector<void*> blocks = allocate_in_blocks(64 * kMiB, kMiB);
     Stats peak = api().stats();
