@@ -8,6 +8,7 @@ default rel
 
 extern s1_list_push, s1_list_remove             ; freelist.asm
 extern s1_heap_trim, s1_fit_policy, s1_last_region ; heap.asm
+extern s1_trim_threshold, s1_dirty_bytes        ; heap.asm
 
 section .text
 
@@ -37,6 +38,15 @@ s1_place:
         mov     r12, rsi
         call    s1_list_remove
         mov     r13, [rbx]                      ; free tag = size
+        cmp     r13, [s1_trim_threshold]
+        jb      .counted
+        mov     rax, [s1_dirty_bytes]           ; [S1.36] carved from a large block: taken
+        sub     rax, r12                        ; from the bytes waiting to be released
+        jae     .less
+        xor     eax, eax
+.less:
+        mov     [s1_dirty_bytes], rax
+.counted:
         mov     rax, r13
         sub     rax, r12                        ; rax = what would remain
         cmp     rax, S1_MIN_BLOCK

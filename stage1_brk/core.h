@@ -107,6 +107,9 @@ extern uint64_t s1_brk_calls S1_HIDDEN;         // sbrk calls that moved the bre
 extern uint64_t s1_footprint S1_HIDDEN;         // bytes obtained with sbrk and not given back
 extern uint64_t s1_peak_footprint S1_HIDDEN;
 extern uint64_t s1_madvise_calls S1_HIDDEN;     // madvise(MADV_DONTNEED) calls: pages given back
+extern uint64_t s1_purge_floor S1_HIDDEN;       // dirty bytes a heap may always keep (4 MiB)
+extern uint64_t s1_dirty_bytes S1_HIDDEN;       // estimate: free bytes in large runs, still resident
+extern uint64_t s1_free_bytes S1_HIDDEN;        // bytes of the blocks on the free lists
 
 }  // extern "C"
 

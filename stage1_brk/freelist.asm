@@ -15,10 +15,12 @@ section .bss
 align 8
 global s1_free_heads:data hidden
 global s1_class_map:data hidden
+global s1_free_bytes:data hidden
 global s1_rover:data hidden
 s1_free_heads:  resq S1_CLASSES                 ; head of each list (most recently pushed), or 0;
                                                 ; first/next/best fit use list 0 only
 s1_class_map:   resq 1                          ; bit c set <=> list c is not empty
+s1_free_bytes:  resq 1                          ; bytes of the blocks on the lists [S1.36]
 s1_rover:       resq 1                          ; next fit: where the next search starts, or 0
 
 section .text
@@ -65,6 +67,8 @@ s1_size_class:
 ;   Clobbers: rax, rcx, rdx. Preserves: everything else.
 global s1_list_push:function hidden
 s1_list_push:
+        mov     rcx, [rdi]
+        add     [s1_free_bytes], rcx            ; counted while listed
         push    rdi
         mov     rdi, [rdi]                      ; free tag = size
         call    s1_size_class
@@ -96,6 +100,8 @@ s1_list_push:
 ;   Clobbers: rax, rcx, rdx, r8, r9, r10. Preserves: everything else.
 global s1_list_remove:function hidden
 s1_list_remove:
+        mov     rcx, [rdi]
+        sub     [s1_free_bytes], rcx
         push    rdi
         mov     rdi, [rdi]                      ; free tag = size
         call    s1_size_class
@@ -471,6 +477,7 @@ s1_set_fit:
         rep     stosq                           ; every list empty
         mov     [s1_class_map], rax
         mov     [s1_rover], rax
+        mov     [s1_free_bytes], rax            ; counted again as they are pushed
         mov     rbx, [s1_first_region]
 .region:
         test    rbx, rbx

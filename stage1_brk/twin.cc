@@ -5,6 +5,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace edu::stage1 {
@@ -147,8 +148,21 @@ void Twin::release(uint64_t header, uint64_t freed) {
     uint64_t size = load(header);
     if (size < trim_threshold) return;
     if (header + size + 8 == load(last_region_ + kRegionEnd)) return;
-    uint64_t before = size - freed;
-    if (before >= trim_threshold && 63 - __builtin_clzll(size) <= 63 - __builtin_clzll(before)) return;
+    dirty_bytes += size - freed < trim_threshold ? size : freed;
+    uint64_t live = footprint - free_bytes;
+    if (dirty_bytes > std::max(live, purge_floor)) purge();
+}
+
+void Twin::purge() {
+    dirty_bytes = 0;
+    for (uint64_t c = size_class(trim_threshold); c < kS1Classes; ++c)
+        for (uint64_t b = free_heads_[c]; b; b = load(b + kNext)) release_pages(b);
+}
+
+void Twin::release_pages(uint64_t header) {
+    uint64_t size = load(header);
+    if (size < trim_threshold) return;
+    if (header + size + 8 == load(last_region_ + kRegionEnd)) return;
     uint64_t start = (header + 24 + kPage - 1) & ~(kPage - 1), end = (header + size - 8) & ~(kPage - 1);
     if (end <= start) return;
     ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
@@ -166,6 +180,7 @@ uint64_t Twin::size_class(uint64_t size) const {
 }
 
 void Twin::list_push(uint64_t header) {
+    free_bytes += load(header);
     uint64_t c = size_class(load(header));
     class_map_ |= uint64_t{1} << c;
     store(header + kNext, free_heads_[c]);
@@ -175,6 +190,7 @@ void Twin::list_push(uint64_t header) {
 }
 
 void Twin::list_remove(uint64_t header) {
+    free_bytes -= load(header);
     uint64_t c = size_class(load(header));
     uint64_t next = load(header + kNext), prev = load(header + kPrev);
     auto in_heap = [&](uint64_t link) {
@@ -277,7 +293,7 @@ void Twin::set_fit(uint64_t policy) {
     fit_policy = policy;
     if (was_seg == (policy == S1_FIT_SEG)) return;
     for (uint64_t& head : free_heads_) head = 0;
-    class_map_ = rover_ = 0;
+    class_map_ = rover_ = free_bytes = 0;
     for (uint64_t region = first_region_; region; region = load(region + kRegionNext)) {
         uint64_t end = load(region + kRegionEnd) - 8;
         for (uint64_t b = region + kFirstBlock; b < end; b += load(b) & ~kFlags)
@@ -290,6 +306,7 @@ void Twin::set_fit(uint64_t policy) {
 uint64_t Twin::place(uint64_t header, uint64_t asize) {
     list_remove(header);
     uint64_t size = load(header);
+    if (size >= trim_threshold) dirty_bytes -= std::min(dirty_bytes, asize);  // [S1.36]
     uint64_t rest = size - asize;
     if (rest < kS1MinBlock) {
         store(header, size | kAlloc);

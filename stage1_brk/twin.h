@@ -34,8 +34,10 @@ public:
     uint64_t fit_policy = S1_FIT_SEG;
     uint64_t grow_margin = 1024 * 1024;
     uint64_t trim_threshold = 128 * 1024;
+    uint64_t purge_floor = 4 * 1024 * 1024;
     uint32_t status = S1_OK;
     uint64_t brk_calls = 0, footprint = 0, peak_footprint = 0, madvise_calls = 0;
+    uint64_t free_bytes = 0, dirty_bytes = 0;  // s1_free_bytes, s1_dirty_bytes
 
 private:
     // Word access into simulated memory.
@@ -51,6 +53,8 @@ private:
     uint64_t fresh_range(uint64_t base, uint64_t length);
     void heap_trim(uint64_t header);
     void release(uint64_t header, uint64_t freed);
+    void purge();
+    void release_pages(uint64_t header);
     void list_push(uint64_t header);
     void list_remove(uint64_t header);
     uint64_t find_fit(uint64_t asize);

@@ -21,6 +21,7 @@ namespace edu::stage1 {
 namespace {
 
 ReservedBreak* g_core_break = nullptr;
+const uint64_t kDefaultPurgeFloor = s1_purge_floor;
 void* core_sbrk(intptr_t increment) { return g_core_break->sbrk(increment); }
 
 struct WalkRow {
@@ -38,8 +39,15 @@ public:
         set_policy(S1_FIT_FIRST);
     }
     ~Duel() {
+        s1_purge_floor = kDefaultPurgeFloor;
         s1_sbrk_hook = nullptr;
         s1_reset();
+    }
+
+    // [S1.36] A floor of 0 purges as soon as the waiting bytes exceed the live ones.
+    void set_purge_floor(uint64_t bytes) {
+        s1_purge_floor = bytes;
+        twin_.purge_floor = bytes;
     }
 
     void set_policy(uint64_t policy) {
@@ -181,6 +189,9 @@ public:
         REQUIRE(s1_footprint == twin_.footprint);
         REQUIRE(s1_brk_calls == twin_.brk_calls);
         REQUIRE(s1_madvise_calls == twin_.madvise_calls);
+        REQUIRE(s1_free_bytes == cr.free_bytes);  // the count kept by the lists is exact
+        REQUIRE(s1_free_bytes == twin_.free_bytes);
+        REQUIRE(s1_dirty_bytes == twin_.dirty_bytes);
         std::vector<WalkRow> core_rows, twin_rows;
         s1_walk(
             [](void* ctx, uint64_t kind, uint64_t address, uint64_t size) {
@@ -225,6 +236,7 @@ void duel(uint64_t seed, int steps) {
     std::mt19937_64 rng(seed);
     Duel d;
     d.set_policy(seed % 4);
+    if (seed % 2) d.set_purge_floor(0);  // purges often: the walk of the lists is compared too
     // The break starts high; now and then it jumps to a zone 256 MiB lower, so new regions land
     // below old ones and must be linked in address order.
     uint64_t zone = ReservedBreak::kReserve - (256u << 20);
@@ -258,6 +270,7 @@ void duel(uint64_t seed, int steps) {
     }
     while (!d.live_.empty()) d.free(d.live_.size() - 1);
     d.compare_heaps();
+    if (seed % 2) CHECK(s1_madvise_calls > 0);  // the purge ran, and the twin's agreed
 }
 
 TEST_CASE("the NASM core and its C++ twin agree on a million random operations") {
