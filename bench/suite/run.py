@@ -249,8 +249,10 @@ def main():
                "real break, and stages 1-3 take their lock only once a second thread exists "
                "(`contract/locked.h`). The chapters' in-process figures (single-thread entry, called "
                "directly) skip the preload's indirect call and, in stages 1-3, the lock test, so they "
-               "run a little faster. Figures are medians of %d interleaved runs (each repetition runs "
-               "every allocator once); the 2-core machine was shared with other builds while this ran, "
+               "execute a few instructions fewer per call; their ratios also differ from these because "
+               "they time one thread's CPU seconds, with the in-process defaults (stages 2-4 counting "
+               "statistics unless a row says otherwise). Figures are medians of %d interleaved runs "
+               "(each repetition runs every allocator once); the 2-core machine was shared with other builds while this ran, "
                "so compare ratios within one table, and prefer the instruction counts for fast paths. "
                "4 and 8 threads oversubscribe the 2 cores.\n" % (
                    reps, datetime.date.today().isoformat(), machine(), reps))
