@@ -105,9 +105,9 @@ struct SegmentLayout {
     // unmapped (the purge's madvise keeps the protection), so a page already covered costs no
     // call. Otherwise one mprotect covers the page and, ahead of it, as many slots as the
     // segment has writable already: pages taken in order cost 1, 1, 2, 4, ... slots, 7 calls
-    // for the 64 pages of a small segment instead of 64, and a segment is never writable
-    // beyond twice what it has used (a data limit is charged that much). When the system
-    // refuses the step, the page alone is asked for.
+    // for the 64 pages of a small segment instead of 64, and a segment so taken is never
+    // writable beyond twice what it has used (a data limit is charged that much). When the
+    // system refuses the step, the page alone is asked for.
     static bool make_writable(Segment* s, Span area) {
         auto first = static_cast<unsigned>((area.lo - base(s)) >> kSlotShift);
         auto end = static_cast<unsigned>((area.hi - base(s) + (uintptr_t{1} << kSlotShift) - 1) >> kSlotShift);
@@ -138,9 +138,10 @@ struct SegmentLayout {
 
     // [S3.46] A page out of a segment that has a free one: the lowest dirty page (still
     // committed: no system call, no fault), else the lowest free page, committed now (made
-    // writable by [S3.47] if it is not yet, and counted; nullptr when the system refuses). `no_free_page(s)` takes the segment off its open list when this
-    // was its last free page, `no_dirty_page(s)` off its purge list when this was its last dirty
-    // page: the lists are each stage's.
+    // writable by [S3.47] if it is not yet, and counted; nullptr when the system refuses).
+    // `no_free_page(s)` takes the segment off its open list when this was its last free page,
+    // `no_dirty_page(s)` off its purge list when this was its last dirty page: the lists are
+    // each stage's.
     template <class NoFreePage, class NoDirtyPage>
     static Page* take_page(Segment* s, NoFreePage no_free_page, NoDirtyPage no_dirty_page) {
         uint64_t dirty = s->free_pages & s->dirty_pages;
@@ -182,8 +183,9 @@ struct SegmentLayout {
     // page_of for its kind, dirty pages free, every page record in its place with its free bit,
     // a free record the free sentinel (T::is_free_sentinel), used_pages, committed bytes equal
     // to the areas of pages in use or dirty (small, medium), each of them writable ([S3.47]), or
-    // reaching past the one block, a cached segment empty. `check_page(page)` checks each page in use, as the stage sees it.
-    // Returns false after k.fail; *in_use is the number of pages in use.
+    // reaching past the one block, a cached segment empty. `check_page(page)` checks each page
+    // in use, as the stage sees it. Returns false after k.fail; *in_use is the number of pages
+    // in use.
     template <class Checker, class CheckPage>
     static bool check(Checker& k, const Segment* s, uint32_t* in_use, CheckPage check_page) {
         uintptr_t at = base(s);
