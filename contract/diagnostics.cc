@@ -115,6 +115,12 @@ void die(const char* stage, const char* call, const void* ptr, const char* what)
     std::abort();
 }
 
+void die_lost_mark(const char* stage, const char* call, const void* block) {
+    die(stage, call, block,
+        "free list corrupted: a free block lost its freed mark (a write into it after free, or an "
+        "underflow or overflow from a neighbour)");
+}
+
 bool violation(CheckResult* result, const char* what, uintptr_t where, uint64_t a, uint64_t b) {
     if (!result->ok) return false;
     result->ok = false;

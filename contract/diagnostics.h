@@ -37,6 +37,11 @@ void write_stderr(const char* text);
 // call (the stage found the damage in its free lists) it names both possible causes.
 [[noreturn]] void die(const char* stage, const char* call, const void* ptr, const char* what);
 
+// A block a free list was about to hand out lacks the freed mark its stage writes into every
+// free block (stages 2 and 3, [S2.28] and [S3.40]): something wrote into it after it was freed.
+// `die` with the words both stages use: "free list corrupted: a free block lost its freed mark".
+[[noreturn]] void die_lost_mark(const char* stage, const char* call, const void* block);
+
 // While one lives on this thread, `die` names `client` (the stage the program called) first
 // and says which stage found the fault: stage 2 serves its large blocks from stage 1, and the
 // program asked stage 2.

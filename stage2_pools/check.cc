@@ -51,6 +51,7 @@ bool check_used_pool(Checker& k, Pool* pool, uint32_t index) {
             return k.fail("free-list entry is not a carved block of its pool", at);
         if (block_live(pool, block_index(pool, at)))
             return k.fail("free-list block marked live in the bitmap", at);
+        if (b->mark != freed_mark(b)) return k.fail("free-list block lost its freed mark", at);
     }
     uint64_t bits = 0;
     for (uint32_t w = 0; w < g_heap.bitmap_words; ++w)

@@ -51,6 +51,7 @@ void pool_refill(Pool* pool) {
         Block* block =
             reinterpret_cast<Block*>(reinterpret_cast<uintptr_t>(pool) + pool->next_offset);
         block->next = nullptr;
+        block->mark = freed_mark(block);   // on a free list now: marked as free puts it ([S2.28])
         pool->free = block;
         pool->next_offset += pool->block_size;
         return;
@@ -79,6 +80,7 @@ void* pool_malloc_slow(unsigned c) {
         Block* first =
             reinterpret_cast<Block*>(reinterpret_cast<uintptr_t>(pool) + g_heap.header_bytes);
         first->next = nullptr;
+        first->mark = freed_mark(first);
         pool->free = first;
         pool->next_offset = g_heap.header_bytes + pool->block_size;
         // An empty pool's live bitmap is already all zero: every bit was cleared by a free.
@@ -136,7 +138,10 @@ void small_reject(const void* user, uintptr_t block, const char* call) {
     die(kStageName, call, user, what);
 }
 
-void pool_link_corrupt(const Pool* pool, const void* block, const char* call) {
+void pool_pop_refused(const Pool* pool, const Block* block, const char* call) {
+    uintptr_t at = reinterpret_cast<uintptr_t>(block), base = reinterpret_cast<uintptr_t>(pool);
+    bool carved = at >= base + g_heap.header_bytes && at < base + pool->next_offset && at % kAlignment == 0;
+    if (carved) die_lost_mark(kStageName, call, block);   // [S2.28]
     char text[160];
     LineWriter(text, sizeof text)
         .str("free list corrupted: the free ")

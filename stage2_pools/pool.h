@@ -33,7 +33,7 @@ void pool_refill(Pool* pool);                    // free list ran dry: carve a b
 void* pool_refill_after(Pool* pool, void* block);  // pool_refill, then returns `block`
 void pool_free_slow(Pool* pool, bool was_full);  // full -> used, or used -> empty
 [[noreturn]] void small_reject(const void* user, uintptr_t block, const char* call);
-[[noreturn, gnu::cold]] void pool_link_corrupt(const Pool* pool, const void* block, const char* call);
+[[noreturn, gnu::cold]] void pool_pop_refused(const Pool* pool, const Block* block, const char* call);
 
 // Index of the block at byte `offset` (>= header) of a pool of class c.
 inline uint32_t block_index(uint32_t offset, unsigned c) {
@@ -53,11 +53,15 @@ inline uint32_t block_index(const Pool* pool, uintptr_t block) {
 // naming the call and the link: "free list corrupted". A 16-byte-aligned link into the middle
 // of a larger block, or to a live block, passes (only the multiply-back of the index and a
 // read of the live bit would see those: more than this range check costs, section 3).
+// Then, the block's line being read for its link anyway, its freed mark ([S2.28]): a block
+// that lost it was written after it was freed, and dies naming it: "lost its freed mark".
 // Returns the block's index in the live bitmap.
 inline uint32_t pool_pop_index(Pool* pool, const Block* block, const char* call) {
     uintptr_t rel = reinterpret_cast<uintptr_t>(block) - reinterpret_cast<uintptr_t>(pool) - g_heap.header_bytes;
-    if (__builtin_expect(rel >= pool->next_offset - g_heap.header_bytes || (rel & (kAlignment - 1)) != 0, 0))
-        pool_link_corrupt(pool, block, call);
+    // One call site for both refusals: with two, gcc sets up a frame on the path that passes.
+    if (__builtin_expect(rel >= pool->next_offset - g_heap.header_bytes || (rel & (kAlignment - 1)) != 0 ||
+                             block->mark != freed_mark(block), 0))
+        pool_pop_refused(pool, block, call);
     return static_cast<uint32_t>((rel * kReciprocal.of[pool->class_index]) >> 32);
 }
 
@@ -105,14 +109,16 @@ inline SmallRef small_find(uintptr_t block, const void* user, const char* call) 
     return SmallRef{pool, reinterpret_cast<Block*>(block), index};
 }
 
-// [S2.15] Push the block on its pool's free list (LIFO: the block reused next is the one
-// most likely still in cache). Two unlikely cases leave the inline path: the pool was full
-// (it rejoins the ring of its class) or it just became empty (it goes back to its arena).
+// [S2.15] Push the block on its pool's free list, its freed mark written (LIFO: the block
+// reused next is the one most likely still in cache). Two unlikely cases leave the inline
+// path: the pool was full (it rejoins the ring of its class) or it just became empty (it goes
+// back to its arena).
 inline void pool_free(const SmallRef& ref) {
     Pool* pool = ref.pool;
     pool_bitmap(pool)[ref.index >> 6] &= ~(uint64_t{1} << (ref.index & 63));
     Block* head = pool->free;
     ref.block->next = head;
+    ref.block->mark = freed_mark(ref.block);   // [S2.28]
     pool->free = ref.block;
     uint32_t left = --pool->used;
     if (__builtin_expect(head == nullptr || left == 0, 0)) pool_free_slow(pool, head == nullptr);

@@ -478,6 +478,40 @@ TEST_CASE("malloc refuses a free-list link that is not a carved block of its poo
     s2().free(b);
 }
 
+// [S2.28] A free block's second word is its freed mark. An underflow from the block above (the
+// last byte of a free 16-byte block), or a write after free that leaves the link plausible,
+// removes it: the malloc that pops the block dies naming it. The checker sees it too. A live
+// block holding its own mark is freed without a word: the live bitmap, not the mark, decides.
+TEST_CASE("malloc refuses a free block that lost its freed mark") {
+    start_clean();
+    auto* a = static_cast<char*>(s2().malloc(16));
+    auto* b = static_cast<char*>(s2().malloc(16));
+    REQUIRE(b == a + 16);
+    s2().free(a);  // a heads the free list: the next malloc pops it
+    require_report("malloc", a, {"lost its freed mark"}, [&] {
+        b[-1] = 0x41;      // the byte before b: the last byte of a, its mark
+        s2().malloc(16);
+    });
+    require_report("malloc", a, {"lost its freed mark"}, [&] {
+        std::memset(a + 8, 0, 8);   // a write after free that keeps the link
+        s2().malloc(16);
+    });
+    uint64_t saved = reinterpret_cast<Block*>(a)->mark;
+    reinterpret_cast<Block*>(a)->mark = saved ^ 1;
+    CheckResult broken = s2().check();
+    CHECK(!broken.ok);
+    CHECK(std::string(broken.message).find("lost its freed mark") != std::string::npos);
+    reinterpret_cast<Block*>(a)->mark = saved;
+    require_ok();
+
+    void* again = s2().malloc(16);
+    REQUIRE(again == a);
+    reinterpret_cast<Block*>(a)->mark = freed_mark(a);   // live data that looks free
+    s2().free(a);
+    s2().free(b);
+    require_ok();
+}
+
 // ---- The checker --------------------------------------------------------------------------
 
 TEST_CASE("the checker reports a damaged free list and a damaged live bitmap") {

@@ -91,7 +91,8 @@ static_assert(kModern.arena_shift - kModern.pool_shift == 6);
 //    +--------------------+--------------+---------+---------+---------+-- ... --+------+
 //    0                    48             header    |         ^
 //                                        bytes     |         next_offset: first never-used
-//                                                  free list (first word of a free block)
+//                                                  free list (first word of a free block,
+//                                                  its freed mark in the second, [S2.28])
 //
 // Invariant (checked by check.cc), per pool in use:
 //    used + |free list| + (pool bytes - next_offset) / block size == blocks per pool
@@ -99,6 +100,7 @@ static_assert(kModern.arena_shift - kModern.pool_shift == 6);
 // `max_next_offset` = pool bytes - block size: the largest offset at which a block still fits.
 struct Block {
     Block* next;               // free-list link, kept in the first word of a free block
+    uint64_t mark;             // freed_mark(this) while on a free list ([S2.28])
 };
 
 // The two links of a pool header. `Heap::used` holds only this much per class.
@@ -221,6 +223,7 @@ struct Heap {
     uint32_t unused;                         // head of the list of unused table slots
     uint32_t last_with[kPoolsPerArena + 1];  // last usable arena with exactly n free pools
     uintptr_t map_hint;                      // where the next arena would likely fit, aligned
+    uint64_t mark_key;                       // key of the freed mark ([S2.28]); 0: not drawn
     bool debug;                              // option "debug"
     bool counting = true;                    // option "stats": the note_* of stats.h count
     Counters counters;
@@ -237,6 +240,16 @@ constexpr void apply_geometry(Heap& heap, const Geometry& geometry) {
     heap.header_bytes = header_bytes_of(geometry);
     heap.arena_shift = geometry.arena_shift;
     heap.arena_bytes = uint64_t{1} << geometry.arena_shift;
+}
+
+// [S2.28] The freed mark: every block on a pool's free list carries, in its second word (every
+// block is at least 16 bytes), its own address XOR a key drawn once, before the first arena is
+// mapped (top bit set: never 0, never an address). free writes it, carving writes it, and the
+// pop refuses a block that lost it: a write after free, or an underflow from the block above,
+// which in the 16-byte class lands exactly on it. Keyed, the value that belongs at p + 8
+// appears nowhere but at p + 8 while p is free, so no data of the program matches it by accident.
+inline uint64_t freed_mark(const void* block) {
+    return reinterpret_cast<uintptr_t>(block) ^ g_heap.mark_key;
 }
 
 inline Pool* pool_of(uintptr_t address) {

@@ -110,7 +110,7 @@ void queue_move_to_full(Heap* heap, Page* page) {
 // ---- Allocation -----------------------------------------------------------------------------
 
 void die_mark_gone(const Block* b) {
-    die(kStageName, "malloc", b, "free list corrupted: a free block lost its freed mark (a write into it after free, or an underflow or overflow from a neighbour)");
+    die_lost_mark(kStageName, "malloc", b);
 }
 
 void* page_pop_checked(Page* page, std::size_t requested, const char* call) {
