@@ -207,10 +207,12 @@ struct SegmentLayout {
             Span area = page_area(s, page);
             if (page->in_use || ((s->dirty_pages >> i) & 1)) {
                 areas += area.hi - area.lo;
-                auto first = static_cast<unsigned>((area.lo - at) >> kSlotShift);
-                uint64_t slots = slot_bits(first, static_cast<unsigned>((area.hi - at - 1) >> kSlotShift) + 1);
-                if ((kind == PageKind::small || kind == PageKind::medium) && (s->writable & slots) != slots)
-                    return k.fail("page in use or dirty is not writable", base(page));
+                if (kind == PageKind::small || kind == PageKind::medium) {   // inside the 64 slots
+                    auto first = static_cast<unsigned>((area.lo - at) >> kSlotShift);
+                    auto end = static_cast<unsigned>((area.hi - at - 1) >> kSlotShift) + 1;
+                    uint64_t slots = slot_bits(first, end);
+                    if ((s->writable & slots) != slots) return k.fail("page in use or dirty is not writable", base(page));
+                }
             }
             if (page->index != i || page->kind != s->kind) return k.fail("page record misplaced", base(page));
             if (page->in_use == free_bit) return k.fail("segment free-page bit disagrees with page", base(page));
