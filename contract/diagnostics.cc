@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <sys/random.h>
 #include <unistd.h>
 
 namespace edu {
@@ -136,6 +137,13 @@ void set_enomem() { errno = ENOMEM; }
 void* enomem() {
     set_enomem();
     return nullptr;
+}
+
+uint64_t draw_mark_key() {
+    uint64_t key = 0;
+    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof key))
+        key = __builtin_ia32_rdtsc() * 0x9e3779b97f4a7c15ull ^ reinterpret_cast<uintptr_t>(&key);
+    return key | (uint64_t{1} << 63);
 }
 
 }  // namespace edu

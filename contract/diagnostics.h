@@ -42,6 +42,11 @@ void write_stderr(const char* text);
 // `die` with the words both stages use: "free list corrupted: a free block lost its freed mark".
 [[noreturn]] void die_lost_mark(const char* stage, const char* call, const void* block);
 
+// The key of a stage's freed mark (stages 2 and 4 write address ^ key into free blocks,
+// [S2.28] and [S4.48]): from getrandom(2), the clock if it has no entropy yet, top bit set.
+// Drawn once, before the stage's first block exists.
+uint64_t draw_mark_key();
+
 // While one lives on this thread, `die` names `client` (the stage the program called) first
 // and says which stage found the fault: stage 2 serves its large blocks from stage 1, and the
 // program asked stage 2.

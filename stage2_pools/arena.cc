@@ -2,10 +2,9 @@
 // unmapping arenas (os.h) and registering them in the radix tree (radix.h).
 #include "stage2_pools/arena.h"
 
-#include <sys/random.h>
-
 #include <cstring>
 
+#include "contract/diagnostics.h"
 #include "stage2_pools/os.h"
 #include "stage2_pools/radix.h"
 
@@ -62,18 +61,10 @@ bool grow_table() {
     return true;
 }
 
-// The key of the freed mark ([S2.28]), from getrandom(2) (the clock if it has no entropy yet),
-// top bit set. Drawn once, before the first arena is mapped: no block exists before that.
-uint64_t draw_mark_key() {
-    uint64_t key = 0;
-    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof key))
-        key = __builtin_ia32_rdtsc() * 0x9e3779b97f4a7c15ull ^ reinterpret_cast<uintptr_t>(&key);
-    return key | (uint64_t{1} << 63);
-}
-
 // Maps an arena into an unused slot; kNoArena when out of memory.
 uint32_t new_arena() {
-    if (g_heap.mark_key == 0) g_heap.mark_key = draw_mark_key();
+    // The freed mark's key ([S2.28]), drawn before the first arena: no block exists before it.
+    if (g_heap.mark_key == 0) g_heap.mark_key = edu::draw_mark_key();
     if (g_heap.unused == kNoArena && !grow_table()) return kNoArena;
     void* memory = os_map_aligned(g_heap.arena_bytes, g_heap.arena_bytes,
                                   reinterpret_cast<void*>(g_heap.map_hint));

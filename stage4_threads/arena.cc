@@ -3,9 +3,9 @@
 #include "stage4_threads/arena.h"
 
 #include <pthread.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 
+#include "contract/diagnostics.h"
 #include "stage4_threads/os.h"
 
 namespace edu::stage4 {
@@ -50,15 +50,8 @@ std::size_t first_size_to_try() {
     return size;
 }
 
-uint64_t draw_key() {
-    uint64_t key = 0;
-    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != sizeof key)   // no entropy yet: the clock
-        key = __builtin_ia32_rdtsc() * 0x9e3779b97f4a7c15ull ^ reinterpret_cast<uintptr_t>(&key);
-    return key | (uint64_t{1} << 63);
-}
-
 void reserve() {
-    g_mark_key = draw_key();
+    g_mark_key = edu::draw_mark_key();
     for (std::size_t size = first_size_to_try(); size >= kArenaMinBytes; size /= 2) {
         void* memory = os_reserve(size + kSegmentSize);
         if (!memory) continue;
