@@ -65,7 +65,6 @@ struct QueueTraits {
 };
 using Queues = PageQueues<QueueTraits>;
 
-
 // A page of `bin` with a free block, or nullptr when no memory can be had.
 Page* find_page(Heap* heap, unsigned bin) {
     PageQueue& q = heap->queues[bin];
