@@ -199,6 +199,7 @@ def main():
     reps = 1 if args.quick else args.reps
 
     driver, stages = build()
+    load_at_start, started = os.getloadavg()[0], datetime.datetime.utcnow()
     allocators = stages + PEERS
     missing = [name for name, lib in allocators if lib and not os.path.exists(lib)]
     if missing:
@@ -239,9 +240,13 @@ def main():
         return
 
     names = [name for name, _ in allocators]
+    load_at_end, ended = os.getloadavg()[0], datetime.datetime.utcnow()
+    # The benchmark alone keeps one or two runnable threads: above that, other jobs shared the cores.
+    quiet = ("no other jobs to speak of" if max(load_at_start, load_at_end) <= 2.5
+             else "other jobs shared the 2 cores")
     out = []
     out.append("# Benchmarks\n")
-    out.append("Measured by `bench/suite/run.py --reps %d` on %s, %s. Every allocator runs the same "
+    out.append("Measured by `bench/suite/run.py --reps %d` on %s, %s to %s UTC, %s. Every allocator runs the same "
                "driver (`bench/suite/driver.cc`), chosen with `LD_PRELOAD`: the stages' drop-in "
                "libraries (built with `--config=opt`), Debian's mimalloc 2.0 and jemalloc 5.3, and "
                "glibc's malloc (no preload). **Entry measured: the drop-in library**, with the settings "
@@ -252,10 +257,11 @@ def main():
                "execute a few instructions fewer per call; their ratios also differ from these because "
                "they time one thread's CPU seconds, with the in-process defaults (stages 2-4 counting "
                "statistics unless a row says otherwise). Figures are medians of %d interleaved runs "
-               "(each repetition runs every allocator once); the 2-core machine was shared with other builds while this ran, "
-               "so compare ratios within one table, and prefer the instruction counts for fast paths. "
-               "4 and 8 threads oversubscribe the 2 cores.\n" % (
-                   reps, datetime.date.today().isoformat(), machine(), reps))
+               "(each repetition runs every allocator once); the 1-minute load average was %.1f when the "
+               "runs began and %.1f when they ended (%s), so compare ratios within one table, and prefer "
+               "the instruction counts for fast paths. 4 and 8 threads oversubscribe the 2 cores.\n" % (
+                   reps, started.date().isoformat(), started.strftime("%H:%M"), ended.strftime("%H:%M"),
+                   machine(), reps, load_at_start, load_at_end, quiet))
     out.extend(summary(results, names))
     for workload, (full, _, thread_counts) in WORKLOADS.items():
         out.append("## %s\n\n%s. Size %s.\n" % (workload, DESCRIPTIONS[workload], format(full, ",")))
