@@ -114,16 +114,18 @@ const Flag kFlags[] = {
      [](Args& a, const std::string& v) { a.options.push_back(v); }},
     {"--no-libc", nullptr, nullptr, "leave out the reference column: the C library's malloc (glibc)",
      [](Args& a, const std::string&) { a.libc = false; }},
-    {"--list", nullptr, nullptr, "list the stages and the option values a run would use, and the built-in workloads",
+    {"--list", nullptr, nullptr, "list the stages, the option values a run would use, and the built-in\nworkloads",
      [](Args& a, const std::string&) { a.list = true; }},
     {"--json", nullptr, "output",
-     "one JSON document for the whole run instead of the tables (fields: docs/diffing.md):\n"
+     "one JSON document for the whole run instead of the tables (docs/diffing.md):\n"
      "{tool, format, definitions, traces: [{name, operations, ids, warnings,\n"
-     " results: [{stage, reference, valid, failure, failure_line, enomem, enomem_line,\n"
-     "  operations, repetitions, seconds, seconds_min, seconds_max, ops_per_second,\n"
-     "  peak_live_bytes, footprint_at_peak, peak_footprint, final_footprint, utilisation,\n"
-     "  mdriver_utilisation, internal_fragmentation, os_calls, walk_at_peak, steps}]}],\n"
-     " mean: [{stage, traces, valid_traces, utilisation, mdriver_utilisation, ops_per_second}], valid}",
+     " results: [{stage, reference, valid, failure, failure_line, enomem,\n"
+     "  enomem_line, operations, repetitions, seconds, seconds_min, seconds_max,\n"
+     "  ops_per_second, peak_live_bytes, footprint_at_peak, peak_footprint,\n"
+     "  final_footprint, utilisation, mdriver_utilisation, internal_fragmentation,\n"
+     "  os_calls, walk_at_peak, steps}]}],\n"
+     " mean: [{stage, traces, valid_traces, utilisation, mdriver_utilisation,\n"
+     "  ops_per_second}], valid}",
      [](Args& a, const std::string&) { a.json = true; }},
     {"--csv", nullptr, nullptr, "the same as CSV, one row per workload and column",
      [](Args& a, const std::string&) { a.csv = true; }},
@@ -178,13 +180,14 @@ const Flag kFlags[] = {
     {"--progress", nullptr, nullptr, "report progress on stderr during long runs",
      [](Args& a, const std::string&) { a.progress = true; }},
     {"--html", "FILE", nullptr,
-     "a step-through page of the (first) workload through the stages: one self-contained\n"
-     "HTML file that works offline (docs/diffing.md, \"The step-through page\")",
+     "a step-through page of the (first) workload through the stages: one\n"
+     "self-contained HTML file that works offline (docs/diffing.md, \"The\n"
+     "step-through page\")",
      [](Args& a, const std::string& v) { a.html = user_path(v); }},
     {"--repl", nullptr, "other modes",
-     "read operations ('a ID SIZE', 'f ID', 'r ID SIZE', each optionally '@THREAD',\n"
-     "'show', 'undo', 'check', 'help') from standard input; print every stage's\n"
-     "answer and heap after each",
+     "read operations ('a ID SIZE', 'f ID', 'r ID SIZE', each optionally\n"
+     "'@THREAD', 'show', 'undo', 'check', 'help') from standard input; print every\n"
+     "stage's answer and heap after each",
      [](Args& a, const std::string&) { a.repl = true; }},
     {"--generate", "NAME", nullptr, "print a built-in workload as a malloc-lab trace and exit",
      [](Args& a, const std::string& v) { a.generate = v; }},
@@ -224,9 +227,9 @@ void print_help(std::ostream& out) {
         }
     }
     out << "\nTraces: ids 0.." << kMaxIds - 1 << ", sizes up to " << kMaxSize << " bytes (1 TiB), lines up to "
-        << kMaxLine << " bytes, at most " << kMaxOps << " operations;\n"
-        << "`f -1` is free(NULL), a realloc of an id never allocated is a malloc. Errors say FILE:LINE: what\n"
-        << "is wrong; a header whose counts disagree with the body is a warning.\n"
+        << kMaxLine << " bytes,\nat most " << kMaxOps << " operations; "
+        << "`f -1` is free(NULL), a realloc of an id never allocated is\na malloc. Errors say FILE:LINE: what "
+        << "is wrong; a header whose counts disagree with the body is a\nwarning.\n"
         << "Other threads: `f 3 @2` (any operation, then @1..@" << kMaxThreads << ") is done by thread 2, a helper\n"
         << "thread the replay hands it to and waits for (one thread at a time: deterministic). Such a trace\n"
         << "replays through every stage's thread-safe entry; for stage 4, freeing another thread's block is\n"
