@@ -319,7 +319,7 @@ private:
             std::printf("   |%s| %s, %s\n", bar.c_str(), named ? named->name.c_str() : top.kind, bytes(top.size).c_str());
         }
         std::printf("   ('#' used, '.' free, ',' freed by another thread, '=' bookkeeping, ' ' not carved yet; one cell = 1/%d)\n", kBarWidth);
-        print_line("   %-18s %-7s %-10s %-10s", "kind", "state", "offset", "size");
+        print_line("   %-20s %-7s %-10s %-10s", "kind", "state", "offset", "size");
         // Runs of alike entries (same depth, kind, state and size, no letter) print as one row.
         std::size_t rows = 0, i = 0;
         uintptr_t top_start = 0;
@@ -347,7 +347,7 @@ private:
             }
             std::string kind = std::string(2 * e.depth, ' ') + e.kind;
             std::string tail = run > 1 ? "x " + std::to_string(run) : std::string(1, name);
-            print_line("   %-18s %-7s %-10s %-10s %s", kind.c_str(),
+            print_line("   %-20s %-7s %-10s %-10s %s", kind.c_str(),
                         edu::kWalkStateNames[static_cast<unsigned>(e.state)], where_text.c_str(),
                         bytes(e.size).c_str(), tail.c_str());
             i += run;
