@@ -2,9 +2,9 @@
 // Exports malloc, free, calloc, realloc, reallocarray, memalign, posix_memalign, aligned_alloc,
 // valloc, pvalloc, malloc_usable_size and edu_preload_stage; each call goes to the entry chosen
 // at the first call: the stage's `thread_safe` entry, the debug layer over it (debug=on), and
-// the memcheck layer over that under valgrind. tools/preload.bzl compiles it once per stage.
-// The first call also turns a stage's statistics off when neither EDU_ALLOC_STATS nor
-// EDU_ALLOC_CHECK asks for them.
+// the memcheck layer over that under valgrind; malloc, free, calloc and realloc jump straight
+// to it through slots of their own. tools/preload.bzl compiles it once per stage. The first
+// call also turns a stage's statistics off unless EDU_ALLOC_STATS or EDU_ALLOC_CHECK asks.
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -54,6 +54,7 @@ bool env_is_one(const char* name) {
 pthread_once_t g_api_once = PTHREAD_ONCE_INIT;
 bool g_debug = false;
 extern const edu::Api* g_api;
+void publish_slots(const edu::Api& entry);
 
 void choose_entry() {
     const edu::Stage& s = stage();
@@ -71,6 +72,7 @@ void choose_entry() {
     const edu::Api* chosen = &edu::entry_for(s, *s.thread_safe, options);
     if (edu::running_on_memcheck()) chosen = &edu::memcheck_entry(*chosen);
     __atomic_store_n(&g_api, chosen, __ATOMIC_RELEASE);
+    publish_slots(*chosen);
 }
 
 // The entry after the first call. Another thread's first call may be choosing it right now:
@@ -100,6 +102,50 @@ const edu::Api* g_api = &kFirstCall;
 
 // A plain load (x86-64 loads acquire): kFirstCall, or the entry choose_entry published.
 const edu::Api& api() { return *__atomic_load_n(&g_api, __ATOMIC_ACQUIRE); }
+
+// The four calls a program makes most have a slot each: a copy of the chosen entry's
+// function, so that `malloc` is one instruction, `jmp *g_malloc(%rip)`, where the path through
+// g_api is two (load the table, jump through it): a tenth of stage 4's malloc, which mimalloc
+// does not pay (its malloc is the exported symbol). The load is relaxed because an acquire
+// load keeps gcc from folding it into the jump; the order it would give is given anyway. A
+// slot holds either its first_* function, whose pthread_once synchronises with the choice, or
+// a function choose_entry stored (release) after it had set up everything that function reads:
+// the call cannot run before the load of its own address (nothing of the callee is known to
+// the compiler before the jump), and x86-64 keeps loads in order (TSO). The slots copy the
+// table, so they must be published again whenever the table changes: only set_option does
+// that, through edu_preload_stage's descriptor, whose set_option does so (exported_stage).
+void* (*g_malloc)(std::size_t) = &first_malloc;
+void (*g_free)(void*) = &first_free;
+void* (*g_calloc)(std::size_t, std::size_t) = &first_calloc;
+void* (*g_realloc)(void*, std::size_t) = &first_realloc;
+
+void publish_slots(const edu::Api& entry) {
+    __atomic_store_n(&g_malloc, entry.malloc, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_free, entry.free, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_calloc, entry.calloc, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_realloc, entry.realloc, __ATOMIC_RELEASE);
+}
+
+template <class F>
+F slot(F* at) {
+    return __atomic_load_n(at, __ATOMIC_RELAXED);
+}
+
+// The stage as edu_preload_stage shows it: its own descriptor but for set_option, which also
+// publishes the slots again (a stage may rewrite its table when an option changes, S4.38).
+edu::Stage g_exported_stage;
+pthread_once_t g_exported_once = PTHREAD_ONCE_INIT;
+
+bool set_option_and_publish(const char* name, const char* value) {
+    bool ok = stage().set_option(name, value);
+    publish_slots(api());
+    return ok;
+}
+
+void make_exported_stage() {
+    g_exported_stage = stage();
+    g_exported_stage.set_option = &set_option_and_publish;
+}
 
 bool is_power_of_two(std::size_t n) { return n != 0 && (n & (n - 1)) == 0; }
 
@@ -157,19 +203,19 @@ __attribute__((destructor)) void preload_finish() {
 // Each definition repeats glibc's declaration (<stdlib.h>, <malloc.h>) exactly, `noexcept`
 // included, so the compiler checks the signatures.
 
-EDU_EXPORT void* malloc(size_t size) noexcept { return api().malloc(size); }
+EDU_EXPORT void* malloc(size_t size) noexcept { return slot(&g_malloc)(size); }
 
-EDU_EXPORT void free(void* ptr) noexcept { api().free(ptr); }
+EDU_EXPORT void free(void* ptr) noexcept { slot(&g_free)(ptr); }
 
-EDU_EXPORT void* calloc(size_t count, size_t size) noexcept { return api().calloc(count, size); }
+EDU_EXPORT void* calloc(size_t count, size_t size) noexcept { return slot(&g_calloc)(count, size); }
 
-EDU_EXPORT void* realloc(void* ptr, size_t size) noexcept { return api().realloc(ptr, size); }
+EDU_EXPORT void* realloc(void* ptr, size_t size) noexcept { return slot(&g_realloc)(ptr, size); }
 
 // realloc(ptr, count * size), refusing a product that overflows (ptr stays valid).
 EDU_EXPORT void* reallocarray(void* ptr, size_t count, size_t size) noexcept {
     size_t total;
     if (__builtin_mul_overflow(count, size, &total)) return edu::enomem();
-    return api().realloc(ptr, total);
+    return slot(&g_realloc)(ptr, total);
 }
 
 // glibc's memalign rounds an alignment that is not a power of two up to the next one.
@@ -218,5 +264,9 @@ EDU_EXPORT size_t malloc_usable_size(void* ptr) noexcept {
     return ptr == nullptr ? 0 : api().usable_size(ptr);
 }
 
-// Which stage serves this process: lets tests and tools confirm the preload is active.
-EDU_EXPORT const edu::Stage* edu_preload_stage() noexcept { return &stage(); }
+// Which stage serves this process: lets tests and tools confirm the preload is active, and read
+// or set its options (the copy whose set_option keeps the slots in step).
+EDU_EXPORT const edu::Stage* edu_preload_stage() noexcept {
+    pthread_once(&g_exported_once, make_exported_stage);
+    return &g_exported_stage;
+}

@@ -1,15 +1,19 @@
 // tests/preload/option.cc: prints the preloaded stage's name and the value of one option, as
 // `stage3_segments stats=off` (or `stats=(none)` when the stage has no such option), so a
-// test can see which settings the drop-in library chose for a user.
+// test can see which settings the drop-in library chose for a user. `option NAME VALUE` first
+// sets the option through the library's descriptor, then makes 1000 mallocs through the
+// library's malloc, and adds how many of them the stage counted (`counted=N`): the option must
+// reach the calls the program makes, not only the stage's table.
 #include <dlfcn.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "contract/allocator.h"
 
 int main(int argc, char** argv) {
-    if (argc != 2) {
-        std::fprintf(stderr, "usage: option NAME\n");
+    if (argc != 2 && argc != 3) {
+        std::fprintf(stderr, "usage: option NAME [VALUE]\n");
         return 2;
     }
     using StageFn = const edu::Stage* (*)();
@@ -19,7 +23,20 @@ int main(int argc, char** argv) {
         return 1;
     }
     const edu::Stage& stage = *find();
+    if (argc == 3 && !stage.set_option(argv[1], argv[2])) {
+        std::fprintf(stderr, "option: %s refused %s=%s\n", stage.name, argv[1], argv[2]);
+        return 1;
+    }
     const char* value = stage.get_option(argv[1]);
-    std::printf("%s %s=%s\n", stage.name, argv[1], value != nullptr ? value : "(none)");
+    std::printf("%s %s=%s", stage.name, argv[1], value != nullptr ? value : "(none)");
+    if (argc == 3) {
+        uint64_t before = stage.thread_safe->stats().mallocs;
+        static void* blocks[1000];
+        for (void*& b : blocks) b = std::malloc(24);   // -fno-builtin: the calls stay
+        uint64_t counted = stage.thread_safe->stats().mallocs - before;
+        for (void* b : blocks) std::free(b);
+        std::printf(" counted=%llu", static_cast<unsigned long long>(counted));
+    }
+    std::printf("\n");
     return 0;
 }

@@ -39,6 +39,11 @@ if [[ "$(option)" != "$name stats=(none)" ]]; then
     [[ "$(option EDU_ALLOC_STATS=1)" == "$name stats=on" ]] || fail "EDU_ALLOC_STATS=1 left counting off"
     [[ "$(option EDU_ALLOC_CHECK=1)" == "$name stats=on" ]] || fail "EDU_ALLOC_CHECK=1 left counting off"
     [[ "$(option EDU_OPTIONS="$name.stats=on")" == "$name stats=on" ]] || fail "EDU_OPTIONS cannot turn counting on"
+    # Turned on at run time through the library's descriptor, counting reaches the program's
+    # own malloc calls (the library's per-call slots follow the stage's table).
+    set="$(env LD_PRELOAD="$PRELOAD" tests/preload/option stats on)"
+    [[ "$set" =~ ^"$name stats=on counted="([0-9]+)$ ]] || fail "set_option through the library: '$set'"
+    [[ ${BASH_REMATCH[1]} -ge 1000 ]] || fail "stats=on set at run time counted ${BASH_REMATCH[1]} of 1000 mallocs"
 fi
 
 # A stage with the option stats=off (its benchmark mode) counts no requests: the block says so
