@@ -30,8 +30,9 @@ void* os_map_aligned(std::size_t size, std::size_t alignment);
 // the footprint; false, with nothing changed, when the kernel refuses (a data limit). Linux
 // still backs the pages on first touch. Idempotent on memory already writable.
 bool os_commit(void* address, std::size_t size);
-// The same without counting: the segment map's own leaves, and pages, which [S3.47] makes
-// writable ahead of use and counts when taken.
+// The same without counting: the segment map's own leaves, a fresh segment's header and first
+// page ([S3.48]: segment.cc counts the header), and pages, which [S3.47] makes writable ahead of
+// use and counts when taken.
 bool os_make_writable(void* address, std::size_t size);
 void os_unmap(void* address, std::size_t size);
 // Gives the memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.

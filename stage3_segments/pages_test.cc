@@ -311,6 +311,66 @@ TEST_CASE("an empty large segment waits in the cache and is reused without a sys
     CHECK_FALSE(segment_owned(q));
 }
 
+// [S3.48] A fresh segment is made writable with one mprotect, its header and what its block
+// reaches together. [S3.47] Purged while it waits in the cache, it keeps its protection, so
+// the next block that fits what is writable costs no mprotect; a bigger one makes the rest
+// writable in one step. A huge segment is tracked in slots of a sixty-fourth of its size.
+TEST_CASE("a fresh one-block segment costs one mprotect, and a purged cached one none when reused") {
+    collect(true);
+    ScopedHeap h;
+    uint64_t protects = os_calls(OsCall::mprotect);
+    void* p = h.take(200 * kKiB);
+    Segment* s = segment_of(p);
+    CHECK(os_calls(OsCall::mprotect) == protects + 1);
+    api().free(p);
+    REQUIRE(s->cached == 1);
+    segment_purge(true);                               // its memory goes back, not its protection
+    CHECK(s->committed == 0);
+    protects = os_calls(OsCall::mprotect);
+    uint64_t advised = os_calls(OsCall::madvise);
+    void* q = h.take(200 * kKiB);
+    CHECK(segment_of(q) == s);
+    CHECK(os_calls(OsCall::mprotect) == protects);
+    CHECK(os_calls(OsCall::madvise) == advised);
+    battery::require_heap_ok(api());
+    api().free(q);
+    void* r = h.take(kMiB);
+    CHECK(segment_of(r) == s);
+    CHECK(os_calls(OsCall::mprotect) == protects + 1);
+    api().free(r);
+
+    protects = os_calls(OsCall::mprotect);
+    void* huge = h.take(9 * kMiB);
+    Segment* hs = segment_of(huge);
+    CHECK(hs->size % (kSlots * kOsPage) == 0);
+    CHECK(os_calls(OsCall::mprotect) == protects + 1);
+    api().free(huge);
+    segment_purge(true);
+    void* again = h.take(8 * kMiB);
+    CHECK(segment_of(again) == hs);
+    CHECK(os_calls(OsCall::mprotect) == protects + 1);
+    battery::require_heap_ok(api());
+    api().free(again);
+    collect(true);
+}
+
+// [S3.14] The cache holds sixteen: a program that keeps a dozen 200 KiB blocks (each a 4 MiB
+// segment of its own) and replaces them gets every segment back from the cache, writable.
+TEST_CASE("a dozen one-block segments freed wait in the cache and serve the next dozen without a system call") {
+    collect(true);
+    ScopedHeap h;
+    std::vector<void*> blocks;
+    for (int i = 0; i < 12; ++i) blocks.push_back(h.take(200 * kKiB));
+    for (void* p : blocks) api().free(p);
+    CHECK(segment_cache_count() == 12);
+    uint64_t calls = os_calls(OsCall::mmap) + os_calls(OsCall::munmap) + os_calls(OsCall::mprotect);
+    for (void*& p : blocks) p = h.take(200 * kKiB);
+    CHECK(os_calls(OsCall::mmap) + os_calls(OsCall::munmap) + os_calls(OsCall::mprotect) == calls);
+    for (void* p : blocks) api().free(p);
+    battery::require_heap_ok(api());
+    collect(true);
+}
+
 // [S3.35] A freed huge segment waits in the cache with its memory; a smaller huge request
 // takes it without mmap and gives back what it no longer reaches; one over kHugeCacheMax is
 // unmapped at once; collect(true) empties the cache.

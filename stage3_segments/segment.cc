@@ -108,19 +108,24 @@ uint8_t* map_entry(uintptr_t chunk) {
     return &leaf[chunk & (kLeafEntries - 1)];
 }
 
-Segment* map_segment(std::size_t size, PageKind kind) {
+// A fresh segment of `size` bytes (a multiple of 64 OS pages) for `kind`, its header and the
+// first `reach` bytes writable ([S3.48]).
+Segment* map_segment(std::size_t size, PageKind kind, std::size_t reach) {
     void* memory = os_map_aligned(size, kSegmentSize);
     if (!memory) return nullptr;
     uintptr_t chunk = addr(memory) >> kSegmentShift;
     uint8_t* entry = chunk < kMapEntries ? map_entry(chunk) : nullptr;
+    uint64_t writable = 0;
     // Above the 47-bit space the map covers (never ours), or no memory for a leaf or the header.
-    if (!entry || !os_commit(memory, kMetaSize)) {
+    if (!entry || !Layout::open_fresh(memory, size, reach, &writable)) {
         os_unmap(memory, size);
         return nullptr;
     }
+    os_commit_bytes(static_cast<int64_t>(kMetaSize));
     auto* s = static_cast<Segment*>(memory);
     std::memset(static_cast<void*>(s), 0, sizeof(Segment));
     s->size = size;
+    s->writable = writable;
     format_segment(s, kind);
     *entry = 1;  // a huge segment registers its first chunk only ([S3.7])
     all_push(s);
@@ -147,18 +152,20 @@ void cache_remove(Segment* s) {
 // A one-block segment's page area committed up to `need` bytes past the metadata.
 bool commit_up_to(Segment* s, std::size_t need) { return Layout::commit_up_to(s, need); }
 
-// An empty 4 MiB segment for `kind`: the most recently cached one, or a new mapping.
-Segment* take_segment(PageKind kind) {
+// [S3.49] An empty 4 MiB segment for `kind`: the most recently cached one, or a new mapping
+// whose first `reach` bytes are made writable with its header. A cached segment may hold
+// committed memory: dirty pages, or a large block's. Serving its old kind again it keeps it (a
+// large block reuses what the last one had; dirty pages stay dirty, to be taken first and
+// purged only after the delay), so a segment that empties and refills costs no system call
+// and no page fault. Another kind counts pages from zero: the memory goes back first.
+Segment* take_segment(PageKind kind, std::size_t reach) {
     Segment* s = g_cache;
     while (s && s->size != kSegmentSize) s = s->next_open;
-    if (!s) return map_segment(kSegmentSize, kind);
+    if (!s) return map_segment(kSegmentSize, kind, reach);
     cache_remove(s);
-    // A cached segment may hold committed memory (a large block's, or dirty pages); a large
-    // block reuses it as it is, other kinds count pages from zero, so give it back first.
-    if (kind == PageKind::large && s->kind == static_cast<uint8_t>(PageKind::large)) {
-        if (s->on_purge_list) purge_remove(s);   // a large block reuses what the last one had
-    } else if (s->on_purge_list) {
-        purge_segment(s);
+    if (s->on_purge_list) {
+        if (s->kind != static_cast<uint8_t>(kind)) purge_segment(s);
+        else if (kind == PageKind::large) purge_remove(s);   // its memory is the new block's
     }
     format_segment(s, kind);
     return s;
@@ -170,7 +177,7 @@ Segment* take_huge_segment(std::size_t size, std::size_t reach) {
     Segment* best = nullptr;
     for (Segment* s = g_cache; s; s = s->next_open)
         if (s->size >= size && s->size > kSegmentSize && (!best || s->size < best->size)) best = s;
-    if (!best) return map_segment(size, PageKind::huge);
+    if (!best) return map_segment(size, PageKind::huge, kMetaSize + reach);
     cache_remove(best);
     if (best->on_purge_list) purge_remove(best);
     if (best->committed > reach) {
@@ -215,7 +222,7 @@ Page* page_alloc(PageKind kind) {
     unsigned k = kind == PageKind::small ? 0 : 1;
     Segment* s = g_open[k];
     if (!s) {
-        s = take_segment(kind);
+        s = take_segment(kind, std::size_t{1} << (kind == PageKind::small ? kSmallPageShift : kMediumPageShift));
         if (!s) return nullptr;
         link_push(g_open[k], s);
         s->on_open_list = 1;
@@ -237,10 +244,10 @@ Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
     PageKind kind;
     if (offset + bytes <= kSegmentSize) {
         kind = PageKind::large;
-        s = take_segment(kind);
-    } else {  // over 4 MiB, so the registered first chunk is all ours
+        s = take_segment(kind, offset + bytes);
+    } else {  // over 4 MiB, so the registered first chunk is all ours; whole slots ([S3.47])
         kind = PageKind::huge;
-        s = take_huge_segment(offset + bytes, offset + bytes - kMetaSize);
+        s = take_huge_segment(round_up(offset + bytes, kSlots * kOsPage), offset + bytes - kMetaSize);
     }
     if (!s) return nullptr;
     // Commit what the block reaches; a reused large segment may already hold more.

@@ -92,9 +92,12 @@ extern uint64_t g_clock;
 // [S3.14] The segment cache: up to kCacheMax empty segments, kCacheBytes of address space in
 // all, wait kCacheDelay ticks of the heap clock before being unmapped, so a program that frees
 // its last large block and allocates another at once gets it without a system call. `force`
-// unmaps all of them now.
-inline constexpr unsigned kCacheMax = 8;
-inline constexpr uint64_t kCacheDelay = 1024;
+// unmaps all of them now. Sixteen, and eight purge delays, as stage 4's heaps: a block of
+// 64-256 KiB takes a 4 MiB segment of its own, and a program that keeps a dozen of them live and
+// replaces them (mstress) overflowed a cache of eight, or outwaited a delay of one purge delay,
+// on many frees, each an munmap and the next malloc an mmap (the chapter, section 8).
+inline constexpr unsigned kCacheMax = 16;
+inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 // [S3.35] Huge segments (one block over 4 MiB) are cached too, up to kHugeCacheMax each: a
 // program that frees a 20 MiB buffer and asks for another keeps the mapping, and the pages the
 // last block touched, instead of paying munmap, mmap and a page fault per touched page. The

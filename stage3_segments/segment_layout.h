@@ -1,9 +1,9 @@
 // stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written
-// once as templates over the stage's records: the header laid out for a kind, the area of a
-// page, pages taken and given back, decommitting what a segment does not use, a one-block
-// segment's commitment, the layout checks. Entry points: SegmentLayout<T>::format, page_area,
-// take_page, release_page, decommit_unused, commit_up_to, one_block_resize, check. T supplies
-// the records, kMetaSize, page_reset, make_writable, count_committed, decommit, is_free_sentinel.
+// once as templates over the stage's records: the header laid out for a kind, a fresh segment's
+// first commit, page areas, pages taken and given back, decommitting what a segment does not use,
+// making memory writable, the layout checks. Entry points: SegmentLayout<T>::format, open_fresh,
+// page_area, take_page, release_page, decommit_unused, commit_up_to, one_block_resize, check. T
+// supplies the records, kMetaSize, page_reset, make_writable, count_committed, decommit, is_free_sentinel.
 #pragma once
 
 #include <cstddef>
@@ -49,7 +49,9 @@ struct SegmentLayout {
     }
 
     // [S3.42] The header for `kind` ([S3.7]): page_of, every page record a free sentinel, every
-    // page free and none dirty. A cached segment changes kind this way without moving anything.
+    // page free. A cached segment changes kind this way without moving anything. Dirty pages
+    // stay dirty: a segment that serves its old kind again keeps them ([S3.49]), free and
+    // committed until the purge; one that changes kind has none (its owner purges it first).
     static void format(Segment* s, PageKind kind) {
         unsigned shift = kind == PageKind::small    ? kSmallPageShift
                          : kind == PageKind::medium ? kMediumPageShift
@@ -59,7 +61,6 @@ struct SegmentLayout {
         s->page_count = kind == PageKind::small ? kSlots : kind == PageKind::medium ? 8u : 1u;
         s->used_pages = 0;
         s->free_pages = s->page_count == 64 ? ~uint64_t{0} : bit(s->page_count) - 1;
-        s->dirty_pages = 0;
         Page* pages = s->pages();
         for (unsigned i = 0; i < kSlots; ++i) s->page_of[i] = &pages[(i << kSlotShift) >> shift];
         for (unsigned i = 0; i < s->page_count; ++i) T::page_reset(&pages[i], s, static_cast<uint8_t>(i), kind);
@@ -85,11 +86,13 @@ struct SegmentLayout {
         s->dirty_pages = 0;
     }
 
-    // A one-block segment commits what its block reaches: `need` bytes past the metadata.
+    // A one-block segment commits what its block reaches: `need` bytes past the metadata, made
+    // writable by [S3.47] where it is not yet (a segment reused for a bigger block, or one whose
+    // memory the purge gave back, costs no mprotect for what was writable already).
     static bool commit_up_to(Segment* s, std::size_t need) {
         if (need <= s->committed) return true;
-        if (!T::make_writable(reinterpret_cast<void*>(base(s) + T::kMetaSize + s->committed), need - s->committed))
-            return false;
+        uintptr_t lo = base(s) + T::kMetaSize;
+        if (!make_writable(s, Span{lo, lo + need})) return false;
         T::count_committed(static_cast<int64_t>(need - s->committed));
         s->committed = need;
         return true;
@@ -100,29 +103,58 @@ struct SegmentLayout {
         return (end == 64 ? ~uint64_t{0} : bit(end) - 1) & ~(bit(first) - 1);
     }
 
-    // [S3.47] A page's area made writable in growing steps. `writable` has bit i when the i-th
-    // 64 KiB slot of the segment is readable and writable; a slot stays so until the segment is
-    // unmapped (the purge's madvise keeps the protection), so a page already covered costs no
-    // call. Otherwise one mprotect covers the page and, ahead of it, as many slots as the
-    // segment has writable already: pages taken in order cost 1, 1, 2, 4, ... slots, 7 calls
-    // for the 64 pages of a small segment instead of 64, and a segment so taken is never
-    // writable beyond twice what it has used (a data limit is charged that much). When the
-    // system refuses the step, the page alone is asked for.
+    // Bytes of one slot of `s`: a sixty-fourth of the segment, 64 KiB in a 4 MiB segment (a huge
+    // segment's size is a multiple of 64 OS pages, so its slots are whole pages too).
+    static std::size_t slot_bytes(const Segment* s) { return s->size / kSlots; }
+
+    // The slots an area of `s` touches, as a mask.
+    static uint64_t slots_of(const Segment* s, Span area) {
+        std::size_t slot = slot_bytes(s);
+        return slot_bits(static_cast<unsigned>((area.lo - base(s)) / slot),
+                         static_cast<unsigned>((area.hi - base(s) + slot - 1) / slot));
+    }
+
+    // [S3.47] A page's area, or a one-block segment's reach, made writable in growing steps.
+    // `writable` has bit i when the i-th slot of the segment is readable and writable; a slot
+    // stays so until the segment is unmapped (the purge's madvise keeps the protection), so an
+    // area already covered costs no call. Otherwise one mprotect covers the area from its first
+    // slot that is not writable and, ahead of that slot, as many slots as the segment has
+    // writable already: pages taken in order cost 1, 1, 2, 4, ... slots, 7 calls for the 64
+    // pages of a small segment instead of 64; a block that grows in place doubles its writable
+    // prefix. A segment so taken is never writable beyond twice what it has used (a data limit
+    // is charged that much). When the system refuses the step, the area alone is asked for.
     static bool make_writable(Segment* s, Span area) {
-        auto first = static_cast<unsigned>((area.lo - base(s)) >> kSlotShift);
-        auto end = static_cast<unsigned>((area.hi - base(s) + (uintptr_t{1} << kSlotShift) - 1) >> kSlotShift);
-        uint64_t need = slot_bits(first, end);
-        if ((s->writable & need) == need) return true;
+        uint64_t missing = slots_of(s, area) & ~s->writable;
+        if (missing == 0) return true;
+        std::size_t slot = slot_bytes(s);
+        auto end = static_cast<unsigned>(64 - __builtin_clzll(missing));   // past the last one
+        auto first = static_cast<unsigned>(__builtin_ctzll(missing));
         unsigned ahead = first + static_cast<unsigned>(__builtin_popcountll(s->writable));
         unsigned stop = ahead < end ? end : ahead < kSlots ? ahead : kSlots;
-        auto at = reinterpret_cast<void*>(base(s) + (uintptr_t{first} << kSlotShift));   // slot 0: header too
-        if (stop > end && T::make_writable(at, std::size_t{stop - first} << kSlotShift)) {
+        auto at = reinterpret_cast<void*>(base(s) + first * slot);   // slot 0: header too
+        if (stop > end && T::make_writable(at, (stop - first) * slot)) {
             s->writable |= slot_bits(first, stop);
             return true;
         }
-        if (!T::make_writable(at, std::size_t{end - first} << kSlotShift)) return false;
-        s->writable |= need;
+        if (!T::make_writable(at, (end - first) * slot)) return false;
+        s->writable |= slot_bits(first, end);
         return true;
+    }
+
+    // [S3.48] A fresh segment's first commit (`at`, `size` bytes, all PROT_NONE): its header and
+    // what its first use reaches, `reach` bytes from its start rounded up to whole slots (the
+    // first page of a small or medium segment, a one-block segment's block), with one mprotect
+    // where the header alone and then the page cost two. If the system refuses that much (a
+    // data limit), the header alone. *writable gets the slots made writable (none: the header
+    // alone); false when even the header is refused. The header is formatted after, by the
+    // caller, who counts the metadata in the footprint.
+    static bool open_fresh(void* at, std::size_t size, std::size_t reach, uint64_t* writable) {
+        std::size_t slot = size / kSlots;
+        auto slots = static_cast<unsigned>((reach + slot - 1) / slot);
+        *writable = slot_bits(0, slots);
+        if (T::make_writable(at, slots * slot)) return true;
+        *writable = 0;
+        return T::make_writable(at, T::kMetaSize);
     }
 
     // A large block grows or shrinks in place within its segment (realloc, [S3.32]).
@@ -179,11 +211,16 @@ struct SegmentLayout {
         return --s->used_pages;
     }
 
+    static bool writable(const Segment* s, Span area) {
+        uint64_t slots = slots_of(s, area);
+        return (s->writable & slots) == slots;
+    }
+
     // [S3.45] The checks of one segment's layout both checkers make (the invariants of [S3.7]):
     // page_of for its kind, dirty pages free, every page record in its place with its free bit,
     // a free record the free sentinel (T::is_free_sentinel), used_pages, committed bytes equal
-    // to the areas of pages in use or dirty (small, medium), each of them writable ([S3.47]), or
-    // reaching past the one block, a cached segment empty. `check_page(page)` checks each page
+    // to the areas of pages in use or dirty (small, medium), or reaching past the one block,
+    // all of them writable ([S3.47]), a cached segment empty. `check_page(page)` checks each page
     // in use, as the stage sees it. Returns false after k.fail; *in_use is the number of pages
     // in use.
     template <class Checker, class CheckPage>
@@ -205,15 +242,9 @@ struct SegmentLayout {
             Page* page = &pages[i];
             bool free_bit = (s->free_pages >> i) & 1;
             Span area = page_area(s, page);
-            if (page->in_use || ((s->dirty_pages >> i) & 1)) {
-                areas += area.hi - area.lo;
-                if (kind == PageKind::small || kind == PageKind::medium) {   // inside the 64 slots
-                    auto first = static_cast<unsigned>((area.lo - at) >> kSlotShift);
-                    auto end = static_cast<unsigned>((area.hi - at - 1) >> kSlotShift) + 1;
-                    uint64_t slots = slot_bits(first, end);
-                    if ((s->writable & slots) != slots) return k.fail("page in use or dirty is not writable", base(page));
-                }
-            }
+            if (page->in_use || ((s->dirty_pages >> i) & 1)) areas += area.hi - area.lo;
+            if ((page->in_use || ((s->dirty_pages >> i) & 1)) && s->page_count > 1 && !writable(s, area))
+                return k.fail("page in use or dirty is not writable", base(page));
             if (page->index != i || page->kind != s->kind) return k.fail("page record misplaced", base(page));
             if (page->in_use == free_bit) return k.fail("segment free-page bit disagrees with page", base(page));
             if (!page->in_use) {
@@ -231,6 +262,8 @@ struct SegmentLayout {
             return k.fail("segment committed bytes differ from its pages in use or dirty", at, s->committed, areas);
         if (!open_kind && used && s->committed < pages[0].start + pages[0].block_size - at - T::kMetaSize)
             return k.fail("one block reaches past the segment's committed bytes", at);
+        if (!open_kind && s->committed && !writable(s, Span{at + T::kMetaSize, at + T::kMetaSize + s->committed}))
+            return k.fail("one-block segment's committed bytes are not writable", at);
         if (s->cached && used) return k.fail("cached segment has pages in use", at);
         *in_use = used;
         return true;

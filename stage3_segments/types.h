@@ -208,7 +208,7 @@ struct Segment {
     uint64_t purge_expire;     // clock tick after which dirty pages are decommitted
     Segment* next_purge;       // segments with dirty pages
     Segment* prev_purge;
-    uint64_t writable;         // bit i: 64 KiB slot i is readable and writable ([S3.47])
+    uint64_t writable;         // bit i: slot i (size / 64: 64 KiB of 4 MiB) is writable ([S3.47])
     uint64_t pad_;             // header is 128 bytes after page_of
     Page* pages() { return reinterpret_cast<Page*>(this + 1); }
 };

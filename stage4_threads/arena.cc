@@ -168,13 +168,8 @@ Segment* arena_claim(uint32_t blocks, uint32_t* hint) {
     int64_t first = bitmap_claim(g_claimed, arena_slots(), blocks, *hint);
     if (first < 0) return nullptr;
     auto slot = static_cast<uint32_t>(first);
-    Segment* s = arena_segment(slot);
-    if (!os_commit_range(s, kMetaSize)) {   // the rest when used ([S4.39])
-        bitmap_release(g_claimed, slot, blocks);
-        return nullptr;
-    }
     *hint = slot / 64;
-    return s;
+    return arena_segment(slot);   // PROT_NONE: segment.cc commits what it uses ([S4.39])
 }
 
 void arena_release(uint32_t slot, uint32_t blocks) {

@@ -53,9 +53,8 @@ inline Segment* arena_segment(uint32_t slot) {
 }
 
 // Claims `blocks` consecutive slots, starting the search at word *hint (updated to where it
-// succeeded), and commits the first kMetaSize bytes (the header; segment.h commits the rest as
-// it is used): the segment's address, its memory zero, or nullptr when the arena has no such
-// run (or the system no memory).
+// succeeded): the segment's address, its memory zero and PROT_NONE (segment.h commits what it
+// uses, the header first), or nullptr when the arena has no such run.
 Segment* arena_claim(uint32_t blocks, uint32_t* hint);
 // Decommits the slots of a segment that is no longer published, then releases them.
 void arena_release(uint32_t slot, uint32_t blocks);

@@ -217,5 +217,76 @@ TEST_CASE("a dozen one-block segments freed wait in the cache and serve the next
     });
 }
 
+// A segment fresh from the arena is made writable with one mprotect (S3.48): its header and
+// what its first use reaches (here a 200 KiB block), where the header and then the block took
+// two. A cached one-block segment whose memory the purge gave back (madvise keeps the
+// protection, S3.47) serves the next block without an mprotect, as long as the slots it
+// reaches are writable already; a bigger block makes the rest writable in one step.
+TEST_CASE("a claimed segment costs one mprotect, and a purged cached one none when reused") {
+    constexpr std::size_t kBlock = 200 * 1024;
+    auto calls = [](OsCall c) { return os_counters().calls[static_cast<unsigned>(c)].load(); };
+    testing::on_thread([&] {
+        uint64_t protects = calls(OsCall::mprotect);
+        void* p = api().malloc(kBlock);
+        REQUIRE(p != nullptr);
+        Heap* heap = testing::my_heap();
+        Segment* s = segment_of(p);
+        CHECK(calls(OsCall::mprotect) == protects + 1);
+        api().free(p);
+        REQUIRE(s->cached == 1);
+        segment_purge(heap, true);                          // its memory goes back, not its slots
+        CHECK(s->committed == 0);
+        protects = calls(OsCall::mprotect);
+        uint64_t advised = calls(OsCall::madvise);
+        void* q = api().malloc(kBlock);
+        CHECK(segment_of(q) == s);
+        CHECK(calls(OsCall::mprotect) == protects);         // writable still
+        CHECK(calls(OsCall::madvise) == advised);
+        battery::require_heap_ok(api());
+        api().free(q);
+        void* r = api().malloc(3 * kBlock);
+        CHECK(segment_of(r) == s);
+        CHECK(calls(OsCall::mprotect) == protects + 1);     // the slots past the first block
+        api().free(r);
+        battery::require_heap_ok(api());
+        segment_cache_collect(heap, true);
+    });
+}
+
+// S3.49: a small segment whose last page was freed waits in the cache with that page dirty;
+// taken again for small pages, it keeps it and hands the same page out, committed: no madvise
+// to give it back and no fault to get it again. (page_alloc and page_release directly: the
+// heap's queues and the reclaiming of abandoned segments stay out of the way.)
+TEST_CASE("a cached small segment serving small pages again keeps its dirty pages") {
+    auto calls = [](OsCall c) { return os_counters().calls[static_cast<unsigned>(c)].load(); };
+    testing::on_thread([&] {
+        void* first = api().malloc(200 * 1024);   // makes the heap; a one-block segment
+        REQUIRE(first != nullptr);
+        Heap* heap = testing::my_heap();
+        uint64_t protects = calls(OsCall::mprotect);
+        Page* page = page_alloc(heap, PageKind::small);
+        REQUIRE(page != nullptr);
+        Segment* s = segment_of(page);
+        CHECK(s->used_pages == 1);                          // fresh from the arena
+        CHECK(calls(OsCall::mprotect) == protects + 1);     // header and page 0 together
+        uint64_t footprint = testing::footprint();
+        page_release(heap, page);
+        CHECK(s->cached == 1);
+        CHECK(s->dirty_pages == 1);
+        uint64_t advised = calls(OsCall::madvise);
+        protects = calls(OsCall::mprotect);
+        Page* again = page_alloc(heap, PageKind::small);
+        CHECK(again == page);
+        CHECK(s->dirty_pages == 0);
+        CHECK(calls(OsCall::madvise) == advised);
+        CHECK(calls(OsCall::mprotect) == protects);
+        CHECK(testing::footprint() == footprint);
+        page_release(heap, again);
+        api().free(first);
+        battery::require_heap_ok(api());
+        segment_cache_collect(heap, true);
+    });
+}
+
 }  // namespace
 }  // namespace edu::stage4

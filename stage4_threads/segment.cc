@@ -69,15 +69,23 @@ void purge_segment(Heap* heap, Segment* s) {
 
 void format_segment(Segment* s, PageKind kind) { Layout::format(s, kind); }
 
-// Fresh arena slots for a segment of `kind`, formatted, attached to `heap`, then published.
-Segment* claim_segment(Heap* heap, PageKind kind, uint32_t blocks) {
+// Fresh arena slots for a segment of `kind`, its header and first `reach` bytes made writable
+// in one call (S3.48), formatted, attached to `heap`, then published.
+Segment* claim_segment(Heap* heap, PageKind kind, uint32_t blocks, std::size_t reach) {
     Segment* s = arena_claim(blocks, &heap->arena_hint);
     if (!s) return nullptr;
+    std::size_t size = std::size_t{blocks} << kSegmentShift;
+    uint64_t writable = 0;
+    if (!Layout::open_fresh(s, size, reach, &writable)) {
+        arena_release(arena_slot_of(s), blocks);
+        return nullptr;
+    }
     s->slot = arena_slot_of(s);
     s->blocks = blocks;
-    s->size = std::size_t{blocks} << kSegmentShift;
+    s->size = size;
     s->committed = 0;
-    s->writable = 0;   // fresh slots are PROT_NONE but for the header
+    s->dirty_pages = 0;
+    s->writable = writable;   // the rest of the slots come PROT_NONE from the arena
     s->cached = s->on_open_list = s->on_purge_list = 0;
     s->next_open = s->prev_open = s->next_purge = s->prev_purge = nullptr;
     format_segment(s, kind);
@@ -94,17 +102,18 @@ void cache_remove(Heap* heap, Segment* s) {
     s->cached = 0;
 }
 
-// An empty 4 MiB segment for `kind`: the heap's most recently cached one, or fresh slots.
-Segment* take_segment(Heap* heap, PageKind kind) {
+// An empty 4 MiB segment for `kind`: the heap's most recently cached one, or fresh slots whose
+// first `reach` bytes are made writable with the header. As stage 3's (S3.49): a cached
+// segment serving its old kind keeps what it has committed (dirty pages, or the last large
+// block's memory); another kind counts pages from zero, so its memory goes back first.
+Segment* take_segment(Heap* heap, PageKind kind, std::size_t reach) {
     Segment* s = heap->cache;
     while (s && s->blocks != 1) s = s->next_open;
-    if (!s) return claim_segment(heap, kind, 1);
+    if (!s) return claim_segment(heap, kind, 1, reach);
     cache_remove(heap, s);
-    // A large block reuses what the last one had committed; other kinds count from zero.
-    bool keeps = kind == PageKind::large && s->kind == static_cast<uint8_t>(PageKind::large);
     if (s->on_purge_list) {
-        if (keeps) purge_remove(heap, s);
-        else purge_segment(heap, s);
+        if (s->kind != static_cast<uint8_t>(kind)) purge_segment(heap, s);
+        else if (kind == PageKind::large) purge_remove(heap, s);   // its memory is the new block's
     }
     format_segment(s, kind);
     return s;
@@ -124,7 +133,7 @@ Segment* take_huge_segment(Heap* heap, uint32_t blocks, std::size_t reach) {
     Segment* best = nullptr;
     for (Segment* s = heap->cache; s; s = s->next_open)
         if (s->blocks >= blocks && s->blocks > 1 && (!best || s->blocks < best->blocks)) best = s;
-    if (!best) return claim_segment(heap, PageKind::huge, blocks);
+    if (!best) return claim_segment(heap, PageKind::huge, blocks, kMetaSize + reach);
     cache_remove(heap, best);
     if (best->on_purge_list) purge_remove(heap, best);
     if (best->committed > reach) {
@@ -195,7 +204,7 @@ void segment_give_back(Segment* s) {
 Page* page_alloc(Heap* heap, PageKind kind) {
     Segment* s = open_list(heap, kind);
     if (!s) {
-        s = take_segment(heap, kind);
+        s = take_segment(heap, kind, std::size_t{1} << (kind == PageKind::small ? kSmallPageShift : kMediumPageShift));
         if (!s) return nullptr;
         open_push(heap, s);
     }
@@ -209,7 +218,7 @@ Page* one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alig
     if (block_bytes > arena_bytes()) return nullptr;
     std::size_t bytes = round_up(block_bytes, kOsPage);
     uint64_t blocks = (offset + bytes + kSegmentSize - 1) >> kSegmentShift;
-    Segment* s = blocks == 1 ? take_segment(heap, PageKind::large)
+    Segment* s = blocks == 1 ? take_segment(heap, PageKind::large, offset + bytes)
                              : take_huge_segment(heap, static_cast<uint32_t>(blocks), offset + bytes - kMetaSize);
     if (!s) return nullptr;
     if (!commit_up_to(s, offset + bytes - kMetaSize)) {   // what the block reaches

@@ -198,7 +198,7 @@ struct Segment {
     uint8_t on_open_list;
     uint8_t cached;
     uint8_t on_purge_list;
-    uint64_t writable;         // bit i: 64 KiB slot i is readable and writable (S3.47)
+    uint64_t writable;         // bit i: slot i (size / 64: 64 KiB of 4 MiB) is writable (S3.47)
     Page* pages() { return reinterpret_cast<Page*>(this + 1); }
 };
 static_assert(offsetof(Segment, page_of) == 0);
