@@ -55,8 +55,11 @@ void* realloc_mapped(void* p, std::size_t usable, std::size_t size) {
 template <class M>
 void* api_realloc(void* p, std::size_t size) {
     if (!p) return heap_alloc<M>(t_heap, size, size);
-    if (std::size_t mapped = mapped_block_size(p)) return realloc_mapped<M>(p, mapped, size);
-    Found found = find_block(p, "realloc");
+    Found found{own_live_block(p), true};   // the caller's own live block: checked (S4.58)
+    if (!found.page) {
+        if (std::size_t mapped = mapped_block_size(p)) return realloc_mapped<M>(p, mapped, size);
+        found = find_block(p, "realloc");
+    }
     std::size_t usable = found.page->block_size;
     bool in_place = size <= usable && size >= usable / 2;
     if (!in_place && found.local && size <= kMaxRequest && size > kMediumMax) in_place = one_block_resize(found.page, size);
@@ -93,6 +96,7 @@ void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
 
 std::size_t api_usable_size(const void* p) {
     if (!p) return 0;
+    if (Page* own = own_live_block(p)) return own->block_size;   // checked (S4.58)
     if (std::size_t mapped = mapped_block_size(p)) return mapped;
     return find_block(p, "usable_size").page->block_size;
 }

@@ -116,6 +116,19 @@ TEST_CASE("realloc of a foreign or freed pointer aborts with one line naming rea
     api().free(p);
 }
 
+TEST_CASE("realloc and usable_size of an interior pointer abort with one line naming the call") {
+    for (std::size_t size : {std::size_t{64}, std::size_t{256}}) {
+        CAPTURE(size);
+        auto* p = static_cast<unsigned char*>(api().malloc(size));
+        REQUIRE(p != nullptr);
+        std::memset(p, 0, size);   // as for free: nothing in the payload that looks like a block
+        require_dies_naming("realloc", p + 16, [&] { api().realloc(p + 16, size / 2); });
+        require_dies_naming("usable_size", p + 16, [&] { api().usable_size(p + 16); });
+        api().free(p);
+    }
+    require_heap_ok(api());
+}
+
 TEST_CASE("the thread-safe entry reports a double free the same way") {
     void* p = shared_api().malloc(40);
     REQUIRE(p != nullptr);
