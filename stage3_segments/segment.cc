@@ -210,15 +210,7 @@ void cache_or_unmap(Segment* s) {
     g_cache_bytes += s->size;
 }
 
-}  // namespace
-
-Span page_area(const Segment* segment, const Page* page) { return Layout::page_area(segment, page); }
-
-// [S3.15] Pages out of segments. A small or medium page is the lowest free page of the first
-// open segment of its kind; its whole area counts in the footprint from now on (Linux will
-// back it on first touch). Releasing it gives the memory back with madvise right away: the
-// page already waited out its retirement delay ([S3.19]), so it is really not wanted now.
-Page* page_alloc(PageKind kind) {
+Page* try_page_alloc(PageKind kind) {
     unsigned k = kind == PageKind::small ? 0 : 1;
     Segment* s = g_open[k];
     if (!s) {
@@ -236,7 +228,7 @@ Page* page_alloc(PageKind kind) {
         [](Segment* clean) { purge_remove(clean); });
 }
 
-Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
+Page* try_one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
     if (alignment < kOsPage) alignment = kOsPage;
     std::size_t offset = round_up(kMetaSize, alignment);
     std::size_t bytes = round_up(block_bytes, kOsPage);
@@ -245,9 +237,9 @@ Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
     if (offset + bytes <= kSegmentSize) {
         kind = PageKind::large;
         s = take_segment(kind, offset + bytes);
-    } else {  // over 4 MiB, so the registered first chunk is all ours; whole slots ([S3.47])
+    } else {  // over 4 MiB, so the registered first chunk is all ours; whole chunks ([S3.35])
         kind = PageKind::huge;
-        s = take_huge_segment(round_up(offset + bytes, kSlots * kOsPage), offset + bytes - kMetaSize);
+        s = take_huge_segment(round_up(offset + bytes, kSegmentSize), offset + bytes - kMetaSize);
     }
     if (!s) return nullptr;
     // Commit what the block reaches; a reused large segment may already hold more.
@@ -260,6 +252,36 @@ Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
     Page* page = &s->pages()[0];
     page_format_one_block(page, addr(s) + offset, bytes);
     return page;
+}
+
+// [S3.52] Under pressure. Cached segments hold address space and writable slots, which an
+// address-space or a data limit counts. When the system refuses a mapping or a commit while
+// the cache holds segments, they go back (munmap returns both) and the request is tried once
+// more: a program under a limit that freed its large blocks gets a big one again, as it would
+// from glibc, which unmaps such blocks on free.
+template <class Get>
+Page* relieved(Get get) {
+    Page* page = get();
+    if (page == nullptr && g_cache_count != 0) {
+        segment_cache_collect(true);
+        page = get();
+    }
+    return page;
+}
+
+}  // namespace
+
+Span page_area(const Segment* segment, const Page* page) { return Layout::page_area(segment, page); }
+
+// [S3.15] Pages out of segments. A small or medium page is the lowest free page of the first
+// open segment of its kind; its whole area counts in the footprint from now on (Linux will
+// back it on first touch). Released, it stays dirty until the purge ([S3.34]).
+Page* page_alloc(PageKind kind) {
+    return relieved([kind] { return try_page_alloc(kind); });
+}
+
+Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
+    return relieved([=] { return try_one_block_page_alloc(block_bytes, alignment); });
 }
 
 bool one_block_resize(Page* page, std::size_t bytes) { return Layout::one_block_resize(page, bytes); }

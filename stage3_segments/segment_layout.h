@@ -104,7 +104,7 @@ struct SegmentLayout {
     }
 
     // Bytes of one slot of `s`: a sixty-fourth of the segment, 64 KiB in a 4 MiB segment (a huge
-    // segment's size is a multiple of 64 OS pages, so its slots are whole pages too).
+    // segment is whole 4 MiB chunks, so its slots are whole pages too).
     static std::size_t slot_bytes(const Segment* s) { return s->size / kSlots; }
 
     // The slots an area of `s` touches, as a mask.

@@ -5,9 +5,11 @@
 // atomic exchange on every claim. Then the real arena: threads taking segments at once, and
 // the heap's cache of empty segments counted in system calls.
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -286,6 +288,40 @@ TEST_CASE("a cached small segment serving small pages again keeps its dirty page
         battery::require_heap_ok(api());
         segment_cache_collect(heap, true);
     });
+}
+
+// [S4.60] Sixteen freed 1 MiB blocks leave sixteen cached segments with 17 MiB writable; under
+// a data limit 24 MiB above what the process holds, a 12 MiB block fits only once they go back
+// to the arena. (Not under a sanitizer, whose own mappings move VmData while the child runs.)
+TEST_CASE("under a data limit, a heap's cached segments go back to make room for a big block") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;
+#endif
+    constexpr std::size_t kMiB = std::size_t{1} << 20;
+    battery::ChildOutcome outcome = battery::run_in_child([] {
+        testing::on_thread([] {
+            void* first = api().malloc(100);   // the heap, before the limit
+            battery::child_expect(first != nullptr, "no heap");
+            rlimit limit{battery::data_bytes() + 24 * kMiB, RLIM_INFINITY};
+            battery::child_expect(setrlimit(RLIMIT_DATA, &limit) == 0, "setrlimit failed");
+            void* blocks[16];
+            for (void*& p : blocks) {
+                p = api().malloc(kMiB);
+                battery::child_expect(p != nullptr, "a 1 MiB block was refused");
+            }
+            for (void* p : blocks) api().free(p);
+            battery::child_expect(testing::my_heap()->cache_count == 16, "the freed blocks' segments are not cached");
+            void* big = api().malloc(12 * kMiB);
+            battery::child_expect(big != nullptr, "the 12 MiB block was refused");
+            battery::child_expect(testing::my_heap()->cache_count == 0, "the cache was not given back");
+            std::memset(big, 1, 12 * kMiB);
+            api().free(big);
+            api().free(first);
+        });
+    });
+    INFO("child: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
 }
 
 }  // namespace

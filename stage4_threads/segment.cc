@@ -199,9 +199,9 @@ void segment_give_back(Segment* s) {
     arena_release(s->slot, s->blocks);
 }
 
-// S3.15 as in stage 3, with the heap's own lists: the lowest free page of the first open
-// segment of the kind, dirty pages first (no fault, no system call).
-Page* page_alloc(Heap* heap, PageKind kind) {
+namespace {
+
+Page* try_page_alloc(Heap* heap, PageKind kind) {
     Segment* s = open_list(heap, kind);
     if (!s) {
         s = take_segment(heap, kind, std::size_t{1} << (kind == PageKind::small ? kSmallPageShift : kMediumPageShift));
@@ -212,7 +212,7 @@ Page* page_alloc(Heap* heap, PageKind kind) {
         s, [heap](Segment* full) { open_remove(heap, full); }, [heap](Segment* clean) { purge_remove(heap, clean); });
 }
 
-Page* one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alignment) {
+Page* try_one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alignment) {
     if (alignment < kOsPage) alignment = kOsPage;
     std::size_t offset = round_up(kMetaSize, alignment);
     if (block_bytes > arena_bytes()) return nullptr;
@@ -230,6 +230,32 @@ Page* one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alig
     Page* page = &s->pages()[0];
     page_format_one_block(page, heap, addr(s) + offset, bytes);
     return page;
+}
+
+// [S4.60] Under pressure, as stage 3 (S3.52): the heap's cached segments hold arena slots and
+// writable memory, which a full arena or a data limit refuses to others. When a claim or a
+// commit fails while the cache holds segments, they go back to the arena and the request is
+// tried once more. (Only this heap's cache: another heap's belongs to its owner thread.)
+template <class Get>
+Page* relieved(Heap* heap, Get get) {
+    Page* page = get();
+    if (page == nullptr && heap->cache_count != 0) {
+        segment_cache_collect(heap, true);
+        page = get();
+    }
+    return page;
+}
+
+}  // namespace
+
+// S3.15 as in stage 3, with the heap's own lists: the lowest free page of the first open
+// segment of the kind, dirty pages first (no fault, no system call).
+Page* page_alloc(Heap* heap, PageKind kind) {
+    return relieved(heap, [=] { return try_page_alloc(heap, kind); });
+}
+
+Page* one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alignment) {
+    return relieved(heap, [=] { return try_one_block_page_alloc(heap, block_bytes, alignment); });
 }
 
 bool one_block_resize(Page* page, std::size_t bytes) { return Layout::one_block_resize(page, bytes); }

@@ -112,4 +112,8 @@ void require_one_line_abort(const char* stage, const char* call, const void* ptr
 // Inside a child: if `ok` is false, write `what` on stderr and exit 1 (no doctest there).
 void child_expect(bool ok, const char* what);
 
+// Bytes of writable private memory this process holds: VmData of /proc/self/status, what a
+// data limit (RLIMIT_DATA) is measured against; 0 if it cannot be read.
+uint64_t data_bytes();
+
 }  // namespace edu::battery
