@@ -172,7 +172,8 @@ Segment* take_segment(PageKind kind, std::size_t reach) {
 }
 
 // [S3.35] An empty huge segment of at least `size` bytes: the smallest cached one, or a new
-// mapping. Memory the last block committed beyond `reach` (bytes past the metadata) goes back.
+// mapping. Memory the last block committed beyond twice `reach` (bytes past the metadata) goes
+// back ([S3.53]).
 Segment* take_huge_segment(std::size_t size, std::size_t reach) {
     Segment* best = nullptr;
     for (Segment* s = g_cache; s; s = s->next_open)
@@ -180,10 +181,7 @@ Segment* take_huge_segment(std::size_t size, std::size_t reach) {
     if (!best) return map_segment(size, PageKind::huge, kMetaSize + reach);
     cache_remove(best);
     if (best->on_purge_list) purge_remove(best);
-    if (best->committed > reach) {
-        os_decommit(reinterpret_cast<void*>(addr(best) + kMetaSize + reach), best->committed - reach);
-        best->committed = reach;
-    }
+    Layout::trim_for(best, reach);
     format_segment(best, PageKind::huge);
     return best;
 }

@@ -104,9 +104,10 @@ inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 // limits are glibc's: it maps blocks above its threshold (at most 32 MiB) and keeps up to twice
 // that at the top of its heap; a freed huge segment keeps its memory kPurgeDelay ticks, like a
 // large one. A request takes the smallest cached segment that holds it and gives back
-// (madvise) what the last block had committed beyond the new one's reach. A huge segment is
-// mapped in whole 4 MiB chunks (address space only): mappings of such sizes land aligned below
-// one another, where others cost os_map_aligned a second mmap and trims ([S3.12]).
+// (madvise) what the last block had committed beyond twice the new one's reach ([S3.53]). A
+// huge segment is mapped in whole 4 MiB chunks (address space only): mappings of such sizes
+// land aligned below one another, where others cost os_map_aligned a second mmap and trims
+// ([S3.12]).
 inline constexpr std::size_t kHugeCacheMax = std::size_t{32} << 20;
 inline constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
 void segment_cache_collect(bool force);

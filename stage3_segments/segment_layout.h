@@ -157,6 +157,18 @@ struct SegmentLayout {
         return T::make_writable(at, T::kMetaSize);
     }
 
+    // [S3.53] A cached one-block segment taken for a block that reaches `reach` bytes past the
+    // metadata keeps what the last block committed up to twice that, and gives back (one
+    // madvise) only what lies beyond: a program that replaces big buffers of varying sizes
+    // would otherwise pay a madvise on nearly every reuse, and a page fault for each page
+    // touched again. The bound is [S3.47]'s: never committed beyond twice what is used.
+    static void trim_for(Segment* s, std::size_t reach) {
+        std::size_t keep = reach <= s->committed / 2 ? 2 * reach : s->committed;
+        if (s->committed <= keep) return;
+        T::decommit(reinterpret_cast<void*>(base(s) + T::kMetaSize + keep), s->committed - keep);
+        s->committed = keep;
+    }
+
     // A large block grows or shrinks in place within its segment (realloc, [S3.32]).
     static bool one_block_resize(Page* page, std::size_t bytes) {
         auto* s = reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(page) & ~kSegmentMask);

@@ -128,7 +128,8 @@ void drop(Heap* heap, Segment* s) {
 }
 
 // [S4.45] An empty huge segment of at least `blocks` slots: the smallest the heap has cached,
-// or fresh slots. Memory the last block committed beyond `reach` (past the metadata) goes back.
+// or fresh slots. Memory the last block committed beyond twice `reach` (past the metadata) goes
+// back (S3.53).
 Segment* take_huge_segment(Heap* heap, uint32_t blocks, std::size_t reach) {
     Segment* best = nullptr;
     for (Segment* s = heap->cache; s; s = s->next_open)
@@ -136,10 +137,7 @@ Segment* take_huge_segment(Heap* heap, uint32_t blocks, std::size_t reach) {
     if (!best) return claim_segment(heap, PageKind::huge, blocks, kMetaSize + reach);
     cache_remove(heap, best);
     if (best->on_purge_list) purge_remove(heap, best);
-    if (best->committed > reach) {
-        os_decommit(reinterpret_cast<void*>(addr(best) + kMetaSize + reach), best->committed - reach);
-        best->committed = reach;
-    }
+    Layout::trim_for(best, reach);
     format_segment(best, PageKind::huge);
     return best;
 }

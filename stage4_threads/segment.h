@@ -69,7 +69,8 @@ inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 // and kCacheBytes in all, so a thread that frees a 20 MiB buffer and asks for another keeps its
 // arena slots and touched pages instead of releasing them (an mmap) and claiming fresh ones
 // (another mmap and a fault per page touched). A request takes the smallest cached huge
-// segment that holds it and decommits what the last block reached beyond the new one.
+// segment that holds it and decommits what the last block reached beyond twice the new one's
+// reach (S3.53).
 inline constexpr std::size_t kHugeCacheMax = std::size_t{32} << 20;
 inline constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
 void segment_purge(Heap* heap, bool force);
