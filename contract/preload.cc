@@ -103,17 +103,15 @@ const edu::Api* g_api = &kFirstCall;
 // A plain load (x86-64 loads acquire): kFirstCall, or the entry choose_entry published.
 const edu::Api& api() { return *__atomic_load_n(&g_api, __ATOMIC_ACQUIRE); }
 
-// The four calls a program makes most have a slot each: a copy of the chosen entry's
-// function, so that `malloc` is one instruction, `jmp *g_malloc(%rip)`, where the path through
-// g_api is two (load the table, jump through it): a tenth of stage 4's malloc, which mimalloc
-// does not pay (its malloc is the exported symbol). The load is relaxed because an acquire
-// load keeps gcc from folding it into the jump; the order it would give is given anyway. A
-// slot holds either its first_* function, whose pthread_once synchronises with the choice, or
-// a function choose_entry stored (release) after it had set up everything that function reads:
-// the call cannot run before the load of its own address (nothing of the callee is known to
-// the compiler before the jump), and x86-64 keeps loads in order (TSO). The slots copy the
-// table, so they must be published again whenever the table changes: only set_option does
-// that, through edu_preload_stage's descriptor, whose set_option does so (exported_stage).
+// The four calls a program makes most have a slot each, a copy of the chosen entry's function,
+// so that `malloc` is one instruction, `jmp *g_malloc(%rip)`, where the path through g_api is
+// two (load the table, jump through it); mimalloc's malloc is the exported symbol itself. The
+// slot is loaded relaxed, because gcc 12 folds only a relaxed load into the jump, and that
+// orders enough: a slot holds its first_* function, whose pthread_once synchronises with the
+// choice, or a function choose_entry stored (release) once everything it reads was set up, and
+// nothing of the callee can run before the load of its own address (the compiler cannot see
+// past the indirect jump; x86-64 keeps loads in order). The slots copy the table, so they are
+// published again whenever it may change: set_option through edu_preload_stage's descriptor.
 void* (*g_malloc)(std::size_t) = &first_malloc;
 void (*g_free)(void*) = &first_free;
 void* (*g_calloc)(std::size_t, std::size_t) = &first_calloc;
