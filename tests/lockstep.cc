@@ -18,7 +18,7 @@
 //     one in the other; the random workload makes none, and segment sizes of huge blocks (the
 //     mapping's length, or whole arena slots) and page 0's area are not compared.
 //   * The delays differ ([S3.34], [S3.14]: stage 3 purges dirty pages after 1024 generic
-//     calls and drops cached segments after 1024; stage 4 waits 4096 and 32768), and a page
+//     calls and drops cached segments after 8192; stage 4 waits 4096 and 32768), and a page
 //     request prefers a dirty page. So the harness purges dirty pages and empties the segment
 //     cache of both stages after every step: neither stage then holds a dirty page or a cached
 //     segment, and page choice depends on nothing but the queues and the segments in use.
