@@ -157,6 +157,8 @@ def stub(part, chapter, reference_body):
     """The lines that replace a part's body in a handout. Comment lines of the body that
     carry a chapter marker ([S1.9]) stay, so the chapter's citations still resolve."""
     name = part["name"]
+    if any(f"[lab {name} stub]" in l for l in reference_body):
+        return list(reference_body)   # the reference is itself a handout: its stub is the stub
     asm = language(part["file"]) == "asm"
     opener = ";" if asm else "//"
     indent = "        " if asm else "    "
@@ -179,6 +181,14 @@ def stub(part, chapter, reference_body):
         lines += kept
         lines += [f"    edu_lab_not_implemented(\"{name}\");  // prints one line, aborts"]
     return lines
+
+
+def holds_stub(lines, name):
+    """True when a part's body still makes its stub's call (whatever else was written around
+    it, and whichever commit's statement the stub's comment quotes): reached, it aborts."""
+    text = "\n".join(lines)
+    return f'edu_lab_not_implemented("{name}")' in text or (
+        "edu_lab_not_implemented" in text and f'db "{name}", 0' in text)
 
 
 # Put before the first #include of a C++ file that holds a stub: the stub's call, and the
@@ -273,7 +283,11 @@ def handout(table, stage, dest, only=None):
              "Write each part below between its `[lab NAME begin]` and `[lab NAME end]` markers,",
              "replacing the stub (which prints `edu-alloc lab: part NAME not implemented` and aborts",
              "when it is reached). The chapter explains each part where it cites `[lab NAME]`.",
-             "", f"Grade yourself: `tools/lab grade --stage={stages[0]}` (gates and part verdicts;",
+             "", "The parts call one another, and a test stops at the first stub it reaches, naming",
+             "it. Here, with no reference to stand in for the others, a part is judged only once",
+             "every part its tests reach is written (the chapter says which parts each call reaches);",
+             "your teacher's grading puts the reference in place of every other part.", "",
+             f"Grade yourself: `tools/lab grade --stage={stages[0]}` (gates and part verdicts;",
              "the trace score needs the reference tree your teacher grades with).", "",
              "| part | file | what it must do | judged by |", "|---|---|---|---|"]
     for p in chosen:
@@ -421,7 +435,8 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             ref_bodies[name] = body(REFERENCE, table, name, ref_found)
             if bodies[name] is None:
                 verdicts[name] = "markers missing or broken: cannot judge"
-            elif normalised(bodies[name]) == normalised(stub(p, chapter, ref_bodies[name] or [])):
+            elif holds_stub(bodies[name], name) or \
+                    normalised(bodies[name]) == normalised(stub(p, chapter, ref_bodies[name] or [])):
                 verdicts[name] = "not implemented (the handout's stub)"
 
         # Gates: the student's tree as it is.
@@ -445,7 +460,9 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             build = in_scratch("build", "--keep_going", *targets, log=log)
 
         # Parts: each judged by its tests with every other part as in the reference ([lab]
-        # parts are isolated), so one part's marks never depend on another part.
+        # parts are isolated), so one part's marks never depend on another part. A handout
+        # grading itself has only stubs to put back: a test that stops at another part's
+        # stub leaves the part "not judged" (part_verdict).
         results = []
         for p in parts:
             name = p["name"]
@@ -468,21 +485,15 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 built = in_scratch("build", "--keep_going", *{t["target"] for t in p["tests"]}, log=log)
             else:
                 built = build
-            passed = True
             for t in p["tests"]:
                 ok, reached, tail = run_test(work, t["target"], t.get("cases"))
                 row["tests"].append({"target": t["target"], "cases": t.get("cases", ""), "passed": ok,
-                                     "detail": "" if ok else tail})
-                passed = passed and ok
+                                     "stubs_reached": sorted(reached), "detail": "" if ok else tail})
             if others:
                 for rel, text in saved.items():
                     (work / rel).write_text(text)
-            if built.returncode != 0 and not passed:
-                row["verdict"] = "does not build: " + (built.stderr.strip().split("\n") or [""])[-1][:200]
-            else:
-                row["verdict"] = "pass" if passed else "FAIL: " + "; ".join(
-                    f"{x['target']} {x['cases']}".strip() for x in row["tests"] if not x["passed"])
-            row["marks"] = weights["correctness"] / len(parts) if passed else 0.0
+            row["verdict"] = part_verdict(name, row["tests"], built)
+            row["marks"] = weights["correctness"] / len(parts) if row["verdict"] == "pass" else 0.0
             results.append(row)
 
         # Traces: only when every gate passed (correctness is a gate).
@@ -513,6 +524,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         correctness = sum(r["marks"] for r in results)
         score = round(correctness + performance, 1)
         report = {"tree": str(tree), "stage": int(stage), "score": score, "weights": weights,
+                  "parts_isolated": not ref_is_handout,
                   "correctness": round(correctness, 1), "performance": round(performance, 1),
                   "parts": results, "gates": gates, "traces": rows, "note": note,
                   "seconds": round(time.time() - started, 1)}
@@ -525,6 +537,24 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def part_verdict(name, tests, built):
+    """A part's verdict from its test records (target, cases, passed, stubs_reached) and the
+    build that made them. A test that stopped at another part's stub says nothing about this
+    part: that happens only in a handout, which holds no reference to put in the other's place."""
+    if all(t["passed"] for t in tests):
+        return "pass"
+    if any(name in t["stubs_reached"] for t in tests):
+        return "not implemented: its tests reached its stub"
+    waiting = sorted({s for t in tests if not t["passed"] for s in t["stubs_reached"]} - {name})
+    if waiting:
+        return (f"not judged: its tests stop at the stub of {', '.join(waiting)}, which only the "
+                f"reference could stand in for; write {'that part' if len(waiting) == 1 else 'those parts'} "
+                "too, or have this tree graded from the reference tree")
+    if built.returncode != 0:
+        return "does not build: " + (built.stderr.strip().split("\n") or [""])[-1][:200]
+    return "FAIL: " + "; ".join(f"{t['target']} {t['cases']}".strip() for t in tests if not t["passed"])
+
+
 def print_report(report, out=sys.stdout):
     w = report["weights"]
     print(f"edu-alloc lab grade: stage {report['stage']}, tree {report['tree']}", file=out)
@@ -533,7 +563,9 @@ def print_report(report, out=sys.stdout):
         extra = f"  stub reached: {', '.join(g['stubs_reached'])}" if g["stubs_reached"] else ""
         print(f"  {'pass' if g['passed'] else 'FAIL'}  {g['gate']}{extra}", file=out)
     each = w["correctness"] / max(1, len(report["parts"]))
-    print(f"\nparts ({w['correctness']} marks, {each:g} each; each judged with every other part as in the reference):", file=out)
+    judged = ("each judged with every other part as in the reference" if report.get("parts_isolated", True) else
+              "each judged with the other parts as this tree has them: a handout holds no reference")
+    print(f"\nparts ({w['correctness']} marks, {each:g} each; {judged}):", file=out)
     for p in report["parts"]:
         print(f"  {p['part']:<20} {p['marks']:5.1f}/{each:g}  {p['verdict']}", file=out)
     if report["traces"]:

@@ -70,6 +70,34 @@ class LabTest(unittest.TestCase):
         # The chapter's markers inside a blanked body survive, so the docs still check.
         self.assertEqual([p for p in lab.check(dest, self.table)], [])
 
+    def test_a_handout_grading_itself_knows_its_own_stubs(self):
+        # In a handout the "reference" is the handout: its bodies are stubs, and a stub made
+        # from a stub must be that stub (or every untouched part reads as a failed one).
+        dest = self.tmp / "lab1"
+        lab.handout(self.table, "1", dest)
+        found = lab.scan(dest, self.table)[0]
+        for part in lab.parts_of(self.table, "1"):
+            blank = lab.body(dest, self.table, part["name"], found)
+            self.assertEqual(lab.normalised(lab.stub(part, "docs/stage1_brk.md", blank)), lab.normalised(blank))
+            self.assertTrue(lab.holds_stub(blank, part["name"]))
+            self.assertFalse(lab.holds_stub(lab.body(ROOT, self.table, part["name"]), part["name"]))
+        # A stub whose comment quotes an older statement is still the stub.
+        lab.handout(self.table, "3", self.tmp / "lab3")
+        extend = lab.body(self.tmp / "lab3", self.table, "S3.extend")
+        self.assertTrue(lab.holds_stub([l.replace("Lazy", "Lazier") for l in extend], "S3.extend"))
+        self.assertFalse(lab.holds_stub(extend, "S3.collect"))
+
+    def test_a_part_whose_tests_stop_at_another_stub_is_not_judged(self):
+        ok = subprocess.CompletedProcess([], 0, "", "")
+        run = lambda passed, reached=(): {"target": "//t:t", "cases": "*x*", "passed": passed,
+                                          "stubs_reached": sorted(reached)}
+        self.assertEqual(lab.part_verdict("S1.coalesce", [run(True), run(True)], ok), "pass")
+        verdict = lab.part_verdict("S1.coalesce", [run(False, {"S1.find_fit"}), run(True)], ok)
+        self.assertTrue(verdict.startswith("not judged: its tests stop at the stub of S1.find_fit"), verdict)
+        self.assertEqual(lab.part_verdict("S1.coalesce", [run(False), run(True)], ok), "FAIL: //t:t *x*")
+        broken = subprocess.CompletedProcess([], 1, "", "ERROR: block.asm:12: error: symbol `x' not defined")
+        self.assertIn("does not build", lab.part_verdict("S1.coalesce", [run(False)], broken))
+
     def test_cxx_stubs_carry_the_prelude_and_the_call(self):
         dest = self.tmp / "lab3"
         lab.handout(self.table, "3", dest)
