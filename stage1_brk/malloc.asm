@@ -41,9 +41,7 @@ section .text
 global s1_malloc:function hidden
 s1_malloc:
         TOO_LARGE rdi, .too_large
-        push    rbx                             ; rbx = asize
-        push    r12                             ; (alignment)
-        push    r13                             ; (alignment)
+        push    rbx                             ; rbx = asize (one push: calls see rsp aligned)
         ADJUST_SIZE rbx, rdi
         mov     rdi, rbx
         call    s1_find_fit                     ; a free block that is large enough?
@@ -59,8 +57,6 @@ s1_malloc:
         call    s1_place                        ; rax = the used block's header
         add     rax, 8                          ; payload just past the header
 .out:
-        pop     r13
-        pop     r12
         pop     rbx
         ret
 .too_large:
