@@ -112,6 +112,8 @@ void print_table(std::ostream& out, const std::string& title, const std::vector<
     std::size_t label_width = 24, cell_width = 16;
     for (const Row& r : rows) label_width = std::max(label_width, r.label.size() + 2);
     for (const Metrics& m : runs) cell_width = std::max(cell_width, m.stage.size() + 2);
+    for (const Row& r : rows)  // a wide cell (a long min..max) must not run into its neighbour
+        for (const std::string& c : r.cells) cell_width = std::max(cell_width, c.size() + 2);
     out << title << "\n\n" << std::left << std::setw(static_cast<int>(label_width)) << "";
     for (const Metrics& m : runs) out << std::right << std::setw(static_cast<int>(cell_width)) << m.stage;
     out << "\n";
@@ -398,7 +400,9 @@ void print_heap(std::ostream& out, const Stage& stage, std::size_t max_lines) {
                 return true;
             }
             std::ostringstream line;
-            line << std::string(2 + 2 * e.depth, ' ') << std::left << std::setw(8) << e.kind << std::setw(7)
+            // The kind, indented by depth, in one column as wide as the widest (stage 3's
+            // "segment metadata" two levels down), so the states line up.
+            line << std::left << std::setw(24) << std::string(2 + 2 * e.depth, ' ') + e.kind << ' ' << std::setw(7)
                  << kWalkStateNames[static_cast<unsigned>(e.state)] << " +" << std::setw(10)
                  << static_cast<int64_t>(at - c->origin) << " " << human_bytes(e.size) << "\n";
             *c->out << line.str();
