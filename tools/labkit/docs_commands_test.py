@@ -3,9 +3,10 @@ chapter says why it cannot be. A ```sh (or bash, console) block in README.md or 
 follow one of these lines:
     <!-- docs-commands: run -->               the test runs the block with bash
     <!-- docs-commands: not run: REASON -->   and the reason, e.g. the test that covers it
-A run block executes in a scratch directory that holds links to traces/ and tools/diff/testdata/\n(its parent is scratch too),
-with `tools/run` meaning the stage diff (argv[1], what tools/run execs after its build) and
-`tools/lab` this tree's lab script, so it must not need Bazel; it must exit 0."""
+A run block executes in a scratch directory that holds links to traces/ and tools/diff/testdata/
+(its parent is scratch too), with `tools/run` meaning the stage diff (argv[1], what tools/run
+execs after its build) and `tools/lab` this tree's lab script, so it must not need Bazel; it must
+exit 0."""
 
 import os
 import re
