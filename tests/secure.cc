@@ -18,7 +18,7 @@ namespace {
 
 bool has_secure_mode() {
     if (stage().get_option("secure") != nullptr) return true;
-    MESSAGE(stage().name << " has no secure mode");
+    MESSAGE(std::string(stage().name) << " has no secure mode");  // a char* alone prints as an address
     return false;
 }
 
