@@ -122,6 +122,19 @@ void free_generic(void* p) {
             return;
         }
     }
+    // [S4.59] The caller's own block that the fast path sent here because its page is full (the
+    // validity sentinel, S4.24): find_block's checks of a local block, minus the one that its
+    // `owned` byte already answers (a segment of the caller's starts at that slot). A block that
+    // carries the freed or the suspect mark, or fails a check, still takes the long path.
+    if (slot != kArenaSlots && heap->owned[slot]) {
+        Page* page = stage4::page_of(p);
+        auto* block = static_cast<Block*>(p);
+        if (page->in_use && owner_holds(page, reinterpret_cast<uintptr_t>(p)) && (block->mark ^ freed_mark(block)) > 1) {
+            if (counting()) count_free(heap, page->block_size);
+            page_push_local(heap, page, block);
+            return;
+        }
+    }
     if (slot == kArenaSlots && mapped_free(p)) return;   // [S4.51]
     Found found = find_block(p, "free");
     auto* b = static_cast<Block*>(p);

@@ -8,6 +8,7 @@
 // children find the pages as the case left them.
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -147,6 +148,28 @@ TEST_CASE("a double free that leaves a live block under a page counted empty is 
     api().free(a);
     api().free(b);
     api().free(c);
+    CHECK(api().check().ok);
+}
+
+// [S4.59] A full page sends its owner's frees to free_generic (the validity sentinel), where the
+// caller's own block gets find_block's checks without the call: each must still hold there.
+TEST_CASE("frees into a full page: an interior pointer dies, a forged mark passes, a second free dies") {
+    const std::size_t size = 1000;   // a class of its own
+    std::vector<void*> blocks{api().malloc(size)};
+    Page* page = stage4::page_of(blocks[0]);
+    while (stage4::page_of(blocks.back()) == page) blocks.push_back(api().malloc(size));
+    REQUIRE(page->queue == kFullQueue);
+    auto* a = static_cast<unsigned char*>(blocks[0]);
+    std::memset(a, 0, size);
+    require_dies_naming("free", a + 16, "not the start of a block", [a] { api().free(a + 16); });
+    static_cast<uint64_t*>(blocks[0])[1] = freed_mark(a);   // a live block holding its own mark
+    require_dies_naming("free", a, "double free", [a] {
+        api().free(a);   // searched on the lists, not found: freed, and the page has room again
+        battery::child_expect(api().check().ok, "a forged mark was not freed cleanly");
+        api().free(a);
+        battery::child_expect(false, "the second free of a returned");
+    });
+    for (void* b : blocks) api().free(b);
     CHECK(api().check().ok);
 }
 
