@@ -32,6 +32,8 @@ def checks(text):
 
 class AnswersTest(unittest.TestCase):
     def test_every_answer_key_figure_comes_from_its_command(self):
+        if (ROOT / lab.HANDOUT_FILE).exists():
+            self.skipTest("a lab handout holds no answer keys")
         keys = sorted((ROOT / "docs" / "answers").glob("*.md"))
         self.assertTrue(keys)
         ran = 0

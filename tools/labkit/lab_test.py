@@ -80,7 +80,8 @@ class LabTest(unittest.TestCase):
             blank = lab.body(dest, self.table, part["name"], found)
             self.assertEqual(lab.normalised(lab.stub(part, "docs/stage1_brk.md", blank)), lab.normalised(blank))
             self.assertTrue(lab.holds_stub(blank, part["name"]))
-            self.assertFalse(lab.holds_stub(lab.body(ROOT, self.table, part["name"]), part["name"]))
+            if not (ROOT / lab.HANDOUT_FILE).exists():   # in a handout, ROOT's bodies are stubs too
+                self.assertFalse(lab.holds_stub(lab.body(ROOT, self.table, part["name"]), part["name"]))
         # A stub whose comment quotes an older statement is still the stub.
         lab.handout(self.table, "3", self.tmp / "lab3")
         extend = lab.body(self.tmp / "lab3", self.table, "S3.extend")
