@@ -49,12 +49,14 @@ struct Locked {
         bool locked_;  // this call took the mutex and must release it
     };
 
-    // Every entry is `call<&Api::entry>`: while the process has one thread, a test of the flag
-    // and a jump to the stage's own entry; the locked path is out of line, so the unlocked one
-    // builds no stack frame (the preload's jump, this test, the stage: nothing else).
-    template <auto kEntry, class... Args>
+    // Every entry is `call<kDirect, &Api::entry>`: while the process has one thread, a test of
+    // the flag and the entry of `kDirect`; the locked path is out of line, so the unlocked one
+    // builds no stack frame (the preload's jump, this test, the stage: nothing else). `kDirect`
+    // is `kApi` unless a stage whose table changes with its options hands the unlocked path a
+    // constant table of its own (`Direct` below), which the compiler calls directly, inlined.
+    template <const Api& kDirect, auto kEntry, class... Args>
     static auto call(Args... args) {
-        if (__libc_single_threaded) [[likely]] return (kApi.*kEntry)(args...);
+        if (__libc_single_threaded) [[likely]] return (kDirect.*kEntry)(args...);
         return call_locked<kEntry>(args...);
     }
     template <auto kEntry, class... Args>
@@ -63,17 +65,24 @@ struct Locked {
         return (kApi.*kEntry)(args...);
     }
 
-    static void* malloc(std::size_t size) { return call<&Api::malloc>(size); }
-    static void free(void* ptr) { call<&Api::free>(ptr); }
-    static void* calloc(std::size_t n, std::size_t size) { return call<&Api::calloc>(n, size); }
-    static void* realloc(void* ptr, std::size_t size) { return call<&Api::realloc>(ptr, size); }
-    static void* aligned_alloc(std::size_t alignment, std::size_t size) {
-        return call<&Api::aligned_alloc>(alignment, size);
-    }
-    static std::size_t usable_size(const void* ptr) { return call<&Api::usable_size>(ptr); }
-    static CheckResult check() { return call<&Api::check>(); }
-    static void walk(WalkFn visit, void* context) { call<&Api::walk>(visit, context); }
-    static Stats stats() { return call<&Api::stats>(); }
+    // The thread-safe table whose unlocked path runs `kDirect` and whose locked path runs
+    // `kApi`, read under the mutex. Stage 3 keeps one per mode (stage3_segments/stage3.cc).
+    template <const Api& kDirect>
+    struct Direct {
+        static void* malloc(std::size_t size) { return call<kDirect, &Api::malloc>(size); }
+        static void free(void* ptr) { call<kDirect, &Api::free>(ptr); }
+        static void* calloc(std::size_t n, std::size_t size) { return call<kDirect, &Api::calloc>(n, size); }
+        static void* realloc(void* ptr, std::size_t size) { return call<kDirect, &Api::realloc>(ptr, size); }
+        static void* aligned_alloc(std::size_t alignment, std::size_t size) {
+            return call<kDirect, &Api::aligned_alloc>(alignment, size);
+        }
+        static std::size_t usable_size(const void* ptr) { return call<kDirect, &Api::usable_size>(ptr); }
+        static CheckResult check() { return call<kDirect, &Api::check>(); }
+        static void walk(WalkFn visit, void* context) { call<kDirect, &Api::walk>(visit, context); }
+        static Stats stats() { return call<kDirect, &Api::stats>(); }
+        static constexpr Api api = {&malloc, &free,  &calloc, &realloc, &aligned_alloc,
+                                    &usable_size, &check, &walk, &stats};
+    };
 
     // The fork hooks always take the mutex: cheap, once per fork, and right whatever the flag.
     static void prepare_fork() { pthread_mutex_lock(&mutex); }
@@ -81,8 +90,7 @@ struct Locked {
     // The child has one thread, the one that forked and holds the mutex: a fresh one is right.
     static void after_fork_child() { mutex = PTHREAD_MUTEX_INITIALIZER; }
 
-    static constexpr Api api = {&malloc, &free,  &calloc, &realloc, &aligned_alloc,
-                                &usable_size, &check, &walk, &stats};
+    static constexpr const Api& api = Direct<kApi>::api;
 };
 
 }  // namespace edu

@@ -82,7 +82,7 @@ bool check_page(Checker& k, Segment* s, Page* page, uint64_t* live_blocks, uint6
         bool full = page->queue == kFullQueue;
         Page copy = *page;   // what page_fast_checks would set (it reads the page's address)
         copy.start32 = full ? static_cast<uint32_t>(addr(s) - 1) : static_cast<uint32_t>(page->start);
-        copy.magic = full ? 1 : magic_for(page->block_size);
+        copy.magic = magic_for(page->block_size);
         if (full) copy.limit = 0;
         else page_set_limit(&copy);
         if (copy.start32 != page->start32 || copy.magic != page->magic || copy.limit != page->limit)

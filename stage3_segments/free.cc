@@ -24,9 +24,8 @@ Page* validate_block(const void* p, const char* call) {
     if (!segment_owned(p)) die(kStageName, call, p, "pointer not from this heap (no segment of ours holds it)");
     Page* page = page_of(p);
     if (!page->in_use) die(kStageName, call, p, "no live block here (its page is free)");
-    // Exact, from start, block_size and carved: a full page's fast constants fail on purpose.
-    uintptr_t n = a - page->start;
-    if (a < page->start || n % page->block_size != 0 || n / page->block_size >= page->carved)
+    // Exact, from start, magic and carved: a full page's fast constants fail on purpose.
+    if (!page_has_block(page, a))
         die(kStageName, call, p, "not the start of a block (interior, misaligned or never allocated)");
     auto* b = static_cast<const Block*>(p);
     if (b->mark == freed_mark(page)) {

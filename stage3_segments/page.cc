@@ -24,14 +24,12 @@ void page_set_limit(Page* page) {
 }
 
 void page_fast_checks(Page* page, bool on) {
-    if (!on) {
+    if (!on) {   // magic stays: with limit 0 it passes no n in 1..2^22 ([S3.6], bins_test)
         page->start32 = static_cast<uint32_t>(addr(segment_of(page)) - 1);  // n = p - seg + 1 > 0
-        page->magic = 1;
         page->limit = 0;
         return;
     }
     page->start32 = static_cast<uint32_t>(page->start);
-    page->magic = page->capacity == 1 ? 1 : magic_for(page->block_size);
     page_set_limit(page);
 }
 

@@ -59,6 +59,15 @@ inline bool page_owns_block(const Page* page, uintptr_t p) {
     return n < (uint64_t{1} << 32) && n * page->magic <= page->limit;
 }
 
+// The same test with the limit computed from `carved`, whatever the page's fast constants say:
+// free_generic's exact check, also for a full page (whose constants are the sentinel, [S3.6])
+// and without a division. `magic` is the class's on every page in use (1 on one-block pages).
+inline bool page_has_block(const Page* page, uintptr_t p) {
+    uint64_t n = p - page->start;
+    uint64_t limit = uint64_t{page->carved - 1} * (page->magic * page->block_size);   // wraps, as e
+    return n < (uint64_t{1} << 32) && n * page->magic <= limit;
+}
+
 // Searches a free list (decoding links) for `target`; stops after `page->capacity` steps or at
 // a link that is not a block of the page. Returns 1 found, 0 not found, -1 list corrupted.
 int list_find(const Page* page, const Block* head, const Block* target);

@@ -125,9 +125,36 @@ constexpr Api kTables[2][2] = {
 };
 Api g_single_thread = kTables[0][1];
 
-void select_table() { g_single_thread = kTables[secure_mode() ? 1 : 0][g_counting ? 1 : 0]; }
-
 using Lock = Locked<g_single_thread>;
+
+// [S3.50] The thread-safe entry, one table per mode too. Each one's unlocked path (one thread)
+// runs its own mode's fast path, called directly and inlined; its locked path takes the mutex
+// and calls through g_single_thread, read under it. A single table calling through
+// g_single_thread would cost every call of the drop-in library a load and an indirect jump.
+// descriptor.thread_safe points at g_thread_safe, which select_table rewrites only while the
+// process has one thread (no call can be running through it then). Once a second thread
+// exists it may keep naming an old mode, harmlessly: its unlocked path can no longer run, and
+// its locked path reads the current mode under the mutex. A fork child has one thread again,
+// so after_fork_child brings the table up to date (for a libc that says so in the child; the
+// drop-in library's copies of it, contract/preload.cc's slots, follow only set_option, and
+// glibc 2.36 leaves the flag false in the child of a threaded process).
+template <class M>
+constexpr const Api& kLockedOf = Lock::Direct<kApiOf<M>>::api;
+constexpr const Api* kLockedTables[2][2] = {
+    {&kLockedOf<Mode<false, false>>, &kLockedOf<Mode<false, true>>},
+    {&kLockedOf<Mode<true, false>>, &kLockedOf<Mode<true, true>>},
+};
+Api g_thread_safe = *kLockedTables[0][1];
+
+void select_table() {
+    g_single_thread = kTables[secure_mode()][g_counting];
+    if (__libc_single_threaded) g_thread_safe = *kLockedTables[secure_mode()][g_counting];
+}
+
+void after_fork_child() {
+    Lock::after_fork_child();
+    g_thread_safe = *kLockedTables[secure_mode()][g_counting];   // no call runs through it
+}
 
 // ---- Options --------------------------------------------------------------------------------
 
@@ -219,14 +246,14 @@ const Stage descriptor = {
     true,
     kMappedMaxAlignment,
     &g_single_thread,
-    &Lock::api,
+    &g_thread_safe,
     kOptions,
     sizeof kOptions / sizeof kOptions[0],
     &set_option,
     &get_option,
     &Lock::prepare_fork,
     &Lock::after_fork_parent,
-    &Lock::after_fork_child,
+    &after_fork_child,
 };
 
 namespace {

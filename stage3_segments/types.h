@@ -139,8 +139,10 @@ struct Segment;
 // compare reject misaligned, interior, uncarved and padding pointers (after D. Lemire, O.
 // Kaser, N. Kurz, "Faster remainder by direct computation", 2019). One-block pages use
 // magic 1, limit 0 (only n = 0 passes); free pages use start = segment - 1 so n is never 0,
-// and so do full pages: the generic path, which checks with start, block_size and carved
-// instead, then moves the page out of the full queue. Being full costs the fast path nothing.
+// and so do full pages, with limit 0 and their class's magic (n <= 2^22 and no class's magic
+// has 42 trailing zero bits, so n * magic is never 0): the generic path checks them with the
+// limit computed from carved (page_has_block), then moves the page out of the full queue.
+// Being full costs the fast path nothing.
 // The test's magic for a block size d: floor(2^64 / d) + 1, without 128-bit arithmetic
 // (2^64 = UINT64_MAX + 1). Stage 4 builds its per-bin table from it at compile time.
 constexpr uint64_t magic_for(uint64_t d) { return UINT64_MAX / d + (UINT64_MAX % d == d - 1 ? 2 : 1); }
