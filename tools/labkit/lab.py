@@ -194,8 +194,8 @@ def holds_stub(lines, name):
 # Put before the first #include of a C++ file that holds a stub: the stub's call, and the
 # unused-parameter/function warnings (errors here) that a stub causes, off until it is written.
 CXX_PRELUDE = [
-    "// edu-alloc lab handout: this file holds stubs (tools/lab). Delete these lines, except",
-    "// the #include, once every part here is written.",
+    "// edu-alloc lab handout: this file holds stubs (tools/lab). Once every part here is",
+    "// written, delete these lines (in a header, also the last line's diagnostic pop).",
     "#include \"contract/lab.h\"",
     "#pragma GCC diagnostic push",
     "#pragma GCC diagnostic ignored \"-Wunused-parameter\"",
@@ -287,6 +287,8 @@ def handout(table, stage, dest, only=None):
              "it. Here, with no reference to stand in for the others, a part is judged only once",
              "every part its tests reach is written (the chapter says which parts each call reaches);",
              "your teacher's grading puts the reference in place of every other part.", "",
+             "Grading takes only the files named below from your tree (the tests and everything",
+             "else are the reference's): keep every change you make in them.", "",
              f"Grade yourself: `tools/lab grade --stage={stages[0]}` (gates and part verdicts;",
              "the trace score needs the reference tree your teacher grades with).", "",
              "| part | file | what it must do | judged by |", "|---|---|---|---|"]
@@ -408,6 +410,8 @@ def trace_list(root, subset):
 # ---- Grade --------------------------------------------------------------------------------
 
 def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repetitions=2, keep=False):
+    """Grades the parts of `stage` in the student tree `tree` against REFERENCE (this tree):
+    the report (a dict, printed by print_report) and the log of every Bazel command."""
     tree = Path(tree).resolve()
     if not (tree / "WORKSPACE").is_file():
         raise LabError(f"{tree}: not an edu-alloc tree (no WORKSPACE)")
@@ -424,7 +428,14 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         return bazel(work, *args, log=log, output_base=scratch / "bazel")
 
     try:
-        copy_tree(tree, work)
+        # The grading tree is the reference with the student's files that hold this stage's
+        # parts: the tests, the battery, the other stages and the stage diff stay the
+        # reference's, so a test changed in a handout cannot change its grade.
+        copy_tree(REFERENCE, work)
+        for rel in sorted({p["file"] for p in parts}):
+            if not (tree / rel).is_file():
+                raise LabError(f"{tree}: no {rel}, which holds lab parts of stage {stage}")
+            shutil.copy2(tree / rel, work / rel)
         student_found, problems = scan(work, table)
         ref_found = scan(REFERENCE, table)[0]
         chapter = info["chapter"]

@@ -2,7 +2,8 @@
 trace subset (three traces, two stagediff runs per tree each) to stay within minutes: the
 reference tree grades 100; a handout with every part of every stage blanked builds; a fresh
 handout names every part as failing and scores below 30; a handout with S1.coalesce restored
-from the reference gains exactly that part's marks.
+from the reference gains exactly that part's marks, whatever the handout did to its copy of the
+tests.
 Each grade runs Bazel in a scratch copy (its own server, shut down after; the shared disk cache
 makes the build mostly cache hits). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
@@ -83,6 +84,9 @@ class GradeTest(unittest.TestCase):
         dest = self.tmp / "one"
         lab.handout(self.table, "1", dest)
         lab.replace_bodies(dest, self.table, {"S1.coalesce": lab.body(lab.REFERENCE, self.table, "S1.coalesce")})
+        # A test changed in the handout must not count: the grader runs the reference's tests.
+        with open(dest / "stage1_brk" / "stage1_test.cc", "a") as f:
+            f.write('\nTEST_CASE("a handout\'s own copy of a test coalesces nothing") { CHECK(false); }\n')
         report, parts = self.grade(dest)
         self.assertEqual(parts["S1.coalesce"]["verdict"], "pass")
         self.assertEqual(parts["S1.coalesce"]["marks"], self.each)
