@@ -7,9 +7,10 @@
 #include "contract/diagnostics.h"
 
 extern "C" void edu_lab_not_implemented(const char* part) {
-    char line[160];
+    char line[200];
     edu::LineWriter out(line, sizeof line);
-    out.str("edu-alloc lab: part ").str(part).str(" not implemented\n");
+    out.str("edu-alloc lab: part ").str(part).str(" not implemented: write it between its [lab ")
+        .str(part).str(" begin] and end markers (LAB.md lists the parts)\n");
     edu::write_stderr(out.c_str());
     std::abort();
 }
