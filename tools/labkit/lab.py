@@ -287,8 +287,8 @@ def handout(table, stage, dest, only=None):
              "it. Here, with no reference to stand in for the others, a part is judged only once",
              "every part its tests reach is written (the chapter says which parts each call reaches);",
              "your teacher's grading puts the reference in place of every other part.", "",
-             "Grading takes only the files named below from your tree (the tests and everything",
-             "else are the reference's): keep every change you make in them.", "",
+             "Grading takes only the code between each part's markers from your tree (the tests,",
+             "the rest of each file and everything else are the reference's): write it all there.", "",
              f"Grade yourself: `tools/lab grade --stage={stages[0]}` (gates and part verdicts;",
              "the trace score needs the reference tree your teacher grades with).", "",
              "| part | file | what it must do | judged by |", "|---|---|---|---|"]
@@ -428,29 +428,34 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         return bazel(work, *args, log=log, output_base=scratch / "bazel")
 
     try:
-        # The grading tree is the reference with the student's files that hold this stage's
-        # parts: the tests, the battery, the other stages and the stage diff stay the
-        # reference's, so a test changed in a handout cannot change its grade.
+        # The grading tree is the reference with the student's code between each part's
+        # markers put in place of its own: the tests, the battery, the rest of every file and
+        # the stage diff stay the reference's, so neither a test changed in a handout nor a
+        # handout made at an older commit changes the grade. A part whose markers are broken
+        # gets its stub, so every gate that reaches it fails.
         copy_tree(REFERENCE, work)
-        for rel in sorted({p["file"] for p in parts}):
-            if not (tree / rel).is_file():
-                raise LabError(f"{tree}: no {rel}, which holds lab parts of stage {stage}")
-            shutil.copy2(tree / rel, work / rel)
-        student_found, problems = scan(work, table)
+        given_found = scan(tree, table)[0]
         ref_found = scan(REFERENCE, table)[0]
         chapter = info["chapter"]
-        bodies, ref_bodies, verdicts = {}, {}, {}
+        bodies, ref_bodies, verdicts, given = {}, {}, {}, {}
         for p in parts:
             name = p["name"]
-            bodies[name] = body(work, table, name, student_found)
             ref_bodies[name] = body(REFERENCE, table, name, ref_found)
+            bodies[name] = body(tree, table, name, given_found)
             if bodies[name] is None:
                 verdicts[name] = "markers missing or broken: cannot judge"
-            elif holds_stub(bodies[name], name) or \
-                    normalised(bodies[name]) == normalised(stub(p, chapter, ref_bodies[name] or [])):
-                verdicts[name] = "not implemented (the handout's stub)"
+                given[name] = stub(p, chapter, ref_bodies[name] or [])
+            else:
+                given[name] = bodies[name]
+                if holds_stub(bodies[name], name) or \
+                        normalised(bodies[name]) == normalised(stub(p, chapter, ref_bodies[name] or [])):
+                    verdicts[name] = "not implemented (the handout's stub)"
+        stubbed = {n: b for n, b in given.items() if holds_stub(b, n)}
+        replace_bodies(work, table, stubbed, prelude=True)      # a stub needs contract/lab.h
+        replace_bodies(work, table, {n: b for n, b in given.items() if n not in stubbed})
+        student_found = scan(work, table)[0]
 
-        # Gates: the student's tree as it is.
+        # Gates: the student's parts as they are.
         targets = info["gates"] + ["//tools/diff:stagediff"]
         build = in_scratch("build", "--keep_going", *targets, log=log)
         gates = []
