@@ -103,11 +103,8 @@ bool check_page(Checker& k, Segment* s, Page* page, uint64_t* live_blocks, uint6
         if (!full && page->queue != bin) return k.fail("page queued under another bin", at, page->queue, bin);
         // A retiring page may have been allocated from since (the fast path does not clear
         // retire_expire; the next collection does), but it must be where collection looks.
-        if (page->retire_expire) {
-            Heap* h = page->heap;
-            if (h->queues[bin].first != page || bin < h->retired_min || bin > h->retired_max)
-                return k.fail("retiring page outside the heap's retired range", at);
-        }
+        if (page->retire_expire && !page_retired_in_place(page->heap, page))
+            return k.fail("retiring page outside the heap's retired range", at);
     }
     uint64_t used = page->used;
     *live_blocks += used;

@@ -98,6 +98,7 @@ Heap* first_heap() { return g_heaps; }
 void queue_push_front(Heap* heap, unsigned queue, Page* page) { Queues::push_front(heap, queue, page); }
 void queue_push_back(Heap* heap, unsigned queue, Page* page) { Queues::push_back(heap, queue, page); }
 void queue_remove(Heap* heap, Page* page) { Queues::remove(heap, page); }
+bool page_retired_in_place(const Heap* heap, const Page* page) { return Queues::retired_in_place(heap, page); }
 
 void queue_move_to_full(Heap* heap, Page* page) {
     queue_remove(heap, page);

@@ -54,6 +54,8 @@ void queue_push_front(Heap* heap, unsigned queue, Page* page);
 void queue_push_back(Heap* heap, unsigned queue, Page* page);
 void queue_remove(Heap* heap, Page* page);
 void queue_move_to_full(Heap* heap, Page* page);
+// For the checker: a page with retire_expire set is where collection looks for it (S3.54).
+bool page_retired_in_place(const Heap* heap, const Page* page);
 
 // [S3.22] First-class heaps: a Heap record in its own mapping; deleting one returns every page
 // it owns to its segment at once, whatever blocks they hold.

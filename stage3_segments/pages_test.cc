@@ -14,6 +14,7 @@
 #include "stage3_segments/heap.h"
 #include "stage3_segments/heaps.h"
 #include "stage3_segments/page.h"
+#include "stage3_segments/queues.h"
 #include "stage3_segments/segment.h"
 #include "stage3_segments/testing.h"
 #include "tests/support.h"
@@ -270,6 +271,41 @@ TEST_CASE("a retired page that is allocated from again stays") {
     CHECK(page->in_use == 1);
     CHECK(page->retire_expire == 0);
     api().free(q);
+}
+
+TEST_CASE("a batch freed and allocated again finds its pages still carved, up to kRetireKeep of them") {
+    ScopedHeap h;
+    constexpr std::size_t kSize = 256;
+    const unsigned bin = bin_of(kSize);
+    void* probe = h.take(kSize);
+    const std::size_t batch = (kRetireKeep + 2) * std::size_t{page_of(probe)->capacity};   // 6 pages
+    api().free(probe);
+    std::vector<void*> blocks;
+    for (int round = 0; round < 3; ++round) {
+        CAPTURE(round);
+        blocks.clear();
+        for (std::size_t i = 0; i < batch; ++i) blocks.push_back(h.take(kSize));
+        for (void* p : blocks) api().free(p);
+        battery::require_heap_ok(api());   // the retired pages are where the checker expects
+        // The last kRetireKeep pages to empty wait at the back of the bin, carved; the others
+        // went back to their segment.
+        unsigned retired = 0;
+        for (Page* page = h.heap->queues[bin].first; page; page = page->next) {
+            CHECK(page->used == 0);
+            CHECK(page->retire_expire == kRetireTicks);
+            CHECK(page->carved == page->capacity);
+            ++retired;
+        }
+        CHECK(retired == kRetireKeep);
+    }
+    // Nothing else needs a fresh page: the countdown runs on collections, and ends with all
+    // of them back in their segments.
+    std::vector<Page*> kept;
+    for (Page* page = h.heap->queues[bin].first; page; page = page->next) kept.push_back(page);
+    for (uint32_t i = 0; i < kRetireTicks; ++i) collect(false);
+    CHECK(h.heap->queues[bin].first == nullptr);
+    for (Page* page : kept) CHECK(page->in_use == 0);
+    battery::require_heap_ok(api());
 }
 
 TEST_CASE("freeing everything gives the memory back: the footprint falls to where it was") {

@@ -1,7 +1,7 @@
 // stage3_segments/queues.h: a heap's page queues and the retirement of its empty pages,
 // written once for stages 3 and 4 as templates over the stage's records. Entry points:
-// PageQueues<T>::push_front, push_back, remove, retire, collect_retired. T names the stage's
-// Heap and Page and supplies what differs: direct_changed (its update_direct) and page_free.
+// PageQueues<T>::push_front, push_back, remove, retire, collect_retired, retired_in_place. T
+// names the stage's Heap and Page and supplies what differs: direct_changed and page_free.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,11 @@
 #include "stage3_segments/types.h"
 
 namespace edu::stage3 {
+
+// [S3.54] Empty small pages a bin keeps at the back of its queue, the page of [S3.41] included:
+// a program that frees a batch of blocks and allocates the same batch again (glibc-simple:
+// 1000 blocks of 256 bytes, four pages) finds its pages carved, with no segment call.
+inline constexpr uint32_t kRetireKeep = 4;
 
 // The records need: heap->queues[] of {first, last}, heap->retired_min/max; page->next, prev,
 // queue, used, block_size, retire_expire. Both stages' Heap and Page have them by these names.
@@ -28,13 +33,16 @@ struct PageQueues {
         T::direct_changed(heap, queue);
     }
 
+    // Behind the pages in use, ahead of the retired ones ([S3.54]: they stay last).
     static void push_back(Heap* heap, unsigned queue, Page* page) {
         auto& q = heap->queues[queue];
+        Page* before = q.last;
+        while (before && is_retired(before)) before = before->prev;
         page->queue = static_cast<uint8_t>(queue);
-        page->next = nullptr;
-        page->prev = q.last;
-        (q.last ? q.last->next : q.first) = page;
-        q.last = page;
+        page->prev = before;
+        page->next = before ? before->next : q.first;
+        (page->next ? page->next->prev : q.last) = page;
+        (before ? before->next : q.first) = page;
         if (q.first == page) T::direct_changed(heap, queue);
     }
 
@@ -47,15 +55,32 @@ struct PageQueues {
         if (was_first) T::direct_changed(heap, page->queue);
     }
 
+    // A page waiting to be freed: empty, its countdown running. (A retired page the fast path
+    // allocated from keeps retire_expire until the next collection, but is no longer empty.)
+    static bool is_retired(const Page* page) { return page->retire_expire != 0 && page->used == 0; }
+
     // [S3.41] An empty page retires: the only page of its bin waits (kRetireTicks fresh pages,
-    // a quarter of that for medium pages) in case the program allocates again; any other
-    // empty page goes back to its segment now. Bins holding a retired page: [min, max].
+    // a quarter of that for medium pages) in case the program allocates again. Bins holding a
+    // retired page: [min, max]. [S3.54] A small page that is not alone waits too, moved to the
+    // back of its queue, while fewer than kRetireKeep of its bin's pages wait there (find_page
+    // reaches them last: the pages in use fill first); any other empty page is freed now.
     static void retire(Heap* heap, Page* page) {
         unsigned bin = page->queue;
-        const auto& q = heap->queues[bin];
-        if (bin >= kBinCount || q.first != page || q.last != page) {
+        auto& q = heap->queues[bin];
+        page->retire_expire = 0;   // it may have retired before and been allocated from since
+        if (bin >= kBinCount) {
             T::page_free(heap, page);
             return;
+        }
+        if (q.first != page || q.last != page) {
+            uint32_t retired = 0;
+            for (Page* p = q.last; p && is_retired(p); p = p->prev) ++retired;
+            if (page->block_size > kSmallMax || retired >= kRetireKeep) {
+                T::page_free(heap, page);
+                return;
+            }
+            remove(heap, page);
+            push_back(heap, bin, page);   // ahead of the other retired pages: among them
         }
         page->retire_expire = page->block_size <= kSmallMax ? T::kRetireTicks : T::kRetireTicks / 4;
         if (bin < heap->retired_min) heap->retired_min = bin;
@@ -64,22 +89,39 @@ struct PageQueues {
 
     // Counts the retired pages down (when a fresh page is formatted) and frees those whose
     // time is up, or all of them (`force`); a retired page allocated from again stops retiring.
+    // The retired pages of a bin are the back of its queue ([S3.54]), so each walk is short.
     static void collect_retired(Heap* heap, bool force) {
         uint32_t lo = kBinCount, hi = 0;
         for (uint32_t bin = heap->retired_min; bin <= heap->retired_max && bin < kBinCount; ++bin) {
-            Page* page = heap->queues[bin].first;
-            if (!page || !page->retire_expire) continue;
-            if (page->used != 0) {
-                page->retire_expire = 0;
-            } else if (force || --page->retire_expire == 0) {
-                T::page_free(heap, page);
-            } else {
+            bool waiting = false;
+            for (Page* page = heap->queues[bin].last; page && page->retire_expire;) {
+                Page* prev = page->prev;
+                if (page->used != 0) {
+                    page->retire_expire = 0;
+                    break;
+                }
+                if (force || --page->retire_expire == 0) T::page_free(heap, page);
+                else waiting = true;
+                page = prev;
+            }
+            if (waiting) {
                 lo = bin < lo ? bin : lo;
                 hi = bin > hi ? bin : hi;
             }
         }
         heap->retired_min = lo;
         heap->retired_max = hi;
+    }
+
+    // For the heap checkers: a page with retire_expire set is where collect_retired looks. An
+    // empty one has only retired pages behind it; one allocated from since is its bin's first.
+    static bool retired_in_place(const Heap* heap, const Page* page) {
+        unsigned bin = page->queue;
+        if (bin >= kBinCount || bin < heap->retired_min || bin > heap->retired_max) return false;
+        if (page->used != 0) return heap->queues[bin].first == page;
+        for (const Page* p = page->next; p; p = p->next)
+            if (!is_retired(p)) return false;
+        return true;
     }
 };
 

@@ -10,6 +10,7 @@
 #include "stage3_segments/bins.h"
 #include "stage4_threads/abandon.h"
 #include "stage4_threads/arena.h"
+#include "stage4_threads/heap.h"
 #include "stage4_threads/os.h"
 #include "stage4_threads/page.h"
 #include "stage4_threads/registry.h"
@@ -186,8 +187,7 @@ bool check_page(Checker& k, Segment* s, Page* page, Access access) {
     if (access == Access::own) {
         if (!full && page->queue != bin) return k.fail("page queued under another bin", at, page->queue, bin);
         if (delay == Delay::to_heap && !full) return k.fail("page outside the full queue takes delayed frees", at);
-        if (page->retire_expire && (k.heap->queues[bin].first != page || bin < k.heap->retired_min ||
-                                    bin > k.heap->retired_max))
+        if (page->retire_expire && !page_retired_in_place(k.heap, page))
             return k.fail("retiring page outside the heap's retired range", at);
     }
     k.result.live_blocks += static_cast<uint64_t>(used - remote - delayed);

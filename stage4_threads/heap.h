@@ -40,6 +40,8 @@ void page_push_local(Heap* heap, Page* page, Block* block);
 void queue_push_front(Heap* heap, unsigned queue, Page* page);
 void queue_push_back(Heap* heap, unsigned queue, Page* page);
 void queue_remove(Heap* heap, Page* page);
+// For the checker: a page with retire_expire set is where collection looks for it (S3.54).
+bool page_retired_in_place(const Heap* heap, const Page* page);
 
 // [S4.25] Moving a page to the full queue has a race stage 3 did not: a remote free may land
 // after the last collection and before the page stops taking direct pushes. So the state goes
