@@ -49,6 +49,7 @@ void adopt(Heap* heap, Segment* s) {
         }
         page_collect_local(page);
         page_fast_checks(page, true);
+        page->retire_expire = 0;   // retired and allocated from since: in use here (S3.54)
         queue_push_back(heap, stage3::bin_of(page->block_size), page);
         if (!page_has_room(page)) page_to_full(heap, page);
     }

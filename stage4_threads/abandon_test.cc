@@ -2,10 +2,10 @@
 // many short-lived threads exit with live blocks that others free later; an abandoned segment
 // is reclaimed by the first thread that frees into it, its live blocks intact and now freed
 // locally; a segment emptied that way goes back to the arena; the segment abandoned last is
-// reclaimed first by a thread that needs pages; a thread that allocates again in its own
-// destructors gets a heap again and gives it back; and in a child
-// of fork() the other threads' heaps are lost but the survivor's works. Internals are read
-// directly (arena bits, owned[], heap records).
+// reclaimed first by a thread that needs pages, a retired page in it adopted as in use; a
+// thread that allocates again in its own destructors gets a heap again and gives it back; and
+// in a child of fork() the other threads' heaps are lost but the survivor's works. Internals
+// are read directly (arena bits, owned[], heap records).
 #include <doctest/doctest.h>
 
 #include <condition_variable>
@@ -169,6 +169,28 @@ TEST_CASE("an abandoned segment is reclaimed by the first thread that frees into
     CHECK(testing::remote_count(page) == 0);         // collected on adoption
     battery::require_heap_ok(api());
     check_and_free(kept);                            // local frees now
+    battery::require_heap_ok(api());
+}
+
+TEST_CASE("a retired page allocated from again is adopted as a page in use, not a retiring one") {
+    reclaim_everything();
+    const std::size_t size = 64;                     // the direct cache's: the fast path serves it
+    void* mine = api().malloc(size);                 // this heap's bin has a page of its own
+    void* theirs = nullptr;
+    uint16_t expire_at_exit = 0;
+    on_thread([&] {
+        api().free(api().malloc(size));              // the bin's only page retires (S3.41) ...
+        theirs = api().malloc(size);                 // ... and the fast path allocates from it
+        expire_at_exit = stage4::page_of(theirs)->retire_expire;
+    });
+    REQUIRE(expire_at_exit != 0);                    // what the abandoned page carries
+    reclaim_everything();
+    Page* page = stage4::page_of(theirs);
+    CHECK(page->heap.load() == my_heap());
+    CHECK(page->retire_expire == 0);                 // it is not where collection looks (S3.54)
+    battery::require_heap_ok(api());
+    api().free(theirs);
+    api().free(mine);
     battery::require_heap_ok(api());
 }
 
