@@ -211,6 +211,7 @@ void Twin::list_remove(uint64_t header) {
 }
 
 uint64_t Twin::seg_best(uint64_t node, uint64_t asize, uint64_t limit, uint64_t skip) const {
+    // [lab S1.find_fit copy2 begin]
     uint64_t best = 0, best_size = UINT64_MAX;
     for (; node && limit; --limit) {
         uint64_t size = load(node);
@@ -224,9 +225,11 @@ uint64_t Twin::seg_best(uint64_t node, uint64_t asize, uint64_t limit, uint64_t 
         node = next;
     }
     return best;
+    // [lab S1.find_fit copy2 end]
 }
 
 uint64_t Twin::find_fit(uint64_t asize) {
+    // [lab S1.find_fit copy begin]
     uint64_t head = free_heads_[0];
     if (fit_policy == S1_FIT_NEXT) {
         uint64_t start = rover_ ? rover_ : head;
@@ -259,6 +262,7 @@ uint64_t Twin::find_fit(uint64_t asize) {
     for (uint64_t b = head; b; b = load(b + kNext))
         if (load(b) >= asize) return b;
     return 0;
+    // [lab S1.find_fit copy end]
 }
 
 uint64_t Twin::wilderness() const {
@@ -329,6 +333,7 @@ uint64_t Twin::place(uint64_t header, uint64_t asize) {
 }
 
 uint64_t Twin::coalesce(uint64_t header) {
+    // [lab S1.coalesce copy begin]
     uint64_t tag = load(header), size = tag & ~kFlags;
     uint64_t prev = (tag & kPrevFree) ? header - load(header - 8) : 0;
     uint64_t next = header + size;
@@ -347,6 +352,7 @@ uint64_t Twin::coalesce(uint64_t header) {
     store(header + size, load(header + size) | kPrevFree);
     list_push(header);
     return header;
+    // [lab S1.coalesce copy end]
 }
 
 void Twin::split_tail(uint64_t header, uint64_t asize) {
@@ -413,6 +419,7 @@ uint64_t Twin::usable_size(const void* ptr) {
 }
 
 void* Twin::realloc(void* ptr, uint64_t size) {
+    // [lab S1.realloc copy begin]
     if (!ptr) return malloc(size);
     uint32_t s = validate(ptr);
     if (s != S1_OK) return status = s, nullptr;
@@ -462,9 +469,11 @@ void* Twin::realloc(void* ptr, uint64_t size) {
     std::memcpy(moved, ptr, current - kS1Overhead);
     free_block(header);
     return moved;
+    // [lab S1.realloc copy end]
 }
 
 void* Twin::fit(uint64_t header, uint64_t run, uint64_t asize) {
+    // [lab S1.realloc copy2 begin]
     uint64_t used = asize, prev_free = load(header) & kPrevFree;
     if (run - used < kS1MinBlock) {
         store(header, run | kAlloc | prev_free);
@@ -476,6 +485,7 @@ void* Twin::fit(uint64_t header, uint64_t run, uint64_t asize) {
         list_push(header + used);
     }
     return reinterpret_cast<void*>(header + 8);
+    // [lab S1.realloc copy2 end]
 }
 
 void* Twin::memalign(uint64_t alignment, uint64_t size) {

@@ -24,10 +24,12 @@ using stage3::direct_slots_of;
 
 // The direct cache follows the first page of each bin up to 1 KiB, as in stage 3.
 void update_direct(Heap* heap, unsigned queue) {
+    // [lab S3.direct copy begin]
     if (queue >= kBinCount) return;
     stage3::SlotRange r = direct_slots_of(queue);
     Page* first = heap->queues[queue].first;
     for (unsigned i = r.first; i <= r.last; ++i) heap->direct[i] = first ? first : &g_empty_page;
+    // [lab S3.direct copy end]
 }
 
 // Stage 3's queues and retirement (queues.h, S3.18 and S3.41), on stage 4's records.

@@ -93,6 +93,7 @@ void page_format_one_block(Page* page, Heap* heap, uintptr_t start, std::size_t 
 // program that empties and refills pages (glibc-simple gives pages back every round) spends
 // its carving. So the page's keys choose the loop once per extension, not once per block.
 void page_extend(Page* page) {
+    // [lab S3.extend copy begin]
     uint32_t count = static_cast<uint32_t>(kExtendBytes / page->block_size);
     uint32_t room = page->capacity - page->carved;
     count = count == 0 ? 1 : count > room ? room : count;
@@ -118,6 +119,7 @@ void page_extend(Page* page) {
     page->free = reinterpret_cast<Block*>(first);
     page->carved += count;
     page_set_limit(page);
+    // [lab S3.extend copy end]
 }
 
 int list_find(const Page* page, const Block* head, const Block* target) { return Lists::find(page, head, target); }

@@ -32,10 +32,12 @@ void page_extend(Page* page);
 
 // The swap of S3.17: everything the owner freed becomes the free list in one move.
 inline void page_collect_local(Page* page) {
+    // [lab S3.collect copy begin]
     if (page->free == nullptr) {
         page->free = page->local_free;
         page->local_free = nullptr;
     }
+    // [lab S3.collect copy end]
 }
 
 inline bool page_has_room(const Page* page) {

@@ -24,7 +24,9 @@ REFERENCE = HERE.parent.parent            # the tree this script belongs to
 TABLE = "tools/labkit/parts.json"
 HANDOUT_FILE = ".edu-lab-handout"         # written into a handout: its stage and parts
 SOURCE_EXTENSIONS = {".asm", ".inc", ".h", ".cc"}
-MARKER = re.compile(r"\[lab (S\d+\.\w+) (begin|end)\]")
+# A part's markers, and those of a copy of its answer elsewhere in the reference (stage 4's
+# page_extend is S3.extend's answer on stage 4's records): "[lab S3.extend copy begin]".
+MARKER = re.compile(r"\[lab (S\d+\.\w+(?: copy\d*)?) (begin|end)\]")
 CITATION = re.compile(r"\[lab (S\d+\.\w+)\]")
 NOT_IMPLEMENTED = re.compile(r"edu-alloc lab: part (S\d+\.\w+) not implemented")
 
@@ -45,6 +47,11 @@ def load_table(root):
 
 def parts_of(table, stage):
     return [p for p in table["parts"] if str(p["stage"]) == str(stage)]
+
+
+def copies_of(part):
+    """{copy marker name: file} for a part: where else the reference holds its answer."""
+    return part.get("copies", {})
 
 
 def language(path):
@@ -88,6 +95,8 @@ def check(root, table):
     """Problems with the lab parts of the tree at root (empty: consistent)."""
     found, problems = scan(root, table)
     listed = {p["name"]: p for p in table["parts"]}
+    listed.update({c: {"name": c, "file": f, "stage": p["stage"], "copy_of": p["name"]}
+                   for p in table["parts"] for c, f in copies_of(p).items()})
     for name, (rel, begin, _) in found.items():
         if name not in listed:
             problems.append(f"{rel}:{begin + 1}: part {name} is not in {TABLE}")
@@ -96,13 +105,23 @@ def check(root, table):
     for name, part in listed.items():
         if name not in found:
             problems.append(f"{TABLE}: part {name} has no [lab {name} begin]/[lab {name} end] in {part['file']}")
+        if "copy_of" in part:
+            if not name.startswith(part["copy_of"] + " copy"):
+                problems.append(f"{TABLE}: {name} is listed as a copy of part {part['copy_of']}")
+            continue
         if not name.startswith(f"S{part['stage']}."):
             problems.append(f"{TABLE}: part {name} is listed under stage {part['stage']}")
         if not part.get("statement") or not part.get("tests"):
             problems.append(f"{TABLE}: part {name} needs a statement and the tests that judge it")
+        stage = table["stages"][str(part["stage"])]
         for test in part.get("tests", []):
-            if test["target"] not in table["stages"][str(part["stage"])]["gates"]:
-                problems.append(f"{TABLE}: part {name} is judged by {test['target']}, not a gate of its stage")
+            if test["target"] not in stage["gates"] or test["target"] in stage.get("reference_gates", []):
+                problems.append(f"{TABLE}: part {name} is judged by {test['target']}, not a gate of its "
+                                "stage that a handout runs")
+    for number, stage in table["stages"].items():
+        for target in stage.get("reference_gates", []):
+            if target not in stage["gates"]:
+                problems.append(f"{TABLE}: stage {number}'s reference gate {target} is not one of its gates")
     for number, stage in table["stages"].items():
         mine = [p["name"] for p in parts_of(table, number)]
         if len(mine) < 3:
@@ -153,7 +172,7 @@ def wrap(text, width, prefix):
     return out
 
 
-def stub(part, chapter, reference_body):
+def stub(part, chapter, reference_body, intro="Write this part, then delete these lines up to the end marker."):
     """The lines that replace a part's body in a handout. Comment lines of the body that
     carry a chapter marker ([S1.9]) stay, so the chapter's citations still resolve."""
     name = part["name"]
@@ -165,7 +184,7 @@ def stub(part, chapter, reference_body):
     kept = [indent + l[l.index(opener):].strip() for l in reference_body
             if opener in l and re.search(r"\[S\d+\.\d+\]", l[l.index(opener):])]
     if asm:
-        lines = [f"        ; [lab {name} stub] Write this part, then delete these lines up to the end marker."]
+        lines = [f"        ; [lab {name} stub] {intro}"]
         lines += wrap(part["statement"], 96, "        ;   ")
         lines += [f"        ;   Guidance: {chapter}, [lab {name}]; judged by: tools/lab grade."]
         lines += [l for l in kept]
@@ -175,12 +194,23 @@ def stub(part, chapter, reference_body):
                   "        call    edu_lab_not_implemented wrt ..plt  ; prints one line, aborts",
                   f".lab_part: db \"{name}\", 0"]
     else:
-        lines = [f"    // [lab {name} stub] Write this part, then delete these lines up to the end marker."]
+        lines = [f"    // [lab {name} stub] {intro}"]
         lines += wrap(part["statement"], 96, "    //   ")
         lines += [f"    //   Guidance: {chapter}, [lab {name}]; judged by: tools/lab grade."]
         lines += kept
         lines += [f"    edu_lab_not_implemented(\"{name}\");  // prints one line, aborts"]
     return lines
+
+
+def copy_stub(part, copy, chapter, reference_body):
+    """The stub of a copy of a part's answer: the handout of the part's stage holds no answer
+    to it anywhere, this copy included. The copy is not the student's to write."""
+    why = (f"This is the reference's copy of part {part['name']} ({part['file']}), held back from a "
+           f"handout of stage {part['stage']} because it is that part's answer. Your teacher's "
+           "grading runs the reference's copy; a test that reaches this stub runs only there.")
+    lines = stub(dict(part, name=copy, statement=why, file=copies_of(part)[copy]), chapter, reference_body,
+                 intro="Not a part to write: leave this stub as it is.")
+    return [l for l in lines if "Guidance: " not in l]
 
 
 def holds_stub(lines, name):
@@ -277,6 +307,8 @@ def handout(table, stage, dest, only=None):
     for part in chosen:
         chapter = table["stages"][str(part["stage"])]["chapter"]
         replacements[part["name"]] = stub(part, chapter, body(REFERENCE, table, part["name"], found))
+        for copy in copies_of(part):   # the part's answer held elsewhere: stage 4, the twin
+            replacements[copy] = copy_stub(part, copy, chapter, body(REFERENCE, table, copy, found))
     replace_bodies(dest, table, replacements, prelude=True)
     (dest / HANDOUT_FILE).write_text(json.dumps({"stage": stage, "parts": [p["name"] for p in chosen]}) + "\n")
     lines = [f"# edu-alloc lab: stage {stage}", "",
@@ -290,8 +322,17 @@ def handout(table, stage, dest, only=None):
              "Grading takes only the code between each part's markers from your tree (the tests,",
              "the rest of each file and everything else are the reference's): write it all there.", "",
              f"Grade yourself: `tools/lab grade --stage={stages[0]}` (gates and part verdicts;",
-             "the trace score needs the reference tree your teacher grades with).", "",
-             "| part | file | what it must do | judged by |", "|---|---|---|---|"]
+             "the trace score needs the reference tree your teacher grades with).", ""]
+    copies = {}
+    for p in chosen:
+        for c, f in copies_of(p).items():
+            copies.setdefault(f, []).append(f"`{c}`")
+    if copies:
+        lines += ["The reference holds these parts' answers elsewhere too, so its copies of them are",
+                  "stubs here, not parts to write; a test that reaches them runs only when your",
+                  "teacher grades (grading yourself skips them):", ""]
+        lines += [f"- `{f}`: {', '.join(names)}" for f, names in copies.items()] + [""]
+    lines += ["| part | file | what it must do | judged by |", "|---|---|---|---|"]
     for p in chosen:
         tests = "; ".join(t["target"] + (f" `{t['cases']}`" if "cases" in t else "") for t in p["tests"])
         lines.append(f"| {p['name']} | `{p['file']}` | {p['statement']} | {tests} |")
@@ -460,6 +501,8 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         build = in_scratch("build", "--keep_going", *targets, log=log)
         gates = []
         for target in info["gates"]:
+            if ref_is_handout and target in info.get("reference_gates", []):
+                continue   # it reaches a copy that the handout holds back (copy_stub)
             ok, reached, tail = run_test(work, target)
             gates.append({"gate": target, "passed": ok, "stubs_reached": sorted(reached), "detail": "" if ok else tail})
         for target in info.get("tsan_gates", []):

@@ -54,6 +54,12 @@ class LabTest(unittest.TestCase):
         code = "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "abc")
         self.assertEqual(self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]"), [])
 
+    def test_a_copy_of_an_answer_must_be_listed(self):
+        code = "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "abc")
+        code += "// [lab S1.a copy begin]\nint a2();\n// [lab S1.a copy end]\n"
+        self.assertEqual(self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]"),
+                         ["stage1_brk/a.cc:10: part S1.a copy is not in tools/labkit/parts.json"])
+
     def test_a_handout_blanks_the_chosen_parts_and_leaves_the_answers_out(self):
         dest = self.tmp / "lab1"
         lab.handout(self.table, "1", dest, ["S1.coalesce", "S1.realloc"])
@@ -69,6 +75,35 @@ class LabTest(unittest.TestCase):
                          lab.body(ROOT, self.table, "S1.find_fit"))
         # The chapter's markers inside a blanked body survive, so the docs still check.
         self.assertEqual([p for p in lab.check(dest, self.table)], [])
+
+    def test_no_handout_holds_an_answer_of_its_parts_anywhere(self):
+        # A handout of stage N holds no reference body of its parts in any file, nor the
+        # reference's copies of them (stage 4's page_extend answers S3.extend, the twin's
+        # coalesce answers S1.coalesce): each body's code lines, whitespace normalised, are
+        # looked for in every file of the handout.
+        if (ROOT / lab.HANDOUT_FILE).exists():
+            self.skipTest("a lab handout holds no reference bodies to look for")
+        found = lab.scan(ROOT, self.table)[0]
+
+        def code(lines):   # the lines that are not blank and not only a comment
+            return [l for l in lab.normalised(lines) if not l.startswith(("//", ";"))]
+
+        for stage in self.table["stages"]:
+            dest = self.tmp / f"lab{stage}"
+            lab.handout(self.table, stage, dest)
+            answers = {}
+            for part in lab.parts_of(self.table, stage):
+                for name in [part["name"], *lab.copies_of(part)]:
+                    answers[name] = "\n".join(code(lab.body(ROOT, self.table, name, found)))
+                    self.assertGreaterEqual(answers[name].count("\n"), 2, name)   # a body, not a line
+            for rel in lab.tree_files(dest):
+                try:
+                    text = "\n" + "\n".join(code((dest / rel).read_text().split("\n"))) + "\n"
+                except UnicodeDecodeError:
+                    continue
+                for name, answer in answers.items():
+                    self.assertFalse("\n" + answer + "\n" in text,
+                                     f"the stage {stage} handout's {rel} holds the answer of {name}")
 
     def test_a_handout_grading_itself_knows_its_own_stubs(self):
         # In a handout the "reference" is the handout: its bodies are stubs, and a stub made
