@@ -177,6 +177,7 @@ uint32_t page_collect_remote(Page* page, const Block* pending) {
             b->mark = freed_mark(b);
         }
         if (++n > page->used) die(kStageName, "free", b, "more blocks freed by other threads than the page has in use (double free?)");
+        if (n == kPrefetchAfter) page_prefetch_blocks(page);
         tail = b;
     }
     tail->link = encode(page, addr(page->free));
