@@ -500,8 +500,9 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         targets = info["gates"] + ["//tools/diff:stagediff"]
         build = in_scratch("build", "--keep_going", *targets, log=log)
         gates = []
+        skipped = [t for t in info.get("reference_gates", []) if ref_is_handout]
         for target in info["gates"]:
-            if ref_is_handout and target in info.get("reference_gates", []):
+            if target in skipped:
                 continue   # it reaches a copy that the handout holds back (copy_stub)
             ok, reached, tail = run_test(work, target)
             gates.append({"gate": target, "passed": ok, "stubs_reached": sorted(reached), "detail": "" if ok else tail})
@@ -585,7 +586,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         report = {"tree": str(tree), "stage": int(stage), "score": score, "weights": weights,
                   "parts_isolated": not ref_is_handout,
                   "correctness": round(correctness, 1), "performance": round(performance, 1),
-                  "parts": results, "gates": gates, "traces": rows, "note": note,
+                  "parts": results, "gates": gates, "skipped_gates": skipped, "traces": rows, "note": note,
                   "seconds": round(time.time() - started, 1)}
         return report, log
     finally:
@@ -621,6 +622,9 @@ def print_report(report, out=sys.stdout):
     for g in report["gates"]:
         extra = f"  stub reached: {', '.join(g['stubs_reached'])}" if g["stubs_reached"] else ""
         print(f"  {'pass' if g['passed'] else 'FAIL'}  {g['gate']}{extra}", file=out)
+    for target in report.get("skipped_gates", []):
+        print(f"  skip  {target}  (it reaches copies of the answers that a handout holds back; "
+              "your teacher's grading runs it)", file=out)
     each = w["correctness"] / max(1, len(report["parts"]))
     judged = ("each judged with every other part as in the reference" if report.get("parts_isolated", True) else
               "each judged with the other parts as this tree has them: a handout holds no reference")
