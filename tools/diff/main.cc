@@ -495,7 +495,7 @@ int run(int argc, char** argv) {
     }
     if (a.json) print_json(std::cout, results);
     else if (a.csv) print_csv(std::cout, results);
-    else print_trace_table(std::cout, results);
+    else if (results.size() > 1) print_trace_table(std::cout, results);  // one: the table above says it all
     print_failures(tables ? std::cout : std::cerr, results);
     for (const TraceResult& r : results)
         for (const Metrics& m : r.runs)
