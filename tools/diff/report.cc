@@ -38,10 +38,10 @@ std::vector<Row> rows_of(const std::vector<Metrics>& runs) {
         rows.push_back(r);
     };
     add("operations / second", [](const Metrics& m) { return m.valid ? human_count(m.ops_per_second) : "-"; });
-    add("timed passes: min..max s", [](const Metrics& m) {
+    add("timed passes: min..max ms", [](const Metrics& m) {  // both ends in one fixed format
         if (!m.valid || !m.repetitions) return std::string("-");
         std::ostringstream s;
-        s << std::setprecision(3) << m.seconds_min << ".." << m.seconds_max;
+        s << std::fixed << std::setprecision(3) << m.seconds_min * 1e3 << ".." << m.seconds_max * 1e3;
         return s.str();
     });
     add("peak live bytes", [](const Metrics& m) { return human_bytes(m.peak_live_requested); });
