@@ -126,7 +126,10 @@ void* page_pop_checked(Page* page, std::size_t requested, const char* call) {
     return b;
 }
 
+// [S3.55] A size no segment can hold is refused before the clock ticks: a refused request
+// changes nothing, and a tick every 64 may purge or unmap (the battery makes 10,000 of them).
 void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
+    if (size > kMaxRequest) return enomem();
     ++g_clock;
     if ((g_clock & 63) == 0) {
         if (purge_pending()) segment_purge(false);

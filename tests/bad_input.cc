@@ -8,8 +8,11 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "tests/support.h"
 
@@ -151,6 +154,50 @@ TEST_CASE("malloc of SIZE_MAX returns null with ENOMEM and the process goes on")
         void* p = api().malloc(100);
         child_expect(p != nullptr, "malloc(100) failed after a refused request");
         api().free(p);
+    });
+}
+
+// The walk as text, one entry a line, to compare two moments of one heap.
+std::string walk_text() {
+    std::string text;
+    api().walk(
+        [](const WalkEntry& e, void* context) {
+            char line[160];
+            std::snprintf(line, sizeof line, "%s %s %p %zu %u\n", e.kind, kWalkStateNames[static_cast<unsigned>(e.state)],
+                          e.address, e.size, e.depth);
+            *static_cast<std::string*>(context) += line;
+            return true;
+        },
+        &text);
+    return text;
+}
+
+// A refusal comes before anything else a call does: a request the stage cannot serve may not
+// advance a clock that ages cached or dirty memory, so a thousand of them give back nothing,
+// unmap nothing and count nothing.
+TEST_CASE("thousands of refused mallocs leave the statistics and the heap walk as they were") {
+    require_survives([] {
+        std::vector<void*> blocks;   // leave memory that ageing would give back: emptied pages,
+        for (int i = 0; i < 300; ++i) blocks.push_back(api().malloc(1000));   // a freed large block
+        blocks.push_back(api().malloc(std::size_t{3} << 20));
+        for (void* p : blocks) child_expect(p != nullptr, "malloc failed while setting up");
+        for (void* p : blocks) api().free(p);
+        Stats before = api().stats();
+        std::string walk_before = walk_text();
+        for (int i = 0; i < 10000; ++i) {
+            errno = 0;
+            child_expect(api().malloc(SIZE_MAX) == nullptr && errno == ENOMEM, "malloc(SIZE_MAX) was not refused");
+        }
+        Stats after = api().stats();
+        child_expect(after.mallocs == before.mallocs && after.frees == before.frees &&
+                         after.bytes_requested == before.bytes_requested,
+                     "request counters moved");
+        child_expect(after.footprint == before.footprint && after.peak_footprint == before.peak_footprint,
+                     "footprint changed");
+        for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k)
+            child_expect(after.os_calls[k] == before.os_calls[k], (std::string("calls to ") + kOsCallNames[k] + " changed").c_str());
+        child_expect(walk_text() == walk_before, "the heap walk changed");
+        child_expect(api().check().ok, "heap check failed after the refusals");
     });
 }
 
