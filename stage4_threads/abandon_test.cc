@@ -250,22 +250,8 @@ TEST_CASE("heap records are reused by later threads, so the registry stays small
 // A thread keeps its heap, blocks live, while this one forks: in the child that heap is lost
 // (its segments neither read nor reclaimed), this thread's heap works, and so does the checker.
 TEST_CASE("in a child of fork() the other threads' heaps are lost and the survivor's works") {
-    std::mutex mutex;
-    std::condition_variable cv;
-    bool holding = false, release = false;
     void* theirs = nullptr;
-    std::thread other([&] {
-        theirs = api().malloc(500);
-        std::unique_lock<std::mutex> lock(mutex);
-        holding = true;
-        cv.notify_all();
-        cv.wait(lock, [&] { return release; });
-        api().free(theirs);
-    });
-    {
-        std::unique_lock<std::mutex> lock(mutex);
-        cv.wait(lock, [&] { return holding; });
-    }
+    testing::ParkedThread other([&] { theirs = api().malloc(500); }, [&] { api().free(theirs); });
     void* mine = api().malloc(500);
     // A page of ours left `pushing` by a thread that does not exist in the child.
     Page* page = stage4::page_of(mine);
@@ -289,12 +275,7 @@ TEST_CASE("in a child of fork() the other threads' heaps are lost and the surviv
     INFO("child: " << outcome.describe());
     CHECK(outcome.exited);
     CHECK(outcome.exit_code == 0);
-    {
-        std::lock_guard<std::mutex> lock(mutex);
-        release = true;
-        cv.notify_all();
-    }
-    other.join();
+    other.release();
     api().free(mine);
     battery::require_heap_ok(api());
 }

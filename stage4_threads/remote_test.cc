@@ -123,29 +123,11 @@ TEST_CASE("in secure mode remote frees are pushed with encoded links, and a dama
 // [S4.56] Keys are changed only by their owner: while another thread's heap is in use the
 // switch is refused and changes nothing; once that thread has exited it goes through.
 TEST_CASE("secure mode cannot be switched while another thread's heap is in use") {
-    std::mutex m;
-    std::condition_variable cv;
-    bool has_heap = false, done = false;
-    std::thread other([&] {
-        void* p = api().malloc(64);   // this thread now has a heap, in use until it exits
-        std::unique_lock<std::mutex> lock(m);
-        has_heap = true;
-        cv.notify_all();
-        cv.wait(lock, [&] { return done; });
-        api().free(p);
-    });
-    {
-        std::unique_lock<std::mutex> lock(m);
-        cv.wait(lock, [&] { return has_heap; });
-    }
+    void* p = nullptr;
+    testing::ParkedThread other([&] { p = api().malloc(64); }, [&] { api().free(p); });
     CHECK_FALSE(descriptor.set_option("secure", "on"));
     CHECK(std::string(descriptor.get_option("secure")) == "off");
-    {
-        std::lock_guard<std::mutex> lock(m);
-        done = true;
-    }
-    cv.notify_all();
-    other.join();
+    other.release();
     CHECK(descriptor.set_option("secure", "on"));
     battery::require_heap_ok(api());
     CHECK(descriptor.set_option("secure", "off"));

@@ -35,6 +35,32 @@ Delay delay_state(const Page* page) { return delay_of(page->xthread_free.load(st
 
 void on_thread(const std::function<void()>& body) { std::thread(body).join(); }
 
+ParkedThread::ParkedThread(std::function<void()> hold, std::function<void()> leave) {
+    thread_ = std::thread([this, hold = std::move(hold), leave = std::move(leave)] {
+        hold();
+        std::unique_lock<std::mutex> lock(mutex_);
+        holding_ = true;
+        cv_.notify_all();
+        cv_.wait(lock, [this] { return released_; });
+        lock.unlock();
+        leave();
+    });
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [this] { return holding_; });
+}
+
+void ParkedThread::release() {
+    if (!thread_.joinable()) return;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        released_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+}
+
+ParkedThread::~ParkedThread() { release(); }
+
 }  // namespace edu::stage4::testing
 
 int main(int argc, char** argv) {
