@@ -22,6 +22,7 @@ struct Record {
     Record* prev;
     uintptr_t block;
     std::size_t usable;   // bytes, whole pages
+    int owner;            // Stage::number
 };
 
 // The live blocks, a doubly linked list under one lock: these calls are rare and each costs
@@ -30,12 +31,30 @@ pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 Record* g_first = nullptr;
 std::atomic<std::size_t> g_count{0};
 
+// System calls by owner (stage numbers 1..4; slot 0 takes any other) and kind, relaxed: each
+// one is counted next to a system call, and Stats readers want a recent value only.
+constexpr unsigned kOwners = 5;
+std::atomic<uint64_t> g_calls[kOwners][static_cast<unsigned>(OsCall::count)];
+
+unsigned row_of(int owner) {
+    return owner > 0 && static_cast<unsigned>(owner) < kOwners ? static_cast<unsigned>(owner) : 0;
+}
+
+void count_call(int owner, OsCall call) {
+    g_calls[row_of(owner)][static_cast<unsigned>(call)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void unmap(int owner, uintptr_t start, std::size_t bytes) {
+    count_call(owner, OsCall::munmap);
+    munmap(reinterpret_cast<void*>(start), bytes);
+}
+
 std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
 
-// The record of `p` with the lock held, or nullptr.
-Record* find_locked(const void* p) {
+// The owner's record of `p` with the lock held, or nullptr.
+Record* find_locked(int owner, const void* p) {
     for (Record* r = g_first; r != nullptr; r = r->next)
-        if (r->block == reinterpret_cast<uintptr_t>(p)) return r;
+        if (r->block == reinterpret_cast<uintptr_t>(p)) return r->owner == owner ? r : nullptr;
     return nullptr;
 }
 
@@ -45,23 +64,25 @@ bool may_be_mapped(const void* p) {
 
 }  // namespace
 
-void* mapped_aligned_alloc(std::size_t alignment, std::size_t size) {
+void* mapped_aligned_alloc(int owner, std::size_t alignment, std::size_t size, std::size_t* usable_out) {
     std::size_t page = page_size();
     if (alignment < page) alignment = page;
     std::size_t usable, span;
     if (__builtin_add_overflow(size == 0 ? 1 : size, page - 1, &usable)) return enomem();
     usable &= ~(page - 1);
     if (__builtin_add_overflow(usable, page + alignment, &span)) return enomem();
+    count_call(owner, OsCall::mmap);
     void* got = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (got == MAP_FAILED) return enomem();
     auto base = reinterpret_cast<uintptr_t>(got);
     uintptr_t block = (base + page + alignment - 1) & ~(alignment - 1);
     uintptr_t head = block - page, end = block + usable;
-    if (head > base) munmap(got, head - base);
-    if (base + span > end) munmap(reinterpret_cast<void*>(end), base + span - end);
+    if (head > base) unmap(owner, base, head - base);
+    if (base + span > end) unmap(owner, end, base + span - end);
     auto* r = reinterpret_cast<Record*>(head);
     r->block = block;
     r->usable = usable;
+    r->owner = owner;
     r->prev = nullptr;
     pthread_mutex_lock(&g_lock);
     r->next = g_first;
@@ -69,22 +90,23 @@ void* mapped_aligned_alloc(std::size_t alignment, std::size_t size) {
     g_first = r;
     g_count.fetch_add(1, std::memory_order_relaxed);
     pthread_mutex_unlock(&g_lock);
+    *usable_out = usable;
     return reinterpret_cast<void*>(block);
 }
 
-std::size_t mapped_block_size(const void* p) {
+std::size_t mapped_block_size(int owner, const void* p) {
     if (!may_be_mapped(p)) return 0;
     pthread_mutex_lock(&g_lock);
-    Record* r = find_locked(p);
+    Record* r = find_locked(owner, p);
     std::size_t usable = r ? r->usable : 0;
     pthread_mutex_unlock(&g_lock);
     return usable;
 }
 
-bool mapped_free(void* p) {
-    if (!may_be_mapped(p)) return false;
+std::size_t mapped_free(int owner, void* p) {
+    if (!may_be_mapped(p)) return 0;
     pthread_mutex_lock(&g_lock);
-    Record* r = find_locked(p);
+    Record* r = find_locked(owner, p);
     if (r) {
         if (r->prev) r->prev->next = r->next;
         else g_first = r->next;
@@ -92,8 +114,43 @@ bool mapped_free(void* p) {
         g_count.fetch_sub(1, std::memory_order_relaxed);
     }
     pthread_mutex_unlock(&g_lock);
-    if (r) munmap(r, page_size() + r->usable);
-    return r != nullptr;
+    if (!r) return 0;
+    std::size_t usable = r->usable;
+    unmap(owner, reinterpret_cast<uintptr_t>(r), mapped_footprint(usable));
+    return usable;
+}
+
+std::size_t mapped_footprint(std::size_t usable) { return usable + page_size(); }
+
+MappedTotals mapped_totals(int owner) {
+    MappedTotals t;
+    pthread_mutex_lock(&g_lock);
+    for (Record* r = g_first; r != nullptr; r = r->next) {
+        if (r->owner != owner) continue;
+        ++t.blocks;
+        t.usable_bytes += r->usable;
+        t.footprint += mapped_footprint(r->usable);
+    }
+    pthread_mutex_unlock(&g_lock);
+    for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k)
+        t.os_calls[k] = g_calls[row_of(owner)][k].load(std::memory_order_relaxed);
+    return t;
+}
+
+bool mapped_walk(int owner, WalkFn visit, void* context) {
+    if (g_count.load(std::memory_order_relaxed) == 0) return true;
+    std::size_t page = page_size();
+    bool go = true;
+    pthread_mutex_lock(&g_lock);
+    for (Record* r = g_first; r != nullptr && go; r = r->next) {
+        if (r->owner != owner) continue;
+        auto* block = reinterpret_cast<const void*>(r->block);
+        go = visit(WalkEntry{"mapping", WalkState::meta, r, mapped_footprint(r->usable), 0}, context) &&
+             visit(WalkEntry{"mapping record", WalkState::meta, r, page, 1}, context) &&
+             visit(WalkEntry{"block", WalkState::used, block, r->usable, 1}, context);
+    }
+    pthread_mutex_unlock(&g_lock);
+    return go;
 }
 
 void mapped_prepare_fork() { pthread_mutex_lock(&g_lock); }

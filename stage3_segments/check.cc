@@ -1,11 +1,13 @@
 // stage3_segments/check.cc: check_heap verifies segments, pages, lists, queues, the direct
-// cache and the counters; walk_heap reports segments (depth 0), pages (1), blocks (2).
+// cache and the counters; walk_heap reports segments (depth 0), pages (1), blocks (2), and
+// the blocks of contract/mapped.h.
 #include "stage3_segments/check.h"
 
 #include <cstring>
 #include <initializer_list>
 
 #include "contract/diagnostics.h"
+#include "contract/mapped.h"
 #include "stage3_segments/bins.h"
 #include "stage3_segments/heap.h"
 #include "stage3_segments/os.h"
@@ -200,10 +202,14 @@ CheckResult check_heap() {
             k.fail("heap page count wrong", addr(heap), heap->page_count, pages_seen - before);
         if (!heap->is_default) heap_bytes += (sizeof(Heap) + kOsPage - 1) & ~(kOsPage - 1);
     }
+    MappedTotals mapped = mapped_totals(kStageNumber);   // [S3.56] blocks of their own mappings
+    live_blocks += mapped.blocks;
+    live_bytes += mapped.usable_bytes;
+    committed += mapped.footprint;
     if (k.result.ok && pages_seen != pages_in_use)
         k.fail("pages in use missing from every queue", 0, pages_in_use, pages_seen);
     if (k.result.ok && committed + heap_bytes != os_counters().footprint)
-        k.fail("footprint differs from the committed bytes of segments and heaps", 0,
+        k.fail("footprint differs from the committed bytes of segments, heaps and mappings", 0,
                os_counters().footprint, committed + heap_bytes);
     if (k.result.ok && g_counting &&
         (g_counters.live_blocks != live_blocks || g_counters.live_bytes != live_bytes))
@@ -225,8 +231,10 @@ CheckResult check_heap() {
 // [S3.30] The walk: each segment (depth 0, meta); inside it the metadata and each page
 // (depth 1: meta = in use, unused = free); inside each page in use its blocks (depth 2: used
 // or free), then its uncarved blocks as one unused run. Free blocks are found by marking the
-// page's two lists first, so blocks come out in address order.
+// page's two lists first, so blocks come out in address order. The blocks of their own
+// mappings come first, each a mapping (depth 0) holding its record and its block (1) ([S3.56]).
 void walk_heap(WalkFn visit, void* context) {
+    if (!mapped_walk(kStageNumber, visit, context)) return;
     for (Segment* s = first_segment(); s; s = s->next) {
         if (!visit(WalkEntry{"segment", WalkState::meta, s, s->size, 0}, context)) return;
         if (!visit(WalkEntry{"segment metadata", WalkState::meta, s, kMetaSize, 1}, context)) return;

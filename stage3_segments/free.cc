@@ -4,7 +4,6 @@
 #include "stage3_segments/free.h"
 
 #include "contract/diagnostics.h"
-#include "contract/mapped.h"
 #include "stage3_segments/alloc.h"
 #include "stage3_segments/page.h"
 #include "stage3_segments/segment.h"
@@ -40,7 +39,7 @@ Page* validate_block(const void* p, const char* call) {
 
 void free_generic(void* p) {
     if (p == nullptr) return;
-    if (!segment_owned(p) && mapped_free(p)) return;   // [S3.39]
+    if (!segment_owned(p) && free_mapped(p)) return;   // [S3.39]
     Page* page = validate_block(p, "free");
     auto* b = static_cast<Block*>(p);
     b->mark = freed_mark(page);

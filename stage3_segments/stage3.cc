@@ -50,11 +50,12 @@ void* api_calloc(std::size_t count, std::size_t size) {
 template <class M>
 void* api_realloc(void* p, std::size_t size) {
     if (!p) return heap_alloc<M>(&g_default_heap, size, size);
-    if (std::size_t mapped = mapped_block_size(p)) {   // [S3.39] it moves into the heap
+    if (std::size_t mapped = mapped_block_size(kStageNumber, p)) {   // [S3.39] it moves into the heap
         void* q = heap_alloc<M>(&g_default_heap, size, size);
         if (!q) return nullptr;   // ENOMEM; p is untouched
         std::memcpy(q, p, size < mapped ? size : mapped);
-        mapped_free(p);
+        free_mapped(p);
+        if constexpr (M::stats) count_move();
         return q;
     }
     Page* page = validate_block(p, "realloc");
@@ -71,10 +72,7 @@ void* api_realloc(void* p, std::size_t size) {
     if (!q) return nullptr;   // ENOMEM; p is untouched
     std::memcpy(q, p, size < usable ? size : usable);
     heap_free<M>(p);
-    if constexpr (M::stats) {   // the move counted a malloc and a free: it is one resize
-        --g_counters.mallocs;
-        --g_counters.frees;
-    }
+    if constexpr (M::stats) count_move();
     return q;
 }
 
@@ -91,18 +89,19 @@ void* heap_aligned_in(Heap* heap, std::size_t alignment, std::size_t size) {
 // [S3.39] An alignment above kMaxAlignment (2 MiB: a segment starts with its header, and a
 // pointer is masked down to its segment, so no block can start at a larger multiple) gets a
 // mapping of its own (contract/mapped.h), outside every segment; free_generic, realloc and
-// usable_size ask for it before they judge a pointer. First-class heaps (heaps.h) keep the
+// usable_size ask for it before they judge a pointer; it is counted as the heap's ([S3.56]).
+// First-class heaps (heaps.h) keep the
 // 2 MiB limit: a heap's blocks live in its segments, which heap_destroy gives back.
 template <class M>
 void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
     if (alignment > kMaxAlignment && alignment <= kMappedMaxAlignment && (alignment & (alignment - 1)) == 0)
-        return mapped_aligned_alloc(alignment, size);
+        return alloc_mapped(alignment, size);
     return heap_aligned_in<M>(&g_default_heap, alignment, size);
 }
 
 std::size_t api_usable_size(const void* p) {
     if (!p) return 0;
-    if (std::size_t mapped = mapped_block_size(p)) return mapped;
+    if (std::size_t mapped = mapped_block_size(kStageNumber, p)) return mapped;
     return validate_block(p, "usable_size")->block_size;
 }
 
@@ -240,7 +239,7 @@ void collect(bool force) {
 
 const Stage descriptor = {
     kStageName,
-    3,
+    kStageNumber,
     "mimalloc-style segments, pages and sharded free lists, one thread",
     ThreadSafety::locked,
     true,

@@ -1,6 +1,7 @@
 // stage3_segments/stats.cc: the counters, the live totals read from the pages, the snapshot.
 #include "stage3_segments/stats.h"
 
+#include "contract/mapped.h"
 #include "stage3_segments/os.h"
 #include "stage3_segments/segment.h"
 
@@ -9,8 +10,26 @@ namespace edu::stage3 {
 Counters g_counters;
 bool g_counting = true;
 
+void* alloc_mapped(std::size_t alignment, std::size_t size) {
+    std::size_t usable;
+    void* p = mapped_aligned_alloc(kStageNumber, alignment, size, &usable);
+    if (!p) return nullptr;
+    os_commit_bytes(static_cast<int64_t>(mapped_footprint(usable)));
+    if (g_counting) count_malloc(size, usable);
+    return p;
+}
+
+std::size_t free_mapped(void* p) {
+    std::size_t usable = mapped_free(kStageNumber, p);
+    if (usable == 0) return 0;
+    os_commit_bytes(-static_cast<int64_t>(mapped_footprint(usable)));
+    if (g_counting) count_free(usable);
+    return usable;
+}
+
 void count_live(uint64_t* blocks, uint64_t* bytes) {
-    uint64_t n = 0, b = 0;
+    MappedTotals mapped = mapped_totals(kStageNumber);
+    uint64_t n = mapped.blocks, b = mapped.usable_bytes;
     for (Segment* s = first_segment(); s; s = s->next) {
         for (uint32_t i = 0; i < s->page_count; ++i) {
             const Page& page = s->pages()[i];
@@ -41,7 +60,8 @@ Stats stats_snapshot() {
     const OsCounters& os = os_counters();
     s.footprint = os.footprint;
     s.peak_footprint = os.peak_footprint;
-    for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k) s.os_calls[k] = os.calls[k];
+    MappedTotals mapped = mapped_totals(kStageNumber);
+    for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k) s.os_calls[k] = os.calls[k] + mapped.os_calls[k];
     return s;
 }
 

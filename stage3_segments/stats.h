@@ -1,8 +1,9 @@
 // stage3_segments/stats.h: the request-side counters and the contract's Stats snapshot.
-// Entry points: count_malloc / count_free / count_resize (inline), stats_snapshot,
-// stats_resync. The fast paths count only when compiled in their stats mode (alloc.h).
+// Entry points: count_malloc / count_free / count_resize / count_move (inline), alloc_mapped,
+// free_mapped, stats_snapshot, set_counting. The fast paths count only when compiled in their stats mode (alloc.h).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "contract/allocator.h"
@@ -48,7 +49,21 @@ inline void count_resize(uint64_t old_usable, uint64_t usable, uint64_t requeste
     if (c.live_bytes > c.peak_live_bytes) c.peak_live_bytes = c.live_bytes;
 }
 
-// Live blocks and usable bytes by walking every page in use.
+// A realloc that moved its block counted a malloc and a free: the contract counts one resize.
+inline void count_move() {
+    --g_counters.mallocs;
+    --g_counters.frees;
+}
+
+// [S3.56] The blocks of contract/mapped.h ([S3.39]) are the heap's blocks to the statistics:
+// a malloc or a free of their usable bytes, their mapping in the footprint (so the checker's
+// sum holds with them), their system calls in os_calls, their entries in the walk.
+// alloc_mapped fails as mapped_aligned_alloc does (nullptr, ENOMEM); free_mapped returns the
+// usable size of the block it unmapped, 0 (and does nothing) for any other pointer.
+void* alloc_mapped(std::size_t alignment, std::size_t size);
+std::size_t free_mapped(void* p);
+
+// Live blocks and usable bytes by walking every page in use, and the mapped blocks.
 void count_live(uint64_t* blocks, uint64_t* bytes);
 
 // Stats as the contract defines them (footprint and OS calls from os.h).

@@ -10,6 +10,7 @@
 namespace edu::stage3 {
 
 inline constexpr const char* kStageName = "stage3_segments";   // in every diagnostic
+inline constexpr int kStageNumber = 3;                          // Stage::number
 
 // [S3.1] The layers. A request walks down only as far as it must:
 //

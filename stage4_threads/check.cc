@@ -1,12 +1,13 @@
 // stage4_threads/check.cc: check_heap verifies the segments, pages and lists the caller may
 // read, its own heap's queues, direct cache, lists and delayed frees, and (when no other thread
 // can be working) the footprint and the counters; walk_heap reports segments (depth 0), pages
-// (1), blocks (2); count_live adds up live blocks.
+// (1), blocks (2), and the blocks of contract/mapped.h; count_live adds up live blocks.
 #include "stage4_threads/check.h"
 
 #include <initializer_list>
 
 #include "contract/diagnostics.h"
+#include "contract/mapped.h"
 #include "stage3_segments/bins.h"
 #include "stage4_threads/abandon.h"
 #include "stage4_threads/arena.h"
@@ -298,13 +299,21 @@ bool check_empty_heap(Checker& k) {
     return true;
 }
 
+// [S4.62] The blocks of their own mappings, which every thread may read (under their lock).
+void add_mapped(Checker& k) {
+    MappedTotals mapped = mapped_totals(kStageNumber);
+    k.result.live_blocks += mapped.blocks;
+    k.result.live_bytes += mapped.usable_bytes;
+    k.committed += mapped.footprint;
+}
+
 // The cross-thread totals, when nothing else can move (see [S4.34]).
 void check_totals(Checker& k) {
     uint64_t records = 0;
     for (Heap* h = first_record(); h; h = h->next_record) ++records;
     uint64_t footprint = os_counters().footprint.load(std::memory_order_relaxed);
     if (k.committed + records * record_bytes() != footprint)
-        k.fail("footprint differs from the committed bytes of segments and heap records", 0, footprint,
+        k.fail("footprint differs from the committed bytes of segments, heap records and mappings", 0, footprint,
                k.committed + records * record_bytes());
     if (k.result.ok && counting()) {
         Stats s = stats_snapshot();
@@ -328,6 +337,7 @@ CheckResult check_heap() {
         }
         return check_segment(k, s, slot, blocks, access);
     });
+    add_mapped(k);
     if (k.result.ok && k.heap != &g_empty_heap) check_own_heap(k);
     bool still = others == 0 && other_heaps_in_use() == 0 && k.skipped == 0 && generation == heap_generation() &&
                  changes == os_counters().changes.load(std::memory_order_relaxed);
@@ -341,6 +351,7 @@ LiveTotals count_live() {
         if (access != Access::other) check_segment(k, s, slot, blocks, access);
         return true;
     });
+    add_mapped(k);
     return LiveTotals{k.result.live_blocks, k.result.live_bytes};
 }
 
@@ -348,8 +359,10 @@ LiveTotals count_live() {
 // (depth 0), its metadata and pages (1), the blocks of a page in use (2: free when on free or
 // local_free, remote when on xthread_free or the heap's delayed list, i.e. freed by another
 // thread and not yet collected) and its uncarved rest. A segment of another live thread is one
-// depth-0 entry, "segment (another thread's)", and nothing inside.
+// depth-0 entry, "segment (another thread's)", and nothing inside. The blocks of their own
+// mappings come first, as in stage 3 (S3.30), a mapping (depth 0) around its record and block.
 void walk_heap(WalkFn visit, void* context) {
+    if (!mapped_walk(kStageNumber, visit, context)) return;
     const Heap* me = t_heap;
     each_segment([&](Segment* s, uint32_t, uint32_t blocks, Access access) {
         std::size_t size = std::size_t{blocks} << kSegmentShift;

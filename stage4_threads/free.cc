@@ -6,7 +6,6 @@
 #include <initializer_list>
 
 #include "contract/diagnostics.h"
-#include "contract/mapped.h"
 #include "stage4_threads/abandon.h"
 #include "stage4_threads/arena.h"
 #include "stage4_threads/heap.h"
@@ -135,7 +134,7 @@ void free_generic(void* p) {
             return;
         }
     }
-    if (slot == kArenaSlots && mapped_free(p)) return;   // [S4.51]
+    if (slot == kArenaSlots && free_mapped(p)) return;   // [S4.51]
     Found found = find_block(p, "free");
     auto* b = static_cast<Block*>(p);
     if (counting()) {   // a thread's first call may be a free: it needs counters, so a heap

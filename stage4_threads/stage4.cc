@@ -44,7 +44,8 @@ void* realloc_mapped(void* p, std::size_t usable, std::size_t size) {
     void* q = heap_alloc<M>(t_heap, size, size);
     if (!q) return nullptr;   // ENOMEM; p is untouched
     std::memcpy(q, p, size < usable ? size : usable);
-    mapped_free(p);
+    free_mapped(p);
+    if constexpr (M::stats) count_move(t_heap);   // one resize, not a malloc and a free
     return q;
 }
 
@@ -57,7 +58,7 @@ void* api_realloc(void* p, std::size_t size) {
     if (!p) return heap_alloc<M>(t_heap, size, size);
     Found found{own_live_block(p), true};   // the caller's own live block: checked (S4.58)
     if (!found.page) {
-        if (std::size_t mapped = mapped_block_size(p)) return realloc_mapped<M>(p, mapped, size);
+        if (std::size_t mapped = mapped_block_size(kStageNumber, p)) return realloc_mapped<M>(p, mapped, size);
         found = find_block(p, "realloc");
     }
     std::size_t usable = found.page->block_size;
@@ -85,7 +86,7 @@ void* api_realloc(void* p, std::size_t size) {
 template <class M>
 void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
     if (alignment > kMaxAlignment && alignment <= kMappedMaxAlignment && (alignment & (alignment - 1)) == 0)
-        return mapped_aligned_alloc(alignment, size);
+        return alloc_mapped(alignment, size);   // counted as the heap's own ([S4.62])
     if (alignment == 0 || (alignment & (alignment - 1)) || alignment > kMaxAlignment) return enomem();
     if (alignment <= kAlignment) return heap_alloc<M>(t_heap, size, size);
     if (size > kMaxRequest) return enomem();
@@ -97,7 +98,7 @@ void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
 std::size_t api_usable_size(const void* p) {
     if (!p) return 0;
     if (Page* own = own_live_block(p)) return own->block_size;   // checked (S4.58)
-    if (std::size_t mapped = mapped_block_size(p)) return mapped;
+    if (std::size_t mapped = mapped_block_size(kStageNumber, p)) return mapped;
     return find_block(p, "usable_size").page->block_size;
 }
 CheckResult api_check() { return check_heap(); }
@@ -144,7 +145,7 @@ const char* get_option(const char* name) {
 
 const Stage descriptor = {
     kStageName,
-    4,
+    kStageNumber,
     "mimalloc-style heaps, one per thread: remote frees with one CAS, abandoned segments reclaimed",
     ThreadSafety::concurrent,
     true,

@@ -2,7 +2,10 @@
 // the offsets that keep the sums exact across a change of mode.
 #include "stage4_threads/stats.h"
 
+#include "contract/diagnostics.h"
+#include "contract/mapped.h"
 #include "stage4_threads/check.h"
+#include "stage4_threads/heap.h"
 #include "stage4_threads/os.h"
 #include "stage4_threads/registry.h"
 
@@ -42,6 +45,30 @@ uint64_t clamp(int64_t value) { return value < 0 ? 0 : static_cast<uint64_t>(val
 
 }  // namespace
 
+void* alloc_mapped(std::size_t alignment, std::size_t size) {
+    Heap* heap = nullptr;
+    if (counting() && (heap = heap_for_caller(t_heap)) == nullptr) return enomem();
+    std::size_t usable;
+    void* p = mapped_aligned_alloc(kStageNumber, alignment, size, &usable);
+    if (!p) return nullptr;
+    os_commit_bytes(static_cast<int64_t>(mapped_footprint(usable)));
+    if (heap) {
+        count_malloc(heap, size, usable);
+        sample_peak();
+    }
+    return p;
+}
+
+std::size_t free_mapped(void* p) {
+    std::size_t usable = mapped_free(kStageNumber, p);
+    if (usable == 0) return 0;
+    os_commit_bytes(-static_cast<int64_t>(mapped_footprint(usable)));
+    if (counting()) {
+        if (Heap* heap = heap_for_caller(t_heap)) count_free(heap, usable);
+    }
+    return usable;
+}
+
 void set_counting(bool on) {
     if (on && !counting()) {
         LiveTotals truth = count_live();
@@ -79,8 +106,9 @@ Stats stats_snapshot() {
     out.footprint = os.footprint.load(std::memory_order_relaxed);
     out.peak_footprint = os.peak_footprint.load(std::memory_order_relaxed);
     if (out.peak_footprint < out.footprint) out.peak_footprint = out.footprint;
+    MappedTotals mapped = mapped_totals(kStageNumber);
     for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k)
-        out.os_calls[k] = os.calls[k].load(std::memory_order_relaxed);
+        out.os_calls[k] = os.calls[k].load(std::memory_order_relaxed) + mapped.os_calls[k];
     return out;
 }
 

@@ -1,9 +1,11 @@
 // stage4_threads/stats.h: per-heap counters kept by their owner thread and summed on request.
 // Entry points: count_malloc / count_free / count_resize / count_move (inline, the owner's
-// heap), stats_snapshot, sample_peak, set_counting. Fast paths count only in stats mode.
+// heap), alloc_mapped, free_mapped, stats_snapshot, sample_peak, set_counting. Fast paths
+// count only in stats mode.
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "contract/allocator.h"
@@ -43,6 +45,15 @@ inline void count_move(Heap* heap) {
     bump(heap->counters.mallocs, ~uint64_t{0});
     bump(heap->counters.frees, ~uint64_t{0});
 }
+
+// [S4.62] The blocks of contract/mapped.h ([S4.51]) are counted as stage 3 counts them (S3.56),
+// in the caller's heap record: a malloc or a free of their usable bytes (a thread may free
+// another's, as with any block: the sums are what Stats reports), their mapping in the
+// footprint, their system calls in os_calls, their entries in the walk. With counting on and
+// no heap record to be had, alloc_mapped refuses (ENOMEM) rather than hand out a block it
+// cannot count. free_mapped returns the usable size it unmapped, 0 for any other pointer.
+void* alloc_mapped(std::size_t alignment, std::size_t size);
+std::size_t free_mapped(void* p);
 
 // Stats mode, for code off the fast paths (which are compiled per mode, see stage4.cc).
 namespace stats_internal {

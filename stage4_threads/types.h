@@ -14,6 +14,7 @@
 namespace edu::stage4 {
 
 inline constexpr const char* kStageName = "stage4_threads";   // in every diagnostic
+inline constexpr int kStageNumber = 4;                         // Stage::number
 
 // [S4.1] What stays from stage 3. Where blocks are is unchanged: 4 MiB segments aligned to
 // 4 MiB, 64 KiB small and 512 KiB medium pages, one-block large and huge pages, the 44 size

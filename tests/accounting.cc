@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <vector>
 
 #include <valgrind/valgrind.h>
@@ -125,6 +126,78 @@ TEST_CASE("realloc counts as a resize, in place or moved: mallocs and frees do n
     CHECK(after.mallocs == before.mallocs);
     CHECK(after.frees == before.frees + 1);
     CHECK(after.live_blocks == before.live_blocks - 1);
+}
+
+// The used entries of a walk: address -> usable bytes (an address seen twice maps to 0).
+std::map<uintptr_t, std::size_t> used_entries() {
+    std::map<uintptr_t, std::size_t> used;
+    api().walk(
+        [](const WalkEntry& e, void* context) {
+            auto& map = *static_cast<std::map<uintptr_t, std::size_t>*>(context);
+            if (e.state == WalkState::used) {
+                auto [at, fresh] = map.emplace(reinterpret_cast<uintptr_t>(e.address), e.size);
+                if (!fresh) at->second = 0;
+            }
+            return true;
+        },
+        &used);
+    return used;
+}
+
+// Alignments above 2 MiB, which stages 3 and 4 serve from mappings of their own
+// (contract/mapped.h) rather than from their segments, give blocks like any other: counted in
+// the statistics (a realloc of one is a resize), in the checker's totals and in the walk.
+TEST_CASE("blocks of the largest alignments are counted, checked and walked like any other") {
+    Stats before = api().stats();
+    std::vector<void*> blocks;
+    uint64_t requested = 0, usable = 0;
+    for (std::size_t alignment = 4 * kMiB; alignment <= stage().max_alignment; alignment *= 4) {
+        for (std::size_t size : {std::size_t{100}, 3 * kMiB}) {
+            void* p = api().aligned_alloc(alignment, size);
+            REQUIRE(p != nullptr);
+            REQUIRE(reinterpret_cast<uintptr_t>(p) % alignment == 0);
+            blocks.push_back(p);
+            requested += size;
+            usable += api().usable_size(p);
+        }
+    }
+    REQUIRE(!blocks.empty());
+    Stats mid = api().stats();
+    CHECK(mid.mallocs == before.mallocs + blocks.size());
+    CHECK(mid.bytes_requested == before.bytes_requested + requested);
+    CHECK(mid.live_blocks == before.live_blocks + blocks.size());
+    CHECK(mid.live_bytes == before.live_bytes + usable);
+    require_peaks_hold(mid);
+    CheckResult checked = require_heap_ok(api());
+    CHECK(checked.live_blocks == mid.live_blocks);
+    CHECK(checked.live_bytes == mid.live_bytes);
+    std::map<uintptr_t, std::size_t> used = used_entries();
+    for (void* p : blocks) {
+        INFO("block at " << hex(p));
+        auto found = used.find(reinterpret_cast<uintptr_t>(p));
+        REQUIRE(found != used.end());
+        CHECK(found->second == api().usable_size(p));
+    }
+    // A resize: the block may move out of its mapping, and mallocs and frees stand still.
+    void* moved = api().realloc(blocks.back(), 200);
+    REQUIRE(moved != nullptr);
+    Stats resized = api().stats();
+    CHECK(resized.mallocs == mid.mallocs);
+    CHECK(resized.frees == mid.frees);
+    CHECK(resized.live_blocks == mid.live_blocks);
+    CHECK(resized.bytes_requested == mid.bytes_requested + 200);
+    blocks.back() = moved;
+    usable = 0;
+    for (void* p : blocks) usable += api().usable_size(p);
+    CHECK(resized.live_bytes == before.live_bytes + usable);
+    require_heap_ok(api());
+    free_all(blocks);
+    Stats after = api().stats();
+    CHECK(after.frees == before.frees + mid.mallocs - before.mallocs);
+    CHECK(after.live_blocks == before.live_blocks);
+    CHECK(after.live_bytes == before.live_bytes);
+    require_peaks_hold(after);
+    require_heap_ok(api());
 }
 
 TEST_CASE("the checker and the statistics agree on live blocks and bytes") {
