@@ -23,9 +23,10 @@ namespace edu {
 //  3. Every thread created later reads `false`: the store precedes the clone, and thread
 //     creation orders everything the creator did before it with everything the new thread does.
 //     From then on every call takes the mutex, exactly as before this optimisation.
-//  4. A fork child keeps the flag as it was (glibc 2.36 leaves it false in the child of a
-//     threaded process); a libc that set it true again would be right too, since the child's
-//     one thread is the forking one and after_fork_child gave it a fresh mutex. A Guard
+//  4. A fork child keeps the flag as it was (glibc never sets it back to true: fork does not
+//     touch it); a libc that set it true again would be right here too, since the child's
+//     one thread is the forking one and after_fork_child gave it a fresh mutex (though not for
+//     copies of a stage's table taken before a mode change, see stage 3's S3.50). A Guard
 //     remembers whether it locked, so a call never unlocks a mutex it did not take.
 // A thread started behind glibc's back (a raw clone) leaves the flag true: such a thread must
 // not call malloc at all, with this library or with glibc's.

@@ -112,6 +112,9 @@ const edu::Api& api() { return *__atomic_load_n(&g_api, __ATOMIC_ACQUIRE); }
 // nothing of the callee can run before the load of its own address (the compiler cannot see
 // past the indirect jump; x86-64 keeps loads in order). The slots copy the table, so they are
 // published again whenever it may change: set_option through edu_preload_stage's descriptor.
+// A fork child does not publish them: a stage that rewrites its table there (stage 3, S3.50)
+// changes only which mode a copy's never-taken unlocked branch names, since glibc leaves
+// __libc_single_threaded false in the child of a threaded process.
 void* (*g_malloc)(std::size_t) = &first_malloc;
 void (*g_free)(void*) = &first_free;
 void* (*g_calloc)(std::size_t, std::size_t) = &first_calloc;

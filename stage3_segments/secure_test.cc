@@ -5,6 +5,8 @@
 // is the battery's tests/secure.cc, run on stages 3 and 4 alike.
 #include <doctest/doctest.h>
 
+#include <sys/single_threaded.h>
+
 #include <atomic>
 #include <string>
 #include <thread>
@@ -97,6 +99,36 @@ TEST_CASE("switching secure mode while another thread allocates through the lock
     descriptor.set_option("secure", before.c_str());
     CHECK(damaged.load() == 0);
     CHECK(locked.check().ok);
+}
+
+// [S3.50] The drop-in library copies the thread-safe table into slots of its own
+// (contract/preload.cc) and copies it again only after set_option. A mode change made once a
+// second thread has existed leaves g_thread_safe, and so the copy, naming the old mode: only its
+// locked branch may ever run again. That holds in a fork child too, because glibc never sets
+// __libc_single_threaded back to true; the copy then serves the child in the current mode.
+TEST_CASE("a copy of the thread-safe table taken after a mode change in a threaded process serves a fork child") {
+    std::thread([] {}).join();   // the process has had a second thread: the flag is false for good
+    std::string before = descriptor.get_option("secure");
+    REQUIRE(descriptor.set_option("secure", before == "on" ? "off" : "on"));
+    const Api copy = *descriptor.thread_safe;   // what publish_slots copies after set_option
+    battery::ChildOutcome outcome = battery::run_in_child(
+        [&copy] {
+            battery::child_expect(!__libc_single_threaded,
+                                  "the fork child reads __libc_single_threaded true: contract/preload.cc "
+                                  "must publish its slots again after a fork");
+            std::vector<void*> blocks;
+            for (std::size_t size = 1; size < 2000; size += 37) {
+                blocks.push_back(copy.malloc(size));
+                battery::fill(blocks.back(), size, 0, size);
+            }
+            for (void* p : blocks) copy.free(p);
+            battery::child_expect(copy.check().ok, "heap check failed in the child");
+        },
+        10, &descriptor);
+    descriptor.set_option("secure", before.c_str());
+    INFO("child: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
 }
 
 }  // namespace

@@ -134,9 +134,13 @@ using Lock = Locked<g_single_thread>;
 // process has one thread (no call can be running through it then). Once a second thread
 // exists it may keep naming an old mode, harmlessly: its unlocked path can no longer run, and
 // its locked path reads the current mode under the mutex. A fork child has one thread again,
-// so after_fork_child brings the table up to date (for a libc that says so in the child; the
-// drop-in library's copies of it, contract/preload.cc's slots, follow only set_option, and
-// glibc 2.36 leaves the flag false in the child of a threaded process).
+// so after_fork_child brings the table up to date. The drop-in library's copies of it
+// (contract/preload.cc's slots) follow only set_option, so in the child of a threaded process
+// they may still name the mode before a change; harmless, because their unlocked path cannot
+// run there either: glibc never sets __libc_single_threaded back to true (fork does not touch
+// it, and pthread_create runs its one-time thread setup only while the flag is true, so the
+// clearing is for good). A libc that set it true in the child would have a stale copy run the
+// old mode's fast path on the new mode's lists; secure_test's fork case checks both halves.
 template <class M>
 constexpr const Api& kLockedOf = Lock::Direct<kApiOf<M>>::api;
 constexpr const Api* kLockedTables[2][2] = {
