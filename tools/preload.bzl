@@ -55,7 +55,7 @@ _PROGRAMS = {
     "threads": ["//tests/preload:threads"],
 }
 
-def edu_preload_tests(stage, library):
+def edu_preload_tests(stage, library, tags = []):
     for program, data in sorted(_PROGRAMS.items()):
         native.sh_test(
             name = "stage%d_%s_test" % (stage, program),
@@ -69,5 +69,5 @@ def edu_preload_tests(stage, library):
                 library,
                 "//tests/preload:preload_lib.sh",
             ],
-            tags = ["preload"],
+            tags = ["preload"] + tags,
         )

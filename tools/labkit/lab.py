@@ -3,6 +3,8 @@
   list                               stages, lab parts, the tests that judge each part
   check [ROOT]                       lab markers well formed, in parts.json, cited by chapters
   handout STAGE DIR [--parts=a,b]    a buildable student tree with the parts replaced by stubs
+  test [PART ...]                    build this tree and run each part's tests: pass, or the stub
+                                     each stops at (in a handout: one part at a time)
   grade [DIR] [--stage=N] [--json=F] gates, per-part verdicts, traces against the reference
 Standard library only. The table of parts is tools/labkit/parts.json."""
 
@@ -119,6 +121,8 @@ def check(root, table):
                 problems.append(f"{TABLE}: part {name} is judged by {test['target']}, not a gate of its "
                                 "stage that a handout runs")
     for number, stage in table["stages"].items():
+        if any(copies_of(p) for p in parts_of(table, number)) and not stage.get("copy_tests_tag"):
+            problems.append(f"{TABLE}: stage {number}'s parts have copies but no copy_tests_tag")
         for target in stage.get("reference_gates", []):
             if target not in stage["gates"]:
                 problems.append(f"{TABLE}: stage {number}'s reference gate {target} is not one of its gates")
@@ -310,7 +314,11 @@ def handout(table, stage, dest, only=None):
         for copy in copies_of(part):   # the part's answer held elsewhere: stage 4, the twin
             replacements[copy] = copy_stub(part, copy, chapter, body(REFERENCE, table, copy, found))
     replace_bodies(dest, table, replacements, prelude=True)
-    (dest / HANDOUT_FILE).write_text(json.dumps({"stage": stage, "parts": [p["name"] for p in chosen]}) + "\n")
+    skipped_tags = sorted({table["stages"][str(p["stage"])]["copy_tests_tag"] for p in chosen if copies_of(p)})
+    if skipped_tags:
+        filter_tests(dest / ".bazelrc", skipped_tags)
+    (dest / HANDOUT_FILE).write_text(json.dumps({"stage": stage, "parts": [p["name"] for p in chosen],
+                                                 "skipped_tags": skipped_tags}) + "\n")
     lines = [f"# edu-alloc lab: stage {stage}", "",
              "Write each part below between its `[lab NAME begin]` and `[lab NAME end]` markers,",
              "replacing the stub (which prints `edu-alloc lab: part NAME not implemented` and aborts",
@@ -323,21 +331,56 @@ def handout(table, stage, dest, only=None):
              "the rest of each file and everything else are the reference's): write it all there.", "",
              f"Grade yourself: `tools/lab grade --stage={stages[0]}` (gates and part verdicts;",
              "the trace score needs the reference tree your teacher grades with).", ""]
+    lines += ["## Where to start, and checking one part at a time", ""]
+    for s in stages:
+        if table["stages"][s].get("start"):
+            lines += wrap(f"Stage {s}: {table['stages'][s]['start']}", 96, "") + [""]
+    lines += ["`tools/lab test NAME` builds this tree and runs the tests that judge part NAME (the same",
+              "tests and cases your teacher's grading runs for it), then says for each: pass, FAIL, or",
+              "the stub it stopped at, so you know which part to write next. `tools/lab test` alone",
+              "runs every part below in this order. By hand, one test of a part:", ""]
+    first = chosen[0]["tests"][0] if chosen else None
+    if first:
+        lines += ["```sh", test_command(first), "```", ""]
     copies = {}
     for p in chosen:
         for c, f in copies_of(p).items():
             copies.setdefault(f, []).append(f"`{c}`")
     if copies:
         lines += ["The reference holds these parts' answers elsewhere too, so its copies of them are",
-                  "stubs here, not parts to write; a test that reaches them runs only when your",
-                  "teacher grades (grading yourself skips them):", ""]
+                  "stubs here, not parts to write:", ""]
         lines += [f"- `{f}`: {', '.join(names)}" for f, names in copies.items()] + [""]
-    lines += ["| part | file | what it must do | judged by |", "|---|---|---|---|"]
-    for p in chosen:
+        lines += wrap("A test that runs them could never pass here, so `bazel test //...` (and `tools/test`) "
+                      "in this tree leaves out every test tagged " + " or ".join(f"`{t}`" for t in skipped_tags) +
+                      " (the lines at the end of `.bazelrc`), and grading yourself skips them too; your "
+                      "teacher's grading runs them with the reference's copies. Every other test fails "
+                      "only where a part of yours is missing or wrong.", 96, "") + [""]
+        if "stage4" in skipped_tags:
+            lines += wrap("Stage 4 runs those copies too: compare stages with `tools/run --stages=1,2,3`.", 96, "") + [""]
+    lines += ["| order | part | file | what it must do | judged by |", "|---|---|---|---|---|"]
+    for i, p in enumerate(chosen, 1):
         tests = "; ".join(t["target"] + (f" `{t['cases']}`" if "cases" in t else "") for t in p["tests"])
-        lines.append(f"| {p['name']} | `{p['file']}` | {p['statement']} | {tests} |")
+        lines.append(f"| {i} | {p['name']} | `{p['file']}` | {p['statement']} | {tests} |")
     (dest / "LAB.md").write_text("\n".join(lines) + "\n")
     return chosen
+
+
+def filter_tests(bazelrc, tags):
+    """Leaves the tests tagged `tags` out of `bazel test` in a handout: a `test` line for the
+    default configuration, and the tags added to every configuration's own filter (a config's
+    --test_tag_filters replaces the default's, it does not add to it)."""
+    minus = ",".join(f"-{t}" for t in tags)
+    text = Path(bazelrc).read_text() if Path(bazelrc).exists() else ""
+    text = re.sub(r"--test_tag_filters=(\S+)", lambda m: f"--test_tag_filters={m.group(1)},{minus}", text)
+    text += ("\n# edu-alloc lab handout (tools/lab, LAB.md): tests tagged " + " or ".join(tags) + " run the\n"
+             "# reference's copies of this lab's answers, which are stubs here; your teacher's grading runs them.\n"
+             f"test --test_tag_filters={minus}\n")
+    Path(bazelrc).write_text(text)
+
+
+def test_command(test):
+    """The shell command that runs one of a part's tests in place."""
+    return f"bazel test {test['target']}" + (f" --test_arg=--test-case='{test['cases']}'" if "cases" in test else "")
 
 
 # ---- Running Bazel and tests --------------------------------------------------------------
@@ -597,6 +640,46 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None):
+    """`tools/lab test`: builds the tests that judge the named parts in this tree, in place
+    (the tree's own Bazel server), and runs each part's tests with its doctest filters, as
+    grading does; one verdict per part (part_verdict). No names: the handout's parts, else
+    those of `stage`. Returns the number of parts that did not pass."""
+    listed = {p["name"]: p for p in table["parts"]}
+    if not names:
+        if stage is None and (Path(tree) / HANDOUT_FILE).exists():
+            names = json.loads((Path(tree) / HANDOUT_FILE).read_text())["parts"]
+        else:
+            names = [p["name"] for s in stages_arg(table, stage or "all") for p in parts_of(table, s)]
+    unknown = [n for n in names if n not in listed]
+    if unknown:
+        raise LabError(f"no such part: {', '.join(unknown)} (tools/lab list names them)")
+    parts = [listed[n] for n in names]
+    targets = sorted({t["target"] for p in parts for t in p["tests"]})
+    print(f"lab: building {', '.join(targets)}", file=out, flush=True)
+    built = bazel(tree, "build", "--keep_going", *targets, output_base=output_base)
+    failed = 0
+    for p in parts:
+        records = []
+        for test in p["tests"]:
+            ok, reached, tail = run_test(tree, test["target"], test.get("cases"))
+            records.append({"target": test["target"], "cases": test.get("cases", ""), "passed": ok,
+                            "stubs_reached": sorted(reached), "detail": tail})
+        verdict = part_verdict(p["name"], records, built)
+        failed += verdict != "pass"
+        if verdict.startswith("not judged"):
+            waiting = sorted({s for r in records for s in r["stubs_reached"]} - {p["name"]})
+            passed = sum(r["passed"] for r in records)
+            verdict = (f"waiting for {', '.join(waiting)}: {passed} of its {len(records)} tests pass, "
+                       f"{len(records) - passed} stop at {'its stub' if len(waiting) == 1 else 'their stubs'}")
+        print(f"{p['name']:<18} {verdict}", file=out)
+        for r in records:
+            state = "pass" if r["passed"] else ("stub " + ", ".join(r["stubs_reached"]) if r["stubs_reached"]
+                                                else "FAIL: " + r["detail"][-300:])
+            print(f"    {state:<24} {test_command(r if r['cases'] else {'target': r['target']})}", file=out)
+    return failed
+
+
 def part_verdict(name, tests, built):
     """A part's verdict from its test records (target, cases, passed, stubs_reached) and the
     build that made them. A test that stopped at another part's stub says nothing about this
@@ -668,6 +751,9 @@ def main(argv):
     h.add_argument("stage", help="1-4, or 'all' (every part of every stage blanked)")
     h.add_argument("dir")
     h.add_argument("--parts", help="comma-separated part names (default: every part of the stage)")
+    tp = sub.add_parser("test", help="run the tests of each part in this tree: pass, or the stub each stops at")
+    tp.add_argument("parts", nargs="*", help="part names (default: the handout's parts, in the order to write them)")
+    tp.add_argument("--stage", help="without part names outside a handout: this stage's parts")
     g = sub.add_parser("grade", help="grade a tree")
     g.add_argument("dir", nargs="?", default=str(REFERENCE))
     g.add_argument("--stage", help="stage to grade (default: the handout's, else 1)")
@@ -685,6 +771,8 @@ def main(argv):
                 print(f"stage {number}: {stage['folder']} ({stage['chapter']})")
                 print(f"  gates: {', '.join(stage['gates'])}" +
                       (f"; ThreadSanitizer: {', '.join(stage['tsan_gates'])}" if stage.get("tsan_gates") else ""))
+                if stage.get("start"):
+                    print("\n".join(wrap("start: " + stage["start"], 100, "  ")))
                 for p in parts_of(table, number):
                     print(f"  {p['name']:<18} {p['file']} ({p['procedure']})")
                     for line in wrap(p["statement"], 100, "      "):
@@ -692,7 +780,10 @@ def main(argv):
                     for t in p["tests"]:
                         print(f"      judged by {t['target']}" + (f" --test-case='{t['cases']}'" if "cases" in t else ""))
             print(f"traces (every stage): {', '.join(t.stem for t in trace_list(REFERENCE, None))}")
+            print("check one part in a handout: tools/lab test NAME (its tests, and the stub each stops at)")
             return 0
+        if args.command == "test":
+            return 1 if test_parts(table, REFERENCE, args.parts, args.stage) else 0
         if args.command == "check":
             problems = check(user_path(args.root), table)
             for p in problems:

@@ -8,6 +8,7 @@ Each grade runs Bazel in a scratch copy (its own server, shut down after; the sh
 makes the build mostly cache hits). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
 
+import io
 import shutil
 import sys
 import tempfile
@@ -77,6 +78,30 @@ class GradeTest(unittest.TestCase):
             ok, reached, _ = lab.run_test(dest, "//tests:stage3_battery")
             self.assertFalse(ok)
             self.assertTrue(reached & {"S3.extend", "S3.collect", "S3.direct"}, reached)
+            # `tools/lab test`: a part whose tests reach its own stub is not implemented; one
+            # whose tests stop at another part's stub is waiting for that part.
+            out = io.StringIO()
+            failed = lab.test_parts(self.table, dest, ["S1.find_fit", "S3.collect"], out=out, output_base=outputs)
+            self.assertEqual(failed, 2, out.getvalue())
+            self.assertIn("S1.find_fit         not implemented: its tests reached its stub", out.getvalue())
+            self.assertRegex(out.getvalue(), r"S3.collect +(not implemented|waiting for S3\.)")
+            # Every test that runs a copy of a part's answer carries its stage's copy_tests_tag,
+            # which a handout filters out of `bazel test` (lab.filter_tests): stage 4's tests run
+            # stage 3's copies, the twin test runs stage 1's.
+            # A stage's own gates that a handout runs are exempt: they link a copy's file
+            # (stage1_test links the twin) but must pass without it, and the grade proves they do.
+            for number, stage in self.table["stages"].items():
+                tag = stage.get("copy_tests_tag")
+                files = sorted({"//" + f.replace("/", ":", 1) for part in lab.parts_of(self.table, number)
+                                for f in lab.copies_of(part).values()})
+                if not files:
+                    continue
+                exempt = [g for g in stage["gates"] if g not in stage.get("reference_gates", [])]
+                query = (f"kind(test, rdeps(//..., set({' '.join(files)}))) except "
+                         f"attr(tags, '[\\[ ]{tag}[,\\]]', tests(//...)) except set({' '.join(exempt)})")
+                r = lab.bazel(dest, "query", query, output_base=outputs)
+                self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+                self.assertEqual(r.stdout.split(), [], f"tests that run stage {number}'s copies but lack the tag {tag!r}")
         finally:
             lab.bazel(dest, "shutdown", output_base=outputs)
 

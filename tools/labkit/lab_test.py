@@ -4,6 +4,7 @@ parts.json and the chapters, the checker catches broken markers, a handout blank
 chosen parts and leaves the answers out, and the trace set regenerates byte for byte."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,44 @@ class LabTest(unittest.TestCase):
                 for name, answer in answers.items():
                     self.assertFalse("\n" + answer + "\n" in text,
                                      f"the stage {stage} handout's {rel} holds the answer of {name}")
+
+    def test_a_handout_leaves_out_only_the_tests_that_run_its_stubbed_copies(self):
+        # A test that runs a stubbed copy of a part's answer (stage 4 in a stage 3 handout, the
+        # twin in a stage 1 handout) could never pass in the handout: its .bazelrc filters the
+        # copies' tag in the default configuration and in every configuration's own filter.
+        reference = (ROOT / ".bazelrc").read_text()
+        for stage, parts, tags in (("1", None, ["twin"]), ("2", None, []), ("3", None, ["stage4"]),
+                                   ("3", ["S3.collect"], ["stage4"]), ("4", None, [])):
+            dest = self.tmp / f"lab{stage}-{len(parts or [])}"
+            lab.handout(self.table, stage, dest, parts)
+            rc = (dest / ".bazelrc").read_text()
+            self.assertEqual(json.loads((dest / lab.HANDOUT_FILE).read_text())["skipped_tags"], tags)
+            if not tags:
+                self.assertEqual(rc, reference, f"stage {stage}: no copies stubbed, nothing to leave out")
+                self.assertNotIn("leaves out every test tagged", (dest / "LAB.md").read_text())
+                continue
+            filters = re.findall(r"^(\S+) .*--test_tag_filters=(\S+)", rc, re.M)
+            self.assertEqual(len(filters), len(re.findall("--test_tag_filters=", reference)) + 1, rc)
+            self.assertIn(("test", "-" + tags[0]), filters)
+            for command, value in filters:
+                self.assertIn("-" + tags[0], value.split(","), f"stage {stage}: {command} {value}")
+            self.assertIn(f"leaves out every test tagged `{tags[0]}`", " ".join((dest / "LAB.md").read_text().split()))
+
+    def test_lab_md_says_where_to_start_and_how_to_check_one_part(self):
+        dest = self.tmp / "lab1"
+        lab.handout(self.table, "1", dest)
+        text = (dest / "LAB.md").read_text()
+        flat = " ".join(text.split())
+        self.assertIn(" ".join(self.table["stages"]["1"]["start"].split()), flat)
+        self.assertIn("`tools/lab test NAME`", flat)
+        rows = [l.split(" | ")[1] for l in text.split("\n") if re.match(r"\| \d+ \| S1\.", l)]
+        self.assertEqual(rows, [p["name"] for p in lab.parts_of(self.table, "1")])
+        self.assertEqual(rows[0], "S1.find_fit")   # every malloc reaches it: the first to write
+
+    def test_a_stage_with_copies_needs_a_tag_for_their_tests(self):
+        table = json.loads(json.dumps(self.table))
+        del table["stages"]["3"]["copy_tests_tag"]
+        self.assertIn(f"{lab.TABLE}: stage 3's parts have copies but no copy_tests_tag", lab.check(ROOT, table))
 
     def test_a_handout_grading_itself_knows_its_own_stubs(self):
         # In a handout the "reference" is the handout: its bodies are stubs, and a stub made
