@@ -173,20 +173,29 @@ std::string walk_text() {
 }
 
 // A refusal comes before anything else a call does: a request the stage cannot serve may not
-// advance a clock that ages cached or dirty memory, so a thousand of them give back nothing,
-// unmap nothing and count nothing.
-TEST_CASE("thousands of refused mallocs leave the statistics and the heap walk as they were") {
+// advance a clock that ages cached or dirty memory, so thousands of them give back nothing,
+// unmap nothing and count nothing, whichever call of the family makes them.
+TEST_CASE("thousands of refused requests leave the statistics and the heap walk as they were") {
     require_survives([] {
         std::vector<void*> blocks;   // leave memory that ageing would give back: emptied pages,
         for (int i = 0; i < 300; ++i) blocks.push_back(api().malloc(1000));   // a freed large block
         blocks.push_back(api().malloc(std::size_t{3} << 20));
         for (void* p : blocks) child_expect(p != nullptr, "malloc failed while setting up");
         for (void* p : blocks) api().free(p);
+        void* kept = api().malloc(100);   // for realloc to refuse to grow
+        child_expect(kept != nullptr, "malloc(100) failed while setting up");
         Stats before = api().stats();
         std::string walk_before = walk_text();
         for (int i = 0; i < 10000; ++i) {
             errno = 0;
-            child_expect(api().malloc(SIZE_MAX) == nullptr && errno == ENOMEM, "malloc(SIZE_MAX) was not refused");
+            void* got = nullptr;
+            switch (i % 4) {
+                case 0: got = api().malloc(SIZE_MAX); break;
+                case 1: got = api().calloc(SIZE_MAX / 2, 3); break;
+                case 2: got = api().aligned_alloc(4096, SIZE_MAX - 8); break;
+                default: got = api().realloc(kept, SIZE_MAX); break;
+            }
+            child_expect(got == nullptr && errno == ENOMEM, "a huge request was not refused with ENOMEM");
         }
         Stats after = api().stats();
         child_expect(after.mallocs == before.mallocs && after.frees == before.frees &&
@@ -198,6 +207,7 @@ TEST_CASE("thousands of refused mallocs leave the statistics and the heap walk a
             child_expect(after.os_calls[k] == before.os_calls[k], (std::string("calls to ") + kOsCallNames[k] + " changed").c_str());
         child_expect(walk_text() == walk_before, "the heap walk changed");
         child_expect(api().check().ok, "heap check failed after the refusals");
+        api().free(kept);
     });
 }
 
