@@ -1,7 +1,7 @@
 ; stage1_brk/block.asm: what happens to one block and its neighbours.
 ; Entry points: s1_place (allocate a free block, splitting off the rest), s1_coalesce (merge a
 ; free block with free neighbours), s1_split_tail (give back the end of a used block).
-; Boundary tags make every neighbour one load away; the fences make every block have two.
+; Boundary tags make every neighbour one load away; the epilogue gives every block a next one.
 
 default rel
 %include "types.inc"
@@ -97,8 +97,8 @@ s1_place:
 ;     prev free, next free  ->  prev + block + next
 ; The next block's header is at block + size. The block's own PREV_FREE bit says whether the
 ; previous block is free; only then is the word below our header that block's footer, which
-; says how far back it starts. The prologue and epilogue are marked used, so the heap's edges
-; need no test. An absorbed header is overwritten with S1_POISON so that freeing its old
+; says how far back it starts; the first block's bit is always clear [S1.37]. The epilogue is
+; marked used, so the region's end needs no test either. An absorbed header is overwritten with S1_POISON so that freeing its old
 ; payload again reads as a double free, not as a valid block. The block after the merged run
 ; (used, or the epilogue) gets its PREV_FREE bit set.
 ;   IN:  rdi = header of a block tagged free (its size, and PREV_FREE kept from when it was
@@ -133,7 +133,7 @@ s1_coalesce:
         mov     [r13], rax
 .prev:
         test    r14, r14
-        jz      .write                          ; previous is used (or the prologue)
+        jz      .write                          ; previous is used (or there is none)
         mov     rdi, r14
         call    s1_list_remove
         add     r12, [r14]                      ; absorb into previous

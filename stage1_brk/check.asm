@@ -13,7 +13,7 @@ section .text
 
 ; [S1.20] s1_check: the heap's invariants, checked in one pass over every region and one
 ; over the free list:
-;   regions:  magic word present; ascending and not overlapping; both fences intact
+;   regions:  magic word present; ascending and not overlapping; the epilogue intact
 ;   blocks:   size >= S1_MIN_BLOCK (tags hold multiples of 16); inside the region; a free
 ;             block's footer == its header; flags 0 (free) or S1_ALLOC, plus S1_PREV_FREE
 ;             exactly when the previous block is free (used blocks and the epilogue); never
@@ -60,18 +60,12 @@ s1_check:
         mov     r14, [r12 + S1_REGION_END]
         lea     rdx, [r12 + S1_REGION_MIN]
         cmp     r14, rdx
-        jb      .fail                           ; too small to hold fences and a block
+        jb      .fail                           ; too small to hold a block and the epilogue
         mov     rdx, r14
         sub     rdx, r12
         add     [rbx + REPORT_HEAP_BYTES], rdx
-        lea     rcx, [r12 + S1_REGION_HEADER]
-        mov     eax, S1_CHECK_PROLOGUE
-        cmp     qword [rcx], S1_PROLOGUE_TAG
-        jne     .fail
-        cmp     qword [rcx + 8], S1_PROLOGUE_TAG
-        jne     .fail
         lea     r15, [r12 + S1_FIRST_BLOCK]
-        xor     ebp, ebp
+        xor     ebp, ebp                        ; nothing free before the first block [S1.37]
 
 .block:
         lea     rdx, [r14 - 8]                  ; rdx = the epilogue
@@ -202,8 +196,8 @@ s1_check:
         pop     rbx
         ret
 
-; [S1.21] s1_walk: visit every region, then its prologue, each block and its epilogue, in
-; address order. The visitor must not allocate or free (it would change what is being walked).
+; [S1.21] s1_walk: visit every region, then each of its blocks and its epilogue, in address
+; order. The visitor must not allocate or free (it would change what is being walked).
 ; A block whose size is impossible ends the walk rather than looping (s1_check says why).
 ;   IN:  rdi = visitor(context, kind, address, size) returning 0 to stop, rsi = context
 ;   OUT: nothing
@@ -230,13 +224,6 @@ s1_walk:
         mov     rcx, r13
         sub     rcx, r12
         call    rbx
-        test    eax, eax
-        jz      .done
-        mov     rdi, rbp
-        mov     esi, S1_KIND_FENCE
-        lea     rdx, [r12 + S1_REGION_HEADER]
-        mov     ecx, 16
-        call    rbx                             ; the prologue
         test    eax, eax
         jz      .done
         lea     r14, [r12 + S1_FIRST_BLOCK]

@@ -47,7 +47,7 @@ enum S1Check : uint64_t {
     S1_CHECK_OK = 0,
     S1_CHECK_REGION_MAGIC = 1,    // a region header lacks its magic word
     S1_CHECK_REGION_ORDER = 2,    // regions not ascending / overlapping
-    S1_CHECK_PROLOGUE = 3,        // prologue fence damaged
+                                  // (3 was the prologue's check, gone with it [S1.37])
     S1_CHECK_BLOCK_SIZE = 4,      // block size below the minimum
     S1_CHECK_PAST_END = 5,        // block runs past its region's epilogue
     S1_CHECK_FOOTER = 6,          // footer differs from header

@@ -183,9 +183,9 @@ s1_heap_grow:
 
 .new_region:
         ; [S1.5] A fresh region: pad the break to 16 bytes, then room for the region header,
-        ; the prologue, the block and the epilogue, plus the margin.
+        ; the block and the epilogue, plus the margin.
         mov     r14, r12
-        add     r14, S1_FIRST_BLOCK + 8         ; header + prologue + block + epilogue
+        add     r14, S1_FIRST_BLOCK + 8         ; region header + block + epilogue
         GROW_MARGIN rax
         add     r14, rax
         mov     rax, r13
@@ -205,10 +205,8 @@ s1_heap_grow:
         mov     [rbx + S1_REGION_END], rcx
         mov     rax, S1_MAGIC_VALUE
         mov     [rbx + S1_REGION_MAGIC], rax
-        mov     qword [rbx + S1_REGION_HEADER], S1_PROLOGUE_TAG      ; prologue header
-        mov     qword [rbx + S1_REGION_HEADER + 8], S1_PROLOGUE_TAG  ; prologue footer
         mov     qword [rcx - 8], S1_EPILOGUE_TAG + S1_PREV_FREE      ; epilogue, after a free block
-        lea     rdi, [rbx + S1_FIRST_BLOCK]     ; the one free block between the fences
+        lea     rdi, [rbx + S1_FIRST_BLOCK]     ; the one free block, up to the epilogue
         lea     rax, [rcx - 8]
         sub     rax, rdi                        ; its size: up to the epilogue
         SET_TAGS rdi, rax, rcx

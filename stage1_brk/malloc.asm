@@ -86,7 +86,7 @@ s1_validate:
         jz      .foreign
         lea     rcx, [rax + S1_FIRST_BLOCK + 8]
         cmp     rdi, rcx
-        jb      .not_a_block                    ; points into the region header or prologue
+        jb      .not_a_block                    ; points into the region header
         mov     rdx, [rax + S1_REGION_END]      ; rdx = region end
         mov     rcx, [rdi - 8]                  ; rcx = header
         mov     rsi, S1_POISON
@@ -308,7 +308,7 @@ s1_realloc:
 
 .backward:
         test    qword [r14], S1_PREV_FREE
-        jz      .move                           ; previous is used (or the prologue)
+        jz      .move                           ; previous is used (or there is none)
         mov     rax, [r14 - 8]                  ; the previous block's footer: its size
         lea     rcx, [r15 + rax]                ; rcx = previous + block
         mov     rdx, [r14 + r15]

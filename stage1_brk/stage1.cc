@@ -122,7 +122,6 @@ const char* check_message(uint64_t code) {
     switch (code) {
         case S1_CHECK_REGION_MAGIC: return "region header lacks its magic word";
         case S1_CHECK_REGION_ORDER: return "regions not ascending, overlapping or too small";
-        case S1_CHECK_PROLOGUE: return "prologue fence damaged";
         case S1_CHECK_BLOCK_SIZE: return "block size below the minimum";
         case S1_CHECK_PAST_END: return "block runs past its region's epilogue";
         case S1_CHECK_FOOTER: return "footer differs from header";

@@ -74,18 +74,18 @@ struct IsolatedHeap {
     }
 };
 
-TEST_CASE_FIXTURE(IsolatedHeap, "the first block lies between a prologue and an epilogue fence") {
+TEST_CASE_FIXTURE(IsolatedHeap, "the first block follows the region header and ends at the epilogue fence") {
     void* p = s1_malloc(1);
     REQUIRE(p != nullptr);
     std::vector<Row> rows = walk();
-    REQUIRE(rows.size() == 4);  // region, prologue, used, epilogue: an empty heap has no margin
+    REQUIRE(rows.size() == 3);  // region, used, epilogue: an empty heap has no margin
     CHECK(rows[0].kind == S1_KIND_REGION);
-    CHECK(rows[1].kind == S1_KIND_FENCE);
-    CHECK(rows[2].kind == S1_KIND_USED);
-    CHECK(rows[2].address == header(p));
-    CHECK(rows[2].size == kS1MinBlock);
-    CHECK(rows[3].kind == S1_KIND_FENCE);
-    CHECK(rows[0].size == 24 + 16 + kS1MinBlock + 8);  // header, prologue, block, epilogue
+    CHECK(rows[1].kind == S1_KIND_USED);
+    CHECK(rows[1].address == rows[0].address + kS1RegionHeader);  // no prologue [S1.37]
+    CHECK(rows[1].address == header(p));
+    CHECK(rows[1].size == kS1MinBlock);
+    CHECK(rows[2].kind == S1_KIND_FENCE);
+    CHECK(rows[0].size == kS1RegionHeader + kS1MinBlock + 8);  // header, block, epilogue
     CHECK(rows[0].size == brk.used());  // the region covers exactly what sbrk gave
     CHECK(s1_footprint == brk.used());
     CHECK(s1_brk_calls == 1);
@@ -249,7 +249,7 @@ TEST_CASE_FIXTURE(IsolatedHeap, "switching to and from the segregated fit refile
 
 TEST_CASE_FIXTURE(IsolatedHeap, "the growth margin is a 256th of the heap, at most the option") {
     REQUIRE(s1_malloc(16) != nullptr);
-    CHECK(s1_footprint == 32 + 48);  // block, fences and region header: no margin yet
+    CHECK(s1_footprint == 32 + 24 + 8);  // block, region header and epilogue: no margin yet
     REQUIRE(s1_malloc(100000) != nullptr);
     // Under first fit a request that outgrows the heap is placed at the front of the grown
     // trailing block, so what is left behind it is exactly the margin of that growth.
@@ -619,6 +619,20 @@ TEST_CASE_FIXTURE(IsolatedHeap, "the checker names the first broken invariant") 
     *head = 8;  // a size no block can have
     CHECK(s1_check(&r) == S1_CHECK_BLOCK_SIZE);
     *head = saved;
+    CHECK(s1_check(&r) == S1_CHECK_OK);
+
+    // Nothing lies before the first block [S1.37]: its P bit set would send a coalesce into
+    // the region header, so the checker refuses it.
+    uint64_t first = 0;
+    for (const Row& row : walk())
+        if (!first && row.kind != S1_KIND_REGION) first = row.address;
+    REQUIRE(first != 0);
+    uint64_t* first_head = reinterpret_cast<uint64_t*>(first);
+    saved = *first_head;
+    *first_head |= kS1PrevFree;
+    CHECK(s1_check(&r) == S1_CHECK_FLAGS);
+    CHECK(r.address == first);
+    *first_head = saved;
     CHECK(s1_check(&r) == S1_CHECK_OK);
 
     REQUIRE(s1_free(a) == S1_OK);  // a free block has a footer again

@@ -13,7 +13,7 @@ namespace {
 constexpr uint64_t kAlloc = 1, kPrevFree = kS1PrevFree, kFlags = 15, kPage = 4096;
 constexpr uint64_t kNext = 8, kPrev = 16;
 constexpr uint64_t kRegionNext = 0, kRegionEnd = 8, kRegionMagic = 16;
-constexpr uint64_t kFirstBlock = 40, kPrologueTag = 16 | kAlloc, kEpilogueTag = kAlloc;
+constexpr uint64_t kFirstBlock = kS1RegionHeader, kEpilogueTag = kAlloc;  // no prologue [S1.37]
 constexpr uint64_t kFailed = UINT64_MAX;
 
 uint64_t adjust(uint64_t size) {
@@ -103,8 +103,6 @@ uint64_t Twin::fresh_range(uint64_t base, uint64_t length) {
     uint64_t end = (base + length) & ~uint64_t{15};
     store(region + kRegionEnd, end);
     store(region + kRegionMagic, kS1RegionMagic);
-    store(region + kS1RegionHeader, kPrologueTag);
-    store(region + kS1RegionHeader + 8, kPrologueTag);
     store(end - 8, kEpilogueTag | kPrevFree);
     uint64_t block = region + kFirstBlock;
     set_tags(block, end - 8 - block);
@@ -540,9 +538,6 @@ uint64_t Twin::check(S1Report* r) const {
         if (region < previous_end || (region & 15) || end < region + kFirstBlock + kS1MinBlock + 8)
             return fail(S1_CHECK_REGION_ORDER, region);
         r->heap_bytes += end - region;
-        uint64_t prologue = region + kS1RegionHeader;
-        if (load(prologue) != kPrologueTag || load(prologue + 8) != kPrologueTag)
-            return fail(S1_CHECK_PROLOGUE, prologue);
         bool previous_free = false;
         uint64_t b = region + kFirstBlock;
         for (; b < end - 8;) {
@@ -588,7 +583,6 @@ void Twin::walk(const std::function<bool(uint64_t, uint64_t, uint64_t)>& visit) 
     for (uint64_t region = first_region_; region; region = load(region + kRegionNext)) {
         uint64_t end = load(region + kRegionEnd);
         if (!visit(S1_KIND_REGION, region, end - region)) return;
-        if (!visit(S1_KIND_FENCE, region + kS1RegionHeader, 16)) return;
         for (uint64_t b = region + kFirstBlock; b < end - 8;) {
             uint64_t header = load(b), size = header & ~kFlags;
             if (size < kS1MinBlock) return;
