@@ -28,6 +28,13 @@ namespace EDU_PRELOAD_NAMESPACE {
 extern const ::edu::Stage EDU_PRELOAD_DESCRIPTOR;
 }
 
+// A stage's inline fast paths, when tools/preload.bzl names their header (drop_in = ...).
+#ifdef EDU_PRELOAD_DROP_IN
+#define EDU_PRELOAD_STRING(x) #x
+#define EDU_PRELOAD_HEADER(x) EDU_PRELOAD_STRING(x)
+#include EDU_PRELOAD_HEADER(EDU_PRELOAD_DROP_IN)
+#endif
+
 // Project code is built with -fvisibility=hidden; only these names leave the shared object.
 #define EDU_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -120,11 +127,36 @@ void (*g_free)(void*) = &first_free;
 void* (*g_calloc)(std::size_t, std::size_t) = &first_calloc;
 void* (*g_realloc)(void*, std::size_t) = &first_realloc;
 
+// Better than a slot: a stage that names a DropIn header (tools/preload.bzl) has its own fast
+// paths compiled into the exported malloc and free, behind one test of g_inline, which says
+// that the chosen entry's malloc and free are DropIn's (the drop-in library's usual mode), as
+// mimalloc's malloc is its fast path. The flag is published with the slots and read like them
+// (relaxed): while it is false the slots run, first_malloc included, so the first call still
+// chooses the entry; an entry that is not DropIn's (another mode, the debug or memcheck layer)
+// clears it again. What it gained: stage 3's chapter, section 10.
+#ifdef EDU_PRELOAD_DROP_IN
+using DropIn = EDU_PRELOAD_NAMESPACE::DropIn;
+bool g_inline = false;
+#endif
+
 void publish_slots(const edu::Api& entry) {
     __atomic_store_n(&g_malloc, entry.malloc, __ATOMIC_RELEASE);
     __atomic_store_n(&g_free, entry.free, __ATOMIC_RELEASE);
     __atomic_store_n(&g_calloc, entry.calloc, __ATOMIC_RELEASE);
     __atomic_store_n(&g_realloc, entry.realloc, __ATOMIC_RELEASE);
+#ifdef EDU_PRELOAD_DROP_IN
+    bool inline_paths = entry.malloc == &DropIn::malloc && entry.free == &DropIn::free;
+    __atomic_store_n(&g_inline, inline_paths, __ATOMIC_RELEASE);
+#endif
+}
+
+// True when malloc and free may run the stage's DropIn paths inline.
+[[gnu::always_inline]] inline bool drop_in_inline() {
+#ifdef EDU_PRELOAD_DROP_IN
+    return __builtin_expect(__atomic_load_n(&g_inline, __ATOMIC_RELAXED), true);
+#else
+    return false;
+#endif
 }
 
 template <class F>
@@ -204,9 +236,19 @@ __attribute__((destructor)) void preload_finish() {
 // Each definition repeats glibc's declaration (<stdlib.h>, <malloc.h>) exactly, `noexcept`
 // included, so the compiler checks the signatures.
 
-EDU_EXPORT void* malloc(size_t size) noexcept { return slot(&g_malloc)(size); }
+EDU_EXPORT void* malloc(size_t size) noexcept {
+#ifdef EDU_PRELOAD_DROP_IN
+    if (drop_in_inline()) return DropIn::malloc(size);
+#endif
+    return slot(&g_malloc)(size);
+}
 
-EDU_EXPORT void free(void* ptr) noexcept { slot(&g_free)(ptr); }
+EDU_EXPORT void free(void* ptr) noexcept {
+#ifdef EDU_PRELOAD_DROP_IN
+    if (drop_in_inline()) return DropIn::free(ptr);
+#endif
+    slot(&g_free)(ptr);
+}
 
 EDU_EXPORT void* calloc(size_t count, size_t size) noexcept { return slot(&g_calloc)(count, size); }
 

@@ -11,6 +11,7 @@
 #include "stage3_segments/alloc.h"
 #include "stage3_segments/bins.h"
 #include "stage3_segments/check.h"
+#include "stage3_segments/drop_in.h"
 #include "stage3_segments/free.h"
 #include "stage3_segments/heaps.h"
 
@@ -143,8 +144,15 @@ using Lock = Locked<g_single_thread>;
 // old mode's fast path on the new mode's lists; secure_test's fork case checks both halves.
 template <class M>
 constexpr const Api& kLockedOf = Lock::Direct<kApiOf<M>>::api;
+// The drop-in library's usual mode: the same entry, with DropIn's malloc and free (drop_in.h).
+constexpr Api kLockedDropIn = [] {
+    Api api = kLockedOf<Mode<false, false>>;
+    api.malloc = &DropIn::malloc;
+    api.free = &DropIn::free;
+    return api;
+}();
 constexpr const Api* kLockedTables[2][2] = {
-    {&kLockedOf<Mode<false, false>>, &kLockedOf<Mode<false, true>>},
+    {&kLockedDropIn, &kLockedOf<Mode<false, true>>},
     {&kLockedOf<Mode<true, false>>, &kLockedOf<Mode<true, true>>},
 };
 Api g_thread_safe = *kLockedTables[0][1];
@@ -222,6 +230,11 @@ struct CallocCall {
 };
 
 }  // namespace
+
+// ---- drop_in.h: the locked half of DropIn, as contract/locked.h's Direct calls it ------------
+
+void* drop_in_malloc_locked(std::size_t size) { return Lock::call_locked<&Api::malloc>(size); }
+void drop_in_free_locked(void* p) { Lock::call_locked<&Api::free>(p); }
 
 // ---- heaps.h --------------------------------------------------------------------------------
 

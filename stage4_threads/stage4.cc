@@ -10,6 +10,7 @@
 #include "stage3_segments/bins.h"
 #include "stage4_threads/alloc.h"
 #include "stage4_threads/check.h"
+#include "stage4_threads/drop_in.h"
 #include "stage4_threads/free.h"
 #include "stage4_threads/registry.h"
 #include "stage4_threads/secure.h"
@@ -105,9 +106,20 @@ CheckResult api_check() { return check_heap(); }
 void api_walk(WalkFn visit, void* context) { walk_heap(visit, context); }
 Stats api_stats() { return stats_snapshot(); }
 
+// The mode the drop-in library runs in holds DropIn's functions (drop_in.h, S4.62): the same
+// fast paths, under the names the preload compares with.
 template <class M>
-constexpr Api kApiOf = {&api_malloc<M>,  &api_free<M>, &api_calloc<M>, &api_realloc<M>, &api_aligned_alloc<M>,
-                        &api_usable_size, &api_check,   &api_walk,      &api_stats};
+constexpr bool kDropInMode = !M::stats && !M::secure;
+template <class M>
+constexpr Api kApiOf = {kDropInMode<M> ? &DropIn::malloc : &api_malloc<M>,
+                        kDropInMode<M> ? &DropIn::free : &api_free<M>,
+                        &api_calloc<M>,
+                        &api_realloc<M>,
+                        &api_aligned_alloc<M>,
+                        &api_usable_size,
+                        &api_check,
+                        &api_walk,
+                        &api_stats};
 
 // [S4.38] One table per mode, as stage 3 (S3.31), minus the lock: descriptor.single_thread and
 // descriptor.thread_safe are the same table, because the fast paths are already safe for any

@@ -4,6 +4,7 @@
         name = "libedu_stage1.so",
         stage_dep = ":stage1",                # the cc_library that defines the descriptor
         descriptor = "edu::stage1::descriptor",
+        drop_in = "stage3_segments/drop_in.h",  # optional: the inline fast paths (below)
     )
     edu_preload_tests(                        # in tests/preload/BUILD
         stage = 1,
@@ -11,23 +12,26 @@
     )
 
 contract/preload.cc is compiled once per stage; the descriptor reaches it as two defines
-(its namespace and its name), so no header has to be generated. Everything here is tagged
+(its namespace and its name), so no header has to be generated. A stage may also name a header
+that defines `DropIn` in the descriptor's namespace: two inline functions, `malloc` and `free`,
+which its table of the drop-in library's usual mode holds; the preload then compiles them into
+its exported malloc and free (extra_copts: the flags the stage compiles them with). Everything here is tagged
 "preload": the sanitizer configs in .bazelrc neither build nor run it.
 """
 
 load("//tools:copts.bzl", "EDU_COPTS")
 
-def edu_preload_library(name, stage_dep, descriptor, visibility = ["//visibility:public"]):
+def edu_preload_library(name, stage_dep, descriptor, drop_in = None, extra_copts = [], visibility = ["//visibility:public"]):
     namespace, _, symbol = descriptor.rpartition("::")
     if not namespace or not symbol:
         fail("descriptor must be a qualified name such as edu::stage1::descriptor")
     native.cc_binary(
         name = name,
         srcs = ["//contract:preload.cc"],
-        copts = EDU_COPTS + [
+        copts = EDU_COPTS + extra_copts + [
             "-DEDU_PRELOAD_NAMESPACE=" + namespace,
             "-DEDU_PRELOAD_DESCRIPTOR=" + symbol,
-        ],
+        ] + (["-DEDU_PRELOAD_DROP_IN=" + drop_in] if drop_in else []),
         # -z defs: every symbol must resolve now, not when a program first calls malloc.
         # --as-needed drops libstdc++ (which allocates at load time) unless the stage's code
         # needs it; EDU_COPTS has -fno-exceptions, so a C program loads only libc with it.
