@@ -335,6 +335,11 @@ def handout(table, stage, dest, only=None):
     for s in stages:
         if table["stages"][s].get("start"):
             lines += wrap(f"Stage {s}: {table['stages'][s]['start']}", 96, "") + [""]
+    given = [p["name"] for s in stages for p in parts_of(table, s) if p not in chosen]
+    if given:
+        lines += wrap(f"This handout asks for {', '.join(p['name'] for p in chosen)} only: {', '.join(given)} "
+                      f"{'is' if len(given) == 1 else 'are'} written already, so write {chosen[0]['name']} first.",
+                      96, "") + [""]
     lines += ["`tools/lab test NAME` builds this tree and runs the tests that judge part NAME (the same",
               "tests and cases your teacher's grading runs for it), then says for each: pass, FAIL, or",
               "the stub it stopped at, so you know which part to write next. `tools/lab test` alone",
@@ -794,6 +799,8 @@ def main(argv):
             dest = user_path(args.dir)
             chosen = handout(table, args.stage, dest, args.parts.split(",") if args.parts else None)
             print(f"lab: wrote {dest}: stage {args.stage}, stubs for {', '.join(p['name'] for p in chosen)}")
+            print(f"lab: its LAB.md says where to start (write {chosen[0]['name']} first); in it, `tools/lab test` "
+                  "runs each part's tests and names the stub each stops at")
             return 0
         tree = user_path(args.dir)
         stage = args.stage

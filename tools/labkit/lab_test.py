@@ -138,6 +138,10 @@ class LabTest(unittest.TestCase):
         rows = [l.split(" | ")[1] for l in text.split("\n") if re.match(r"\| \d+ \| S1\.", l)]
         self.assertEqual(rows, [p["name"] for p in lab.parts_of(self.table, "1")])
         self.assertEqual(rows[0], "S1.find_fit")   # every malloc reaches it: the first to write
+        self.assertNotIn("This handout asks for", flat)
+        lab.handout(self.table, "1", self.tmp / "realloc", ["S1.realloc"])
+        flat = " ".join((self.tmp / "realloc" / "LAB.md").read_text().split())
+        self.assertIn("asks for S1.realloc only: S1.find_fit, S1.coalesce are written already", flat)
 
     def test_a_stage_with_copies_needs_a_tag_for_their_tests(self):
         table = json.loads(json.dumps(self.table))
