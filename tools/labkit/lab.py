@@ -663,6 +663,12 @@ def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None)
     targets = sorted({t["target"] for p in parts for t in p["tests"]})
     print(f"lab: building {', '.join(targets)}", file=out, flush=True)
     built = bazel(tree, "build", "--keep_going", *targets, output_base=output_base)
+    if built.returncode != 0:
+        # bazel-bin still holds the last good binaries: running them would judge old code.
+        print("does not build (no test run):", file=out)
+        for line in build_errors(built.stderr)[:12]:
+            print("    " + line, file=out)
+        return len(parts)
     failed = 0
     for p in parts:
         records = []
@@ -683,6 +689,14 @@ def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None)
                                                 else "FAIL: " + r["detail"][-300:])
             print(f"    {state:<24} {test_command(r if r['cases'] else {'target': r['target']})}", file=out)
     return failed
+
+
+def build_errors(stderr):
+    """The compiler's and assembler's error lines of a failed Bazel build (FILE:LINE: error),
+    each once, without Bazel's command lines; else Bazel's own ERROR lines."""
+    lines = stderr.split("\n")
+    errors = list(dict.fromkeys(l.strip() for l in lines if re.search(r":\d+(:\d+)?: (fatal )?error", l)))
+    return errors or [l.strip()[:200] for l in lines if l.startswith("ERROR:")] or lines[-5:]
 
 
 def part_verdict(name, tests, built):

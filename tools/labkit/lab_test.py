@@ -177,6 +177,18 @@ class LabTest(unittest.TestCase):
         broken = subprocess.CompletedProcess([], 1, "", "ERROR: block.asm:12: error: symbol `x' not defined")
         self.assertIn("does not build", lab.part_verdict("S1.coalesce", [run(False)], broken))
 
+    def test_a_failed_build_is_told_by_its_error_lines(self):
+        stderr = ("ERROR: /t/stage3_segments/BUILD:29:11: Compiling stage3_segments/free.cc failed: (Exit 1)\n"
+                  "  /usr/share/bazel/process-wrapper '--timeout=0' /usr/bin/gcc -c stage3_segments/free.cc\n"
+                  "./stage3_segments/page.h:45:51: error: 'struct Page' has no member named 'local_frees'\n"
+                  "ERROR: /t/stage3_segments/BUILD:29:11: Compiling stage3_segments/check.cc failed: (Exit 1)\n"
+                  "./stage3_segments/page.h:45:51: error: 'struct Page' has no member named 'local_frees'\n"
+                  "stage1_brk/freelist.asm:88: error: parser: instruction expected\n")
+        self.assertEqual(lab.build_errors(stderr), [
+            "./stage3_segments/page.h:45:51: error: 'struct Page' has no member named 'local_frees'",
+            "stage1_brk/freelist.asm:88: error: parser: instruction expected"])
+        self.assertEqual(lab.build_errors("ERROR: no such target '//x:y'\n"), ["ERROR: no such target '//x:y'"])
+
     def test_cxx_stubs_carry_the_prelude_and_the_call(self):
         dest = self.tmp / "lab3"
         lab.handout(self.table, "3", dest)
