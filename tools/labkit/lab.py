@@ -206,12 +206,13 @@ def stub(part, chapter, reference_body, intro="Write this part, then delete thes
     return lines
 
 
-def copy_stub(part, copy, chapter, reference_body):
+def copy_stub(part, copy, chapter, reference_body, tag):
     """The stub of a copy of a part's answer: the handout of the part's stage holds no answer
     to it anywhere, this copy included. The copy is not the student's to write."""
     why = (f"This is the reference's copy of part {part['name']} ({part['file']}), held back from a "
            f"handout of stage {part['stage']} because it is that part's answer. Your teacher's "
-           "grading runs the reference's copy; a test that reaches this stub runs only there.")
+           "grading runs the reference's copy; here `bazel test` leaves out every test that "
+           f"reaches this stub (tagged {tag}: LAB.md).")
     lines = stub(dict(part, name=copy, statement=why, file=copies_of(part)[copy]), chapter, reference_body,
                  intro="Not a part to write: leave this stub as it is.")
     return [l for l in lines if "Guidance: " not in l]
@@ -312,7 +313,8 @@ def handout(table, stage, dest, only=None):
         chapter = table["stages"][str(part["stage"])]["chapter"]
         replacements[part["name"]] = stub(part, chapter, body(REFERENCE, table, part["name"], found))
         for copy in copies_of(part):   # the part's answer held elsewhere: stage 4, the twin
-            replacements[copy] = copy_stub(part, copy, chapter, body(REFERENCE, table, copy, found))
+            replacements[copy] = copy_stub(part, copy, chapter, body(REFERENCE, table, copy, found),
+                                           table["stages"][str(part["stage"])]["copy_tests_tag"])
     replace_bodies(dest, table, replacements, prelude=True)
     skipped_tags = sorted({table["stages"][str(p["stage"])]["copy_tests_tag"] for p in chosen if copies_of(p)})
     if skipped_tags:
