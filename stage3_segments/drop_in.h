@@ -15,7 +15,7 @@ namespace edu::stage3 {
 [[gnu::noinline]] void* drop_in_malloc_locked(std::size_t size);
 [[gnu::noinline]] void drop_in_free_locked(void* p);
 
-// [S3.55] The thread-safe entry of Mode<false, false> (S3.50) as contract/locked.h's `call`
+// [S3.57] The thread-safe entry of Mode<false, false> (S3.50) as contract/locked.h's `call`
 // builds it: the flag test, then this mode's fast path, or the lock. The entry's table in
 // stage3.cc holds these two functions, so contract/preload.cc can tell that the entry it chose
 // is this one and compile them into its exported malloc and free: no jump between the program's
