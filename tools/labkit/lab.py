@@ -3,6 +3,7 @@
   list                               stages, lab parts, the tests that judge each part
   check [ROOT]                       lab markers well formed, in parts.json, cited by chapters
   handout STAGE DIR [--parts=a,b]    a buildable student tree with the parts replaced by stubs
+          [--hide-later]             ... and the later stages' parts too, their tests left out
   test [PART ...]                    build this tree in place and run each part's tests: pass,
                                      FAIL, or the stub each stops at (which part to write next)
   grade [DIR] [--stage=N] [--json=F] gates, per-part verdicts, traces against the reference
@@ -123,6 +124,8 @@ def check(root, table):
     for number, stage in table["stages"].items():
         if any(copies_of(p) for p in parts_of(table, number)) and not stage.get("copy_tests_tag"):
             problems.append(f"{TABLE}: stage {number}'s parts have copies but no copy_tests_tag")
+        if number != min(table["stages"], key=int) and not stage.get("tests_tag"):
+            problems.append(f"{TABLE}: stage {number} has no tests_tag (handout --hide-later leaves its tests out)")
         for target in stage.get("reference_gates", []):
             if target not in stage["gates"]:
                 problems.append(f"{TABLE}: stage {number}'s reference gate {target} is not one of its gates")
@@ -218,6 +221,17 @@ def copy_stub(part, copy, chapter, reference_body, tag):
     return [l for l in lines if "Guidance: " not in l]
 
 
+def later_stub(part, chapter, reference_body, stage, tags):
+    """The stub of a later lab's part in a handout made with --hide-later: that lab's answer is
+    held back too, and the part is not the student's to write now."""
+    why = (f"Part {part['name']} of lab {part['stage']}, a later lab than this handout's (stage {stage}): its "
+           f"answer is held back. Here `bazel test` leaves out the tests of the later stages (tagged "
+           f"{', '.join(tags)}: LAB.md).")
+    lines = stub(dict(part, statement=why), chapter, reference_body,
+                 intro="Not a part to write now: leave this stub as it is.")
+    return [l for l in lines if "Guidance: " not in l]
+
+
 def holds_stub(lines, name):
     """True when a part's body still makes its stub's call (whatever else was written around
     it, and whichever commit's statement the stub's comment quotes): reached, it aborts."""
@@ -292,8 +306,9 @@ def stages_arg(table, stage):
     return [str(stage)]
 
 
-def handout(table, stage, dest, only=None):
+def handout(table, stage, dest, only=None, hide_later=False):
     stages = stages_arg(table, stage)
+    later = [s for s in table["stages"] if hide_later and stage != "all" and int(s) > int(stage)]
     chosen = [p for s in stages for p in parts_of(table, s)]
     if only:
         unknown = set(only) - {p["name"] for p in chosen}
@@ -315,11 +330,21 @@ def handout(table, stage, dest, only=None):
         for copy in copies_of(part):   # the part's answer held elsewhere: stage 4, the twin
             replacements[copy] = copy_stub(part, copy, chapter, body(REFERENCE, table, copy, found),
                                            table["stages"][str(part["stage"])]["copy_tests_tag"])
+    later_tags = [table["stages"][s]["tests_tag"] for s in later]
+    for s in later:   # --hide-later: the later labs' answers are held back too
+        for part in parts_of(table, s):
+            replacements[part["name"]] = later_stub(part, table["stages"][s]["chapter"],
+                                                    body(REFERENCE, table, part["name"], found), stage, later_tags)
+            for copy in copies_of(part):
+                replacements[copy] = copy_stub(part, copy, table["stages"][s]["chapter"],
+                                               body(REFERENCE, table, copy, found), table["stages"][s]["copy_tests_tag"])
     replace_bodies(dest, table, replacements, prelude=True)
-    skipped_tags = sorted({table["stages"][str(p["stage"])]["copy_tests_tag"] for p in chosen if copies_of(p)})
+    copy_tags = sorted({table["stages"][str(p["stage"])]["copy_tests_tag"] for p in chosen if copies_of(p)})
+    skipped_tags = sorted(set(copy_tags) | set(later_tags))
     if skipped_tags:
         filter_tests(dest / ".bazelrc", skipped_tags)
     (dest / HANDOUT_FILE).write_text(json.dumps({"stage": stage, "parts": [p["name"] for p in chosen],
+                                                 "held_back": [p["name"] for s in later for p in parts_of(table, s)],
                                                  "skipped_tags": skipped_tags}) + "\n")
     lines = [f"# edu-alloc lab: stage {stage}", "",
              "Write each part below between its `[lab NAME begin]` and `[lab NAME end]` markers,",
@@ -358,12 +383,19 @@ def handout(table, stage, dest, only=None):
                   "stubs here, not parts to write:", ""]
         lines += [f"- `{f}`: {', '.join(names)}" for f, names in copies.items()] + [""]
         lines += wrap("A test that runs them could never pass here, so `bazel test //...` (and `tools/test`) "
-                      "in this tree leaves out every test tagged " + " or ".join(f"`{t}`" for t in skipped_tags) +
+                      "in this tree leaves out every test tagged " + " or ".join(f"`{t}`" for t in copy_tags) +
                       " (the lines at the end of `.bazelrc`), and grading yourself skips them too; your "
                       "teacher's grading runs them with the reference's copies. Every other test fails "
                       "only where a part of yours is missing or wrong.", 96, "") + [""]
-        if "stage4" in skipped_tags:
-            lines += wrap("Stage 4 runs those copies too: compare stages with `tools/run --stages=1,2,3`.", 96, "") + [""]
+    if later:
+        lines += wrap(f"This handout also holds back the answers of the later labs: every part of stage "
+                      f"{', '.join(later)} is a stub too (not yours to write now), and `bazel test //...` here "
+                      f"leaves out every test tagged {' or '.join(f'`{t}`' for t in later_tags)} (the lines at "
+                      "the end of `.bazelrc`).", 96, "") + [""]
+    if "stage4" in skipped_tags:
+        first_out = min([int(s) for s in later] or [4])
+        lines += wrap(f"Compare the stages that work here with `tools/run --stages="
+                      f"{','.join(str(s) for s in range(1, first_out))}`.", 96, "") + [""]
     lines += ["| order | part | file | what it must do | judged by |", "|---|---|---|---|---|"]
     for i, p in enumerate(chosen, 1):
         tests = "; ".join(t["target"] + (f" `{t['cases']}`" if "cases" in t else "") for t in p["tests"])
@@ -379,8 +411,8 @@ def filter_tests(bazelrc, tags):
     minus = ",".join(f"-{t}" for t in tags)
     text = Path(bazelrc).read_text() if Path(bazelrc).exists() else ""
     text = re.sub(r"--test_tag_filters=(\S+)", lambda m: f"--test_tag_filters={m.group(1)},{minus}", text)
-    text += ("\n# edu-alloc lab handout (tools/lab, LAB.md): tests tagged " + " or ".join(tags) + " run the\n"
-             "# reference's copies of this lab's answers, which are stubs here; your teacher's grading runs them.\n"
+    text += ("\n# edu-alloc lab handout (tools/lab, LAB.md): tests tagged " + " or ".join(tags) + " run code\n"
+             "# this handout holds back as stubs (answers: copies of this lab's, later labs' parts).\n"
              f"test --test_tag_filters={minus}\n")
     Path(bazelrc).write_text(text)
 
@@ -775,6 +807,8 @@ def main(argv):
     h.add_argument("stage", help="1-4, or 'all' (every part of every stage blanked)")
     h.add_argument("dir")
     h.add_argument("--parts", help="comma-separated part names (default: every part of the stage)")
+    h.add_argument("--hide-later", action="store_true",
+                   help="stub every part of the later stages too (their labs' answers) and leave their tests out")
     tp = sub.add_parser("test", help="run the tests of each part in this tree: pass, or the stub each stops at")
     tp.add_argument("parts", nargs="*", help="part names (default: the handout's parts, in the order to write them)")
     tp.add_argument("--stage", help="without part names outside a handout: this stage's parts")
@@ -816,7 +850,7 @@ def main(argv):
             return 1 if problems else 0
         if args.command == "handout":
             dest = user_path(args.dir)
-            chosen = handout(table, args.stage, dest, args.parts.split(",") if args.parts else None)
+            chosen = handout(table, args.stage, dest, args.parts.split(",") if args.parts else None, args.hide_later)
             print(f"lab: wrote {dest}: stage {args.stage}, stubs for {', '.join(p['name'] for p in chosen)}")
             print(f"lab: its LAB.md says where to start (write {chosen[0]['name']} first); in it, `tools/lab test` "
                   "runs each part's tests and names the stub each stops at")

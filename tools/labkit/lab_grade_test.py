@@ -102,6 +102,17 @@ class GradeTest(unittest.TestCase):
                 r = lab.bazel(dest, "query", query, output_base=outputs)
                 self.assertEqual(r.returncode, 0, r.stderr[-2000:])
                 self.assertEqual(r.stdout.split(), [], f"tests that run stage {number}'s copies but lack the tag {tag!r}")
+            # Every test that runs a stage's code carries its tests_tag or a later stage's (a
+            # test of several stages carries the latest one's), which --hide-later filters.
+            for number, stage in self.table["stages"].items():
+                if not stage.get("tests_tag"):
+                    continue
+                tags = [s["tests_tag"] for n, s in self.table["stages"].items() if int(n) >= int(number)]
+                tagged = " + ".join(f"attr(tags, '[\\[ ]{t}[,\\]]', tests(//...))" for t in tags)
+                r = lab.bazel(dest, "query", f"kind(test, rdeps(//..., //{stage['folder']}:all)) except ({tagged})",
+                              output_base=outputs)
+                self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+                self.assertEqual(r.stdout.split(), [], f"tests that run stage {number} but lack the tags {tags}")
         finally:
             lab.bazel(dest, "shutdown", output_base=outputs)
 

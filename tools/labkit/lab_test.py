@@ -89,11 +89,12 @@ class LabTest(unittest.TestCase):
         def code(lines):   # the lines that are not blank and not only a comment
             return [l for l in lab.normalised(lines) if not l.startswith(("//", ";"))]
 
-        for stage in self.table["stages"]:
-            dest = self.tmp / f"lab{stage}"
-            lab.handout(self.table, stage, dest)
+        # With --hide-later, a stage 1 handout holds no answer of any lab.
+        for stage, hide_later in [(s, False) for s in self.table["stages"]] + [("1", True)]:
+            dest = self.tmp / f"lab{stage}{'-hidden' if hide_later else ''}"
+            lab.handout(self.table, stage, dest, hide_later=hide_later)
             answers = {}
-            for part in lab.parts_of(self.table, stage):
+            for part in (self.table["parts"] if hide_later else lab.parts_of(self.table, stage)):
                 for name in [part["name"], *lab.copies_of(part)]:
                     answers[name] = "\n".join(code(lab.body(ROOT, self.table, name, found)))
                     self.assertGreaterEqual(answers[name].count("\n"), 2, name)   # a body, not a line
@@ -128,6 +129,31 @@ class LabTest(unittest.TestCase):
                 self.assertIn("-" + tags[0], value.split(","), f"stage {stage}: {command} {value}")
             self.assertIn(f"leaves out every test tagged `{tags[0]}`", " ".join((dest / "LAB.md").read_text().split()))
 
+    def test_hide_later_holds_back_the_later_labs_answers_and_their_tests(self):
+        # --hide-later: a stage 2 handout stubs every part of stages 3 and 4 (and stage 4's copies
+        # of lab 3's answers) and filters their tests; stage 1 stays whole.
+        dest = self.tmp / "lab2"
+        lab.handout(self.table, "2", dest, hide_later=True)
+        found = lab.scan(dest, self.table)[0]
+        for part in self.table["parts"]:
+            text = lab.body(dest, self.table, part["name"], found)
+            if part["stage"] == 1:
+                self.assertEqual(text, lab.body(ROOT, self.table, part["name"]))
+            else:
+                self.assertTrue(lab.holds_stub(text, part["name"]), part["name"])
+            for copy in lab.copies_of(part):
+                self.assertEqual(lab.holds_stub(lab.body(dest, self.table, copy, found), copy), part["stage"] == 3, copy)
+        rc = (dest / ".bazelrc").read_text()
+        for command, value in re.findall(r"^(\S+) .*--test_tag_filters=(\S+)", rc, re.M):
+            self.assertTrue({"-stage3", "-stage4"} <= set(value.split(",")), f"{command} {value}")
+            self.assertNotIn("-stage2", value.split(","))
+        self.assertEqual(json.loads((dest / lab.HANDOUT_FILE).read_text())["parts"],
+                         [p["name"] for p in lab.parts_of(self.table, "2")])
+        self.assertIn("`tools/run --stages=1,2`", " ".join((dest / "LAB.md").read_text().split()))
+        # Without it, the later stages stay whole.
+        lab.handout(self.table, "2", self.tmp / "plain")
+        self.assertEqual(lab.body(self.tmp / "plain", self.table, "S3.extend"), lab.body(ROOT, self.table, "S3.extend"))
+
     def test_lab_md_says_where_to_start_and_how_to_check_one_part(self):
         dest = self.tmp / "lab1"
         lab.handout(self.table, "1", dest)
@@ -146,7 +172,10 @@ class LabTest(unittest.TestCase):
     def test_a_stage_with_copies_needs_a_tag_for_their_tests(self):
         table = json.loads(json.dumps(self.table))
         del table["stages"]["3"]["copy_tests_tag"]
-        self.assertIn(f"{lab.TABLE}: stage 3's parts have copies but no copy_tests_tag", lab.check(ROOT, table))
+        del table["stages"]["2"]["tests_tag"]
+        problems = lab.check(ROOT, table)
+        self.assertIn(f"{lab.TABLE}: stage 3's parts have copies but no copy_tests_tag", problems)
+        self.assertIn(f"{lab.TABLE}: stage 2 has no tests_tag (handout --hide-later leaves its tests out)", problems)
 
     def test_a_handout_grading_itself_knows_its_own_stubs(self):
         # In a handout the "reference" is the handout: its bodies are stubs, and a stub made
