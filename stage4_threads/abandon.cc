@@ -61,17 +61,25 @@ void adopt(Heap* heap, Segment* s) {
     }
 }
 
+// Frees what other threads gave back to `heap`'s pages: its delayed frees, then every page's
+// remote frees; a page they emptied goes back to its segment (and the last page of a segment
+// gives the segment back), and so does every empty page, retired ones too, when the heap is
+// `leaving`; a full page with room again leaves the full queue.
+void collect_remote_everywhere(Heap* heap, bool leaving) {
+    heap_delayed_free(heap);
+    each_queued_page(heap, [heap, leaving](Page* page) {
+        uint32_t collected = page_collect_remote(page);
+        if (page->used == 0 && (collected || leaving)) page_free(heap, page);
+        else if (collected && page->queue == kFullQueue) page_event(heap, page);   // room again
+    });
+}
+
 }  // namespace
 
 void heap_abandon(Heap* heap) {
     // [lab S4.abandon begin]
     each_queued_page(heap, [](Page* page) { page_set_delay(page, Delay::never, true); });   // 1
-    heap_delayed_free(heap);                                                                // 2
-    each_queued_page(heap, [heap](Page* page) {
-        uint32_t collected = page_collect_remote(page);
-        if (page->used == 0) page_free(heap, page);
-        else if (collected && page->queue == kFullQueue) page_event(heap, page);   // room again
-    });
+    collect_remote_everywhere(heap, true);                                                  // 2
     while (Segment* s = heap->segments) {                                                   // 3
         segment_detach(heap, s);
         for (uint32_t i = 0; i < s->page_count; ++i) s->pages()[i].heap.store(nullptr, std::memory_order_relaxed);
@@ -112,6 +120,7 @@ void reclaim_on_free(Heap* heap, const void* block) {
     uint32_t slot = arena_slot_of(segment_of(block));
     heap = heap_for_caller(heap);
     if (heap == nullptr || !abandoned_take(slot)) return;   // taken, or not yet published
+    collect_remote_everywhere(heap, false);   // [S4.63] what it adopted before may be empty by now
     adopt(heap, arena_segment(slot));
 }
 
