@@ -9,7 +9,7 @@
 
 namespace edu::stage4 {
 
-// [S4.63] Stage 3's S3.57 for this stage's fast paths, which need no lock: the table of
+// [S4.64] Stage 3's S3.57 for this stage's fast paths, which need no lock: the table of
 // Mode<false> (stage4.cc) holds these two functions, so contract/preload.cc can tell that the
 // entry it chose is this one and compile them into its exported malloc and free.
 struct DropIn {

@@ -106,7 +106,7 @@ CheckResult api_check() { return check_heap(); }
 void api_walk(WalkFn visit, void* context) { walk_heap(visit, context); }
 Stats api_stats() { return stats_snapshot(); }
 
-// The mode the drop-in library runs in holds DropIn's functions (drop_in.h, S4.63): the same
+// The mode the drop-in library runs in holds DropIn's functions (drop_in.h, S4.64): the same
 // fast paths, under the names the preload compares with.
 template <class M>
 constexpr bool kDropInMode = !M::stats && !M::secure;
