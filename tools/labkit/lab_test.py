@@ -132,6 +132,8 @@ class LabTest(unittest.TestCase):
     def test_hide_later_holds_back_the_later_labs_answers_and_their_tests(self):
         # --hide-later: a stage 2 handout stubs every part of stages 3 and 4 (and stage 4's copies
         # of lab 3's answers) and filters their tests; stage 1 stays whole.
+        if (ROOT / lab.HANDOUT_FILE).exists():
+            self.skipTest("in a handout the reference's own bodies may be stubs already")
         dest = self.tmp / "lab2"
         lab.handout(self.table, "2", dest, hide_later=True)
         found = lab.scan(dest, self.table)[0]
