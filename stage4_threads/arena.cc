@@ -34,25 +34,24 @@ pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
 
-// [S4.15] The reservation: the largest power of two from 64 GiB down to one segment that the
-// system grants, address space only (os_reserve), trimmed to a 4 MiB boundary. Under an
-// address-space limit (RLIMIT_AS: `ulimit -v`, containers) it asks for at most half of the
-// limit, so that thread stacks, libraries and the rest of the process keep room: a program
-// that glibc runs under 256 MiB runs here too, with a 128 MiB arena, and malloc returns NULL
-// only when that is used up. It is made once, by pthread_once, from the first thread that
+// [S4.15] The reservation: 64 GiB, or as much of it as the system grants (halving down to one
+// segment), address space only (os_reserve), trimmed to a 4 MiB boundary. Under an
+// address-space limit (RLIMIT_AS: `ulimit -v`, containers) it asks for half of the limit, in
+// whole segments, so that thread stacks, libraries and the rest of the process keep room: a
+// program that glibc runs under 256 MiB runs here too, with a 128 MiB arena, and malloc returns
+// NULL only when that is used up. It is made once, by pthread_once, from the first thread that
 // needs memory; that may be before main, from a constructor of another library. It draws the
 // key of the freed mark (S4.48) first: no block exists before the arena does.
 std::size_t first_size_to_try() {
-    std::size_t size = kArenaMaxBytes;
     rlimit limit{};
-    if (getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
-        while (size > kArenaMinBytes && size > limit.rlim_cur / 2) size /= 2;
-    return size;
+    if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return kArenaMaxBytes;
+    std::size_t half = (limit.rlim_cur / 2) & ~kSegmentMask;   // [S4.64] not a power of two
+    return half < kArenaMinBytes ? kArenaMinBytes : half < kArenaMaxBytes ? half : kArenaMaxBytes;
 }
 
 void reserve() {
     g_mark_key = edu::draw_mark_key();
-    for (std::size_t size = first_size_to_try(); size >= kArenaMinBytes; size /= 2) {
+    for (std::size_t size = first_size_to_try(); size >= kArenaMinBytes; size = (size / 2) & ~kSegmentMask) {
         void* memory = os_reserve(size + kSegmentSize);
         if (!memory) continue;
         auto at = reinterpret_cast<uintptr_t>(memory);
