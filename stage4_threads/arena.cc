@@ -45,7 +45,7 @@ constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint6
 std::size_t first_size_to_try() {
     rlimit limit{};
     if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return kArenaMaxBytes;
-    std::size_t half = (limit.rlim_cur / 2) & ~kSegmentMask;   // [S4.64] not a power of two
+    std::size_t half = (limit.rlim_cur / 2) & ~kSegmentMask;   // [S4.65] not a power of two
     return half < kArenaMinBytes ? kArenaMinBytes : half < kArenaMaxBytes ? half : kArenaMaxBytes;
 }
 
