@@ -52,8 +52,9 @@ BENCH_STYLE = ["cfrac", "espresso", "larson", "xmalloc", "glibc-simple", "glibc-
 DESCRIPTIONS = {
     "ring": "HAKMEM's random mixed ring: 8192 slots, 16..1039 bytes, free if occupied else allocate. "
             "(One thread: stages 1-3 skip their lock here, but every call still passes the drop-in "
-            "library's jump and the lock's flag test; docs/stage3_segments.md's random_mixed table "
-            "measures stage 3's in-process entry, called directly.)",
+            "library's entry, a jump in stages 1 and 2 and a flag test before the inlined fast path "
+            "in stages 3 and 4, and in stages 1-3 the lock's flag test; docs/stage3_segments.md's "
+            "random_mixed table measures stage 3's in-process entry, called directly.)",
     "small": "the same ring with 16..128 bytes",
     "realloc": "256 buffers grown by realloc in random order, 16..271 bytes a step, up to 64 KiB",
     "fragment": "interleaved small and large blocks, small ones freed, medium requests, four rounds",
