@@ -17,6 +17,10 @@
 //     For the same reason a request just below 4 MiB is a large block in one stage and a huge
 //     one in the other; the random workload makes none, and segment sizes of huge blocks (the
 //     mapping's length, or whole arena slots) and page 0's area are not compared.
+//   * A block aligned above 2 MiB lies in a mapping of its own in both stages (contract/mapped.h,
+//     [S3.56], [S4.62]), at an address of the system's choosing: the walk shows the mapping at
+//     depth 0, and it is compared as an ordinal (given when an answer first names its block,
+//     like a segment's), its block's usable size and its footprint.
 //   * The delays differ ([S3.34], [S3.14]: stage 3 purges dirty pages after 1024 generic
 //     calls and drops cached segments after 8192; stage 4 waits 4096 and 32768), and a page
 //     request prefers a dirty page. So the harness purges dirty pages and empties the segment
@@ -48,13 +52,14 @@ constexpr uintptr_t kSegmentBytes = uintptr_t{1} << 22;   // both stages: 4 MiB,
 
 uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 
-enum Kind : int { small, medium, large, huge };
-constexpr const char* kKindNames[] = {"small", "medium", "large", "huge"};
+enum Kind : int { small, medium, large, huge, mapping };
+constexpr const char* kKindNames[] = {"small", "medium", "large", "huge", "mapping"};
 
-// One page as the walk shows it, in relative terms.
+// One page as the walk shows it, in relative terms; or one mapping of contract/mapped.h, as a
+// page of kind `mapping` whose area is the mapping's footprint and whose one block is in use.
 struct PageView {
-    uint32_t segment = 0;          // ordinal
-    uint32_t index = 0;            // position in the segment
+    uint32_t segment = 0;          // ordinal (of the segment, or of the mapping)
+    uint32_t index = 0;            // position in the segment (a mapping: 0)
     int kind = small;
     bool in_use = false;
     uint64_t area = 0;             // bytes of the page's area (0: page 0, whose area differs)
@@ -67,6 +72,11 @@ struct PageView {
 
 std::string describe(const PageView& v) {
     char line[200];
+    if (v.kind == mapping) {
+        std::snprintf(line, sizeof line, "mapping %u: block %llu B, footprint %llu", v.segment,
+                      static_cast<unsigned long long>(v.block_size), static_cast<unsigned long long>(v.area));
+        return line;
+    }
     std::snprintf(line, sizeof line, "segment %u page %u (%s, %s): block %llu B, area %llu, uncarved %llu, blocks ",
                   v.segment, v.index, kKindNames[v.kind], v.in_use ? "in use" : "free",
                   static_cast<unsigned long long>(v.block_size), static_cast<unsigned long long>(v.area),
@@ -100,16 +110,36 @@ struct RawSegment {
     }
 };
 
-// Collects a walk into `segments`. Entry kinds are told apart by their first letter
-// ("segment", "segment metadata", "page", "block", "uncarved"): this runs for every block
-// after every step, so it keeps the page it is filling at hand.
+// A mapping of contract/mapped.h as the walk shows it: its footprint, and its block.
+struct RawMapping {
+    uintptr_t block = 0;
+    uint64_t usable = 0;
+    uint64_t footprint = 0;
+};
+
+// Collects a walk into `segments` and `mappings`. Entry kinds are told apart by their first
+// letter ("segment", "segment metadata", "page", "block", "uncarved"; in a mapping, "mapping
+// record" and "block"): this runs for every block after every step, so it keeps the page it
+// is filling at hand.
 struct Collector {
     std::vector<RawSegment>* segments;
+    std::vector<RawMapping>* mappings;
     RawPage* page = nullptr;
+    RawMapping* mapping = nullptr;   // the depth-0 entry the walk is in is a mapping
 };
 
 bool collect(const WalkEntry& e, void* context) {
     auto* c = static_cast<Collector*>(context);
+    if (e.depth == 0 && std::strcmp(e.kind, "mapping") == 0) {
+        c->mappings->push_back(RawMapping{0, 0, e.size});
+        c->mapping = &c->mappings->back();
+        return true;
+    }
+    if (e.depth == 0) c->mapping = nullptr;
+    if (c->mapping != nullptr) {   // its record's page, then its block
+        if (e.kind[0] == 'b') c->mapping->block = addr(e.address), c->mapping->usable = e.size;
+        return true;
+    }
     switch (e.depth == 0 ? 'S' : e.kind[0]) {
         case 'b':
             if (c->page->blocks.empty()) c->page->start = addr(e.address), c->page->block_size = e.size;
@@ -123,7 +153,7 @@ bool collect(const WalkEntry& e, void* context) {
         }
         case 'u': c->page->uncarved = e.size; break;
         case 'S':
-            if (std::strcmp(e.kind, "segment") != 0) FAIL("a segment the walk could not read: " << e.kind);
+            if (std::strcmp(e.kind, "segment") != 0) FAIL("a depth-0 entry the walk could not read: " << std::string(e.kind));
             c->segments->push_back(RawSegment{addr(e.address), e.size, {}});
             c->segments->back().pages.reserve(64);
             break;
@@ -141,15 +171,22 @@ struct Side {
     uint32_t next_ordinal = 0;
     std::map<uintptr_t, std::string> ballast;   // segment -> 'b' per ballast block of its page 0
     std::vector<RawSegment> segments;        // the last walk
+    std::vector<RawMapping> mappings;        // its mappings
 
     void walk() {
         segments.clear();
-        Collector c{&segments};
+        mappings.clear();
+        Collector c{&segments, &mappings};
         api->walk(&collect, &c);
     }
     const RawSegment* segment_at(uintptr_t base) const {
         for (const RawSegment& s : segments)
             if (s.base == base) return &s;
+        return nullptr;
+    }
+    const RawMapping* mapping_of(uintptr_t block) const {
+        for (const RawMapping& m : mappings)
+            if (m.block == block) return &m;
         return nullptr;
     }
 };
@@ -168,6 +205,11 @@ void purge_stage4() {
 // The relative form of an answer, from the walk taken after the operation.
 std::string relative_answer(Side& side, const void* p) {
     if (p == nullptr) return "null";
+    if (side.mapping_of(addr(p))) {
+        auto [at, fresh] = side.ordinal.try_emplace(addr(p), side.next_ordinal);
+        if (fresh) ++side.next_ordinal;
+        return "mapping " + std::to_string(at->second) + ", block " + std::to_string(side.api->usable_size(p)) + " B";
+    }
     uintptr_t base = addr(p) & ~(kSegmentBytes - 1);
     const RawSegment* s = side.segment_at(base);
     if (!s) return std::string("a block in no segment of the walk: ") + battery::hex(p);
@@ -240,11 +282,23 @@ std::vector<PageView> relative_walk(Side& side) {
             views.push_back(std::move(v));
         }
     }
+    for (const RawMapping& m : side.mappings) {
+        auto at = side.ordinal.find(m.block);
+        if (at == side.ordinal.end()) FAIL(side.name << ": a mapping that no answer reached");
+        PageView v;
+        v.segment = at->second;
+        v.kind = mapping;
+        v.in_use = true;
+        v.area = m.footprint;
+        v.block_size = m.usable;
+        v.blocks = "u";
+        views.push_back(std::move(v));
+    }
     std::sort(views.begin(), views.end(),
               [](const PageView& a, const PageView& b) { return a.segment != b.segment ? a.segment < b.segment : a.index < b.index; });
-    // Forget ordinals of segments that are gone from the walk.
+    // Forget ordinals of segments and mappings that are gone from the walk.
     for (auto it = side.ordinal.begin(); it != side.ordinal.end();)
-        it = side.segment_at(it->first) ? std::next(it) : side.ordinal.erase(it);
+        it = side.segment_at(it->first) || side.mapping_of(it->first) ? std::next(it) : side.ordinal.erase(it);
     return views;
 }
 
@@ -282,8 +336,8 @@ void* apply(Side& side, std::vector<void*>& blocks, const Request& r) {
 
 // Replays `requests` through both stages in step; stops at the first difference.
 void replay(const std::string& name, const std::vector<Request>& requests) {
-    static Side three{"stage3_segments", nullptr, &purge_stage3, {}, 0, {}, {}};
-    static Side four{"stage4_threads", nullptr, &purge_stage4, {}, 0, {}, {}};
+    static Side three{"stage3_segments", nullptr, &purge_stage3, {}, 0, {}, {}, {}};
+    static Side four{"stage4_threads", nullptr, &purge_stage4, {}, 0, {}, {}, {}};
     three.api = find_stage(3)->single_thread;
     four.api = find_stage(4)->single_thread;
     std::vector<void*> blocks3, blocks4;
@@ -336,7 +390,8 @@ std::vector<Request> from_trace(const std::string& path) {
 }
 
 // A random single-thread workload: mostly small blocks, some medium, large and huge ones,
-// every call of the family, a live set of a few hundred blocks.
+// every call of the family (a few aligned_alloc calls above 2 MiB), a live set of a few hundred
+// blocks.
 std::vector<Request> random_workload(uint64_t seed, std::size_t count) {
     battery::Rng rng(seed);
     std::vector<Request> out;
@@ -348,6 +403,9 @@ std::vector<Request> random_workload(uint64_t seed, std::size_t count) {
         if (roll < 930) return rng.range(1025, 64 * 1024);
         if (roll < 995) return rng.range(64 * 1024 + 1, 1536 * 1024);
         return rng.range(5 << 20, 9 << 20);   // huge, far from the large/huge border
+    };
+    auto alignment = [&rng]() -> uint64_t {   // 1 in 25: 4 or 8 MiB, a mapping of its own ([S3.56])
+        return rng.below(25) == 0 ? uint64_t{4} << 20 << rng.below(2) : uint64_t{32} << rng.below(12);
     };
     while (out.size() < count) {
         uint64_t roll = rng.below(100);
@@ -369,7 +427,7 @@ std::vector<Request> random_workload(uint64_t seed, std::size_t count) {
         if (!dead.empty()) dead.pop_back();
         live.push_back(id);
         if (roll < 8) out.push_back(Request{Request::calloc, id, size(), 0});
-        else if (roll < 14) out.push_back(Request{Request::aligned, id, size(), uint64_t{32} << rng.below(12)});
+        else if (roll < 14) out.push_back(Request{Request::aligned, id, size(), alignment()});
         else out.push_back(Request{Request::malloc, id, size(), 0});
     }
     return out;
