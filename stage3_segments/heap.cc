@@ -142,7 +142,6 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
 }
 
 void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {
-    if (size > kMaxRequest) return enomem();
     Page* page = one_block_page_alloc(size == 0 ? 1 : size, alignment);
     if (!page) return enomem();
     page->heap = heap;

@@ -30,6 +30,8 @@ Heap* first_heap();
 // [S3.23] Above 64 KiB every block gets a page (a segment) of its own: a large page from the
 // segment cache when it fits in 4 MiB, else a huge segment. Also aligned_alloc's way for
 // alignments above 64 KiB: the block simply starts at an aligned offset of its segment.
+// `size` is at most kMaxRequest: both callers, malloc_generic ([S3.55]: malloc, calloc and
+// realloc come through it) and aligned_alloc, refuse a larger one first.
 [[gnu::noinline]] void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment,
                                          std::size_t requested);
 

@@ -145,7 +145,6 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
 }
 
 void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {
-    if (size > kMaxRequest) return enomem();
     heap = heap_for_caller(heap);
     if (!heap) return enomem();
     if (heap->cache_count == 0 && abandoned_count() != 0) heap_reclaim(heap, 1);

@@ -20,6 +20,7 @@ namespace edu::stage4 {
 [[gnu::noinline]] void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap);
 
 // Above 64 KiB, or aligned above 64 KiB: a one-block page (segment.h) in the large queue.
+// `size` is at most kMaxRequest: both callers (malloc_generic, aligned_alloc) refuse a larger one.
 [[gnu::noinline]] void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment,
                                          std::size_t requested);
 
