@@ -119,9 +119,12 @@ bool check_segment(Checker& k, Segment* s, uint64_t* live_blocks, uint64_t* live
     uintptr_t at = addr(s);
     if (at & kSegmentMask) return k.fail("segment not aligned to 4 MiB", at);
     if (!segment_owned(s)) return k.fail("segment missing from the segment map", at);
-    if (s->kind <= static_cast<uint8_t>(PageKind::huge) &&
-        (s->kind == static_cast<uint8_t>(PageKind::huge)) != (s->size > kSegmentSize))
-        return k.fail("segment size wrong for its kind", at);
+    // Huge: whole chunks, more than one; small, medium: one; large: one, or whole slots ([S3.58]).
+    auto kind = static_cast<PageKind>(s->kind);
+    bool size_ok = s->size == kSegmentSize;
+    if (kind == PageKind::huge) size_ok = s->size > kSegmentSize && !(s->size & kSegmentMask);
+    if (kind == PageKind::large && s->size < kSegmentSize) size_ok = s->size && s->size % Layout::slot_bytes(s) == 0;
+    if (s->kind <= static_cast<uint8_t>(PageKind::huge) && !size_ok) return k.fail("segment size wrong for its kind", at);
     uint32_t in_use = 0;
     if (!Layout::check(k, s, &in_use, [&](Page* page) { return check_page(k, s, page, live_blocks, live_bytes); }))
         return false;

@@ -6,6 +6,7 @@
 // word equals the freed mark) is freed normally after the confirmation search; and malloc's
 // check that a block it hands out still carries the mark ([S3.40]).
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 
 
 #include <cstring>
@@ -85,6 +86,27 @@ TEST_CASE("inside a large or huge block, only its start is a block") {
     });
     api().free(large);
     api().free(huge);
+}
+
+// [S3.58] Under an address-space limit a large block's segment is mapped only as far as the block
+// reaches; a pointer into the rest of its 4 MiB window (unmapped, or another mapping's) finds
+// the chunk in the segment map and is refused after reading only the header, never followed.
+TEST_CASE("a pointer past a short segment's end, inside its 4 MiB window, is refused") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;   // the sanitizers' shadow memory needs terabytes of address space
+#endif
+    segment_cache_collect(true);   // a cached whole segment would serve the block
+    rlimit unlimited{};
+    REQUIRE(getrlimit(RLIMIT_AS, &unlimited) == 0);
+    rlimit limit{battery::address_space_bytes() + (std::size_t{16} << 20), unlimited.rlim_max};
+    REQUIRE(setrlimit(RLIMIT_AS, &limit) == 0);   // for one malloc; the soft limit goes back up
+    auto* p = static_cast<char*>(api().malloc(100000));
+    REQUIRE(setrlimit(RLIMIT_AS, &unlimited) == 0);
+    REQUIRE(p != nullptr);
+    CHECK(segment_of(p)->size < kSegmentSize);
+    char* past = p + (std::size_t{3} << 20);
+    require_dies("free", past, "not the start of a block", [&] { api().free(past); });
+    api().free(p);
 }
 
 // A stale pointer into a segment that went back: to the cache (its header stays, its pages are

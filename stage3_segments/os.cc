@@ -2,6 +2,7 @@
 #include "stage3_segments/os.h"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 namespace edu::stage3 {
 namespace {
@@ -51,6 +52,11 @@ bool os_commit(void* address, std::size_t size) {
 void os_unmap(void* address, std::size_t size) {
     count(OsCall::munmap);
     ::munmap(address, size);
+}
+
+bool os_address_space_limited() {
+    rlimit limit{};
+    return getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
 }
 
 void os_decommit(void* address, std::size_t size) {

@@ -35,6 +35,9 @@ bool os_commit(void* address, std::size_t size);
 // use and counts when taken.
 bool os_make_writable(void* address, std::size_t size);
 void os_unmap(void* address, std::size_t size);
+// [S3.58] Whether an address-space limit (RLIMIT_AS: `ulimit -v`, containers) is in force now:
+// asked of the kernel each time, so a limit the program sets after starting counts too.
+bool os_address_space_limited();
 // Gives the memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.
 void os_decommit(void* address, std::size_t size);
 // Footprint bookkeeping only: `bytes` start (or stop, when negative) counting as held.

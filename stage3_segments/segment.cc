@@ -153,15 +153,24 @@ void cache_remove(Segment* s) {
 bool commit_up_to(Segment* s, std::size_t need) { return Layout::commit_up_to(s, need); }
 
 // [S3.49] An empty 4 MiB segment for `kind`: the most recently cached one, or a new mapping
-// whose first `reach` bytes are made writable with its header. A cached segment may hold
+// whose first `reach` bytes are made writable with its header. [S3.58] Under an address-space
+// limit a large block's segment is mapped only as far as the block reaches, in whole slots
+// (64 KiB), its base still 4 MiB aligned: the rest of its window is left to other mappings,
+// and a limit that held a few 4 MiB windows holds many blocks of 100 KB, as glibc's does. Such a
+// short segment serves only large blocks that fit it; a whole one serves any kind. A cached segment may hold
 // committed memory: dirty pages, or a large block's. Serving its old kind again it keeps it (a
 // large block reuses what the last one had; dirty pages stay dirty, to be taken first and
 // purged only after the delay), so a segment that empties and refills costs no system call
 // and no page fault. Another kind counts pages from zero: the memory goes back first.
 Segment* take_segment(PageKind kind, std::size_t reach) {
+    bool large = kind == PageKind::large;
+    auto fits = [&](const Segment* c) { return c->size == kSegmentSize || (large && reach <= c->size && c->size < kSegmentSize); };
     Segment* s = g_cache;
-    while (s && s->size != kSegmentSize) s = s->next_open;
-    if (!s) return map_segment(kSegmentSize, kind, reach);
+    while (s && !fits(s)) s = s->next_open;
+    if (!s) {
+        bool shorten = large && os_address_space_limited();
+        return map_segment(shorten ? round_up(reach, Layout::slot_bytes(kSegmentSize)) : kSegmentSize, kind, reach);
+    }
     cache_remove(s);
     if (s->on_purge_list) {
         if (s->kind != static_cast<uint8_t>(kind)) purge_segment(s);

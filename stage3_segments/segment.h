@@ -62,9 +62,10 @@ Span page_area(const Segment* segment, const Page* page);
 Page* page_alloc(PageKind kind);
 
 // A page holding one block of `block_bytes` (rounded up to kOsPage) whose start is aligned to
-// `alignment` (at most kMaxAlignment): a large page (a whole 4 MiB segment, from the cache when
-// one is there) when it fits in one, else a huge segment mapped for it. The block is formatted
-// and counted in the footprint; the caller hands it out. nullptr when mmap fails.
+// `alignment` (at most kMaxAlignment): a large page (a 4 MiB segment of its own, from the cache
+// when one is there; under an address-space limit mapped only as far as the block reaches)
+// when it fits in one, else a huge segment mapped for it. The block is formatted and counted
+// in the footprint; the caller hands it out. nullptr when mmap fails.
 Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment);
 
 // [S3.32] Grows or shrinks a large block in place, when `bytes` (rounded up to kOsPage) still

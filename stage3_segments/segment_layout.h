@@ -103,9 +103,12 @@ struct SegmentLayout {
         return (end == 64 ? ~uint64_t{0} : bit(end) - 1) & ~(bit(first) - 1);
     }
 
-    // Bytes of one slot of `s`: a sixty-fourth of the segment, 64 KiB in a 4 MiB segment (a huge
-    // segment is whole 4 MiB chunks, so its slots are whole pages too).
-    static std::size_t slot_bytes(const Segment* s) { return s->size / kSlots; }
+    // Bytes of one slot of a segment of `size` bytes: a sixty-fourth of its window, 64 KiB in a
+    // 4 MiB one (a huge segment is whole 4 MiB chunks, so its slots are whole pages too). A
+    // short one-block segment ([S3.58]) maps only its first size / 64 KiB slots.
+    static std::size_t slot_bytes(std::size_t size) { return (size > kSegmentSize ? size : kSegmentSize) / kSlots; }
+    static std::size_t slot_bytes(const Segment* s) { return slot_bytes(s->size); }
+    static unsigned mapped_slots(const Segment* s) { return static_cast<unsigned>(s->size / slot_bytes(s)); }
 
     // The slots an area of `s` touches, as a mask.
     static uint64_t slots_of(const Segment* s, Span area) {
@@ -130,7 +133,7 @@ struct SegmentLayout {
         auto end = static_cast<unsigned>(64 - __builtin_clzll(missing));   // past the last one
         auto first = static_cast<unsigned>(__builtin_ctzll(missing));
         unsigned ahead = first + static_cast<unsigned>(__builtin_popcountll(s->writable));
-        unsigned stop = ahead < end ? end : ahead < kSlots ? ahead : kSlots;
+        unsigned stop = ahead < end ? end : ahead < mapped_slots(s) ? ahead : mapped_slots(s);
         auto at = reinterpret_cast<void*>(base(s) + first * slot);   // slot 0: header too
         if (stop > end && T::make_writable(at, (stop - first) * slot)) {
             s->writable |= slot_bits(first, stop);
@@ -149,7 +152,7 @@ struct SegmentLayout {
     // alone); false when even the header is refused. The header is formatted after, by the
     // caller, who counts the metadata in the footprint.
     static bool open_fresh(void* at, std::size_t size, std::size_t reach, uint64_t* writable) {
-        std::size_t slot = size / kSlots;
+        std::size_t slot = slot_bytes(size);
         auto slots = static_cast<unsigned>((reach + slot - 1) / slot);
         *writable = slot_bits(0, slots);
         if (T::make_writable(at, slots * slot)) return true;
@@ -169,12 +172,13 @@ struct SegmentLayout {
         s->committed = keep;
     }
 
-    // A large block grows or shrinks in place within its segment (realloc, [S3.32]).
+    // A large block grows or shrinks in place within its segment (realloc, [S3.32]), as far as
+    // the segment is mapped ([S3.58]).
     static bool one_block_resize(Page* page, std::size_t bytes) {
         auto* s = reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(page) & ~kSegmentMask);
         if (s->kind != static_cast<uint8_t>(PageKind::large)) return false;
         bytes = ((bytes == 0 ? 1 : bytes) + kOsPage - 1) & ~(kOsPage - 1);   // whole OS pages
-        if (bytes > kSegmentSize || page->start - base(s) + bytes > kSegmentSize) return false;
+        if (bytes > s->size || page->start - base(s) + bytes > s->size) return false;
         if (!commit_up_to(s, page->start + bytes - base(s) - T::kMetaSize)) return false;
         page->block_size = bytes;
         return true;

@@ -196,7 +196,7 @@ struct Segment {
     Segment* prev;
     Segment* next_open;        // "has a free page" list of its kind, or the cache list
     Segment* prev_open;
-    std::size_t size;          // bytes mapped (kSegmentSize, or more for huge)
+    std::size_t size;          // bytes mapped: kSegmentSize, more (huge), less ([S3.58])
     uint64_t free_pages;       // bit i: pages[i] is free
     uint64_t cache_expire;     // clock tick after which a cached segment is unmapped
     uint32_t page_count;       // 64, 8 or 1

@@ -243,15 +243,21 @@ void child_expect(bool ok, const char* what) {
     ::_exit(1);
 }
 
-uint64_t data_bytes() {
+namespace {
+// A "Vm...: N kB" line of /proc/self/status, in bytes; 0 if it cannot be read.
+uint64_t status_bytes(const char* format) {
     unsigned long kib = 0;
     if (FILE* f = std::fopen("/proc/self/status", "r")) {
         char line[256];
         while (std::fgets(line, sizeof line, f))
-            if (std::sscanf(line, "VmData: %lu kB", &kib) == 1) break;
+            if (std::sscanf(line, format, &kib) == 1) break;
         std::fclose(f);
     }
     return uint64_t{kib} * 1024;
 }
+}  // namespace
+
+uint64_t data_bytes() { return status_bytes("VmData: %lu kB"); }
+uint64_t address_space_bytes() { return status_bytes("VmSize: %lu kB"); }
 
 }  // namespace edu::battery

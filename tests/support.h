@@ -115,5 +115,8 @@ void child_expect(bool ok, const char* what);
 // Bytes of writable private memory this process holds: VmData of /proc/self/status, what a
 // data limit (RLIMIT_DATA) is measured against; 0 if it cannot be read.
 uint64_t data_bytes();
+// Bytes of address space this process holds: VmSize, what an address-space limit (RLIMIT_AS,
+// `ulimit -v`) is measured against; 0 if it cannot be read.
+uint64_t address_space_bytes();
 
 }  // namespace edu::battery
