@@ -11,11 +11,13 @@ OsCounters g_os;
 
 void count(OsCall call) { ++g_os.calls[static_cast<unsigned>(call)]; }
 
-void* map(std::size_t size) {
+void* map(void* at, std::size_t size, int flags) {
     count(OsCall::mmap);
-    void* p = ::mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* p = ::mmap(at, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | flags, -1, 0);
     return p == MAP_FAILED ? nullptr : p;
 }
+
+void* map(std::size_t size) { return map(nullptr, size, 0); }
 
 }  // namespace
 
@@ -36,6 +38,15 @@ void* os_map_aligned(std::size_t size, std::size_t alignment) {
     if (head) os_unmap(p, head);
     if (tail) os_unmap(reinterpret_cast<void*>(aligned + size), tail);
     return reinterpret_cast<void*>(aligned);
+}
+
+void* os_map_at(void* at, std::size_t size) {
+    void* p = map(at, size, MAP_FIXED_NOREPLACE);
+    if (p && p != at) {
+        os_unmap(p, size);
+        p = nullptr;
+    }
+    return p;
 }
 
 bool os_make_writable(void* address, std::size_t size) {

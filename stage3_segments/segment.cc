@@ -30,6 +30,7 @@ Segment* g_cache = nullptr;                  // empty segments waiting to be reu
 unsigned g_cache_count = 0;
 std::size_t g_cache_bytes = 0;               // sum of their sizes (address space)
 Segment* g_purge = nullptr;                  // segments with memory to decommit later
+uintptr_t g_short_hint = 0;                  // where the next short segment is tried ([S3.59])
 
 uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) & ~(to - 1); }
@@ -108,10 +109,22 @@ uint8_t* map_entry(uintptr_t chunk) {
     return &leaf[chunk & (kLeafEntries - 1)];
 }
 
+// [S3.59] A short segment's mapping ([S3.58]), 4 MiB aligned. The kernel places a mapping of
+// 128 KiB where it fits, rarely at a 4 MiB boundary, so os_map_aligned would pay four calls
+// more and hold a transient 4 MiB of the limit for each. Instead the window below the last
+// short segment is tried first, at its exact boundary (one call): the kernel hands out space
+// from the top down, so it is usually free; when it is not, os_map_aligned.
+void* map_short(std::size_t size) {
+    void* memory = g_short_hint ? os_map_at(reinterpret_cast<void*>(g_short_hint), size) : nullptr;
+    if (!memory) memory = os_map_aligned(size, kSegmentSize);
+    if (memory) g_short_hint = addr(memory) > kSegmentSize ? addr(memory) - kSegmentSize : 0;
+    return memory;
+}
+
 // A fresh segment of `size` bytes (a multiple of 64 OS pages) for `kind`, its header and the
 // first `reach` bytes writable ([S3.48]).
 Segment* map_segment(std::size_t size, PageKind kind, std::size_t reach) {
-    void* memory = os_map_aligned(size, kSegmentSize);
+    void* memory = size < kSegmentSize ? map_short(size) : os_map_aligned(size, kSegmentSize);
     if (!memory) return nullptr;
     uintptr_t chunk = addr(memory) >> kSegmentShift;
     uint8_t* entry = chunk < kMapEntries ? map_entry(chunk) : nullptr;
