@@ -452,8 +452,9 @@ TEST_CASE("under a data limit, cached segments go back to make room for a big bl
 // of 100 KB (10 MB, which glibc serves from its heap) all fit: each large segment is mapped only
 // as far as its block reaches, where a whole 4 MiB window each let five fit; each is mapped
 // at the 4 MiB boundary below the last ([S3.59]), so few need os_map_aligned's trims (three
-// munmaps each: nearly all of them did before). They are written, checked, freed, and the
-// cache gives their segments back to a 12 MiB block.
+// munmaps each: nearly all of them did before). They are written and checked (a short segment
+// a page longer than whole slots is refused), freed, and the cache gives their segments back
+// to a 12 MiB block.
 TEST_CASE("under an address-space limit, a hundred 100 KB blocks fit in 24 MiB") {
     under_limit(RLIMIT_AS, battery::address_space_bytes, 24 * kMiB, [](Heap* heap) {
         void* blocks[100];
@@ -465,6 +466,11 @@ TEST_CASE("under an address-space limit, a hundred 100 KB blocks fit in 24 MiB")
         }
         battery::child_expect(os_calls(OsCall::munmap) - unmaps < 30, "most short segments were trimmed");
         battery::child_expect(api().check().ok, "the heap check failed");
+        Segment* s = segment_of(blocks[0]);   // a short segment is whole slots: the checker knows
+        s->size += kOsPage;
+        battery::child_expect(std::strstr(api().check().message, "segment size wrong") != nullptr,
+                              "the checker took a short segment of a slot and a page");
+        s->size -= kOsPage;
         for (void* p : blocks) api().free(p);
         void* big = heap_malloc(heap, 12 * kMiB);
         battery::child_expect(big != nullptr, "the 12 MiB block was refused");
