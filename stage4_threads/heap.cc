@@ -2,12 +2,14 @@
 // retirement are stage 3's (queues.h). Everything here runs on the heap's own thread.
 #include "stage4_threads/heap.h"
 
+
 #include "contract/diagnostics.h"
 #include "stage3_segments/bins.h"
 #include "stage3_segments/queues.h"
 #include "stage4_threads/abandon.h"
 #include "stage4_threads/arena.h"
 #include "stage4_threads/free.h"
+#include "stage4_threads/os.h"
 #include "stage4_threads/page.h"
 #include "stage4_threads/registry.h"
 #include "stage4_threads/remote.h"
@@ -148,6 +150,13 @@ void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std:
     heap = heap_for_caller(heap);
     if (!heap) return enomem();
     if (heap->cache_count == 0 && abandoned_count() != 0) heap_reclaim(heap, 1);
+    // [S4.66] Under an address-space limit the arena is half the limit at most (S4.65), and a
+    // one-block page holds a whole 4 MiB slot of it: 100 KB blocks fit five to a 40 MiB limit.
+    // A block that would claim a fresh segment gets a mapping of its own instead
+    // (contract/mapped.h, as S4.51), which holds its pages and one page more, outside the
+    // arena, as glibc maps its large blocks. Without a limit nothing changes: one getrlimit
+    // next to the system calls a fresh segment costs anyway.
+    if (heap->cache_count == 0 && os_address_space_limited()) return alloc_mapped(alignment, size);
     Page* page = one_block_page_alloc(heap, size == 0 ? 1 : size, alignment);
     if (!page) return enomem();
     ++heap->page_count;

@@ -3,6 +3,7 @@
 #include "stage4_threads/os.h"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 namespace edu::stage4 {
 namespace {
@@ -22,6 +23,11 @@ void* map(void* at, std::size_t size, int protection, int extra_flags) {
 const OsCounters& os_counters() { return g_os; }
 
 void* os_reserve(std::size_t size) { return map(nullptr, size, PROT_NONE, MAP_NORESERVE); }
+bool os_address_space_limited() {
+    rlimit limit{};
+    return getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
+}
+
 void* os_map(std::size_t size) { return map(nullptr, size, PROT_READ | PROT_WRITE, 0); }
 
 bool os_commit_range(void* address, std::size_t size) {

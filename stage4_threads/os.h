@@ -1,6 +1,6 @@
 // stage4_threads/os.h: what stage 4 asks of the kernel and the bytes it counts as held, safe
 // for every thread at once: the arena reservation, heap records, decommit, and the footprint.
-// Entry points: os_reserve, os_map, os_unmap, os_decommit, os_commit_bytes, os_counters.
+// Entry points: os_reserve, os_address_space_limited, os_map, os_unmap, os_decommit, os_commit_bytes, os_counters.
 // Stage 3's os.cc does the same for one thread with plain counters; these are atomic.
 #pragma once
 
@@ -37,6 +37,10 @@ const OsCounters& os_counters();
 void* os_reserve(std::size_t size);
 bool os_commit_range(void* address, std::size_t size);
 void os_release_range(void* address, std::size_t size);
+// [S4.66] Whether an address-space limit (RLIMIT_AS: `ulimit -v`, containers) is in force now:
+// asked of the kernel each time (a cold path that is about to claim a segment), so a limit the
+// program sets after starting counts too.
+bool os_address_space_limited();
 // Ordinary anonymous memory (heap records), zeroed; nullptr if refused.
 void* os_map(std::size_t size);
 void os_unmap(void* address, std::size_t size);
