@@ -31,6 +31,26 @@ pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 Record* g_first = nullptr;
 std::atomic<std::size_t> g_count{0};
 
+// The live blocks' addresses again, for the lookups of free and usable_size, which must not
+// read a record before they know it is one: an open-addressing table (linear probing, at most
+// half full, deletion by backward shift) in a mapping of its own, doubled when it would pass
+// half. The list keeps the walk's order; the table makes a lookup one or two probes however
+// many blocks live (a stage that maps its large blocks under an address-space limit holds
+// thousands: searching the list cost 148 us a free with 5,000 live). Under g_lock.
+uintptr_t* g_table = nullptr;
+std::size_t g_slots = 0;   // a power of two; 0 before the first block
+constexpr std::size_t kFirstSlots = 512;   // one 4 KiB page of addresses
+
+std::size_t home(uintptr_t block) {
+    return static_cast<std::size_t>(((block >> 12) * 0x9E3779B97F4A7C15ull) >> 32) & (g_slots - 1);
+}
+
+void place(uintptr_t block) {
+    std::size_t i = home(block);
+    while (g_table[i] != 0) i = (i + 1) & (g_slots - 1);
+    g_table[i] = block;
+}
+
 // System calls by owner (stage numbers 1..4; slot 0 takes any other) and kind, relaxed: each
 // one is counted next to a system call, and Stats readers want a recent value only.
 constexpr unsigned kOwners = 5;
@@ -51,11 +71,51 @@ void unmap(int owner, uintptr_t start, std::size_t bytes) {
 
 std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
 
+// Room in the table for one block more, with the lock held; false if the system refuses it.
+bool make_room_locked(int owner) {
+    if (g_count.load(std::memory_order_relaxed) + 1 <= g_slots / 2) return true;
+    std::size_t slots = g_slots ? 2 * g_slots : kFirstSlots;
+    count_call(owner, OsCall::mmap);
+    void* got = mmap(nullptr, slots * sizeof(uintptr_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (got == MAP_FAILED) return false;
+    uintptr_t* old = g_table;
+    std::size_t old_slots = g_slots;
+    g_table = static_cast<uintptr_t*>(got);
+    g_slots = slots;
+    for (std::size_t i = 0; i < old_slots; ++i)
+        if (old[i] != 0) place(old[i]);
+    if (old) unmap(owner, reinterpret_cast<uintptr_t>(old), old_slots * sizeof(uintptr_t));
+    return true;
+}
+
+// The table's slot of `block` with the lock held, or g_slots if it is not a live block.
+std::size_t slot_locked(uintptr_t block) {
+    if (g_slots == 0) return 0;
+    for (std::size_t i = home(block);; i = (i + 1) & (g_slots - 1)) {
+        if (g_table[i] == block) return i;
+        if (g_table[i] == 0) return g_slots;
+    }
+}
+
+// Empties slot `i`, moving back each later entry of its run that may not sit past the hole
+// (its home is not in the part of the run between the hole and it), so no probe stops early.
+void erase_locked(std::size_t i) {
+    std::size_t mask = g_slots - 1;
+    for (std::size_t j = (i + 1) & mask; g_table[j] != 0; j = (j + 1) & mask) {
+        if (((j - home(g_table[j])) & mask) >= ((j - i) & mask)) {
+            g_table[i] = g_table[j];
+            i = j;
+        }
+    }
+    g_table[i] = 0;
+}
+
 // The owner's record of `p` with the lock held, or nullptr.
 Record* find_locked(int owner, const void* p) {
-    for (Record* r = g_first; r != nullptr; r = r->next)
-        if (r->block == reinterpret_cast<uintptr_t>(p)) return r->owner == owner ? r : nullptr;
-    return nullptr;
+    auto block = reinterpret_cast<uintptr_t>(p);
+    if (slot_locked(block) == g_slots) return nullptr;
+    auto* r = reinterpret_cast<Record*>(block - page_size());
+    return r->owner == owner ? r : nullptr;
 }
 
 bool may_be_mapped(const void* p) {
@@ -85,6 +145,12 @@ void* mapped_aligned_alloc(int owner, std::size_t alignment, std::size_t size, s
     r->owner = owner;
     r->prev = nullptr;
     pthread_mutex_lock(&g_lock);
+    if (!make_room_locked(owner)) {
+        pthread_mutex_unlock(&g_lock);
+        unmap(owner, head, page + usable);
+        return enomem();
+    }
+    place(block);
     r->next = g_first;
     if (g_first) g_first->prev = r;
     g_first = r;
@@ -108,6 +174,7 @@ std::size_t mapped_free(int owner, void* p) {
     pthread_mutex_lock(&g_lock);
     Record* r = find_locked(owner, p);
     if (r) {
+        erase_locked(slot_locked(r->block));
         if (r->prev) r->prev->next = r->next;
         else g_first = r->next;
         if (r->next) r->next->prev = r->prev;

@@ -20,7 +20,8 @@ inline constexpr std::size_t kMappedMaxAlignment = std::size_t{64} << 20;
 
 // A block of at least `size` bytes at a multiple of `alignment` (a power of two of at least a
 // system page), its usable size in *usable. Its record sits in the page in front of it, and a
-// list of the live ones lets the calls below tell them from every other pointer. nullptr with
+// table of the live ones' addresses lets the calls below tell them from every other pointer in
+// one or two probes, however many live. nullptr with
 // errno = ENOMEM when the size overflows or the system has no room.
 void* mapped_aligned_alloc(int owner, std::size_t alignment, std::size_t size, std::size_t* usable);
 
