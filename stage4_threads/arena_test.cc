@@ -325,7 +325,6 @@ TEST_CASE("under a data limit, a heap's cached segments go back to make room for
     CHECK(outcome.exit_code == 0);
 }
 
-
 // [S4.66] Under an address-space limit 64 MiB above what the process holds, 600 blocks just
 // above the medium maximum each get a mapping of their own (contract/mapped.h) instead of a
 // 4 MiB slot of the arena (which, reserved before the limit here, would hold them all: the test

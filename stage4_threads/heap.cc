@@ -2,7 +2,6 @@
 // retirement are stage 3's (queues.h). Everything here runs on the heap's own thread.
 #include "stage4_threads/heap.h"
 
-
 #include "contract/diagnostics.h"
 #include "stage3_segments/bins.h"
 #include "stage3_segments/queues.h"

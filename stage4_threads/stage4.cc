@@ -9,6 +9,7 @@
 #include "contract/mapped.h"
 #include "stage3_segments/bins.h"
 #include "stage4_threads/alloc.h"
+#include "stage4_threads/arena.h"
 #include "stage4_threads/check.h"
 #include "stage4_threads/drop_in.h"
 #include "stage4_threads/free.h"
@@ -38,6 +39,13 @@ void* api_calloc(std::size_t count, std::size_t size) {
     return p;
 }
 
+// The usable size of `p` if it is a block of contract/mapped.h, else 0. Only a pointer outside
+// the arena can be one (as free_generic asks, S4.51): any other skips mapped.h's global lock,
+// which another thread's block would take while mapped blocks live ([S4.66] maps many).
+std::size_t mapped_size(const void* p) {
+    return arena_slot_of(p) == kArenaSlots ? mapped_block_size(kStageNumber, p) : 0;
+}
+
 // A block of contract/mapped.h (alignment above kMaxAlignment) moves into the heap: realloc
 // need not keep an alignment, and the heap serves every size.
 template <class M>
@@ -59,7 +67,7 @@ void* api_realloc(void* p, std::size_t size) {
     if (!p) return heap_alloc<M>(t_heap, size, size);
     Found found{own_live_block(p), true};   // the caller's own live block: checked (S4.58)
     if (!found.page) {
-        if (std::size_t mapped = mapped_block_size(kStageNumber, p)) return realloc_mapped<M>(p, mapped, size);
+        if (std::size_t mapped = mapped_size(p)) return realloc_mapped<M>(p, mapped, size);
         found = find_block(p, "realloc");
     }
     std::size_t usable = found.page->block_size;
@@ -99,7 +107,7 @@ void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
 std::size_t api_usable_size(const void* p) {
     if (!p) return 0;
     if (Page* own = own_live_block(p)) return own->block_size;   // checked (S4.58)
-    if (std::size_t mapped = mapped_block_size(kStageNumber, p)) return mapped;
+    if (std::size_t mapped = mapped_size(p)) return mapped;
     return find_block(p, "usable_size").page->block_size;
 }
 CheckResult api_check() { return check_heap(); }

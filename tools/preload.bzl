@@ -4,7 +4,8 @@
         name = "libedu_stage1.so",
         stage_dep = ":stage1",                # the cc_library that defines the descriptor
         descriptor = "edu::stage1::descriptor",
-        drop_in = "stage3_segments/drop_in.h",  # optional: the inline fast paths (below)
+        # drop_in = "stage1_brk/drop_in.h",  # optional: a header of inline fast paths (below;
+        #                                    # stages 3 and 4 have one, stage 1 does not)
     )
     edu_preload_tests(                        # in tests/preload/BUILD
         stage = 1,
