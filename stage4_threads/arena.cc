@@ -5,6 +5,8 @@
 #include <pthread.h>
 #include <sys/resource.h>
 
+#include <cerrno>
+
 #include "contract/diagnostics.h"
 #include "stage4_threads/os.h"
 
@@ -31,27 +33,54 @@ std::atomic<uint32_t> g_recent[kRecentAbandoned];   // slot + 1 of a recent aban
 std::atomic<uint32_t> g_recent_next{0};
 static_assert((kRecentAbandoned & (kRecentAbandoned - 1)) == 0, "the ring index wraps with its counter");
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
+bool g_lazy = false;   // [S4.67] written by reserve() before g_bytes is published
 
 constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
 
 // [S4.15] The reservation: 64 GiB, or as much of it as the system grants (halving down to one
-// segment), address space only (os_reserve), trimmed to a 4 MiB boundary. Under an
-// address-space limit (RLIMIT_AS: `ulimit -v`, containers) it asks for half of the limit, in
-// whole segments, so that thread stacks, libraries and the rest of the process keep room: a
-// program that glibc runs under 256 MiB runs here too, with a 128 MiB arena, and malloc returns
-// NULL only when that is used up. It is made once, by pthread_once, from the first thread that
-// needs memory; that may be before main, from a constructor of another library. It draws the
-// key of the freed mark (S4.48) first: no block exists before the arena does.
-std::size_t first_size_to_try() {
-    rlimit limit{};
-    if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return kArenaMaxBytes;
+// segment), address space only (os_reserve), trimmed to a 4 MiB boundary. It is made once, by
+// pthread_once, from the first thread that needs memory; that may be before main, from a
+// constructor of another library. It draws the key of the freed mark (S4.48) first: no block
+// exists before the arena does. Under an address-space limit (RLIMIT_AS: `ulimit -v`,
+// containers) nothing is reserved ([S4.67]); only when no room is found for that, half of the
+// limit is, in whole segments, so that thread stacks, libraries and the rest of the process
+// keep room ([S4.65]).
+std::size_t first_size_to_try(const rlimit& limit) {
+    if (limit.rlim_cur == RLIM_INFINITY) return kArenaMaxBytes;
     std::size_t half = (limit.rlim_cur / 2) & ~kSegmentMask;   // [S4.65] not a power of two
     return half < kArenaMinBytes ? kArenaMinBytes : half < kArenaMaxBytes ? half : kArenaMaxBytes;
 }
 
+// [S4.67] A lazy arena: under an address-space limit every byte reserved counts against it,
+// used or not, so the range is only chosen, never reserved. A segment's slots are mapped piece
+// by piece as it commits them (arena_commit, with MAP_FIXED_NOREPLACE), and unmapped when it
+// goes back, so the limit is charged what the heaps have made writable, as a data limit is
+// (S4.39). The range lies kLazyGap or four times the limit, whichever is more, below a page
+// the kernel maps now: it hands out address space from the top down (or, in the legacy layout,
+// from a base upward), and a process that holds at most the limit never reaches that far
+// down. Should something land there after all, arena_commit refuses to map over it. False
+// (and no arena) when the address space has no such room below.
+constexpr uintptr_t kLazyGap = uintptr_t{1} << 40;   // 1 TiB
+
+bool place_lazily(const rlimit& limit) {
+    void* probe = os_reserve(kOsPage);
+    if (!probe) return false;
+    os_unmap(probe, kOsPage);
+    uintptr_t top = reinterpret_cast<uintptr_t>(probe);
+    uintptr_t gap = limit.rlim_cur < kLazyGap / 4 ? kLazyGap : limit.rlim_cur * 4;
+    if (limit.rlim_cur >= top / 8 || top < gap + 2 * kArenaMaxBytes) return false;
+    g_lazy = true;
+    g_base.store((top - gap - kArenaMaxBytes) & ~kSegmentMask, std::memory_order_relaxed);
+    g_bytes.store(kArenaMaxBytes, std::memory_order_release);   // pairs with arena_ready's acquire
+    return true;
+}
+
 void reserve() {
     g_mark_key = edu::draw_mark_key();
-    for (std::size_t size = first_size_to_try(); size >= kArenaMinBytes; size = (size / 2) & ~kSegmentMask) {
+    rlimit limit{RLIM_INFINITY, RLIM_INFINITY};
+    getrlimit(RLIMIT_AS, &limit);
+    if (limit.rlim_cur != RLIM_INFINITY && place_lazily(limit)) return;
+    for (std::size_t size = first_size_to_try(limit); size >= kArenaMinBytes; size = (size / 2) & ~kSegmentMask) {
         void* memory = os_reserve(size + kSegmentSize);
         if (!memory) continue;
         auto at = reinterpret_cast<uintptr_t>(memory);
@@ -171,9 +200,30 @@ Segment* arena_claim(uint32_t blocks, uint32_t* hint) {
     return arena_segment(slot);   // PROT_NONE: segment.cc commits what it uses ([S4.39])
 }
 
-void arena_release(uint32_t slot, uint32_t blocks) {
-    os_release_range(arena_segment(slot), std::size_t{blocks} << kSegmentShift);
+bool arena_lazy() { return g_lazy; }
+
+// [S4.67] In a lazy arena the slots come unmapped: the range is mapped where nothing is. One
+// range is already partly mapped by us: a segment whose claim could make its header alone
+// writable (S3.48) and now asks for its first slot; its header is ours once its start marker is
+// published, and only the rest is mapped. Anything else in the way is not ours, and stays.
+bool arena_commit(void* address, std::size_t size) {
+    if (!g_lazy) return os_commit_range(address, size);
+    if (os_map_writable_at(address, size)) return true;
+    uint32_t slot = arena_slot_of(address);
+    if (errno != EEXIST || size <= kMetaSize || address != arena_segment(slot) || arena_blocks_at(slot) == 0) return false;
+    return os_map_writable_at(static_cast<char*>(address) + kMetaSize, size - kMetaSize);
+}
+
+void arena_release(uint32_t slot, uint32_t blocks, std::size_t mapped) {
+    if (!g_lazy) os_release_range(arena_segment(slot), std::size_t{blocks} << kSegmentShift);
+    else if (mapped) os_unmap(arena_segment(slot), mapped);   // what this segment mapped, no more
     bitmap_release(g_claimed, slot, blocks);
+}
+
+bool arena_refused(uint32_t slot, uint32_t blocks) {
+    if (g_lazy && errno == EEXIST) return true;   // not ours: the slots stay claimed, unused
+    bitmap_release(g_claimed, slot, blocks);
+    return false;
 }
 
 bool arena_claimed(uint32_t slot, uint32_t blocks) { return bitmap_all_set(g_claimed, slot, blocks); }

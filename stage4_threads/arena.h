@@ -1,6 +1,7 @@
-// stage4_threads/arena.h: the process-wide arena: one reservation cut into 4 MiB slots, an
-// atomic bitmap of claimed slots, the start marker of every published segment, and the bitmap
-// of abandoned segments. Entry points: arena_ready, arena_claim, arena_release, arena_publish,
+// stage4_threads/arena.h: the process-wide arena: one range cut into 4 MiB slots, reserved (or,
+// under an address-space limit, mapped as used), an atomic bitmap of claimed slots, the start
+// marker of every published segment, the bitmap of abandoned segments. Entry points:
+// arena_ready, arena_claim, arena_commit, arena_release, arena_refused, arena_publish,
 // arena_blocks_at, abandoned_*, and the bitmap primitives the tests drive directly.
 // What lives in a segment is segment.h's business; who owns it is abandon.h's and registry.h's.
 #pragma once
@@ -53,11 +54,21 @@ inline Segment* arena_segment(uint32_t slot) {
 }
 
 // Claims `blocks` consecutive slots, starting the search at word *hint (updated to where it
-// succeeded): the segment's address, its memory zero and PROT_NONE (segment.h commits what it
-// uses, the header first), or nullptr when the arena has no such run.
+// succeeded): the segment's address, its memory zero and PROT_NONE, or not mapped at all in a
+// lazy arena (segment.h commits what it uses, the header first, through arena_commit), or
+// nullptr when the arena has no such run.
 Segment* arena_claim(uint32_t blocks, uint32_t* hint);
-// Decommits the slots of a segment that is no longer published, then releases them.
-void arena_release(uint32_t slot, uint32_t blocks);
+// Makes [address, address + size) of a claimed segment readable and writable: mprotect in a
+// reserved arena, a fresh mapping in a lazy one ([S4.67]). False if the system refuses.
+bool arena_commit(void* address, std::size_t size);
+// Gives back the slots of a segment that is no longer published: its memory returned (in a
+// lazy arena, the first `mapped` bytes unmapped: what its commits mapped), then its bits.
+void arena_release(uint32_t slot, uint32_t blocks, std::size_t mapped);
+// The slots of a claim whose first commit failed: released, true when instead they stay claimed
+// for good because a mapping not ours sits in them (a lazy arena, [S4.67]): claim others.
+bool arena_refused(uint32_t slot, uint32_t blocks);
+// [S4.67] True when the arena is lazy: chosen under an address-space limit, never reserved.
+bool arena_lazy();
 
 // [S4.12] Start markers: starts[slot] == number of slots of the segment beginning at `slot`,
 // set (release) only once its header is formatted, cleared before its slots are released. A

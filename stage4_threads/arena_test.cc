@@ -5,16 +5,21 @@
 // atomic exchange on every claim. Then the real arena: threads taking segments at once, and
 // the heap's cache of empty segments counted in system calls.
 #include <doctest/doctest.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "contract/mapped.h"
 #include "stage4_threads/arena.h"
+#include "stage4_threads/heap.h"
 #include "stage4_threads/os.h"
 #include "stage4_threads/segment.h"
 #include "stage4_threads/testing.h"
@@ -370,6 +375,91 @@ TEST_CASE("under an address-space limit, large blocks get mappings of their own,
     INFO("child: " << outcome.describe());
     CHECK(outcome.exited);
     CHECK(outcome.exit_code == 0);
+}
+
+
+// [S4.67] A process that starts under an address-space limit gets a lazy arena: nothing
+// reserved, a segment's slots mapped as far as it has made them writable, unmapped when it goes
+// back. The case re-executes this binary under a 1 GiB limit (the arena of this process exists
+// already), where it asks the kernel what is mapped (mincore fails on an unmapped page), puts
+// pages of its own past the end of a segment's mapping and in the slot the next segment would
+// claim, which the arena must step around and leave intact, and makes a segment's claim fit its header alone (a limit 32 KiB above what
+// the process holds), so that its first page maps the rest of its first slot afterwards.
+// (Not under a sanitizer, whose shadow memory needs terabytes of address space.)
+constexpr const char* kLazyCase = "under an address-space limit from the start the arena maps only what segments make writable";
+
+bool mapped(const void* at, std::size_t bytes) {
+    static unsigned char pages[64];
+    return mincore(const_cast<void*>(at), bytes, pages) == 0;
+}
+
+void prove_lazy_arena() {
+    testing::on_thread([] {
+        void* small = api().malloc(100);
+        REQUIRE(small != nullptr);
+        REQUIRE(arena_lazy());
+        Segment* s = segment_of(small);
+        auto* base = reinterpret_cast<char*>(s);
+        CHECK(mapped(base, kMetaSize));
+        char* tail = base + kSegmentSize - kOsPage;
+        CHECK_FALSE(mapped(tail, kOsPage));   // the slot's tail is not mapped: a page not ours goes there
+        REQUIRE(mmap(tail, kOsPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) == tail);
+        *tail = 0x5b;
+        // A page not ours in the slot after: the next segment's claim must leave it and go on.
+        uint32_t next = arena_slot_of(small) + 1;
+        void* foreign = mmap(arena_segment(next), kOsPage, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        REQUIRE(foreign == static_cast<void*>(arena_segment(next)));
+        std::memset(foreign, 0x5a, kOsPage);
+        // A medium block claims a segment whose header alone fits under the limit: no block.
+        rlimit tight{battery::address_space_bytes() + 32 * 1024, RLIM_INFINITY};
+        REQUIRE(setrlimit(RLIMIT_AS, &tight) == 0);
+        void* refused = api().malloc(kSmallMax + 1);
+        rlimit wide{std::size_t{1} << 30, RLIM_INFINITY};
+        REQUIRE(setrlimit(RLIMIT_AS, &wide) == 0);
+        CHECK(refused == nullptr);
+        void* medium = api().malloc(kSmallMax + 1);   // its segment's first slot mapped in full now
+        REQUIRE(medium != nullptr);
+        std::memset(medium, 1, kSmallMax + 1);
+        uint32_t at = arena_slot_of(medium);
+        CHECK(at != next);
+        CHECK(arena_claimed(next, 1));   // kept claimed: no claim tries it again
+        CHECK(static_cast<unsigned char*>(foreign)[kOsPage - 1] == 0x5a);
+        CHECK(api().check().ok);
+        api().free(medium);
+        api().free(small);
+        heap_collect(testing::my_heap(), true);   // retired pages, purge, cache: all back
+        CHECK_FALSE(mapped(arena_segment(at), kOsPage));   // given back: unmapped
+        CHECK(mapped(foreign, kOsPage));
+        CHECK(static_cast<unsigned char*>(foreign)[0] == 0x5a);
+        CHECK_FALSE(mapped(base, kOsPage));   // the small block's segment went back: its header,
+        CHECK(mapped(tail, kOsPage));         // not the page beyond what it mapped
+        CHECK(*tail == 0x5b);
+        munmap(foreign, kOsPage);
+        munmap(tail, kOsPage);
+    });
+}
+
+TEST_CASE(kLazyCase) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;
+#endif
+    if (std::getenv("EDU_LAZY_ARENA_PROCESS") != nullptr) return prove_lazy_arena();
+    battery::ChildOutcome outcome = battery::run_in_child(
+        [] {
+            setenv("EDU_LAZY_ARENA_PROCESS", "1", 1);
+            rlimit limit{std::size_t{1} << 30, RLIM_INFINITY};
+            battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0, "setrlimit failed");
+            std::string filter = std::string("--test-case=") + kLazyCase;
+            // doctest writes its report on stdout: send it to stderr, which the parent reads.
+            execl("/proc/self/exe", "arena_test", filter.c_str(), "--out=/dev/stderr", nullptr);
+            battery::child_expect(false, "cannot re-execute the test");
+        },
+        60);
+    INFO("lazy arena process: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
+    CHECK(outcome.stderr_text.find("1 passed") != std::string::npos);
 }
 
 }  // namespace

@@ -149,11 +149,11 @@ void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std:
     heap = heap_for_caller(heap);
     if (!heap) return enomem();
     if (heap->cache_count == 0 && abandoned_count() != 0) heap_reclaim(heap, 1);
-    // [S4.66] Under an address-space limit the arena is half the limit at most (S4.65), and a
-    // one-block page holds a whole 4 MiB slot of it: 100 KB blocks fit five to a 40 MiB limit.
-    // A block that would claim a fresh segment gets a mapping of its own instead
-    // (contract/mapped.h, as S4.51), which holds its pages and one page more, outside the
-    // arena, as glibc maps its large blocks. Without a limit nothing changes: one getrlimit
+    // [S4.66] Under an address-space limit every byte a segment maps counts: a fresh one-block
+    // segment holds its 12 KiB header and its block rounded up to 64 KiB slots (S4.67), a whole
+    // 4 MiB slot in a reserved arena. A block that would claim one gets a mapping of its own
+    // instead (contract/mapped.h, as S4.51), which holds its pages and one page more, outside
+    // the arena, as glibc maps its large blocks. Without a limit nothing changes: one getrlimit
     // next to the system calls a fresh segment costs anyway.
     if (heap->cache_count == 0 && os_address_space_limited()) return alloc_mapped(alignment, size);
     Page* page = one_block_page_alloc(heap, size == 0 ? 1 : size, alignment);

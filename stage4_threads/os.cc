@@ -5,6 +5,8 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 
+#include <cerrno>
+
 namespace edu::stage4 {
 namespace {
 
@@ -29,6 +31,14 @@ bool os_address_space_limited() {
 }
 
 void* os_map(std::size_t size) { return map(nullptr, size, PROT_READ | PROT_WRITE, 0); }
+
+bool os_map_writable_at(void* address, std::size_t size) {
+    void* p = map(address, size, PROT_READ | PROT_WRITE, MAP_FIXED_NOREPLACE);
+    if (p == nullptr || p == address) return p != nullptr;
+    os_unmap(p, size);   // a kernel older than 4.17 took the flag for a hint and placed it elsewhere
+    errno = EEXIST;
+    return false;
+}
 
 bool os_commit_range(void* address, std::size_t size) {
     count(OsCall::mprotect);

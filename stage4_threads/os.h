@@ -1,6 +1,7 @@
 // stage4_threads/os.h: what stage 4 asks of the kernel and the bytes it counts as held, safe
 // for every thread at once: the arena reservation, heap records, decommit, and the footprint.
-// Entry points: os_reserve, os_address_space_limited, os_map, os_unmap, os_decommit, os_commit_bytes, os_counters.
+// Entry points: os_reserve, os_address_space_limited, os_map, os_map_writable_at, os_unmap,
+// os_decommit, os_commit_bytes, os_counters.
 // Stage 3's os.cc does the same for one thread with plain counters; these are atomic.
 #pragma once
 
@@ -43,6 +44,10 @@ void os_release_range(void* address, std::size_t size);
 bool os_address_space_limited();
 // Ordinary anonymous memory (heap records), zeroed; nullptr if refused.
 void* os_map(std::size_t size);
+// [S4.67] `size` bytes of fresh zeroed memory, readable and writable, at exactly `address`
+// (MAP_FIXED_NOREPLACE: a lazy arena's slots, arena.h). False if the system refuses, with
+// errno EEXIST when something is mapped there already, which stays untouched.
+bool os_map_writable_at(void* address, std::size_t size);
 void os_unmap(void* address, std::size_t size);
 // Gives committed memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.
 void os_decommit(void* address, std::size_t size);

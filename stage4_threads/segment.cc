@@ -69,23 +69,29 @@ void purge_segment(Heap* heap, Segment* s) {
 
 void format_segment(Segment* s, PageKind kind) { Layout::format(s, kind); }
 
-// Fresh arena slots for a segment of `kind`, its header and first `reach` bytes made writable
-// in one call (S3.48), formatted, attached to `heap`, then published.
+// Claimed slots whose header and first `reach` bytes are writable (S3.48), `*writable` their
+// mask. Slots that hold a mapping not ours (a lazy arena, [S4.67]) stay claimed; others are tried.
+Segment* claim_open(Heap* heap, uint32_t blocks, std::size_t reach, uint64_t* writable) {
+    for (;;) {
+        Segment* s = arena_claim(blocks, &heap->arena_hint);
+        if (!s) return nullptr;
+        if (Layout::open_fresh(s, std::size_t{blocks} << kSegmentShift, reach, writable)) return s;
+        if (!arena_refused(arena_slot_of(s), blocks)) return nullptr;
+    }
+}
+
+// Fresh arena slots for a segment of `kind`, opened, formatted, attached to `heap`, then published.
 Segment* claim_segment(Heap* heap, PageKind kind, uint32_t blocks, std::size_t reach) {
-    Segment* s = arena_claim(blocks, &heap->arena_hint);
+    uint64_t writable = 0;
+    Segment* s = claim_open(heap, blocks, reach, &writable);
     if (!s) return nullptr;
     std::size_t size = std::size_t{blocks} << kSegmentShift;
-    uint64_t writable = 0;
-    if (!Layout::open_fresh(s, size, reach, &writable)) {
-        arena_release(arena_slot_of(s), blocks);
-        return nullptr;
-    }
     s->slot = arena_slot_of(s);
     s->blocks = blocks;
     s->size = size;
     s->committed = 0;
     s->dirty_pages = 0;
-    s->writable = writable;   // the rest of the slots come PROT_NONE from the arena
+    s->writable = writable;   // the rest of the slots come PROT_NONE (or unmapped) from the arena
     s->cached = s->on_open_list = s->on_purge_list = 0;
     s->next_open = s->prev_open = s->next_purge = s->prev_purge = nullptr;
     format_segment(s, kind);
@@ -93,6 +99,13 @@ Segment* claim_segment(Heap* heap, PageKind kind, uint32_t blocks, std::size_t r
     segment_attach(heap, s);
     arena_publish(s);
     return s;
+}
+
+// [S4.67] What a segment's commits have mapped, for a lazy arena to unmap: its writable slots,
+// a prefix (S3.47 grows it from the first slot up), or its header alone (S3.48's fallback).
+std::size_t mapped_bytes(const Segment* s) {
+    if (s->writable == 0) return kMetaSize;
+    return static_cast<std::size_t>(64 - __builtin_clzll(s->writable)) * Layout::slot_bytes(s);
 }
 
 void cache_remove(Heap* heap, Segment* s) {
@@ -194,7 +207,7 @@ void segment_settle(Heap* heap, Segment* s) {
 void segment_give_back(Segment* s) {
     arena_unpublish(s);
     os_commit_bytes(-static_cast<int64_t>(kMetaSize + s->committed));
-    arena_release(s->slot, s->blocks);
+    arena_release(s->slot, s->blocks, mapped_bytes(s));
 }
 
 namespace {

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "stage3_segments/segment_layout.h"
+#include "stage4_threads/arena.h"
 #include "stage4_threads/os.h"
 #include "stage4_threads/types.h"
 
@@ -24,7 +25,7 @@ struct LayoutTraits {
     static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
         stage4::page_reset(page, s, index, kind);
     }
-    static bool make_writable(void* address, std::size_t size) { return os_commit_range(address, size); }
+    static bool make_writable(void* address, std::size_t size) { return arena_commit(address, size); }
     static void count_committed(int64_t bytes) { os_commit_bytes(bytes); }
     static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
     static bool is_free_sentinel(const Page* page) {
