@@ -128,15 +128,16 @@ void* (*g_calloc)(std::size_t, std::size_t) = &first_calloc;
 void* (*g_realloc)(void*, std::size_t) = &first_realloc;
 
 // Better than a slot: a stage that names a DropIn header (tools/preload.bzl) has its own fast
-// paths compiled into the exported malloc and free, behind one test of g_inline, which says
-// that the chosen entry's malloc and free are DropIn's (the drop-in library's usual mode), as
-// mimalloc's malloc is its fast path. The flag is published with the slots and read like them
-// (relaxed): while it is false the slots run, first_malloc included, so the first call still
-// chooses the entry; an entry that is not DropIn's (another mode, the debug or memcheck layer)
-// clears it again. What it gained: stage 3's chapter, section 10.
+// paths compiled into the exported malloc and free, as mimalloc's malloc is its fast path.
+// DropIn keeps a gate, closed until publish_slots sees that the chosen entry's malloc and free
+// are DropIn's (the drop-in library's usual mode) and opens it; an entry that is not DropIn's
+// (another mode, the debug or memcheck layer) closes it again. DropIn's exported_malloc and
+// exported_free run the fast paths while it is open and call the slot (`closed`) otherwise, so
+// the first call still goes to first_malloc and chooses the entry. The gate is written with
+// the slots and read like them (relaxed). How each stage's gate is tested, and what it gained:
+// the `DropIn` comments of stage3_segments/drop_in.h and stage4_threads/drop_in.h.
 #ifdef EDU_PRELOAD_DROP_IN
 using DropIn = EDU_PRELOAD_NAMESPACE::DropIn;
-bool g_inline = false;
 #endif
 
 void publish_slots(const edu::Api& entry) {
@@ -145,17 +146,7 @@ void publish_slots(const edu::Api& entry) {
     __atomic_store_n(&g_calloc, entry.calloc, __ATOMIC_RELEASE);
     __atomic_store_n(&g_realloc, entry.realloc, __ATOMIC_RELEASE);
 #ifdef EDU_PRELOAD_DROP_IN
-    bool inline_paths = entry.malloc == &DropIn::malloc && entry.free == &DropIn::free;
-    __atomic_store_n(&g_inline, inline_paths, __ATOMIC_RELEASE);
-#endif
-}
-
-// True when malloc and free may run the stage's DropIn paths inline.
-[[gnu::always_inline]] inline bool drop_in_inline() {
-#ifdef EDU_PRELOAD_DROP_IN
-    return __builtin_expect(__atomic_load_n(&g_inline, __ATOMIC_RELAXED), true);
-#else
-    return false;
+    DropIn::open(entry.malloc == &DropIn::malloc && entry.free == &DropIn::free);
 #endif
 }
 
@@ -238,16 +229,18 @@ __attribute__((destructor)) void preload_finish() {
 
 EDU_EXPORT void* malloc(size_t size) noexcept {
 #ifdef EDU_PRELOAD_DROP_IN
-    if (drop_in_inline()) return DropIn::malloc(size);
-#endif
+    return DropIn::exported_malloc(size, [](size_t n) { return slot(&g_malloc)(n); });
+#else
     return slot(&g_malloc)(size);
+#endif
 }
 
 EDU_EXPORT void free(void* ptr) noexcept {
 #ifdef EDU_PRELOAD_DROP_IN
-    if (drop_in_inline()) return DropIn::free(ptr);
-#endif
+    DropIn::exported_free(ptr, [](void* p) { slot(&g_free)(p); });
+#else
     slot(&g_free)(ptr);
+#endif
 }
 
 EDU_EXPORT void* calloc(size_t count, size_t size) noexcept { return slot(&g_calloc)(count, size); }

@@ -43,8 +43,12 @@ S3_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
         if (S3_LIKELY(b != nullptr)) {
             // [S3.40] Every block on a list carries the freed mark ([S3.4]); one that lost it
             // was written after it was freed (an underflow from the block above, an overflow,
-            // a use after free). Its line is being read for the link anyway.
-            if (S3_UNLIKELY(b->mark != (M::secure ? freed_mark(page) : kFreedMark))) die_mark_gone(b);
+            // a use after free). Its line is being read for the link anyway. The test also
+            // clears the mark ([S3.4]: a block in use does not carry it): mark ^= expected
+            // leaves 0 exactly when the mark was there, and x86's xor into memory sets the
+            // flag the branch reads, one instruction where a compare and a store of 0 are two.
+            b->mark ^= M::secure ? freed_mark(page) : kFreedMark;
+            if (S3_UNLIKELY(b->mark != 0)) die_mark_gone(b);
             uintptr_t next = b->link;
             if constexpr (M::secure) {
                 next = decode(page, next);
@@ -52,7 +56,6 @@ S3_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
             }
             page->free = reinterpret_cast<Block*>(next);
             ++page->used;
-            b->mark = 0;   // not free any more ([S3.4])
             if constexpr (M::stats) count_malloc(requested, page->block_size);
             return b;
         }

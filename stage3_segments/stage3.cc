@@ -231,10 +231,11 @@ struct CallocCall {
 
 }  // namespace
 
-// ---- drop_in.h: the locked half of DropIn, as contract/locked.h's Direct calls it ------------
+// ---- drop_in.h: the locked half of DropIn, as contract/locked.h's Direct calls it, its gate -
 
 void* drop_in_malloc_locked(std::size_t size) { return Lock::call_locked<&Api::malloc>(size); }
 void drop_in_free_locked(void* p) { Lock::call_locked<&Api::free>(p); }
+const char* g_gate = &kClosed;
 
 // ---- heaps.h --------------------------------------------------------------------------------
 

@@ -9,12 +9,33 @@
 
 namespace edu::stage4 {
 
+// The gate of the exported paths (below): true while they may run. Written by `open`
+// (stage4.cc), read relaxed.
+extern bool g_gate_open __attribute__((visibility("hidden")));   // hidden: no GOT load
+
 // [S4.64] Stage 3's S3.57 for this stage's fast paths, which need no lock: the table of
-// Mode<false> (stage4.cc) holds these two functions, so contract/preload.cc can tell that the
-// entry it chose is this one and compile them into its exported malloc and free.
+// Mode<false> (stage4.cc) holds `malloc` and `free`, so contract/preload.cc can tell that the
+// entry it chose is this one, opens the gate (`open`), and compiles `exported_malloc` and
+// `exported_free` into its own malloc and free; with the gate closed they call `closed` (the
+// preload's slot). The gate is a flag: three instructions a call (a load, a test, a branch).
+// Folding it into the load of the heap instead (no instruction, but a longer chain of loads
+// before the heap is known) measured slower: the chapter, section 14.
 struct DropIn {
     static void* malloc(std::size_t size) { return heap_alloc<Mode<false>>(t_heap, size, size); }
     static void free(void* p) { heap_free<Mode<false>>(p); }
+
+    static void open(bool yes) { __atomic_store_n(&g_gate_open, yes, __ATOMIC_RELEASE); }
+
+    template <class Closed>
+    static void* exported_malloc(std::size_t size, Closed closed) {
+        if (__atomic_load_n(&g_gate_open, __ATOMIC_RELAXED)) [[likely]] return malloc(size);
+        return closed(size);
+    }
+    template <class Closed>
+    static void exported_free(void* p, Closed closed) {
+        if (__atomic_load_n(&g_gate_open, __ATOMIC_RELAXED)) [[likely]] return free(p);
+        closed(p);
+    }
 };
 
 }  // namespace edu::stage4

@@ -163,6 +163,9 @@ const char* get_option(const char* name) {
 
 }  // namespace
 
+// drop_in.h's gate (S4.64): closed until contract/preload.cc opens it.
+bool g_gate_open = false;
+
 const Stage descriptor = {
     kStageName,
     kStageNumber,

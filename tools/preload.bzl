@@ -14,9 +14,12 @@
 
 contract/preload.cc is compiled once per stage; the descriptor reaches it as two defines
 (its namespace and its name), so no header has to be generated. A stage may also name a header
-that defines `DropIn` in the descriptor's namespace: two inline functions, `malloc` and `free`,
-which its table of the drop-in library's usual mode holds; the preload then compiles them into
-its exported malloc and free (extra_copts: the flags the stage compiles them with). Everything here is tagged
+that defines `DropIn` in the descriptor's namespace: `malloc` and `free`, which its table of the
+drop-in library's usual mode holds; `open(bool)`, which the preload calls with whether the
+chosen entry's pair is those two; and `exported_malloc(size, closed)` and `exported_free(p,
+closed)`, inline, which run the fast paths while open and call `closed` (the preload's slot)
+otherwise. The preload compiles those into its exported malloc and free (extra_copts: the flags
+the stage compiles them with). Everything here is tagged
 "preload": the sanitizer configs in .bazelrc neither build nor run it.
 """
 
