@@ -378,6 +378,36 @@ TEST_CASE("under an address-space limit, large blocks get mappings of their own,
 }
 
 
+// [S4.68] A limit set after the arena was reserved, with no room left for any new mapping:
+// contract/mapped.h is refused, and a large block comes from a slot of the arena, whose address
+// space the process holds already. (Not under a sanitizer, whose own mappings move VmSize.)
+TEST_CASE("under an address-space limit set too late for any new mapping, large blocks come from the arena") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;
+#endif
+    battery::ChildOutcome outcome = battery::run_in_child([] {
+        testing::on_thread([] {
+            void* first = api().malloc(100);   // the heap and the arena, before the limit
+            battery::child_expect(first != nullptr, "no heap");
+            rlimit limit{battery::address_space_bytes(), RLIM_INFINITY};
+            battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0, "setrlimit failed");
+            void* blocks[8];
+            for (void*& p : blocks) {
+                p = api().malloc(kMediumMax + 1000);
+                battery::child_expect(p != nullptr, "a large block was refused");
+                battery::child_expect(arena_slot_of(p) != kArenaSlots, "a large block is not in the arena");
+                std::memset(p, 3, kMediumMax + 1000);
+            }
+            battery::child_expect(api().check().ok, "the heap check failed");
+            for (void* p : blocks) api().free(p);
+            api().free(first);
+        });
+    });
+    INFO("child: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
+}
+
 // [S4.67] A process that starts under an address-space limit gets a lazy arena: nothing
 // reserved, a segment's slots mapped as far as it has made them writable, unmapped when it goes
 // back. The case re-executes this binary under a 1 GiB limit (the arena of this process exists

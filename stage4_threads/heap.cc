@@ -154,8 +154,12 @@ void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std:
     // 4 MiB slot in a reserved arena. A block that would claim one gets a mapping of its own
     // instead (contract/mapped.h, as S4.51), which holds its pages and one page more, outside
     // the arena, as glibc maps its large blocks. Without a limit nothing changes: one getrlimit
-    // next to the system calls a fresh segment costs anyway.
-    if (heap->cache_count == 0 && os_address_space_limited()) return alloc_mapped(alignment, size);
+    // next to the system calls a fresh segment costs anyway. [S4.68] A refused mapping is not
+    // the end: an arena reserved before the limit was set holds its address space already, and
+    // serves the block from a slot of its own.
+    if (heap->cache_count == 0 && os_address_space_limited()) {
+        if (void* p = alloc_mapped(alignment, size)) return p;
+    }
     Page* page = one_block_page_alloc(heap, size == 0 ? 1 : size, alignment);
     if (!page) return enomem();
     ++heap->page_count;
