@@ -120,18 +120,23 @@ s1_region_of:
 ; s1_heap_grow: obtain memory from the break so that a free block of at least `asize` bytes
 ; exists, and return it (already on the free list).
 ;   IN:  rdi = asize, the free bytes needed (a multiple of 16)
+;        rsi = 0: add the growth margin [S1.31]; otherwise grow by exactly what is missing [S1.38]
 ;   OUT: rax = header of a free block of >= asize bytes, or 0 with s1_status = S1_ENOMEM
 ;        (heap unchanged)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
-;   Stack: five pushes + return address = 48 bytes, so calls see rsp aligned to 16.
+;   Stack: six pushes + 8 bytes of padding + return address = 64 bytes, so calls see rsp
+;   aligned to 16.
 global s1_heap_grow:function hidden
 s1_heap_grow:
+        push    rbp                             ; rbp = exact: no margin
         push    rbx                             ; rbx = last region
         push    r12                             ; r12 = asize
         push    r13                             ; r13 = current break
         push    r14                             ; r14 = increment asked of sbrk
         push    r15                             ; r15 = start of the new range
+        sub     rsp, 8                          ; keep rsp aligned for our calls
         mov     r12, rdi
+        mov     rbp, rsi
 .retry:
         xor     edi, edi
         call    s1_sbrk                         ; where is the break now?
@@ -160,7 +165,7 @@ s1_heap_grow:
         jge     .round
         mov     r14, S1_MIN_BLOCK               ; never extend by less than a block
 .round:
-        GROW_MARGIN rax
+        call    .margin
         add     r14, rax                        ; increment = need + margin (16-byte units)
         mov     rdi, r14
         call    s1_sbrk
@@ -186,7 +191,7 @@ s1_heap_grow:
         ; the block and the epilogue, plus the margin.
         mov     r14, r12
         add     r14, S1_FIRST_BLOCK + 8         ; region header + block + epilogue
-        GROW_MARGIN rax
+        call    .margin
         add     r14, rax
         mov     rax, r13
         neg     rax
@@ -241,11 +246,25 @@ s1_heap_grow:
         mov     dword [s1_status], S1_ENOMEM
         xor     eax, eax
 .out:
+        add     rsp, 8
         pop     r15
         pop     r14
         pop     r13
         pop     r12
         pop     rbx
+        pop     rbp
+        ret
+
+; [S1.38] .margin: the room this growth adds beyond the need. A request that will sit at the
+; back of the grown block (S1_SPLIT_BACK bytes or more, [S1.32]) asks for none: with a margin,
+; the margin would lie in front of the block, below it, where the next growth cannot reach it.
+;   IN: rbp = exact (0: the margin). OUT: rax = bytes, a multiple of 16. Clobbers: rax.
+.margin:
+        xor     eax, eax
+        test    rbp, rbp
+        jnz     .margin_done                    ; exact: nothing beyond the need
+        GROW_MARGIN rax
+.margin_done:
         ret
 
 ; [S1.6] s1_heap_trim: lower the break when the heap ends in a large free block. Keeps

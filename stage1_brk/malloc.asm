@@ -48,6 +48,9 @@ s1_malloc:
         test    rax, rax
         jnz     .found
         mov     rdi, rbx
+        xor     esi, esi
+        cmp     rbx, S1_SPLIT_BACK
+        setae   sil                             ; a block for the back: exact growth [S1.38]
         call    s1_heap_grow                    ; no: make one from the break
         test    rax, rax
         jz      .out                            ; s1_status already says ENOMEM
@@ -285,6 +288,7 @@ s1_realloc:
         jne     .backward                       ; an epilogue, but not the break's
         mov     rdi, r13
         sub     rdi, r15                        ; only what the block lacks: asize - size
+        xor     esi, esi                        ; with the margin: this block may grow again
         call    s1_heap_grow                    ; extend: the new memory joins the free tail
         test    rax, rax
         jz      .backward                       ; no more break: other ways may still work

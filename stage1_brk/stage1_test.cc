@@ -250,18 +250,27 @@ TEST_CASE_FIXTURE(IsolatedHeap, "switching to and from the segregated fit refile
 TEST_CASE_FIXTURE(IsolatedHeap, "the growth margin is a 256th of the heap, at most the option") {
     REQUIRE(s1_malloc(16) != nullptr);
     CHECK(s1_footprint == 32 + 24 + 8);  // block, region header and epilogue: no margin yet
+    // [S1.38] A block for the back (S1_SPLIT_BACK bytes or more) grows the heap by exactly what
+    // it lacks: nothing is left in front of it, nor behind.
     REQUIRE(s1_malloc(100000) != nullptr);
-    // Under first fit a request that outgrows the heap is placed at the front of the grown
-    // trailing block, so what is left behind it is exactly the margin of that growth.
+    CHECK(s1_footprint == 64 + 100016);
+    CHECK(blocks().back().kind == S1_KIND_USED);
+    // A small block adds the margin [S1.31]; it sits at the front of the grown block, so what
+    // is left behind it is exactly the margin of that growth.
     uint64_t before = s1_footprint;
-    REQUIRE(s1_malloc(1 << 20) != nullptr);
+    REQUIRE(s1_malloc(16) != nullptr);
+    CHECK(blocks().back().kind == S1_KIND_FREE);
+    CHECK(blocks().back().size == ((before >> kS1GrowShift) & ~uint64_t{15}));  // a 256th
+    // So does realloc growing the heap's last block, which may well grow again.
+    void* tail = s1_malloc(1 << 20);  // takes the margin and exactly what it lacks
+    REQUIRE(tail != nullptr);
+    CHECK(blocks().back().kind == S1_KIND_USED);
+    before = s1_footprint;
+    REQUIRE(s1_realloc(tail, (1 << 20) + 1000) == tail);
     CHECK(blocks().back().kind == S1_KIND_FREE);
     CHECK(blocks().back().size == ((before >> kS1GrowShift) & ~uint64_t{15}));
-    before = s1_footprint;
-    REQUIRE(s1_malloc(1 << 20) != nullptr);
-    CHECK(blocks().back().size == ((before >> kS1GrowShift) & ~uint64_t{15}));  // a 256th
     s1_grow_margin = 4096;
-    REQUIRE(s1_malloc(1 << 21) != nullptr);
+    REQUIRE(s1_realloc(tail, (1 << 21)) == tail);
     REQUIRE((s1_footprint >> kS1GrowShift) > 4096);
     CHECK(blocks().back().size == 4096);  // capped by the option
 }

@@ -65,15 +65,16 @@ uint64_t Twin::margin() const {
     return (m > grow_margin ? grow_margin : m) & ~uint64_t{15};
 }
 
-uint64_t Twin::heap_grow(uint64_t asize) {
+uint64_t Twin::heap_grow(uint64_t asize, bool exact) {
     for (;;) {
-        uint64_t block = heap_grow_once(asize);
+        uint64_t block = heap_grow_once(asize, exact);
         if (!block || load(block) >= asize) return block;
         // The break moved between the query and the sbrk: the region is valid but short.
     }
 }
 
-uint64_t Twin::heap_grow_once(uint64_t asize) {
+uint64_t Twin::heap_grow_once(uint64_t asize, bool exact) {
+    uint64_t extra = exact ? 0 : margin();  // [S1.38] a block for the back needs no margin
     uint64_t cur = sbrk(0);
     if (cur == kFailed) return status = S1_ENOMEM, 0;
     uint64_t last = last_region_;
@@ -81,7 +82,7 @@ uint64_t Twin::heap_grow_once(uint64_t asize) {
         uint64_t have = (load(cur - 8) & kPrevFree) ? load(cur - 16) : 0;
         int64_t need = static_cast<int64_t>(asize - have);
         if (need < static_cast<int64_t>(kS1MinBlock)) need = kS1MinBlock;
-        uint64_t increment = static_cast<uint64_t>(need) + margin();
+        uint64_t increment = static_cast<uint64_t>(need) + extra;
         uint64_t r = sbrk(static_cast<int64_t>(increment));
         if (r == kFailed) return status = S1_ENOMEM, 0;
         if (r != cur) return fresh_range(r, increment);
@@ -91,7 +92,7 @@ uint64_t Twin::heap_grow_once(uint64_t asize) {
         store(cur + increment - 8, kEpilogueTag);
         return coalesce(header);
     }
-    uint64_t length = asize + kFirstBlock + 8 + margin();
+    uint64_t length = asize + kFirstBlock + 8 + extra;
     length += (0 - cur) & 15;
     uint64_t r = sbrk(static_cast<int64_t>(length));
     if (r == kFailed) return status = S1_ENOMEM, 0;
@@ -367,7 +368,7 @@ void* Twin::malloc(uint64_t size) {
     if (size > kS1MaxRequest) return status = S1_ENOMEM, nullptr;
     uint64_t asize = adjust(size);
     uint64_t block = find_fit(asize);
-    if (!block) block = heap_grow(asize);
+    if (!block) block = heap_grow(asize, asize >= kS1SplitBack);
     if (!block) return nullptr;
     return reinterpret_cast<void*>(place(block, asize) + 8);
 }
@@ -438,7 +439,7 @@ void* Twin::realloc(void* ptr, uint64_t size) {
         if (current + tag >= asize) forward = true;
         else if (load(next + tag) == (kEpilogueTag | kPrevFree)) end = next + tag;
     }
-    if (end && end == load(last_region_ + kRegionEnd) - 8 && heap_grow(asize - current)) forward = true;
+    if (end && end == load(last_region_ + kRegionEnd) - 8 && heap_grow(asize - current, false)) forward = true;
     if (forward) {
         tag = load(next);
         if (!(tag & kAlloc) && current + tag >= asize) {

@@ -48,8 +48,8 @@ private:
     uint64_t sbrk(int64_t increment);  // counts like s1_sbrk; returns UINT64_MAX on failure
     uint64_t region_of(uint64_t address) const;
     uint64_t margin() const;
-    uint64_t heap_grow(uint64_t asize);
-    uint64_t heap_grow_once(uint64_t asize);  // one attempt; the block may fall short
+    uint64_t heap_grow(uint64_t asize, bool exact);  // exact: no margin [S1.38]
+    uint64_t heap_grow_once(uint64_t asize, bool exact);  // one attempt; the block may fall short
     uint64_t fresh_range(uint64_t base, uint64_t length);
     void heap_trim(uint64_t header);
     void release(uint64_t header, uint64_t freed);
