@@ -55,22 +55,19 @@ std::size_t first_size_to_try(const rlimit& limit) {
 // used or not, so the range is only chosen, never reserved. A segment's slots are mapped piece
 // by piece as it commits them (arena_commit, with MAP_FIXED_NOREPLACE), and unmapped when it
 // goes back, so the limit is charged what the heaps have made writable, as a data limit is
-// (S4.39). The range lies kLazyGap or four times the limit, whichever is more, below a page
-// the kernel maps now: it hands out address space from the top down (or, in the legacy layout,
-// from a base upward), and a process that holds at most the limit never reaches that far
-// down. Should something land there after all, arena_commit refuses to map over it. False
-// (and no arena) when the address space has no such room below.
-constexpr uintptr_t kLazyGap = uintptr_t{1} << 40;   // 1 TiB
-
+// (S4.39). The range lies halfway between address zero and a page the kernel maps now, tens
+// of terabytes below it: the kernel hands out address space from the top down (in the legacy
+// layout, upward from a base above the range), and a process that holds at most the limit
+// does not come near. An executable and its brk heap lie above the range (a PIE) or far below. Should something land there after all,
+// arena_commit refuses to map over it. False (and no arena) when the limit is too big for that.
 bool place_lazily(const rlimit& limit) {
     void* probe = os_reserve(kOsPage);
     if (!probe) return false;
     os_unmap(probe, kOsPage);
-    uintptr_t top = reinterpret_cast<uintptr_t>(probe);
-    uintptr_t gap = limit.rlim_cur < kLazyGap / 4 ? kLazyGap : limit.rlim_cur * 4;
-    if (limit.rlim_cur >= top / 8 || top < gap + 2 * kArenaMaxBytes) return false;
+    uintptr_t half = reinterpret_cast<uintptr_t>(probe) / 2;
+    if (limit.rlim_cur >= half / 8 || half < 2 * kArenaMaxBytes) return false;
     g_lazy = true;
-    g_base.store((top - gap - kArenaMaxBytes) & ~kSegmentMask, std::memory_order_relaxed);
+    g_base.store(half & ~kSegmentMask, std::memory_order_relaxed);
     g_bytes.store(kArenaMaxBytes, std::memory_order_release);   // pairs with arena_ready's acquire
     return true;
 }
