@@ -45,6 +45,7 @@ struct Args {
     std::string plot, picture_path, generate;
     uint64_t picture_at = 0, picture_from = 0, picture_to = 0;
     std::vector<uint64_t> steps;
+    std::size_t heap_lines = 40;  // entries of each heap --steps prints
 };
 
 [[noreturn]] void usage_error(const std::string& what) {
@@ -166,6 +167,13 @@ const Flag kFlags[] = {
      "edu.state() gives it)",
      [](Args& a, const std::string& v) {
          for (const std::string& n : split(v, ',')) a.steps.push_back(to_number(n, "step"));
+     }},
+    {"--heap-lines", "N", nullptr,
+     "entries of each heap --steps prints (default 40; 0: every entry, as\n"
+     "stage 3's and 4's heaps need: their walks run to hundreds)",
+     [](Args& a, const std::string& v) {
+         uint64_t n = to_number(v, "line count");
+         a.heap_lines = n == 0 ? SIZE_MAX : static_cast<std::size_t>(n);
      }},
     {"--no-time", nullptr, nullptr, "skip the timed passes (validation only)",
      [](Args& a, const std::string&) { a.timed = false; }},
@@ -444,7 +452,7 @@ int run(int argc, char** argv) {
         options.on_pause = [&](const Stage& s, uint64_t done, const std::function<int64_t(uintptr_t)>& id_at) {
             if (!a.json && std::find(a.steps.begin(), a.steps.end(), done) != a.steps.end()) {
                 std::cout << s.name << " after " << done << " operations of " << w.name << ":\n";
-                print_heap(std::cout, s, 40);
+                print_heap(std::cout, s, a.heap_lines, "--heap-lines=0 prints them all");
             }
             if (done == a.picture_at) {
                 std::string base = workloads.size() > 1 ? picture_name(a.picture_path, short_name(w.name)) : a.picture_path;

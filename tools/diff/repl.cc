@@ -126,7 +126,7 @@ private:
 
     void show(const Stage& s, std::size_t lines) {
         out_ << s.name << " heap:\n";
-        print_heap(out_, s, lines);
+        print_heap(out_, s, lines, "'show " + std::to_string(s.number) + "' prints them all");
     }
 
     const std::vector<const Stage*>& stages_;

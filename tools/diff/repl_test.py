@@ -38,14 +38,16 @@ TRACE = ["a 0 100", "a 1 24", "a 2 2000", "a 3 100", "a 4 300", "f 1", "f 3", "f
 
 
 def heaps(text, header):
-    """The heap dumps in `text`, each the lines after a line matching `header`."""
+    """The heap dumps in `text`, each the lines after a line matching `header`; a dump's last
+    line, "... N more entries (how to see them all)", without the part that says how (the REPL's
+    `show` and the replay's --heap-lines)."""
     out, current = [], None
     for line in text.splitlines():
         if re.match(header, line):
             current = []
             out.append(current)
         elif current is not None and line.startswith("  "):
-            current.append(line)
+            current.append(re.sub(r"( more entries) \(.* prints them all\)$", r"\1", line))
         else:
             current = None
     return out
@@ -60,6 +62,7 @@ class Repl(unittest.TestCase):
                 repl = subprocess.run([STAGEDIFF, "--repl", "--stages=" + stage], input=SCRIPT,
                                       capture_output=True, text=True)
                 self.assertEqual(repl.returncode, 2, repl.stderr)  # the refused line
+                self.assertNotIn("a stage died", repl.stdout, repl.stderr[-2000:])   # stderr says why
                 self.assertIn("stdin:9: block 9 is not live", repl.stdout)
                 self.assertIn(f"{stage}: ok, 3 live blocks", repl.stdout)
                 got = heaps(repl.stdout, rf"{stage} heap:")
@@ -87,6 +90,7 @@ class Repl(unittest.TestCase):
                 repl = subprocess.run([STAGEDIFF, "--repl", "--stages=" + stage], input="\n".join(ops + ["f 0 @5"]) + "\n",
                                       capture_output=True, text=True)
                 self.assertEqual(repl.returncode, 2, repl.stderr)
+                self.assertNotIn("a stage died", repl.stdout, repl.stderr[-2000:])
                 self.assertIn("stdin:10: bad thread '@5' (threads are @1..@4)", repl.stdout)
                 self.assertIn(f"== {stage}: f 1 @2 -> freed", repl.stdout)
                 got = heaps(repl.stdout, rf"{stage} heap:")

@@ -384,7 +384,7 @@ void print_failures(std::ostream& out, const std::vector<TraceResult>& results) 
     }
 }
 
-void print_heap(std::ostream& out, const Stage& stage, std::size_t max_lines) {
+void print_heap(std::ostream& out, const Stage& stage, std::size_t max_lines, const std::string& how_to_see_all) {
     struct Ctx {
         std::ostream* out;
         std::size_t lines = 0, max, more = 0;
@@ -409,7 +409,7 @@ void print_heap(std::ostream& out, const Stage& stage, std::size_t max_lines) {
             return true;
         },
         &ctx);
-    if (ctx.more) out << "  ... " << ctx.more << " more entries\n";
+    if (ctx.more) out << "  ... " << ctx.more << " more entries (" << how_to_see_all << ")\n";
 }
 
 namespace {

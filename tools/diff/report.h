@@ -42,9 +42,10 @@ std::string xml_text(const std::string& s);
 std::string csv_field(const std::string& s);
 std::string gnuplot_string(const std::string& s);  // single-quoted, with the quotes
 
-// The heap as the walker sees it, one line an entry (at most `max_lines`), addresses as
-// offsets from the first entry so runs can be compared.
-void print_heap(std::ostream& out, const Stage& stage, std::size_t max_lines);
+// The heap as the walker sees it, one line an entry (at most `max_lines`; then one line
+// "... N more entries (`how_to_see_all`)"), addresses as offsets from the first entry so runs
+// can be compared.
+void print_heap(std::ostream& out, const Stage& stage, std::size_t max_lines, const std::string& how_to_see_all);
 
 // An SVG memory map of the stage's heap: each top-level region (arena, segment, ...) wrapped
 // into rows of equal bytes, each row labelled with its offset, blocks drawn in place, coloured

@@ -155,6 +155,28 @@ class Results(Base):
             self.assertIn("\n" + section + "\n", out)
         self.assertEqual(out.count("\n  mean "), 4)
 
+    def test_steps_print_40_entries_a_heap_unless_heap_lines_says_otherwise(self):
+        # Stage 3's heap after one malloc is a segment of many pages: more than 40 entries.
+        self.write("a.rep", SMALL)
+
+        def heap(*extra):
+            r = run("--trace=a.rep", "--no-time", "--no-libc", "--stages=3", "--steps=2", *extra, cwd=self.dir)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            out = r.stdout.decode()
+            lines = out[out.index("stage3_segments after 2 operations"):].split("\n")[1:]
+            return lines[:next(i for i, l in enumerate(lines) if not l.startswith("  "))]
+
+        default, every, five = heap(), heap("--heap-lines=0"), heap("--heap-lines=5")
+        more = int(default[-1].split()[1])
+        self.assertEqual(default[-1], f"  ... {more} more entries (--heap-lines=0 prints them all)")
+        self.assertEqual(len(default), 41)
+        self.assertEqual(len(every), 40 + more)
+        self.assertEqual(every[:40], default[:40])
+        self.assertFalse(any("more entries" in l for l in every))
+        self.assertEqual(five[:5], default[:5])
+        self.assertEqual(five[5], f"  ... {more + 35} more entries (--heap-lines=0 prints them all)")
+        self.fails(["--trace=a.rep", "--steps=2", "--heap-lines=-1"], 2, "stagediff: bad line count '-1'")
+
     def test_the_json_document_has_the_documented_fields(self):
         # The course's grader reads these names: --help and docs/diffing.md list them.
         self.write("a.rep", SMALL)
