@@ -9,8 +9,9 @@ preload_init "$@"
 
 program='keep = [bytearray(1000 + i) for i in range(3000)]; print(len(keep))'
 run() { env LD_PRELOAD="$PRELOAD" PYTHONMALLOC=malloc "$@" /usr/bin/python3 -s -B -c "$program"; }
+died() { tail -n 5 "$1" >&2; fail "python3 failed under the preload${2:+ with $2}"; }   # why, then FAIL
 
-run EDU_ALLOC_STATS=1 >"$WORK/on.out" 2>"$WORK/on.err" || fail "python3 failed under the preload"
+run EDU_ALLOC_STATS=1 >"$WORK/on.out" 2>"$WORK/on.err" || died "$WORK/on.err"
 [[ "$(cat "$WORK/on.out")" == 3000 ]] || fail "python3 printed $(cat "$WORK/on.out")"
 grep -Eq "$(stats_header_pattern)" "$WORK/on.err" || { cat "$WORK/on.err" >&2; fail "no statistics block"; }
 for row in mallocs frees "bytes requested" "live blocks" "live bytes" "peak live bytes" \
@@ -28,9 +29,9 @@ peak_footprint="$(stats_value "$WORK/on.err" "peak footprint")"
 [[ $peak_footprint -ge $peak ]] || fail "peak footprint $peak_footprint < peak live bytes $peak"
 cat "$WORK/on.err"
 
-run >"$WORK/off.out" 2>"$WORK/off.err" || fail "python3 failed under the preload"
+run >"$WORK/off.out" 2>"$WORK/off.err" || died "$WORK/off.err"
 [[ ! -s "$WORK/off.err" ]] || { cat "$WORK/off.err" >&2; fail "stderr not empty without EDU_ALLOC_STATS"; }
-run EDU_ALLOC_STATS=0 >"$WORK/zero.out" 2>"$WORK/zero.err" || fail "python3 failed under the preload"
+run EDU_ALLOC_STATS=0 >"$WORK/zero.out" 2>"$WORK/zero.err" || died "$WORK/zero.err"
 [[ ! -s "$WORK/zero.err" ]] || fail "EDU_ALLOC_STATS=0 printed something"
 option() { env LD_PRELOAD="$PRELOAD" "$@" tests/preload/option stats; }
 name="$(option | cut -d' ' -f1)"
@@ -52,7 +53,7 @@ if [[ "$(option)" == "$name stats=(none)" ]]; then
     echo "($name has no stats option)"
 else
     run EDU_ALLOC_STATS=1 EDU_OPTIONS="$name.stats=off" >"$WORK/off.out" 2>"$WORK/off.err" ||
-        fail "python3 failed under the preload with $name.stats=off"
+        died "$WORK/off.err" "$name.stats=off"
     grep -q "requests not counted ($name.stats=off)" "$WORK/off.err" ||
         { cat "$WORK/off.err" >&2; fail "stats=off printed no word that requests were not counted"; }
     ! grep -q "^  mallocs " "$WORK/off.err" || fail "stats=off still printed a mallocs row"
