@@ -210,7 +210,7 @@ void Twin::list_remove(uint64_t header) {
 }
 
 uint64_t Twin::seg_best(uint64_t node, uint64_t asize, uint64_t limit, uint64_t skip) const {
-    // [lab S1.find_fit copy2 begin]
+    // [lab S1.find_fit copy begin]
     uint64_t best = 0, best_size = UINT64_MAX;
     for (; node && limit; --limit) {
         uint64_t size = load(node);
@@ -224,7 +224,7 @@ uint64_t Twin::seg_best(uint64_t node, uint64_t asize, uint64_t limit, uint64_t 
         node = next;
     }
     return best;
-    // [lab S1.find_fit copy2 end]
+    // [lab S1.find_fit copy end]
 }
 
 uint64_t Twin::find_fit(uint64_t asize) {
@@ -472,7 +472,7 @@ void* Twin::realloc(void* ptr, uint64_t size) {
 }
 
 void* Twin::fit(uint64_t header, uint64_t run, uint64_t asize) {
-    // [lab S1.realloc copy2 begin]
+    // [lab S1.realloc copy begin]
     uint64_t used = asize, prev_free = load(header) & kPrevFree;
     if (run - used < kS1MinBlock) {
         store(header, run | kAlloc | prev_free);
@@ -484,7 +484,7 @@ void* Twin::fit(uint64_t header, uint64_t run, uint64_t asize) {
         list_push(header + used);
     }
     return reinterpret_cast<void*>(header + 8);
-    // [lab S1.realloc copy2 end]
+    // [lab S1.realloc copy end]
 }
 
 void* Twin::memalign(uint64_t alignment, uint64_t size) {

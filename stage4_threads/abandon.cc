@@ -64,15 +64,17 @@ void adopt(Heap* heap, Segment* s) {
 // Frees what other threads gave back to `heap`'s pages: its delayed frees, then every page's
 // remote frees; a page they emptied goes back to its segment (and the last page of a segment
 // gives the segment back), and so does every empty page, retired ones too, when the heap is
-// `leaving`; a full page with room again leaves the full queue. Step 2 of heap_abandon, given to
-// lab S4.abandon (outside its markers): reclaim_on_free calls it too ([S4.63]).
+// `leaving`; a full page with room again leaves the full queue. Step 2 of heap_abandon, and the
+// first of lab S4.abandon's two regions; reclaim_on_free calls it too ([S4.63]).
 void collect_remote_everywhere(Heap* heap, bool leaving) {
+    // [lab S4.abandon begin]
     heap_delayed_free(heap);
     each_queued_page(heap, [heap, leaving](Page* page) {
         uint32_t collected = page_collect_remote(page);
         if (page->used == 0 && (collected || leaving)) page_free(heap, page);
         else if (collected && page->queue == kFullQueue) page_event(heap, page);   // room again
     });
+    // [lab S4.abandon end]
 }
 
 }  // namespace

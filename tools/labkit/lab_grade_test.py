@@ -78,6 +78,12 @@ class GradeTest(unittest.TestCase):
             ok, reached, _ = lab.run_test(dest, "//tests:stage3_battery")
             self.assertFalse(ok)
             self.assertTrue(reached & {"S3.extend", "S3.collect", "S3.direct"}, reached)
+            # Stage 4's first malloc reaches its copy of S3.extend's answer, a stub that says it
+            # is not a part to write (contract/lab.cc), and no part's stub is named.
+            ok, reached, tail = lab.run_test(dest, "//tests:stage4_battery")
+            self.assertFalse(ok)
+            self.assertEqual(reached, set(), tail)
+            self.assertIn("the reference's copy of part S3.extend's answer is held back in this handout", tail)
             # `tools/lab test`: a part whose tests reach its own stub is not implemented; one
             # whose tests stop at another part's stub is waiting for that part.
             out = io.StringIO()
@@ -119,7 +125,7 @@ class GradeTest(unittest.TestCase):
     def test_restoring_one_part_gains_exactly_its_marks(self):
         dest = self.tmp / "one"
         lab.handout(self.table, "1", dest)
-        lab.replace_bodies(dest, self.table, {"S1.coalesce": lab.body(lab.REFERENCE, self.table, "S1.coalesce")})
+        lab.replace_bodies(dest, self.table, {"S1.coalesce": lab.regions(lab.REFERENCE, self.table, "S1.coalesce")})
         # A test changed in the handout must not count: the grader runs the reference's tests.
         with open(dest / "stage1_brk" / "stage1_test.cc", "a") as f:
             f.write('\nTEST_CASE("a handout\'s own copy of a test coalesces nothing") { CHECK(false); }\n')

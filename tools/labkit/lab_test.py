@@ -61,6 +61,48 @@ class LabTest(unittest.TestCase):
         self.assertEqual(self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]"),
                          ["stage1_brk/a.cc:10: part S1.a copy is not in tools/labkit/parts.json"])
 
+    def test_a_part_may_have_several_regions_each_stubbed(self):
+        # A part whose answer spans two functions has a pair of markers around each: the
+        # checker accepts both, a handout stubs both (the statement in the first), and a part
+        # is written only once no region still makes its stub's call.
+        code = ("int x;\n// [lab S1.a begin]\nint a1 = 1;\n// [lab S1.a end]\nint y;\n"
+                "// [lab S1.a begin]\nint a2 = 2;\n// [lab S1.a end]\n"
+                + "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "bc"))
+        self.assertEqual(self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]"), [])
+        table = {"stages": {"1": {"folder": "stage1_brk"}}, "parts": []}
+        self.assertEqual(lab.regions(self.tmp, table, "S1.a"), [["int a1 = 1;"], ["int a2 = 2;"]])
+        part = dict(name="S1.a", stage=1, file="stage1_brk/a.cc", statement="Do a.")
+        blank = lab.stubs(part, "docs/stage1_brk.md", [["int a1 = 1;"], ["int a2 = 2;"]])
+        self.assertEqual(len(blank), 2)
+        self.assertIn("This part has 2 regions", " ".join(blank[0]))
+        self.assertIn("Region 2 of 2 of S1.a", " ".join(blank[1]))
+        lab.replace_bodies(self.tmp, table, {"S1.a": blank})
+        text = (self.tmp / "stage1_brk" / "a.cc").read_text()
+        self.assertEqual(text.count('edu_lab_not_implemented("S1.a");'), 2)
+        self.assertEqual(text.count('#include "contract/lab.h"'), 1)   # the prelude, once
+        self.assertNotIn("a1 = 1", text)
+        self.assertNotIn("a2 = 2", text)
+        stubbed = lab.regions(self.tmp, table, "S1.a")
+        self.assertTrue(lab.holds_stub(stubbed, "S1.a"))
+        self.assertTrue(lab.holds_stub([["int a1 = 1;"], stubbed[1]], "S1.a"))   # one region written
+        self.assertFalse(lab.holds_stub([["int a1 = 1;"], ["int a2 = 2;"]], "S1.a"))
+        with self.assertRaises(lab.LabError):   # a region's markers gone: its code has no place
+            lab.replace_bodies(self.tmp, table, {"S1.a": [["int a1 = 1;"]]})
+
+    def test_s4_abandon_hands_out_collect_remote_everywhere_too(self):
+        # Lab S4.abandon's answer spans heap_abandon and its step 2, collect_remote_everywhere
+        # (a function of its own: reclaim_on_free calls it too); a stage 4 handout stubs both.
+        found = lab.scan(ROOT, self.table)[0]
+        self.assertEqual([rel for rel, _, _ in found["S4.abandon"]], ["stage4_threads/abandon.cc"] * 2)
+        dest = self.tmp / "lab4"
+        lab.handout(self.table, "4", dest, ["S4.abandon"])
+        text = (dest / "stage4_threads" / "abandon.cc").read_text()
+        self.assertEqual(text.count('edu_lab_not_implemented("S4.abandon");'), 2)
+        helper = text[text.index("void collect_remote_everywhere("):text.index("void heap_abandon(")]
+        self.assertIn('edu_lab_not_implemented("S4.abandon");', helper)
+        self.assertNotIn("page_collect_remote(page)", helper)
+        self.assertNotIn("heap_delayed_free(heap);", text)
+
     def test_a_handout_blanks_the_chosen_parts_and_leaves_the_answers_out(self):
         dest = self.tmp / "lab1"
         lab.handout(self.table, "1", dest, ["S1.coalesce", "S1.realloc"])
@@ -68,12 +110,12 @@ class LabTest(unittest.TestCase):
         self.assertEqual(json.loads((dest / lab.HANDOUT_FILE).read_text())["parts"], ["S1.coalesce", "S1.realloc"])
         found = lab.scan(dest, self.table)[0]
         for name in ("S1.coalesce", "S1.realloc"):
-            text = "\n".join(lab.body(dest, self.table, name, found))
+            text = "\n".join(sum(lab.regions(dest, self.table, name, found), []))
             self.assertIn(f'db "{name}", 0', text)
             self.assertIn("call    edu_lab_not_implemented", text)
             self.assertNotIn("s1_list_remove", text)           # the reference body is gone
-        self.assertEqual(lab.body(dest, self.table, "S1.find_fit", found),
-                         lab.body(ROOT, self.table, "S1.find_fit"))
+        self.assertEqual(lab.regions(dest, self.table, "S1.find_fit", found),
+                         lab.regions(ROOT, self.table, "S1.find_fit"))
         # The chapter's markers inside a blanked body survive, so the docs still check.
         self.assertEqual([p for p in lab.check(dest, self.table)], [])
 
@@ -89,15 +131,17 @@ class LabTest(unittest.TestCase):
         def code(lines):   # the lines that are not blank and not only a comment
             return [l for l in lab.normalised(lines) if not l.startswith(("//", ";"))]
 
-        # With --hide-later, a stage 1 handout holds no answer of any lab.
+        # With --hide-later, a stage 1 handout holds no answer of any lab. Each region of a
+        # part of several (S4.abandon) is looked for on its own.
         for stage, hide_later in [(s, False) for s in self.table["stages"]] + [("1", True)]:
             dest = self.tmp / f"lab{stage}{'-hidden' if hide_later else ''}"
             lab.handout(self.table, stage, dest, hide_later=hide_later)
             answers = {}
             for part in (self.table["parts"] if hide_later else lab.parts_of(self.table, stage)):
                 for name in [part["name"], *lab.copies_of(part)]:
-                    answers[name] = "\n".join(code(lab.body(ROOT, self.table, name, found)))
-                    self.assertGreaterEqual(answers[name].count("\n"), 2, name)   # a body, not a line
+                    for i, lines in enumerate(lab.regions(ROOT, self.table, name, found)):
+                        answers[f"{name} (region {i + 1})"] = "\n".join(code(lines))
+                        self.assertGreaterEqual(answers[f"{name} (region {i + 1})"].count("\n"), 2, name)
             for rel in lab.tree_files(dest):
                 try:
                     text = "\n" + "\n".join(code((dest / rel).read_text().split("\n"))) + "\n"
@@ -138,13 +182,16 @@ class LabTest(unittest.TestCase):
         lab.handout(self.table, "2", dest, hide_later=True)
         found = lab.scan(dest, self.table)[0]
         for part in self.table["parts"]:
-            text = lab.body(dest, self.table, part["name"], found)
+            text = lab.regions(dest, self.table, part["name"], found)
             if part["stage"] == 1:
-                self.assertEqual(text, lab.body(ROOT, self.table, part["name"]))
-            else:
-                self.assertTrue(lab.holds_stub(text, part["name"]), part["name"])
+                self.assertEqual(text, lab.regions(ROOT, self.table, part["name"]))
+            else:   # a later lab's stub says so when reached (contract/lab.cc): "S3.extend later"
+                for region in text:
+                    self.assertTrue(lab.holds_stub([region], part["name"]), part["name"])
+                    self.assertEqual(f'edu_lab_not_implemented("{part["name"]} later");' in "\n".join(region),
+                                     part["stage"] > 2, part["name"])
             for copy in lab.copies_of(part):
-                self.assertEqual(lab.holds_stub(lab.body(dest, self.table, copy, found), copy), part["stage"] == 3, copy)
+                self.assertEqual(lab.holds_stub(lab.regions(dest, self.table, copy, found), copy), part["stage"] == 3, copy)
         rc = (dest / ".bazelrc").read_text()
         for command, value in re.findall(r"^(\S+) .*--test_tag_filters=(\S+)", rc, re.M):
             self.assertTrue({"-stage3", "-stage4"} <= set(value.split(",")), f"{command} {value}")
@@ -154,7 +201,13 @@ class LabTest(unittest.TestCase):
         self.assertIn("`tools/run --stages=1,2`", " ".join((dest / "LAB.md").read_text().split()))
         # Without it, the later stages stay whole.
         lab.handout(self.table, "2", self.tmp / "plain")
-        self.assertEqual(lab.body(self.tmp / "plain", self.table, "S3.extend"), lab.body(ROOT, self.table, "S3.extend"))
+        self.assertEqual(lab.regions(self.tmp / "plain", self.table, "S3.extend"), lab.regions(ROOT, self.table, "S3.extend"))
+
+    def test_a_handout_is_never_written_inside_the_reference_tree(self):
+        # Bazel would take its packages for the reference's: `bazel build //...` would fail.
+        with self.assertRaisesRegex(lab.LabError, "inside the reference tree"):
+            lab.handout(self.table, "1", ROOT / "lab1")
+        self.assertFalse((ROOT / "lab1").exists())
 
     def test_lab_md_says_where_to_start_and_how_to_check_one_part(self):
         dest = self.tmp / "lab1"
@@ -186,15 +239,16 @@ class LabTest(unittest.TestCase):
         lab.handout(self.table, "1", dest)
         found = lab.scan(dest, self.table)[0]
         for part in lab.parts_of(self.table, "1"):
-            blank = lab.body(dest, self.table, part["name"], found)
-            self.assertEqual(lab.normalised(lab.stub(part, "docs/stage1_brk.md", blank)), lab.normalised(blank))
+            blank = lab.regions(dest, self.table, part["name"], found)
+            self.assertEqual(lab.normalised_regions(lab.stubs(part, "docs/stage1_brk.md", blank)),
+                             lab.normalised_regions(blank))
             self.assertTrue(lab.holds_stub(blank, part["name"]))
             if not (ROOT / lab.HANDOUT_FILE).exists():   # in a handout, ROOT's bodies are stubs too
-                self.assertFalse(lab.holds_stub(lab.body(ROOT, self.table, part["name"]), part["name"]))
+                self.assertFalse(lab.holds_stub(lab.regions(ROOT, self.table, part["name"]), part["name"]))
         # A stub whose comment quotes an older statement is still the stub.
         lab.handout(self.table, "3", self.tmp / "lab3")
-        extend = lab.body(self.tmp / "lab3", self.table, "S3.extend")
-        self.assertTrue(lab.holds_stub([l.replace("Lazy", "Lazier") for l in extend], "S3.extend"))
+        extend = lab.regions(self.tmp / "lab3", self.table, "S3.extend")
+        self.assertTrue(lab.holds_stub([[l.replace("Lazy", "Lazier") for l in extend[0]]], "S3.extend"))
         self.assertFalse(lab.holds_stub(extend, "S3.collect"))
 
     def test_a_part_whose_tests_stop_at_another_stub_is_not_judged(self):
