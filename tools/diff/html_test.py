@@ -20,6 +20,7 @@ import time
 import unittest
 
 from selenium import webdriver
+from selenium.common.exceptions import SessionNotCreatedException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
@@ -46,7 +47,14 @@ def browser():
                 "--window-size=1600,1000", "--host-resolver-rules=MAP * ~NOTFOUND"]:  # offline
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    for attempt in range(3):
+        try:
+            driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+            break
+        except SessionNotCreatedException:   # "chrome not reachable": a start timed out under load
+            if attempt == 2:
+                raise
+            time.sleep(2)
     driver.set_script_timeout(60)
     return driver
 
