@@ -64,7 +64,8 @@ S3_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
 }
 
 // [S3.25] free's fast path. Before it trusts anything it reads about `p` it checks, cheaply:
-//   1. the segment map: p's 4 MiB chunk is one of ours (one byte; null fails here too),
+//   1. the segment map: p's 4 MiB chunk is one of ours (one byte; null fails here too), read
+//      through the map's window [S3.60],
 //   2. the validity test [S3.6]: p is the start of a carved block of its page (a multiply),
 //   3. the freed mark [S3.4]: p does not look already free (one compare).
 // Then the push on local_free and --used; an empty page is the one unlikely exit after the
@@ -75,7 +76,7 @@ S3_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
 // with a taken jump over the cold call on every free).
 template <class M>
 S3_INLINE void heap_free(void* p) {
-    if (S3_UNLIKELY(!segment_owned(p))) return free_generic(p);
+    if (S3_UNLIKELY(!segment_in_window(p))) return free_generic(p);   // (S3.60: outside, it asks the map)
     Page* page = page_of(p);
     auto* b = static_cast<Block*>(p);
     uint64_t mark = M::secure ? freed_mark(page) : kFreedMark;

@@ -179,6 +179,11 @@ CheckResult check_heap() {
         g_stamp = 1;
     }
     if (g_empty_page.free || g_empty_page.local_free) k.fail("the empty page is not empty", addr(&g_empty_page));
+    // [S3.60] The map's window is one of its leaves, whole: its base starts that leaf's range.
+    uintptr_t window_root = g_map_window.base >> (kLeafBits + kSegmentShift);
+    if ((g_map_window.base & ((uintptr_t{1} << (kLeafBits + kSegmentShift)) - 1)) != 0 ||
+        window_root >= kRootEntries || g_segment_map.leaf[window_root] != g_map_window.leaf)
+        k.fail("the segment map's window is not one of its leaves", g_map_window.base);
     unsigned cached = 0;
     for (Segment* s = first_segment(); s && k.result.ok; s = s->next) {
         if (s->next && s->next->prev != s) k.fail("segment list links broken", addr(s));

@@ -76,6 +76,25 @@ TEST_CASE("a small block lies in a 4 MiB-aligned segment whose page map names it
     }
 }
 
+TEST_CASE("free's fast path finds segments through the map's window; outside it the generic path frees") {
+    ScopedHeap h;
+    void* p = h.take(32);
+    CHECK(segment_in_window(p));   // [S3.60]: the window is the first leaf made, and holds p's segment
+    CHECK_FALSE(segment_in_window(nullptr));
+    const MapWindow saved = g_map_window;
+    g_map_window.base += uintptr_t{1} << (kLeafBits + kSegmentShift);   // the next 64 GiB: p is outside
+    CHECK_FALSE(segment_in_window(p));
+    CHECK_FALSE(api().check().ok);   // the checker sees a window that is not the leaf's
+    CHECK(segment_owned(p));
+    Page* page = page_of(p);
+    uint32_t used = page->used;
+    api().free(p);                 // fails the window test, so free_generic frees it
+    CHECK(page->used == used - 1);
+    CHECK(page->local_free == p);
+    g_map_window = saved;
+    CHECK(api().check().ok);
+}
+
 TEST_CASE("medium blocks share a 512 KiB page that eight map slots name") {
     ScopedHeap h;
     void* p = h.take(20000);

@@ -20,6 +20,7 @@ constexpr SegmentMap empty_map() {
 }  // namespace
 
 constinit SegmentMap g_segment_map = empty_map();
+constinit MapWindow g_map_window = {0, g_no_leaf};
 uint64_t g_clock = 0;
 
 namespace {
@@ -105,6 +106,7 @@ uint8_t* map_entry(uintptr_t chunk) {
             return nullptr;
         }
         leaf = static_cast<uint8_t*>(memory);
+        if (g_map_window.leaf == g_no_leaf) g_map_window = {(chunk >> kLeafBits) << (kLeafBits + kSegmentShift), leaf};   // [S3.60]
     }
     return &leaf[chunk & (kLeafEntries - 1)];
 }

@@ -37,6 +37,23 @@ inline bool segment_owned(const void* p) {
     return chunk < kMapEntries && g_segment_map.leaf[chunk >> kLeafBits][chunk & (kLeafEntries - 1)] != 0;
 }
 
+// [S3.60] The map's window, for free's fast path: the first leaf the program's segments needed
+// and the start of the 64 GiB it covers (a program's segments rarely leave it). One subtraction
+// and one bound replace the root's lookup, so the fast test is stage 4's arena test (S4.33),
+// three instructions fewer than segment_owned. A pointer outside the window fails it and goes
+// to free_generic, which asks segment_owned. Until a leaf exists the window is the unmapped
+// leaf, all zeros, at base 0: everything fails.
+struct MapWindow {
+    uintptr_t base;        // address of the window's first chunk
+    const uint8_t* leaf;   // its leaf
+};
+extern MapWindow g_map_window __attribute__((visibility("hidden")));   // hidden: no GOT load
+
+inline bool segment_in_window(const void* p) {
+    uintptr_t chunk = (reinterpret_cast<uintptr_t>(p) - g_map_window.base) >> kSegmentShift;
+    return chunk < kLeafEntries && g_map_window.leaf[chunk] != 0;
+}
+
 // A segment's header, page areas, purge, commitment and layout checks are shared with stage 4
 // (segment_layout.h); this is what stage 3 plugs in.
 void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind);   // page.h
