@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <sstream>
 
 #include "contract/allocator.h"
@@ -162,15 +163,17 @@ const Flag kFlags[] = {
          a.picture_path = user_path(file);
      }},
     {"--steps", "N[,M...]", nullptr,
-     "print each stage's heap after these operations (with --json: in each\n"
+     "print each stage's heap after these operations, from the second on\n"
+     "what changed since the one before first (with --json: in each\n"
      "result's \"steps\": [{after, heap}], the heap as the step-through page's\n"
      "edu.state() gives it)",
      [](Args& a, const std::string& v) {
          for (const std::string& n : split(v, ',')) a.steps.push_back(to_number(n, "step"));
      }},
     {"--heap-lines", "N", nullptr,
-     "entries of each heap --steps prints (default 40; 0: every entry, as\n"
-     "stage 3's and 4's heaps need: their walks run to hundreds)",
+     "entries of each heap --steps prints, and of each list of changes\n"
+     "(default 40; 0: every entry, as stage 3's and 4's heaps need: their\n"
+     "walks run to hundreds)",
      [](Args& a, const std::string& v) {
          uint64_t n = to_number(v, "line count");
          a.heap_lines = n == 0 ? SIZE_MAX : static_cast<std::size_t>(n);
@@ -449,10 +452,20 @@ int run(int argc, char** argv) {
         if (a.picture_at) options.pause_at.push_back(a.picture_at);
         std::sort(options.pause_at.begin(), options.pause_at.end());
         options.pause_at.erase(std::unique(options.pause_at.begin(), options.pause_at.end()), options.pause_at.end());
+        // The heap --steps printed last, per stage (each stage replays in a process of its own,
+        // its steps in order): from the second step on, what changed comes first.
+        std::map<std::string, std::pair<uint64_t, std::vector<HeapLine>>> last_printed;
         options.on_pause = [&](const Stage& s, uint64_t done, const std::function<int64_t(uintptr_t)>& id_at) {
             if (!a.json && std::find(a.steps.begin(), a.steps.end(), done) != a.steps.end()) {
                 std::cout << s.name << " after " << done << " operations of " << w.name << ":\n";
-                print_heap(std::cout, s, a.heap_lines, "--heap-lines=0 prints them all");
+                std::vector<HeapLine> heap = heap_lines(s);
+                const std::string all = "--heap-lines=0 prints them all";
+                auto last = last_printed.find(s.name);
+                if (last != last_printed.end())
+                    print_heap_changes(std::cout, last->second.second, heap,
+                                       "operation " + std::to_string(last->second.first), a.heap_lines, all);
+                print_heap(std::cout, heap, a.heap_lines, all);
+                last_printed[s.name] = {done, std::move(heap)};
             }
             if (done == a.picture_at) {
                 std::string base = workloads.size() > 1 ? picture_name(a.picture_path, short_name(w.name)) : a.picture_path;

@@ -40,12 +40,15 @@ TRACE = ["a 0 100", "a 1 24", "a 2 2000", "a 3 100", "a 4 300", "f 1", "f 3", "f
 def heaps(text, header):
     """The heap dumps in `text`, each the lines after a line matching `header`; a dump's last
     line, "... N more entries (how to see them all)", without the part that says how (the REPL's
-    `show` and the replay's --heap-lines)."""
+    `show` and the replay's --heap-lines). The replay's list of what changed since the step
+    before ("- "/"+ " lines under "  changed since") is not part of the dump."""
     out, current = [], None
     for line in text.splitlines():
         if re.match(header, line):
             current = []
             out.append(current)
+        elif current is not None and re.match(r"  changed since |  \.\.\. \d+ more changes |[-+] ", line):
+            continue
         elif current is not None and line.startswith("  "):
             current.append(re.sub(r"( more entries) \(.* prints them all\)$", r"\1", line))
         else:

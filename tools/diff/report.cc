@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iomanip>
 #include <sstream>
+#include <tuple>
 
 namespace edu::diff {
 
@@ -384,32 +385,80 @@ void print_failures(std::ostream& out, const std::vector<TraceResult>& results) 
     }
 }
 
-void print_heap(std::ostream& out, const Stage& stage, std::size_t max_lines, const std::string& how_to_see_all) {
+std::vector<HeapLine> heap_lines(const Stage& stage) {
     struct Ctx {
-        std::ostream* out;
-        std::size_t lines = 0, max, more = 0;
+        std::vector<HeapLine> lines;
         uintptr_t origin = 0;
-    } ctx{&out, 0, max_lines, 0, 0};
+    } ctx;
     stage.single_thread->walk(
         [](const WalkEntry& e, void* raw) {
             auto* c = static_cast<Ctx*>(raw);
             auto at = reinterpret_cast<uintptr_t>(e.address);
             if (!c->origin) c->origin = at;
-            if (c->lines++ >= c->max) {
-                ++c->more;
-                return true;
-            }
+            const auto offset = static_cast<int64_t>(at - c->origin);
             std::ostringstream line;
             // The kind, indented by depth, in one column as wide as the widest (stage 3's
             // "segment metadata" two levels down), so the states line up.
             line << std::left << std::setw(24) << std::string(2 + 2 * e.depth, ' ') + e.kind << ' ' << std::setw(7)
-                 << kWalkStateNames[static_cast<unsigned>(e.state)] << " +" << std::setw(10)
-                 << static_cast<int64_t>(at - c->origin) << " " << human_bytes(e.size) << "\n";
-            *c->out << line.str();
+                 << kWalkStateNames[static_cast<unsigned>(e.state)] << " +" << std::setw(10) << offset << " "
+                 << human_bytes(e.size);
+            c->lines.push_back({offset, line.str()});
             return true;
         },
         &ctx);
-    if (ctx.more) out << "  ... " << ctx.more << " more entries (" << how_to_see_all << ")\n";
+    return std::move(ctx.lines);
+}
+
+void print_heap(std::ostream& out, const std::vector<HeapLine>& heap, std::size_t max_lines,
+                const std::string& how_to_see_all) {
+    for (std::size_t i = 0; i < heap.size() && i < max_lines; ++i) out << heap[i].text << "\n";
+    if (heap.size() > max_lines)
+        out << "  ... " << heap.size() - max_lines << " more entries (" << how_to_see_all << ")\n";
+}
+
+void print_heap(std::ostream& out, const Stage& stage, std::size_t max_lines, const std::string& how_to_see_all) {
+    print_heap(out, heap_lines(stage), max_lines, how_to_see_all);
+}
+
+void print_heap_changes(std::ostream& out, const std::vector<HeapLine>& before, const std::vector<HeapLine>& now,
+                        const std::string& since, std::size_t max_lines, const std::string& how_to_see_all) {
+    // Each side sorted by text, so one merge pass finds the lines only one side has.
+    auto sorted = [](const std::vector<HeapLine>& v) {
+        std::vector<const HeapLine*> s;
+        for (const HeapLine& l : v) s.push_back(&l);
+        std::sort(s.begin(), s.end(), [](const HeapLine* a, const HeapLine* b) { return a->text < b->text; });
+        return s;
+    };
+    const std::vector<const HeapLine*> b = sorted(before), n = sorted(now);
+    struct Change {
+        int64_t offset;
+        char sign;
+        const std::string* text;
+    };
+    std::vector<Change> changes;
+    std::size_t i = 0, j = 0;
+    while (i < b.size() || j < n.size()) {
+        if (j == n.size() || (i < b.size() && b[i]->text < n[j]->text)) {
+            changes.push_back({b[i]->offset, '-', &b[i]->text});
+            ++i;
+        } else if (i == b.size() || n[j]->text < b[i]->text) {
+            changes.push_back({n[j]->offset, '+', &n[j]->text});
+            ++j;
+        } else {
+            ++i, ++j;
+        }
+    }
+    if (changes.empty()) return;
+    // By offset, a region before what it holds (walk order: shallower first), "-" before "+".
+    auto key = [](const Change& c) {
+        return std::make_tuple(c.offset, c.text->find_first_not_of(' '), c.sign == '-' ? 0 : 1);
+    };
+    std::stable_sort(changes.begin(), changes.end(), [&](const Change& x, const Change& y) { return key(x) < key(y); });
+    out << "  changed since " << since << " (-: then, +: now):\n";
+    for (std::size_t k = 0; k < changes.size() && k < max_lines; ++k)   // the sign in the indent
+        out << changes[k].sign << ' ' << changes[k].text->substr(2) << "\n";
+    if (changes.size() > max_lines)
+        out << "  ... " << changes.size() - max_lines << " more changes (" << how_to_see_all << ")\n";
 }
 
 namespace {

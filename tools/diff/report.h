@@ -42,10 +42,22 @@ std::string xml_text(const std::string& s);
 std::string csv_field(const std::string& s);
 std::string gnuplot_string(const std::string& s);  // single-quoted, with the quotes
 
-// The heap as the walker sees it, one line an entry (at most `max_lines`; then one line
-// "... N more entries (`how_to_see_all`)"), addresses as offsets from the first entry so runs
-// can be compared.
+// The heap as the walker sees it, one line an entry, addresses as offsets from the first
+// entry so runs can be compared.
+struct HeapLine {
+    int64_t offset;
+    std::string text;  // "  " and two spaces a level, kind, state, "+offset", size
+};
+std::vector<HeapLine> heap_lines(const Stage& stage);
+// The lines, at most `max_lines`; then one line "... N more entries (`how_to_see_all`)".
+void print_heap(std::ostream& out, const std::vector<HeapLine>& heap, std::size_t max_lines,
+                const std::string& how_to_see_all);
 void print_heap(std::ostream& out, const Stage& stage, std::size_t max_lines, const std::string& how_to_see_all);
+// What changed from `before` to `now`: "- " an entry only before had, "+ " one only now has
+// (an entry whose state or size changed is both), by offset, at most `max_lines` of them.
+// Nothing when they are equal.
+void print_heap_changes(std::ostream& out, const std::vector<HeapLine>& before, const std::vector<HeapLine>& now,
+                        const std::string& since, std::size_t max_lines, const std::string& how_to_see_all);
 
 // An SVG memory map of the stage's heap: each top-level region (arena, segment, ...) wrapped
 // into rows of equal bytes, each row labelled with its offset, blocks drawn in place, coloured
