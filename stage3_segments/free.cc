@@ -39,7 +39,11 @@ Page* validate_block(const void* p, const char* call) {
 
 void free_generic(void* p) {
     if (p == nullptr) return;
-    if (!segment_owned(p) && free_mapped(p)) return;   // [S3.39]
+    if (!segment_owned(p)) {
+        if (free_mapped(p)) return;   // [S3.39]
+    } else if (!segment_in_window(p)) {
+        map_window_follow(p);         // [S3.60]: the next frees in p's 64 GiB are fast again
+    }
     Page* page = validate_block(p, "free");
     auto* b = static_cast<Block*>(p);
     b->mark = freed_mark(page);

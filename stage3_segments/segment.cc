@@ -21,6 +21,12 @@ constexpr SegmentMap empty_map() {
 
 constinit SegmentMap g_segment_map = empty_map();
 constinit MapWindow g_map_window = {0, g_no_leaf};
+
+void map_window_follow(const void* p) {   // [S3.60]
+    uintptr_t root = (reinterpret_cast<uintptr_t>(p) >> kSegmentShift) >> kLeafBits;
+    g_map_window = {root << (kLeafBits + kSegmentShift), g_segment_map.leaf[root]};
+}
+
 uint64_t g_clock = 0;
 
 namespace {

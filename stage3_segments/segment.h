@@ -1,7 +1,8 @@
 // stage3_segments/segment.h: segments: the map that says which 4 MiB chunks are ours, page
 // allocation inside segments of each kind, the segment cache, and the list of all segments.
 // Entry points: page_alloc, page_release, one_block_page_alloc, one_block_resize,
-// segment_purge, segment_cache_collect, segment_owned. Pages are formatted by page.h.
+// segment_purge, segment_cache_collect, segment_owned, segment_in_window. Pages are formatted
+// by page.h.
 #pragma once
 
 #include <cstddef>
@@ -41,7 +42,9 @@ inline bool segment_owned(const void* p) {
 // and the start of the 64 GiB it covers (a program's segments rarely leave it). One subtraction
 // and one bound replace the root's lookup, so the fast test is stage 4's arena test (S4.33),
 // three instructions fewer than segment_owned. A pointer outside the window fails it and goes
-// to free_generic, which asks segment_owned. Until a leaf exists the window is the unmapped
+// to free_generic, which asks segment_owned, and for a segment of ours moves the window to its
+// leaf (map_window_follow): a program whose segments cross a 64 GiB boundary pays the slow
+// free once per crossing, not on every free. Until a leaf exists the window is the unmapped
 // leaf, all zeros, at base 0: everything fails.
 struct MapWindow {
     uintptr_t base;        // address of the window's first chunk
@@ -53,6 +56,7 @@ inline bool segment_in_window(const void* p) {
     uintptr_t chunk = (reinterpret_cast<uintptr_t>(p) - g_map_window.base) >> kSegmentShift;
     return chunk < kLeafEntries && g_map_window.leaf[chunk] != 0;
 }
+void map_window_follow(const void* p);   // p's segment is ours: the window becomes its leaf
 
 // A segment's header, page areas, purge, commitment and layout checks are shared with stage 4
 // (segment_layout.h); this is what stage 3 plugs in.
