@@ -1,8 +1,9 @@
 # tests/preload/preload_lib.sh: what every real-program test does, sourced by *_test.sh.
 # `preload_init LIB STAGE` finds the library; `run_both NAME CMD...` runs CMD with the C
 # library's malloc and again with the stage preloaded (heap checked at exit), and fails unless
-# both exit 0, print the same stdout, and the stage really served allocations.
-# The scripts run from the runfiles tree ($TEST_SRCDIR/edu_alloc), as Bazel starts them.
+# both exit 0, print the same stdout, and the stage really served allocations; `run_usual`
+# runs it once more as a user gets it (no statistics). The scripts run from the runfiles tree
+# ($TEST_SRCDIR/edu_alloc), as Bazel starts them.
 
 set -euo pipefail
 
@@ -65,3 +66,23 @@ run_both() {
     [[ "${mallocs:-0}" -gt 0 ]] || fail "$name: the stage served no allocation"
     echo "ok: $name ($(wc -l <"$edu.out") lines identical, $mallocs mallocs served by stage $STAGE)"
 }
+
+# run_usual NAME CMD...: after run_both NAME, runs CMD once more with the stage preloaded as a
+# user gets it (no statistics, no check at exit: stages 3 and 4 then run their fast paths inside
+# the exported malloc and free, drop_in.h) and fails unless it exits 0 with the same stdout.
+run_usual() {
+    local name="$1"
+    shift
+    local usual="$WORK/$name.usual" status
+    set +e
+    env -u EDU_ALLOC_STATS -u EDU_ALLOC_CHECK -u EDU_OPTIONS LD_PRELOAD="$PRELOAD" "$@" >"$usual.out" 2>"$usual.err"
+    status=$?
+    set -e
+    [[ $status -eq 0 ]] || { tail -n 30 "$usual.err" >&2; fail "$name: exit status $status with $PRELOAD in its usual mode"; }
+    if ! cmp -s "$WORK/$name.plain.out" "$usual.out"; then
+        diff "$WORK/$name.plain.out" "$usual.out" | head -n 20 >&2 || true
+        fail "$name: output differs under the preload in its usual mode"
+    fi
+    echo "ok: $name in the usual mode ($(wc -l <"$usual.out") lines identical)"
+}
+
