@@ -38,27 +38,34 @@ stats_value() {
         }' "$1"
 }
 
+# run_checked OUT WHAT CMD...: runs CMD with stdout in OUT.out and stderr in OUT.err, and fails
+# (naming WHAT) unless it exits 0.
+run_checked() {
+    local out="$1" what="$2" status
+    shift 2
+    set +e
+    "$@" >"$out.out" 2>"$out.err"
+    status=$?
+    set -e
+    [[ $status -eq 0 ]] || { tail -n 30 "$out.err" >&2; fail "$what: exit status $status"; }
+}
+
+# same_output A B WHAT: fails unless files A and B are equal.
+same_output() {
+    if ! cmp -s "$1" "$2"; then
+        diff "$1" "$2" | head -n 20 >&2 || true
+        fail "$3: output differs"
+    fi
+}
+
 # run_both NAME CMD...: see the banner. Outputs are kept in $WORK/NAME.{plain,edu}.{out,err}.
 run_both() {
     local name="$1"
     shift
-    local plain="$WORK/$name.plain" edu="$WORK/$name.edu" status
-    set +e
-    "$@" >"$plain.out" 2>"$plain.err"
-    status=$?
-    set -e
-    [[ $status -eq 0 ]] || { cat "$plain.err" >&2; fail "$name: exit status $status without the preload"; }
-
-    set +e
-    env LD_PRELOAD="$PRELOAD" EDU_ALLOC_STATS=1 EDU_ALLOC_CHECK=1 "$@" >"$edu.out" 2>"$edu.err"
-    status=$?
-    set -e
-    [[ $status -eq 0 ]] || { tail -n 30 "$edu.err" >&2; fail "$name: exit status $status with $PRELOAD"; }
-
-    if ! cmp -s "$plain.out" "$edu.out"; then
-        diff "$plain.out" "$edu.out" | head -n 20 >&2 || true
-        fail "$name: output differs under the preload"
-    fi
+    local plain="$WORK/$name.plain" edu="$WORK/$name.edu"
+    run_checked "$plain" "$name without the preload" "$@"
+    run_checked "$edu" "$name with $PRELOAD" env LD_PRELOAD="$PRELOAD" EDU_ALLOC_STATS=1 EDU_ALLOC_CHECK=1 "$@"
+    same_output "$plain.out" "$edu.out" "$name under the preload"
     grep -Eq "$(stats_header_pattern)" "$edu.err" ||
         { cat "$edu.err" >&2; fail "$name: no stage $STAGE statistics at exit: was the library loaded?"; }
     local mallocs
@@ -73,16 +80,9 @@ run_both() {
 run_usual() {
     local name="$1"
     shift
-    local usual="$WORK/$name.usual" status
-    set +e
-    env -u EDU_ALLOC_STATS -u EDU_ALLOC_CHECK -u EDU_OPTIONS LD_PRELOAD="$PRELOAD" "$@" >"$usual.out" 2>"$usual.err"
-    status=$?
-    set -e
-    [[ $status -eq 0 ]] || { tail -n 30 "$usual.err" >&2; fail "$name: exit status $status with $PRELOAD in its usual mode"; }
-    if ! cmp -s "$WORK/$name.plain.out" "$usual.out"; then
-        diff "$WORK/$name.plain.out" "$usual.out" | head -n 20 >&2 || true
-        fail "$name: output differs under the preload in its usual mode"
-    fi
+    local usual="$WORK/$name.usual"
+    run_checked "$usual" "$name with $PRELOAD in its usual mode" \
+        env -u EDU_ALLOC_STATS -u EDU_ALLOC_CHECK -u EDU_OPTIONS LD_PRELOAD="$PRELOAD" "$@"
+    same_output "$WORK/$name.plain.out" "$usual.out" "$name under the preload in its usual mode"
     echo "ok: $name in the usual mode ($(wc -l <"$usual.out") lines identical)"
 }
-
