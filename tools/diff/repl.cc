@@ -22,7 +22,8 @@ namespace edu::diff {
 namespace {
 
 constexpr const char* kReplHelp = R"(commands:
-  a ID SIZE     malloc(SIZE) as block ID, in every stage
+  a ID SIZE     malloc(SIZE) as block ID, in every stage; after each operation every stage's
+                heap, what the operation changed first ('-' then, '+' now)
   f ID          free block ID
   r ID SIZE     realloc block ID to SIZE
   ... @N        any of the three done by thread N (2..4; 1, the default, is the main thread):
@@ -99,7 +100,7 @@ private:
             std::string answer = verb == "f" ? "freed" : describe(*s, p);
             if (quiet) continue;
             out_ << "== " << s->name << ": " << line.substr(0, line.find('\n')) << " -> " << answer << "\n";
-            show(*s, kHeapLines);
+            show(*s, kHeapLines, true);
         }
     }
 
@@ -124,14 +125,22 @@ private:
         return first;
     }
 
-    void show(const Stage& s, std::size_t lines) {
+    // The stage's heap; after an operation (`changes`), what it changed first, as --steps
+    // prints it (report.h).
+    void show(const Stage& s, std::size_t lines, bool changes = false) {
+        std::vector<HeapLine> heap = heap_lines(s);
+        const std::string all = "'show " + std::to_string(s.number) + "' prints them all";
         out_ << s.name << " heap:\n";
-        print_heap(out_, s, lines, "'show " + std::to_string(s.number) + "' prints them all");
+        auto last = shown_.find(&s);
+        if (changes && last != shown_.end()) print_heap_changes(out_, last->second, heap, "the heap shown before", lines, all);
+        print_heap(out_, heap, lines, all);
+        shown_[&s] = std::move(heap);
     }
 
     const std::vector<const Stage*>& stages_;
     std::ostream& out_;
     std::map<const Stage*, std::map<uint32_t, Held>> held_;
+    std::map<const Stage*, std::vector<HeapLine>> shown_;   // the heap shown last, per stage
     Helpers helpers_;
 };
 

@@ -83,6 +83,13 @@ class Repl(unittest.TestCase):
                 self.assertEqual(got[10:12], want[8:10])
                 self.assertEqual(got[12], want[9])    # show
                 self.assertRegex(repl.stdout, rf"== {stage}: a 0 100 -> [+-]\d+ \(usable \d+ B\)")
+                # Each heap after an operation begins with what it changed: `f 3` left block
+                # 3's entry used before, free (or merged) after, at the offset its malloc gave.
+                after = repl.stdout.split(f"== {stage}: f 3 -> freed\n")[1].split("\n==")[0].split("\n")
+                self.assertEqual(after[1], "  changed since the heap shown before (-: then, +: now):")
+                at = re.search(rf"== {stage}: a 3 100 -> \+(\d+)", repl.stdout).group(1)
+                changes = [l.split() for l in after[2:] if l[:2] in ("- ", "+ ")]
+                self.assertIn(["-", "block", "used", "+" + at], [c[:4] for c in changes], after)
 
     def test_frees_from_another_thread_equal_the_replay_and_stage_4_shows_them_remote(self):
         ops = ["a 0 1000", "a 1 1000", "a 2 1000", "a 3 1000", "f 1 @2", "f 2 @2", "a 4 1000", "a 5 40 @3", "f 5"]
