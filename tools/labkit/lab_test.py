@@ -94,6 +94,8 @@ class LabTest(unittest.TestCase):
         # (a function of its own: reclaim_on_free calls it too); a stage 4 handout stubs both.
         found = lab.scan(ROOT, self.table)[0]
         self.assertEqual([rel for rel, _, _ in found["S4.abandon"]], ["stage4_threads/abandon.cc"] * 2)
+        if (ROOT / lab.HANDOUT_FILE).exists():
+            self.skipTest("in a handout the reference's own bodies may be stubs already")
         dest = self.tmp / "lab4"
         lab.handout(self.table, "4", dest, ["S4.abandon"])
         text = (dest / "stage4_threads" / "abandon.cc").read_text()
@@ -280,7 +282,7 @@ class LabTest(unittest.TestCase):
         header = (dest / "stage3_segments" / "page.h").read_text()
         self.assertIn('#include "contract/lab.h"', header)
         self.assertTrue(header.rstrip().endswith("#pragma GCC diagnostic pop"))
-        self.assertIn('edu_lab_not_implemented("S3.collect");', header)
+        self.assertTrue(lab.holds_stub(lab.regions(dest, self.table, "S3.collect"), "S3.collect"))
 
     def test_the_trace_set_regenerates_byte_for_byte(self):
         r = subprocess.run([sys.executable, str(ROOT / "traces" / "generate.py"), "--check"],
