@@ -376,15 +376,19 @@ int write_step_through(const std::string& path, const std::vector<const Stage*>&
         std::cerr << "stagediff: recording " << s->name << " (" << workload.ops.size() << " operations)\n";
         children.push_back(start_recording(*s, workload, options));
     }
+    // A stage that died (in a lab handout: at a part's stub) is left out of the page; the
+    // others are still worth stepping through. No page when none recorded.
     std::vector<std::string> recorded;
-    bool all_valid = true, all_recorded = true;
+    std::string left_out;
+    bool all_valid = true;
     for (const Child& c : children) {
         bool valid = false;
-        recorded.push_back(finish_recording(c, &valid));
-        all_recorded = all_recorded && !recorded.back().empty();
-        all_valid = all_valid && valid;
+        std::string json = finish_recording(c, &valid);   // "" when the stage died
+        all_valid = all_valid && valid && !json.empty();
+        if (json.empty()) left_out += (left_out.empty() ? "" : ", ") + std::string(c.stage->name);
+        else recorded.push_back(std::move(json));
     }
-    if (!all_recorded) return 1;
+    if (recorded.empty()) return 1;
     std::string error, title = "workload " + workload.name + ": " + std::to_string(workload.ops.size()) +
                                    " operations on " + std::to_string(workload.ids) + " block ids";
     if (!write_html(path, title, workload, recorded, &error)) {
@@ -392,7 +396,8 @@ int write_step_through(const std::string& path, const std::vector<const Stage*>&
         return 2;
     }
     std::ifstream written(path, std::ios::binary | std::ios::ate);
-    std::cerr << "stagediff: wrote " << path << " (" << human_bytes(static_cast<uint64_t>(written.tellg())) << ")\n";
+    std::cerr << "stagediff: wrote " << path << " (" << human_bytes(static_cast<uint64_t>(written.tellg())) << ")"
+              << (left_out.empty() ? "" : " without " + left_out + ", which died (see above)") << "\n";
     return all_valid ? 0 : 1;
 }
 

@@ -10,6 +10,7 @@ makes the build mostly cache hits). The reference stagediff comes from this test
 
 import io
 import shutil
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -119,6 +120,23 @@ class GradeTest(unittest.TestCase):
                               output_base=outputs)
                 self.assertEqual(r.returncode, 0, r.stderr[-2000:])
                 self.assertEqual(r.stdout.split(), [], f"tests that run stage {number} but lack the tags {tags}")
+            # With stage 1's parts written (as a student would), stage 1 steps in the page while
+            # stage 2, whose parts are still stubs, dies: the page holds stage 1 and names stage 2.
+            lab.replace_bodies(dest, self.table, {p["name"]: lab.regions(lab.REFERENCE, self.table, p["name"])
+                                                  for p in lab.parts_of(self.table, "1")})
+            r = lab.bazel(dest, "build", "//tools/diff:stagediff", output_base=outputs)
+            self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+            page = self.tmp / "partial.html"
+            r = subprocess.run([str(lab.binary(dest, "//tools/diff:stagediff")), "--stages=1,2", f"--html={page}",
+                                f"--trace={lab.REFERENCE / 'traces' / 'short2-coalesce.rep'}"],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("edu-alloc lab: part S2.usedpools not implemented", r.stderr)
+            self.assertIn(f"stagediff: wrote {page} (", r.stderr)
+            self.assertIn("without stage2_pools, which died (see above)", r.stderr)
+            text = page.read_text()
+            self.assertIn('"name":"stage1_brk"', text.replace(" ", ""))
+            self.assertNotIn('"name":"stage2_pools"', text.replace(" ", ""))
         finally:
             lab.bazel(dest, "shutdown", output_base=outputs)
 
