@@ -263,6 +263,12 @@ def holds_stub(bodies, name):
         "edu_lab_not_implemented" in text and f'db "{call}", 0' in text) for call in (name, name + " later"))
 
 
+def stubbed_regions(bodies, name):
+    """For a part of several regions, which still hold the stub: " in region 2 of 2"; else ""."""
+    held = [str(i + 1) for i, lines in enumerate(bodies) if holds_stub([lines], name)]
+    return f" in region{'s' if len(held) > 1 else ''} {', '.join(held)} of {len(bodies)}" if len(bodies) > 1 and held else ""
+
+
 # Put before the first #include of a C++ file that holds a stub: the stub's call, and the
 # unused-parameter/function warnings (errors here) that a stub causes, off until it is written.
 CXX_PRELUDE = [
@@ -618,7 +624,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 given[name] = bodies[name]
                 if holds_stub(bodies[name], name) or \
                         normalised_regions(bodies[name]) == normalised_regions(stubs(p, chapter, ref_bodies[name])):
-                    verdicts[name] = "not implemented (the handout's stub)"
+                    verdicts[name] = "not implemented (the handout's stub" + stubbed_regions(bodies[name], name) + ")"
         replace_bodies(work, table, given)   # a file left with a stub gets contract/lab.h
         student_found = scan(work, table)[0]
 

@@ -86,6 +86,9 @@ class LabTest(unittest.TestCase):
         self.assertTrue(lab.holds_stub(stubbed, "S1.a"))
         self.assertTrue(lab.holds_stub([["int a1 = 1;"], stubbed[1]], "S1.a"))   # one region written
         self.assertFalse(lab.holds_stub([["int a1 = 1;"], ["int a2 = 2;"]], "S1.a"))
+        self.assertEqual(lab.stubbed_regions([["int a1 = 1;"], stubbed[1]], "S1.a"), " in region 2 of 2")
+        self.assertEqual(lab.stubbed_regions(stubbed, "S1.a"), " in regions 1, 2 of 2")
+        self.assertEqual(lab.stubbed_regions([stubbed[0]], "S1.a"), "")   # one region: said already
         with self.assertRaises(lab.LabError):   # a region's markers gone: its code has no place
             lab.replace_bodies(self.tmp, table, {"S1.a": [["int a1 = 1;"]]})
 
