@@ -4,8 +4,12 @@
 // which must be NULL with errno ENOMEM and no crash; then everything is freed and malloc must
 // work again. With `small`, only 80 MiB of small blocks live at once; with `large`, 200 blocks of
 // 100 KB. Every line it prints is the same under any malloc that keeps the C contract
-// within the limit, so the test compares it with glibc's.
+// within the limit, so the test compares it with glibc's. With `count SIZE [MIB]` it is the
+// chapters' measuring tool, not a test: blocks of SIZE bytes, each written, held until malloc
+// says no, and their number printed; with MIB the program first mallocs once, then limits its
+// own address space to MIB MiB and starts a thread (a limit set after start-up).
 #include <pthread.h>
+#include <sys/resource.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -75,9 +79,37 @@ int hold_large_blocks() {
     return 0;
 }
 
+// With the argument `count SIZE [MIB]`: how many blocks of SIZE bytes fit (stage 4's chapter,
+// [S4.67] and [S4.68], quotes these counts under `prlimit --as=N` and with MIB).
+int count_blocks(std::size_t size, long late_limit_mib) {
+    constexpr int kMaxCounted = 1 << 16;
+    static void* blocks[kMaxCounted];
+    if (late_limit_mib > 0) {
+        void* volatile first = std::malloc(100);
+        std::free(first);
+        rlimit limit{static_cast<rlim_t>(late_limit_mib) << 20, RLIM_INFINITY};
+        if (setrlimit(RLIMIT_AS, &limit) != 0) return std::printf("setrlimit failed\n"), 2;
+        pthread_t t;
+        bool thread_ok = pthread_create(&t, nullptr, churn, nullptr) == 0;
+        if (thread_ok) pthread_join(t, nullptr);
+        std::printf("a thread started under the limit: %s\n", thread_ok ? "yes" : "refused");
+    }
+    int n = 0;
+    for (; n < kMaxCounted; ++n) {
+        blocks[n] = std::malloc(size);
+        if (!blocks[n]) break;
+        std::memset(blocks[n], n & 0xff, size);
+    }
+    std::printf("%d blocks of %zu bytes\n", n, size);
+    for (int i = 0; i < n; ++i) std::free(blocks[i]);
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc > 2 && std::strcmp(argv[1], "count") == 0)
+        return count_blocks(std::strtoul(argv[2], nullptr, 10), argc > 3 ? std::strtol(argv[3], nullptr, 10) : 0);
     if (argc > 1 && std::strcmp(argv[1], "small") == 0) return hold_small_blocks();
     if (argc > 1 && std::strcmp(argv[1], "large") == 0) return hold_large_blocks();
     bool ok = churn(nullptr) == nullptr;
