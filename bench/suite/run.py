@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import statistics
@@ -52,8 +53,9 @@ BENCH_STYLE = ["cfrac", "espresso", "larson", "xmalloc", "glibc-simple", "glibc-
 DESCRIPTIONS = {
     "ring": "HAKMEM's random mixed ring: 8192 slots, 16..1039 bytes, free if occupied else allocate. "
             "(One thread: stages 1-3 skip their lock here, but every call still passes the drop-in "
-            "library's entry, a jump in stages 1 and 2 and a flag test before the inlined fast path "
-            "in stages 3 and 4, and in stages 1-3 the lock's flag test; docs/stage3_segments.md's "
+            "library's entry: a jump and the lock's flag test in stages 1 and 2, one test before the "
+            "inlined fast path in stages 3 and 4 (stage 3's also answers whether to lock); "
+            "docs/stage3_segments.md's "
             "random_mixed table measures stage 3's in-process entry, called directly.)",
     "small": "the same ring with 16..128 bytes",
     "realloc": "256 buffers grown by realloc in random order, 16..271 bytes a step, up to 64 KiB",
@@ -207,14 +209,23 @@ def main():
         sys.exit("run.py: missing libraries for %s (tools/setup installs the peers)" % ", ".join(missing))
 
     # Interleaved: each repetition runs every allocator once, so a burst of load on the shared
-    # machine hits all of them alike, and the median of each is taken afterwards.
+    # machine hits all of them alike, and the median of each is taken afterwards. Each repetition
+    # shuffles the order (seeded with its number, so a rerun repeats it), so that no allocator
+    # always runs right after the same one: in a fixed order (or one merely rotated) stage 4
+    # always followed stage 3, whose lock-bound 2-thread runs seemed to slow the next run (on
+    # glibc-thread at 2 threads, mimalloc right after stage 3 did 124 M operations a second, after
+    # glibc 204 M, in one interleaved series; another series did not repeat it: 2-thread runs
+    # here vary by up to 6x from one run to the next). Shuffled, an effect of that kind becomes
+    # noise that the median absorbs instead of a bias against one allocator.
     results = {}
     for workload, (full, quick, thread_counts) in WORKLOADS.items():
         size = quick if args.quick else full
         for threads in thread_counts:
             runs = {name: [] for name, _ in allocators}
-            for _ in range(reps):
-                for name, lib in allocators:
+            for rep in range(reps):
+                order = list(allocators)
+                random.Random(rep).shuffle(order)
+                for name, lib in order:
                     runs[name].append(run_once(driver, lib, workload, threads, size))
             for name, _ in allocators:
                 results[(name, workload, threads)] = {
@@ -254,13 +265,14 @@ def main():
                "a user gets: no `EDU_OPTIONS`, so stages 2-4 count no statistics, stage 1 grows the "
                "real break, and stages 1-3 take their lock only once a second thread exists "
                "(`contract/locked.h`). The chapters' in-process figures (single-thread entry, called "
-               "directly) skip the preload (an indirect jump, or in stages 3 and 4 a flag test before "
-               "the fast path compiled into the exported malloc and free) and, in stages 1-3, the "
-               "lock test, so they "
+               "directly) skip the preload (an indirect jump in stages 1 and 2; in stages 3 and 4 a "
+               "test before the fast path compiled into the exported malloc and free, which in stage 3 "
+               "also answers whether to lock) and, in stages 1 and 2, the lock test, so they "
                "execute a few instructions fewer per call; their ratios also differ from these because "
                "they time one thread's CPU seconds, with the in-process defaults (stages 2-4 counting "
                "statistics unless a row says otherwise). Figures are medians of %d interleaved runs "
-               "(each repetition runs every allocator once); the 1-minute load average was %.1f when the "
+               "(each repetition runs every allocator once, in an order shuffled anew, so that none always "
+               "follows the same one); the 1-minute load average was %.1f when the "
                "runs began and %.1f when they ended (%s), so compare ratios within one table, and prefer "
                "the instruction counts for fast paths. 4 and 8 threads oversubscribe the 2 cores.\n" % (
                    reps, started.date().isoformat(), started.strftime("%H:%M"), ended.strftime("%H:%M"),
