@@ -30,6 +30,7 @@ from selenium.webdriver.common.keys import Keys
 STAGEDIFF = sys.argv.pop(1)
 DEMO = sys.argv.pop(1)
 REMOTE_FREE = os.path.abspath(sys.argv.pop(1))  # traces/remote-free.rep
+SHORT2 = os.path.abspath(sys.argv.pop(1))  # traces/short2-coalesce.rep
 WORKLOAD = ["--workload=fragment", "--scale=0.04", "--seed=3"]  # 6,400 operations, a keyframe every 100
 OUT = os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR", tempfile.gettempdir())
 
@@ -253,6 +254,49 @@ class StepThrough(unittest.TestCase):
             changes = self.js("return edu.state().stages[3].changes")
             self.assertTrue(any(c.startswith("collected 2 remote frees") for c in changes), changes)
             self.assertTrue(any(c.startswith("taken from block remote") for c in changes), changes)
+            errors = [e for e in self.driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+            self.assertEqual(errors, [])
+        finally:
+            self.driver.get("file://" + self.page)
+            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+
+    def test_9_small_blocks_of_a_big_segment_can_be_seen(self):
+        # Stages 3 and 4 hold 48- and 16-byte blocks in a 4 MiB segment: drawn to the segment's
+        # scale they were under 2 px wide; the page they lie on is drawn at a scale of its own.
+        page = os.path.join(self.dir, "short2.html")
+        subprocess.run([STAGEDIFF, "--trace=" + SHORT2, "--html=" + page], check=True)
+        try:
+            self.driver.get("file://" + page)
+            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+            self.assertEqual(self.js("return edu.op(3)"), "a 3 16")
+            self.js("edu.go(4)")
+            for stage in (2, 3):
+                words = self.js("return edu.state().stages[arguments[0]].changes", stage)[0]
+                self.assertRegex(words, r"^a 3 16 -> \+0x[0-9a-f]+ \(16 B usable\)$")
+                offset = int(words.split("-> ")[1].split()[0].replace("+", ""), 16)
+                self.assertEqual(self.js("return edu.entryAt(arguments[0], arguments[1])", stage, offset)["s"], 16)
+                # Following the change scrolls the block into view, which draws it again.
+                rects = None
+                for _ in range(50):
+                    rects = self.js("return edu.drawn(arguments[0], arguments[1])", stage, offset)
+                    if rects:
+                        break
+                    time.sleep(0.1)
+                self.assertEqual(len(rects), 1, rects)
+                self.assertGreaterEqual(rects[0]["w"], 6, f"stage {stage + 1}: a used 16-byte block's width")
+                # And the canvas holds it: the used colour across its middle.
+                colours = self.js("""
+                    const c = document.querySelectorAll('.stage canvas')[arguments[0]], r = arguments[1];
+                    const dpr = c.width / c.getBoundingClientRect().width, copy = document.createElement('canvas');
+                    copy.width = c.width; copy.height = c.height;
+                    const g = copy.getContext('2d', {willReadFrequently: true});  // read back without a warning
+                    g.drawImage(c, 0, 0);
+                    const y = Math.round((r.y + r.h / 2) * dpr);
+                    return [0.3, 0.5, 0.8].map((f) => Array.from(g.getImageData(Math.round((r.x + f * r.w) * dpr), y, 1, 1).data.slice(0, 3)));
+                    """, stage, rects[0])
+                self.assertEqual(colours, [[0xe0, 0x60, 0x3f]] * 3, f"stage {stage + 1}")
+            # Stage 1 has no pages: one scale, the region's, as before.
+            self.assertEqual(self.js("return document.querySelectorAll('.stage .nums')[0].textContent").count("underlined"), 0)
             errors = [e for e in self.driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
             self.assertEqual(errors, [])
         finally:

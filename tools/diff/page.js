@@ -246,27 +246,80 @@ function measure() {
 }
 let zoomLevel = 0, range = null;  // zoom: powers of two from each stage's fitted scale
 
+// A page (a depth-1 entry) whose carved blocks would be drawn thinner than MIN_PX at the stage's
+// scale gets a scale of its own over its carved part: fine enough that its smallest block is
+// MIN_PX wide, coarse enough that the part fits in FINE_ROWS rows (zoom scales both). A stage-3
+// segment of 4 MiB then shows its 16-byte blocks; stage 1 (no pages) and blocks already wide
+// enough keep the one scale.
+const MIN_PX = 6, FINE_ROWS = 24;
+const pow2 = (x, round) => Math.pow(2, round(Math.log2(x)));
+function finePages(stage, entries, inner) {
+  const pages = [];
+  let page = null;
+  for (const e of entries) {
+    if (e.d === 1) page = pages[pages.push({lo: e.a, hi: e.a, min: Infinity, kind: kindName(e)}) - 1];
+    else if (e.d === 2 && page && e.st !== UNUSED) { page.hi = Math.max(page.hi, e.a + e.s); page.min = Math.min(page.min, e.s); }
+  }
+  const out = [];
+  for (const p of pages) {
+    if (p.hi <= p.lo || p.min / stage.bytesPerPx >= MIN_PX) continue;
+    const fit = Math.max(pow2(Math.max(p.min, 1) / MIN_PX, Math.floor), pow2((p.hi - p.lo) / (FINE_ROWS * inner), Math.ceil));
+    const bpp = Math.max(1 / 64, fit * Math.pow(2, -zoomLevel));
+    if (bpp < stage.bytesPerPx) out.push({lo: p.lo, hi: p.hi, bpp, kind: p.kind});
+  }
+  return out;
+}
+
 function layout(stage, entries, width) {
-  // Top-level entries (depth 0) are regions; each starts on a fresh row and wraps.
-  const bytesPerPx = stage.bytesPerPx, rows = [], inner = Math.max(40, width - LEFT - 8), perRow = inner * bytesPerPx;
-  let y = 4;
+  // Top-level entries (depth 0) are regions; each starts on a fresh row and wraps. A row is a run
+  // of segments {lo, hi, x, bpp}: the stage's scale, or a page's own (finePages).
+  const bytesPerPx = stage.bytesPerPx, rows = [], inner = Math.max(40, width - LEFT - 8);
+  const fine = finePages(stage, entries, inner);
+  let y = 4, fi = 0;
   const regions = entries.filter((e) => e.d === 0);
   for (const r of regions) {
     let lo = r.a, hi = r.a + r.s;
     if (range) { lo = Math.max(lo, range[0]); hi = Math.min(hi, range[1]); if (lo >= hi) continue; }
+    // The region's pieces: the stage's scale between the pages drawn at their own.
+    const pieces = [];
+    let at = lo;
+    while (fi < fine.length && fine[fi].hi <= lo) fi++;
+    for (; fi < fine.length && fine[fi].lo < hi; fi++) {
+      const f = fine[fi], flo = Math.max(f.lo, lo), fhi = Math.min(f.hi, hi);
+      if (flo > at) pieces.push({lo: at, hi: flo, bpp: bytesPerPx, fine: false});
+      pieces.push({lo: flo, hi: fhi, bpp: f.bpp, fine: true});
+      at = fhi;
+    }
+    if (at < hi) pieces.push({lo: at, hi, bpp: bytesPerPx, fine: false});
     y += LABEL;
     const first = rows.length;
-    for (let at = lo; at < hi && rows.length - first < 4000; at += perRow) { rows.push({region: r, lo: at, hi: Math.min(hi, at + perRow), y}); y += ROW + 2; }
+    let row = null, x = inner;  // no row yet: the first piece opens one
+    for (const p of pieces) {
+      for (let a = p.lo; a < p.hi && rows.length - first < 4000;) {
+        // Rows start at whole bytes: a row's offset is printed on its left.
+        let room = Math.floor((inner - x) * p.bpp);
+        if (room < 1) { row = {region: r, lo: a, hi: a, y, segs: []}; rows.push(row); y += ROW + 2; x = 0; room = Math.max(1, Math.floor(inner * p.bpp)); }
+        const end = Math.min(p.hi, a + room);
+        row.segs.push({lo: a, hi: end, x: LEFT + x, bpp: p.bpp, fine: p.fine});
+        x += (end - a) / p.bpp; row.hi = end; a = end;
+      }
+    }
     rows[first].label = `${kindName(r)} ${hex(r.a)}  ${bytes(r.s)}`;
     y += GAP;
   }
-  return {rows, height: y + 4, perRow};
+  return {rows, height: y + 4, fine};
+}
+// Where an address falls on a row, or null.
+function xAt(row, a) {
+  for (const s of row.segs) if (a >= s.lo && a <= s.hi) return s.x + (a - s.lo) / s.bpp;
+  return null;
 }
 
 function draw(stage) {
   const ui = stage.ui, entries = stage.entries, canvas = ui.canvas, bytesPerPx = stage.bytesPerPx;
   const width = ui.width;
-  const {rows, height} = layout(stage, entries, width);
+  const {rows, height, fine} = layout(stage, entries, width);
+  stage.fine = fine;
   const dpr = window.devicePixelRatio || 1, h = Math.min(height, 30000);
   if (canvas.width !== width * dpr || canvas.height !== h * dpr) {  // resizing reallocates: only when needed
     canvas.width = width * dpr; canvas.height = h * dpr;
@@ -290,6 +343,9 @@ function draw(stage) {
     if (row.label) { g.fillStyle = "#5b6474"; g.fillText(row.label, 2, row.y - 8); }
     g.fillStyle = "#8b93a1";
     g.fillText(hex(row.lo - row.region.a), 2, row.y + ROW / 2);
+    // A page at a scale of its own: a dark rule under it.
+    g.fillStyle = "#3d4a66";
+    for (const s of row.segs) if (s.fine) g.fillRect(s.x, row.y + ROW, (s.hi - s.lo) / s.bpp, 1.5);
   }
   let ri = 0;
   for (const e of entries) {
@@ -301,19 +357,22 @@ function draw(stage) {
       if (row.hi <= lo) continue;
       if (e.born === born && born > 0 && firstChange === null) firstChange = row.y;
       if (!inView(row)) continue;
-      const x0 = LEFT + (Math.max(lo, row.lo) - row.lo) / bytesPerPx, x1 = LEFT + (Math.min(hi, row.hi) - row.lo) / bytesPerPx;
-      const inset = e.d >= 2 ? 3 : 0, y = row.y + inset, hgt = ROW - 2 * inset;
-      const w = Math.max(x1 - x0, 0.6);
-      const container = e.d === 1 && entries.length && (e.st === META || e.st === UNUSED) && e.s >= 1024;
-      g.fillStyle = container ? LIGHT[e.st] : COLOURS[e.st];
-      g.fillRect(x0, y, w, hgt);
-      if (w >= 3) { g.fillStyle = "#ffffff"; g.fillRect(x0, y, 0.8, hgt); }
-      if (e.st === USED && e.id && w > 14) {
-        const t = String(e.id - 1);
-        if (t.length * CHAR + 4 < w) { g.fillStyle = "#fff"; g.fillText(t, x0 + 2, y + hgt / 2); }
+      for (const s of row.segs) {
+        if (s.hi <= lo || s.lo >= hi) continue;
+        const x0 = s.x + (Math.max(lo, s.lo) - s.lo) / s.bpp, x1 = s.x + (Math.min(hi, s.hi) - s.lo) / s.bpp;
+        const inset = e.d >= 2 ? 3 : 0, y = row.y + inset, hgt = ROW - 2 * inset;
+        const w = Math.max(x1 - x0, 0.6);
+        const container = e.d === 1 && entries.length && (e.st === META || e.st === UNUSED) && e.s >= 1024;
+        g.fillStyle = container ? LIGHT[e.st] : COLOURS[e.st];
+        g.fillRect(x0, y, w, hgt);
+        if (w >= 3) { g.fillStyle = "#ffffff"; g.fillRect(x0, y, 0.8, hgt); }
+        if (e.st === USED && e.id && w > 14) {
+          const t = String(e.id - 1);
+          if (t.length * CHAR + 4 < w) { g.fillStyle = "#fff"; g.fillText(t, x0 + 2, y + hgt / 2); }
+        }
+        rects.push({x: x0, y, w, h: hgt, e});
+        if (e.born === born && born > 0) hl.push({x: x0, y, w, h: hgt, e});
       }
-      rects.push({x: x0, y, w, h: hgt, e});
-      if (e.born === born && born > 0) hl.push({x: x0, y, w, h: hgt, e});
     }
   }
   // The step's changes: outlined; the blocks a coalesce swallowed, dashed at their edges.
@@ -329,7 +388,7 @@ function draw(stage) {
       if (!e || e.d === 0) continue;
       for (const row of rows) {
         if (row.hi <= e.a || row.lo > e.a) continue;
-        const x = LEFT + (e.a - row.lo) / bytesPerPx;
+        const x = xAt(row, e.a);
         g.beginPath(); g.moveTo(x, row.y - 2); g.lineTo(x, row.y + ROW + 2); g.stroke();
       }
     }
@@ -501,6 +560,8 @@ function render() {
     for (const line of ex.lines.slice(0, 6)) s.ui.changes.appendChild(el("div", "", line));
     s.ui.nums.textContent = `held ${bytes(n.held)} | in used blocks ${bytes(n.live)} | ${n.held ? ((100 * n.live) / n.held).toFixed(1) : "0.0"}% | ${s.entries.length} walk entries | 1 px = ${bytes(s.bytesPerPx)}`;
     timed("draw", () => draw(s));
+    const finest = Math.min(...s.fine.map((f) => f.bpp));  // pages at their own scale (finePages)
+    if (s.fine.length) s.ui.nums.textContent += `, ${s.fine[0].kind}${s.fine.length > 1 ? "s" : ""} underlined ${bytes(finest)}${s.fine.some((f) => f.bpp !== finest) ? " or more" : ""}`;
     timed("structures", () => structures(s));
     renderPredict(s);
   }
@@ -690,6 +751,9 @@ function fitZoom() {
   setZoom();
 }
 
+// The deepest entry of a stage's heap at an offset (or the one at `depth`), or undefined.
+const deepestAt = (s, offset, depth) => s.entries.filter((x) => x.a <= offset && offset < x.a + Math.max(x.s, 1) && (depth === undefined || x.d === depth)).pop();
+
 // ---- window.edu: the page's API (docs/diffing.md) -----------------------------------------------------
 const edu = window.edu = {
   ready: null,
@@ -719,8 +783,14 @@ const edu = window.edu = {
   // What stage i's map shows at an offset: the deepest entry there (or the one at `depth`),
   // {a: offset, s: size, d: depth, id, kind, state, born}, or null.
   entryAt(i, offset, depth) {
-    const e = stages[i].entries.filter((x) => x.a <= offset && offset < x.a + Math.max(x.s, 1) && (depth === undefined || x.d === depth)).pop();
+    const e = deepestAt(stages[i], offset, depth);
     return e ? {...e, id: e.id - 1, kind: kindName(e), state: STATES[e.st]} : null;
+  },
+  // Where stage i's map draws the entry at an offset (as entryAt finds it): [{x, y, w, h}] in
+  // CSS pixels of its canvas, one a row or scale it spans; [] while it is out of view.
+  drawn(i, offset, depth) {
+    const e = deepestAt(stages[i], offset, depth);
+    return stages[i].ui.rects.filter((r) => r.e === e).map(({x, y, w, h}) => ({x, y, w, h}));
   },
   // The first step after `from` whose change for stage i, in words, matches `pattern`; or -1.
   find(i, pattern, from) {
