@@ -58,9 +58,10 @@ std::size_t first_size_to_try(const rlimit& limit) {
 // (S4.39). The range lies halfway between address zero and a page the kernel maps now, tens
 // of terabytes below it: the kernel hands out address space from the top down (in the legacy
 // layout, upward from a base above the range), and a process that holds at most the limit
-// does not come near. An executable and its brk heap lie above the range (a PIE) or far below. Should something land there after all,
-// arena_commit refuses to map over it. False when the space below that page is too small for
-// the range or the limit is an eighth of it or more: reserve() then reserves half the limit.
+// does not come near. An executable and its brk heap lie above the range (a PIE) or far
+// below. Should something land there after all, arena_commit refuses to map over it. False
+// when the space below that page is too small for the range or the limit is an eighth of it or
+// more: reserve() then reserves half the limit ([S4.65]).
 bool place_lazily(const rlimit& limit) {
     void* probe = os_reserve(kOsPage);
     if (!probe) return false;
