@@ -255,9 +255,10 @@ s1_heap_grow:
         pop     rbp
         ret
 
-; [S1.38] .margin: the room this growth adds beyond the need. A request that will sit at the
-; back of the grown block (S1_SPLIT_BACK bytes or more, [S1.32]) asks for none: with a margin,
-; the margin would lie in front of the block, below it, where the next growth cannot reach it.
+; [S1.38] .margin: the room this growth adds beyond the need. A block of S1_SPLIT_BACK bytes or
+; more, which the segregated fit puts at the back of the grown block ([S1.32]), asks for none:
+; with a margin, the margin would lie in front of the block, below it, where the next growth
+; cannot reach it. s1_malloc tests the size alone, so the list policies grow exactly for it too.
 ;   IN: rbp = exact (0: the margin). OUT: rax = bytes, a multiple of 16. Clobbers: rax.
 .margin:
         xor     eax, eax
