@@ -30,6 +30,16 @@ namespace {
 
 using testing::api;
 
+// In a child (battery::run_in_child), on a thread of this stage: a first block, so the heap (and
+// the arena) exist before the limit, then `resource` limited to `bytes`. The first block, to free.
+void* heap_then_limit(int resource, rlim_t bytes) {
+    void* first = api().malloc(100);
+    battery::child_expect(first != nullptr, "no heap");
+    rlimit limit{bytes, RLIM_INFINITY};
+    battery::child_expect(setrlimit(resource, &limit) == 0, "setrlimit failed");
+    return first;
+}
+
 struct Bitmap {
     std::atomic<uint64_t> words[16] = {};   // 1024 bits
     uint64_t word(unsigned i) const { return words[i].load(); }
@@ -306,10 +316,7 @@ TEST_CASE("under a data limit, a heap's cached segments go back to make room for
     constexpr std::size_t kMiB = std::size_t{1} << 20;
     battery::ChildOutcome outcome = battery::run_in_child([] {
         testing::on_thread([] {
-            void* first = api().malloc(100);   // the heap, before the limit
-            battery::child_expect(first != nullptr, "no heap");
-            rlimit limit{battery::data_bytes() + 24 * kMiB, RLIM_INFINITY};
-            battery::child_expect(setrlimit(RLIMIT_DATA, &limit) == 0, "setrlimit failed");
+            void* first = heap_then_limit(RLIMIT_DATA, battery::data_bytes() + 24 * kMiB);
             void* blocks[16];
             for (void*& p : blocks) {
                 p = api().malloc(kMiB);
@@ -346,10 +353,7 @@ TEST_CASE("under an address-space limit, large blocks get mappings of their own,
         static void* blocks[kCount];
         uint64_t before = mapped_totals(kStageNumber).blocks;
         testing::on_thread([] {
-            void* first = api().malloc(100);   // the heap, before the limit
-            battery::child_expect(first != nullptr, "no heap");
-            rlimit limit{battery::address_space_bytes() + 64 * kMiB, RLIM_INFINITY};
-            battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0, "setrlimit failed");
+            void* first = heap_then_limit(RLIMIT_AS, battery::address_space_bytes() + 64 * kMiB);
             for (void*& p : blocks) {
                 p = api().malloc(kBlock);
                 battery::child_expect(p != nullptr, "a large block was refused");
@@ -377,7 +381,6 @@ TEST_CASE("under an address-space limit, large blocks get mappings of their own,
     CHECK(outcome.exit_code == 0);
 }
 
-
 // [S4.68] A limit set after the arena was reserved, with no room left for any new mapping:
 // contract/mapped.h is refused, and a large block comes from a slot of the arena, whose address
 // space the process holds already. (Not under a sanitizer, whose own mappings move VmSize.)
@@ -387,10 +390,7 @@ TEST_CASE("under an address-space limit set too late for any new mapping, large 
 #endif
     battery::ChildOutcome outcome = battery::run_in_child([] {
         testing::on_thread([] {
-            void* first = api().malloc(100);   // the heap and the arena, before the limit
-            battery::child_expect(first != nullptr, "no heap");
-            rlimit limit{battery::address_space_bytes(), RLIM_INFINITY};
-            battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0, "setrlimit failed");
+            void* first = heap_then_limit(RLIMIT_AS, battery::address_space_bytes());
             void* blocks[8];
             for (void*& p : blocks) {
                 p = api().malloc(kMediumMax + 1000);

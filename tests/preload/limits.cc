@@ -44,20 +44,30 @@ void* churn(void*) {
     return nullptr;
 }
 
+// Blocks of `size` bytes into blocks[0..max), each written, until malloc says no: how many.
+int hold(void** blocks, int max, std::size_t size) {
+    int n = 0;
+    for (; n < max; ++n) {
+        blocks[n] = std::malloc(size);
+        if (!blocks[n]) break;
+        std::memset(blocks[n], n & 0xff, size);
+    }
+    return n;
+}
+
+void release(void** blocks, int n) {
+    for (int i = 0; i < n; ++i) std::free(blocks[i]);
+}
+
 // With the argument `small`: 80 MiB in 1000-byte blocks, all live at once, then freed. Under an
 // address-space limit of 192 MiB that is well within what glibc serves; stage 4 reserved its
 // arena as the largest power of two within half the limit (64 MiB) and said NULL at 61,260.
 int hold_small_blocks() {
     constexpr int kBlocks = 80 << 10;   // 80 Ki blocks of 1000 bytes: 80 MiB of payload, near enough
     static void* blocks[kBlocks];
-    int n = 0;
-    for (; n < kBlocks; ++n) {
-        blocks[n] = std::malloc(1000);
-        if (!blocks[n]) break;
-        std::memset(blocks[n], n & 0xff, 1000);
-    }
+    int n = hold(blocks, kBlocks, 1000);
     std::printf("%d blocks of 1000 bytes live at once: %s\n", kBlocks, n == kBlocks ? "ok" : "malloc returned NULL");
-    for (int i = 0; i < n; ++i) std::free(blocks[i]);
+    release(blocks, n);
     return 0;
 }
 
@@ -68,14 +78,9 @@ int hold_large_blocks() {
     constexpr int kBlocks = 200;
     constexpr std::size_t kSize = 100000;
     static void* blocks[kBlocks];
-    int n = 0;
-    for (; n < kBlocks; ++n) {
-        blocks[n] = std::malloc(kSize);
-        if (!blocks[n]) break;
-        std::memset(blocks[n], n & 0xff, kSize);
-    }
+    int n = hold(blocks, kBlocks, kSize);
     std::printf("%d blocks of %zu bytes live at once: %s\n", kBlocks, kSize, n == kBlocks ? "ok" : "malloc returned NULL");
-    for (int i = 0; i < n; ++i) std::free(blocks[i]);
+    release(blocks, n);
     return 0;
 }
 
@@ -94,14 +99,9 @@ int count_blocks(std::size_t size, long late_limit_mib) {
         if (thread_ok) pthread_join(t, nullptr);
         std::printf("a thread started under the limit: %s\n", thread_ok ? "yes" : "refused");
     }
-    int n = 0;
-    for (; n < kMaxCounted; ++n) {
-        blocks[n] = std::malloc(size);
-        if (!blocks[n]) break;
-        std::memset(blocks[n], n & 0xff, size);
-    }
+    int n = hold(blocks, kMaxCounted, size);
     std::printf("%d blocks of %zu bytes\n", n, size);
-    for (int i = 0; i < n; ++i) std::free(blocks[i]);
+    release(blocks, n);
     return 0;
 }
 
