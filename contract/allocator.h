@@ -123,6 +123,11 @@ struct Stage {
     void (*prepare_fork)();
     void (*after_fork_parent)();
     void (*after_fork_child)();
+    // Called by the drop-in library after the program changed its own address-space limit
+    // (RLIMIT_AS through setrlimit or prlimit, which the library passes on to the kernel), from
+    // the thread that changed it: a stage that holds address space it does not use gives it
+    // back here (stage 4, S4.68). nullptr: the stage does not care.
+    void (*limit_set)() = nullptr;
 };
 
 // ---- Registry -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // contract/preload.cc: the drop-in (LD_PRELOAD) malloc family, written once for every stage.
 // Exports malloc, free, calloc, realloc, reallocarray, memalign, posix_memalign, aligned_alloc,
-// valloc, pvalloc, malloc_usable_size and edu_preload_stage; each call goes to the entry chosen
+// valloc, pvalloc, malloc_usable_size, edu_preload_stage, and the four calls that set a
+// resource limit (passed on to the kernel, then told to the stage); each call goes to the entry chosen
 // at the first call: the stage's `thread_safe` entry, the debug layer over it (debug=on), and
 // the memcheck layer over that under valgrind; malloc, free, calloc and realloc jump straight
 // to it through slots of their own. tools/preload.bzl compiles it once per stage. The first
@@ -10,6 +11,8 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "contract/allocator.h"
@@ -305,4 +308,41 @@ EDU_EXPORT size_t malloc_usable_size(void* ptr) noexcept {
 EDU_EXPORT const edu::Stage* edu_preload_stage() noexcept {
     pthread_once(&g_exported_once, make_exported_stage);
     return &g_exported_stage;
+}
+
+// ---- Resource limits ------------------------------------------------------------------------
+// A stage that reserved address space before the program lowered its own RLIMIT_AS must hear of
+// it before the program's next mapping (a thread's stack, right after setrlimit), or that
+// mapping is refused: stage 4's arena (S4.68). So the four calls that set a limit are the
+// library's: each is the kernel's prlimit64 (glibc's own are that one system call; called raw,
+// there is no lookup of the next definition to get wrong before the library is initialised),
+// and once the kernel has taken a new RLIMIT_AS for this process, the stage's limit_set runs.
+// Raising or keeping a limit tells it too; the stage asks getrlimit what is in force.
+namespace {
+
+int set_limit(pid_t pid, int resource, const void* limit, void* old) {
+    long result = syscall(SYS_prlimit64, pid, resource, limit, old);   // -1 and errno, as glibc's
+    if (result == 0 && limit != nullptr && resource == RLIMIT_AS && (pid == 0 || pid == getpid()) &&
+        stage().limit_set != nullptr)
+        stage().limit_set();
+    return static_cast<int>(result);
+}
+
+}  // namespace
+
+EDU_EXPORT int setrlimit(__rlimit_resource_t resource, const struct rlimit* limit) noexcept {
+    return set_limit(0, resource, limit, nullptr);
+}
+
+EDU_EXPORT int setrlimit64(__rlimit_resource_t resource, const struct rlimit64* limit) noexcept {
+    return set_limit(0, resource, limit, nullptr);
+}
+
+EDU_EXPORT int prlimit(pid_t pid, __rlimit_resource resource, const struct rlimit* limit, struct rlimit* old) noexcept {
+    return set_limit(pid, resource, limit, old);
+}
+
+EDU_EXPORT int prlimit64(pid_t pid, __rlimit_resource resource, const struct rlimit64* limit,
+                         struct rlimit64* old) noexcept {
+    return set_limit(pid, resource, limit, old);
 }

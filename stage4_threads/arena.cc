@@ -1,4 +1,5 @@
-// stage4_threads/arena.cc: the reservation, the claimed and abandoned bitmaps, start markers.
+// stage4_threads/arena.cc: the reservation and its give-back, the claimed, unheld and abandoned
+// bitmaps, start markers.
 // Every shared word here is an atomic; every ordering is explained at its use and in [S4.10].
 #include "stage4_threads/arena.h"
 
@@ -33,7 +34,13 @@ std::atomic<uint32_t> g_recent[kRecentAbandoned];   // slot + 1 of a recent aban
 std::atomic<uint32_t> g_recent_next{0};
 static_assert((kRecentAbandoned & (kRecentAbandoned - 1)) == 0, "the ring index wraps with its counter");
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
-bool g_lazy = false;   // [S4.67] written by reserve() before g_bytes is published
+// [S4.67] [S4.68] The arena is lazy: set by reserve() before g_bytes is published, or by
+// go_lazy() when a limit appears later. Bit s of g_unheld: slot s is not held by a reservation
+// (mapped only where a segment committed): set for every free slot of a lazy arena, but for a
+// slot given back while the switch ran, which its next claim unholds.
+std::atomic<bool> g_lazy{false};
+std::atomic<uint64_t> g_unheld[kArenaWords];
+pthread_once_t g_lazy_once = PTHREAD_ONCE_INIT;
 
 constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
 
@@ -44,7 +51,7 @@ constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint6
 // exists before the arena does. Under an address-space limit (RLIMIT_AS: `ulimit -v`,
 // containers) nothing is reserved ([S4.67]); only when no room is found for that, half of the
 // limit is, in whole segments, so that thread stacks, libraries and the rest of the process
-// keep room ([S4.65]).
+// keep room ([S4.65]), and the first claim gives it back ([S4.68]): it only chose the range.
 std::size_t first_size_to_try(const rlimit& limit) {
     if (limit.rlim_cur == RLIM_INFINITY) return kArenaMaxBytes;
     std::size_t half = (limit.rlim_cur / 2) & ~kSegmentMask;   // [S4.65] not a power of two
@@ -68,7 +75,8 @@ bool place_lazily(const rlimit& limit) {
     os_unmap(probe, kOsPage);
     uintptr_t half = reinterpret_cast<uintptr_t>(probe) / 2;
     if (limit.rlim_cur >= half / 8 || half < 2 * kArenaMaxBytes) return false;
-    g_lazy = true;
+    for (auto& word : g_unheld) word.store(~uint64_t{0}, std::memory_order_relaxed);
+    g_lazy.store(true, std::memory_order_relaxed);
     g_base.store(half & ~kSegmentMask, std::memory_order_relaxed);
     g_bytes.store(kArenaMaxBytes, std::memory_order_release);   // pairs with arena_ready's acquire
     return true;
@@ -90,6 +98,18 @@ void reserve() {
         g_base.store(aligned, std::memory_order_relaxed);
         g_bytes.store(size, std::memory_order_release);   // pairs with arena_ready's acquire
         return;
+    }
+}
+
+// fn(w, mask) for each word w that bits [first, first + count) touch, mask their bits in it.
+template <class Fn>
+void each_word(uint32_t first, uint32_t count, Fn fn) {
+    while (count > 0) {
+        uint32_t w = first / 64, bit = first % 64;
+        uint32_t take = 64 - bit < count ? 64 - bit : count;
+        fn(w, low_bits(take) << bit);
+        first += take;
+        count -= take;
     }
 }
 
@@ -167,14 +187,8 @@ int64_t bitmap_claim(std::atomic<uint64_t>* words, uint32_t bits, uint32_t count
 }
 
 void bitmap_release(std::atomic<uint64_t>* words, uint32_t first, uint32_t count) {
-    while (count > 0) {
-        uint32_t w = first / 64, bit = first % 64;
-        uint32_t take = 64 - bit < count ? 64 - bit : count;
-        // release: everything written into these slots happens before their next claim.
-        words[w].fetch_and(~(low_bits(take) << bit), std::memory_order_release);
-        first += take;
-        count -= take;
-    }
+    // release: everything written into these slots happens before their next claim.
+    each_word(first, count, [words](uint32_t w, uint64_t mask) { words[w].fetch_and(~mask, std::memory_order_release); });
 }
 
 bool bitmap_all_set(const std::atomic<uint64_t>* words, uint32_t first, uint32_t count) {
@@ -189,38 +203,116 @@ bool arena_ready() {
     return g_bytes.load(std::memory_order_acquire) != 0;
 }
 
+namespace {
+
+bool held(uint32_t slot) { return !((g_unheld[slot / 64].load(std::memory_order_relaxed) >> (slot % 64)) & 1); }
+
+// The slots of word `w` in `mask`, which the caller has claimed: the parts a reservation still
+// holds are unmapped, run by run, and all of them marked unheld.
+void unhold_word(uint32_t w, uint64_t mask) {
+    for (uint64_t left = mask & ~g_unheld[w].load(std::memory_order_relaxed); left != 0;) {
+        unsigned first = static_cast<unsigned>(__builtin_ctzll(left));
+        uint64_t above = ~(left >> first);
+        unsigned run = above == 0 ? 64 - first : static_cast<unsigned>(__builtin_ctzll(above));
+        os_unmap(arena_segment(w * 64 + first), std::size_t{run} << kSegmentShift);
+        left &= ~(low_bits(run) << first);
+    }
+    g_unheld[w].fetch_or(mask, std::memory_order_relaxed);
+}
+
+void unhold(uint32_t first, uint32_t count) { each_word(first, count, unhold_word); }
+
+// [S4.68] The switch, made once (pthread_once) when a limit is first seen in a reserved arena.
+// Word by word, every free slot is claimed with one fetch_or, unmapped, marked unheld, and
+// released: while its word is taken no claim can get a slot that is being unmapped, and a
+// claim that finds it free afterwards reads (acquire, from the release here) g_lazy set and
+// the slot unheld. Claimed slots are left alone: their segments keep what their reservation
+// holds and go on with mprotect (arena_commit asks `held`), until they are given back. A claim
+// whose compare-and-swap came first, or that reads g_lazy still clear, gets held slots, as
+// before the switch; one that reads it set unholds what it claimed (arena_claim), so a run
+// claimed across two words half before and half after is made all unheld.
+void go_lazy() {
+    if (g_lazy.exchange(true, std::memory_order_seq_cst)) return;   // lazy from the start
+    uint32_t slots = arena_slots();
+    for (uint32_t w = 0; w < (slots + 63) / 64; ++w) {
+        uint64_t valid = valid_bits(slots, w);
+        uint64_t free = ~g_claimed[w].fetch_or(valid, std::memory_order_acquire) & valid;
+        unhold_word(w, free);
+        g_claimed[w].fetch_and(~free, std::memory_order_release);
+    }
+}
+
+}  // namespace
+
+// [S4.68] A limit set after the arena was reserved (by the program, `setrlimit` in main, or from
+// outside, `prlimit --pid`) cannot shrink the 64 GiB the process holds, and every new mapping
+// of anybody (a thread's stack, a file, [S4.66]'s blocks) is refused while they stand. The arena
+// then goes lazy ([S4.67]): it gives back every slot no segment holds and continues as an arena
+// chosen under a limit. Two ways in. This function, asked by the drop-in library right after
+// the program lowered its own RLIMIT_AS (contract/preload.cc's setrlimit, Stage::limit_set), so
+// that a pthread_create that follows finds room; and by the cold paths that ask about the
+// limit anyway ([S4.66]'s large block, and arena_claim below), which also catch a limit set from
+// outside, at the next fresh segment. The fast paths never look: the range stays the range.
+bool arena_limited() {
+    if (!os_address_space_limited()) return false;
+    if (!g_lazy.load(std::memory_order_relaxed) && g_bytes.load(std::memory_order_acquire) != 0)
+        pthread_once(&g_lazy_once, go_lazy);
+    return true;
+}
 
 Segment* arena_claim(uint32_t blocks, uint32_t* hint) {
     if (!arena_ready()) return nullptr;
+    if (!g_lazy.load(std::memory_order_relaxed)) arena_limited();   // one getrlimit per fresh segment
     int64_t first = bitmap_claim(g_claimed, arena_slots(), blocks, *hint);
+    if (first < 0 && g_lazy.load(std::memory_order_relaxed)) {   // a switch may hold a word: wait for it
+        pthread_once(&g_lazy_once, go_lazy);
+        first = bitmap_claim(g_claimed, arena_slots(), blocks, *hint);
+    }
     if (first < 0) return nullptr;
     auto slot = static_cast<uint32_t>(first);
     *hint = slot / 64;
-    return arena_segment(slot);   // PROT_NONE: segment.cc commits what it uses ([S4.39])
+    if (g_lazy.load(std::memory_order_relaxed)) unhold(slot, blocks);   // [S4.68] held ones too
+    return arena_segment(slot);   // PROT_NONE or unmapped: segment.cc commits what it uses ([S4.39])
 }
 
-bool arena_lazy() { return g_lazy; }
+bool arena_lazy() { return g_lazy.load(std::memory_order_relaxed); }
 
 // [S4.67] In a lazy arena the slots come unmapped: the range is mapped where nothing is. One
 // range is already partly mapped by us: a segment whose claim could make its header alone
 // writable (S3.48) and now asks for its first slot; its header is ours once its start marker is
 // published, and only the rest is mapped. Anything else in the way is not ours, and stays.
+// [S4.68] A segment claimed before the switch keeps its reservation: mprotect, as before.
 bool arena_commit(void* address, std::size_t size) {
-    if (!g_lazy) return os_commit_range(address, size);
-    if (os_map_writable_at(address, size)) return true;
     uint32_t slot = arena_slot_of(address);
+    if (held(slot)) return os_commit_range(address, size);
+    if (os_map_writable_at(address, size)) return true;
     if (errno != EEXIST || size <= kMetaSize || address != arena_segment(slot) || arena_blocks_at(slot) == 0) return false;
     return os_map_writable_at(static_cast<char*>(address) + kMetaSize, size - kMetaSize);
 }
 
+// [S4.68] A held segment given back after the switch is unmapped whole (its slots are ours); one
+// given back while the switch runs may still be mapped PROT_NONE again, and stays held until
+// the next claim of its slots unholds them.
 void arena_release(uint32_t slot, uint32_t blocks, std::size_t mapped) {
-    if (!g_lazy) os_release_range(arena_segment(slot), std::size_t{blocks} << kSegmentShift);
-    else if (mapped) os_unmap(arena_segment(slot), mapped);   // what this segment mapped, no more
+    if (!held(slot)) {
+        if (mapped) os_unmap(arena_segment(slot), mapped);   // what this segment mapped, no more
+    } else if (g_lazy.load(std::memory_order_acquire)) {
+        unhold(slot, blocks);
+    } else {
+        os_release_range(arena_segment(slot), std::size_t{blocks} << kSegmentShift);
+    }
     bitmap_release(g_claimed, slot, blocks);
 }
 
+void arena_trim(uint32_t slot, uint32_t blocks, std::size_t mapped) {
+    if (!g_lazy.load(std::memory_order_acquire) || !held(slot)) return;
+    std::size_t size = std::size_t{blocks} << kSegmentShift;
+    os_unmap(reinterpret_cast<char*>(arena_segment(slot)) + mapped, size - mapped);
+    each_word(slot, blocks, [](uint32_t w, uint64_t mask) { g_unheld[w].fetch_or(mask, std::memory_order_relaxed); });
+}
+
 bool arena_refused(uint32_t slot, uint32_t blocks) {
-    if (g_lazy && errno == EEXIST) return true;   // not ours: the slots stay claimed, unused
+    if (!held(slot) && errno == EEXIST) return true;   // not ours: the slots stay claimed, unused
     bitmap_release(g_claimed, slot, blocks);
     return false;
 }

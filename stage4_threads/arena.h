@@ -67,8 +67,16 @@ void arena_release(uint32_t slot, uint32_t blocks, std::size_t mapped);
 // The slots of a claim whose first commit failed: released, true when instead they stay claimed
 // for good because a mapping not ours sits in them (a lazy arena, [S4.67]): claim others.
 bool arena_refused(uint32_t slot, uint32_t blocks);
-// [S4.67] True when the arena is lazy: chosen under an address-space limit, never reserved.
+// [S4.67] True when the arena is lazy: chosen under an address-space limit, never reserved, or
+// switched to lazy when a limit appeared later ([S4.68]).
 bool arena_lazy();
+// [S4.68] Whether an address-space limit is in force now (getrlimit); if so and the arena is
+// still reserved, it first gives back every slot no segment holds and goes lazy, once.
+bool arena_limited();
+// [S4.68] After the switch, the caller's segment at `slot` (`blocks` slots, the first `mapped`
+// bytes writable) is trimmed to what it maps, if a reservation still holds it: the rest is
+// unmapped and the slots are unheld, as if it had been claimed lazily.
+void arena_trim(uint32_t slot, uint32_t blocks, std::size_t mapped);
 
 // [S4.12] Start markers: starts[slot] == number of slots of the segment beginning at `slot`,
 // set (release) only once its header is formatted, cleared before its slots are released. A

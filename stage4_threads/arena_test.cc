@@ -339,8 +339,9 @@ TEST_CASE("under a data limit, a heap's cached segments go back to make room for
 
 // [S4.66] Under an address-space limit 64 MiB above what the process holds, 600 blocks just
 // above the medium maximum each get a mapping of their own (contract/mapped.h) instead of a
-// 4 MiB slot of the arena (which, reserved before the limit here, would hold them all: the test
-// asks where they are). Another thread reads their sizes, reallocates one and frees them, every
+// 4 MiB slot of the arena (the arena, reserved before the limit here, goes lazy at the first
+// of them, [S4.68], so a mapping may even land in the range it gave back: the test asks that
+// no segment holds them). Another thread reads their sizes, reallocates one and frees them, every
 // other one first, so that mapped.cc's table of addresses grows twice and loses entries from
 // the middle of its runs; the checker counts them while they live. (Not under a sanitizer,
 // whose own mappings move VmSize.)
@@ -357,7 +358,7 @@ TEST_CASE("under an address-space limit, large blocks get mappings of their own,
             for (void*& p : blocks) {
                 p = api().malloc(kBlock);
                 battery::child_expect(p != nullptr, "a large block was refused");
-                battery::child_expect(arena_slot_of(p) == kArenaSlots, "a large block took a slot of the arena");
+                battery::child_expect(arena_blocks_at(arena_slot_of(p)) == 0, "a large block took a slot of the arena");
                 std::memset(p, 7, kBlock);
             }
             battery::child_expect(api().check().ok, "the heap check failed");
@@ -381,27 +382,100 @@ TEST_CASE("under an address-space limit, large blocks get mappings of their own,
     CHECK(outcome.exit_code == 0);
 }
 
-// [S4.68] A limit set after the arena was reserved, with no room left for any new mapping:
-// contract/mapped.h is refused, and a large block comes from a slot of the arena, whose address
-// space the process holds already. (Not under a sanitizer, whose own mappings move VmSize.)
-TEST_CASE("under an address-space limit set too late for any new mapping, large blocks come from the arena") {
+bool mapped(const void* at, std::size_t bytes);
+
+// [S4.68] A limit set after the arena was reserved, with no room left for any new mapping (the
+// limit is what the process holds: a mapping of one page is refused). The next cold path that
+// asks about the limit (here a large block: in-process, no drop-in library tells the stage)
+// gives back every slot no segment holds, as mincore shows; the segment of the first block
+// stays, held whole, until its heap trims it to what it maps, and stays usable: its next pages
+// are mapped at their addresses; a thread can start; segments claimed afterwards map only what
+// they commit; given back, both are unmapped. (Not under a sanitizer, whose own mappings move
+// VmSize.)
+TEST_CASE("under an address-space limit set after start-up, the arena gives back what no segment holds") {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     return;
 #endif
     battery::ChildOutcome outcome = battery::run_in_child([] {
         testing::on_thread([] {
             void* first = heap_then_limit(RLIMIT_AS, battery::address_space_bytes());
-            void* blocks[8];
-            for (void*& p : blocks) {
-                p = api().malloc(kMediumMax + 1000);
-                battery::child_expect(p != nullptr, "a large block was refused");
-                battery::child_expect(arena_slot_of(p) != kArenaSlots, "a large block is not in the arena");
-                std::memset(p, 3, kMediumMax + 1000);
+            battery::child_expect(!arena_lazy(), "the arena was lazy before the limit");
+            Segment* held_segment = segment_of(first);
+            void* page = mmap(nullptr, kOsPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            battery::child_expect(page == MAP_FAILED, "a new mapping fitted under the limit");
+            void* big = api().malloc(kMediumMax + 1000);   // asks getrlimit: the switch
+            battery::child_expect(big != nullptr, "a large block was refused");
+            std::memset(big, 3, kMediumMax + 1000);
+            battery::child_expect(arena_lazy(), "the arena did not go lazy");
+            battery::child_expect(!mapped(arena_segment(arena_slots() - 1), kOsPage), "the untouched range is still mapped");
+            battery::child_expect(mapped(held_segment, kSegmentSize), "the first block's segment lost its slot");
+            segment_trim_held(testing::my_heap());   // what its next tick would do
+            char* tail = reinterpret_cast<char*>(held_segment) + kSegmentSize - kOsPage;
+            battery::child_expect(!mapped(tail, kOsPage), "the held segment was not trimmed");
+            battery::child_expect(mapped(held_segment, kMetaSize), "the trim took the segment's header");
+            static void* small[1500];   // 1.5 MB of small blocks: pages past what the segment mapped
+            for (void*& p : small) {
+                p = api().malloc(1000);
+                battery::child_expect(p != nullptr && segment_of(p) == held_segment, "a small block left the trimmed segment");
+                std::memset(p, 6, 1000);
             }
+            for (void* p : small) api().free(p);
+            std::thread([] {
+                void* p = api().malloc(100);
+                battery::child_expect(p != nullptr, "a new thread got no block");
+                api().free(p);
+            }).join();
+            void* again = api().malloc(100);
+            battery::child_expect(segment_of(again) == held_segment, "a small block left the trimmed segment");
+            std::memset(again, 4, 100);
+            void* medium = api().malloc(kSmallMax + 1);   // a segment claimed after the switch
+            battery::child_expect(medium != nullptr, "a medium block was refused");
+            std::memset(medium, 5, kSmallMax + 1);
+            Segment* fresh = segment_of(medium);
+            battery::child_expect(!mapped(reinterpret_cast<char*>(fresh) + kSegmentSize - kOsPage, kOsPage),
+                                  "a segment claimed after the switch mapped its whole slot");
             battery::child_expect(api().check().ok, "the heap check failed");
-            for (void* p : blocks) api().free(p);
-            api().free(first);
+            for (void* p : {first, big, again, medium}) api().free(p);
+            heap_collect(testing::my_heap(), true);
+            battery::child_expect(!mapped(held_segment, kOsPage), "the trimmed segment was not unmapped when given back");
+            battery::child_expect(!mapped(fresh, kOsPage), "the fresh segment was not unmapped when given back");
         });
+    });
+    INFO("child: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
+}
+
+// [S4.68] The switch while other threads claim and give back segments (each round a medium
+// block in a fresh segment, freed and its segment returned at once): every claim gets slots
+// that are wholly held or wholly unheld, and no block is lost or shared. The limit is the
+// largest there is short of none, so nothing runs out. Run under ThreadSanitizer too.
+TEST_CASE("the arena goes lazy while other threads claim and give back segments") {
+    battery::ChildOutcome outcome = battery::run_in_child([] {
+        testing::on_thread([] { api().free(api().malloc(100)); });
+        battery::child_expect(!arena_lazy(), "the arena was lazy before the limit");
+        std::atomic<bool> go{false};
+        std::vector<std::thread> workers;
+        for (int t = 0; t < 4; ++t) {
+            workers.emplace_back([&go, t] {
+                while (!go.load()) std::this_thread::yield();
+                for (int round = 0; round < 200; ++round) {
+                    auto* p = static_cast<unsigned char*>(api().malloc(kSmallMax + 1));
+                    battery::child_expect(p != nullptr, "a medium block was refused");
+                    std::memset(p, t + round, kSmallMax + 1);
+                    battery::child_expect(p[kSmallMax] == static_cast<unsigned char>(t + round), "a block was overwritten");
+                    api().free(p);
+                    heap_collect(testing::my_heap(), true);   // its segment back to the arena
+                }
+            });
+        }
+        go = true;
+        rlimit limit{RLIM_INFINITY - 1, RLIM_INFINITY};
+        battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0, "setrlimit failed");
+        battery::child_expect(arena_limited(), "the limit is not seen");
+        for (std::thread& w : workers) w.join();
+        battery::child_expect(arena_lazy(), "the arena did not go lazy");
+        battery::child_expect(api().check().ok, "the heap check failed");
     });
     INFO("child: " << outcome.describe());
     CHECK(outcome.exited);

@@ -125,7 +125,7 @@ void free_generic(void* p) {
     // validity sentinel, S4.24): find_block's checks of a local block, minus the one that its
     // `owned` byte already answers (a segment of the caller's starts at that slot). A block that
     // carries the freed or the suspect mark, or fails a check, still takes the long path.
-    if (slot != kArenaSlots && heap->owned[slot]) {
+    if (slot < kArenaSlots && heap->owned[slot]) {
         Page* page = stage4::page_of(p);
         auto* block = static_cast<Block*>(p);
         if (page->in_use && owner_holds(page, reinterpret_cast<uintptr_t>(p)) && (block->mark ^ freed_mark(block)) > 1) {
@@ -134,7 +134,9 @@ void free_generic(void* p) {
             return;
         }
     }
-    if (slot == kArenaSlots && free_mapped(p)) return;   // [S4.51]
+    // [S4.51] Outside the arena, or in a slot where no segment starts ([S4.68]: a switched
+    // arena gave its range back, and the kernel places new mappings there).
+    if ((slot == kArenaSlots || arena_blocks_at(slot) == 0) && free_mapped(p)) return;
     Found found = find_block(p, "free");
     auto* b = static_cast<Block*>(p);
     if (counting()) {   // a thread's first call may be a free: it needs counters, so a heap

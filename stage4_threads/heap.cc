@@ -45,6 +45,7 @@ using Queues = stage3::PageQueues<QueueTraits>;
 
 // Runs every 64 ticks of the heap's clock: delayed work that needs no hurry.
 void heap_tick(Heap* heap) {
+    if (!heap->trimmed && arena_lazy()) segment_trim_held(heap);   // [S4.68]
     if (purge_pending(heap)) segment_purge(heap, false);
     if (heap->cache_count != 0) segment_cache_collect(heap, false);
 }
@@ -154,10 +155,10 @@ void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std:
     // 4 MiB slot in a reserved arena. A block that would claim one gets a mapping of its own
     // instead (contract/mapped.h, as S4.51), which holds its pages and one page more, outside
     // the arena, as glibc maps its large blocks. Without a limit nothing changes: one getrlimit
-    // next to the system calls a fresh segment costs anyway. [S4.68] A refused mapping is not
-    // the end: an arena reserved before the limit was set holds its address space already, and
-    // serves the block from a slot of its own.
-    if (heap->cache_count == 0 && os_address_space_limited()) {
+    // next to the system calls a fresh segment costs anyway. [S4.68] A limit set after the arena
+    // was reserved makes arena_limited give back the slots no segment holds first, or no new
+    // mapping would fit; a refused mapping is still not the end: an arena slot may serve.
+    if (heap->cache_count == 0 && arena_limited()) {
         if (void* p = alloc_mapped(alignment, size)) return p;
     }
     Page* page = one_block_page_alloc(heap, size == 0 ? 1 : size, alignment);

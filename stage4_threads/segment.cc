@@ -301,4 +301,9 @@ void segment_cache_collect(Heap* heap, bool force) {
 
 bool purge_pending(const Heap* heap) { return heap->purge != nullptr; }
 
+void segment_trim_held(Heap* heap) {
+    heap->trimmed = true;
+    for (Segment* s = heap->segments; s; s = s->next) arena_trim(s->slot, s->blocks, mapped_bytes(s));
+}
+
 }  // namespace edu::stage4

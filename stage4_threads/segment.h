@@ -59,6 +59,12 @@ bool one_block_resize(Page* page, std::size_t bytes);
 // page in use goes to the heap's cache or back to the arena.
 void page_release(Heap* heap, Page* page);
 
+// [S4.68] Once the arena has gone lazy, the heap's segments that a reservation still holds are
+// trimmed to what they map (arena_trim), once per heap: by the thread that lowered the limit
+// (stage4.cc's limit_set), and by any other at its next tick. Segments it reclaims later stay
+// held until given back.
+void segment_trim_held(Heap* heap);
+
 // The delays of stage 3 (S3.14, S3.34), per heap. A cached segment's pages are purged long
 // before the segment itself goes back, so the cache costs its metadata, 8 KiB a segment, and
 // saves a claim, whose fresh memory faults page by page: when threads come and go (larson),

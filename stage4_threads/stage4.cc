@@ -39,11 +39,13 @@ void* api_calloc(std::size_t count, std::size_t size) {
     return p;
 }
 
-// The usable size of `p` if it is a block of contract/mapped.h, else 0. Only a pointer outside
-// the arena can be one (as free_generic asks, S4.51): any other skips mapped.h's global lock,
-// which another thread's block would take while mapped blocks live ([S4.66] maps many).
+// The usable size of `p` if it is a block of contract/mapped.h, else 0. Only a pointer where no
+// segment of ours starts can be one (as free_generic asks, S4.51): outside the arena, or in a
+// slot that a lazy arena has left unmapped ([S4.68]: the kernel places new mappings there once
+// a switched arena gave its range back). Any other skips mapped.h's global lock, which another
+// thread's block would take while mapped blocks live ([S4.66] maps many).
 std::size_t mapped_size(const void* p) {
-    return arena_slot_of(p) == kArenaSlots ? mapped_block_size(kStageNumber, p) : 0;
+    return arena_blocks_at(arena_slot_of(p)) == 0 ? mapped_block_size(kStageNumber, p) : 0;
 }
 
 // A block of contract/mapped.h (alignment above kMaxAlignment) moves into the heap: realloc
@@ -161,6 +163,13 @@ const char* get_option(const char* name) {
     return nullptr;
 }
 
+// [S4.68] The program lowered its own address-space limit: a reserved arena goes lazy now, and
+// the caller's own segments are trimmed, so that the mapping the program makes next (a
+// thread's stack) finds the room they held.
+void limit_set() {
+    if (arena_limited() && t_heap != &g_empty_heap) segment_trim_held(t_heap);
+}
+
 }  // namespace
 
 // drop_in.h's gate (S4.64): closed until contract/preload.cc opens it.
@@ -182,6 +191,7 @@ const Stage descriptor = {
     &prepare_fork,
     &after_fork_parent,
     &after_fork_child,
+    &limit_set,
 };
 
 namespace {

@@ -271,6 +271,7 @@ struct Heap {
     uint32_t retired_min = kBinCount;  // bins that may hold a retired page: [min, max]
     uint32_t retired_max = 0;
     uint32_t arena_hint = 0;           // bitmap word where its last claim succeeded
+    bool trimmed = false;              // its held segments trimmed once the arena went lazy (S4.68)
     stage3::KeyStream keys;            // secure mode's page keys (S4.56)
     std::atomic<Block*> delayed_free{nullptr};   // shared: remote frees into full pages
     Counters counters;                           // shared: read by stats()

@@ -4,7 +4,9 @@
 // which must be NULL with errno ENOMEM and no crash; then everything is freed and malloc must
 // work again. With `small`, only 80 MiB of small blocks live at once; with `large`, 200 blocks of
 // 100 KB. Every line it prints is the same under any malloc that keeps the C contract
-// within the limit, so the test compares it with glibc's. With `count SIZE [MIB]` it is the
+// within the limit, so the test compares it with glibc's. With `late MIB`, as with `threads`, but
+// the program limits its own address space to MIB MiB after its first malloc (stage 4 had
+// reserved its arena by then, [S4.68]). With `count SIZE [MIB]` it is the
 // chapters' measuring tool, not a test: blocks of SIZE bytes, each written, held until malloc
 // says no, and their number printed; with MIB the program first mallocs once, then limits its
 // own address space to MIB MiB and starts a thread (a limit set after start-up).
@@ -59,6 +61,16 @@ void release(void** blocks, int n) {
     for (int i = 0; i < n; ++i) std::free(blocks[i]);
 }
 
+// A limit set after start-up: one malloc (the allocator is set up), then RLIMIT_AS to `mib` MiB.
+bool limit_after_start(long mib) {
+    void* volatile first = std::malloc(100);
+    std::free(first);
+    rlimit limit{static_cast<rlim_t>(mib) << 20, RLIM_INFINITY};
+    if (setrlimit(RLIMIT_AS, &limit) == 0) return true;
+    std::printf("setrlimit failed\n");
+    return false;
+}
+
 // With the argument `small`: 80 MiB in 1000-byte blocks, all live at once, then freed. Under an
 // address-space limit of 192 MiB that is well within what glibc serves; stage 4 reserved its
 // arena as the largest power of two within half the limit (64 MiB) and said NULL at 61,260.
@@ -90,10 +102,7 @@ int count_blocks(std::size_t size, long late_limit_mib) {
     constexpr int kMaxCounted = 1 << 16;
     static void* blocks[kMaxCounted];
     if (late_limit_mib > 0) {
-        void* volatile first = std::malloc(100);
-        std::free(first);
-        rlimit limit{static_cast<rlim_t>(late_limit_mib) << 20, RLIM_INFINITY};
-        if (setrlimit(RLIMIT_AS, &limit) != 0) return std::printf("setrlimit failed\n"), 2;
+        if (!limit_after_start(late_limit_mib)) return 2;
         pthread_t t;
         bool thread_ok = pthread_create(&t, nullptr, churn, nullptr) == 0;
         if (thread_ok) pthread_join(t, nullptr);
@@ -112,9 +121,11 @@ int main(int argc, char** argv) {
         return count_blocks(std::strtoul(argv[2], nullptr, 10), argc > 3 ? std::strtol(argv[3], nullptr, 10) : 0);
     if (argc > 1 && std::strcmp(argv[1], "small") == 0) return hold_small_blocks();
     if (argc > 1 && std::strcmp(argv[1], "large") == 0) return hold_large_blocks();
+    bool late = argc > 2 && std::strcmp(argv[1], "late") == 0;
+    if (late && !limit_after_start(std::strtol(argv[2], nullptr, 10))) return 2;
     bool ok = churn(nullptr) == nullptr;
     std::printf("main thread: %s\n", ok ? "ok" : "malloc returned NULL");
-    if (argc > 1 && std::strcmp(argv[1], "threads") == 0) {
+    if (late || (argc > 1 && std::strcmp(argv[1], "threads") == 0)) {
     pthread_attr_t small_stack;   // 8 MiB stacks would not fit four threads in 16 MiB of data
     pthread_attr_init(&small_stack);
     pthread_attr_setstacksize(&small_stack, 256 << 10);
