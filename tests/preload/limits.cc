@@ -6,7 +6,7 @@
 // 100 KB. Every line it prints is the same under any malloc that keeps the C contract
 // within the limit, so the test compares it with glibc's. With `late MIB`, as with `threads`, but
 // the program limits its own address space to MIB MiB after its first malloc (stage 4 had
-// reserved its arena by then, [S4.68]). With `count SIZE [MIB]` it is the
+// reserved its arena by then, [S4.68]) and starts the four threads right after. With `count SIZE [MIB]` it is the
 // chapters' measuring tool, not a test: blocks of SIZE bytes, each written, held until malloc
 // says no, and their number printed; with MIB the program first mallocs once, then limits its
 // own address space to MIB MiB and starts a thread (a limit set after start-up).
@@ -44,6 +44,24 @@ void* churn(void*) {
     }
     for (unsigned i = 0; i < n; ++i) std::free(kept[i]);
     return nullptr;
+}
+
+// Four threads running churn at once; false if one cannot start.
+bool four_threads() {
+    pthread_attr_t small_stack;   // 8 MiB stacks would not fit four threads in 16 MiB of data
+    pthread_attr_init(&small_stack);
+    pthread_attr_setstacksize(&small_stack, 256 << 10);
+    pthread_t threads[4];
+    for (pthread_t& t : threads)
+        if (pthread_create(&t, &small_stack, churn, nullptr) != 0) return std::printf("pthread_create failed\n"), false;
+    int failed = 0;
+    for (pthread_t& t : threads) {
+        void* result = nullptr;
+        pthread_join(t, &result);
+        failed += result != nullptr;
+    }
+    std::printf("four threads: %d failed\n", failed);
+    return true;
 }
 
 // Blocks of `size` bytes into blocks[0..max), each written, until malloc says no: how many.
@@ -123,23 +141,10 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::strcmp(argv[1], "large") == 0) return hold_large_blocks();
     bool late = argc > 2 && std::strcmp(argv[1], "late") == 0;
     if (late && !limit_after_start(std::strtol(argv[2], nullptr, 10))) return 2;
+    if (late && !four_threads()) return 1;   // right after setrlimit, before any other mapping
     bool ok = churn(nullptr) == nullptr;
     std::printf("main thread: %s\n", ok ? "ok" : "malloc returned NULL");
-    if (late || (argc > 1 && std::strcmp(argv[1], "threads") == 0)) {
-    pthread_attr_t small_stack;   // 8 MiB stacks would not fit four threads in 16 MiB of data
-    pthread_attr_init(&small_stack);
-    pthread_attr_setstacksize(&small_stack, 256 << 10);
-    pthread_t threads[4];
-    for (pthread_t& t : threads)
-        if (pthread_create(&t, &small_stack, churn, nullptr) != 0) return std::printf("pthread_create failed\n"), 1;
-    int failed = 0;
-    for (pthread_t& t : threads) {
-        void* result = nullptr;
-        pthread_join(t, &result);
-        failed += result != nullptr;
-    }
-    std::printf("four threads: %d failed\n", failed);
-    }
+    if (argc > 1 && std::strcmp(argv[1], "threads") == 0 && !four_threads()) return 1;
     for (std::size_t size : {std::size_t{4} << 20, std::size_t{40} << 20}) {
         void* p = std::malloc(size);
         if (p) std::memset(p, 1, 4096);

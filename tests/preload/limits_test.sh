@@ -4,8 +4,8 @@
 # glibc): an address-space limit (`ulimit -v`, containers) of 256 MiB with five threads
 # allocating; a data limit of 16 MiB; 80 MiB of small blocks under 192 MiB; 200 blocks of
 # 100 KB under 40 MiB (stage 4 held 171 while its arena reserved half the limit, [S4.67]); a
-# limit of 256 MiB the program sets itself after its first malloc, then five threads as in the
-# first run (stage 4's threads were refused while its arena held 64 GiB, [S4.68]).
+# limit of 256 MiB the program sets itself after its first malloc, then four threads at once and
+# the main thread (stage 4's threads were refused while its arena held 64 GiB, [S4.68]).
 source tests/preload/preload_lib.sh
 preload_init "$@"
 
