@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "contract/mapped.h"
+#include "stage4_threads/abandon.h"
 #include "stage4_threads/arena.h"
 #include "stage4_threads/heap.h"
 #include "stage4_threads/os.h"
@@ -440,6 +441,38 @@ TEST_CASE("under an address-space limit set after start-up, the arena gives back
             battery::child_expect(!mapped(held_segment, kOsPage), "the trimmed segment was not unmapped when given back");
             battery::child_expect(!mapped(fresh, kOsPage), "the fresh segment was not unmapped when given back");
         });
+    });
+    INFO("child: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
+}
+
+// [S4.68] A segment abandoned by an exited thread before the switch keeps its reservation until
+// a heap that has trimmed its own reclaims it: then it is trimmed too, and its block lives on.
+// (Not under a sanitizer, as above.)
+TEST_CASE("a segment abandoned before the arena went lazy is trimmed when a heap reclaims it") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;
+#endif
+    battery::ChildOutcome outcome = battery::run_in_child([] {
+        void* own = api().malloc(100);   // this thread's heap, which trims its own below
+        static void* left;
+        testing::on_thread([] {
+            left = api().malloc(100);   // the thread exits with it: its segment is abandoned
+            std::memset(left, 9, 100);
+        });
+        char* tail = reinterpret_cast<char*>(segment_of(left)) + kSegmentSize - kOsPage;
+        rlimit limit{RLIM_INFINITY - 1, RLIM_INFINITY};
+        battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0 && arena_limited() && arena_lazy(), "no switch");
+        segment_trim_held(testing::my_heap());
+        battery::child_expect(mapped(tail, kOsPage), "an abandoned segment was trimmed without an owner");
+        battery::child_expect(heap_reclaim(testing::my_heap(), 1), "nothing was reclaimed");
+        battery::child_expect(testing::my_heap()->owned[arena_slot_of(left)] == 1, "another segment was reclaimed");
+        battery::child_expect(!mapped(tail, kOsPage), "the reclaimed segment was not trimmed");
+        battery::child_expect(static_cast<unsigned char*>(left)[99] == 9, "the block lost its bytes");
+        api().free(left);
+        api().free(own);
+        battery::child_expect(api().check().ok, "the heap check failed");
     });
     INFO("child: " << outcome.describe());
     CHECK(outcome.exited);

@@ -184,6 +184,7 @@ void segment_attach(Heap* heap, Segment* s) {
     heap->owned[s->slot] = 1;
     push(heap->segments, s, kAll);
     ++heap->segment_count;
+    if (heap->trimmed) arena_trim(s->slot, s->blocks, mapped_bytes(s));   // [S4.68] a reclaimed one
 }
 
 void segment_detach(Heap* heap, Segment* s) {

@@ -61,8 +61,8 @@ void page_release(Heap* heap, Page* page);
 
 // [S4.68] Once the arena has gone lazy, the heap's segments that a reservation still holds are
 // trimmed to what they map (arena_trim), once per heap: by the thread that lowered the limit
-// (stage4.cc's limit_set), and by any other at its next tick. Segments it reclaims later stay
-// held until given back.
+// (stage4.cc's limit_set), and by any other at its next tick; segment_attach trims one the heap
+// reclaims afterwards. A segment abandoned before the switch stays held until reclaimed.
 void segment_trim_held(Heap* heap);
 
 // The delays of stage 3 (S3.14, S3.34), per heap. A cached segment's pages are purged long
