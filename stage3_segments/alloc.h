@@ -64,8 +64,9 @@ S3_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
 }
 
 // [S3.25] free's fast path. Before it trusts anything it reads about `p` it checks, cheaply:
-//   1. the segment map: p's 4 MiB chunk is one of ours (one byte; null fails here too), read
-//      through the map's window [S3.60],
+//   1. the segment map, read through the map's window [S3.60]: p's 4 MiB chunk lies in the
+//      window (null fails here), and its entry is p's segment, or g_foreign when the chunk is
+//      not ours, whose page fails the next test,
 //   2. the validity test [S3.6]: p is the start of a carved block of its page (a multiply),
 //   3. the freed mark [S3.4]: p does not look already free (one compare).
 // Then the push on local_free and --used; an empty page is the one unlikely exit after the
@@ -76,8 +77,9 @@ S3_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
 // with a taken jump over the cold call on every free).
 template <class M>
 S3_INLINE void heap_free(void* p) {
-    if (S3_UNLIKELY(!segment_in_window(p))) return free_generic(p);   // (S3.60: outside, it asks the map)
-    Page* page = page_of(p);
+    uintptr_t chunk = window_chunk(p);
+    if (S3_UNLIKELY(chunk >= g_map_window.chunks)) return free_generic(p);   // (S3.60: outside, it asks the map)
+    Page* page = g_map_window.leaf[chunk]->page_of[(reinterpret_cast<uintptr_t>(p) >> kSlotShift) & (kSlots - 1)];
     auto* b = static_cast<Block*>(p);
     uint64_t mark = M::secure ? freed_mark(page) : kFreedMark;
     if (S3_UNLIKELY(!page_is_block(page, reinterpret_cast<uintptr_t>(p)) || b->mark == mark)) return free_generic(p);

@@ -160,23 +160,25 @@ TEST_CASE("one-block pages and free pages pass only their block, or nothing") {
     for (uintptr_t off = 0; off < kSegmentSize; off += 8) CHECK_FALSE(page_is_block(&free_page, segment + off));
 }
 
-// A full page keeps its class's magic and takes the sentinel start and limit 0 (page.cc), so
-// free_generic can check it exactly without a division. Nothing may pass: n = p - segment + 1
-// lies in 1..2^22, and n * magic == 0 (mod 2^64) needs ctz(n) + ctz(magic) >= 64, that is
-// ctz(magic) >= 42. Checked for every class, then shown on every 8th offset of a segment.
-TEST_CASE("a full page keeps its class's magic and still passes no pointer of its segment") {
+// A full page keeps its start and its class's magic and takes limit 0 (page.cc), so
+// free_generic can check it exactly without a division. Nothing may pass, not even its first
+// block (n = 0, a product of 0): the bound is exclusive ([S3.6]). The page of g_foreign, which
+// the segment map gives every chunk not ours ([S3.13]), relies on the same: a foreign pointer
+// can have any low 32 bits. Every class, every 8th offset of a segment, block 0 included.
+TEST_CASE("a page with limit 0 passes no pointer at all, its own first block included") {
     const uintptr_t segment = uintptr_t{0x7f56} << 32;
     for (unsigned bin = 0; bin < kBinCount; ++bin) {
-        Page full{};
-        full.start32 = static_cast<uint32_t>(segment - 1);
-        full.magic = magic_for(bin_size(bin));
+        Page full = synthetic_page(bin_size(bin), 8, 8, segment + kMetaSize);
         full.limit = 0;
         INFO("bin " << bin << " (" << bin_size(bin) << " bytes)");
-        CHECK(__builtin_ctzll(full.magic) + kSegmentShift < 64);
         uint64_t passed = 0;
         for (uintptr_t off = 0; off < kSegmentSize; off += 8) passed += page_is_block(&full, segment + off);
         CHECK(passed == 0);
+        CHECK_FALSE(page_is_block(&full, full.start));
     }
+    Page foreign{};   // as g_foreign's: all zeros
+    for (uintptr_t p : {uintptr_t{0}, uintptr_t{1} << 32, (uintptr_t{0x7f78} << 32) | 16, ~uintptr_t{0}})
+        CHECK_FALSE(page_is_block(&foreign, p));
 }
 
 }  // namespace

@@ -66,7 +66,7 @@ bool check_page(Checker& k, Segment* s, Page* page, uint64_t* live_blocks, uint6
     if (page->carved == 0 || page->carved > page->capacity)
         return k.fail("page carved count out of range", at, page->carved, page->capacity);
     if (one_block) {
-        if (page->capacity != 1 || page->magic != 1 || page->limit != 0 ||
+        if (page->capacity != 1 || page->magic != 1 || page->limit != 1 ||
             page->start32 != static_cast<uint32_t>(page->start))
             return k.fail("one-block page with list constants", at);
         if (page->start + page->block_size > area.hi) return k.fail("one block runs past its segment", at);
@@ -83,7 +83,7 @@ bool check_page(Checker& k, Segment* s, Page* page, uint64_t* live_blocks, uint6
             return k.fail("page capacity differs from its area", at);
         bool full = page->queue == kFullQueue;
         Page copy = *page;   // what page_fast_checks would set (it reads the page's address)
-        copy.start32 = full ? static_cast<uint32_t>(addr(s) - 1) : static_cast<uint32_t>(page->start);
+        copy.start32 = static_cast<uint32_t>(page->start);
         copy.magic = magic_for(page->block_size);
         if (full) copy.limit = 0;
         else page_set_limit(&copy);
@@ -118,7 +118,7 @@ bool check_segment(Checker& k, Segment* s, uint64_t* live_blocks, uint64_t* live
                    uint64_t* pages_in_use, uint64_t* committed) {
     uintptr_t at = addr(s);
     if (at & kSegmentMask) return k.fail("segment not aligned to 4 MiB", at);
-    if (!segment_owned(s)) return k.fail("segment missing from the segment map", at);
+    if (map_lookup(s) != s) return k.fail("segment missing from the segment map", at);
     // Huge: whole chunks, more than one; small, medium: one; large: one, or whole slots ([S3.58]).
     auto kind = static_cast<PageKind>(s->kind);
     bool size_ok = s->size == kSegmentSize;
@@ -180,9 +180,12 @@ CheckResult check_heap() {
     }
     if (g_empty_page.free || g_empty_page.local_free) k.fail("the empty page is not empty", addr(&g_empty_page));
     // [S3.60] The map's window is one of its leaves, whole: its base starts that leaf's range.
+    // Before the first leaf it has no chunks and no leaf.
     uintptr_t window_root = g_map_window.base >> (kLeafBits + kSegmentShift);
-    if ((g_map_window.base & ((uintptr_t{1} << (kLeafBits + kSegmentShift)) - 1)) != 0 ||
-        window_root >= kRootEntries || g_segment_map.leaf[window_root] != g_map_window.leaf)
+    if (g_map_window.chunks == 0 ? g_map_window.leaf != nullptr
+                                 : (g_map_window.chunks != kLeafEntries ||
+                                    (g_map_window.base & ((uintptr_t{1} << (kLeafBits + kSegmentShift)) - 1)) != 0 ||
+                                    window_root >= kRootEntries || g_segment_map.leaf[window_root] != g_map_window.leaf))
         k.fail("the segment map's window is not one of its leaves", g_map_window.base);
     unsigned cached = 0;
     for (Segment* s = first_segment(); s && k.result.ok; s = s->next) {

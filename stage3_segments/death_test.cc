@@ -153,6 +153,25 @@ TEST_CASE("a stale pointer into a segment that was cached or unmapped is refused
     heap_destroy(h);
 }
 
+// [S3.13] A chunk of the map's window that is not ours holds g_foreign, whose page has limit 0:
+// free's fast path reads that stand-in, never the chunk, and fails the validity test for every
+// pointer, even one whose low 32 bits equal the page's start (n = 0, which a bound of `<=` would
+// let through to a read of the pointer's memory and a push onto the stand-in's list).
+TEST_CASE("a pointer into a chunk of the map's window that is not ours is refused, not read") {
+    void* keep = api().malloc(64);   // the window exists once a segment does
+    REQUIRE(segment_in_window(keep));
+    char* foreign = nullptr;
+    for (uintptr_t chunk = 0; chunk < g_map_window.chunks && !foreign; chunk += 1024)   // 4 GiB apart
+        if (g_map_window.leaf[chunk] == &g_foreign)
+            foreign = reinterpret_cast<char*>(g_map_window.base + (chunk << kSegmentShift));
+    REQUIRE(foreign != nullptr);
+    CHECK(static_cast<uint32_t>(reinterpret_cast<uintptr_t>(foreign)) == g_foreign.page_of[0]->start32);
+    CHECK_FALSE(segment_owned(foreign));
+    require_dies("free", foreign, "not from this heap", [&] { api().free(foreign); });
+    require_dies("free", foreign + 16, "not from this heap", [&] { api().free(foreign + 16); });
+    api().free(keep);
+}
+
 TEST_CASE("a block of a destroyed heap is refused") {
     Heap* h = heap_create();
     void* p = heap_malloc(h, 700);

@@ -11,7 +11,7 @@
 
 namespace edu::stage3 {
 
-// [S3.27] What the fast path's three checks cost and what they buy. The map byte and the
+// [S3.27] What the fast path's three checks cost and what they buy. The segment map and the
 // validity test are exact: a foreign, interior, misaligned or never-handed-out pointer is
 // always caught. The freed mark is a filter: a double free always carries it, but a live
 // block may hold that word by chance (the program wrote it), so a match is confirmed by

@@ -16,16 +16,15 @@ uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 void page_set_limit(Page* page) {
     if (page->capacity == 1) {
         page->magic = 1;
-        page->limit = 0;
+        page->limit = 1;   // only n = 0
         return;
     }
     uint64_t e = page->magic * page->block_size;  // wraps: magic * d - 2^64
-    page->limit = (uint64_t{page->carved} - 1) * e;
+    page->limit = (uint64_t{page->carved} - 1) * e + 1;
 }
 
 void page_fast_checks(Page* page, bool on) {
-    if (!on) {   // magic stays: with limit 0 it passes no n in 1..2^22 ([S3.6], bins_test)
-        page->start32 = static_cast<uint32_t>(addr(segment_of(page)) - 1);  // n = p - seg + 1 > 0
+    if (!on) {   // start and magic stay: limit 0 passes nothing ([S3.6], bins_test)
         page->limit = 0;
         return;
     }
@@ -35,7 +34,9 @@ void page_fast_checks(Page* page, bool on) {
 
 void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind) {
     std::memset(static_cast<void*>(page), 0, sizeof(Page));
-    page->start32 = static_cast<uint32_t>(addr(segment) - 1);  // n = p - segment + 1 > 0
+    // The free sentinel segment_layout.h checks, shared with stage 4 (whose test needs n > 0
+    // here); in this stage limit 0 alone passes nothing ([S3.6]).
+    page->start32 = static_cast<uint32_t>(addr(segment) - 1);
     page->magic = 1;
     page->limit = 0;
     page->kind = static_cast<uint8_t>(kind);

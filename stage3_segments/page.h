@@ -49,14 +49,14 @@ inline bool page_can_serve(const Page* page) {
 // in one of our segments and that page_of(p) == page.
 inline bool page_is_block(const Page* page, uintptr_t p) {
     uint64_t n = static_cast<uint32_t>(static_cast<uint32_t>(p) - page->start32);
-    return n * page->magic <= page->limit;
+    return n * page->magic < page->limit;
 }
 
 // The same test for a pointer found anywhere (a decoded link): the 64-bit distance must also
 // fit the 32 bits the test reads, so a pointer into another 4 GiB window cannot alias.
 inline bool page_owns_block(const Page* page, uintptr_t p) {
     uint64_t n = p - page->start;
-    return n < (uint64_t{1} << 32) && n * page->magic <= page->limit;
+    return n < (uint64_t{1} << 32) && n * page->magic < page->limit;
 }
 
 // The same test with the limit computed from `carved`, whatever the page's fast constants say:
@@ -64,8 +64,8 @@ inline bool page_owns_block(const Page* page, uintptr_t p) {
 // and without a division. `magic` is the class's on every page in use (1 on one-block pages).
 inline bool page_has_block(const Page* page, uintptr_t p) {
     uint64_t n = p - page->start;
-    uint64_t limit = uint64_t{page->carved - 1} * (page->magic * page->block_size);   // wraps, as e
-    return n < (uint64_t{1} << 32) && n * page->magic <= limit;
+    uint64_t limit = uint64_t{page->carved - 1} * (page->magic * page->block_size) + 1;   // wraps, as e
+    return n < (uint64_t{1} << 32) && n * page->magic < limit;
 }
 
 // Searches a free list (decoding links) for `target`; stops after `page->capacity` steps or at

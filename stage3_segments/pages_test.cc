@@ -96,6 +96,26 @@ TEST_CASE("free's fast path finds segments through the map's window; outside it 
     CHECK(api().check().ok);
 }
 
+TEST_CASE("the segment map names each segment, and the checker notices when it does not") {
+    ScopedHeap h;
+    void* p = h.take(32);
+    Segment* s = segment_of(p);
+    CHECK(map_lookup(p) == s);   // [S3.13]: the entry is the segment itself
+    CHECK(map_lookup(static_cast<char*>(p) + kSegmentSize) != s);
+    uintptr_t chunk = window_chunk(p);
+    REQUIRE(chunk < g_map_window.chunks);
+    Segment*& entry = const_cast<Segment*&>(g_map_window.leaf[chunk]);
+    entry = &g_foreign;          // as if the segment had gone back to the OS
+    CHECK_FALSE(segment_owned(p));
+    CHECK_FALSE(api().check().ok);
+    entry = s;
+    CHECK(api().check().ok);
+    g_map_window.chunks = kLeafEntries / 2;   // a window is a whole leaf, or nothing yet
+    CHECK_FALSE(api().check().ok);
+    g_map_window.chunks = kLeafEntries;
+    CHECK(api().check().ok);
+}
+
 TEST_CASE("medium blocks share a 512 KiB page that eight map slots name") {
     ScopedHeap h;
     void* p = h.take(20000);

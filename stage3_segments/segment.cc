@@ -10,21 +10,24 @@
 namespace edu::stage3 {
 
 namespace {
-alignas(64) uint8_t g_no_leaf[kLeafEntries];   // what an unmapped leaf reads as: never written
+// The page every slot of g_foreign names: limit 0, so the validity test passes no pointer
+// through it ([S3.6]). Never written.
+Page g_foreign_page{};
 
-constexpr SegmentMap empty_map() {
-    SegmentMap map{};
-    for (uint8_t*& leaf : map.leaf) leaf = g_no_leaf;
-    return map;
+constexpr Segment foreign_segment() {
+    Segment s{};
+    for (Page*& page : s.page_of) page = &g_foreign_page;
+    return s;
 }
 }  // namespace
 
-constinit SegmentMap g_segment_map = empty_map();
-constinit MapWindow g_map_window = {0, g_no_leaf};
+constinit Segment g_foreign = foreign_segment();
+constinit SegmentMap g_segment_map{};
+constinit MapWindow g_map_window = {0, nullptr, 0};
 
 void map_window_follow(const void* p) {   // [S3.60]
     uintptr_t root = (reinterpret_cast<uintptr_t>(p) >> kSegmentShift) >> kLeafBits;
-    g_map_window = {root << (kLeafBits + kSegmentShift), g_segment_map.leaf[root]};
+    g_map_window = {root << (kLeafBits + kSegmentShift), g_segment_map.leaf[root], kLeafEntries};
 }
 
 uint64_t g_clock = 0;
@@ -99,20 +102,23 @@ void purge_segment(Segment* s) {
 
 void format_segment(Segment* s, PageKind kind) { Layout::format(s, kind); }
 
-// The map byte of `chunk`, for writing: its leaf is mapped first if it is not yet (nullptr
-// when that fails). A leaf is never unmapped: 16 KiB for every 64 GiB the program's segments
-// have touched.
-uint8_t* map_entry(uintptr_t chunk) {
-    uint8_t*& leaf = g_segment_map.leaf[chunk >> kLeafBits];
-    if (leaf == g_no_leaf) {
-        void* memory = os_map_aligned(kLeafEntries, kOsPage);
+// The map entry of `chunk`, for writing: its leaf is mapped and filled with &g_foreign first
+// if it is not yet (nullptr when that fails). A leaf is never unmapped: 128 KiB for every 64 GiB
+// the program's segments have touched.
+Segment** map_entry(uintptr_t chunk) {
+    Segment**& leaf = g_segment_map.leaf[chunk >> kLeafBits];
+    if (!leaf) {
+        constexpr std::size_t bytes = kLeafEntries * sizeof(Segment*);
+        void* memory = os_map_aligned(bytes, kOsPage);
         if (!memory) return nullptr;
-        if (!os_make_writable(memory, kLeafEntries)) {
-            os_unmap(memory, kLeafEntries);
+        if (!os_make_writable(memory, bytes)) {
+            os_unmap(memory, bytes);
             return nullptr;
         }
-        leaf = static_cast<uint8_t*>(memory);
-        if (g_map_window.leaf == g_no_leaf) g_map_window = {(chunk >> kLeafBits) << (kLeafBits + kSegmentShift), leaf};   // [S3.60]
+        leaf = static_cast<Segment**>(memory);
+        for (std::size_t i = 0; i < kLeafEntries; ++i) leaf[i] = &g_foreign;
+        if (g_map_window.chunks == 0)   // [S3.60]
+            g_map_window = {(chunk >> kLeafBits) << (kLeafBits + kSegmentShift), leaf, kLeafEntries};
     }
     return &leaf[chunk & (kLeafEntries - 1)];
 }
@@ -135,7 +141,7 @@ Segment* map_segment(std::size_t size, PageKind kind, std::size_t reach) {
     void* memory = size < kSegmentSize ? map_short(size) : os_map_aligned(size, kSegmentSize);
     if (!memory) return nullptr;
     uintptr_t chunk = addr(memory) >> kSegmentShift;
-    uint8_t* entry = chunk < kMapEntries ? map_entry(chunk) : nullptr;
+    Segment** entry = chunk < kMapEntries ? map_entry(chunk) : nullptr;
     uint64_t writable = 0;
     // Above the 47-bit space the map covers (never ours), or no memory for a leaf or the header.
     if (!entry || !Layout::open_fresh(memory, size, reach, &writable)) {
@@ -148,7 +154,7 @@ Segment* map_segment(std::size_t size, PageKind kind, std::size_t reach) {
     s->size = size;
     s->writable = writable;
     format_segment(s, kind);
-    *entry = 1;  // a huge segment registers its first chunk only ([S3.7])
+    *entry = s;  // a huge segment registers its first chunk only ([S3.7])
     all_push(s);
     return s;
 }
@@ -156,9 +162,9 @@ Segment* map_segment(std::size_t size, PageKind kind, std::size_t reach) {
 void unmap_segment(Segment* s) {
     if (s->on_purge_list) purge_remove(s);   // unmapping gives everything back anyway
     all_remove(s);
-    // The map forgets the segment before the munmap: a stale pointer into it then reads a zero
-    // and is refused as foreign, never followed into a header that is gone (death_test).
-    *map_entry(addr(s) >> kSegmentShift) = 0;   // its leaf exists: mapping the segment made it
+    // The map forgets the segment before the munmap: a stale pointer into it then finds
+    // g_foreign and is refused as foreign, never followed into a header that is gone (death_test).
+    *map_entry(addr(s) >> kSegmentShift) = &g_foreign;   // its leaf exists: mapping the segment made it
     os_commit_bytes(-static_cast<int64_t>(kMetaSize + s->committed));
     os_unmap(s, s->size);
 }

@@ -14,29 +14,37 @@
 
 namespace edu::stage3 {
 
-// [S3.13] The segment map: one byte per 4 MiB chunk of the 47-bit user address space, in two
-// levels: a root of 2^11 leaf pointers (16 KiB of .bss) and leaves of 2^14 bytes, each covering
-// 64 GiB, mapped when the first segment in their range is (a program's segments sit in one or
-// two of them). Until then a root entry names kNoLeaf, all zeros, so the lookup needs no null
-// test. free() reads one byte of it to learn whether a pointer's segment is ours before it
-// dares to read the segment's header: a foreign pointer (stack, static data, another
-// allocator's block) finds 0 and takes the cold path. Null finds chunk 0, never ours.
-// (A flat map of 2^25 bytes in .bss cost nothing in memory, but counts against a data limit:
-// under `prlimit --data=32MiB` no program could start with the stage preloaded.)
+// [S3.13] The segment map: for each 4 MiB chunk of the 47-bit user address space, the segment
+// that starts there, or &g_foreign, in two levels: a root of 2^11 leaf pointers (16 KiB of .bss,
+// null until a leaf exists) and leaves of 2^14 entries (128 KiB), each covering 64 GiB, mapped
+// and filled with &g_foreign when the first segment in their range is (a program's segments sit
+// in one or two of them). free() reads one entry to learn whether a pointer's segment is ours
+// before it dares to read a segment's header, and the entry is the segment: a foreign pointer
+// (stack, static data, another allocator's block) finds g_foreign, a stand-in whose page_of
+// names one page record with limit 0, which the validity test passes nothing through ([S3.6]),
+// so it takes the cold path with no test of its own. (A map of one byte per chunk needed that
+// test, a compare and a branch, and the mask that finds the segment: 3 instructions more in
+// free. A flat map of 2^25 bytes in .bss cost nothing in memory, but counts against a data
+// limit: under `prlimit --data=32MiB` no program could start with the stage preloaded.)
 inline constexpr unsigned kMapBits = 47 - kSegmentShift;                    // 25
 inline constexpr unsigned kLeafBits = 14;
 inline constexpr std::size_t kMapEntries = std::size_t{1} << kMapBits;
-inline constexpr std::size_t kLeafEntries = std::size_t{1} << kLeafBits;    // 16 KiB
+inline constexpr std::size_t kLeafEntries = std::size_t{1} << kLeafBits;    // 128 KiB of pointers
 inline constexpr std::size_t kRootEntries = kMapEntries / kLeafEntries;    // 2048
 struct SegmentMap {
-    uint8_t* leaf[kRootEntries];   // kNoLeaf's address, or a mapped leaf
+    Segment** leaf[kRootEntries];   // nullptr, or a mapped leaf
 };
 extern SegmentMap g_segment_map;
+extern Segment g_foreign __attribute__((visibility("hidden")));   // every chunk not ours
 
-inline bool segment_owned(const void* p) {
+// The map's entry for p's chunk: its segment, or &g_foreign (no leaf, or beyond the map too).
+inline const Segment* map_lookup(const void* p) {
     uintptr_t chunk = reinterpret_cast<uintptr_t>(p) >> kSegmentShift;
-    return chunk < kMapEntries && g_segment_map.leaf[chunk >> kLeafBits][chunk & (kLeafEntries - 1)] != 0;
+    if (chunk >= kMapEntries) return &g_foreign;
+    Segment* const* leaf = g_segment_map.leaf[chunk >> kLeafBits];
+    return leaf ? leaf[chunk & (kLeafEntries - 1)] : &g_foreign;
 }
+inline bool segment_owned(const void* p) { return map_lookup(p) != &g_foreign; }
 
 // [S3.60] The map's window, for free's fast path: the first leaf the program's segments needed
 // and the start of the 64 GiB it covers (a program's segments rarely leave it). One subtraction
@@ -44,17 +52,22 @@ inline bool segment_owned(const void* p) {
 // three instructions fewer than segment_owned. A pointer outside the window fails it and goes
 // to free_generic, which asks segment_owned, and for a segment of ours moves the window to its
 // leaf (map_window_follow): a program whose segments cross a 64 GiB boundary pays the slow
-// free once per crossing, not on every free. Until a leaf exists the window is the unmapped
-// leaf, all zeros, at base 0: everything fails.
+// free once per crossing, not on every free. Until a leaf exists the window has no chunks:
+// everything fails its bound, and no leaf is read.
 struct MapWindow {
-    uintptr_t base;        // address of the window's first chunk
-    const uint8_t* leaf;   // its leaf
+    uintptr_t base;                // address of the window's first chunk
+    Segment* const* leaf;          // its leaf (nullptr while chunks == 0)
+    uintptr_t chunks;              // kLeafEntries, or 0 before the first leaf
 };
 extern MapWindow g_map_window __attribute__((visibility("hidden")));   // hidden: no GOT load
 
+// p's chunk in the window: below g_map_window.chunks when the window covers p.
+inline uintptr_t window_chunk(const void* p) {
+    return (reinterpret_cast<uintptr_t>(p) - g_map_window.base) >> kSegmentShift;
+}
 inline bool segment_in_window(const void* p) {
-    uintptr_t chunk = (reinterpret_cast<uintptr_t>(p) - g_map_window.base) >> kSegmentShift;
-    return chunk < kLeafEntries && g_map_window.leaf[chunk] != 0;
+    uintptr_t chunk = window_chunk(p);
+    return chunk < g_map_window.chunks && g_map_window.leaf[chunk] != &g_foreign;
 }
 void map_window_follow(const void* p);   // p's segment is ours: the window becomes its leaf
 

@@ -128,22 +128,23 @@ struct Segment;
 //    used + |free| + |local_free| + (capacity - carved) == capacity
 //    1 <= carved <= capacity,   every list node is a carved block carrying the freed mark
 //    the page sits in the heap's full queue  =>  no list is non-empty, carved == capacity,
-//                                                and the validity constants are the free
-//                                                sentinel, so every free() into it goes generic
+//                                                and its limit is 0, so every free() into it
+//                                                goes generic
 //
 // [S3.6] The validity test free() runs on every pointer: with n = (uint32)(p - start),
-//    n * magic (mod 2^64) <= limit   <=>   n = q * block_size  and  q < carved
-// where magic = floor(2^64 / block_size) + 1 and limit = (carved - 1) * e, e = magic *
+//    n * magic (mod 2^64) < limit   <=>   n = q * block_size  and  q < carved
+// where magic = floor(2^64 / block_size) + 1 and limit = (carved - 1) * e + 1, e = magic *
 // block_size - 2^64 (0 < e <= block_size). For n = q*bs + r the product is q*e + r*magic
-// (no wrap: n < 2^32 and bs <= 2^16), so any r > 0 gives at least magic > 2^48 > limit, and
-// r = 0 gives q*e, which is <= limit exactly when q <= carved - 1. One multiply and one
+// (no wrap: n < 2^32 and bs <= 2^16), so any r > 0 gives at least magic > 2^48 >= limit, and
+// r = 0 gives q*e, which is < limit exactly when q <= carved - 1. One multiply and one
 // compare reject misaligned, interior, uncarved and padding pointers (after D. Lemire, O.
 // Kaser, N. Kurz, "Faster remainder by direct computation", 2019). One-block pages use
-// magic 1, limit 0 (only n = 0 passes); free pages use start = segment - 1 so n is never 0,
-// and so do full pages, with limit 0 and their class's magic (n <= 2^22 and no class's magic
-// has 42 trailing zero bits, so n * magic is never 0): the generic path checks them with the
-// limit computed from carved (page_has_block), then moves the page out of the full queue.
-// Being full costs the fast path nothing.
+// magic 1, limit 1 (only n = 0 passes). The bound is exclusive so that limit 0 passes nothing
+// at all, whatever the pointer: free pages, full pages (which keep their class's magic) and
+// the page of g_foreign, which the segment map gives every chunk not ours ([S3.13]), all use
+// it. A full page's blocks are checked by the generic path with the limit computed from
+// carved (page_has_block), which then moves the page out of the full queue. Being full, or
+// foreign, costs the fast path nothing.
 // The test's magic for a block size d: floor(2^64 / d) + 1, without 128-bit arithmetic
 // (2^64 = UINT64_MAX + 1). Stage 4 builds its per-bin table from it at compile time.
 constexpr uint64_t magic_for(uint64_t d) { return UINT64_MAX / d + (UINT64_MAX % d == d - 1 ? 2 : 1); }
