@@ -295,12 +295,11 @@ Page* try_one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
 // from glibc, which unmaps such blocks on free.
 template <class Get>
 Page* relieved(Get get) {
-    Page* page = get();
-    if (page == nullptr && g_cache_count != 0) {
+    return under_pressure(get, [] {
+        if (g_cache_count == 0) return false;
         segment_cache_collect(true);
-        page = get();
-    }
-    return page;
+        return true;
+    });
 }
 
 }  // namespace

@@ -33,6 +33,16 @@ inline Carving carve_area(Span area, uint64_t block_size) {
     return {start, static_cast<uint32_t>((area.hi - start) / block_size)};
 }
 
+// [S3.52] Under pressure, in both stages: `get()` (nullptr when the system refused a mapping or
+// a commit), and when it was refused and `relieve()` gave memory back (true), once more. What
+// is given back is each stage's own: stage 3's cache; a stage 4 heap's cache, and more.
+template <class Get, class Relieve>
+auto under_pressure(Get get, Relieve relieve) -> decltype(get()) {
+    auto got = get();
+    if (got == nullptr && relieve()) got = get();
+    return got;
+}
+
 template <class T>
 struct SegmentLayout {
     using Segment = typename T::Segment;

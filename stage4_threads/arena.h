@@ -61,6 +61,10 @@ Segment* arena_claim(uint32_t blocks, uint32_t* hint);
 // Makes [address, address + size) of a claimed segment readable and writable: mprotect in a
 // reserved arena, a fresh mapping in a lazy one ([S4.67]). False if the system refuses.
 bool arena_commit(void* address, std::size_t size);
+// [S4.69] The reverse of arena_commit for the tail of a segment's writable prefix, which its
+// heap no longer needs: PROT_NONE again in a reservation (no longer writable: a data limit stops
+// counting it), unmapped in a lazy arena (an address-space limit stops counting it).
+void arena_uncommit(void* address, std::size_t size);
 // Gives back the slots of a segment that is no longer published: its memory returned (in a
 // lazy arena, the first `mapped` bytes unmapped: what its commits mapped), then its bits.
 void arena_release(uint32_t slot, uint32_t blocks, std::size_t mapped);

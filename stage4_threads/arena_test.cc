@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,6 +40,30 @@ void* heap_then_limit(int resource, rlim_t bytes) {
     rlimit limit{bytes, RLIM_INFINITY};
     battery::child_expect(setrlimit(resource, &limit) == 0, "setrlimit failed");
     return first;
+}
+
+// A block of `bytes`, written whole; `refused` fails the child when malloc says no.
+void* written_block(std::size_t bytes, const char* refused) {
+    void* p = api().malloc(bytes);
+    battery::child_expect(p != nullptr, refused);
+    std::memset(p, 1, bytes);
+    return p;
+}
+
+// In a child, on a thread of this stage: a first block, then the largest address-space limit
+// short of none, so that the arena is lazy ([S4.68]) and nothing runs out. The block, to free.
+void* lazy_heap() {
+    void* first = heap_then_limit(RLIMIT_AS, RLIM_INFINITY - 1);
+    battery::child_expect(arena_limited() && arena_lazy(), "the arena is not lazy");
+    return first;
+}
+
+// Runs `body` in a child, on a thread of this stage, and requires the child to exit with 0.
+void on_thread_in_child(const std::function<void()>& body) {
+    battery::ChildOutcome outcome = battery::run_in_child([&body] { testing::on_thread(body); });
+    INFO("child: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
 }
 
 struct Bitmap {
@@ -315,27 +340,17 @@ TEST_CASE("under a data limit, a heap's cached segments go back to make room for
     return;
 #endif
     constexpr std::size_t kMiB = std::size_t{1} << 20;
-    battery::ChildOutcome outcome = battery::run_in_child([] {
-        testing::on_thread([] {
-            void* first = heap_then_limit(RLIMIT_DATA, battery::data_bytes() + 24 * kMiB);
-            void* blocks[16];
-            for (void*& p : blocks) {
-                p = api().malloc(kMiB);
-                battery::child_expect(p != nullptr, "a 1 MiB block was refused");
-            }
-            for (void* p : blocks) api().free(p);
-            battery::child_expect(testing::my_heap()->cache_count == 16, "the freed blocks' segments are not cached");
-            void* big = api().malloc(12 * kMiB);
-            battery::child_expect(big != nullptr, "the 12 MiB block was refused");
-            battery::child_expect(testing::my_heap()->cache_count == 0, "the cache was not given back");
-            std::memset(big, 1, 12 * kMiB);
-            api().free(big);
-            api().free(first);
-        });
+    on_thread_in_child([] {
+        void* first = heap_then_limit(RLIMIT_DATA, battery::data_bytes() + 24 * kMiB);
+        void* blocks[16];
+        for (void*& p : blocks) p = written_block(kMiB, "a 1 MiB block was refused");
+        for (void* p : blocks) api().free(p);
+        battery::child_expect(testing::my_heap()->cache_count == 16, "the freed blocks' segments are not cached");
+        void* big = written_block(12 * kMiB, "the 12 MiB block was refused");
+        battery::child_expect(testing::my_heap()->cache_count == 0, "the cache was not given back");
+        api().free(big);
+        api().free(first);
     });
-    INFO("child: " << outcome.describe());
-    CHECK(outcome.exited);
-    CHECK(outcome.exit_code == 0);
 }
 
 // [S4.66] Under an address-space limit 64 MiB above what the process holds, 600 blocks just
@@ -477,6 +492,71 @@ TEST_CASE("a segment abandoned before the arena went lazy is trimmed when a heap
     INFO("child: " << outcome.describe());
     CHECK(outcome.exited);
     CHECK(outcome.exit_code == 0);
+}
+
+// [S4.69] Threads that exit leave their segments to the abandoned pool, empty ones too ([S4.26]),
+// still mapped: 3.5 MiB of medium pages each here, made dirty and freed before the thread ends.
+// Under a limit 2 MiB above what the process then holds, a 12 MiB block needs the room they
+// keep. Refused while only one of them was reclaimed (malloc_one_block's reclaim of one) and the
+// heap's cache went back; served now that a refused request first takes every abandoned
+// segment (the empty ones go back to the arena, unmapped) and tries once more. The arena
+// is lazy before the threads claim (lazy_heap). (Not under a sanitizer, whose own mappings move
+// VmSize.)
+TEST_CASE("under an address-space limit, exited threads' empty segments go back to make room for a big block") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;
+#endif
+    constexpr std::size_t kMiB = std::size_t{1} << 20;
+    on_thread_in_child([] {
+        void* first = lazy_heap();
+        std::atomic<int> holding{0};   // all four hold their blocks at once: none reclaims another's
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; ++t) {
+            threads.emplace_back([&holding] {
+                void* blocks[56];   // 56 blocks of 64 KiB: seven 512 KiB medium pages
+                for (void*& p : blocks) p = written_block(kMediumMax, "a medium block was refused");
+                for (++holding; holding.load() < 4;) std::this_thread::yield();
+                for (void* p : blocks) api().free(p);
+            });
+        }
+        for (std::thread& t : threads) t.join();
+        battery::child_expect(abandoned_count() >= 4, "the exited threads left no segments");
+        rlimit limit{battery::address_space_bytes() + 2 * kMiB, RLIM_INFINITY};
+        battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0, "setrlimit failed");
+        void* big = written_block(12 * kMiB, "the 12 MiB block was refused");
+        battery::child_expect(abandoned_count() == 0, "abandoned segments were left");
+        battery::child_expect(api().check().ok, "the heap check failed");
+        api().free(big);
+        api().free(first);
+    });
+}
+
+// [S4.69] Under pressure a segment keeps writable only what its pages in use reach: a medium
+// segment written up to its seventh page keeps its first page (one live block) and gives back
+// the rest once the purge has run, unmapped in a lazy arena; its pages come back when asked for.
+// (Not under a sanitizer, as above.)
+TEST_CASE("under pressure, a segment gives back what it keeps writable past its pages in use") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;
+#endif
+    on_thread_in_child([] {
+        void* first = lazy_heap();
+        static void* blocks[56];   // seven 512 KiB medium pages, in one segment
+        for (void*& p : blocks) p = written_block(kMediumMax, "a medium block was refused");
+        Segment* s = segment_of(blocks[0]);
+        char* seventh = reinterpret_cast<char*>(s) + 6 * (std::size_t{1} << kMediumPageShift);
+        for (std::size_t i = 1; i < 56; ++i) api().free(blocks[i]);
+        heap_collect(testing::my_heap(), true);   // retired pages freed, dirty pages purged
+        battery::child_expect(mapped(seventh, kOsPage), "the seventh page was unmapped before the shrink");
+        battery::child_expect(segment_shrink(testing::my_heap()), "nothing was given back");
+        battery::child_expect(!mapped(seventh, kOsPage), "the seventh page is still mapped");
+        battery::child_expect(static_cast<unsigned char*>(blocks[0])[kMediumMax - 1] == 1, "the live block lost its bytes");
+        battery::child_expect(api().check().ok, "the heap check failed after the shrink");
+        for (std::size_t i = 1; i < 56; ++i) blocks[i] = written_block(kMediumMax, "a medium block was refused after the shrink");
+        battery::child_expect(api().check().ok, "the heap check failed");
+        for (void* p : blocks) api().free(p);
+        api().free(first);
+    });
 }
 
 // [S4.68] The switch while other threads claim and give back segments (each round a medium

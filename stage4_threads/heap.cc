@@ -159,7 +159,9 @@ void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std:
     // was reserved makes arena_limited give back the slots no segment holds first, or no new
     // mapping would fit; a refused mapping is still not the end: an arena slot may serve.
     if (heap->cache_count == 0 && arena_limited()) {
-        if (void* p = alloc_mapped(alignment, size)) return p;
+        if (void* p = stage3::under_pressure([=] { return alloc_mapped(alignment, size); },
+                                             [heap] { return heap_relieve(heap); }))   // [S4.69]
+            return p;
     }
     Page* page = one_block_page_alloc(heap, size == 0 ? 1 : size, alignment);
     if (!page) return enomem();
@@ -197,6 +199,18 @@ void heap_collect(Heap* heap, bool force) {
     if (heap->retired_min <= heap->retired_max) Queues::collect_retired(heap, force);
     segment_purge(heap, force);
     segment_cache_collect(heap, force);
+}
+
+// [S4.69] Under pressure: what no live block needs goes back. Every abandoned segment is taken
+// (heap_reclaim: one fetch_and each, as S4.27), so the empty ones land in this heap's cache and
+// those with live blocks in its lists; then its retired pages, the purge and the cache, all of
+// them at once (heap_collect), so the empty segments go back to the arena (unmapped, in a lazy
+// arena); then what its segments keep writable beyond what their pages in use reach.
+bool heap_relieve(Heap* heap) {
+    bool any = abandoned_count() != 0 && heap_reclaim(heap, ~0u);
+    any |= heap->retired_min <= heap->retired_max || purge_pending(heap) || heap->cache_count != 0;
+    heap_collect(heap, true);
+    return segment_shrink(heap) || any;
 }
 
 }  // namespace edu::stage4

@@ -57,6 +57,12 @@ void page_free(Heap* heap, Page* page);
 // Frees retired pages (all of them when `force`), then purges and trims the cache likewise.
 void heap_collect(Heap* heap, bool force);
 
+// [S4.69] Under pressure (a mapping, a claim or a commit refused): the abandoned segments taken,
+// the empty ones back to the arena with the heap's cache, retired pages and dirty pages, and
+// what its segments keep writable past their pages in use. True if anything went back, so that
+// the caller tries once more.
+bool heap_relieve(Heap* heap);
+
 // How many abandoned segments a heap takes, one by one, before it formats a fresh page ([S4.42]).
 inline constexpr unsigned kReclaimBatch = 4;
 

@@ -4,6 +4,7 @@
 
 #include "stage4_threads/arena.h"
 #include "stage4_threads/free.h"
+#include "stage4_threads/heap.h"
 #include "stage4_threads/os.h"
 #include "stage4_threads/page.h"
 
@@ -244,18 +245,11 @@ Page* try_one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t 
     return page;
 }
 
-// [S4.60] Under pressure, as stage 3 (S3.52): the heap's cached segments hold arena slots and
-// writable memory, which a full arena or a data limit refuses to others. When a claim or a
-// commit fails while the cache holds segments, they go back to the arena and the request is
-// tried once more. (Only this heap's cache: another heap's belongs to its owner thread.)
+// [S4.60] [S4.69] Under pressure, as stage 3 (S3.52): when a claim or a commit fails, the heap
+// gives back what no live block needs (heap_relieve) and the request is tried once more.
 template <class Get>
 Page* relieved(Heap* heap, Get get) {
-    Page* page = get();
-    if (page == nullptr && heap->cache_count != 0) {
-        segment_cache_collect(heap, true);
-        page = get();
-    }
-    return page;
+    return stage3::under_pressure(get, [heap] { return heap_relieve(heap); });
 }
 
 }  // namespace
@@ -301,6 +295,29 @@ void segment_cache_collect(Heap* heap, bool force) {
 }
 
 bool purge_pending(const Heap* heap) { return heap->purge != nullptr; }
+
+bool segment_shrink(Heap* heap) {
+    bool any = false;
+    for (Segment* s = heap->segments; s; s = s->next) {
+        if (s->writable == 0 || s->dirty_pages != 0) continue;   // its header alone; or not purged
+        std::size_t keep = kMetaSize;   // bytes from the segment's start that live blocks need
+        if (s->page_count == 1) {
+            keep += s->committed;   // at least what its block reaches
+        } else {
+            for (uint64_t used = ~s->free_pages & Layout::slot_bits(0, s->page_count); used != 0; used &= used - 1) {
+                Span area = page_area(s, &s->pages()[__builtin_ctzll(used)]);
+                if (area.hi - addr(s) > keep) keep = area.hi - addr(s);
+            }
+        }
+        std::size_t slot = Layout::slot_bytes(s), mapped = mapped_bytes(s);
+        auto slots = static_cast<unsigned>((keep + slot - 1) / slot);
+        if (slots * slot >= mapped) continue;
+        arena_uncommit(reinterpret_cast<char*>(s) + slots * slot, mapped - slots * slot);
+        s->writable = Layout::slot_bits(0, slots);
+        any = true;
+    }
+    return any;
+}
 
 void segment_trim_held(Heap* heap) {
     heap->trimmed = true;

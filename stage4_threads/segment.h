@@ -65,6 +65,11 @@ void page_release(Heap* heap, Page* page);
 // reclaims afterwards. A segment abandoned before the switch stays held until reclaimed.
 void segment_trim_held(Heap* heap);
 
+// [S4.69] Under pressure: each of the heap's segments keeps writable only the prefix of slots
+// that its pages in use (or its one block) reach, the rest given back (arena_uncommit). A
+// segment with dirty pages is skipped: the purge comes first (heap_relieve). True if any was.
+bool segment_shrink(Heap* heap);
+
 // The delays of stage 3 (S3.14, S3.34), per heap. A cached segment's pages are purged long
 // before the segment itself goes back, so the cache costs its metadata, 8 KiB a segment, and
 // saves a claim, whose fresh memory faults page by page: when threads come and go (larson),
