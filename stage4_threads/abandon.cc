@@ -127,6 +127,25 @@ void reclaim_on_free(Heap* heap, const void* block) {
     adopt(heap, arena_segment(slot));
 }
 
+bool abandoned_release_empty() {
+    bool any = false;
+    uint32_t words = (arena_slots() + 63) / 64;
+    for (uint32_t w = 0; w < words; ++w) {
+        for (uint64_t bits = abandoned_word(w); bits != 0; bits &= bits - 1) {
+            uint32_t slot = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
+            if (!abandoned_take(slot)) continue;   // another thread was first
+            Segment* s = arena_segment(slot);
+            if (s->used_pages != 0) {
+                abandoned_publish(slot);
+                continue;
+            }
+            segment_give_back(s);   // detached already, by heap_abandon
+            any = true;
+        }
+    }
+    return any;
+}
+
 bool segment_borrow(uint32_t slot) { return abandoned_take(slot); }
 void segment_unborrow(uint32_t slot) { abandoned_publish(slot); }
 

@@ -44,6 +44,11 @@ bool heap_reclaim(Heap* heap, unsigned max);
 // reclaimed, emptied and released it, so the slot comes from the block's address alone.
 void reclaim_on_free(Heap* heap, const void* block);
 
+// [S4.69] Under pressure without a heap (a new thread's record refused, registry.cc): every
+// abandoned segment with no page in use is taken (abandoned_take, as [S4.27]) and given back
+// to the arena, unmapped in a lazy arena; the others are abandoned again. True if any went back.
+bool abandoned_release_empty();
+
 // For the checker and walker: takes an abandoned segment for a moment without adopting it
 // (true if it was abandoned and is now the caller's to read), and abandons it again.
 bool segment_borrow(uint32_t slot);

@@ -23,6 +23,7 @@
 #include "stage4_threads/arena.h"
 #include "stage4_threads/heap.h"
 #include "stage4_threads/os.h"
+#include "stage4_threads/registry.h"
 #include "stage4_threads/segment.h"
 #include "stage4_threads/testing.h"
 #include "tests/support.h"
@@ -494,14 +495,29 @@ TEST_CASE("a segment abandoned before the arena went lazy is trimmed when a heap
     CHECK(outcome.exit_code == 0);
 }
 
-// [S4.69] Threads that exit leave their segments to the abandoned pool, empty ones too ([S4.26]),
-// still mapped: 3.5 MiB of medium pages each here, made dirty and freed before the thread ends.
-// Under a limit 2 MiB above what the process then holds, a 12 MiB block needs the room they
-// keep. Refused while only one of them was reclaimed (malloc_one_block's reclaim of one) and the
-// heap's cache went back; served now that a refused request first takes every abandoned
-// segment (the empty ones go back to the arena, unmapped) and tries once more. The arena
-// is lazy before the threads claim (lazy_heap). (Not under a sanitizer, whose own mappings move
-// VmSize.)
+// Four threads at once each write 3.5 MiB of medium blocks (seven 512 KiB pages of one segment),
+// wait for the others (so that none reclaims another's segment), free them and exit: their
+// segments are abandoned empty ([S4.26]), still mapped, and their records are free again.
+void leave_empty_segments() {
+    std::atomic<int> holding{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&holding] {
+            void* blocks[56];
+            for (void*& p : blocks) p = written_block(kMediumMax, "a medium block was refused");
+            for (++holding; holding.load() < 4;) std::this_thread::yield();
+            for (void* p : blocks) api().free(p);
+        });
+    }
+    for (std::thread& t : threads) t.join();
+    battery::child_expect(abandoned_count() >= 4, "the exited threads left no segments");
+}
+
+// [S4.69] Under a limit 2 MiB above what the process holds after leave_empty_segments, a 12 MiB
+// block needs the room those segments keep. Refused while a refusal reclaimed only one of them
+// (malloc_one_block's reclaim of one) and gave back the heap's cache; served now that it first
+// takes every abandoned segment (the empty ones go back to the arena, unmapped) and tries once
+// more. (Not under a sanitizer, whose own mappings move VmSize.)
 TEST_CASE("under an address-space limit, exited threads' empty segments go back to make room for a big block") {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     return;
@@ -509,24 +525,52 @@ TEST_CASE("under an address-space limit, exited threads' empty segments go back 
     constexpr std::size_t kMiB = std::size_t{1} << 20;
     on_thread_in_child([] {
         void* first = lazy_heap();
-        std::atomic<int> holding{0};   // all four hold their blocks at once: none reclaims another's
-        std::vector<std::thread> threads;
-        for (int t = 0; t < 4; ++t) {
-            threads.emplace_back([&holding] {
-                void* blocks[56];   // 56 blocks of 64 KiB: seven 512 KiB medium pages
-                for (void*& p : blocks) p = written_block(kMediumMax, "a medium block was refused");
-                for (++holding; holding.load() < 4;) std::this_thread::yield();
-                for (void* p : blocks) api().free(p);
-            });
-        }
-        for (std::thread& t : threads) t.join();
-        battery::child_expect(abandoned_count() >= 4, "the exited threads left no segments");
+        leave_empty_segments();
         rlimit limit{battery::address_space_bytes() + 2 * kMiB, RLIM_INFINITY};
         battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0, "setrlimit failed");
         void* big = written_block(12 * kMiB, "the 12 MiB block was refused");
         battery::child_expect(abandoned_count() == 0, "abandoned segments were left");
         battery::child_expect(api().check().ok, "the heap check failed");
         api().free(big);
+        api().free(first);
+    });
+}
+
+// [S4.69] A thread's heap record is mapped when every record is in use. Under a limit that leaves
+// no room for one (the limit is what the process holds), the exited threads' empty segments go
+// back first, without a heap: threads started before the limit, one more than there are free
+// records, each take a record at once (heap_acquire, which reclaims nothing); the last needs a
+// new one. A segment an exited thread left with a live block stays abandoned. (Not under a
+// sanitizer, as above.)
+TEST_CASE("under an address-space limit, a new thread's heap record gets the room of exited threads' empty segments") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;
+#endif
+    on_thread_in_child([] {
+        void* first = lazy_heap();
+        leave_empty_segments();
+        static void* kept;
+        std::thread([] { kept = written_block(100, "a small block was refused"); }).join();
+        unsigned free_records = 0;
+        for (Heap* h = first_record(); h != nullptr; h = h->next_record) free_records += h->state.load() == HeapState::free;
+        std::atomic<bool> go{false};
+        std::atomic<unsigned> acquired{0}, refused{0};
+        std::vector<std::thread> threads;
+        for (unsigned t = 0; t <= free_records; ++t) {
+            threads.emplace_back([&] {
+                while (!go.load()) std::this_thread::yield();
+                ++(heap_acquire() != nullptr ? acquired : refused);
+                while (acquired.load() + refused.load() <= free_records) std::this_thread::yield();
+            });
+        }
+        rlimit limit{battery::address_space_bytes(), RLIM_INFINITY};
+        battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0, "setrlimit failed");
+        go = true;
+        for (std::thread& t : threads) t.join();
+        battery::child_expect(refused.load() == 0, "a thread got no heap record");
+        battery::child_expect(abandoned_count() == 1 && (abandoned_word(arena_slot_of(kept) / 64) >> (arena_slot_of(kept) % 64) & 1),
+                              "the empty segments were not given back, or the live one was");
+        api().free(kept);
         api().free(first);
     });
 }

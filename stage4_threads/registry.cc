@@ -6,6 +6,7 @@
 
 #include <new>
 
+#include "stage3_segments/segment_layout.h"
 #include "stage4_threads/abandon.h"
 #include "stage4_threads/arena.h"
 #include "stage4_threads/os.h"
@@ -76,7 +77,7 @@ Heap* heap_acquire() {
     if (!g_key_made) return nullptr;
     g_acquiring.fetch_add(1, std::memory_order_relaxed);
     Heap* h = take_free_record();
-    if (!h) h = map_record();
+    if (!h) h = stage3::under_pressure(map_record, abandoned_release_empty);   // [S4.69]
     g_acquiring.fetch_sub(1, std::memory_order_relaxed);
     if (!h) return nullptr;
     t_heap = h;   // first: pthread_setspecific may itself allocate, and must find this heap
