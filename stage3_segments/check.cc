@@ -79,8 +79,8 @@ bool check_page(Checker& k, Segment* s, Page* page, uint64_t* live_blocks, uint6
         if (bin_kind(bin) != static_cast<PageKind>(s->kind)) return k.fail("bin in a page of the wrong kind", at);
         uint64_t lowbit = page->block_size & (~page->block_size + 1);
         if (page->start != ((area.lo + lowbit - 1) & ~(lowbit - 1))) return k.fail("page start not on its block grid", at);
-        if (page->capacity != (area.hi - page->start) / page->block_size)
-            return k.fail("page capacity differs from its area", at);
+        uint64_t fits = (area.hi - page->start) / page->block_size;   // fewer: cut short ([S3.62])
+        if (s->lazy ? page->capacity > fits : page->capacity != fits) return k.fail("page capacity differs from its area", at);
         bool full = page->queue == kFullQueue;
         Page copy = *page;   // what page_fast_checks would set (it reads the page's address)
         copy.start32 = static_cast<uint32_t>(page->start);
@@ -119,11 +119,10 @@ bool check_segment(Checker& k, Segment* s, uint64_t* live_blocks, uint64_t* live
     uintptr_t at = addr(s);
     if (at & kSegmentMask) return k.fail("segment not aligned to 4 MiB", at);
     if (map_lookup(s) != s) return k.fail("segment missing from the segment map", at);
-    // Huge: whole chunks, more than one; small, medium: one; large: one, or whole slots ([S3.58]).
+    // Huge: whole chunks, more than one; small, medium, large: one.
     auto kind = static_cast<PageKind>(s->kind);
     bool size_ok = s->size == kSegmentSize;
     if (kind == PageKind::huge) size_ok = s->size > kSegmentSize && !(s->size & kSegmentMask);
-    if (kind == PageKind::large && s->size < kSegmentSize) size_ok = s->size && s->size % Layout::slot_bytes(s) == 0;
     if (s->kind <= static_cast<uint8_t>(PageKind::huge) && !size_ok) return k.fail("segment size wrong for its kind", at);
     uint32_t in_use = 0;
     if (!Layout::check(k, s, &in_use, [&](Page* page) { return check_page(k, s, page, live_blocks, live_bytes); }))

@@ -72,18 +72,18 @@ Page* find_page(Heap* heap, unsigned bin) {
         Page* next = page->next;
         page_collect(page);
         if (page->free) return page;
-        if (page->carved < page->capacity) {
-            page_extend(page);
-            return page;
-        }
-        queue_move_to_full(heap, page);   // nothing left: out of the way until a free
+        if (page->carved < page->capacity && page_extend(page)) return page;
+        queue_move_to_full(heap, page);   // nothing left (or nothing mappable): out of the way until a free
         page = next;
     }
     // A fresh page is about to be formatted: the moment retired pages are worth giving back.
     if (heap->retired_min <= heap->retired_max) Queues::collect_retired(heap, false);
     Page* page = page_alloc(bin_kind(bin));
     if (!page) return nullptr;
-    page_format(page, heap, bin);
+    if (!page_format(page, heap, bin)) {   // its first blocks cannot be mapped ([S3.62])
+        page_release(page);
+        return nullptr;
+    }
     ++heap->page_count;
     queue_push_front(heap, bin, page);
     return page;
@@ -141,7 +141,18 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
     return page_pop_checked(page, requested, "malloc");
 }
 
+// [S3.63] Under an address-space limit a large block of the default heap gets a mapping of its
+// own (contract/mapped.h, as the over-aligned blocks of [S3.39]) when no cached segment could
+// take it: its pages and one page of record, unmapped on free, as glibc maps its large blocks.
+// A lazily mapped segment ([S3.58]) would hold its 8 KiB header and the block rounded up to
+// 64 KiB slots, and keep them in the cache after the free, where the program's own mmap calls
+// (an interpreter's arenas) cannot have them. A first-class heap keeps its blocks in its
+// segments (heap_destroy gives them back). Without a limit nothing changes: one getrlimit
+// beside the system calls a fresh segment costs anyway.
 void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {
+    if (heap == &g_default_heap && segment_cache_count() == 0 && os_address_space_limited()) {
+        if (void* p = alloc_mapped(alignment > kOsPage ? alignment : kOsPage, size == 0 ? 1 : size)) return p;
+    }
     Page* page = one_block_page_alloc(size == 0 ? 1 : size, alignment);
     if (!page) return enomem();
     page->heap = heap;

@@ -4,6 +4,10 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 
+#include <cerrno>
+
+#include "stage3_segments/types.h"
+
 namespace edu::stage3 {
 namespace {
 
@@ -40,13 +44,21 @@ void* os_map_aligned(std::size_t size, std::size_t alignment) {
     return reinterpret_cast<void*>(aligned);
 }
 
-void* os_map_at(void* at, std::size_t size) {
-    void* p = map(at, size, MAP_FIXED_NOREPLACE);
-    if (p && p != at) {
+bool os_map_writable_at(void* at, std::size_t size) {
+    count(OsCall::mmap);
+    void* p = ::mmap(at, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p == at) return true;
+    if (p != MAP_FAILED) {   // placed elsewhere: an old kernel took the flag for a hint
         os_unmap(p, size);
-        p = nullptr;
+        errno = EEXIST;
     }
-    return p;
+    return false;
+}
+
+void* os_where_mappings_go() {
+    void* probe = map(kOsPage);
+    if (probe) os_unmap(probe, kOsPage);
+    return probe;
 }
 
 bool os_make_writable(void* address, std::size_t size) {

@@ -38,10 +38,15 @@ void os_unmap(void* address, std::size_t size);
 // [S3.58] Whether an address-space limit (RLIMIT_AS: `ulimit -v`, containers) is in force now:
 // asked of the kernel each time, so a limit the program sets after starting counts too.
 bool os_address_space_limited();
-// [S3.59] `size` bytes of address space (PROT_NONE) at exactly `at`, or nullptr when anything
-// is mapped there already (MAP_FIXED_NOREPLACE: nothing is ever replaced; a kernel older than
-// Linux 4.17 takes the flag as a mere hint, and a mapping elsewhere is given back).
-void* os_map_at(void* at, std::size_t size);
+// [S3.58] Maps `size` bytes readable and writable at exactly `at` (a lazily mapped segment's
+// commit): false, errno EEXIST, when anything is mapped there already (MAP_FIXED_NOREPLACE:
+// nothing is ever replaced; a kernel older than Linux 4.17 takes the flag as a mere hint, and a
+// mapping elsewhere is given back), ENOMEM when a limit refuses it. Not counted, as
+// os_make_writable.
+bool os_map_writable_at(void* at, std::size_t size);
+// [S3.59] Where a page the kernel would map now lies (nullptr if it maps none): the top of the
+// space it hands out from, in the usual layout.
+void* os_where_mappings_go();
 // Gives the memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.
 void os_decommit(void* address, std::size_t size);
 // Footprint bookkeeping only: `bytes` start (or stop, when negative) counting as held.

@@ -43,7 +43,7 @@ void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind) {
     page->index = index;
 }
 
-void page_format(Page* page, Heap* heap, unsigned bin) {
+bool page_format(Page* page, Heap* heap, unsigned bin) {
     Segment* segment = segment_of(page);
     uint64_t size = bin_size(bin);
     Carving carving = carve_area(page_area(segment, page), size);
@@ -61,7 +61,7 @@ void page_format(Page* page, Heap* heap, unsigned bin) {
     page->retire_expire = 0;
     page->magic = magic_for(size);
     new_keys(page, secure_mode());
-    page_extend(page);
+    return page_extend(page);
 }
 
 void page_format_one_block(Page* page, uintptr_t start, std::size_t bytes) {
@@ -78,7 +78,8 @@ void page_format_one_block(Page* page, uintptr_t start, std::size_t bytes) {
     page_set_limit(page);
 }
 
-void page_extend(Page* page) {
+bool page_extend(Page* page) {
+    if (!Layout::map_for_extend(segment_of(page), page, kExtendBytes)) return false;   // [S3.62]
     // [lab S3.extend begin]
     uint32_t room = page->capacity - page->carved;
     uint32_t count = static_cast<uint32_t>(kExtendBytes / page->block_size);
@@ -96,6 +97,7 @@ void page_extend(Page* page) {
     page->carved += count;
     page_set_limit(page);
     // [lab S3.extend end]
+    return true;
 }
 
 int list_find(const Page* page, const Block* head, const Block* target) { return Lists::find(page, head, target); }

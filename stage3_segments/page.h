@@ -17,8 +17,9 @@ namespace edu::stage3 {
 void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind);
 
 // Makes a page fetched by page_alloc serve `bin` for `heap`: computes start, capacity, magic,
-// picks keys, and carves the first blocks, so page->free is non-empty on return.
-void page_format(Page* page, Heap* heap, unsigned bin);
+// picks keys, and carves the first blocks, so page->free is non-empty on return; false when
+// they cannot be mapped ([S3.62]: a lazily mapped segment under an address-space limit).
+bool page_format(Page* page, Heap* heap, unsigned bin);
 
 // A one-block page (large or huge) whose block starts at `start`, `bytes` long; not yet
 // handed out (used == 0) and with no heap: heap.cc completes both.
@@ -27,8 +28,9 @@ void page_format_one_block(Page* page, uintptr_t start, std::size_t bytes);
 // [S3.16] Lazy extension: threads the next max(1, 4 KiB / block size) uncarved blocks onto
 // page->free (which must be empty), each with the freed mark, and raises the limit.
 // A fresh 64 KiB page of 16-byte blocks is thus touched 4 KiB at a time, not all at once.
+// False, nothing carved, when a lazily mapped page cannot map them ([S3.62]).
 inline constexpr std::size_t kExtendBytes = 4096;
-void page_extend(Page* page);
+bool page_extend(Page* page);
 
 // [S3.17] The swap that makes sharding pay: when malloc has emptied `free`, everything freed
 // since the last swap becomes the new `free` list in one move.

@@ -4,6 +4,7 @@
 // after a delay, decommit and the segment cache, and realloc in place. Each case uses a heap
 // of its own (heaps.h), so the pages it inspects hold only its blocks.
 #include <doctest/doctest.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include <cstring>
@@ -490,11 +491,10 @@ TEST_CASE("under a data limit, cached segments go back to make room for a big bl
 
 // [S3.58] Under an address-space limit 24 MiB above what the process holds, a hundred blocks
 // of 100 KB (10 MB, which glibc serves from its heap) all fit: each large segment is mapped only
-// as far as its block reaches, where a whole 4 MiB window each let five fit; each is mapped
-// at the 4 MiB boundary below the last ([S3.59]), so few need os_map_aligned's trims (three
-// munmaps each: nearly all of them did before). They are written and checked (a short segment
-// a page longer than whole slots is refused), freed, and the cache gives their segments back
-// to a 12 MiB block.
+// as far as its block reaches, where a whole 4 MiB window each let five fit; each is mapped in
+// a free window with one mmap ([S3.59]), never with os_map_aligned's trims (three munmaps each:
+// nearly every segment paid them once). They are written and checked (a segment off the 4 MiB
+// grid is refused), freed, and the cache gives their segments back to a 12 MiB block.
 TEST_CASE("under an address-space limit, a hundred 100 KB blocks fit in 24 MiB") {
     under_limit(RLIMIT_AS, battery::address_space_bytes, 24 * kMiB, [](Heap* heap) {
         void* blocks[100];
@@ -504,17 +504,74 @@ TEST_CASE("under an address-space limit, a hundred 100 KB blocks fit in 24 MiB")
             battery::child_expect(p != nullptr, "a 100 KB block was refused");
             std::memset(p, 7, 100000);
         }
-        battery::child_expect(os_calls(OsCall::munmap) - unmaps < 30, "most short segments were trimmed");
+        battery::child_expect(os_calls(OsCall::munmap) - unmaps < 30, "most segments were trimmed");
         battery::child_expect(api().check().ok, "the heap check failed");
-        Segment* s = segment_of(blocks[0]);   // a short segment is whole slots: the checker knows
+        Segment* s = segment_of(blocks[0]);
         s->size += kOsPage;
         battery::child_expect(std::strstr(api().check().message, "segment size wrong") != nullptr,
-                              "the checker took a short segment of a slot and a page");
+                              "the checker took a segment a page longer than its window");
         s->size -= kOsPage;
         for (void* p : blocks) api().free(p);
         void* big = heap_malloc(heap, 12 * kMiB);
         battery::child_expect(big != nullptr, "the 12 MiB block was refused");
         api().free(big);
+    });
+}
+
+// Whether [at, at + bytes) is mapped: mincore fails (ENOMEM) on a range with a page unmapped.
+bool mapped(const void* at, std::size_t bytes) {
+    static unsigned char pages[1024];
+    return mincore(const_cast<void*>(at), bytes, pages) == 0;
+}
+
+// [S3.58] [S3.62] Under an address-space limit a small segment maps its header and what its
+// pages have carved, no more: a page of 100-byte blocks holding a hundred (108 of 112 bytes
+// carved, 12,096 bytes) maps 12 KiB of its 64 KiB, and nothing else of the 4 MiB window is mapped. A page of another
+// mapping put right past that stays intact while the page carves (it cannot carve past it:
+// the blocks it could not map go to a fresh page), and so does one in the window below
+// ([S3.59]: the next fresh segment, a large block's, steps over it). Everything freed and the cache collected,
+// the header and pages are unmapped, the two foreign pages are not. Fails if a segment is
+// reserved whole, if a page maps its 64 KiB at once, or if giving back unmaps the window.
+TEST_CASE("under an address-space limit, a small segment maps what its pages carve, no more") {
+    under_limit(RLIMIT_AS, battery::address_space_bytes, 64 * kMiB, [](Heap* heap) {
+        std::vector<char*> blocks, fillers;   // fillers: the last free pages of segments from before the limit
+        for (std::size_t size : {kMediumMax, kSmallMax})
+            do fillers.push_back(static_cast<char*>(heap_malloc(heap, size)));
+            while (fillers.back() && !segment_of(fillers.back())->lazy);
+        for (int i = 0; i < 100; ++i) blocks.push_back(static_cast<char*>(heap_malloc(heap, 100)));
+        Segment* s = segment_of(blocks[0]);
+        auto* base = reinterpret_cast<char*>(s);
+        auto* lo = reinterpret_cast<char*>(page_area(s, page_of(blocks[0])).lo);
+        battery::child_expect(s->lazy, "the segment is not mapped lazily");
+        battery::child_expect(mapped(base, kMetaSize) && mapped(lo, 12 * kKiB), "the header or the carved blocks are not mapped");
+        for (char* at = lo + 12 * kKiB; at < base + kSegmentSize; at += kOsPage)
+            if (mapped(at, kOsPage)) battery::child_expect(false, "the window is mapped past what was carved");
+        auto foreign = [](void* at) {
+            void* p = mmap(at, kOsPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+            battery::child_expect(p == at, "cannot map a foreign page");
+            std::memset(p, 0x5a, kOsPage);
+            return static_cast<unsigned char*>(p);
+        };
+        unsigned char* past = foreign(lo + 12 * kKiB);
+        unsigned char* below = foreign(base - kSegmentSize);
+        for (int i = 0; i < 1000; ++i) blocks.push_back(static_cast<char*>(heap_malloc(heap, 100)));
+        for (char* p : blocks) {
+            battery::child_expect(p != nullptr, "a 100-byte block was refused");
+            std::memset(p, 1, 100);
+        }
+        void* large = heap_malloc(heap, 100000);   // a fresh segment: not in the window below
+        battery::child_expect(large != nullptr && segment_of(large)->lazy, "no large block");
+        battery::child_expect(reinterpret_cast<char*>(segment_of(large)) != base - kSegmentSize, "a segment over a foreign page");
+        battery::child_expect(api().check().ok, api().check().message);
+        battery::child_expect(past[0] == 0x5a && past[kOsPage - 1] == 0x5a && below[0] == 0x5a, "a foreign page was written");
+        for (char* p : blocks) api().free(p);
+        for (char* p : fillers) api().free(p);
+        api().free(large);
+        heap_destroy(heap);
+        collect(true);
+        battery::child_expect(!mapped(base, kOsPage) && !mapped(lo, kOsPage), "the segment was not unmapped");
+        battery::child_expect(mapped(past, kOsPage) && mapped(below, kOsPage), "a foreign page was unmapped");
+        battery::child_expect(past[0] == 0x5a && below[kOsPage - 1] == 0x5a, "a foreign page changed");
     });
 }
 

@@ -40,7 +40,8 @@ Segment* g_cache = nullptr;                  // empty segments waiting to be reu
 unsigned g_cache_count = 0;
 std::size_t g_cache_bytes = 0;               // sum of their sizes (address space)
 Segment* g_purge = nullptr;                  // segments with memory to decommit later
-uintptr_t g_short_hint = 0;                  // where the next short segment is tried ([S3.59])
+uintptr_t g_lazy_top = 0;                    // [S3.59] lazy segments are sought below this
+uintptr_t g_lazy_floor = 0;                  // and above this
 
 uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) & ~(to - 1); }
@@ -123,36 +124,73 @@ Segment** map_entry(uintptr_t chunk) {
     return &leaf[chunk & (kLeafEntries - 1)];
 }
 
-// [S3.59] A short segment's mapping ([S3.58]), 4 MiB aligned. The kernel places a mapping of
-// 128 KiB where it fits, rarely at a 4 MiB boundary, so os_map_aligned would pay four calls
-// more and hold a transient 4 MiB of the limit for each. Instead the window below the last
-// short segment is tried first, at its exact boundary (one call): the kernel hands out space
-// from the top down, so it is usually free; when it is not, os_map_aligned.
-void* map_short(std::size_t size) {
-    void* memory = g_short_hint ? os_map_at(reinterpret_cast<void*>(g_short_hint), size) : nullptr;
-    if (!memory) memory = os_map_aligned(size, kSegmentSize);
-    if (memory) g_short_hint = addr(memory) > kSegmentSize ? addr(memory) - kSegmentSize : 0;
+// A fresh segment reserved whole ([S3.12]) at a 4 MiB boundary, its header and first `reach`
+// bytes writable ([S3.48]), and its map entry in *entry; nullptr if anything is refused.
+void* map_reserved(std::size_t size, PageKind kind, std::size_t reach, uint64_t* writable, Segment*** entry) {
+    void* memory = os_map_aligned(size, kSegmentSize);
+    if (!memory) return nullptr;
+    uintptr_t chunk = addr(memory) >> kSegmentShift;
+    *entry = chunk < kMapEntries ? map_entry(chunk) : nullptr;
+    // Above the 47-bit space the map covers (never ours), or no memory for a leaf or the header.
+    if (!*entry || !Layout::open_fresh(memory, size, kind, reach, false, writable)) {
+        os_unmap(memory, size);
+        return nullptr;
+    }
     return memory;
 }
 
-// A fresh segment of `size` bytes (a multiple of 64 OS pages) for `kind`, its header and the
-// first `reach` bytes writable ([S3.48]).
+// [S3.59] Where lazy segments go: a window of `size` bytes at a 4 MiB boundary, found walking
+// down from g_lazy_top, which starts halfway between address zero and where the kernel maps a
+// page now (tens of terabytes below it). The kernel hands out address space from the top down
+// (in the legacy layout, upward from a base above that point), and a process that holds no more
+// than its limit does not come near, so the windows there are free; an executable and its brk
+// heap lie above (a PIE) or far below. A window where a segment of ours starts is stepped over
+// by its map entry, without a system call; one where the kernel refuses (EEXIST: the inner chunk
+// of a huge segment of ours, whose start is mapped, or a mapping not ours) is stepped over too.
+// The next search starts right below the segment found, or at the top of one given back if that
+// is higher, so windows are reused. nullptr when the limit refuses even the header (ENOMEM), or
+// there is no such space (then the segment is reserved whole, [S3.12]).
+void* map_lazily(std::size_t size, PageKind kind, std::size_t reach, uint64_t* writable, Segment*** entry) {
+    if (g_lazy_top == 0) {
+        uintptr_t half = addr(os_where_mappings_go()) / 2 & ~kSegmentMask;
+        g_lazy_top = half;
+        g_lazy_floor = half / 2;
+    }
+    for (uintptr_t top = g_lazy_top; top - g_lazy_floor > size; top -= kSegmentSize) {
+        uintptr_t at = top - size, chunk = at >> kSegmentShift;
+        if (chunk >= kMapEntries || segment_owned(reinterpret_cast<void*>(at))) continue;
+        if (!(*entry = map_entry(chunk))) return nullptr;
+        if (Layout::open_fresh(reinterpret_cast<void*>(at), size, kind, reach, true, writable)) {
+            g_lazy_top = at;
+            return reinterpret_cast<void*>(at);
+        }
+        if (errno != EEXIST) return nullptr;
+    }
+    return nullptr;
+}
+
+// A fresh segment of `size` bytes (a multiple of 4 MiB) for `kind`, its header and the first
+// `reach` bytes writable ([S3.48]). [S3.58] Under an address-space limit (asked of the kernel
+// here, so a limit set after start counts) it is mapped lazily: a reservation counts against
+// the limit whole, PROT_NONE or not, so nothing of its window is mapped but what it makes
+// writable, and the limit is charged what segments use, as a data limit is ([S3.38]).
 Segment* map_segment(std::size_t size, PageKind kind, std::size_t reach) {
-    void* memory = size < kSegmentSize ? map_short(size) : os_map_aligned(size, kSegmentSize);
-    if (!memory) return nullptr;
-    uintptr_t chunk = addr(memory) >> kSegmentShift;
-    Segment** entry = chunk < kMapEntries ? map_entry(chunk) : nullptr;
     uint64_t writable = 0;
-    // Above the 47-bit space the map covers (never ours), or no memory for a leaf or the header.
-    if (!entry || !Layout::open_fresh(memory, size, reach, &writable)) {
-        os_unmap(memory, size);
-        return nullptr;
+    Segment** entry = nullptr;
+    bool lazy = os_address_space_limited();
+    void* memory = lazy ? map_lazily(size, kind, reach, &writable, &entry) : nullptr;
+    if (!memory) {
+        if (lazy && g_lazy_top - g_lazy_floor > size) return nullptr;   // the limit said no
+        lazy = false;
+        memory = map_reserved(size, kind, reach, &writable, &entry);
+        if (!memory) return nullptr;
     }
     os_commit_bytes(static_cast<int64_t>(kMetaSize));
     auto* s = static_cast<Segment*>(memory);
     std::memset(static_cast<void*>(s), 0, sizeof(Segment));
     s->size = size;
     s->writable = writable;
+    s->lazy = lazy;
     format_segment(s, kind);
     *entry = s;  // a huge segment registers its first chunk only ([S3.7])
     all_push(s);
@@ -166,7 +204,9 @@ void unmap_segment(Segment* s) {
     // g_foreign and is refused as foreign, never followed into a header that is gone (death_test).
     *map_entry(addr(s) >> kSegmentShift) = &g_foreign;   // its leaf exists: mapping the segment made it
     os_commit_bytes(-static_cast<int64_t>(kMetaSize + s->committed));
-    os_unmap(s, s->size);
+    if (!s->lazy) return os_unmap(s, s->size);
+    if (addr(s) + s->size > g_lazy_top) g_lazy_top = addr(s) + s->size;   // [S3.59] free again
+    os_unmap(s, Layout::mapped_bytes(s));   // [S3.58] what it mapped, no more
 }
 
 void cache_remove(Segment* s) {
@@ -180,24 +220,15 @@ void cache_remove(Segment* s) {
 bool commit_up_to(Segment* s, std::size_t need) { return Layout::commit_up_to(s, need); }
 
 // [S3.49] An empty 4 MiB segment for `kind`: the most recently cached one, or a new mapping
-// whose first `reach` bytes are made writable with its header. [S3.58] Under an address-space
-// limit a large block's segment is mapped only as far as the block reaches, in whole slots
-// (64 KiB), its base still 4 MiB aligned: the rest of its window is left to other mappings,
-// and a limit that held a few 4 MiB windows holds many blocks of 100 KB, as glibc's does. Such a
-// short segment serves only large blocks that fit it; a whole one serves any kind. A cached segment may hold
+// whose first `reach` bytes are made writable with its header. A cached segment may hold
 // committed memory: dirty pages, or a large block's. Serving its old kind again it keeps it (a
 // large block reuses what the last one had; dirty pages stay dirty, to be taken first and
 // purged only after the delay), so a segment that empties and refills costs no system call
 // and no page fault. Another kind counts pages from zero: the memory goes back first.
 Segment* take_segment(PageKind kind, std::size_t reach) {
-    bool large = kind == PageKind::large;
-    auto fits = [&](const Segment* c) { return c->size == kSegmentSize || (large && reach <= c->size && c->size < kSegmentSize); };
     Segment* s = g_cache;
-    while (s && !fits(s)) s = s->next_open;
-    if (!s) {
-        bool shorten = large && os_address_space_limited();
-        return map_segment(shorten ? round_up(reach, Layout::slot_bytes(kSegmentSize)) : kSegmentSize, kind, reach);
-    }
+    while (s && s->size != kSegmentSize) s = s->next_open;
+    if (!s) return map_segment(kSegmentSize, kind, reach);
     cache_remove(s);
     if (s->on_purge_list) {
         if (s->kind != static_cast<uint8_t>(kind)) purge_segment(s);

@@ -81,7 +81,12 @@ struct LayoutTraits {
     static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
         stage3::page_reset(page, s, index, kind);
     }
-    static bool make_writable(void* address, std::size_t size) { return os_make_writable(address, size); }
+    static bool lazy(const Segment* s) { return s->lazy != 0; }
+    // A lazily mapped segment's memory is mapped where it becomes writable ([S3.58]).
+    static bool make_writable(void* address, std::size_t size, bool lazy) {
+        return lazy ? os_map_writable_at(address, size) : os_make_writable(address, size);
+    }
+    static void unmap(void* address, std::size_t size) { os_unmap(address, size); }
     static void count_committed(int64_t bytes) { os_commit_bytes(bytes); }
     static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
     static bool is_free_sentinel(const Page* page) { return page->heap == nullptr; }
@@ -97,8 +102,8 @@ Page* page_alloc(PageKind kind);
 
 // A page holding one block of `block_bytes` (rounded up to kOsPage) whose start is aligned to
 // `alignment` (at most kMaxAlignment): a large page (a 4 MiB segment of its own, from the cache
-// when one is there; under an address-space limit mapped only as far as the block reaches)
-// when it fits in one, else a huge segment mapped for it. The block is formatted and counted
+// when one is there; under an address-space limit mapped only as far as the block reaches,
+// [S3.58]) when it fits in one, else a huge segment mapped for it. The block is formatted and counted
 // in the footprint; the caller hands it out. nullptr when mmap fails.
 Page* one_block_page_alloc(std::size_t block_bytes, std::size_t alignment);
 

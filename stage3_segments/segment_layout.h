@@ -2,10 +2,12 @@
 // once as templates over the stage's records: the header laid out for a kind, a fresh segment's
 // first commit, page areas, pages taken and given back, decommitting what a segment does not use,
 // making memory writable, the layout checks. Entry points: SegmentLayout<T>::format, open_fresh,
-// page_area, take_page, release_page, decommit_unused, commit_up_to, one_block_resize, check. T
-// supplies the records, kMetaSize, page_reset, make_writable, count_committed, decommit, is_free_sentinel.
+// page_area, take_page, map_for_extend, release_page, decommit_unused, commit_up_to,
+// one_block_resize, check. T supplies the records, kMetaSize, page_reset, lazy, make_writable,
+// unmap, count_committed, decommit, is_free_sentinel.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 
@@ -50,6 +52,9 @@ struct SegmentLayout {
 
     static uintptr_t base(const void* p) { return reinterpret_cast<uintptr_t>(p); }
     static uint64_t bit(unsigned i) { return uint64_t{1} << i; }
+    static bool has_pages(PageKind kind) { return kind == PageKind::small || kind == PageKind::medium; }
+    // [S3.62] Whether the pages of `s` are mapped as they carve (a lazy small or medium segment).
+    static bool lazy_pages(const Segment* s) { return T::lazy(s) && has_pages(static_cast<PageKind>(s->kind)); }
 
     static Span page_area(const Segment* s, const Page* page) {
         uintptr_t meta_end = base(s) + T::kMetaSize;
@@ -66,6 +71,10 @@ struct SegmentLayout {
         unsigned shift = kind == PageKind::small    ? kSmallPageShift
                          : kind == PageKind::medium ? kMediumPageShift
                                                     : kSegmentShift;
+        if (T::lazy(s) && has_pages(kind) && s->writable) {   // [S3.62] a one-block segment's memory
+            T::unmap(reinterpret_cast<void*>(base(s) + T::kMetaSize), mapped_bytes(s) - T::kMetaSize);
+            s->writable = 0;
+        }
         s->kind = static_cast<uint8_t>(kind);
         s->page_shift = shift;
         s->page_count = kind == PageKind::small ? kSlots : kind == PageKind::medium ? 8u : 1u;
@@ -113,12 +122,20 @@ struct SegmentLayout {
         return (end == 64 ? ~uint64_t{0} : bit(end) - 1) & ~(bit(first) - 1);
     }
 
-    // Bytes of one slot of a segment of `size` bytes: a sixty-fourth of its window, 64 KiB in a
-    // 4 MiB one (a huge segment is whole 4 MiB chunks, so its slots are whole pages too). A
-    // short one-block segment ([S3.58]) maps only its first size / 64 KiB slots.
-    static std::size_t slot_bytes(std::size_t size) { return (size > kSegmentSize ? size : kSegmentSize) / kSlots; }
+    // Bytes of one slot of a segment of `size` bytes: a sixty-fourth of it, 64 KiB of a 4 MiB
+    // one (a huge segment is whole 4 MiB chunks, so its slots are whole pages too).
+    static std::size_t slot_bytes(std::size_t size) { return size / kSlots; }
     static std::size_t slot_bytes(const Segment* s) { return slot_bytes(s->size); }
-    static unsigned mapped_slots(const Segment* s) { return static_cast<unsigned>(s->size / slot_bytes(s)); }
+
+    // [S3.58] What a lazily mapped segment (T::lazy) has mapped, for its unmapping: its writable
+    // slots, which are a prefix (make_writable grows it from the first slot up, since a page is
+    // always the lowest free one and a one-block segment's reach starts at its metadata), or its
+    // header alone (open_fresh's fallback). Unmapping more would take with it whatever else the
+    // kernel has placed in the rest of the segment's window.
+    static std::size_t mapped_bytes(const Segment* s) {
+        if (s->writable == 0) return T::kMetaSize;
+        return static_cast<std::size_t>(64 - __builtin_clzll(s->writable)) * slot_bytes(s);
+    }
 
     // The slots an area of `s` touches, as a mask.
     static uint64_t slots_of(const Segment* s, Span area) {
@@ -136,20 +153,26 @@ struct SegmentLayout {
     // pages of a small segment instead of 64; a block that grows in place doubles its writable
     // prefix. A segment so taken is never writable beyond twice what it has used (a data limit
     // is charged that much). When the system refuses the step, the area alone is asked for.
+    // [S3.58] A lazily mapped segment (under an address-space limit, which counts every byte
+    // mapped) takes no step ahead, and maps what it makes writable at its exact address: from
+    // the end of its header when its first slot held the header alone.
     static bool make_writable(Segment* s, Span area) {
         uint64_t missing = slots_of(s, area) & ~s->writable;
         if (missing == 0) return true;
         std::size_t slot = slot_bytes(s);
+        bool lazy = T::lazy(s);
         auto end = static_cast<unsigned>(64 - __builtin_clzll(missing));   // past the last one
         auto first = static_cast<unsigned>(__builtin_ctzll(missing));
-        unsigned ahead = first + static_cast<unsigned>(__builtin_popcountll(s->writable));
-        unsigned stop = ahead < end ? end : ahead < mapped_slots(s) ? ahead : mapped_slots(s);
-        auto at = reinterpret_cast<void*>(base(s) + first * slot);   // slot 0: header too
-        if (stop > end && T::make_writable(at, (stop - first) * slot)) {
+        unsigned ahead = lazy ? 0 : first + static_cast<unsigned>(__builtin_popcountll(s->writable));
+        unsigned stop = ahead < end ? end : ahead < kSlots ? ahead : kSlots;
+        uintptr_t at = base(s) + first * slot;   // slot 0: header too
+        if (lazy && first == 0) at += T::kMetaSize;
+        auto* from = reinterpret_cast<void*>(at);
+        if (stop > end && T::make_writable(from, base(s) + stop * slot - at, lazy)) {
             s->writable |= slot_bits(first, stop);
             return true;
         }
-        if (!T::make_writable(at, (end - first) * slot)) return false;
+        if (!T::make_writable(from, base(s) + end * slot - at, lazy)) return false;
         s->writable |= slot_bits(first, end);
         return true;
     }
@@ -160,14 +183,21 @@ struct SegmentLayout {
     // where the header alone and then the page cost two. If the system refuses that much (a
     // data limit), the header alone. *writable gets the slots made writable (none: the header
     // alone); false when even the header is refused. The header is formatted after, by the
-    // caller, who counts the metadata in the footprint.
-    static bool open_fresh(void* at, std::size_t size, std::size_t reach, uint64_t* writable) {
+    // caller, who counts the metadata in the footprint. A `lazy` segment ([S3.58]) is not
+    // mapped at all yet: this maps it, at exactly `at`, or fails with errno EEXIST when
+    // anything is mapped there; a small or medium one maps its header alone ([S3.62]).
+    static bool open_fresh(void* at, std::size_t size, PageKind kind, std::size_t reach, bool lazy, uint64_t* writable) {
         std::size_t slot = slot_bytes(size);
         auto slots = static_cast<unsigned>((reach + slot - 1) / slot);
-        *writable = slot_bits(0, slots);
-        if (T::make_writable(at, slots * slot)) return true;
         *writable = 0;
-        return T::make_writable(at, T::kMetaSize);
+        if (!(lazy && has_pages(kind))) {
+            if (T::make_writable(at, slots * slot, lazy)) {
+                *writable = slot_bits(0, slots);
+                return true;
+            }
+            if (lazy && errno == EEXIST) return false;   // something is mapped there: not ours
+        }
+        return T::make_writable(at, T::kMetaSize, lazy);
     }
 
     // [S3.53] A cached one-block segment taken for a block that reaches `reach` bytes past the
@@ -182,8 +212,7 @@ struct SegmentLayout {
         s->committed = keep;
     }
 
-    // A large block grows or shrinks in place within its segment (realloc, [S3.32]), as far as
-    // the segment is mapped ([S3.58]).
+    // A large block grows or shrinks in place within its segment (realloc, [S3.32]).
     static bool one_block_resize(Page* page, std::size_t bytes) {
         auto* s = reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(page) & ~kSegmentMask);
         if (s->kind != static_cast<uint8_t>(PageKind::large)) return false;
@@ -206,7 +235,7 @@ struct SegmentLayout {
         unsigned i = static_cast<unsigned>(__builtin_ctzll(dirty ? dirty : s->free_pages));
         Page* page = &s->pages()[i];
         Span area = page_area(s, page);
-        if (!dirty && !make_writable(s, area)) return nullptr;
+        if (!dirty && !lazy_pages(s) && !make_writable(s, area)) return nullptr;
         s->free_pages &= ~bit(i);
         ++s->used_pages;
         if (s->free_pages == 0) no_free_page(s);
@@ -220,14 +249,50 @@ struct SegmentLayout {
         return page;
     }
 
+    // [S3.62] The pages of a lazily mapped small or medium segment are mapped as their blocks are
+    // carved: under an address-space limit a 64 KiB page of a size class the program uses once,
+    // or a 512 KiB medium page, would otherwise cost its whole area. A page maps its carved
+    // blocks rounded out to OS pages, from the page holding its first block (not the area's
+    // start: a 32 KiB block of page 0 starts 24 KiB past it) to the one holding the last carved
+    // byte; what it has mapped is a function of what it has carved, so nothing records it, and
+    // nothing is mapped while nothing is carved. Each extension that reaches a new OS page costs
+    // one mmap (an extension is 4 KiB of blocks or one block, [S3.16]): under a limit only, where
+    // the bytes count more than the calls. The header stays mapped on its own.
+    static Span lazy_mapped(const Page* page, uint32_t carved) {
+        uintptr_t lo = page->start & ~(kOsPage - 1);
+        uintptr_t end = page->start + uintptr_t{carved} * page->block_size;
+        return {lo, carved == 0 ? lo : (end + kOsPage - 1) & ~(kOsPage - 1)};
+    }
+
+    // Before an extension carves: the blocks it will carve mapped (the count is page_extend's:
+    // `extend_bytes` of blocks, at least one, at most what is left). False, nothing carved,
+    // when the system refuses: ENOMEM under the limit, or EEXIST, a mapping not ours in the way,
+    // where the page then ends for good (its capacity cut to what it has carved, so it goes to
+    // the full queue and the next blocks come from another page).
+    static bool map_for_extend(Segment* s, Page* page, std::size_t extend_bytes) {
+        if (!lazy_pages(s)) return true;
+        auto count = static_cast<uint32_t>(extend_bytes / page->block_size);
+        uint32_t room = page->capacity - page->carved;
+        count = count == 0 ? 1 : count > room ? room : count;
+        uintptr_t have = lazy_mapped(page, page->carved).hi, want = lazy_mapped(page, page->carved + count).hi;
+        if (want <= have || T::make_writable(reinterpret_cast<void*>(have), want - have, true)) return true;
+        if (errno == EEXIST) page->capacity = page->carved;
+        return false;
+    }
+
     // A page back to its segment: free again, and dirty (committed until the purge, [S3.34])
-    // unless it is a one-block page; `first_dirty(s)` puts the segment on its purge list when
+    // unless it is a one-block page or mapped lazily ([S3.62]); `first_dirty(s)` puts the segment on its purge list when
     // this is its first dirty page, `expire` is when the purge may take it. Returns the pages
     // still in use; what follows (open list, cache) is each stage's.
     template <class FirstDirty>
     static uint32_t release_page(Segment* s, Page* page, uint64_t expire, FirstDirty first_dirty) {
         auto kind = static_cast<PageKind>(s->kind);
-        if (kind == PageKind::small || kind == PageKind::medium) {
+        if (lazy_pages(s)) {   // [S3.62] what it mapped goes back now, and its count
+            Span area = page_area(s, page), mapped = lazy_mapped(page, page->carved);
+            if (mapped.hi > mapped.lo) T::unmap(reinterpret_cast<void*>(mapped.lo), mapped.hi - mapped.lo);
+            T::count_committed(-static_cast<int64_t>(area.hi - area.lo));
+            s->committed -= area.hi - area.lo;
+        } else if (kind == PageKind::small || kind == PageKind::medium) {
             if (!s->dirty_pages) first_dirty(s);
             s->dirty_pages |= bit(page->index);
             s->purge_expire = expire;
@@ -246,7 +311,8 @@ struct SegmentLayout {
     // page_of for its kind, dirty pages free, every page record in its place with its free bit,
     // a free record the free sentinel (T::is_free_sentinel), used_pages, committed bytes equal
     // to the areas of pages in use or dirty (small, medium), or reaching past the one block,
-    // all of them writable ([S3.47]), a cached segment empty. `check_page(page)` checks each page
+    // all of them writable ([S3.47]) and, mapped lazily, a prefix ([S3.58]), or for a small or
+    // medium segment no writable slot and no dirty page ([S3.62]), a cached segment empty. `check_page(page)` checks each page
     // in use, as the stage sees it. Returns false after k.fail; *in_use is the number of pages
     // in use.
     template <class Checker, class CheckPage>
@@ -269,7 +335,7 @@ struct SegmentLayout {
             bool free_bit = (s->free_pages >> i) & 1;
             Span area = page_area(s, page);
             if (page->in_use || ((s->dirty_pages >> i) & 1)) areas += area.hi - area.lo;
-            if ((page->in_use || ((s->dirty_pages >> i) & 1)) && s->page_count > 1 && !writable(s, area))
+            if ((page->in_use || ((s->dirty_pages >> i) & 1)) && s->page_count > 1 && !lazy_pages(s) && !writable(s, area))
                 return k.fail("page in use or dirty is not writable", base(page));
             if (page->index != i || page->kind != s->kind) return k.fail("page record misplaced", base(page));
             if (page->in_use == free_bit) return k.fail("segment free-page bit disagrees with page", base(page));
@@ -290,6 +356,8 @@ struct SegmentLayout {
             return k.fail("one block reaches past the segment's committed bytes", at);
         if (!open_kind && s->committed && !writable(s, Span{at + T::kMetaSize, at + T::kMetaSize + s->committed}))
             return k.fail("one-block segment's committed bytes are not writable", at);
+        if (T::lazy(s) && (open_kind ? s->writable != 0 || s->dirty_pages != 0 : (s->writable & (s->writable + 1))))
+            return k.fail("lazily mapped segment's mapping is not what it uses", at);
         if (s->cached && used) return k.fail("cached segment has pages in use", at);
         *in_use = used;
         return true;

@@ -197,7 +197,7 @@ struct Segment {
     Segment* prev;
     Segment* next_open;        // "has a free page" list of its kind, or the cache list
     Segment* prev_open;
-    std::size_t size;          // bytes mapped: kSegmentSize, more (huge), less ([S3.58])
+    std::size_t size;          // bytes of its window: kSegmentSize, or more (huge)
     uint64_t free_pages;       // bit i: pages[i] is free
     uint64_t cache_expire;     // clock tick after which a cached segment is unmapped
     uint32_t page_count;       // 64, 8 or 1
@@ -213,7 +213,8 @@ struct Segment {
     Segment* next_purge;       // segments with dirty pages
     Segment* prev_purge;
     uint64_t writable;         // bit i: slot i (size / 64: 64 KiB of 4 MiB) is writable ([S3.47])
-    uint64_t pad_;             // header is 128 bytes after page_of
+    uint8_t lazy;              // 1: mapped only as far as it is writable ([S3.58])
+    uint8_t pad_[7];           // header is 128 bytes after page_of
     Page* pages() { return reinterpret_cast<Page*>(this + 1); }
 };
 static_assert(offsetof(Segment, page_of) == 0);

@@ -277,17 +277,15 @@ Segment* arena_claim(uint32_t blocks, uint32_t* hint) {
 
 bool arena_lazy() { return g_lazy.load(std::memory_order_relaxed); }
 
-// [S4.67] In a lazy arena the slots come unmapped: the range is mapped where nothing is. One
-// range is already partly mapped by us: a segment whose claim could make its header alone
-// writable (S3.48) and now asks for its first slot; its header is ours once its start marker is
-// published, and only the rest is mapped. Anything else in the way is not ours, and stays.
+bool arena_unheld(uint32_t slot) { return !held(slot); }
+
+// [S4.67] In a lazy arena the slots come unmapped: the range is mapped where nothing is, and
+// anything in the way is not ours, and stays. (A segment whose claim made its header alone
+// writable, S3.48, asks for the rest of its first slot from the header's end: S3.58.)
 // [S4.68] A segment claimed before the switch keeps its reservation: mprotect, as before.
 bool arena_commit(void* address, std::size_t size) {
-    uint32_t slot = arena_slot_of(address);
-    if (held(slot)) return os_commit_range(address, size);
-    if (os_map_writable_at(address, size)) return true;
-    if (errno != EEXIST || size <= kMetaSize || address != arena_segment(slot) || arena_blocks_at(slot) == 0) return false;
-    return os_map_writable_at(static_cast<char*>(address) + kMetaSize, size - kMetaSize);
+    if (held(arena_slot_of(address))) return os_commit_range(address, size);
+    return os_map_writable_at(address, size);
 }
 
 // [S4.68] A held segment given back after the switch is unmapped whole (its slots are ours); one

@@ -74,6 +74,9 @@ bool arena_refused(uint32_t slot, uint32_t blocks);
 // [S4.67] True when the arena is lazy: chosen under an address-space limit, never reserved, or
 // switched to lazy when a limit appeared later ([S4.68]).
 bool arena_lazy();
+// Whether claimed slots are unheld (no reservation of ours under them, [S4.68]): a segment there
+// is mapped as it is used (S3.58).
+bool arena_unheld(uint32_t slot);
 // [S4.68] Whether an address-space limit is in force now (getrlimit); if so and the arena is
 // still reserved, it first gives back every slot no segment holds and goes lazy, once.
 bool arena_limited();

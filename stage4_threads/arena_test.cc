@@ -517,15 +517,17 @@ void leave_empty_segments() {
 // block needs the room those segments keep. Refused while a refusal reclaimed only one of them
 // (malloc_one_block's reclaim of one) and gave back the heap's cache; served now that it first
 // takes every abandoned segment (the empty ones go back to the arena, unmapped) and tries once
-// more. (Not under a sanitizer, whose own mappings move VmSize.)
+// more. The arena goes lazy after the threads have claimed (lazy_heap): their segments are held,
+// so their dirty pages keep their memory (in a lazy arena a freed page is unmapped at once,
+// S3.62). (Not under a sanitizer, whose own mappings move VmSize.)
 TEST_CASE("under an address-space limit, exited threads' empty segments go back to make room for a big block") {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     return;
 #endif
     constexpr std::size_t kMiB = std::size_t{1} << 20;
     on_thread_in_child([] {
-        void* first = lazy_heap();
         leave_empty_segments();
+        void* first = lazy_heap();
         rlimit limit{battery::address_space_bytes() + 2 * kMiB, RLIM_INFINITY};
         battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0, "setrlimit failed");
         void* big = written_block(12 * kMiB, "the 12 MiB block was refused");
@@ -578,16 +580,20 @@ TEST_CASE("under an address-space limit, a new thread's heap record gets the roo
 // [S4.69] Under pressure a segment keeps writable only what its pages in use reach: a medium
 // segment written up to its seventh page keeps its first page (one live block) and gives back
 // the rest once the purge has run, unmapped in a lazy arena; its pages come back when asked for.
-// (Not under a sanitizer, as above.)
+// The segment is claimed before the arena goes lazy (held, then trimmed): one claimed lazily
+// unmaps each page as it is freed (S3.62) and has nothing to give back. (Not under a sanitizer,
+// as above.)
 TEST_CASE("under pressure, a segment gives back what it keeps writable past its pages in use") {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     return;
 #endif
     on_thread_in_child([] {
-        void* first = lazy_heap();
         static void* blocks[56];   // seven 512 KiB medium pages, in one segment
         for (void*& p : blocks) p = written_block(kMediumMax, "a medium block was refused");
+        void* first = lazy_heap();
+        segment_trim_held(testing::my_heap());   // what its next tick would do
         Segment* s = segment_of(blocks[0]);
+        battery::child_expect(!s->lazy, "the segment was claimed lazily");
         char* seventh = reinterpret_cast<char*>(s) + 6 * (std::size_t{1} << kMediumPageShift);
         for (std::size_t i = 1; i < 56; ++i) api().free(blocks[i]);
         heap_collect(testing::my_heap(), true);   // retired pages freed, dirty pages purged
@@ -644,8 +650,10 @@ TEST_CASE("the arena goes lazy while other threads claim and give back segments"
 // back. The case re-executes this binary under a 1 GiB limit (the arena of this process exists
 // already), where it asks the kernel what is mapped (mincore fails on an unmapped page), puts
 // pages of its own past the end of a segment's mapping and in the slot the next segment would
-// claim, which the arena must step around and leave intact, and makes a segment's claim fit its header alone (a limit 32 KiB above what
-// the process holds), so that its first page maps the rest of its first slot afterwards.
+// claim, which the arena must step around and leave intact, and makes a segment's claim fit its
+// header alone (a limit 16 KiB above what the process holds): the medium page's first blocks
+// cannot be mapped, malloc says NULL and the page goes back; with room, the next medium block's
+// page maps what it carves (S3.62).
 // (Not under a sanitizer, whose shadow memory needs terabytes of address space.)
 constexpr const char* kLazyCase = "under an address-space limit from the start the arena maps only what segments make writable";
 
@@ -673,13 +681,13 @@ void prove_lazy_arena() {
         REQUIRE(foreign == static_cast<void*>(arena_segment(next)));
         std::memset(foreign, 0x5a, kOsPage);
         // A medium block claims a segment whose header alone fits under the limit: no block.
-        rlimit tight{battery::address_space_bytes() + 32 * 1024, RLIM_INFINITY};
+        rlimit tight{battery::address_space_bytes() + 16 * 1024, RLIM_INFINITY};
         REQUIRE(setrlimit(RLIMIT_AS, &tight) == 0);
         void* refused = api().malloc(kSmallMax + 1);
         rlimit wide{std::size_t{1} << 30, RLIM_INFINITY};
         REQUIRE(setrlimit(RLIMIT_AS, &wide) == 0);
         CHECK(refused == nullptr);
-        void* medium = api().malloc(kSmallMax + 1);   // its segment's first slot mapped in full now
+        void* medium = api().malloc(kSmallMax + 1);   // its page maps its first blocks now
         REQUIRE(medium != nullptr);
         std::memset(medium, 1, kSmallMax + 1);
         uint32_t at = arena_slot_of(medium);

@@ -163,7 +163,8 @@ bool check_page(Checker& k, Segment* s, Page* page, Access access) {
     if (stage3::bin_kind(bin) != static_cast<PageKind>(s->kind)) return k.fail("bin in a page of the wrong kind", at);
     uint64_t lowbit = page->block_size & (~page->block_size + 1);
     if (page->start != ((area.lo + lowbit - 1) & ~(lowbit - 1))) return k.fail("page start not on its block grid", at);
-    if (page->capacity != (area.hi - page->start) / page->block_size || page->capacity > kMaxBlocks)
+    uint64_t fits = (area.hi - page->start) / page->block_size;   // fewer: cut short (S3.62)
+    if ((segment_of(page)->lazy ? page->capacity > fits : page->capacity != fits) || page->capacity > kMaxBlocks)
         return k.fail("page capacity differs from its area", at);
     if (page->bin != bin) return k.fail("page's bin differs from its block size", at, page->bin, bin);
     bool full = page->queue == kFullQueue;

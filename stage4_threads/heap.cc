@@ -74,10 +74,7 @@ Page* find_page(Heap* heap, unsigned bin) {
             page_collect_local(page);
             if (!page->free && page_has_remote(page)) page_collect_remote(page);
             if (page->free) return page;
-            if (page->carved < page->capacity) {
-                page_extend(page);
-                return page;
-            }
+            if (page->carved < page->capacity && page_extend(page)) return page;
             if (!page_to_full(heap, page)) return page;   // remote frees arrived meanwhile
             page = next;
         }
@@ -86,7 +83,10 @@ Page* find_page(Heap* heap, unsigned bin) {
     if (heap->retired_min <= heap->retired_max) Queues::collect_retired(heap, false);
     Page* page = page_alloc(heap, bin_kind(bin));
     if (!page) return nullptr;
-    page_format(page, heap, bin);
+    if (!page_format(page, heap, bin)) {   // its first blocks cannot be mapped (S3.62)
+        page_release(heap, page);
+        return nullptr;
+    }
     ++heap->page_count;
     queue_push_front(heap, bin, page);
     if (counting()) sample_peak();

@@ -50,7 +50,7 @@ void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind) {
     page->heap.store(nullptr, std::memory_order_relaxed);
 }
 
-void page_format(Page* page, Heap* heap, unsigned bin) {
+bool page_format(Page* page, Heap* heap, unsigned bin) {
     uint64_t size = stage3::bin_size(bin);
     stage3::Carving carving = stage3::carve_area(page_area(segment_of(page), page), size);   // as S3.5
     page->start = carving.start;
@@ -69,7 +69,7 @@ void page_format(Page* page, Heap* heap, unsigned bin) {
     // remote free. Relaxed is enough.
     page->xthread_free.store(static_cast<uintptr_t>(Delay::to_page), std::memory_order_relaxed);
     page->heap.store(heap, std::memory_order_relaxed);
-    page_extend(page);
+    return page_extend(page);
 }
 
 void page_format_one_block(Page* page, Heap* heap, uintptr_t start, std::size_t bytes) {
@@ -92,7 +92,8 @@ void page_format_one_block(Page* page, Heap* heap, uintptr_t start, std::size_t 
 // subtraction and three moves a block, while the link itself is one `lea`: this is where a
 // program that empties and refills pages (glibc-simple gives pages back every round) spends
 // its carving. So the page's keys choose the loop once per extension, not once per block.
-void page_extend(Page* page) {
+bool page_extend(Page* page) {
+    if (!Layout::map_for_extend(segment_of(page), page, kExtendBytes)) return false;   // S3.62
     // [lab S3.extend copy begin]
     uint32_t count = static_cast<uint32_t>(kExtendBytes / page->block_size);
     uint32_t room = page->capacity - page->carved;
@@ -120,6 +121,7 @@ void page_extend(Page* page) {
     page->carved += count;
     page_set_limit(page);
     // [lab S3.extend copy end]
+    return true;
 }
 
 int list_find(const Page* page, const Block* head, const Block* target) { return Lists::find(page, head, target); }

@@ -18,8 +18,8 @@ namespace edu::stage4 {
 void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind);
 
 // Makes a free page serve `bin` for `heap` (its Delay state to_page), carving the first blocks,
-// so page->free is non-empty on return.
-void page_format(Page* page, Heap* heap, unsigned bin);
+// so page->free is non-empty on return; false when they cannot be mapped (a lazy arena, S3.62).
+bool page_format(Page* page, Heap* heap, unsigned bin);
 
 // A one-block page whose block starts at `start`, `bytes` long, handed out at once (used 1).
 // Its Delay state is to_heap from the start: a free from another thread goes to the owner's
@@ -27,8 +27,9 @@ void page_format(Page* page, Heap* heap, unsigned bin);
 void page_format_one_block(Page* page, Heap* heap, uintptr_t start, std::size_t bytes);
 
 // Lazy extension as S3.16: the next max(1, 4 KiB / block size) blocks onto page->free.
+// False, nothing carved, when a lazy arena cannot map them (S3.62).
 inline constexpr std::size_t kExtendBytes = 4096;
-void page_extend(Page* page);
+bool page_extend(Page* page);
 
 // The swap of S3.17: everything the owner freed becomes the free list in one move.
 inline void page_collect_local(Page* page) {

@@ -72,11 +72,11 @@ void format_segment(Segment* s, PageKind kind) { Layout::format(s, kind); }
 
 // Claimed slots whose header and first `reach` bytes are writable (S3.48), `*writable` their
 // mask. Slots that hold a mapping not ours (a lazy arena, [S4.67]) stay claimed; others are tried.
-Segment* claim_open(Heap* heap, uint32_t blocks, std::size_t reach, uint64_t* writable) {
+Segment* claim_open(Heap* heap, PageKind kind, uint32_t blocks, std::size_t reach, uint64_t* writable) {
     for (;;) {
         Segment* s = arena_claim(blocks, &heap->arena_hint);
         if (!s) return nullptr;
-        if (Layout::open_fresh(s, std::size_t{blocks} << kSegmentShift, reach, writable)) return s;
+        if (Layout::open_fresh(s, std::size_t{blocks} << kSegmentShift, kind, reach, arena_unheld(arena_slot_of(s)), writable)) return s;
         if (!arena_refused(arena_slot_of(s), blocks)) return nullptr;
     }
 }
@@ -84,29 +84,23 @@ Segment* claim_open(Heap* heap, uint32_t blocks, std::size_t reach, uint64_t* wr
 // Fresh arena slots for a segment of `kind`, opened, formatted, attached to `heap`, then published.
 Segment* claim_segment(Heap* heap, PageKind kind, uint32_t blocks, std::size_t reach) {
     uint64_t writable = 0;
-    Segment* s = claim_open(heap, blocks, reach, &writable);
+    Segment* s = claim_open(heap, kind, blocks, reach, &writable);
     if (!s) return nullptr;
     std::size_t size = std::size_t{blocks} << kSegmentShift;
     s->slot = arena_slot_of(s);
-    s->blocks = blocks;
+    s->blocks = static_cast<uint16_t>(blocks);   // at most kArenaSlots
     s->size = size;
     s->committed = 0;
     s->dirty_pages = 0;
     s->writable = writable;   // the rest of the slots come PROT_NONE (or unmapped) from the arena
     s->cached = s->on_open_list = s->on_purge_list = 0;
+    s->lazy = arena_unheld(s->slot);   // S3.58: mapped as it is used (a lazy arena, [S4.67])
     s->next_open = s->prev_open = s->next_purge = s->prev_purge = nullptr;
     format_segment(s, kind);
     os_commit_bytes(static_cast<int64_t>(kMetaSize));
     segment_attach(heap, s);
     arena_publish(s);
     return s;
-}
-
-// [S4.67] What a segment's commits have mapped, for a lazy arena to unmap: its writable slots,
-// a prefix (S3.47 grows it from the first slot up), or its header alone (S3.48's fallback).
-std::size_t mapped_bytes(const Segment* s) {
-    if (s->writable == 0) return kMetaSize;
-    return static_cast<std::size_t>(64 - __builtin_clzll(s->writable)) * Layout::slot_bytes(s);
 }
 
 void cache_remove(Heap* heap, Segment* s) {
@@ -185,7 +179,7 @@ void segment_attach(Heap* heap, Segment* s) {
     heap->owned[s->slot] = 1;
     push(heap->segments, s, kAll);
     ++heap->segment_count;
-    if (heap->trimmed) arena_trim(s->slot, s->blocks, mapped_bytes(s));   // [S4.68] a reclaimed one
+    if (heap->trimmed) arena_trim(s->slot, s->blocks, Layout::mapped_bytes(s));   // [S4.68] a reclaimed one
 }
 
 void segment_detach(Heap* heap, Segment* s) {
@@ -209,7 +203,7 @@ void segment_settle(Heap* heap, Segment* s) {
 void segment_give_back(Segment* s) {
     arena_unpublish(s);
     os_commit_bytes(-static_cast<int64_t>(kMetaSize + s->committed));
-    arena_release(s->slot, s->blocks, mapped_bytes(s));
+    arena_release(s->slot, s->blocks, Layout::mapped_bytes(s));
 }
 
 namespace {
@@ -309,7 +303,7 @@ bool segment_shrink(Heap* heap) {
                 if (area.hi - addr(s) > keep) keep = area.hi - addr(s);
             }
         }
-        std::size_t slot = Layout::slot_bytes(s), mapped = mapped_bytes(s);
+        std::size_t slot = Layout::slot_bytes(s), mapped = Layout::mapped_bytes(s);
         auto slots = static_cast<unsigned>((keep + slot - 1) / slot);
         if (slots * slot >= mapped) continue;
         arena_uncommit(reinterpret_cast<char*>(s) + slots * slot, mapped - slots * slot);
@@ -321,7 +315,7 @@ bool segment_shrink(Heap* heap) {
 
 void segment_trim_held(Heap* heap) {
     heap->trimmed = true;
-    for (Segment* s = heap->segments; s; s = s->next) arena_trim(s->slot, s->blocks, mapped_bytes(s));
+    for (Segment* s = heap->segments; s; s = s->next) arena_trim(s->slot, s->blocks, Layout::mapped_bytes(s));
 }
 
 }  // namespace edu::stage4

@@ -194,16 +194,18 @@ struct Segment {
     uint32_t used_pages;       // pages in use
     uint32_t page_shift;       // log2 of the page size (one-block kinds: kSegmentShift)
     uint32_t slot;             // arena slot of its first 4 MiB
-    uint32_t blocks;           // arena slots it spans (huge segments: more than one)
+    uint16_t blocks;           // arena slots it spans (huge segments: more than one; <= kArenaSlots)
     uint8_t kind;              // PageKind of every page
     uint8_t on_open_list;
     uint8_t cached;
     uint8_t on_purge_list;
+    uint8_t lazy;              // 1: claimed unheld, mapped only as it is used (S3.58, [S4.67])
     uint64_t writable;         // bit i: slot i (size / 64: 64 KiB of 4 MiB) is writable (S3.47)
     Page* pages() { return reinterpret_cast<Page*>(this + 1); }
 };
 static_assert(offsetof(Segment, page_of) == 0);
 static_assert(sizeof(Segment) == 512 + 128);
+static_assert(kArenaSlots <= UINT16_MAX, "Segment::blocks holds any run of slots");
 static_assert(kMetaSize >= sizeof(Segment) + kSlots * sizeof(Page), "metadata fits");
 static_assert(sizeof(Segment) % 64 == 0, "page records start on a cache line");
 static_assert(kMetaSize % kOsPage == 0, "page areas start on an OS page");

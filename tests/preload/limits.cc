@@ -3,7 +3,9 @@
 // `threads`, from four others at once), two big blocks, then requests until malloc says no,
 // which must be NULL with errno ENOMEM and no crash; then everything is freed and malloc must
 // work again. With `small`, only 80 MiB of small blocks live at once; with `large`, 200 blocks of
-// 100 KB. Every line it prints is the same under any malloc that keeps the C contract
+// 100 KB; with `mix`, a program's start-up: a little of every size class, a growing buffer and
+// a few big blocks (limits_test.sh runs it under the smallest limit glibc runs it under, plus a
+// margin). Every line it prints is the same under any malloc that keeps the C contract
 // within the limit, so the test compares it with glibc's. With `late MIB`, as with `threads`, but
 // the program limits its own address space to MIB MiB after its first malloc (stage 4 had
 // reserved its arena by then, [S4.68]) and starts the four threads right after. With `count SIZE [MIB]` it is the
@@ -114,6 +116,45 @@ int hold_large_blocks() {
     return 0;
 }
 
+// With the argument `mix`: what a program holds after starting up (an interpreter's dictionaries
+// and strings, a parser's nodes): 16 KiB of blocks of each size from 16 bytes to 64 KiB, four
+// sizes per doubling (at least two blocks of each), every third freed at once; a buffer that
+// grows by doubling from 1 KiB to 512 KiB (realloc); blocks of 100 KB, 300 KB and 1 MiB. About
+// 2.6 MiB live, each byte written. Deterministic: the same requests in the same order each run.
+// Exits 1 at the first NULL (limits_test.sh bisects on the exit status).
+int hold_mix() {
+    static void* blocks[8192];
+    int n = 0;
+    for (std::size_t low = 16; low < (std::size_t{64} << 10); low *= 2) {
+        for (std::size_t size = low; size < 2 * low; size += low / 4) {
+            std::size_t count = (std::size_t{16} << 10) / size;
+            for (std::size_t i = 0; i < (count < 2 ? 2 : count); ++i) {
+                void* p = std::malloc(size);
+                if (!p) return std::printf("a block of %zu bytes: NULL\n", size), 1;
+                std::memset(p, 1, size);
+                if (n % 3 == 2) std::free(p);
+                else blocks[n] = p;
+                ++n;
+            }
+        }
+    }
+    char* buffer = nullptr;
+    for (std::size_t size = 1024; size <= (std::size_t{512} << 10); size *= 2) {
+        auto* grown = static_cast<char*>(std::realloc(buffer, size));
+        if (!grown) return std::printf("a buffer of %zu bytes: NULL\n", size), 1;
+        std::memset(grown + size / 2, 2, size / 2);
+        buffer = grown;
+    }
+    void* big[3] = {};
+    int held = hold(big, 1, 100000) + hold(big + 1, 1, 300000) + hold(big + 2, 1, std::size_t{1} << 20);
+    std::printf("start-up mix: %s\n", held == 3 ? "ok" : "a big block was refused");
+    release(big, held);
+    std::free(buffer);
+    for (int i = 0; i < n; ++i)
+        if (i % 3 != 2) std::free(blocks[i]);
+    return held == 3 ? 0 : 1;
+}
+
 // With the argument `count SIZE [MIB]`: how many blocks of SIZE bytes fit (stage 4's chapter,
 // [S4.67] and [S4.68], quotes these counts under `prlimit --as=N` and with MIB).
 int count_blocks(std::size_t size, long late_limit_mib) {
@@ -142,6 +183,7 @@ int main(int argc, char** argv) {
     bool late = argc > 2 && std::strcmp(argv[1], "late") == 0;
     if (late && !limit_after_start(std::strtol(argv[2], nullptr, 10))) return 2;
     if (late && !four_threads()) return 1;   // right after setrlimit, before any other mapping
+    if (argc > 1 && std::strcmp(argv[1], "mix") == 0) return hold_mix();
     bool ok = churn(nullptr) == nullptr;
     std::printf("main thread: %s\n", ok ? "ok" : "malloc returned NULL");
     if (argc > 1 && std::strcmp(argv[1], "threads") == 0 && !four_threads()) return 1;

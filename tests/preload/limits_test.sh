@@ -5,7 +5,9 @@
 # allocating; a data limit of 16 MiB; 80 MiB of small blocks under 192 MiB; 200 blocks of
 # 100 KB under 40 MiB (stage 4 held 171 while its arena reserved half the limit, [S4.67]); a
 # limit of 256 MiB the program sets itself after its first malloc, then four threads at once and
-# the main thread (stage 4's threads were refused while its arena held 64 GiB, [S4.68]).
+# the main thread (stage 4's threads were refused while its arena held 64 GiB, [S4.68]); and a
+# program's start-up (limits.cc's `mix`) under the smallest address-space limit glibc runs it
+# under, found here by bisection, plus kStartupMargin.
 source tests/preload/preload_lib.sh
 preload_init "$@"
 
@@ -14,3 +16,27 @@ run_both limits_data prlimit --data=$((16 << 20)) tests/preload/limits
 run_both limits_as_small prlimit --as=$((192 << 20)) tests/preload/limits small
 run_both limits_as_large prlimit --as=$((40 << 20)) tests/preload/limits large
 run_both limits_as_late tests/preload/limits late 256
+
+# smallest_limit CMD...: the smallest RLIMIT_AS, in 64 KiB steps, under which CMD exits 0 with
+# the C library's malloc (the mix is deterministic, and more room never makes it fail).
+smallest_limit() {
+    local lo=0 hi=$((64 << 20)) step=$((64 << 10)) mid
+    timeout 20 prlimit --as=$hi "$@" >/dev/null 2>&1 || fail "$* does not run under $((hi >> 20)) MiB"
+    while ((hi - lo > step)); do
+        mid=$(((lo + hi) / 2 / step * step))
+        if timeout 20 prlimit --as=$mid "$@" >/dev/null 2>&1; then hi=$mid; else lo=$mid; fi
+    done
+    echo "$hi"
+}
+
+# The margin over glibc's smallest limit: the preloaded library's own mapping (80-184 KiB for
+# the four stages), which glibc's run does not have, and what the stage's design holds beyond
+# glibc's heap for this mix: each page's carved blocks rounded out to whole OS pages (up to
+# two pages per size class, 48 classes here), segment headers (8 or 12 KiB each), stage 3's
+# segment-map leaf (128 KiB). Measured (docs/stage3_segments.md, [S3.62]): stages 1-4 need 64,
+# 384, 512 and 512 KiB more than glibc; before [S3.58] and [S3.62], stage 3 needed 13.7 MiB
+# more and stage 4 7.4 MiB (a 4 MiB segment reserved whole; 64 KiB per size class made writable).
+kStartupMargin=$((1 << 20))
+glibc_smallest="$(smallest_limit tests/preload/limits mix)"
+echo "glibc runs the start-up mix under $((glibc_smallest >> 10)) KiB; the stage gets $((kStartupMargin >> 10)) KiB more"
+run_both limits_as_startup prlimit --as=$((glibc_smallest + kStartupMargin)) tests/preload/limits mix
