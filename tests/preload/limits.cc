@@ -1,30 +1,28 @@
-// tests/preload/limits.cc: a program that lives within a resource limit (limits_test.sh runs it
-// under prlimit): small and medium blocks from the main thread (and, with the argument
-// `threads`, from four others at once), two big blocks, then requests until malloc says no,
-// which must be NULL with errno ENOMEM and no crash; then everything is freed and malloc must
-// work again. With `small`, only 80 MiB of small blocks live at once; with `large`, 200 blocks of
-// 100 KB; with `mix`, a program's start-up: a little of every size class, a growing buffer and
-// a few big blocks (limits_test.sh runs it under the smallest limit glibc runs it under, plus a
-// margin). Every line it prints is the same under any malloc that keeps the C contract
-// within the limit, so the test compares it with glibc's. With `late MIB`, as with `threads`, but
-// the program limits its own address space to MIB MiB after its first malloc (stage 4 had
-// reserved its arena by then, [S4.68]) and starts the four threads right after. With `count SIZE [MIB]` it is the
-// chapters' measuring tool, not a test: blocks of SIZE bytes, each written, held until malloc
-// says no, and their number printed; with MIB the program first mallocs once, then limits its
-// own address space to MIB MiB and starts a thread (a limit set after start-up).
+// tests/preload/limits.cc: a program that lives within a resource limit. limits_test.sh runs its
+// test modes under prlimit and compares every line with glibc's: requests until malloc says NULL
+// with ENOMEM, no crash, malloc working again once all is freed; with four threads, small or
+// large blocks, a program's start-up (`mix`), a limit the program sets itself (`late`). Its
+// measuring modes print what the chapters quote (stage 3's section 8, stage 4's [S4.66] to
+// [S4.69]); main() lists every mode.
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <initializer_list>
 
 namespace {
 
 constexpr int kMaxHeld = 1 << 14;
 void* g_held[kMaxHeld];
+// The measuring modes' blocks, one array for all (the executable's size is part of what an
+// address-space limit counts: a second array would change the counts the chapters quote).
+constexpr int kMaxCounted = 1 << 16;
+void* g_counted[kMaxCounted];
 
 // Mixed sizes, each block written, a third freed at once, the rest at the end.
 void* churn(void*) {
@@ -155,29 +153,146 @@ int hold_mix() {
     return held == 3 ? 0 : 1;
 }
 
-// With the argument `count SIZE [MIB]`: how many blocks of SIZE bytes fit (stage 4's chapter,
-// [S4.67] and [S4.68], quotes these counts under `prlimit --as=N` and with MIB).
-int count_blocks(std::size_t size, long late_limit_mib) {
-    constexpr int kMaxCounted = 1 << 16;
-    static void* blocks[kMaxCounted];
+// The process's anonymous mappings (no file behind them; the brk heap), one line each with its
+// size: the allocator's, and the executable's zero-filled data (g_counted and the others).
+void print_anonymous_mappings(const char* when) {
+    std::printf("anonymous mappings %s:\n", when);
+    std::FILE* maps = std::fopen("/proc/self/maps", "r");
+    if (!maps) return void(std::printf("  /proc/self/maps cannot be read\n"));
+    char line[512];
+    while (std::fgets(line, sizeof line, maps)) {
+        unsigned long start = 0, end = 0;
+        char perms[8] = {};
+        char path[256] = {};
+        if (std::sscanf(line, "%lx-%lx %7s %*s %*s %*s %255s", &start, &end, perms, path) < 3) continue;
+        if (path[0] != '\0' && std::strcmp(path, "[heap]") != 0) continue;   // a file, the stack, the vDSO
+        std::printf("  %lx-%lx %s %6lu KiB %s\n", start, end, perms, (end - start) >> 10, path);
+    }
+    std::fclose(maps);
+}
+
+// A thread that churns mixed blocks and exits: whether it could start.
+bool run_a_thread() {
+    pthread_t t;
+    bool ok = pthread_create(&t, nullptr, churn, nullptr) == 0;
+    if (ok) pthread_join(t, nullptr);
+    return ok;
+}
+
+// With the argument `count SIZE [MIB [maps]]`: how many blocks of SIZE bytes fit (the chapters
+// quote these counts under `prlimit --as=N`, and with MIB: stage 4's [S4.67] to [S4.69]).
+int count_blocks(std::size_t size, long late_limit_mib, bool maps) {
     if (late_limit_mib > 0) {
         if (!limit_after_start(late_limit_mib)) return 2;
-        pthread_t t;
-        bool thread_ok = pthread_create(&t, nullptr, churn, nullptr) == 0;
-        if (thread_ok) pthread_join(t, nullptr);
-        std::printf("a thread started under the limit: %s\n", thread_ok ? "yes" : "refused");
+        std::printf("a thread started under the limit: %s\n", run_a_thread() ? "yes" : "refused");
+        if (maps) print_anonymous_mappings("after the thread");
     }
-    int n = hold(blocks, kMaxCounted, size);
+    int n = hold(g_counted, kMaxCounted, size);
     std::printf("%d blocks of %zu bytes\n", n, size);
-    release(blocks, n);
+    if (maps) print_anonymous_mappings("at NULL");
+    release(g_counted, n);
+    return 0;
+}
+
+// With the argument `outside SIZE`: a limit set from outside ([S4.68]). One malloc, "ready",
+// then the program waits for a line on stdin while bench/limit_from_outside.sh lowers its limit
+// with prlimit --pid; then blocks until NULL, freed, and a thread.
+int count_after_outside_limit(std::size_t size) {
+    void* volatile first = std::malloc(100);
+    std::free(first);
+    std::printf("ready\n");
+    std::fflush(stdout);
+    char line[64];
+    if (!std::fgets(line, sizeof line, stdin)) return std::printf("no go-ahead on stdin\n"), 2;
+    rlimit limit{};
+    getrlimit(RLIMIT_AS, &limit);
+    std::printf("address-space limit seen: %ld MiB\n", static_cast<long>(limit.rlim_cur >> 20));
+    int n = hold(g_counted, kMaxCounted, size);
+    std::printf("%d blocks of %zu bytes\n", n, size);
+    release(g_counted, n);
+    std::printf("a thread started afterwards: %s\n", run_a_thread() ? "yes" : "refused");
+    return 0;
+}
+
+// With the argument `maps SIZE N`: what N written blocks of SIZE bytes map ([S3.62]).
+int maps_of_blocks(std::size_t size, int count) {
+    if (count > kMaxCounted) count = kMaxCounted;
+    int n = hold(g_counted, count, size);
+    std::printf("%d blocks of %zu bytes\n", n, size);
+    print_anonymous_mappings("holding them");
+    release(g_counted, n);
+    return 0;
+}
+
+double now_us() {
+    timespec t{};
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_nsec) / 1e3;
+}
+
+// With the argument `free-cost N`: N blocks of 100,000 bytes, each written, then freed oldest
+// first; the mean time of a free ([S4.66]'s table of mapped blocks).
+int free_cost(int count) {
+    if (count > kMaxCounted) count = kMaxCounted;
+    int n = hold(g_counted, count, 100000);
+    double start = now_us();
+    release(g_counted, n);
+    double elapsed = now_us() - start;
+    std::printf("%d blocks of 100000 bytes freed oldest first: %.2f us a free\n", n, n ? elapsed / n : 0.0);
+    return n == count ? 0 : 1;
+}
+
+// With the argument `rlimit-cost`: the mean time of a getrlimit (100,000 calls), and of an
+// mprotect making a fresh 12 KiB segment header writable in a 4 MiB PROT_NONE reservation (1,000
+// reservations), what a fresh segment's claim costs anyway ([S4.68]).
+int rlimit_cost() {
+    constexpr int kCalls = 100000;
+    rlimit limit{};
+    double start = now_us();
+    for (int i = 0; i < kCalls; ++i) getrlimit(RLIMIT_AS, &limit);
+    double getrlimit_us = (now_us() - start) / kCalls;
+    constexpr int kReservations = 1000;
+    constexpr std::size_t kReserved = std::size_t{4} << 20, kHeader = std::size_t{12} << 10;
+    double mprotect_us = 0;
+    for (int i = 0; i < kReservations; ++i) {
+        void* r = mmap(nullptr, kReserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (r == MAP_FAILED) return std::printf("mmap failed\n"), 1;
+        double before = now_us();
+        int failed = mprotect(r, kHeader, PROT_READ | PROT_WRITE);
+        mprotect_us += now_us() - before;
+        munmap(r, kReserved);
+        if (failed) return std::printf("mprotect failed\n"), 1;
+    }
+    std::printf("getrlimit: %.0f ns; mprotect of a fresh 12 KiB header: %.2f us\n", getrlimit_us * 1e3,
+                mprotect_us / kReservations);
     return 0;
 }
 
 }  // namespace
 
+// Test modes (limits_test.sh): none (the main thread's churn, blocks of 4 and 40 MiB, then 1 MiB
+// blocks until NULL), `threads` (four threads churn too), `small` (80 MiB of 1000-byte blocks),
+// `large` (200 of 100 KB), `mix` (a start-up), `late MIB` (the program limits itself to MIB MiB
+// after its first malloc, then four threads at once and the rest as `threads`).
+// Measuring modes (not tests; the chapters quote what they print):
+//   count SIZE [MIB [maps]]  blocks of SIZE bytes, each written, held until malloc says no: how
+//                            many; with MIB, first one malloc, the limit lowered to MIB MiB and a
+//                            thread run; with `maps`, the anonymous mappings after it and at NULL
+//   outside SIZE             one malloc, "ready", a line awaited on stdin while
+//                            bench/limit_from_outside.sh runs prlimit --pid, then as `count`
+//                            and a thread after the blocks are freed
+//   maps SIZE N              N written blocks of SIZE bytes, then the anonymous mappings
+//   free-cost N              N blocks of 100,000 bytes freed oldest first: the time of a free
+//   rlimit-cost              the time of a getrlimit, and of a fresh 12 KiB header's mprotect
 int main(int argc, char** argv) {
     if (argc > 2 && std::strcmp(argv[1], "count") == 0)
-        return count_blocks(std::strtoul(argv[2], nullptr, 10), argc > 3 ? std::strtol(argv[3], nullptr, 10) : 0);
+        return count_blocks(std::strtoul(argv[2], nullptr, 10), argc > 3 ? std::strtol(argv[3], nullptr, 10) : 0,
+                            argc > 4 && std::strcmp(argv[4], "maps") == 0);
+    if (argc > 2 && std::strcmp(argv[1], "outside") == 0) return count_after_outside_limit(std::strtoul(argv[2], nullptr, 10));
+    if (argc > 3 && std::strcmp(argv[1], "maps") == 0)
+        return maps_of_blocks(std::strtoul(argv[2], nullptr, 10), std::atoi(argv[3]));
+    if (argc > 2 && std::strcmp(argv[1], "free-cost") == 0) return free_cost(std::atoi(argv[2]));
+    if (argc > 1 && std::strcmp(argv[1], "rlimit-cost") == 0) return rlimit_cost();
     if (argc > 1 && std::strcmp(argv[1], "small") == 0) return hold_small_blocks();
     if (argc > 1 && std::strcmp(argv[1], "large") == 0) return hold_large_blocks();
     bool late = argc > 2 && std::strcmp(argv[1], "late") == 0;

@@ -5,7 +5,8 @@
 # allocating; a data limit of 16 MiB; 80 MiB of small blocks under 192 MiB; 200 blocks of
 # 100 KB under 40 MiB (stage 4 held 171 while its arena reserved half the limit, [S4.67]); a
 # limit of 256 MiB the program sets itself after its first malloc, then four threads at once and
-# the main thread (stage 4's threads were refused while its arena held 64 GiB, [S4.68]); and a
+# the main thread (stage 4's threads were refused while its arena held 64 GiB, [S4.68]); a limit
+# lowered from outside while the program runs; and a
 # program's start-up (limits.cc's `mix`) under the smallest address-space limit glibc runs it
 # under, found here by bisection, plus kStartupMargin.
 source tests/preload/preload_lib.sh
@@ -16,6 +17,14 @@ run_both limits_data prlimit --data=$((16 << 20)) tests/preload/limits
 run_both limits_as_small prlimit --as=$((192 << 20)) tests/preload/limits small
 run_both limits_as_large prlimit --as=$((40 << 20)) tests/preload/limits large
 run_both limits_as_late tests/preload/limits late 256
+
+# A limit lowered from outside (prlimit --pid) while the program runs: the blocks it then holds
+# fit in the limit, and a thread starts after they are freed (stage 4 before [S4.68] held 16,382
+# blocks under 64 MiB and refused the thread). bench/limit_from_outside.sh is the chapter's tool.
+outside="$(LD_PRELOAD="$PRELOAD" bench/limit_from_outside.sh tests/preload/limits 64)" || fail "limit from outside: $outside"
+blocks="$(sed -n 's/^\([0-9]*\) blocks of 100000 bytes$/\1/p' <<<"$outside")"
+[[ -n "$blocks" ]] && ((blocks * 100000 <= 64 << 20)) || fail "limit from outside: $outside"
+grep -qx "a thread started afterwards: yes" <<<"$outside" || fail "limit from outside: $outside"
 
 # smallest_limit CMD...: the smallest RLIMIT_AS, in 64 KiB steps, under which CMD exits 0 with
 # the C library's malloc (the mix is deterministic, and more room never makes it fail).
