@@ -26,18 +26,6 @@ blocks="$(sed -n 's/^\([0-9]*\) blocks of 100000 bytes$/\1/p' <<<"$outside")"
 [[ -n "$blocks" ]] && ((blocks * 100000 <= 64 << 20)) || fail "limit from outside: $outside"
 grep -qx "a thread started afterwards: yes" <<<"$outside" || fail "limit from outside: $outside"
 
-# smallest_limit CMD...: the smallest RLIMIT_AS, in 64 KiB steps, under which CMD exits 0 with
-# the C library's malloc (the mix is deterministic, and more room never makes it fail).
-smallest_limit() {
-    local lo=0 hi=$((64 << 20)) step=$((64 << 10)) mid
-    timeout 20 prlimit --as=$hi "$@" >/dev/null 2>&1 || fail "$* does not run under $((hi >> 20)) MiB"
-    while ((hi - lo > step)); do
-        mid=$(((lo + hi) / 2 / step * step))
-        if timeout 20 prlimit --as=$mid "$@" >/dev/null 2>&1; then hi=$mid; else lo=$mid; fi
-    done
-    echo "$hi"
-}
-
 # The margin over glibc's smallest limit: the preloaded library's own mapping (80-184 KiB for
 # the four stages), which glibc's run does not have, and what the stage's design holds beyond
 # glibc's heap for this mix: each page's carved blocks rounded out to whole OS pages (up to
@@ -46,6 +34,10 @@ smallest_limit() {
 # 384, 512 and 512 KiB more than glibc; before [S3.58] and [S3.62], stage 3 needed 13.7 MiB
 # more and stage 4 7.4 MiB (a 4 MiB segment reserved whole; 64 KiB per size class made writable).
 kStartupMargin=$((1 << 20))
-glibc_smallest="$(smallest_limit tests/preload/limits mix)"
+# bench/smallest_limit.sh: the smallest RLIMIT_AS, in 64 KiB steps, under which the mix exits 0
+# with the C library's malloc (the mix is deterministic, and more room never makes it fail).
+glibc_smallest_kib="$(bench/smallest_limit.sh --step 64 --max 64 tests/preload/limits mix)" ||
+    fail "the start-up mix does not run under 64 MiB with glibc"
+glibc_smallest=$((glibc_smallest_kib << 10))
 echo "glibc runs the start-up mix under $((glibc_smallest >> 10)) KiB; the stage gets $((kStartupMargin >> 10)) KiB more"
 run_both limits_as_startup prlimit --as=$((glibc_smallest + kStartupMargin)) tests/preload/limits mix
