@@ -78,12 +78,18 @@ Page* find_page(Heap* heap, unsigned bin) {
     }
     // A fresh page is about to be formatted: the moment retired pages are worth giving back.
     if (heap->retired_min <= heap->retired_max) Queues::collect_retired(heap, false);
-    Page* page = page_alloc(bin_kind(bin));
+    // [S3.62] A page whose first blocks cannot be mapped goes back, and is asked for once more
+    // after the cache has gone back ([S3.52]: what it holds, a limit counts).
+    auto fresh = [heap, bin]() -> Page* {
+        Page* page = page_alloc(bin_kind(bin));
+        if (page && !page_format(page, heap, bin)) {
+            page_release(page);
+            return nullptr;
+        }
+        return page;
+    };
+    Page* page = under_pressure(fresh, segment_relieve);
     if (!page) return nullptr;
-    if (!page_format(page, heap, bin)) {   // its first blocks cannot be mapped ([S3.62])
-        page_release(page);
-        return nullptr;
-    }
     ++heap->page_count;
     queue_push_front(heap, bin, page);
     return page;

@@ -575,6 +575,33 @@ TEST_CASE("under an address-space limit, a small segment maps what its pages car
     });
 }
 
+// [S3.62] [S3.52] Under an address-space limit that leaves no room (the limit is what the
+// process holds), a fresh page of a lazily mapped segment cannot map its first blocks while the
+// cache keeps a freed 1 MiB block's segment mapped; the cache goes back and the page is asked
+// for once more. (A first-class heap's block: the default heap's would get a mapping of its own,
+// [S3.63], freed at once.) Fails with the retry removed: the block is refused.
+TEST_CASE("under an address-space limit, a page whose blocks cannot be mapped gets the cache's room") {
+    under_limit(RLIMIT_AS, battery::address_space_bytes, 64 * kMiB, [](Heap* heap) {
+        std::vector<char*> fillers;   // the last free pages of segments from before the limit
+        do fillers.push_back(static_cast<char*>(heap_malloc(heap, kSmallMax)));
+        while (fillers.back() && !segment_of(fillers.back())->lazy);
+        auto* big = static_cast<char*>(heap_malloc(heap, kMiB));
+        battery::child_expect(big != nullptr && segment_of(big)->lazy, "no lazily mapped 1 MiB block");
+        std::memset(big, 1, kMiB);
+        api().free(big);
+        battery::child_expect(segment_cache_count() != 0, "the freed block's segment is not cached");
+        rlimit none_left{battery::address_space_bytes(), RLIM_INFINITY};
+        battery::child_expect(setrlimit(RLIMIT_AS, &none_left) == 0, "setrlimit failed");
+        auto* p = static_cast<char*>(heap_malloc(heap, 3000));
+        battery::child_expect(p != nullptr, "the block was refused");
+        battery::child_expect(segment_cache_count() == 0, "the cache was not given back");
+        std::memset(p, 2, 3000);
+        battery::child_expect(api().check().ok, api().check().message);
+        api().free(p);
+        for (char* f : fillers) api().free(f);
+    });
+}
+
 // [S3.35] A freed huge segment waits in the cache with its memory; a smaller huge request
 // takes it without mmap and gives back what lies beyond twice its reach; one over kHugeCacheMax is
 // unmapped at once; collect(true) empties the cache.

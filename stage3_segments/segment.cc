@@ -326,11 +326,7 @@ Page* try_one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
 // from glibc, which unmaps such blocks on free.
 template <class Get>
 Page* relieved(Get get) {
-    return under_pressure(get, [] {
-        if (g_cache_count == 0) return false;
-        segment_cache_collect(true);
-        return true;
-    });
+    return under_pressure(get, segment_relieve);
 }
 
 }  // namespace
@@ -367,6 +363,12 @@ void page_release(Page* page) {
         return;
     }
     cache_or_unmap(s);
+}
+
+bool segment_relieve() {
+    if (g_cache_count == 0) return false;
+    segment_cache_collect(true);
+    return true;
 }
 
 void segment_cache_collect(bool force) {

@@ -151,6 +151,8 @@ inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 inline constexpr std::size_t kHugeCacheMax = std::size_t{32} << 20;
 inline constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
 void segment_cache_collect(bool force);
+// [S3.52] Under pressure: every cached segment unmapped; false when the cache held none.
+bool segment_relieve();
 unsigned segment_cache_count();
 
 // Every mapped segment (cached ones included), for the walker and the checker.

@@ -81,12 +81,18 @@ Page* find_page(Heap* heap, unsigned bin) {
         if (round != 0 || !reclaim_for(heap, bin)) break;
     }
     if (heap->retired_min <= heap->retired_max) Queues::collect_retired(heap, false);
-    Page* page = page_alloc(heap, bin_kind(bin));
+    // S3.62: a page whose first blocks cannot be mapped goes back, and is asked for once more
+    // after the heap has given back what no live block needs ([S4.69]).
+    auto fresh = [heap, bin]() -> Page* {
+        Page* page = page_alloc(heap, bin_kind(bin));
+        if (page && !page_format(page, heap, bin)) {
+            page_release(heap, page);
+            return nullptr;
+        }
+        return page;
+    };
+    Page* page = stage3::under_pressure(fresh, [heap] { return heap_relieve(heap); });
     if (!page) return nullptr;
-    if (!page_format(page, heap, bin)) {   // its first blocks cannot be mapped (S3.62)
-        page_release(heap, page);
-        return nullptr;
-    }
     ++heap->page_count;
     queue_push_front(heap, bin, page);
     if (counting()) sample_peak();
