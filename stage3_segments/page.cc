@@ -34,8 +34,8 @@ void page_fast_checks(Page* page, bool on) {
 
 void page_reset(Page* page, Segment* segment, uint8_t index, PageKind kind) {
     std::memset(static_cast<void*>(page), 0, sizeof(Page));
-    // The free sentinel segment_layout.h checks, shared with stage 4; in both stages limit 0
-    // alone passes nothing (the bound is exclusive: [S3.6], and stage 4's S4.70).
+    // The free sentinel segment_layout.h checks, shared with stage 4 (whose test needs n > 0
+    // here); in this stage limit 0 alone passes nothing ([S3.6]).
     page->start32 = static_cast<uint32_t>(addr(segment) - 1);
     page->magic = 1;
     page->limit = 0;

@@ -13,7 +13,7 @@ namespace edu::stage4 {
 //   1. every page in use stops taking delayed frees: Delay never (waiting out any pusher);
 //   2. the delayed frees that arrived before are freed locally; then every page's remote frees
 //      are collected, and pages left empty (retired ones too) go back to their segments;
-//   3. every segment is detached from the heap (owned[] entry, lists) and abandoned: its pages
+//   3. every segment is detached from the heap (owned[] byte, lists) and abandoned: its pages
 //      forget their heap (page->heap = nullptr) and its abandoned bit is set, with release,
 //      after the last write. Empty segments (the heap's cache, or emptied in step 2) are
 //      abandoned too, with their dirty pages: the next thread to reclaim them gets memory that
@@ -24,7 +24,7 @@ namespace edu::stage4 {
 void heap_abandon(Heap* heap);
 
 // [S4.27] Reclaiming: takes up to `max` abandoned segments (abandoned_take: one fetch_and each,
-// so two reclaimers never get the same one) and adopts them into `heap`: owned[] entry, lists,
+// so two reclaimers never get the same one) and adopts them into `heap`: owned[] byte, lists,
 // and for each page in use: its heap, its Delay state (to_page, or to_heap when full or a
 // single block), its remote frees collected, and its queue. Pages found empty are freed, dirty
 // pages join the heap's purge list, and a segment with no page in use goes to the heap's cache

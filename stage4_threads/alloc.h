@@ -57,14 +57,11 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
 }
 
 // [S4.33] free's fast path. Stage 3 asked a global map "is this segment ours?"; stage 4 asks
-// "is it mine?", of the thread's own heap: the pointer's arena slot indexes heap->owned[], a
-// table the heap alone writes. A pointer outside the arena (null too: the empty heap's base is
-// 0, and any heap's subtraction wraps), or past the slots the table fills, fails the bound and
-// goes to free_generic, which sorts foreign from remote. [S4.70] The entry is the segment
-// itself, or g_foreign for a slot that is not the heap's (another thread's segment, or none):
-// its page passes nothing through stage 3's validity test (S3.25), so that one test refuses
-// it, and no byte test and mask come before it. Then the push on local_free: the local free
-// touches no shared word.
+// "is it mine?", of the thread's own heap: the pointer's arena slot indexes heap->owned[], one
+// byte the heap alone writes. A pointer outside the arena (null too: the empty heap's base is
+// 0, and any heap's subtraction wraps) or in another thread's segment fails that test and goes
+// to free_generic, which sorts foreign from remote. Then stage 3's validity test (S3.25) and
+// the push on local_free: the local free touches no shared word.
 // [S4.49] Then stage 3's test of the freed mark (S3.25): a block that carries it goes to
 // free_generic, whose owner's search of the four lists (S4.31) confirms the double free and
 // reports it in the free that makes it, wherever the block sits on its lists: free(p); free(q);
@@ -79,8 +76,8 @@ template <class M>
 S4_INLINE void heap_free(void* p) {
     Heap* heap = t_heap;
     uintptr_t slot = (reinterpret_cast<uintptr_t>(p) - heap->arena_base) >> kSegmentShift;
-    if (S4_LIKELY(slot < heap->owned_end)) {
-        Page* page = heap->owned[slot]->page_of[(reinterpret_cast<uintptr_t>(p) >> kSlotShift) & (kSlots - 1)];
+    if (S4_LIKELY(slot < kArenaSlots && heap->owned[slot])) {
+        Page* page = page_of(p);
         auto* b = static_cast<Block*>(p);
         uint64_t mark = freed_mark(b);
         if (S4_LIKELY(page_is_block(page, reinterpret_cast<uintptr_t>(p)) && b->mark != mark)) {
@@ -98,7 +95,7 @@ S4_INLINE void heap_free(void* p) {
 
 // [S4.58] realloc and usable_size ask "whose block is this, and is it live?" too. For the
 // caller's own live block, the answer costs what the local free pays for it (S4.33, S4.49):
-// its arena slot is the heap's (S4.70: g_foreign's page fails the next test), it is a carved block of a page with room (the validity test),
+// its arena slot is the heap's, it is a carved block of a page with room (the validity test),
 // and it carries neither the freed mark nor the suspect one (S4.46), which differ from each
 // other in bit 0 alone. That page is returned; anything else (another thread's block, a full
 // page, a marked block, a bad pointer) gives nullptr, and find_block sorts it out with every
@@ -108,8 +105,8 @@ S4_INLINE Page* own_live_block(const void* p) {
     Heap* heap = t_heap;
     auto a = reinterpret_cast<uintptr_t>(p);
     uintptr_t slot = (a - heap->arena_base) >> kSegmentShift;
-    if (S4_LIKELY(slot < heap->owned_end)) {
-        Page* page = heap->owned[slot]->page_of[(a >> kSlotShift) & (kSlots - 1)];
+    if (S4_LIKELY(slot < kArenaSlots && heap->owned[slot])) {
+        Page* page = page_of(p);
         if (S4_LIKELY(page_is_block(page, a) && (static_cast<const Block*>(p)->mark ^ freed_mark(p)) > 1)) return page;
     }
     return nullptr;

@@ -54,7 +54,7 @@ bool each_segment(Visit visit) {
         }
         Segment* s = arena_segment(slot);
         bool go;
-        if (heap_owns(me, slot)) {
+        if (me->owned[slot]) {
             go = visit(s, slot, blocks, Access::own);
         } else if (is_abandoned(slot) && segment_borrow(slot)) {
             go = visit(s, slot, blocks, Access::borrowed);
@@ -121,7 +121,7 @@ int64_t mark_list(Checker& k, const Page* page, const Block* head, const char* n
 bool check_one_block(Checker& k, const Page* page, Span area, Access access, int64_t remote,
                      int64_t delayed) {
     uintptr_t at = addr(page);
-    if (page->bin != kOneBlockBin || page->capacity != 1 || page->carved != 1 || page->magic != 1 || page->limit != 1 ||
+    if (page->bin != kOneBlockBin || page->capacity != 1 || page->carved != 1 || page->magic != 1 || page->limit != 0 ||
         page->start32 != static_cast<uint32_t>(page->start))
         return k.fail("one-block page with list constants", at);
     if (page->start + page->block_size > area.hi) return k.fail("one block runs past its segment", at);
@@ -170,7 +170,7 @@ bool check_page(Checker& k, Segment* s, Page* page, Access access) {
     bool full = page->queue == kFullQueue;
     uint32_t start32 = full ? static_cast<uint32_t>(addr(s) - 1) : static_cast<uint32_t>(page->start);
     uint64_t magic = full ? 1 : kBinTests.bins[bin].magic;
-    uint64_t limit = full ? 0 : (uint64_t{page->carved} - 1) * kBinTests.bins[bin].step + 1;
+    uint64_t limit = full ? 0 : (uint64_t{page->carved} - 1) * kBinTests.bins[bin].step;
     if (page->start32 != start32 || page->magic != magic || page->limit != limit)
         return k.fail(full ? "full page without the sentinel constants"
                            : "page validity constants differ from its block size and carved", at);
@@ -238,7 +238,7 @@ bool check_own_heap(Checker& k) {
     Heap* heap = k.heap;
     uint64_t count = 0;
     for (Segment* s = heap->segments; s; s = s->next) {
-        if (!heap_owns(heap, s->slot) || (s->slot < heap->owned_end && heap->owned[s->slot] != s) || arena_blocks_at(s->slot) == 0) return k.fail("heap lists a segment it does not own", addr(s));
+        if (!heap->owned[s->slot] || arena_blocks_at(s->slot) == 0) return k.fail("heap lists a segment it does not own", addr(s));
         if (s->on_open_list && !list_holds(heap->open[s->kind == 0 ? 0 : 1], s, [](Segment* t) { return t->next_open; }))
             return k.fail("open segment not on its heap's open list", addr(s));
         if (s->cached && !list_holds(heap->cache, s, [](Segment* t) { return t->next_open; }))
@@ -249,15 +249,9 @@ bool check_own_heap(Checker& k) {
     }
     if (count != heap->segment_count || count != k.own_segments)
         return k.fail("heap segment count wrong", addr(heap), heap->segment_count, k.own_segments);
-    uint64_t owned = 0;   // [S4.70] the bits count the segments; the table in use agrees with them
-    for (uint64_t word : heap->owned_bits) owned += static_cast<uint64_t>(__builtin_popcountll(word));
-    if (owned != count) return k.fail("owned_bits marks other segments than the heap's", addr(heap), owned, count);
-    if (heap->owned_end > kTableSlots) return k.fail("owned_end past the table", addr(heap), heap->owned_end);
-    for (uint32_t slot = 0; slot < kTableSlots; ++slot) {
-        const Segment* want = heap_owns(heap, slot) ? arena_segment(slot) : &g_foreign;
-        if (slot < heap->owned_end ? heap->owned[slot] != want : want != &g_foreign)
-            return k.fail("owned[] disagrees with owned_bits (or ends before a segment of the heap)", addr(heap), slot);
-    }
+    uint64_t owned = 0;
+    for (uint8_t byte : heap->owned) owned += byte;
+    if (owned != count) return k.fail("owned[] marks other segments than the heap's", addr(heap), owned, count);
     uint32_t cached = 0;
     uint64_t cached_bytes = 0;
     for (Segment* s = heap->cache; s; s = s->next_open) cached += s->cached, cached_bytes += s->size;
@@ -270,7 +264,7 @@ bool check_own_heap(Checker& k) {
         Page* prev = nullptr;
         for (Page* page = q.first; page; page = page->next) {
             uint32_t slot = arena_slot_of(page);
-            if (!heap_owns(heap, slot) || !page->in_use) return k.fail("queued page not in use in a segment of the heap", addr(page));
+            if (slot == kArenaSlots || !heap->owned[slot] || !page->in_use) return k.fail("queued page not in use in a segment of the heap", addr(page));
             if (page->queue != qi) return k.fail("page's queue field names another queue", addr(page), page->queue, qi);
             if (page->prev != prev) return k.fail("page queue prev link broken", addr(page));
             if (page->check_stamp) return k.fail("page in two queues (or a queue cycle)", addr(page));
@@ -289,7 +283,7 @@ bool check_own_heap(Checker& k) {
     }
     for (const Block* b = heap->delayed_free.load(std::memory_order_acquire); b; b = chain_next(b)) {
         uint32_t slot = arena_slot_of(b);
-        if (!heap_owns(heap, slot) || !stage4::page_of(b)->in_use || !page_holds(stage4::page_of(b), addr(b), stage4::page_of(b)->carved) ||
+        if (slot == kArenaSlots || !heap->owned[slot] || !stage4::page_of(b)->in_use || !page_holds(stage4::page_of(b), addr(b), stage4::page_of(b)->carved) ||
             (b->mark != freed_mark(b) && b->mark != suspect_mark(b)))
             return k.fail("delayed free list holds a block that is no freed block of the heap", addr(b));
     }
@@ -301,14 +295,8 @@ bool check_empty_heap(Checker& k) {
         return k.fail("the empty page is not empty", addr(&g_empty_page));
     for (Page* slot : g_empty_heap.direct)
         if (slot != &g_empty_page) return k.fail("the empty heap has a page", addr(&g_empty_heap));
-    bool owns = g_empty_heap.owned_end != 0 || g_empty_heap.arena_base != 0;
-    for (uint64_t word : g_empty_heap.owned_bits) owns |= word != 0;
-    if (owns) return k.fail("the empty heap owns a segment", addr(&g_empty_heap));
-    // [S4.70] The stand-in passes nothing: one page record for all its slots, limit 0, no list.
-    const Page* foreign = g_foreign.page_of[0];
-    for (const Page* page : g_foreign.page_of)
-        if (page != foreign || page->limit != 0 || page->free || page->local_free || page->used)
-            return k.fail("the stand-in segment's page could pass a pointer", addr(&g_foreign));
+    for (uint8_t byte : g_empty_heap.owned)
+        if (byte) return k.fail("the empty heap owns a segment", addr(&g_empty_heap));
     return true;
 }
 

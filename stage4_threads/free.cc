@@ -45,7 +45,7 @@ Found find_block(const void* p, const char* call) {
         die(kStageName, call, p, "pointer not from this heap (no segment of ours holds it)");
     Heap* heap = t_heap;
     Page* page = page_of(p);
-    bool local = heap_owns(heap, slot);
+    bool local = heap->owned[slot] != 0;
     if (!page->in_use) die(kStageName, call, p, "no live block here (its page is free)");
     auto a = reinterpret_cast<uintptr_t>(p);
     if (!(local ? owner_holds(page, a) : page_holds(page, a, page->capacity)))
@@ -109,7 +109,7 @@ void free_generic(void* p) {
     // or a block of the caller's own full page) takes the long path, which says what is wrong.
     uint32_t slot = arena_slot_of(p);
     Heap* heap = t_heap;
-    if (!heap_owns(heap, slot) && arena_blocks_at(slot) != 0) {
+    if (slot != kArenaSlots && !heap->owned[slot] && arena_blocks_at(slot) != 0) {
         Page* page = stage4::page_of(p);
         auto* block = static_cast<Block*>(p);
         if (page->in_use && page_holds(page, reinterpret_cast<uintptr_t>(p), page->capacity)) {
@@ -123,9 +123,9 @@ void free_generic(void* p) {
     }
     // [S4.59] The caller's own block that the fast path sent here because its page is full (the
     // validity sentinel, S4.24): find_block's checks of a local block, minus the one that its
-    // `owned` entry already answers (a segment of the caller's starts at that slot). A block that
+    // `owned` byte already answers (a segment of the caller's starts at that slot). A block that
     // carries the freed or the suspect mark, or fails a check, still takes the long path.
-    if (heap_owns(heap, slot)) {
+    if (slot < kArenaSlots && heap->owned[slot]) {
         Page* page = stage4::page_of(p);
         auto* block = static_cast<Block*>(p);
         if (page->in_use && owner_holds(page, reinterpret_cast<uintptr_t>(p)) && (block->mark ^ freed_mark(block)) > 1) {

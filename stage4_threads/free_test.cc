@@ -4,8 +4,7 @@
 // mark is confirmed on the lists first). Behind them, for a block whose mark a write after free
 // wiped before its second free: the malloc that reaches its second copy ([S4.32]) and the walk
 // when the page is given back ([S4.43]) catch it, whatever the program writes into the blocks
-// it gets (the keyed mark, [S4.48]). A pointer into a slot of the heap's table that is not its
-// own is refused by the stand-in's page ([S4.70]). Each case uses a size class of its own, so the forked
+// it gets (the keyed mark, [S4.48]). Each case uses a size class of its own, so the forked
 // children find the pages as the case left them.
 #include <doctest/doctest.h>
 
@@ -13,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "stage4_threads/arena.h"
 #include "stage4_threads/heap.h"
 #include "stage4_threads/page.h"
 #include "stage4_threads/stage4.h"
@@ -173,57 +171,6 @@ TEST_CASE("frees into a full page: an interior pointer dies, a forged mark passe
     });
     for (void* b : blocks) api().free(b);
     CHECK(api().check().ok);
-}
-
-// [S4.70] A slot below owned_end that no segment of the heap starts holds g_foreign, whose page
-// (magic 0, limit 0) gives every pointer a product of 0: only the exclusive bound refuses it.
-// The slot here is the second 4 MiB of a huge block, where no segment starts: the memory is
-// there and readable, so a stand-in that let the pointer through would have free push it on
-// the stand-in's list (and the child would return) instead of dying in find_block.
-TEST_CASE("a pointer into an arena slot below owned_end that no segment starts is refused, never read") {
-    constexpr std::size_t kHuge = 6 << 20;   // two slots each
-    char* a = static_cast<char*>(api().malloc(kHuge));
-    char* b = static_cast<char*>(api().malloc(kHuge));
-    REQUIRE(a != nullptr);
-    REQUIRE(b != nullptr);
-    char* low = arena_slot_of(a) < arena_slot_of(b) ? a : b;
-    uint32_t slot = arena_slot_of(low) + 1;   // inside the lower huge segment
-    REQUIRE(arena_slot_of(low) != kArenaSlots);
-    REQUIRE(arena_blocks_at(slot) == 0);
-    REQUIRE(slot < my_heap()->owned_end);     // the higher one's slot is past it
-    REQUIRE(my_heap()->owned[slot] == &g_foreign);
-    char* p = reinterpret_cast<char*>(arena_segment(slot)) + 64;
-    CHECK(reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(low) < kHuge);   // memory that is there
-    require_dies_naming("free", p, "not from this heap", [p] { api().free(p); });
-    require_dies_naming("realloc", p, "not from this heap", [p] { api().realloc(p, 10); });
-    api().free(a);
-    api().free(b);
-    CHECK(api().check().ok);
-}
-
-// [S4.70] Past the table's first 8 GiB of the arena, owned_bits alone says whose a segment is:
-// the fast path fails its bound there, and free_generic frees the heap's own block (S4.59). The
-// claim starts at the table's end (the heap's hint, where the claim's search begins), with the
-// heap's cache emptied first. In a child, so the parent's heap keeps its usual slots.
-TEST_CASE("a segment past the table is the heap's own all the same: its blocks are freed locally") {
-    if (arena_slots() <= kTableSlots + 2) return;   // an arena the system kept small
-    battery::ChildOutcome outcome = battery::run_in_child([] {
-        heap_collect(my_heap(), true);   // no cached segment to reuse
-        my_heap()->arena_hint = kTableSlots / 64;
-        void* big = api().malloc(6 << 20);   // a segment of its own, claimed now
-        uint32_t slot = arena_slot_of(big);
-        battery::child_expect(slot >= kTableSlots && slot != kArenaSlots, "the claim did not go past the table");
-        battery::child_expect(heap_owns(my_heap(), slot) && my_heap()->owned_end <= kTableSlots, "the bit or the table is wrong");
-        CheckResult checked = api().check();
-        battery::child_expect(checked.ok, checked.message);
-        api().free(big);   // local: not on the delayed list a remote free into a one-block page takes
-        battery::child_expect(testing::delayed_count(my_heap()) == 0, "the block was freed as another thread's");
-        CheckResult after = api().check();
-        battery::child_expect(after.ok && after.live_blocks == checked.live_blocks - 1, "the block was not freed");
-    });
-    INFO("child: " << outcome.describe());
-    CHECK(outcome.exited);
-    CHECK(outcome.exit_code == 0);
 }
 
 TEST_CASE("blocks freed once each, in any order, pass every check and the page is given back") {

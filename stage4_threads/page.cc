@@ -17,10 +17,9 @@ uint32_t sentinel_start(const Page* page) { return static_cast<uint32_t>(addr(se
 }  // namespace
 
 void page_set_limit(Page* page) {
-    // One-block pages: magic 1, limit 1, only the block start passes. Else (carved - 1) * e + 1:
-    // the bound is exclusive (S3.6), so that limit 0 passes nothing (g_foreign's page, S4.70).
+    // One-block pages: magic 1, limit 0, only the block start passes. Else (carved - 1) * e.
     bool one = page->bin == kOneBlockBin;
-    page->limit = one ? 1 : (uint64_t{page->carved} - 1) * kBinTests.bins[page->bin].step + 1;
+    page->limit = one ? 0 : (uint64_t{page->carved} - 1) * kBinTests.bins[page->bin].step;
 }
 
 void page_fast_checks(Page* page, bool on) {

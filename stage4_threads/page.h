@@ -48,14 +48,14 @@ inline bool page_has_room(const Page* page) {
 // The validity test of S3.6, for the owner: p is a carved block of `page`.
 inline bool page_is_block(const Page* page, uintptr_t p) {
     uint64_t n = static_cast<uint32_t>(static_cast<uint32_t>(p) - page->start32);
-    return n * page->magic < page->limit;
+    return n * page->magic <= page->limit;
 }
 
 // The same test for a pointer found anywhere by the owner (a decoded link, S4.56): the 64-bit
 // distance must also fit the 32 bits the test reads, as stage 3's page_owns_block.
 inline bool page_owns_block(const Page* page, uintptr_t p) {
     uint64_t n = p - page->start;
-    return n < (uint64_t{1} << 32) && n * page->magic < page->limit;
+    return n < (uint64_t{1} << 32) && n * page->magic <= page->limit;
 }
 
 // [S4.40] The validity test from the page's geometry alone, for any pointer found anywhere (a

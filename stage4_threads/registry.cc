@@ -15,20 +15,6 @@
 namespace edu::stage4 {
 
 constinit Page g_empty_page{};
-
-namespace {
-// [S4.70] The page every slot of g_foreign names: limit 0, so the validity test passes no
-// pointer through it. Never written.
-constinit Page g_foreign_page{};
-
-constexpr Segment foreign_segment() {
-    Segment s{};
-    for (Page*& page : s.page_of) page = &g_foreign_page;
-    return s;
-}
-}  // namespace
-
-constinit Segment g_foreign = foreign_segment();
 constinit Heap g_empty_heap;
 __thread Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
 

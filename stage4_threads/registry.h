@@ -12,7 +12,7 @@ namespace edu::stage4 {
 // offset from %fs, no call, no allocation (a C++ thread_local declared in a header would go
 // through a wrapper function; the general-dynamic model through __tls_get_addr, which may call
 // malloc). Every thread starts at the empty heap, whose direct slots name the empty page and
-// whose owned[] is empty (owned_end 0), so the first malloc and the first free of a thread fall through
+// whose owned[] is all zero, so the first malloc and the first free of a thread fall through
 // their fast paths to code that calls heap_acquire.
 extern Heap g_empty_heap;
 extern __thread Heap* t_heap __attribute__((tls_model("initial-exec")));

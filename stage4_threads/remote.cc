@@ -76,7 +76,7 @@ Block* delayed_next(const Heap* heap, const Block* b) {
     Block* next = chain_next(b);
     if (next == nullptr) return nullptr;
     uint32_t slot = arena_slot_of(next);
-    if (!heap_owns(heap, slot) || !page_holds(stage4::page_of(next), addr(next), stage4::page_of(next)->carved))
+    if (slot == kArenaSlots || !heap->owned[slot] || !page_holds(stage4::page_of(next), addr(next), stage4::page_of(next)->carved))
         stage3::die_corrupted_link(kStageName, "malloc", b);
     return next;
 }

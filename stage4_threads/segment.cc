@@ -176,13 +176,7 @@ void cache_or_drop(Heap* heap, Segment* s) {
 Span page_area(const Segment* segment, const Page* page) { return Layout::page_area(segment, page); }
 
 void segment_attach(Heap* heap, Segment* s) {
-    // [S4.70] The table grows to the new slot, the slots between named as not the heap's (past
-    // the table, the bit alone: free's fast path fails its bound there).
-    heap->owned_bits[s->slot / 64] |= uint64_t{1} << (s->slot % 64);
-    if (s->slot < kTableSlots) {
-        while (heap->owned_end <= s->slot) heap->owned[heap->owned_end++] = &g_foreign;
-        heap->owned[s->slot] = s;
-    }
+    heap->owned[s->slot] = 1;
     push(heap->segments, s, kAll);
     ++heap->segment_count;
     if (heap->trimmed) arena_trim(s->slot, s->blocks, Layout::mapped_bytes(s));   // [S4.68] a reclaimed one
@@ -194,8 +188,7 @@ void segment_detach(Heap* heap, Segment* s) {
     if (s->cached) cache_remove(heap, s);
     unlink(heap->segments, s, kAll);
     --heap->segment_count;
-    heap->owned_bits[s->slot / 64] &= ~(uint64_t{1} << (s->slot % 64));
-    if (s->slot < heap->owned_end) heap->owned[s->slot] = &g_foreign;
+    heap->owned[s->slot] = 0;
 }
 
 void segment_settle(Heap* heap, Segment* s) {

@@ -92,7 +92,7 @@ void segment_purge(Heap* heap, bool force);
 void segment_cache_collect(Heap* heap, bool force);
 bool purge_pending(const Heap* heap);
 
-// Adds a segment to `heap`: its owned[] entry, its list of segments, and its open list if it
+// Adds a segment to `heap`: its owned[] byte, its list of segments, and its open list if it
 // has a free page. And the reverse, which leaves the segment on no list of any heap.
 void segment_attach(Heap* heap, Segment* segment);
 void segment_detach(Heap* heap, Segment* segment);

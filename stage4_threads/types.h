@@ -72,7 +72,7 @@ inline uint64_t suspect_mark(const void* b) { return freed_mark(b) ^ 1; }
 //                           xthread_free --> ...  <-- B pushes with one CAS
 //
 //    malloc: t_heap->direct[(n + 7) / 8] -> page -> pop free           no atomic, no lock
-//    free:   slot = (p - arena base) >> 22; t_heap->owned[slot]: mine? no atomic, no lock
+//    free:   slot = (p - arena base) >> 22; t_heap->owned[slot]?       no atomic, no lock
 //              yes: push on local_free (stage 3's fast path)
 //              no:  push on the page's xthread_free with a CAS (remote.h)
 //
@@ -83,7 +83,7 @@ inline uint64_t suspect_mark(const void* b) { return freed_mark(b) ^ 1; }
 // refuses or limits it: halved down to one segment, S4.15), cut into 4 MiB slots. A segment
 // is a run of slots, claimed in a bitmap with compare-and-swap. Because every segment lies in
 // it, "is this pointer in a segment?" is a subtraction and a compare, and "is it mine?" one
-// entry of the thread's heap (S4.70).
+// byte of the thread's heap.
 inline constexpr unsigned kArenaMaxShift = 36;                               // 64 GiB
 inline constexpr std::size_t kArenaMaxBytes = std::size_t{1} << kArenaMaxShift;
 inline constexpr std::size_t kArenaMinBytes = kSegmentSize;                 // one slot
@@ -172,7 +172,7 @@ inline constexpr std::size_t kMetaSize = 12 * 1024;
 // heap; no field is shared, because a segment changes hands whole: claimed from the arena,
 // abandoned, reclaimed, each step published by one atomic bit (arena.h). `slot` and `blocks`
 // place it in the arena. Invariants (check.cc): as S3.7, plus
-//    owner->owned_bits has bit `slot` for every segment of a heap, and no other (S4.70)
+//    owner->owned[slot] == 1 for every segment of a heap, and for no other slot
 //    arena claimed bits [slot, slot + blocks) all set; arena start marker of slot == blocks
 //    abandoned bit of slot set  =>  no heap owns the segment; it is on no list (its dirty
 //                                   pages wait for the heap that reclaims it)
@@ -247,34 +247,19 @@ struct PageQueue {
 //
 //    direct[0..128]   the malloc fast path's table, as S3.8
 //    arena_base       the free fast path's copy of the arena's address (0 in the empty heap)
-//    owned[slot]      [S4.70] the segment at that arena slot when it is this heap's, else
-//                     &g_foreign, for slots below owned_end (0 in the empty heap): free() asks
-//                     its own heap, never the arena, so the local fast path reads no shared memory
-//    owned_bits       bit `slot`: the segment there is this heap's, for every slot of the arena
-//                     (the cold paths' answer; the table covers the first kTableSlots)
+//    owned[slot]      1 when the segment at that arena slot is this heap's: free() asks its own
+//                     heap, never the segment, so the local fast path reads no shared memory
 //    queues           as S3.8: bins, full, large
 //    delayed_free     blocks other threads freed into this heap's full pages (CAS push)
 //
 // Everything but delayed_free, counters and state is the owner thread's alone. A thread that
 // has not allocated yet points at the empty heap: every direct slot names the empty page and
-// owned_end is 0, so both fast paths fall through to code that creates the real heap.
-// Invariants (check.cc): as S3.8, plus owned_bits marks exactly the segments on `segments`,
-// and owned[0, owned_end) names each of them below owned_end at its own slot, and &g_foreign
-// everywhere else.
-//
-// [S4.70] The table covers the first 2048 slots (8 GiB) of the arena, 16 KiB like the byte per
-// slot it replaced: a heap's claims search the arena from where its last one succeeded, starting
-// at the bottom, so a process reaches past the table only once it has held about 8 GiB of
-// segments; frees into those take free_generic's own-block path (S4.59).
-// A table of the whole arena would be 128 KiB a heap record, and the empty heap's in .data.
-inline constexpr uint32_t kTableSlots = 2048;
+// owned[] is all zero, so both fast paths fall through to code that creates the real heap.
+// Invariants (check.cc): as S3.8, plus owned[] marks exactly the segments on `segments`.
 struct Heap {
     Page* direct[kDirectSlots] = {};   // offset 0
     uintptr_t arena_base = 0;          // read by the free fast path
-    uint64_t owned_end = 0;            // read by the free fast path: owned[] entries filled
-                                       // (64 bits: compared with the slot as a memory operand)
-    Segment* owned[kTableSlots] = {};  // read by the free fast path, below owned_end only
-    uint64_t owned_bits[kArenaWords] = {};
+    uint8_t owned[kArenaSlots] = {};   // read by the free fast path
     PageQueue queues[kQueueCount] = {};
     Segment* segments = nullptr;       // all its segments, cached ones included
     Segment* open[2] = {};             // small, medium segments with a free page
@@ -300,15 +285,4 @@ struct Heap {
         for (Page*& slot : direct) slot = &g_empty_page;
     }
 };
-
-// [S4.70] The stand-in for every arena slot a heap does not own: page_of names g_foreign_page,
-// whose limit 0 passes no pointer through the validity test (S3.6: the bound is exclusive), so
-// free's fast path reads the slot's entry and goes on as for a segment of its own, and a
-// pointer into another heap's segment (or into no segment) fails the test and goes generic.
-extern Segment g_foreign;
-
-// Whether the segment at `slot` (kArenaSlots: outside the arena) is this heap's.
-inline bool heap_owns(const Heap* heap, uint32_t slot) {
-    return slot < kArenaSlots && (heap->owned_bits[slot / 64] >> (slot % 64) & 1) != 0;
-}
 }  // namespace edu::stage4
