@@ -1,11 +1,9 @@
-// contract/preload.cc: the drop-in (LD_PRELOAD) malloc family, written once for every stage.
-// Exports malloc, free, calloc, realloc, reallocarray, memalign, posix_memalign, aligned_alloc,
-// valloc, pvalloc, malloc_usable_size, edu_preload_stage, and the four calls that set a
-// resource limit (passed on to the kernel, then told to the stage); each call goes to the entry chosen
-// at the first call: the stage's `thread_safe` entry, the debug layer over it (debug=on), and
-// the memcheck layer over that under valgrind; malloc, free, calloc and realloc jump straight
-// to it through slots of their own. tools/preload.bzl compiles it once per stage. The first
-// call also turns a stage's statistics off unless EDU_ALLOC_STATS or EDU_ALLOC_CHECK asks.
+// contract/preload.cc: the drop-in (LD_PRELOAD) malloc family, written once for every stage
+// (tools/preload.bzl compiles it per stage): malloc to pvalloc, malloc_usable_size,
+// edu_preload_stage, and setrlimit/prlimit (passed to the kernel, then told to the stage). The
+// first call picks the entry: the stage's `thread_safe` one, the debug layer over it (debug=on),
+// the memcheck layer over that under valgrind; malloc, free, calloc, realloc jump to it through
+// slots of their own. Statistics go off unless EDU_ALLOC_STATS or EDU_ALLOC_CHECK asks.
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>

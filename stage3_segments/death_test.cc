@@ -1,10 +1,9 @@
 // stage3_segments/death_test.cc: proves free's checks in plain mode (no secure option): every
-// pointer that is not a live block ends a forked child with SIGABRT after one stderr line
-// naming the stage, the call and the pointer, whatever state its block or page is in (already
-// free on either list, carved but never handed out, uncarved, inside metadata, in a freed
-// page, inside a large or huge block), and a live block that merely looks free (its second
-// word equals the freed mark) is freed normally after the confirmation search; and malloc's
-// check that a block it hands out still carries the mark ([S3.40]).
+// pointer that is not a live block ends a forked child with SIGABRT after one stderr line naming
+// the stage, the call and the pointer, whatever its block or page is (free on either list, carved
+// but never handed out, uncarved, in metadata, in a freed page, inside a large or huge block); a
+// live block that merely looks free (second word = the freed mark) is freed after the search
+// that confirms it; and malloc's check that a block it hands out still carries its mark ([S3.40]).
 #include <doctest/doctest.h>
 #include <sys/resource.h>
 

@@ -1,10 +1,9 @@
 // stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written
-// once as templates over the stage's records: the header laid out for a kind, a fresh segment's
-// first commit, page areas, pages taken and given back, decommitting what a segment does not use,
-// making memory writable, the layout checks. Entry points: SegmentLayout<T>::format, open_fresh,
-// page_area, take_page, map_for_extend, release_page, decommit_unused, commit_up_to,
-// one_block_resize, check. T supplies the records, kMetaSize, page_reset, lazy, make_writable,
-// unmap, count_committed, decommit, is_free_sentinel.
+// once as templates over the stage's records (T: records, kMetaSize, page_reset, lazy, unmap,
+// make_writable, count_committed, decommit, is_free_sentinel): header layout, first commit, page
+// areas, pages taken and given back, decommit, mapping as pages carve, layout checks. Entry
+// points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area, take_page,
+// map_for_extend, release_page, decommit_unused, commit_up_to, one_block_resize, check.
 #pragma once
 
 #include <cerrno>
