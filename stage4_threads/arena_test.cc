@@ -609,6 +609,41 @@ TEST_CASE("under pressure, a segment gives back what it keeps writable past its 
     });
 }
 
+// S3.62 and [S4.69]: in a lazy arena a fresh page maps its first blocks as it carves them. Under a
+// limit that leaves no room (the limit is what the process holds), a new bin's page in the open
+// lazy segment (claimed once the held one was full) cannot map them while the heap's cache keeps
+// the held segment, emptied, with its dirty pages; the page goes back, the relief returns the
+// cache to the arena (unmapped) and the page is asked for once more. Fails with find_page's
+// retry removed: the block is refused. (Not under a sanitizer, as above.)
+TEST_CASE("under an address-space limit, a page whose first blocks cannot be mapped gets the cache's room") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return;
+#endif
+    on_thread_in_child([] {
+        static void* blocks[56];   // seven 512 KiB medium pages, in one held segment
+        for (void*& p : blocks) p = written_block(kMediumMax, "a medium block was refused");
+        void* first = lazy_heap();
+        std::vector<void*> held;   // the rest of the held segment, then the first lazy block
+        do held.push_back(written_block(kMediumMax, "a medium block was refused after the switch"));
+        while (!segment_of(held.back())->lazy);
+        void* open = held.back();
+        held.pop_back();
+        battery::child_expect(held.size() < 8 && segment_of(open) != segment_of(blocks[0]), "the held segment was not full");
+        for (void* p : blocks) api().free(p);
+        for (void* p : held) api().free(p);
+        battery::child_expect(testing::my_heap()->cache_count != 0, "the held segment is not cached");
+        rlimit none_left{battery::address_space_bytes(), RLIM_INFINITY};
+        battery::child_expect(setrlimit(RLIMIT_AS, &none_left) == 0, "setrlimit failed");
+        void* p = written_block(20000, "the block was refused");
+        battery::child_expect(segment_of(p) == segment_of(open), "the block is not in the open lazy segment");
+        battery::child_expect(testing::my_heap()->cache_count == 0, "the cache was not given back");
+        battery::child_expect(api().check().ok, "the heap check failed");
+        api().free(p);
+        api().free(open);
+        api().free(first);
+    });
+}
+
 // [S4.68] The switch while other threads claim and give back segments (each round a medium
 // block in a fresh segment, freed and its segment returned at once): every claim gets slots
 // that are wholly held or wholly unheld, and no block is lost or shared. The limit is the
