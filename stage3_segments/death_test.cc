@@ -92,9 +92,7 @@ TEST_CASE("inside a large or huge block, only its start is a block") {
 // the chunk in the segment map and is refused after reading only the header, never followed.
 // (A first-class heap's block: the default heap's would get a mapping of its own, [S3.63].)
 TEST_CASE("a pointer past a lazily mapped segment's end, inside its 4 MiB window, is refused") {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;   // the sanitizers' shadow memory needs terabytes of address space
-#endif
+    if (battery::kUnderSanitizer) return;   // the sanitizers' shadow memory needs terabytes of address space
     segment_cache_collect(true);   // a cached whole segment would serve the block
     Heap* heap = heap_create();
     rlimit unlimited{};

@@ -454,9 +454,7 @@ TEST_CASE("a dozen one-block segments freed wait in the cache and serve the next
 // under a sanitizer, whose shadow and own mappings count against both limits and move while
 // the child runs.)
 void under_limit(decltype(RLIMIT_AS) resource, uint64_t (*held)(), std::size_t room, void (*body)(Heap*)) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;
-#endif
+    if (battery::kUnderSanitizer) return;
     battery::ChildOutcome outcome = battery::run_in_child([=] {
         collect(true);
         Heap* heap = heap_create();

@@ -337,9 +337,7 @@ TEST_CASE("a cached small segment serving small pages again keeps its dirty page
 // a data limit 24 MiB above what the process holds, a 12 MiB block fits only once they go back
 // to the arena. (Not under a sanitizer, whose own mappings move VmData while the child runs.)
 TEST_CASE("under a data limit, a heap's cached segments go back to make room for a big block") {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;
-#endif
+    if (battery::kUnderSanitizer) return;
     constexpr std::size_t kMiB = std::size_t{1} << 20;
     on_thread_in_child([] {
         void* first = heap_then_limit(RLIMIT_DATA, battery::data_bytes() + 24 * kMiB);
@@ -363,9 +361,7 @@ TEST_CASE("under a data limit, a heap's cached segments go back to make room for
 // the middle of its runs; the checker counts them while they live. (Not under a sanitizer,
 // whose own mappings move VmSize.)
 TEST_CASE("under an address-space limit, large blocks get mappings of their own, freed by any thread") {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;
-#endif
+    if (battery::kUnderSanitizer) return;
     constexpr std::size_t kMiB = std::size_t{1} << 20, kBlock = kMediumMax + 1000, kCount = 600;
     battery::ChildOutcome outcome = battery::run_in_child([] {
         static void* blocks[kCount];
@@ -410,9 +406,7 @@ bool mapped(const void* at, std::size_t bytes);
 // they commit; given back, both are unmapped. (Not under a sanitizer, whose own mappings move
 // VmSize.)
 TEST_CASE("under an address-space limit set after start-up, the arena gives back what no segment holds") {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;
-#endif
+    if (battery::kUnderSanitizer) return;
     battery::ChildOutcome outcome = battery::run_in_child([] {
         testing::on_thread([] {
             void* first = heap_then_limit(RLIMIT_AS, battery::address_space_bytes());
@@ -467,9 +461,7 @@ TEST_CASE("under an address-space limit set after start-up, the arena gives back
 // a heap that has trimmed its own reclaims it: then it is trimmed too, and its block lives on.
 // (Not under a sanitizer, as above.)
 TEST_CASE("a segment abandoned before the arena went lazy is trimmed when a heap reclaims it") {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;
-#endif
+    if (battery::kUnderSanitizer) return;
     battery::ChildOutcome outcome = battery::run_in_child([] {
         void* own = api().malloc(100);   // this thread's heap, which trims its own below
         static void* left;
@@ -521,9 +513,7 @@ void leave_empty_segments() {
 // so their dirty pages keep their memory (in a lazy arena a freed page is unmapped at once,
 // S3.62). (Not under a sanitizer, whose own mappings move VmSize.)
 TEST_CASE("under an address-space limit, exited threads' empty segments go back to make room for a big block") {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;
-#endif
+    if (battery::kUnderSanitizer) return;
     constexpr std::size_t kMiB = std::size_t{1} << 20;
     on_thread_in_child([] {
         leave_empty_segments();
@@ -545,9 +535,7 @@ TEST_CASE("under an address-space limit, exited threads' empty segments go back 
 // new one. A segment an exited thread left with a live block stays abandoned. (Not under a
 // sanitizer, as above.)
 TEST_CASE("under an address-space limit, a new thread's heap record gets the room of exited threads' empty segments") {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;
-#endif
+    if (battery::kUnderSanitizer) return;
     on_thread_in_child([] {
         void* first = lazy_heap();
         leave_empty_segments();
@@ -584,9 +572,7 @@ TEST_CASE("under an address-space limit, a new thread's heap record gets the roo
 // unmaps each page as it is freed (S3.62) and has nothing to give back. (Not under a sanitizer,
 // as above.)
 TEST_CASE("under pressure, a segment gives back what it keeps writable past its pages in use") {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;
-#endif
+    if (battery::kUnderSanitizer) return;
     on_thread_in_child([] {
         static void* blocks[56];   // seven 512 KiB medium pages, in one segment
         for (void*& p : blocks) p = written_block(kMediumMax, "a medium block was refused");
@@ -616,9 +602,7 @@ TEST_CASE("under pressure, a segment gives back what it keeps writable past its 
 // cache to the arena (unmapped) and the page is asked for once more. Fails with find_page's
 // retry removed: the block is refused. (Not under a sanitizer, as above.)
 TEST_CASE("under an address-space limit, a page whose first blocks cannot be mapped gets the cache's room") {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;
-#endif
+    if (battery::kUnderSanitizer) return;
     on_thread_in_child([] {
         static void* blocks[56];   // seven 512 KiB medium pages, in one held segment
         for (void*& p : blocks) p = written_block(kMediumMax, "a medium block was refused");
@@ -745,9 +729,7 @@ void prove_lazy_arena() {
 }
 
 TEST_CASE(kLazyCase) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;
-#endif
+    if (battery::kUnderSanitizer) return;
     if (std::getenv("EDU_LAZY_ARENA_PROCESS") != nullptr) return prove_lazy_arena();
     battery::ChildOutcome outcome = battery::run_in_child(
         [] {

@@ -119,4 +119,13 @@ uint64_t data_bytes();
 // `ulimit -v`) is measured against; 0 if it cannot be read.
 uint64_t address_space_bytes();
 
+// Whether this build runs under AddressSanitizer or ThreadSanitizer: their shadow memory needs
+// terabytes of address space and moves VmData while a child runs, so a test that sets an
+// address-space or data limit skips itself there (`if (battery::kUnderSanitizer) return;`).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kUnderSanitizer = true;
+#else
+inline constexpr bool kUnderSanitizer = false;
+#endif
+
 }  // namespace edu::battery
