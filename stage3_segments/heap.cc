@@ -62,6 +62,9 @@ struct QueueTraits {
     static constexpr uint32_t kRetireTicks = stage3::kRetireTicks;
     static void direct_changed(Heap* heap, unsigned queue) { update_direct(heap, queue); }
     static void page_free(Heap* heap, Page* page) { stage3::page_free(heap, page); }
+    static Page* page_alloc(Heap*, PageKind kind) { return stage3::page_alloc(kind); }
+    static bool page_format(Page* page, Heap* heap, unsigned bin) { return stage3::page_format(page, heap, bin); }
+    static void page_release(Heap*, Page* page) { stage3::page_release(page); }
 };
 using Queues = PageQueues<QueueTraits>;
 
@@ -78,21 +81,7 @@ Page* find_page(Heap* heap, unsigned bin) {
     }
     // A fresh page is about to be formatted: the moment retired pages are worth giving back.
     if (heap->retired_min <= heap->retired_max) Queues::collect_retired(heap, false);
-    // [S3.62] A page whose first blocks cannot be mapped goes back, and is asked for once more
-    // after the cache has gone back ([S3.52]: what it holds, a limit counts).
-    auto fresh = [heap, bin]() -> Page* {
-        Page* page = page_alloc(bin_kind(bin));
-        if (page && !page_format(page, heap, bin)) {
-            page_release(page);
-            return nullptr;
-        }
-        return page;
-    };
-    Page* page = under_pressure(fresh, segment_relieve);
-    if (!page) return nullptr;
-    ++heap->page_count;
-    queue_push_front(heap, bin, page);
-    return page;
+    return Queues::push_fresh(heap, bin, segment_relieve);   // [S3.62], queues.h
 }
 
 }  // namespace

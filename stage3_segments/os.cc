@@ -1,10 +1,8 @@
-// stage3_segments/os.cc: mmap, munmap and madvise with their counts, and the footprint.
+// stage3_segments/os.cc: mmap and mprotect with their counts, and the footprint; munmap,
+// madvise and exact mappings are contract/os.h's, counted here.
 #include "stage3_segments/os.h"
 
 #include <sys/mman.h>
-#include <sys/resource.h>
-
-#include <cerrno>
 
 #include "stage3_segments/types.h"
 
@@ -44,16 +42,7 @@ void* os_map_aligned(std::size_t size, std::size_t alignment) {
     return reinterpret_cast<void*>(aligned);
 }
 
-bool os_map_writable_at(void* at, std::size_t size) {
-    count(OsCall::mmap);
-    void* p = ::mmap(at, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-    if (p == at) return true;
-    if (p != MAP_FAILED) {   // placed elsewhere: an old kernel took the flag for a hint
-        os_unmap(p, size);
-        errno = EEXIST;
-    }
-    return false;
-}
+bool os_map_writable_at(void* at, std::size_t size) { return edu::os_map_writable_at(at, size, count); }
 
 void* os_where_mappings_go() {
     void* probe = map(kOsPage);
@@ -72,19 +61,10 @@ bool os_commit(void* address, std::size_t size) {
     return true;
 }
 
-void os_unmap(void* address, std::size_t size) {
-    count(OsCall::munmap);
-    ::munmap(address, size);
-}
-
-bool os_address_space_limited() {
-    rlimit limit{};
-    return getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
-}
+void os_unmap(void* address, std::size_t size) { edu::os_unmap(address, size, count); }
 
 void os_decommit(void* address, std::size_t size) {
-    count(OsCall::madvise);
-    ::madvise(address, size, MADV_DONTNEED);
+    edu::os_decommit(address, size, count);
     os_commit_bytes(-static_cast<int64_t>(size));
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "contract/allocator.h"
+#include "contract/os.h"
 
 namespace edu::stage3 {
 
@@ -35,14 +36,12 @@ bool os_commit(void* address, std::size_t size);
 // use and counts when taken.
 bool os_make_writable(void* address, std::size_t size);
 void os_unmap(void* address, std::size_t size);
-// [S3.58] Whether an address-space limit (RLIMIT_AS: `ulimit -v`, containers) is in force now:
-// asked of the kernel each time, so a limit the program sets after starting counts too.
-bool os_address_space_limited();
-// [S3.58] Maps `size` bytes readable and writable at exactly `at` (a lazily mapped segment's
-// commit): false, errno EEXIST, when anything is mapped there already (MAP_FIXED_NOREPLACE:
-// nothing is ever replaced; a kernel older than Linux 4.17 takes the flag as a mere hint, and a
-// mapping elsewhere is given back), ENOMEM when a limit refuses it. Not counted, as
-// os_make_writable.
+// [S3.58] Under an address-space limit: whether one is in force now (os_address_space_limited)
+// and a mapping at an exact address are contract/os.h's, written once for stages 3 and 4. This
+// one maps `size` bytes readable and writable at exactly `at` (a lazily mapped segment's
+// commit), counted in stage 3's calls: false with errno EEXIST when anything is mapped there
+// already (nothing is ever replaced), ENOMEM when a limit refuses it. Not counted in the
+// footprint, as os_make_writable.
 bool os_map_writable_at(void* at, std::size_t size);
 // [S3.59] Where a page the kernel would map now lies (nullptr if it maps none): the top of the
 // space it hands out from, in the usual layout.

@@ -1,11 +1,14 @@
 // stage3_segments/queues.h: a heap's page queues and the retirement of its empty pages,
 // written once for stages 3 and 4 as templates over the stage's records. Entry points:
-// PageQueues<T>::push_front, push_back, remove, retire, collect_retired, retired_in_place. T
-// names the stage's Heap and Page and supplies what differs: direct_changed and page_free.
+// PageQueues<T>::push_front, push_back, remove, retire, collect_retired, retired_in_place,
+// push_fresh. T names the stage's Heap and Page and supplies what differs: direct_changed,
+// page_free, and page_alloc, page_format and page_release for a fresh page.
 #pragma once
 
 #include <cstdint>
 
+#include "stage3_segments/bins.h"
+#include "stage3_segments/segment_layout.h"
 #include "stage3_segments/types.h"
 
 namespace edu::stage3 {
@@ -111,6 +114,28 @@ struct PageQueues {
         }
         heap->retired_min = lo;
         heap->retired_max = hi;
+    }
+
+    // [S3.62] A fresh page for `bin`, at the front of its queue: a free page of a segment
+    // (T::page_alloc) formatted for the bin (T::page_format). A page whose first blocks cannot
+    // be mapped (a lazily mapped segment under a limit) goes back (T::page_release), and the
+    // page is asked for once more after `relieve()` gave memory back ([S3.52]: stage 3's
+    // cache; a stage 4 heap's cache, and more). nullptr when no memory can be had.
+    template <class Relieve>
+    static Page* push_fresh(Heap* heap, unsigned bin, Relieve relieve) {
+        auto fresh = [heap, bin]() -> Page* {
+            Page* page = T::page_alloc(heap, bin_kind(bin));
+            if (page && !T::page_format(page, heap, bin)) {
+                T::page_release(heap, page);
+                return nullptr;
+            }
+            return page;
+        };
+        Page* page = under_pressure(fresh, relieve);
+        if (!page) return nullptr;
+        ++heap->page_count;
+        push_front(heap, bin, page);
+        return page;
     }
 
     // For the heap checkers: a page with retire_expire set is where collect_retired looks. An

@@ -40,6 +40,9 @@ struct QueueTraits {
     static constexpr uint32_t kRetireTicks = stage4::kRetireTicks;
     static void direct_changed(Heap* heap, unsigned queue) { update_direct(heap, queue); }
     static void page_free(Heap* heap, Page* page) { stage4::page_free(heap, page); }
+    static Page* page_alloc(Heap* heap, PageKind kind) { return stage4::page_alloc(heap, kind); }
+    static bool page_format(Page* page, Heap* heap, unsigned bin) { return stage4::page_format(page, heap, bin); }
+    static void page_release(Heap* heap, Page* page) { stage4::page_release(heap, page); }
 };
 using Queues = stage3::PageQueues<QueueTraits>;
 
@@ -81,21 +84,10 @@ Page* find_page(Heap* heap, unsigned bin) {
         if (round != 0 || !reclaim_for(heap, bin)) break;
     }
     if (heap->retired_min <= heap->retired_max) Queues::collect_retired(heap, false);
-    // S3.62: a page whose first blocks cannot be mapped goes back, and is asked for once more
-    // after the heap has given back what no live block needs ([S4.69]).
-    auto fresh = [heap, bin]() -> Page* {
-        Page* page = page_alloc(heap, bin_kind(bin));
-        if (page && !page_format(page, heap, bin)) {
-            page_release(heap, page);
-            return nullptr;
-        }
-        return page;
-    };
-    Page* page = stage3::under_pressure(fresh, [heap] { return heap_relieve(heap); });
-    if (!page) return nullptr;
-    ++heap->page_count;
-    queue_push_front(heap, bin, page);
-    if (counting()) sample_peak();
+    // S3.62's fresh page (queues.h): one whose first blocks cannot be mapped goes back, and is
+    // asked for once more after the heap has given back what no live block needs ([S4.69]).
+    Page* page = Queues::push_fresh(heap, bin, [heap] { return heap_relieve(heap); });
+    if (page && counting()) sample_peak();
     return page;
 }
 

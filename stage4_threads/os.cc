@@ -1,11 +1,9 @@
-// stage4_threads/os.cc: mmap, munmap and madvise with their counts, and the footprint, all
-// counted with relaxed atomics so that any thread may call them.
+// stage4_threads/os.cc: mmap and mprotect with their counts, and the footprint (munmap,
+// madvise and exact mappings are contract/os.h's), all counted with relaxed atomics so that any
+// thread may call them.
 #include "stage4_threads/os.h"
 
 #include <sys/mman.h>
-#include <sys/resource.h>
-
-#include <cerrno>
 
 namespace edu::stage4 {
 namespace {
@@ -25,20 +23,9 @@ void* map(void* at, std::size_t size, int protection, int extra_flags) {
 const OsCounters& os_counters() { return g_os; }
 
 void* os_reserve(std::size_t size) { return map(nullptr, size, PROT_NONE, MAP_NORESERVE); }
-bool os_address_space_limited() {
-    rlimit limit{};
-    return getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
-}
-
 void* os_map(std::size_t size) { return map(nullptr, size, PROT_READ | PROT_WRITE, 0); }
 
-bool os_map_writable_at(void* address, std::size_t size) {
-    void* p = map(address, size, PROT_READ | PROT_WRITE, MAP_FIXED_NOREPLACE);
-    if (p == nullptr || p == address) return p != nullptr;
-    os_unmap(p, size);   // a kernel older than 4.17 took the flag for a hint and placed it elsewhere
-    errno = EEXIST;
-    return false;
-}
+bool os_map_writable_at(void* address, std::size_t size) { return edu::os_map_writable_at(address, size, count); }
 
 bool os_commit_range(void* address, std::size_t size) {
     count(OsCall::mprotect);
@@ -49,14 +36,10 @@ void os_release_range(void* address, std::size_t size) {
     map(address, size, PROT_NONE, MAP_FIXED | MAP_NORESERVE);
 }
 
-void os_unmap(void* address, std::size_t size) {
-    count(OsCall::munmap);
-    ::munmap(address, size);
-}
+void os_unmap(void* address, std::size_t size) { edu::os_unmap(address, size, count); }
 
 void os_decommit(void* address, std::size_t size) {
-    count(OsCall::madvise);
-    ::madvise(address, size, MADV_DONTNEED);
+    edu::os_decommit(address, size, count);
     os_commit_bytes(-static_cast<int64_t>(size));
 }
 

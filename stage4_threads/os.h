@@ -1,7 +1,7 @@
 // stage4_threads/os.h: what stage 4 asks of the kernel and the bytes it counts as held, safe
 // for every thread at once: the arena reservation, heap records, decommit, and the footprint.
-// Entry points: os_reserve, os_address_space_limited, os_map, os_map_writable_at, os_unmap,
-// os_decommit, os_commit_bytes, os_counters.
+// Entry points: os_reserve, os_map, os_map_writable_at, os_unmap, os_decommit,
+// os_commit_bytes, os_counters (os_address_space_limited is contract/os.h's).
 // Stage 3's os.cc does the same for one thread with plain counters; these are atomic.
 #pragma once
 
@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "contract/allocator.h"
+#include "contract/os.h"
 
 namespace edu::stage4 {
 
@@ -38,15 +39,16 @@ const OsCounters& os_counters();
 void* os_reserve(std::size_t size);
 bool os_commit_range(void* address, std::size_t size);
 void os_release_range(void* address, std::size_t size);
-// [S4.66] Whether an address-space limit (RLIMIT_AS: `ulimit -v`, containers) is in force now:
-// asked of the kernel each time (a cold path that is about to claim a segment), so a limit the
-// program sets after starting counts too.
-bool os_address_space_limited();
+// [S4.66] Whether an address-space limit (RLIMIT_AS: `ulimit -v`, containers) is in force now
+// is contract/os.h's os_address_space_limited, stage 3's too (S3.58): asked of the kernel
+// each time (a cold path that is about to claim a segment), so a limit the program sets after
+// starting counts too.
 // Ordinary anonymous memory (heap records), zeroed; nullptr if refused.
 void* os_map(std::size_t size);
-// [S4.67] `size` bytes of fresh zeroed memory, readable and writable, at exactly `address`
-// (MAP_FIXED_NOREPLACE: a lazy arena's slots, arena.h). False if the system refuses, with
-// errno EEXIST when something is mapped there already, which stays untouched.
+// [S4.67] `size` bytes of fresh zeroed memory, readable and writable, at exactly `address` (a
+// lazy arena's slots, arena.h): contract/os.h's os_map_writable_at, as stage 3's (S3.58),
+// counted here. False if the system refuses, with errno EEXIST when something is mapped there
+// already, which stays untouched.
 bool os_map_writable_at(void* address, std::size_t size);
 void os_unmap(void* address, std::size_t size);
 // Gives committed memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.

@@ -45,7 +45,10 @@ inline bool page_has_room(const Page* page) {
     return page->free != nullptr || page->local_free != nullptr || page->carved < page->capacity;
 }
 
-// The validity test of S3.6, for the owner: p is a carved block of `page`.
+// The validity test of S3.6, for the owner: p is a carved block of `page`. `<=` where stage 3
+// has `<` (its limit is one more), on purpose: here free and full pages fail by their start
+// (the sentinel segment - 1, so n is never 0) rather than by limit 0, and a one-block page's
+// limit 0 passes its block's start alone.
 inline bool page_is_block(const Page* page, uintptr_t p) {
     uint64_t n = static_cast<uint32_t>(static_cast<uint32_t>(p) - page->start32);
     return n * page->magic <= page->limit;
