@@ -13,7 +13,9 @@ section .text
 
 ; [S1.20] s1_check: the heap's invariants, checked in one pass over every region and one
 ; over the free list:
-;   regions:  magic word present; ascending and not overlapping; the epilogue intact
+;   regions:  ascending and not overlapping; the end word 16-aligned with room for a block
+;             and the epilogue; the blocks reach the epilogue exactly; the epilogue intact, its
+;             link (the next region) checked as that region's start
 ;   blocks:   size >= S1_MIN_BLOCK (tags hold multiples of 16); inside the region; a free
 ;             block's footer == its header; flags 0 (free) or S1_ALLOC, plus S1_PREV_FREE
 ;             exactly when the previous block is free (used blocks and the epilogue); never
@@ -48,16 +50,19 @@ s1_check:
         jz      .list
         inc     qword [rbx + REPORT_REGIONS]
         mov     rcx, r12                        ; rcx = address blamed on failure
-        mov     rax, S1_MAGIC_VALUE
-        cmp     [r12 + S1_REGION_MAGIC], rax
-        mov     eax, S1_CHECK_REGION_MAGIC
-        jne     .fail
         mov     eax, S1_CHECK_REGION_ORDER
         cmp     r12, r13
         jb      .fail                           ; starts inside the previous region
         test    r12, 15
         jnz     .fail
+        ; [S1.39] The end word. A damaged one is caught here when it is misaligned or too
+        ; small, and otherwise by the walk below: the blocks must reach end - 8 exactly
+        ; (PAST_END, or BLOCK_SIZE at the real epilogue's size-0 tag) and find an epilogue
+        ; there. This, with the order of the links, is the job a magic word used to do.
+        mov     eax, S1_CHECK_REGION_END
         mov     r14, [r12 + S1_REGION_END]
+        test    r14, 15
+        jnz     .fail                           ; an end is 16-aligned
         lea     rdx, [r12 + S1_REGION_MIN]
         cmp     r14, rdx
         jb      .fail                           ; too small to hold a block and the epilogue
@@ -115,10 +120,13 @@ s1_check:
         lea     rcx, [r14 - 8]
         mov     eax, S1_CHECK_EPILOGUE
         lea     rdx, [rbp*2 + S1_EPILOGUE_TAG]  ; PREV_FREE when the last block is free
-        cmp     [rcx], rdx
+        mov     r12, [rcx]                      ; r12 = next | flags
+        mov     rsi, r12
+        and     esi, S1_FLAGS
+        cmp     rsi, rdx
         jne     .fail
         mov     r13, r14
-        mov     r12, [r12 + S1_REGION_NEXT]
+        and     r12, ~S1_FLAGS                  ; the next region: the loop checks its order
         jmp     .region
 
 .list:
@@ -257,7 +265,8 @@ s1_walk:
         call    rbx
         test    eax, eax
         jz      .done
-        mov     r12, [r12 + S1_REGION_NEXT]
+        mov     r12, [r13 - 8]                  ; the epilogue: next | P | 1
+        and     r12, ~S1_FLAGS
         jmp     .region
 .done:
         add     rsp, 8

@@ -17,8 +17,7 @@ inline constexpr uint64_t kS1Overhead = 8;          // a used block's header (no
 inline constexpr uint64_t kS1PrevFree = 2;          // header flag: the block before is free
 inline constexpr uint64_t kS1MinBlock = 32;         // header, next, prev, footer
 inline constexpr uint64_t kS1MaxRequest = 1ull << 46;  // larger requests fail with ENOMEM
-inline constexpr uint64_t kS1RegionHeader = 24;     // next, end, magic
-inline constexpr uint64_t kS1RegionMagic = 0x4e4947455231535eull;  // "^S1REGIN"
+inline constexpr uint64_t kS1RegionHeader = 8;      // the region's end; its link is in the epilogue
 inline constexpr uint64_t kS1Poison = 0xdeadbeefdeadbee0ull;      // header of an absorbed block
 inline constexpr uint64_t kS1MaxAlignment = 1ull << 26;            // 64 MiB: Stage::max_alignment
 
@@ -45,7 +44,7 @@ enum S1Kind : uint64_t { S1_KIND_REGION = 0, S1_KIND_FENCE = 1, S1_KIND_USED = 2
 // ---- Heap check codes (s1_check's result) ----
 enum S1Check : uint64_t {
     S1_CHECK_OK = 0,
-    S1_CHECK_REGION_MAGIC = 1,    // a region header lacks its magic word
+    S1_CHECK_REGION_END = 1,      // a region's end word misaligned or too small [S1.39]
     S1_CHECK_REGION_ORDER = 2,    // regions not ascending / overlapping
                                   // (3 was the prologue's check, gone with it [S1.37])
     S1_CHECK_BLOCK_SIZE = 4,      // block size below the minimum

@@ -499,7 +499,8 @@ s1_set_fit:
         add     r12, rax
         jmp     .block
 .region_done:
-        mov     rbx, [rbx + S1_REGION_NEXT]
+        mov     rbx, [r13]                      ; the epilogue: next | P | 1
+        and     rbx, ~S1_FLAGS                  ; the next region, or 0
         jmp     .region
 .refiled:
         pop     r13

@@ -96,7 +96,8 @@ s1_sbrk:
         ret
 
 ; [S1.7] s1_region_of: the region whose range [R, R.end) holds an address. Regions are in
-; address order, so the walk stops at the first region that starts above it.
+; address order, so the walk stops at the first region that starts above it. A region's link
+; to the next one is its epilogue's size bits [S1.2].
 ;   IN:  rdi = address
 ;   OUT: rax = region start, or 0 when no region holds it
 ;   Clobbers: rax. Preserves: everything else.
@@ -110,7 +111,9 @@ s1_region_of:
         jb      .miss                           ; below this region, so below all later ones
         cmp     rdi, [rax + S1_REGION_END]
         jb      .done                           ; R <= address < end: found
-        mov     rax, [rax + S1_REGION_NEXT]
+        mov     rax, [rax + S1_REGION_END]      ; rax = end
+        mov     rax, [rax - 8]                  ; the epilogue: next | P | 1
+        and     rax, ~S1_FLAGS                  ; next region, or 0
         jmp     .next
 .miss:
         xor     eax, eax
@@ -175,22 +178,25 @@ s1_heap_grow:
         jne     .fresh_range                    ; the break moved under us: a new region
         mov     rdi, r13
         sub     rdi, 8                          ; rdi = old epilogue = new block's header
-        mov     rcx, [rdi]
+        mov     rdx, [rdi]                      ; rdx = its tag: next | P | 1
+        mov     ecx, edx
         and     ecx, S1_PREV_FREE               ; keep the epilogue's PREV_FREE for s1_coalesce
         or      rcx, r14
         mov     [rdi], rcx                      ; a free block of `increment` bytes (s1_coalesce
                                                 ; writes its footer)
         lea     rax, [r13 + r14]                ; new end of the region
         mov     [rbx + S1_REGION_END], rax
-        mov     qword [rax - 8], S1_EPILOGUE_TAG ; new epilogue at the new end
+        and     rdx, ~S1_FLAGS                  ; the link to the next region moves along
+        or      rdx, S1_EPILOGUE_TAG
+        mov     [rax - 8], rdx                  ; new epilogue at the new end
         call    s1_coalesce                     ; join the trailing free block, push on list
         jmp     .out
 
 .new_region:
-        ; [S1.5] A fresh region: pad the break to 16 bytes, then room for the region header,
-        ; the block and the epilogue, plus the margin.
+        ; [S1.5] A fresh region: pad the break to 16 bytes, then room for the end word, the
+        ; block and the epilogue, plus the margin.
         mov     r14, r12
-        add     r14, S1_FIRST_BLOCK + 8         ; region header + block + epilogue
+        add     r14, S1_FIRST_BLOCK + 8         ; end word + block + epilogue
         call    .margin
         add     r14, rax
         mov     rax, r13
@@ -208,28 +214,34 @@ s1_heap_grow:
         lea     rcx, [r15 + r14]
         and     rcx, -16                        ; rcx = end (equal to the break when padded)
         mov     [rbx + S1_REGION_END], rcx
-        mov     rax, S1_MAGIC_VALUE
-        mov     [rbx + S1_REGION_MAGIC], rax
-        mov     qword [rcx - 8], S1_EPILOGUE_TAG + S1_PREV_FREE      ; epilogue, after a free block
         lea     rdi, [rbx + S1_FIRST_BLOCK]     ; the one free block, up to the epilogue
         lea     rax, [rcx - 8]
         sub     rax, rdi                        ; its size: up to the epilogue
         SET_TAGS rdi, rax, rcx
-        ; Link the region in address order. A new range usually lies above every region, but
-        ; not always (a break of another origin, see the `break` option), so walk to the first
-        ; region above it, keeping rdx = the address of the link that will point at us.
+        ; [S1.39] Link the region in address order. A new range usually lies above every
+        ; region, but not always (a break of another origin, see the `break` option), so walk
+        ; to the first region above it, keeping rdx = the address of the word that links to
+        ; it: s1_first_region, or the epilogue of the region below. Both hold the link in their
+        ; bits above the low four (s1_first_region's low bits are 0), so one masked read and
+        ; one masked write serve both.
         lea     rdx, [s1_first_region]
 .find_link:
         mov     rax, [rdx]
-        test    rax, rax
+        and     rax, ~S1_FLAGS                  ; the link, without an epilogue's flags
         jz      .link
         cmp     rax, rbx
         ja      .link                           ; rax lies above us: insert before it
-        lea     rdx, [rax + S1_REGION_NEXT]
+        mov     rdx, [rax + S1_REGION_END]
+        sub     rdx, 8                          ; rdx = its epilogue, which links onward
         jmp     .find_link
 .link:
-        mov     [rbx + S1_REGION_NEXT], rax
-        mov     [rdx], rbx
+        mov     rcx, [rbx + S1_REGION_END]
+        or      rax, S1_EPILOGUE_TAG + S1_PREV_FREE
+        mov     [rcx - 8], rax                  ; our epilogue, after a free block: -> above
+        mov     rax, [rdx]
+        and     eax, S1_FLAGS                   ; keep the linking word's flags...
+        or      rax, rbx
+        mov     [rdx], rax                      ; ...and make it point at us
         mov     [s1_last_region], rbx           ; the newest region is the one that grows
         lea     rdi, [rbx + S1_FIRST_BLOCK]
         mov     r15, rdi
@@ -275,23 +287,29 @@ s1_heap_grow:
 ;   IN:  rdi = header of a free block that is on the free list
 ;   OUT: nothing (the block may have shrunk)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
+;   Stack: four pushes + 8 bytes of padding + return address = 48 bytes (aligned calls), made
+;   only past the first tests: most frees leave no large block at the end, and return at once.
 global s1_heap_trim:function hidden
 s1_heap_trim:
+        mov     rcx, [s1_last_region]
+        test    rcx, rcx
+        jz      .done
+        mov     rax, [rdi]                      ; free tag = size
+        lea     rdx, [rdi + rax]
+        mov     rcx, [rcx + S1_REGION_END]
+        sub     rcx, 8                          ; rcx = the last epilogue
+        cmp     rdx, rcx
+        jne     .done                           ; not the block before the last epilogue
+        cmp     rax, [s1_trim_threshold]
+        jb      .done                           ; not large enough to be worth a syscall
         push    rbx                             ; rbx = last region
         push    r12                             ; r12 = block header
         push    r13                             ; r13 = bytes to give back
+        push    r14                             ; r14 = the epilogue's tag: next | P | 1
+        sub     rsp, 8
         mov     r12, rdi
         mov     rbx, [s1_last_region]
-        test    rbx, rbx
-        jz      .out
-        mov     rax, [r12]                      ; free tag = size
-        lea     rcx, [r12 + rax]
-        mov     rdx, [rbx + S1_REGION_END]
-        sub     rdx, 8
-        cmp     rcx, rdx
-        jne     .out                            ; not the block before the last epilogue
-        cmp     rax, [s1_trim_threshold]
-        jb      .out                            ; not large enough to be worth a syscall
+        mov     r14, [rcx]                      ; read now: its page may be given back
         GROW_MARGIN rcx                         ; keep = the growth margin...
         cmp     rcx, S1_MIN_BLOCK
         jae     .keep
@@ -331,11 +349,15 @@ s1_heap_trim:
         mov     rax, [rbx + S1_REGION_END]
         sub     rax, r13
         mov     [rbx + S1_REGION_END], rax
-        mov     qword [rax - 8], S1_EPILOGUE_TAG + S1_PREV_FREE ; epilogue at the new end
+        mov     [rax - 8], r14                  ; the epilogue, unchanged, at the new end
 .out:
+        add     rsp, 8
+        pop     r14
         pop     r13
         pop     r12
         pop     rbx
+        ret
+.done:
         ret
 
 ; [S1.36] s1_release: account for a large free run, and give pages back when too many wait.

@@ -89,7 +89,7 @@ s1_validate:
         jz      .foreign
         lea     rcx, [rax + S1_FIRST_BLOCK + 8]
         cmp     rdi, rcx
-        jb      .not_a_block                    ; points into the region header
+        jb      .not_a_block                    ; points at the region's end word
         mov     rdx, [rax + S1_REGION_END]      ; rdx = region end
         mov     rcx, [rdi - 8]                  ; rcx = header
         mov     rsi, S1_POISON
@@ -112,7 +112,7 @@ s1_validate:
         lea     rax, [rdi + rsi - 8]            ; rax = the next block's header
         sub     rdx, 8                          ; rdx = the region's epilogue
         mov     rcx, [rax]
-        cmp     rcx, S1_EPILOGUE_TAG
+        cmp     rax, rdx
         je      .next_epilogue
         test    cl, S1_FLAGS & ~S1_ALLOC
         jnz     .not_a_block                    ; PREV_FREE (we would be free) or junk
@@ -123,9 +123,10 @@ s1_validate:
         cmp     rcx, rdx
         jbe     .ok                             ; a plausible next block: we are used
         jmp     .not_a_block
-.next_epilogue:
-        cmp     rax, rdx
-        je      .ok                             ; we are the region's last block
+.next_epilogue:                                 ; we are the region's last block, if the epilogue
+        and     ecx, S1_FLAGS                   ; says "allocated" without PREV_FREE (its size
+        cmp     ecx, S1_EPILOGUE_TAG            ; bits are the link to the next region)
+        je      .ok
         jmp     .not_a_block
 .free_tag:
         cmp     r8, [rdi + rsi - 16]            ; a free block's footer: header + size - 8
@@ -270,22 +271,18 @@ s1_realloc:
         lea     rdi, [r14 + r15]                ; rdi = the next block's header
         mov     rax, [rdi]
         mov     rcx, rdi                        ; rcx = where the heap must end to grow here
-        cmp     rax, S1_EPILOGUE_TAG
-        je      .at_end                         ; we are the heap's last block
         test    al, S1_ALLOC
-        jnz     .backward                       ; next is used: no room here
+        jnz     .at_end                         ; next is used, or the epilogue
         lea     rdx, [r15 + rax]
         cmp     rdx, r13
         jae     .forward                        ; next is free and large enough
         add     rcx, rax                        ; next is free but short: what follows it?
-        cmp     qword [rcx], S1_EPILOGUE_TAG + S1_PREV_FREE
-        jne     .backward                       ; (an epilogue after a free block)
 .at_end:
         mov     rax, [s1_last_region]
         mov     rax, [rax + S1_REGION_END]
         sub     rax, 8
         cmp     rcx, rax
-        jne     .backward                       ; an epilogue, but not the break's
+        jne     .backward                       ; not the epilogue at the break: no room here
         mov     rdi, r13
         sub     rdi, r15                        ; only what the block lacks: asize - size
         xor     esi, esi                        ; with the margin: this block may grow again

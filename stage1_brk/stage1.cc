@@ -120,7 +120,7 @@ std::size_t st_usable_size(const void* ptr) {
 
 const char* check_message(uint64_t code) {
     switch (code) {
-        case S1_CHECK_REGION_MAGIC: return "region header lacks its magic word";
+        case S1_CHECK_REGION_END: return "region end word misaligned or too small";
         case S1_CHECK_REGION_ORDER: return "regions not ascending, overlapping or too small";
         case S1_CHECK_BLOCK_SIZE: return "block size below the minimum";
         case S1_CHECK_PAST_END: return "block runs past its region's epilogue";

@@ -249,11 +249,11 @@ TEST_CASE_FIXTURE(IsolatedHeap, "switching to and from the segregated fit refile
 
 TEST_CASE_FIXTURE(IsolatedHeap, "the growth margin is a 256th of the heap, at most the option") {
     REQUIRE(s1_malloc(16) != nullptr);
-    CHECK(s1_footprint == 32 + 24 + 8);  // block, region header and epilogue: no margin yet
+    CHECK(s1_footprint == 32 + 8 + 8);  // block, end word and epilogue: no margin yet
     // [S1.38] A block for the back (S1_SPLIT_BACK bytes or more) grows the heap by exactly what
     // it lacks: nothing is left in front of it, nor behind.
     REQUIRE(s1_malloc(100000) != nullptr);
-    CHECK(s1_footprint == 64 + 100016);
+    CHECK(s1_footprint == 48 + 100016);
     CHECK(blocks().back().kind == S1_KIND_USED);
     // A small block adds the margin [S1.31]; it sits at the front of the grown block, so what
     // is left behind it is exactly the margin of that growth.
@@ -652,6 +652,45 @@ TEST_CASE_FIXTURE(IsolatedHeap, "the checker names the first broken invariant") 
     CHECK(r.address == header(a));
     *footer = saved;
     CHECK(s1_check(&r) == S1_CHECK_OK);
+}
+
+// [S1.39] A region is its end word (the 8 bytes before its first block) and its epilogue, whose
+// size bits link to the next region. With no magic word, a damaged end word must still be
+// refused: misaligned or too small at once, otherwise by the block walk, which must reach the
+// epilogue exactly; a link that points back into the heap breaks the regions' order.
+TEST_CASE_FIXTURE(IsolatedHeap, "the checker refuses a damaged region end word or epilogue link") {
+    REQUIRE(s1_malloc(100) != nullptr);
+    brk.bump(4096);  // someone else moves the break: the next growth is a second region
+    REQUIRE(s1_malloc(100000) != nullptr);
+    std::vector<uint64_t> regions;
+    for (const Row& row : walk())
+        if (row.kind == S1_KIND_REGION) regions.push_back(row.address);
+    REQUIRE(regions.size() == 2);
+    REQUIRE(check() == S1_CHECK_OK);
+    uint64_t* end = reinterpret_cast<uint64_t*>(regions[0]);
+    uint64_t* epilogue = reinterpret_cast<uint64_t*>(*end - 8);
+    CHECK((*epilogue & ~uint64_t{15}) == regions[1]);  // the first region links to the second
+    S1Report r;
+    struct Damage {
+        uint64_t* word;
+        uint64_t value;
+        uint64_t code, blamed;
+    } cases[] = {
+        {end, *end + 8, S1_CHECK_REGION_END, regions[0]},            // misaligned
+        {end, regions[0] + 16, S1_CHECK_REGION_END, regions[0]},     // no room for a block
+        {end, *end + 16, S1_CHECK_PAST_END, *end - 8},  // walks onto the epilogue: its link is no size
+        {end, *end - 16, S1_CHECK_PAST_END, regions[0] + 8},         // the last block overruns
+        {epilogue, regions[0] | kS1PrevFree | 1, S1_CHECK_EPILOGUE, *end - 8},  // wrong flags
+        {epilogue, regions[0] | 1, S1_CHECK_REGION_ORDER, regions[0]},  // links back to itself
+    };
+    for (const Damage& d : cases) {
+        uint64_t saved = *d.word;
+        *d.word = d.value;
+        CHECK(s1_check(&r) == d.code);
+        CHECK(r.address == d.blamed);
+        *d.word = saved;
+        REQUIRE(check() == S1_CHECK_OK);
+    }
 }
 
 // ---- The real break, through the descriptor ----

@@ -12,9 +12,18 @@ namespace edu::stage1 {
 namespace {
 constexpr uint64_t kAlloc = 1, kPrevFree = kS1PrevFree, kFlags = 15, kPage = 4096;
 constexpr uint64_t kNext = 8, kPrev = 16;
-constexpr uint64_t kRegionNext = 0, kRegionEnd = 8, kRegionMagic = 16;
+constexpr uint64_t kRegionEnd = 0;  // the next region is the epilogue's link [S1.39]
 constexpr uint64_t kFirstBlock = kS1RegionHeader, kEpilogueTag = kAlloc;  // no prologue [S1.37]
 constexpr uint64_t kFailed = UINT64_MAX;
+
+// A region's successor: the link in its epilogue's size bits.
+uint64_t next_region(uint64_t region) {
+    uint64_t end;
+    std::memcpy(&end, reinterpret_cast<const void*>(region + kRegionEnd), 8);
+    uint64_t epilogue;
+    std::memcpy(&epilogue, reinterpret_cast<const void*>(end - 8), 8);
+    return epilogue & ~kFlags;
+}
 
 uint64_t adjust(uint64_t size) {
     uint64_t asize = (size + kS1Overhead + kS1Align - 1) & ~(kS1Align - 1);
@@ -53,7 +62,7 @@ uint64_t Twin::sbrk(int64_t increment) {
 }
 
 uint64_t Twin::region_of(uint64_t address) const {
-    for (uint64_t r = first_region_; r; r = load(r + kRegionNext)) {
+    for (uint64_t r = first_region_; r; r = next_region(r)) {
         if (address < r) return 0;
         if (address < load(r + kRegionEnd)) return r;
     }
@@ -86,10 +95,10 @@ uint64_t Twin::heap_grow_once(uint64_t asize, bool exact) {
         uint64_t r = sbrk(static_cast<int64_t>(increment));
         if (r == kFailed) return status = S1_ENOMEM, 0;
         if (r != cur) return fresh_range(r, increment);
-        uint64_t header = cur - 8;
-        store(header, increment | (load(header) & kPrevFree));
+        uint64_t header = cur - 8, old_epilogue = load(header);
+        store(header, increment | (old_epilogue & kPrevFree));
         store(last + kRegionEnd, cur + increment);
-        store(cur + increment - 8, kEpilogueTag);
+        store(cur + increment - 8, (old_epilogue & ~kFlags) | kEpilogueTag);  // the link moves along
         return coalesce(header);
     }
     uint64_t length = asize + kFirstBlock + 8 + extra;
@@ -103,15 +112,17 @@ uint64_t Twin::fresh_range(uint64_t base, uint64_t length) {
     uint64_t region = (base + 15) & ~uint64_t{15};
     uint64_t end = (base + length) & ~uint64_t{15};
     store(region + kRegionEnd, end);
-    store(region + kRegionMagic, kS1RegionMagic);
-    store(end - 8, kEpilogueTag | kPrevFree);
     uint64_t block = region + kFirstBlock;
     set_tags(block, end - 8 - block);
     uint64_t before = 0, after = first_region_;
-    while (after && after <= region) before = after, after = load(after + kRegionNext);
-    store(region + kRegionNext, after);
-    if (before) store(before + kRegionNext, region);
-    else first_region_ = region;
+    while (after && after <= region) before = after, after = next_region(after);
+    store(end - 8, after | kEpilogueTag | kPrevFree);
+    if (before) {
+        uint64_t link = load(before + kRegionEnd) - 8;  // the epilogue of the region below
+        store(link, (load(link) & kFlags) | region);
+    } else {
+        first_region_ = region;
+    }
     last_region_ = region;
     list_push(block);
     return block;
@@ -128,6 +139,7 @@ void Twin::heap_trim(uint64_t header) {
     if (size <= keep) return;
     uint64_t give = (size - keep) & ~(kPage - 1);
     if (!give) return;
+    uint64_t epilogue = load(header + size);  // read now: its page may be given back
     if (sbrk(0) != load(last + kRegionEnd)) return;
     uint64_t old = sbrk(-static_cast<int64_t>(give));
     if (old == kFailed) return;
@@ -140,7 +152,7 @@ void Twin::heap_trim(uint64_t header) {
     list_push(header);
     uint64_t end = load(last + kRegionEnd) - give;
     store(last + kRegionEnd, end);
-    store(end - 8, kEpilogueTag | kPrevFree);
+    store(end - 8, epilogue);
 }
 
 void Twin::release(uint64_t header, uint64_t freed) {
@@ -297,7 +309,7 @@ void Twin::set_fit(uint64_t policy) {
     if (was_seg == (policy == S1_FIT_SEG)) return;
     for (uint64_t& head : free_heads_) head = 0;
     class_map_ = rover_ = free_bytes = 0;
-    for (uint64_t region = first_region_; region; region = load(region + kRegionNext)) {
+    for (uint64_t region = first_region_; region; region = next_region(region)) {
         uint64_t end = load(region + kRegionEnd) - 8;
         for (uint64_t b = region + kFirstBlock; b < end; b += load(b) & ~kFlags)
             if (!(load(b) & kAlloc)) list_push(b);
@@ -388,7 +400,7 @@ uint32_t Twin::validate(const void* ptr) const {
     if (flags == 0) return load(p + size - 16) == header ? S1_DOUBLE_FREE : S1_NOT_A_BLOCK;
     if ((flags & ~kPrevFree) != kAlloc) return S1_NOT_A_BLOCK;
     uint64_t next = p - 8 + size, tag = load(next), epilogue = end - 8;
-    if (tag == kEpilogueTag) return next == epilogue ? S1_OK : S1_NOT_A_BLOCK;
+    if (next == epilogue) return (tag & kFlags) == kEpilogueTag ? S1_OK : S1_NOT_A_BLOCK;
     if (tag & kFlags & ~kAlloc) return S1_NOT_A_BLOCK;
     uint64_t next_size = tag & ~kFlags;
     return next_size >= kS1MinBlock && next_size <= epilogue - next ? S1_OK : S1_NOT_A_BLOCK;
@@ -433,11 +445,12 @@ void* Twin::realloc(void* ptr, uint64_t size) {
     uint64_t next = header + current, tag = load(next);
     uint64_t end = 0;  // the epilogue this block could grow against
     bool forward = false;
-    if (tag == kEpilogueTag) {
-        end = next;
-    } else if (!(tag & kAlloc)) {
-        if (current + tag >= asize) forward = true;
-        else if (load(next + tag) == (kEpilogueTag | kPrevFree)) end = next + tag;
+    if (tag & kAlloc) {
+        end = next;  // used, or the epilogue: compared with the break's epilogue below
+    } else if (current + tag >= asize) {
+        forward = true;
+    } else {
+        end = next + tag;
     }
     if (end && end == load(last_region_ + kRegionEnd) - 8 && heap_grow(asize - current, false)) forward = true;
     if (forward) {
@@ -532,12 +545,11 @@ uint64_t Twin::check(S1Report* r) const {
         return code;
     };
     uint64_t previous_end = 0;
-    for (uint64_t region = first_region_; region; region = load(region + kRegionNext)) {
+    for (uint64_t region = first_region_; region; region = next_region(region)) {
         ++r->regions;
-        if (load(region + kRegionMagic) != kS1RegionMagic) return fail(S1_CHECK_REGION_MAGIC, region);
+        if (region < previous_end || (region & 15)) return fail(S1_CHECK_REGION_ORDER, region);
         uint64_t end = load(region + kRegionEnd);
-        if (region < previous_end || (region & 15) || end < region + kFirstBlock + kS1MinBlock + 8)
-            return fail(S1_CHECK_REGION_ORDER, region);
+        if ((end & 15) || end < region + kFirstBlock + kS1MinBlock + 8) return fail(S1_CHECK_REGION_END, region);
         r->heap_bytes += end - region;
         bool previous_free = false;
         uint64_t b = region + kFirstBlock;
@@ -561,7 +573,7 @@ uint64_t Twin::check(S1Report* r) const {
             }
             b += size;
         }
-        if (load(end - 8) != (kEpilogueTag | (previous_free ? kPrevFree : 0))) return fail(S1_CHECK_EPILOGUE, end - 8);
+        if ((load(end - 8) & kFlags) != (kEpilogueTag | (previous_free ? kPrevFree : 0))) return fail(S1_CHECK_EPILOGUE, end - 8);
         previous_end = end;
     }
     uint64_t seen = 0;
@@ -581,7 +593,7 @@ uint64_t Twin::check(S1Report* r) const {
 }
 
 void Twin::walk(const std::function<bool(uint64_t, uint64_t, uint64_t)>& visit) const {
-    for (uint64_t region = first_region_; region; region = load(region + kRegionNext)) {
+    for (uint64_t region = first_region_; region; region = next_region(region)) {
         uint64_t end = load(region + kRegionEnd);
         if (!visit(S1_KIND_REGION, region, end - region)) return;
         for (uint64_t b = region + kFirstBlock; b < end - 8;) {
