@@ -12,8 +12,8 @@ namespace edu {
 
 // ---- Statistics ----------------------------------------------------------------------------
 // Kinds of request a stage makes of the operating system.
-enum class OsCall : unsigned { brk, mmap, munmap, madvise, mprotect, count };
-inline constexpr const char* kOsCallNames[] = {"brk", "mmap", "munmap", "madvise", "mprotect"};
+enum class OsCall : unsigned { brk, mmap, munmap, madvise, mprotect, mremap, count };
+inline constexpr const char* kOsCallNames[] = {"brk", "mmap", "munmap", "madvise", "mprotect", "mremap"};
 
 // What a stage reports of itself. Byte counts are bytes; "live" counts usable bytes (what
 // `usable_size` reports), so live_bytes - requested bytes of the live blocks is the

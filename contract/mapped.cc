@@ -1,6 +1,7 @@
 // contract/mapped.cc: over-aligned blocks in mappings of their own (see mapped.h). A mapping is
 // reserved `alignment` bytes too long, then trimmed at both ends with munmap, so what stays is
-// one page of record, then the block, at the first multiple of the alignment it can hold.
+// one page of record, then the block, at the first multiple of the alignment it can hold;
+// mremap resizes it, record and block together.
 #include "contract/mapped.h"
 
 #include <errno.h>
@@ -22,6 +23,7 @@ struct Record {
     Record* prev;
     uintptr_t block;
     std::size_t usable;   // bytes, whole pages
+    std::size_t alignment;   // bytes, at least a page: what a move must keep (mapped_resize)
     int owner;            // Stage::number
 };
 
@@ -142,6 +144,7 @@ void* mapped_aligned_alloc(int owner, std::size_t alignment, std::size_t size, s
     auto* r = reinterpret_cast<Record*>(head);
     r->block = block;
     r->usable = usable;
+    r->alignment = alignment;
     r->owner = owner;
     r->prev = nullptr;
     pthread_mutex_lock(&g_lock);
@@ -167,6 +170,44 @@ std::size_t mapped_block_size(int owner, const void* p) {
     std::size_t usable = r ? r->usable : 0;
     pthread_mutex_unlock(&g_lock);
     return usable;
+}
+
+void* mapped_resize(int owner, void* p, std::size_t size, std::size_t* usable_out) {
+    if (!may_be_mapped(p)) return nullptr;
+    std::size_t page = page_size(), usable, span;
+    if (__builtin_add_overflow(size == 0 ? 1 : size, page - 1, &usable)) return nullptr;
+    usable &= ~(page - 1);
+    if (__builtin_add_overflow(usable, page, &span)) return nullptr;
+    int saved_errno = errno;
+    pthread_mutex_lock(&g_lock);   // held across mremap: a move rewrites the neighbours' links
+    Record* r = find_locked(owner, p);
+    if (!r) {
+        pthread_mutex_unlock(&g_lock);
+        return nullptr;
+    }
+    if (usable != r->usable) {
+        uintptr_t old_block = r->block;
+        count_call(owner, OsCall::mremap);
+        void* got = mremap(r, page + r->usable, span, r->alignment > page ? 0 : MREMAP_MAYMOVE);
+        if (got == MAP_FAILED) {
+            pthread_mutex_unlock(&g_lock);
+            errno = saved_errno;
+            return nullptr;
+        }
+        if (got != r) {   // moved, the record with it: its links, its block, its table entry
+            r = static_cast<Record*>(got);
+            r->block = reinterpret_cast<uintptr_t>(got) + page;
+            (r->prev ? r->prev->next : g_first) = r;
+            if (r->next) r->next->prev = r;
+            erase_locked(slot_locked(old_block));
+            place(r->block);
+        }
+        r->usable = usable;
+    }
+    auto* block = reinterpret_cast<void*>(r->block);
+    pthread_mutex_unlock(&g_lock);
+    *usable_out = usable;
+    return block;
 }
 
 std::size_t mapped_free(int owner, void* p) {

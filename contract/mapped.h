@@ -2,7 +2,8 @@
 // above 2 MiB, since a 4 MiB segment starts with its header), each in a mapping of its own
 // trimmed to the alignment, as glibc and mimalloc serve such requests. Written once for the
 // stages that need it, which count the blocks in their Stats, checker and walk like their own.
-// Entry points: mapped_aligned_alloc, mapped_block_size, mapped_free, mapped_totals, mapped_walk.
+// Entry points: mapped_aligned_alloc, mapped_block_size, mapped_resize, mapped_free,
+// mapped_totals, mapped_walk.
 #pragma once
 
 #include <cstddef>
@@ -28,6 +29,16 @@ void* mapped_aligned_alloc(int owner, std::size_t alignment, std::size_t size, s
 // The usable size of `p` if it is a live block of `owner`, else 0. Cheap for every other
 // pointer while no such block exists, or when `p` is not page-aligned.
 std::size_t mapped_block_size(int owner, const void* p);
+
+// Resizes `p`, a live block of `owner`, to hold `size` bytes without copying them, as glibc
+// resizes its mapped chunks (mremap_chunk): a block whose size in whole pages stays is left as
+// it is; a smaller one gives its tail back; a larger one grows where the pages past it are
+// free, or its pages move whole to where there is room (mremap with MREMAP_MAYMOVE: the kernel
+// moves page table entries, not bytes). A block aligned above a page (aligned_alloc) only
+// grows in place, since a move would keep only page alignment. Returns the block, moved or
+// not, with its usable size in *usable; the table follows a move. nullptr, with `p` and errno
+// untouched, when `p` is no such block or the system refuses: the caller copies instead.
+void* mapped_resize(int owner, void* p, std::size_t size, std::size_t* usable);
 
 // Unmaps `p` and returns its usable size if it is a live block of `owner`; otherwise does
 // nothing and returns 0 (the stage then says what `p` is not).

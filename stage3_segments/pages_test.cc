@@ -516,6 +516,17 @@ TEST_CASE("under an address-space limit, a hundred 100 KB blocks fit in 24 MiB")
     });
 }
 
+// [S3.63] [S3.64] Under an address-space limit 96 MiB above what the process holds, a 1 MiB
+// block of the default heap lies in a mapping of its own; grown by realloc in 1 MiB steps to
+// 64 MiB and shrunk back, it keeps its bytes and its entry in the mapped table, and each step
+// is one mremap, no mmap or munmap (tests/support.h). Copying instead fails it twice over: an
+// mmap and munmaps each step, and a copy holds old and new at once (127 MiB by the last step).
+TEST_CASE("under an address-space limit, a mapped block grows by mremap, without a copy") {
+    under_limit(RLIMIT_AS, battery::address_space_bytes, 96 * kMiB, [](Heap*) {
+        battery::grow_mapped_in_steps(api(), kStageNumber, kMiB, kMiB, 64 * kMiB);
+    });
+}
+
 // Whether [at, at + bytes) is mapped: mincore fails (ENOMEM) on a range with a page unmapped.
 bool mapped(const void* at, std::size_t bytes) {
     static unsigned char pages[1024];

@@ -47,12 +47,18 @@ void* api_calloc(std::size_t count, std::size_t size) {
 // [S3.32] realloc stays in place when the new size still fits the block and uses at least
 // half of it (the rule mimalloc uses), or when a large block can grow or shrink within its
 // segment; otherwise it moves the block, within the heap that owns it. Either way it is one
-// resize for the statistics (the contract counts no malloc and no free for it).
+// resize for the statistics (the contract counts no malloc and no free for it). [S3.64] A
+// block in a mapping of its own resized to a large size keeps its mapping, resized by
+// mremap (contract/mapped.h's mapped_resize: no copy, pages moved whole if need be); a small
+// size, or a refused mremap, moves it into the heap.
 template <class M>
 void* api_realloc(void* p, std::size_t size) {
     if (!p) return heap_alloc<M>(&g_default_heap, size, size);
-    if (std::size_t mapped = mapped_block_size(kStageNumber, p)) {   // [S3.39] it moves into the heap
-        void* q = heap_alloc<M>(&g_default_heap, size, size);
+    if (std::size_t mapped = mapped_block_size(kStageNumber, p)) {   // [S3.39] [S3.63]
+        if (size > kMediumMax && size <= kMaxRequest) {   // [S3.64] a large size stays mapped
+            if (void* q = resize_mapped(p, mapped, size)) return q;
+        }
+        void* q = heap_alloc<M>(&g_default_heap, size, size);   // it moves into the heap
         if (!q) return nullptr;   // ENOMEM; p is untouched
         std::memcpy(q, p, size < mapped ? size : mapped);
         free_mapped(p);

@@ -27,6 +27,15 @@ std::size_t free_mapped(void* p) {
     return usable;
 }
 
+void* resize_mapped(void* p, std::size_t usable, std::size_t size) {
+    std::size_t now;
+    void* q = mapped_resize(kStageNumber, p, size, &now);
+    if (!q) return nullptr;
+    os_commit_bytes(static_cast<int64_t>(mapped_footprint(now)) - static_cast<int64_t>(mapped_footprint(usable)));
+    if (g_counting) count_resize(usable, now, size);
+    return q;
+}
+
 void count_live(uint64_t* blocks, uint64_t* bytes) {
     MappedTotals mapped = mapped_totals(kStageNumber);
     uint64_t n = mapped.blocks, b = mapped.usable_bytes;

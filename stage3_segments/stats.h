@@ -1,6 +1,7 @@
 // stage3_segments/stats.h: the request-side counters and the contract's Stats snapshot.
 // Entry points: count_malloc / count_free / count_resize / count_move (inline), alloc_mapped,
-// free_mapped, stats_snapshot, set_counting. The fast paths count only when compiled in their stats mode (alloc.h).
+// free_mapped, resize_mapped, stats_snapshot, set_counting. The fast paths count only when
+// compiled in their stats mode (alloc.h).
 #pragma once
 
 #include <cstddef>
@@ -62,6 +63,9 @@ inline void count_move() {
 // usable size of the block it unmapped, 0 (and does nothing) for any other pointer.
 void* alloc_mapped(std::size_t alignment, std::size_t size);
 std::size_t free_mapped(void* p);
+// [S3.64] Resizes such a block of `usable` bytes to hold `size` (mapped_resize) and counts one
+// resize; nullptr, with `p` untouched, when it cannot (the caller copies).
+void* resize_mapped(void* p, std::size_t usable, std::size_t size);
 
 // Live blocks and usable bytes by walking every page in use, and the mapped blocks.
 void count_live(uint64_t* blocks, uint64_t* bytes);

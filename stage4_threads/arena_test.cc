@@ -395,6 +395,22 @@ TEST_CASE("under an address-space limit, large blocks get mappings of their own,
     CHECK(outcome.exit_code == 0);
 }
 
+// [S4.70] Under an address-space limit 96 MiB above what the process holds, a 1 MiB block of
+// a fresh thread's heap lies in a mapping of its own ([S4.66]); grown by realloc in 1 MiB
+// steps to 64 MiB and shrunk back, it keeps its bytes and its entry in the mapped table, and
+// each step is one mremap, no mmap or munmap (tests/support.h, as stage 3's S3.64). Copying
+// instead fails it twice over: an mmap and munmaps each step, and a copy holds old and new at
+// once (127 MiB by the last step).
+TEST_CASE("under an address-space limit, a mapped block grows by mremap, without a copy") {
+    if (battery::kUnderSanitizer) return;
+    constexpr std::size_t kMiB = std::size_t{1} << 20;
+    on_thread_in_child([] {
+        void* first = heap_then_limit(RLIMIT_AS, battery::address_space_bytes() + 96 * kMiB);
+        battery::grow_mapped_in_steps(api(), kStageNumber, kMiB, kMiB, 64 * kMiB);
+        api().free(first);
+    });
+}
+
 bool mapped(const void* at, std::size_t bytes);
 
 // [S4.68] A limit set after the arena was reserved, with no room left for any new mapping (the

@@ -48,10 +48,16 @@ std::size_t mapped_size(const void* p) {
     return arena_blocks_at(arena_slot_of(p)) == 0 ? mapped_block_size(kStageNumber, p) : 0;
 }
 
-// A block of contract/mapped.h (alignment above kMaxAlignment) moves into the heap: realloc
-// need not keep an alignment, and the heap serves every size.
+// A block of contract/mapped.h (alignment above kMaxAlignment, [S4.51]; a large block under a
+// limit, [S4.66]). [S4.70] Resized to a large size, it keeps its mapping, resized by mremap
+// (mapped_resize: no copy, its pages moved whole if need be), as stage 3's (S3.64); otherwise,
+// or when the kernel refuses, it moves into the heap: realloc need not keep an alignment, and
+// the heap serves every size.
 template <class M>
 void* realloc_mapped(void* p, std::size_t usable, std::size_t size) {
+    if (size > kMediumMax && size <= kMaxRequest) {
+        if (void* q = resize_mapped(p, usable, size)) return q;
+    }
     void* q = heap_alloc<M>(t_heap, size, size);
     if (!q) return nullptr;   // ENOMEM; p is untouched
     std::memcpy(q, p, size < usable ? size : usable);

@@ -59,6 +59,18 @@ void* alloc_mapped(std::size_t alignment, std::size_t size) {
     return p;
 }
 
+void* resize_mapped(void* p, std::size_t usable, std::size_t size) {
+    std::size_t now;
+    void* q = mapped_resize(kStageNumber, p, size, &now);
+    if (!q) return nullptr;
+    os_commit_bytes(static_cast<int64_t>(mapped_footprint(now)) - static_cast<int64_t>(mapped_footprint(usable)));
+    if (counting()) {
+        if (Heap* heap = heap_for_caller(t_heap)) count_resize(heap, usable, now, size);
+        sample_peak();
+    }
+    return q;
+}
+
 std::size_t free_mapped(void* p) {
     std::size_t usable = mapped_free(kStageNumber, p);
     if (usable == 0) return 0;

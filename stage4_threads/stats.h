@@ -1,7 +1,7 @@
 // stage4_threads/stats.h: per-heap counters kept by their owner thread and summed on request.
 // Entry points: count_malloc / count_free / count_resize / count_move (inline, the owner's
-// heap), alloc_mapped, free_mapped, stats_snapshot, sample_peak, set_counting. Fast paths
-// count only in stats mode.
+// heap), alloc_mapped, free_mapped, resize_mapped, stats_snapshot, sample_peak, set_counting.
+// Fast paths count only in stats mode.
 #pragma once
 
 #include <atomic>
@@ -54,6 +54,9 @@ inline void count_move(Heap* heap) {
 // cannot count. free_mapped returns the usable size it unmapped, 0 for any other pointer.
 void* alloc_mapped(std::size_t alignment, std::size_t size);
 std::size_t free_mapped(void* p);
+// [S4.70] Resizes such a block of `usable` bytes to hold `size` (mapped_resize) and counts one
+// resize in the caller's heap; nullptr, with `p` untouched, when it cannot (the caller copies).
+void* resize_mapped(void* p, std::size_t usable, std::size_t size);
 
 // Stats mode, for code off the fast paths (which are compiled per mode, see stage4.cc).
 namespace stats_internal {

@@ -3,6 +3,7 @@
 // OS calls, freed memory is reused, a stage that says it returns memory does, and once all is
 // freed nothing is live. It compares Stats and CheckResult before and after known workloads.
 #include <doctest/doctest.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -12,6 +13,7 @@
 
 #include <valgrind/valgrind.h>
 
+#include "contract/mapped.h"
 #include "tests/support.h"
 
 namespace edu::battery {
@@ -197,6 +199,54 @@ TEST_CASE("blocks of the largest alignments are counted, checked and walked like
     CHECK(after.live_blocks == before.live_blocks);
     CHECK(after.live_bytes == before.live_bytes);
     require_peaks_hold(after);
+    require_heap_ok(api());
+}
+
+uint64_t calls(const MappedTotals& t, OsCall kind) { return t.os_calls[static_cast<unsigned>(kind)]; }
+
+// A block of the largest alignments that a stage keeps in a mapping of its own (stages 3 and 4,
+// contract/mapped.h) keeps its alignment through a realloc to a large size ([S3.64], [S4.70]):
+// shrunk, it stays where it is, one mremap and no munmap, its footprint smaller; grown with a
+// page of another mapping right past it, it cannot grow in place, and its pages may not move
+// (the kernel would keep page alignment only), so realloc copies it: bytes kept, that page
+// untouched, and the new block, if mapped, aligned. A stage that maps no such block skips it.
+TEST_CASE("a mapped block of the largest alignments stays aligned when realloc resizes it") {
+    int owner = stage().number;
+    uint64_t blocks = mapped_totals(owner).blocks;
+    auto* p = static_cast<unsigned char*>(api().aligned_alloc(4 * kMiB, 3 * kMiB));
+    REQUIRE(p != nullptr);
+    if (mapped_totals(owner).blocks != blocks + 1) {
+        MESSAGE(std::string(stage().name) << " keeps its largest alignments in its own heap");
+        api().free(p);
+        return;
+    }
+    std::memset(p, 0x3c, 3 * kMiB);
+    MappedTotals before = mapped_totals(owner);
+    uint64_t footprint = api().stats().footprint;
+    auto* q = static_cast<unsigned char*>(api().realloc(p, 2 * kMiB + 512 * kKiB));
+    REQUIRE(q == p);
+    MappedTotals after = mapped_totals(owner);
+    CHECK(calls(after, OsCall::mremap) == calls(before, OsCall::mremap) + 1);
+    CHECK(calls(after, OsCall::munmap) == calls(before, OsCall::munmap));
+    CHECK(api().usable_size(q) == 2 * kMiB + 512 * kKiB);
+    CHECK(api().stats().footprint == footprint - 512 * kKiB);
+    CHECK((q[0] == 0x3c && q[2 * kMiB + 512 * kKiB - 1] == 0x3c));
+
+    auto* past = q + api().usable_size(q);
+    void* wall = mmap(past, 4 * kKiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    bool walled = wall == past;   // else something is there already: no room either way
+    if (wall != MAP_FAILED && !walled) munmap(wall, 4 * kKiB);
+    if (walled) std::memset(wall, 0x5a, 4 * kKiB);
+    auto* r = static_cast<unsigned char*>(api().realloc(q, 4 * kMiB));
+    REQUIRE(r != nullptr);
+    CHECK(r != q);
+    CHECK((r[0] == 0x3c && r[2 * kMiB + 512 * kKiB - 1] == 0x3c));
+    CHECK((mapped_block_size(owner, r) == 0 || reinterpret_cast<uintptr_t>(r) % (4 * kMiB) == 0));
+    if (walled) {
+        CHECK((past[0] == 0x5a && past[4 * kKiB - 1] == 0x5a));
+        munmap(wall, 4 * kKiB);
+    }
+    api().free(r);
     require_heap_ok(api());
 }
 

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <iterator>
 
+#include "contract/mapped.h"
+
 namespace edu::battery {
 
 namespace {
@@ -256,6 +258,56 @@ uint64_t status_bytes(const char* format) {
     return uint64_t{kib} * 1024;
 }
 }  // namespace
+
+namespace {
+constexpr std::size_t kPage = 4096;
+
+uint8_t page_byte(std::size_t page) { return static_cast<uint8_t>(page * 37 + 11); }
+
+// Pages [from, to) of `block` get their byte; pages [0, to) must hold theirs afterwards.
+void write_pages(void* block, std::size_t from, std::size_t to) {
+    for (std::size_t i = from; i < to; ++i) static_cast<uint8_t*>(block)[i * kPage] = page_byte(i);
+}
+bool pages_hold(const void* block, std::size_t to) {
+    for (std::size_t i = 0; i < to; ++i)
+        if (static_cast<const uint8_t*>(block)[i * kPage] != page_byte(i)) return false;
+    return true;
+}
+
+uint64_t calls(const MappedTotals& t, OsCall kind) { return t.os_calls[static_cast<unsigned>(kind)]; }
+
+// One realloc of a mapped block to `size` bytes, checked as grow_mapped_in_steps says.
+void* resize_checked(const Api& api, int owner, void* p, std::size_t size) {
+    MappedTotals before = mapped_totals(owner);
+    void* q = api.realloc(p, size);
+    child_expect(q != nullptr, "realloc refused to resize a mapped block");
+    MappedTotals after = mapped_totals(owner);
+    child_expect(mapped_block_size(owner, q) >= size && api.usable_size(q) >= size, "the resized block's size is wrong");
+    child_expect(q == p || mapped_block_size(owner, p) == 0, "the mapped table kept the old address");
+    child_expect(after.blocks == before.blocks, "the resize changed the number of mapped blocks");
+    child_expect(calls(after, OsCall::mmap) == calls(before, OsCall::mmap) &&
+                     calls(after, OsCall::munmap) == calls(before, OsCall::munmap),
+                 "the resize mapped or unmapped (a copy)");
+    child_expect(calls(after, OsCall::mremap) == calls(before, OsCall::mremap) + 1, "the resize made no mremap");
+    return q;
+}
+}  // namespace
+
+void grow_mapped_in_steps(const Api& api, int owner, std::size_t first, std::size_t step, std::size_t last) {
+    void* p = api.malloc(first);
+    child_expect(p != nullptr && mapped_block_size(owner, p) != 0, "the first block is not in a mapping of its own");
+    write_pages(p, 0, first / kPage);
+    for (std::size_t size = first + step; size <= last; size += step) {
+        p = resize_checked(api, owner, p, size);
+        child_expect(pages_hold(p, (size - step) / kPage), "a step lost the block's bytes");
+        write_pages(p, (size - step) / kPage, size / kPage);
+    }
+    void* shrunk = resize_checked(api, owner, p, first);
+    child_expect(shrunk == p, "shrinking moved the block");
+    child_expect(pages_hold(shrunk, first / kPage), "shrinking lost the block's bytes");
+    child_expect(api.check().ok, "the heap check failed");
+    api.free(shrunk);
+}
 
 uint64_t data_bytes() { return status_bytes("VmData: %lu kB"); }
 uint64_t address_space_bytes() { return status_bytes("VmSize: %lu kB"); }

@@ -112,6 +112,14 @@ void require_one_line_abort(const char* stage, const char* call, const void* ptr
 // Inside a child: if `ok` is false, write `what` on stderr and exit 1 (no doctest there).
 void child_expect(bool ok, const char* what);
 
+// Inside a child, for a stage that serves `first` bytes from a mapping of its own
+// (contract/mapped.h; stage `owner`): a block grown by realloc from `first` bytes to `last` in
+// steps of `step`, then shrunk back to `first`, keeps its bytes (one per page, written as it
+// grows) and its place in the mapped table (one live block of the owner's, where realloc says
+// it is), and is resized by mremap alone: one call a step, no mmap and no munmap (stages 3 and
+// 4, [S3.64] and [S4.70]). Freed at the end.
+void grow_mapped_in_steps(const Api& api, int owner, std::size_t first, std::size_t step, std::size_t last);
+
 // Bytes of writable private memory this process holds: VmData of /proc/self/status, what a
 // data limit (RLIMIT_DATA) is measured against; 0 if it cannot be read.
 uint64_t data_bytes();
