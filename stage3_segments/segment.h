@@ -136,7 +136,7 @@ extern uint64_t g_clock;
 // 64-256 KiB takes a 4 MiB segment of its own, and a program that keeps a dozen of them live and
 // replaces them (mstress) overflowed a cache of eight, or outwaited a delay of one purge delay,
 // on many frees, each an munmap and the next malloc an mmap (the chapter, section 8).
-inline constexpr unsigned kCacheMax = 16;
+// kCacheMax, kHugeCacheMax and kCacheBytes are segment_layout.h's: stage 4's heaps share them.
 inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 // [S3.35] Huge segments (one block over 4 MiB) are cached too, up to kHugeCacheMax each: a
 // program that frees a 20 MiB buffer and asks for another keeps the mapping, and the pages the
@@ -148,8 +148,6 @@ inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 // huge segment is mapped in whole 4 MiB chunks (address space only): mappings of such sizes
 // land aligned below one another, where others cost os_map_aligned a second mmap and trims
 // ([S3.12]).
-inline constexpr std::size_t kHugeCacheMax = std::size_t{32} << 20;
-inline constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
 void segment_cache_collect(bool force);
 // [S3.52] Under pressure: every cached segment unmapped; false when the cache held none.
 bool segment_relieve();

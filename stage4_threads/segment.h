@@ -78,16 +78,16 @@ bool segment_shrink(Heap* heap);
 // saves a claim, whose fresh memory faults page by page: when threads come and go (larson),
 // segments pass from heap to heap instead of from heap to kernel to heap.
 inline constexpr uint64_t kPurgeDelay = 4096;   // heap clock ticks
-inline constexpr unsigned kCacheMax = 16;        // empty segments a heap keeps (chapter, S4.19)
 inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
+using stage3::kCacheMax;   // empty segments a heap keeps (chapter, S4.19): stage 3's bounds
 // [S4.45] Huge segments are cached as in stage 3 (S3.35), per heap: up to kHugeCacheMax each
 // and kCacheBytes in all, so a thread that frees a 20 MiB buffer and asks for another keeps its
 // arena slots and touched pages instead of releasing them (an mmap) and claiming fresh ones
 // (another mmap and a fault per page touched). A request takes the smallest cached huge
 // segment that holds it and decommits what the last block reached beyond twice the new one's
-// reach (S3.53).
-inline constexpr std::size_t kHugeCacheMax = std::size_t{32} << 20;
-inline constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
+// reach (S3.53). The bounds are stage 3's (segment_layout.h), one set for both stages.
+using stage3::kCacheBytes;
+using stage3::kHugeCacheMax;
 void segment_purge(Heap* heap, bool force);
 void segment_cache_collect(Heap* heap, bool force);
 bool purge_pending(const Heap* heap);
