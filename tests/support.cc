@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -302,6 +303,12 @@ void grow_mapped_in_steps(const Api& api, int owner, std::size_t first, std::siz
         child_expect(pages_hold(p, (size - step) / kPage), "a step lost the block's bytes");
         write_pages(p, (size - step) / kPage, size / kPage);
     }
+    rlimit limit{};
+    child_expect(getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY, "no address-space limit");
+    errno = 0;
+    child_expect(api.realloc(p, limit.rlim_cur) == nullptr && errno == ENOMEM,
+                 "a resize to the whole address-space limit did not fail with ENOMEM");
+    child_expect(mapped_block_size(owner, p) >= last && pages_hold(p, last / kPage), "a refused resize changed the block");
     void* shrunk = resize_checked(api, owner, p, first);
     child_expect(shrunk == p, "shrinking moved the block");
     child_expect(pages_hold(shrunk, first / kPage), "shrinking lost the block's bytes");

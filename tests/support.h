@@ -117,7 +117,8 @@ void child_expect(bool ok, const char* what);
 // steps of `step`, then shrunk back to `first`, keeps its bytes (one per page, written as it
 // grows) and its place in the mapped table (one live block of the owner's, where realloc says
 // it is), and is resized by mremap alone: one call a step, no mmap and no munmap (stages 3 and
-// 4, [S3.64] and [S4.70]). Freed at the end.
+// 4, [S3.64] and [S4.70]). At `last`, under the address-space limit the caller has set, a
+// resize to the whole limit fails with ENOMEM and leaves the block as it was. Freed at the end.
 void grow_mapped_in_steps(const Api& api, int owner, std::size_t first, std::size_t step, std::size_t last);
 
 // Bytes of writable private memory this process holds: VmData of /proc/self/status, what a
