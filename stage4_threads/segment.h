@@ -73,10 +73,12 @@ void segment_trim_held(Heap* heap);
 // segment with dirty pages is skipped: the purge comes first (heap_relieve). True if any was.
 bool segment_shrink(Heap* heap);
 
-// The delays of stage 3 (S3.14, S3.34), per heap. A cached segment's pages are purged long
-// before the segment itself goes back, so the cache costs its metadata, 8 KiB a segment, and
-// saves a claim, whose fresh memory faults page by page: when threads come and go (larson),
-// segments pass from heap to heap instead of from heap to kernel to heap.
+// The delays of stage 3 (S3.14, S3.34), per heap, four times as long in ticks (stage 3 purges
+// after 1024; 4096 is the value stage 4 started with, not re-tuned since). A cached segment's
+// pages are purged long before the segment itself goes back, so the cache costs its metadata,
+// 12 KiB a segment (types.h, kMetaSize), and saves a claim, whose fresh memory faults page by
+// page: when threads come and go (larson), segments pass from heap to heap instead of from heap
+// to kernel to heap.
 inline constexpr uint64_t kPurgeDelay = 4096;   // heap clock ticks
 inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 using stage3::kCacheMax;   // empty segments a heap keeps (chapter, S4.19): stage 3's bounds
