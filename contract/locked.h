@@ -1,13 +1,13 @@
 // contract/locked.h: the thread-safe entry of a single-threaded stage, written once.
-// `Locked<kApi>::api` wraps every call of `kApi` in one mutex, taken only once the process has
-// a second thread, and `Locked<kApi>` supplies the fork hooks that keep that mutex usable in a
-// child. Stages 1-3 use it; stage 4 needs no lock.
+// `Locked<kApi>::api` wraps every call of `kApi` in one mutex (contract/futex_mutex.h), taken
+// only once the process has a second thread, and `Locked<kApi>` supplies the fork hooks that
+// keep that mutex usable in a child. Stages 1-3 use it; stage 4 needs no lock.
 #pragma once
 
-#include <pthread.h>
 #include <sys/single_threaded.h>
 
 #include "contract/allocator.h"
+#include "contract/futex_mutex.h"
 
 namespace edu {
 
@@ -30,18 +30,34 @@ namespace edu {
 //     remembers whether it locked, so a call never unlocks a mutex it did not take.
 // A thread started behind glibc's back (a raw clone) leaves the flag true: such a thread must
 // not call malloc at all, with this library or with glibc's.
+//
+// Why the mutex is FutexMutex rather than a pthread_mutex_t, and why it is still right:
+//  5. Exclusion and ordering: a call takes it with an acquire compare-and-swap (or an acquire
+//     exchange after sleeping) and leaves it with a release exchange, so each locked call sees
+//     every write of the one before it, as with pthread_mutex_lock/unlock; futex_mutex.h shows
+//     that no waiter sleeps through its wake. Its atomics are std::atomic, so ThreadSanitizer
+//     sees the ordering (contract:futex_mutex_test and the batteries' thread cases run under it).
+//  6. Cost: free, it is one inline `lock cmpxchg` to take and one exchange to release; glibc's
+//     mutex is a call into libc that checks its kind and records its owner. The locked path
+//     of a call that nobody contends went from 88-92 to 21-25 instructions above the unlocked
+//     one in stages 1-3 (callgrind, docs/stage3_segments.md, "The lock"); glibc's adaptive mutex
+//     spins as FutexMutex does but costs 11 instructions a call more than the plain one.
+//  7. Fork: prepare_fork takes it like any call, so no call is inside the stage when fork
+//     copies the heap; the parent releases it; the child's one thread is the one that holds it
+//     and nobody else can wait on the child's copy, so reset() makes it free, whatever state
+//     the parent's waiters had left in the word.
 template <const Api& kApi>
 struct Locked {
-    // A statically initialised mutex works before main and before any constructor runs.
-    static inline pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+    // A constant-initialised mutex works before main and before any constructor runs.
+    static constinit inline FutexMutex mutex;
 
     class Guard {
     public:
         Guard() : locked_(!__libc_single_threaded) {
-            if (locked_) pthread_mutex_lock(&mutex);
+            if (locked_) mutex.lock();
         }
         ~Guard() {
-            if (locked_) pthread_mutex_unlock(&mutex);
+            if (locked_) mutex.unlock();
         }
         Guard(const Guard&) = delete;
         Guard& operator=(const Guard&) = delete;
@@ -85,11 +101,12 @@ struct Locked {
                                     &usable_size, &check, &walk, &stats};
     };
 
-    // The fork hooks always take the mutex: cheap, once per fork, and right whatever the flag.
-    static void prepare_fork() { pthread_mutex_lock(&mutex); }
-    static void after_fork_parent() { pthread_mutex_unlock(&mutex); }
-    // The child has one thread, the one that forked and holds the mutex: a fresh one is right.
-    static void after_fork_child() { mutex = PTHREAD_MUTEX_INITIALIZER; }
+    // The fork hooks always take the mutex: cheap, once per fork, and right whatever the flag
+    // (point 7 above).
+    static void prepare_fork() { mutex.lock(); }
+    static void after_fork_parent() { mutex.unlock(); }
+    // The child has one thread, the one that forked and holds the mutex: a free one is right.
+    static void after_fork_child() { mutex.reset(); }
 
     static constexpr const Api& api = Direct<kApi>::api;
 };

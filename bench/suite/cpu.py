@@ -11,6 +11,12 @@ named. Builds as run.py does (--config=opt); the environment is the one a user g
     bench/suite/cpu.py small:30000000 ring:30000000                   # stages 1-4 and the peers
     bench/suite/cpu.py --reps 7 --only glibc,stage2 small:30000000    # the first named is the base
     bench/suite/cpu.py --lib old=/tmp/old.so --only mimalloc,old,stage4 ring:20000000
+    bench/suite/cpu.py --reps 7 --only mimalloc,stage3 larson:4000000:2   # WORKLOAD:STEPS:THREADS
+    bench/suite/cpu.py --callgrind --threaded --reps 1 --only stage2 small:1000000
+
+A third field gives the driver's thread count (1 when left out). --threaded starts and joins a
+thread before the workload (driver --threaded): one thread works, but in a process glibc counts
+as multi-threaded, so stages 1-3 take their lock on every call and nobody contends for it.
 
 --lib NAME=PATH adds a library of your own (a stage built at another commit, say) to those the
 suite knows. With --clock it prints the same for wall-clock seconds, measured in the same runs;
@@ -27,59 +33,60 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the suite's build, peers and environment)
 
 
-def seconds(driver, lib, workload, size):
-    result = run.run_once(driver, lib, workload, 1, size)
+def seconds(driver, lib, workload, threads, size, threaded):
+    result = run.run_once(driver, lib, workload, threads, size, threaded)
     return result["cpu_seconds"], result["seconds"]
 
 
 def report(workload, names, times, what):
     for name in names:
         ratios = [a / b for a, b in zip(times[name], times[names[0]])]
-        print("%-12s %-9s %s median %6.3f s, per-run ratio to %s: median %.3f (%.3f..%.3f)" % (
+        print("%-15s %-9s %s median %6.3f s, per-run ratio to %s: median %.3f (%.3f..%.3f)" % (
             workload, name, what, statistics.median(times[name]), names[0], statistics.median(ratios),
             min(ratios), max(ratios)), flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workloads", nargs="+", help="WORKLOAD:STEPS, e.g. small:30000000")
+    parser.add_argument("workloads", nargs="+", help="WORKLOAD:STEPS[:THREADS], e.g. small:30000000")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--only", help="comma-separated allocator names, the first one the base")
     parser.add_argument("--lib", action="append", default=[], metavar="NAME=PATH",
                         help="one more drop-in library under a name of your own (repeatable)")
     parser.add_argument("--clock", action="store_true", help="report wall-clock seconds too")
     parser.add_argument("--callgrind", action="store_true", help="count instructions per step first")
+    parser.add_argument("--threaded", action="store_true",
+                        help="start and join a thread before each workload (the locked entry, uncontended)")
     args = parser.parse_args()
     driver, stages = run.build()
-    allocators = dict(stages + run.PEERS)
-    for spec in args.lib:
-        name, _, path = spec.partition("=")
-        if not name or not os.path.exists(path):
-            sys.exit("cpu.py: --lib %s: expected NAME=PATH of an existing library" % spec)
-        allocators[name] = os.path.abspath(path)
-    names = args.only.split(",") if args.only else [name for name, _ in stages + run.PEERS]
-    unknown = [name for name in names if name not in allocators]
-    if unknown:
-        sys.exit("cpu.py: unknown allocator %s (known: %s)" % (", ".join(unknown), ", ".join(allocators)))
+    chosen = run.choose_allocators(stages + run.PEERS, args.lib, args.only, "cpu.py")
+    allocators = dict(chosen)
+    names = [name for name, _ in chosen]
     for spec in args.workloads:
-        workload, _, size = spec.partition(":")
-        if not size.isdigit():
-            sys.exit("cpu.py: %s: expected WORKLOAD:STEPS" % spec)
+        workload, _, rest = spec.partition(":")
+        size, _, threads = rest.partition(":")
+        threads = threads or "1"
+        if not size.isdigit() or not threads.isdigit() or int(threads) < 1:
+            sys.exit("cpu.py: %s: expected WORKLOAD:STEPS or WORKLOAD:STEPS:THREADS" % spec)
+        label = workload if threads == "1" else "%s %st" % (workload, threads)
+        if args.threaded:
+            label += " thr"
         if args.callgrind:
             for name in names:
-                small, large = (run.instructions(driver, allocators[name], workload, n) for n in (100_000, 600_000))
-                print("%-12s %-9s callgrind %.2f instructions per step" % (workload, name, (large - small) / 500_000),
+                small, large = (run.instructions(driver, allocators[name], workload, n, int(threads), args.threaded)
+                                for n in (100_000, 600_000))
+                print("%-15s %-9s callgrind %.2f instructions per step" % (label, name, (large - small) / 500_000),
                       flush=True)
         cpu = {name: [] for name in names}
         clock = {name: [] for name in names}
         for _ in range(args.reps):
             for name in names:
-                c, w = seconds(driver, allocators[name], workload, int(size))
+                c, w = seconds(driver, allocators[name], workload, int(threads), int(size), args.threaded)
                 cpu[name].append(c)
                 clock[name].append(w)
-        report(workload, names, cpu, "CPU")
+        report(label, names, cpu, "CPU")
         if args.clock:
-            report(workload, names, clock, "clock")
+            report(label, names, clock, "clock")
 
 
 if __name__ == "__main__":

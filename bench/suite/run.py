@@ -117,15 +117,34 @@ def environment(preload, valgrind=False):
     return env
 
 
-def run_once(driver, preload, workload, threads, size):
-    out = sh([driver, workload, str(threads), str(size)], env=environment(preload))
+def choose_allocators(known, lib_specs, only, tool):
+    """[(name, library)] that a tool runs: `known` (a list of pairs) plus each --lib NAME=PATH,
+    all of them or those --only names, in its order. Exits with a message naming `tool`."""
+    allocators = dict(known)
+    for spec in lib_specs:
+        name, _, path = spec.partition("=")
+        if not name or not os.path.exists(path):
+            sys.exit("%s: --lib %s: expected NAME=PATH of an existing library" % (tool, spec))
+        allocators[name] = os.path.abspath(path)
+    names = only.split(",") if only else list(allocators)
+    unknown = [name for name in names if name not in allocators]
+    if unknown:
+        sys.exit("%s: unknown allocator %s (known: %s)" % (tool, ", ".join(unknown), ", ".join(allocators)))
+    return [(name, allocators[name]) for name in names]
+
+
+def run_once(driver, preload, workload, threads, size, threaded=False):
+    """One run of the driver; `threaded` starts and joins a thread first (driver --threaded)."""
+    flags = ["--threaded"] if threaded else []
+    out = sh([driver] + flags + [workload, str(threads), str(size)], env=environment(preload))
     return json.loads(out.strip().splitlines()[-1])
 
 
-def instructions(driver, preload, workload, size):
+def instructions(driver, preload, workload, size, threads=1, threaded=False):
     """Total instructions callgrind counts for one run of the driver."""
+    flags = ["--threaded"] if threaded else []
     proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                           driver, workload, "1", str(size)],
+                           driver] + flags + [workload, str(threads), str(size)],
                           env=environment(preload, valgrind=True), text=True, capture_output=True, check=True)
     match = re.search(r"Collected\s*:\s*(\d+)", proc.stderr)
     if not match:
