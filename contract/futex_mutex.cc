@@ -1,5 +1,5 @@
-// contract/futex_mutex.cc: the slow paths of FutexMutex (contract/futex_mutex.h): the spin and
-// the sleep of a thread that found the mutex taken, and the wake of an unlock that saw a sleeper.
+// contract/futex_mutex.cc: the slow paths of FutexMutex (contract/futex_mutex.h): the sleep of
+// a thread that found the mutex taken, and the wake of an unlock that saw a sleeper.
 #include "contract/futex_mutex.h"
 
 #include <errno.h>
@@ -11,13 +11,6 @@ namespace edu {
 
 namespace {
 
-// Loads of the word before sleeping. A locked call of stages 1-3 holds the mutex for tens to a
-// few hundred nanoseconds, and each `pause` waits some 40-140 cycles (by CPU generation), so
-// 100 rounds (one to five microseconds) outlast most critical sections and cost less than a
-// futex_wait and the wake that ends it. glibc's adaptive mutex spins up to 100 times too. On the
-// loaded 2-core machine 0, 30, 100 and 1000 measured alike (docs/stage3_segments.md, "The lock").
-constexpr int kSpins = 100;
-
 // The loops re-check the word, so results are not needed; errno is kept as it was, since a
 // malloc or free that waited must not leave EAGAIN or EINTR there (POSIX asks it of free).
 void futex(std::atomic<int>* word, int op, int value) {
@@ -28,15 +21,13 @@ void futex(std::atomic<int>* word, int op, int value) {
 
 }  // namespace
 
+// No spin before sleeping, on purpose (glibc's malloc takes its arena locks the same way).
+// A spinning thread takes the mutex the moment the holder lets it go, and the holder, whose next
+// malloc follows at once, then waits in turn: the mutex and the heap's hot lines cross between
+// the cores on every call. Asleep, the waiter leaves the holder running with its cache warm for
+// the microseconds a wake takes. 100 `pause`s (glibc's adaptive bound) made two threads of
+// larson 4 times slower than this when they ran at once (docs/stage3_segments.md, "The lock").
 void FutexMutex::lock_contended() {
-    for (int i = 0; i < kSpins; ++i) {
-        __builtin_ia32_pause();  // a spin-wait hint: the core spends less and leaves the loop
-                                 // without the pipeline flush a changed word would otherwise cost
-        int seen = state_.load(std::memory_order_relaxed);
-        if (seen == kFree && state_.compare_exchange_weak(seen, kTaken, std::memory_order_acquire,
-                                                          std::memory_order_relaxed))
-            return;
-    }
     // Sleep until the holder's unlock wakes us. futex_wait returns at once if the word no longer
     // reads kWaited (an unlock came first), and spuriously on signals: the loop re-checks.
     while (state_.exchange(kWaited, std::memory_order_acquire) != kFree)

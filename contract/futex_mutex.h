@@ -1,7 +1,7 @@
 // contract/futex_mutex.h: the mutex of contract/locked.h, a three-state futex lock (Drepper,
 // "Futexes Are Tricky", mutex 3). Free, it is taken by one `lock cmpxchg` and released by one
-// exchange, both inline; a thread that finds it taken spins briefly, then sleeps in the kernel,
-// and only a release that sees a sleeper makes a system call. Entry points: lock, unlock.
+// exchange, both inline; a thread that finds it taken sleeps in the kernel, and only a release
+// that sees a sleeper makes a system call. Entry points: lock, unlock.
 #pragma once
 
 #include <atomic>
@@ -13,14 +13,13 @@ namespace edu {
 //   kTaken   held, and no thread has gone to sleep on it since it was taken;
 //   kWaited  held, and a thread may be asleep in futex_wait (or about to be).
 // lock:   kFree -> kTaken by compare-and-swap (the uncontended case, the only one inline).
-//         Otherwise a bounded spin (a holder on the other core is usually out within a few
-//         hundred nanoseconds) and then: exchange in kWaited; if the old state was kFree, the
-//         thread holds it (in state kWaited, which costs at most one needless wake later); if
-//         not, futex_wait sleeps as long as the word still reads kWaited, and the exchange is
-//         repeated on waking. Every sleeper has thus stored kWaited, so:
+//         Otherwise (out of line, no spin: futex_mutex.cc says why) exchange in kWaited; if the
+//         old state was kFree, the thread holds it (in state kWaited, which costs at most one
+//         needless wake later); if not, futex_wait sleeps as long as the word still reads
+//         kWaited, and the exchange is repeated on waking. Every sleeper has stored kWaited, so:
 // unlock: exchange in kFree; an old state of kWaited means someone may sleep: wake one. The
 //         woken thread stores kWaited again before it sleeps again, so a later sleeper is never
-//         forgotten, even when a spinning thread took the lock (kFree -> kTaken) in between.
+//         forgotten, even when a newcomer took the lock (kFree -> kTaken) in between.
 // Acquire on every successful take and release on unlock order the critical sections; the
 // kernel's futex_wait compares the word with kWaited atomically with going to sleep, so an
 // unlock between the exchange and the sleep makes futex_wait return at once (no lost wake).

@@ -21,7 +21,7 @@
 namespace edu {
 namespace {
 
-constexpr int kThreads = 4;        // on 2 cores: holders are preempted, waiters spin and sleep
+constexpr int kThreads = 4;        // on 2 cores: holders are preempted, waiters sleep
 constexpr int kRounds = 100'000;   // per thread
 
 TEST_CASE("threads updating plain fields under the mutex see every section whole") {
@@ -62,12 +62,12 @@ TEST_CASE("a thread asleep on the mutex is woken by the unlock, its errno kept")
     mutex.lock();
     std::thread waiter([&] {
         errno = 0;
-        mutex.lock();  // spins out, then sleeps in futex_wait
+        mutex.lock();  // sleeps in futex_wait
         errno_after.store(errno);
         got.store(true);
         mutex.unlock();
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // far longer than the spin
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // time to fall asleep
     CHECK_FALSE(got.load());
     pthread_kill(waiter.native_handle(), SIGUSR1);  // interrupted, the waiter must sleep again
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -40,8 +40,8 @@ namespace edu {
 //  6. Cost: free, it is one inline `lock cmpxchg` to take and one exchange to release; glibc's
 //     mutex is a call into libc that checks its kind and records its owner. The locked path
 //     of a call that nobody contends went from 88-92 to 21-25 instructions above the unlocked
-//     one in stages 1-3 (callgrind, docs/stage3_segments.md, "The lock"); glibc's adaptive mutex
-//     spins as FutexMutex does but costs 11 instructions a call more than the plain one.
+//     one in stages 1-3 (callgrind, docs/stage3_segments.md, "The lock"). Like glibc's mutex
+//     it never spins: its waiter sleeps at once, which keeps a hot lock on one core.
 //  7. Fork: prepare_fork takes it like any call, so no call is inside the stage when fork
 //     copies the heap; the parent releases it; the child's one thread is the one that holds it
 //     and nobody else can wait on the child's copy, so reset() makes it free, whatever state

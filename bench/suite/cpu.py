@@ -17,6 +17,10 @@ named. Builds as run.py does (--config=opt); the environment is the one a user g
 A third field gives the driver's thread count (1 when left out). --threaded starts and joins a
 thread before the workload (driver --threaded): one thread works, but in a process glibc counts
 as multi-threaded, so stages 1-3 take their lock on every call and nobody contends for it.
+--regimes runs a probe before each repetition (mimalloc's larson, 2 threads) and reports the
+repetitions in which its two threads ran at once ("both cores") apart from the others ("one
+core"): on a shared virtual machine the second core comes and goes, and a contended lock
+behaves differently in the two cases.
 
 --lib NAME=PATH adds a library of your own (a stage built at another commit, say) to those the
 suite knows. With --clock it prints the same for wall-clock seconds, measured in the same runs;
@@ -38,6 +42,13 @@ def seconds(driver, lib, workload, threads, size, threaded):
     return result["cpu_seconds"], result["seconds"]
 
 
+def both_cores(driver):
+    """Whether two threads ran at once just now: mimalloc's larson with 2 threads used at least
+    1.4 CPU seconds per wall-clock second (about 1.0 when they took turns on one core)."""
+    result = run.run_once(driver, dict(run.PEERS)["mimalloc"], "larson", 2, 4_000_000)
+    return result["cpu_seconds"] >= 1.4 * result["seconds"]
+
+
 def report(workload, names, times, what):
     for name in names:
         ratios = [a / b for a, b in zip(times[name], times[names[0]])]
@@ -57,6 +68,8 @@ def main():
     parser.add_argument("--callgrind", action="store_true", help="count instructions per step first")
     parser.add_argument("--threaded", action="store_true",
                         help="start and join a thread before each workload (the locked entry, uncontended)")
+    parser.add_argument("--regimes", action="store_true",
+                        help="report repetitions whose probe ran on both cores apart from the rest")
     args = parser.parse_args()
     driver, stages = run.build()
     chosen = run.choose_allocators(stages + run.PEERS, args.lib, args.only, "cpu.py")
@@ -77,16 +90,19 @@ def main():
                                 for n in (100_000, 600_000))
                 print("%-15s %-9s callgrind %.2f instructions per step" % (label, name, (large - small) / 500_000),
                       flush=True)
-        cpu = {name: [] for name in names}
-        clock = {name: [] for name in names}
+        runs = {}  # regime (None without --regimes) -> (CPU seconds, clock seconds) by allocator
         for _ in range(args.reps):
+            regime = ("both cores" if both_cores(driver) else "one core") if args.regimes else None
+            cpu, clock = runs.setdefault(regime, ({name: [] for name in names}, {name: [] for name in names}))
             for name in names:
                 c, w = seconds(driver, allocators[name], workload, int(threads), int(size), args.threaded)
                 cpu[name].append(c)
                 clock[name].append(w)
-        report(label, names, cpu, "CPU")
-        if args.clock:
-            report(label, names, clock, "clock")
+        for regime, (cpu, clock) in sorted(runs.items(), key=lambda item: item[0] or ""):
+            tag = label if regime is None else "%s [%s, %d runs]" % (label, regime, len(cpu[names[0]]))
+            report(tag, names, cpu, "CPU")
+            if args.clock:
+                report(tag, names, clock, "clock")
 
 
 if __name__ == "__main__":
