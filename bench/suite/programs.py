@@ -30,7 +30,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the suite's build and peers)
 
 
-
 def child_cpu(cmd, env):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
