@@ -202,8 +202,6 @@ TEST_CASE("blocks of the largest alignments are counted, checked and walked like
     require_heap_ok(api());
 }
 
-uint64_t calls(const MappedTotals& t, OsCall kind) { return t.os_calls[static_cast<unsigned>(kind)]; }
-
 // A block of the largest alignments that a stage keeps in a mapping of its own (stages 3 and 4,
 // contract/mapped.h) keeps its alignment through a realloc to a large size ([S3.64], [S4.70]):
 // shrunk, it stays where it is, one mremap and no munmap, its footprint smaller; grown with a
@@ -226,8 +224,8 @@ TEST_CASE("a mapped block of the largest alignments stays aligned when realloc r
     auto* q = static_cast<unsigned char*>(api().realloc(p, 2 * kMiB + 512 * kKiB));
     REQUIRE(q == p);
     MappedTotals after = mapped_totals(owner);
-    CHECK(calls(after, OsCall::mremap) == calls(before, OsCall::mremap) + 1);
-    CHECK(calls(after, OsCall::munmap) == calls(before, OsCall::munmap));
+    CHECK(mapped_calls(after, OsCall::mremap) == mapped_calls(before, OsCall::mremap) + 1);
+    CHECK(mapped_calls(after, OsCall::munmap) == mapped_calls(before, OsCall::munmap));
     CHECK(api().usable_size(q) == 2 * kMiB + 512 * kKiB);
     CHECK(api().stats().footprint == footprint - 512 * kKiB);
     CHECK((q[0] == 0x3c && q[2 * kMiB + 512 * kKiB - 1] == 0x3c));

@@ -275,8 +275,6 @@ bool pages_hold(const void* block, std::size_t to) {
     return true;
 }
 
-uint64_t calls(const MappedTotals& t, OsCall kind) { return t.os_calls[static_cast<unsigned>(kind)]; }
-
 // One realloc of a mapped block to `size` bytes, checked as grow_mapped_in_steps says.
 void* resize_checked(const Api& api, int owner, void* p, std::size_t size) {
     MappedTotals before = mapped_totals(owner);
@@ -286,10 +284,10 @@ void* resize_checked(const Api& api, int owner, void* p, std::size_t size) {
     child_expect(mapped_block_size(owner, q) >= size && api.usable_size(q) >= size, "the resized block's size is wrong");
     child_expect(q == p || mapped_block_size(owner, p) == 0, "the mapped table kept the old address");
     child_expect(after.blocks == before.blocks, "the resize changed the number of mapped blocks");
-    child_expect(calls(after, OsCall::mmap) == calls(before, OsCall::mmap) &&
-                     calls(after, OsCall::munmap) == calls(before, OsCall::munmap),
+    child_expect(mapped_calls(after, OsCall::mmap) == mapped_calls(before, OsCall::mmap) &&
+                     mapped_calls(after, OsCall::munmap) == mapped_calls(before, OsCall::munmap),
                  "the resize mapped or unmapped (a copy)");
-    child_expect(calls(after, OsCall::mremap) == calls(before, OsCall::mremap) + 1, "the resize made no mremap");
+    child_expect(mapped_calls(after, OsCall::mremap) == mapped_calls(before, OsCall::mremap) + 1, "the resize made no mremap");
     return q;
 }
 }  // namespace

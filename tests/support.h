@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "contract/allocator.h"
+#include "contract/mapped.h"
 
 namespace edu::battery {
 
@@ -111,6 +112,11 @@ void require_one_line_abort(const char* stage, const char* call, const void* ptr
 
 // Inside a child: if `ok` is false, write `what` on stderr and exit 1 (no doctest there).
 void child_expect(bool ok, const char* what);
+
+// The system calls of `kind` that a stage's mapped blocks made (contract/mapped.h's totals).
+inline uint64_t mapped_calls(const MappedTotals& totals, OsCall kind) {
+    return totals.os_calls[static_cast<unsigned>(kind)];
+}
 
 // Inside a child, for a stage that serves `first` bytes from a mapping of its own
 // (contract/mapped.h; stage `owner`): a block grown by realloc from `first` bytes to `last` in
