@@ -1,7 +1,8 @@
 // stage3_segments/os.h: what stage 3 asks of the kernel, and the bytes it counts as held:
 // aligned mappings, mappings at an exact address, unmapping, decommitting, and the footprint
-// they add up to. Entry points: os_map_aligned, os_map_writable_at, os_commit, os_unmap,
-// os_decommit, os_commit_bytes, os_counters. No policy.
+// they add up to. Entry points: os_map_aligned, os_map_writable_at, os_commit,
+// os_make_writable, os_where_mappings_go, os_unmap, os_decommit, os_commit_bytes, os_counters.
+// No policy.
 #pragma once
 
 #include <cstddef>

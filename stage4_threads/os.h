@@ -1,8 +1,9 @@
 // stage4_threads/os.h: what stage 4 asks of the kernel and the bytes it counts as held, safe
 // for every thread at once: the arena reservation, heap records, decommit, and the footprint.
-// Entry points: os_reserve, os_map, os_map_writable_at, os_unmap, os_decommit,
-// os_commit_bytes, os_counters (os_address_space_limited is contract/os.h's).
-// Stage 3's os.cc does the same for one thread with plain counters; these are atomic.
+// Entry points: os_reserve, os_commit_range, os_release_range, os_map, os_map_writable_at,
+// os_unmap, os_decommit, os_commit_bytes, raise_peak, os_counters (os_address_space_limited is
+// contract/os.h's). Stage 3's os.cc does the same for one thread with plain counters; these are
+// atomic.
 #pragma once
 
 #include <atomic>
