@@ -70,8 +70,8 @@ Workload lab_like(const std::string& name) {
 // requested payload of the live blocks, the tags (header and footer), each used block's
 // rounding beyond its request (alignment, minimum block, realloc slack, a split remainder too
 // small to stand alone), free blocks inside the heap (fragmentation), the heap's trailing free
-// block (the growth margin and whatever was freed at the end), and the region headers and
-// fences. The parts add up to the footprint.
+// block (the growth margin and whatever was freed at the end), and the regions' end words
+// and fences. The parts add up to the footprint.
 struct Breakdown {
     uint64_t footprint = 0, payload = 0, tags = 0, rounding = 0, free_inside = 0, wilderness = 0, meta = 0;
 };

@@ -74,7 +74,7 @@ struct IsolatedHeap {
     }
 };
 
-TEST_CASE_FIXTURE(IsolatedHeap, "the first block follows the region header and ends at the epilogue fence") {
+TEST_CASE_FIXTURE(IsolatedHeap, "the first block follows the region's end word and ends at the epilogue fence") {
     void* p = s1_malloc(1);
     REQUIRE(p != nullptr);
     std::vector<Row> rows = walk();
@@ -85,7 +85,7 @@ TEST_CASE_FIXTURE(IsolatedHeap, "the first block follows the region header and e
     CHECK(rows[1].address == header(p));
     CHECK(rows[1].size == kS1MinBlock);
     CHECK(rows[2].kind == S1_KIND_FENCE);
-    CHECK(rows[0].size == kS1RegionHeader + kS1MinBlock + 8);  // header, block, epilogue
+    CHECK(rows[0].size == kS1RegionHeader + kS1MinBlock + 8);  // end word, block, epilogue
     CHECK(rows[0].size == brk.used());  // the region covers exactly what sbrk gave
     CHECK(s1_footprint == brk.used());
     CHECK(s1_brk_calls == 1);
@@ -631,7 +631,7 @@ TEST_CASE_FIXTURE(IsolatedHeap, "the checker names the first broken invariant") 
     CHECK(s1_check(&r) == S1_CHECK_OK);
 
     // Nothing lies before the first block [S1.37]: its P bit set would send a coalesce into
-    // the region header, so the checker refuses it.
+    // the region's end word, so the checker refuses it.
     uint64_t first = 0;
     for (const Row& row : walk())
         if (!first && row.kind != S1_KIND_REGION) first = row.address;
