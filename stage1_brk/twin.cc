@@ -16,15 +16,6 @@ constexpr uint64_t kRegionEnd = 0;  // the next region is the epilogue's link [S
 constexpr uint64_t kFirstBlock = kS1RegionHeader, kEpilogueTag = kAlloc;  // no prologue [S1.37]
 constexpr uint64_t kFailed = UINT64_MAX;
 
-// A region's successor: the link in its epilogue's size bits.
-uint64_t next_region(uint64_t region) {
-    uint64_t end;
-    std::memcpy(&end, reinterpret_cast<const void*>(region + kRegionEnd), 8);
-    uint64_t epilogue;
-    std::memcpy(&epilogue, reinterpret_cast<const void*>(end - 8), 8);
-    return epilogue & ~kFlags;
-}
-
 uint64_t adjust(uint64_t size) {
     uint64_t asize = (size + kS1Overhead + kS1Align - 1) & ~(kS1Align - 1);
     return asize < kS1MinBlock ? kS1MinBlock : asize;
@@ -40,6 +31,9 @@ uint64_t Twin::load(uint64_t address) {
 void Twin::store(uint64_t address, uint64_t value) {
     std::memcpy(reinterpret_cast<void*>(address), &value, 8);
 }
+
+// A region's successor: the link in its epilogue's size bits [S1.39].
+uint64_t Twin::next_region(uint64_t region) { return load(load(region + kRegionEnd) - 8) & ~kFlags; }
 
 // A free block's tags; a used block has its header only (store), its PREV_FREE kept in step
 // with the block before it.

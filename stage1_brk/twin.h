@@ -44,6 +44,7 @@ private:
     static uint64_t load(uint64_t address);
     static void store(uint64_t address, uint64_t value);
     static void set_tags(uint64_t header, uint64_t tag);
+    static uint64_t next_region(uint64_t region);  // 0 after the highest
 
     uint64_t sbrk(int64_t increment);  // counts like s1_sbrk; returns UINT64_MAX on failure
     uint64_t region_of(uint64_t address) const;
