@@ -339,6 +339,13 @@ s1_heap_trim:
         call    s1_sbrk                         ; restore: raise the break by what we took
         jmp     .out
 .lowered:
+        ; The region's new end and epilogue first: the pages past them are gone, and the unlink
+        ; below checks the block's links with s1_region_of, which walks every region through
+        ; its end word and epilogue [S1.39] (the old end's epilogue can no longer be read).
+        mov     rax, [rbx + S1_REGION_END]
+        sub     rax, r13
+        mov     [rbx + S1_REGION_END], rax
+        mov     [rax - 8], r14                  ; the epilogue, unchanged, at the new end
         mov     rdi, r12
         call    s1_list_remove                  ; its size changes, and with it its class
         mov     rax, [r12]
@@ -346,10 +353,6 @@ s1_heap_trim:
         SET_TAGS r12, rax, rcx
         mov     rdi, r12
         call    s1_list_push
-        mov     rax, [rbx + S1_REGION_END]
-        sub     rax, r13
-        mov     [rbx + S1_REGION_END], rax
-        mov     [rax - 8], r14                  ; the epilogue, unchanged, at the new end
 .out:
         add     rsp, 8
         pop     r14

@@ -490,6 +490,43 @@ TEST_CASE_FIXTURE(IsolatedHeap, "a trim that finds someone else's pages below th
     (void)small;
 }
 
+// [S1.39] The kernel takes back the pages a lowered break gives up; the simulated break keeps
+// them. This one takes them away too (PROT_NONE), so a read past the new break faults.
+void* unmapping_sbrk(intptr_t increment) {
+    void* old = g_break->sbrk(increment);
+    if (old == reinterpret_cast<void*>(-1) || increment == 0) return old;
+    uint64_t from = reinterpret_cast<uint64_t>(old);
+    uint64_t to = from + static_cast<uint64_t>(increment);
+    auto page_up = [](uint64_t a) { return (a + 4095) & ~uint64_t{4095}; };
+    if (increment < 0 && page_up(to) < page_up(from))
+        REQUIRE(mprotect(reinterpret_cast<void*>(page_up(to)), page_up(from) - page_up(to), PROT_NONE) == 0);
+    if (increment > 0) {
+        uint64_t lo = from & ~uint64_t{4095};
+        REQUIRE(mprotect(reinterpret_cast<void*>(lo), page_up(to) - lo, PROT_READ | PROT_WRITE) == 0);
+    }
+    return old;
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "a trim reads nothing past the break it lowered, not even to check a link") {
+    s1_sbrk_hook = &unmapping_sbrk;
+    brk.move_to(64 << 20);  // the first region lies high...
+    void* x = s1_malloc(200000);
+    void* guard = s1_malloc(16);  // (x is not the last block of its region)
+    brk.move_to(0);  // ...and the newest one, which trims, below it
+    void* big = s1_malloc(1 << 20);
+    REQUIRE((x && guard && big));
+    REQUIRE(reinterpret_cast<uint64_t>(big) < reinterpret_cast<uint64_t>(x));
+    uint64_t before = s1_footprint;
+    CHECK(s1_free(x) == S1_OK);  // x heads the free list...
+    // ...so big's link is x, which the trim's unlink checks with s1_region_of: that walk passes
+    // the newest region through its epilogue, which must already be at the lowered end.
+    CHECK(s1_free(big) == S1_OK);
+    CHECK(s1_footprint < before - (512 << 10));  // the break fell
+    CHECK(check() == S1_CHECK_OK);
+    CHECK(s1_free(guard) == S1_OK);
+    CHECK(check() == S1_CHECK_OK);
+}
+
 TEST_CASE_FIXTURE(IsolatedHeap, "realloc at the end of the heap asks the break only for what the block lacks") {
     REQUIRE(s1_malloc(16) != nullptr);
     void* b = s1_malloc(30000);
