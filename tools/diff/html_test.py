@@ -189,6 +189,14 @@ class StepThrough(unittest.TestCase):
         self.assertEqual(self.js("return edu.state().step"), self.ops)
         body.send_keys(Keys.HOME)
         self.assertEqual(self.js("return edu.state().step"), 0)
+        # `g` to type a step: Enter jumps and hands the keys back to the page, Escape closes the help.
+        keys = ActionChains(self.driver)
+        keys.send_keys("g").send_keys("42").send_keys(Keys.ENTER).send_keys(Keys.ARROW_RIGHT).perform()
+        self.assertEqual(self.js("return edu.state().step"), 43)
+        body.send_keys("?")
+        self.assertTrue(self.driver.find_element(By.ID, "help").is_displayed())
+        body.send_keys(Keys.ESCAPE)
+        self.assertFalse(self.driver.find_element(By.ID, "help").is_displayed())
 
     def test_7_demo_page_shows_the_chapters_moments(self):
         # tools/run --demo --html: the steps the chapters' pictures show (tools/diff/pictures.py).

@@ -699,8 +699,10 @@ function build() {
   document.getElementById("follow").addEventListener("change", render);
   window.addEventListener("resize", () => { measure(); chartBackground = null; render(); });
   document.addEventListener("keydown", (ev) => {
-    if (ev.target.tagName === "INPUT" && ev.target.type !== "checkbox" && ev.target.type !== "range") { if (ev.key === "Escape") ev.target.blur(); return; }
+    // A text box keeps its keys; Enter (which applies it: `g` 7 Enter) or Escape hands them back.
+    if (ev.target.tagName === "INPUT" && ev.target.type !== "checkbox" && ev.target.type !== "range") { if (ev.key === "Escape" || ev.key === "Enter") ev.target.blur(); return; }
     const k = ev.key;
+    if (k === "Escape") { document.getElementById("help").classList.remove("show"); return; }
     if (k === "ArrowRight" || k === "l") stepBy(ev.shiftKey ? N() : 1);
     else if (k === "ArrowLeft" || k === "h") stepBy(ev.shiftKey ? -N() : -1);
     else if (k === "Home") go(0);
