@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 REFERENCE = HERE.parent.parent            # the tree this script belongs to
 TABLE = "tools/labkit/parts.json"
 HANDOUT_FILE = ".edu-lab-handout"         # written into a handout: its stage and parts
+WORKSPACE_NAME = "edu_alloc"               # WORKSPACE's name: a test's runfiles are under it
 SOURCE_EXTENSIONS = {".asm", ".inc", ".h", ".cc"}
 # A part's markers, and those of a copy of its answer elsewhere in the reference (stage 4's
 # page_extend is S3.extend's answer on stage 4's records): "[lab S3.extend copy begin]". A part
@@ -501,13 +502,44 @@ def test_log(tree, target):
     return path.read_text(errors="replace") if path.is_file() else ""
 
 
+DOCTEST_WHERE = re.compile(r"^(\S+:\d+):$")                                  # a failed case's FILE:LINE
+DOCTEST_ERROR = re.compile(r"^(\S+:\d+): (?:FATAL )?ERROR: (.*)$")          # FILE:LINE: ERROR: what
+
+
+def failure_summary(out):
+    """What a failed test run says went wrong, in one line: each failed doctest case (at most
+    three) as `FILE:LINE: TEST CASE: what failed (values)`, then the one-line diagnostics of
+    the stage (`edu-alloc stage1_brk: ...`) or of a stub (`edu-alloc lab: ...`); the last lines
+    of the output when it has none."""
+    lines = out.split("\n")
+    cases, diagnostics = [], []
+    case = where = None
+    for i, line in enumerate(lines):
+        if line.startswith("====="):
+            case = where = None
+        elif DOCTEST_WHERE.match(line) and i + 1 < len(lines) and lines[i + 1].startswith("TEST CASE:"):
+            where, case = line[:-1], lines[i + 1][len("TEST CASE:"):].strip()
+        elif case is not None and DOCTEST_ERROR.match(line):
+            at, what = DOCTEST_ERROR.match(line).groups()
+            values = lines[i + 1].strip() if i + 1 < len(lines) and lines[i + 1].strip().startswith("values:") else ""
+            cases.append(f"{at}: {case}: {what}" + (f" ({values})" if values else ""))
+            case = None   # its first failure names it
+        elif line.startswith("edu-alloc ") and line.strip() not in diagnostics:   # also a stub's line
+            diagnostics.append(line.strip())
+    if not cases and not diagnostics:
+        return " | ".join(out.strip().split("\n")[-3:])
+    more = f" (and {len(cases) - 3} more failed cases)" if len(cases) > 3 else ""
+    return " | ".join(cases[:3] + diagnostics[:2]) + more
+
+
 def run_test(tree, target, cases=None, timeout=600):
-    """Runs a built test binary; returns (passed, parts whose stub it reached, last lines)."""
+    """Runs a built test binary; returns (passed, parts whose stub it reached, what failed:
+    failure_summary)."""
     path = binary(tree, target)
     if not path.exists():
         return False, set(), "not built"
     cmd = [str(path)] + ([f"--test-case={cases}"] if cases else [])
-    runfiles = Path(str(path) + ".runfiles") / "__main__"
+    runfiles = Path(str(path) + ".runfiles") / WORKSPACE_NAME
     env = dict(bazel_env(), EDU_LAB_GRADING="1")
     try:
         r = subprocess.run(cmd, cwd=runfiles if runfiles.is_dir() else tree, env=env,
@@ -515,8 +547,7 @@ def run_test(tree, target, cases=None, timeout=600):
     except subprocess.TimeoutExpired:
         return False, set(), f"timed out after {timeout} s"
     out = r.stdout + r.stderr
-    tail = " | ".join(l for l in out.strip().split("\n")[-3:])
-    return r.returncode == 0, set(NOT_IMPLEMENTED.findall(out)), tail
+    return r.returncode == 0, set(NOT_IMPLEMENTED.findall(out)), "" if r.returncode == 0 else failure_summary(out)
 
 
 # ---- Traces -------------------------------------------------------------------------------
@@ -645,7 +676,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             gates.append({"gate": target + " (ThreadSanitizer)", "passed": r.returncode == 0,
                           "stubs_reached": sorted(set(NOT_IMPLEMENTED.findall(out))),
                           "detail": "" if r.returncode == 0 else
-                          " | ".join((out or r.stdout + r.stderr).strip().split("\n")[-3:])})
+                          failure_summary(out or r.stdout + r.stderr)})
 
         if info.get("tsan_gates"):
             # The ThreadSanitizer build writes to the same output tree as the default one
@@ -674,22 +705,22 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 row["verdict"] = f"cannot isolate: markers of {', '.join(broken)} are broken"
                 results.append(row)
                 continue
-            if others:
-                saved = {rel: (work / rel).read_text() for n in others for rel, _, _ in student_found[n]}
-                replace_bodies(work, table, others)
-                built = in_scratch("build", "--keep_going", *{t["target"] for t in p["tests"]}, log=log)
-            else:
-                built = build
+            # Built for every part, even one whose others are all the reference's already: the
+            # part before may have left bazel-bin holding its own isolation build, in which this
+            # part was the reference's (a wrong S1.coalesce beside a find_fit and a realloc equal
+            # to the reference's got full marks).
+            saved = {rel: (work / rel).read_text() for n in others for rel, _, _ in student_found[n]}
+            replace_bodies(work, table, others)
+            built = in_scratch("build", "--keep_going", *{t["target"] for t in p["tests"]}, log=log)
             for t in p["tests"]:
-                if others and built.returncode != 0:   # bazel-bin holds the gates' build: not this one
+                if built.returncode != 0:   # bazel-bin holds an earlier build: not this one
                     ok, reached, tail = False, set(), "not built"
                 else:
                     ok, reached, tail = run_test(work, t["target"], t.get("cases"))
                 row["tests"].append({"target": t["target"], "cases": t.get("cases", ""), "passed": ok,
                                      "stubs_reached": sorted(reached), "detail": "" if ok else tail})
-            if others:
-                for rel, text in saved.items():
-                    (work / rel).write_text(text)
+            for rel, text in saved.items():
+                (work / rel).write_text(text)
             row["verdict"] = part_verdict(name, row["tests"], built)
             row["marks"] = weights["correctness"] / len(parts) if row["verdict"] == "pass" else 0.0
             results.append(row)
@@ -775,9 +806,10 @@ def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None)
                        f"{len(records) - passed} stop at {'its stub' if len(waiting) == 1 else 'their stubs'}")
         print(f"{p['name']:<18} {verdict}", file=out)
         for r in records:
-            state = "pass" if r["passed"] else ("stub " + ", ".join(r["stubs_reached"]) if r["stubs_reached"]
-                                                else "FAIL: " + r["detail"][-300:])
+            state = "pass" if r["passed"] else ("stub " + ", ".join(r["stubs_reached"]) if r["stubs_reached"] else "FAIL")
             print(f"    {state:<24} {test_command(r if r['cases'] else {'target': r['target']})}", file=out)
+            if state == "FAIL":
+                print(f"        {shorten(r['detail'])}", file=out)
     return failed
 
 
@@ -807,6 +839,10 @@ def part_verdict(name, tests, built):
     return "FAIL: " + "; ".join(f"{t['target']} {t['cases']}".strip() for t in tests if not t["passed"])
 
 
+def shorten(detail, width=400):
+    return detail if len(detail) <= width else detail[:width - 3] + "..."
+
+
 def print_report(report, out=sys.stdout):
     w = report["weights"]
     print(f"edu-alloc lab grade: stage {report['stage']}, tree {report['tree']}", file=out)
@@ -814,6 +850,8 @@ def print_report(report, out=sys.stdout):
     for g in report["gates"]:
         extra = f"  stub reached: {', '.join(g['stubs_reached'])}" if g["stubs_reached"] else ""
         print(f"  {'pass' if g['passed'] else 'FAIL'}  {g['gate']}{extra}", file=out)
+        if not g["passed"] and not g["stubs_reached"] and g.get("detail"):
+            print(f"        {shorten(g['detail'])}", file=out)
     for target in report.get("skipped_gates", []):
         print(f"  skip  {target}  (it reaches copies of the answers that a handout holds back; "
               "your teacher's grading runs it)", file=out)
@@ -823,6 +861,9 @@ def print_report(report, out=sys.stdout):
     print(f"\nparts ({w['correctness']} marks, {each:g} each; {judged}):", file=out)
     for p in report["parts"]:
         print(f"  {p['part']:<20} {p['marks']:5.1f}/{each:g}  {p['verdict']}", file=out)
+        for t in p.get("tests", []):   # what failed: FILE:LINE and the test case (failure_summary)
+            if not t["passed"] and not t["stubs_reached"] and t.get("detail"):
+                print(f"        {t['target']}: {shorten(t['detail'])}", file=out)
     if report["traces"]:
         print("\ntraces (fresh process per replay; throughput: fastest pass, reference in the same run):", file=out)
         print(f"  {'trace':<24} {'valid':<5} {'util':>6} {'ref':>6} {'Kops/s':>9} {'ref':>9} {'ratio':>6}", file=out)

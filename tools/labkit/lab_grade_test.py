@@ -3,7 +3,7 @@ trace subset (three traces, two stagediff runs per tree each) to stay within min
 reference tree grades 100; a handout with every part of every stage blanked builds; a fresh
 handout names every part as failing and scores below 30; a handout with S1.coalesce restored
 from the reference gains exactly that part's marks, whatever the handout did to its copy of the
-tests.
+tests; a wrong S1.coalesce beside right parts scores none and is named by FILE:LINE.
 Each grade runs Bazel in a scratch copy (its own server, shut down after; the shared disk cache
 makes the build mostly cache hits). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
@@ -153,6 +153,31 @@ class GradeTest(unittest.TestCase):
         self.assertEqual(report["score"], self.each)
         for name in ("S1.find_fit", "S1.realloc"):
             self.assertEqual(parts[name]["marks"], 0)
+
+    def test_a_wrong_part_beside_right_ones_fails_and_says_where(self):
+        # S1.find_fit and S1.realloc as the reference's, S1.coalesce wrong (it never merges
+        # with the previous block): the two gain their marks, S1.coalesce none, and the report
+        # names the failed case by FILE:LINE. Judged after S1.find_fit, whose isolation build
+        # put the reference's S1.coalesce in bazel-bin, S1.coalesce once passed on that build.
+        dest = self.tmp / "wrong"
+        lab.handout(self.table, "1", dest)
+        right = {n: lab.regions(lab.REFERENCE, self.table, n) for n in ("S1.find_fit", "S1.realloc")}
+        coalesce = lab.regions(lab.REFERENCE, self.table, "S1.coalesce")
+        jump = [i for i, line in enumerate(coalesce[0]) if line.split()[:2] == ["jz", ".write"]]
+        self.assertEqual(len(jump), 1, "the reference's S1.coalesce has one `jz .write` (previous block used)")
+        coalesce[0][jump[0]] = "        jmp     .write                          ; never merges with the previous block"
+        lab.replace_bodies(dest, self.table, dict(right, **{"S1.coalesce": coalesce}))
+        report, parts = self.grade(dest)
+        for name in right:
+            self.assertEqual(parts[name]["verdict"], "pass", parts[name])
+        self.assertEqual(parts["S1.coalesce"]["marks"], 0, parts["S1.coalesce"])
+        self.assertTrue(parts["S1.coalesce"]["verdict"].startswith("FAIL: "), parts["S1.coalesce"])
+        self.assertEqual(report["score"], 2 * self.each)
+        detail = next(t["detail"] for t in parts["S1.coalesce"]["tests"] if t["target"] == "//stage1_brk:stage1_test")
+        self.assertRegex(detail, r"^stage1_brk/stage1_test\.cc:\d+: free coalesces with both neighbours: ")
+        out = io.StringIO()
+        lab.print_report(report, out)
+        self.assertIn("//stage1_brk:stage1_test: " + detail[:60], out.getvalue())
 
 
 if __name__ == "__main__":

@@ -279,6 +279,40 @@ class LabTest(unittest.TestCase):
             "stage1_brk/freelist.asm:88: error: parser: instruction expected"])
         self.assertEqual(lab.build_errors("ERROR: no such target '//x:y'\n"), ["ERROR: no such target '//x:y'"])
 
+    def test_a_failed_test_is_told_by_its_cases_and_lines(self):
+        # What a part's or gate's failure prints: each failed doctest case by FILE:LINE, its
+        # first failed assertion and values, then the stage's own one-line diagnostics; not
+        # doctest's closing counts, which name nothing.
+        out = ("battery: testing stage1_brk (stage 1)\n"
+               "edu-alloc stage1_brk: usable_size(0x55b3): no block starts here (interior or corrupted pointer)\n"
+               "[doctest] doctest version is \"2.4.9\"\n" + "=" * 79 + "\n"
+               "stage1_brk/stage1_test.cc:97:\nTEST CASE:  free coalesces with both neighbours\n\n"
+               "stage1_brk/stage1_test.cc:108: FATAL ERROR: REQUIRE( rows.size() == 3 ) is NOT correct!\n"
+               "  values: REQUIRE( 4 == 3 )\n\n" + "=" * 79 + "\n"
+               "tests/random.cc:177:\nTEST CASE:  random mixes keep every block intact\n\n"
+               "tests/random.cc:177: FATAL ERROR: test case CRASHED: SIGABRT - Abort (abnormal termination) signal\n\n"
+               + "=" * 79 + "\n[doctest] test cases: 2 | 0 passed | 2 failed | 66 skipped\n"
+               "[doctest] Status: FAILURE!\n")
+        self.assertEqual(lab.failure_summary(out), " | ".join([
+            "stage1_brk/stage1_test.cc:108: free coalesces with both neighbours: REQUIRE( rows.size() == 3 ) "
+            "is NOT correct! (values: REQUIRE( 4 == 3 ))",
+            "tests/random.cc:177: random mixes keep every block intact: test case CRASHED: SIGABRT - Abort "
+            "(abnormal termination) signal",
+            "edu-alloc stage1_brk: usable_size(0x55b3): no block starts here (interior or corrupted pointer)"]))
+        self.assertEqual(lab.failure_summary("a\nb\nc\nd\n"), "b | c | d")   # not doctest's: its last lines
+
+    def test_a_test_runs_in_its_runfiles(self):
+        # run_test runs a built test from its runfiles tree, as `bazel test` does, which is
+        # named after the WORKSPACE.
+        self.assertIn(f'workspace(name = "{lab.WORKSPACE_NAME}")', (ROOT / "WORKSPACE").read_text())
+        test = self.tmp / "bazel-bin" / "t" / "t"
+        (self.tmp / "bazel-bin" / "t" / "t.runfiles" / lab.WORKSPACE_NAME).mkdir(parents=True)
+        test.write_text("#!/bin/sh\npwd; exit 1\n")
+        test.chmod(0o755)
+        ok, reached, detail = lab.run_test(self.tmp, "//t:t")
+        self.assertEqual((ok, reached), (False, set()))
+        self.assertEqual(detail, str(self.tmp.resolve() / "bazel-bin" / "t" / "t.runfiles" / lab.WORKSPACE_NAME))
+
     def test_cxx_stubs_carry_the_prelude_and_the_call(self):
         dest = self.tmp / "lab3"
         lab.handout(self.table, "3", dest)
