@@ -96,6 +96,23 @@ def scan(root, table):
     return found, problems
 
 
+def marker_trouble(part, found, problems, regions_expected):
+    """Why a tree's markers of a part cannot be used, with FILE:LINE where a marker is wrong;
+    "" when they can: every region begun and ended, as many regions as expected."""
+    name = part["name"]
+    own = re.compile(rf"\[lab {re.escape(name)} (begin|end)\]|inside part {re.escape(name)}$")
+    mine = [p for p in problems if own.search(p)]
+    if mine:
+        return "; ".join(mine)
+    have = len(found.get(name, []))
+    if have == 0:
+        return f"no [lab {name} begin] and [lab {name} end] in {part['file']}"
+    if have != regions_expected:
+        return (f"{have} region(s) between [lab {name} begin] and end in {part['file']}, the reference has "
+                f"{regions_expected} (a tree handed out at another commit? copy your code into a fresh handout's markers)")
+    return ""
+
+
 def check(root, table):
     """Problems with the lab parts of the tree at root (empty: consistent)."""
     found, problems = scan(root, table)
@@ -636,7 +653,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         # handout made at an older commit changes the grade. A part whose markers are broken
         # gets its stub, so every gate that reaches it fails.
         copy_tree(REFERENCE, work)
-        given_found = scan(tree, table)[0]
+        given_found, given_problems = scan(tree, table)
         ref_found = scan(REFERENCE, table)[0]
         chapter = info["chapter"]
         bodies, ref_bodies, verdicts, given = {}, {}, {}, {}
@@ -644,12 +661,10 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             name = p["name"]
             ref_bodies[name] = regions(REFERENCE, table, name, ref_found) or [[]]
             bodies[name] = regions(tree, table, name, given_found)
-            if bodies[name] is not None and len(bodies[name]) != len(ref_bodies[name]):
-                bodies[name] = None   # a region's markers are gone: its code cannot be placed
-            if bodies[name] is None:
-                verdicts[name] = (f"markers missing or broken: cannot judge (the part has {len(ref_bodies[name])} "
-                                  "regions, each between its own markers)" if len(ref_bodies[name]) > 1 else
-                                  "markers missing or broken: cannot judge")
+            trouble = marker_trouble(p, given_found, given_problems, len(ref_bodies[name]))
+            if trouble:
+                bodies[name] = None   # a region's markers are broken or gone: its code cannot be placed
+                verdicts[name] = "markers missing or broken: cannot judge: " + trouble
                 given[name] = stubs(p, chapter, ref_bodies[name])
             else:
                 given[name] = bodies[name]
@@ -791,6 +806,7 @@ def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None)
             print("    " + line, file=out)
         return len(parts)
     failed = 0
+    found, problems = scan(tree, table)
     for p in parts:
         records = []
         for test in p["tests"]:
@@ -810,6 +826,10 @@ def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None)
             print(f"    {state:<24} {test_command(r if r['cases'] else {'target': r['target']})}", file=out)
             if state == "FAIL":
                 print(f"        {shorten(r['detail'])}", file=out)
+        trouble = marker_trouble(p, found, problems, max(1, len(found.get(p["name"], []))))
+        if trouble:   # the tests ran the code as it is; grading takes it only from between the markers
+            failed += verdict == "pass"
+            print(f"    markers broken: {trouble}: grading would judge {p['name']} as its stub", file=out)
     return failed
 
 

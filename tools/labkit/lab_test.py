@@ -51,6 +51,24 @@ class LabTest(unittest.TestCase):
         self.assertIn("never cites [lab S1.c]", problems)
         self.assertIn("cites [lab S1.x], not a part of stage 1", problems)
 
+    def test_broken_or_missing_markers_are_named_by_line(self):
+        # What the grade's verdict and `tools/lab test` say of a part whose code cannot be
+        # taken from between its markers.
+        code = ("// [lab S1.a begin]\nint a();\n// [lab S1.a end]\n// [lab S1.b begin]\nint b();\n"
+                "// [lab S1.a copy begin]\n// [lab S1.a copy end]\n")
+        self.fake_tree(code, "")
+        table = {"stages": {"1": {"folder": "stage1_brk"}}, "parts": []}
+        found, problems = lab.scan(self.tmp, table)
+        part = lambda n: {"name": n, "file": "stage1_brk/a.cc"}
+        self.assertEqual(lab.marker_trouble(part("S1.a"), found, problems, 1), "")
+        self.assertEqual(lab.marker_trouble(part("S1.b"), found, problems, 1),
+                         "stage1_brk/a.cc:6: [lab S1.a copy begin] inside part S1.b; "
+                         "stage1_brk/a.cc:4: [lab S1.b begin] is never ended")
+        self.assertEqual(lab.marker_trouble(part("S1.c"), found, problems, 1),
+                         "no [lab S1.c begin] and [lab S1.c end] in stage1_brk/a.cc")
+        self.assertIn("1 region(s) between [lab S1.a begin] and end in stage1_brk/a.cc, the reference has 2 "
+                      "(a tree handed out at another commit?", lab.marker_trouble(part("S1.a"), found, problems, 2))
+
     def test_a_consistent_fake_tree_passes(self):
         code = "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "abc")
         self.assertEqual(self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]"), [])
