@@ -712,14 +712,11 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 row["verdict"] = verdicts[name]
                 results.append(row)
                 continue
+            # A part whose markers are broken is a stub in the grading tree, with the reference's
+            # markers: it is replaced like any other.
             others = {q["name"]: ref_bodies[q["name"]] for q in parts if q["name"] != name
-                      and bodies[q["name"]] is not None and ref_bodies[q["name"]] is not None
-                      and normalised_regions(bodies[q["name"]]) != normalised_regions(ref_bodies[q["name"]])}
-            broken = [q["name"] for q in parts if q["name"] != name and bodies[q["name"]] is None]
-            if broken:
-                row["verdict"] = f"cannot isolate: markers of {', '.join(broken)} are broken"
-                results.append(row)
-                continue
+                      and (bodies[q["name"]] is None
+                           or normalised_regions(bodies[q["name"]]) != normalised_regions(ref_bodies[q["name"]]))}
             # Built for every part, even one whose others are all the reference's already: the
             # part before may have left bazel-bin holding its own isolation build, in which this
             # part was the reference's (a wrong S1.coalesce beside a find_fit and a realloc equal

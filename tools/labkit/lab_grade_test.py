@@ -3,7 +3,7 @@ trace subset (three traces, two stagediff runs per tree each) to stay within min
 reference tree grades 100; a handout with every part of every stage blanked builds; a fresh
 handout names every part as failing and scores below 30; a handout with S1.coalesce restored
 from the reference gains exactly that part's marks, whatever the handout did to its copy of the
-tests; a wrong S1.coalesce beside right parts scores none and is named by FILE:LINE.
+tests and to another part's markers; a wrong S1.coalesce beside right parts scores none and is named by FILE:LINE.
 Each grade runs Bazel in a scratch copy (its own server, shut down after; the shared disk cache
 makes the build mostly cache hits). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
@@ -147,12 +147,22 @@ class GradeTest(unittest.TestCase):
         # A test changed in the handout must not count: the grader runs the reference's tests.
         with open(dest / "stage1_brk" / "stage1_test.cc", "a") as f:
             f.write('\nTEST_CASE("a handout\'s own copy of a test coalesces nothing") { CHECK(false); }\n')
+        # Nor does another part whose markers are broken: it is graded as its stub, with the
+        # marker named, and the reference's stands in for it while S1.coalesce is judged.
+        malloc = dest / "stage1_brk" / "malloc.asm"
+        lines = malloc.read_text().split("\n")
+        end = next(i for i, line in enumerate(lines) if "[lab S1.realloc end]" in line)
+        begin = next(i for i, line in enumerate(lines) if "[lab S1.realloc begin]" in line)
+        lines[end] = lines[end].replace("[lab S1.realloc end]", "end of my realloc")
+        malloc.write_text("\n".join(lines))
         report, parts = self.grade(dest)
         self.assertEqual(parts["S1.coalesce"]["verdict"], "pass")
         self.assertEqual(parts["S1.coalesce"]["marks"], self.each)
         self.assertEqual(report["score"], self.each)
         for name in ("S1.find_fit", "S1.realloc"):
             self.assertEqual(parts[name]["marks"], 0)
+        self.assertEqual(parts["S1.realloc"]["verdict"], "markers missing or broken: cannot judge: "
+                         f"stage1_brk/malloc.asm:{begin + 1}: [lab S1.realloc begin] is never ended")
 
     def test_a_wrong_part_beside_right_ones_fails_and_says_where(self):
         # S1.find_fit and S1.realloc as the reference's, S1.coalesce wrong (it never merges
