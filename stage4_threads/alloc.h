@@ -27,31 +27,23 @@ struct Mode {
     static constexpr bool secure = kSecure;   // [S4.56]
 };
 
-// `word ^= x`, and whether the result is nonzero, in one instruction: x86's xor into memory sets
-// the flag the branch reads. Written out because gcc 12, given the C++ form (`word ^= x; if
-// (word != 0)`) with x in a register, tests `old != x` instead and spends a load, two moves, the
-// xor, a store and a compare (with x an immediate, as stage 3's mark is, it emits the one xor).
-S4_INLINE bool xor_leaves_nonzero(uint64_t& word, uint64_t x) {
-    bool nonzero;
-    asm("xorq %[x], %[word]" : [word] "+m"(word), "=@ccnz"(nonzero) : [x] "r"(x));
-    return nonzero;
-}
-
 // [S4.32] malloc's fast path: stage 3's (S3.24), for the heap of the calling thread, which one
 // thread-local load provides. The heap is the thread's own, so the page and its list are too:
 // no atomic, no lock, no fence. The empty heap of a thread that never allocated sends it to
 // malloc_generic like an exhausted page does. The block must still carry the freed mark, or it
 // is on the list a second time (a double free that the local free let through, S4.33), and
-// handing it out again would give one block to two owners. As in stage 3 (S3.40), the test
-// clears the mark: mark ^ freed_mark(b) is 0 exactly when the mark was there, and a block in
-// use does not carry it. One instruction for the compare and the store of 0 it replaces.
+// handing it out again would give one block to two owners. Then the mark is cleared (a block
+// in use does not carry it) by a store of 0. Stage 3's one `xor` into the block (S3.40) would
+// do both in one instruction, but its store must wait for the block's line, where this store's
+// value is ready at once: the xor was tried here and measured slower on the programs whose
+// blocks have left the cache (chapter, section 5).
 template <class M>
 S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) {
     if (S4_LIKELY(size <= kDirectMax)) {
         Page* page = heap->direct[(size + 7) >> 3];
         Block* b = page->free;
         if (S4_LIKELY(b != nullptr)) {
-            if (S4_UNLIKELY(xor_leaves_nonzero(b->mark, freed_mark(b)))) freed_twice(b);
+            if (S4_UNLIKELY(b->mark != freed_mark(b))) freed_twice(b);
             uintptr_t next = b->link;
             if constexpr (M::secure) {   // the link must decode to a block of the page (S3.10)
                 next = decode(page, next);
@@ -60,6 +52,7 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
             }
             page->free = reinterpret_cast<Block*>(next);
             ++page->used;
+            b->mark = 0;   // not free any more
             if constexpr (M::stats) count_malloc(heap, requested, page->block_size);
             return b;
         }
