@@ -526,8 +526,9 @@ DOCTEST_ERROR = re.compile(r"^(\S+:\d+): (?:FATAL )?ERROR: (.*)$")          # FI
 def failure_summary(out):
     """What a failed test run says went wrong, in one line: each failed doctest case (at most
     three) as `FILE:LINE: TEST CASE: what failed (values)`, then the one-line diagnostics of
-    the stage (`edu-alloc stage1_brk: ...`) or of a stub (`edu-alloc lab: ...`); the last lines
-    of the output when it has none."""
+    the stage (`edu-alloc stage1_brk: ...`), of a stub (`edu-alloc lab: ...`) or of a sanitizer
+    (`SUMMARY: ThreadSanitizer: data race FILE:LINE in f`); the last lines of the output when it
+    has none."""
     lines = out.split("\n")
     cases, diagnostics = [], []
     case = where = None
@@ -541,7 +542,7 @@ def failure_summary(out):
             values = lines[i + 1].strip() if i + 1 < len(lines) and lines[i + 1].strip().startswith("values:") else ""
             cases.append(f"{at}: {case}: {what}" + (f" ({values})" if values else ""))
             case = None   # its first failure names it
-        elif line.startswith("edu-alloc ") and line.strip() not in diagnostics:   # also a stub's line
+        elif line.startswith(("edu-alloc ", "SUMMARY: ")) and line.strip() not in diagnostics:   # a stub's, a sanitizer's
             diagnostics.append(line.strip())
     if not cases and not diagnostics:
         return " | ".join(out.strip().split("\n")[-3:])
@@ -879,7 +880,7 @@ def print_report(report, out=sys.stdout):
     for p in report["parts"]:
         print(f"  {p['part']:<20} {p['marks']:5.1f}/{each:g}  {p['verdict']}", file=out)
         for t in p.get("tests", []):   # what failed: FILE:LINE and the test case (failure_summary)
-            if not t["passed"] and not t["stubs_reached"] and t.get("detail"):
+            if not t["passed"] and not t["stubs_reached"] and t.get("detail") not in (None, "", "not built"):
                 print(f"        {t['target']}: {shorten(t['detail'])}", file=out)
     if report["traces"]:
         print("\ntraces (fresh process per replay; throughput: fastest pass, reference in the same run):", file=out)

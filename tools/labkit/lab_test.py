@@ -318,6 +318,11 @@ class LabTest(unittest.TestCase):
             "(abnormal termination) signal",
             "edu-alloc stage1_brk: usable_size(0x55b3): no block starts here (interior or corrupted pointer)"]))
         self.assertEqual(lab.failure_summary("a\nb\nc\nd\n"), "b | c | d")   # not doctest's: its last lines
+        tsan = ("WARNING: ThreadSanitizer: data race (pid=7)\n  Write of size 8 at 0x7b04 by thread T2:\n"
+                "SUMMARY: ThreadSanitizer: data race stage4_threads/remote.cc:181 in page_collect_remote\n"
+                "[doctest] test cases: 3 | 3 passed | 0 failed |\nThreadSanitizer: reported 1 warnings\n")
+        self.assertEqual(lab.failure_summary(tsan),
+                         "SUMMARY: ThreadSanitizer: data race stage4_threads/remote.cc:181 in page_collect_remote")
 
     def test_a_test_runs_in_its_runfiles(self):
         # run_test runs a built test from its runfiles tree, as `bazel test` does, which is
