@@ -255,8 +255,13 @@ EDU_EXPORT void* reallocarray(void* ptr, size_t count, size_t size) noexcept {
     return slot(&g_realloc)(ptr, total);
 }
 
-// glibc's memalign rounds an alignment that is not a power of two up to the next one.
+// glibc's memalign rounds an alignment that is not a power of two up to the next one; one
+// above 2^63 has none to round to and is invalid (EINVAL, as glibc says), not too large.
 EDU_EXPORT void* memalign(size_t alignment, size_t size) noexcept {
+    if (alignment > SIZE_MAX / 2 + 1) {
+        errno = EINVAL;
+        return nullptr;
+    }
     if (alignment > stage().max_alignment) return aligned(alignment, size);  // ENOMEM
     size_t power = 1;
     while (power < alignment) power <<= 1;

@@ -79,7 +79,7 @@ TEST_CASE("inside a large or huge block, only its start is a block") {
     require_dies("free", huge + 16, "not the start of a block", [&] { api().free(huge + 16); });
     // Past its first 4 MiB a huge block is nobody's as far as the segment map is concerned.
     require_dies("free", huge + (5 << 20), "not from this heap", [&] { api().free(huge + (5 << 20)); });
-    require_dies("free", large, "", [&] {
+    require_dies("free", large, "double free", [&] {
         api().free(large);
         api().free(large);      // its segment is cached now: the page is free
     });

@@ -22,7 +22,8 @@ Page* validate_block(const void* p, const char* call) {
     auto a = reinterpret_cast<uintptr_t>(p);
     if (!segment_owned(p)) die(kStageName, call, p, "pointer not from this heap (no segment of ours holds it)");
     Page* page = page_of(p);
-    if (!page->in_use) die(kStageName, call, p, "no live block here (its page is free)");
+    if (!page->in_use)   // its last block was freed, or it never had one at p
+        die(kStageName, call, p, "double free, or a pointer never handed out (no live block here: its page is free)");
     // Exact, from start, magic and carved: a full page's fast constants fail on purpose.
     if (!page_has_block(page, a))
         die(kStageName, call, p, "not the start of a block (interior, misaligned or never allocated)");

@@ -46,7 +46,8 @@ Found find_block(const void* p, const char* call) {
     Heap* heap = t_heap;
     Page* page = page_of(p);
     bool local = heap->owned[slot] != 0;
-    if (!page->in_use) die(kStageName, call, p, "no live block here (its page is free)");
+    if (!page->in_use)   // its last block was freed, or it never had one at p
+        die(kStageName, call, p, "double free, or a pointer never handed out (no live block here: its page is free)");
     auto a = reinterpret_cast<uintptr_t>(p);
     if (!(local ? owner_holds(page, a) : page_holds(page, a, page->capacity)))
         die(kStageName, call, p, "not the start of a block (interior, misaligned or never allocated)");

@@ -1,8 +1,12 @@
 /* tests/misuse/probes.c: one small program per kind of heap misuse, chosen by name
  * (`probes overflow`). Each does its one wrong thing, then a little ordinary work and exits 0,
- * so "exit 0" means the misuse went unseen. The allocator under test is whichever malloc the
- * process has (LD_PRELOAD); tests/misuse/misuse_test.py runs every probe under every one. */
+ * so "exit 0" means the misuse went unseen. The last ones check an answer instead (ENOMEM,
+ * EINVAL, a zeroed calloc): they print it, or say what they got and exit 1. The allocator
+ * under test is whichever malloc the process has (LD_PRELOAD); tests/misuse/misuse_test.py
+ * runs every probe under every one. */
+#define _GNU_SOURCE /* posix_memalign, memalign, malloc_usable_size */
 #include <errno.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,25 +127,265 @@ static int realloc_freed(void) {
     return 0;
 }
 
-/* The last two are not misuse: C says the answer is NULL with errno ENOMEM, nothing else. */
-static int calloc_overflow(void) {
+/* Overflows that reach further: `reach` bytes written past a 24-byte request whose next two
+ * neighbours (b[11], b[12]) are free, so the bytes land in the block's rounding, then in the
+ * next block's header or free-list link, then deeper. Then the block is freed and the class
+ * allocated again, so the damaged neighbour is handed out and its link followed. Seven other
+ * blocks of the class were freed first, as a program would: they fill glibc's tcache, so glibc
+ * frees b[10] into a fast bin and checks the next chunk's size there, every run (its tcache
+ * checks only the alignment of a link, which a random overwrite passes once in 16 runs under
+ * ASLR, and then glibc dies of SIGSEGV). */
+static int overflow_reaching(size_t reach) {
+    char* b[64];
+    for (int i = 0; i < 64; ++i) b[i] = malloc(24);
+    sink = b;
+    for (int i = 40; i < 47; ++i) free(b[i]);
+    free(b[12]);
+    free(b[11]);
+    memset(b[10] + 24, 'A', reach);
+    free(b[10]);
+    for (int i = 0; i < 200; ++i) sink = malloc(24);
+    return 0;
+}
+static int overflow_8(void) { return overflow_reaching(8); }
+static int overflow_16(void) { return overflow_reaching(16); }
+static int overflow_64(void) { return overflow_reaching(64); }
+
+/* 16 bytes past what malloc_usable_size promises, at the end of a large block (100,000 bytes:
+ * below glibc's mmap threshold, a stage 1 block in stages 1 and 2, a large page in 3 and 4)
+ * with a live large neighbour allocated after it. */
+static int overflow_large(void) {
+    char* p = malloc(100000);
+    char* q = malloc(100000);
+    sink = q;
+    memset(p + malloc_usable_size(p), 'A', 16);
+    free(p);
+    free(q);
+    return 0;
+}
+
+/* A large block freed twice: 1 MiB (mapped on its own by glibc, a large page in stages 3 and
+ * 4), then 100,000 bytes (in the heap for glibc and stages 1 and 2). Each has a live block
+ * allocated after it, which keeps it away from the top of a heap that may shrink. */
+static int double_free_huge(void) {
+    char* p = malloc(1 << 20);
+    char* q = malloc(24); /* keeps p away from the top of a heap, which may shrink */
+    sink = q;
+    free(p);
+    free(p);
+    return 0;
+}
+
+static int double_free_large(void) {
+    char* p = malloc(100000);
+    char* q = malloc(100000);
+    sink = q;
+    free(p);
+    free(p);
+    return 0;
+}
+
+/* A block aligned to 1 MiB (past every stage's ordinary alignment) freed twice. */
+static int double_free_aligned(void) {
+    char* p = memalign(1 << 20, 100);
+    char* q = memalign(1 << 20, 100); /* keeps p's region of the heap in use */
+    sink = q;
+    free(p);
+    free(p);
+    return 0;
+}
+
+/* realloc moved the block, and the program frees the pointer it had before: a double free of
+ * the old block, which realloc already freed. */
+static int free_after_realloc(void) {
+    char* p = malloc(24);
+    char* neighbour = malloc(24); /* so that p cannot grow in place */
+    sink = neighbour;
+    char* q = realloc(p, 100000);
+    sink = q;
+    if (q == p) return 3; /* did not move: the probe proves nothing */
+    free(p);
+    free(q);
+    return 0;
+}
+
+static int realloc_interior(void) { /* realloc of a pointer 16 bytes into a 64-byte block */
+    char* p = malloc(64);
+    sink = p;
+    sink = realloc(p + 16, 200);
+    return 0;
+}
+
+/* A pointer into the middle of large blocks: 64 KiB into a 1 MiB one, and 5 MiB into a
+ * 16 MiB one (past a 4 MiB boundary, where a stage that finds a block's segment by rounding
+ * the address down finds the program's own bytes; they hold 'A'). */
+static int interior_free_huge(void) {
+    char* p = malloc(1 << 20);
+    sink = p;
+    free(p + 65536);
+    return 0;
+}
+
+static int interior_free_far(void) {
+    size_t size = (size_t)16 << 20;
+    char* p = malloc(size);
+    sink = p;
+    memset(p, 'A', size);
+    free(p + ((size_t)5 << 20));
+    return 0;
+}
+
+static int free_stack(void) {
+    _Alignas(64) char local[256];
+    sink = local;
+    free(local + 64);
+    return 0;
+}
+
+/* malloc_usable_size asked about a block that is no longer the program's, and about memory
+ * no malloc handed out. */
+static int usable_size_freed(void) {
+    char* p = malloc(24);
+    sink = p;
+    free(p);
+    sink = (void*)malloc_usable_size(p);
+    return 0;
+}
+
+static int usable_size_foreign(void) {
+    static _Alignas(64) char global[256];
+    sink = global;
+    sink = (void*)malloc_usable_size(global + 64);
+    return 0;
+}
+
+/* The rest are not misuse: each checks the one answer C, POSIX or glibc gives and prints it
+ * (the table's cell), or says what it got instead and exits 1. */
+
+/* A block freed dirty and handed out again by calloc must read zero, at every size class the
+ * stages treat differently (small, medium, large, huge, aligned-then-calloc'd). */
+static int calloc_recycled(void) {
+    static const size_t sizes[] = {24, 200, 1000, 5000, 20000, 100000, 600000, 3 << 20, 9 << 20};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; ++s) {
+        size_t n = sizes[s];
+        for (int round = 0; round < 3; ++round) {
+            unsigned char* dirty[4];
+            for (int i = 0; i < 4; ++i) {
+                dirty[i] = round == 2 ? memalign(4096, n) : malloc(n);
+                memset(dirty[i], 0xab, n);
+            }
+            for (int i = 0; i < 4; ++i) free(dirty[i]);
+            for (int i = 0; i < 4; ++i) {
+                unsigned char* c = calloc(1, n);
+                dirty[i] = c;
+                for (size_t k = 0; k < n; ++k)
+                    if (c[k] != 0) {
+                        fprintf(stderr, "calloc(1, %zu) = %p: byte %zu is 0x%02x, not 0\n", n, (void*)c, k, c[k]);
+                        return 1;
+                    }
+            }
+            for (int i = 0; i < 4; ++i) free(dirty[i]);
+        }
+    }
+    puts("zeroed");
+    return 0;
+}
+
+/* realloc(p, 0): glibc frees p and returns NULL; the contract (contract/allocator.h) returns
+ * a unique zero-size block, as malloc(0) does. Either way p is gone and errno stays. */
+static int realloc_zero(void) {
+    char* p = malloc(24);
+    sink = p;
     errno = 0;
-    void* p = calloc(SIZE_MAX / 2, 4);
-    if (p != NULL || errno != ENOMEM) {
-        fprintf(stderr, "calloc(SIZE_MAX / 2, 4) returned %p, errno %d\n", p, errno);
+    char* q = realloc(p, 0);
+    int saved = errno;
+    if (saved != 0) {
+        fprintf(stderr, "realloc(p, 0) returned %p, errno %d\n", (void*)q, saved);
         return 1;
     }
+    puts(q == NULL ? "NULL" : "a block");
+    free(q);
     return 0;
+}
+
+/* posix_memalign returns EINVAL (errno untouched) unless the alignment is a power of two and
+ * a multiple of sizeof(void*). */
+static int posix_memalign_invalid(void) {
+    static const size_t bad[] = {0, 4, 24, 48, 100, 4097};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        void* p = sink;
+        errno = 0;
+        int r = posix_memalign(&p, bad[i], 64);
+        if (r != EINVAL || errno != 0) {
+            fprintf(stderr, "posix_memalign(&p, %zu, 64) returned %d, errno %d\n", bad[i], r, errno);
+            return 1;
+        }
+    }
+    puts("EINVAL");
+    return 0;
+}
+
+/* aligned_alloc with a size that is not a multiple of the alignment: C17 (DR 460) and glibc
+ * accept it. */
+static int aligned_alloc_odd_size(void) {
+    static const size_t align[] = {16, 64, 4096, 65536};
+    for (size_t i = 0; i < sizeof align / sizeof align[0]; ++i) {
+        errno = 0;
+        char* p = aligned_alloc(align[i], align[i] + 1);
+        if (p == NULL || (uintptr_t)p % align[i] != 0 || malloc_usable_size(p) < align[i] + 1) {
+            fprintf(stderr, "aligned_alloc(%zu, %zu) returned %p, errno %d\n", align[i], align[i] + 1, (void*)p, errno);
+            return 1;
+        }
+        memset(p, 0, align[i] + 1);
+        free(p);
+    }
+    puts("a block");
+    return 0;
+}
+
+/* memalign with alignment 0 (glibc: as malloc), with an alignment above 2^63, which no power
+ * of two rounds up (glibc: EINVAL), and with 2^63, a power of two too large to serve (ENOMEM). */
+static int memalign_zero(void) {
+    char* p = memalign(0, 100);
+    if (p == NULL || (uintptr_t)p % 16 != 0) {
+        fprintf(stderr, "memalign(0, 100) returned %p, errno %d\n", (void*)p, errno);
+        return 1;
+    }
+    free(p);
+    puts("a block");
+    return 0;
+}
+
+/* A call that must fail: NULL with errno `expected` (set by the call, errno was 0 before). */
+static int null_with(int expected, const char* expected_name, void* p, const char* call) {
+    int got = errno;
+    if (p != NULL || got != expected) {
+        fprintf(stderr, "%s returned %p, errno %d\n", call, p, got);
+        return 1;
+    }
+    puts(expected_name);
+    return 0;
+}
+
+static int memalign_unroundable(void) {
+    errno = 0;
+    return null_with(EINVAL, "EINVAL", memalign(SIZE_MAX / 2 + 2, 100), "memalign(SIZE_MAX / 2 + 2, 100)");
+}
+
+static int memalign_huge(void) {
+    errno = 0;
+    return null_with(ENOMEM, "ENOMEM", memalign(SIZE_MAX / 2 + 1, 100), "memalign(SIZE_MAX / 2 + 1, 100)");
+}
+
+/* C says the answer is NULL with errno ENOMEM, nothing else. */
+static int calloc_overflow(void) {
+    errno = 0;
+    return null_with(ENOMEM, "ENOMEM", calloc(SIZE_MAX / 2, 4), "calloc(SIZE_MAX / 2, 4)");
 }
 
 static int huge_malloc(void) {
     errno = 0;
-    void* p = malloc(SIZE_MAX - 64);
-    if (p != NULL || errno != ENOMEM) {
-        fprintf(stderr, "malloc(SIZE_MAX - 64) returned %p, errno %d\n", p, errno);
-        return 1;
-    }
-    return 0;
+    return null_with(ENOMEM, "ENOMEM", malloc(SIZE_MAX - 64), "malloc(SIZE_MAX - 64)");
 }
 
 static const struct {
@@ -161,6 +405,27 @@ static const struct {
     {"realloc_freed", realloc_freed},
     {"calloc_overflow", calloc_overflow},
     {"huge_malloc", huge_malloc},
+    {"overflow_8", overflow_8},
+    {"overflow_16", overflow_16},
+    {"overflow_64", overflow_64},
+    {"overflow_large", overflow_large},
+    {"double_free_large", double_free_large},
+    {"double_free_huge", double_free_huge},
+    {"double_free_aligned", double_free_aligned},
+    {"free_after_realloc", free_after_realloc},
+    {"realloc_interior", realloc_interior},
+    {"interior_free_huge", interior_free_huge},
+    {"interior_free_far", interior_free_far},
+    {"free_stack", free_stack},
+    {"usable_size_freed", usable_size_freed},
+    {"usable_size_foreign", usable_size_foreign},
+    {"calloc_recycled", calloc_recycled},
+    {"realloc_zero", realloc_zero},
+    {"posix_memalign_invalid", posix_memalign_invalid},
+    {"aligned_alloc_odd_size", aligned_alloc_odd_size},
+    {"memalign_zero", memalign_zero},
+    {"memalign_unroundable", memalign_unroundable},
+    {"memalign_huge", memalign_huge},
 };
 
 int main(int argc, char** argv) {
