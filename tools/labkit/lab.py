@@ -525,7 +525,8 @@ DOCTEST_ERROR = re.compile(r"^(\S+:\d+): (?:FATAL )?ERROR: (.*)$")          # FI
 
 def failure_summary(out):
     """What a failed test run says went wrong, in one line: each failed doctest case (at most
-    three) as `FILE:LINE: TEST CASE: what failed (values)`, then the one-line diagnostics of
+    three) as `FILE:LINE: TEST CASE: what failed (values); logged: its INFO lines` (the case's
+    FILE:LINE first when the assertion is in a helper of another file), then the one-line diagnostics of
     the stage (`edu-alloc stage1_brk: ...`), of a stub (`edu-alloc lab: ...`) or of a sanitizer
     (`SUMMARY: ThreadSanitizer: data race FILE:LINE in f`); the last lines of the output when it
     has none."""
@@ -539,8 +540,19 @@ def failure_summary(out):
             where, case = line[:-1], lines[i + 1][len("TEST CASE:"):].strip()
         elif case is not None and DOCTEST_ERROR.match(line):
             at, what = DOCTEST_ERROR.match(line).groups()
-            values = lines[i + 1].strip() if i + 1 < len(lines) and lines[i + 1].strip().startswith("values:") else ""
-            cases.append(f"{at}: {case}: {what}" + (f" ({values})" if values else ""))
+            # Then doctest's "  values: ..." and "  logged: ..." (INFO, over indented lines).
+            values, logged, j = "", [], i + 1
+            while j < len(lines) and lines[j].startswith("  ") and lines[j].strip():
+                text = lines[j].strip()
+                if text.startswith("values:"):
+                    values = text
+                else:
+                    logged.append(text[len("logged:"):].strip() if text.startswith("logged:") else text)
+                j += 1
+            # An assertion in a helper of another file (tests/support.cc) is placed by its case.
+            head = f"{at}: {case}" if at.split(":")[0] == where.split(":")[0] else f"{where}: {case}: {at}"
+            cases.append(f"{head}: {what}" + (f" ({values})" if values else "")
+                         + (f"; logged: {'; '.join(logged[:3])}" if logged else ""))
             case = None   # its first failure names it
         elif line.startswith(("edu-alloc ", "SUMMARY: ")) and line.strip() not in diagnostics:   # a stub's, a sanitizer's
             diagnostics.append(line.strip())

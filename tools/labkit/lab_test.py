@@ -318,6 +318,16 @@ class LabTest(unittest.TestCase):
             "(abnormal termination) signal",
             "edu-alloc stage1_brk: usable_size(0x55b3): no block starts here (interior or corrupted pointer)"]))
         self.assertEqual(lab.failure_summary("a\nb\nc\nd\n"), "b | c | d")   # not doctest's: its last lines
+        helper = ("=" * 79 + "\ntests/random.cc:177:\nTEST CASE:  random mixes keep every block intact\n\n"
+                  "tests/support.cc:156: FATAL ERROR: REQUIRE( result.ok ) is NOT correct!\n"
+                  "  values: REQUIRE( false )\n  logged: seed 1 (replay: --test_env=EDU_BATTERY_SEED=1)\n"
+                  "          operation 63: heap check after free\n"
+                  "          checker: block twice on the free lists at 0x7fe2\n\n" + "=" * 79 + "\n")
+        self.assertEqual(lab.failure_summary(helper),
+                         "tests/random.cc:177: random mixes keep every block intact: tests/support.cc:156: "
+                         "REQUIRE( result.ok ) is NOT correct! (values: REQUIRE( false )); logged: seed 1 (replay: "
+                         "--test_env=EDU_BATTERY_SEED=1); operation 63: heap check after free; checker: block twice "
+                         "on the free lists at 0x7fe2")
         tsan = ("WARNING: ThreadSanitizer: data race (pid=7)\n  Write of size 8 at 0x7b04 by thread T2:\n"
                 "SUMMARY: ThreadSanitizer: data race stage4_threads/remote.cc:181 in page_collect_remote\n"
                 "[doctest] test cases: 3 | 3 passed | 0 failed |\nThreadSanitizer: reported 1 warnings\n")
