@@ -562,6 +562,23 @@ def failure_summary(out):
     return " | ".join(cases[:3] + diagnostics[:2]) + more
 
 
+SANITIZER_SUMMARY = re.compile(r"SUMMARY: ThreadSanitizer: (.+?) (\S+):(\d+)")
+
+
+def reports_in_parts(out, found):
+    """ThreadSanitizer's reports (their SUMMARY lines) in out whose FILE:LINE lies between a
+    part's markers in the tree that `found` scanned: {part: ["data race at FILE:LINE", ...]}."""
+    hits = {}
+    for kind, path, line in SANITIZER_SUMMARY.findall(out):
+        line = int(line)   # 1-based; found holds the 0-based lines of the markers
+        for name, spans in found.items():
+            if any(path.endswith(rel) and begin + 1 < line <= end for rel, begin, end in spans):
+                what = f"{kind} at {path}:{line}"
+                if what not in hits.setdefault(name, []):
+                    hits[name].append(what)
+    return hits
+
+
 def run_test(tree, target, cases=None, timeout=600):
     """Runs a built test binary; returns (passed, parts whose stub it reached, what failed:
     failure_summary)."""
@@ -697,10 +714,13 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 continue   # it reaches a copy that the handout holds back (copy_stub)
             ok, reached, tail = run_test(work, target)
             gates.append({"gate": target, "passed": ok, "stubs_reached": sorted(reached), "detail": "" if ok else tail})
+        raced = {}   # part: ThreadSanitizer's reports in its code
         for target in info.get("tsan_gates", []):
             r = in_scratch("test", "--config=tsan", target, log=log)
             # QUIET filters the test's output from Bazel's: its log says which stub it reached.
             out = test_log(work, target) if r.returncode != 0 else ""
+            for name, reports in reports_in_parts(out, student_found).items():
+                raced.setdefault(name, []).extend(x for x in reports if x not in raced[name])
             gates.append({"gate": target + " (ThreadSanitizer)", "passed": r.returncode == 0,
                           "stubs_reached": sorted(set(NOT_IMPLEMENTED.findall(out))),
                           "detail": "" if r.returncode == 0 else
@@ -747,6 +767,10 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             for rel, text in saved.items():
                 (work / rel).write_text(text)
             row["verdict"] = part_verdict(name, row["tests"], built)
+            if row["verdict"] == "pass" and name in raced:
+                # Its tests pass without ThreadSanitizer, but a tsan gate reported a race (or
+                # another error) in its own lines: stage 4's parts are about memory ordering.
+                row["verdict"] = "FAIL: ThreadSanitizer: " + "; ".join(raced[name][:3]) + " (in this part's code)"
             row["marks"] = weights["correctness"] / len(parts) if row["verdict"] == "pass" else 0.0
             results.append(row)
 

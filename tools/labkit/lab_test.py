@@ -334,6 +334,24 @@ class LabTest(unittest.TestCase):
         self.assertEqual(lab.failure_summary(tsan),
                          "SUMMARY: ThreadSanitizer: data race stage4_threads/remote.cc:181 in page_collect_remote")
 
+    def test_a_race_reported_in_a_part_s_lines_is_that_part_s(self):
+        # Stage 4's ThreadSanitizer gates: a report whose FILE:LINE lies between a part's
+        # markers fails that part (its own tests pass without the sanitizer); one elsewhere,
+        # or on a marker line, is no part's.
+        code = "int x;\n// [lab S1.a begin]\nint a();\nint a2();\n// [lab S1.a end]\nint y;\n"
+        self.fake_tree(code, "")
+        table = {"stages": {"1": {"folder": "stage1_brk"}}, "parts": []}
+        found = lab.scan(self.tmp, table)[0]
+        log = ("WARNING: ThreadSanitizer: data race (pid=1)\n"
+               "SUMMARY: ThreadSanitizer: data race stage1_brk/a.cc:4 in a2()\n"
+               "logged: child: exit 66, stderr: \"... | SUMMARY: ThreadSanitizer: data race stage1_brk/a.cc:3 in a() | ...\"\n"
+               "SUMMARY: ThreadSanitizer: data race stage1_brk/a.cc:4 in a2()\n"
+               "SUMMARY: ThreadSanitizer: data race stage1_brk/a.cc:6 in y\n"
+               "SUMMARY: ThreadSanitizer: data race stage1_brk/a.cc:5 in marker\n")
+        self.assertEqual(lab.reports_in_parts(log, found),
+                         {"S1.a": ["data race at stage1_brk/a.cc:4", "data race at stage1_brk/a.cc:3"]})
+        self.assertEqual(lab.reports_in_parts("no report\n", found), {})
+
     def test_a_test_runs_in_its_runfiles(self):
         # run_test runs a built test from its runfiles tree, as `bazel test` does, which is
         # named after the WORKSPACE.
