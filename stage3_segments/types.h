@@ -228,6 +228,15 @@ static_assert(kMaxAlignment < kSegmentSize, "an aligned block always starts in c
 inline Segment* segment_of(const void* p) {
     return reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(p) & ~kSegmentMask);
 }
+// Whether `b` is a block in the 4 MiB chunk of `page`'s record, as every block of a
+// page with more than one block is (the chunk of its segment's header). Tested on b - 1: no
+// block starts at its chunk's first byte (the header is there), and for b == null, b - 1 is
+// the top of the address space, in no page's chunk (null itself would be in chunk 0, where a
+// static g_empty_page can lie: a binary that is not position-independent, valgrind's loader).
+inline bool block_in_page_chunk(const void* b, const Page* page) {
+    uintptr_t x = reinterpret_cast<uintptr_t>(page) ^ (reinterpret_cast<uintptr_t>(b) - 1);
+    return x < kSegmentSize;
+}
 inline Page* page_of(const void* p) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     return segment_of(p)->page_of[(a >> kSlotShift) & (kSlots - 1)];
