@@ -7,6 +7,7 @@
 #define _GNU_SOURCE /* posix_memalign, memalign, malloc_usable_size */
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -259,6 +260,62 @@ static int usable_size_foreign(void) {
     return 0;
 }
 
+/* A double free across threads: the block's owner frees it, then another thread frees it
+ * again; and the other order, another thread first. The thread exists before the first free
+ * (pthread_create allocates, and could be handed the freed block), and waits at a barrier for
+ * its turn. */
+static pthread_barrier_t turn;
+
+static void* free_at_its_turn(void* p) {
+    pthread_barrier_wait(&turn);
+    free(p);
+    return NULL;
+}
+
+static pthread_t thread_to_free(void* p) {
+    pthread_t thread;
+    if (pthread_barrier_init(&turn, NULL, 2) != 0 || pthread_create(&thread, NULL, free_at_its_turn, p) != 0) {
+        fprintf(stderr, "cannot run a thread\n");
+        exit(3);
+    }
+    return thread;
+}
+
+static int double_free_remote(void) {
+    char* p = malloc(24);
+    sink = p;
+    pthread_t thread = thread_to_free(p);
+    free(p);
+    pthread_barrier_wait(&turn);
+    pthread_join(thread, NULL);
+    return 0;
+}
+
+/* The same when the page holds other live blocks of its owner, so that the thread that frees
+ * remotely cannot tell from the page alone; then the owner allocates from the class again. */
+static int double_free_remote_busy(void) {
+    char* live[16];
+    for (int i = 0; i < 16; ++i) live[i] = malloc(24);
+    sink = live;
+    char* p = live[8];
+    pthread_t thread = thread_to_free(p);
+    free(p);
+    pthread_barrier_wait(&turn);
+    pthread_join(thread, NULL);
+    for (int i = 0; i < 5000; ++i) sink = malloc(24);
+    return 0;
+}
+
+static int double_free_remote_first(void) {
+    char* p = malloc(24);
+    sink = p;
+    pthread_t thread = thread_to_free(p);
+    pthread_barrier_wait(&turn);
+    pthread_join(thread, NULL);
+    free(p);
+    return 0;
+}
+
 /* The rest are not misuse: each checks the one answer C, POSIX or glibc gives and prints it
  * (the table's cell), or says what it got instead and exits 1. */
 
@@ -417,6 +474,9 @@ static const struct {
     {"interior_free_huge", interior_free_huge},
     {"interior_free_far", interior_free_far},
     {"free_stack", free_stack},
+    {"double_free_remote", double_free_remote},
+    {"double_free_remote_busy", double_free_remote_busy},
+    {"double_free_remote_first", double_free_remote_first},
     {"usable_size_freed", usable_size_freed},
     {"usable_size_foreign", usable_size_foreign},
     {"calloc_recycled", calloc_recycled},
