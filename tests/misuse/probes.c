@@ -260,6 +260,29 @@ static int usable_size_foreign(void) {
     return 0;
 }
 
+/* A large block (100,000 bytes, between two live ones) misused like a small one: its first 16
+ * bytes written after free, then large blocks allocated again; the byte before it written. */
+static int write_after_free_large(void) {
+    char* before = malloc(100000);
+    char* p = malloc(100000);
+    char* after = malloc(100000);
+    sink = before;
+    sink = after;
+    free(p);
+    memset(p, 'A', 16);
+    for (int i = 0; i < 4; ++i) sink = malloc(100000);
+    return 0;
+}
+
+static int underflow_large(void) {
+    char* before = malloc(100000);
+    char* p = malloc(100000);
+    sink = before;
+    p[-1] = 'A';
+    free(p);
+    return 0;
+}
+
 /* A double free across threads: the block's owner frees it, then another thread frees it
  * again; and the other order, another thread first. The thread exists before the first free
  * (pthread_create allocates, and could be handed the freed block), and waits at a barrier for
@@ -413,6 +436,72 @@ static int memalign_zero(void) {
     return 0;
 }
 
+/* malloc(0): a unique block the program may free (C: NULL or a unique pointer; glibc and the
+ * contract give a block). */
+static int malloc_zero(void) {
+    char* p = malloc(0);
+    char* q = malloc(0);
+    if (p == NULL || q == NULL || p == q) {
+        fprintf(stderr, "malloc(0) returned %p and %p\n", (void*)p, (void*)q);
+        return 1;
+    }
+    free(p);
+    free(q);
+    puts("a block");
+    return 0;
+}
+
+/* reallocarray whose product overflows: NULL with ENOMEM, and the block untouched. */
+static int reallocarray_overflow(void) {
+    char* p = malloc(24);
+    memset(p, 'x', 24);
+    errno = 0;
+    char* q = reallocarray(p, SIZE_MAX / 2, 4);
+    if (q != NULL || errno != ENOMEM || p[23] != 'x' || malloc_usable_size(p) < 24) {
+        fprintf(stderr, "reallocarray(p, SIZE_MAX / 2, 4) returned %p, errno %d\n", (void*)q, errno);
+        return 1;
+    }
+    free(p);
+    puts("ENOMEM");
+    return 0;
+}
+
+/* valloc and pvalloc: page-aligned blocks; pvalloc rounds the size up to whole pages (and
+ * pvalloc(0) is a block too). */
+static int valloc_pvalloc(void) {
+    size_t page = 4096;
+    char* v = valloc(100);
+    char* w = pvalloc(100);
+    char* z = pvalloc(0);
+    if (v == NULL || w == NULL || z == NULL || (uintptr_t)v % page || (uintptr_t)w % page || (uintptr_t)z % page ||
+        malloc_usable_size(w) < page) {
+        fprintf(stderr, "valloc(100) %p, pvalloc(100) %p (%zu usable), pvalloc(0) %p\n", (void*)v, (void*)w,
+                w ? malloc_usable_size(w) : 0, (void*)z);
+        return 1;
+    }
+    memset(w, 0, page);
+    free(v);
+    free(w);
+    free(z);
+    puts("a page");
+    return 0;
+}
+
+/* aligned_alloc with an alignment that is not a power of two: C17 lets it fail (NULL); glibc
+ * 2.36 rounds it up as memalign does (2.38 fails with EINVAL); prints which. */
+static int aligned_alloc_not_power(void) {
+    errno = 0;
+    char* p = aligned_alloc(24, 48);
+    if (p == NULL) {
+        puts(errno == EINVAL ? "EINVAL" : "NULL, other errno");
+        return 0;
+    }
+    int aligned = (uintptr_t)p % 32 == 0;
+    free(p);
+    puts(aligned ? "a block" : "a block, misaligned");
+    return 0;
+}
+
 /* A call that must fail: NULL with errno `expected` (set by the call, errno was 0 before). */
 static int null_with(int expected, const char* expected_name, void* p, const char* call) {
     int got = errno;
@@ -474,6 +563,8 @@ static const struct {
     {"interior_free_huge", interior_free_huge},
     {"interior_free_far", interior_free_far},
     {"free_stack", free_stack},
+    {"write_after_free_large", write_after_free_large},
+    {"underflow_large", underflow_large},
     {"double_free_remote", double_free_remote},
     {"double_free_remote_busy", double_free_remote_busy},
     {"double_free_remote_first", double_free_remote_first},
@@ -486,6 +577,10 @@ static const struct {
     {"memalign_zero", memalign_zero},
     {"memalign_unroundable", memalign_unroundable},
     {"memalign_huge", memalign_huge},
+    {"malloc_zero", malloc_zero},
+    {"reallocarray_overflow", reallocarray_overflow},
+    {"valloc_pvalloc", valloc_pvalloc},
+    {"aligned_alloc_not_power", aligned_alloc_not_power},
 };
 
 int main(int argc, char** argv) {
