@@ -18,9 +18,35 @@ namespace edu::stage3 {
 // searching the page's two lists, at most `capacity` steps, off the fast path. A page that
 // was freed in between has the free sentinel and fails the validity test. What no check here
 // catches: a block freed and handed out again before the second free (it is live again).
+namespace {
+
+// [S3.66] The segment map holds a huge segment by its first 4 MiB only ([S3.7]), so a pointer
+// further into a huge block finds no segment, as a foreign one does. Before it is called
+// foreign, the cold path walks the list of segments for one that holds it, so that the line
+// says what the pointer is.
+[[noreturn]] void die_not_ours(const void* p, const char* call) {
+    auto a = reinterpret_cast<uintptr_t>(p);
+    for (Segment* s = first_segment(); s; s = s->next) {
+        if (a - reinterpret_cast<uintptr_t>(s) >= s->size) continue;
+        const Page* page = s->pages();
+        if (!page->in_use)
+            die(kStageName, call, p, "double free, or a pointer never handed out (it lies in a free huge segment)");
+        char text[160];
+        LineWriter(text, sizeof text)
+            .str("not the start of a block: interior pointer, ")
+            .dec(a - page->start)
+            .str(" bytes into the huge block at ")
+            .hex(page->start);
+        die(kStageName, call, p, text);
+    }
+    die(kStageName, call, p, "pointer not from this heap (no segment of ours holds it)");
+}
+
+}  // namespace
+
 Page* validate_block(const void* p, const char* call) {
     auto a = reinterpret_cast<uintptr_t>(p);
-    if (!segment_owned(p)) die(kStageName, call, p, "pointer not from this heap (no segment of ours holds it)");
+    if (!segment_owned(p)) die_not_ours(p, call);
     Page* page = page_of(p);
     if (!page->in_use)   // its last block was freed, or it never had one at p
         die(kStageName, call, p, "double free, or a pointer never handed out (no live block here: its page is free)");
