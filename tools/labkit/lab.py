@@ -431,6 +431,12 @@ def handout(table, stage, dest, only=None, hide_later=False):
     first = chosen[0]["tests"][0] if chosen else None
     if first:
         lines += ["```sh", test_command(first), "```", ""]
+    tsan = sorted({t for s in stages for t in table["stages"][s].get("tsan_gates", [])})
+    if tsan:   # tools/lab test runs no sanitizer; grading does, and a race fails the part it lies in
+        lines += ["`tools/lab test` runs no sanitizer, but grading also runs these tests under",
+                  "ThreadSanitizer: a race it reports in a part's lines fails that part, and any report",
+                  "holds back the trace marks. Run them so once every part passes:", "",
+                  "```sh", "bazel test --config=tsan " + " ".join(tsan), "```", ""]
     copies = {}
     for p in chosen:
         for c, f in copies_of(p).items():

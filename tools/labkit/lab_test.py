@@ -185,6 +185,10 @@ class LabTest(unittest.TestCase):
             lab.handout(self.table, stage, dest, parts)
             rc = (dest / ".bazelrc").read_text()
             self.assertEqual(json.loads((dest / lab.HANDOUT_FILE).read_text())["skipped_tags"], tags)
+            # Grading runs stage 4's ThreadSanitizer gates, which `tools/lab test` does not: LAB.md says so.
+            tsan = self.table["stages"][stage].get("tsan_gates", [])
+            self.assertEqual(stage == "4", bool(tsan))
+            self.assertEqual("bazel test --config=tsan " + " ".join(sorted(tsan)) in (dest / "LAB.md").read_text(), bool(tsan))
             if not tags:
                 self.assertEqual(rc, reference, f"stage {stage}: no copies stubbed, nothing to leave out")
                 self.assertNotIn("leaves out every test tagged", (dest / "LAB.md").read_text())
