@@ -260,6 +260,42 @@ static int usable_size_foreign(void) {
     return 0;
 }
 
+/* The classic free-list poisoning attack: a write after free replaces a freed block's link
+ * with the address of the attacker's target (a static array that also carries stage 3's freed
+ * mark, a public constant, in its second and third words), and the malloc after the one that
+ * hands the block out again returns the target: the program then writes where the attacker
+ * chose. Exit 4 says it did.
+ * glibc mangles its links with the link's own address >> 12 (safe linking) and requires the
+ * result to be 16-byte aligned, so a raw address passes its check when that nibble happens to
+ * be 0: in that case the probe writes the target + 8, which the check refuses every run. */
+static int poison_free_list(void) {
+    static _Alignas(64) uint64_t target[8] = {0, 0xffffffffdeadf4eeu, 0xffffffffdeadf4eeu};
+    char* a = malloc(24);
+    char* gap = malloc(24); /* keeps a and p apart: no merging */
+    char* p = malloc(24);
+    char* q = malloc(24);
+    char* c = malloc(24);
+    sink = gap;
+    sink = q;
+    free(a); /* so that the list holds a block after p: its address is the one overwritten */
+    free(p);
+    free(c); /* and one before it: p is not the first block a list hands out after a refill */
+    uintptr_t forged = (uintptr_t)target;
+    if ((((uintptr_t)p >> 12) & 15) == 0) forged += 8;
+    memcpy(p, &forged, sizeof forged);
+    for (int i = 0; i < 5000; ++i) { /* until p comes back (first, in most allocators) */
+        char* got = malloc(24);
+        if (got != p) continue;
+        char* next = malloc(24);
+        if ((uintptr_t)next - (uintptr_t)target < sizeof target) {
+            fprintf(stderr, "malloc returned %p, the forged address\n", (void*)next);
+            return 4;
+        }
+        return 0;
+    }
+    return 0;
+}
+
 /* A large block (100,000 bytes, between two live ones) misused like a small one: its first 16
  * bytes written after free, then large blocks allocated again; the byte before it written. */
 static int write_after_free_large(void) {
@@ -549,6 +585,7 @@ static const struct {
     {"foreign_free", foreign_free},
     {"write_after_free", write_after_free},
     {"realloc_freed", realloc_freed},
+    {"poison_free_list", poison_free_list},
     {"calloc_overflow", calloc_overflow},
     {"huge_malloc", huge_malloc},
     {"overflow_8", overflow_8},
