@@ -1,7 +1,7 @@
 // stage4_threads/alloc.h: the fast paths of malloc and free for the calling thread's heap,
 // inline, instantiated once per mode (stats on/off) so a mode that is off costs nothing.
 // Entry points: heap_alloc<M>, heap_free<M>. Everything they cannot finish goes out of line:
-// malloc_generic, page_event (heap.h), free_generic (free.h).
+// malloc_generic, page_event (heap.h), free_generic (free.h), or the caller's `miss` (S4.64).
 #pragma once
 
 #include <cstddef>
@@ -37,9 +37,13 @@ struct Mode {
 // do both in one instruction, but its store must wait for the block's line, where this store's
 // value is ready at once: the xor was tried here and measured slower on the programs whose
 // blocks have left the cache (chapter, section 5).
-template <class M>
-S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) {
-    if (S4_LIKELY(size <= kDirectMax)) {
+// It serves sizes below `below` from heap->direct, and hands what it cannot serve to `miss`:
+// for every entry kDirectMax + 1 and malloc_generic (the overload below), for the drop-in
+// library's exported malloc its gate, whose bound is 0 while it is closed (drop_in.h, S4.64).
+template <class M, class Miss>
+S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested, std::size_t below,
+                           Miss miss) {
+    if (S4_LIKELY(size < below)) {
         Page* page = heap->direct[(size + 7) >> 3];
         Block* b = page->free;
         if (S4_LIKELY(b != nullptr)) {
@@ -57,7 +61,12 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
             return b;
         }
     }
-    return malloc_generic(size, requested, heap);
+    return miss();
+}
+template <class M>
+S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) {
+    return heap_alloc<M>(heap, size, requested, kDirectMax + 1,
+                         [=] { return malloc_generic(size, requested, heap); });
 }
 
 // [S4.33] free's fast path. Stage 3 asked a global map "is this segment ours?"; stage 4 asks
@@ -76,11 +85,13 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
 // an earlier version made instead (it read nothing of the block), so the pair costs no
 // instruction more (the chapter has the counts, and what the load costs where blocks are
 // freed long after they were made).
-template <class M>
-S4_INLINE void heap_free(void* p) {
+// Like malloc's, it takes its bound (arena slots below `slots`) and its `miss` from the caller:
+// kArenaSlots and free_generic for every entry, the gate for the exported free (S4.64).
+template <class M, class Miss>
+S4_INLINE void heap_free(void* p, uintptr_t slots, Miss miss) {
     Heap* heap = t_heap;
     uintptr_t slot = (reinterpret_cast<uintptr_t>(p) - heap->arena_base) >> kSegmentShift;
-    if (S4_LIKELY(slot < kArenaSlots && heap->owned[slot])) {
+    if (S4_LIKELY(slot < slots && heap->owned[slot])) {
         Page* page = page_of(p);
         auto* b = static_cast<Block*>(p);
         uint64_t mark = freed_mark(b);
@@ -94,7 +105,11 @@ S4_INLINE void heap_free(void* p) {
             return;
         }
     }
-    free_generic(p);
+    miss();
+}
+template <class M>
+S4_INLINE void heap_free(void* p) {
+    heap_free<M>(p, kArenaSlots, [p] { free_generic(p); });
 }
 
 // [S4.58] realloc and usable_size ask "whose block is this, and is it live?" too. For the

@@ -178,8 +178,8 @@ void limit_set() {
 
 }  // namespace
 
-// drop_in.h's gate (S4.64): closed until contract/preload.cc opens it.
-bool g_gate_open = false;
+// drop_in.h's gate (S4.64): closed (zero bounds) until contract/preload.cc opens it.
+Gate g_gate = {0, 0};
 
 const Stage descriptor = {
     kStageName,
