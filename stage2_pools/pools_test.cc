@@ -435,6 +435,18 @@ TEST_CASE("a damaged large block is reported as stage 2's, found by stage 1") {
     s2().free(p);
 }
 
+// [S2.29] A pointer into a large block is named an interior pointer, with its offset.
+TEST_CASE("a pointer into a large block is an interior pointer") {
+    auto* big = static_cast<char*>(s2().malloc(100000));
+    REQUIRE(big != nullptr);
+    require_report("free", big + 4096, {"interior pointer: 4096 bytes into the large block at 0x"},
+                   [&] { s2().free(big + 4096); });
+    require_report("realloc", big + 16, {"interior pointer: 16 bytes into the large block"},
+                   [&] { s2().realloc(big + 16, 8); });
+    s2().free(big);
+    require_report("free", big, {"foreign, interior, or already freed"}, [&] { s2().free(big); });
+}
+
 TEST_CASE("pointers into a pool that are not live blocks are told apart") {
     start_clean();
     auto* a = static_cast<char*>(s2().malloc(48));

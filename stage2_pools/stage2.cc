@@ -53,7 +53,23 @@ void* place(std::size_t n, std::size_t* usable) {
     return pool_malloc(c);
 }
 
+// [S2.29] A pointer that is neither a pool's nor a large block's start. Before the line says
+// "foreign, interior, or already freed", the cold path looks through the large blocks for one
+// that holds it, so that an interior pointer into a large block is named as such.
 [[noreturn]] void reject_raw(const char* call, const void* ptr) {
+    auto p = reinterpret_cast<uintptr_t>(ptr);
+    const RawEntry* slots = raw_slots();
+    for (uint64_t i = 0; i < raw_capacity(); ++i) {
+        const RawEntry& e = slots[i];
+        if (e.user == 0 || (e.block & kQuarantined) || p - e.user >= e.usable) continue;
+        char text[160];
+        LineWriter(text, sizeof text)
+            .str("interior pointer: ")
+            .dec(p - e.user)
+            .str(" bytes into the large block at ")
+            .hex(e.user);
+        die(kStageName, call, ptr, text);
+    }
     die(kStageName, call, ptr, "not a block of this heap: foreign, interior, or already freed");
 }
 
