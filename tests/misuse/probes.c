@@ -4,7 +4,7 @@
  * EINVAL, a zeroed calloc): they print it, or say what they got and exit 1. The allocator
  * under test is whichever malloc the process has (LD_PRELOAD); tests/misuse/misuse_test.py
  * runs every probe under every one. */
-#define _GNU_SOURCE /* posix_memalign, memalign, malloc_usable_size */
+#define _GNU_SOURCE /* memalign, valloc, pvalloc, reallocarray, malloc_usable_size, barriers */
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -375,8 +375,9 @@ static int double_free_remote_first(void) {
     return 0;
 }
 
-/* The rest are not misuse: each checks the one answer C, POSIX or glibc gives and prints it
- * (the table's cell), or says what it got instead and exits 1. */
+/* The rest are not misuse: each checks an answer that C, POSIX or glibc fixes and prints it
+ * (the table's cell), or says what it got instead and exits 1. Where they leave a choice
+ * (realloc(p, 0), aligned_alloc with an odd alignment), the probe prints the choice made. */
 
 /* A block freed dirty and handed out again by calloc must read zero, at every size class the
  * stages treat differently (small, medium, large, huge, aligned-then-calloc'd). */
