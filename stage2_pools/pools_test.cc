@@ -435,16 +435,21 @@ TEST_CASE("a damaged large block is reported as stage 2's, found by stage 1") {
     s2().free(p);
 }
 
-// [S2.29] A pointer into a large block is named an interior pointer, with its offset.
-TEST_CASE("a pointer into a large block is an interior pointer") {
+// [S2.29] A pointer into a large block is named an interior pointer, with its offset, and a
+// large block freed twice a double free.
+TEST_CASE("a pointer into a large block is an interior pointer, a freed one's a double free") {
     auto* big = static_cast<char*>(s2().malloc(100000));
     REQUIRE(big != nullptr);
     require_report("free", big + 4096, {"interior pointer: 4096 bytes into the large block at 0x"},
                    [&] { s2().free(big + 4096); });
     require_report("realloc", big + 16, {"interior pointer: 16 bytes into the large block"},
                    [&] { s2().realloc(big + 16, 8); });
+    auto* next = static_cast<char*>(s2().malloc(100000));   // keeps big's memory in the heap
     s2().free(big);
-    require_report("free", big, {"foreign, interior, or already freed"}, [&] { s2().free(big); });
+    require_report("free", big, {"double free (it lies in a freed large block)"}, [&] { s2().free(big); });
+    require_report("realloc", big + 64, {"use after free: realloc of a block that is already free"},
+                   [&] { s2().realloc(big + 64, 8); });
+    s2().free(next);
 }
 
 TEST_CASE("pointers into a pool that are not live blocks are told apart") {

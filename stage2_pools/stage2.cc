@@ -53,9 +53,28 @@ void* place(std::size_t n, std::size_t* usable) {
     return pool_malloc(c);
 }
 
+// Whether p lies in a free block of stage 1, which holds the large blocks: the memory of a
+// large block freed already (merged with its free neighbours, perhaps).
+bool in_freed_large_memory(uintptr_t p) {
+    struct Find {
+        uintptr_t p;
+        bool found;
+    } find{p, false};
+    raw_walk(
+        [](const WalkEntry& e, void* context) {
+            auto* f = static_cast<Find*>(context);
+            if (e.state != WalkState::free || std::strcmp(e.kind, "block") != 0) return true;
+            f->found = f->p - reinterpret_cast<uintptr_t>(e.address) < e.size;
+            return !f->found;
+        },
+        &find);
+    return find.found;
+}
+
 // [S2.29] A pointer that is neither a pool's nor a large block's start. Before the line says
 // "foreign, interior, or already freed", the cold path looks through the large blocks for one
-// that holds it, so that an interior pointer into a large block is named as such.
+// that holds it, so that an interior pointer into a large block is named as such, then through
+// stage 1's free blocks (its walk), so that a large block freed twice is a double free.
 [[noreturn]] void reject_raw(const char* call, const void* ptr) {
     auto p = reinterpret_cast<uintptr_t>(ptr);
     const RawEntry* slots = raw_slots();
@@ -70,6 +89,7 @@ void* place(std::size_t n, std::size_t* usable) {
             .hex(e.user);
         die(kStageName, call, ptr, text);
     }
+    if (in_freed_large_memory(p)) die(kStageName, call, ptr, "double free (it lies in a freed large block)");
     die(kStageName, call, ptr, "not a block of this heap: foreign, interior, or already freed");
 }
 
