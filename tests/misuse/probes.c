@@ -379,8 +379,20 @@ static int double_free_remote_first(void) {
  * (the table's cell), or says what it got instead and exits 1. Where they leave a choice
  * (realloc(p, 0), aligned_alloc with an odd alignment), the probe prints the choice made. */
 
-/* A block freed dirty and handed out again by calloc must read zero, at every size class the
- * stages treat differently (small, medium, large, huge, aligned-then-calloc'd). */
+/* A calloc'd block whose bytes are not all zero: says which, and returns 1. */
+static int not_zeroed(const unsigned char* c, size_t count, size_t size) {
+    for (size_t k = 0; k < count * size; ++k)
+        if (c[k] != 0) {
+            fprintf(stderr, "calloc(%zu, %zu) = %p: byte %zu is 0x%02x, not 0\n", count, size, (void*)c, k, c[k]);
+            return 1;
+        }
+    return 0;
+}
+
+/* Memory freed dirty and handed out again by calloc must read zero: blocks recycled at every
+ * size the stages treat differently (small, medium, large, huge, aligned), and pages emptied
+ * and formatted again for another size (8 MiB of 48-byte blocks, then of 1000-byte, 20,000-
+ * and 100,000-byte ones, each calloc'd in the memory the previous size left dirty). */
 static int calloc_recycled(void) {
     static const size_t sizes[] = {24, 200, 1000, 5000, 20000, 100000, 600000, 3 << 20, 9 << 20};
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; ++s) {
@@ -393,16 +405,27 @@ static int calloc_recycled(void) {
             }
             for (int i = 0; i < 4; ++i) free(dirty[i]);
             for (int i = 0; i < 4; ++i) {
-                unsigned char* c = calloc(1, n);
-                dirty[i] = c;
-                for (size_t k = 0; k < n; ++k)
-                    if (c[k] != 0) {
-                        fprintf(stderr, "calloc(1, %zu) = %p: byte %zu is 0x%02x, not 0\n", n, (void*)c, k, c[k]);
-                        return 1;
-                    }
+                dirty[i] = calloc(1, n);
+                if (not_zeroed(dirty[i], 1, n)) return 1;
             }
             for (int i = 0; i < 4; ++i) free(dirty[i]);
         }
+    }
+    static const size_t classes[] = {48, 1000, 20000, 100000, 48};
+    static unsigned char* blocks[(8 << 20) / 48];
+    for (size_t c = 0; c + 1 < sizeof classes / sizeof classes[0]; ++c) {
+        size_t count = (8 << 20) / classes[c];
+        for (size_t i = 0; i < count; ++i) {
+            blocks[i] = malloc(classes[c]);
+            memset(blocks[i], 0xab, classes[c]);
+        }
+        for (size_t i = 0; i < count; ++i) free(blocks[i]);
+        size_t size = classes[c + 1], again = (8 << 20) / size;
+        for (size_t i = 0; i < again; ++i) {
+            blocks[i] = calloc(size / 8, 8);
+            if (not_zeroed(blocks[i], size / 8, 8)) return 1;
+        }
+        for (size_t i = 0; i < again; ++i) free(blocks[i]);
     }
     puts("zeroed");
     return 0;
