@@ -217,6 +217,18 @@ static int realloc_interior(void) { /* realloc of a pointer 16 bytes into a 64-b
     return 0;
 }
 
+/* 8 bytes past a 24-byte block, then realloc grows it: an allocator that grows in place reads
+ * the next block's header, which the overflow reached in glibc and stage 1. */
+static int realloc_after_overflow(void) {
+    char* b[8];
+    for (int i = 0; i < 8; ++i) b[i] = malloc(24);
+    sink = b;
+    free(b[4]);
+    memset(b[3] + 24, 'A', 8);
+    sink = realloc(b[3], 40);
+    return 0;
+}
+
 /* A pointer into the middle of large blocks: 64 KiB into a 1 MiB one, and 5 MiB into a
  * 16 MiB one (past a 4 MiB boundary, where a stage that finds a block's segment by rounding
  * the address down finds the program's own bytes; they hold 'A'). */
@@ -621,6 +633,7 @@ static const struct {
     {"double_free_aligned", double_free_aligned},
     {"free_after_realloc", free_after_realloc},
     {"realloc_interior", realloc_interior},
+    {"realloc_after_overflow", realloc_after_overflow},
     {"interior_free_huge", interior_free_huge},
     {"interior_free_far", interior_free_far},
     {"free_stack", free_stack},
