@@ -60,4 +60,12 @@ struct KeyStream {
     die(stage, call, block, "free list corrupted: a block's link leaves its page (overflow or use after free?)");
 }
 
+// A free list whose head lies outside its page's 4 MiB chunk ([S3.65]): the link of the block
+// popped before it was rewritten, and nothing is read through it.
+[[gnu::cold, noreturn]] inline void die_wild_head(const char* stage, const char* call, const void* block) {
+    die(stage, call, block,
+        "free list corrupted: the next free block's address leaves its page's segment (a free block's "
+        "link overwritten: an overflow from the block below it, or a write after free)");
+}
+
 }  // namespace edu::stage3

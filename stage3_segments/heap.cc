@@ -108,21 +108,9 @@ void die_mark_gone(const Block* b) {
     die_lost_mark(kStageName, "malloc", b);
 }
 
-namespace {
-
-// A free list whose head lies outside its page's segment: the link of the block popped before
-// it was rewritten. Nothing is read through it.
-[[gnu::cold, noreturn]] void die_wild_head(const Block* b, const char* call) {
-    die(kStageName, call, b,
-        "free list corrupted: the next free block's address leaves its page's segment (a free block's "
-        "link overwritten: an overflow from the block below it, or a write after free)");
-}
-
-}  // namespace
-
 void* page_pop_checked(Page* page, std::size_t requested, const char* call) {
     Block* b = page->free;
-    if (!block_in_page_chunk(b, page)) die_wild_head(b, call);    // [S3.65]: the fast path sent it here
+    if (!block_in_page_chunk(b, page)) die_wild_head(kStageName, call, b);    // [S3.65]: the fast path sent it here
     if (b->mark != freed_mark(page)) die_mark_gone(b);   // [S3.40], as the fast path
     uintptr_t next = decode(page, b->link);
     if (next != 0 && !page_owns_block(page, next)) die_corrupted_link(kStageName, call, b);

@@ -233,7 +233,8 @@ inline Segment* segment_of(const void* p) {
 // block starts at its chunk's first byte (the header is there), and for b == null, b - 1 is
 // the top of the address space, in no page's chunk (null itself would be in chunk 0, where a
 // static g_empty_page can lie: a binary that is not position-independent, valgrind's loader).
-inline bool block_in_page_chunk(const void* b, const Page* page) {
+// Stage 4 uses it too (its pages lie in 4 MiB segments alike): `page` is any page record.
+inline bool block_in_page_chunk(const void* b, const void* page) {
     uintptr_t x = reinterpret_cast<uintptr_t>(page) ^ (reinterpret_cast<uintptr_t>(b) - 1);
     return x < kSegmentSize;
 }

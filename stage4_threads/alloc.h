@@ -46,7 +46,12 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested, 
     if (S4_LIKELY(size < below)) {
         Page* page = heap->direct[(size + 7) >> 3];
         Block* b = page->free;
-        if (S4_LIKELY(b != nullptr)) {
+        // Stage 3's chunk test (S3.65) stands for the null test: an exhausted page's null head
+        // and a head that an overflow or a write after free rewrote (the free neighbour's link,
+        // which the mark test cannot see) both fail it and go generic, which names the second
+        // before reading through it. Two instructions more than `b != nullptr`.
+        asm("" : "+a"(b));   // b in %rax, the return register (as stage 3: one `mov` fewer)
+        if (S4_LIKELY(block_in_page_chunk(b, page))) {
             if (S4_UNLIKELY(b->mark != freed_mark(b))) freed_twice(b);
             uintptr_t next = b->link;
             if constexpr (M::secure) {   // the link must decode to a block of the page (S3.10)

@@ -133,6 +133,7 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
     Page* page = find_page(heap, bin_of(size));
     if (!page) return enomem();
     Block* b = page->free;
+    if (!block_in_page_chunk(b, page)) stage3::die_wild_head(kStageName, "malloc", b);   // (S3.65)
     if (b->mark != freed_mark(b)) freed_twice(b);   // as on the fast path (S4.32)
     uintptr_t next = decode(page, b->link);          // in either mode: keys {0, 0} when off
     if (next != 0 && !page_owns_block(page, next)) stage3::die_corrupted_link(kStageName, "malloc", b);

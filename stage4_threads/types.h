@@ -23,6 +23,7 @@ inline constexpr int kStageNumber = 4;                         // Stage::number
 // Stage 4 takes these constants, the Block record and bins.h (bin_of and friends) from stage 3
 // itself. What changed is who may touch what: every record below says it field by field.
 using stage3::Block;
+using stage3::block_in_page_chunk;
 using stage3::kAlignment;
 using stage3::kBinCount;
 using stage3::kDirectMax;
