@@ -69,7 +69,7 @@ bool check_page(Checker& k, Segment* s, Page* page, uint64_t* live_blocks, uint6
         if (page->capacity != 1 || page->magic != 1 || page->limit != 1 ||
             page->start32 != static_cast<uint32_t>(page->start))
             return k.fail("one-block page with list constants", at);
-        if (page->start + page->block_size > area.hi) return k.fail("one block runs past its segment", at);
+        if (page->start + page->block_size + kGuardBytes > area.hi) return k.fail("one block and its tail guard run past its segment", at);
         if (page->used != 1 || page->free || page->local_free)
             return k.fail("one-block page in use must hold its block and no list", at);
         if (page->queue != kLargeQueue) return k.fail("one-block page outside the large queue", at);

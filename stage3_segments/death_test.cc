@@ -3,7 +3,8 @@
 // the stage, the call and the pointer, whatever its block or page is (free on either list, carved
 // but never handed out, uncarved, in metadata, in a freed page, inside a large or huge block); a
 // live block that merely looks free (second word = the freed mark) is freed after the search
-// that confirms it; and malloc's check that a block it hands out still carries its mark ([S3.40]).
+// that confirms it; malloc's check that a block it hands out still carries its mark ([S3.40]);
+// and the guards around a large or huge block ([S3.67]).
 #include <doctest/doctest.h>
 #include <sys/resource.h>
 
@@ -88,6 +89,67 @@ TEST_CASE("inside a large or huge block, only its start is a block") {
     });
     api().free(large);
     api().free(huge);
+}
+
+// [S3.67] A large or huge block's guards: a byte changed on either side of it stops its free (or
+// the realloc that would resize it in place) with one line; the checker reports it; a program
+// that uses every usable byte, and a block resized in place, pass. Whatever the byte written:
+// a NUL, text, or any byte other than the guard's own.
+TEST_CASE("a write past a large or huge block's end, or before its start, is caught by its guard") {
+    auto* large = static_cast<unsigned char*>(api().malloc(100000));
+    auto* huge = static_cast<unsigned char*>(api().malloc(9 << 20));
+    auto* aligned = static_cast<unsigned char*>(api().aligned_alloc(std::size_t{1} << 16, 100000));
+    REQUIRE(large != nullptr);
+    REQUIRE(huge != nullptr);
+    REQUIRE(aligned != nullptr);
+    std::size_t usable = api().usable_size(large);
+    CHECK(usable == 102400 - kGuardBytes);   // the same 25 OS pages as without the guard
+    for (unsigned char* p : {large, huge, aligned}) {
+        std::size_t n = api().usable_size(p);
+        std::memset(p, 0x41, n);   // every usable byte is the program's
+        unsigned char past = static_cast<unsigned char>(p[n] ^ 0x01);   // differs from the guard
+        require_dies("free", p, "buffer overflow", [=] {
+            p[n] = past;
+            api().free(p);
+        });
+        require_dies("free", p, "buffer overflow", [=] {
+            p[n + kGuardBytes - 1] = 0;   // the guard's last byte: never 0
+            api().free(p);
+        });
+        require_dies("free", p, "buffer underflow", [=] {
+            p[-1] = 0;
+            api().free(p);
+        });
+        require_dies("free", p, "buffer underflow", [=] {
+            p[-static_cast<std::ptrdiff_t>(kGuardBytes)] = 'A';
+            api().free(p);
+        });
+        require_dies("realloc", p, "buffer overflow", [=] {
+            p[n + 3] = '\n';
+            api().realloc(p, n + 100000);
+        });
+    }
+    // The checker sees a damaged guard too, and an intact one again once the byte is restored.
+    unsigned char saved = large[usable];
+    large[usable] = 0x41;
+    CHECK_FALSE(api().check().ok);
+    large[usable] = saved;
+    CHECK(api().check().ok);
+    // In place, the tail guard moves to the new end: the bytes of the old guard are usable now.
+    auto* grown = static_cast<unsigned char*>(api().realloc(large, 300000));
+    REQUIRE(grown == large);
+    std::size_t grown_usable = api().usable_size(grown);
+    CHECK(grown_usable == 303104 - kGuardBytes);
+    std::memset(grown, 0x42, grown_usable);
+    CHECK(api().check().ok);
+    require_dies("free", grown, "buffer overflow", [=] {
+        grown[grown_usable] = 0x42;
+        api().free(grown);
+    });
+    api().free(grown);
+    api().free(huge);
+    api().free(aligned);
+    battery::require_heap_ok(api());
 }
 
 // [S3.58] Under an address-space limit a large block's segment is mapped only as far as the block

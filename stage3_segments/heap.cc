@@ -163,6 +163,7 @@ void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std:
 
 void page_event(Page* page) {
     Heap* heap = page->heap;
+    if (page->queue == kLargeQueue) Layout::guards_check(page, "free");   // [S3.67] its one block was freed
     if (page->queue == kFullQueue) {   // a block is free again: back to its bin, at the end
         page_fast_checks(page, true);
         queue_remove(heap, page);

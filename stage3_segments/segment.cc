@@ -296,7 +296,8 @@ Page* try_page_alloc(PageKind kind) {
 Page* try_one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
     if (alignment < kOsPage) alignment = kOsPage;
     std::size_t offset = round_up(kMetaSize, alignment);
-    std::size_t bytes = round_up(block_bytes, kOsPage);
+    std::size_t usable = one_block_usable(block_bytes);   // [S3.67] whole OS pages with its tail guard
+    std::size_t bytes = usable + kGuardBytes;
     Segment* s;
     PageKind kind;
     if (offset + bytes <= kSegmentSize) {
@@ -315,7 +316,8 @@ Page* try_one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
     s->free_pages = 0;
     s->used_pages = 1;
     Page* page = &s->pages()[0];
-    page_format_one_block(page, addr(s) + offset, bytes);
+    page_format_one_block(page, addr(s) + offset, usable);
+    Layout::guards_write(page);
     return page;
 }
 

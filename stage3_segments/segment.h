@@ -78,6 +78,7 @@ struct LayoutTraits {
     using Segment = stage3::Segment;
     using Page = stage3::Page;
     static constexpr std::size_t kMetaSize = stage3::kMetaSize;
+    static constexpr const char* kStageName = stage3::kStageName;   // in the guards' diagnostics
     static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
         stage3::page_reset(page, s, index, kind);
     }

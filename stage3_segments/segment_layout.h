@@ -1,15 +1,16 @@
 // stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written
-// once as templates over the stage's records (T: records, kMetaSize, page_reset, lazy, unmap,
-// make_writable, count_committed, decommit, is_free_sentinel): header layout, first commit, page
-// areas, pages taken and given back, decommit, mapping as pages carve, layout checks. Entry
-// points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area, take_page,
-// map_for_extend, release_page, decommit_unused, commit_up_to, one_block_resize, check.
+// once as templates over the stage's records (T: records, kMetaSize, kStageName, page_reset, lazy,
+// unmap, make_writable, count_committed, decommit, is_free_sentinel): header layout, first commit, page
+// areas, pages taken and given back, decommit, mapping as pages carve, a one-block page's guards,
+// layout checks. Entry points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area,
+// take_page, map_for_extend, release_page, decommit_unused, commit_up_to, one_block_resize, check.
 #pragma once
 
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 
+#include "contract/diagnostics.h"
 #include "stage3_segments/types.h"
 
 namespace edu::stage3 {
@@ -32,6 +33,58 @@ inline Carving carve_area(Span area, uint64_t block_size) {
     uint64_t lowbit = block_size & (~block_size + 1);
     uintptr_t start = (area.lo + lowbit - 1) & ~(lowbit - 1);
     return {start, static_cast<uint32_t>((area.hi - start) / block_size)};
+}
+
+// [S3.67] Guards around the block of a one-block page (large, huge). Its record lives in the
+// segment's header, not in front of it, and it has no neighbour in its page, so nothing the
+// stage reads lies on either side of it: a write past its end or before its start would go
+// unseen (the probes overflow_large, underflow_large). So 16 bytes on each side of it, outside
+// its usable size, hold a guard, written when the page is formatted for the block and checked
+// when the block is freed and when realloc resizes it in place. Such a block is served and
+// freed by the generic paths only, so the fast paths do not change.
+//
+//    ...segment header | front guard | block: block_size usable bytes  | tail guard | rest ...
+//                      |  16 bytes   ^ page->start                     |  16 bytes  |
+//    (the front guard is the header's last 16 bytes, or the end of an aligned block's gap)
+//
+// The usable size is whole OS pages less the tail guard, so most sizes take no more memory than
+// without it (100,000 bytes: 102,384 usable, in 25 pages as before; one within 16 bytes of a
+// page boundary takes one page more). A guard's words are derived from their own address (a
+// multiply spreads every bit), so no constant a program holds matches them, nor does a guard
+// copied from elsewhere; every byte has its top bit set, so a NUL terminator or text written
+// across one (the commonest overflows) always differs. One stray byte of 0x80..0xff matches
+// its guard byte once in 128; debug mode's fences (docs/misuse.md) are the complete check.
+inline constexpr std::size_t kGuardBytes = 16;
+// Word i (0, 1) of the guard at `at`: the second is the first with the low seven bits of each
+// byte flipped (every top bit kept), so one multiply serves both.
+inline uint64_t guard_word(uintptr_t at, unsigned i) {
+    uint64_t x = (at ^ 0x5bd1e995c6a4a793ull) * 0x9e3779b97f4a7c15ull;
+    return ((x ^ (x >> 29)) | 0x8080808080808080ull) ^ (i ? 0x7f7f7f7f7f7f7f7full : 0);
+}
+inline void guard_write(uintptr_t at) {
+    auto* w = reinterpret_cast<uint64_t*>(at);
+    w[0] = guard_word(at, 0);
+    w[1] = guard_word(at, 1);
+}
+inline bool guard_intact(uintptr_t at) {
+    const auto* w = reinterpret_cast<const uint64_t*>(at);
+    return (w[0] ^ guard_word(at, 0)) == 0 && (w[1] ^ guard_word(at, 1)) == 0;
+}
+// The first byte of the guard at `at` that is not the guard's, or 0.
+inline uintptr_t guard_damage(uintptr_t at) {
+    const auto* w = reinterpret_cast<const uint64_t*>(at);
+    uint64_t first = guard_word(at, 0);
+    uint64_t d0 = w[0] ^ first, d1 = w[1] ^ first ^ 0x7f7f7f7f7f7f7f7full;
+    if (!(d0 | d1)) return 0;
+    return d0 ? at + static_cast<unsigned>(__builtin_ctzll(d0)) / 8 : at + 8 + static_cast<unsigned>(__builtin_ctzll(d1)) / 8;
+}
+// What byte `at` of the guard that starts at `guard` should be.
+inline uint8_t guard_byte(uintptr_t guard, uintptr_t at) {
+    return static_cast<uint8_t>(guard_word(guard, (at - guard) / 8 != 0) >> (8 * ((at - guard) % 8)));
+}
+// The usable bytes of a one-block page's block of `bytes`: whole OS pages, less its tail guard.
+constexpr std::size_t one_block_usable(std::size_t bytes) {
+    return ((bytes + kGuardBytes + kOsPage - 1) & ~(kOsPage - 1)) - kGuardBytes;
 }
 
 // [S3.52] Under pressure, in both stages: `get()` (nullptr when the system refused a mapping or
@@ -219,14 +272,53 @@ struct SegmentLayout {
         s->committed = keep;
     }
 
-    // A large block grows or shrinks in place within its segment (realloc, [S3.32]).
+    // [S3.67] A one-block page's guards: written for its block, checked (a damaged one stops
+    // the program with one line naming the call, the block and the first byte changed).
+    static_assert(sizeof(Segment) + kSlots * sizeof(Page) + kGuardBytes <= T::kMetaSize,
+                  "a front guard in the header's last bytes overlaps no record");
+    static_assert((T::kMetaSize > kMaxAlignment ? T::kMetaSize : kMaxAlignment) + one_block_usable(kLargeMax) + kGuardBytes <=
+                      kSegmentSize,
+                  "a block of kLargeMax bytes and its tail guard, at any alignment, fit a large segment");
+    static void guards_write(const Page* page) {
+        guard_write(page->start - kGuardBytes);
+        guard_write(page->start + page->block_size);
+    }
+    static bool guards_intact(const Page* page) {
+        return guard_intact(page->start - kGuardBytes) && guard_intact(page->start + page->block_size);
+    }
+    static void guards_check(const Page* page, const char* call) {
+        if (!guards_intact(page)) die_guard(page, call);
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] static void die_guard(const Page* page, const char* call) {
+        uintptr_t guard = page->start - kGuardBytes, at = guard_damage(guard);
+        const char* what = "buffer underflow (a write before the block)";
+        if (!at) {
+            guard = page->start + page->block_size;
+            at = guard_damage(guard);
+            what = "buffer overflow (a write past the end of the block)";
+        }
+        char text[200];
+        LineWriter w(text, sizeof text);
+        w.str(what).str(": block of ").dec(page->block_size).str(" bytes, byte ");
+        if (at < page->start) w.str("-").dec(page->start - at);
+        else w.str("+").dec(at - page->start);
+        w.str(" is ").hex(*reinterpret_cast<const uint8_t*>(at)).str(" not its guard's ").hex(guard_byte(guard, at));
+        die(T::kStageName, call, reinterpret_cast<const void*>(page->start), text);
+    }
+
+    // A large block grows or shrinks in place within its segment (realloc, [S3.32]), its guards
+    // checked first and its tail guard moved to its new end ([S3.67]).
     static bool one_block_resize(Page* page, std::size_t bytes) {
         auto* s = reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(page) & ~kSegmentMask);
+        if (s->page_count != 1) return false;
+        guards_check(page, "realloc");   // a huge block too: it moves, and this call is realloc
         if (s->kind != static_cast<uint8_t>(PageKind::large)) return false;
-        bytes = ((bytes == 0 ? 1 : bytes) + kOsPage - 1) & ~(kOsPage - 1);   // whole OS pages
-        if (bytes > s->size || page->start - base(s) + bytes > s->size) return false;
-        if (!commit_up_to(s, page->start + bytes - base(s) - T::kMetaSize)) return false;
+        bytes = one_block_usable(bytes == 0 ? 1 : bytes);
+        std::size_t reach = page->start - base(s) + bytes + kGuardBytes;
+        if (reach > s->size) return false;
+        if (!commit_up_to(s, reach - T::kMetaSize)) return false;
         page->block_size = bytes;
+        guard_write(page->start + bytes);
         return true;
     }
 
@@ -359,8 +451,10 @@ struct SegmentLayout {
         bool open_kind = kind == PageKind::small || kind == PageKind::medium;
         if (open_kind && s->committed != areas)
             return k.fail("segment committed bytes differ from its pages in use or dirty", at, s->committed, areas);
-        if (!open_kind && used && s->committed < pages[0].start + pages[0].block_size - at - T::kMetaSize)
-            return k.fail("one block reaches past the segment's committed bytes", at);
+        if (!open_kind && used && s->committed < pages[0].start + pages[0].block_size + kGuardBytes - at - T::kMetaSize)
+            return k.fail("one block and its tail guard reach past the segment's committed bytes", at);
+        if (!open_kind && used && !guards_intact(&pages[0]))
+            return k.fail("one block's guard is damaged (a write before or past the block)", pages[0].start);
         if (!open_kind && s->committed && !writable(s, Span{at + T::kMetaSize, at + T::kMetaSize + s->committed}))
             return k.fail("one-block segment's committed bytes are not writable", at);
         if (T::lazy(s) && (open_kind ? s->writable != 0 || s->dirty_pages != 0 : (s->writable & (s->writable + 1))))

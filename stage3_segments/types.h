@@ -49,7 +49,8 @@ inline constexpr int kStageNumber = 3;                          // Stage::number
 //    meta bytes >= sizeof(Segment) + 64 * sizeof(Page)     (the small kind needs the most)
 //    small page - meta >= 7 * small max                    (page 0 still holds 7 blocks)
 //    medium page >= 8 * medium max                         (a medium page holds 8 blocks)
-//    max(meta, max alignment) + large max <= segment       (a 2 MiB block aligned to 2 MiB
+//    max(meta, max alignment) + large max <= segment       (a block of 2 MiB less its 16-byte
+//                                                           tail guard ([S3.67]) aligned to 2 MiB
 //                                                           still fits a large segment)
 inline constexpr unsigned kSegmentShift = 22;
 inline constexpr std::size_t kSegmentSize = std::size_t{1} << kSegmentShift;   // 4 MiB
@@ -61,7 +62,7 @@ inline constexpr unsigned kSlotShift = kSmallPageShift;       // page_of granula
 inline constexpr unsigned kSlots = kSegmentSize >> kSlotShift;  // 64 entries in page_of
 inline constexpr std::size_t kSmallMax = 8 * 1024;            // largest small block
 inline constexpr std::size_t kMediumMax = 64 * 1024;          // largest medium block
-inline constexpr std::size_t kLargeMax = 2 * 1024 * 1024;     // a large block at any alignment
+inline constexpr std::size_t kLargeMax = 2 * 1024 * 1024 - 16;   // a large block at any alignment
 inline constexpr std::size_t kOsPage = 4096;                  // commit / decommit granularity
 inline constexpr std::size_t kAlignment = 16;                 // every block is 16-aligned
 inline constexpr std::size_t kMaxAlignment = 2 * 1024 * 1024;  // Stage::max_alignment

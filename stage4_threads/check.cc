@@ -124,7 +124,7 @@ bool check_one_block(Checker& k, const Page* page, Span area, Access access, int
     if (page->bin != kOneBlockBin || page->capacity != 1 || page->carved != 1 || page->magic != 1 || page->limit != 0 ||
         page->start32 != static_cast<uint32_t>(page->start))
         return k.fail("one-block page with list constants", at);
-    if (page->start + page->block_size > area.hi) return k.fail("one block runs past its segment", at);
+    if (page->start + page->block_size + stage3::kGuardBytes > area.hi) return k.fail("one block and its tail guard run past its segment", at);
     if (page->used != 1 || page->free || page->local_free)
         return k.fail("one-block page in use must hold its block and no local list", at);
     if (access == Access::own && page->queue != kLargeQueue) return k.fail("one-block page outside the large queue", at);

@@ -13,6 +13,7 @@
 #include "stage4_threads/registry.h"
 #include "stage4_threads/remote.h"
 #include "stage4_threads/secure.h"
+#include "stage4_threads/segment.h"
 #include "stage4_threads/stats.h"
 
 namespace edu::stage4 {
@@ -83,7 +84,10 @@ namespace {
 }  // namespace
 
 void page_verify_empty(const Page* page) {
-    if (page->bin == kOneBlockBin || page->carved == 0) return;
+    // [S4.71] A one-block page's block was freed (by its owner, or collected from another
+    // thread): its guards first (S3.67), the only check a page of one block needs.
+    if (page->bin == kOneBlockBin) return Layout::guards_check(page, "free");
+    if (page->carved == 0) return;
     if (const Block* remote = block_of(page->xthread_free.load(std::memory_order_acquire)))
         die(kStageName, "free", remote, "double free (freed by another thread into a page with no block in use)");
     // Every carved block is free, so each carries its freed mark (free and local_free hold only

@@ -4,16 +4,19 @@
 // mark is confirmed on the lists first). Behind them, for a block whose mark a write after free
 // wiped before its second free: the malloc that reaches its second copy ([S4.32]) and the walk
 // when the page is given back ([S4.43]) catch it, whatever the program writes into the blocks
-// it gets (the keyed mark, [S4.48]). Each case uses a size class of its own, so the forked
-// children find the pages as the case left them.
+// it gets (the keyed mark, [S4.48]). A large block's guards (S3.67) are checked when it is
+// given back, freed by its owner or by another thread ([S4.71]). Each case uses a size class of
+// its own, so the forked children find the pages as the case left them.
 #include <doctest/doctest.h>
 
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "stage4_threads/heap.h"
 #include "stage4_threads/page.h"
+#include "stage4_threads/segment.h"
 #include "stage4_threads/stage4.h"
 #include "stage4_threads/testing.h"
 #include "tests/support.h"
@@ -187,6 +190,42 @@ TEST_CASE("blocks freed once each, in any order, pass every check and the page i
     CHECK(!page->in_use);   // the walk of S4.43 found every carved block once
     CHECK(api().check().ok);
     api().free(keep);
+}
+
+// [S4.71] Stage 3's guards (S3.67) around a large block, on stage 4's paths: its owner's free
+// and realloc in place, and a free by another thread, which the owner collects (S4.46's delayed
+// free) and checks when it gives the page back, at its next malloc that takes the generic path.
+TEST_CASE("a write past a large block's end or before its start is caught when the block is given back") {
+    auto* p = static_cast<unsigned char*>(api().malloc(100000));
+    REQUIRE(p != nullptr);
+    std::size_t usable = api().usable_size(p);
+    CHECK(usable == 102400 - stage3::kGuardBytes);
+    std::memset(p, 0, usable);   // every usable byte is the program's
+    require_dies_naming("free", p, "buffer overflow", [=] {
+        p[usable] = 'A';
+        api().free(p);
+    });
+    require_dies_naming("free", p, "buffer underflow", [=] {
+        p[-1] = 'A';
+        api().free(p);
+    });
+    require_dies_naming("realloc", p, "buffer overflow", [=] {
+        p[usable + 8] = 0;
+        api().realloc(p, 2 * usable);
+    });
+    require_dies_naming("free", p, "buffer overflow", [=] {
+        p[usable + 15] = 0;
+        std::thread([p] { api().free(p); }).join();   // a remote free: the owner checks it
+        api().free(api().malloc(100000));   // the owner collects its delayed frees first
+        battery::child_expect(false, "the owner's malloc returned");
+    });
+    unsigned char saved = p[usable];
+    p[usable] = 'A';
+    CHECK_FALSE(api().check().ok);
+    p[usable] = saved;
+    CHECK(api().check().ok);
+    api().free(p);
+    CHECK(api().check().ok);
 }
 
 }  // namespace

@@ -223,7 +223,8 @@ Page* try_one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t 
     if (alignment < kOsPage) alignment = kOsPage;
     std::size_t offset = round_up(kMetaSize, alignment);
     if (block_bytes > arena_bytes()) return nullptr;
-    std::size_t bytes = round_up(block_bytes, kOsPage);
+    std::size_t usable = stage3::one_block_usable(block_bytes);   // S3.67: with its tail guard
+    std::size_t bytes = usable + stage3::kGuardBytes;
     uint64_t blocks = (offset + bytes + kSegmentSize - 1) >> kSegmentShift;
     Segment* s = blocks == 1 ? take_segment(heap, PageKind::large, offset + bytes)
                              : take_huge_segment(heap, static_cast<uint32_t>(blocks), offset + bytes - kMetaSize);
@@ -235,7 +236,8 @@ Page* try_one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t 
     s->free_pages = 0;
     s->used_pages = 1;
     Page* page = &s->pages()[0];
-    page_format_one_block(page, heap, addr(s) + offset, bytes);
+    page_format_one_block(page, heap, addr(s) + offset, usable);
+    Layout::guards_write(page);
     return page;
 }
 

@@ -22,6 +22,7 @@ struct LayoutTraits {
     using Segment = stage4::Segment;
     using Page = stage4::Page;
     static constexpr std::size_t kMetaSize = stage4::kMetaSize;
+    static constexpr const char* kStageName = stage4::kStageName;   // in the guards' diagnostics
     static void page_reset(Page* page, Segment* s, uint8_t index, PageKind kind) {
         stage4::page_reset(page, s, index, kind);
     }
