@@ -4,7 +4,7 @@
 // but never handed out, uncarved, in metadata, in a freed page, inside a large or huge block); a
 // live block that merely looks free (second word = the freed mark) is freed after the search
 // that confirms it; malloc's check that a block it hands out still carries its mark ([S3.40]);
-// and the guards around a large or huge block ([S3.67]).
+// and the guards around a large or huge block, checked at free and first thing in realloc ([S3.67]).
 #include <doctest/doctest.h>
 #include <sys/resource.h>
 
@@ -149,6 +149,33 @@ TEST_CASE("a write past a large or huge block's end, or before its start, is cau
     api().free(grown);
     api().free(huge);
     api().free(aligned);
+    battery::require_heap_ok(api());
+}
+
+// [S3.67] realloc checks a large or huge block's guards before it decides anything, so its line
+// names realloc whatever would follow: the block stays (the new size fits and uses at least
+// half), is resized in place (large), or moves (a small size; a huge block always), and the
+// free inside a move never reports it as its own.
+TEST_CASE("realloc names a damaged guard whether the block would stay, grow in place or move") {
+    auto* large = static_cast<unsigned char*>(api().malloc(100000));
+    auto* huge = static_cast<unsigned char*>(api().malloc(9 << 20));
+    REQUIRE(large != nullptr);
+    REQUIRE(huge != nullptr);
+    for (unsigned char* p : {large, huge}) {
+        std::size_t n = api().usable_size(p);
+        for (std::size_t size : {n, n / 2 + 1, n + 100000, std::size_t{100}}) {
+            require_dies("realloc", p, "buffer overflow", [=] {
+                p[n] = static_cast<unsigned char>(p[n] ^ 0x01);
+                api().realloc(p, size);
+            });
+            require_dies("realloc", p, "buffer underflow", [=] {
+                p[-1] = 0;
+                api().realloc(p, size);
+            });
+        }
+    }
+    api().free(large);
+    api().free(huge);
     battery::require_heap_ok(api());
 }
 

@@ -1,9 +1,9 @@
-// stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written
-// once as templates over the stage's records (T: records, kMetaSize, kStageName, page_reset, lazy,
-// unmap, make_writable, count_committed, decommit, is_free_sentinel): header layout, first commit, page
+// stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written once
+// as templates over the stage's records (T: records, kMetaSize, kStageName, page_reset, lazy, unmap,
+// make_writable, count_committed, decommit, is_free_sentinel): header layout, first commit, page
 // areas, pages taken and given back, decommit, mapping as pages carve, a one-block page's guards,
-// layout checks. Entry points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area,
-// take_page, map_for_extend, release_page, decommit_unused, commit_up_to, one_block_resize, check.
+// layout checks. Entry points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area, take_page,
+// map_for_extend, release_page, decommit_unused, commit_up_to, realloc_guards_check, one_block_resize, check.
 #pragma once
 
 #include <cerrno>
@@ -306,12 +306,19 @@ struct SegmentLayout {
         die(T::kStageName, call, reinterpret_cast<const void*>(page->start), text);
     }
 
-    // A large block grows or shrinks in place within its segment (realloc, [S3.32]), its guards
-    // checked first and its tail guard moved to its new end ([S3.67]).
+    // realloc of a large or huge block checks its guards before it decides anything: whether
+    // the block stays (the new size fits it and uses at least half), is resized in place, or
+    // moves (a small size, a huge block, in stage 4 another thread's block), a damaged guard is
+    // realloc's to report, not the free inside a move's. `kind` is fixed while the page is in
+    // use, and lies in the record beside `block_size`, which realloc reads anyway.
+    static void realloc_guards_check(const Page* page) {
+        if (page->kind >= static_cast<uint8_t>(PageKind::large)) guards_check(page, "realloc");
+    }
+
+    // A large block grows or shrinks in place within its segment (realloc, [S3.32]), its tail
+    // guard moved to its new end ([S3.67]); realloc_guards_check has checked both before.
     static bool one_block_resize(Page* page, std::size_t bytes) {
         auto* s = reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(page) & ~kSegmentMask);
-        if (s->page_count != 1) return false;
-        guards_check(page, "realloc");   // a huge block too: it moves, and this call is realloc
         if (s->kind != static_cast<uint8_t>(PageKind::large)) return false;
         bytes = one_block_usable(bytes == 0 ? 1 : bytes);
         std::size_t reach = page->start - base(s) + bytes + kGuardBytes;

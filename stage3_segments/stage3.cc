@@ -50,7 +50,8 @@ void* api_calloc(std::size_t count, std::size_t size) {
 // resize for the statistics (the contract counts no malloc and no free for it). [S3.64] A
 // block in a mapping of its own resized to a large size keeps its mapping, resized by
 // mremap (contract/mapped.h's mapped_resize: no copy, pages moved whole if need be); a small
-// size, or a refused mremap, moves it into the heap.
+// size, or a refused mremap, moves it into the heap. [S3.67] A large or huge block's guards are
+// checked first, whatever follows: realloc names a damaged one, not the free inside a move.
 template <class M>
 void* api_realloc(void* p, std::size_t size) {
     if (!p) return heap_alloc<M>(&g_default_heap, size, size);
@@ -66,6 +67,7 @@ void* api_realloc(void* p, std::size_t size) {
         return q;
     }
     Page* page = validate_block(p, "realloc");
+    Layout::realloc_guards_check(page);   // [S3.67] before it stays, is resized or moves
     std::size_t usable = page->block_size;
     if (size <= usable && size >= usable / 2) {
         if constexpr (M::stats) count_resize(usable, usable, size);

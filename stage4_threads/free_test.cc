@@ -5,8 +5,9 @@
 // wiped before its second free: the malloc that reaches its second copy ([S4.32]) and the walk
 // when the page is given back ([S4.43]) catch it, whatever the program writes into the blocks
 // it gets (the keyed mark, [S4.48]). A large block's guards (S3.67) are checked when it is
-// given back, freed by its owner or by another thread ([S4.71]). Each case uses a size class of
-// its own, so the forked children find the pages as the case left them.
+// given back, freed by its owner or by another thread, and first thing in realloc ([S4.71]).
+// Each case uses a size class of its own, so the forked children find the pages as the case
+// left them.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -224,6 +225,26 @@ TEST_CASE("a write past a large block's end or before its start is caught when t
     CHECK_FALSE(api().check().ok);
     p[usable] = saved;
     CHECK(api().check().ok);
+    api().free(p);
+    CHECK(api().check().ok);
+}
+
+// [S4.71] realloc checks the guards first, as stage 3's does (its death_test covers each size),
+// on stage 4's two ways in: the owner's own live block (S4.58), kept in place, and another
+// thread's block, which would move into that thread's heap while the free inside the move went
+// to the owner, who would check the guard later and name free.
+TEST_CASE("realloc names a damaged guard on the owner's thread and on another") {
+    auto* p = static_cast<unsigned char*>(api().malloc(100000));
+    REQUIRE(p != nullptr);
+    std::size_t usable = api().usable_size(p);
+    require_dies_naming("realloc", p, "buffer overflow", [=] {
+        p[usable] = 0;
+        api().realloc(p, usable);   // fits and uses it all: stays
+    });
+    require_dies_naming("realloc", p, "buffer underflow", [=] {
+        p[-1] = 0;
+        std::thread([=] { api().realloc(p, 2 * usable); }).join();
+    });
     api().free(p);
     CHECK(api().check().ok);
 }

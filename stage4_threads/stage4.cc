@@ -70,6 +70,8 @@ void* realloc_mapped(void* p, std::size_t usable, std::size_t size) {
 // in place only on its owner's thread (its segment's commitment is the owner's to change), and
 // a block that moves moves into the caller's heap, not its old owner's: the caller is the one
 // thread that may touch the new block, and only its own heap can serve it without a lock.
+// A large or huge block's guards are checked first, as stage 3 does, by any thread: its owner
+// would only see them when it collects the free inside a move, and name that free.
 template <class M>
 void* api_realloc(void* p, std::size_t size) {
     if (!p) return heap_alloc<M>(t_heap, size, size);
@@ -78,6 +80,7 @@ void* api_realloc(void* p, std::size_t size) {
         if (std::size_t mapped = mapped_size(p)) return realloc_mapped<M>(p, mapped, size);
         found = find_block(p, "realloc");
     }
+    Layout::realloc_guards_check(found.page);   // [S4.71] S3.67's: before it stays, is resized or moves
     std::size_t usable = found.page->block_size;
     bool in_place = size <= usable && size >= usable / 2;
     if (!in_place && found.local && size <= kMaxRequest && size > kMediumMax) in_place = one_block_resize(found.page, size);
