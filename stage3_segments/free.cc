@@ -23,23 +23,12 @@ namespace {
 // [S3.66] The segment map holds a huge segment by its first 4 MiB only ([S3.7]), so a pointer
 // further into a huge block finds no segment, as a foreign one does. Before it is called
 // foreign, the cold path walks the list of segments for one that holds it, so that the line
-// says what the pointer is.
+// says what the pointer is (the words are segment_layout.h's, shared with stage 4).
 [[noreturn]] void die_not_ours(const void* p, const char* call) {
     auto a = reinterpret_cast<uintptr_t>(p);
-    for (Segment* s = first_segment(); s; s = s->next) {
-        if (a - reinterpret_cast<uintptr_t>(s) >= s->size) continue;
-        const Page* page = s->pages();
-        if (!page->in_use)
-            die(kStageName, call, p, "double free, or a pointer never handed out (it lies in a free huge segment)");
-        char text[160];
-        LineWriter(text, sizeof text)
-            .str("not the start of a block: interior pointer, ")
-            .dec(a - page->start)
-            .str(" bytes into the huge block at ")
-            .hex(page->start);
-        die(kStageName, call, p, text);
-    }
-    die(kStageName, call, p, "pointer not from this heap (no segment of ours holds it)");
+    Segment* holder = first_segment();
+    while (holder && a - reinterpret_cast<uintptr_t>(holder) >= holder->size) holder = holder->next;
+    Layout::die_not_ours(holder, p, call);
 }
 
 }  // namespace

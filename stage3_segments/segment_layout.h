@@ -1,9 +1,9 @@
-// stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written once
-// as templates over the stage's records (T: records, kMetaSize, kStageName, page_reset, lazy, unmap,
-// make_writable, count_committed, decommit, is_free_sentinel): header layout, first commit, page
-// areas, pages taken and given back, decommit, mapping as pages carve, a one-block page's guards,
-// layout checks. Entry points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area, take_page,
-// map_for_extend, release_page, decommit_unused, commit_up_to, realloc_guards_check, one_block_resize, check.
+// stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written once as
+// templates over the stage's records (T: records, kMetaSize, kStageName, page_reset, lazy, unmap,
+// make_writable, count_committed, decommit, is_free_sentinel): header layout, first commit, page areas,
+// pages taken and given back, decommit, mapping as pages carve, a one-block page's guards, layout checks.
+// Entry points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area, take_page, map_for_extend,
+// release_page, decommit_unused, commit_up_to, one_block_resize, guards_*, realloc_guards_check, die_not_ours, check.
 #pragma once
 
 #include <cerrno>
@@ -304,6 +304,24 @@ struct SegmentLayout {
         else w.str("+").dec(at - page->start);
         w.str(" is ").hex(*reinterpret_cast<const uint8_t*>(at)).str(" not its guard's ").hex(guard_byte(guard, at));
         die(T::kStageName, call, reinterpret_cast<const void*>(page->start), text);
+    }
+
+    // [S3.66] The line for a pointer the fast structures place in no segment: `holder` is the
+    // huge segment whose block it lies in, further than the first 4 MiB by which each stage
+    // knows a huge segment (stage 3's segment map, stage 4's start markers), or nullptr.
+    // Each stage finds the holder on its own cold path; the words are the same in both.
+    [[noreturn, gnu::cold, gnu::noinline]] static void die_not_ours(Segment* holder, const void* p, const char* call) {
+        if (!holder) die(T::kStageName, call, p, "pointer not from this heap (no segment of ours holds it)");
+        const Page* page = holder->pages();
+        if (!page->in_use)
+            die(T::kStageName, call, p, "double free, or a pointer never handed out (it lies in a free huge segment)");
+        char text[160];
+        LineWriter(text, sizeof text)
+            .str("not the start of a block: interior pointer, ")
+            .dec(base(p) - page->start)
+            .str(" bytes into the huge block at ")
+            .hex(page->start);
+        die(T::kStageName, call, p, text);
     }
 
     // realloc of a large or huge block checks its guards before it decides anything: whether

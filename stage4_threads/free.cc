@@ -38,12 +38,26 @@ void confirm_local(const Heap* heap, const Page* page, const Block* b, const cha
 // whichever result the condition picks; for a page another thread is extending, that load races.
 [[gnu::noinline]] bool owner_holds(const Page* page, uintptr_t p) { return page_holds(page, p, page->carved); }
 
+// [S4.72] A pointer whose slot no segment starts in is in no segment, or in a huge one past its
+// first slot (S4.12: a huge segment publishes its first slot only). Stage 3's line (S3.66,
+// segment_layout.h) names the second for what it is; here the holder is the nearest start below
+// the slot, when it spans the slot (segments never overlap, so no lower one can).
+[[noreturn, gnu::cold, gnu::noinline]] void die_not_ours(const void* p, uint32_t slot, const char* call) {
+    Segment* holder = nullptr;
+    for (uint32_t s = slot; slot != kArenaSlots && s-- > 0;) {
+        if (uint32_t blocks = arena_blocks_at(s)) {
+            if (s + blocks > slot) holder = arena_segment(s);
+            break;
+        }
+    }
+    Layout::die_not_ours(holder, p, call);
+}
+
 }  // namespace
 
 Found find_block(const void* p, const char* call) {
     uint32_t slot = arena_slot_of(p);
-    if (slot == kArenaSlots || arena_blocks_at(slot) == 0)
-        die(kStageName, call, p, "pointer not from this heap (no segment of ours holds it)");
+    if (slot == kArenaSlots || arena_blocks_at(slot) == 0) die_not_ours(p, slot, call);
     Heap* heap = t_heap;
     Page* page = page_of(p);
     bool local = heap->owned[slot] != 0;

@@ -3,8 +3,9 @@
 // owner collects it; the first remote free into a full page goes to the owner's delayed list
 // and brings the page out of the full queue; a large block freed remotely gives its segment
 // back at the owner's next generic call; producers and consumers trading half a million blocks
-// end with nothing live and the checker content; bad remote frees die with one line. Internals
-// are read directly; each case uses block sizes of its own.
+// end with nothing live and the checker content; bad remote frees die with one line, a pointer
+// far into a huge block named for what it is. Internals are read directly; each case uses block
+// sizes of its own.
 #include <doctest/doctest.h>
 
 #include <signal.h>
@@ -329,6 +330,27 @@ TEST_CASE("an interior pointer freed by another thread aborts with one line") {
     std::memset(p, 0, 256);
     require_dies_naming(p + 16, "not the start of a block", [p] { on_thread([p] { api().free(p + 16); }); });
     api().free(p);
+}
+
+// [S4.72] A huge segment publishes its first slot only (S4.12), so a pointer 5 MiB into a 16 MiB
+// block finds no marker in its own slot; the cold path finds the segment below it and names the
+// pointer as stage 3 does (S3.66), from the owner's thread or another, in free or realloc; once
+// the block is freed its segment waits in the owner's cache, and the line says so.
+TEST_CASE("a pointer past a huge block's first 4 MiB is named an interior pointer, on any thread") {
+    auto* huge = static_cast<char*>(api().malloc(16 << 20));
+    REQUIRE(huge != nullptr);
+    char* far = huge + (5 << 20);
+    REQUIRE(arena_blocks_at(arena_slot_of(far)) == 0);   // the case the markers alone call foreign
+    const char* words = "interior pointer, 5242880 bytes into the huge block";
+    require_dies_naming(far, words, [far] { api().free(far); });
+    require_dies_naming(far, words, [far] { on_thread([far] { api().free(far); }); });
+    battery::require_one_line_abort(kStageName, "realloc", far, {words}, [far] {
+        on_thread([far] { api().realloc(far, 100); });
+    });
+    char local = 0;
+    require_dies_naming(&local, "not from this heap", [&local] { api().free(&local); });
+    api().free(huge);
+    require_dies_naming(far, "it lies in a free huge segment", [far] { api().free(far); });
 }
 
 TEST_CASE("a never-allocated block freed by another thread is caught when the owner collects") {
