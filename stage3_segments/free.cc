@@ -38,7 +38,7 @@ Page* validate_block(const void* p, const char* call) {
     if (!segment_owned(p)) die_not_ours(p, call);
     Page* page = page_of(p);
     if (!page->in_use)   // its last block was freed, or it never had one at p
-        die(kStageName, call, p, "double free, or a pointer never handed out (no live block here: its page is free)");
+        Layout::die_in_free_page(p, call);
     // Exact, from start, magic and carved: a full page's fast constants fail on purpose.
     if (!page_has_block(page, a))
         die(kStageName, call, p, "not the start of a block (interior, misaligned or never allocated)");

@@ -66,10 +66,6 @@ inline void guard_write(uintptr_t at) {
     w[0] = guard_word(at, 0);
     w[1] = guard_word(at, 1);
 }
-inline bool guard_intact(uintptr_t at) {
-    const auto* w = reinterpret_cast<const uint64_t*>(at);
-    return (w[0] ^ guard_word(at, 0)) == 0 && (w[1] ^ guard_word(at, 1)) == 0;
-}
 // The first byte of the guard at `at` that is not the guard's, or 0.
 inline uintptr_t guard_damage(uintptr_t at) {
     const auto* w = reinterpret_cast<const uint64_t*>(at);
@@ -78,6 +74,7 @@ inline uintptr_t guard_damage(uintptr_t at) {
     if (!(d0 | d1)) return 0;
     return d0 ? at + static_cast<unsigned>(__builtin_ctzll(d0)) / 8 : at + 8 + static_cast<unsigned>(__builtin_ctzll(d1)) / 8;
 }
+inline bool guard_intact(uintptr_t at) { return guard_damage(at) == 0; }
 // What byte `at` of the guard that starts at `guard` should be.
 inline uint8_t guard_byte(uintptr_t guard, uintptr_t at) {
     return static_cast<uint8_t>(guard_word(guard, (at - guard) / 8 != 0) >> (8 * ((at - guard) % 8)));
@@ -322,6 +319,12 @@ struct SegmentLayout {
             .str(" bytes into the huge block at ")
             .hex(page->start);
         die(T::kStageName, call, p, text);
+    }
+
+    // A pointer into a page with no block in use: its last block was freed already, or it
+    // never had one there. The words both stages print (free, realloc, usable_size).
+    [[noreturn, gnu::cold, gnu::noinline]] static void die_in_free_page(const void* p, const char* call) {
+        die(T::kStageName, call, p, "double free, or a pointer never handed out (no live block here: its page is free)");
     }
 
     // realloc of a large or huge block checks its guards before it decides anything: whether

@@ -62,7 +62,7 @@ Found find_block(const void* p, const char* call) {
     Page* page = page_of(p);
     bool local = heap->owned[slot] != 0;
     if (!page->in_use)   // its last block was freed, or it never had one at p
-        die(kStageName, call, p, "double free, or a pointer never handed out (no live block here: its page is free)");
+        Layout::die_in_free_page(p, call);
     auto a = reinterpret_cast<uintptr_t>(p);
     if (!(local ? owner_holds(page, a) : page_holds(page, a, page->capacity)))
         die(kStageName, call, p, "not the start of a block (interior, misaligned or never allocated)");
