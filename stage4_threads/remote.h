@@ -69,8 +69,8 @@ int chain_find(const Block* head, const Block* target);
 // [S4.21] The owner takes the whole xthread_free list with one CAS (keeping the Delay bits),
 // checks every block is a carved block of the page (a remote free checks only the geometry
 // that cannot change while the page is in use, so a pointer into the uncarved part is caught
-// here), confirms every suspect (S4.46; `pending` as there), appends the list to `free` and
-// lowers `used`. Returns the number of blocks taken.
+// here), confirms every suspect (S4.46; `pending` as there), puts the list in front of `free`
+// and lowers `used`. Returns the number of blocks taken.
 uint32_t page_collect_remote(Page* page, const Block* pending = nullptr);
 
 // [S4.61] A long remote list is a pointer chase through lines another core wrote, often long
