@@ -34,7 +34,7 @@ inline constexpr int kStageNumber = 3;                          // Stage::number
 //
 //    kind     page size          pages/segment   block sizes        why
 //    small    64 KiB             64              16 B .. 8 KiB      >= 7 blocks even in page 0
-//    medium   512 KiB            8               8 KiB+ .. 64 KiB   >= 7 blocks per page
+//    medium   512 KiB            8               8 KiB+ .. 64 KiB   >= 8 blocks per page
 //    large    the segment        1               64 KiB+ .. ~4 MiB  one block, reusable segment
 //    huge     a segment > 4 MiB  1               the rest           one block, mapped for it
 //
