@@ -7,6 +7,7 @@
   test [PART ...]                    build this tree in place and run each part's tests: pass,
                                      FAIL, or the stub each stops at (which part to write next)
   grade [DIR] [--stage=N] [--json=F] gates, per-part verdicts, traces against the reference
+        [--parts=a,b]                the lab's parts only (default: the handout's)
 Standard library only. The table of parts is tools/labkit/parts.json."""
 
 import argparse
@@ -664,14 +665,26 @@ def trace_list(root, subset):
 
 # ---- Grade --------------------------------------------------------------------------------
 
-def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repetitions=2, keep=False):
+def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repetitions=2, keep=False,
+          only=None):
     """Grades the parts of `stage` in the student tree `tree` against REFERENCE (this tree):
-    the report (a dict, printed by print_report) and the log of every Bazel command."""
+    the report (a dict, printed by print_report) and the log of every Bazel command. `only`: the
+    parts the lab asked for, by default a handout's own --parts; the others keep the reference's
+    code and earn no marks, so the correctness marks are split among these alone."""
     tree = Path(tree).resolve()
     if not (tree / "WORKSPACE").is_file():
         raise LabError(f"{tree}: not an edu-alloc tree (no WORKSPACE)")
     info = table["stages"][stage]
     parts = parts_of(table, stage)
+    if only is None and (tree / HANDOUT_FILE).exists():
+        claim = json.loads((tree / HANDOUT_FILE).read_text())
+        if str(claim.get("stage")) == stage:
+            only = claim["parts"]
+    if only:
+        unknown = set(only) - {p["name"] for p in parts}
+        if unknown:
+            raise LabError(f"no such part of stage {stage}: {', '.join(sorted(unknown))}")
+        parts = [p for p in parts if p["name"] in only]
     weights = table["score"]
     traces = trace_list(REFERENCE, traces_subset)
     ref_is_handout = (REFERENCE / HANDOUT_FILE).exists()
@@ -809,6 +822,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         score = round(correctness + performance, 1)
         report = {"tree": str(tree), "stage": int(stage), "score": score, "weights": weights,
                   "parts_isolated": not ref_is_handout,
+                  "parts_not_graded": [p["name"] for p in parts_of(table, stage) if p not in parts],
                   "correctness": round(correctness, 1), "performance": round(performance, 1),
                   "parts": results, "gates": gates, "skipped_gates": skipped, "traces": rows, "note": note,
                   "seconds": round(time.time() - started, 1)}
@@ -919,6 +933,8 @@ def print_report(report, out=sys.stdout):
     judged = ("each judged with every other part as in the reference" if report.get("parts_isolated", True) else
               "each judged with the other parts as this tree has them: a handout holds no reference")
     print(f"\nparts ({w['correctness']} marks, {each:g} each; {judged}):", file=out)
+    if report.get("parts_not_graded"):
+        print(f"  (not in this lab, the reference's code: {', '.join(report['parts_not_graded'])})", file=out)
     for p in report["parts"]:
         print(f"  {p['part']:<20} {p['marks']:5.1f}/{each:g}  {p['verdict']}", file=out)
         for t in p.get("tests", []):   # what failed: FILE:LINE and the test case (failure_summary)
@@ -969,6 +985,8 @@ def main(argv):
     g = sub.add_parser("grade", help="grade a tree")
     g.add_argument("dir", nargs="?", default=str(REFERENCE))
     g.add_argument("--stage", help="stage to grade (default: the handout's, else 1)")
+    g.add_argument("--parts", help="comma-separated parts the lab asked for (default: the handout's "
+                   "--parts, else every part of the stage); the others are the reference's and earn no marks")
     g.add_argument("--json", help="also write the report as JSON to this file")
     g.add_argument("--traces", help="comma-separated trace names (default: every traces/*.rep)")
     g.add_argument("--repetitions", type=int, default=2, help="stagediff runs per trace and tree, alternating (default 2; each times 3 passes)")
@@ -1016,7 +1034,8 @@ def main(argv):
         stage = stage or "1"
         if stage not in table["stages"]:
             raise LabError(f"no stage {stage} to grade")
-        report, log = grade(table, tree, stage, args.traces, args.reference_stagediff, args.repetitions, args.keep)
+        report, log = grade(table, tree, stage, args.traces, args.reference_stagediff, args.repetitions, args.keep,
+                            args.parts.split(",") if args.parts else None)
         if args.log:
             user_path(args.log).write_text("\n".join(log))
         print_report(report)

@@ -3,7 +3,8 @@ trace subset (three traces, two stagediff runs per tree each) to stay within min
 reference tree grades 100; a handout with every part of every stage blanked builds; a fresh
 handout names every part as failing and scores below 30; a handout with S1.coalesce restored
 from the reference gains exactly that part's marks, whatever the handout did to its copy of the
-tests and to another part's markers; a wrong S1.coalesce beside right parts scores none and is named by FILE:LINE.
+tests and to another part's markers; a wrong S1.coalesce beside right parts scores none and is named by FILE:LINE;
+a handout of one part (--parts) is graded on that part alone.
 Each grade runs Bazel in a scratch copy (its own server, shut down after; the shared disk cache
 makes the build mostly cache hits). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
@@ -163,6 +164,27 @@ class GradeTest(unittest.TestCase):
             self.assertEqual(parts[name]["marks"], 0)
         self.assertEqual(parts["S1.realloc"]["verdict"], "markers missing or broken: cannot judge: "
                          f"stage1_brk/malloc.asm:{begin + 1}: [lab S1.realloc begin] is never ended")
+
+    def test_a_handout_of_some_parts_is_graded_on_those_parts(self):
+        # `tools/lab handout 1 DIR --parts=S1.coalesce` gives S1.find_fit and S1.realloc written:
+        # they are not the student's, so they earn nothing and the 60 marks are S1.coalesce's.
+        # Left as handed out it scores 0 (it scored 40, the two given parts' marks); written, 100.
+        dest = self.tmp / "some"
+        lab.handout(self.table, "1", dest, ["S1.coalesce"])
+        report, parts = self.grade(dest)
+        self.assertEqual(list(parts), ["S1.coalesce"])
+        self.assertEqual(report["parts_not_graded"], ["S1.find_fit", "S1.realloc"])
+        self.assertIn("not implemented", parts["S1.coalesce"]["verdict"])
+        self.assertEqual(report["score"], 0)
+        lab.replace_bodies(dest, self.table, {"S1.coalesce": lab.regions(lab.REFERENCE, self.table, "S1.coalesce")})
+        report, parts = self.grade(dest)
+        self.assertEqual(parts["S1.coalesce"]["verdict"], "pass")
+        self.assertEqual(report["correctness"], self.table["score"]["correctness"])
+        # The teacher's --parts overrides the handout's claim: every part, as before.
+        report, log = lab.grade(self.table, dest, "1", TRACES, STAGEDIFF, repetitions=1,
+                                only=[p["name"] for p in lab.parts_of(self.table, "1")])
+        self.assertEqual(len(report["parts"]), 3)
+        self.assertEqual(report["parts_not_graded"], [])
 
     def test_a_wrong_part_beside_right_ones_fails_and_says_where(self):
         # S1.find_fit and S1.realloc as the reference's, S1.coalesce wrong (it never merges
