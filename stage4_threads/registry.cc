@@ -17,6 +17,7 @@ namespace edu::stage4 {
 constinit Page g_empty_page{};
 constinit Heap g_empty_heap;
 __thread Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
+__thread ExitState t_exit __attribute__((tls_model("initial-exec"))) = ExitState::running;
 
 namespace {
 
@@ -33,11 +34,8 @@ pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
 // thread_local destructors, which may still free). If a later destructor allocates again, the
 // thread gets a record again, sets the key again, and glibc calls this once more.
 void thread_done(void* value) {
-    auto* heap = static_cast<Heap*>(value);
-    heap_abandon(heap);
-    t_heap = &g_empty_heap;
-    g_generation.fetch_add(1, std::memory_order_relaxed);
-    heap->state.store(HeapState::free, std::memory_order_release);   // [S4.10]: give back
+    heap_give_back(static_cast<Heap*>(value));
+    t_exit = ExitState::exited;   // [S4.73]
 }
 
 void make_key() { g_key_made = pthread_key_create(&g_key, &thread_done) == 0; }
@@ -81,9 +79,16 @@ Heap* heap_acquire() {
     g_acquiring.fetch_sub(1, std::memory_order_relaxed);
     if (!h) return nullptr;
     t_heap = h;   // first: pthread_setspecific may itself allocate, and must find this heap
-    pthread_setspecific(g_key, h);
+    if (t_exit != ExitState::borrowing) pthread_setspecific(g_key, h);   // [S4.73]
     g_generation.fetch_add(1, std::memory_order_relaxed);
     return h;
+}
+
+void heap_give_back(Heap* heap) {
+    heap_abandon(heap);
+    t_heap = &g_empty_heap;
+    g_generation.fetch_add(1, std::memory_order_relaxed);
+    heap->state.store(HeapState::free, std::memory_order_release);   // [S4.10]: give back
 }
 
 Heap* first_record() { return g_records.load(std::memory_order_acquire); }

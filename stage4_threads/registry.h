@@ -24,6 +24,19 @@ extern __thread Heap* t_heap __attribute__((tls_model("initial-exec")));
 // usable before main; nullptr with errno = ENOMEM if the arena or a record cannot be had.
 Heap* heap_acquire();
 
+// [S4.73] After the exit hook. glibc frees the thread's own buffers (strerror's text for an
+// unknown number, dlerror's, the resolver's) in __libc_thread_freeres, after the last round of
+// key destructors: a record such a free takes (to count it, or to adopt an abandoned segment,
+// [S4.47]) would be keyed for a destructor that never runs again, and stay in use for good, one
+// record and its segments per thread. So thread_done marks the thread `exited`, and a free made
+// there with no heap goes to free_after_exit (free.cc), which sets `borrowing`: heap_acquire then
+// takes a record without the key, and heap_give_back abandons it again before the free returns.
+// A malloc after the hook still takes a keyed record, and the next round of destructors gives it
+// back (glibc makes at most PTHREAD_DESTRUCTOR_ITERATIONS = 4 rounds).
+enum class ExitState : uint8_t { running, exited, borrowing };
+extern __thread ExitState t_exit __attribute__((tls_model("initial-exec")));
+void heap_give_back(Heap* heap);
+
 // Every heap record ever made, in the order they were listed (newest first); walking the list
 // is safe at any time, records are never unmapped.
 Heap* first_record();
