@@ -213,6 +213,9 @@ s1_heap_grow:
         and     rbx, -16                        ; rbx = R, the region start
         lea     rcx, [r15 + r14]
         and     rcx, -16                        ; rcx = end (equal to the break when padded)
+        lea     rax, [rbx + S1_REGION_MIN]
+        cmp     rax, rcx
+        ja      .retry                          ; too short for a region (see below): leave it
         mov     [rbx + S1_REGION_END], rcx
         lea     rdi, [rbx + S1_FIRST_BLOCK]     ; the one free block, up to the epilogue
         lea     rax, [rcx - 8]
@@ -252,6 +255,9 @@ s1_heap_grow:
         ; Tricky: the break moved between our query and our sbrk, and the range we got was
         ; sized for something else (an extension, or a pad for another break). It is a valid
         ; region now, with its free block listed; start over, which extends it contiguously.
+        ; A range too short to hold a region at all (S1_REGION_MIN: an extension of 32 bytes
+        ; after the break moved by 8) was left untouched above: its few bytes stay counted in
+        ; the footprint, unused, and the retry builds a fresh region past them.
         jmp     .retry
 
 .fail:

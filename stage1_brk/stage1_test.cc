@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <sys/mman.h>
@@ -458,6 +459,41 @@ TEST_CASE_FIXTURE(IsolatedHeap, "a break that moves between the query and the gr
     std::memset(p, 7, 64000);
     CHECK(s1_free(p) == S1_OK);
     CHECK(check() == S1_CHECK_OK);
+}
+
+// Someone else moves the break by a few bytes just before a small extension's sbrk: the
+// range the extension gets (32 bytes here) is too short to hold a region of its own.
+uint64_t g_race_bytes = 0;
+void* nudging_sbrk(intptr_t increment) {
+    if (increment > 0 && g_race_bytes) g_break->bump(std::exchange(g_race_bytes, 0));
+    return g_break->sbrk(increment);
+}
+
+TEST_CASE_FIXTURE(IsolatedHeap, "a range too short for a region, left by a moving break, is passed over") {
+    for (uint64_t nudge : {8, 16, 24}) {
+        CAPTURE(nudge);
+        for (int fit : {S1_FIT_FIRST, S1_FIT_SEG}) {
+            CAPTURE(fit);
+            s1_reset();
+            s1_sbrk_hook = &isolated_sbrk;
+            s1_set_fit(fit);
+            REQUIRE(s1_malloc(16) != nullptr);
+            void* tail = s1_malloc(200);      // a 208-byte block that ends the heap...
+            REQUIRE(s1_free(tail) == S1_OK);  // ...and is its trailing free block now
+            s1_sbrk_hook = &nudging_sbrk;
+            g_race_bytes = nudge;
+            void* p = s1_malloc(220);  // 240 bytes: the extension asks for the 32 it lacks
+            s1_sbrk_hook = &isolated_sbrk;
+            REQUIRE(p != nullptr);
+            CHECK(g_race_bytes == 0);  // the race happened
+            CHECK(s1_usable_size(p) >= 220);
+            CHECK(check() == S1_CHECK_OK);
+            for (const Row& r : walk()) CHECK((r.kind != S1_KIND_FREE || r.size >= kS1MinBlock));
+            std::memset(p, 7, 220);
+            CHECK(s1_free(p) == S1_OK);
+            CHECK(check() == S1_CHECK_OK);
+        }
+    }
 }
 
 // Someone else raises the break by a page between s1_heap_trim's query and its sbrk(-n).

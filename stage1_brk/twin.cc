@@ -15,6 +15,7 @@ constexpr uint64_t kNext = 8, kPrev = 16;
 constexpr uint64_t kRegionEnd = 0;  // the next region is the epilogue's link [S1.39]
 constexpr uint64_t kFirstBlock = kS1RegionHeader, kEpilogueTag = kAlloc;  // no prologue [S1.37]
 constexpr uint64_t kFailed = UINT64_MAX;
+constexpr uint64_t kTooShort = 1;  // fresh_range: the range holds no region (never a header: 8 mod 16)
 
 uint64_t adjust(uint64_t size) {
     uint64_t asize = (size + kS1Overhead + kS1Align - 1) & ~(kS1Align - 1);
@@ -71,6 +72,7 @@ uint64_t Twin::margin() const {
 uint64_t Twin::heap_grow(uint64_t asize, bool exact) {
     for (;;) {
         uint64_t block = heap_grow_once(asize, exact);
+        if (block == kTooShort) continue;  // a range that holds no region: left as it is
         if (!block || load(block) >= asize) return block;
         // The break moved between the query and the sbrk: the region is valid but short.
     }
@@ -105,6 +107,7 @@ uint64_t Twin::heap_grow_once(uint64_t asize, bool exact) {
 uint64_t Twin::fresh_range(uint64_t base, uint64_t length) {
     uint64_t region = (base + 15) & ~uint64_t{15};
     uint64_t end = (base + length) & ~uint64_t{15};
+    if (region + kFirstBlock + kS1MinBlock + 8 > end) return kTooShort;  // no room for a region
     store(region + kRegionEnd, end);
     uint64_t block = region + kFirstBlock;
     set_tags(block, end - 8 - block);

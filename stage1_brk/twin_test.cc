@@ -11,6 +11,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "stage1_brk/core.h"
@@ -22,7 +23,11 @@ namespace {
 
 ReservedBreak* g_core_break = nullptr;
 const uint64_t kDefaultPurgeFloor = s1_purge_floor;
-void* core_sbrk(intptr_t increment) { return g_core_break->sbrk(increment); }
+uint64_t g_core_race = 0;  // bytes another sbrk user takes just before the core's next growth
+void* core_sbrk(intptr_t increment) {
+    if (increment > 0 && g_core_race) g_core_break->bump(std::exchange(g_core_race, 0));
+    return g_core_break->sbrk(increment);
+}
 
 struct WalkRow {
     uint64_t kind, offset, size;
@@ -32,8 +37,13 @@ struct WalkRow {
 // Runs both allocators side by side and fails at the first difference.
 class Duel {
 public:
-    Duel() : twin_([this](intptr_t i) { return twin_break_.sbrk(i); }) {
+    Duel()
+        : twin_([this](intptr_t i) {
+              if (i > 0 && twin_race_) twin_break_.bump(std::exchange(twin_race_, 0));
+              return twin_break_.sbrk(i);
+          }) {
         g_core_break = &core_break_;
+        g_core_race = 0;
         s1_reset();
         s1_sbrk_hook = &core_sbrk;
         set_policy(S1_FIT_FIRST);
@@ -166,6 +176,11 @@ public:
         core_break_.bump(bytes);
         twin_break_.bump(bytes);
     }
+    // Someone else takes `bytes` between the next growth's query of the break and its sbrk.
+    void race_next_growth(uint64_t bytes) {
+        g_core_race = bytes;
+        twin_race_ = bytes;
+    }
     void move_to(uint64_t offset) {
         core_break_.move_to(offset);
         twin_break_.move_to(offset);
@@ -217,6 +232,7 @@ public:
     Block last_freed_{};
 
 private:
+    uint64_t twin_race_ = 0;
     ReservedBreak core_break_, twin_break_;
     Twin twin_;
     std::vector<WalkRow> core_rows_;
@@ -271,6 +287,28 @@ void duel(uint64_t seed, int steps) {
     while (!d.live_.empty()) d.free(d.live_.size() - 1);
     d.compare_heaps();
     if (seed % 2) CHECK(s1_madvise_calls > 0);  // the purge ran, and the twin's agreed
+}
+
+// The random duel moves the break only between operations; this moves it inside a growth,
+// between s1_heap_grow's query and its sbrk, by amounts that leave the extension's range (the
+// 32 bytes a 240-byte block lacks after a 208-byte free tail) too short for a region, or not.
+TEST_CASE("the core and its twin agree when the break moves inside a growth") {
+    for (uint64_t nudge : {8, 16, 24, 4096}) {
+        for (uint64_t policy : {S1_FIT_FIRST, S1_FIT_SEG}) {
+            CAPTURE(nudge);
+            CAPTURE(policy);
+            Duel d;
+            d.set_policy(policy);
+            REQUIRE(d.malloc(16, 0x41));
+            REQUIRE(d.malloc(200, 0x42));
+            d.free(1);  // the heap ends in a 208-byte free block
+            d.race_next_growth(nudge);
+            REQUIRE(d.malloc(220, 0x43));
+            d.compare_heaps();
+            while (!d.live_.empty()) d.free(d.live_.size() - 1);
+            d.compare_heaps();
+        }
+    }
 }
 
 TEST_CASE("the NASM core and its C++ twin agree on a million random operations") {
