@@ -7,8 +7,15 @@
 set -euo pipefail
 
 loop="$1"; shift
+usage="usage: bazel run --config=opt //bench/stage3:fastpath [-- N [size]]   (N iterations, default 1000000; size in bytes, default 32)"
+if [[ "${1:-}" == --help || "${1:-}" == -h ]]; then echo "$usage"; exit 0; fi
 n="${1:-1000000}"
 size="${2:-32}"
+# Each is a positive whole number: anything else reached the loop as 0 and printed zeros.
+for arg in "$n" "$size"; do
+    [[ "$arg" =~ ^[1-9][0-9]*$ ]] || { echo "fastpath.sh: $arg: not a positive whole number" >&2; echo "$usage" >&2; exit 2; }
+done
+(( $# <= 2 )) || { echo "fastpath.sh: $3: too many arguments" >&2; echo "$usage" >&2; exit 2; }
 for tool in valgrind callgrind_annotate objdump; do
     command -v "$tool" >/dev/null || { echo "fastpath.sh: $tool is not installed" >&2; exit 1; }
 done

@@ -3,13 +3,14 @@
 // 16 + (r & 0x3FF) bytes allocated there and their first byte written; an untimed prefault of
 // cycles / 10 steps, then the timed loop plus drain; ops/s = cycles / CPU-s. Also 16..128 B.
 // Allocators alternate in each repetition; medians and ratios to mimalloc are printed.
-// Usage: random_mixed [cycles=10000000] [repetitions=5] [allocator prefix] [slots]
+// Usage: random_mixed [cycles=10000000] [repetitions=5] [allocator prefix] [slots] (--help)
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <iterator>
 #include <vector>
 
 #include "bench/stage3/allocators.h"
@@ -84,15 +85,39 @@ double median(std::vector<double> v) {
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+const char kUsage[] =
+    "usage: random_mixed [cycles=10000000] [repetitions=5] [allocator prefix] [slots: 8192, 400 or 256]\n"
+    "  (bazel run --config=opt //bench/stage3:random_mixed [-- ARGS])\n";
+
+// A positive whole number, or exit 2 naming the argument: a run takes minutes, and "--help" or
+// a typo read as 0 cycles printed a table of zeros.
+uint64_t positive(const char* arg, const char* what) {
+    char* end = nullptr;
+    uint64_t v = std::strtoull(arg, &end, 0);
+    if (*arg < '0' || *arg > '9' || *end != '\0' || v == 0) {
+        std::fprintf(stderr, "random_mixed: %s: not a positive number of %s\n%s", arg, what, kUsage);
+        std::exit(2);
+    }
+    return v;
+}
+
 }  // namespace
 }  // namespace edu::bench
 
 int main(int argc, char** argv) {
     using namespace edu::bench;
-    uint64_t cycles = argc > 1 ? std::strtoull(argv[1], nullptr, 0) : 10000000;
-    int repetitions = argc > 2 ? std::atoi(argv[2]) : 5;
+    if (argc > 1 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+        std::fputs(kUsage, stdout);
+        return 0;
+    }
+    if (argc > 5) {
+        std::fprintf(stderr, "random_mixed: %s: too many arguments\n%s", argv[5], kUsage);
+        return 2;
+    }
+    uint64_t cycles = argc > 1 ? positive(argv[1], "cycles") : 10000000;
+    int repetitions = argc > 2 ? static_cast<int>(positive(argv[2], "repetitions")) : 5;
     const char* only_allocator = argc > 3 ? argv[3] : "";
-    uint32_t only_slots = argc > 4 ? static_cast<uint32_t>(std::atoi(argv[4])) : 0;
+    uint32_t only_slots = argc > 4 ? static_cast<uint32_t>(positive(argv[4], "slots")) : 0;
     // mimalloc first, so its library is loaded before stage 3 maps anything.
     std::vector<Allocator> allocators = {
         mimalloc_allocator(),
@@ -107,11 +132,20 @@ int main(int argc, char** argv) {
         {"ring 256, 16..1039 B", 256, false},
         {"ring 8192, 16..128 B", 8192, true},
     };
-    std::printf("random mixed: %llu cycles, %d repetitions, medians in M ops per CPU-second; ratio = / mimalloc\n",
-                static_cast<unsigned long long>(cycles), repetitions);
     std::erase_if(allocators, [&](const Allocator& a) {
         return std::strncmp(a.label, only_allocator, std::strlen(only_allocator)) != 0;
     });
+    if (allocators.empty()) {
+        std::fprintf(stderr, "random_mixed: %s: names none of the allocators\n%s", only_allocator, kUsage);
+        return 2;
+    }
+    if (only_slots && std::none_of(std::begin(workloads), std::end(workloads),
+                                   [&](const Workload& w) { return w.slots == only_slots; })) {
+        std::fprintf(stderr, "random_mixed: %u: no ring of that many slots\n%s", only_slots, kUsage);
+        return 2;
+    }
+    std::printf("random mixed: %llu cycles, %d repetitions, medians in M ops per CPU-second; ratio = / %s\n",
+                static_cast<unsigned long long>(cycles), repetitions, allocators[0].label);
     for (const Workload& w : workloads) {
         if (only_slots && w.slots != only_slots) continue;
         std::vector<std::vector<double>> results(allocators.size());

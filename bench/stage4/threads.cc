@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -127,6 +128,18 @@ bool listed(const std::string& list, const std::string& label) {
     return false;
 }
 
+const char kUsage[] =
+    "usage: threads [--seconds=S] [--repetitions=R] [--only=larson|xmalloc|scratch]\n"
+    "               [--allocators=A,B...] [--threads=1|2|4|8] --lib=NAME=PATH...\n"
+    "  (bazel run --config=opt //bench/stage4:threads [-- OPTIONS] passes the --lib options)\n";
+
+// A bad argument stops the run before it starts: the benchmark takes minutes, and an option it
+// did not understand would otherwise be measured as if it had never been given.
+[[noreturn]] void bad_argument(const char* arg, const char* why) {
+    std::fprintf(stderr, "threads: %s: %s\n%s", arg, why, kUsage);
+    std::exit(2);
+}
+
 std::string absolute(const char* path) {
     char* full = realpath(path, nullptr);
     if (!full) {
@@ -151,14 +164,31 @@ int main(int argc, char** argv) {
     int only_threads = 0;
     std::map<std::string, std::string> libs;
     for (int i = 1; i < argc; ++i) {
-        if (const char* v = flag_value(argv[i], "--seconds=")) seconds = std::atof(v);
-        else if (const char* v2 = flag_value(argv[i], "--repetitions=")) repetitions = std::atoi(v2);
-        else if (const char* v3 = flag_value(argv[i], "--only=")) only = v3;
-        else if (const char* v5 = flag_value(argv[i], "--allocators=")) wanted = v5;
-        else if (const char* v6 = flag_value(argv[i], "--threads=")) only_threads = std::atoi(v6);
-        else if (const char* v4 = flag_value(argv[i], "--lib=")) {
+        const char* arg = argv[i];
+        if (std::strcmp(arg, "--help") == 0 || std::strcmp(arg, "-h") == 0) {
+            std::fputs(kUsage, stdout);
+            return 0;
+        }
+        if (const char* v = flag_value(arg, "--seconds=")) {
+            if ((seconds = std::atof(v)) <= 0) bad_argument(arg, "not a positive number of seconds");
+        } else if (const char* v2 = flag_value(arg, "--repetitions=")) {
+            if ((repetitions = std::atoi(v2)) < 1) bad_argument(arg, "not a positive count");
+        } else if (const char* v3 = flag_value(arg, "--only=")) {
+            only = v3;
+            if (std::none_of(std::begin(kWorkloads), std::end(kWorkloads), [&](const char* w) { return only == w; }))
+                bad_argument(arg, "no such workload");
+        } else if (const char* v5 = flag_value(arg, "--allocators=")) {
+            wanted = v5;
+        } else if (const char* v6 = flag_value(arg, "--threads=")) {
+            only_threads = std::atoi(v6);
+            if (std::none_of(std::begin(kThreadCounts), std::end(kThreadCounts), [&](int n) { return n == only_threads; }))
+                bad_argument(arg, "the thread counts measured are 1, 2, 4 and 8");
+        } else if (const char* v4 = flag_value(arg, "--lib=")) {
             const char* eq = std::strchr(v4, '=');
-            if (eq) libs[std::string(v4, eq)] = absolute(eq + 1);
+            if (!eq) bad_argument(arg, "not NAME=PATH");
+            libs[std::string(v4, eq)] = absolute(eq + 1);
+        } else {
+            bad_argument(arg, "unknown argument");
         }
     }
     for (const char* stage : {"stage1", "stage2", "stage3", "stage4"})
