@@ -72,7 +72,9 @@ void wait_a_little(unsigned& spins) {
 
 // The next block of the owner's delayed list, checked before the owner follows it: a block of
 // one of its own pages (a link overwritten after the push decodes to something else, S4.56).
-Block* delayed_next(const Heap* heap, const Block* b) {
+// Called only from lab part S4.delayed_free: [[maybe_unused]] keeps a part written without it
+// building under -Werror (tools/lab check).
+[[maybe_unused]] Block* delayed_next(const Heap* heap, const Block* b) {
     Block* next = chain_next(b);
     if (next == nullptr) return nullptr;
     uint32_t slot = arena_slot_of(next);

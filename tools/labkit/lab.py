@@ -114,9 +114,47 @@ def marker_trouble(part, found, problems, regions_expected):
     return ""
 
 
+FILE_LOCAL_FUNCTION = re.compile(r"^(?:static\s+|inline\s+|constexpr\s+)*[A-Za-z_][\w:<>,*& ]*?[\s*&](\w+)\(")
+
+
+def helpers_only_in_parts(root, found):
+    """A C++ function private to its file (static, or in an unnamed namespace) that only lab
+    regions call: a student's part written without it leaves it unused, which -Werror turns into
+    a build failure in grading (a handout's stub silences the warning, so `tools/lab test` built
+    it). Such helpers must be [[maybe_unused]]. Returns the problems, FILE:LINE first."""
+    problems = []
+    spans = {}
+    for regions in found.values():
+        for rel, begin, end in regions:
+            spans.setdefault(rel, []).append((begin, end))
+    for rel, ranges in sorted(spans.items()):
+        if not rel.endswith((".cc", ".h")):
+            continue
+        lines = (Path(root) / rel).read_text().split("\n")
+        in_part = lambda i: any(b <= i <= e for b, e in ranges)
+        unnamed = False
+        for i, line in enumerate(lines):
+            if line.startswith("namespace {"):
+                unnamed = True
+            elif line.startswith("}  // namespace") and unnamed:
+                unnamed = False
+            m = FILE_LOCAL_FUNCTION.match(line)
+            if not m or line.rstrip().endswith(";") or in_part(i) or "[[maybe_unused]]" in line:
+                continue
+            if not (unnamed or line.startswith("static ")) or (i and lines[i - 1].startswith("template")):
+                continue
+            name = m.group(1)
+            uses = [j for j, text in enumerate(lines) if j != i and re.search(rf"\b{name}\b", text)]
+            if uses and all(in_part(j) for j in uses):
+                problems.append(f"{rel}:{i + 1}: {name} is called only from lab parts' code: mark it "
+                                "[[maybe_unused]] (a part written without it fails to build in grading)")
+    return problems
+
+
 def check(root, table):
     """Problems with the lab parts of the tree at root (empty: consistent)."""
     found, problems = scan(root, table)
+    problems += helpers_only_in_parts(root, found)
     listed = {p["name"]: p for p in table["parts"]}
     listed.update({c: {"name": c, "file": f, "stage": p["stage"], "copy_of": p["name"]}
                    for p in table["parts"] for c, f in copies_of(p).items()})

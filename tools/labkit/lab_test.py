@@ -69,6 +69,19 @@ class LabTest(unittest.TestCase):
         self.assertIn("1 region(s) between [lab S1.a begin] and end in stage1_brk/a.cc, the reference has 2 "
                       "(a tree handed out at another commit?", lab.marker_trouble(part("S1.a"), found, problems, 2))
 
+    def test_a_helper_only_lab_parts_call_must_be_maybe_unused(self):
+        # A part written without the helper would leave it unused: -Werror fails the grading
+        # build, while the handout (its stub silences the warning) built (stage2_pools/pool.cc's
+        # link_back did so to a part that linked the pool by hand).
+        code = ("namespace {\nvoid helper(int x) { (void)x; }\n[[maybe_unused]] void kept() {}\n"
+                "template <typename F>\nvoid generic(F f) { f(); }\nvoid shared() {}\n}  // namespace\n"
+                "void outside() { shared(); }\n"
+                + "".join(f"// [lab S1.{n} begin]\nvoid {n}() {{ helper(1); kept(); generic([] {{}}); shared(); }}\n"
+                          f"// [lab S1.{n} end]\n" for n in "abc"))
+        problems = self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]")
+        self.assertEqual(problems, ["stage1_brk/a.cc:2: helper is called only from lab parts' code: mark it "
+                                    "[[maybe_unused]] (a part written without it fails to build in grading)"])
+
     def test_a_consistent_fake_tree_passes(self):
         code = "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "abc")
         self.assertEqual(self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]"), [])
