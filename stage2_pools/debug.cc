@@ -221,11 +221,12 @@ void* debug_realloc(void* user_ptr, std::size_t n) {
     if (in_quarantine(ref))
         die(kStageName, "realloc", user_ptr, "use after free: the block was freed");
     uint64_t old = load_word(ref.user - kFrontBytes);
+    uint64_t peak = g_heap.counters.peak_live_bytes;
     void* moved = debug_malloc(n, kAlignment);
     if (!moved) return nullptr;
     std::memcpy(moved, user_ptr, old < n ? old : n);
     debug_free(user_ptr, "realloc");
-    note_move_was_resize();
+    note_move_was_resize(peak);
     return moved;
 }
 

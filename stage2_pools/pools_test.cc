@@ -619,6 +619,25 @@ TEST_CASE("debug mode fills new blocks, reports their requested size and keeps t
     require_ok();
 }
 
+// Debug mode's realloc always moves, through a counted malloc and free; the program never holds
+// both blocks, so the peak must not hold them both either (contract/allocator.h: a resize).
+TEST_CASE("debug mode counts realloc as a resize: the peak never holds the old and new blocks") {
+    with_debug([] {
+        void* p = s2().malloc(1000);
+        const Stats before = s2().stats();
+        // Grown past every earlier peak, so the realloc makes the new one: the live bytes after it.
+        const std::size_t n = before.peak_live_bytes + 1000;
+        void* q = s2().realloc(p, n);
+        REQUIRE(q != nullptr);
+        const Stats after = s2().stats();
+        CHECK(after.mallocs == before.mallocs);
+        CHECK(after.frees == before.frees);
+        CHECK(after.live_bytes == before.live_bytes - 1000 + n);
+        CHECK(after.peak_live_bytes == after.live_bytes);   // not before.live_bytes + n
+        s2().free(q);
+    });
+}
+
 TEST_CASE("in debug mode the walker shows blocks as the program sees them") {
     with_debug([] {
         void* small = s2().malloc(24);

@@ -57,11 +57,15 @@ inline void note_resize(uint64_t old, uint64_t usable, uint64_t requested) {
 }
 
 // A realloc that moved its block through a counted malloc and free: the contract counts a
-// resize as neither (bytes and live counts were already right).
-inline void note_move_was_resize() {
+// resize as neither (bytes and live counts were already right), and the program never held
+// both blocks, so the peak is the one before the move or the live bytes after it, not what the
+// malloc counted while the old block was still live.
+inline void note_move_was_resize(uint64_t peak_before) {
     if (!g_heap.counting) return;
-    --g_heap.counters.mallocs;
-    --g_heap.counters.frees;
+    Counters& c = g_heap.counters;
+    --c.mallocs;
+    --c.frees;
+    c.peak_live_bytes = c.live_bytes > peak_before ? c.live_bytes : peak_before;
 }
 
 // A resize that stays in its block: only the request is counted.
