@@ -5,6 +5,7 @@
 
 #include "contract/diagnostics.h"
 #include "stage2_pools/arena.h"
+#include "stage2_pools/radix.h"
 
 namespace edu::stage2 {
 namespace {
@@ -19,24 +20,54 @@ constexpr Heap make_heap(Heap* self) {
     return heap;
 }
 
-// Links `pool` into a ring right after `where` (a head or a pool of the ring).
-void link_after(PoolLinks* where, Pool* pool) {
-    pool->next = where->next;
+// [S2.30] The ring links live in pool headers, and a pool's header follows the last block of
+// the pool below it, with no gap when the class fills a pool exactly (248 blocks of 16 bytes in
+// a classic pool): an overflow out of that block rewrites `next`, then `prev`. Relinking through
+// a forged link is the classic unlink write (`pool->next->prev = pool->prev` stores where the
+// program chose), or a SIGSEGV. So every link a relink follows must lead to the class's ring
+// head or to a pool header of ours (pool-aligned, in an arena: reading it cannot fault) that
+// links back. Only the state changes of [S2.9] relink, all out of line.
+bool ring_member(const PoolLinks* link, unsigned c) {
+    auto at = reinterpret_cast<uintptr_t>(link);
+    return link == &g_heap.used[c] || ((at & ~g_heap.pool_mask) == 0 && radix_lookup(at) != 0);
+}
+
+// A neighbour of `pool` in class c's ring failed the test above. A pool being unlinked is
+// either full (malloc took its last block) or empty (free returned its last); one being linked
+// comes from malloc at the front or from free at the back.
+[[noreturn, gnu::cold]] void ring_corrupted(const PoolLinks* pool, const char* call) {
+    die(kStageName, call, pool,
+        "pool ring corrupted: a pool header's links lead out of its ring (an overflow from the "
+        "last block of the pool below into its header?)");
+}
+
+// Links `pool` into class c's ring right after `where` (its head or a pool of the ring).
+void link_after(PoolLinks* where, Pool* pool, unsigned c, const char* call) {
+    PoolLinks* next = where->next;
+    if (!ring_member(next, c) || next->prev != where) [[unlikely]]
+        ring_corrupted(where == &g_heap.used[c] ? next : where, call);
+    pool->next = next;
     pool->prev = where;
-    where->next->prev = pool;
+    next->prev = pool;
     where->next = pool;
 }
 
 // The three helpers below are called only from lab parts' code (docs/teaching.md): a student's
 // part that links without them must still build under -Werror, hence [[maybe_unused]].
-[[maybe_unused]] void link_front(Pool* pool, unsigned c) { link_after(&g_heap.used[c], pool); }
+[[maybe_unused]] void link_front(Pool* pool, unsigned c) { link_after(&g_heap.used[c], pool, c, "malloc"); }
 
 // A pool that was full rejoins its ring at the back ([S2.9]).
-[[maybe_unused]] void link_back(Pool* pool, unsigned c) { link_after(g_heap.used[c].prev, pool); }
+[[maybe_unused]] void link_back(Pool* pool, unsigned c) { link_after(g_heap.used[c].prev, pool, c, "free"); }
 
 [[maybe_unused]] void unlink(Pool* pool) {
-    pool->prev->next = pool->next;
-    pool->next->prev = pool->prev;
+    PoolLinks* next = pool->next;
+    PoolLinks* prev = pool->prev;
+    unsigned c = pool->class_index;
+    if (c >= kClassCount || !ring_member(next, c) || !ring_member(prev, c) || next->prev != pool ||
+        prev->next != pool) [[unlikely]]
+        ring_corrupted(pool, pool->used == 0 ? "free" : "malloc");
+    prev->next = next;
+    next->prev = prev;
 }
 
 }  // namespace

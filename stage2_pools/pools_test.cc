@@ -529,6 +529,32 @@ TEST_CASE("malloc refuses a free block that lost its freed mark") {
     require_ok();
 }
 
+// [S2.30] 248 blocks of 16 bytes fill a classic pool to its last byte, so the next pool's header
+// follows the last block at once: an overflow out of it rewrites that pool's ring links. The
+// relink that takes the pool out of its ring (it goes full) must not write through them: a
+// forged `next` was a SIGSEGV, a forged `prev` a silent write to the address the program chose.
+TEST_CASE("a pool whose ring links were overwritten is refused before it is relinked") {
+    start_clean();
+    std::vector<void*> below = allocate(blocks_per_pool(0), 16);   // pool A, full to its end
+    void* first = s2().malloc(32);                                 // pool B, right after A
+    Pool* pool = pool_at(first);
+    REQUIRE(addr(pool) == addr(pool_at(below[0])) + g_heap.pool_bytes);
+    REQUIRE(addr(below.back()) + 16 == addr(pool));
+    static PoolLinks target{nullptr, nullptr};   // where a forged prev would have the unlink write
+    for (int forged : {0, 1}) {
+        require_report("malloc", pool, {"pool ring corrupted", "overflow"}, [&] {
+            auto* links = static_cast<PoolLinks**>(below.back()) + 2;   // 16 bytes past the block
+            if (forged == 0) std::memset(links, 0x41, 8);               // next: a wild pointer
+            else links[1] = &target;                                    // prev: a chosen address
+            for (uint32_t i = 1; i < blocks_per_pool(1); ++i) s2().malloc(32);   // B goes full
+            if (target.next != nullptr) std::_Exit(3);   // the unlink wrote through the forged prev
+        });
+    }
+    s2().free(first);
+    free_all(below);
+    require_ok();
+}
+
 // ---- The checker --------------------------------------------------------------------------
 
 TEST_CASE("the checker reports a damaged free list and a damaged live bitmap") {
