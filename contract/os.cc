@@ -4,7 +4,11 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdint>
+#include <cstring>
 
 namespace edu {
 
@@ -32,6 +36,36 @@ void os_unmap(void* address, std::size_t size, OsCount count) {
 void os_decommit(void* address, std::size_t size, OsCount count) {
     count(OsCall::madvise);
     ::madvise(address, size, MADV_DONTNEED);
+}
+
+namespace {
+
+bool reads_zero(uintptr_t from, uintptr_t to) {
+    for (auto* word = reinterpret_cast<const uint64_t*>(from); word < reinterpret_cast<const uint64_t*>(to); ++word)
+        if (*word != 0) return false;
+    return true;
+}
+
+}  // namespace
+
+void zero_fill(void* p, std::size_t n, OsCount count) {
+    auto start = reinterpret_cast<uintptr_t>(p), end = start + n;
+    const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    uintptr_t first = (start + page - 1) & ~(page - 1), last = end & ~(page - 1);
+    uintptr_t fresh = first;   // the first whole page that reads as zero, `last` if none
+    if (n >= kZeroByDiscard)
+        while (fresh < last && !reads_zero(fresh, fresh + page)) fresh += page;
+    if (n < kZeroByDiscard || fresh >= last) {
+        std::memset(p, 0, n);
+        return;
+    }
+    std::memset(p, 0, fresh - start);
+    std::memset(reinterpret_cast<void*>(last), 0, end - last);
+    int saved = errno;
+    count(OsCall::madvise);
+    if (::madvise(reinterpret_cast<void*>(fresh), last - fresh, MADV_DONTNEED) != 0)   // locked pages
+        std::memset(reinterpret_cast<void*>(fresh), 0, last - fresh);                 // (mlockall) stay
+    errno = saved;
 }
 
 }  // namespace edu

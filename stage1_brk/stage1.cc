@@ -12,6 +12,7 @@
 
 #include "contract/diagnostics.h"
 #include "contract/locked.h"
+#include "contract/os.h"
 #include "stage1_brk/core.h"
 #include "stage1_brk/reserved_break.h"
 
@@ -86,7 +87,7 @@ void* st_calloc(std::size_t count, std::size_t size) {
     std::size_t bytes;
     if (__builtin_mul_overflow(count, size, &bytes)) [[unlikely]] return enomem();
     void* p = st_malloc(bytes);
-    if (p) std::memset(p, 0, bytes);  // recycled blocks hold old data; sbrk memory is zero
+    if (p) zero_fill(p, bytes, [](OsCall) { ++s1_madvise_calls; });  // recycled blocks hold old data
     return p;
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "contract/os.h"
 #include "stage2_pools/stats.h"
 #include "stage2_pools/types.h"
 
@@ -24,6 +25,10 @@ void unmap_counted(void* address, std::size_t bytes) {
 }
 
 }  // namespace
+
+void os_zero(void* block, std::size_t bytes) {
+    zero_fill(block, bytes, [](OsCall call) { ++g_heap.counters.os_calls[static_cast<unsigned>(call)]; });
+}
 
 void* os_map(std::size_t bytes) {
     void* p = map_at(nullptr, bytes);

@@ -17,4 +17,7 @@ void* os_map_aligned(std::size_t bytes, std::size_t alignment, void* hint);
 
 void os_unmap(void* address, std::size_t bytes);
 
+// calloc's zeroing of a block of `bytes` (contract/os.h's zero_fill, its madvise counted).
+void os_zero(void* block, std::size_t bytes);
+
 }  // namespace edu::stage2

@@ -11,6 +11,7 @@
 #include "stage2_pools/arena.h"
 #include "stage2_pools/check.h"
 #include "stage2_pools/debug.h"
+#include "stage2_pools/os.h"
 #include "stage2_pools/pool.h"
 #include "stage2_pools/radix.h"
 #include "stage2_pools/raw.h"
@@ -143,7 +144,7 @@ void* s2_calloc(std::size_t count, std::size_t size) {
     std::size_t total;
     if (__builtin_mul_overflow(count, size, &total)) return enomem();
     void* p = s2_malloc(total);
-    if (p) std::memset(p, 0, total);
+    if (p) os_zero(p, total);
     return p;
 }
 

@@ -68,6 +68,8 @@ void os_decommit(void* address, std::size_t size) {
     os_commit_bytes(-static_cast<int64_t>(size));
 }
 
+void os_zero(void* block, std::size_t size) { zero_fill(block, size, count); }
+
 void os_commit_bytes(int64_t bytes) {
     g_os.footprint += static_cast<uint64_t>(bytes);
     if (g_os.footprint > g_os.peak_footprint) g_os.peak_footprint = g_os.footprint;

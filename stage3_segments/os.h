@@ -49,6 +49,8 @@ bool os_map_writable_at(void* at, std::size_t size);
 void* os_where_mappings_go();
 // Gives the memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.
 void os_decommit(void* address, std::size_t size);
+// calloc's zeroing of a block (contract/os.h's zero_fill, its madvise counted).
+void os_zero(void* block, std::size_t size);
 // Footprint bookkeeping only: `bytes` start (or stop, when negative) counting as held.
 void os_commit_bytes(int64_t bytes);
 

@@ -14,6 +14,7 @@
 #include "stage3_segments/drop_in.h"
 #include "stage3_segments/free.h"
 #include "stage3_segments/heaps.h"
+#include "stage3_segments/os.h"
 
 namespace edu::stage3 {
 namespace {
@@ -35,7 +36,7 @@ void* heap_calloc_in(Heap* heap, std::size_t count, std::size_t size) {
     std::size_t bytes;
     if (__builtin_mul_overflow(count, size, &bytes)) return enomem();
     void* p = heap_alloc<M>(heap, bytes, bytes);
-    if (p) std::memset(p, 0, bytes);   // recycled blocks hold old bytes
+    if (p) os_zero(p, bytes);   // recycled blocks hold old bytes
     return p;
 }
 

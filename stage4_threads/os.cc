@@ -43,6 +43,8 @@ void os_decommit(void* address, std::size_t size) {
     os_commit_bytes(-static_cast<int64_t>(size));
 }
 
+void os_zero(void* block, std::size_t size) { zero_fill(block, size, count); }
+
 void raise_peak(std::atomic<uint64_t>& peak, uint64_t value) {
     uint64_t seen = peak.load(std::memory_order_relaxed);
     while (seen < value && !peak.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {

@@ -54,6 +54,8 @@ bool os_map_writable_at(void* address, std::size_t size);
 void os_unmap(void* address, std::size_t size);
 // Gives committed memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.
 void os_decommit(void* address, std::size_t size);
+// calloc's zeroing of a block (contract/os.h's zero_fill, its madvise counted).
+void os_zero(void* block, std::size_t size);
 void os_commit_bytes(int64_t bytes);
 // Raises `peak` to at least `value` (a CAS loop; relaxed).
 void raise_peak(std::atomic<uint64_t>& peak, uint64_t value);

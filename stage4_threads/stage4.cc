@@ -13,6 +13,7 @@
 #include "stage4_threads/check.h"
 #include "stage4_threads/drop_in.h"
 #include "stage4_threads/free.h"
+#include "stage4_threads/os.h"
 #include "stage4_threads/registry.h"
 #include "stage4_threads/secure.h"
 #include "stage4_threads/segment.h"
@@ -35,7 +36,7 @@ void* api_calloc(std::size_t count, std::size_t size) {
     std::size_t bytes;
     if (__builtin_mul_overflow(count, size, &bytes)) return enomem();
     void* p = heap_alloc<M>(t_heap, bytes, bytes);
-    if (p) std::memset(p, 0, bytes);   // recycled blocks hold old bytes
+    if (p) os_zero(p, bytes);   // recycled blocks hold old bytes
     return p;
 }
 

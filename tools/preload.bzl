@@ -56,6 +56,7 @@ def edu_preload_library(name, stage_dep, descriptor, drop_in = None, extra_copts
 # argument and the stage number as its second.
 _PROGRAMS = {
     "aligned": ["//tests/preload:aligned"],
+    "calloc": ["//tests/preload:calloc"],
     "limits": ["//tests/preload:limits", "//bench:limit_from_outside.sh", "//bench:smallest_limit.sh"],
     "python": ["//tests/preload:workload.py"],
     "sort": ["//tests/preload:make_lines.py"],

@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/preload/resident.h"
+
 namespace {
 
 constexpr int kThreads = 4;
@@ -192,14 +194,6 @@ uint64_t count_sent(int t) {
 // for a destructor that never runs again, keeps it for good (stage 4 kept 40 KiB a thread,
 // S4.73). Returns the growth of the resident set over kExits threads, in KiB.
 constexpr int kExits = 3000;
-
-long resident_kib() {
-    long pages = 0, resident = 0;
-    FILE* f = std::fopen("/proc/self/statm", "r");
-    if (f == nullptr || std::fscanf(f, "%ld %ld", &pages, &resident) != 2) std::exit(1);
-    std::fclose(f);
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
 
 long exits_growth_kib() {
     auto body = [](int i) { std::strlen(std::strerror(100000 + i)); };
