@@ -6,7 +6,7 @@
 default rel
 %include "types.inc"
 
-extern s1_region_of, s1_first_region                ; heap.asm
+extern s1_region_of, s1_first_region, s1_heap_top   ; heap.asm
 extern s1_free_heads, s1_class_map, s1_size_class   ; freelist.asm
 
 section .text
@@ -55,6 +55,8 @@ s1_check:
         jb      .fail                           ; starts inside the previous region
         test    r12, 15
         jnz     .fail
+        cmp     r12, [s1_heap_top]
+        jae     .fail                           ; a link above every region ([S1.40])
         ; [S1.39] The end word. A damaged one is caught here when it is misaligned or too
         ; small, and otherwise by the walk below: the blocks must reach end - 8 exactly
         ; (PAST_END, or BLOCK_SIZE at the real epilogue's size-0 tag) and find an epilogue
@@ -66,6 +68,8 @@ s1_check:
         lea     rdx, [r12 + S1_REGION_MIN]
         cmp     r14, rdx
         jb      .fail                           ; too small to hold a block and the epilogue
+        cmp     r14, [s1_heap_top]
+        ja      .fail                           ; past the highest end the heap made ([S1.40])
         mov     rdx, r14
         sub     rdx, r12
         add     [rbx + REPORT_HEAP_BYTES], rdx

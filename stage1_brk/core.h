@@ -29,6 +29,7 @@ enum S1Status : uint32_t {
     S1_MISALIGNED = 3,      // not 16-byte aligned, so never a payload of ours
     S1_NOT_A_BLOCK = 4,     // inside the heap but no valid block starts there (interior pointer)
     S1_DOUBLE_FREE = 5,     // the block is already free
+    S1_HEAP_DAMAGED = 6,    // a region's end word or link was overwritten: the heap cannot tell
 };
 
 // ---- Fit policies (s1_fit_policy) ----
@@ -44,8 +45,8 @@ enum S1Kind : uint64_t { S1_KIND_REGION = 0, S1_KIND_FENCE = 1, S1_KIND_USED = 2
 // ---- Heap check codes (s1_check's result) ----
 enum S1Check : uint64_t {
     S1_CHECK_OK = 0,
-    S1_CHECK_REGION_END = 1,      // a region's end word misaligned or too small [S1.39]
-    S1_CHECK_REGION_ORDER = 2,    // regions not ascending / overlapping
+    S1_CHECK_REGION_END = 1,      // a region's end word misaligned, too small or above the top [S1.39]
+    S1_CHECK_REGION_ORDER = 2,    // regions not ascending / overlapping / above the top
                                   // (3 was the prologue's check, gone with it [S1.37])
     S1_CHECK_BLOCK_SIZE = 4,      // block size below the minimum
     S1_CHECK_PAST_END = 5,        // block runs past its region's epilogue

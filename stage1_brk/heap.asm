@@ -29,6 +29,7 @@ section .bss
 align 8
 global s1_first_region:data hidden
 global s1_last_region:data hidden
+global s1_heap_top:data hidden
 global s1_sbrk_hook:data hidden
 global s1_brk_calls:data hidden
 global s1_footprint:data hidden
@@ -38,6 +39,7 @@ global s1_dirty_bytes:data hidden
 global s1_status:data hidden
 s1_first_region:    resq 1                      ; lowest region, 0 before the first growth
 s1_last_region:     resq 1                      ; newest region: the only one that can grow
+s1_heap_top:        resq 1                      ; the highest region end: no region lies above it
 s1_sbrk_hook:       resq 1                      ; sbrk replacement for tests; 0 = libc's sbrk
 s1_brk_calls:       resq 1                      ; sbrk calls that moved the break
 s1_footprint:       resq 1                      ; bytes we hold from sbrk
@@ -61,6 +63,14 @@ section .text
         mov     %1, [s1_grow_margin]
 %%bounded:
         and     %1, -16
+%endmacro
+
+; RAISE_TOP end: a region now ends at `end`; s1_heap_top follows it up [S1.40].
+%macro RAISE_TOP 1
+        cmp     %1, [s1_heap_top]
+        jbe     %%kept
+        mov     [s1_heap_top], %1
+%%kept:
 %endmacro
 
 ; [S1.3] s1_sbrk: the only place the break moves. Counts every call that moves it and keeps
@@ -98,26 +108,61 @@ s1_sbrk:
 ; [S1.7] s1_region_of: the region whose range [R, R.end) holds an address. Regions are in
 ; address order, so the walk stops at the first region that starts above it. A region's link
 ; to the next one is its epilogue's size bits [S1.2].
+; [S1.40] The end words and the links live in the heap, where a program's stray write can
+; reach them: a block written past its end overwrites the epilogue (the link), one written
+; before its start overwrites the end word of the region it opens. The walk follows neither
+; blindly: an end must be 16-aligned, leave room for a region and not lie above s1_heap_top
+; (the highest end the heap has made, kept outside the heap), and a link must point above its
+; region's end and below that top. Everything from the first region up to the top is mapped
+; while the heap grows from one source (the real break, or one reservation: a switch of the
+; `break` option leaves an unmapped gap between the two, where a damaged link could still
+; point), so no read through a word that passes can fault. A word that fails is reported, not
+; followed.
 ;   IN:  rdi = address
-;   OUT: rax = region start, or 0 when no region holds it
-;   Clobbers: rax. Preserves: everything else.
+;   OUT: rax = region start, or 0 when no region holds it; CF set (with rax = 0) when the
+;        walk met a damaged end word or link before it could tell
+;   Clobbers: rax, flags. Preserves: everything else.
 global s1_region_of:function hidden
 s1_region_of:
+        push    rcx
         mov     rax, [s1_first_region]
 .next:
         test    rax, rax
-        jz      .done                           ; past the last region: not ours
+        jz      .done                           ; past the last region: not ours (CF clear)
         cmp     rdi, rax
         jb      .miss                           ; below this region, so below all later ones
-        cmp     rdi, [rax + S1_REGION_END]
-        jb      .done                           ; R <= address < end: found
-        mov     rax, [rax + S1_REGION_END]      ; rax = end
-        mov     rax, [rax - 8]                  ; the epilogue: next | P | 1
+        mov     rcx, [rax + S1_REGION_END]      ; rcx = end: rax is checked to lie below the top
+        test    cl, 15
+        jnz     .damaged
+        cmp     rcx, [s1_heap_top]
+        ja      .damaged
+        sub     rcx, rax
+        jb      .damaged                        ; an end below its region's start
+        cmp     rcx, S1_REGION_MIN
+        jb      .damaged                        ; too short to hold a region
+        add     rcx, rax
+        cmp     rdi, rcx
+        jb      .found                          ; R <= address < end: found
+        mov     rax, [rcx - 8]                  ; the epilogue: next | P | 1
         and     rax, ~S1_FLAGS                  ; next region, or 0
-        jmp     .next
-.miss:
+        jz      .done
+        cmp     rax, rcx
+        jb      .damaged                        ; links go up: the next region lies above
+        cmp     rax, [s1_heap_top]
+        jb      .next
+.damaged:
         xor     eax, eax
+        stc
+        pop     rcx
+        ret
+.found:
+        clc
+        pop     rcx
+        ret
+.miss:
+        xor     eax, eax                        ; clears CF
 .done:
+        pop     rcx
         ret
 
 ; s1_heap_grow: obtain memory from the break so that a free block of at least `asize` bytes
@@ -186,6 +231,7 @@ s1_heap_grow:
                                                 ; writes its footer)
         lea     rax, [r13 + r14]                ; new end of the region
         mov     [rbx + S1_REGION_END], rax
+        RAISE_TOP rax
         and     rdx, ~S1_FLAGS                  ; the link to the next region moves along
         or      rdx, S1_EPILOGUE_TAG
         mov     [rax - 8], rdx                  ; new epilogue at the new end
@@ -239,6 +285,7 @@ s1_heap_grow:
         jmp     .find_link
 .link:
         mov     rcx, [rbx + S1_REGION_END]
+        RAISE_TOP rcx
         or      rax, S1_EPILOGUE_TAG + S1_PREV_FREE
         mov     [rcx - 8], rax                  ; our epilogue, after a free block: -> above
         mov     rax, [rdx]
@@ -349,6 +396,10 @@ s1_heap_trim:
         ; below checks the block's links with s1_region_of, which walks every region through
         ; its end word and epilogue [S1.39] (the old end's epilogue can no longer be read).
         mov     rax, [rbx + S1_REGION_END]
+        cmp     rax, [s1_heap_top]
+        jne     .top_kept                       ; a region above this one keeps the top
+        sub     [s1_heap_top], r13              ; [S1.40]
+.top_kept:
         sub     rax, r13
         mov     [rbx + S1_REGION_END], rax
         mov     [rax - 8], r14                  ; the epilogue, unchanged, at the new end
@@ -491,6 +542,7 @@ s1_reset:
         mov     [s1_class_map], rax
         mov     [s1_first_region], rax
         mov     [s1_last_region], rax
+        mov     [s1_heap_top], rax
         mov     [s1_rover], rax
         mov     [s1_brk_calls], rax
         mov     [s1_footprint], rax

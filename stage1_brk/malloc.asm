@@ -77,7 +77,8 @@ s1_malloc:
 ; list); an interior pointer whose bytes happen to look like a used header, with a plausible
 ; header at the right distance, would pass: the price of not walking.
 ;   IN:  rdi = pointer (not 0)
-;   OUT: eax = S1_OK, S1_MISALIGNED, S1_FOREIGN, S1_NOT_A_BLOCK or S1_DOUBLE_FREE
+;   OUT: eax = S1_OK, S1_MISALIGNED, S1_FOREIGN, S1_NOT_A_BLOCK, S1_DOUBLE_FREE or
+;        S1_HEAP_DAMAGED (the region walk met a damaged word, [S1.40])
 ;   Clobbers: rax, rcx, rdx, rsi, rdi, r8. Preserves: everything else.
 global s1_validate:function hidden
 s1_validate:
@@ -85,6 +86,7 @@ s1_validate:
         jnz     .misaligned
         call    s1_region_of                    ; rdi untouched; a leaf, so the unaligned
                                                 ; stack (no push before the call) is harmless
+        jc      .damaged                        ; [S1.40]
         test    rax, rax
         jz      .foreign
         lea     rcx, [rax + S1_FIRST_BLOCK + 8]
@@ -145,6 +147,9 @@ s1_validate:
         ret
 .double_free:
         mov     eax, S1_DOUBLE_FREE
+        ret
+.damaged:
+        mov     eax, S1_HEAP_DAMAGED
         ret
 
 ; [S1.17] s1_free: validate, then mark the block free, coalesce it and maybe trim the heap.

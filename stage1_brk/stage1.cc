@@ -53,6 +53,7 @@ const char* describe(uint32_t status) {
         case S1_MISALIGNED: return "misaligned pointer, never returned by this heap";
         case S1_NOT_A_BLOCK: return "no block starts here (interior or corrupted pointer)";
         case S1_DOUBLE_FREE: return "double free (block is already free)";
+        case S1_HEAP_DAMAGED: return "heap damaged: a region's end word or link was overwritten (a write before a block or past one)";
         default: return "invalid pointer";
     }
 }
@@ -121,8 +122,8 @@ std::size_t st_usable_size(const void* ptr) {
 
 const char* check_message(uint64_t code) {
     switch (code) {
-        case S1_CHECK_REGION_END: return "region end word misaligned or too small";
-        case S1_CHECK_REGION_ORDER: return "regions not ascending, overlapping or too small";
+        case S1_CHECK_REGION_END: return "region end word misaligned, too small or above the heap's top";
+        case S1_CHECK_REGION_ORDER: return "regions not ascending, overlapping, too small or above the heap's top";
         case S1_CHECK_BLOCK_SIZE: return "block size below the minimum";
         case S1_CHECK_PAST_END: return "block runs past its region's epilogue";
         case S1_CHECK_FOOTER: return "footer differs from header";

@@ -440,6 +440,46 @@ TEST_CASE_FIXTURE(IsolatedHeap, "a foreign sbrk between growths starts a new fen
     CHECK(s1_free(on_the_stack) == S1_FOREIGN);
 }
 
+// [S1.40] A stray write can reach the words the region walk follows: the end word just before a
+// region's first block (an underflow of that block) and the epilogue's link just past its last
+// one (an overflow). The walk reports them instead of reading through them: before, a free of a
+// pointer the walk had to look past (one on the stack, above the heap) followed the damaged word
+// and died of SIGSEGV.
+TEST_CASE_FIXTURE(IsolatedHeap, "a damaged end word or region link is reported, not followed") {
+    void* first = s1_malloc(24);  // the region's first block: its end word lies just below
+    void* last = s1_malloc(24);   // the heap's last block (no margin yet): the epilogue follows
+    REQUIRE(first != nullptr);
+    REQUIRE(last != nullptr);
+    REQUIRE(check() == S1_CHECK_OK);
+    alignas(16) char on_the_stack[16];
+    auto* end_word = reinterpret_cast<uint64_t*>(header(first) - kS1RegionHeader);
+    uint64_t* epilogue = reinterpret_cast<uint64_t*>(*end_word - 8);
+    REQUIRE(reinterpret_cast<uint64_t>(epilogue) == header(last) + kS1MinBlock);
+    const uint64_t good_end = *end_word, good_epilogue = *epilogue;
+
+    for (uint64_t bad_end : {uint64_t{0}, good_end + 4096, good_end - 8, header(first) - kS1RegionHeader}) {
+        CAPTURE(bad_end);
+        *end_word = bad_end;  // an underflow of the first block
+        CHECK(s1_validate(first) == S1_HEAP_DAMAGED);
+        CHECK(s1_free(on_the_stack) == S1_HEAP_DAMAGED);
+        CHECK(check() == S1_CHECK_REGION_END);
+        *end_word = good_end;
+    }
+    for (uint64_t bad_link : {uint64_t{0x4141414141414140}, header(first) & ~uint64_t{15}, good_end + (1 << 20)}) {
+        CAPTURE(bad_link);
+        *epilogue = bad_link | (good_epilogue & 15);  // an overflow of the last block
+        CHECK(s1_validate(last) == S1_OK);             // inside the region: no link is read
+        CHECK(s1_free(on_the_stack) == S1_HEAP_DAMAGED);
+        CHECK(check() == S1_CHECK_REGION_ORDER);
+        *epilogue = good_epilogue;
+    }
+    CHECK(check() == S1_CHECK_OK);
+    CHECK(s1_free(on_the_stack) == S1_FOREIGN);
+    CHECK(s1_free(first) == S1_OK);
+    CHECK(s1_free(last) == S1_OK);
+    CHECK(check() == S1_CHECK_OK);
+}
+
 // Someone else takes a page between s1_heap_grow's query of the break and its sbrk, once.
 int g_races_left = 0;
 void* racing_sbrk(intptr_t increment) {

@@ -56,11 +56,20 @@ uint64_t Twin::sbrk(int64_t increment) {
     return reinterpret_cast<uint64_t>(r);
 }
 
-uint64_t Twin::region_of(uint64_t address) const {
-    for (uint64_t r = first_region_; r; r = next_region(r)) {
+uint64_t Twin::region_of(uint64_t address, bool* damaged) const {
+    if (damaged) *damaged = false;
+    for (uint64_t r = first_region_; r;) {
         if (address < r) return 0;
-        if (address < load(r + kRegionEnd)) return r;
+        uint64_t end = load(r + kRegionEnd);
+        // [S1.40] an end word or a link that cannot be right is reported, not followed
+        if ((end & 15) || end > heap_top_ || end < r || end - r < kFirstBlock + kS1MinBlock + 8) break;
+        if (address < end) return r;
+        uint64_t next = next_region(r);
+        if (!next) return 0;
+        if (next < end || next >= heap_top_) break;
+        r = next;
     }
+    if (damaged) *damaged = true;
     return 0;
 }
 
@@ -94,6 +103,7 @@ uint64_t Twin::heap_grow_once(uint64_t asize, bool exact) {
         uint64_t header = cur - 8, old_epilogue = load(header);
         store(header, increment | (old_epilogue & kPrevFree));
         store(last + kRegionEnd, cur + increment);
+        if (cur + increment > heap_top_) heap_top_ = cur + increment;
         store(cur + increment - 8, (old_epilogue & ~kFlags) | kEpilogueTag);  // the link moves along
         return coalesce(header);
     }
@@ -109,6 +119,7 @@ uint64_t Twin::fresh_range(uint64_t base, uint64_t length) {
     uint64_t end = (base + length) & ~uint64_t{15};
     if (region + kFirstBlock + kS1MinBlock + 8 > end) return kTooShort;  // no room for a region
     store(region + kRegionEnd, end);
+    if (end > heap_top_) heap_top_ = end;
     uint64_t block = region + kFirstBlock;
     set_tags(block, end - 8 - block);
     uint64_t before = 0, after = first_region_;
@@ -148,6 +159,7 @@ void Twin::heap_trim(uint64_t header) {
     set_tags(header, size - give);
     list_push(header);
     uint64_t end = load(last + kRegionEnd) - give;
+    if (end + give == heap_top_) heap_top_ = end;
     store(last + kRegionEnd, end);
     store(end - 8, epilogue);
 }
@@ -385,7 +397,9 @@ void* Twin::malloc(uint64_t size) {
 uint32_t Twin::validate(const void* ptr) const {
     uint64_t p = reinterpret_cast<uint64_t>(ptr);
     if (p & 15) return S1_MISALIGNED;
-    uint64_t region = region_of(p);
+    bool damaged;
+    uint64_t region = region_of(p, &damaged);
+    if (damaged) return S1_HEAP_DAMAGED;
     if (!region) return S1_FOREIGN;
     if (p < region + kFirstBlock + 8) return S1_NOT_A_BLOCK;
     uint64_t end = load(region + kRegionEnd);
@@ -544,9 +558,10 @@ uint64_t Twin::check(S1Report* r) const {
     uint64_t previous_end = 0;
     for (uint64_t region = first_region_; region; region = next_region(region)) {
         ++r->regions;
-        if (region < previous_end || (region & 15)) return fail(S1_CHECK_REGION_ORDER, region);
+        if (region < previous_end || (region & 15) || region >= heap_top_) return fail(S1_CHECK_REGION_ORDER, region);
         uint64_t end = load(region + kRegionEnd);
-        if ((end & 15) || end < region + kFirstBlock + kS1MinBlock + 8) return fail(S1_CHECK_REGION_END, region);
+        if ((end & 15) || end < region + kFirstBlock + kS1MinBlock + 8 || end > heap_top_)
+            return fail(S1_CHECK_REGION_END, region);
         r->heap_bytes += end - region;
         bool previous_free = false;
         uint64_t b = region + kFirstBlock;

@@ -47,7 +47,7 @@ private:
     static uint64_t next_region(uint64_t region);  // 0 after the highest
 
     uint64_t sbrk(int64_t increment);  // counts like s1_sbrk; returns UINT64_MAX on failure
-    uint64_t region_of(uint64_t address) const;
+    uint64_t region_of(uint64_t address, bool* damaged = nullptr) const;  // *damaged: [S1.40]
     uint64_t margin() const;
     uint64_t heap_grow(uint64_t asize, bool exact);  // exact: no margin [S1.38]
     uint64_t heap_grow_once(uint64_t asize, bool exact);  // one attempt; the block may fall short
@@ -69,7 +69,7 @@ private:
     void* fit(uint64_t header, uint64_t run, uint64_t asize);  // s1_realloc's .fit
 
     std::function<void*(intptr_t)> sbrk_;
-    uint64_t first_region_ = 0, last_region_ = 0;
+    uint64_t first_region_ = 0, last_region_ = 0, heap_top_ = 0;  // heap_top_: s1_heap_top
     uint64_t free_heads_[kS1Classes] = {}, class_map_ = 0, rover_ = 0;
 };
 
