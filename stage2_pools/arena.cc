@@ -115,6 +115,13 @@ Pool* arena_take_pool() {
     Pool* pool;
     if (a.free_pools) {
         pool = a.free_pools;
+        // [S2.30] The link sits in the pool's header, in reach of an overflow from the pool
+        // below: the next empty pool must be one of this arena's pools handed out before.
+        auto next = reinterpret_cast<uintptr_t>(pool->next);
+        if (next != 0 && (next - a.address >= a.fresh - a.address || (next & ~g_heap.pool_mask) != 0))
+            [[unlikely]] die(kStageName, "malloc", pool,
+                             "empty-pool list corrupted: an empty pool's link leads out of its arena "
+                             "(an overflow from the last block of the pool below into its header?)");
         a.free_pools = static_cast<Pool*>(pool->next);
     } else {
         pool = reinterpret_cast<Pool*>(a.fresh);  // zero-filled by mmap: next_offset == 0

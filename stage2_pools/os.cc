@@ -38,7 +38,7 @@ void* os_map(std::size_t bytes) {
 
 // [S2.8] Aligned arenas. The kernel only promises page alignment. Asking at a hint first
 // usually succeeds, since the kernel places mappings next to each other (downwards); when it
-// does not, map alignment - page extra bytes, keep the aligned part and give back both ends:
+// does not, map `alignment` extra bytes, keep the aligned part and give back both ends:
 //
 //    p                  aligned                         aligned + bytes        p + over
 //    |-- head (unmap) --|========= the arena ===========|-- tail (unmap) --|

@@ -555,6 +555,32 @@ TEST_CASE("a pool whose ring links were overwritten is refused before it is reli
     require_ok();
 }
 
+// [S2.30] An empty pool waits on its arena's list of empty pools, linked through the same
+// header word, `next`: the overflow above forges the list's next pool, which the second malloc
+// that needs a pool would have formatted wherever the link pointed (a SIGSEGV for a wild link,
+// a silent write for a chosen one). The pop that would make it the list's head refuses it.
+TEST_CASE("an empty pool whose link was overwritten is refused before its arena hands out the link") {
+    start_clean();
+    std::vector<void*> below = allocate(blocks_per_pool(0), 16);   // pool A, full to its end
+    void* first = s2().malloc(32);                                 // pool B, right after A
+    Pool* pool = pool_at(first);
+    REQUIRE(addr(below.back()) + 16 == addr(pool));
+    s2().free(first);                                              // B is empty: its arena's list
+    alignas(4096) static char target[4096];
+    for (int forged : {0, 1}) {
+        require_report("malloc", pool, {"empty-pool list corrupted", "overflow"}, [&] {
+            auto* link = static_cast<char**>(below.back()) + 2;   // 16 bytes past the block: B's next
+            if (forged == 0) std::memset(link, 0x41, 8);
+            else *link = target;
+            s2().malloc(48);   // takes B, and its link would head the list
+            s2().malloc(64);   // takes the link
+            if (target[0] || target[40]) std::_Exit(3);   // formatted as a pool: written over
+        });
+    }
+    free_all(below);
+    require_ok();
+}
+
 // ---- The checker --------------------------------------------------------------------------
 
 TEST_CASE("the checker reports a damaged free list and a damaged live bitmap") {

@@ -14,7 +14,7 @@ namespace {
 // Tricky: stage 2 is single-threaded, yet it calls stage 1's *thread-safe* entry. Stage 1
 // has one heap per process; if any other code uses stage 1 directly from another thread,
 // only stage 1's own lock keeps the two apart. An uncontended lock costs far less than the
-// first-fit search behind it, and the fork hooks in stage2.cc take both locks in order.
+// segregated-fit search behind it, and the fork hooks in stage2.cc take both locks in order.
 const Api& stage1() { return *stage1::descriptor.thread_safe; }
 // A fault stage 1 finds in a block it holds for us is reported as ours: the program called
 // stage 2 (contract/diagnostics.h), so every call below that hands stage 1 a block says so.
