@@ -172,8 +172,8 @@ const Flag kFlags[] = {
      }},
     {"--heap-lines", "N", nullptr,
      "entries of each heap --steps prints, and of each list of changes\n"
-     "(default 40; 0: every entry, as stage 3's and 4's heaps need: their\n"
-     "walks run to hundreds)",
+     "(default 40; 0: every entry, as stages 2 to 4 need: their walks run\n"
+     "to hundreds of pools or pages)",
      [](Args& a, const std::string& v) {
          uint64_t n = to_number(v, "line count");
          a.heap_lines = n == 0 ? SIZE_MAX : static_cast<std::size_t>(n);
