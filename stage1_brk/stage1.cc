@@ -68,9 +68,26 @@ std::size_t usable_or_die(const char* call, const void* ptr) {
 
 // ---- The single-thread entry ----------------------------------------------------------------
 
+bool use_reserved_break(bool on);
+
+// [S1.40] A break that cannot grow. The kernel refuses to move the break into anything mapped
+// above it (a library, a program's fixed mapping), with memory to spare elsewhere; glibc then
+// maps its next chunk elsewhere. Stage 1 moves its break to a private reservation, as the
+// `break=reserved` option does ([S1.24]: the next growth finds the break "moved" and starts a
+// region there), and tries the request again; if it fails there too, the break stays libc's and
+// the answer is ENOMEM. Requests the core refuses by their size never get here.
+template <class Allocate>
+void* grow_elsewhere(std::size_t size, Allocate allocate) {
+    if (size > kS1MaxRequest || s1_sbrk_hook != nullptr || !use_reserved_break(true)) return nullptr;
+    void* p = allocate();
+    if (!p) use_reserved_break(false);
+    return p;
+}
+
 void* st_malloc(std::size_t size) {
     g_call = "malloc";
     void* p = s1_malloc(size);
+    if (!p) [[unlikely]] p = grow_elsewhere(size, [size] { return s1_malloc(size); });
     if (!p) [[unlikely]] return enomem();
     count_alloc(p, size);
     return p;
@@ -97,6 +114,7 @@ void* st_realloc(void* ptr, std::size_t size) {
     g_call = "realloc";
     std::size_t old_usable = usable_or_die("realloc", ptr);
     void* p = s1_realloc(ptr, size);
+    if (!p) [[unlikely]] p = grow_elsewhere(size, [ptr, size] { return s1_realloc(ptr, size); });
     if (!p) [[unlikely]] return enomem();  // only ENOMEM is left: ptr was valid
     // A resize keeps the block count: only the bytes change.
     g_stats.bytes_requested += size;
@@ -110,6 +128,7 @@ void* st_aligned_alloc(std::size_t alignment, std::size_t size) {
         return enomem();
     g_call = "aligned_alloc";
     void* p = s1_memalign(alignment, size);
+    if (!p) [[unlikely]] p = grow_elsewhere(size, [alignment, size] { return s1_memalign(alignment, size); });
     if (!p) [[unlikely]] return enomem();
     count_alloc(p, size);
     return p;

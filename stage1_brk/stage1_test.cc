@@ -843,6 +843,44 @@ TEST_CASE("another sbrk user moving the real break costs a region, not the heap"
     CHECK(c.live_blocks == 0);
 }
 
+// [S1.40] A mapping just above the real break (the wall): the kernel refuses to move the break
+// into it. The wall goes, and the break is libc's again, however the test ends.
+struct WalledBreak {
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    void* wall = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(sbrk(0)) + (64 << 10)) & ~(page - 1));
+    bool built = mmap(wall, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) == wall;
+    ~WalledBreak() {
+        if (built) munmap(wall, page);
+        descriptor.set_option("break", "sbrk");
+    }
+};
+
+TEST_CASE("a break that cannot grow moves to a private reservation instead of failing") {
+    s1_reset();
+    const Api& api = *descriptor.single_thread;
+    void* first = api.malloc(1000);
+    REQUIRE(first != nullptr);
+    WalledBreak walled;
+    REQUIRE(walled.built);
+    errno = 0;
+    CHECK(api.malloc(std::size_t{8} << 30) == nullptr);   // more than the reservation holds
+    CHECK(errno == ENOMEM);
+    CHECK(std::strcmp(descriptor.get_option("break"), "sbrk") == 0);
+    CHECK(api.malloc(SIZE_MAX / 2) == nullptr);   // refused by its size: no reservation tried
+    CHECK(std::strcmp(descriptor.get_option("break"), "sbrk") == 0);
+    void* big = api.malloc(16u << 20);   // cannot fit below the wall
+    REQUIRE(big != nullptr);
+    CHECK(std::strcmp(descriptor.get_option("break"), "reserved") == 0);
+    std::memset(big, 1, 16u << 20);
+    void* moved = api.realloc(first, 4u << 20);
+    REQUIRE(moved != nullptr);
+    CheckResult c = api.check();
+    CHECK_MESSAGE(c.ok, c.message);
+    CHECK(c.live_blocks == 2);
+    api.free(big);
+    api.free(moved);
+}
+
 TEST_CASE("options select the fit policy and the growth tunables") {
     CHECK(descriptor.set_option("fit", "best"));
     CHECK(std::strcmp(descriptor.get_option("fit"), "best") == 0);
