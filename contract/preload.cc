@@ -201,11 +201,15 @@ void after_fork_child() {
     edu::debug_after_fork_child();
 }
 
+// C has errno 0 when main begins, and this runs before it: nothing here may leave errno set
+// (the copy of a stderr the program was started without fails with EBADF).
 __attribute__((constructor)) void preload_start() {
+    int saved = errno;
     chosen_entry();  // a program that has not allocated yet chooses its entry now
     if (g_print_stats || g_check_at_exit || g_debug) g_stderr_copy = fcntl(2, F_DUPFD_CLOEXEC, 3);
     if (pthread_atfork(prepare_fork, after_fork_parent, after_fork_child) != 0)
         edu::die(stage().name, "pthread_atfork", nullptr, "cannot register the fork hooks");
+    errno = saved;
 }
 
 // Runs after the program's own destructors and atexit handlers: the numbers are final.

@@ -3,17 +3,25 @@
 // test can see which settings the drop-in library chose for a user. `option NAME VALUE` first
 // sets the option through the library's descriptor, then makes 1000 mallocs through the
 // library's malloc, and adds how many of them the stage counted (`counted=N`): the option must
-// reach the calls the program makes, not only the stage's table.
+// reach the calls the program makes, not only the stage's table. `option errno` prints the
+// value errno had when main began (`errno=0`, as C requires, whatever the library did first).
 #include <dlfcn.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "contract/allocator.h"
 
 int main(int argc, char** argv) {
+    int errno_at_start = errno;
+    if (argc == 2 && std::strcmp(argv[1], "errno") == 0) {
+        std::printf("errno=%d\n", errno_at_start);
+        return 0;
+    }
     if (argc != 2 && argc != 3) {
-        std::fprintf(stderr, "usage: option NAME [VALUE]\n");
+        std::fprintf(stderr, "usage: option NAME [VALUE] | option errno\n");
         return 2;
     }
     using StageFn = const edu::Stage* (*)();

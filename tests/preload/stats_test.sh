@@ -47,6 +47,13 @@ if [[ "$(option)" != "$name stats=(none)" ]]; then
     [[ ${BASH_REMATCH[1]} -ge 1000 ]] || fail "stats=on set at run time counted ${BASH_REMATCH[1]} of 1000 mallocs"
 fi
 
+# C has errno 0 when main begins. The library's constructor keeps a copy of stderr for the report
+# (F_DUPFD_CLOEXEC), which fails with EBADF when the program starts with stderr closed.
+for asked in EDU_ALLOC_STATS=1 EDU_OPTIONS=debug=on; do
+    at_start="$(env LD_PRELOAD="$PRELOAD" "$asked" tests/preload/option errno 2>&-)"
+    [[ "$at_start" == errno=0 ]] || fail "with $asked and stderr closed, main began with '$at_start'"
+done
+
 # A stage with the option stats=off (its benchmark mode) counts no requests: the block says so
 # rather than print near-zero counts.
 if [[ "$(option)" == "$name stats=(none)" ]]; then
