@@ -324,6 +324,8 @@ void walk_heap(WalkFn visit, void* context) {
                        context))
                 return;
             uint32_t size = pool->block_size;
+            if (pool->class_index >= kClassCount || size != class_size(pool->class_index))
+                continue;   // a damaged header (check_heap names it): its blocks cannot be placed
             uint32_t capacity = blocks_per_pool(pool->class_index);
             uint32_t carved = (pool->next_offset - g_heap.header_bytes) / size;
             for (uint32_t k = 0; k < capacity; ++k) {

@@ -25,6 +25,7 @@
 namespace edu::stage2 {
 namespace {
 
+using battery::child_expect;
 using battery::ChildOutcome;
 using battery::hex;
 using battery::run_in_child;
@@ -630,6 +631,37 @@ TEST_CASE("the per-class table lists the classes in use, arenas and pool states"
     CHECK(text.find(std::to_string(2 * capacity - 40)) != std::string::npos);
     CHECK(text.find("arenas: 1 mapped now") != std::string::npos);
     free_all(blocks);
+}
+
+// The checker names a damaged pool header; the walker and the per-class table, which run on a
+// heap nobody has checked (the stage diff's steps, a program's own report), must not trip over
+// it: a block size of 0 was a division by zero in the walk, a size class out of range an index
+// far outside the table's rows.
+TEST_CASE("the walker and the per-class table pass over a pool whose header is damaged") {
+    start_clean();
+    void* p = s2().malloc(100);
+    Pool* pool = pool_at(p);
+    for (int damage : {0, 1}) {
+        ChildOutcome outcome = run_in_child([&] {
+            if (damage == 0) pool->block_size = 0;
+            else pool->class_index = 0x41414141;
+            child_expect(!s2().check().ok, "the checker missed the damaged header");
+            uint64_t pools = 0;
+            s2().walk(
+                [](const WalkEntry& e, void* context) {
+                    if (std::strcmp(e.kind, "pool") == 0) ++*static_cast<uint64_t*>(context);
+                    return true;
+                },
+                &pools);
+            child_expect(pools == kPoolsPerArena, "the walk did not visit every pool");
+            print_pool_statistics();
+        });
+        INFO("damage " << damage << ": " << outcome.describe());
+        CHECK(outcome.exited);
+        CHECK(outcome.exit_code == 0);
+    }
+    s2().free(p);
+    require_ok();
 }
 
 // ---- Debug mode ---------------------------------------------------------------------------

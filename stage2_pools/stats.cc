@@ -91,6 +91,7 @@ void print_pool_table() {
                 ++empty;
                 continue;
             }
+            if (pool->class_index >= kClassCount) continue;   // a damaged header: no row is its
             ClassRow& row = rows[pool->class_index];
             ++row.pools;
             if (!pool->free) ++row.full;
