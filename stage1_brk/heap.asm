@@ -114,9 +114,9 @@ s1_sbrk:
 ; blindly: an end must be 16-aligned, leave room for a region and not lie above s1_heap_top
 ; (the highest end the heap has made, kept outside the heap), and a link must point above its
 ; region's end and below that top. Everything from the first region up to the top is mapped
-; while the heap grows from one source (the real break, or one reservation: a switch of the
-; `break` option leaves an unmapped gap between the two, where a damaged link could still
-; point), so no read through a word that passes can fault. A word that fails is reported, not
+; while the heap grows from one source (the real break, or one reservation: a switch between
+; them, by the `break` option or by [S1.41], leaves an unmapped gap where a damaged link could
+; still point), so no read through a word that passes can fault. A word that fails is reported, not
 ; followed.
 ;   IN:  rdi = address
 ;   OUT: rax = region start, or 0 when no region holds it; CF set (with rax = 0) when the

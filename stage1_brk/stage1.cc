@@ -70,7 +70,7 @@ std::size_t usable_or_die(const char* call, const void* ptr) {
 
 bool use_reserved_break(bool on);
 
-// [S1.40] A break that cannot grow. The kernel refuses to move the break into anything mapped
+// [S1.41] A break that cannot grow. The kernel refuses to move the break into anything mapped
 // above it (a library, a program's fixed mapping), with memory to spare elsewhere; glibc then
 // maps its next chunk elsewhere. Stage 1 moves its break to a private reservation, as the
 // `break=reserved` option does ([S1.24]: the next growth finds the break "moved" and starts a

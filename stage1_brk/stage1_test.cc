@@ -843,7 +843,7 @@ TEST_CASE("another sbrk user moving the real break costs a region, not the heap"
     CHECK(c.live_blocks == 0);
 }
 
-// [S1.40] A mapping just above the real break (the wall): the kernel refuses to move the break
+// [S1.41] A mapping just above the real break (the wall): the kernel refuses to move the break
 // into it. The wall goes, and the break is libc's again, however the test ends.
 struct WalledBreak {
     const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
