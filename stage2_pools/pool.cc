@@ -149,21 +149,22 @@ void small_reject(const void* user, uintptr_t block, const char* call) {
         what = "pool header corrupted (size class out of range): overflow from the pool below?";
     } else if (offset < g_heap.header_bytes) {
         what = "not a block: points into a pool header";
-    } else if (pool->used == 0) {
-        what = "double free: the block is already free (its pool has no block in use)";
     } else {
-        uint32_t index = block_index(offset, pool->class_index);
-        uint32_t start = g_heap.header_bytes + index * pool->block_size;
+        // An interior pointer is one whatever the pool's state: into an empty pool's block too.
+        uint32_t size = class_size(pool->class_index);
+        uint32_t start = g_heap.header_bytes + block_index(offset, pool->class_index) * size;
         if (start != offset) {
             LineWriter(text, sizeof text)
                 .str("interior pointer: ")
                 .dec(offset - start)
                 .str(" bytes into a ")
-                .dec(pool->block_size)
+                .dec(size)
                 .str("-byte block");
             what = text;
         } else if (offset >= pool->next_offset) {
             what = "not a block: never handed out";
+        } else if (pool->used == 0) {
+            what = "double free: the block is already free (its pool has no block in use)";
         } else {
             what = "double free: the block is already free";
         }

@@ -471,6 +471,9 @@ TEST_CASE("pointers into a pool that are not live blocks are told apart") {
     require_report("realloc", unused_pool, {"pool never used"},
                    [&] { s2().realloc(unused_pool, 8); });
     s2().free(a);
+    // Its pool now empty, a is free, and a + 16 is still no block's start.
+    require_report("free", a + 16, {"interior pointer: 16 bytes into a 48-byte block"}, [&] { s2().free(a + 16); });
+    require_report("free", a, {"double free"}, [&] { s2().free(a); });
 }
 
 // [S2.26] A free block's link overwritten (a write after free, an overflow from the block below)
