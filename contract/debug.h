@@ -40,7 +40,9 @@ uintptr_t first_byte_not(uintptr_t from, uintptr_t to, uint8_t byte);
 
 // The debug layer over `inner` (a stage's single_thread or thread_safe entry), serialised by a
 // lock of its own. One layer per distinct `inner`, up to eight per process; the same `inner`
-// always gets the same layer. Its walk and stats are the stage's: they show the inner blocks.
+// always gets the same layer. Its walk is the stage's (the inner blocks, fences and quarantine
+// included); its stats count the program's requests and live blocks (a quarantined block is
+// not live), with the stage's footprint and system calls.
 const Api& debug_entry(const Stage& stage, const Api& inner);
 
 // Whether `api` is a debug layer (so a caller can tell what it holds).
