@@ -48,14 +48,13 @@ bool reads_zero(uintptr_t from, uintptr_t to) {
 
 }  // namespace
 
-void zero_fill(void* p, std::size_t n, OsCount count) {
+void zero_fill_large(void* p, std::size_t n, OsCount count) {
     auto start = reinterpret_cast<uintptr_t>(p), end = start + n;
     const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
     uintptr_t first = (start + page - 1) & ~(page - 1), last = end & ~(page - 1);
     uintptr_t fresh = first;   // the first whole page that reads as zero, `last` if none
-    if (n >= kZeroByDiscard)
-        while (fresh < last && !reads_zero(fresh, fresh + page)) fresh += page;
-    if (n < kZeroByDiscard || fresh >= last) {
+    while (fresh < last && !reads_zero(fresh, fresh + page)) fresh += page;
+    if (fresh >= last) {
         std::memset(p, 0, n);
         return;
     }

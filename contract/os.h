@@ -2,10 +2,11 @@
 // limit is in force, a mapping at an exact address, unmapping, decommitting (stages 3 and 4),
 // and calloc's zeroing (every stage). Each stage counts the calls in its own counters through
 // `count`, and its footprint itself. Entry points: os_address_space_limited,
-// os_map_writable_at, os_unmap, os_decommit, zero_fill.
+// os_map_writable_at, os_unmap, os_decommit, zero_fill (zero_fill_large).
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 
 #include "contract/allocator.h"
 
@@ -46,6 +47,10 @@ void os_decommit(void* address, std::size_t size, OsCount count);
 // a calloc, fill and free of 1 MiB in a loop ran 9 times slower. Reading a fresh page maps only
 // the kernel's zero page. Pages the kernel refuses to discard (locked by mlockall) are written.
 inline constexpr std::size_t kZeroByDiscard = std::size_t{1} << 20;
-void zero_fill(void* p, std::size_t n, OsCount count);
+void zero_fill_large(void* p, std::size_t n, OsCount count);
+inline void zero_fill(void* p, std::size_t n, OsCount count) {
+    if (n < kZeroByDiscard) [[likely]] std::memset(p, 0, n);   // calloc's small blocks, as before
+    else zero_fill_large(p, n, count);
+}
 
 }  // namespace edu
