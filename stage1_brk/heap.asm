@@ -117,7 +117,10 @@ s1_sbrk:
 ; while the heap grows from one source (the real break, or one reservation: a switch between
 ; them, by the `break` option or by [S1.41], leaves an unmapped gap where a damaged link could
 ; still point), so no read through a word that passes can fault. A word that fails is reported, not
-; followed.
+; followed. An end equal to the top is the top region's (regions do not overlap, so no other
+; end can be the highest) and needs none of the end tests: that is every walk in a heap of one
+; region, and the tests cost seven instructions each (the walk runs once per free and once per
+; link safe unlinking checks).
 ;   IN:  rdi = address
 ;   OUT: rax = region start, or 0 when no region holds it; CF set (with rax = 0) when the
 ;        walk met a damaged end word or link before it could tell
@@ -132,6 +135,12 @@ s1_region_of:
         cmp     rdi, rax
         jb      .miss                           ; below this region, so below all later ones
         mov     rcx, [rax + S1_REGION_END]      ; rcx = end: rax is checked to lie below the top
+        cmp     rcx, [s1_heap_top]
+        jne     .check_end                      ; the top itself needs no test (see above)
+        cmp     rdi, rcx
+        jb      .found
+        jmp     .link                           ; nothing of ours lies above; the link says so
+.check_end:
         test    cl, 15
         jnz     .damaged
         cmp     rcx, [s1_heap_top]
@@ -143,6 +152,7 @@ s1_region_of:
         add     rcx, rax
         cmp     rdi, rcx
         jb      .found                          ; R <= address < end: found
+.link:
         mov     rax, [rcx - 8]                  ; the epilogue: next | P | 1
         and     rax, ~S1_FLAGS                  ; next region, or 0
         jz      .done

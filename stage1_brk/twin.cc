@@ -61,8 +61,10 @@ uint64_t Twin::region_of(uint64_t address, bool* damaged) const {
     for (uint64_t r = first_region_; r;) {
         if (address < r) return 0;
         uint64_t end = load(r + kRegionEnd);
-        // [S1.40] an end word or a link that cannot be right is reported, not followed
-        if ((end & 15) || end > heap_top_ || end < r || end - r < kFirstBlock + kS1MinBlock + 8) break;
+        // [S1.40] an end word or a link that cannot be right is reported, not followed; the top
+        // region's end, equal to the top, needs no test
+        if (end != heap_top_ && ((end & 15) || end > heap_top_ || end < r || end - r < kFirstBlock + kS1MinBlock + 8))
+            break;
         if (address < end) return r;
         uint64_t next = next_region(r);
         if (!next) return 0;
