@@ -675,10 +675,16 @@ def replay_traces(student, reference, stage_name, traces, repetitions):
             theirs.append(replay(reference, stage_name, trace))
             if not mine[-1].get("valid"):
                 break
+        broken = next((t.get("failure", "") for t in theirs if not t.get("valid")), None)
+        if broken is not None:
+            # The reference fails it too (a malformed line in a trace the teacher added): no
+            # student could be scored on it, so grading stops here rather than fail them all.
+            raise LabError(f"{broken.removeprefix('stagediff: ')} (a trace the reference cannot replay: "
+                           f"fix it or take it out of {Path(trace).parent})")
         valid = all(m.get("valid") for m in mine)
         row = {"trace": Path(trace).name, "valid": valid,
                "failure": next((m.get("failure", "") for m in mine if not m.get("valid")), "")}
-        if valid and all(t.get("valid") for t in theirs):
+        if valid:
             row.update(utilisation=mine[0]["utilisation"], reference_utilisation=theirs[0]["utilisation"],
                        ops_per_second=max(best_rate(m) for m in mine),
                        reference_ops_per_second=max(best_rate(t) for t in theirs),
