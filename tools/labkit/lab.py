@@ -1005,6 +1005,19 @@ def print_report(report, out=sys.stdout):
 
 # ---- Command line -------------------------------------------------------------------------
 
+def names_arg(option, text):
+    """A comma-separated option's names (--parts, --traces), or None when it was not given; an
+    empty list or an empty name is refused rather than read as "every one"."""
+    if text is None:
+        return None
+    names = text.split(",")
+    if names == [""]:
+        raise LabError(f"{option}: no {option[2:-1]} named in '{text}'")
+    if "" in names:
+        raise LabError(f"{option}: an empty name in '{text}'")
+    return names
+
+
 def user_path(path):
     base = os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()
     return Path(base, path).resolve()
@@ -1066,11 +1079,15 @@ def main(argv):
             return 1 if problems else 0
         if args.command == "handout":
             dest = user_path(args.dir)
-            chosen = handout(table, args.stage, dest, args.parts.split(",") if args.parts else None, args.hide_later)
+            chosen = handout(table, args.stage, dest, names_arg("--parts", args.parts), args.hide_later)
             print(f"lab: wrote {dest}: stage {args.stage}, stubs for {', '.join(p['name'] for p in chosen)}")
             print(f"lab: its LAB.md says where to start (write {chosen[0]['name']} first); in it, `tools/lab test` "
                   "runs each part's tests and names the stub each stops at")
             return 0
+        only = names_arg("--parts", args.parts)
+        names_arg("--traces", args.traces)   # trace_list takes them as given
+        if args.repetitions < 1:
+            raise LabError(f"--repetitions: {args.repetitions}: at least 1 run per trace and tree")
         tree = user_path(args.dir)
         stage = args.stage
         if stage is None and (tree / HANDOUT_FILE).exists():
@@ -1078,8 +1095,7 @@ def main(argv):
         stage = stage or "1"
         if stage not in table["stages"]:
             raise LabError(f"no stage {stage} to grade")
-        report, log = grade(table, tree, stage, args.traces, args.reference_stagediff, args.repetitions, args.keep,
-                            args.parts.split(",") if args.parts else None)
+        report, log = grade(table, tree, stage, args.traces, args.reference_stagediff, args.repetitions, args.keep, only)
         if args.log:
             user_path(args.log).write_text("\n".join(log))
         print_report(report)

@@ -3,6 +3,8 @@
 parts.json and the chapters, the checker catches broken markers, a handout blanks exactly the
 chosen parts and leaves the answers out, and the trace set regenerates byte for byte."""
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -248,6 +250,26 @@ class LabTest(unittest.TestCase):
         with self.assertRaisesRegex(lab.LabError, "inside the reference tree"):
             lab.handout(self.table, "1", ROOT / "lab1")
         self.assertFalse((ROOT / "lab1").exists())
+
+    def test_a_bad_option_is_refused_before_anything_is_made_or_graded(self):
+        # `--parts=` (a shell variable left empty) made a handout of every part, `--parts=a,,b`
+        # named an empty part, `--traces=` graded every trace, and `--repetitions=0` ran the whole
+        # grade to fail in the trace step with an IndexError traceback.
+        dest = self.tmp / "lab"
+        for argv, message in [
+                (["handout", "1", str(dest), "--parts="], "--parts: no part named in ''"),
+                (["handout", "1", str(dest), "--parts=S1.coalesce,,S1.realloc"],
+                 "--parts: an empty name in 'S1.coalesce,,S1.realloc'"),
+                (["grade", str(ROOT), "--parts="], "--parts: no part named in ''"),
+                (["grade", str(ROOT), "--traces="], "--traces: no trace named in ''"),
+                (["grade", str(ROOT), "--traces=short1-basic,"], "--traces: an empty name in 'short1-basic,'"),
+                (["grade", str(ROOT), "--repetitions=0"], "--repetitions: 0: at least 1 run per trace and tree")]:
+            with self.subTest(argv=argv):
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    self.assertEqual(lab.main(argv), 2)
+                self.assertEqual(err.getvalue(), f"tools/lab: {message}\n")
+                self.assertFalse(dest.exists())
 
     def test_lab_md_says_where_to_start_and_how_to_check_one_part(self):
         dest = self.tmp / "lab1"
