@@ -185,6 +185,15 @@ class StepThrough(unittest.TestCase):
         self.assertEqual(self.js("return edu.state().step"), 9)
         ActionChains(self.driver).key_down(Keys.SHIFT).send_keys(Keys.ARROW_RIGHT).key_up(Keys.SHIFT).perform()
         self.assertEqual(self.js("return edu.state().step"), 109)  # N is 100
+        # Shift with l / h too (the key then reads "L" / "H"), and l / h under Caps Lock step one.
+        ActionChains(self.driver).key_down(Keys.SHIFT).send_keys("h").key_up(Keys.SHIFT).perform()
+        self.assertEqual(self.js("return edu.state().step"), 9)
+        ActionChains(self.driver).key_down(Keys.SHIFT).send_keys("l").key_up(Keys.SHIFT).perform()
+        self.assertEqual(self.js("return edu.state().step"), 109)
+        self.js("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'L'}))")
+        self.assertEqual(self.js("return edu.state().step"), 110)
+        self.js("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'H'}))")
+        self.assertEqual(self.js("return edu.state().step"), 109)
         body.send_keys(Keys.END)
         self.assertEqual(self.js("return edu.state().step"), self.ops)
         body.send_keys(Keys.HOME)

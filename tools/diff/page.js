@@ -701,7 +701,8 @@ function build() {
   document.addEventListener("keydown", (ev) => {
     // A text box keeps its keys; Enter (which applies it: `g` 7 Enter) or Escape hands them back.
     if (ev.target.tagName === "INPUT" && ev.target.type !== "checkbox" && ev.target.type !== "range") { if (ev.key === "Escape" || ev.key === "Enter") ev.target.blur(); return; }
-    const k = ev.key;
+    // A letter with Shift or Caps Lock reads as a capital: Shift+l is "L" (shiftKey says which).
+    const k = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
     if (k === "Escape") { document.getElementById("help").classList.remove("show"); return; }
     if (k === "ArrowRight" || k === "l") stepBy(ev.shiftKey ? N() : 1);
     else if (k === "ArrowLeft" || k === "h") stepBy(ev.shiftKey ? -N() : -1);
