@@ -47,9 +47,57 @@ class LabError(Exception):
 def load_table(root):
     path = Path(root) / TABLE
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
+        table = json.loads(text)
+    except json.JSONDecodeError as e:   # where the teacher's edit went wrong: FILE:LINE:COLUMN
+        raise LabError(f"{path}:{e.lineno}:{e.colno}: cannot read the table of lab parts: {e.msg}")
     except (OSError, ValueError) as e:
         raise LabError(f"{path}: cannot read the table of lab parts: {e}")
+    problems = table_shape(path, text, table)
+    if problems:
+        raise LabError("the table of lab parts lacks what every command reads:\n  " + "\n  ".join(problems))
+    return table
+
+
+STAGE_KEYS = ("folder", "chapter", "gates")
+PART_KEYS = ("name", "stage", "file", "procedure", "statement", "tests")
+
+
+def table_shape(path, text, table):
+    """The keys every command reads, each stage's and each part's, as FILE:LINE: what is missing
+    (the line of the stage's key, or of the part's name; else of "stages" or "parts")."""
+    lines = text.split("\n")
+
+    def line_of(pattern, fallback=1):   # the first line at or after the fallback's
+        return next((i + 1 for i, l in enumerate(lines) if i + 1 >= fallback and re.search(pattern, l)), fallback)
+
+    if not isinstance(table, dict) or not isinstance(table.get("stages"), dict) or \
+            not isinstance(table.get("parts"), list):
+        return [f"{path}:1: the table needs \"stages\" (an object) and \"parts\" (a list)"]
+    problems = []
+    at_stages, at_parts = line_of(r'"stages"\s*:'), line_of(r'"parts"\s*:')
+    for number, stage in table["stages"].items():
+        key = '"' + re.escape(number) + r'"\s*:'
+        where = f"{path}:{line_of(key, at_stages)}"
+        missing = [k for k in STAGE_KEYS if k not in stage] if isinstance(stage, dict) else list(STAGE_KEYS)
+        if missing:
+            problems.append(f"{where}: stage {number} has no {', '.join(missing)}")
+    for i, part in enumerate(table["parts"], 1):
+        if not isinstance(part, dict):
+            problems.append(f"{path}:{at_parts}: part {i} is not an object")
+            continue
+        name = part.get("name")
+        key = r'"name"\s*:\s*"' + re.escape(name) + '"' if isinstance(name, str) else None
+        where = f"{path}:{line_of(key, at_parts) if key else at_parts}"
+        label = f"part {name}" if name else f"part {i} of the list"
+        missing = [k for k in PART_KEYS if k not in part]
+        if missing:
+            problems.append(f"{where}: {label} has no {', '.join(missing)}")
+        if "stage" in part and str(part["stage"]) not in table["stages"]:
+            problems.append(f"{where}: {label} is in stage {part['stage']}, which \"stages\" does not list")
+        if any(not isinstance(t, dict) or "target" not in t for t in part.get("tests", [])):
+            problems.append(f"{where}: {label} has a test with no target")
+    return problems
 
 
 def parts_of(table, stage):

@@ -251,6 +251,38 @@ class LabTest(unittest.TestCase):
             lab.handout(self.table, "1", ROOT / "lab1")
         self.assertFalse((ROOT / "lab1").exists())
 
+    def test_a_malformed_table_is_named_by_file_line_and_column(self):
+        (self.tmp / "tools" / "labkit").mkdir(parents=True)
+        table = self.tmp / "tools" / "labkit" / "parts.json"
+        table.write_text('{"stages": {},\n "parts": [,]}\n')
+        with self.assertRaises(lab.LabError) as caught:
+            lab.load_table(self.tmp)
+        self.assertEqual(str(caught.exception), f"{table}:2:12: cannot read the table of lab parts: Expecting value")
+
+    def test_a_table_lacking_a_key_is_named_by_line(self):
+        # A part without its file (or a stage without its chapter) was a KeyError traceback.
+        (self.tmp / "tools" / "labkit").mkdir(parents=True)
+        table = self.tmp / "tools" / "labkit" / "parts.json"
+        text = (ROOT / lab.TABLE).read_text()
+        original = json.loads(text)
+        part = original["parts"][1]
+        for edit, line_text, message in [
+                (lambda t: t["parts"][1].pop("file"), f'"name": "{part["name"]}"', f"part {part['name']} has no file"),
+                (lambda t: t["parts"][1].update(stage=9), f'"name": "{part["name"]}"',
+                 f"part {part['name']} is in stage 9, which \"stages\" does not list"),
+                (lambda t: t["parts"][1]["tests"][0].pop("target"), f'"name": "{part["name"]}"',
+                 f"part {part['name']} has a test with no target"),
+                (lambda t: t["stages"]["2"].pop("chapter"), '"2": {', "stage 2 has no chapter")]:
+            with self.subTest(message=message):
+                changed = json.loads(text)
+                edit(changed)
+                written = json.dumps(changed, indent=1)
+                table.write_text(written)
+                line = next(i + 1 for i, l in enumerate(written.split("\n")) if line_text in l)
+                with self.assertRaises(lab.LabError) as caught:
+                    lab.load_table(self.tmp)
+                self.assertEqual(str(caught.exception).split("\n")[1:], [f"  {table}:{line}: {message}"])
+
     def test_a_bad_option_is_refused_before_anything_is_made_or_graded(self):
         # `--parts=` (a shell variable left empty) made a handout of every part, `--parts=a,,b`
         # named an empty part, `--traces=` graded every trace, and `--repetitions=0` ran the whole
