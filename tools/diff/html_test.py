@@ -320,6 +320,36 @@ class StepThrough(unittest.TestCase):
             self.driver.get("file://" + self.page)
             self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
 
+    def test_9b_predict_mode_can_say_new_memory(self):
+        # A block no entry of the heap holds room for (the first malloc; stage 1's break grown)
+        # cannot be clicked on the map: "new memory from the OS" is the guess that is right then.
+        page = os.path.join(self.dir, "short2-predict.html")
+        subprocess.run([STAGEDIFF, "--trace=" + SHORT2, "--html=" + page], check=True)
+        try:
+            self.driver.get("file://" + page)
+            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+            self.js("edu.go(0); edu.predict(true)")
+            panel = self.driver.find_elements(By.CSS_SELECTOR, ".predict")[0]
+            panel.find_element(By.XPATH, ".//button[text()='new memory from the OS']").click()
+            for stage in (1, 2, 3):
+                self.js("edu.guess(arguments[0], {fresh: true})", stage)
+            results = self.js("return edu.reveal()")
+            self.assertEqual([r["right"] for r in results], [True] * 4, results)   # a 0 48: every heap was empty
+            self.assertIn("from new memory", panel.text)
+            for stage in range(4):
+                self.js("edu.guess(arguments[0], {fresh: true})", stage)
+            results = self.js("return edu.reveal()")
+            # a 1 48: stage 1 grows its break by what it lacks; stages 2-4 take the next block of the
+            # pool or page that holds block 0 (on the map: its free or unused space).
+            self.assertEqual([r["right"] for r in results], [True, False, False, False], results)
+            self.assertEqual(self.js("return edu.tally()")["right"], 5)
+            errors = [e for e in self.driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+            self.assertEqual(errors, [])
+        finally:
+            self.js("edu.predict(false)")
+            self.driver.get("file://" + self.page)
+            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+
     def test_6_step_times_and_screenshot(self):
         times = self.js("""
             const t = (f) => { const a = performance.now(); f(); return performance.now() - a; };

@@ -603,7 +603,12 @@ function renderPredict(s) {
       p.append(b);
     }
   } else {
-    p.append(el("div", "", `Next: ${opText(current)}. Click the block or space where ${s.spec.name} will put it.`));
+    // A block the heap holds no room for comes from memory the map does not show yet (the first
+    // malloc, a break grown, a new arena, segment or page): that is a guess of its own.
+    p.append(el("div", "", `Next: ${opText(current)}. Click the block or space where ${s.spec.name} will put it, or:`));
+    const b = el("button", g && g.fresh ? "on" : "", "new memory from the OS");
+    b.onclick = () => { edu.guess(s.index, {fresh: true}); };
+    p.append(b);
     if (g && g.entry) p.append(el("div", "", `your guess: ${describeEntry(g.entry)}`));
   }
   if (s.verdict) p.append(el("div", s.verdict.right ? "right" : "wrong", s.verdict.text));
@@ -626,12 +631,18 @@ function setPredict(on) {
 function reveal() {
   if (!predicting || current >= D.opCount) return null;
   const kind = Ops.kind[current], results = [];
+  const held = new Map(stages.map((s) => [s.index, (s.entries || []).map((e) => [e.a, e.a + Math.max(e.s, 1)])]));
   go(current + 1);
   for (const s of stages) {
     const g = guesses.get(s.index), ex = s.explained;
     let right = false, truth;
     if (kind === 1) { truth = ex.merged || "none"; right = !!g && g.merge === truth; }
-    else { truth = ex.chosen ? hex(ex.chosen.a) : "?"; right = !!g && !!g.entry && !!ex.chosen && g.entry.a <= ex.chosen.a && ex.chosen.a < g.entry.a + Math.max(g.entry.s, 1); }
+    else {
+      // New memory: no entry of the heap before the step held the block's address.
+      const fresh = !!ex.chosen && !held.get(s.index).some(([a, end]) => a <= ex.chosen.a && ex.chosen.a < end);
+      truth = ex.chosen ? hex(ex.chosen.a) + (fresh ? " from new memory" : "") : "?";
+      right = !!g && !!ex.chosen && (g.fresh ? fresh : !!g.entry && g.entry.a <= ex.chosen.a && ex.chosen.a < g.entry.a + Math.max(g.entry.s, 1));
+    }
     tally.total++; if (right) tally.right++;
     tally.byStage[s.index] = tally.byStage[s.index] || {right: 0, total: 0};
     tally.byStage[s.index].total++; if (right) tally.byStage[s.index].right++;
@@ -809,11 +820,12 @@ const edu = window.edu = {
   predict: setPredict,  // predict mode on or off; while on, stepping forward waits for reveal()
   predicting: () => predicting,
   // A guess for stage i's next outcome: {offset} of the block or space it will use (alloc,
-  // realloc), or {merge: "none"|"prev"|"next"|"both"} (free).
+  // realloc), {fresh: true} for memory the heap does not hold yet, or
+  // {merge: "none"|"prev"|"next"|"both"} (free).
   guess(i, g) {
     const s = stages[i];
     const entry = g.offset !== undefined ? s.entries.filter((x) => x.d > 0 && x.a <= g.offset && g.offset < x.a + Math.max(x.s, 1)).pop() : null;
-    guesses.set(i, {merge: g.merge, entry});
+    guesses.set(i, {merge: g.merge, entry, fresh: !!g.fresh});
     s.verdict = null;
     draw(s); renderPredict(s);
   },
