@@ -94,9 +94,29 @@ class StepThrough(unittest.TestCase):
             self.assertEqual(stage["blocks"], self.reference[(stage["name"], step)],
                              f"{stage['name']} after {step} operations")
 
-    def test_0_loads_offline_without_console_errors_and_shows_every_stage(self):
+    def tearDown(self):
+        # A test that opened a page of its own leaves the class's page open for the next.
+        if self.driver.current_url != "file://" + self.page:
+            self.open(self.page)
+
+    def no_console_errors(self):
         errors = [e for e in self.driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
         self.assertEqual(errors, [])
+
+    def short2_page(self):
+        """The page of traces/short2-coalesce.rep (written once), opened."""
+        page = os.path.join(self.dir, "short2.html")
+        if not os.path.exists(page):
+            subprocess.run([STAGEDIFF, "--trace=" + SHORT2, "--html=" + page], check=True)
+        self.open(page)
+
+    def open(self, page):
+        """Opens a page file and waits until edu.ready has unpacked it."""
+        self.driver.get("file://" + page)
+        self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+
+    def test_0_loads_offline_without_console_errors_and_shows_every_stage(self):
+        self.no_console_errors()
         names = self.js("return edu.stages()")
         self.assertEqual(names, ["stage1_brk", "stage2_pools", "stage3_segments", "stage4_threads"])
         shown = [h.text.split()[0] for h in self.driver.find_elements(By.CSS_SELECTOR, ".stage h2")]
@@ -211,16 +231,13 @@ class StepThrough(unittest.TestCase):
         # tools/run --demo --html: the steps the chapters' pictures show (tools/diff/pictures.py).
         page = os.path.join(self.dir, "demo.html")
         subprocess.run([DEMO, "--html=" + page], check=True)
-        self.driver.get("file://" + page)
-        self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+        self.open(page)
         self.assertEqual(self.js("return edu.ops()"), 41)
         # A free that merges both neighbours (stage 1), a pool laid out and a block carved later
         # (stage 2), a block from a page's free list (stages 3, 4), a new segment (stage 4).
         for stage, pattern in [(0, "coalesced with previous .* and next"), (0, "^split: "), (1, "not yet carved"),
                                (1, "^carved block"), (2, "^taken from block free"), (3, "^new segment")]:
             self.assertGreater(self.js("return edu.find(arguments[0], arguments[1])", stage, pattern), 0, pattern)
-        self.driver.get("file://" + self.page)
-        self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
 
     def test_8_remote_frees_show_as_such_until_collected(self):
         page = os.path.join(self.dir, "remote-free.html")
@@ -231,124 +248,101 @@ class StepThrough(unittest.TestCase):
         reference = {}
         for stage in range(1, 5):
             reference.update(reference_heaps("--trace=" + trace, f"--stages={stage}", "--steps=4,5,6,7,8,13"))
-        try:
-            self.driver.get("file://" + page)
-            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
-            self.assertEqual([self.js("return edu.op(arguments[0])", i) for i in (4, 5, 12)], ["f 1 @2", "f 2 @2", "f -1"])
-            step = self.js("return edu.find(3, '^remote free: thread 2')")
-            self.assertEqual(step, 5)
-            remote_counts = []
-            for n in [4, 5, 6, 7, 8, 13]:
-                state = self.js("return edu.go(arguments[0]), edu.state()", n)
-                for stage in state["stages"]:
-                    self.assertEqual(stage["blocks"], reference[(stage["name"], n)], f"{stage['name']} after {n}")
-                remote = [b for b in state["stages"][3]["blocks"] if b[3] == "remote"]
-                remote_counts.append(len(remote))
-                for other in state["stages"][:3]:
-                    self.assertFalse([b for b in other["blocks"] if b[3] == "remote"], other["name"])
-            self.assertEqual(remote_counts, [0, 1, 2, 0, 0, 0])
-            # The block thread 2 freed, where the step's words put it: the map's entry there is remote.
-            self.js("edu.go(5)")
-            words = self.js("return edu.state().stages[3].changes")[0]
-            self.assertRegex(words, r"^f 1 @2: block at \+0x[0-9a-f]+ \(1.00 KiB\) freed$")
-            offset = int(words.split("block at ")[1].split()[0].replace("+", ""), 16)
-            self.assertEqual(self.js("return edu.entryAt(3, arguments[0])", offset)["state"], "remote")
-            # Hovering over it (the first point of stage 4's map that hits a remote block) names the list.
-            tip = self.js("""
-                const c = document.querySelectorAll('.stage canvas')[3], r = c.getBoundingClientRect();
-                const tip = document.getElementById('tip');
-                for (let y = 0; y < r.height; y += 3) for (let x = 0; x < r.width; x += 3) {
-                  c.dispatchEvent(new MouseEvent('mousemove', {clientX: r.left + x, clientY: r.top + y}));
-                  if (tip.style.display === 'block' && tip.textContent.startsWith('block  remote')) return tip.textContent;
-                }
-                return null;""")
-            self.assertIsNotNone(tip)
-            self.assertIn("remote free, not yet collected", tip)
-            self.assertIn("xthread_free", tip)
-            self.assertIn("made by step 5: f 1 @2", tip)
-            self.assertIn("remote free", self.driver.find_element(By.CSS_SELECTOR, ".legend").text)
-            self.js("edu.go(7)")
-            changes = self.js("return edu.state().stages[3].changes")
-            self.assertTrue(any(c.startswith("collected 2 remote frees") for c in changes), changes)
-            self.assertTrue(any(c.startswith("taken from block remote") for c in changes), changes)
-            errors = [e for e in self.driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
-            self.assertEqual(errors, [])
-        finally:
-            self.driver.get("file://" + self.page)
-            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+        self.open(page)
+        self.assertEqual([self.js("return edu.op(arguments[0])", i) for i in (4, 5, 12)], ["f 1 @2", "f 2 @2", "f -1"])
+        step = self.js("return edu.find(3, '^remote free: thread 2')")
+        self.assertEqual(step, 5)
+        remote_counts = []
+        for n in [4, 5, 6, 7, 8, 13]:
+            state = self.js("return edu.go(arguments[0]), edu.state()", n)
+            for stage in state["stages"]:
+                self.assertEqual(stage["blocks"], reference[(stage["name"], n)], f"{stage['name']} after {n}")
+            remote = [b for b in state["stages"][3]["blocks"] if b[3] == "remote"]
+            remote_counts.append(len(remote))
+            for other in state["stages"][:3]:
+                self.assertFalse([b for b in other["blocks"] if b[3] == "remote"], other["name"])
+        self.assertEqual(remote_counts, [0, 1, 2, 0, 0, 0])
+        # The block thread 2 freed, where the step's words put it: the map's entry there is remote.
+        self.js("edu.go(5)")
+        words = self.js("return edu.state().stages[3].changes")[0]
+        self.assertRegex(words, r"^f 1 @2: block at \+0x[0-9a-f]+ \(1.00 KiB\) freed$")
+        offset = int(words.split("block at ")[1].split()[0].replace("+", ""), 16)
+        self.assertEqual(self.js("return edu.entryAt(3, arguments[0])", offset)["state"], "remote")
+        # Hovering over it (the first point of stage 4's map that hits a remote block) names the list.
+        tip = self.js("""
+            const c = document.querySelectorAll('.stage canvas')[3], r = c.getBoundingClientRect();
+            const tip = document.getElementById('tip');
+            for (let y = 0; y < r.height; y += 3) for (let x = 0; x < r.width; x += 3) {
+              c.dispatchEvent(new MouseEvent('mousemove', {clientX: r.left + x, clientY: r.top + y}));
+              if (tip.style.display === 'block' && tip.textContent.startsWith('block  remote')) return tip.textContent;
+            }
+            return null;""")
+        self.assertIsNotNone(tip)
+        self.assertIn("remote free, not yet collected", tip)
+        self.assertIn("xthread_free", tip)
+        self.assertIn("made by step 5: f 1 @2", tip)
+        self.assertIn("remote free", self.driver.find_element(By.CSS_SELECTOR, ".legend").text)
+        self.js("edu.go(7)")
+        changes = self.js("return edu.state().stages[3].changes")
+        self.assertTrue(any(c.startswith("collected 2 remote frees") for c in changes), changes)
+        self.assertTrue(any(c.startswith("taken from block remote") for c in changes), changes)
+        self.no_console_errors()
 
     def test_9_small_blocks_of_a_big_segment_can_be_seen(self):
         # Stages 3 and 4 hold 48- and 16-byte blocks in a 4 MiB segment: drawn to the segment's
         # scale they were under 2 px wide; the page they lie on is drawn at a scale of its own.
-        page = os.path.join(self.dir, "short2.html")
-        subprocess.run([STAGEDIFF, "--trace=" + SHORT2, "--html=" + page], check=True)
-        try:
-            self.driver.get("file://" + page)
-            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
-            self.assertEqual(self.js("return edu.op(3)"), "a 3 16")
-            self.js("edu.go(4)")
-            for stage in (2, 3):
-                words = self.js("return edu.state().stages[arguments[0]].changes", stage)[0]
-                self.assertRegex(words, r"^a 3 16 -> \+0x[0-9a-f]+ \(16 B usable\)$")
-                offset = int(words.split("-> ")[1].split()[0].replace("+", ""), 16)
-                self.assertEqual(self.js("return edu.entryAt(arguments[0], arguments[1])", stage, offset)["s"], 16)
-                # Following the change scrolls the block into view, which draws it again.
-                rects = None
-                for _ in range(50):
-                    rects = self.js("return edu.drawn(arguments[0], arguments[1])", stage, offset)
-                    if rects:
-                        break
-                    time.sleep(0.1)
-                self.assertEqual(len(rects), 1, rects)
-                self.assertGreaterEqual(rects[0]["w"], 6, f"stage {stage + 1}: a used 16-byte block's width")
-                # And the canvas holds it: the used colour across its middle.
-                colours = self.js("""
-                    const c = document.querySelectorAll('.stage canvas')[arguments[0]], r = arguments[1];
-                    const dpr = c.width / c.getBoundingClientRect().width, copy = document.createElement('canvas');
-                    copy.width = c.width; copy.height = c.height;
-                    const g = copy.getContext('2d', {willReadFrequently: true});  // read back without a warning
-                    g.drawImage(c, 0, 0);
-                    const y = Math.round((r.y + r.h / 2) * dpr);
-                    return [0.3, 0.5, 0.8].map((f) => Array.from(g.getImageData(Math.round((r.x + f * r.w) * dpr), y, 1, 1).data.slice(0, 3)));
-                    """, stage, rects[0])
-                self.assertEqual(colours, [[0xe0, 0x60, 0x3f]] * 3, f"stage {stage + 1}")
-            # Stage 1 has no pages: one scale, the region's, as before.
-            self.assertEqual(self.js("return document.querySelectorAll('.stage .nums')[0].textContent").count("underlined"), 0)
-            errors = [e for e in self.driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
-            self.assertEqual(errors, [])
-        finally:
-            self.driver.get("file://" + self.page)
-            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+        self.short2_page()
+        self.assertEqual(self.js("return edu.op(3)"), "a 3 16")
+        self.js("edu.go(4)")
+        for stage in (2, 3):
+            words = self.js("return edu.state().stages[arguments[0]].changes", stage)[0]
+            self.assertRegex(words, r"^a 3 16 -> \+0x[0-9a-f]+ \(16 B usable\)$")
+            offset = int(words.split("-> ")[1].split()[0].replace("+", ""), 16)
+            self.assertEqual(self.js("return edu.entryAt(arguments[0], arguments[1])", stage, offset)["s"], 16)
+            # Following the change scrolls the block into view, which draws it again.
+            rects = None
+            for _ in range(50):
+                rects = self.js("return edu.drawn(arguments[0], arguments[1])", stage, offset)
+                if rects:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(len(rects), 1, rects)
+            self.assertGreaterEqual(rects[0]["w"], 6, f"stage {stage + 1}: a used 16-byte block's width")
+            # And the canvas holds it: the used colour across its middle.
+            colours = self.js("""
+                const c = document.querySelectorAll('.stage canvas')[arguments[0]], r = arguments[1];
+                const dpr = c.width / c.getBoundingClientRect().width, copy = document.createElement('canvas');
+                copy.width = c.width; copy.height = c.height;
+                const g = copy.getContext('2d', {willReadFrequently: true});  // read back without a warning
+                g.drawImage(c, 0, 0);
+                const y = Math.round((r.y + r.h / 2) * dpr);
+                return [0.3, 0.5, 0.8].map((f) => Array.from(g.getImageData(Math.round((r.x + f * r.w) * dpr), y, 1, 1).data.slice(0, 3)));
+                """, stage, rects[0])
+            self.assertEqual(colours, [[0xe0, 0x60, 0x3f]] * 3, f"stage {stage + 1}")
+        # Stage 1 has no pages: one scale, the region's, as before.
+        self.assertEqual(self.js("return document.querySelectorAll('.stage .nums')[0].textContent").count("underlined"), 0)
+        self.no_console_errors()
 
     def test_9b_predict_mode_can_say_new_memory(self):
         # A block no entry of the heap holds room for (the first malloc; stage 1's break grown)
         # cannot be clicked on the map: "new memory from the OS" is the guess that is right then.
-        page = os.path.join(self.dir, "short2-predict.html")
-        subprocess.run([STAGEDIFF, "--trace=" + SHORT2, "--html=" + page], check=True)
-        try:
-            self.driver.get("file://" + page)
-            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
-            self.js("edu.go(0); edu.predict(true)")
-            panel = self.driver.find_elements(By.CSS_SELECTOR, ".predict")[0]
-            panel.find_element(By.XPATH, ".//button[text()='new memory from the OS']").click()
-            for stage in (1, 2, 3):
-                self.js("edu.guess(arguments[0], {fresh: true})", stage)
-            results = self.js("return edu.reveal()")
-            self.assertEqual([r["right"] for r in results], [True] * 4, results)   # a 0 48: every heap was empty
-            self.assertIn("from new memory", panel.text)
-            for stage in range(4):
-                self.js("edu.guess(arguments[0], {fresh: true})", stage)
-            results = self.js("return edu.reveal()")
-            # a 1 48: stage 1 grows its break by what it lacks; stages 2-4 take the next block of the
-            # pool or page that holds block 0 (on the map: its free or unused space).
-            self.assertEqual([r["right"] for r in results], [True, False, False, False], results)
-            self.assertEqual(self.js("return edu.tally()")["right"], 5)
-            errors = [e for e in self.driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
-            self.assertEqual(errors, [])
-        finally:
-            self.js("edu.predict(false)")
-            self.driver.get("file://" + self.page)
-            self.driver.execute_async_script("const done = arguments[0]; edu.ready.then(() => done(true))")
+        self.short2_page()
+        self.js("edu.go(0); edu.predict(true)")
+        panel = self.driver.find_elements(By.CSS_SELECTOR, ".predict")[0]
+        panel.find_element(By.XPATH, ".//button[text()='new memory from the OS']").click()
+        for stage in (1, 2, 3):
+            self.js("edu.guess(arguments[0], {fresh: true})", stage)
+        results = self.js("return edu.reveal()")
+        self.assertEqual([r["right"] for r in results], [True] * 4, results)   # a 0 48: every heap was empty
+        self.assertIn("from new memory", panel.text)
+        for stage in range(4):
+            self.js("edu.guess(arguments[0], {fresh: true})", stage)
+        results = self.js("return edu.reveal()")
+        # a 1 48: stage 1 grows its break by what it lacks; stages 2-4 take the next block of the
+        # pool or page that holds block 0 (on the map: its free or unused space).
+        self.assertEqual([r["right"] for r in results], [True, False, False, False], results)
+        self.assertEqual(self.js("return edu.tally()")["right"], 5)
+        self.no_console_errors()
 
     def test_6_step_times_and_screenshot(self):
         times = self.js("""
