@@ -54,6 +54,40 @@ struct Args {
     std::exit(2);
 }
 
+// A file the run writes at its end (--html, --plot, --picture's folder) must be writable before
+// the run starts: the ring's page takes minutes to record, and a missing folder was found only
+// then (--plot blamed gnuplot; --picture went on and exited 0). `shown` is the path as typed.
+void check_writable(const char* option, const std::string& shown, const std::string& path, bool folder_only) {
+    auto fail = [&](const std::string& what) {
+        std::cerr << "stagediff: " << option << ": cannot write " << what << ": " << std::strerror(errno) << "\n";
+        std::exit(2);
+    };
+    struct stat st;
+    if (!folder_only && stat(path.c_str(), &st) == 0) {
+        if (S_ISDIR(st.st_mode)) errno = EISDIR;
+        else if (access(path.c_str(), W_OK) == 0) return;
+        fail(shown);
+    }
+    auto folder = [](const std::string& p) {
+        std::size_t slash = p.rfind('/');
+        return slash == std::string::npos ? std::string(".") : slash == 0 ? std::string("/") : p.substr(0, slash);
+    };
+    if (access(folder(path).c_str(), W_OK | X_OK) != 0) fail("into " + folder(shown));
+}
+
+// A comma-separated option's items (--stages, --steps); an empty item is refused, not dropped.
+std::vector<std::string> items(const char* option, const std::string& v) {
+    std::vector<std::string> out;
+    std::size_t from = 0;
+    for (;;) {
+        std::size_t comma = v.find(',', from);
+        out.push_back(v.substr(from, comma == std::string::npos ? std::string::npos : comma - from));
+        if (out.back().empty()) usage_error(std::string(option) + ": an empty item in '" + v + "'");
+        if (comma == std::string::npos) return out;
+        from = comma + 1;
+    }
+}
+
 std::vector<std::string> split(const std::string& s, char sep) {
     std::vector<std::string> out;
     std::stringstream in(s);
@@ -110,7 +144,7 @@ const Flag kFlags[] = {
          if (v.empty() || *end || !(a.scale > 0 && a.scale <= 1000)) usage_error("bad scale '" + v + "'");
      }},
     {"--stages", "LIST", "stages", "stage numbers or names, comma-separated (default: all linked stages)",
-     [](Args& a, const std::string& v) { a.stages = split(v, ','); }},
+     [](Args& a, const std::string& v) { a.stages = items("--stages", v); }},
     {"--option", "STAGE.NAME=VALUE", nullptr,
      "set a stage option, e.g. --option=stage1_brk.fit=best; repeatable\n(EDU_OPTIONS in the environment works too)",
      [](Args& a, const std::string& v) { a.options.push_back(v); }},
@@ -132,7 +166,10 @@ const Flag kFlags[] = {
     {"--csv", nullptr, nullptr, "the same as CSV, one row per workload and column",
      [](Args& a, const std::string&) { a.csv = true; }},
     {"--plot", "FILE", nullptr, "footprint and live bytes over time for every stage (.svg or .png)",
-     [](Args& a, const std::string& v) { a.plot = user_path(v); }},
+     [](Args& a, const std::string& v) {
+         a.plot = user_path(v);
+         check_writable("--plot", v, a.plot, false);
+     }},
     {"--picture", "N:FILE[@FROM-TO]", nullptr,
      "an SVG picture of each stage's heap after N operations\n(FILE gets the stage name: heap.svg -> heap-stage1_brk.svg);\n"
      "@FROM-TO zooms to those offsets from the heap's first region (as --steps\nprints them; decimal or 0x hex)",
@@ -161,6 +198,7 @@ const Flag kFlags[] = {
          }
          if (file.empty()) usage_error("--picture wants N:FILE");
          a.picture_path = user_path(file);
+         check_writable("--picture", file, a.picture_path, true);   // FILE gets each stage's name
      }},
     {"--steps", "N[,M...]", nullptr,
      "print each stage's heap after these operations, from the second on\n"
@@ -168,7 +206,10 @@ const Flag kFlags[] = {
      "result's \"steps\": [{after, heap}], the heap as the step-through page's\n"
      "edu.state() gives it)",
      [](Args& a, const std::string& v) {
-         for (const std::string& n : split(v, ',')) a.steps.push_back(to_number(n, "step"));
+         for (const std::string& n : items("--steps", v)) {
+             a.steps.push_back(to_number(n, "step"));
+             if (a.steps.back() == 0) usage_error("--steps counts operations from 1");
+         }
      }},
     {"--heap-lines", "N", nullptr,
      "entries of each heap --steps prints, and of each list of changes\n"
@@ -194,7 +235,10 @@ const Flag kFlags[] = {
      "a step-through page of the (first) workload through the stages: one\n"
      "self-contained HTML file that works offline (docs/diffing.md, \"The\n"
      "step-through page\")",
-     [](Args& a, const std::string& v) { a.html = user_path(v); }},
+     [](Args& a, const std::string& v) {
+         a.html = user_path(v);
+         check_writable("--html", v, a.html, false);
+     }},
     {"--repl", nullptr, "other modes",
      "read operations ('a ID SIZE', 'f ID', 'r ID SIZE', each optionally\n"
      "'@THREAD', 'show', 'undo', 'check', 'help') from standard input; print every\n"
@@ -427,7 +471,7 @@ int run(int argc, char** argv) {
         for (const std::string& warning : w.warnings) std::cerr << "stagediff: " << warning << "\n";
         check_fits(w);
         for (uint64_t step : a.steps)
-            if (step == 0 || step > w.ops.size())
+            if (step > w.ops.size())
                 usage_error("--steps: step " + std::to_string(step) + " is beyond the end of " + w.name + " (" +
                             std::to_string(w.ops.size()) + " operations)");
         if (a.picture_at > w.ops.size())

@@ -100,6 +100,28 @@ class HostileInput(Base):
         self.fails(["--trace=small.rep", "--picture=7:h.svg"], 2,
                    "--picture: step 7 is beyond the end of small.rep (6 operations)")
 
+    def test_steps_count_from_one_and_lists_name_every_item(self):
+        # --steps=0 said "step 0 is beyond the end"; an empty item of --steps or --stages was
+        # dropped, and --stages= alone ran every stage.
+        self.write("small.rep", SMALL)
+        self.fails(["--trace=small.rep", "--steps=0"], 2, "stagediff: --steps counts operations from 1")
+        self.fails(["--trace=small.rep", "--steps=2,,3"], 2, "stagediff: --steps: an empty item in '2,,3'")
+        self.fails(["--trace=small.rep", "--stages=1,"], 2, "stagediff: --stages: an empty item in '1,'")
+        self.fails(["--trace=small.rep", "--stages="], 2, "stagediff: --stages: an empty item in ''")
+
+    def test_an_output_file_that_cannot_be_written_is_refused_before_the_replay(self):
+        # The ring's page takes minutes to record; a missing folder was found only at the end.
+        self.write("small.rep", SMALL)
+        for option in ["--html=no/such/dir/p.html", "--plot=no/such/dir/t.svg", "--picture=3:no/such/dir/h.svg"]:
+            with self.subTest(option=option):
+                err = self.fails(["--trace=small.rep", option], 2,
+                                 f"stagediff: {option.split('=')[0]}: cannot write into no/such/dir: "
+                                 "No such file or directory")
+                self.assertNotIn("recording", err)
+        os.mkdir(os.path.join(self.dir, "page.html"))
+        self.fails(["--trace=small.rep", "--html=page.html"], 2,
+                   "stagediff: --html: cannot write page.html: Is a directory")
+
     def test_unknown_option(self):
         self.fails(["--frobnicate"], 2, "stagediff: unknown argument '--frobnicate'")
 
