@@ -453,6 +453,8 @@ def handout(table, stage, dest, only=None, hide_later=False):
             raise LabError(f"no such part of stage {stage}: {', '.join(sorted(unknown))}")
         chosen = [p for p in chosen if p["name"] in only]
     dest = Path(dest).resolve()
+    if dest.exists() and not dest.is_dir():
+        raise LabError(f"{dest}: exists and is not a folder")
     if dest.exists() and any(dest.iterdir()):
         raise LabError(f"{dest}: exists and is not empty")
     if dest == REFERENCE.resolve() or REFERENCE.resolve() in dest.parents:
@@ -1152,6 +1154,9 @@ def main(argv):
         return 0
     except LabError as e:
         print(f"tools/lab: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:   # a folder that cannot be made or written: FILE: why, not a traceback
+        print(f"tools/lab: {e.filename}: {e.strerror}" if e.filename else f"tools/lab: {e}", file=sys.stderr)
         return 2
 
 

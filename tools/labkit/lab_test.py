@@ -288,6 +288,7 @@ class LabTest(unittest.TestCase):
         # named an empty part, `--traces=` graded every trace, and `--repetitions=0` ran the whole
         # grade to fail in the trace step with an IndexError traceback.
         dest = self.tmp / "lab"
+        (self.tmp / "a-file").write_text("")   # a handout's DIR that is a file was a NotADirectoryError traceback
         for argv, message in [
                 (["handout", "1", str(dest), "--parts="], "--parts: no part named in ''"),
                 (["handout", "1", str(dest), "--parts=S1.coalesce,,S1.realloc"],
@@ -295,7 +296,9 @@ class LabTest(unittest.TestCase):
                 (["grade", str(ROOT), "--parts="], "--parts: no part named in ''"),
                 (["grade", str(ROOT), "--traces="], "--traces: no trace named in ''"),
                 (["grade", str(ROOT), "--traces=short1-basic,"], "--traces: an empty name in 'short1-basic,'"),
-                (["grade", str(ROOT), "--repetitions=0"], "--repetitions: 0: at least 1 run per trace and tree")]:
+                (["grade", str(ROOT), "--repetitions=0"], "--repetitions: 0: at least 1 run per trace and tree"),
+                (["handout", "1", str(self.tmp / "a-file")], f"{self.tmp / 'a-file'}: exists and is not a folder"),
+                (["handout", "1", str(self.tmp / "a-file" / "lab")], f"{self.tmp / 'a-file' / 'lab'}: Not a directory")]:
             with self.subTest(argv=argv):
                 err = io.StringIO()
                 with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
