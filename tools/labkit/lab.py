@@ -1134,6 +1134,9 @@ def main(argv):
             print(f"lab: its LAB.md says where to start (write {chosen[0]['name']} first); in it, `tools/lab test` "
                   "runs each part's tests and names the stub each stops at")
             return 0
+        for option, path in (("--json", args.json), ("--log", args.log)):   # written after grading: check now
+            if path and not user_path(path).parent.is_dir():
+                raise LabError(f"{option}: cannot write into {user_path(path).parent}: no such folder")
         only = names_arg("--parts", args.parts)
         names_arg("--traces", args.traces)   # trace_list takes them as given
         if args.repetitions < 1:

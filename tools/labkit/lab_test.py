@@ -298,7 +298,11 @@ class LabTest(unittest.TestCase):
                 (["grade", str(ROOT), "--traces=short1-basic,"], "--traces: an empty name in 'short1-basic,'"),
                 (["grade", str(ROOT), "--repetitions=0"], "--repetitions: 0: at least 1 run per trace and tree"),
                 (["handout", "1", str(self.tmp / "a-file")], f"{self.tmp / 'a-file'}: exists and is not a folder"),
-                (["handout", "1", str(self.tmp / "a-file" / "lab")], f"{self.tmp / 'a-file' / 'lab'}: Not a directory")]:
+                (["handout", "1", str(self.tmp / "a-file" / "lab")], f"{self.tmp / 'a-file' / 'lab'}: Not a directory"),
+                (["grade", str(ROOT), f"--json={self.tmp / 'no' / 'r.json'}"],
+                 f"--json: cannot write into {self.tmp / 'no'}: no such folder"),
+                (["grade", str(ROOT), f"--log={self.tmp / 'a-file'}/log"],
+                 f"--log: cannot write into {self.tmp / 'a-file'}: no such folder")]:
             with self.subTest(argv=argv):
                 err = io.StringIO()
                 with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
