@@ -1137,6 +1137,10 @@ def main(argv):
         for option, path in (("--json", args.json), ("--log", args.log)):   # written after grading: check now
             if path and not user_path(path).parent.is_dir():
                 raise LabError(f"{option}: cannot write into {user_path(path).parent}: no such folder")
+        if args.reference_stagediff:   # run only once the gates pass: check it before them
+            args.reference_stagediff = str(user_path(args.reference_stagediff))
+            if not (os.path.isfile(args.reference_stagediff) and os.access(args.reference_stagediff, os.X_OK)):
+                raise LabError(f"--reference-stagediff: {args.reference_stagediff}: not an executable file")
         only = names_arg("--parts", args.parts)
         names_arg("--traces", args.traces)   # trace_list takes them as given
         if args.repetitions < 1:

@@ -302,7 +302,9 @@ class LabTest(unittest.TestCase):
                 (["grade", str(ROOT), f"--json={self.tmp / 'no' / 'r.json'}"],
                  f"--json: cannot write into {self.tmp / 'no'}: no such folder"),
                 (["grade", str(ROOT), f"--log={self.tmp / 'a-file'}/log"],
-                 f"--log: cannot write into {self.tmp / 'a-file'}: no such folder")]:
+                 f"--log: cannot write into {self.tmp / 'a-file'}: no such folder"),
+                (["grade", str(ROOT), f"--reference-stagediff={self.tmp / 'a-file'}"],
+                 f"--reference-stagediff: {self.tmp / 'a-file'}: not an executable file")]:
             with self.subTest(argv=argv):
                 err = io.StringIO()
                 with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
