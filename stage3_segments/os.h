@@ -26,7 +26,9 @@ const OsCounters& os_counters();
 // alignment); otherwise unmap it, map size + alignment and trim both ends. Nothing of it is
 // usable or counted until os_commit makes it so: a mapping that is not writable is no "data"
 // to the kernel (RLIMIT_DATA counts writable private memory), so a segment costs a data limit
-// only the pages a heap uses, as glibc's heaps do.
+// only the pages a heap uses, as glibc's heaps do. Nor is it charged to the system's commit
+// until os_commit makes part of it writable, when the overcommit policy judges that part
+// ([S3.68]: mapped without MAP_NORESERVE, which would exempt it).
 void* os_map_aligned(std::size_t size, std::size_t alignment);
 // [S3.38] Makes [address, address + size) readable and writable (mprotect) and counts it in
 // the footprint; false, with nothing changed, when the kernel refuses (a data limit). Linux

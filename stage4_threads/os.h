@@ -28,7 +28,9 @@ struct OsCounters {
 };
 const OsCounters& os_counters();
 
-// [S4.39] Address space without commitment: PROT_NONE, MAP_NORESERVE (the arena). Touching it
+// [S4.39] Address space without commitment: PROT_NONE (the arena; [S4.74]: without
+// MAP_NORESERVE, so that a commit is charged to the system's and judged by its overcommit
+// policy, as glibc's mmap is). Touching it
 // faults until a range is committed: mprotect makes it readable and writable (the pages are
 // fresh zeros, backed on first touch); releasing maps it back to PROT_NONE with mmap(MAP_FIXED),
 // which also gives the pages back. A segment is committed piece by piece, as stage 3's

@@ -1,12 +1,15 @@
 // tests/preload/limits.cc: a program that lives within a resource limit. limits_test.sh runs its
 // test modes under prlimit and compares every line with glibc's: requests until malloc says NULL
 // with ENOMEM, no crash, malloc working again once all is freed; with four threads, small or
-// large blocks, a program's start-up (`mix`), a limit the program sets itself (`late`). Its
+// large blocks, a program's start-up (`mix`), a limit the program sets itself (`late`), and
+// requests larger than the machine's memory with no limit at all (`machine`). Its
 // measuring modes print what the chapters quote (stage 3's section 8, stage 4's [S4.66] to
 // [S4.69]); main() lists every mode.
+#include <malloc.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/sysinfo.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -224,6 +227,58 @@ int maps_of_blocks(std::size_t size, int count) {
     return 0;
 }
 
+// With the argument `machine`: requests larger than the machine's memory and swap together,
+// through every call of the family, with no limit set. Linux's default overcommit policy
+// (vm.overcommit_memory=0) refuses a mapping or a commit larger than that on its own, so glibc
+// answers NULL with ENOMEM; a stage that reserves PROT_NONE address space and makes it writable
+// with mprotect must let the kernel judge the same request (before the fix, stage 3 handed out
+// 25 GiB to 64 TiB blocks and stage 4 up to its 64 GiB arena, which the program's first writes
+// would have taken to the OOM killer). No block is touched. Under vm.overcommit_memory=1 the
+// kernel grants anything, glibc too: the mode says so and asks nothing.
+int beyond_the_machine() {
+    std::FILE* policy = std::fopen("/proc/sys/vm/overcommit_memory", "r");
+    int mode = 0;
+    if (policy) {
+        if (std::fscanf(policy, "%d", &mode) != 1) mode = 0;
+        std::fclose(policy);
+    }
+    if (mode == 1) return std::printf("vm.overcommit_memory=1: the kernel grants any request\n"), 0;
+    struct sysinfo info {};
+    if (sysinfo(&info) != 0) return std::printf("sysinfo failed\n"), 2;
+    std::size_t machine = (std::size_t{info.totalram} + info.totalswap) * info.mem_unit;
+    std::size_t size = (machine + machine / 8 + (std::size_t{1} << 20)) & ~((std::size_t{1} << 20) - 1);
+    auto say = [](const char* call, void* p) {
+        std::printf("%s more than the machine: %s\n", call,
+                    p ? "a block" : errno == ENOMEM ? "NULL, ENOMEM" : "NULL, another errno");
+        std::free(p);
+    };
+    errno = 0;
+    say("malloc of", std::malloc(size));
+    errno = 0;
+    say("calloc of", std::calloc(size >> 12, 4096));
+    errno = 0;
+    void* small = std::malloc(100);
+    void* grown = std::realloc(small, size);
+    say("realloc from 100 bytes to", grown);
+    if (!grown) std::free(small);
+    errno = 0;
+    void* large = std::malloc(std::size_t{1} << 20);
+    grown = std::realloc(large, size);
+    say("realloc from 1 MiB to", grown);
+    if (!grown) std::free(large);
+    for (std::size_t alignment : {std::size_t{4096}, std::size_t{1} << 21, std::size_t{1} << 23}) {
+        char call[64];
+        std::snprintf(call, sizeof call, "memalign(%zu KiB) of", alignment >> 10);
+        errno = 0;
+        say(call, memalign(alignment, size));
+    }
+    void* p = nullptr;
+    int error = posix_memalign(&p, 64, size);
+    std::printf("posix_memalign of more than the machine: %s\n", error == 0 ? "a block" : error == ENOMEM ? "ENOMEM" : "another error");
+    if (error == 0) std::free(p);
+    return 0;
+}
+
 double now_us() {
     timespec t{};
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -273,7 +328,8 @@ int rlimit_cost() {
 // Test modes (limits_test.sh): none (the main thread's churn, blocks of 4 and 40 MiB, then 1 MiB
 // blocks until NULL), `threads` (four threads churn too), `small` (80 MiB of 1000-byte blocks),
 // `large` (200 of 100 KB), `mix` (a start-up), `late MIB` (the program limits itself to MIB MiB
-// after its first malloc, then four threads at once and the rest as `threads`).
+// after its first malloc, then four threads at once and the rest as `threads`), `machine`
+// (requests larger than the machine's memory and swap, no limit).
 // Measuring modes (not tests; the chapters quote what they print):
 //   count SIZE [MIB [maps]]  blocks of SIZE bytes, each written, held until malloc says no: how
 //                            many; with MIB, first one malloc, the limit lowered to MIB MiB and a
@@ -295,6 +351,7 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::strcmp(argv[1], "rlimit-cost") == 0) return rlimit_cost();
     if (argc > 1 && std::strcmp(argv[1], "small") == 0) return hold_small_blocks();
     if (argc > 1 && std::strcmp(argv[1], "large") == 0) return hold_large_blocks();
+    if (argc > 1 && std::strcmp(argv[1], "machine") == 0) return beyond_the_machine();
     bool late = argc > 2 && std::strcmp(argv[1], "late") == 0;
     if (late && !limit_after_start(std::strtol(argv[2], nullptr, 10))) return 2;
     if (late && !four_threads()) return 1;   // right after setrlimit, before any other mapping

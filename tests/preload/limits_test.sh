@@ -5,8 +5,9 @@
 # allocating; a data limit of 16 MiB; 80 MiB of small blocks under 192 MiB; 200 blocks of
 # 100 KB under 40 MiB (stage 4 held 171 while its arena reserved half the limit, [S4.67]); a
 # limit of 256 MiB the program sets itself after its first malloc, then four threads at once and
-# the main thread (stage 4's threads were refused while its arena held 64 GiB, [S4.68]); a limit
-# lowered from outside while the program runs; and a
+# the main thread (stage 4's threads were refused while its arena held 64 GiB, [S4.68]); no limit
+# but requests larger than the machine (NULL with ENOMEM under the default overcommit policy); a
+# limit lowered from outside while the program runs; and a
 # program's start-up (limits.cc's `mix`) under the smallest address-space limit glibc runs it
 # under, found here by bisection, plus kStartupMargin.
 source tests/preload/preload_lib.sh
@@ -17,6 +18,9 @@ run_both limits_data prlimit --data=$((16 << 20)) tests/preload/limits
 run_both limits_as_small prlimit --as=$((192 << 20)) tests/preload/limits small
 run_both limits_as_large prlimit --as=$((40 << 20)) tests/preload/limits large
 run_both limits_as_late tests/preload/limits late 256
+# No limit, but requests larger than the machine's memory and swap: the kernel's overcommit
+# policy refuses them to glibc, and must be asked about the stage's too.
+run_both limits_machine tests/preload/limits machine
 
 # A limit lowered from outside (prlimit --pid) while the program runs: the blocks it then holds
 # fit in the limit, and a thread starts after they are freed (stage 4 before [S4.68] held 16,382
