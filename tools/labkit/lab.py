@@ -687,7 +687,8 @@ def run_test(tree, target, cases=None, timeout=600):
         r = subprocess.run(cmd, cwd=runfiles if runfiles.is_dir() else tree, env=env,
                            capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return False, set(), f"timed out after {timeout} s"
+        return False, set(), (f"timed out after {timeout} s and killed (the reference's code runs it in seconds: "
+                              "a loop that never ends?)")
     out = r.stdout + r.stderr
     return r.returncode == 0, set(NOT_IMPLEMENTED.findall(out)), "" if r.returncode == 0 else failure_summary(out)
 
@@ -929,6 +930,12 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+# `tools/lab test` gives each test 3 minutes, not grading's 10: a part that loops forever (a
+# next fit that never stops) kept a student waiting 10 minutes a test for the verdict. The
+# slowest tests a part has, whole batteries, ran in 8-13 s on the shared 2-core machine at load 5.
+PART_TEST_SECONDS = 180
+
+
 def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None):
     """`tools/lab test`: builds the tests that judge the named parts in this tree, in place
     (the tree's own Bazel server), and runs each part's tests with its doctest filters, as
@@ -958,7 +965,7 @@ def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None)
     for p in parts:
         records = []
         for test in p["tests"]:
-            ok, reached, tail = run_test(tree, test["target"], test.get("cases"))
+            ok, reached, tail = run_test(tree, test["target"], test.get("cases"), timeout=PART_TEST_SECONDS)
             records.append({"target": test["target"], "cases": test.get("cases", ""), "passed": ok,
                             "stubs_reached": sorted(reached), "detail": tail})
         verdict = part_verdict(p["name"], records, built)

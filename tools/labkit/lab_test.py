@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -443,6 +444,19 @@ class LabTest(unittest.TestCase):
         ok, reached, detail = lab.run_test(self.tmp, "//t:t")
         self.assertEqual((ok, reached), (False, set()))
         self.assertEqual(detail, str(self.tmp.resolve() / "bazel-bin" / "t" / "t.runfiles" / lab.WORKSPACE_NAME))
+
+    def test_a_test_that_hangs_is_killed_and_said_to(self):
+        test = self.tmp / "bazel-bin" / "t" / "t"
+        test.parent.mkdir(parents=True)
+        test.write_text("#!/bin/sh\nexec sleep 60\n")
+        test.chmod(0o755)
+        started = time.monotonic()
+        ok, reached, detail = lab.run_test(self.tmp, "//t:t", timeout=1)
+        self.assertLess(time.monotonic() - started, 30)
+        self.assertEqual((ok, reached), (False, set()))
+        self.assertEqual(detail, "timed out after 1 s and killed (the reference's code runs it in seconds: "
+                                 "a loop that never ends?)")
+        self.assertLess(lab.PART_TEST_SECONDS, 600)   # tools/lab test's limit, below grading's
 
     def test_cxx_stubs_carry_the_prelude_and_the_call(self):
         dest = self.tmp / "lab3"
