@@ -101,10 +101,33 @@ bool apply_environment_options(const Stage& stage) {
     return all_ok;
 }
 
+namespace {
+
+// The course's stages, whatever this program links: an entry may address any of them (one
+// EDU_OPTIONS serves runs under different stages), and one that names none is a typo to report,
+// not another stage's to skip ("stage3.secure=on" left secure mode off without a word).
+constexpr const char* kStageNames[] = {"stage1_brk", "stage2_pools", "stage3_segments", "stage4_threads"};
+
+bool names_a_stage(const char* scope) {
+    for (const char* name : kStageNames)
+        if (std::strcmp(scope, name) == 0) return true;
+    return false;
+}
+
+}  // namespace
+
 ContractOptions contract_options() {
     ContractOptions options;
     each_entry([&](const Entry& e) {
-        if (*e.scope) return;  // a stage's
+        if (*e.scope && names_a_stage(e.scope)) return;  // a stage's: apply_environment_options
+        if (*e.scope) {
+            char names[96];
+            LineWriter w(names, sizeof names);
+            for (const char* name : kStageNames) w.str(name == kStageNames[0] ? "" : ", ").str(name);
+            refuse("contract", e, "names no stage; the stages: ", names);
+            options.ok = false;
+            return;
+        }
         if (std::strcmp(e.name, "debug") == 0 && e.value && listed("on|off", e.value)) {
             options.debug = std::strcmp(e.value, "on") == 0;
             return;

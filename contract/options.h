@@ -15,7 +15,9 @@ namespace edu {
 // condition the option states) when an entry could not be applied.
 bool apply_environment_options(const Stage& stage);
 
-// The contract options: the EDU_OPTIONS entries that name no stage.
+// The contract options: the EDU_OPTIONS entries without a stage prefix. An entry whose prefix
+// names none of the course's four stages is refused here (one line on stderr, ok false): a
+// misspelt stage would otherwise be skipped as another stage's.
 struct ContractOptions {
     bool debug = false;   // debug=on: every call goes through the debug layer
     bool ok = true;       // false when an entry was not understood (reported on stderr)

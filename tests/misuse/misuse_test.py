@@ -79,7 +79,8 @@ def verdict(code, err, stage):
 
 def stage_debug_in_cxx(probes, libraries):
     """Stage 2's own debug mode is taken in a program linked with libstdc++ (which allocates
-    before any constructor runs; the probes are such a program), and a refused entry says why."""
+    before any constructor runs; the probes are such a program), and a refused entry says why,
+    also one whose stage name is misspelt (it was skipped without a word, as another stage's)."""
     library = libraries.get("stage2_pools")
     if library is None:
         return []
@@ -88,11 +89,13 @@ def stage_debug_in_cxx(probes, libraries):
     done = subprocess.run([probes, "overflow"], env=env, capture_output=True, text=True, timeout=60)
     if done.returncode != -signal.SIGABRT or "buffer overflow" not in done.stderr or "EDU_OPTIONS" in done.stderr:
         problems.append(f"stage2_pools.debug=on not in force in a C++ program: {done.stderr.strip()}")
-    env["EDU_OPTIONS"] = "stage2_pools.debug=maybe stage2_pools.colour=red debg=on"
+    env["EDU_OPTIONS"] = "stage2_pools.debug=maybe stage2_pools.colour=red debg=on stage2_pool.debug=on"
     done = subprocess.run([probes, "huge_malloc"], env=env, capture_output=True, text=True, timeout=60)
     for why in ("'stage2_pools.debug=maybe' gives no value of the option; its values: off|on",
                 "'stage2_pools.colour=red' names no option of this stage; its options: geometry, debug",
-                "'debg=on' is not a contract option"):
+                "'debg=on' is not a contract option",
+                "'stage2_pool.debug=on' names no stage; the stages: "
+                "stage1_brk, stage2_pools, stage3_segments, stage4_threads"):
         if why not in done.stderr:
             problems.append(f"no line saying {why!r}: {done.stderr.strip()}")
     return problems
