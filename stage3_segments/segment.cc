@@ -275,6 +275,10 @@ void cache_or_unmap(Segment* s) {
     g_cache_bytes += s->size;
 }
 
+// [S3.69] A segment whose first page the system refuses (a data limit grants a fresh segment
+// its header alone, [S3.48], then not the page's slots) goes back at once: left on the open list
+// with no page in use, it broke the checker's rule (EDU_ALLOC_CHECK=1 aborted a program whose
+// malloc had only said ENOMEM) and kept its header from the relief that follows ([S3.52]).
 Page* try_page_alloc(PageKind kind) {
     unsigned k = kind == PageKind::small ? 0 : 1;
     Segment* s = g_open[k];
@@ -284,13 +288,19 @@ Page* try_page_alloc(PageKind kind) {
         link_push(g_open[k], s);
         s->on_open_list = 1;
     }
-    return Layout::take_page(
+    Page* page = Layout::take_page(
         s,
         [k](Segment* full) {
             link_remove(g_open[k], full);
             full->on_open_list = 0;
         },
         [](Segment* clean) { purge_remove(clean); });
+    if (!page && s->used_pages == 0) {   // only a segment just taken is open with no page in use
+        link_remove(g_open[k], s);
+        s->on_open_list = 0;
+        unmap_segment(s);
+    }
+    return page;
 }
 
 Page* try_one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {

@@ -208,6 +208,8 @@ void segment_give_back(Segment* s) {
 
 namespace {
 
+// [S4.75] A segment whose first page the system refuses goes back at once (stage 3's S3.69):
+// left on the open list with no page in use, it failed the checker at exit.
 Page* try_page_alloc(Heap* heap, PageKind kind) {
     Segment* s = open_list(heap, kind);
     if (!s) {
@@ -215,8 +217,10 @@ Page* try_page_alloc(Heap* heap, PageKind kind) {
         if (!s) return nullptr;
         open_push(heap, s);
     }
-    return Layout::take_page(
+    Page* page = Layout::take_page(
         s, [heap](Segment* full) { open_remove(heap, full); }, [heap](Segment* clean) { purge_remove(heap, clean); });
+    if (!page && s->used_pages == 0) drop(heap, s);   // only a segment just taken is open with none in use
+    return page;
 }
 
 Page* try_one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t alignment) {

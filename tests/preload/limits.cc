@@ -1,8 +1,9 @@
 // tests/preload/limits.cc: a program that lives within a resource limit. limits_test.sh runs its
 // test modes under prlimit and compares every line with glibc's: requests until malloc says NULL
 // with ENOMEM, no crash, malloc working again once all is freed; with four threads, small or
-// large blocks, a program's start-up (`mix`), a limit the program sets itself (`late`), and
-// requests larger than the machine's memory with no limit at all (`machine`). Its
+// large blocks, a program's start-up (`mix`), a limit the program sets itself (`late`, and
+// `first-page`'s data limits just above what it holds), and requests larger than the machine's
+// memory with no limit at all (`machine`). Its
 // measuring modes print what the chapters quote (stage 3's section 8, stage 4's [S4.66] to
 // [S4.69]); main() lists every mode.
 #include <malloc.h>
@@ -10,6 +11,8 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/sysinfo.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -279,6 +282,50 @@ int beyond_the_machine() {
     return 0;
 }
 
+// The process's data (VmData in /proc/self/status: what RLIMIT_DATA counts), in bytes; 0 if unread.
+std::size_t data_in_use() {
+    std::FILE* status = std::fopen("/proc/self/status", "r");
+    if (!status) return 0;
+    char line[256];
+    std::size_t kib = 0;
+    while (std::fgets(line, sizeof line, status))
+        if (std::strncmp(line, "VmData:", 7) == 0) kib = std::strtoul(line + 7, nullptr, 10);
+    std::fclose(status);
+    return kib << 10;
+}
+
+// With the argument `first-page`: for each room from 0 to 48 KiB, a child sets its data limit
+// that far above what it holds, asks for 20,000-byte blocks (a medium page of stages 3 and 4) until
+// malloc says no, frees them and exits, which runs the stage's heap check (EDU_ALLOC_CHECK=1 in
+// run_both). A room that holds a fresh segment's header but not its first page left stages 3 and 4
+// with an empty segment on their open list ([S3.69], [S4.75]): the check at exit aborted.
+int refused_first_page() {
+    for (std::size_t room_kib = 0; room_kib <= 48; room_kib += 8) {
+        std::fflush(stdout);
+        pid_t child = fork();
+        if (child < 0) return std::printf("fork failed\n"), 2;
+        if (child == 0) {
+            void* warm = std::malloc(16);   // the allocator set up before the limit
+            std::free(warm);
+            rlimit limit{data_in_use() + (room_kib << 10), RLIM_INFINITY};
+            if (data_in_use() == 0 || setrlimit(RLIMIT_DATA, &limit) != 0) std::exit(3);
+            int n = 0;
+            errno = 0;
+            while (n < kMaxCounted && (g_counted[n] = std::malloc(20000)) != nullptr) ++n;
+            int error = errno;
+            release(g_counted, n);
+            std::exit(n < kMaxCounted && error == ENOMEM ? 0 : 4);
+        }
+        int status = 0;
+        waitpid(child, &status, 0);
+        std::printf("data limit %zu KiB above use, 20,000-byte blocks until NULL: %s\n", room_kib,
+                    WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "ENOMEM, then a clean exit"
+                    : WIFEXITED(status)                           ? "no ENOMEM"
+                                                                  : "the child died");
+    }
+    return 0;
+}
+
 double now_us() {
     timespec t{};
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -329,7 +376,8 @@ int rlimit_cost() {
 // blocks until NULL), `threads` (four threads churn too), `small` (80 MiB of 1000-byte blocks),
 // `large` (200 of 100 KB), `mix` (a start-up), `late MIB` (the program limits itself to MIB MiB
 // after its first malloc, then four threads at once and the rest as `threads`), `machine`
-// (requests larger than the machine's memory and swap, no limit).
+// (requests larger than the machine's memory and swap, no limit), `first-page` (a data limit
+// that grants a fresh segment's header but not its first page).
 // Measuring modes (not tests; the chapters quote what they print):
 //   count SIZE [MIB [maps]]  blocks of SIZE bytes, each written, held until malloc says no: how
 //                            many; with MIB, first one malloc, the limit lowered to MIB MiB and a
@@ -352,6 +400,7 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::strcmp(argv[1], "small") == 0) return hold_small_blocks();
     if (argc > 1 && std::strcmp(argv[1], "large") == 0) return hold_large_blocks();
     if (argc > 1 && std::strcmp(argv[1], "machine") == 0) return beyond_the_machine();
+    if (argc > 1 && std::strcmp(argv[1], "first-page") == 0) return refused_first_page();
     bool late = argc > 2 && std::strcmp(argv[1], "late") == 0;
     if (late && !limit_after_start(std::strtol(argv[2], nullptr, 10))) return 2;
     if (late && !four_threads()) return 1;   // right after setrlimit, before any other mapping

@@ -21,6 +21,9 @@ run_both limits_as_late tests/preload/limits late 256
 # No limit, but requests larger than the machine's memory and swap: the kernel's overcommit
 # policy refuses them to glibc, and must be asked about the stage's too.
 run_both limits_machine tests/preload/limits machine
+# Data limits a few KiB above what the program holds, set by the program (children of one run):
+# malloc says ENOMEM and the heap check at exit passes.
+run_both limits_first_page tests/preload/limits first-page
 
 # A limit lowered from outside (prlimit --pid) while the program runs: the blocks it then holds
 # fit in the limit, and a thread starts after they are freed (stage 4 before [S4.68] held 16,382
