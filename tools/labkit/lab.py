@@ -145,6 +145,37 @@ def scan(root, table):
     return found, problems
 
 
+def outside_lines(root, table, names):
+    """{file: [(line number, text), ...]} of each file that holds one of the parts `names`, every
+    line outside those parts' regions (their markers included): what grading takes from the
+    reference, whatever the student's file says there."""
+    found = scan(root, table)[0]
+    inside = {}
+    for name in names:
+        for rel, begin, end in found.get(name, []):
+            inside.setdefault(rel, set()).update(range(begin + 1, end))
+    return {rel: [(i + 1, line) for i, line in enumerate(read_lines(Path(root) / rel)) if i not in rows]
+            for rel, rows in sorted(inside.items())}
+
+
+def outside_changes(tree, table):
+    """In a handout: FILE:LINE of the first line outside its parts' markers that differs from the
+    handout as written, per file (`tools/lab test` prints them: grading would not see the change)."""
+    claim = json.loads((Path(tree) / HANDOUT_FILE).read_text()) if (Path(tree) / HANDOUT_FILE).exists() else {}
+    written = claim.get("outside", {})
+    now = outside_lines(tree, table, claim.get("parts", []))
+    changes = []
+    for rel, lines in written.items():
+        current = now.get(rel, [])
+        for k in range(max(len(lines), len(current))):
+            if k >= len(lines) or k >= len(current) or lines[k] != current[k][1]:
+                line = current[k][0] if k < len(current) else (current[-1][0] if current else 1)
+                changes.append(f"{rel}:{line}: changed outside the markers of the parts in it; grading takes "
+                               "only the code between them, so this change is not graded (LAB.md)")
+                break
+    return changes
+
+
 def marker_trouble(part, found, problems, regions_expected):
     """Why a tree's markers of a part cannot be used, with FILE:LINE where a marker is wrong;
     "" when they can: every region begun and ended, as many regions as expected."""
@@ -486,9 +517,11 @@ def handout(table, stage, dest, only=None, hide_later=False):
     skipped_tags = sorted(set(copy_tags) | set(later_tags))
     if skipped_tags:
         filter_tests(dest / ".bazelrc", skipped_tags)
+    outside = {rel: [text for _, text in lines]   # what `tools/lab test` watches (outside_changes)
+               for rel, lines in outside_lines(dest, table, [p["name"] for p in chosen]).items()}
     (dest / HANDOUT_FILE).write_text(json.dumps({"stage": stage, "parts": [p["name"] for p in chosen],
                                                  "held_back": [p["name"] for s in later for p in parts_of(table, s)],
-                                                 "skipped_tags": skipped_tags}) + "\n")
+                                                 "skipped_tags": skipped_tags, "outside": outside}) + "\n")
     lines = [f"# edu-alloc lab: stage {stage}", "",
              "Write each part below between its `[lab NAME begin]` and `[lab NAME end]` markers,",
              "replacing the stub (which prints `edu-alloc lab: part NAME not implemented` and aborts",
@@ -501,7 +534,8 @@ def handout(table, stage, dest, only=None, hide_later=False):
              "every part its tests reach is written (the chapter says which parts each call reaches);",
              "your teacher's grading puts the reference in place of every other part.", "",
              "Grading takes only the code between each part's markers from your tree (the tests,",
-             "the rest of each file and everything else are the reference's): write it all there.", "",
+             "the rest of each file and everything else are the reference's): write it all there.",
+             "`tools/lab test` names the first line you changed outside them in each part's file.", "",
              f"Grade yourself: `tools/lab grade --stage={stages[0]}` (gates and part verdicts;",
              "the trace score needs the reference tree your teacher grades with).", ""]
     lines += ["## Where to start, and checking one part at a time", ""]
@@ -962,6 +996,8 @@ def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None)
         return len(parts)
     failed = 0
     found, problems = scan(tree, table)
+    for change in outside_changes(tree, table):
+        print(f"lab: {change}", file=out)
     for p in parts:
         records = []
         for test in p["tests"]:

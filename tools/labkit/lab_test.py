@@ -445,6 +445,29 @@ class LabTest(unittest.TestCase):
         self.assertEqual((ok, reached), (False, set()))
         self.assertEqual(detail, str(self.tmp.resolve() / "bazel-bin" / "t" / "t.runfiles" / lab.WORKSPACE_NAME))
 
+    def test_a_change_outside_a_part_s_markers_is_named_by_line(self):
+        # Grading takes only the code between the markers: a helper a student adds above a part
+        # passed `tools/lab test` and failed the teacher's build. The handout remembers the lines
+        # outside its parts; `tools/lab test` names the first that changed in each file.
+        dest = self.tmp / "lab1"
+        lab.handout(self.table, "1", dest, ["S1.coalesce"])
+        self.assertEqual(lab.outside_changes(dest, self.table), [])
+        block = dest / "stage1_brk" / "block.asm"
+        lines = block.read_text().split("\n")
+        begin = next(i for i, l in enumerate(lines) if "[lab S1.coalesce begin]" in l)
+        lines.insert(begin + 1, "        nop                                     ; inside: the student's")
+        block.write_text("\n".join(lines))
+        self.assertEqual(lab.outside_changes(dest, self.table), [])
+        lines.insert(begin - 3, "helper: ret")
+        block.write_text("\n".join(lines))
+        self.assertEqual(lab.outside_changes(dest, self.table),
+                         [f"stage1_brk/block.asm:{begin - 2}: changed outside the markers of the parts in it; grading "
+                          "takes only the code between them, so this change is not graded (LAB.md)"])
+        # A file of a part this handout does not ask for is the reference's: not watched.
+        freelist = dest / "stage1_brk" / "freelist.asm"
+        freelist.write_text("; mine\n" + freelist.read_text())
+        self.assertEqual(len(lab.outside_changes(dest, self.table)), 1)
+
     def test_a_test_that_hangs_is_killed_and_said_to(self):
         test = self.tmp / "bazel-bin" / "t" / "t"
         test.parent.mkdir(parents=True)
