@@ -161,7 +161,10 @@ def outside_lines(root, table, names):
 def outside_changes(tree, table):
     """In a handout: FILE:LINE of the first line outside its parts' markers that differs from the
     handout as written, per file (`tools/lab test` prints them: grading would not see the change)."""
-    claim = json.loads((Path(tree) / HANDOUT_FILE).read_text()) if (Path(tree) / HANDOUT_FILE).exists() else {}
+    try:
+        claim = json.loads((Path(tree) / HANDOUT_FILE).read_text())
+    except (OSError, ValueError):   # not a handout, or its record is gone: nothing to compare
+        return []
     written = claim.get("outside", {})
     now = outside_lines(tree, table, claim.get("parts", []))
     changes = []
@@ -954,7 +957,8 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                   "parts_not_graded": [p["name"] for p in parts_of(table, stage) if p not in parts],
                   "correctness": round(correctness, 1), "performance": round(performance, 1),
                   "parts": results, "gates": gates, "skipped_gates": skipped, "traces": rows, "note": note,
-                  "seconds": round(time.time() - started, 1)}
+                  "seconds": round(time.time() - started, 1),
+                  "outside_changes": outside_changes(tree, table)}   # the handout's own record
         return report, log
     finally:
         in_scratch("shutdown")
@@ -1077,6 +1081,10 @@ def print_report(report, out=sys.stdout):
         for t in p.get("tests", []):   # what failed: FILE:LINE and the test case (failure_summary)
             if not t["passed"] and not t["stubs_reached"] and t.get("detail") not in (None, "", "not built"):
                 print(f"        {t['target']}: {shorten(t['detail'])}", file=out)
+    if report.get("outside_changes"):   # why a part's helper may be missing from the grading build
+        print("", file=out)
+        for change in report["outside_changes"]:
+            print(f"not graded: {change}", file=out)
     if report["traces"]:
         print("\ntraces (fresh process per replay; throughput: fastest pass, reference in the same run):", file=out)
         print(f"  {'trace':<24} {'valid':<5} {'util':>6} {'ref':>6} {'Kops/s':>9} {'ref':>9} {'ratio':>6}", file=out)

@@ -468,6 +468,17 @@ class LabTest(unittest.TestCase):
         freelist.write_text("; mine\n" + freelist.read_text())
         self.assertEqual(len(lab.outside_changes(dest, self.table)), 1)
 
+    def test_the_grade_report_names_changes_outside_the_markers(self):
+        # The grade of a part that "does not build" because its helper lay outside the markers
+        # says why: the report lists the handout's own record of such changes.
+        report = {"stage": 1, "tree": "t", "weights": self.table["score"], "gates": [], "parts": [],
+                  "traces": [], "note": "", "score": 0, "correctness": 0, "performance": 0, "seconds": 1,
+                  "outside_changes": ["stage1_brk/block.asm:3: changed outside the markers of the parts in it; "
+                                      "grading takes only the code between them, so this change is not graded (LAB.md)"]}
+        out = io.StringIO()
+        lab.print_report(report, out)
+        self.assertIn("\nnot graded: stage1_brk/block.asm:3: changed outside the markers", out.getvalue())
+
     def test_a_test_that_hangs_is_killed_and_said_to(self):
         test = self.tmp / "bazel-bin" / "t" / "t"
         test.parent.mkdir(parents=True)
