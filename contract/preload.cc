@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -48,8 +49,18 @@ const edu::Stage& stage() { return EDU_PRELOAD_NAMESPACE::EDU_PRELOAD_DESCRIPTOR
 bool g_print_stats = false;
 bool g_check_at_exit = false;
 // Some programs close stderr on their way out (GNU coreutils do, in an atexit handler that
-// runs before our destructor), so a copy taken at load time carries the report.
+// runs before our destructor), so a copy taken at load time carries the report. The copy is
+// trusted only while it is still that file (same device and inode): a program may close every
+// descriptor above 2 and open its own file on the copy's number, and the report then went into
+// that file, between the program's own lines.
 int g_stderr_copy = -1;
+struct stat g_stderr_file;   // what the copy referred to when it was taken
+
+bool copy_is_stderrs() {
+    struct stat now;
+    return g_stderr_copy >= 0 && fstat(g_stderr_copy, &now) == 0 && now.st_dev == g_stderr_file.st_dev &&
+           now.st_ino == g_stderr_file.st_ino;
+}
 
 bool env_is_one(const char* name) {
     const char* value = getenv(name);  // getenv does not allocate
@@ -206,7 +217,13 @@ void after_fork_child() {
 __attribute__((constructor)) void preload_start() {
     int saved = errno;
     chosen_entry();  // a program that has not allocated yet chooses its entry now
-    if (g_print_stats || g_check_at_exit || g_debug) g_stderr_copy = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    if (g_print_stats || g_check_at_exit || g_debug) {
+        g_stderr_copy = fcntl(2, F_DUPFD_CLOEXEC, 3);
+        if (g_stderr_copy >= 0 && fstat(g_stderr_copy, &g_stderr_file) != 0) {
+            close(g_stderr_copy);
+            g_stderr_copy = -1;
+        }
+    }
     if (pthread_atfork(prepare_fork, after_fork_parent, after_fork_child) != 0)
         edu::die(stage().name, "pthread_atfork", nullptr, "cannot register the fork hooks");
     errno = saved;
@@ -216,7 +233,7 @@ __attribute__((constructor)) void preload_start() {
 // Debug mode checks every block and lists the leaks.
 __attribute__((destructor)) void preload_finish() {
     if (!g_print_stats && !g_check_at_exit && !g_debug) return;
-    if (fcntl(2, F_GETFD) == -1 && g_stderr_copy >= 0) dup2(g_stderr_copy, 2);
+    if (fcntl(2, F_GETFD) == -1 && copy_is_stderrs()) dup2(g_stderr_copy, 2);
     const edu::Stage& s = stage();
     if (g_print_stats) edu::print_stats(s, api().stats());
     if (g_debug) edu::debug_finish(edu::debug_entry(s, *s.thread_safe), 10);

@@ -5,7 +5,11 @@
 // library's malloc, and adds how many of them the stage counted (`counted=N`): the option must
 // reach the calls the program makes, not only the stage's table. `option errno` prints the
 // value errno had when main began (`errno=0`, as C requires, whatever the library did first).
+// `option reuse FILE` acts as a daemon that writes FILE: it closes every descriptor above 2 (the
+// library's copy of stderr among them), opens FILE (which takes the lowest free descriptor, the
+// copy's old number), writes one line, and closes stderr at exit, before the library's report.
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -20,8 +24,16 @@ int main(int argc, char** argv) {
         std::printf("errno=%d\n", errno_at_start);
         return 0;
     }
+    if (argc == 3 && std::strcmp(argv[1], "reuse") == 0) {
+        if (close_range(3, ~0U, 0) != 0) return std::perror("close_range"), 1;
+        std::FILE* out = std::fopen(argv[2], "w");
+        if (out == nullptr) return std::perror(argv[2]), 1;
+        std::fprintf(out, "the program's only line\n");
+        std::atexit([] { std::fclose(stderr); });   // as GNU coreutils' close_stdout does
+        return 0;   // exit flushes and closes `out` after the library's destructor has run
+    }
     if (argc != 2 && argc != 3) {
-        std::fprintf(stderr, "usage: option NAME [VALUE] | option errno\n");
+        std::fprintf(stderr, "usage: option NAME [VALUE] | option errno | option reuse FILE\n");
         return 2;
     }
     using StageFn = const edu::Stage* (*)();

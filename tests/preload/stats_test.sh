@@ -54,6 +54,16 @@ for asked in EDU_ALLOC_STATS=1 EDU_OPTIONS=debug=on; do
     [[ "$at_start" == errno=0 ]] || fail "with $asked and stderr closed, main began with '$at_start'"
 done
 
+# The copy of stderr is the report's only when it still is stderr's file: a program that closed
+# every descriptor above 2, opened its own file (on the copy's number) and closed stderr at exit
+# got the statistics block, or the debug layer's leak lines, written into that file.
+for asked in EDU_ALLOC_STATS=1 EDU_OPTIONS=debug=on; do
+    env LD_PRELOAD="$PRELOAD" "$asked" tests/preload/option reuse "$WORK/reuse.txt" 2>/dev/null ||
+        fail "option reuse failed with $asked"
+    [[ "$(cat "$WORK/reuse.txt")" == "the program's only line" ]] ||
+        { cat "$WORK/reuse.txt" >&2; fail "with $asked the library wrote into the program's own file"; }
+done
+
 # A stage with the option stats=off (its benchmark mode) counts no requests: the block says so
 # rather than print near-zero counts.
 if [[ "$(option)" == "$name stats=(none)" ]]; then
