@@ -38,7 +38,7 @@ class GradeTest(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def grade(self, tree, stage="1"):
-        report, log = lab.grade(self.table, tree, stage, TRACES, STAGEDIFF, repetitions=2)
+        report, log = lab.grade(self.table, tree, stage, TRACES, STAGEDIFF)
         lab.print_report(report)
         return report, {p["part"]: p for p in report["parts"]}
 

@@ -492,6 +492,34 @@ class LabTest(unittest.TestCase):
                                  "a loop that never ends?)")
         self.assertLess(lab.PART_TEST_SECONDS, 600)   # tools/lab test's limit, below grading's
 
+    def test_throughput_pairs_run_on_one_processor_and_take_the_median_ratio(self):
+        # A fake stage diff: each run's rate is its tree's speed on that pair, and the calls are
+        # recorded. Pair 2 catches the reference alone in a fast moment (1.5x): the ratio of each
+        # tree's fastest run (the rule before pairs) read 0.67 for identical trees, costing
+        # throughput marks; the median of the pairs' ratios reads 1.
+        speeds = {"mine": [1.0, 1.0, 1.0, 1.0, 1.0], "ref": [1.0, 1.0, 1.5, 1.0, 1.0]}
+        calls = []
+
+        def fake_replay(stagediff, stage_name, trace, cpu=None):
+            tree = "mine" if stagediff == "mine" else "ref"
+            pair = sum(1 for c in calls if c[0] == tree)
+            calls.append((tree, cpu))
+            return {"valid": True, "utilisation": 0.9, "operations": 10000, "seconds_min": 1e-3 / speeds[tree][pair]}
+
+        real = lab.replay
+        lab.replay = fake_replay
+        try:
+            rows = lab.replay_traces("mine", "ref", "stage1_brk", ["t.rep"], 5)
+        finally:
+            lab.replay = real
+        self.assertAlmostEqual(rows[0]["throughput_ratio"], 1.0)
+        self.assertAlmostEqual(rows[0]["ops_per_second"] / rows[0]["reference_ops_per_second"], 1 / 1.5)
+        self.assertEqual(len(calls), 10)
+        for k in range(0, 10, 2):   # a pair's two runs share a processor; who goes first alternates
+            self.assertEqual(calls[k][1], calls[k + 1][1])
+            self.assertIsNotNone(calls[k][1])
+        self.assertEqual([c[0] for c in calls[:4]], ["mine", "ref", "ref", "mine"])
+
     def test_cxx_stubs_carry_the_prelude_and_the_call(self):
         dest = self.tmp / "lab3"
         lab.handout(self.table, "3", dest)
