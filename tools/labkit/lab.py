@@ -1217,6 +1217,9 @@ def main(argv):
         if stage is None and (tree / HANDOUT_FILE).exists():
             stage = str(json.loads((tree / HANDOUT_FILE).read_text())["stage"])
         stage = stage or "1"
+        if stage == "all":   # a handout of every stage is graded one stage at a time
+            raise LabError(f"{tree} is a handout of every stage: grade one at a time, "
+                           f"--stage={' or --stage='.join(table['stages'])}")
         if stage not in table["stages"]:
             raise LabError(f"no stage {stage} to grade")
         report, log = grade(table, tree, stage, args.traces, args.reference_stagediff, args.repetitions, args.keep, only)

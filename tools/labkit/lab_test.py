@@ -290,6 +290,9 @@ class LabTest(unittest.TestCase):
         # grade to fail in the trace step with an IndexError traceback.
         dest = self.tmp / "lab"
         (self.tmp / "a-file").write_text("")   # a handout's DIR that is a file was a NotADirectoryError traceback
+        every = self.tmp / "every-stage"   # `handout all`: plain `grade` said "no stage all to grade"
+        every.mkdir()
+        (every / lab.HANDOUT_FILE).write_text(json.dumps({"stage": "all", "parts": []}))
         for argv, message in [
                 (["handout", "1", str(dest), "--parts="], "--parts: no part named in ''"),
                 (["handout", "1", str(dest), "--parts=S1.coalesce,,S1.realloc"],
@@ -305,7 +308,9 @@ class LabTest(unittest.TestCase):
                 (["grade", str(ROOT), f"--log={self.tmp / 'a-file'}/log"],
                  f"--log: cannot write into {self.tmp / 'a-file'}: no such folder"),
                 (["grade", str(ROOT), f"--reference-stagediff={self.tmp / 'a-file'}"],
-                 f"--reference-stagediff: {self.tmp / 'a-file'}: not an executable file")]:
+                 f"--reference-stagediff: {self.tmp / 'a-file'}: not an executable file"),
+                (["grade", str(every)], f"{every} is a handout of every stage: grade one at a time, "
+                 "--stage=1 or --stage=2 or --stage=3 or --stage=4")]:
             with self.subTest(argv=argv):
                 err = io.StringIO()
                 with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
