@@ -344,6 +344,40 @@ class StepThrough(unittest.TestCase):
         self.assertEqual(self.js("return edu.tally()")["right"], 5)
         self.no_console_errors()
 
+    def test_9c_predict_mode_asks_where_a_pool_or_page_block_goes(self):
+        # Stages 2-4 merge nothing in a pool or page: the free of such a block asks where it goes
+        # (back on the free list; that, and its pool or page empties; a remote free), stage 1's
+        # and stage 2's large blocks (regions) which neighbours merge.
+        emptied = self.js(r"return edu.find(1, '^pool \\S+: meta -> \\S+ \\(emptied\\)$')")
+        self.assertGreater(emptied, 0)
+        self.assertEqual(self.js("return edu.op(arguments[0])", emptied - 1)[0], "f")
+        self.js("edu.go(arguments[0]); edu.predict(true)", emptied - 1)
+        panels = self.driver.find_elements(By.CSS_SELECTOR, ".predict")
+        self.assertIn("merge", panels[0].text)
+        self.assertIn("and the pool empties", panels[1].text)
+        panels[1].find_element(By.XPATH, ".//button[text()=\"back on its pool's free list, and the pool empties\"]").click()
+        results = self.js("return edu.reveal()")
+        self.assertEqual((results[1]["truth"], results[1]["right"]), ("emptied", True), results)
+        self.assertIn("it went back on its pool's free list, and the pool empties", panels[1].text)
+        # The free before it left the pool a block in use (the one freed next): back on the list.
+        self.js("edu.predict(false); edu.go(arguments[0]); edu.predict(true)", emptied - 2)
+        if self.js("return edu.op(arguments[0])", emptied - 2)[0] == "f":
+            self.js("edu.guess(1, {fate: 'emptied'})")
+            results = self.js("return edu.reveal()")
+            self.assertEqual((results[1]["truth"], results[1]["right"]), ("list", False), results)
+        self.js("edu.predict(false)")
+        # Thread 2 frees a block of thread 1 (remote-free.rep's fifth operation): in stage 4 it
+        # waits on the owner's remote list.
+        page = os.path.join(self.dir, "remote-free-predict.html")
+        subprocess.run([STAGEDIFF, "--trace=" + REMOTE_FREE, "--html=" + page], check=True)
+        self.open(page)
+        self.js("edu.go(4); edu.predict(true)")
+        self.assertIn("a remote free, for the owner to collect", self.driver.find_elements(By.CSS_SELECTOR, ".predict")[3].text)
+        self.js("edu.guess(3, {fate: 'remote'})")
+        results = self.js("return edu.reveal()")
+        self.assertEqual((results[3]["truth"], results[3]["right"]), ("remote", True), results)
+        self.no_console_errors()
+
     def test_6_step_times_and_screenshot(self):
         times = self.js("""
             const t = (f) => { const a = performance.now(); f(); return performance.now() - a; };

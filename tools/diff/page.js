@@ -174,12 +174,12 @@ const el = (tag, cls, text) => { const x = document.createElement(tag); if (cls)
 // ---- What a step changed, in words -------------------------------------------------------------
 function explain(stage, step) {
   const ch = stage.tl.lastChange(), out = [];
-  if (!ch || step === 0) return {lines: ["(start)"], chosen: null, merged: null};
+  if (!ch || step === 0) return {lines: ["(start)"], chosen: null, merged: null, fate: null};
   const op = step - 1, kind = Ops.kind[op];
   const removed = ch.removed, added = ch.added;
   const blocks = (list, st) => list.filter((e) => e.d > 0 && e.st === st);
   const chosen = added.find((e) => e.st === USED && e.id === Ops.id[op] + 1) || null;
-  let merged = null;
+  let merged = null, fate = null;
   if (kind !== 1) {
     if (chosen) {
       out.push(`${opText(op)} -> ${hex(chosen.a)} (${bytes(chosen.s)} usable)`);
@@ -196,6 +196,7 @@ function explain(stage, step) {
       `${opText(op)}: block at ${gone ? hex(gone.a) + " (" + bytes(gone.s) + ")" : "?"} freed`);
     const remote = gone && added.find((e) => e.d === gone.d && e.a === gone.a && e.st === REMOTE);
     if (remote) out.push(`remote free: thread ${Ops.thread[op]} is not the owner, so the block waits on its page's cross-thread list until the owner collects it`);
+    if (remote) fate = "remote";
     else if (gone) {
       const cover = added.find((e) => e.d === gone.d && e.st === FREE && e.a <= gone.a && gone.a < e.a + e.s);
       const prev = removed.find((e) => e.d === gone.d && e.st === FREE && e.a < gone.a);
@@ -231,8 +232,18 @@ function explain(stage, step) {
   const laidOut = fresh(UNUSED).filter((e) => kindName(e) === "block"), carvedNow = fresh(FREE);
   if (laidOut.length > 1) out.push(`${laidOut.length} blocks laid out, not yet carved`);
   if (carvedNow.length > 1 && !carved.length) out.push(`${carvedNow.length} free blocks carved at once`);
-  return {lines: out, chosen, merged};
+  return {lines: out, chosen, merged, fate};
 }
+
+// The pool or page that holds the block op `op` frees, in stage s as its map shows it now; null
+// for a block of a region (stage 1's, and stage 2's large ones), whose question is the merge.
+function freedHome(s, op) {
+  const block = (s.entries || []).find((e) => e.st === USED && e.id === Ops.id[op] + 1);
+  const home = block && s.entries.find((e) => e.d === block.d - 1 && e.a <= block.a && block.a < e.a + Math.max(e.s, 1));
+  return home && kindName(home) !== "region" ? home : null;
+}
+const FATES = {list: (k) => `back on its ${k}'s free list`, emptied: (k) => `back on its ${k}'s free list, and the ${k} empties`,
+               remote: () => "a remote free, for the owner to collect"};
 
 // ---- The memory map ------------------------------------------------------------------------------
 const ROW = 18, GAP = 6, LEFT = 74, LABEL = 15, CHAR = 6.1;  // CHAR: a 10px monospace digit's width
@@ -595,7 +606,15 @@ function renderPredict(s) {
   p.textContent = "";
   if (!predicting || current >= D.opCount) return;
   const g = guesses.get(s.index), kind = Ops.kind[current];
-  if (kind === 1) {
+  const home = kind === 1 ? freedHome(s, current) : null;
+  if (home) {
+    p.append(el("div", "", `Next: ${opText(current)}. Where does ${s.spec.name} put the block?`));
+    for (const f of Object.keys(FATES)) {
+      const b = el("button", g && g.fate === f ? "on" : "", FATES[f](kindName(home)));
+      b.onclick = () => { edu.guess(s.index, {fate: f}); };
+      p.append(b);
+    }
+  } else if (kind === 1) {
     p.append(el("div", "", `Next: ${opText(current)}. Which free neighbours will ${s.spec.name} merge it with?`));
     for (const m of ["none", "prev", "next", "both"]) {
       const b = el("button", g && g.merge === m ? "on" : "", m === "prev" ? "previous" : m);
@@ -632,11 +651,20 @@ function reveal() {
   if (!predicting || current >= D.opCount) return null;
   const kind = Ops.kind[current], results = [];
   const held = new Map(stages.map((s) => [s.index, (s.entries || []).map((e) => [e.a, e.a + Math.max(e.s, 1)])]));
+  const homes = new Map(stages.map((s) => [s.index, kind === 1 ? freedHome(s, current) : null]));
   go(current + 1);
   for (const s of stages) {
     const g = guesses.get(s.index), ex = s.explained;
     let right = false, truth;
-    if (kind === 1) { truth = ex.merged || "none"; right = !!g && g.merge === truth; }
+    const home = homes.get(s.index);
+    if (home) {
+      // Emptied: no block of its pool or page is in use after the free (a page kept for reuse
+      // still shows as in use on the map; its blocks say it is empty).
+      const inUse = s.entries.some((e) => e.d === home.d + 1 && e.st === USED && home.a <= e.a && e.a < home.a + Math.max(home.s, 1));
+      truth = ex.fate === "remote" ? "remote" : inUse ? "list" : "emptied";
+      right = !!g && g.fate === truth;
+    }
+    else if (kind === 1) { truth = ex.merged || "none"; right = !!g && g.merge === truth; }
     else {
       // New memory: no entry of the heap before the step held the block's address.
       const fresh = !!ex.chosen && !held.get(s.index).some(([a, end]) => a <= ex.chosen.a && ex.chosen.a < end);
@@ -646,7 +674,7 @@ function reveal() {
     tally.total++; if (right) tally.right++;
     tally.byStage[s.index] = tally.byStage[s.index] || {right: 0, total: 0};
     tally.byStage[s.index].total++; if (right) tally.byStage[s.index].right++;
-    s.verdict = {right, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (kind === 1 ? `it merged with ${truth}` : `it returned ${truth}`) + (g ? "" : " (no guess)")};
+    s.verdict = {right, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (home ? `it went ${FATES[truth](kindName(home)).replace(/^a /, "as a ")}` : kind === 1 ? `it merged with ${truth}` : `it returned ${truth}`) + (g ? "" : " (no guess)")};
     results.push({stage: s.spec.name, right, truth});
   }
   guesses.clear();
@@ -821,11 +849,12 @@ const edu = window.edu = {
   predicting: () => predicting,
   // A guess for stage i's next outcome: {offset} of the block or space it will use (alloc,
   // realloc), {fresh: true} for memory the heap does not hold yet, or
-  // {merge: "none"|"prev"|"next"|"both"} (free).
+  // {merge: "none"|"prev"|"next"|"both"} (the free of a region's block: stage 1's, stage 2's
+  // large ones), or {fate: "list"|"emptied"|"remote"} (the free of a pool's or page's block).
   guess(i, g) {
     const s = stages[i];
     const entry = g.offset !== undefined ? s.entries.filter((x) => x.d > 0 && x.a <= g.offset && g.offset < x.a + Math.max(x.s, 1)).pop() : null;
-    guesses.set(i, {merge: g.merge, entry, fresh: !!g.fresh});
+    guesses.set(i, {merge: g.merge, fate: g.fate, entry, fresh: !!g.fresh});
     s.verdict = null;
     draw(s); renderPredict(s);
   },
