@@ -534,16 +534,23 @@ TEST_CASE("malloc refuses a free block that lost its freed mark") {
 }
 
 // [S2.30] 248 blocks of 16 bytes fill a classic pool to its last byte, so the next pool's header
-// follows the last block at once: an overflow out of it rewrites that pool's ring links. The
-// relink that takes the pool out of its ring (it goes full) must not write through them: a
-// forged `next` was a SIGSEGV, a forged `prev` a silent write to the address the program chose.
-TEST_CASE("a pool whose ring links were overwritten is refused before it is relinked") {
+// follows the last block at once: an overflow out of it rewrites that pool's header words.
+// Fills pool A so (its blocks in `below`) and returns a 32-byte block of pool B, right after A.
+void* block_of_the_pool_after_a_full_one(std::vector<void*>& below) {
     start_clean();
-    std::vector<void*> below = allocate(blocks_per_pool(0), 16);   // pool A, full to its end
-    void* first = s2().malloc(32);                                 // pool B, right after A
+    below = allocate(blocks_per_pool(0), 16);
+    void* first = s2().malloc(32);
+    REQUIRE(addr(pool_at(first)) == addr(pool_at(below[0])) + g_heap.pool_bytes);
+    REQUIRE(addr(below.back()) + 16 == addr(pool_at(first)));
+    return first;
+}
+
+// The relink that takes B out of its ring (it goes full) must not write through its ring links:
+// a forged `next` was a SIGSEGV, a forged `prev` a silent write to the address the program chose.
+TEST_CASE("a pool whose ring links were overwritten is refused before it is relinked") {
+    std::vector<void*> below;
+    void* first = block_of_the_pool_after_a_full_one(below);
     Pool* pool = pool_at(first);
-    REQUIRE(addr(pool) == addr(pool_at(below[0])) + g_heap.pool_bytes);
-    REQUIRE(addr(below.back()) + 16 == addr(pool));
     static PoolLinks target{nullptr, nullptr};   // where a forged prev would have the unlink write
     for (int forged : {0, 1}) {
         require_report("malloc", pool, {"pool ring corrupted", "overflow"}, [&] {
@@ -564,11 +571,9 @@ TEST_CASE("a pool whose ring links were overwritten is refused before it is reli
 // that needs a pool would have formatted wherever the link pointed (a SIGSEGV for a wild link,
 // a silent write for a chosen one). The pop that would make it the list's head refuses it.
 TEST_CASE("an empty pool whose link was overwritten is refused before its arena hands out the link") {
-    start_clean();
-    std::vector<void*> below = allocate(blocks_per_pool(0), 16);   // pool A, full to its end
-    void* first = s2().malloc(32);                                 // pool B, right after A
+    std::vector<void*> below;
+    void* first = block_of_the_pool_after_a_full_one(below);
     Pool* pool = pool_at(first);
-    REQUIRE(addr(below.back()) + 16 == addr(pool));
     s2().free(first);                                              // B is empty: its arena's list
     alignas(4096) static char target[4096];
     for (int forged : {0, 1}) {
