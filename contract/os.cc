@@ -28,9 +28,9 @@ bool os_map_writable_at(void* at, std::size_t size, OsCount count) {
     return false;
 }
 
-void os_unmap(void* address, std::size_t size, OsCount count) {
+bool os_unmap(void* address, std::size_t size, OsCount count) {
     count(OsCall::munmap);
-    ::munmap(address, size);
+    return ::munmap(address, size) == 0;
 }
 
 void os_decommit(void* address, std::size_t size, OsCount count) {

@@ -27,8 +27,8 @@ bool os_address_space_limited();
 // Stage 3's lazily mapped segments ([S3.58]) and stage 4's lazy arena ([S4.67]) commit so.
 bool os_map_writable_at(void* at, std::size_t size, OsCount count);
 
-// munmap of [address, address + size).
-void os_unmap(void* address, std::size_t size, OsCount count);
+// munmap of [address, address + size); false when the system refuses.
+bool os_unmap(void* address, std::size_t size, OsCount count);
 
 // Gives the pages of [address, address + size) back, the mapping staying (madvise
 // MADV_DONTNEED: they read as zero afterwards).

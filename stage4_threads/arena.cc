@@ -309,9 +309,9 @@ void arena_trim(uint32_t slot, uint32_t blocks, std::size_t mapped) {
     each_word(slot, blocks, [](uint32_t w, uint64_t mask) { g_unheld[w].fetch_or(mask, std::memory_order_relaxed); });
 }
 
-void arena_uncommit(void* address, std::size_t size) {
-    if (held(arena_slot_of(address))) os_release_range(address, size);   // PROT_NONE again, still reserved
-    else os_unmap(address, size);
+bool arena_uncommit(void* address, std::size_t size) {
+    if (held(arena_slot_of(address))) return os_release_range(address, size);   // PROT_NONE again, still reserved
+    return os_unmap(address, size);
 }
 
 bool arena_refused(uint32_t slot, uint32_t blocks) {

@@ -63,8 +63,9 @@ Segment* arena_claim(uint32_t blocks, uint32_t* hint);
 bool arena_commit(void* address, std::size_t size);
 // [S4.69] The reverse of arena_commit for the tail of a segment's writable prefix, which its
 // heap no longer needs: PROT_NONE again in a reservation (no longer writable: a data limit stops
-// counting it), unmapped in a lazy arena (an address-space limit stops counting it).
-void arena_uncommit(void* address, std::size_t size);
+// counting it), unmapped in a lazy arena (an address-space limit stops counting it). False when
+// the system refuses ([S4.76]: at the map count limit): the range stays writable.
+bool arena_uncommit(void* address, std::size_t size);
 // Gives back the slots of a segment that is no longer published: its memory returned (in a
 // lazy arena, the first `mapped` bytes unmapped: what its commits mapped), then its bits.
 void arena_release(uint32_t slot, uint32_t blocks, std::size_t mapped);

@@ -352,6 +352,40 @@ TEST_CASE("under a data limit, a heap's cached segments go back to make room for
     });
 }
 
+// [S4.76] A segment given back while the process is at its map count's limit: the mmap that
+// maps its slots PROT_NONE again must split the reservation where the slots end (the slot after
+// is free, so PROT_NONE continues past them), and is refused. The slots stay writable, and before
+// the fix they kept their pages too, 1 MiB of the old block's bytes resident while the footprint
+// said they were given back. Now madvise gives them back: nothing of the segment is resident.
+TEST_CASE("a segment given back at the map count's limit gives its pages back all the same") {
+    constexpr std::size_t kMiB = std::size_t{1} << 20;
+    on_thread_in_child([] {
+        void* kept[8];
+        unsigned kept_count = 0;
+        void* p = written_block(kMiB, "a 1 MiB block was refused");
+        while (arena_claimed(arena_slot_of(p) + 1, 1)) {   // a free slot after it, PROT_NONE
+            battery::child_expect(kept_count < 8, "no 1 MiB block is followed by a free slot");
+            kept[kept_count++] = p;
+            p = written_block(kMiB, "a 1 MiB block was refused");
+        }
+        Segment* s = segment_of(p);
+        api().free(p);
+        battery::child_expect(s->cached && s->committed >= kMiB, "the block's segment is not cached with its memory");
+        {
+            battery::MapCountFull full;
+            segment_cache_collect(testing::my_heap(), true);   // back to the arena
+        }
+        battery::child_expect(battery::mapping_permissions(s) == "rw-p",
+                              "the map count's limit did not refuse the release (the test proves nothing)");
+        battery::child_expect(battery::resident_bytes(s, kSegmentSize) == 0,
+                              "a segment given back keeps its pages resident");
+        for (unsigned i = 0; i < kept_count; ++i) api().free(kept[i]);
+        void* again = written_block(kMiB, "a 1 MiB block was refused after the refused release");
+        battery::child_expect(api().check().ok, "the heap check failed");
+        api().free(again);
+    });
+}
+
 // [S4.66] Under an address-space limit 64 MiB above what the process holds, 600 blocks just
 // above the medium maximum each get a mapping of their own (contract/mapped.h) instead of a
 // 4 MiB slot of the arena (the arena, reserved before the limit here, goes lazy at the first

@@ -5,6 +5,8 @@
 
 #include <sys/mman.h>
 
+#include <cerrno>
+
 namespace edu::stage4 {
 namespace {
 
@@ -36,11 +38,15 @@ bool os_commit_range(void* address, std::size_t size) {
     return ::mprotect(address, size, PROT_READ | PROT_WRITE) == 0;
 }
 
-void os_release_range(void* address, std::size_t size) {
-    map(address, size, PROT_NONE, MAP_FIXED);
+bool os_release_range(void* address, std::size_t size) {
+    int saved = errno;   // a free that gives memory back leaves errno alone, refused or not
+    bool released = map(address, size, PROT_NONE, MAP_FIXED) != nullptr;
+    if (!released) edu::os_decommit(address, size, count);   // [S4.76] the pages at least
+    errno = saved;
+    return released;
 }
 
-void os_unmap(void* address, std::size_t size) { edu::os_unmap(address, size, count); }
+bool os_unmap(void* address, std::size_t size) { return edu::os_unmap(address, size, count); }
 
 void os_decommit(void* address, std::size_t size) {
     edu::os_decommit(address, size, count);

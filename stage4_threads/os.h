@@ -41,7 +41,13 @@ const OsCounters& os_counters();
 // mmap calls. nullptr / false if the system refuses.
 void* os_reserve(std::size_t size);
 bool os_commit_range(void* address, std::size_t size);
-void os_release_range(void* address, std::size_t size);
+// [S4.76] Releasing can be refused too: the mmap needs a mapping more while it works (it splits
+// the reservation where the range ends inside it), which a process at its map count limit
+// (vm.max_map_count) does not get, and the range is left as it was, writable, its pages resident
+// with the old blocks' bytes. Then its pages go back with madvise (MADV_DONTNEED, which needs no
+// mapping: they read as zero afterwards) and the range stays writable: false. Either way the
+// memory is given back, as the footprint, uncounted by the caller, says.
+bool os_release_range(void* address, std::size_t size);
 // [S4.66] Whether an address-space limit (RLIMIT_AS: `ulimit -v`, containers) is in force now
 // is contract/os.h's os_address_space_limited, stage 3's too (S3.58): asked of the kernel
 // each time (a cold path that is about to claim a segment), so a limit the program sets after
@@ -53,7 +59,8 @@ void* os_map(std::size_t size);
 // counted here. False if the system refuses, with errno EEXIST when something is mapped there
 // already, which stays untouched.
 bool os_map_writable_at(void* address, std::size_t size);
-void os_unmap(void* address, std::size_t size);
+// False when the system refuses (contract/os.h).
+bool os_unmap(void* address, std::size_t size);
 // Gives committed memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.
 void os_decommit(void* address, std::size_t size);
 // calloc's zeroing of a block (contract/os.h's zero_fill, its madvise counted).

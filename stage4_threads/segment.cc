@@ -312,7 +312,8 @@ bool segment_shrink(Heap* heap) {
         std::size_t slot = Layout::slot_bytes(s), mapped = Layout::mapped_bytes(s);
         auto slots = static_cast<unsigned>((keep + slot - 1) / slot);
         if (slots * slot >= mapped) continue;
-        arena_uncommit(reinterpret_cast<char*>(s) + slots * slot, mapped - slots * slot);
+        // [S4.76] Refused (the map count's limit), the slots stay writable, and nothing went back.
+        if (!arena_uncommit(reinterpret_cast<char*>(s) + slots * slot, mapped - slots * slot)) continue;
         s->writable = Layout::slot_bits(0, slots);
         any = true;
     }

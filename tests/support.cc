@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -312,6 +313,66 @@ void grow_mapped_in_steps(const Api& api, int owner, std::size_t first, std::siz
     child_expect(pages_hold(shrunk, first / kPage), "shrinking lost the block's bytes");
     child_expect(api.check().ok, "the heap check failed");
     api.free(shrunk);
+}
+
+MapCountFull::MapCountFull() {
+    unsigned long limit = 0;
+    if (FILE* f = std::fopen("/proc/sys/vm/max_map_count", "r")) {
+        if (std::fscanf(f, "%lu", &limit) != 1) limit = 0;
+        std::fclose(f);
+    }
+    child_expect(limit != 0, "cannot read /proc/sys/vm/max_map_count");
+    bytes_ = (limit + 64) * 2 * kPage;   // every other page read-only: two mappings more each
+    void* got = mmap(nullptr, bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    child_expect(got != MAP_FAILED, "no room for the map count's reservation");
+    reservation_ = static_cast<unsigned char*>(got);
+    while (2 * split_ + 2 < bytes_ / kPage && mprotect(reservation_ + (2 * split_ + 1) * kPage, kPage, PROT_READ) == 0)
+        ++split_;
+    child_expect(errno == ENOMEM, "the reservation did not reach the map count's limit");
+    // Each mprotect above made two mappings; the last one or two the limit allows come singly,
+    // alternately readable and not, so that neighbours do not merge.
+    for (; single_count_ < std::size(singles_); ++single_count_) {
+        void* page = mmap(nullptr, kPage, single_count_ % 2 ? PROT_NONE : PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (page == MAP_FAILED) break;
+        singles_[single_count_] = page;
+    }
+    child_expect(single_count_ < std::size(singles_) && errno == ENOMEM, "mmap is not refused at the map count's limit");
+}
+
+void MapCountFull::release() {
+    if (reservation_ == nullptr) return;
+    // PROT_NONE again from the top: each page merges with its neighbours, two mappings fewer a
+    // call and none needed, so that the munmaps below find room for any split they make.
+    for (std::size_t i = split_; i-- > 0;) mprotect(reservation_ + (2 * i + 1) * kPage, kPage, PROT_NONE);
+    munmap(reservation_, bytes_);
+    for (unsigned i = 0; i < single_count_; ++i) munmap(singles_[i], kPage);
+    reservation_ = nullptr;
+    single_count_ = 0;
+}
+
+std::string mapping_permissions(const void* at) {
+    auto address = reinterpret_cast<uintptr_t>(at);
+    std::string found;
+    if (FILE* f = std::fopen("/proc/self/maps", "r")) {
+        unsigned long lo = 0, hi = 0;
+        char permissions[8] = {};
+        char line[512];
+        while (std::fgets(line, sizeof line, f))
+            if (std::sscanf(line, "%lx-%lx %7s", &lo, &hi, permissions) == 3 && lo <= address && address < hi) {
+                found = permissions;
+                break;
+            }
+        std::fclose(f);
+    }
+    return found;
+}
+
+std::size_t resident_bytes(const void* at, std::size_t bytes) {
+    std::vector<unsigned char> pages((bytes + kPage - 1) / kPage);
+    child_expect(mincore(const_cast<void*>(at), bytes, pages.data()) == 0, "mincore failed: a page is not mapped");
+    std::size_t resident = 0;
+    for (unsigned char page : pages) resident += (page & 1) * kPage;
+    return resident;
 }
 
 uint64_t data_bytes() { return status_bytes("VmData: %lu kB"); }

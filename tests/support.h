@@ -134,6 +134,37 @@ uint64_t data_bytes();
 // `ulimit -v`) is measured against; 0 if it cannot be read.
 uint64_t address_space_bytes();
 
+// ---- The map count ---------------------------------------------------------------------------
+// Inside a child: the process's mappings filled up to the kernel's limit (vm.max_map_count,
+// 65,530 by default) with mappings of its own, so that any system call that needs one mapping
+// more fails with ENOMEM: an mmap anywhere, an munmap, mprotect or mmap(MAP_FIXED) that splits
+// a mapping. Read-only pages alternate with PROT_NONE in one reservation, then single pages are
+// mapped until the kernel refuses. release() (or the destructor) gives it all back. Nothing that
+// allocates may run in between: a program at its limit is what this makes, so the stage under
+// test is all that should run. Reports through child_expect if the limit is not reached.
+class MapCountFull {
+public:
+    MapCountFull();
+    ~MapCountFull() { release(); }
+    MapCountFull(const MapCountFull&) = delete;
+    MapCountFull& operator=(const MapCountFull&) = delete;
+    void release();
+
+private:
+    unsigned char* reservation_ = nullptr;
+    std::size_t bytes_ = 0;
+    std::size_t split_ = 0;    // read-only pages made in the reservation
+    void* singles_[64] = {};
+    unsigned single_count_ = 0;
+};
+
+// The permissions ("rw-p", "---p") of the mapping that holds `at`, from /proc/self/maps; ""
+// when none does.
+std::string mapping_permissions(const void* at);
+// Bytes of [at, at + bytes) (page-aligned `at`) whose pages are resident (mincore); every page
+// must be mapped.
+std::size_t resident_bytes(const void* at, std::size_t bytes);
+
 // Whether this build runs under AddressSanitizer or ThreadSanitizer: their shadow memory needs
 // terabytes of address space and moves VmData while a child runs, so a test that sets an
 // address-space or data limit skips itself there (`if (battery::kUnderSanitizer) return;`).
