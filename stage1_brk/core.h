@@ -38,6 +38,9 @@ inline constexpr uint64_t kS1Classes = 64;    // size classes of the segregated 
 inline constexpr uint64_t kS1SegScan = 16;    // blocks it compares within a class
 inline constexpr uint64_t kS1SplitBack = 128; // seg fit: blocks this large go at a free block's back
 inline constexpr uint64_t kS1GrowShift = 8;   // growth margin = footprint >> 8, bounded
+inline constexpr uint64_t kS1SmallGrowShift = 5;  // seg fit, a small block's growth: >> 5 [S1.42]
+// s1_heap_grow's rsi: the margin (a 256th), none [S1.38], or a 32nd [S1.42]
+enum S1Grow : uint64_t { S1_GROW_MARGIN = 0, S1_GROW_EXACT = 1, S1_GROW_WIDE = 2 };
 
 // ---- Walk kinds, passed to the visitor ----
 enum S1Kind : uint64_t { S1_KIND_REGION = 0, S1_KIND_FENCE = 1, S1_KIND_USED = 2, S1_KIND_FREE = 3 };

@@ -50,14 +50,16 @@ s1_status:          resd 1                      ; S1_* status of the last failin
 
 section .text
 
-; [S1.31] GROW_MARGIN dst: the room added to a growth beyond what the request needs, and kept
-; by a trim: a 256th of what the heap holds (footprint >> S1_GROW_SHIFT), at most
-; s1_grow_margin, in 16-byte units. A small heap grows (and shrinks) by little more than it
-; needs, so short programs and traces are not charged for room they never use; a large one
-; grows geometrically, so the number of sbrk calls grows with the log of the heap, not its size.
-%macro GROW_MARGIN 1
+; [S1.31] GROW_MARGIN dst, shift: the room added to a growth beyond what the request needs,
+; and kept by a trim: a 256th of what the heap holds (footprint >> S1_GROW_SHIFT; a 32nd for
+; a small block's growth under the segregated fit, [S1.42]), at most s1_grow_margin, in
+; 16-byte units. A small heap grows (and shrinks) by little more than it needs, so short
+; programs and traces are not charged for room they never use; a large one grows
+; geometrically, so the number of sbrk calls grows with the log of the heap, not its size.
+; `shift` is an immediate or cl.
+%macro GROW_MARGIN 2
         mov     %1, [s1_footprint]
-        shr     %1, S1_GROW_SHIFT
+        shr     %1, %2
         cmp     %1, [s1_grow_margin]
         jbe     %%bounded
         mov     %1, [s1_grow_margin]
@@ -178,7 +180,9 @@ s1_region_of:
 ; s1_heap_grow: obtain memory from the break so that a free block of at least `asize` bytes
 ; exists, and return it (already on the free list).
 ;   IN:  rdi = asize, the free bytes needed (a multiple of 16)
-;        rsi = 0: add the growth margin [S1.31]; otherwise grow by exactly what is missing [S1.38]
+;        rsi = S1_GROW_MARGIN: add the growth margin, a 256th of the heap [S1.31];
+;              S1_GROW_EXACT: grow by exactly what is missing [S1.38];
+;              S1_GROW_WIDE: add a 32nd of the heap, a small block under the seg fit [S1.42]
 ;   OUT: rax = header of a free block of >= asize bytes, or 0 with s1_status = S1_ENOMEM
 ;        (heap unchanged)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
@@ -186,7 +190,7 @@ s1_region_of:
 ;   aligned to 16.
 global s1_heap_grow:function hidden
 s1_heap_grow:
-        push    rbp                             ; rbp = exact: no margin
+        push    rbp                             ; rbp = S1_GROW_MARGIN, _EXACT or _WIDE
         push    rbx                             ; rbx = last region
         push    r12                             ; r12 = asize
         push    r13                             ; r13 = current break
@@ -334,12 +338,18 @@ s1_heap_grow:
 ; more, which the segregated fit puts at the back of the grown block ([S1.32]), asks for none:
 ; with a margin, the margin would lie in front of the block, below it, where the next growth
 ; cannot reach it. s1_malloc tests the size alone, so the list policies grow exactly for it too.
-;   IN: rbp = exact (0: the margin). OUT: rax = bytes, a multiple of 16. Clobbers: rax.
+;   IN: rbp = S1_GROW_MARGIN, S1_GROW_EXACT or S1_GROW_WIDE. OUT: rax = bytes, a multiple
+;   of 16. Clobbers: rax, rcx.
 .margin:
         xor     eax, eax
-        test    rbp, rbp
-        jnz     .margin_done                    ; exact: nothing beyond the need
-        GROW_MARGIN rax
+        cmp     rbp, S1_GROW_EXACT
+        je      .margin_done                    ; exact: nothing beyond the need
+        mov     ecx, S1_GROW_SHIFT              ; a 256th [S1.31]...
+        cmp     rbp, S1_GROW_WIDE
+        jne     .margin_shift
+        mov     ecx, S1_SMALL_GROW_SHIFT        ; ...or a 32nd [S1.42]
+.margin_shift:
+        GROW_MARGIN rax, cl
 .margin_done:
         ret
 
@@ -373,7 +383,7 @@ s1_heap_trim:
         mov     r12, rdi
         mov     rbx, [s1_last_region]
         mov     r14, [rcx]                      ; read now: its page may be given back
-        GROW_MARGIN rcx                         ; keep = the growth margin...
+        GROW_MARGIN rcx, S1_GROW_SHIFT          ; keep = the growth margin...
         cmp     rcx, S1_MIN_BLOCK
         jae     .keep
         mov     rcx, S1_MIN_BLOCK               ; ...and at least one block

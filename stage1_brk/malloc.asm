@@ -47,10 +47,22 @@ s1_malloc:
         call    s1_find_fit                     ; a free block that is large enough?
         test    rax, rax
         jnz     .found
+        ; [S1.42] How much room the growth adds. A block for the back (S1_SPLIT_BACK bytes or
+        ; more) takes exactly what is missing [S1.38], so the margin serves small blocks only,
+        ; which go at the front of the grown block. Under the segregated fit that margin is the
+        ; room in which [S1.32] keeps small blocks (from the front) and large ones (from the
+        ; back) apart, so it is a 32nd of the heap there (S1_SMALL_GROW_SHIFT) rather than a
+        ; 256th: with a 256th a growth holds a pair or two of blocks and nothing is kept apart.
+        ; The list policies place every block at the front and keep a 256th.
         mov     rdi, rbx
-        xor     esi, esi
+        mov     esi, S1_GROW_EXACT              ; a block for the back: exact growth [S1.38]
         cmp     rbx, S1_SPLIT_BACK
-        setae   sil                             ; a block for the back: exact growth [S1.38]
+        jae     .grow
+        xor     esi, esi                        ; a small block: the margin [S1.31]...
+        cmp     qword [s1_fit_policy], S1_FIT_SEG
+        jne     .grow
+        mov     esi, S1_GROW_WIDE               ; ...a 32nd of the heap under the seg fit
+.grow:
         call    s1_heap_grow                    ; no: make one from the break
         test    rax, rax
         jz      .out                            ; s1_status already says ENOMEM

@@ -276,6 +276,34 @@ TEST_CASE_FIXTURE(IsolatedHeap, "the growth margin is a 256th of the heap, at mo
     CHECK(blocks().back().size == 4096);  // capped by the option
 }
 
+// [S1.42] Under the segregated fit, the growth for a small block adds a 32nd of the heap, not a
+// 256th: the room in which [S1.32] puts small blocks at the front and large ones at the back.
+// The list policies keep a 256th (they place every block at the front), and so does realloc's
+// growth at the break.
+TEST_CASE_FIXTURE(IsolatedHeap, "under the segregated fit a small block's growth adds a 32nd of the heap") {
+    s1_set_fit(S1_FIT_SEG);
+    REQUIRE(s1_malloc(100000) != nullptr);  // exact growth [S1.38]: no margin yet
+    uint64_t before = s1_footprint;
+    REQUIRE(s1_malloc(16) != nullptr);
+    CHECK(blocks().back().kind == S1_KIND_FREE);
+    CHECK(blocks().back().size == ((before >> kS1SmallGrowShift) & ~uint64_t{15}));  // a 32nd
+    CHECK(s1_footprint == before + 32 + ((before >> kS1SmallGrowShift) & ~uint64_t{15}));
+    // realloc growing the heap's last block keeps a 256th
+    void* tail = s1_malloc(1 << 20);  // takes the margin and exactly what it lacks
+    REQUIRE(tail != nullptr);
+    CHECK(blocks().back().kind == S1_KIND_USED);
+    before = s1_footprint;
+    REQUIRE(s1_realloc(tail, (1 << 20) + 1000) == tail);
+    CHECK(blocks().back().size == ((before >> kS1GrowShift) & ~uint64_t{15}));
+    // the list policies keep a 256th for a small block too
+    s1_set_fit(S1_FIT_BEST);
+    REQUIRE(s1_malloc((1 << 20) + 4096) != nullptr);  // no hole that large: exact growth again
+    before = s1_footprint;
+    REQUIRE(s1_malloc(16) != nullptr);
+    CHECK(blocks().back().size == ((before >> kS1GrowShift) & ~uint64_t{15}));
+    CHECK(check() == S1_CHECK_OK);
+}
+
 TEST_CASE_FIXTURE(IsolatedHeap, "realloc grows into a following free block without moving") {
     void* a = s1_malloc(100);
     void* b = s1_malloc(500);

@@ -75,22 +75,23 @@ uint64_t Twin::region_of(uint64_t address, bool* damaged) const {
     return 0;
 }
 
-uint64_t Twin::margin() const {
-    uint64_t m = footprint >> kS1GrowShift;
+uint64_t Twin::margin(uint64_t shift) const {
+    uint64_t m = footprint >> shift;
     return (m > grow_margin ? grow_margin : m) & ~uint64_t{15};
 }
 
-uint64_t Twin::heap_grow(uint64_t asize, bool exact) {
+uint64_t Twin::heap_grow(uint64_t asize, uint64_t mode) {
     for (;;) {
-        uint64_t block = heap_grow_once(asize, exact);
+        uint64_t block = heap_grow_once(asize, mode);
         if (block == kTooShort) continue;  // a range that holds no region: left as it is
         if (!block || load(block) >= asize) return block;
         // The break moved between the query and the sbrk: the region is valid but short.
     }
 }
 
-uint64_t Twin::heap_grow_once(uint64_t asize, bool exact) {
-    uint64_t extra = exact ? 0 : margin();  // [S1.38] a block for the back needs no margin
+uint64_t Twin::heap_grow_once(uint64_t asize, uint64_t mode) {
+    // [S1.38] a block for the back needs no margin; a small block under seg a 32nd [S1.42]
+    uint64_t extra = mode == S1_GROW_EXACT ? 0 : margin(mode == S1_GROW_WIDE ? kS1SmallGrowShift : kS1GrowShift);
     uint64_t cur = sbrk(0);
     if (cur == kFailed) return status = S1_ENOMEM, 0;
     uint64_t last = last_region_;
@@ -144,7 +145,7 @@ void Twin::heap_trim(uint64_t header) {
     uint64_t size = load(header);
     if (header + size != load(last + kRegionEnd) - 8) return;
     if (size < trim_threshold) return;
-    uint64_t keep = margin();
+    uint64_t keep = margin(kS1GrowShift);
     if (keep < kS1MinBlock) keep = kS1MinBlock;
     if (size <= keep) return;
     uint64_t give = (size - keep) & ~(kPage - 1);
@@ -391,7 +392,11 @@ void* Twin::malloc(uint64_t size) {
     if (size > kS1MaxRequest) return status = S1_ENOMEM, nullptr;
     uint64_t asize = adjust(size);
     uint64_t block = find_fit(asize);
-    if (!block) block = heap_grow(asize, asize >= kS1SplitBack);
+    if (!block) {
+        // [S1.38] a block for the back: exact; a small one: the margin, a 32nd under seg [S1.42]
+        uint64_t mode = asize >= kS1SplitBack ? S1_GROW_EXACT : fit_policy == S1_FIT_SEG ? S1_GROW_WIDE : S1_GROW_MARGIN;
+        block = heap_grow(asize, mode);
+    }
     if (!block) return nullptr;
     return reinterpret_cast<void*>(place(block, asize) + 8);
 }
@@ -465,7 +470,7 @@ void* Twin::realloc(void* ptr, uint64_t size) {
     } else {
         end = next + tag;
     }
-    if (end && end == load(last_region_ + kRegionEnd) - 8 && heap_grow(asize - current, false)) forward = true;
+    if (end && end == load(last_region_ + kRegionEnd) - 8 && heap_grow(asize - current, S1_GROW_MARGIN)) forward = true;
     if (forward) {
         tag = load(next);
         if (!(tag & kAlloc) && current + tag >= asize) {

@@ -48,9 +48,9 @@ private:
 
     uint64_t sbrk(int64_t increment);  // counts like s1_sbrk; returns UINT64_MAX on failure
     uint64_t region_of(uint64_t address, bool* damaged = nullptr) const;  // *damaged: [S1.40]
-    uint64_t margin() const;
-    uint64_t heap_grow(uint64_t asize, bool exact);  // exact: no margin [S1.38]
-    uint64_t heap_grow_once(uint64_t asize, bool exact);  // one attempt; the block may fall short
+    uint64_t margin(uint64_t shift) const;  // footprint >> shift, bounded [S1.31]
+    uint64_t heap_grow(uint64_t asize, uint64_t mode);  // mode: S1Grow, as s1_heap_grow's rsi
+    uint64_t heap_grow_once(uint64_t asize, uint64_t mode);  // one attempt; the block may fall short
     uint64_t fresh_range(uint64_t base, uint64_t length);
     void heap_trim(uint64_t header);
     void release(uint64_t header, uint64_t freed);
