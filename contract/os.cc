@@ -33,9 +33,12 @@ bool os_unmap(void* address, std::size_t size, OsCount count) {
     return ::munmap(address, size) == 0;
 }
 
-void os_decommit(void* address, std::size_t size, OsCount count) {
+bool os_decommit(void* address, std::size_t size, OsCount count) {
+    int saved = errno;
     count(OsCall::madvise);
-    ::madvise(address, size, MADV_DONTNEED);
+    bool done = ::madvise(address, size, MADV_DONTNEED) == 0;
+    errno = saved;
+    return done;
 }
 
 namespace {

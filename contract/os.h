@@ -31,8 +31,10 @@ bool os_map_writable_at(void* at, std::size_t size, OsCount count);
 bool os_unmap(void* address, std::size_t size, OsCount count);
 
 // Gives the pages of [address, address + size) back, the mapping staying (madvise
-// MADV_DONTNEED: they read as zero afterwards).
-void os_decommit(void* address, std::size_t size, OsCount count);
+// MADV_DONTNEED: they read as zero afterwards). False when the kernel refuses (EINVAL where a
+// page is locked, by mlock or mlockall): then the pages from the first locked one on stay as
+// they were, errno too.
+bool os_decommit(void* address, std::size_t size, OsCount count);
 
 // calloc's zeroing: [p, p + n) reads as zero afterwards. A big block is mostly fresh from the
 // kernel, zero already, and writing it made every page resident: calloc of 1 GiB that the program

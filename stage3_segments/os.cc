@@ -69,9 +69,10 @@ bool os_commit(void* address, std::size_t size) {
 
 void os_unmap(void* address, std::size_t size) { edu::os_unmap(address, size, count); }
 
-void os_decommit(void* address, std::size_t size) {
-    edu::os_decommit(address, size, count);
+bool os_decommit(void* address, std::size_t size) {
+    if (!edu::os_decommit(address, size, count)) return false;
     os_commit_bytes(-static_cast<int64_t>(size));
+    return true;
 }
 
 void os_zero(void* block, std::size_t size) { zero_fill(block, size, count); }

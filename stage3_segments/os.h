@@ -49,8 +49,9 @@ bool os_map_writable_at(void* at, std::size_t size);
 // [S3.59] Where a page the kernel would map now lies (nullptr if it maps none): the top of the
 // space it hands out from, in the usual layout.
 void* os_where_mappings_go();
-// Gives the memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.
-void os_decommit(void* address, std::size_t size);
+// Gives the memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it;
+// false, nothing uncounted, when the kernel refuses ([S3.70]: a locked page).
+bool os_decommit(void* address, std::size_t size);
 // calloc's zeroing of a block (contract/os.h's zero_fill, its madvise counted).
 void os_zero(void* block, std::size_t size);
 // Footprint bookkeeping only: `bytes` start (or stop, when negative) counting as held.

@@ -281,6 +281,46 @@ TEST_CASE("the only page of a bin retires, then is freed, then decommitted, each
     battery::require_heap_ok(api());
 }
 
+// [S3.70] Memory the kernel refuses to decommit: madvise(MADV_DONTNEED) fails with EINVAL from
+// a locked page on (mlock; under mlockall every page is). A cached 1 MiB block's memory and a
+// dirty small page, each with its first page locked, stay committed, counted and on the purge
+// list through a purge; unlocked, the next purge gives them back. Before, the purge uncounted
+// them anyway: the footprint fell by their bytes, which stayed resident.
+TEST_CASE("memory the kernel refuses to decommit stays dirty and counted until a purge can give it back") {
+    ScopedHeap h;
+    void* big = h.take(kMiB);
+    void* small = h.take(3000);
+    std::memset(big, 1, kMiB);
+    Segment* one = segment_of(big);
+    Segment* paged = segment_of(small);
+    Page* page = page_of(small);
+    auto* first = reinterpret_cast<void*>(page_area(paged, page).lo);
+    segment_purge(true);                               // what earlier cases left: the purge below is ours
+    api().free(big);
+    heap_destroy(h.heap);                              // frees the small page at once: dirty
+    h.heap = heap_create();
+    REQUIRE(one->on_purge_list);
+    REQUIRE(is_dirty(paged, page->index));
+    uint64_t committed = one->committed + paged->committed, before = footprint();
+    REQUIRE(battery::lock_pages(big, kOsPage));
+    REQUIRE(battery::lock_pages(first, kOsPage));
+    segment_purge(true);
+    CHECK(one->on_purge_list);
+    CHECK(one->committed != 0);
+    CHECK(is_dirty(paged, page->index));
+    CHECK(paged->on_purge_list);
+    CHECK(footprint() == before);
+    battery::require_heap_ok(api());
+    REQUIRE(battery::unlock_pages(big, kOsPage));
+    REQUIRE(battery::unlock_pages(first, kOsPage));
+    segment_purge(true);
+    CHECK_FALSE(one->on_purge_list);
+    CHECK_FALSE(is_dirty(paged, page->index));
+    CHECK(footprint() <= before - (committed - paged->committed));
+    CHECK(battery::resident_bytes(big, kMiB) == 0);
+    battery::require_heap_ok(api());
+}
+
 TEST_CASE("a page freed and needed again before the purge comes back without a system call") {
     ScopedHeap h;
     void* p = h.take(3000);

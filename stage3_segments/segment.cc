@@ -93,10 +93,14 @@ void purge_remove(Segment* s) {
 }
 
 // Decommits every dirty page of `s`, or for a cached one-block segment what its last block
-// reached, and takes it off the purge list.
-void purge_segment(Segment* s) {
+// reached, and takes it off the purge list. [S3.70] What the kernel refused to give back stays
+// dirty, and the segment on the list, due again after the delay: false.
+bool purge_segment(Segment* s) {
     purge_remove(s);
-    Layout::decommit_unused(s);
+    if (Layout::decommit_unused(s)) return true;
+    purge_push(s);
+    s->purge_expire = g_clock + kPurgeDelay;
+    return false;
 }
 
 // ---- Mapping --------------------------------------------------------------------------------
@@ -231,8 +235,12 @@ Segment* take_segment(PageKind kind, std::size_t reach) {
     if (!s) return map_segment(kSegmentSize, kind, reach);
     cache_remove(s);
     if (s->on_purge_list) {
-        if (s->kind != static_cast<uint8_t>(kind)) purge_segment(s);
-        else if (kind == PageKind::large) purge_remove(s);   // its memory is the new block's
+        if (s->kind == static_cast<uint8_t>(kind)) {
+            if (kind == PageKind::large) purge_remove(s);   // its memory is the new block's
+        } else if (!purge_segment(s)) {   // [S3.70] what it keeps is counted for the old kind's pages
+            unmap_segment(s);
+            return map_segment(kSegmentSize, kind, reach);
+        }
     }
     format_segment(s, kind);
     return s;

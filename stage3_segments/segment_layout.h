@@ -1,6 +1,6 @@
 // stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written once as
 // templates over the stage's records (T: records, kMetaSize, kStageName, page_reset, lazy, unmap,
-// make_writable, count_committed, decommit, is_free_sentinel): header layout, first commit, page areas,
+// make_writable, count_committed, decommit (false if refused), is_free_sentinel): header layout, first commit, page areas,
 // pages taken and given back, decommit, mapping as pages carve, a one-block page's guards, layout checks.
 // Entry points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area, take_page, map_for_extend,
 // release_page, decommit_unused, commit_up_to, one_block_resize, guards_*, realloc_guards_check, die_not_ours, check.
@@ -144,22 +144,28 @@ struct SegmentLayout {
 
     // [S3.43] The purge of one segment ([S3.34]): every dirty page decommitted, one call per run
     // of adjacent pages; or, for a one-block segment, what its last block reached.
-    static void decommit_unused(Segment* s) {
+    // [S3.70] A run the kernel refuses to give back (a page of it locked: mlock, mlockall) stays
+    // dirty and counted, as it is: committed, its bytes in place. False when any run stayed: the
+    // caller keeps the segment on its purge list, for a later try.
+    static bool decommit_unused(Segment* s) {
         if (s->page_count == 1) {
-            if (s->committed) T::decommit(reinterpret_cast<void*>(base(s) + T::kMetaSize), s->committed);
+            if (s->committed && !T::decommit(reinterpret_cast<void*>(base(s) + T::kMetaSize), s->committed)) return false;
             s->committed = 0;
-            return;
+            return true;
         }
         Page* pages = s->pages();
+        uint64_t kept = 0;
         for (uint64_t dirty = s->dirty_pages; dirty != 0;) {
             unsigned first = static_cast<unsigned>(__builtin_ctzll(dirty)), last = first;
             while (last + 1 < s->page_count && (dirty & bit(last + 1))) ++last;
             uintptr_t lo = page_area(s, &pages[first]).lo, hi = page_area(s, &pages[last]).hi;
-            T::decommit(reinterpret_cast<void*>(lo), hi - lo);
-            s->committed -= hi - lo;
-            dirty &= ~((bit(last) << 1) - bit(first));   // bits first..last
+            uint64_t run = (bit(last) << 1) - bit(first);   // bits first..last
+            if (T::decommit(reinterpret_cast<void*>(lo), hi - lo)) s->committed -= hi - lo;
+            else kept |= run;
+            dirty &= ~run;
         }
-        s->dirty_pages = 0;
+        s->dirty_pages = kept;
+        return kept == 0;
     }
 
     // A one-block segment commits what its block reaches: `need` bytes past the metadata, made
@@ -265,8 +271,8 @@ struct SegmentLayout {
     static void trim_for(Segment* s, std::size_t reach) {
         std::size_t keep = reach <= s->committed / 2 ? 2 * reach : s->committed;
         if (s->committed <= keep) return;
-        T::decommit(reinterpret_cast<void*>(base(s) + T::kMetaSize + keep), s->committed - keep);
-        s->committed = keep;
+        if (T::decommit(reinterpret_cast<void*>(base(s) + T::kMetaSize + keep), s->committed - keep))
+            s->committed = keep;   // [S3.70] refused: all of it stays committed, and counted
     }
 
     // [S3.67] A one-block page's guards: written for its block, checked (a damaged one stops

@@ -386,6 +386,33 @@ TEST_CASE("a segment given back at the map count's limit gives its pages back al
     });
 }
 
+// [S4.77] Stage 3's S3.70 in a heap of stage 4: a cached 1 MiB block's memory whose first page
+// is locked (madvise refuses it) stays committed, counted and on the purge list through a
+// purge. A small block of the same fresh heap then takes that segment for another kind, whose
+// pages count from zero: its memory must go first, is refused again, and the segment goes back
+// to the arena instead (a fresh one serves the block), where formatting it kept 1 MiB counted
+// for pages it does not have and failed the check.
+TEST_CASE("a cached segment whose memory the kernel refuses to decommit stays counted, and is not reused for another kind") {
+    constexpr std::size_t kMiB = std::size_t{1} << 20;
+    on_thread_in_child([] {
+        void* big = written_block(kMiB, "a 1 MiB block was refused");
+        Segment* s = segment_of(big);
+        api().free(big);
+        battery::child_expect(s->cached && s->on_purge_list, "the block's segment is not cached with its memory");
+        battery::child_expect(battery::lock_pages(big, kOsPage), "mlock failed");
+        uint64_t committed = s->committed, before = testing::footprint();
+        segment_purge(testing::my_heap(), true);
+        battery::child_expect(s->committed == committed && s->on_purge_list, "the refused purge uncounted the segment's memory");
+        battery::child_expect(testing::footprint() == before, "the refused purge lowered the footprint");
+        battery::child_expect(api().check().ok, "the heap check failed after the refused purge");
+        void* small = api().malloc(100);
+        battery::child_expect(small != nullptr, "a small block was refused");
+        battery::child_expect(testing::my_heap()->cache_count == 0, "the segment stayed cached");
+        battery::child_expect(api().check().ok, "the heap check failed after the small block");
+        api().free(small);
+    });
+}
+
 // [S4.66] Under an address-space limit 64 MiB above what the process holds, 600 blocks just
 // above the medium maximum each get a mapping of their own (contract/mapped.h) instead of a
 // 4 MiB slot of the arena (the arena, reserved before the limit here, goes lazy at the first

@@ -61,8 +61,9 @@ void* os_map(std::size_t size);
 bool os_map_writable_at(void* address, std::size_t size);
 // False when the system refuses (contract/os.h).
 bool os_unmap(void* address, std::size_t size);
-// Gives committed memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it.
-void os_decommit(void* address, std::size_t size);
+// Gives committed memory back (madvise MADV_DONTNEED: it reads as zero afterwards) and uncounts it;
+// false, nothing uncounted, when the kernel refuses (S3.70: a locked page).
+bool os_decommit(void* address, std::size_t size);
 // calloc's zeroing of a block (contract/os.h's zero_fill, its madvise counted).
 void os_zero(void* block, std::size_t size);
 void os_commit_bytes(int64_t bytes);

@@ -63,9 +63,14 @@ void purge_remove(Heap* heap, Segment* s) {
 }
 
 
-void purge_segment(Heap* heap, Segment* s) {
+// S3.70: what the kernel refused to give back stays dirty, and the segment on the list, due
+// again after the delay: false.
+bool purge_segment(Heap* heap, Segment* s) {
     purge_remove(heap, s);
-    Layout::decommit_unused(s);
+    if (Layout::decommit_unused(s)) return true;
+    purge_push(heap, s);
+    s->purge_expire = heap->clock + kPurgeDelay;
+    return false;
 }
 
 void format_segment(Segment* s, PageKind kind) { Layout::format(s, kind); }
@@ -110,6 +115,11 @@ void cache_remove(Heap* heap, Segment* s) {
     s->cached = 0;
 }
 
+void drop(Heap* heap, Segment* s) {
+    segment_detach(heap, s);
+    segment_give_back(s);
+}
+
 // An empty 4 MiB segment for `kind`: the heap's most recently cached one, or fresh slots whose
 // first `reach` bytes are made writable with the header. As stage 3's (S3.49): a cached
 // segment serving its old kind keeps what it has committed (dirty pages, or the last large
@@ -120,8 +130,12 @@ Segment* take_segment(Heap* heap, PageKind kind, std::size_t reach) {
     if (!s) return claim_segment(heap, kind, 1, reach);
     cache_remove(heap, s);
     if (s->on_purge_list) {
-        if (s->kind != static_cast<uint8_t>(kind)) purge_segment(heap, s);
-        else if (kind == PageKind::large) purge_remove(heap, s);   // its memory is the new block's
+        if (s->kind == static_cast<uint8_t>(kind)) {
+            if (kind == PageKind::large) purge_remove(heap, s);   // its memory is the new block's
+        } else if (!purge_segment(heap, s)) {   // [S4.77] what it keeps is counted for the old kind's pages
+            drop(heap, s);
+            return claim_segment(heap, kind, 1, reach);
+        }
     }
     format_segment(s, kind);
     return s;
@@ -129,11 +143,6 @@ Segment* take_segment(Heap* heap, PageKind kind, std::size_t reach) {
 
 // A one-block segment's page area committed up to `need` bytes past the metadata.
 bool commit_up_to(Segment* s, std::size_t need) { return Layout::commit_up_to(s, need); }
-
-void drop(Heap* heap, Segment* s) {
-    segment_detach(heap, s);
-    segment_give_back(s);
-}
 
 // [S4.45] An empty huge segment of at least `blocks` slots: the smallest the heap has cached,
 // or fresh slots. Memory the last block committed beyond twice `reach` (past the metadata) goes

@@ -31,7 +31,7 @@ struct LayoutTraits {
     static bool make_writable(void* address, std::size_t size, bool) { return arena_commit(address, size); }
     static void unmap(void* address, std::size_t size) { os_unmap(address, size); }
     static void count_committed(int64_t bytes) { os_commit_bytes(bytes); }
-    static void decommit(void* address, std::size_t size) { os_decommit(address, size); }
+    static bool decommit(void* address, std::size_t size) { return os_decommit(address, size); }
     static bool is_free_sentinel(const Page* page) {
         return page->xthread_free.load(std::memory_order_relaxed) == 0 &&
                page->heap.load(std::memory_order_relaxed) == nullptr;

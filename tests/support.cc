@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -349,6 +350,9 @@ void MapCountFull::release() {
     reservation_ = nullptr;
     single_count_ = 0;
 }
+
+bool lock_pages(const void* at, std::size_t bytes) { return syscall(SYS_mlock, at, bytes) == 0; }
+bool unlock_pages(const void* at, std::size_t bytes) { return syscall(SYS_munlock, at, bytes) == 0; }
 
 std::string mapping_permissions(const void* at) {
     auto address = reinterpret_cast<uintptr_t>(at);

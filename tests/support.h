@@ -158,6 +158,11 @@ private:
     unsigned single_count_ = 0;
 };
 
+// mlock and munlock of [at, at + bytes) by system call (the sanitizers' interceptors only
+// pretend to lock): a locked page is one the kernel refuses to discard (madvise MADV_DONTNEED
+// fails with EINVAL), as every page is under mlockall. True when done.
+bool lock_pages(const void* at, std::size_t bytes);
+bool unlock_pages(const void* at, std::size_t bytes);
 // The permissions ("rw-p", "---p") of the mapping that holds `at`, from /proc/self/maps; ""
 // when none does.
 std::string mapping_permissions(const void* at);
