@@ -37,13 +37,14 @@ struct Mode {
 // do both in one instruction, but its store must wait for the block's line, where this store's
 // value is ready at once: the xor was tried here and measured slower on the programs whose
 // blocks have left the cache (chapter, section 5).
-// It serves sizes below `below` from heap->direct, and hands what it cannot serve to `miss`:
-// for every entry kDirectMax + 1 and malloc_generic (the overload below), for the drop-in
+// It serves the sizes `direct(size)` admits from heap->direct, and hands the others to `miss`:
+// for every entry size <= kDirectMax and malloc_generic (the overload below), for the drop-in
 // library's exported malloc its gate, whose bound is 0 while it is closed (drop_in.h, S4.64).
-template <class M, class Miss>
-S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested, std::size_t below,
+// A size it admits but cannot serve goes to malloc_generic: admitted, the gate was open.
+template <class M, class Direct, class Miss>
+S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested, Direct direct,
                            Miss miss) {
-    if (S4_LIKELY(size < below)) {
+    if (S4_LIKELY(direct(size))) {
         Page* page = heap->direct[(size + 7) >> 3];
         Block* b = page->free;
         // Stage 3's chunk test (S3.65) stands for the null test: an exhausted page's null head
@@ -65,12 +66,13 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested, 
             if constexpr (M::stats) count_malloc(heap, requested, page->block_size);
             return b;
         }
+        return malloc_generic(size, requested, heap);
     }
     return miss();
 }
 template <class M>
 S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) {
-    return heap_alloc<M>(heap, size, requested, kDirectMax + 1,
+    return heap_alloc<M>(heap, size, requested, [](std::size_t n) { return n <= kDirectMax; },
                          [=] { return malloc_generic(size, requested, heap); });
 }
 
@@ -90,13 +92,15 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
 // an earlier version made instead (it read nothing of the block), so the pair costs no
 // instruction more (the chapter has the counts, and what the load costs where blocks are
 // freed long after they were made).
-// Like malloc's, it takes its bound (arena slots below `slots`) and its `miss` from the caller:
-// kArenaSlots and free_generic for every entry, the gate for the exported free (S4.64).
-template <class M, class Miss>
-S4_INLINE void heap_free(void* p, uintptr_t slots, Miss miss) {
+// Like malloc's, it takes its bound (the arena slots `arena(slot)` admits) and its `miss` from
+// the caller: slots below kArenaSlots and free_generic for every entry, the gate for the
+// exported free (S4.64). A slot it admits goes to free_generic if any later test fails.
+template <class M, class Arena, class Miss>
+S4_INLINE void heap_free(void* p, Arena arena, Miss miss) {
     Heap* heap = t_heap;
     uintptr_t slot = (reinterpret_cast<uintptr_t>(p) - heap->arena_base) >> kSegmentShift;
-    if (S4_LIKELY(slot < slots && heap->owned[slot])) {
+    if (S4_UNLIKELY(!arena(slot))) return miss();
+    if (S4_LIKELY(heap->owned[slot])) {
         Page* page = page_of(p);
         auto* b = static_cast<Block*>(p);
         uint64_t mark = freed_mark(b);
@@ -110,11 +114,11 @@ S4_INLINE void heap_free(void* p, uintptr_t slots, Miss miss) {
             return;
         }
     }
-    miss();
+    free_generic(p);
 }
 template <class M>
 S4_INLINE void heap_free(void* p) {
-    heap_free<M>(p, kArenaSlots, [p] { free_generic(p); });
+    heap_free<M>(p, [](uintptr_t slot) { return slot < kArenaSlots; }, [p] { free_generic(p); });
 }
 
 // [S4.58] realloc and usable_size ask "whose block is this, and is it live?" too. For the

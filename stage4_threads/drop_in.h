@@ -13,8 +13,8 @@ namespace edu::stage4 {
 // The gate of the exported paths (below): the bounds their fast paths test, malloc's size bound
 // and free's arena-slot bound, while open; zeros while closed. Written by `open`, read relaxed.
 struct Gate {
-    std::size_t below;   // malloc serves sizes below it: kDirectMax + 1, or 0
-    uintptr_t slots;     // free looks up arena slots below it: kArenaSlots, or 0
+    uint64_t below;   // malloc serves sizes below it: kDirectMax + 1, or 0
+    uint64_t slots;   // free looks up arena slots below it: kArenaSlots, or 0
 };
 extern Gate g_gate __attribute__((visibility("hidden")));   // hidden: no GOT load (stage4.cc)
 
@@ -22,12 +22,13 @@ extern Gate g_gate __attribute__((visibility("hidden")));   // hidden: no GOT lo
 // Mode<false> (stage4.cc) holds `malloc` and `free`, so contract/preload.cc can tell that the
 // entry it chose is this one, opens the gate (`open`), and compiles `exported_malloc` and
 // `exported_free` into its own malloc and free; with the gate closed they call `closed` (the
-// preload's slot). The gate costs no test of its own: it is the bound each fast path compares
-// with anyway, read from g_gate instead of being a constant (one load a call). A closed gate's
-// zeros make every call miss, and only a miss asks whether the bound it read was 0, on its way
-// to malloc_generic or free_generic. A flag tested first (three instructions a call), the flag
-// tested by one `cmpb`, and a gate folded into the load of the heap were measured against it:
-// chapter, 14.
+// preload's slot). The gate costs no instruction of its own: it is the bound each fast path
+// compares with anyway, in g_gate instead of being a constant, and the compare reads it from
+// memory (below_gate). A closed gate's zeros make every call miss, and only a miss reads the
+// bound again and asks whether it is 0, on its way to malloc_generic or free_generic. A flag
+// tested first (three instructions a call), the flag tested by one `cmpb`, a gate folded into
+// the load of the heap, and the bound loaded into a register first (one instruction a call)
+// were measured against it: chapter, 14.
 struct DropIn {
     static void* malloc(std::size_t size) { return heap_alloc<Mode<false>>(t_heap, size, size); }
     static void free(void* p) { heap_free<Mode<false>>(p); }
@@ -37,20 +38,32 @@ struct DropIn {
         __atomic_store_n(&g_gate.below, yes ? kDirectMax + 1 : 0, __ATOMIC_RELEASE);
     }
 
+    // Whether x < *bound, the bound read by the compare itself: `cmp bound(%rip), x`. gcc loads
+    // a relaxed atomic into a register before it compares (one instruction more a call); the
+    // compare reads the word once, as that load did, and the branch tests its flag. A miss reads
+    // the bound again: the gate changes only when the chosen entry does, and either reading
+    // picks a path that is right for the entry chosen when it was read (0: the slot, which is
+    // the chosen entry; the open bound: DropIn's generic paths, DropIn being the chosen entry).
+    static bool below_gate(uint64_t x, const uint64_t* bound) {
+        bool below;
+        asm("cmp %[bound], %[x]" : "=@ccb"(below) : [bound] "m"(*bound), [x] "r"(x));
+        return below;
+    }
+    static bool gate_open(const uint64_t* bound) { return __atomic_load_n(bound, __ATOMIC_RELAXED) != 0; }
+
     template <class Closed>
     static void* exported_malloc(std::size_t size, Closed closed) {
         Heap* heap = t_heap;
-        std::size_t below = __atomic_load_n(&g_gate.below, __ATOMIC_RELAXED);
-        return heap_alloc<Mode<false>>(heap, size, size, below, [&] {
-            if (below != 0) [[likely]] return malloc_generic(size, size, heap);
-            return closed(size);
-        });
+        return heap_alloc<Mode<false>>(
+            heap, size, size, [](std::size_t n) { return below_gate(n, &g_gate.below); }, [&] {
+                if (gate_open(&g_gate.below)) [[likely]] return malloc_generic(size, size, heap);
+                return closed(size);
+            });
     }
     template <class Closed>
     static void exported_free(void* p, Closed closed) {
-        uintptr_t slots = __atomic_load_n(&g_gate.slots, __ATOMIC_RELAXED);
-        heap_free<Mode<false>>(p, slots, [&] {
-            if (slots != 0) [[likely]] return free_generic(p);
+        heap_free<Mode<false>>(p, [](uintptr_t slot) { return below_gate(slot, &g_gate.slots); }, [&] {
+            if (gate_open(&g_gate.slots)) [[likely]] return free_generic(p);
             closed(p);
         });
     }
