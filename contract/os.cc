@@ -29,8 +29,12 @@ bool os_map_writable_at(void* at, std::size_t size, OsCount count) {
 }
 
 bool os_unmap(void* address, std::size_t size, OsCount count) {
+    int saved = errno;
     count(OsCall::munmap);
-    return ::munmap(address, size) == 0;
+    if (::munmap(address, size) == 0) return true;
+    os_decommit(address, size, count);   // refused: the pages at least (it keeps errno)
+    errno = saved;
+    return false;
 }
 
 bool os_decommit(void* address, std::size_t size, OsCount count) {

@@ -27,7 +27,10 @@ bool os_address_space_limited();
 // Stage 3's lazily mapped segments ([S3.58]) and stage 4's lazy arena ([S4.67]) commit so.
 bool os_map_writable_at(void* at, std::size_t size, OsCount count);
 
-// munmap of [address, address + size); false when the system refuses.
+// munmap of [address, address + size). False when the system refuses: at the map count's limit
+// (vm.max_map_count) a munmap that would cut a hole in a mapping, adding one, fails with ENOMEM.
+// The range then stays mapped, and its pages are given back as os_decommit does (they read as
+// zero afterwards, unless locked); errno is left as it was.
 bool os_unmap(void* address, std::size_t size, OsCount count);
 
 // Gives the pages of [address, address + size) back, the mapping staying (madvise

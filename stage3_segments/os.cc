@@ -67,7 +67,7 @@ bool os_commit(void* address, std::size_t size) {
     return true;
 }
 
-void os_unmap(void* address, std::size_t size) { edu::os_unmap(address, size, count); }
+bool os_unmap(void* address, std::size_t size) { return edu::os_unmap(address, size, count); }
 
 bool os_decommit(void* address, std::size_t size) {
     if (!edu::os_decommit(address, size, count)) return false;

@@ -38,7 +38,8 @@ bool os_commit(void* address, std::size_t size);
 // page ([S3.48]: segment.cc counts the header), and pages, which [S3.47] makes writable ahead of
 // use and counts when taken.
 bool os_make_writable(void* address, std::size_t size);
-void os_unmap(void* address, std::size_t size);
+// False when the system refuses (contract/os.h: the range stays mapped, its pages given back).
+bool os_unmap(void* address, std::size_t size);
 // [S3.58] Under an address-space limit: whether one is in force now (os_address_space_limited)
 // and a mapping at an exact address are contract/os.h's, written once for stages 3 and 4. This
 // one maps `size` bytes readable and writable at exactly `at` (a lazily mapped segment's

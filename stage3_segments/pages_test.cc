@@ -624,6 +624,45 @@ TEST_CASE("under an address-space limit, a small segment maps what its pages car
     });
 }
 
+// [S3.71] Under an address-space limit, a page of a lazily mapped small segment is freed while
+// the process is at its map count's limit. Its blocks lie between two other pages' without a
+// gap (all three carved from their areas' starts, the first two full), so their mappings
+// merged into one: the munmap of the middle page's blocks must cut a hole in it, and is refused
+// (the kernel allows a munmap at the limit only when no mapping is added). Once the map count
+// has room again, the segment serves 100-byte blocks as before, and what the refused munmap
+// left is not resident.
+TEST_CASE("a lazily mapped page freed at the map count's limit is mapped again afterwards") {
+    under_limit(RLIMIT_AS, battery::address_space_bytes, 640 * kMiB, [](Heap* heap) {
+        std::vector<char*> fillers;   // the last free pages of segments from before the limit
+        do fillers.push_back(static_cast<char*>(heap_malloc(heap, kSmallMax)));
+        while (fillers.back() && !segment_of(fillers.back())->lazy);
+        auto take = [heap] {
+            auto* p = static_cast<char*>(heap_malloc(heap, 100));
+            battery::child_expect(p != nullptr, "a 100-byte block was refused");
+            std::memset(p, 1, 100);
+            return p;
+        };
+        std::vector<char*> kept;
+        std::vector<char*> middle = battery::middle_of_three_pages(take, [](const void* p) -> const void* { return page_of(p); }, kept);
+        Page* page = page_of(middle[0]);
+        Segment* s = segment_of(page);
+        battery::child_expect(s->lazy && segment_of(kept[0]) == s && page_of(kept[0])->index + 1 == page->index &&
+                                  page_of(kept.back())->index == page->index + 1,
+                              "the blocks are not on three pages in a row of a lazy segment");
+        {
+            battery::MapCountFull limit;
+            for (char* p : middle) api().free(p);
+            heap_collect(heap, true);   // if the page retired, it goes back to its segment now
+        }
+        battery::child_expect(page->in_use == 0, "the page was not freed");
+        battery::expect_refused_but_given_back(reinterpret_cast<void*>(page_area(s, page).lo), std::size_t{1} << kSmallPageShift);
+        for (std::size_t i = 0; i < 1000; ++i) kept.push_back(take());
+        battery::child_expect(api().check().ok, api().check().message);
+        for (char* p : kept) api().free(p);
+        for (char* p : fillers) api().free(p);
+    });
+}
+
 // [S3.62] [S3.52] Under an address-space limit that leaves no room (the limit is what the
 // process holds), a fresh page of a lazily mapped segment cannot map its first blocks while the
 // cache keeps a freed 1 MiB block's segment mapped; the cache goes back and the page is asked

@@ -208,8 +208,12 @@ void unmap_segment(Segment* s) {
     // g_foreign and is refused as foreign, never followed into a header that is gone (death_test).
     *map_entry(addr(s) >> kSegmentShift) = &g_foreign;   // its leaf exists: mapping the segment made it
     os_commit_bytes(-static_cast<int64_t>(kMetaSize + s->committed));
-    if (!s->lazy) return os_unmap(s, s->size);
+    if (!s->lazy) {
+        os_unmap(s, s->size);
+        return;
+    }
     if (addr(s) + s->size > g_lazy_top) g_lazy_top = addr(s) + s->size;   // [S3.59] free again
+    Layout::unmap_leftovers(s);             // [S3.71] pages whose munmap was refused
     os_unmap(s, Layout::mapped_bytes(s));   // [S3.58] what it mapped, no more
 }
 
@@ -234,6 +238,7 @@ Segment* take_segment(PageKind kind, std::size_t reach) {
     while (s && s->size != kSegmentSize) s = s->next_open;
     if (!s) return map_segment(kSegmentSize, kind, reach);
     cache_remove(s);
+    Layout::unmap_leftovers(s);   // [S3.71] before its page records are formatted anew
     if (s->on_purge_list) {
         if (s->kind == static_cast<uint8_t>(kind)) {
             if (kind == PageKind::large) purge_remove(s);   // its memory is the new block's

@@ -87,7 +87,7 @@ struct LayoutTraits {
     static bool make_writable(void* address, std::size_t size, bool lazy) {
         return lazy ? os_map_writable_at(address, size) : os_make_writable(address, size);
     }
-    static void unmap(void* address, std::size_t size) { os_unmap(address, size); }
+    static bool unmap(void* address, std::size_t size) { return os_unmap(address, size); }
     static void count_committed(int64_t bytes) { os_commit_bytes(bytes); }
     static bool decommit(void* address, std::size_t size) { return os_decommit(address, size); }
     static bool is_free_sentinel(const Page* page) { return page->heap == nullptr; }

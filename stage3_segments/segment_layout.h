@@ -1,6 +1,6 @@
 // stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written once as
-// templates over the stage's records (T: records, kMetaSize, kStageName, page_reset, lazy, unmap,
-// make_writable, count_committed, decommit (false if refused), is_free_sentinel): header layout, first commit, page areas,
+// templates over the stage's records (T: records, kMetaSize, kStageName, page_reset, lazy, unmap
+// (false if refused), make_writable, count_committed, decommit (false if refused), is_free_sentinel): header layout, first commit, page areas,
 // pages taken and given back, decommit, mapping as pages carve, a one-block page's guards, layout checks.
 // Entry points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area, take_page, map_for_extend,
 // release_page, decommit_unused, commit_up_to, one_block_resize, guards_*, realloc_guards_check, die_not_ours, check.
@@ -369,6 +369,7 @@ struct SegmentLayout {
         Page* page = &s->pages()[i];
         Span area = page_area(s, page);
         if (!dirty && !lazy_pages(s) && !make_writable(s, area)) return nullptr;
+        if (lazy_pages(s) && !unmap_leftover(page)) return nullptr;   // [S3.71] refused again
         s->free_pages &= ~bit(i);
         ++s->used_pages;
         if (s->free_pages == 0) no_free_page(s);
@@ -420,9 +421,10 @@ struct SegmentLayout {
     template <class FirstDirty>
     static uint32_t release_page(Segment* s, Page* page, uint64_t expire, FirstDirty first_dirty) {
         auto kind = static_cast<PageKind>(s->kind);
+        bool kept = false;   // [S3.71] its blocks' mapping, refused to munmap
         if (lazy_pages(s)) {   // [S3.62] what it mapped goes back now, and its count
             Span area = page_area(s, page), mapped = lazy_mapped(page, page->carved);
-            if (mapped.hi > mapped.lo) T::unmap(reinterpret_cast<void*>(mapped.lo), mapped.hi - mapped.lo);
+            kept = mapped.hi > mapped.lo && !T::unmap(reinterpret_cast<void*>(mapped.lo), mapped.hi - mapped.lo);
             T::count_committed(-static_cast<int64_t>(area.hi - area.lo));
             s->committed -= area.hi - area.lo;
         } else if (kind == PageKind::small || kind == PageKind::medium) {
@@ -430,9 +432,37 @@ struct SegmentLayout {
             s->dirty_pages |= bit(page->index);
             s->purge_expire = expire;
         }
+        uintptr_t start = page->start;
+        uint64_t block_size = page->block_size;
+        uint32_t carved = page->carved;
         T::page_reset(page, s, page->index, kind);
+        if (kept) {   // what lazy_mapped(page, page->carved) needs, to be unmapped later
+            page->start = start;
+            page->block_size = block_size;
+            page->carved = carved;
+        }
         s->free_pages |= bit(page->index);
         return --s->used_pages;
+    }
+
+    // [S3.71] A lazily mapped page whose blocks' munmap the kernel refused (at the map count's
+    // limit, where it would cut a hole in the mapping they share with the blocks of the pages
+    // beside them) still holds that mapping, its pages given back (contract/os.h's os_unmap):
+    // free, it keeps the start, block size and carved count of its last use, so that
+    // lazy_mapped(page, page->carved) is still what it maps. The munmap is tried again before
+    // the page is taken (take_page: refused again, no page) and before its segment is formatted
+    // for reuse or given back (unmap_leftovers: refused again there, the mapping is left behind,
+    // its pages given back). True when nothing is left.
+    static bool unmap_leftover(Page* page) {
+        if (page->in_use || page->carved == 0) return true;
+        Span mapped = lazy_mapped(page, page->carved);
+        if (!T::unmap(reinterpret_cast<void*>(mapped.lo), mapped.hi - mapped.lo)) return false;
+        page->carved = 0;
+        return true;
+    }
+    static void unmap_leftovers(Segment* s) {
+        if (!lazy_pages(s)) return;
+        for (unsigned i = 0; i < s->page_count; ++i) unmap_leftover(&s->pages()[i]);
     }
 
     static bool writable(const Segment* s, Span area) {

@@ -129,6 +129,7 @@ Segment* take_segment(Heap* heap, PageKind kind, std::size_t reach) {
     while (s && s->blocks != 1) s = s->next_open;
     if (!s) return claim_segment(heap, kind, 1, reach);
     cache_remove(heap, s);
+    Layout::unmap_leftovers(s);   // S3.71: before its page records are formatted anew
     if (s->on_purge_list) {
         if (s->kind == static_cast<uint8_t>(kind)) {
             if (kind == PageKind::large) purge_remove(heap, s);   // its memory is the new block's
@@ -212,6 +213,7 @@ void segment_settle(Heap* heap, Segment* s) {
 void segment_give_back(Segment* s) {
     arena_unpublish(s);
     os_commit_bytes(-static_cast<int64_t>(kMetaSize + s->committed));
+    Layout::unmap_leftovers(s);   // [S4.78] pages whose munmap was refused (S3.71)
     arena_release(s->slot, s->blocks, Layout::mapped_bytes(s));
 }
 

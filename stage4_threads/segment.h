@@ -29,7 +29,7 @@ struct LayoutTraits {
     static bool lazy(const Segment* s) { return s->lazy != 0; }
     // arena_commit knows whether the slot is held ([S4.68]): it mprotects or maps.
     static bool make_writable(void* address, std::size_t size, bool) { return arena_commit(address, size); }
-    static void unmap(void* address, std::size_t size) { os_unmap(address, size); }
+    static bool unmap(void* address, std::size_t size) { return os_unmap(address, size); }
     static void count_committed(int64_t bytes) { os_commit_bytes(bytes); }
     static bool decommit(void* address, std::size_t size) { return os_decommit(address, size); }
     static bool is_free_sentinel(const Page* page) {

@@ -351,6 +351,24 @@ void MapCountFull::release() {
     single_count_ = 0;
 }
 
+void expect_refused_but_given_back(const void* at, std::size_t bytes) {
+    child_expect(mapping_permissions(at) == "rw-p", "the map count's limit did not refuse the call (the test proves nothing)");
+    child_expect(resident_bytes(at, bytes) == 0, "memory given back at the map count's limit stays resident");
+}
+
+std::vector<char*> middle_of_three_pages(const std::function<char*()>& take,
+                                         const std::function<const void*(const void*)>& page_of,
+                                         std::vector<char*>& kept) {
+    std::vector<char*> middle;
+    char* p = take();
+    const void* first = page_of(p);
+    for (; page_of(p) == first; p = take()) kept.push_back(p);
+    const void* second = page_of(p);
+    for (; page_of(p) == second; p = take()) middle.push_back(p);
+    kept.push_back(p);
+    return middle;
+}
+
 bool lock_pages(const void* at, std::size_t bytes) { return syscall(SYS_mlock, at, bytes) == 0; }
 bool unlock_pages(const void* at, std::size_t bytes) { return syscall(SYS_munlock, at, bytes) == 0; }
 

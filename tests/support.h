@@ -158,6 +158,16 @@ private:
     unsigned single_count_ = 0;
 };
 
+// Inside a child: [at, at + bytes) is still mapped writable (an munmap or mmap of it that was
+// to give it back was refused: else the test proves nothing) and none of it is resident (its
+// pages were given back all the same).
+void expect_refused_but_given_back(const void* at, std::size_t bytes);
+// Inside a child: blocks from `take` (one size class) until they reach the third of three
+// pages in a row, `page_of` naming a block's page. The blocks of the second page are returned;
+// those of the first page and the first block of the third are appended to `kept`.
+std::vector<char*> middle_of_three_pages(const std::function<char*()>& take,
+                                         const std::function<const void*(const void*)>& page_of,
+                                         std::vector<char*>& kept);
 // mlock and munlock of [at, at + bytes) by system call (the sanitizers' interceptors only
 // pretend to lock): a locked page is one the kernel refuses to discard (madvise MADV_DONTNEED
 // fails with EINVAL), as every page is under mlockall. True when done.
