@@ -41,6 +41,7 @@ pthread_once_t g_once = PTHREAD_ONCE_INIT;
 std::atomic<bool> g_lazy{false};
 std::atomic<uint64_t> g_unheld[kArenaWords];
 pthread_once_t g_lazy_once = PTHREAD_ONCE_INIT;
+std::atomic<bool> g_unhold_refused{false};   // [S4.79] a run of slots stayed held: free ones wait
 
 constexpr uint64_t low_bits(uint32_t n) { return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
 
@@ -208,13 +209,18 @@ namespace {
 bool held(uint32_t slot) { return !((g_unheld[slot / 64].load(std::memory_order_relaxed) >> (slot % 64)) & 1); }
 
 // The slots of word `w` in `mask`, which the caller has claimed: the parts a reservation still
-// holds are unmapped, run by run, and all of them marked unheld.
+// holds are unmapped, run by run, and marked unheld. [S4.79] A run whose munmap is refused (at
+// the map count's limit: it cuts a hole in the reservation) stays held, PROT_NONE and reserved,
+// and is tried again when next claimed or given back; a held slot serves a segment by mprotect.
 void unhold_word(uint32_t w, uint64_t mask) {
     for (uint64_t left = mask & ~g_unheld[w].load(std::memory_order_relaxed); left != 0;) {
         unsigned first = static_cast<unsigned>(__builtin_ctzll(left));
         uint64_t above = ~(left >> first);
         unsigned run = above == 0 ? 64 - first : static_cast<unsigned>(__builtin_ctzll(above));
-        os_unmap(arena_segment(w * 64 + first), std::size_t{run} << kSegmentShift);
+        if (!os_unmap(arena_segment(w * 64 + first), std::size_t{run} << kSegmentShift)) {
+            mask &= ~(low_bits(run) << first);
+            g_unhold_refused.store(true, std::memory_order_relaxed);
+        }
         left &= ~(low_bits(run) << first);
     }
     g_unheld[w].fetch_or(mask, std::memory_order_relaxed);
@@ -239,6 +245,21 @@ void go_lazy() {
         uint64_t free = ~g_claimed[w].fetch_or(valid, std::memory_order_acquire) & valid;
         unhold_word(w, free);
         g_claimed[w].fetch_and(~free, std::memory_order_release);
+    }
+}
+
+// [S4.79] After a switch whose munmaps were refused: the free slots still held, claimed bit by
+// bit (only those, so that a claim running meanwhile finds every other free slot), unheld and
+// released, as go_lazy does. Asked by the next fresh segment's claim, until none is refused.
+void unhold_free_held() {
+    uint32_t slots = arena_slots();
+    for (uint32_t w = 0; w < (slots + 63) / 64; ++w) {
+        uint64_t want = valid_bits(slots, w) & ~g_unheld[w].load(std::memory_order_relaxed) &
+                        ~g_claimed[w].load(std::memory_order_relaxed);
+        if (want == 0) continue;
+        uint64_t got = want & ~g_claimed[w].fetch_or(want, std::memory_order_acquire);
+        unhold_word(w, got);
+        g_claimed[w].fetch_and(~got, std::memory_order_release);
     }
 }
 
@@ -269,6 +290,8 @@ Segment* arena_claim(uint32_t blocks, uint32_t* hint) {
         first = bitmap_claim(g_claimed, arena_slots(), blocks, *hint);
     }
     if (first < 0) return nullptr;
+    if (g_unhold_refused.load(std::memory_order_relaxed) && g_unhold_refused.exchange(false, std::memory_order_relaxed))
+        unhold_free_held();   // [S4.79] refused again: the flag is set again, for the next claim
     auto slot = static_cast<uint32_t>(first);
     *hint = slot / 64;
     if (g_lazy.load(std::memory_order_relaxed)) unhold(slot, blocks);   // [S4.68] held ones too
@@ -305,7 +328,8 @@ void arena_release(uint32_t slot, uint32_t blocks, std::size_t mapped) {
 void arena_trim(uint32_t slot, uint32_t blocks, std::size_t mapped) {
     if (!g_lazy.load(std::memory_order_acquire) || !held(slot)) return;
     std::size_t size = std::size_t{blocks} << kSegmentShift;
-    os_unmap(reinterpret_cast<char*>(arena_segment(slot)) + mapped, size - mapped);
+    if (size > mapped && !os_unmap(reinterpret_cast<char*>(arena_segment(slot)) + mapped, size - mapped))
+        return;   // [S4.79] refused: held still
     each_word(slot, blocks, [](uint32_t w, uint64_t mask) { g_unheld[w].fetch_or(mask, std::memory_order_relaxed); });
 }
 

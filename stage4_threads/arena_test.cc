@@ -451,6 +451,44 @@ TEST_CASE("in a lazy arena, a page freed at the map count's limit is mapped agai
     });
 }
 
+bool mapped(const void* at, std::size_t bytes);
+
+// [S4.79] The switch to a lazy arena ([S4.68]) made at the map count's limit: the munmap of each
+// run of free slots would cut a hole in the reservation, and is refused. Before, the slots were
+// marked unheld all the same, still mapped PROT_NONE, and every later claim found its slots'
+// own mapping in the way (EEXIST, taken for a mapping not ours), kept them claimed for good and
+// went on to the next: the first fresh segment after it left all but the last run of slots
+// claimed for good. Now they stay held, and the next claim unmaps the one it takes and every
+// free one still held (the map count has room again): the segment maps what it uses, and a
+// free slot far away is no longer reserved.
+// (Not under a sanitizer, whose shadow memory may lie where a lazy arena is placed.)
+TEST_CASE("the arena going lazy at the map count's limit still hands out slots a segment can map") {
+    if (battery::kUnderSanitizer) return;
+    on_thread_in_child([] {
+        void* first = api().malloc(100);   // the arena, reserved
+        battery::child_expect(first != nullptr && !arena_lazy(), "no reserved arena");
+        {
+            battery::MapCountFull limit;
+            rlimit none{RLIM_INFINITY - 1, RLIM_INFINITY};
+            battery::child_expect(setrlimit(RLIMIT_AS, &none) == 0 && arena_limited() && arena_lazy(), "no switch");
+        }
+        uint32_t far = arena_slots() / 2;   // a free slot no claim below takes
+        battery::child_expect(!arena_claimed(far, 1) && mapped(arena_segment(far), kOsPage), "no reserved free slot");
+        uint32_t hint = 0;
+        Segment* s = arena_claim(1, &hint);
+        battery::child_expect(s != nullptr, "no slot to claim");
+        uint32_t slot = arena_slot_of(s);
+        battery::child_expect(arena_unheld(slot), "the claimed slot is still held");
+        battery::child_expect(arena_commit(s, kOsPage), "the claimed slot cannot be mapped");
+        battery::child_expect(!mapped(arena_segment(far), kOsPage) && arena_unheld(far), "the free slots stay reserved");
+        arena_release(slot, 1, kOsPage);
+        void* medium = written_block(kMediumMax, "a medium block was refused");
+        battery::child_expect(api().check().ok, "the heap check failed");
+        api().free(medium);
+        api().free(first);
+    });
+}
+
 // [S4.66] Under an address-space limit 64 MiB above what the process holds, 600 blocks just
 // above the medium maximum each get a mapping of their own (contract/mapped.h) instead of a
 // 4 MiB slot of the arena (the arena, reserved before the limit here, goes lazy at the first
