@@ -447,10 +447,13 @@ def replace_bodies(root, table, replacements):
 
 # ---- Handout ------------------------------------------------------------------------------
 
-def tree_files(root):
+def tree_files(root, untracked=True):
+    """The files of a tree: in a Git checkout the tracked ones (their working copies) and, with
+    untracked, the untracked ones Git does not ignore; elsewhere every file but Bazel's links."""
     root = Path(root)
     if (root / ".git").exists():
-        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True, check=True)
+        kinds = ["--cached", "--others"] if untracked else ["--cached"]
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", *kinds, "--exclude-standard"], capture_output=True, check=True)
         return [f for f in out.stdout.decode().split("\0") if f and (root / f).is_file()]
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -460,8 +463,8 @@ def tree_files(root):
     return files
 
 
-def copy_tree(source, dest, skip=()):
-    for rel in tree_files(source):
+def copy_tree(source, dest, skip=(), untracked=True):
+    for rel in tree_files(source, untracked):
         if any(rel == s or rel.startswith(s + "/") for s in skip):
             continue
         target = Path(dest) / rel
@@ -498,7 +501,9 @@ def handout(table, stage, dest, only=None, hide_later=False):
     problems = check(REFERENCE, table)
     if problems:
         raise LabError("the reference tree's lab parts are inconsistent:\n  " + "\n  ".join(problems))
-    copy_tree(REFERENCE, dest, skip=("docs/answers",))
+    # Only what Git tracks goes to students: a teacher's untracked notes or worked answers
+    # beside the reference (./scratch, ./solutions) must not travel with the handout.
+    copy_tree(REFERENCE, dest, skip=("docs/answers",), untracked=False)
     found = scan(REFERENCE, table)[0]
     replacements = {}
     for part in chosen:
@@ -1198,6 +1203,10 @@ def main(argv):
             dest = user_path(args.dir)
             chosen = handout(table, args.stage, dest, names_arg("--parts", args.parts), args.hide_later)
             print(f"lab: wrote {dest}: stage {args.stage}, stubs for {', '.join(p['name'] for p in chosen)}")
+            left_out = sorted(set(tree_files(REFERENCE)) - set(tree_files(REFERENCE, untracked=False)))
+            if left_out:
+                print(f"lab: left out {len(left_out)} file{'s' * (len(left_out) != 1)} Git does not track "
+                      f"({', '.join(left_out[:3])}{', ...' if len(left_out) > 3 else ''}): `git add` what students should get")
             print(f"lab: its LAB.md says where to start (write {chosen[0]['name']} first); in it, `tools/lab test` "
                   "runs each part's tests and names the stub each stops at")
             return 0

@@ -252,6 +252,29 @@ class LabTest(unittest.TestCase):
             lab.handout(self.table, "1", ROOT / "lab1")
         self.assertFalse((ROOT / "lab1").exists())
 
+    def test_a_handout_takes_only_what_git_tracks(self):
+        # A teacher's untracked notes beside the reference (worked answers in ./solutions)
+        # went into every handout: it copied Git's untracked files too.
+        if not (ROOT / ".git").exists():
+            self.skipTest("the reference is not a Git checkout (a handout): nothing is untracked")
+        ref = self.tmp / "reference"
+        lab.copy_tree(ROOT, ref, untracked=False)
+        for args in (["init", "-q"], ["add", "-A"]):
+            subprocess.run(["git", "-C", str(ref), *args], check=True)
+        (ref / "solutions").mkdir()
+        (ref / "solutions" / "coalesce.asm").write_text("; the teacher's answer\n")
+        dest, out = self.tmp / "lab1", io.StringIO()
+        saved, lab.REFERENCE = lab.REFERENCE, ref
+        try:
+            with contextlib.redirect_stdout(out):
+                self.assertEqual(lab.main(["handout", "1", str(dest)]), 0)
+        finally:
+            lab.REFERENCE = saved
+        self.assertTrue((dest / "stage1_brk" / "heap.asm").is_file())
+        self.assertFalse((dest / "solutions").exists())
+        self.assertIn("lab: left out 1 file Git does not track (solutions/coalesce.asm): "
+                      "`git add` what students should get", out.getvalue())
+
     def test_a_malformed_table_is_named_by_file_line_and_column(self):
         (self.tmp / "tools" / "labkit").mkdir(parents=True)
         table = self.tmp / "tools" / "labkit" / "parts.json"
