@@ -663,6 +663,35 @@ TEST_CASE("a lazily mapped page freed at the map count's limit is mapped again a
     });
 }
 
+// [S3.72] A block aligned to 4 MiB lies in a mapping of its own ([S3.39]); pages mapped right
+// before its record and right past its end join that mapping (the kernel merges neighbours
+// alike), so freeing the block at the map count's limit asks for a munmap that cuts a hole,
+// and is refused. Before, the block was forgotten and its 1 MiB stayed resident; now its pages
+// are given back. (Not under a sanitizer: ThreadSanitizer's own munmap beside the block's is
+// refused too, and it stops the program.)
+TEST_CASE("an over-aligned block freed at the map count's limit gives its pages back") {
+    if (battery::kUnderSanitizer) return;
+    battery::ChildOutcome outcome = battery::run_in_child([] {
+        auto* p = static_cast<char*>(api().aligned_alloc(4 * kMiB, kMiB));
+        battery::child_expect(p != nullptr && mapped_block_size(kStageNumber, p) == kMiB, "no 1 MiB block in a mapping of its own");
+        std::memset(p, 1, kMiB);
+        for (char* at : {p - 2 * kOsPage, p + kMiB}) {   // the record is the page right before p
+            void* got = mmap(at, kOsPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+            battery::child_expect(got == at, "cannot map a neighbour of the block's mapping");
+        }
+        {
+            battery::MapCountFull limit;
+            api().free(p);
+        }
+        battery::child_expect(mapped_block_size(kStageNumber, p) == 0, "the block outlived its free");
+        battery::expect_refused_but_given_back(p, kMiB);
+        battery::child_expect(api().check().ok, api().check().message);
+    });
+    INFO("child: " << outcome.describe());
+    CHECK(outcome.exited);
+    CHECK(outcome.exit_code == 0);
+}
+
 // [S3.62] [S3.52] Under an address-space limit that leaves no room (the limit is what the
 // process holds), a fresh page of a lazily mapped segment cannot map its first blocks while the
 // cache keeps a freed 1 MiB block's segment mapped; the cache goes back and the page is asked

@@ -60,7 +60,10 @@ inline void count_move() {
 // a malloc or a free of their usable bytes, their mapping in the footprint (so the checker's
 // sum holds with them), their system calls in os_calls, their entries in the walk.
 // alloc_mapped fails as mapped_aligned_alloc does (nullptr, ENOMEM); free_mapped returns the
-// usable size of the block it unmapped, 0 (and does nothing) for any other pointer.
+// usable size of the block it unmapped, 0 (and does nothing) for any other pointer. [S3.72] A
+// munmap the kernel refuses (at the map count's limit, where the block's mapping merged with
+// its neighbours' and the munmap would cut a hole) leaves the mapping, its pages given back by
+// madvise (mapped.cc): the block is gone and uncounted all the same, its address space lost.
 void* alloc_mapped(std::size_t alignment, std::size_t size);
 std::size_t free_mapped(void* p);
 // [S3.64] Resizes such a block of `usable` bytes to hold `size` (mapped_resize) and counts one
