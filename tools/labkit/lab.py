@@ -165,15 +165,22 @@ def outside_changes(tree, table):
         claim = json.loads((Path(tree) / HANDOUT_FILE).read_text())
     except (OSError, ValueError):   # not a handout, or its record is gone: nothing to compare
         return []
+    # The stub's prelude is the handout's, and its banner asks for it to be deleted once the
+    # parts are written: deleting it is no change (else it hid the change that matters below it).
+    prelude = set(CXX_PRELUDE) | {CXX_PRELUDE_POP}
     written = claim.get("outside", {})
     now = outside_lines(tree, table, claim.get("parts", []))
     changes = []
     for rel, lines in written.items():
-        current = now.get(rel, [])
+        lines = [l for l in lines if l not in prelude]
+        current = [(i, l) for i, l in now.get(rel, []) if l not in prelude]
         for k in range(max(len(lines), len(current))):
             if k >= len(lines) or k >= len(current) or lines[k] != current[k][1]:
                 line = current[k][0] if k < len(current) else (current[-1][0] if current else 1)
-                changes.append(f"{rel}:{line}: changed outside the markers of the parts in it; grading takes "
+                why = ""
+                if k < len(current) and current[k][1].lstrip().startswith("#include"):
+                    why = " (an #include: the grading build compiles your part without it)"
+                changes.append(f"{rel}:{line}: changed outside the markers of the parts in it{why}; grading takes "
                                "only the code between them, so this change is not graded (LAB.md)")
                 break
     return changes
@@ -420,6 +427,7 @@ CXX_PRELUDE = [
     "#pragma GCC diagnostic ignored \"-Wunused-variable\"",
     "#pragma GCC diagnostic ignored \"-Wunused-but-set-variable\"",
 ]
+CXX_PRELUDE_POP = "#pragma GCC diagnostic pop"   # a header's last line, closing the prelude's push
 
 
 def replace_bodies(root, table, replacements):
@@ -441,7 +449,7 @@ def replace_bodies(root, table, replacements):
             first = next((i for i, l in enumerate(text) if l.startswith("#include")), 0)
             text[first:first] = CXX_PRELUDE
             if rel.endswith(".h"):
-                text.append("#pragma GCC diagnostic pop")
+                text.append(CXX_PRELUDE_POP)
         Path(root, rel).write_text("\n".join(text))
 
 

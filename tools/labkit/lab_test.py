@@ -496,6 +496,25 @@ class LabTest(unittest.TestCase):
         freelist.write_text("; mine\n" + freelist.read_text())
         self.assertEqual(len(lab.outside_changes(dest, self.table)), 1)
 
+    def test_deleting_the_stub_prelude_is_no_change_and_an_added_include_is_named(self):
+        # The prelude's banner asks for its lines to be deleted once the parts are written; that
+        # deletion was named as the change outside the markers, the only one named per file, so
+        # an #include added below it (errno for S2.usedpools) went unnamed: the handout's own
+        # tests and grade passed, and the teacher's build failed.
+        dest = self.tmp / "lab2"
+        lab.handout(self.table, "2", dest, ["S2.usedpools"])
+        pool = dest / "stage2_pools" / "pool.cc"
+        lines = [l for l in pool.read_text().split("\n") if l not in lab.CXX_PRELUDE]
+        pool.write_text("\n".join(lines))
+        self.assertEqual(lab.outside_changes(dest, self.table), [])
+        at = next(i for i, l in enumerate(lines) if l.startswith("#include")) + 1
+        lines.insert(at, "#include <cerrno>")
+        pool.write_text("\n".join(lines))
+        self.assertEqual(lab.outside_changes(dest, self.table),
+                         [f"stage2_pools/pool.cc:{at + 1}: changed outside the markers of the parts in it (an "
+                          "#include: the grading build compiles your part without it); grading takes only the code "
+                          "between them, so this change is not graded (LAB.md)"])
+
     def test_the_grade_report_names_changes_outside_the_markers(self):
         # The grade of a part that "does not build" because its helper lay outside the markers
         # says why: the report lists the handout's own record of such changes.
