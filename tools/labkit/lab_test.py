@@ -515,6 +515,18 @@ class LabTest(unittest.TestCase):
                           "#include: the grading build compiles your part without it); grading takes only the code "
                           "between them, so this change is not graded (LAB.md)"])
 
+    def test_a_part_that_must_set_enomem_is_told_how_within_its_markers(self):
+        # S2.usedpools asked for "NULL with ENOMEM" in pool.cc, which includes no <cerrno>: a
+        # student's `errno = ENOMEM` needed an #include outside the markers, built in the handout
+        # and failed the teacher's build (0 marks for the part, every gate "not built").
+        for part in self.table["parts"]:
+            text = (ROOT / part["file"]).read_text()
+            if "ENOMEM" not in part["statement"] or lab.language(part["file"]) != "cxx" or "<cerrno>" in text:
+                continue
+            with self.subTest(part=part["name"]):
+                self.assertIn("enomem()", part["statement"])
+                self.assertIn("contract/diagnostics.h", text)
+
     def test_the_grade_report_names_changes_outside_the_markers(self):
         # The grade of a part that "does not build" because its helper lay outside the markers
         # says why: the report lists the handout's own record of such changes.
