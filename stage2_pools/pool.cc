@@ -84,7 +84,7 @@ void pool_refill(Pool* pool) {
         Block* block =
             reinterpret_cast<Block*>(reinterpret_cast<uintptr_t>(pool) + pool->next_offset);
         block->next = nullptr;
-        block->mark = freed_mark(block);   // on a free list now: marked as free puts it ([S2.28])
+        block->mark = freed_mark(block);   // on a free list now, so it carries the freed mark ([S2.28])
         pool->free = block;
         pool->next_offset += pool->block_size;
         return;

@@ -334,6 +334,24 @@ def wrap(text, width, prefix):
 WRITE_INTRO = "Write this part, then delete these lines up to the end marker."
 
 
+def marker_comments(body, opener, indent):
+    """The comments of a body that carry a chapter marker ([S1.9]), each whole: a comment line
+    with a marker and the comment lines that continue it (a first line alone read "... keeps a
+    valid header and", its sentence cut off), or a marker's trailing comment on a code line."""
+    kept, going = [], False
+    for l in body:
+        comment = l[l.index(opener):].strip() if opener in l else ""
+        whole = l.strip().startswith(opener)
+        if comment and re.search(r"\[S\d+\.\d+\]", comment):
+            kept.append(indent + comment)
+            going = whole
+        elif going and whole and not re.search(r"\[lab ", comment):
+            kept.append(indent + comment)
+        else:
+            going = False
+    return kept
+
+
 def stub(part, chapter, reference_body, intro=WRITE_INTRO, region=(1, 1), call=None):
     """The lines that replace one region of a part's body in a handout (region: its number and
     the part's count of regions; the statement stands in the first). Comment lines of the body
@@ -346,8 +364,7 @@ def stub(part, chapter, reference_body, intro=WRITE_INTRO, region=(1, 1), call=N
     asm = language(part["file"]) == "asm"
     opener = ";" if asm else "//"
     indent = "        " if asm else "    "
-    kept = [indent + l[l.index(opener):].strip() for l in reference_body
-            if opener in l and re.search(r"\[S\d+\.\d+\]", l[l.index(opener):])]
+    kept = marker_comments(reference_body, opener, indent)
     number, count = region
     statement = part["statement"] if number == 1 else (
         f"Region {number} of {count} of {name} in this file: the part's statement is at its first region.")

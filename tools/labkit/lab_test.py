@@ -158,6 +158,26 @@ class LabTest(unittest.TestCase):
         # The chapter's markers inside a blanked body survive, so the docs still check.
         self.assertEqual([p for p in lab.check(dest, self.table)], [])
 
+    def test_a_stub_keeps_each_marker_comment_whole(self):
+        # A stub keeps the body's comments that carry a chapter marker; it kept only their first
+        # line, so stage 2's handout read "[S2.13] An empty pool that last served this same class
+        # keeps a valid header and", its sentence cut off, and "[S2.17] ... An arena".
+        body = ["    // [S9.1] A first line that goes on",
+                "    // to a second line.",
+                "    if (x) return y;",
+                "    // A comment of no marker.",
+                "    z = 1;   // trailing ([S9.2])",
+                "    // not kept: it follows code"]
+        part = {"name": "S9.x", "file": "stage9/x.cc", "statement": "Do it."}
+        lines = lab.stub(part, "docs/stage9.md", body)
+        self.assertIn("    // to a second line.", lines)
+        self.assertIn("    // trailing ([S9.2])", lines)
+        self.assertNotIn("    // A comment of no marker.", lines)
+        self.assertNotIn("    // not kept: it follows code", lines)
+        dest = self.tmp / "lab2"
+        lab.handout(self.table, "2", dest, ["S2.usedpools"])
+        self.assertIn("block 0 becomes the only free block", (dest / "stage2_pools" / "pool.cc").read_text())
+
     def test_no_handout_holds_an_answer_of_its_parts_anywhere(self):
         # A handout of stage N holds no reference body of its parts in any file, nor the
         # reference's copies of them (stage 4's page_extend answers S3.extend, the twin's
