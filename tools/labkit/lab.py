@@ -685,13 +685,29 @@ DOCTEST_WHERE = re.compile(r"^(\S+:\d+):$")                                  # a
 DOCTEST_ERROR = re.compile(r"^(\S+:\d+): (?:FATAL )?ERROR: (.*)$")          # FILE:LINE: ERROR: what
 
 
-def failure_summary(out):
+TRAILING_COMMENT = re.compile(r"^([^\"]*(?:\"[^\"]*\"[^\"]*)*?)\s//\s*(.+)$")   # code, then // why (no // in a string)
+
+
+def line_comment(root, at):
+    """The trailing comment of the source line `at` (FILE:LINE) under root, which says what the
+    assertion there is for: "" when there is none, or no such file."""
+    path, _, line = at.rpartition(":")
+    try:
+        text = read_lines(Path(root) / path)[int(line) - 1]
+    except (OSError, ValueError, IndexError):
+        return ""
+    m = TRAILING_COMMENT.match(text)
+    return m.group(2).strip() if m and m.group(1).strip() else ""
+
+
+def failure_summary(out, root=None):
     """What a failed test run says went wrong, in one line: each failed doctest case (at most
     three) as `FILE:LINE: TEST CASE: what failed (values); logged: its INFO lines` (the case's
     FILE:LINE first when the assertion is in a helper of another file), then the one-line diagnostics of
     the stage (`edu-alloc stage1_brk: ...`), of a stub (`edu-alloc lab: ...`) or of a sanitizer
     (`SUMMARY: ThreadSanitizer: data race FILE:LINE in f`); the last lines of the output when it
-    has none."""
+    has none. With root (the tree the test ran from), a failed assertion's line that carries a
+    trailing comment adds it: the test's own words for what went wrong."""
     lines = out.split("\n")
     cases, diagnostics = [], []
     case = where = None
@@ -713,7 +729,9 @@ def failure_summary(out):
                 j += 1
             # An assertion in a helper of another file (tests/support.cc) is placed by its case.
             head = f"{at}: {case}" if at.split(":")[0] == where.split(":")[0] else f"{where}: {case}: {at}"
+            said = line_comment(root, at) if root is not None else ""
             cases.append(f"{head}: {what}" + (f" ({values})" if values else "")
+                         + (f" [the test's comment: {said}]" if said else "")
                          + (f"; logged: {'; '.join(logged[:3])}" if logged else ""))
             case = None   # its first failure names it
         elif line.startswith(("edu-alloc ", "SUMMARY: ")) and line.strip() not in diagnostics:   # a stub's, a sanitizer's
@@ -757,7 +775,7 @@ def run_test(tree, target, cases=None, timeout=600):
         return False, set(), (f"timed out after {timeout} s and killed (the reference's code runs it in seconds: "
                               "a loop that never ends?)")
     out = r.stdout + r.stderr
-    return r.returncode == 0, set(NOT_IMPLEMENTED.findall(out)), "" if r.returncode == 0 else failure_summary(out)
+    return r.returncode == 0, set(NOT_IMPLEMENTED.findall(out)), "" if r.returncode == 0 else failure_summary(out, tree)
 
 
 # ---- Traces -------------------------------------------------------------------------------
@@ -921,7 +939,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             gates.append({"gate": target + " (ThreadSanitizer)", "passed": r.returncode == 0,
                           "stubs_reached": sorted(set(NOT_IMPLEMENTED.findall(out))),
                           "detail": "" if r.returncode == 0 else
-                          failure_summary(out or r.stdout + r.stderr)})
+                          failure_summary(out or r.stdout + r.stderr, work)})
 
         if info.get("tsan_gates"):
             # The ThreadSanitizer build writes to the same output tree as the default one

@@ -463,6 +463,23 @@ class LabTest(unittest.TestCase):
         self.assertEqual(lab.failure_summary(tsan),
                          "SUMMARY: ThreadSanitizer: data race stage4_threads/remote.cc:181 in page_collect_remote")
 
+    def test_a_failed_assertion_brings_its_line_s_comment(self):
+        # "CHECK( g_heap.used[c].next == second ) is NOT correct!" named no rule; the test's line
+        # says it: "malloc keeps draining the pool it was using" (S2.pool_states linking a pool
+        # that was full at the front of its ring, not at the back).
+        test = self.tmp / "stage2_pools" / "pools_test.cc"
+        test.parent.mkdir(parents=True)
+        test.write_text('void f() {\n    CHECK(g_heap.used[c].next == second);  // malloc keeps draining the pool it was using\n'
+                        '    CHECK(s == "a // b");\n}\n')
+        out = lambda line: ("=" * 79 + "\nstage2_pools/pools_test.cc:1:\nTEST CASE:  a pool goes full\n\n"
+                            f"stage2_pools/pools_test.cc:{line}: ERROR: CHECK( x ) is NOT correct!\n"
+                            "  values: CHECK( 1 == 2 )\n\n" + "=" * 79 + "\n")
+        self.assertEqual(lab.failure_summary(out(2), self.tmp),
+                         "stage2_pools/pools_test.cc:2: a pool goes full: CHECK( x ) is NOT correct! (values: CHECK( 1 == 2 )) "
+                         "[the test's comment: malloc keeps draining the pool it was using]")
+        self.assertNotIn("comment", lab.failure_summary(out(3), self.tmp))   # "//" inside a string: no comment
+        self.assertNotIn("comment", lab.failure_summary(out(2)))             # no tree: as before
+
     def test_a_race_reported_in_a_part_s_lines_is_that_part_s(self):
         # Stage 4's ThreadSanitizer gates: a report whose FILE:LINE lies between a part's
         # markers fails that part (its own tests pass without the sanitizer); one elsewhere,
