@@ -128,7 +128,7 @@ bool check_segment(Checker& k, Segment* s, uint64_t* live_blocks, uint64_t* live
     if (!Layout::check(k, s, &in_use, [&](Page* page) { return check_page(k, s, page, live_blocks, live_bytes); }))
         return false;
     bool open_kind = s->kind == static_cast<uint8_t>(PageKind::small) || s->kind == static_cast<uint8_t>(PageKind::medium);
-    bool should_be_open = open_kind && !s->cached && in_use && s->free_pages;
+    bool should_be_open = open_kind && !s->cached && in_use && Layout::takeable(s);   // [S3.73]
     if (s->on_open_list != should_be_open) return k.fail("segment open-list membership wrong", at);
     *pages_in_use += in_use;
     *committed += kMetaSize + s->committed;

@@ -692,6 +692,30 @@ TEST_CASE("an over-aligned block freed at the map count's limit gives its pages 
     CHECK(outcome.exit_code == 0);
 }
 
+// [S3.73] Under an address-space limit, a page of a mapping not ours at the start of the next
+// free page of a lazily mapped small segment (the kernel may place one there; the test does).
+// A block of a new size class needs a fresh page: that page cannot map its first blocks
+// (EEXIST) and is blocked, and the next free page serves. Before, it went back free, was the
+// lowest free page again at the retry, and malloc said NULL. The page not ours stays intact.
+TEST_CASE("a free page whose start holds a mapping not ours is passed over") {
+    under_limit(RLIMIT_AS, battery::address_space_bytes, 64 * kMiB, [](Heap* heap) {
+        std::vector<char*> fillers;   // the last free pages of segments from before the limit
+        do fillers.push_back(static_cast<char*>(heap_malloc(heap, kSmallMax)));
+        while (fillers.back() && !segment_of(fillers.back())->lazy);
+        Segment* s = segment_of(fillers.back());
+        auto next = static_cast<unsigned>(__builtin_ctzll(s->free_pages));
+        unsigned char* foreign = battery::map_page_not_ours(reinterpret_cast<void*>(page_area(s, &s->pages()[next]).lo));
+        for (std::size_t size : {std::size_t{3000}, std::size_t{100}}) {   // two fresh pages
+            fillers.push_back(static_cast<char*>(heap_malloc(heap, size)));
+            battery::child_expect(fillers.back() != nullptr, "a block was refused: the blocked page was taken again");
+            battery::child_expect(page_of(fillers.back())->index != next, "a block lies in the blocked page");
+        }
+        battery::child_expect(api().check().ok && battery::page_not_ours_intact(foreign), "the check failed, or the page not ours changed");
+        for (char* p : fillers) api().free(p);
+        munmap(foreign, kOsPage);
+    });
+}
+
 // [S3.62] [S3.52] Under an address-space limit that leaves no room (the limit is what the
 // process holds), a fresh page of a lazily mapped segment cannot map its first blocks while the
 // cache keeps a freed 1 MiB block's segment mapped; the cache goes back and the page is asked

@@ -5,6 +5,8 @@
 // page_free, and page_alloc, page_format and page_release for a fresh page.
 #pragma once
 
+#include <cerrno>
+
 #include <cstdint>
 
 #include "stage3_segments/bins.h"
@@ -120,16 +122,20 @@ struct PageQueues {
     // (T::page_alloc) formatted for the bin (T::page_format). A page whose first blocks cannot
     // be mapped (a lazily mapped segment under a limit) goes back (T::page_release), and the
     // page is asked for once more after `relieve()` gave memory back ([S3.52]: stage 3's
-    // cache; a stage 4 heap's cache, and more). nullptr when no memory can be had.
+    // cache; a stage 4 heap's cache, and more). nullptr when no memory can be had. A page that
+    // met a mapping not ours at its start goes back blocked ([S3.73]) and another is asked for
+    // at once, relief or not.
     template <class Relieve>
     static Page* push_fresh(Heap* heap, unsigned bin, Relieve relieve) {
         auto fresh = [heap, bin]() -> Page* {
-            Page* page = T::page_alloc(heap, bin_kind(bin));
-            if (page && !T::page_format(page, heap, bin)) {
-                T::page_release(heap, page);
-                return nullptr;
+            for (int saved = errno;;) {
+                Page* page = T::page_alloc(heap, bin_kind(bin));
+                if (!page || T::page_format(page, heap, bin)) return page;
+                bool blocked = errno == EEXIST;   // [S3.73] a mapping not ours at its start
+                T::page_release(heap, page);      // which blocks it: the next take passes it over
+                if (!blocked) return nullptr;
+                errno = saved;
             }
-            return page;
         };
         Page* page = under_pressure(fresh, relieve);
         if (!page) return nullptr;

@@ -309,7 +309,7 @@ Page* try_page_alloc(PageKind kind) {
         },
         [](Segment* clean) { purge_remove(clean); });
     if (!page && s->used_pages == 0) {   // only a segment just taken is open with no page in use
-        link_remove(g_open[k], s);
+        if (s->on_open_list) link_remove(g_open[k], s);
         s->on_open_list = 0;
         unmap_segment(s);
     }
@@ -381,7 +381,7 @@ void page_release(Page* page) {
             if (s->on_open_list) link_remove(g_open[k], s);
             s->on_open_list = 0;
             cache_or_unmap(s);
-        } else if (!s->on_open_list) {
+        } else if (!s->on_open_list && Layout::takeable(s)) {   // [S3.73] not for blocked pages alone
             link_push(g_open[k], s);
             s->on_open_list = 1;
         }

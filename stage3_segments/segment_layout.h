@@ -362,17 +362,41 @@ struct SegmentLayout {
     // `no_free_page(s)` takes the segment off its open list when this was its last free page,
     // `no_dirty_page(s)` off its purge list when this was its last dirty page: the lists are
     // each stage's.
+    // [S3.73] A free page of a lazily mapped segment whose first blocks met a mapping not ours
+    // at its start (EEXIST: the kernel placed one there, or the program did) is blocked: its
+    // record, free, says so (queue == kBlocked), and no take chooses it until the segment is
+    // formatted anew. Before, such a page went back free, was the lowest free page again at the
+    // retry and at every later request, and malloc said NULL for good for any bin needing a
+    // fresh page while that segment was the first open one.
+    static constexpr uint8_t kBlocked = 0xff;
+    // The free pages a take may choose: every free page, but the blocked ones.
+    static uint64_t takeable(const Segment* s) {
+        uint64_t free = s->free_pages;
+        if (!lazy_pages(s)) return free;
+        const Page* pages = const_cast<Segment*>(s)->pages();
+        for (uint64_t f = free; f != 0; f &= f - 1) {
+            auto i = static_cast<unsigned>(__builtin_ctzll(f));
+            if (pages[i].queue == kBlocked) free &= ~bit(i);
+        }
+        return free;
+    }
+
     template <class NoFreePage, class NoDirtyPage>
     static Page* take_page(Segment* s, NoFreePage no_free_page, NoDirtyPage no_dirty_page) {
-        uint64_t dirty = s->free_pages & s->dirty_pages;
-        unsigned i = static_cast<unsigned>(__builtin_ctzll(dirty ? dirty : s->free_pages));
+        uint64_t free = takeable(s);
+        if (free == 0) {   // [S3.73] blocked pages alone: the segment leaves its open list
+            no_free_page(s);
+            return nullptr;
+        }
+        uint64_t dirty = free & s->dirty_pages;
+        unsigned i = static_cast<unsigned>(__builtin_ctzll(dirty ? dirty : free));
         Page* page = &s->pages()[i];
         Span area = page_area(s, page);
         if (!dirty && !lazy_pages(s) && !make_writable(s, area)) return nullptr;
         if (lazy_pages(s) && !unmap_leftover(page)) return nullptr;   // [S3.71] refused again
         s->free_pages &= ~bit(i);
         ++s->used_pages;
-        if (s->free_pages == 0) no_free_page(s);
+        if (takeable(s) == 0) no_free_page(s);
         if (dirty) {
             s->dirty_pages &= ~bit(i);
             if (!s->dirty_pages) no_dirty_page(s);
@@ -422,6 +446,7 @@ struct SegmentLayout {
     static uint32_t release_page(Segment* s, Page* page, uint64_t expire, FirstDirty first_dirty) {
         auto kind = static_cast<PageKind>(s->kind);
         bool kept = false;   // [S3.71] its blocks' mapping, refused to munmap
+        bool blocked = lazy_pages(s) && page->capacity == 0;   // [S3.73] cut at its start: EEXIST
         if (lazy_pages(s)) {   // [S3.62] what it mapped goes back now, and its count
             Span area = page_area(s, page), mapped = lazy_mapped(page, page->carved);
             kept = mapped.hi > mapped.lo && !T::unmap(reinterpret_cast<void*>(mapped.lo), mapped.hi - mapped.lo);
@@ -436,6 +461,7 @@ struct SegmentLayout {
         uint64_t block_size = page->block_size;
         uint32_t carved = page->carved;
         T::page_reset(page, s, page->index, kind);
+        if (blocked) page->queue = kBlocked;
         if (kept) {   // what lazy_mapped(page, page->carved) needs, to be unmapped later
             page->start = start;
             page->block_size = block_size;

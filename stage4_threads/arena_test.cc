@@ -451,6 +451,33 @@ TEST_CASE("in a lazy arena, a page freed at the map count's limit is mapped agai
     });
 }
 
+// [S4.80] Stage 3's S3.73 in a lazy arena: a page not ours at the start of the next free page
+// of a lazily mapped small segment blocks that page; fresh pages of two new size classes come
+// from the pages after it. Before, the blocked page went back free and malloc said NULL. (Not
+// under a sanitizer, whose shadow memory may lie where a lazy arena is placed.)
+TEST_CASE("in a lazy arena, a free page whose start holds a mapping not ours is passed over") {
+    if (battery::kUnderSanitizer) return;
+    on_thread_in_child([] {
+        void* first = lazy_heap();
+        std::vector<char*> fillers;   // the last free pages of segments claimed before the switch
+        do fillers.push_back(static_cast<char*>(written_block(kSmallMax, "a small block was refused")));
+        while (!segment_of(fillers.back())->lazy);
+        Segment* s = segment_of(fillers.back());
+        auto blocked = static_cast<unsigned>(__builtin_ctzll(s->free_pages));
+        unsigned char* foreign = battery::map_page_not_ours(reinterpret_cast<void*>(page_area(s, &s->pages()[blocked]).lo));
+        void* small = written_block(2000, "a 2000-byte block was refused: the blocked page was taken again");
+        void* other = written_block(3000, "a 3000-byte block was refused");
+        battery::child_expect(page_of(small)->index != blocked && page_of(other)->index != blocked, "a block lies in the blocked page");
+        battery::child_expect(api().check().ok, "the heap check failed");
+        battery::child_expect(battery::page_not_ours_intact(foreign), "the page not ours changed");
+        api().free(small);
+        api().free(other);
+        for (char* p : fillers) api().free(p);
+        api().free(first);
+        munmap(foreign, kOsPage);
+    });
+}
+
 bool mapped(const void* at, std::size_t bytes);
 
 // [S4.79] The switch to a lazy arena ([S4.68]) made at the map count's limit: the munmap of each

@@ -215,7 +215,7 @@ bool check_segment(Checker& k, Segment* s, uint32_t slot, uint32_t blocks, Acces
     if (access == Access::borrowed && (s->cached || s->on_open_list || s->on_purge_list))
         return k.fail("abandoned segment still on its last heap's lists", at);
     if (access == Access::own) {
-        bool should_be_open = open_kind && !s->cached && in_use && s->free_pages;
+        bool should_be_open = open_kind && !s->cached && in_use && Layout::takeable(s);   // S3.73
         if (s->on_open_list != should_be_open) return k.fail("segment open-list membership wrong", at);
         if ((s->on_purge_list != 0) != (s->dirty_pages != 0 || (s->cached && !open_kind && s->committed)))
             return k.fail("purge list membership differs from the memory waiting to be decommitted", at);

@@ -207,7 +207,7 @@ void segment_settle(Heap* heap, Segment* s) {
         s->purge_expire = heap->clock + kPurgeDelay;
     }
     if (s->used_pages == 0) cache_or_drop(heap, s);
-    else if (has_pages(static_cast<PageKind>(s->kind)) && s->free_pages && !s->on_open_list) open_push(heap, s);
+    else if (has_pages(static_cast<PageKind>(s->kind)) && Layout::takeable(s) && !s->on_open_list) open_push(heap, s);
 }
 
 void segment_give_back(Segment* s) {
@@ -284,7 +284,7 @@ void page_release(Heap* heap, Page* page) {
     if (in_use == 0) {
         if (s->on_open_list) open_remove(heap, s);
         cache_or_drop(heap, s);
-    } else if (has_pages(static_cast<PageKind>(s->kind)) && !s->on_open_list) {
+    } else if (has_pages(static_cast<PageKind>(s->kind)) && !s->on_open_list && Layout::takeable(s)) {   // [S4.80] not for S3.73's blocked pages alone
         open_push(heap, s);
     }
 }

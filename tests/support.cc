@@ -369,6 +369,19 @@ std::vector<char*> middle_of_three_pages(const std::function<char*()>& take,
     return middle;
 }
 
+unsigned char* map_page_not_ours(void* at) {
+    void* got = mmap(at, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    child_expect(got == at, "cannot map a page at the address asked for");
+    std::memset(got, 0x5a, kPage);
+    return static_cast<unsigned char*>(got);
+}
+
+bool page_not_ours_intact(const unsigned char* page) {
+    for (std::size_t i = 0; i < kPage; ++i)
+        if (page[i] != 0x5a) return false;
+    return true;
+}
+
 bool lock_pages(const void* at, std::size_t bytes) { return syscall(SYS_mlock, at, bytes) == 0; }
 bool unlock_pages(const void* at, std::size_t bytes) { return syscall(SYS_munlock, at, bytes) == 0; }
 

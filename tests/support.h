@@ -168,6 +168,10 @@ void expect_refused_but_given_back(const void* at, std::size_t bytes);
 std::vector<char*> middle_of_three_pages(const std::function<char*()>& take,
                                          const std::function<const void*(const void*)>& page_of,
                                          std::vector<char*>& kept);
+// Inside a child: a page of the test's own, a mapping not the stage's, at exactly `at` (one OS
+// page, MAP_FIXED_NOREPLACE), its bytes 0x5a; and whether it still holds them.
+unsigned char* map_page_not_ours(void* at);
+bool page_not_ours_intact(const unsigned char* page);
 // mlock and munlock of [at, at + bytes) by system call (the sanitizers' interceptors only
 // pretend to lock): a locked page is one the kernel refuses to discard (madvise MADV_DONTNEED
 // fails with EINVAL), as every page is under mlockall. True when done.
