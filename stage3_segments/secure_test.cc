@@ -98,7 +98,7 @@ TEST_CASE("switching secure mode while another thread allocates through the lock
     worker.join();
     descriptor.set_option("secure", before.c_str());
     CHECK(damaged.load() == 0);
-    CHECK(locked.check().ok);
+    battery::check_heap_ok(locked);
 }
 
 // [S3.50] The drop-in library copies the thread-safe table into slots of its own

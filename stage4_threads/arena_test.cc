@@ -893,7 +893,7 @@ void prove_lazy_arena() {
         CHECK(at != next);
         CHECK(arena_claimed(next, 1));   // kept claimed: no claim tries it again
         CHECK(static_cast<unsigned char*>(foreign)[kOsPage - 1] == 0x5a);
-        CHECK(api().check().ok);
+        battery::check_heap_ok(api());
         api().free(medium);
         api().free(small);
         heap_collect(testing::my_heap(), true);   // retired pages, purge, cache: all back

@@ -60,7 +60,7 @@ TEST_CASE("a block freed twice with a free in between dies in its second free") 
     api().free(a);
     api().free(b);
     api().free(c);
-    CHECK(api().check().ok);
+    battery::check_heap_ok(api());
 }
 
 // [S4.49] The mark alone decides nothing: a correct program may hold in a live block exactly the
@@ -72,7 +72,7 @@ TEST_CASE("a live block that holds its own freed mark is freed without a word") 
     void* keep = api().malloc(size);   // keeps the page in use
     a[1] = freed_mark(a);
     api().free(a);
-    CHECK(api().check().ok);   // a sits on local_free once
+    battery::check_heap_ok(api());   // a sits on local_free once
     api().free(keep);
 }
 
@@ -106,7 +106,7 @@ TEST_CASE("a block freed twice after a write over its mark is caught by the mall
     api().free(b);
     api().free(c);
     api().free(d);
-    CHECK(api().check().ok);
+    battery::check_heap_ok(api());
 }
 
 // [S4.48] The test above with a program that writes, into each block it gets, the value that
@@ -130,7 +130,7 @@ TEST_CASE("a block freed twice is caught by malloc even when the program's data 
     api().free(a);
     api().free(b);
     api().free(c);
-    CHECK(api().check().ok);
+    battery::check_heap_ok(api());
 }
 
 TEST_CASE("a double free that leaves a live block under a page counted empty is caught when the page is given back") {
@@ -152,7 +152,7 @@ TEST_CASE("a double free that leaves a live block under a page counted empty is 
     api().free(a);
     api().free(b);
     api().free(c);
-    CHECK(api().check().ok);
+    battery::check_heap_ok(api());
 }
 
 // [S4.59] A full page sends its owner's frees to free_generic (the validity sentinel), where the
@@ -174,7 +174,7 @@ TEST_CASE("frees into a full page: an interior pointer dies, a forged mark passe
         battery::child_expect(false, "the second free of a returned");
     });
     for (void* b : blocks) api().free(b);
-    CHECK(api().check().ok);
+    battery::check_heap_ok(api());
 }
 
 TEST_CASE("blocks freed once each, in any order, pass every check and the page is given back") {
@@ -186,10 +186,10 @@ TEST_CASE("blocks freed once each, in any order, pass every check and the page i
     REQUIRE(segment_of(keep) == segment_of(page));
     for (std::size_t i = 0; i < blocks.size(); i += 2) api().free(blocks[i]);
     for (std::size_t i = 1; i < blocks.size(); i += 2) api().free(blocks[i]);
-    CHECK(api().check().ok);
+    battery::check_heap_ok(api());
     heap_collect(my_heap(), true);
     CHECK(!page->in_use);   // the walk of S4.43 found every carved block once
-    CHECK(api().check().ok);
+    battery::check_heap_ok(api());
     api().free(keep);
 }
 
@@ -224,9 +224,9 @@ TEST_CASE("a write past a large block's end or before its start is caught when t
     p[usable] = 'A';
     CHECK_FALSE(api().check().ok);
     p[usable] = saved;
-    CHECK(api().check().ok);
+    battery::check_heap_ok(api());
     api().free(p);
-    CHECK(api().check().ok);
+    battery::check_heap_ok(api());
 }
 
 // [S4.71] realloc checks the guards first, as stage 3's does (its death_test covers each size),
@@ -246,7 +246,7 @@ TEST_CASE("realloc names a damaged guard on the owner's thread and on another") 
         std::thread([=] { api().realloc(p, 2 * usable); }).join();
     });
     api().free(p);
-    CHECK(api().check().ok);
+    battery::check_heap_ok(api());
 }
 
 }  // namespace

@@ -61,7 +61,7 @@ TEST_CASE("debug mode: a correct workload keeps every byte and the fences of eve
             }
         }
     }
-    CHECK(debug().check().ok);
+    check_heap_ok(debug());
     for (Block& b : live) debug().free(b.ptr);
     require_heap_ok(debug());
 }

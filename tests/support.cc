@@ -159,6 +159,13 @@ CheckResult require_heap_ok(const Api& heap) {
     return result;
 }
 
+bool check_heap_ok(const Api& heap) {
+    CheckResult result = heap.check();
+    INFO("checker: " << std::string(result.message));
+    CHECK(result.ok);
+    return result.ok;
+}
+
 std::string hex(const void* ptr) {
     char text[24];
     std::snprintf(text, sizeof text, "0x%llx",

@@ -81,6 +81,9 @@ private:
 // ---- Heap invariants as assertions ----------------------------------------------------------
 // Runs `api.check()` and fails the current test with the checker's message if it is not ok.
 CheckResult require_heap_ok(const Api& api);
+// The same as a CHECK: the case goes on (to restore what it damaged on purpose, say), and a
+// failure still says what the checker found, which `CHECK(api.check().ok)` did not.
+bool check_heap_ok(const Api& api);
 // "0x..." in lower case without leading zeros, as edu::die prints pointers.
 std::string hex(const void* ptr);
 bool is_aligned(const void* ptr, std::size_t alignment);

@@ -480,6 +480,16 @@ class LabTest(unittest.TestCase):
         self.assertNotIn("comment", lab.failure_summary(out(3), self.tmp))   # "//" inside a string: no comment
         self.assertNotIn("comment", lab.failure_summary(out(2)))             # no tree: as before
 
+    def test_a_heap_check_in_a_test_says_what_the_checker_found(self):
+        # `CHECK(api().check().ok)` failed as "CHECK( api().check().ok ) is NOT correct! (values:
+        # CHECK( false ))": pages_test's verdict on a wrong S3.extend named no invariant, where
+        # battery::check_heap_ok (or require_heap_ok) logs the checker's message.
+        bare = re.compile(r"\b(?:CHECK|REQUIRE)\(\s*[\w:.]+(?:\(\))?\.check\(\)\.ok\s*\)")
+        found = [f"{path.relative_to(ROOT)}:{i}" for path in sorted(ROOT.glob("*/**/*.cc"))
+                 if not path.relative_to(ROOT).parts[0].startswith(("bazel-", "third_party"))
+                 for i, line in enumerate(path.read_text(errors="replace").split("\n"), 1) if bare.search(line)]
+        self.assertEqual(found, [])
+
     def test_a_race_reported_in_a_part_s_lines_is_that_part_s(self):
         # Stage 4's ThreadSanitizer gates: a report whose FILE:LINE lies between a part's
         # markers fails that part (its own tests pass without the sanitizer); one elsewhere,
