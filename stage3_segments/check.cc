@@ -158,6 +158,14 @@ bool check_heap_queues(Checker& k, Heap* heap, uint64_t* pages_seen) {
         }
         if (q.last != prev) return k.fail("page queue last pointer wrong", addr(&q));
     }
+    return true;
+}
+
+// Every direct slot names its bin's first page, or the empty page ([S3.21]). Checked before
+// anything else: it reads only each queue's head, and a stale slot is the cause of what it
+// breaks later (the fast path serves the slot's requests from a page that left the bin, which
+// ends up filed under another queue than its own): named first, the cause is what is reported.
+bool check_direct(Checker& k, Heap* heap) {
     for (unsigned i = 0; i < kDirectSlots; ++i) {
         unsigned bin = bin_of(std::size_t{i} * 8);
         Page* first = heap->queues[bin].first;
@@ -186,6 +194,7 @@ CheckResult check_heap() {
                                     (g_map_window.base & ((uintptr_t{1} << (kLeafBits + kSegmentShift)) - 1)) != 0 ||
                                     window_root >= kRootEntries || g_segment_map.leaf[window_root] != g_map_window.leaf))
         k.fail("the segment map's window is not one of its leaves", g_map_window.base);
+    for (Heap* heap = first_heap(); heap && k.result.ok; heap = heap->next) check_direct(k, heap);
     unsigned cached = 0;
     for (Segment* s = first_segment(); s && k.result.ok; s = s->next) {
         if (s->next && s->next->prev != s) k.fail("segment list links broken", addr(s));

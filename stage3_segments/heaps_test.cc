@@ -8,8 +8,10 @@
 #include <cstdint>
 #include <cstring>
 #include <set>
+#include <string>
 #include <vector>
 
+#include "stage3_segments/bins.h"
 #include "stage3_segments/heap.h"
 #include "stage3_segments/heaps.h"
 #include "stage3_segments/segment.h"
@@ -129,6 +131,30 @@ TEST_CASE("destroying the default heap is refused with one line") {
     CHECK(out.signaled);
     CHECK(out.stderr_lines() == 1);
     CHECK(out.stderr_text.find("stage3_segments: heap_destroy(") != std::string::npos);
+}
+
+// A direct slot that update_direct missed (S3.direct, [S3.21]) keeps naming a page after the
+// page left its bin's queue; the fast path serves the slot's requests from it, and the damage
+// shows later as a page filed under another queue than its own (what a student's update_direct
+// that set only the first slot of each bin led to: "page's queue field names another queue").
+// Given both faults, the checker names the stale slot, the cause.
+TEST_CASE("the checker names a stale direct slot before a misfiled page") {
+    Heap* h = heap_create();
+    REQUIRE(h != nullptr);
+    Page* big = page_of(heap_malloc(h, 400));
+    REQUIRE(heap_malloc(h, 16) != nullptr);
+    battery::require_heap_ok(api());
+    Page* const slot = h->direct[2];   // the slot of 9..16-byte requests
+    const uint8_t queue = big->queue;
+    h->direct[2] = big;
+    big->queue = static_cast<uint8_t>(bin_of(16));
+    CheckResult r = api().check();
+    h->direct[2] = slot;
+    big->queue = queue;
+    CHECK_FALSE(r.ok);
+    CHECK(std::string(r.message).find("direct slot does not name its bin's first page") != std::string::npos);
+    battery::check_heap_ok(api());
+    heap_destroy(h);
 }
 
 }  // namespace
