@@ -157,14 +157,14 @@ void* debug_malloc(std::size_t n, std::size_t alignment) {
     std::size_t front = alignment > kFrontBytes ? alignment : kFrontBytes;
     if (n > (SIZE_MAX >> 2)) return enomem();
     std::size_t inner_bytes = front + n + kTailBytes;
-    uintptr_t inner, end;
+    uintptr_t inner = 0, end = 0;
     if (front == kFrontBytes && inner_bytes <= kSmallMax) {
         unsigned c = class_of(inner_bytes);
-        void* block = pool_malloc(c);
-        if (!block) return nullptr;
+        void* block = pool_malloc(c);   // NULL, errno untouched: no arena, stage 1 serves it ([S2.31])
         inner = reinterpret_cast<uintptr_t>(block);
         end = inner + class_size(c);
-    } else {
+    }
+    if (!inner) {
         void* block = raw_alloc(inner_bytes, front);
         if (!block) return nullptr;
         inner = reinterpret_cast<uintptr_t>(block);

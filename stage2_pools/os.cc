@@ -4,6 +4,7 @@
 
 #include <sys/mman.h>
 
+#include <cerrno>
 #include <cstdint>
 
 #include "contract/os.h"
@@ -13,9 +14,14 @@
 namespace edu::stage2 {
 namespace {
 
+// A refused mapping leaves errno as it was: a caller that gives up says ENOMEM itself
+// (enomem()), and one that goes on without it (a raw table that stays as it is, a small block
+// from stage 1: [S2.31]) must leave errno untouched, as any call that succeeds does.
 void* map_at(void* hint, std::size_t bytes) {
     ++g_heap.counters.os_calls[static_cast<unsigned>(OsCall::mmap)];
+    int saved = errno;
     void* p = ::mmap(hint, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    errno = saved;
     return p == MAP_FAILED ? nullptr : p;
 }
 

@@ -29,6 +29,7 @@ namespace edu::stage2 {
 
 // Out of line: the cold half of each operation, so the inline halves stay a few instructions.
 void* pool_malloc_slow(unsigned c);              // used[c] is empty: take an empty pool
+void* pool_malloc_cold(unsigned c);              // pool_malloc_slow, or stage 1 ([S2.31], stage2.cc)
 void pool_refill(Pool* pool);                    // free list ran dry: carve a block or go full
 void* pool_refill_after(Pool* pool, void* block);  // pool_refill, then returns `block`
 void pool_free_slow(Pool* pool, bool was_full);  // full -> used, or used -> empty
@@ -68,11 +69,11 @@ inline uint32_t pool_pop_index(Pool* pool, const Block* block, const char* call)
 // [S2.10] The hot path: the first pool of the class's ring always has a free block, so
 // allocation is: find the ring head, pop the pool's free list (its head checked, S2.26),
 // count, mark. Only when the list runs dry (pool_refill) or the ring is empty
-// (pool_malloc_slow) does a call happen.
+// (pool_malloc_cold, which calls pool_malloc_slow) does a call happen.
 inline void* pool_malloc(unsigned c) {
     PoolLinks* head = &g_heap.used[c];
     PoolLinks* first = head->next;
-    if (__builtin_expect(first == head, 0)) return pool_malloc_slow(c);
+    if (__builtin_expect(first == head, 0)) return pool_malloc_cold(c);
     Pool* pool = static_cast<Pool*>(first);
     Block* block = pool->free;
     uint32_t index = pool_pop_index(pool, block, "malloc");

@@ -7,6 +7,7 @@
 
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <map>
 #include <set>
@@ -18,6 +19,7 @@
 #include "stage2_pools/debug.h"
 #include "stage2_pools/pool.h"
 #include "stage2_pools/radix.h"
+#include "stage2_pools/raw.h"
 #include "stage2_pools/stage2.h"
 #include "stage2_pools/types.h"
 #include "tests/support.h"
@@ -395,6 +397,76 @@ TEST_CASE("requests above 512 bytes and alignments above 64 go to stage 1") {
     for (void* p : {at_limit, above, a64, a32, a128}) s2().free(p);
     CHECK(s1().stats().live_blocks == stage1_live);
     require_ok();
+}
+
+// [S2.31] [S2.32] With no mapping to be had (the map count full: every mmap fails, and the
+// break cannot move either, so stage 1 serves from a free block it holds), a small request is
+// served by stage 1 as a block of its class (its size and alignment), errno untouched, and the
+// raw table takes more blocks than half its slots; free, realloc, calloc, usable_size and the
+// checker know them all, in debug mode too. Failed before: malloc(100) said NULL (ENOMEM) with
+// stage 1 able to serve it; with that fixed alone, the raw table, which could not double,
+// refused the block past half its slots. (Not under a sanitizer, which maps shadow memory as the
+// child runs and cannot at the map count's limit.)
+TEST_CASE("with no arena to be had, a small block comes from stage 1, errno untouched") {
+    if (battery::kUnderSanitizer) return;
+    start_clean();
+    ChildOutcome outcome = run_in_child([] {
+        using battery::child_expect;
+        // The raw table exists, and stage 1 holds a free block of room for what follows below
+        // `first` (at the map count's limit the break cannot move: stage 1 serves from its room).
+        void* room = s2().malloc(1000);
+        const uint64_t slots = raw_capacity();
+        s2().free(room);
+        room = s2().malloc(slots * 600 + (std::size_t{64} << 10));
+        void* first = s2().malloc(std::size_t{1} << 20);
+        child_expect(room != nullptr && first != nullptr, "no large blocks before the limit");
+        s2().free(room);
+        std::vector<void*> blocks;
+        blocks.reserve(slots);
+        {
+            battery::MapCountFull full;
+            errno = 1234;
+            auto* p = static_cast<unsigned char*>(s2().malloc(100));
+            child_expect(p != nullptr, "malloc(100) said NULL with stage 1 able to serve it");
+            child_expect(errno == 1234, "errno changed by a malloc that succeeded");
+            child_expect(radix_lookup(addr(p)) == 0 && s1().usable_size(p) >= 112, "the block is not stage 1's");
+            child_expect(s2().usable_size(p) == 112, "usable size is not the class's");
+            std::memset(p, 0x5a, 112);
+            auto* a = static_cast<unsigned char*>(s2().aligned_alloc(64, 100));
+            child_expect(a != nullptr && addr(a) % 64 == 0 && s2().usable_size(a) == 128,
+                         "aligned_alloc(64, 100): not a 64-aligned block of 128 bytes");
+            auto* z = static_cast<unsigned char*>(s2().calloc(1, 200));
+            child_expect(z != nullptr && std::all_of(z, z + 200, [](unsigned char b) { return b == 0; }),
+                         "calloc(1, 200) not zero");
+            auto* q = static_cast<unsigned char*>(s2().realloc(p, 300));
+            child_expect(q != nullptr && q[0] == 0x5a && q[99] == 0x5a, "realloc lost the bytes");
+            child_expect(errno == 1234, "errno changed by a call that succeeded");
+            blocks = {q, a, z};
+            // Past half the raw table's slots, which it cannot double now.
+            while (blocks.size() < slots * 3 / 4) {
+                void* b = s2().malloc(16 + blocks.size() % 497);
+                child_expect(b != nullptr, "a small block refused with the raw table half full");
+                blocks.push_back(b);
+            }
+            child_expect(errno == 1234, "errno changed by a call that succeeded");
+            CheckResult r = s2().check();
+            child_expect(r.ok, r.message);
+            child_expect(r.live_bytes == s2().stats().live_bytes, "the checker's live bytes differ from the counters'");
+            for (void* b : blocks) s2().free(b);
+            s2().free(first);
+            child_expect(descriptor.set_option("debug", "on"), "debug mode refused");
+            auto* d = static_cast<unsigned char*>(s2().malloc(40));
+            child_expect(d != nullptr && d[0] == 0xcd && s2().usable_size(d) == 40, "debug mode: no block of 40 bytes");
+            s2().free(d);
+            r = s2().check();
+            child_expect(r.ok, r.message);
+            child_expect(descriptor.set_option("debug", "off"), "debug mode stays on");
+        }
+        CheckResult r = s2().check();
+        child_expect(r.ok && r.live_blocks == 0, "blocks left after the frees");
+    });
+    INFO(outcome.describe());
+    CHECK((outcome.exited && outcome.exit_code == 0));
 }
 
 TEST_CASE("statistics add stage 1's footprint and system calls to the arenas'") {

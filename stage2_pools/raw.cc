@@ -41,7 +41,7 @@ void put(RawEntry* slots, uint64_t capacity, const RawEntry& entry) {
     slots[i] = entry;
 }
 
-// Keeps the load at most one half.
+// Keeps the load at most one half, while the OS grants the mapping ([S2.32]).
 bool grow() {
     uint64_t capacity = g_capacity ? 2 * g_capacity : 256;
     std::size_t bytes = (capacity * sizeof(RawEntry) + kPage - 1) & ~(kPage - 1);
@@ -90,8 +90,12 @@ Stats raw_stats() { return stage1().stats(); }
 
 void raw_walk(WalkFn visit, void* context) { stage1().walk(visit, context); }
 
+// [S2.32] The table grows at half load; a growth the OS refuses (the limit that made a large
+// block's neighbours fail, or the map count) is no reason to refuse a block stage 1 could give:
+// linear probing works at any load below full, so the table takes entries up to all but one
+// slot (an empty slot ends every probe), slower, and tries to grow at each one.
 bool raw_track(uintptr_t user, uintptr_t block, uint64_t usable) {
-    if (2 * (g_count + 1) > g_capacity && !grow()) return false;
+    if (2 * (g_count + 1) > g_capacity && !grow() && g_count + 1 >= g_capacity) return false;
     put(g_slots, g_capacity, RawEntry{user, block, usable});
     ++g_count;
     return true;

@@ -3,6 +3,7 @@
 // Entry points: the Api tables, options, fork hooks. The work itself: pool.h, raw.h, debug.h.
 #include "stage2_pools/stage2.h"
 
+#include <cerrno>
 #include <cstring>
 
 #include "contract/diagnostics.h"
@@ -44,6 +45,36 @@ void* raw_malloc_counted(std::size_t n, std::size_t alignment) {
     if (block) note_alloc(usable, n);
     return block;
 }
+
+}  // namespace
+
+// [S2.31] The ring of class c is empty and no arena can be had (the address space or data
+// limit is used up, or the map count): the block comes from stage 1 instead, as pymalloc falls
+// back to its raw malloc. Stage 1's heap may well hold the room, freed by large blocks; without
+// this, malloc(1) said ENOMEM over megabytes of it. The block is a raw block like any other
+// (the raw table knows it; free, realloc and usable_size find it there), with the size and the
+// alignment a pool block of the class has (up to 64: [S2.21]), so callers count it as one.
+// Debug mode dresses its blocks itself: it takes NULL and goes to stage 1 on its own.
+void* pool_malloc_cold(unsigned c) {
+    int saved = errno;
+    void* block = pool_malloc_slow(c);
+    if (block) [[likely]] return block;
+    errno = saved;  // ENOMEM from pool_malloc_slow; the call may still succeed
+    if (g_heap.debug) return nullptr;
+    std::size_t size = class_size(c);
+    std::size_t alignment = size & -size;  // the largest power of two dividing the size
+    if (alignment > kHeaderAlign) alignment = kHeaderAlign;
+    block = raw_alloc(size, alignment);
+    if (!block) return nullptr;  // errno = ENOMEM from stage 1
+    auto address = reinterpret_cast<uintptr_t>(block);
+    if (!raw_track(address, address, size)) {
+        raw_release(block);
+        return enomem();
+    }
+    return block;
+}
+
+namespace {
 
 // Room for n bytes, from a pool or from stage 1, not counted: realloc counts a move as a
 // resize (contract/allocator.h), not as a malloc and a free.

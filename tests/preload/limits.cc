@@ -326,6 +326,30 @@ int refused_first_page() {
     return 0;
 }
 
+// With the argument `freed-room`: 100,000-byte blocks until malloc says no, every other one
+// freed, then 512 small blocks (1 to 512 bytes) in the room they left: glibc serves them all,
+// errno untouched. Stage 2 said NULL to every one ([S2.31]: its small blocks came only from
+// arenas it could no longer map, with megabytes free in stage 1's heap), and its raw table,
+// which could not double, refused blocks past half its slots ([S2.32]).
+int small_in_freed_room() {
+    int n = hold(g_counted, kMaxCounted, 100000);
+    for (int i = 0; i < n; i += 2) std::free(g_counted[i]);
+    static void* small[512];
+    int served = 0;
+    errno = 0;
+    for (std::size_t size = 1; size <= 512; ++size) {
+        small[size - 1] = std::malloc(size);
+        if (!small[size - 1]) continue;
+        std::memset(small[size - 1], 1, size);
+        ++served;
+    }
+    std::printf("blocks of 1 to 512 bytes in the room of freed 100,000-byte ones: %d of 512, errno %s\n", served,
+                errno == 0 ? "untouched" : "set");
+    release(small, 512);
+    for (int i = 1; i < n; i += 2) std::free(g_counted[i]);
+    return 0;
+}
+
 double now_us() {
     timespec t{};
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -377,7 +401,8 @@ int rlimit_cost() {
 // `large` (200 of 100 KB), `mix` (a start-up), `late MIB` (the program limits itself to MIB MiB
 // after its first malloc, then four threads at once and the rest as `threads`), `machine`
 // (requests larger than the machine's memory and swap, no limit), `first-page` (a data limit
-// that grants a fresh segment's header but not its first page).
+// that grants a fresh segment's header but not its first page), `freed-room` (small blocks in the
+// room freed large blocks left under a limit).
 // Measuring modes (not tests; the chapters quote what they print):
 //   count SIZE [MIB [maps]]  blocks of SIZE bytes, each written, held until malloc says no: how
 //                            many; with MIB, first one malloc, the limit lowered to MIB MiB and a
@@ -401,6 +426,7 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::strcmp(argv[1], "large") == 0) return hold_large_blocks();
     if (argc > 1 && std::strcmp(argv[1], "machine") == 0) return beyond_the_machine();
     if (argc > 1 && std::strcmp(argv[1], "first-page") == 0) return refused_first_page();
+    if (argc > 1 && std::strcmp(argv[1], "freed-room") == 0) return small_in_freed_room();
     bool late = argc > 2 && std::strcmp(argv[1], "late") == 0;
     if (late && !limit_after_start(std::strtol(argv[2], nullptr, 10))) return 2;
     if (late && !four_threads()) return 1;   // right after setrlimit, before any other mapping

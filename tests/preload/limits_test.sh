@@ -7,7 +7,8 @@
 # limit of 256 MiB the program sets itself after its first malloc, then four threads at once and
 # the main thread (stage 4's threads were refused while its arena held 64 GiB, [S4.68]); no limit
 # but requests larger than the machine (NULL with ENOMEM under the default overcommit policy); a
-# limit lowered from outside while the program runs; and a
+# limit lowered from outside while the program runs; small blocks in the room freed large ones
+# left under a limit; and a
 # program's start-up (limits.cc's `mix`) under the smallest address-space limit glibc runs it
 # under, found here by bisection, plus kStartupMargin.
 source tests/preload/preload_lib.sh
@@ -24,6 +25,10 @@ run_both limits_machine tests/preload/limits machine
 # Data limits a few KiB above what the program holds, set by the program (children of one run):
 # malloc says ENOMEM and the heap check at exit passes.
 run_both limits_first_page tests/preload/limits first-page
+# Under either limit, large blocks until NULL, every other one freed: small blocks fit in the
+# room they left (stage 2 said NULL to all, [S2.31] and [S2.32]).
+run_both limits_freed_room_as prlimit --as=$((64 << 20)) tests/preload/limits freed-room
+run_both limits_freed_room_data prlimit --data=$((32 << 20)) tests/preload/limits freed-room
 
 # A limit lowered from outside (prlimit --pid) while the program runs: the blocks it then holds
 # fit in the limit, and a thread starts after they are freed (stage 4 before [S4.68] held 16,382
