@@ -11,6 +11,7 @@
 Standard library only. The table of parts is tools/labkit/parts.json."""
 
 import argparse
+import fnmatch
 import json
 import os
 import pwd
@@ -240,6 +241,25 @@ def helpers_only_in_parts(root, found):
     return problems
 
 
+TEST_CASE_NAME = re.compile(r'\bTEST_CASE(?:_FIXTURE\(\s*\w+\s*,|_TEMPLATE\(|\()\s*"((?:[^"\\]|\\.)*)"')
+
+
+def unmatched_filters(root, name, test):
+    """Each doctest filter of a part's test (its `cases`) that matches no TEST_CASE in the .cc
+    files of the target's package: doctest runs no case for it and exits 0, so the part would
+    pass whatever it holds. Matching as doctest's: * and ?, case-insensitive."""
+    if not test.get("cases"):
+        return []
+    package = Path(root) / test["target"][2:].split(":")[0]
+    names = [m.lower() for f in sorted(package.glob("*.cc"))
+             for m in TEST_CASE_NAME.findall(f.read_text(errors="replace"))]
+    if not names:
+        return []   # not a package of doctest sources here: nothing to match against
+    return [f"{TABLE}: part {name}: filter '{f}' of {test['target']} matches no test case in "
+            f"{package.relative_to(root)}/*.cc (doctest would run none and pass)"
+            for f in test["cases"].split(",") if not any(fnmatch.fnmatchcase(n, f.lower()) for n in names)]
+
+
 def check(root, table):
     """Problems with the lab parts of the tree at root (empty: consistent)."""
     found, problems = scan(root, table)
@@ -269,6 +289,7 @@ def check(root, table):
             if test["target"] not in stage["gates"] or test["target"] in stage.get("reference_gates", []):
                 problems.append(f"{TABLE}: part {name} is judged by {test['target']}, not a gate of its "
                                 "stage that a handout runs")
+            problems += unmatched_filters(root, name, test)
     for number, stage in table["stages"].items():
         if any(copies_of(p) for p in parts_of(table, number)) and not stage.get("copy_tests_tag"):
             problems.append(f"{TABLE}: stage {number}'s parts have copies but no copy_tests_tag")

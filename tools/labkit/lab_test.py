@@ -34,14 +34,14 @@ class LabTest(unittest.TestCase):
         for stage in self.table["stages"]:
             self.assertGreaterEqual(len(lab.parts_of(self.table, stage)), 3)
 
-    def fake_tree(self, code, chapter):
+    def fake_tree(self, code, chapter, tests=({"target": "//t:t"},)):
         (self.tmp / "stage1_brk").mkdir()
         (self.tmp / "docs").mkdir()
         (self.tmp / "stage1_brk" / "a.cc").write_text(code)
         (self.tmp / "docs" / "stage1_brk.md").write_text(chapter)
         table = {"stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md", "gates": ["//t:t"]}},
                  "parts": [dict(name=f"S1.{n}", stage=1, file="stage1_brk/a.cc", statement="s",
-                                tests=[{"target": "//t:t"}]) for n in ("a", "b", "c")]}
+                                tests=list(tests)) for n in ("a", "b", "c")]}
         return lab.check(self.tmp, table)
 
     def test_the_checker_names_every_broken_marker(self):
@@ -88,6 +88,18 @@ class LabTest(unittest.TestCase):
     def test_a_consistent_fake_tree_passes(self):
         code = "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "abc")
         self.assertEqual(self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]"), [])
+
+    def test_a_filter_that_matches_no_test_case_is_named(self):
+        # doctest runs no case for a filter that matches none and exits 0: a part judged by such
+        # a filter (a test case renamed since) would pass whatever it holds, even its stub.
+        code = "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "abc")
+        (self.tmp / "t").mkdir()
+        (self.tmp / "t" / "t_test.cc").write_text('TEST_CASE("free coalesces with both neighbours") {}\n'
+                                                   'TEST_CASE_FIXTURE(Heap, "Realloc shrinks in place") {}\n')
+        problems = self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]",
+                                  tests=[{"target": "//t:t", "cases": "*coalesces*,*realloc*,*gives the break back*"}])
+        self.assertEqual(problems, [f"tools/labkit/parts.json: part S1.{n}: filter '*gives the break back*' of //t:t "
+                                    "matches no test case in t/*.cc (doctest would run none and pass)" for n in "abc"])
 
     def test_a_copy_of_an_answer_must_be_listed(self):
         code = "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "abc")
