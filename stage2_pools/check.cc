@@ -167,9 +167,16 @@ bool check_lists(Checker& k, uint64_t live_arenas, uint64_t arenas_with_free) {
             return k.fail("usable arenas not sorted by free pools (fullest first)", a.address,
                           g_heap.arenas[prev].nfree, a.nfree);
         bool last = a.next == kNoArena || g_heap.arenas[a.next].nfree != a.nfree;
-        if ((g_heap.last_with[a.nfree] == i) != last)
-            return k.fail("last_with[n] does not name the last arena with n free pools", a.address,
-                          a.nfree, 0);
+        if ((g_heap.last_with[a.nfree] == i) != last) {
+            // Which n, and which way it is wrong: "(3 vs 0)" named neither.
+            char text[120];
+            LineWriter(text, sizeof text)
+                .str("last_with[")
+                .dec(a.nfree)
+                .str(last ? "] does not name the last arena with that many free pools"
+                          : "] names an arena that another with as many free pools follows");
+            return k.fail(text, a.address);
+        }
         if (a.nfree == a.ntotal && ++entirely_free && a.next != kNoArena)
             return k.fail("an entirely free arena kept before the tail", a.address);
     }

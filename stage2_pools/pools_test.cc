@@ -605,6 +605,26 @@ TEST_CASE("malloc refuses a free block that lost its freed mark") {
     require_ok();
 }
 
+// The usable list's last_with[n] ([S2.16]), as S2.arena_return keeps it: a wrong entry is named
+// with its n, and which way it is wrong (the message read "last_with[n] ... (3 vs 0)").
+TEST_CASE("the checker names the last_with entry that lost its arena") {
+    start_clean();
+    void* p = s2().malloc(16);
+    const uint32_t arena = arena_at(p) - 1;
+    const uint32_t n = g_heap.arenas[arena].nfree;
+    REQUIRE(g_heap.last_with[n] == arena);
+    g_heap.last_with[n] = kNoArena;
+    CheckResult broken = s2().check();
+    g_heap.last_with[n] = arena;
+    CHECK(!broken.ok);
+    CHECK(std::string(broken.message).find("last_with[" + std::to_string(n) +
+                                           "] does not name the last arena with that many free pools") !=
+          std::string::npos);
+    require_ok();
+    s2().free(p);
+    require_ok();
+}
+
 // [S2.30] 248 blocks of 16 bytes fill a classic pool to its last byte, so the next pool's header
 // follows the last block at once: an overflow out of it rewrites that pool's header words.
 // Fills pool A so (its blocks in `below`) and returns a 32-byte block of pool B, right after A.
