@@ -2,6 +2,7 @@
 // unmapping arenas (os.h) and registering them in the radix tree (radix.h).
 #include "stage2_pools/arena.h"
 
+#include <algorithm>   // std::min, std::max: for a lab part's code, which cannot add an include
 #include <cstring>
 
 #include "contract/diagnostics.h"

@@ -3,6 +3,8 @@
 // Also the definition of g_heap, whose ring heads must point at themselves before main.
 #include "stage2_pools/pool.h"
 
+#include <algorithm>   // std::min, std::max: for a lab part's code, which cannot add an include
+
 #include "contract/diagnostics.h"
 #include "stage2_pools/arena.h"
 #include "stage2_pools/radix.h"

@@ -2,6 +2,7 @@
 // first-class heaps. The queues and retirement are queues.h's, shared with stage 4.
 #include "stage3_segments/heap.h"
 
+#include <algorithm>   // std::min, std::max: for a lab part's code, which cannot add an include
 #include <cstring>
 
 #include "contract/diagnostics.h"

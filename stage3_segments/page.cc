@@ -1,6 +1,7 @@
 // stage3_segments/page.cc: formatting, extending and walking one page's blocks.
 #include "stage3_segments/page.h"
 
+#include <algorithm>   // std::min, std::max: for a lab part's code, which cannot add an include
 #include <cstring>
 
 #include "stage3_segments/bins.h"

@@ -586,6 +586,15 @@ class LabTest(unittest.TestCase):
                 self.assertIn("enomem()", part["statement"])
                 self.assertIn("contract/diagnostics.h", text)
 
+    def test_a_cxx_part_can_use_std_min_without_an_include_of_its_own(self):
+        # "max(1, 4 KiB / block size) blocks, at most what is left" reads as std::max and
+        # std::min; page.cc had no <algorithm>, so a student's S3.extend needed an #include
+        # outside the markers, which builds in the handout and fails the teacher's build.
+        for rel in sorted({p["file"] for p in self.table["parts"]}):
+            if rel.endswith(".cc"):
+                with self.subTest(file=rel):
+                    self.assertIn("#include <algorithm>", (ROOT / rel).read_text())
+
     def test_the_grade_report_names_changes_outside_the_markers(self):
         # The grade of a part that "does not build" because its helper lay outside the markers
         # says why: the report lists the handout's own record of such changes.
