@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "contract/diagnostics.h"
+#include "contract/fork_owner.h"
 
 namespace edu {
 namespace {
@@ -172,15 +173,24 @@ void describe(LineWriter& w, const char* kind, const Entry& e) {
 }
 
 // ---- One layer: a stage's entry wrapped -----------------------------------------------------
+// The thread that holds every layer's mutex across a fork (contract/fork_owner.h).
+ForkOwner g_fork_owner;
+
 class Layer {
 public:
     const Stage* stage = nullptr;
     const Api* inner = nullptr;
     pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 
+    // The layer's mutex, except for the thread that holds it across a fork: its calls from
+    // other libraries' fork handlers run as the holder (contract/locked.h, point 8).
     struct Guard {
-        explicit Guard(Layer& layer) : m(&layer.mutex) { pthread_mutex_lock(m); }
-        ~Guard() { pthread_mutex_unlock(m); }
+        explicit Guard(Layer& layer) : m(&layer.mutex) {
+            if (pthread_mutex_trylock(m) != 0 && !g_fork_owner.is_me()) pthread_mutex_lock(m);
+        }
+        ~Guard() {
+            if (!g_fork_owner.is_me()) pthread_mutex_unlock(m);
+        }
         pthread_mutex_t* m;
     };
 
@@ -484,14 +494,17 @@ void debug_drain(const Api& api) {
 void debug_prepare_fork() {
     pthread_mutex_lock(&g_layers_mutex);
     for (unsigned k = 0; k < g_layer_count; ++k) pthread_mutex_lock(&g_layers[k].mutex);
+    g_fork_owner.set();
 }
 
 void debug_after_fork_parent() {
+    g_fork_owner.clear();
     for (unsigned k = g_layer_count; k-- > 0;) pthread_mutex_unlock(&g_layers[k].mutex);
     pthread_mutex_unlock(&g_layers_mutex);
 }
 
 void debug_after_fork_child() {
+    g_fork_owner.clear();
     for (unsigned k = 0; k < g_layer_count; ++k) g_layers[k].mutex = PTHREAD_MUTEX_INITIALIZER;
     g_layers_mutex = PTHREAD_MUTEX_INITIALIZER;
 }

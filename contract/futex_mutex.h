@@ -1,7 +1,7 @@
 // contract/futex_mutex.h: the mutex of contract/locked.h, a three-state futex lock (Drepper,
 // "Futexes Are Tricky", mutex 3). Free, it is taken by one `lock cmpxchg` and released by one
 // exchange, both inline; a thread that finds it taken sleeps in the kernel, and only a release
-// that sees a sleeper makes a system call. Entry points: lock, unlock.
+// that sees a sleeper makes a system call. Entry points: lock, try_lock, unlock.
 #pragma once
 
 #include <atomic>
@@ -26,11 +26,14 @@ namespace edu {
 class FutexMutex {
 public:
     void lock() {
-        int expected = kFree;
-        if (state_.compare_exchange_strong(expected, kTaken, std::memory_order_acquire,
-                                           std::memory_order_relaxed)) [[likely]]
-            return;
+        if (try_lock()) [[likely]] return;
         lock_contended();
+    }
+    // kFree -> kTaken, or false (nothing changed) if it is held.
+    bool try_lock() {
+        int expected = kFree;
+        return state_.compare_exchange_strong(expected, kTaken, std::memory_order_acquire,
+                                              std::memory_order_relaxed);
     }
     void unlock() {
         if (state_.exchange(kFree, std::memory_order_release) == kWaited) [[unlikely]] wake_one();

@@ -7,6 +7,7 @@
 #include <sys/single_threaded.h>
 
 #include "contract/allocator.h"
+#include "contract/fork_owner.h"
 #include "contract/futex_mutex.h"
 
 namespace edu {
@@ -46,15 +47,31 @@ namespace edu {
 //     copies the heap; the parent releases it; the child's one thread is the one that holds it
 //     and nobody else can wait on the child's copy, so reset() makes it free, whatever state
 //     the parent's waiters had left in the word.
+//  8. Between prepare_fork and after_fork_*, the forking thread may call again: glibc runs the
+//     prepare handlers last registered first, and the child handlers first registered first,
+//     and the drop-in library registers its hooks in its constructor, after the constructors of
+//     the libraries it was loaded with. A library that registered a handler there which
+//     allocates (in prepare, or in the child) called malloc with the mutex held by its own
+//     thread, and waited for itself for ever (glibc's malloc takes its locks inside fork, after
+//     every prepare handler and before every child handler). So prepare_fork records its thread
+//     as `fork_owner`, and a call that finds the mutex taken asks, off the uncontended path,
+//     whether its own thread holds it for a fork: then it runs without taking it, as the holder,
+//     no other thread being able to enter (they wait, or do not exist in the child). Only the
+//     holder ever reads its own id there; another thread reads 0 or the holder's, and waits.
+//     The debug layer's locks and the mapped blocks' lock do the same (contract/fork_owner.h).
 template <const Api& kApi>
 struct Locked {
     // A constant-initialised mutex works before main and before any constructor runs.
     static constinit inline FutexMutex mutex;
+    // The thread that holds `mutex` for a fork (point 8).
+    static constinit inline ForkOwner fork_owner;
 
     class Guard {
     public:
         Guard() : locked_(!__libc_single_threaded) {
-            if (locked_) mutex.lock();
+            if (!locked_ || mutex.try_lock()) [[likely]] return;
+            if (fork_owner.is_me()) locked_ = false;   // point 8: it runs as the holder
+            else mutex.lock();
         }
         ~Guard() {
             if (locked_) mutex.unlock();
@@ -103,10 +120,19 @@ struct Locked {
 
     // The fork hooks always take the mutex: cheap, once per fork, and right whatever the flag
     // (point 7 above).
-    static void prepare_fork() { mutex.lock(); }
-    static void after_fork_parent() { mutex.unlock(); }
+    static void prepare_fork() {
+        mutex.lock();
+        fork_owner.set();
+    }
+    static void after_fork_parent() {
+        fork_owner.clear();
+        mutex.unlock();
+    }
     // The child has one thread, the one that forked and holds the mutex: a free one is right.
-    static void after_fork_child() { mutex.reset(); }
+    static void after_fork_child() {
+        fork_owner.clear();
+        mutex.reset();
+    }
 
     static constexpr const Api& api = Direct<kApi>::api;
 };

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "contract/diagnostics.h"
+#include "contract/fork_owner.h"
 
 namespace edu {
 namespace {
@@ -30,6 +31,17 @@ struct Record {
 // The live blocks, a doubly linked list under one lock: these calls are rare and each costs
 // system calls anyway. g_count lets a pointer be turned away without the lock while none lives.
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+ForkOwner g_fork_owner;   // the thread that holds g_lock across a fork (contract/fork_owner.h)
+
+// g_lock, except for the thread that holds it across a fork: its calls from other libraries'
+// fork handlers run as the holder (contract/locked.h, point 8), and their unlock does nothing.
+void lock_table() {
+    if (pthread_mutex_trylock(&g_lock) == 0 || g_fork_owner.is_me()) return;
+    pthread_mutex_lock(&g_lock);
+}
+void unlock_table() {
+    if (!g_fork_owner.is_me()) pthread_mutex_unlock(&g_lock);
+}
 Record* g_first = nullptr;
 std::atomic<std::size_t> g_count{0};
 
@@ -154,9 +166,9 @@ void* mapped_aligned_alloc(int owner, std::size_t alignment, std::size_t size, s
     r->alignment = alignment;
     r->owner = owner;
     r->prev = nullptr;
-    pthread_mutex_lock(&g_lock);
+    lock_table();
     if (!make_room_locked(owner)) {
-        pthread_mutex_unlock(&g_lock);
+        unlock_table();
         unmap(owner, head, page + usable);
         return enomem();
     }
@@ -165,17 +177,17 @@ void* mapped_aligned_alloc(int owner, std::size_t alignment, std::size_t size, s
     if (g_first) g_first->prev = r;
     g_first = r;
     g_count.fetch_add(1, std::memory_order_relaxed);
-    pthread_mutex_unlock(&g_lock);
+    unlock_table();
     *usable_out = usable;
     return reinterpret_cast<void*>(block);
 }
 
 std::size_t mapped_block_size(int owner, const void* p) {
     if (!may_be_mapped(p)) return 0;
-    pthread_mutex_lock(&g_lock);
+    lock_table();
     Record* r = find_locked(owner, p);
     std::size_t usable = r ? r->usable : 0;
-    pthread_mutex_unlock(&g_lock);
+    unlock_table();
     return usable;
 }
 
@@ -186,10 +198,10 @@ void* mapped_resize(int owner, void* p, std::size_t size, std::size_t* usable_ou
     usable &= ~(page - 1);
     if (__builtin_add_overflow(usable, page, &span)) return nullptr;
     int saved_errno = errno;
-    pthread_mutex_lock(&g_lock);   // held across mremap: a move rewrites the neighbours' links
+    lock_table();   // held across mremap: a move rewrites the neighbours' links
     Record* r = find_locked(owner, p);
     if (!r) {
-        pthread_mutex_unlock(&g_lock);
+        unlock_table();
         return nullptr;
     }
     if (usable != r->usable) {
@@ -197,7 +209,7 @@ void* mapped_resize(int owner, void* p, std::size_t size, std::size_t* usable_ou
         count_call(owner, OsCall::mremap);
         void* got = mremap(r, page + r->usable, span, r->alignment > page ? 0 : MREMAP_MAYMOVE);
         if (got == MAP_FAILED) {
-            pthread_mutex_unlock(&g_lock);
+            unlock_table();
             errno = saved_errno;
             return nullptr;
         }
@@ -212,14 +224,14 @@ void* mapped_resize(int owner, void* p, std::size_t size, std::size_t* usable_ou
         r->usable = usable;
     }
     auto* block = reinterpret_cast<void*>(r->block);
-    pthread_mutex_unlock(&g_lock);
+    unlock_table();
     *usable_out = usable;
     return block;
 }
 
 std::size_t mapped_free(int owner, void* p) {
     if (!may_be_mapped(p)) return 0;
-    pthread_mutex_lock(&g_lock);
+    lock_table();
     Record* r = find_locked(owner, p);
     if (r) {
         erase_locked(slot_locked(r->block));
@@ -228,7 +240,7 @@ std::size_t mapped_free(int owner, void* p) {
         if (r->next) r->next->prev = r->prev;
         g_count.fetch_sub(1, std::memory_order_relaxed);
     }
-    pthread_mutex_unlock(&g_lock);
+    unlock_table();
     if (!r) return 0;
     std::size_t usable = r->usable;
     unmap(owner, reinterpret_cast<uintptr_t>(r), mapped_footprint(usable));
@@ -239,14 +251,14 @@ std::size_t mapped_footprint(std::size_t usable) { return usable + page_size(); 
 
 MappedTotals mapped_totals(int owner) {
     MappedTotals t;
-    pthread_mutex_lock(&g_lock);
+    lock_table();
     for (Record* r = g_first; r != nullptr; r = r->next) {
         if (r->owner != owner) continue;
         ++t.blocks;
         t.usable_bytes += r->usable;
         t.footprint += mapped_footprint(r->usable);
     }
-    pthread_mutex_unlock(&g_lock);
+    unlock_table();
     for (unsigned k = 0; k < static_cast<unsigned>(OsCall::count); ++k)
         t.os_calls[k] = g_calls[row_of(owner)][k].load(std::memory_order_relaxed);
     return t;
@@ -256,7 +268,7 @@ bool mapped_walk(int owner, WalkFn visit, void* context) {
     if (g_count.load(std::memory_order_relaxed) == 0) return true;
     std::size_t page = page_size();
     bool go = true;
-    pthread_mutex_lock(&g_lock);
+    lock_table();
     for (Record* r = g_first; r != nullptr && go; r = r->next) {
         if (r->owner != owner) continue;
         auto* block = reinterpret_cast<const void*>(r->block);
@@ -264,12 +276,21 @@ bool mapped_walk(int owner, WalkFn visit, void* context) {
              visit(WalkEntry{"mapping record", WalkState::meta, r, page, 1}, context) &&
              visit(WalkEntry{"block", WalkState::used, block, r->usable, 1}, context);
     }
-    pthread_mutex_unlock(&g_lock);
+    unlock_table();
     return go;
 }
 
-void mapped_prepare_fork() { pthread_mutex_lock(&g_lock); }
-void mapped_after_fork_parent() { pthread_mutex_unlock(&g_lock); }
-void mapped_after_fork_child() { pthread_mutex_init(&g_lock, nullptr); }
+void mapped_prepare_fork() {
+    pthread_mutex_lock(&g_lock);
+    g_fork_owner.set();
+}
+void mapped_after_fork_parent() {
+    g_fork_owner.clear();
+    pthread_mutex_unlock(&g_lock);
+}
+void mapped_after_fork_child() {
+    g_fork_owner.clear();
+    pthread_mutex_init(&g_lock, nullptr);
+}
 
 }  // namespace edu

@@ -1,9 +1,10 @@
 // tests/preload/threads.cc: proves a malloc survives threads and fork, whichever one is loaded.
 // Four workers replay seeded random mallocs, reallocs, frees and hand-offs (a block made by one
 // thread, checked and freed by the next); the main thread forks in the middle and the child
-// allocates on its own. Every block carries a pattern derived from its tag and is checked
-// before it is released. Then thousands of threads end with a block of glibc's to free at exit,
-// which must not grow the resident set. Output is sums of tags, the same under any correct malloc.
+// allocates on its own, as do fork handlers registered before the library's. Every block carries
+// a pattern derived from its tag and is checked before it is released. Then thousands of threads
+// end with a block of glibc's to free at exit, which must not grow the resident set. Output is
+// sums of tags, the same under any correct malloc.
 #include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -222,6 +223,41 @@ long exits_growth_kib() {
     _exit(sum != 0 ? 0 : 3);
 }
 
+// Fork handlers registered before the drop-in library's own, as a library's constructor
+// registers them (the library's constructor runs after those of the libraries loaded with it;
+// here the program's .preinit_array runs first of all). glibc runs the prepare handlers last
+// registered first, so these run while the library's hooks hold its locks, and the child
+// handler runs before the library's. Each allocates a small, a large and an over-aligned
+// block: with glibc's malloc, whose locks are taken inside fork, that is fine. Before
+// contract/locked.h's point 8, stages 1-3, and every stage in debug mode, waited for
+// themselves in the prepare handler (the alarm in main ends that wait).
+void* g_handler_blocks[3];
+
+void allocate_in_handler() {
+    g_handler_blocks[0] = std::malloc(100);
+    g_handler_blocks[1] = std::malloc(200000);
+    g_handler_blocks[2] = aligned_alloc(std::size_t{1} << 21, std::size_t{3} << 20);
+    for (void* p : g_handler_blocks)
+        if (p) std::memset(p, 0x3c, 100);
+}
+
+void free_handler_blocks() {
+    for (void*& p : g_handler_blocks) {
+        std::free(p);
+        p = nullptr;
+    }
+}
+
+void child_handler() {
+    free_handler_blocks();   // the parent's, copied into the child
+    allocate_in_handler();
+    free_handler_blocks();
+}
+
+void register_early_fork_handlers() { pthread_atfork(allocate_in_handler, free_handler_blocks, child_handler); }
+
+[[gnu::used, gnu::section(".preinit_array")]] void (*const g_preinit)() = register_early_fork_handlers;
+
 }  // namespace
 
 int main() {
@@ -236,6 +272,7 @@ int main() {
     // Fork while the workers are busy: the malloc's fork hooks must leave the child a usable heap.
     while (g_halfway.load() == 0) std::this_thread::yield();
     std::fflush(stdout);
+    alarm(60);   // a fork handler that waits for itself is killed, and the test fails
     pid_t pid = fork();
     if (pid < 0) {
         std::perror("fork");
@@ -248,6 +285,7 @@ int main() {
         std::fprintf(stderr, "fork child failed (status %d)\n", status);
         return 1;
     }
+    alarm(0);
 
     uint64_t total = 0;
     for (int t = 0; t < kThreads; ++t) {
