@@ -590,7 +590,7 @@ def handout(table, stage, dest, only=None, hide_later=False):
              "Grading takes only the code between each part's markers from your tree (the tests,",
              "the rest of each file and everything else are the reference's): write it all there.",
              "`tools/lab test` names the first line you changed outside them in each part's file.",
-             "An `#include` is such a line: a C++ part's file includes `<algorithm>` (`std::min`,",
+             "An `#include` is such a line: each `.cc` file of a part includes `<algorithm>` (`std::min`,",
              "`std::max`) and, where a part returns NULL, `contract/diagnostics.h` (`enomem()`) for you.", "",
              f"Grade yourself: `tools/lab grade --stage={stages[0]}` (gates and part verdicts;",
              "the trace score needs the reference tree your teacher grades with).", ""]
