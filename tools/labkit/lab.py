@@ -1044,6 +1044,9 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                   "parts_not_graded": [p["name"] for p in parts_of(table, stage) if p not in parts],
                   "correctness": round(correctness, 1), "performance": round(performance, 1),
                   "parts": results, "gates": gates, "skipped_gates": skipped, "traces": rows, "note": note,
+                  # a handout grading itself has no reference to replay against: the traces'
+                  # marks are out of reach there, not lost (the score line says so)
+                  "performance_out_of_reach": bool(gated and ref_is_handout and not reference_stagediff),
                   "seconds": round(time.time() - started, 1),
                   "outside_changes": outside_changes(tree, table)}   # the handout's own record
         return report, log
@@ -1187,6 +1190,12 @@ def print_report(report, out=sys.stdout):
     print(f"\nweights: correctness {w['correctness']} (parts), then utilisation {w['utilisation']} "
           f"(min(1, yours / reference)), throughput {w['throughput']} (min(1, yours / reference / "
           f"{w['throughput_full_at']}), traces of at least {w['throughput_min_operations']} operations), averaged over the traces", file=out)
+    if report.get("performance_out_of_reach"):
+        traces = w["utilisation"] + w["throughput"]
+        print(f"score: {report['score']:g}/100 here: correctness {report['correctness']:g} of {w['correctness']}; "
+              f"the traces' {traces} marks are not scored in a handout (your teacher's grade with the reference "
+              f"tree adds them; graded in {report['seconds']:g} s)", file=out)
+        return
     print(f"score: {report['score']:g}/100 (correctness {report['correctness']:g}, performance "
           f"{report['performance']:g}; graded in {report['seconds']:g} s)", file=out)
 

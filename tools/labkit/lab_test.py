@@ -606,6 +606,22 @@ class LabTest(unittest.TestCase):
         lab.print_report(report, out)
         self.assertIn("\nnot graded: stage1_brk/block.asm:3: changed outside the markers", out.getvalue())
 
+    def test_a_handout_grading_itself_says_the_traces_marks_are_out_of_reach(self):
+        # A student whose every part passed read "score: 60/100" and took 40 marks as lost:
+        # in a handout the traces cannot be scored, and the score line did not say so.
+        report = {"stage": 2, "tree": "t", "weights": self.table["score"], "gates": [], "parts": [],
+                  "traces": [], "note": "", "score": 60, "correctness": 60, "performance": 0, "seconds": 1,
+                  "performance_out_of_reach": True}
+        out = io.StringIO()
+        lab.print_report(report, out)
+        w = self.table["score"]
+        self.assertIn(f"score: 60/100 here: correctness 60 of {w['correctness']}; the traces' "
+                      f"{w['utilisation'] + w['throughput']} marks are not scored in a handout", out.getvalue())
+        report["performance_out_of_reach"] = False
+        out = io.StringIO()
+        lab.print_report(report, out)
+        self.assertIn("score: 60/100 (correctness 60, performance 0;", out.getvalue())
+
     def test_a_test_that_hangs_is_killed_and_said_to(self):
         test = self.tmp / "bazel-bin" / "t" / "t"
         test.parent.mkdir(parents=True)
