@@ -86,16 +86,37 @@ uint32_t new_arena() {
     return index;
 }
 
-void release_arena(uint32_t index) {
+// [S2.33] An entirely free arena, already off the usable list, goes back to the OS. The kernel
+// refuses the munmap at the map count's limit when the arena shares one mapping with its
+// neighbours (arenas are mapped next to each other: [S2.8]), so it would be split in three.
+// Before, stage 2 forgot the arena all the same: its 256 KiB stayed mapped and resident, counted
+// as unmapped, and free returned with errno = ENOMEM. Now its pages are given back (they read
+// zero, as a fresh arena's do), and it stays as a fresh arena, on the usable list just before
+// the empty arena kept at its tail (the checker allows a fresh one there). False when it stays.
+bool release_arena(uint32_t index) {
     Arena& a = at(index);
+    if (!os_unmap(reinterpret_cast<void*>(a.address), g_heap.arena_bytes)) {
+        uintptr_t address = a.address;
+        a = Arena{address, address, nullptr, kPoolsPerArena, kPoolsPerArena, kNoArena, kNoArena};
+        uint32_t kept = g_heap.last_with[kPoolsPerArena];
+        if (kept != kNoArena) {   // just before the kept empty arena, which stays the tail
+            usable_insert_after(index, at(kept).prev);
+            return false;
+        }
+        uint32_t tail = g_heap.usable;
+        while (tail != kNoArena && at(tail).next != kNoArena) tail = at(tail).next;
+        usable_insert_after(index, tail);
+        g_heap.last_with[kPoolsPerArena] = index;
+        return false;
+    }
     radix_set(a.address, 0);  // the nodes exist, so forgetting cannot fail
-    os_unmap(reinterpret_cast<void*>(a.address), g_heap.arena_bytes);
     g_heap.map_hint = a.address;  // the next arena may well fit where this one was
     a = Arena{};
     a.next = g_heap.unused;
     g_heap.unused = index;
     ++g_heap.counters.arenas_freed;
     --g_heap.counters.arenas_live;
+    return true;
 }
 
 }  // namespace
@@ -185,7 +206,8 @@ bool arena_set_geometry(const Geometry& geometry) {
     while (g_heap.usable != kNoArena) {
         uint32_t index = g_heap.usable;
         usable_unlink(index);
-        release_arena(index);
+        if (g_heap.last_with[kPoolsPerArena] == index) g_heap.last_with[kPoolsPerArena] = kNoArena;
+        if (!release_arena(index)) return false;  // [S2.33]: it stays, on the list
     }
     for (uint32_t& last : g_heap.last_with) last = kNoArena;
     g_heap.map_hint = 0;

@@ -130,7 +130,7 @@ bool check_arena(Checker& k, uint32_t index) {
 // [S2.23] The ring of every class holds exactly the pools in state "used"; the
 // usable list holds exactly the arenas with a free pool, in non-decreasing order of free
 // pools, `last_with[n]` names the last arena with n free pools, and at most one entirely free
-// arena is kept, at the tail.
+// arena is kept, at the tail (before it, only arenas whose munmap was refused, fresh: [S2.33]).
 bool check_lists(Checker& k, uint64_t live_arenas, uint64_t arenas_with_free) {
     uint64_t ringed = 0;
     uint64_t bound = live_arenas * kPoolsPerArena + 1;
@@ -177,7 +177,8 @@ bool check_lists(Checker& k, uint64_t live_arenas, uint64_t arenas_with_free) {
                           : "] names an arena that another with as many free pools follows");
             return k.fail(text, a.address);
         }
-        if (a.nfree == a.ntotal && ++entirely_free && a.next != kNoArena)
+        // Before the tail, only an arena whose munmap was refused, fresh again ([S2.33]).
+        if (a.nfree == a.ntotal && ++entirely_free && a.next != kNoArena && a.fresh != a.address)
             return k.fail("an entirely free arena kept before the tail", a.address);
     }
     if (listed != arenas_with_free)

@@ -25,16 +25,14 @@ void* map_at(void* hint, std::size_t bytes) {
     return p == MAP_FAILED ? nullptr : p;
 }
 
-void unmap_counted(void* address, std::size_t bytes) {
-    ++g_heap.counters.os_calls[static_cast<unsigned>(OsCall::munmap)];
-    ::munmap(address, bytes);
-}
+void count_call(OsCall call) { ++g_heap.counters.os_calls[static_cast<unsigned>(call)]; }
+
+// errno kept, a refusal's pages given back ([S2.33]).
+bool unmap_counted(void* address, std::size_t bytes) { return edu::os_unmap(address, bytes, &count_call); }
 
 }  // namespace
 
-void os_zero(void* block, std::size_t bytes) {
-    zero_fill(block, bytes, [](OsCall call) { ++g_heap.counters.os_calls[static_cast<unsigned>(call)]; });
-}
+void os_zero(void* block, std::size_t bytes) { zero_fill(block, bytes, &count_call); }
 
 void* os_map(std::size_t bytes) {
     void* p = map_at(nullptr, bytes);
@@ -71,9 +69,10 @@ void* os_map_aligned(std::size_t bytes, std::size_t alignment, void* hint) {
     return reinterpret_cast<void*>(aligned);
 }
 
-void os_unmap(void* address, std::size_t bytes) {
-    unmap_counted(address, bytes);
+bool os_unmap(void* address, std::size_t bytes) {
+    if (!unmap_counted(address, bytes)) return false;
     note_unmapped(bytes);
+    return true;
 }
 
 }  // namespace edu::stage2

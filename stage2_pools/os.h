@@ -15,7 +15,10 @@ void* os_map(std::size_t bytes);
 // Tries `hint` first (a guess where an aligned range is free), then over-maps and trims.
 void* os_map_aligned(std::size_t bytes, std::size_t alignment, void* hint);
 
-void os_unmap(void* address, std::size_t bytes);
+// False if the kernel refused (at the map count's limit, an munmap that splits a mapping
+// needs one more): the range stays mapped, its pages given back (they read zero again), and
+// errno is as it was (contract/os.h). Counters count it unmapped only when it was.
+bool os_unmap(void* address, std::size_t bytes);
 
 // calloc's zeroing of a block of `bytes` (contract/os.h's zero_fill, its madvise counted).
 void os_zero(void* block, std::size_t bytes);
