@@ -270,17 +270,22 @@ CheckResult check_heap() {
 namespace {
 
 // Debug mode: stage 1's used blocks are wrappers (fences around the program's bytes), so they
-// pass as meta, and the raw table supplies the blocks the program sees, one level deeper.
+// pass as meta, and the raw table supplies the blocks the program sees, one level deeper. In
+// either mode, the raw table when it is a block of stage 1's is meta too.
 struct Forward {
     WalkFn visit;
     void* context;
     bool stopped;
 };
 
+// A used block of stage 1's is the raw table itself when it had to live there ([S2.32]): meta.
 bool forward_wrapper(const WalkEntry& entry, void* context) {
     auto* f = static_cast<Forward*>(context);
     WalkEntry e = entry;
-    if (e.state == WalkState::used) {
+    if (e.state == WalkState::used && e.address == raw_table_in_stage1()) {
+        e.kind = "raw table";
+        e.state = WalkState::meta;
+    } else if (e.state == WalkState::used && g_heap.debug) {
         e.kind = "debug wrapper";
         e.state = WalkState::meta;
     }
@@ -289,13 +294,13 @@ bool forward_wrapper(const WalkEntry& entry, void* context) {
 }
 
 void walk_raw(WalkFn visit, void* context) {
-    if (!g_heap.debug) {
+    if (!g_heap.debug && !raw_table_in_stage1()) {
         raw_walk(visit, context);
         return;
     }
     Forward f{visit, context, false};
     raw_walk(&forward_wrapper, &f);
-    if (f.stopped) return;
+    if (f.stopped || !g_heap.debug) return;
     const RawEntry* slots = raw_slots();
     for (uint64_t i = 0; i < raw_capacity(); ++i) {
         const RawEntry& r = slots[i];

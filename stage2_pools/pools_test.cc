@@ -466,10 +466,11 @@ TEST_CASE("requests above 512 bytes and alignments above 64 go to stage 1") {
 // [S2.31] [S2.32] With no mapping to be had (the map count full: every mmap fails, and the
 // break cannot move either, so stage 1 serves from a free block it holds), a small request is
 // served by stage 1 as a block of its class (its size and alignment), errno untouched, and the
-// raw table takes more blocks than half its slots; free, realloc, calloc, usable_size and the
-// checker know them all, in debug mode too. Failed before: malloc(100) said NULL (ENOMEM) with
-// stage 1 able to serve it; with that fixed alone, the raw table, which could not double,
-// refused the block past half its slots. (Not under a sanitizer, which maps shadow memory as the
+// raw table, which cannot double into a mapping, doubles into a block of stage 1's (meta in the
+// walk); free, realloc, calloc, usable_size and the checker know them all, in debug mode too.
+// Failed before: malloc(100) said NULL (ENOMEM) with stage 1 able to serve it; with that fixed
+// alone, the raw table refused the block past half its slots, and with it taking entries up to
+// all but one slot, the block past all of them. (Not under a sanitizer, which maps shadow memory as the
 // child runs and cannot at the map count's limit.)
 TEST_CASE("with no arena to be had, a small block comes from stage 1, errno untouched") {
     if (battery::kUnderSanitizer) return;
@@ -481,7 +482,7 @@ TEST_CASE("with no arena to be had, a small block comes from stage 1, errno unto
         void* room = s2().malloc(1000);
         const uint64_t slots = raw_capacity();
         s2().free(room);
-        room = s2().malloc(slots * 600 + (std::size_t{64} << 10));
+        room = s2().malloc(slots * 1200 + (std::size_t{128} << 10));
         void* first = s2().malloc(std::size_t{1} << 20);
         child_expect(room != nullptr && first != nullptr, "no large blocks before the limit");
         s2().free(room);
@@ -506,16 +507,30 @@ TEST_CASE("with no arena to be had, a small block comes from stage 1, errno unto
             child_expect(q != nullptr && q[0] == 0x5a && q[99] == 0x5a, "realloc lost the bytes");
             child_expect(errno == 1234, "errno changed by a call that succeeded");
             blocks = {q, a, z};
-            // Past half the raw table's slots, which it cannot double now.
-            while (blocks.size() < slots * 3 / 4) {
+            // Past all the raw table's slots: it cannot double into a mapping now.
+            while (blocks.size() < slots + slots / 2) {
                 void* b = s2().malloc(16 + blocks.size() % 497);
-                child_expect(b != nullptr, "a small block refused with the raw table half full");
+                child_expect(b != nullptr, "a small block refused past the raw table's slots");
                 blocks.push_back(b);
             }
             child_expect(errno == 1234, "errno changed by a call that succeeded");
             CheckResult r = s2().check();
             child_expect(r.ok, r.message);
             child_expect(r.live_bytes == s2().stats().live_bytes, "the checker's live bytes differ from the counters'");
+            child_expect(raw_table_in_stage1() != nullptr, "the raw table did not move into stage 1's heap");
+            struct Count {
+                uint64_t used = 0;
+                bool table = false;
+            } seen;
+            s2().walk(
+                [](const WalkEntry& e, void* c) {
+                    auto* k = static_cast<Count*>(c);
+                    if (e.state == WalkState::used) ++k->used;
+                    if (e.address == raw_table_in_stage1()) k->table = std::strcmp(e.kind, "raw table") == 0;
+                    return true;
+                },
+                &seen);
+            child_expect(seen.table && seen.used == r.live_blocks, "the walk shows the raw table as a block of the program's");
             for (void* b : blocks) s2().free(b);
             s2().free(first);
             child_expect(descriptor.set_option("debug", "on"), "debug mode refused");

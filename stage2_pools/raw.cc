@@ -1,6 +1,10 @@
 // stage2_pools/raw.cc: calls into stage 1, and the open-addressing table of live raw blocks
-// (grows by doubling into a fresh mapping; deletion shifts entries back, so no tombstones).
+// (grows by doubling into a fresh mapping, or a block of stage 1's when the OS refuses one;
+// deletion shifts entries back, so no tombstones).
 #include "stage2_pools/raw.h"
+
+#include <cerrno>
+#include <cstring>
 
 #include "contract/allocator.h"
 #include "contract/diagnostics.h"
@@ -29,7 +33,8 @@ constexpr std::size_t kPage = 4096;
 RawEntry* g_slots = nullptr;
 uint64_t g_capacity = 0;  // slots, a power of two (0 before the first raw block)
 uint64_t g_count = 0;     // live entries
-uint64_t g_bytes = 0;     // mapped bytes of g_slots
+uint64_t g_bytes = 0;     // bytes of g_slots
+bool g_slots_below = false;  // g_slots is a block of stage 1's, not a mapping ([S2.32])
 
 uint64_t home(uintptr_t user, uint64_t capacity) {
     return ((user >> 4) * 0x9e3779b97f4a7c15ull) >> (64 - __builtin_ctzll(capacity));
@@ -41,16 +46,28 @@ void put(RawEntry* slots, uint64_t capacity, const RawEntry& entry) {
     slots[i] = entry;
 }
 
-// Keeps the load at most one half, while the OS grants the mapping ([S2.32]).
+// [S2.32] Keeps the load at most one half. The table is a mapping of its own; when the OS
+// refuses one (the limit that stopped the arenas), it is a block of stage 1's, whose heap may
+// hold the room that large blocks freed, and errno stays as it was.
 bool grow() {
     uint64_t capacity = g_capacity ? 2 * g_capacity : 256;
     std::size_t bytes = (capacity * sizeof(RawEntry) + kPage - 1) & ~(kPage - 1);
-    RawEntry* slots = static_cast<RawEntry*>(os_map(bytes));
-    if (!slots) return false;
+    bool below = false;
+    auto* slots = static_cast<RawEntry*>(os_map(bytes));
+    if (!slots) {
+        int saved = errno;
+        slots = static_cast<RawEntry*>(raw_alloc(bytes, 16));
+        errno = saved;
+        if (!slots) return false;
+        std::memset(slots, 0, bytes);
+        below = true;
+    }
     for (uint64_t i = 0; i < g_capacity; ++i)
         if (g_slots[i].user) put(slots, capacity, g_slots[i]);
-    if (g_slots) os_unmap(g_slots, g_bytes);
+    if (g_slots && g_slots_below) raw_release(g_slots);
+    else if (g_slots) os_unmap(g_slots, g_bytes);
     g_slots = slots;
+    g_slots_below = below;
     g_capacity = capacity;
     g_bytes = bytes;
     return true;
@@ -134,6 +151,7 @@ void raw_retrack(RawEntry* entry, uintptr_t user, uintptr_t block, uint64_t usab
 RawEntry* raw_slots() { return g_slots; }
 uint64_t raw_capacity() { return g_capacity; }
 uint64_t raw_count() { return g_count; }
-uint64_t raw_table_bytes() { return g_bytes; }
+uint64_t raw_table_bytes() { return g_slots_below ? 0 : g_bytes; }
+const void* raw_table_in_stage1() { return g_slots_below ? g_slots : nullptr; }
 
 }  // namespace edu::stage2

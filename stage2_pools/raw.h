@@ -43,6 +43,7 @@ void raw_walk(WalkFn visit, void* context);
 RawEntry* raw_slots();
 uint64_t raw_capacity();
 uint64_t raw_count();
-uint64_t raw_table_bytes();
+uint64_t raw_table_bytes();        // mapped bytes of the table (0 while it is stage 1's)
+const void* raw_table_in_stage1();  // the table when it is a block of stage 1's ([S2.32]), or nullptr
 
 }  // namespace edu::stage2
