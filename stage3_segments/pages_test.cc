@@ -543,7 +543,7 @@ TEST_CASE("under an address-space limit, a hundred 100 KB blocks fit in 24 MiB")
             std::memset(p, 7, 100000);
         }
         battery::child_expect(os_calls(OsCall::munmap) - unmaps < 30, "most segments were trimmed");
-        battery::child_expect(api().check().ok, "the heap check failed");
+        battery::child_expect_heap_ok(api(), "the heap check failed");
         Segment* s = segment_of(blocks[0]);
         s->size += kOsPage;
         battery::child_expect(std::strstr(api().check().message, "segment size wrong") != nullptr,
@@ -611,7 +611,7 @@ TEST_CASE("under an address-space limit, a small segment maps what its pages car
         void* large = heap_malloc(heap, 100000);   // a fresh segment: not in the window below
         battery::child_expect(large != nullptr && segment_of(large)->lazy, "no large block");
         battery::child_expect(reinterpret_cast<char*>(segment_of(large)) != base - kSegmentSize, "a segment over a foreign page");
-        battery::child_expect(api().check().ok, api().check().message);
+        battery::child_expect_heap_ok(api(), "the heap check failed");
         battery::child_expect(past[0] == 0x5a && past[kOsPage - 1] == 0x5a && below[0] == 0x5a, "a foreign page was written");
         for (char* p : blocks) api().free(p);
         for (char* p : fillers) api().free(p);
@@ -657,7 +657,7 @@ TEST_CASE("a lazily mapped page freed at the map count's limit is mapped again a
         battery::child_expect(page->in_use == 0, "the page was not freed");
         battery::expect_refused_but_given_back(reinterpret_cast<void*>(page_area(s, page).lo), std::size_t{1} << kSmallPageShift);
         for (std::size_t i = 0; i < 1000; ++i) kept.push_back(take());
-        battery::child_expect(api().check().ok, api().check().message);
+        battery::child_expect_heap_ok(api(), "the heap check failed");
         for (char* p : kept) api().free(p);
         for (char* p : fillers) api().free(p);
     });
@@ -685,7 +685,7 @@ TEST_CASE("an over-aligned block freed at the map count's limit gives its pages 
         }
         battery::child_expect(mapped_block_size(kStageNumber, p) == 0, "the block outlived its free");
         battery::expect_refused_but_given_back(p, kMiB);
-        battery::child_expect(api().check().ok, api().check().message);
+        battery::child_expect_heap_ok(api(), "the heap check failed");
     });
     INFO("child: " << outcome.describe());
     CHECK(outcome.exited);
@@ -737,7 +737,7 @@ TEST_CASE("under an address-space limit, a page whose blocks cannot be mapped ge
         battery::child_expect(p != nullptr, "the block was refused");
         battery::child_expect(segment_cache_count() == 0, "the cache was not given back");
         std::memset(p, 2, 3000);
-        battery::child_expect(api().check().ok, api().check().message);
+        battery::child_expect_heap_ok(api(), "the heap check failed");
         api().free(p);
         for (char* f : fillers) api().free(f);
     });

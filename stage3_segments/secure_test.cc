@@ -122,7 +122,7 @@ TEST_CASE("a copy of the thread-safe table taken after a mode change in a thread
                 battery::fill(blocks.back(), size, 0, size);
             }
             for (void* p : blocks) copy.free(p);
-            battery::child_expect(copy.check().ok, "heap check failed in the child");
+            battery::child_expect_heap_ok(copy, "heap check failed in the child");
         },
         10, &descriptor);
     descriptor.set_option("secure", before.c_str());

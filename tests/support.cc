@@ -255,6 +255,14 @@ void child_expect(bool ok, const char* what) {
     ::_exit(1);
 }
 
+void child_expect_heap_ok(const Api& api, const char* what) {
+    CheckResult result = api.check();
+    if (result.ok) return;
+    char line[320];
+    std::snprintf(line, sizeof line, "%s: checker: %s", what, result.message);
+    child_expect(false, line);
+}
+
 namespace {
 // A "Vm...: N kB" line of /proc/self/status, in bytes; 0 if it cannot be read.
 uint64_t status_bytes(const char* format) {
@@ -319,7 +327,7 @@ void grow_mapped_in_steps(const Api& api, int owner, std::size_t first, std::siz
     void* shrunk = resize_checked(api, owner, p, first);
     child_expect(shrunk == p, "shrinking moved the block");
     child_expect(pages_hold(shrunk, first / kPage), "shrinking lost the block's bytes");
-    child_expect(api.check().ok, "the heap check failed");
+    child_expect_heap_ok(api, "the heap check failed");
     api.free(shrunk);
 }
 

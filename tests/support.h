@@ -115,6 +115,9 @@ void require_one_line_abort(const char* stage, const char* call, const void* ptr
 
 // Inside a child: if `ok` is false, write `what` on stderr and exit 1 (no doctest there).
 void child_expect(bool ok, const char* what);
+// child_expect of the heap's check: on failure the child's line is WHAT, then what the checker
+// found ("WHAT: checker: MESSAGE"), which `child_expect(api.check().ok, WHAT)` left out.
+void child_expect_heap_ok(const Api& api, const char* what);
 
 // The system calls of `kind` that a stage's mapped blocks made (contract/mapped.h's totals).
 inline uint64_t mapped_calls(const MappedTotals& totals, OsCall kind) {

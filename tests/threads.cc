@@ -395,7 +395,7 @@ TEST_CASE("a live block that holds the freed mark of stage 3 is freed by any thr
                 else for (void* p : blocks) heap.free(p);
             }
         }
-        child_expect(heap.check().ok, "heap check failed");
+        child_expect_heap_ok(heap, "heap check failed");
     });
     INFO("child: " << outcome.describe());
     CHECK(outcome.exited);
@@ -515,7 +515,7 @@ TEST_CASE("the fork hooks leave the thread-safe entry usable in a child of a bus
                 child_expect(q != nullptr, "realloc in the child failed");
                 child_expect(first_mismatch(q, 5, 1000) == -1, "realloc in the child lost bytes");
                 shared_api().free(q);
-                child_expect(shared_api().check().ok, "heap check failed in the child");
+                child_expect_heap_ok(shared_api(), "heap check failed in the child");
             },
             10, &stage());
         INFO("round " << round << ", child: " << outcome.describe());
