@@ -184,14 +184,19 @@ public:
 
     // The layer's mutex, except for the thread that holds it across a fork: its calls from
     // other libraries' fork handlers run as the holder (contract/locked.h, point 8).
+    // As Locked's guard, it remembers whether it took the mutex, so only a call that found the
+    // mutex taken asks whose it is, and the release asks nothing.
     struct Guard {
         explicit Guard(Layer& layer) : m(&layer.mutex) {
-            if (pthread_mutex_trylock(m) != 0 && !g_fork_owner.is_me()) pthread_mutex_lock(m);
+            if (pthread_mutex_trylock(m) == 0) [[likely]] return;
+            if (g_fork_owner.is_me()) held = false;
+            else pthread_mutex_lock(m);
         }
         ~Guard() {
-            if (!g_fork_owner.is_me()) pthread_mutex_unlock(m);
+            if (held) pthread_mutex_unlock(m);
         }
         pthread_mutex_t* m;
+        bool held = true;
     };
 
     void* malloc(std::size_t n) { Guard g(*this); return counted(allocate(16, n), n); }
