@@ -10,3 +10,9 @@ preload_init "$@"
 run_both threads tests/preload/threads
 grep -q '^fork child: ok$' "$WORK/threads.edu.out" || fail "the forked child did not report"
 run_usual threads tests/preload/threads
+# Debug mode: the debug layer's mutexes meet threads.cc's early fork handlers too (contract/
+# debug.cc, its guard: a handler that allocates runs as the fork's holder instead of waiting).
+run_checked "$WORK/threads.debug" "threads with $PRELOAD in debug mode" \
+    env -u EDU_ALLOC_STATS -u EDU_ALLOC_CHECK EDU_OPTIONS=debug=on LD_PRELOAD="$PRELOAD" tests/preload/threads
+same_output "$WORK/threads.plain.out" "$WORK/threads.debug.out" "threads under the preload in debug mode"
+echo "ok: threads in debug mode"
