@@ -14,6 +14,7 @@
 
 #include "contract/diagnostics.h"
 #include "contract/fork_owner.h"
+#include "contract/os.h"
 
 namespace edu {
 namespace {
@@ -74,20 +75,21 @@ unsigned row_of(int owner) {
     return owner > 0 && static_cast<unsigned>(owner) < kOwners ? static_cast<unsigned>(owner) : 0;
 }
 
-void count_call(int owner, OsCall call) {
-    g_calls[row_of(owner)][static_cast<unsigned>(call)].fetch_add(1, std::memory_order_relaxed);
+// The same counters as contract/os.h's OsCount, one function per owner's row.
+template <unsigned Row>
+void count_row(OsCall call) {
+    g_calls[Row][static_cast<unsigned>(call)].fetch_add(1, std::memory_order_relaxed);
 }
+constexpr OsCount kCountRow[kOwners] = {count_row<0>, count_row<1>, count_row<2>, count_row<3>, count_row<4>};
+static_assert(kOwners == 5, "one count_row per owner");
 
-// munmap, counted. Refused (stage 3's [S3.72]: at the map count's limit, a munmap that would
+void count_call(int owner, OsCall call) { kCountRow[row_of(owner)](call); }
+
+// munmap, counted; refused (stage 3's [S3.72]: at the map count's limit, a munmap that would
 // cut a hole in a mapping merged with its neighbours), the range stays mapped and its pages go
-// back with madvise, as contract/os.h's os_unmap does; errno is left as it was.
+// back, errno as it was: contract/os.h's os_unmap.
 void unmap(int owner, uintptr_t start, std::size_t bytes) {
-    int saved = errno;
-    count_call(owner, OsCall::munmap);
-    if (munmap(reinterpret_cast<void*>(start), bytes) == 0) return;
-    count_call(owner, OsCall::madvise);
-    madvise(reinterpret_cast<void*>(start), bytes, MADV_DONTNEED);
-    errno = saved;
+    os_unmap(reinterpret_cast<void*>(start), bytes, kCountRow[row_of(owner)]);
 }
 
 std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
