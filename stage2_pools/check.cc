@@ -193,10 +193,9 @@ bool check_lists(Checker& k, uint64_t live_arenas, uint64_t arenas_with_free) {
 }
 
 bool check_raw(Checker& k) {
-    RawEntry* slots = raw_slots();
     uint64_t count = 0;
     for (uint64_t i = 0; i < raw_capacity(); ++i) {
-        const RawEntry& e = slots[i];
+        const RawEntry& e = *raw_slot(i);
         if (!e.user) continue;
         ++count;
         if (raw_find(e.user) != &e)
@@ -278,11 +277,11 @@ struct Forward {
     bool stopped;
 };
 
-// A used block of stage 1's is the raw table itself when it had to live there ([S2.32]): meta.
+// A used block of stage 1's is part of the raw table when it had to live there ([S2.34]): meta.
 bool forward_wrapper(const WalkEntry& entry, void* context) {
     auto* f = static_cast<Forward*>(context);
     WalkEntry e = entry;
-    if (e.state == WalkState::used && e.address == raw_table_in_stage1()) {
+    if (e.state == WalkState::used && raw_table_holds(e.address)) {
         e.kind = "raw table";
         e.state = WalkState::meta;
     } else if (e.state == WalkState::used && g_heap.debug) {
@@ -294,16 +293,15 @@ bool forward_wrapper(const WalkEntry& entry, void* context) {
 }
 
 void walk_raw(WalkFn visit, void* context) {
-    if (!g_heap.debug && !raw_table_in_stage1()) {
+    if (!g_heap.debug && !raw_table_blocks_in_stage1()) {
         raw_walk(visit, context);
         return;
     }
     Forward f{visit, context, false};
     raw_walk(&forward_wrapper, &f);
     if (f.stopped || !g_heap.debug) return;
-    const RawEntry* slots = raw_slots();
     for (uint64_t i = 0; i < raw_capacity(); ++i) {
-        const RawEntry& r = slots[i];
+        const RawEntry& r = *raw_slot(i);
         if (!r.user) continue;
         WalkState state = (r.block & kQuarantined) ? WalkState::free : WalkState::used;
         WalkEntry e{"block", state, reinterpret_cast<void*>(r.user), r.usable, 1};

@@ -1,6 +1,6 @@
 // stage2_pools/raw.cc: calls into stage 1, and the open-addressing table of live raw blocks
-// (grows by doubling into a fresh mapping, or a block of stage 1's when the OS refuses one;
-// deletion shifts entries back, so no tombstones).
+// (its slots in pieces of 12 KiB; grows by doubling into a fresh mapping, or into blocks of
+// stage 1's when the OS refuses one; deletion shifts entries back, so no tombstones).
 #include "stage2_pools/raw.h"
 
 #include <cerrno>
@@ -30,46 +30,90 @@ void refresh_footprint() {
 }
 
 constexpr std::size_t kPage = 4096;
-RawEntry* g_slots = nullptr;
-uint64_t g_capacity = 0;  // slots, a power of two (0 before the first raw block)
-uint64_t g_count = 0;     // live entries
-uint64_t g_bytes = 0;     // bytes of g_slots
-bool g_slots_below = false;  // g_slots is a block of stage 1's, not a mapping ([S2.32])
+
+// [S2.34] The table's slots live in pieces of 512 (12 KiB, three pages, no byte to spare), found
+// through a directory: slot i is pieces[i / 512][i % 512]. A table of fewer slots is one piece.
+// The pieces and the directory are one mapping, or, when the OS refuses it, separate blocks of
+// stage 1's, so that a table needs no room of stage 1's larger than 12 KiB in one place.
+constexpr uint64_t kPieceShift = 9;
+constexpr uint64_t kPieceSlots = uint64_t{1} << kPieceShift;
+static_assert(kPieceSlots * sizeof(RawEntry) % kPage == 0, "a piece is whole pages");
+
+struct Table {
+    RawEntry** pieces = nullptr;  // the directory: one piece, or capacity / kPieceSlots
+    uint64_t capacity = 0;        // slots, a power of two (0 before the first raw block)
+    std::size_t bytes = 0;        // the mapping's bytes (slots, then the directory); 0 if below
+    bool below = false;           // pieces and directory are blocks of stage 1's
+};
+Table g_table;
+uint64_t g_count = 0;  // live entries
+
+uint64_t piece_count(uint64_t capacity) { return capacity > kPieceSlots ? capacity >> kPieceShift : 1; }
+uint64_t piece_slots(uint64_t capacity) { return capacity < kPieceSlots ? capacity : kPieceSlots; }
+
+RawEntry& slot(const Table& t, uint64_t i) { return t.pieces[i >> kPieceShift][i & (kPieceSlots - 1)]; }
 
 uint64_t home(uintptr_t user, uint64_t capacity) {
     return ((user >> 4) * 0x9e3779b97f4a7c15ull) >> (64 - __builtin_ctzll(capacity));
 }
 
-void put(RawEntry* slots, uint64_t capacity, const RawEntry& entry) {
-    uint64_t i = home(entry.user, capacity);
-    while (slots[i].user) i = (i + 1) & (capacity - 1);
-    slots[i] = entry;
+void put(const Table& t, const RawEntry& entry) {
+    uint64_t i = home(entry.user, t.capacity);
+    while (slot(t, i).user) i = (i + 1) & (t.capacity - 1);
+    slot(t, i) = entry;
 }
 
-// [S2.32] Keeps the load at most one half. The table is a mapping of its own; when the OS
-// refuses one (the limit that stopped the arenas), it is a block of stage 1's, whose heap may
-// hold the room that large blocks freed, and errno stays as it was.
-bool grow() {
-    uint64_t capacity = g_capacity ? 2 * g_capacity : 256;
-    std::size_t bytes = (capacity * sizeof(RawEntry) + kPage - 1) & ~(kPage - 1);
-    bool below = false;
-    auto* slots = static_cast<RawEntry*>(os_map(bytes));
-    if (!slots) {
-        int saved = errno;
-        slots = static_cast<RawEntry*>(raw_alloc(bytes, 16));
-        errno = saved;
-        if (!slots) return false;
-        std::memset(slots, 0, bytes);
-        below = true;
+void release_table(const Table& t) {
+    if (!t.capacity) return;
+    if (!t.below) {
+        os_unmap(t.pieces[0], t.bytes);
+        return;
     }
-    for (uint64_t i = 0; i < g_capacity; ++i)
-        if (g_slots[i].user) put(slots, capacity, g_slots[i]);
-    if (g_slots && g_slots_below) raw_release(g_slots);
-    else if (g_slots) os_unmap(g_slots, g_bytes);
-    g_slots = slots;
-    g_slots_below = below;
-    g_capacity = capacity;
-    g_bytes = bytes;
+    for (uint64_t k = 0; k < piece_count(t.capacity); ++k) raw_release(t.pieces[k]);
+    raw_release(t.pieces);
+}
+
+// An empty table of `capacity` slots: one mapping, its directory after the slots; or, when the
+// OS refuses it (the limit that stopped the arenas), the directory and each piece a block of
+// stage 1's, whose heap may hold the room that large blocks freed. errno stays as it was.
+bool make_table(uint64_t capacity, bool may_use_stage1, Table* t) {
+    const uint64_t pieces = piece_count(capacity);
+    const std::size_t slot_bytes = capacity * sizeof(RawEntry);
+    const std::size_t bytes = (slot_bytes + pieces * sizeof(RawEntry*) + kPage - 1) & ~(kPage - 1);
+    *t = Table{nullptr, capacity, 0, false};
+    if (auto* base = static_cast<char*>(os_map(bytes))) {
+        t->pieces = reinterpret_cast<RawEntry**>(base + slot_bytes);
+        for (uint64_t k = 0; k < pieces; ++k)
+            t->pieces[k] = reinterpret_cast<RawEntry*>(base + k * kPieceSlots * sizeof(RawEntry));
+        t->bytes = bytes;
+        return true;
+    }
+    if (!may_use_stage1) return false;
+    int saved = errno;
+    t->below = true;
+    t->pieces = static_cast<RawEntry**>(raw_alloc(pieces * sizeof(RawEntry*), 16));
+    uint64_t made = 0;
+    for (; t->pieces && made < pieces; ++made) {
+        t->pieces[made] = static_cast<RawEntry*>(raw_alloc(piece_slots(capacity) * sizeof(RawEntry), 16));
+        if (!t->pieces[made]) break;
+        std::memset(t->pieces[made], 0, piece_slots(capacity) * sizeof(RawEntry));
+    }
+    errno = saved;
+    if (t->pieces && made == pieces) return true;
+    for (uint64_t k = 0; t->pieces && k < made; ++k) raw_release(t->pieces[k]);
+    if (t->pieces) raw_release(t->pieces);
+    *t = Table{};
+    return false;
+}
+
+// [S2.32] A table of twice the slots, every entry moved over.
+bool grow(bool may_use_stage1) {
+    Table bigger;
+    if (!make_table(g_table.capacity ? 2 * g_table.capacity : 256, may_use_stage1, &bigger)) return false;
+    for (uint64_t i = 0; i < g_table.capacity; ++i)
+        if (slot(g_table, i).user) put(bigger, slot(g_table, i));
+    release_table(g_table);
+    g_table = bigger;
     return true;
 }
 
@@ -110,48 +154,64 @@ void raw_walk(WalkFn visit, void* context) { stage1().walk(visit, context); }
 // [S2.32] The table grows at half load; a growth the OS refuses (the limit that made a large
 // block's neighbours fail, or the map count) is no reason to refuse a block stage 1 could give:
 // linear probing works at any load below full, so the table takes entries up to all but one
-// slot (an empty slot ends every probe), slower, and tries to grow at each one.
+// slot (an empty slot ends every probe), slower, and tries to grow at each one. [S2.34] Room of
+// stage 1's is the program's room once the OS says no: the table grows into it only past three
+// quarters load, where a mapping is asked for from one half on.
 bool raw_track(uintptr_t user, uintptr_t block, uint64_t usable) {
-    if (2 * (g_count + 1) > g_capacity && !grow() && g_count + 1 >= g_capacity) return false;
-    put(g_slots, g_capacity, RawEntry{user, block, usable});
+    const uint64_t load = g_count + 1, capacity = g_table.capacity;
+    if (2 * load > capacity && !grow(4 * load > 3 * capacity) && load >= capacity) return false;
+    put(g_table, RawEntry{user, block, usable});
     ++g_count;
     return true;
 }
 
 RawEntry* raw_find(uintptr_t user) {
-    if (!g_capacity || !user) return nullptr;
-    for (uint64_t i = home(user, g_capacity);; i = (i + 1) & (g_capacity - 1)) {
-        if (g_slots[i].user == user) return &g_slots[i];
-        if (!g_slots[i].user) return nullptr;
+    if (!g_table.capacity || !user) return nullptr;
+    for (uint64_t i = home(user, g_table.capacity);; i = (i + 1) & (g_table.capacity - 1)) {
+        RawEntry& e = slot(g_table, i);
+        if (e.user == user) return &e;
+        if (!e.user) return nullptr;
     }
 }
 
 // Backward-shift deletion: walk the run after the hole; an entry whose home lies cyclically
 // outside (hole, i] can move into the hole, which then moves to i.
 void raw_untrack(RawEntry* entry) {
-    uint64_t mask = g_capacity - 1;
-    uint64_t hole = static_cast<uint64_t>(entry - g_slots);
-    for (uint64_t i = (hole + 1) & mask; g_slots[i].user; i = (i + 1) & mask) {
-        uint64_t want = home(g_slots[i].user, g_capacity);
+    const Table& t = g_table;
+    uint64_t mask = t.capacity - 1;
+    uint64_t hole = home(entry->user, t.capacity);  // the entry's index: from its home, on
+    while (&slot(t, hole) != entry) hole = (hole + 1) & mask;
+    for (uint64_t i = (hole + 1) & mask; slot(t, i).user; i = (i + 1) & mask) {
+        uint64_t want = home(slot(t, i).user, t.capacity);
         if (((i - want) & mask) >= ((i - hole) & mask)) {
-            g_slots[hole] = g_slots[i];
+            slot(t, hole) = slot(t, i);
             hole = i;
         }
     }
-    g_slots[hole] = RawEntry{};
+    slot(t, hole) = RawEntry{};
     --g_count;
 }
 
 void raw_retrack(RawEntry* entry, uintptr_t user, uintptr_t block, uint64_t usable) {
     raw_untrack(entry);
-    put(g_slots, g_capacity, RawEntry{user, block, usable});  // the freed slot keeps the load
+    put(g_table, RawEntry{user, block, usable});  // the freed slot keeps the load
     ++g_count;
 }
 
-RawEntry* raw_slots() { return g_slots; }
-uint64_t raw_capacity() { return g_capacity; }
+RawEntry* raw_slot(uint64_t i) { return &slot(g_table, i); }
+uint64_t raw_capacity() { return g_table.capacity; }
 uint64_t raw_count() { return g_count; }
-uint64_t raw_table_bytes() { return g_slots_below ? 0 : g_bytes; }
-const void* raw_table_in_stage1() { return g_slots_below ? g_slots : nullptr; }
+uint64_t raw_table_bytes() { return g_table.bytes; }
+uint64_t raw_table_blocks_in_stage1() { return g_table.below ? piece_count(g_table.capacity) + 1 : 0; }
+
+// A walk's question, for each used block of stage 1's: is it the directory or a piece of the
+// table ([S2.34])? Only while they live there, by a look through the directory: a diagnostic.
+bool raw_table_holds(const void* block) {
+    if (!g_table.below) return false;
+    if (block == g_table.pieces) return true;
+    for (uint64_t k = 0; k < piece_count(g_table.capacity); ++k)
+        if (block == g_table.pieces[k]) return true;
+    return false;
+}
 
 }  // namespace edu::stage2

@@ -39,11 +39,12 @@ CheckResult raw_check();
 Stats raw_stats();
 void raw_walk(WalkFn visit, void* context);
 
-// For the checker, walker and stats: the slots (some empty: user == 0).
-RawEntry* raw_slots();
+// For the checker, walker and stats: slots 0 .. raw_capacity() - 1 (some empty: user == 0).
+RawEntry* raw_slot(uint64_t i);
 uint64_t raw_capacity();
 uint64_t raw_count();
-uint64_t raw_table_bytes();        // mapped bytes of the table (0 while it is stage 1's)
-const void* raw_table_in_stage1();  // the table when it is a block of stage 1's ([S2.32]), or nullptr
+uint64_t raw_table_bytes();             // mapped bytes of the table (0 while it is stage 1's)
+uint64_t raw_table_blocks_in_stage1();  // its directory and pieces, while stage 1's ([S2.34])
+bool raw_table_holds(const void* block);  // a used block of stage 1's is part of the table
 
 }  // namespace edu::stage2

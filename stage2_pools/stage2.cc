@@ -109,9 +109,8 @@ bool in_freed_large_memory(uintptr_t p) {
 // stage 1's free blocks (its walk), so that a large block freed twice is a double free.
 [[noreturn]] void reject_raw(const char* call, const void* ptr) {
     auto p = reinterpret_cast<uintptr_t>(ptr);
-    const RawEntry* slots = raw_slots();
     for (uint64_t i = 0; i < raw_capacity(); ++i) {
-        const RawEntry& e = slots[i];
+        const RawEntry& e = *raw_slot(i);
         if (e.user == 0 || (e.block & kQuarantined) || p - e.user >= e.usable) continue;
         char text[160];
         LineWriter(text, sizeof text)
