@@ -17,6 +17,11 @@ bool os_address_space_limited() {
     return getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
 }
 
+bool os_data_limited() {
+    rlimit limit{};
+    return getrlimit(RLIMIT_DATA, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
+}
+
 bool os_map_writable_at(void* at, std::size_t size, OsCount count) {
     count(OsCall::mmap);
     void* p = ::mmap(at, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);

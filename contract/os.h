@@ -1,7 +1,7 @@
 // contract/os.h: system calls that stages make alike, written once: whether an address-space
-// limit is in force, a mapping at an exact address, unmapping, decommitting (stages 3 and 4),
+// or data limit is in force, a mapping at an exact address, unmapping, decommitting (stages 3 and 4),
 // and calloc's zeroing (every stage). Each stage counts the calls in its own counters through
-// `count`, and its footprint itself. Entry points: os_address_space_limited,
+// `count`, and its footprint itself. Entry points: os_address_space_limited, os_data_limited,
 // os_map_writable_at, os_unmap, os_decommit, zero_fill (zero_fill_large).
 #pragma once
 
@@ -19,6 +19,12 @@ using OsCount = void (*)(OsCall kind);
 // of the kernel each time (getrlimit, on cold paths only), so a limit the program sets after
 // starting counts too. Stage 3's [S3.58] and stage 4's [S4.66] decide by it.
 bool os_address_space_limited();
+
+// Whether a data limit (RLIMIT_DATA: `ulimit -d`, `prlimit --data`) is in force now: it charges
+// every private writable mapping, not the address space reserved PROT_NONE, so a large block
+// that a segment would hold in 64 KiB slots gets a mapping of its own under it too ([S3.74],
+// stage 4's [S4.81]). Asked as os_address_space_limited is.
+bool os_data_limited();
 
 // Maps `size` bytes of fresh zeroed memory, readable and writable, at exactly `at`; true when
 // done. False when the system refuses: errno EEXIST when anything is mapped there already

@@ -146,8 +146,11 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
 // (an interpreter's arenas) cannot have them. A first-class heap keeps its blocks in its
 // segments (heap_destroy gives them back). Without a limit nothing changes: one getrlimit
 // beside the system calls a fresh segment costs anyway.
+// [S3.74] A data limit charges the block's slots too (not the window reserved PROT_NONE): the
+// same mapping of its own. Under --data=32M, 100,000-byte blocks: 242 held, glibc 318.
 void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {
-    if (heap == &g_default_heap && segment_cache_count() == 0 && os_address_space_limited()) {
+    if (heap == &g_default_heap && segment_cache_count() == 0 &&
+        (os_address_space_limited() || os_data_limited())) {
         if (void* p = alloc_mapped(alignment > kOsPage ? alignment : kOsPage, size == 0 ? 1 : size)) return p;
     }
     Page* page = one_block_page_alloc(size == 0 ? 1 : size, alignment);

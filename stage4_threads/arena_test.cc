@@ -334,17 +334,23 @@ TEST_CASE("a cached small segment serving small pages again keeps its dirty page
 }
 
 // [S4.60] Sixteen freed 1 MiB blocks leave sixteen cached segments with 17 MiB writable; under
-// a data limit 24 MiB above what the process holds, a 12 MiB block fits only once they go back
-// to the arena. (Not under a sanitizer, whose own mappings move VmData while the child runs.)
+// a data limit 24 MiB above what the process held before them, a 12 MiB block fits only once
+// they go back to the arena. The blocks come before the limit: under it, each would have had a
+// mapping of its own ([S4.81]), and nothing would be cached. (Not under a sanitizer, whose own
+// mappings move VmData while the child runs.)
 TEST_CASE("under a data limit, a heap's cached segments go back to make room for a big block") {
     if (battery::kUnderSanitizer) return;
     constexpr std::size_t kMiB = std::size_t{1} << 20;
     on_thread_in_child([] {
-        void* first = heap_then_limit(RLIMIT_DATA, battery::data_bytes() + 24 * kMiB);
+        void* first = api().malloc(100);
+        battery::child_expect(first != nullptr, "no heap");
+        const std::size_t before = battery::data_bytes();
         void* blocks[16];
         for (void*& p : blocks) p = written_block(kMiB, "a 1 MiB block was refused");
         for (void* p : blocks) api().free(p);
         battery::child_expect(testing::my_heap()->cache_count == 16, "the freed blocks' segments are not cached");
+        rlimit limit{before + 24 * kMiB, RLIM_INFINITY};
+        battery::child_expect(setrlimit(RLIMIT_DATA, &limit) == 0, "setrlimit failed");
         void* big = written_block(12 * kMiB, "the 12 MiB block was refused");
         battery::child_expect(testing::my_heap()->cache_count == 0, "the cache was not given back");
         api().free(big);

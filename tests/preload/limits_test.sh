@@ -49,6 +49,9 @@ run_near() {
 # stage 2's raw table, one block of stage 1's, fitted in no hole past 4,096 slots and it served
 # 3,935 where glibc served 26,131 ([S2.34]).
 run_near limits_after_holes_data 90 prlimit --data=$((32 << 20)) tests/preload/limits after-holes 600
+# 100,000-byte blocks until NULL under a data limit: stages 3 and 4 made a fresh segment's 64 KiB
+# slots writable for each (128 KiB) and held 242 where glibc holds 318 ([S3.74], [S4.81]).
+run_near limits_count_large_data 90 prlimit --data=$((32 << 20)) tests/preload/limits count 100000
 
 # A limit lowered from outside (prlimit --pid) while the program runs: the blocks it then holds
 # fit in the limit, and a thread starts after they are freed (stage 4 before [S4.68] held 16,382
