@@ -555,21 +555,22 @@ TEST_CASE("with no arena to be had, a small block comes from stage 1, errno unto
 }
 
 // [S2.34] With no mapping to be had, the raw table grows into blocks of stage 1's: its pieces of
-// 12 KiB each fit in the room a freed 100,000-byte block left, where one doubled table of more
-// than 100,000 bytes fits in none. 120 large blocks, every other freed (holes kept apart by the
-// live ones), then at the map count's limit 600-byte blocks (stage 1's) until NULL: the holes
-// hold 60 x 160 of them; the table takes room too, so at least seven eighths must come (9,193
-// do). Failed before: 4,035 (the table stopped at 4,096 slots, 96 KiB; 8,192 fit in no hole).
-TEST_CASE("with no mapping to be had, the raw table grows in pieces into the room freed large blocks left") {
+// 3 KiB each fit in the room a freed 4,000-byte block left, where a table in one block (or in
+// pieces of 12 KiB) fits in none. 2,000 blocks of 4,000 bytes, every other freed (holes kept
+// apart by the live ones), then at the map count's limit 600-byte blocks (stage 1's) until NULL:
+// the holes hold 1,000 x 6 of them; the table takes room too, so at least three quarters must
+// come (all 6,000 do: the pieces find room too). Failed before: 3,095 (the mapped table of 4,096
+// slots could not double), and the same with pieces of 12 KiB.
+TEST_CASE("with no mapping to be had, the raw table grows in pieces into the room freed blocks left") {
     if (battery::kUnderSanitizer) return;
     start_clean();
     ChildOutcome outcome = run_in_child([] {
         using battery::child_expect;
-        constexpr int kLarge = 120, kMost = 16384;
+        constexpr int kLarge = 2000, kMost = 16384;
         static void* large[kLarge];
         static void* small[kMost];
         for (void*& p : large) {
-            p = s2().malloc(100000);
+            p = s2().malloc(4000);
             child_expect(p != nullptr, "no large blocks before the limit");
         }
         for (int i = 0; i < kLarge; i += 2) s2().free(large[i]);
@@ -577,25 +578,35 @@ TEST_CASE("with no mapping to be had, the raw table grows in pieces into the roo
         {
             battery::MapCountFull full;
             errno = 1234;
-            while (served < kMost && (small[served] = s2().malloc(600)) != nullptr) ++served;
+            // While the table lives in pieces of stage 1's (a later doubling may find a mapping
+            // again: the munmap of the mapped table it left made room for one), the checker
+            // passes and the walk shows each piece, and the directory, as meta.
+            bool seen_in_pieces = false;
+            while (served < kMost && (small[served] = s2().malloc(600)) != nullptr) {
+                ++served;
+                if (seen_in_pieces || raw_table_blocks_in_stage1() <= 2) continue;
+                seen_in_pieces = true;
+                CheckResult r = s2().check();
+                child_expect(r.ok, r.message);
+                uint64_t shown = 0;
+                s2().walk(
+                    [](const WalkEntry& e, void* c) {
+                        if (e.state == WalkState::meta && std::strcmp(e.kind, "raw table") == 0)
+                            ++*static_cast<uint64_t*>(c);
+                        return true;
+                    },
+                    &shown);
+                child_expect(shown == raw_table_blocks_in_stage1(), "the walk does not show every piece of the raw table");
+            }
             child_expect(served < kMost, "600-byte blocks never said NULL at the map count's limit");
             child_expect(errno == ENOMEM, "NULL without ENOMEM");
-            const int room = kLarge / 2 * (100000 / 624);
+            const int room = kLarge / 2 * (4016 / 616);
             char what[160];
             std::snprintf(what, sizeof what, "%d blocks of 600 bytes served where the holes hold %d", served, room);
-            child_expect(8 * served >= 7 * room, what);
-            child_expect(raw_table_blocks_in_stage1() > 2, "the raw table is not in pieces of stage 1's");
+            child_expect(4 * served >= 3 * room, what);
+            child_expect(seen_in_pieces, "the raw table never grew into pieces of stage 1's");
             CheckResult r = s2().check();
             child_expect(r.ok, r.message);
-            uint64_t shown = 0;
-            s2().walk(
-                [](const WalkEntry& e, void* c) {
-                    if (e.state == WalkState::meta && std::strcmp(e.kind, "raw table") == 0)
-                        ++*static_cast<uint64_t*>(c);
-                    return true;
-                },
-                &shown);
-            child_expect(shown == raw_table_blocks_in_stage1(), "the walk does not show every piece of the raw table");
             for (int i = 0; i < served; ++i) s2().free(small[i]);
         }
         for (int i = 1; i < kLarge; i += 2) s2().free(large[i]);

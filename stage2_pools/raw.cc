@@ -1,5 +1,5 @@
 // stage2_pools/raw.cc: calls into stage 1, and the open-addressing table of live raw blocks
-// (its slots in pieces of 12 KiB; grows by doubling into a fresh mapping, or into blocks of
+// (its slots in pieces of 3 KiB; grows by doubling into a fresh mapping, or into blocks of
 // stage 1's when the OS refuses one; deletion shifts entries back, so no tombstones).
 #include "stage2_pools/raw.h"
 
@@ -31,13 +31,13 @@ void refresh_footprint() {
 
 constexpr std::size_t kPage = 4096;
 
-// [S2.34] The table's slots live in pieces of 512 (12 KiB, three pages, no byte to spare), found
-// through a directory: slot i is pieces[i / 512][i % 512]. A table of fewer slots is one piece.
+// [S2.34] The table's slots live in pieces of 128 (3 KiB: a freed 4,000-byte block holds one), found
+// through a directory: slot i is pieces[i / 128][i % 128]. A table of fewer slots is one piece.
 // The pieces and the directory are one mapping, or, when the OS refuses it, separate blocks of
-// stage 1's, so that a table needs no room of stage 1's larger than 12 KiB in one place.
-constexpr uint64_t kPieceShift = 9;
+// stage 1's, so that a table needs no room of stage 1's larger than 3 KiB in one place (but its
+// directory: 2 KiB for 32,768 slots).
+constexpr uint64_t kPieceShift = 7;
 constexpr uint64_t kPieceSlots = uint64_t{1} << kPieceShift;
-static_assert(kPieceSlots * sizeof(RawEntry) % kPage == 0, "a piece is whole pages");
 
 struct Table {
     RawEntry** pieces = nullptr;  // the directory: one piece, or capacity / kPieceSlots
