@@ -150,6 +150,12 @@ void* (*g_realloc)(void*, std::size_t) = &first_realloc;
 // the `DropIn` comments of stage3_segments/drop_in.h and stage4_threads/drop_in.h.
 #ifdef EDU_PRELOAD_DROP_IN
 using DropIn = EDU_PRELOAD_NAMESPACE::DropIn;
+// The exported malloc and free start where DropIn says (kEntryAlignment: a cache line, so that
+// each fast path spans the fewest lines wherever the linker happens to put it; see the stage's
+// drop_in.h for what it measured).
+#define EDU_EXPORT_ALIGNED __attribute__((aligned(DropIn::kEntryAlignment)))
+#else
+#define EDU_EXPORT_ALIGNED
 #endif
 
 void publish_slots(const edu::Api& entry) {
@@ -249,7 +255,7 @@ __attribute__((destructor)) void preload_finish() {
 // Each definition repeats glibc's declaration (<stdlib.h>, <malloc.h>) exactly, `noexcept`
 // included, so the compiler checks the signatures.
 
-EDU_EXPORT void* malloc(size_t size) noexcept {
+EDU_EXPORT EDU_EXPORT_ALIGNED void* malloc(size_t size) noexcept {
 #ifdef EDU_PRELOAD_DROP_IN
     return DropIn::exported_malloc(size, [](size_t n) { return slot(&g_malloc)(n); });
 #else
@@ -257,7 +263,7 @@ EDU_EXPORT void* malloc(size_t size) noexcept {
 #endif
 }
 
-EDU_EXPORT void free(void* ptr) noexcept {
+EDU_EXPORT EDU_EXPORT_ALIGNED void free(void* ptr) noexcept {
 #ifdef EDU_PRELOAD_DROP_IN
     DropIn::exported_free(ptr, [](void* p) { slot(&g_free)(p); });
 #else
