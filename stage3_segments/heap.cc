@@ -3,6 +3,7 @@
 #include "stage3_segments/heap.h"
 
 #include <algorithm>   // std::min, std::max: for a lab part's code, which cannot add an include
+#include <cerrno>
 #include <cstring>
 
 #include "contract/diagnostics.h"
@@ -85,6 +86,20 @@ Page* find_page(Heap* heap, unsigned bin) {
     return Queues::push_fresh(heap, bin, segment_relieve);   // [S3.62], queues.h
 }
 
+// [S3.75] No page of `bin` can be had (a limit, the map count): a free block of a larger bin
+// serves, as glibc carves a small chunk out of a larger free one, rather than NULL while the
+// heap holds free blocks that fit. Only free blocks already there: no extension, no fresh page.
+// The block keeps its page's size (usable_size says so). Blocks of 4,000 bytes until NULL under
+// a data limit, every other freed, then 600-byte blocks: none before, one per hole now.
+Page* find_larger(Heap* heap, unsigned bin) {
+    for (unsigned larger = bin + 1; larger < kBinCount; ++larger)
+        for (Page* page = heap->queues[larger].first; page != nullptr; page = page->next) {
+            page_collect(page);
+            if (page->free) return page;
+        }
+    return nullptr;
+}
+
 }  // namespace
 
 Heap* first_heap() { return g_heaps; }
@@ -133,8 +148,11 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
         if (segment_cache_count() != 0) segment_cache_collect(false);
     }
     if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
+    int saved = errno;
     Page* page = find_page(heap, bin_of(size));
+    if (!page) page = find_larger(heap, bin_of(size));
     if (!page) return enomem();
+    errno = saved;   // a call that succeeds leaves errno as it was
     return page_pop_checked(page, requested, "malloc");
 }
 

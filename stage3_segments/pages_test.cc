@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 
+#include <cerrno>
 #include <cstring>
 #include <vector>
 
@@ -524,6 +525,16 @@ TEST_CASE("under a data limit, cached segments go back to make room for a big bl
         battery::child_expect(segment_cache_count() == 0, "the cache was not given back");
         std::memset(big, 1, 12 * kMiB);
         api().free(big);
+    });
+}
+
+// [S3.75] Under a data limit, 4,000-byte blocks until NULL, every other one freed: their pages
+// hold free blocks, but no page of a smaller bin can be had. A 600-byte request gets one of
+// those blocks (its usable size the larger bin's), errno untouched, until none is left: then
+// NULL with ENOMEM. Failed before: NULL at the first.
+TEST_CASE("under a data limit, a free block of a larger bin serves when no page can be had") {
+    under_limit(RLIMIT_DATA, battery::data_bytes, 4 * kMiB, [](Heap* heap) {
+        battery::small_blocks_from_larger_free_ones(api(), [heap](std::size_t n) { return heap_malloc(heap, n); });
     });
 }
 

@@ -2,6 +2,8 @@
 // retirement are stage 3's (queues.h). Everything here runs on the heap's own thread.
 #include "stage4_threads/heap.h"
 
+#include <cerrno>
+
 #include "contract/diagnostics.h"
 #include "stage3_segments/bins.h"
 #include "stage3_segments/queues.h"
@@ -91,6 +93,19 @@ Page* find_page(Heap* heap, unsigned bin) {
     return page;
 }
 
+// [S4.82] Stage 3's S3.75: no page of `bin` can be had, so a free block of a larger bin's page
+// of this heap serves (its own frees and the remote ones collected), rather than NULL while the
+// heap holds free blocks that fit. No extension, no fresh page, no reclaim.
+Page* find_larger(Heap* heap, unsigned bin) {
+    for (unsigned larger = bin + 1; larger < kBinCount; ++larger)
+        for (Page* page = heap->queues[larger].first; page != nullptr; page = page->next) {
+            page_collect_local(page);
+            if (!page->free && page_has_remote(page)) page_collect_remote(page);
+            if (page->free) return page;
+        }
+    return nullptr;
+}
+
 }  // namespace
 
 void page_free(Heap* heap, Page* page) {
@@ -130,8 +145,11 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
     if (heap->delayed_free.load(std::memory_order_relaxed) != nullptr) heap_delayed_free(heap);
     if ((++heap->clock & 63) == 0) heap_tick(heap);
     if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
+    int saved = errno;
     Page* page = find_page(heap, bin_of(size));
+    if (!page) page = find_larger(heap, bin_of(size));   // [S4.82]
     if (!page) return enomem();
+    errno = saved;   // a call that succeeds leaves errno as it was
     Block* b = page->free;
     if (!block_in_page_chunk(b, page)) stage3::die_wild_head(kStageName, "malloc", b);   // (S3.65)
     if (b->mark != freed_mark(b)) freed_twice(b);   // as on the fast path (S4.32)

@@ -371,6 +371,31 @@ void expect_refused_but_given_back(const void* at, std::size_t bytes) {
     child_expect(resident_bytes(at, bytes) == 0, "memory given back at the map count's limit stays resident");
 }
 
+void small_blocks_from_larger_free_ones(const Api& api, const std::function<void*(std::size_t)>& take) {
+    constexpr int kMost = 4096;
+    static void* large[kMost];
+    static void* small[kMost];
+    int n = 0;
+    while (n < kMost && (large[n] = take(4000)) != nullptr) ++n;
+    child_expect(n > 100 && n < kMost, "4,000-byte blocks: no NULL, or too few before it");
+    for (int i = 0; i < n; i += 2) api.free(large[i]);
+    errno = 1234;
+    int served = 0;
+    while (served < kMost && (small[served] = take(600)) != nullptr) {
+        child_expect(api.usable_size(small[served]) >= 4000, "the block is not a larger bin's");
+        child_expect(errno == 1234, "errno changed by a malloc that succeeded");
+        std::memset(small[served], 7, 600);
+        ++served;
+    }
+    child_expect(served > 0, "600 bytes refused while 4,000-byte blocks were free");
+    child_expect(served >= (n + 1) / 2, "a free larger block was left unused");
+    child_expect(errno == ENOMEM, "NULL without ENOMEM");
+    require_heap_ok(api);
+    for (int i = 0; i < served; ++i) api.free(small[i]);
+    for (int i = 1; i < n; i += 2) api.free(large[i]);
+    require_heap_ok(api);
+}
+
 std::vector<char*> middle_of_three_pages(const std::function<char*()>& take,
                                          const std::function<const void*(const void*)>& page_of,
                                          std::vector<char*>& kept) {

@@ -174,6 +174,11 @@ void expect_refused_but_given_back(const void* at, std::size_t bytes);
 std::vector<char*> middle_of_three_pages(const std::function<char*()>& take,
                                          const std::function<const void*(const void*)>& page_of,
                                          std::vector<char*>& kept);
+// Inside a child, under a limit: blocks of 4,000 bytes from `take` until NULL, every other one
+// freed, then 600-byte blocks until NULL. Each must be one of the freed larger blocks (usable
+// size at least 4,000), every one of them must serve, errno stays untouched until the NULL, which
+// says ENOMEM; the heap is checked, and all is freed (stages 3 and 4: [S3.75], [S4.82]).
+void small_blocks_from_larger_free_ones(const Api& api, const std::function<void*(std::size_t)>& take);
 // Inside a child: a page of the test's own, a mapping not the stage's, at exactly `at` (one OS
 // page, MAP_FIXED_NOREPLACE), its bytes 0x5a; and whether it still holds them.
 unsigned char* map_page_not_ours(void* at);

@@ -350,14 +350,17 @@ int small_in_freed_room() {
     return 0;
 }
 
-// With the argument `after-holes SIZE`: 100,000-byte blocks until malloc says no, every other one
-// freed, then blocks of SIZE bytes until malloc says no: how many fit in the holes (stage 2's
-// [S2.34]: its raw table, once one block of stage 1's, fitted in no hole past 4,096 slots).
-int count_after_holes(std::size_t size) {
-    int large = hold(g_counted, kMaxCounted, 100000);
+// With the argument `after-holes SIZE [LARGE]`: blocks of LARGE bytes (100,000 if not given)
+// until malloc says no, every other one freed, then blocks of SIZE bytes until malloc says no:
+// how many fit in the holes (stage 2's [S2.34]: its raw table, once one block of stage 1's,
+// fitted in no hole past 4,096 slots; stages 3 and 4 keep a freed block for its own size class,
+// [S3.75], [S4.82]).
+int count_after_holes(std::size_t size, std::size_t large_size) {
+    int large = hold(g_counted, kMaxCounted, large_size);
     for (int i = 0; i < large; i += 2) std::free(g_counted[i]);
     int n = hold(g_counted + large, kMaxCounted - large, size);
-    std::printf("%d blocks of %zu bytes after every other of %d blocks of 100000 bytes was freed\n", n, size, large);
+    std::printf("%d blocks of %zu bytes after every other of %d blocks of %zu bytes was freed\n", n, size, large,
+                large_size);
     release(g_counted + large, n);
     for (int i = 1; i < large; i += 2) std::free(g_counted[i]);
     return 0;
@@ -424,8 +427,8 @@ int rlimit_cost() {
 //                            bench/limit_from_outside.sh runs prlimit --pid, then as `count`
 //                            and a thread after the blocks are freed
 //   maps SIZE N              N written blocks of SIZE bytes, then the anonymous mappings
-//   after-holes SIZE         100,000-byte blocks until NULL, every other freed, then blocks of
-//                            SIZE bytes until NULL: how many
+//   after-holes SIZE [LARGE] blocks of LARGE bytes (100,000) until NULL, every other freed,
+//                            then blocks of SIZE bytes until NULL: how many
 //   free-cost N              N blocks of 100,000 bytes freed oldest first: the time of a free
 //   rlimit-cost              the time of a getrlimit, and of a fresh 12 KiB header's mprotect
 int main(int argc, char** argv) {
@@ -436,7 +439,8 @@ int main(int argc, char** argv) {
     if (argc > 3 && std::strcmp(argv[1], "maps") == 0)
         return maps_of_blocks(std::strtoul(argv[2], nullptr, 10), std::atoi(argv[3]));
     if (argc > 2 && std::strcmp(argv[1], "free-cost") == 0) return free_cost(std::atoi(argv[2]));
-    if (argc > 2 && std::strcmp(argv[1], "after-holes") == 0) return count_after_holes(std::strtoul(argv[2], nullptr, 10));
+    if (argc > 2 && std::strcmp(argv[1], "after-holes") == 0)
+        return count_after_holes(std::strtoul(argv[2], nullptr, 10), argc > 3 ? std::strtoul(argv[3], nullptr, 10) : 100000);
     if (argc > 1 && std::strcmp(argv[1], "rlimit-cost") == 0) return rlimit_cost();
     if (argc > 1 && std::strcmp(argv[1], "small") == 0) return hold_small_blocks();
     if (argc > 1 && std::strcmp(argv[1], "large") == 0) return hold_large_blocks();
