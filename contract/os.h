@@ -22,8 +22,8 @@ bool os_address_space_limited();
 
 // Whether a data limit (RLIMIT_DATA: `ulimit -d`, `prlimit --data`) is in force now: it charges
 // every private writable mapping, not the address space reserved PROT_NONE, so a large block
-// that a segment would hold in 64 KiB slots gets a mapping of its own under it too ([S3.74],
-// stage 4's [S4.81]). Asked as os_address_space_limited is.
+// that a segment would hold in 64 KiB slots gets a mapping of its own under it too ([S3.76],
+// stage 4's [S4.83]). Asked as os_address_space_limited is.
 bool os_data_limited();
 
 // Maps `size` bytes of fresh zeroed memory, readable and writable, at exactly `at`; true when

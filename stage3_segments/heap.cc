@@ -164,7 +164,7 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
 // (an interpreter's arenas) cannot have them. A first-class heap keeps its blocks in its
 // segments (heap_destroy gives them back). Without a limit nothing changes: one getrlimit
 // beside the system calls a fresh segment costs anyway.
-// [S3.74] A data limit charges the block's slots too (not the window reserved PROT_NONE): the
+// [S3.76] A data limit charges the block's slots too (not the window reserved PROT_NONE): the
 // same mapping of its own. Under --data=32M, 100,000-byte blocks: 242 held, glibc 318.
 void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {
     if (heap == &g_default_heap && segment_cache_count() == 0 &&

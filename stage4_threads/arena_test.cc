@@ -337,7 +337,7 @@ TEST_CASE("a cached small segment serving small pages again keeps its dirty page
 // [S4.60] Sixteen freed 1 MiB blocks leave sixteen cached segments with 17 MiB writable; under
 // a data limit 24 MiB above what the process held before them, a 12 MiB block fits only once
 // they go back to the arena. The blocks come before the limit: under it, each would have had a
-// mapping of its own ([S4.81]), and nothing would be cached. (Not under a sanitizer, whose own
+// mapping of its own ([S4.83]), and nothing would be cached. (Not under a sanitizer, whose own
 // mappings move VmData while the child runs.)
 TEST_CASE("under a data limit, a heap's cached segments go back to make room for a big block") {
     if (battery::kUnderSanitizer) return;

@@ -175,7 +175,7 @@ void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std:
     // next to the system calls a fresh segment costs anyway. [S4.68] A limit set after the arena
     // was reserved makes arena_limited give back the slots no segment holds first, or no new
     // mapping would fit; a refused mapping is still not the end: an arena slot may serve.
-    // [S4.81] A data limit charges a fresh segment's slots too, not the arena's reservation: the
+    // [S4.83] A data limit charges a fresh segment's slots too, not the arena's reservation: the
     // same mapping of its own (the arena stays as it is).
     if (heap->cache_count == 0 && (arena_limited() || os_data_limited())) {
         if (void* p = stage3::under_pressure([=] { return alloc_mapped(alignment, size); },

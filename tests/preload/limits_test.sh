@@ -50,7 +50,7 @@ run_near() {
 # 3,935 where glibc served 26,131 ([S2.34]).
 run_near limits_after_holes_data 90 prlimit --data=$((32 << 20)) tests/preload/limits after-holes 600
 # 100,000-byte blocks until NULL under a data limit: stages 3 and 4 made a fresh segment's 64 KiB
-# slots writable for each (128 KiB) and held 242 where glibc holds 318 ([S3.74], [S4.81]).
+# slots writable for each (128 KiB) and held 242 where glibc holds 318 ([S3.76], [S4.83]).
 run_near limits_count_large_data 90 prlimit --data=$((32 << 20)) tests/preload/limits count 100000
 
 # A limit lowered from outside (prlimit --pid) while the program runs: the blocks it then holds
