@@ -274,8 +274,11 @@ void unhold_free_held() {
 // that a pthread_create that follows finds room; and by the cold paths that ask about the
 // limit anyway ([S4.66]'s large block, and arena_claim below), which also catch a limit set from
 // outside, at the next fresh segment. The fast paths never look: the range stays the range.
+// [S4.84] A data limit too: it does not count the reservation, but it counts what a reserved
+// arena makes writable ahead of the blocks (a small page's 64 KiB at once), where a lazy one maps
+// what its pages carve: limits.cc's start-up mix needed 11,328 KiB of data, glibc 4,352.
 bool arena_limited() {
-    if (!os_address_space_limited()) return false;
+    if (!os_address_space_limited() && !os_data_limited()) return false;
     if (!g_lazy.load(std::memory_order_relaxed) && g_bytes.load(std::memory_order_acquire) != 0)
         pthread_once(&g_lazy_once, go_lazy);
     return true;

@@ -176,8 +176,8 @@ void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std:
     // was reserved makes arena_limited give back the slots no segment holds first, or no new
     // mapping would fit; a refused mapping is still not the end: an arena slot may serve.
     // [S4.83] A data limit charges a fresh segment's slots too, not the arena's reservation: the
-    // same mapping of its own (the arena stays as it is).
-    if (heap->cache_count == 0 && (arena_limited() || os_data_limited())) {
+    // same mapping of its own (arena_limited asks about both limits: [S4.84]).
+    if (heap->cache_count == 0 && arena_limited()) {
         if (void* p = stage3::under_pressure([=] { return alloc_mapped(alignment, size); },
                                              [heap] { return heap_relieve(heap); }))   // [S4.69]
             return p;
