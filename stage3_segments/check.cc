@@ -196,8 +196,10 @@ CheckResult check_heap() {
         k.fail("the segment map's window is not one of its leaves", g_map_window.base);
     for (Heap* heap = first_heap(); heap && k.result.ok; heap = heap->next) check_direct(k, heap);
     unsigned cached = 0;
+    HugeTotals huge;   // [S3.77] summed anew
     for (Segment* s = first_segment(); s && k.result.ok; s = s->next) {
         if (s->next && s->next->prev != s) k.fail("segment list links broken", addr(s));
+        if (Layout::live_huge(s)) Layout::huge_add(huge, s);
         check_segment(k, s, &live_blocks, &live_bytes, &pages_in_use, &committed);
         if (s->cached) {
             ++cached;
@@ -213,6 +215,8 @@ CheckResult check_heap() {
     }
     if (k.result.ok && cached != segment_cache_count())
         k.fail("segment cache count wrong", 0, segment_cache_count(), cached);
+    if (k.result.ok && (huge.reach != huge_totals().reach || huge.committed != huge_totals().committed))
+        k.fail("live huge blocks' totals differ from their segments'", 0, huge_totals().committed, huge.committed);
     uint64_t heap_bytes = 0;
     for (Heap* heap = first_heap(); heap && k.result.ok; heap = heap->next) {
         uint64_t before = pages_seen;

@@ -803,6 +803,41 @@ TEST_CASE("a huge block's segment is cached, reused for a smaller one, and unmap
     CHECK_FALSE(segment_owned(giant));
 }
 
+// [S3.77] A cached huge segment taken for a block under half its memory keeps that memory while
+// the live huge blocks in all commit at most twice what they reach: with a fresh 40 MiB block
+// live, a 9 MiB block in the segment of a freed 20 MiB one costs no madvise ([S3.53] alone
+// gave back 2 MiB of it, one call). Once the other is freed (unmapped: over kHugeCacheMax),
+// the next such take trims.
+TEST_CASE("a reused huge segment keeps its memory while the live huge blocks in all stay within twice their reach") {
+    collect(true);
+    ScopedHeap h;
+    void* a = h.take(40 * kMiB);
+    void* p = h.take(20 * kMiB);
+    Segment* s = segment_of(p);
+    CHECK(huge_totals().committed == huge_totals().reach);   // fresh: committed as far as they reach
+    api().free(p);
+    uint64_t madvises = os_calls(OsCall::madvise), maps = os_calls(OsCall::mmap);
+    uint64_t committed = s->committed;
+    void* q = h.take(9 * kMiB);
+    CHECK(segment_of(q) == s);
+    CHECK(os_calls(OsCall::mmap) == maps);
+    CHECK(os_calls(OsCall::madvise) == madvises);   // kept: 40 + 20 MiB <= 2 x (40 + 9)
+    CHECK(s->committed == committed);
+    CHECK(huge_totals().committed <= 2 * huge_totals().reach);
+    battery::require_heap_ok(api());   // the checker sums the totals anew
+    api().free(q);
+    api().free(a);
+    CHECK(huge_totals().reach == 0);
+    CHECK(huge_totals().committed == 0);
+    q = h.take(9 * kMiB);   // alone now: the 20 MiB segment (smallest that holds it) is trimmed to 18
+    CHECK(segment_of(q) == s);
+    CHECK(os_calls(OsCall::madvise) == madvises + 1);
+    CHECK(huge_totals().committed == 2 * huge_totals().reach);
+    battery::require_heap_ok(api());
+    api().free(q);
+    collect(true);
+}
+
 TEST_CASE("the segment cache holds at most kCacheBytes and evicts the oldest first") {
     collect(true);
     ScopedHeap h;

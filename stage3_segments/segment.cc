@@ -42,6 +42,7 @@ std::size_t g_cache_bytes = 0;               // sum of their sizes (address spac
 Segment* g_purge = nullptr;                  // segments with memory to decommit later
 uintptr_t g_lazy_top = 0;                    // [S3.59] lazy segments are sought below this
 uintptr_t g_lazy_floor = 0;                  // and above this
+HugeTotals g_huge;                           // [S3.77] the live huge blocks' reach and commit
 
 uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) & ~(to - 1); }
@@ -256,7 +257,7 @@ Segment* take_segment(PageKind kind, std::size_t reach) {
 
 // [S3.35] An empty huge segment of at least `size` bytes: the smallest cached one, or a new
 // mapping. Memory the last block committed beyond twice `reach` (bytes past the metadata) goes
-// back ([S3.53]).
+// back ([S3.53]), unless the live huge blocks in all stay within that bound with it ([S3.77]).
 Segment* take_huge_segment(std::size_t size, std::size_t reach) {
     Segment* best = nullptr;
     for (Segment* s = g_cache; s; s = s->next_open)
@@ -264,7 +265,7 @@ Segment* take_huge_segment(std::size_t size, std::size_t reach) {
     if (!best) return map_segment(size, PageKind::huge, kMetaSize + reach);
     cache_remove(best);
     if (best->on_purge_list) purge_remove(best);
-    Layout::trim_for(best, reach);
+    Layout::trim_for(best, reach, g_huge);
     format_segment(best, PageKind::huge);
     return best;
 }
@@ -344,6 +345,7 @@ Page* try_one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
     Page* page = &s->pages()[0];
     page_format_one_block(page, addr(s) + offset, usable);
     Layout::guards_write(page);
+    if (kind == PageKind::huge) Layout::huge_add(g_huge, s);   // [S3.77]
     return page;
 }
 
@@ -377,6 +379,7 @@ bool one_block_resize(Page* page, std::size_t bytes) { return Layout::one_block_
 void page_release(Page* page) {
     Segment* s = segment_of(page);
     auto kind = static_cast<PageKind>(s->kind);
+    if (Layout::live_huge(s)) Layout::huge_remove(g_huge, s);   // [S3.77]
     uint32_t in_use = Layout::release_page(s, page, g_clock + kPurgeDelay, [](Segment* dirty) { purge_push(dirty); });
     if (kind == PageKind::small || kind == PageKind::medium) {
         unsigned k = kind == PageKind::small ? 0 : 1;
@@ -423,6 +426,7 @@ bool purge_pending() { return g_purge != nullptr; }
 Segment* first_purge_segment() { return g_purge; }
 
 unsigned segment_cache_count() { return g_cache_count; }
+const HugeTotals& huge_totals() { return g_huge; }
 Segment* first_segment() { return g_all; }
 Segment* first_open_segment(PageKind kind) { return g_open[kind == PageKind::small ? 0 : 1]; }
 Segment* first_cached_segment() { return g_cache; }

@@ -268,11 +268,33 @@ struct SegmentLayout {
     // madvise) only what lies beyond: a program that replaces big buffers of varying sizes
     // would otherwise pay a madvise on nearly every reuse, and a page fault for each page
     // touched again. The bound is [S3.47]'s: never committed beyond twice what is used.
-    static void trim_for(Segment* s, std::size_t reach) {
+    // [S3.77] Unless the live huge blocks in all keep within the bound, it keeps everything.
+    static void trim_for(Segment* s, std::size_t reach, const HugeTotals& huge) {
+        if (huge.keeps(s->committed, reach)) return;
         std::size_t keep = reach <= s->committed / 2 ? 2 * reach : s->committed;
         if (s->committed <= keep) return;
         if (T::decommit(reinterpret_cast<void*>(base(s) + T::kMetaSize + keep), s->committed - keep))
             s->committed = keep;   // [S3.70] refused: all of it stays committed, and counted
+    }
+
+    // [S3.77] A huge segment whose block is live, counted in its stage's HugeTotals while it
+    // is: what the block reaches past the metadata (its tail guard included), and what the
+    // segment has committed. Neither changes while the block lives (a huge block is never
+    // resized in place, and no purge touches a segment in use).
+    static bool live_huge(const Segment* s) {
+        return s->kind == static_cast<uint8_t>(PageKind::huge) && s->used_pages == 1;
+    }
+    static std::size_t huge_reach(const Segment* s) {
+        const Page* page = const_cast<Segment*>(s)->pages();
+        return page->start + page->block_size + kGuardBytes - base(s) - T::kMetaSize;
+    }
+    static void huge_add(HugeTotals& huge, const Segment* s) {
+        huge.reach += huge_reach(s);
+        huge.committed += s->committed;
+    }
+    static void huge_remove(HugeTotals& huge, const Segment* s) {
+        huge.reach -= huge_reach(s);
+        huge.committed -= s->committed;
     }
 
     // [S3.67] A one-block page's guards: written for its block, checked (a damaged one stops

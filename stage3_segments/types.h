@@ -226,6 +226,23 @@ static_assert((std::size_t{1} << kMediumPageShift) >= 8 * kMediumMax);
 static_assert((kMetaSize > kMaxAlignment ? kMetaSize : kMaxAlignment) + kLargeMax <= kSegmentSize);
 static_assert(kMaxAlignment < kSegmentSize, "an aligned block always starts in chunk 0");
 
+// [S3.77] The live huge blocks' memory, in all: the bytes their blocks reach past their
+// segments' metadata (guards included), and the bytes their segments have committed there. A
+// cached huge segment taken for a smaller block keeps what the last block committed beyond the
+// new one's reach as long as the huge blocks in all commit at most twice what they reach:
+// [S3.47]'s bound for each block, kept by the sum instead of each block, so a program that
+// replaces buffers of varying sizes pays no madvise while the others' slack leaves room. The
+// bound holds when a block is taken; a free may leave the rest above it, and the next takes
+// trim to [S3.53]'s bound until it holds again. Stage 3 keeps one; stage 4 one per heap
+// (its Heap::huge). The layout (segment_layout.h) counts and trims with it.
+struct HugeTotals {
+    std::size_t reach = 0;
+    std::size_t committed = 0;
+    bool keeps(std::size_t committed_by, std::size_t reach_of) const {
+        return committed + committed_by <= 2 * (reach + reach_of);
+    }
+};
+
 inline Segment* segment_of(const void* p) {
     return reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(p) & ~kSegmentMask);
 }

@@ -242,6 +242,44 @@ TEST_CASE("a huge segment waits in its heap's cache and serves a smaller huge bl
     });
 }
 
+// [S4.84] As stage 3's S3.77, per heap: while a fresh 40 MiB block is live, a 9 MiB block in the
+// cached segment of a 20 MiB one keeps all its memory (S4.45 alone gave back 2 MiB, one
+// madvise); once the 40 MiB block is freed (over kHugeCacheMax: straight back), the next such
+// take trims to twice its reach. The heap checker sums the totals anew.
+TEST_CASE("a heap's reused huge segment keeps its memory while its live huge blocks stay within twice their reach") {
+    constexpr std::size_t kMiB = std::size_t{1} << 20;
+    auto calls = [](OsCall c) { return os_counters().calls[static_cast<unsigned>(c)].load(); };
+    testing::on_thread([&] {
+        void* a = api().malloc(40 * kMiB);
+        void* p = api().malloc(20 * kMiB);
+        REQUIRE(a != nullptr);
+        REQUIRE(p != nullptr);
+        Heap* heap = testing::my_heap();
+        Segment* s = segment_of(p);
+        CHECK(heap->huge.committed == heap->huge.reach);   // fresh: committed as far as they reach
+        api().free(p);
+        uint64_t maps = calls(OsCall::mmap), madvises = calls(OsCall::madvise);
+        uint64_t committed = s->committed;
+        void* q = api().malloc(9 * kMiB);
+        CHECK(segment_of(q) == s);
+        CHECK(calls(OsCall::mmap) == maps);
+        CHECK(calls(OsCall::madvise) == madvises);   // kept: 40 + 20 MiB <= 2 x (40 + 9)
+        CHECK(s->committed == committed);
+        battery::require_heap_ok(api());
+        api().free(q);
+        api().free(a);
+        CHECK(heap->huge.reach == 0);
+        CHECK(heap->huge.committed == 0);
+        q = api().malloc(9 * kMiB);
+        CHECK(segment_of(q) == s);
+        CHECK(calls(OsCall::madvise) == madvises + 1);
+        CHECK(heap->huge.committed == 2 * heap->huge.reach);
+        battery::require_heap_ok(api());
+        api().free(q);
+        segment_cache_collect(heap, true);
+    });
+}
+
 // [S4.19] The cache holds sixteen: a thread that keeps a dozen 200 KiB blocks (each a one-block
 // segment of its own) and replaces them gets every segment back from its cache, committed.
 TEST_CASE("a dozen one-block segments freed wait in the cache and serve the next dozen without a system call") {

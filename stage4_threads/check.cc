@@ -237,8 +237,10 @@ bool list_holds(Segment* head, Segment* s, Next next) {
 bool check_own_heap(Checker& k) {
     Heap* heap = k.heap;
     uint64_t count = 0;
+    stage3::HugeTotals huge;   // [S4.84] summed anew
     for (Segment* s = heap->segments; s; s = s->next) {
         if (!heap->owned[s->slot] || arena_blocks_at(s->slot) == 0) return k.fail("heap lists a segment it does not own", addr(s));
+        if (Layout::live_huge(s)) Layout::huge_add(huge, s);
         if (s->on_open_list && !list_holds(heap->open[s->kind == 0 ? 0 : 1], s, [](Segment* t) { return t->next_open; }))
             return k.fail("open segment not on its heap's open list", addr(s));
         if (s->cached && !list_holds(heap->cache, s, [](Segment* t) { return t->next_open; }))
@@ -247,6 +249,8 @@ bool check_own_heap(Checker& k) {
             return k.fail("segment with dirty pages not on the purge list", addr(s));
         ++count;
     }
+    if (huge.reach != heap->huge.reach || huge.committed != heap->huge.committed)
+        return k.fail("heap's live huge blocks' totals differ from their segments'", addr(heap), heap->huge.committed, huge.committed);
     if (count != heap->segment_count || count != k.own_segments)
         return k.fail("heap segment count wrong", addr(heap), heap->segment_count, k.own_segments);
     uint64_t owned = 0;
