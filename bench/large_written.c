@@ -3,7 +3,7 @@
  * written, STEPS times (default 1000); prints the peak resident set. The driver writes one byte
  * a buffer, so only the pages an allocator touches itself count there; here every page a block
  * reaches is resident, so the peak shows what an allocator keeps committed beyond its blocks
- * (stage 3's [S3.77], stage 4's [S4.84]).
+ * (stage 3's [S3.78], stage 4's [S4.85]).
  *   bazel build --config=opt //bench:large_written //stage3_segments:libedu_stage3.so
  *   LD_PRELOAD=LIB bazel-bin/bench/large_written 1000 */
 #include <stdint.h>

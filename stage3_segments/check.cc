@@ -196,7 +196,7 @@ CheckResult check_heap() {
         k.fail("the segment map's window is not one of its leaves", g_map_window.base);
     for (Heap* heap = first_heap(); heap && k.result.ok; heap = heap->next) check_direct(k, heap);
     unsigned cached = 0;
-    HugeTotals huge;   // [S3.77] summed anew
+    HugeTotals huge;   // [S3.78] summed anew
     for (Segment* s = first_segment(); s && k.result.ok; s = s->next) {
         if (s->next && s->next->prev != s) k.fail("segment list links broken", addr(s));
         if (Layout::live_huge(s)) Layout::huge_add(huge, s);

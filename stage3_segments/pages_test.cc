@@ -803,7 +803,7 @@ TEST_CASE("a huge block's segment is cached, reused for a smaller one, and unmap
     CHECK_FALSE(segment_owned(giant));
 }
 
-// [S3.77] A cached huge segment taken for a block under half its memory keeps that memory while
+// [S3.78] A cached huge segment taken for a block under half its memory keeps that memory while
 // the live huge blocks in all commit at most twice what they reach: with a fresh 40 MiB block
 // live, a 9 MiB block in the segment of a freed 20 MiB one costs no madvise ([S3.53] alone
 // gave back 2 MiB of it, one call). Once the other is freed (unmapped: over kHugeCacheMax),

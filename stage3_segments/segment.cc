@@ -42,7 +42,7 @@ std::size_t g_cache_bytes = 0;               // sum of their sizes (address spac
 Segment* g_purge = nullptr;                  // segments with memory to decommit later
 uintptr_t g_lazy_top = 0;                    // [S3.59] lazy segments are sought below this
 uintptr_t g_lazy_floor = 0;                  // and above this
-HugeTotals g_huge;                           // [S3.77] the live huge blocks' reach and commit
+HugeTotals g_huge;                           // [S3.78] the live huge blocks' reach and commit
 
 uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) & ~(to - 1); }
@@ -257,7 +257,7 @@ Segment* take_segment(PageKind kind, std::size_t reach) {
 
 // [S3.35] An empty huge segment of at least `size` bytes: the smallest cached one, or a new
 // mapping. Memory the last block committed beyond twice `reach` (bytes past the metadata) goes
-// back ([S3.53]), unless the live huge blocks in all stay within that bound with it ([S3.77]).
+// back ([S3.53]), unless the live huge blocks in all stay within that bound with it ([S3.78]).
 Segment* take_huge_segment(std::size_t size, std::size_t reach) {
     Segment* best = nullptr;
     for (Segment* s = g_cache; s; s = s->next_open)
@@ -345,7 +345,7 @@ Page* try_one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
     Page* page = &s->pages()[0];
     page_format_one_block(page, addr(s) + offset, usable);
     Layout::guards_write(page);
-    if (kind == PageKind::huge) Layout::huge_add(g_huge, s);   // [S3.77]
+    if (kind == PageKind::huge) Layout::huge_add(g_huge, s);   // [S3.78]
     return page;
 }
 
@@ -379,7 +379,7 @@ bool one_block_resize(Page* page, std::size_t bytes) { return Layout::one_block_
 void page_release(Page* page) {
     Segment* s = segment_of(page);
     auto kind = static_cast<PageKind>(s->kind);
-    if (Layout::live_huge(s)) Layout::huge_remove(g_huge, s);   // [S3.77]
+    if (Layout::live_huge(s)) Layout::huge_remove(g_huge, s);   // [S3.78]
     uint32_t in_use = Layout::release_page(s, page, g_clock + kPurgeDelay, [](Segment* dirty) { purge_push(dirty); });
     if (kind == PageKind::small || kind == PageKind::medium) {
         unsigned k = kind == PageKind::small ? 0 : 1;

@@ -146,7 +146,7 @@ inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 // that at the top of its heap; a freed huge segment keeps its memory kPurgeDelay ticks, like a
 // large one. A request takes the smallest cached segment that holds it and gives back
 // (madvise) what the last block had committed beyond twice the new one's reach ([S3.53]),
-// unless the live huge blocks in all keep within twice what they reach with it ([S3.77]). A
+// unless the live huge blocks in all keep within twice what they reach with it ([S3.78]). A
 // huge segment is mapped in whole 4 MiB chunks (address space only): mappings of such sizes
 // land aligned below one another, where others cost os_map_aligned a second mmap and trims
 // ([S3.12]).
@@ -154,7 +154,7 @@ void segment_cache_collect(bool force);
 // [S3.52] Under pressure: every cached segment unmapped; false when the cache held none.
 bool segment_relieve();
 unsigned segment_cache_count();
-// [S3.77] What the live huge blocks reach and commit, in all (the checker sums it anew).
+// [S3.78] What the live huge blocks reach and commit, in all (the checker sums it anew).
 const HugeTotals& huge_totals();
 
 // Every mapped segment (cached ones included), for the walker and the checker.

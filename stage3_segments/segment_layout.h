@@ -268,7 +268,7 @@ struct SegmentLayout {
     // madvise) only what lies beyond: a program that replaces big buffers of varying sizes
     // would otherwise pay a madvise on nearly every reuse, and a page fault for each page
     // touched again. The bound is [S3.47]'s: never committed beyond twice what is used.
-    // [S3.77] Unless the live huge blocks in all keep within the bound, it keeps everything.
+    // [S3.78] Unless the live huge blocks in all keep within the bound, it keeps everything.
     static void trim_for(Segment* s, std::size_t reach, const HugeTotals& huge) {
         if (huge.keeps(s->committed, reach)) return;
         std::size_t keep = reach <= s->committed / 2 ? 2 * reach : s->committed;
@@ -277,7 +277,7 @@ struct SegmentLayout {
             s->committed = keep;   // [S3.70] refused: all of it stays committed, and counted
     }
 
-    // [S3.77] A huge segment whose block is live, counted in its stage's HugeTotals while it
+    // [S3.78] A huge segment whose block is live, counted in its stage's HugeTotals while it
     // is: what the block reaches past the metadata (its tail guard included), and what the
     // segment has committed. Neither changes while the block lives (a huge block is never
     // resized in place, and no purge touches a segment in use).

@@ -226,7 +226,7 @@ static_assert((std::size_t{1} << kMediumPageShift) >= 8 * kMediumMax);
 static_assert((kMetaSize > kMaxAlignment ? kMetaSize : kMaxAlignment) + kLargeMax <= kSegmentSize);
 static_assert(kMaxAlignment < kSegmentSize, "an aligned block always starts in chunk 0");
 
-// [S3.77] The live huge blocks' memory, in all: the bytes their blocks reach past their
+// [S3.78] The live huge blocks' memory, in all: the bytes their blocks reach past their
 // segments' metadata (guards included), and the bytes their segments have committed there. A
 // cached huge segment taken for a smaller block keeps what the last block committed beyond the
 // new one's reach as long as the huge blocks in all commit at most twice what they reach:

@@ -242,7 +242,7 @@ TEST_CASE("a huge segment waits in its heap's cache and serves a smaller huge bl
     });
 }
 
-// [S4.84] As stage 3's S3.77, per heap: while a fresh 40 MiB block is live, a 9 MiB block in the
+// [S4.85] As stage 3's S3.78, per heap: while a fresh 40 MiB block is live, a 9 MiB block in the
 // cached segment of a 20 MiB one keeps all its memory (S4.45 alone gave back 2 MiB, one
 // madvise); once the 40 MiB block is freed (over kHugeCacheMax: straight back), the next such
 // take trims to twice its reach. The heap checker sums the totals anew.

@@ -237,7 +237,7 @@ bool list_holds(Segment* head, Segment* s, Next next) {
 bool check_own_heap(Checker& k) {
     Heap* heap = k.heap;
     uint64_t count = 0;
-    stage3::HugeTotals huge;   // [S4.84] summed anew
+    stage3::HugeTotals huge;   // [S4.85] summed anew
     for (Segment* s = heap->segments; s; s = s->next) {
         if (!heap->owned[s->slot] || arena_blocks_at(s->slot) == 0) return k.fail("heap lists a segment it does not own", addr(s));
         if (Layout::live_huge(s)) Layout::huge_add(huge, s);

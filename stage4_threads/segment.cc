@@ -155,7 +155,7 @@ Segment* take_huge_segment(Heap* heap, uint32_t blocks, std::size_t reach) {
     if (!best) return claim_segment(heap, PageKind::huge, blocks, kMetaSize + reach);
     cache_remove(heap, best);
     if (best->on_purge_list) purge_remove(heap, best);
-    Layout::trim_for(best, reach, heap->huge);   // [S4.84] unless its live huge blocks keep within S3.47's bound
+    Layout::trim_for(best, reach, heap->huge);   // [S4.85] unless its live huge blocks keep within S3.47's bound
     format_segment(best, PageKind::huge);
     return best;
 }
@@ -187,14 +187,14 @@ Span page_area(const Segment* segment, const Page* page) { return Layout::page_a
 
 void segment_attach(Heap* heap, Segment* s) {
     heap->owned[s->slot] = 1;
-    if (Layout::live_huge(s)) Layout::huge_add(heap->huge, s);   // [S4.84] a reclaimed one's block
+    if (Layout::live_huge(s)) Layout::huge_add(heap->huge, s);   // [S4.85] a reclaimed one's block
     push(heap->segments, s, kAll);
     ++heap->segment_count;
     if (heap->trimmed) arena_trim(s->slot, s->blocks, Layout::mapped_bytes(s));   // [S4.68] a reclaimed one
 }
 
 void segment_detach(Heap* heap, Segment* s) {
-    if (Layout::live_huge(s)) Layout::huge_remove(heap->huge, s);   // [S4.84] an abandoned one's block
+    if (Layout::live_huge(s)) Layout::huge_remove(heap->huge, s);   // [S4.85] an abandoned one's block
     if (s->on_purge_list) purge_remove(heap, s);
     if (s->on_open_list) open_remove(heap, s);
     if (s->cached) cache_remove(heap, s);
@@ -255,7 +255,7 @@ Page* try_one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t 
     Page* page = &s->pages()[0];
     page_format_one_block(page, heap, addr(s) + offset, usable);
     Layout::guards_write(page);
-    if (blocks > 1) Layout::huge_add(heap->huge, s);   // [S4.84]
+    if (blocks > 1) Layout::huge_add(heap->huge, s);   // [S4.85]
     return page;
 }
 
@@ -283,7 +283,7 @@ bool one_block_resize(Page* page, std::size_t bytes) { return Layout::one_block_
 void page_release(Heap* heap, Page* page) {
     page_verify_empty(page);   // [S4.43]
     Segment* s = segment_of(page);
-    if (Layout::live_huge(s)) Layout::huge_remove(heap->huge, s);   // [S4.84]
+    if (Layout::live_huge(s)) Layout::huge_remove(heap->huge, s);   // [S4.85]
     uint32_t in_use = Layout::release_page(s, page, heap->clock + kPurgeDelay, [heap](Segment* dirty) { purge_push(heap, dirty); });
     if (in_use == 0) {
         if (s->on_open_list) open_remove(heap, s);

@@ -89,8 +89,8 @@ using stage3::kCacheMax;   // empty segments a heap keeps (chapter, S4.19): stag
 // (another mmap and a fault per page touched). A request takes the smallest cached huge
 // segment that holds it and decommits what the last block reached beyond twice the new one's
 // reach (S3.53). The bounds are stage 3's (segment_layout.h), one set for both stages.
-// [S4.84] Unless the heap's live huge blocks in all commit at most twice what they reach with
-// it (S3.77, Heap::huge): then it keeps everything. A reclaimed segment's live block joins the
+// [S4.85] Unless the heap's live huge blocks in all commit at most twice what they reach with
+// it (S3.78, Heap::huge): then it keeps everything. A reclaimed segment's live block joins the
 // totals of the heap that reclaims it (segment_attach), an abandoned one leaves its heap's.
 using stage3::kCacheBytes;
 using stage3::kHugeCacheMax;

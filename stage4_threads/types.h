@@ -268,7 +268,7 @@ struct Heap {
     Segment* purge = nullptr;          // segments with dirty pages (S3.34, per heap)
     uint64_t clock = 0;                // generic malloc calls: the delays' unit
     uint64_t cache_bytes = 0;          // sum of the cached segments' sizes
-    stage3::HugeTotals huge;           // [S4.84] its live huge blocks' reach and commit (S3.77)
+    stage3::HugeTotals huge;           // [S4.85] its live huge blocks' reach and commit (S3.78)
     uint32_t cache_count = 0;
     uint32_t segment_count = 0;
     uint32_t page_count = 0;           // pages in its queues
