@@ -105,6 +105,8 @@ extern uint32_t s1_status S1_HIDDEN;            // why the last failing call fai
 extern uint64_t s1_fit_policy S1_HIDDEN;        // S1Fit (change it with s1_set_fit)
 extern uint64_t s1_grow_margin S1_HIDDEN;       // largest margin per heap growth (default 1 MiB)
 extern uint64_t s1_trim_threshold S1_HIDDEN;    // trailing free bytes that trigger a trim (128 KiB)
+extern uint64_t s1_trim_fixed S1_HIDDEN;        // 1: the trim option fixed the threshold [S1.43]
+extern uint64_t s1_trim_followed S1_HIDDEN;     // twice the largest large block freed, <= 64 MiB [S1.43]
 extern S1SbrkFn s1_sbrk_hook S1_HIDDEN;         // nullptr: libc sbrk
 extern uint64_t s1_brk_calls S1_HIDDEN;         // sbrk calls that moved the break
 extern uint64_t s1_footprint S1_HIDDEN;         // bytes obtained with sbrk and not given back

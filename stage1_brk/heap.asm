@@ -20,10 +20,12 @@ global s1_fit_policy:data hidden
 global s1_grow_margin:data hidden
 global s1_trim_threshold:data hidden
 global s1_purge_floor:data hidden
+global s1_trim_fixed:data hidden
 s1_fit_policy:      dq S1_FIT_SEG               ; S1_FIT_*: how s1_find_fit searches
 s1_grow_margin:     dq 1024 * 1024              ; the largest margin added to a growth [S1.31]
 s1_trim_threshold:  dq 128 * 1024               ; trailing free bytes that make us lower the break
 s1_purge_floor:     dq 4 * 1024 * 1024          ; dirty bytes a heap may always keep [S1.36]
+s1_trim_fixed:      dq 0                        ; 1: the trim option set the threshold, no following [S1.43]
 
 section .bss
 align 8
@@ -36,6 +38,7 @@ global s1_footprint:data hidden
 global s1_peak_footprint:data hidden
 global s1_madvise_calls:data hidden
 global s1_dirty_bytes:data hidden
+global s1_trim_followed:data hidden
 global s1_status:data hidden
 s1_first_region:    resq 1                      ; lowest region, 0 before the first growth
 s1_last_region:     resq 1                      ; newest region: the only one that can grow
@@ -46,6 +49,7 @@ s1_footprint:       resq 1                      ; bytes we hold from sbrk
 s1_peak_footprint:  resq 1                      ; high-water mark of s1_footprint
 s1_madvise_calls:   resq 1                      ; madvise calls made by s1_release_pages
 s1_dirty_bytes:     resq 1                      ; estimate: free bytes in large runs, resident
+s1_trim_followed:   resq 1                      ; twice the largest large block freed, at most 64 MiB [S1.43]
 s1_status:          resd 1                      ; S1_* status of the last failing call
 
 section .text
@@ -357,6 +361,12 @@ s1_heap_grow:
 ; `margin` bytes so a program that frees and allocates in a loop does not pay two sbrk calls a
 ; round; gives back whole pages only; does nothing if anyone moved the break after us, even
 ; between its query of the break and its call to lower it.
+; [S1.43] A tail is large when it reaches s1_trim_threshold and s1_trim_followed, twice the
+; largest block of 1 to 32 MiB freed so far (s1_free_block): glibc's dynamic threshold, which
+; rises to twice the size of each block it unmapped, up to 64 MiB. A program that replaces big
+; buffers keeps the tail the next one needs, instead of giving it back with one sbrk and taking
+; it again with another (and a page fault per page touched). Smaller blocks leave it alone:
+; the margin serves them, and traces of small blocks keep the footprints the chapter quotes.
 ;   IN:  rdi = header of a free block that is on the free list
 ;   OUT: nothing (the block may have shrunk)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
@@ -373,7 +383,12 @@ s1_heap_trim:
         sub     rcx, 8                          ; rcx = the last epilogue
         cmp     rdx, rcx
         jne     .done                           ; not the block before the last epilogue
-        cmp     rax, [s1_trim_threshold]
+        mov     rdx, [s1_trim_threshold]
+        cmp     rdx, [s1_trim_followed]
+        jae     .threshold
+        mov     rdx, [s1_trim_followed]         ; [S1.43] the tail a large block freed may want again
+.threshold:
+        cmp     rax, rdx
         jb      .done                           ; not large enough to be worth a syscall
         push    rbx                             ; rbx = last region
         push    r12                             ; r12 = block header
@@ -569,6 +584,7 @@ s1_reset:
         mov     [s1_peak_footprint], rax
         mov     [s1_madvise_calls], rax
         mov     [s1_dirty_bytes], rax
+        mov     [s1_trim_followed], rax
         mov     [s1_free_bytes], rax
         mov     [s1_status], eax
         ret

@@ -12,6 +12,7 @@ extern s1_place, s1_coalesce, s1_split_tail      ; block.asm
 extern s1_heap_grow, s1_heap_trim, s1_region_of  ; heap.asm
 extern s1_release                                ; heap.asm
 extern s1_status, s1_last_region, s1_fit_policy  ; heap.asm
+extern s1_trim_fixed, s1_trim_followed         ; heap.asm [S1.43]
 
 section .text
 
@@ -199,6 +200,17 @@ s1_free_block:
         mov     [rdi], rax                      ; which writes the footer
         and     rax, ~S1_FLAGS
         mov     rbx, rax
+        cmp     qword [s1_trim_fixed], 0        ; [S1.43] the trim follows large frees...
+        jne     .followed                       ; ...unless the trim option fixed it
+        cmp     rax, S1_TRIM_FOLLOW_MIN
+        jb      .followed                       ; not large enough to follow
+        cmp     rax, S1_TRIM_FOLLOW_MAX
+        ja      .followed                       ; glibc would have unmapped it for good
+        add     rax, rax
+        cmp     rax, [s1_trim_followed]
+        jbe     .followed
+        mov     [s1_trim_followed], rax         ; twice the largest so far
+.followed:
         call    s1_coalesce
         push    rax
         sub     rsp, 8

@@ -282,9 +282,11 @@ bool set_option_unlocked(const char* name, const char* value) {
         return true;
     }
     if (std::strcmp(name, "trim") == 0) {
-        if (std::strcmp(value, "off") == 0) return s1_trim_threshold = UINT64_MAX, true;
-        if (!parse_bytes(value, &bytes)) return false;
+        if (std::strcmp(value, "off") == 0) bytes = UINT64_MAX;
+        else if (!parse_bytes(value, &bytes)) return false;
         s1_trim_threshold = bytes;
+        s1_trim_fixed = 1;   // [S1.43] as glibc's M_TRIM_THRESHOLD: set, it no longer follows frees
+        s1_trim_followed = 0;
         return true;
     }
     if (std::strcmp(name, "break") == 0) {

@@ -67,6 +67,7 @@ struct IsolatedHeap {
         s1_set_fit(S1_FIT_FIRST);
         s1_grow_margin = 1024 * 1024;
         s1_trim_threshold = 128 * 1024;
+        s1_trim_fixed = 1;   // the threshold alone, as the trim option sets it; [S1.43]'s cases clear it
         s1_purge_floor = 4 << 20;
     }
     ~IsolatedHeap() {
@@ -388,6 +389,42 @@ TEST_CASE_FIXTURE(IsolatedHeap, "the heap gives the break back when its trailing
     REQUIRE(rows.size() == 2);
     CHECK(rows[1].kind == S1_KIND_FREE);
     CHECK(rows[1].size >= keep);  // the margin is kept for the next request
+    CHECK(check() == S1_CHECK_OK);
+    (void)small;
+}
+
+// [S1.43] By default the trim follows large frees: a tail shorter than twice the largest block
+// of 1 to 32 MiB freed so far stays, so the next buffer of that size costs no sbrk (with
+// the threshold alone, the free lowered the break and the malloc raised it again: two calls).
+// A tail past it goes back, and so does everything when the trim option fixes the threshold.
+TEST_CASE_FIXTURE(IsolatedHeap, "a freed 20 MiB block's tail stays for the next buffer, and a longer tail goes back") {
+    s1_trim_fixed = 0;   // the default
+    constexpr uint64_t kMiB = 1 << 20;
+    void* small = s1_malloc(16);
+    void* big = s1_malloc(20 * kMiB);
+    REQUIRE(big != nullptr);
+    uint64_t calls = s1_brk_calls, held = s1_footprint;
+    s1_free(big);
+    CHECK(s1_trim_followed == 2 * (20 * kMiB + 16));   // the block: its payload and header, 16-aligned
+    CHECK(s1_brk_calls == calls);    // kept: 20 MiB is less than twice 20 MiB
+    CHECK(s1_footprint == held);
+    void* next = s1_malloc(12 * kMiB);
+    CHECK(next == big);
+    CHECK(s1_brk_calls == calls);    // no growth either
+    CHECK(check() == S1_CHECK_OK);
+    s1_free(next);
+    void* huge = s1_malloc(48 * kMiB);   // over 32 MiB: glibc maps it; its free moves nothing
+    REQUIRE(huge != nullptr);
+    s1_free(huge);
+    CHECK(s1_trim_followed == 2 * (20 * kMiB + 16));
+    CHECK(s1_footprint < 2 * (20 * kMiB + 16) + kMiB);   // a 48 MiB tail passes 40 MiB: it went back
+    CHECK(check() == S1_CHECK_OK);
+    s1_trim_fixed = 1;   // as the trim option sets them: the threshold alone
+    s1_trim_followed = 0;
+    big = s1_malloc(20 * kMiB);
+    held = s1_footprint;
+    s1_free(big);
+    CHECK(s1_footprint < held - 19 * kMiB);
     CHECK(check() == S1_CHECK_OK);
     (void)small;
 }

@@ -15,6 +15,7 @@ constexpr uint64_t kNext = 8, kPrev = 16;
 constexpr uint64_t kRegionEnd = 0;  // the next region is the epilogue's link [S1.39]
 constexpr uint64_t kFirstBlock = kS1RegionHeader, kEpilogueTag = kAlloc;  // no prologue [S1.37]
 constexpr uint64_t kFailed = UINT64_MAX;
+constexpr uint64_t kTrimFollowMin = uint64_t{1} << 20, kTrimFollowMax = uint64_t{32} << 20;   // [S1.43]
 constexpr uint64_t kTooShort = 1;  // fresh_range: the range holds no region (never a header: 8 mod 16)
 
 uint64_t adjust(uint64_t size) {
@@ -144,7 +145,7 @@ void Twin::heap_trim(uint64_t header) {
     if (!last) return;
     uint64_t size = load(header);
     if (header + size != load(last + kRegionEnd) - 8) return;
-    if (size < trim_threshold) return;
+    if (size < std::max(trim_threshold, trim_followed)) return;   // [S1.43]
     uint64_t keep = margin(kS1GrowShift);
     if (keep < kS1MinBlock) keep = kS1MinBlock;
     if (size <= keep) return;
@@ -435,6 +436,8 @@ uint32_t Twin::free(void* ptr) {
 void Twin::free_block(uint64_t header) {
     uint64_t size = load(header) & ~kFlags;
     store(header, load(header) & ~kAlloc);
+    if (!trim_fixed && size >= kTrimFollowMin && size <= kTrimFollowMax)   // [S1.43]
+        trim_followed = std::max(trim_followed, 2 * size);
     uint64_t run = coalesce(header);
     release(run, size);
     heap_trim(run);

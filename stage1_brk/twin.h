@@ -34,6 +34,7 @@ public:
     uint64_t fit_policy = S1_FIT_SEG;
     uint64_t grow_margin = 1024 * 1024;
     uint64_t trim_threshold = 128 * 1024;
+    uint64_t trim_fixed = 0, trim_followed = 0;  // [S1.43] s1_trim_fixed, s1_trim_followed
     uint64_t purge_floor = 4 * 1024 * 1024;
     uint32_t status = S1_OK;
     uint64_t brk_calls = 0, footprint = 0, peak_footprint = 0, madvise_calls = 0;

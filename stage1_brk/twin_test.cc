@@ -45,6 +45,7 @@ public:
         g_core_break = &core_break_;
         g_core_race = 0;
         s1_reset();
+        s1_trim_fixed = 0;   // the default: the trim follows large frees ([S1.43]), in both
         s1_sbrk_hook = &core_sbrk;
         set_policy(S1_FIT_FIRST);
     }
@@ -203,6 +204,7 @@ public:
         REQUIRE(cr.heap_bytes == tr.heap_bytes);
         REQUIRE(s1_footprint == twin_.footprint);
         REQUIRE(s1_brk_calls == twin_.brk_calls);
+        REQUIRE(s1_trim_followed == twin_.trim_followed);   // [S1.43]
         REQUIRE(s1_madvise_calls == twin_.madvise_calls);
         REQUIRE(s1_free_bytes == cr.free_bytes);  // the count kept by the lists is exact
         REQUIRE(s1_free_bytes == twin_.free_bytes);
@@ -243,7 +245,8 @@ uint64_t random_size(std::mt19937_64& rng) {
     if (pick < 600) return rng() % 129;             // small objects
     if (pick < 900) return rng() % 2049;            // medium
     if (pick < 995) return rng() % 65537;           // large
-    return rng() % (1u << 20);                      // very large: exercises growth and trim
+    if (pick < 998) return rng() % (1u << 20);      // very large: exercises growth and trim
+    return rng() % (4u << 20);                      // some past 1 MiB, which the trim follows [S1.43]
 }
 
 // One seeded session of `steps` operations.
