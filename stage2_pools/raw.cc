@@ -31,27 +31,40 @@ void refresh_footprint() {
 
 constexpr std::size_t kPage = 4096;
 
-// [S2.34] The table's slots live in pieces of 128 (3 KiB: a freed 4,000-byte block holds one), found
-// through a directory: slot i is pieces[i / 128][i % 128]. A table of fewer slots is one piece.
-// The pieces and the directory are one mapping, or, when the OS refuses it, separate blocks of
-// stage 1's, so that a table needs no room of stage 1's larger than 3 KiB in one place (but its
-// directory: 2 KiB for 32,768 slots).
+// [S2.34] The table's slots live in pieces of 128 (3 KiB: a freed 4,000-byte block holds one),
+// found through directory pages of 256 pieces (2 KiB) and a top array of directory pages (8 bytes
+// for 32,768 slots): slot i is top[i / 32768][i / 128 % 256][i % 128]. The pieces and the
+// directory are one mapping, or, when the OS refuses it, separate blocks of stage 1's, so that
+// a table needs no room of stage 1's larger than 3 KiB in one place (its top array reaches 4 KiB
+// at 16 M slots).
 constexpr uint64_t kPieceShift = 7;
 constexpr uint64_t kPieceSlots = uint64_t{1} << kPieceShift;
+constexpr uint64_t kDirShift = 8;
+constexpr uint64_t kDirPieces = uint64_t{1} << kDirShift;
 
 struct Table {
-    RawEntry** pieces = nullptr;  // the directory: one piece, or capacity / kPieceSlots
-    uint64_t capacity = 0;        // slots, a power of two (0 before the first raw block)
-    std::size_t bytes = 0;        // the mapping's bytes (slots, then the directory); 0 if below
-    bool below = false;           // pieces and directory are blocks of stage 1's
+    RawEntry*** top = nullptr;  // directory pages, each of up to kDirPieces pieces
+    uint64_t capacity = 0;      // slots, a power of two (0 before the first raw block)
+    std::size_t bytes = 0;      // the mapping's bytes (slots, directory pages, top); 0 if below
+    bool below = false;         // pieces, directory pages and top are blocks of stage 1's
 };
 Table g_table;
 uint64_t g_count = 0;  // live entries
 
 uint64_t piece_count(uint64_t capacity) { return capacity > kPieceSlots ? capacity >> kPieceShift : 1; }
 uint64_t piece_slots(uint64_t capacity) { return capacity < kPieceSlots ? capacity : kPieceSlots; }
+uint64_t page_count(uint64_t capacity) {
+    uint64_t pieces = piece_count(capacity);
+    return pieces > kDirPieces ? pieces >> kDirShift : 1;
+}
+uint64_t page_pieces(uint64_t capacity) {
+    uint64_t pieces = piece_count(capacity);
+    return pieces < kDirPieces ? pieces : kDirPieces;
+}
 
-RawEntry& slot(const Table& t, uint64_t i) { return t.pieces[i >> kPieceShift][i & (kPieceSlots - 1)]; }
+RawEntry& slot(const Table& t, uint64_t i) {
+    return t.top[i >> (kPieceShift + kDirShift)][(i >> kPieceShift) & (kDirPieces - 1)][i & (kPieceSlots - 1)];
+}
 
 uint64_t home(uintptr_t user, uint64_t capacity) {
     return ((user >> 4) * 0x9e3779b97f4a7c15ull) >> (64 - __builtin_ctzll(capacity));
@@ -63,45 +76,63 @@ void put(const Table& t, const RawEntry& entry) {
     slot(t, i) = entry;
 }
 
+// Every block of a table in stage 1's heap, made or not (nullptr), top last.
+void release_below(const Table& t) {
+    for (uint64_t d = 0; t.top && d < page_count(t.capacity); ++d) {
+        for (uint64_t k = 0; t.top[d] && k < page_pieces(t.capacity); ++k)
+            if (t.top[d][k]) raw_release(t.top[d][k]);
+        if (t.top[d]) raw_release(t.top[d]);
+    }
+    if (t.top) raw_release(t.top);
+}
+
 void release_table(const Table& t) {
     if (!t.capacity) return;
-    if (!t.below) {
-        os_unmap(t.pieces[0], t.bytes);
-        return;
-    }
-    for (uint64_t k = 0; k < piece_count(t.capacity); ++k) raw_release(t.pieces[k]);
-    raw_release(t.pieces);
+    if (t.below) return release_below(t);
+    os_unmap(t.top[0][0], t.bytes);
+}
+
+// A zeroed block of stage 1's, errno kept.
+void* zeroed_below(std::size_t bytes) {
+    int saved = errno;
+    void* p = raw_alloc(bytes, 16);
+    errno = saved;
+    if (p) std::memset(p, 0, bytes);
+    return p;
 }
 
 // An empty table of `capacity` slots: one mapping, its directory after the slots; or, when the
-// OS refuses it (the limit that stopped the arenas), the directory and each piece a block of
-// stage 1's, whose heap may hold the room that large blocks freed. errno stays as it was.
+// OS refuses it (the limit that stopped the arenas), every piece, directory page and the top a
+// block of stage 1's, whose heap may hold the room that large blocks freed. errno stays as it was.
 bool make_table(uint64_t capacity, bool may_use_stage1, Table* t) {
-    const uint64_t pieces = piece_count(capacity);
+    const uint64_t pieces = piece_count(capacity), pages = page_count(capacity);
     const std::size_t slot_bytes = capacity * sizeof(RawEntry);
-    const std::size_t bytes = (slot_bytes + pieces * sizeof(RawEntry*) + kPage - 1) & ~(kPage - 1);
+    const std::size_t dir_bytes = pieces * sizeof(RawEntry*);
+    const std::size_t bytes = (slot_bytes + dir_bytes + pages * sizeof(RawEntry**) + kPage - 1) & ~(kPage - 1);
     *t = Table{nullptr, capacity, 0, false};
     if (auto* base = static_cast<char*>(os_map(bytes))) {
-        t->pieces = reinterpret_cast<RawEntry**>(base + slot_bytes);
+        auto* dir = reinterpret_cast<RawEntry**>(base + slot_bytes);
+        t->top = reinterpret_cast<RawEntry***>(base + slot_bytes + dir_bytes);
         for (uint64_t k = 0; k < pieces; ++k)
-            t->pieces[k] = reinterpret_cast<RawEntry*>(base + k * kPieceSlots * sizeof(RawEntry));
+            dir[k] = reinterpret_cast<RawEntry*>(base + k * kPieceSlots * sizeof(RawEntry));
+        for (uint64_t d = 0; d < pages; ++d) t->top[d] = dir + d * kDirPieces;
         t->bytes = bytes;
         return true;
     }
     if (!may_use_stage1) return false;
-    int saved = errno;
     t->below = true;
-    t->pieces = static_cast<RawEntry**>(raw_alloc(pieces * sizeof(RawEntry*), 16));
-    uint64_t made = 0;
-    for (; t->pieces && made < pieces; ++made) {
-        t->pieces[made] = static_cast<RawEntry*>(raw_alloc(piece_slots(capacity) * sizeof(RawEntry), 16));
-        if (!t->pieces[made]) break;
-        std::memset(t->pieces[made], 0, piece_slots(capacity) * sizeof(RawEntry));
+    t->top = static_cast<RawEntry***>(zeroed_below(pages * sizeof(RawEntry**)));
+    bool made = t->top != nullptr;
+    for (uint64_t d = 0; made && d < pages; ++d) {
+        t->top[d] = static_cast<RawEntry**>(zeroed_below(page_pieces(capacity) * sizeof(RawEntry*)));
+        made = t->top[d] != nullptr;
+        for (uint64_t k = 0; made && k < page_pieces(capacity); ++k) {
+            t->top[d][k] = static_cast<RawEntry*>(zeroed_below(piece_slots(capacity) * sizeof(RawEntry)));
+            made = t->top[d][k] != nullptr;
+        }
     }
-    errno = saved;
-    if (t->pieces && made == pieces) return true;
-    for (uint64_t k = 0; t->pieces && k < made; ++k) raw_release(t->pieces[k]);
-    if (t->pieces) raw_release(t->pieces);
+    if (made) return true;
+    release_below(*t);
     *t = Table{};
     return false;
 }
@@ -202,15 +233,22 @@ RawEntry* raw_slot(uint64_t i) { return &slot(g_table, i); }
 uint64_t raw_capacity() { return g_table.capacity; }
 uint64_t raw_count() { return g_count; }
 uint64_t raw_table_bytes() { return g_table.bytes; }
-uint64_t raw_table_blocks_in_stage1() { return g_table.below ? piece_count(g_table.capacity) + 1 : 0; }
+uint64_t raw_table_blocks_in_stage1() {
+    const Table& t = g_table;
+    return t.below ? piece_count(t.capacity) + page_count(t.capacity) + 1 : 0;
+}
 
-// A walk's question, for each used block of stage 1's: is it the directory or a piece of the
-// table ([S2.34])? Only while they live there, by a look through the directory: a diagnostic.
+// A walk's question, for each used block of stage 1's: is it a piece, a directory page or the
+// top of the table ([S2.34])? Only while they live there, by a look through them: a diagnostic.
 bool raw_table_holds(const void* block) {
-    if (!g_table.below) return false;
-    if (block == g_table.pieces) return true;
-    for (uint64_t k = 0; k < piece_count(g_table.capacity); ++k)
-        if (block == g_table.pieces[k]) return true;
+    const Table& t = g_table;
+    if (!t.below) return false;
+    if (block == t.top) return true;
+    for (uint64_t d = 0; d < page_count(t.capacity); ++d) {
+        if (block == t.top[d]) return true;
+        for (uint64_t k = 0; k < page_pieces(t.capacity); ++k)
+            if (block == t.top[d][k]) return true;
+    }
     return false;
 }
 

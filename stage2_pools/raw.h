@@ -44,7 +44,7 @@ RawEntry* raw_slot(uint64_t i);
 uint64_t raw_capacity();
 uint64_t raw_count();
 uint64_t raw_table_bytes();             // mapped bytes of the table (0 while it is stage 1's)
-uint64_t raw_table_blocks_in_stage1();  // its directory and pieces, while stage 1's ([S2.34])
+uint64_t raw_table_blocks_in_stage1();  // its pieces and directory, while stage 1's ([S2.34])
 bool raw_table_holds(const void* block);  // a used block of stage 1's is part of the table
 
 }  // namespace edu::stage2
