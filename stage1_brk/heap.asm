@@ -367,6 +367,8 @@ s1_heap_grow:
 ; buffers keeps the tail the next one needs, instead of giving it back with one sbrk and taking
 ; it again with another (and a page fault per page touched). Smaller blocks leave it alone:
 ; the margin serves them, and traces of small blocks keep the footprints the chapter quotes.
+; The tail kept is never larger than the live bytes (as [S1.36]'s budget): a program that
+; frees everything gets it back at once.
 ;   IN:  rdi = header of a free block that is on the free list
 ;   OUT: nothing (the block may have shrunk)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
@@ -383,10 +385,15 @@ s1_heap_trim:
         sub     rcx, 8                          ; rcx = the last epilogue
         cmp     rdx, rcx
         jne     .done                           ; not the block before the last epilogue
-        mov     rdx, [s1_trim_threshold]
+        mov     rdx, [s1_footprint]             ; [S1.43] the tail a large block freed may want
+        sub     rdx, [s1_free_bytes]            ; again, while no larger than the live bytes
         cmp     rdx, [s1_trim_followed]
+        jbe     .live
+        mov     rdx, [s1_trim_followed]
+.live:
+        cmp     rdx, [s1_trim_threshold]
         jae     .threshold
-        mov     rdx, [s1_trim_followed]         ; [S1.43] the tail a large block freed may want again
+        mov     rdx, [s1_trim_threshold]
 .threshold:
         cmp     rax, rdx
         jb      .done                           ; not large enough to be worth a syscall

@@ -145,7 +145,7 @@ void Twin::heap_trim(uint64_t header) {
     if (!last) return;
     uint64_t size = load(header);
     if (header + size != load(last + kRegionEnd) - 8) return;
-    if (size < std::max(trim_threshold, trim_followed)) return;   // [S1.43]
+    if (size < std::max(trim_threshold, std::min(trim_followed, footprint - free_bytes))) return;   // [S1.43]
     uint64_t keep = margin(kS1GrowShift);
     if (keep < kS1MinBlock) keep = kS1MinBlock;
     if (size <= keep) return;
