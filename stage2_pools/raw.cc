@@ -43,6 +43,7 @@ constexpr uint64_t kDirShift = 8;
 constexpr uint64_t kDirPieces = uint64_t{1} << kDirShift;
 
 struct Table {
+    RawEntry* flat = nullptr;   // a mapped table's slots, one array: probes skip the directory
     RawEntry*** top = nullptr;  // directory pages, each of up to kDirPieces pieces
     uint64_t capacity = 0;      // slots, a power of two (0 before the first raw block)
     std::size_t bytes = 0;      // the mapping's bytes (slots, directory pages, top); 0 if below
@@ -62,18 +63,38 @@ uint64_t page_pieces(uint64_t capacity) {
     return pieces < kDirPieces ? pieces : kDirPieces;
 }
 
-RawEntry& slot(const Table& t, uint64_t i) {
-    return t.top[i >> (kPieceShift + kDirShift)][(i >> kPieceShift) & (kDirPieces - 1)][i & (kPieceSlots - 1)];
+// The two ways to a slot. Each operation below is written once over `At` and chosen once per
+// call, so that a probe of a mapped table costs what it did before the pieces.
+struct FlatSlots {
+    RawEntry* slots;
+    RawEntry& operator()(uint64_t i) const { return slots[i]; }
+};
+struct PieceSlots {
+    RawEntry*** top;
+    RawEntry& operator()(uint64_t i) const {
+        return top[i >> (kPieceShift + kDirShift)][(i >> kPieceShift) & (kDirPieces - 1)][i & (kPieceSlots - 1)];
+    }
+};
+template <class Op>
+decltype(auto) with_slots(const Table& t, Op op) {
+    if (t.flat) [[likely]] return op(FlatSlots{t.flat});
+    return op(PieceSlots{t.top});
 }
+RawEntry& slot(const Table& t, uint64_t i) {
+    return with_slots(t, [i](auto at) -> RawEntry& { return at(i); });
+}
+uint64_t g_found = 0;  // the index of the slot raw_find returned last (raw_untrack starts there)
 
 uint64_t home(uintptr_t user, uint64_t capacity) {
     return ((user >> 4) * 0x9e3779b97f4a7c15ull) >> (64 - __builtin_ctzll(capacity));
 }
 
 void put(const Table& t, const RawEntry& entry) {
-    uint64_t i = home(entry.user, t.capacity);
-    while (slot(t, i).user) i = (i + 1) & (t.capacity - 1);
-    slot(t, i) = entry;
+    with_slots(t, [&t, &entry](auto at) {
+        uint64_t i = home(entry.user, t.capacity);
+        while (at(i).user) i = (i + 1) & (t.capacity - 1);
+        at(i) = entry;
+    });
 }
 
 // Every block of a table in stage 1's heap, made or not (nullptr), top last.
@@ -109,8 +130,9 @@ bool make_table(uint64_t capacity, bool may_use_stage1, Table* t) {
     const std::size_t slot_bytes = capacity * sizeof(RawEntry);
     const std::size_t dir_bytes = pieces * sizeof(RawEntry*);
     const std::size_t bytes = (slot_bytes + dir_bytes + pages * sizeof(RawEntry**) + kPage - 1) & ~(kPage - 1);
-    *t = Table{nullptr, capacity, 0, false};
+    *t = Table{nullptr, nullptr, capacity, 0, false};
     if (auto* base = static_cast<char*>(os_map(bytes))) {
+        t->flat = reinterpret_cast<RawEntry*>(base);
         auto* dir = reinterpret_cast<RawEntry**>(base + slot_bytes);
         t->top = reinterpret_cast<RawEntry***>(base + slot_bytes + dir_bytes);
         for (uint64_t k = 0; k < pieces; ++k)
@@ -198,28 +220,37 @@ bool raw_track(uintptr_t user, uintptr_t block, uint64_t usable) {
 
 RawEntry* raw_find(uintptr_t user) {
     if (!g_table.capacity || !user) return nullptr;
-    for (uint64_t i = home(user, g_table.capacity);; i = (i + 1) & (g_table.capacity - 1)) {
-        RawEntry& e = slot(g_table, i);
-        if (e.user == user) return &e;
-        if (!e.user) return nullptr;
-    }
+    const Table& t = g_table;
+    return with_slots(t, [&t, user](auto at) -> RawEntry* {
+        for (uint64_t i = home(user, t.capacity);; i = (i + 1) & (t.capacity - 1)) {
+            RawEntry& e = at(i);
+            if (e.user == user) {
+                g_found = i;
+                return &e;
+            }
+            if (!e.user) return nullptr;
+        }
+    });
 }
 
 // Backward-shift deletion: walk the run after the hole; an entry whose home lies cyclically
 // outside (hole, i] can move into the hole, which then moves to i.
 void raw_untrack(RawEntry* entry) {
     const Table& t = g_table;
-    uint64_t mask = t.capacity - 1;
-    uint64_t hole = home(entry->user, t.capacity);  // the entry's index: from its home, on
-    while (&slot(t, hole) != entry) hole = (hole + 1) & mask;
-    for (uint64_t i = (hole + 1) & mask; slot(t, i).user; i = (i + 1) & mask) {
-        uint64_t want = home(slot(t, i).user, t.capacity);
-        if (((i - want) & mask) >= ((i - hole) & mask)) {
-            slot(t, hole) = slot(t, i);
-            hole = i;
+    with_slots(t, [&t, entry](auto at) {
+        uint64_t mask = t.capacity - 1;
+        uint64_t hole = g_found;  // the entry's index: raw_find's, or found from its home on
+        if (hole >= t.capacity || &at(hole) != entry)
+            for (hole = home(entry->user, t.capacity); &at(hole) != entry;) hole = (hole + 1) & mask;
+        for (uint64_t i = (hole + 1) & mask; at(i).user; i = (i + 1) & mask) {
+            uint64_t want = home(at(i).user, t.capacity);
+            if (((i - want) & mask) >= ((i - hole) & mask)) {
+                at(hole) = at(i);
+                hole = i;
+            }
         }
-    }
-    slot(t, hole) = RawEntry{};
+        at(hole) = RawEntry{};
+    });
     --g_count;
 }
 
