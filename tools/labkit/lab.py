@@ -884,7 +884,12 @@ def trace_list(root, subset):
 
 # ---- Grade --------------------------------------------------------------------------------
 
-def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repetitions=5, keep=False,
+# Pairs of stagediff runs per trace (replay_traces): the median of five pairs' ratios is the
+# throughput rule teaching.md gives; `tools/lab grade` and grade() share this one number.
+PAIRS = 5
+
+
+def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repetitions=PAIRS, keep=False,
           only=None):
     """Grades the parts of `stage` in the student tree `tree` against REFERENCE (this tree):
     the report (a dict, printed by print_report) and the log of every Bazel command. `only`: the
@@ -1243,7 +1248,7 @@ def main(argv):
                    "--parts, else every part of the stage); the others are the reference's and earn no marks")
     g.add_argument("--json", help="also write the report as JSON to this file")
     g.add_argument("--traces", help="comma-separated trace names (default: every traces/*.rep)")
-    g.add_argument("--repetitions", type=int, default=2, help="stagediff runs per trace and tree, in pairs (default 5; each times 3 passes)")
+    g.add_argument("--repetitions", type=int, default=PAIRS, help=f"stagediff runs per trace and tree, in pairs (default {PAIRS}; each times 3 passes)")
     g.add_argument("--reference-stagediff", help="a built reference stagediff instead of building one")
     g.add_argument("--keep", action="store_true", help="keep the scratch tree (for debugging)")
     g.add_argument("--log", help="write every Bazel command and its output tail to this file")

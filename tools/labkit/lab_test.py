@@ -663,6 +663,25 @@ class LabTest(unittest.TestCase):
             self.assertIsNotNone(calls[k][1])
         self.assertEqual([c[0] for c in calls[:4]], ["mine", "ref", "ref", "mine"])
 
+    def test_the_grade_command_runs_the_pairs_its_help_and_teaching_md_promise(self):
+        # b17fce3 made the rule five pairs (grade()'s default, the help text, teaching.md) but
+        # left the command's own default at 2: `tools/lab grade` scored the median of two pairs,
+        # and the reference lost throughput marks against itself (99.9: fifo read 0.75).
+        seen = {}
+
+        def fake_grade(table, tree, stage, traces, stagediff, repetitions, *rest):
+            seen["repetitions"] = repetitions
+            return {}, []
+
+        real_grade, real_print = lab.grade, lab.print_report
+        lab.grade, lab.print_report = fake_grade, lambda report: None
+        try:
+            self.assertEqual(lab.main(["grade", str(ROOT), "--stage=1"]), 0)
+        finally:
+            lab.grade, lab.print_report = real_grade, real_print
+        self.assertEqual(seen["repetitions"], 5)
+        self.assertIn("median of the five pairs' ratios", (ROOT / "docs" / "teaching.md").read_text())
+
     def test_cxx_stubs_carry_the_prelude_and_the_call(self):
         dest = self.tmp / "lab3"
         lab.handout(self.table, "3", dest)
