@@ -1,7 +1,8 @@
 // stage4_threads/remote_test.cc: proves frees that cross threads keep every promise: a block
 // freed by another thread waits on its page's xthread_free, still counted as used, until the
 // owner collects it; the first remote free into a full page goes to the owner's delayed list
-// and brings the page out of the full queue; a large block freed remotely gives its segment
+// and brings the page out of the full queue, and the owner frees such a block only once its
+// pusher has let go of the page (`pushing`); a large block freed remotely gives its segment
 // back at the owner's next generic call; producers and consumers trading half a million blocks
 // end with nothing live and the checker content; bad remote frees die with one line, a pointer
 // far into a huge block named for what it is. Internals are read directly; each case uses block
@@ -10,6 +11,8 @@
 
 #include <signal.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -161,6 +164,45 @@ TEST_CASE("the first remote free into a full page goes to the owner's delayed li
     for (void* p : blocks)
         if (p != in_page[3] && p != in_page[4]) api().free(p);
     battery::require_heap_ok(api());
+}
+
+// [S4.22] `pushing` is a promise: from a remote free's first CAS on a full page (to_heap ->
+// pushing) to its last (pushing -> to_page) it writes to the owner's heap and the page, so the
+// owner may free no block it took from its delayed list before the state has moved on. Here the
+// pusher stops inside `pushing`, as one preempted between its CASes would, with a large block,
+// whose free gives its segment back: draining without waiting gave the segment back under it.
+TEST_CASE("the owner frees a delayed block only once its pusher has let go of the page") {
+    battery::ChildOutcome out = battery::run_in_child([] {
+        void* big = api().malloc(700 * 1024);   // a one-block page: born to_heap
+        Page* page = stage4::page_of(big);
+        Heap* heap = my_heap();
+        std::atomic<bool> pushed{false}, let_go{false}, drained{false};
+        std::thread pusher([&] {   // free_delayed's steps, stopping in `pushing` a while
+            uintptr_t word = page->xthread_free.load(std::memory_order_relaxed);
+            uintptr_t held = (word & ~kDelayMask) | static_cast<uintptr_t>(Delay::pushing);
+            bool took = delay_of(word) == Delay::to_heap &&
+                        page->xthread_free.compare_exchange_strong(word, held, std::memory_order_acq_rel);
+            auto* b = static_cast<Block*>(big);
+            b->mark = freed_mark(b);
+            b->link = encode(page, 0);
+            heap->delayed_free.store(b, std::memory_order_release);
+            pushed.store(true, std::memory_order_release);
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            if (!took || drained.load(std::memory_order_acquire)) return;   // the page may be gone
+            let_go.store(true, std::memory_order_relaxed);
+            page->xthread_free.store(word & ~kDelayMask, std::memory_order_release);   // to_page
+        });
+        while (!pushed.load(std::memory_order_acquire)) std::this_thread::yield();
+        heap_delayed_free(heap);
+        drained.store(true, std::memory_order_release);
+        bool waited = let_go.load(std::memory_order_relaxed);
+        pusher.join();
+        battery::child_expect(waited, "the delayed block was freed while its pusher still held `pushing`");
+        battery::child_expect(page->in_use == 0, "the large block's page was not given back");
+    });
+    INFO(out.describe());
+    CHECK(out.exited);
+    CHECK(out.exit_code == 0);
 }
 
 TEST_CASE("a large block freed by another thread gives its segment back at the next generic call") {
