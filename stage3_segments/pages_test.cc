@@ -584,6 +584,39 @@ bool mapped(const void* at, std::size_t bytes) {
     return mincore(const_cast<void*>(at), bytes, pages) == 0;
 }
 
+// [S3.79] A lazy segment given back at the map count's limit, its mapping between two others
+// (a page of the test's own right below its window and one right past its block): the munmap
+// would cut a hole, one mapping more, and is refused. The mapping stays behind, and the next
+// fresh segment found its own leftover in that window (EEXIST, taken for a mapping not ours) and
+// went to another window: the window was lost for good. Now the leftover is remembered, unmapped
+// when a fresh segment reaches its window, and the window is used again; the pages of the
+// test's own stay intact.
+TEST_CASE("a lazy segment whose munmap was refused gets its window back") {
+    under_limit(RLIMIT_AS, battery::address_space_bytes, 640 * kMiB, [](Heap* heap) {
+        void* first = heap_malloc(heap, kMiB);
+        battery::child_expect(first != nullptr, "a 1 MiB block was refused");
+        Segment* s = segment_of(first);
+        battery::child_expect(s->lazy, "the segment is not lazy");
+        std::size_t reach = 0;
+        while (reach < kSegmentSize && mapped(reinterpret_cast<char*>(s) + reach, kOsPage)) reach += kOsPage;
+        unsigned char* below = battery::map_page_not_ours(reinterpret_cast<char*>(s) - kOsPage);
+        unsigned char* past = battery::map_page_not_ours(reinterpret_cast<char*>(s) + reach);
+        api().free(first);
+        {
+            battery::MapCountFull limit;
+            segment_cache_collect(true);   // the segment goes back: its munmap is refused
+        }
+        battery::child_expect(mapped(s, kOsPage), "the segment's munmap was not refused: the test proves nothing");
+        void* again = heap_malloc(heap, kMiB);
+        battery::child_expect(again != nullptr, "a 1 MiB block was refused afterwards");
+        battery::child_expect(segment_of(again) == s, "the fresh segment did not take the window back");
+        battery::child_expect(battery::page_not_ours_intact(below) && battery::page_not_ours_intact(past),
+                              "a page not ours changed");
+        battery::child_expect_heap_ok(api(), "the heap check failed");
+        api().free(again);
+    });
+}
+
 // [S3.58] [S3.62] Under an address-space limit a small segment maps its header and what its
 // pages have carved, no more: a page of 100-byte blocks holding a hundred (108 of 112 bytes
 // carved, 12,096 bytes) maps 12 KiB of its 64 KiB, and nothing else of the 4 MiB window is mapped. A page of another

@@ -155,6 +155,42 @@ void* map_reserved(std::size_t size, PageKind kind, std::size_t reach, uint64_t*
 // The next search starts right below the segment found, or at the top of one given back if that
 // is higher, so windows are reused. nullptr when the limit refuses even the header (ENOMEM), or
 // there is no such space (then the segment is reserved whole, [S3.12]).
+// [S3.79] A lazy segment's mapping whose munmap was refused (at the map count's limit, when it
+// lies between two other mappings) stays behind, its pages given back (contract/os.h). The
+// window is remembered (up to kLeftoverMax of them; past that one is lost, as all were before):
+// a fresh segment that reaches it unmaps the leftover first, exactly that range, and takes the
+// window. Before, the leftover answered EEXIST there, taken for a mapping not ours, for good.
+struct Leftover {
+    uintptr_t at;       // a mapping of ours that outlived its segment
+    std::size_t bytes;
+};
+constexpr unsigned kLeftoverMax = 16;
+Leftover g_leftovers[kLeftoverMax];
+unsigned g_leftover_count = 0;
+
+void unmap_lazy(void* at, std::size_t bytes) {
+    if (os_unmap(at, bytes) || g_leftover_count == kLeftoverMax) return;
+    g_leftovers[g_leftover_count++] = Leftover{addr(at), bytes};
+}
+
+// Whether no leftover of ours lies in [at, at + size) any more: each one there is unmapped now,
+// or refused again (false: the window is passed over this time).
+bool window_cleared(uintptr_t at, std::size_t size) {
+    bool cleared = true;
+    for (unsigned i = 0; i < g_leftover_count;) {
+        Leftover& l = g_leftovers[i];
+        if (l.at - at >= size) {
+            ++i;
+        } else if (os_unmap(reinterpret_cast<void*>(l.at), l.bytes)) {
+            l = g_leftovers[--g_leftover_count];
+        } else {
+            cleared = false;
+            ++i;
+        }
+    }
+    return cleared;
+}
+
 void* map_lazily(std::size_t size, PageKind kind, std::size_t reach, uint64_t* writable, Segment*** entry) {
     if (g_lazy_top == 0) {
         uintptr_t half = addr(os_where_mappings_go()) / 2 & ~kSegmentMask;
@@ -164,6 +200,7 @@ void* map_lazily(std::size_t size, PageKind kind, std::size_t reach, uint64_t* w
     for (uintptr_t top = g_lazy_top; top - g_lazy_floor > size; top -= kSegmentSize) {
         uintptr_t at = top - size, chunk = at >> kSegmentShift;
         if (chunk >= kMapEntries || segment_owned(reinterpret_cast<void*>(at))) continue;
+        if (g_leftover_count && !window_cleared(at, size)) continue;
         if (!(*entry = map_entry(chunk))) return nullptr;
         if (Layout::open_fresh(reinterpret_cast<void*>(at), size, kind, reach, true, writable)) {
             g_lazy_top = at;
@@ -218,7 +255,7 @@ void unmap_segment(Segment* s) {
     }
     if (addr(s) + s->size > g_lazy_top) g_lazy_top = addr(s) + s->size;   // [S3.59] free again
     Layout::unmap_leftovers(s);             // [S3.71] pages whose munmap was refused
-    os_unmap(s, Layout::mapped_bytes(s));   // [S3.58] what it mapped, no more
+    unmap_lazy(s, Layout::mapped_bytes(s));   // [S3.58] what it mapped, no more ([S3.79])
 }
 
 void cache_remove(Segment* s) {
