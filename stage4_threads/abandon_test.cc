@@ -3,7 +3,8 @@
 // is reclaimed by the first thread that frees into it, its live blocks intact and now freed
 // locally; a segment emptied that way goes back to the arena; the segment abandoned last is
 // reclaimed first by a thread that needs pages, a retired page in it adopted as in use; a
-// thread that allocates again in its own destructors gets a heap again and gives it back; and
+// thread that allocates again in its own destructors gets a heap again and gives it back; a live
+// huge block's reach and commit move with its segment to the heap that reclaims it; and
 // in a child of fork() the other threads' heaps are lost but the survivor's works. Internals
 // are read directly (arena bits, owned[], heap records).
 #include <doctest/doctest.h>
@@ -18,6 +19,7 @@
 #include "stage4_threads/heap.h"
 #include "stage4_threads/registry.h"
 #include "stage4_threads/remote.h"
+#include "stage4_threads/segment.h"
 #include "stage4_threads/stage4.h"
 #include "stage4_threads/testing.h"
 #include "tests/support.h"
@@ -170,6 +172,35 @@ TEST_CASE("an abandoned segment is reclaimed by the first thread that frees into
     battery::require_heap_ok(api());
     check_and_free(kept);                            // local frees now
     battery::require_heap_ok(api());
+}
+
+// [S4.85] A live huge block's reach and commit leave its heap's totals when its thread exits
+// (segment_detach) and join the reclaiming heap's (segment_attach); its free then takes them
+// out of the right heap. The checker sums each heap's totals anew.
+TEST_CASE("a live huge block abandoned and reclaimed moves its reach and commit to the reclaiming heap") {
+    constexpr std::size_t kMiB = std::size_t{1} << 20;
+    reclaim_everything();
+    Heap* me = my_heap();
+    std::size_t reach = me->huge.reach, committed = me->huge.committed;
+    void* p = nullptr;
+    stage3::HugeTotals theirs;
+    on_thread([&] {
+        p = api().malloc(20 * kMiB);
+        REQUIRE(p != nullptr);
+        theirs = my_heap()->huge;
+        CHECK(theirs.reach >= 20 * kMiB);
+    });
+    CHECK(me->huge.reach == reach);
+    reclaim_everything();
+    CHECK(my_heap()->owned[arena_slot_of(p)] == 1);
+    CHECK(me->huge.reach == reach + theirs.reach);
+    CHECK(me->huge.committed == committed + theirs.committed);
+    battery::require_heap_ok(api());
+    api().free(p);
+    CHECK(me->huge.reach == reach);
+    CHECK(me->huge.committed == committed);
+    battery::require_heap_ok(api());
+    segment_cache_collect(me, true);
 }
 
 TEST_CASE("a retired page allocated from again is adopted as a page in use, not a retiring one") {
