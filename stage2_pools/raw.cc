@@ -33,10 +33,10 @@ constexpr std::size_t kPage = 4096;
 
 // [S2.34] The table's slots live in pieces of 128 (3 KiB: a freed 4,000-byte block holds one),
 // found through directory pages of 256 pieces (2 KiB) and a top array of directory pages (8 bytes
-// for 32,768 slots): slot i is top[i / 32768][i / 128 % 256][i % 128]. The pieces and the
-// directory are one mapping, or, when the OS refuses it, separate blocks of stage 1's, so that
-// a table needs no room of stage 1's larger than 3 KiB in one place (its top array reaches 4 KiB
-// at 16 M slots).
+// for 32,768 slots): slot i is top[i / 32768][i / 128 % 256][i % 128]. That is the table the OS
+// would not map, made of separate blocks of stage 1's, so that it needs no room of stage 1's
+// larger than 3 KiB in one place (its top array reaches 4 KiB at 16 M slots); a mapped table is
+// its slots alone, one array.
 constexpr uint64_t kPieceShift = 7;
 constexpr uint64_t kPieceSlots = uint64_t{1} << kPieceShift;
 constexpr uint64_t kDirShift = 8;
@@ -46,7 +46,7 @@ struct Table {
     RawEntry* flat = nullptr;   // a mapped table's slots, one array: probes skip the directory
     RawEntry*** top = nullptr;  // directory pages, each of up to kDirPieces pieces
     uint64_t capacity = 0;      // slots, a power of two (0 before the first raw block)
-    std::size_t bytes = 0;      // the mapping's bytes (slots, directory pages, top); 0 if below
+    std::size_t bytes = 0;      // the mapping's bytes (its slots); 0 if below
     bool below = false;         // pieces, directory pages and top are blocks of stage 1's
 };
 Table g_table;
@@ -110,7 +110,7 @@ void release_below(const Table& t) {
 void release_table(const Table& t) {
     if (!t.capacity) return;
     if (t.below) return release_below(t);
-    os_unmap(t.top[0][0], t.bytes);
+    os_unmap(t.flat, t.bytes);
 }
 
 // A zeroed block of stage 1's, errno kept.
@@ -122,22 +122,16 @@ void* zeroed_below(std::size_t bytes) {
     return p;
 }
 
-// An empty table of `capacity` slots: one mapping, its directory after the slots; or, when the
-// OS refuses it (the limit that stopped the arenas), every piece, directory page and the top a
-// block of stage 1's, whose heap may hold the room that large blocks freed. errno stays as it was.
+// An empty table of `capacity` slots: one mapping of the slots alone, probed as one array (no
+// directory: 512 slots fill their three pages exactly); or, when the OS refuses it (the limit
+// that stopped the arenas), every piece, directory page and the top a block of stage 1's, whose
+// heap may hold the room that large blocks freed. errno stays as it was.
 bool make_table(uint64_t capacity, bool may_use_stage1, Table* t) {
-    const uint64_t pieces = piece_count(capacity), pages = page_count(capacity);
-    const std::size_t slot_bytes = capacity * sizeof(RawEntry);
-    const std::size_t dir_bytes = pieces * sizeof(RawEntry*);
-    const std::size_t bytes = (slot_bytes + dir_bytes + pages * sizeof(RawEntry**) + kPage - 1) & ~(kPage - 1);
+    const uint64_t pages = page_count(capacity);
+    const std::size_t bytes = (capacity * sizeof(RawEntry) + kPage - 1) & ~(kPage - 1);
     *t = Table{nullptr, nullptr, capacity, 0, false};
-    if (auto* base = static_cast<char*>(os_map(bytes))) {
-        t->flat = reinterpret_cast<RawEntry*>(base);
-        auto* dir = reinterpret_cast<RawEntry**>(base + slot_bytes);
-        t->top = reinterpret_cast<RawEntry***>(base + slot_bytes + dir_bytes);
-        for (uint64_t k = 0; k < pieces; ++k)
-            dir[k] = reinterpret_cast<RawEntry*>(base + k * kPieceSlots * sizeof(RawEntry));
-        for (uint64_t d = 0; d < pages; ++d) t->top[d] = dir + d * kDirPieces;
+    if (auto* base = os_map(bytes)) {
+        t->flat = static_cast<RawEntry*>(base);
         t->bytes = bytes;
         return true;
     }
