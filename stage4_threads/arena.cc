@@ -9,6 +9,7 @@
 #include <cerrno>
 
 #include "contract/diagnostics.h"
+#include "contract/futex_mutex.h"
 #include "stage4_threads/os.h"
 
 namespace edu::stage4 {
@@ -263,6 +264,51 @@ void unhold_free_held() {
     }
 }
 
+// [S4.86] A lazy segment's own mapping whose munmap is refused (at the map count's limit, when
+// it lies between two other mappings) stays behind, its pages given back (contract/os.h). Its
+// slots stay claimed while it stands, so that no claim meets it (EEXIST, taken for a mapping not
+// ours, kept the slots claimed for good); each claim while any is remembered unmaps it first,
+// exactly what the segment mapped, and gives the slots back once it goes. Sixteen at most:
+// past that a slot goes back as before. try_lock only: a cold path that may skip a turn, never
+// wait (and a fork child finds no mutex held for good).
+struct Leftover {
+    uint32_t slot;
+    uint32_t blocks;
+    std::size_t mapped;   // bytes from the segment's start: what to unmap
+};
+constexpr unsigned kLeftoverMax = 16;
+Leftover g_leftovers[kLeftoverMax];
+std::atomic<unsigned> g_leftover_count{0};
+FutexMutex g_leftover_lock;
+
+bool keep_leftover(uint32_t slot, uint32_t blocks, std::size_t mapped) {
+    if (!g_leftover_lock.try_lock()) return false;
+    unsigned n = g_leftover_count.load(std::memory_order_relaxed);
+    bool kept = n < kLeftoverMax;
+    if (kept) {
+        g_leftovers[n] = Leftover{slot, blocks, mapped};
+        g_leftover_count.store(n + 1, std::memory_order_relaxed);
+    }
+    g_leftover_lock.unlock();
+    return kept;
+}
+
+void unmap_leftovers() {
+    if (!g_leftover_lock.try_lock()) return;
+    unsigned n = g_leftover_count.load(std::memory_order_relaxed);
+    for (unsigned i = 0; i < n;) {
+        Leftover& l = g_leftovers[i];
+        if (!os_unmap(arena_segment(l.slot), l.mapped)) {
+            ++i;
+            continue;
+        }
+        bitmap_release(g_claimed, l.slot, l.blocks);
+        l = g_leftovers[--n];
+    }
+    g_leftover_count.store(n, std::memory_order_relaxed);
+    g_leftover_lock.unlock();
+}
+
 }  // namespace
 
 // [S4.68] A limit set after the arena was reserved (by the program, `setrlimit` in main, or from
@@ -286,6 +332,7 @@ bool arena_limited() {
 
 Segment* arena_claim(uint32_t blocks, uint32_t* hint) {
     if (!arena_ready()) return nullptr;
+    if (g_leftover_count.load(std::memory_order_relaxed) != 0) unmap_leftovers();   // [S4.86]
     if (!g_lazy.load(std::memory_order_relaxed)) arena_limited();   // one getrlimit per fresh segment
     int64_t first = bitmap_claim(g_claimed, arena_slots(), blocks, *hint);
     if (first < 0 && g_lazy.load(std::memory_order_relaxed)) {   // a switch may hold a word: wait for it
@@ -318,8 +365,8 @@ bool arena_commit(void* address, std::size_t size) {
 // given back while the switch runs may still be mapped PROT_NONE again, and stays held until
 // the next claim of its slots unholds them.
 void arena_release(uint32_t slot, uint32_t blocks, std::size_t mapped) {
-    if (!held(slot)) {
-        if (mapped) os_unmap(arena_segment(slot), mapped);   // what this segment mapped, no more
+    if (!held(slot)) {   // what this segment mapped, no more; refused, kept claimed ([S4.86])
+        if (mapped && !os_unmap(arena_segment(slot), mapped) && keep_leftover(slot, blocks, mapped)) return;
     } else if (g_lazy.load(std::memory_order_acquire)) {
         unhold(slot, blocks);
     } else {

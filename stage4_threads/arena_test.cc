@@ -575,6 +575,45 @@ TEST_CASE("the arena going lazy at the map count's limit still hands out slots a
     });
 }
 
+// [S4.86] In a lazy arena, a segment's own mapping given back at the map count's limit, between
+// a page of the test's own on each side (the one below in a free slot): the munmap would cut a hole and is refused, and the
+// mapping stays behind. Before, its slot went back to the bitmap all the same, and the next
+// claim of it found that mapping in the way (EEXIST, taken for a mapping not ours) and kept the
+// slot claimed for good. Now the slot stays claimed while the leftover stands, and the next
+// claim unmaps exactly it first: the slot is claimed again and maps, both pages intact.
+// (Not under a sanitizer, whose shadow memory may lie where a lazy arena is placed.)
+TEST_CASE("in a lazy arena, a slot whose munmap was refused can be mapped again afterwards") {
+    if (battery::kUnderSanitizer) return;
+    on_thread_in_child([] {
+        void* first = lazy_heap();
+        uint32_t hint = 0;
+        Segment* pair = arena_claim(2, &hint);   // two free slots in a row; the lower one goes back
+        battery::child_expect(pair != nullptr, "no two slots to claim");
+        uint32_t below_slot = arena_slot_of(pair), slot = below_slot + 1;
+        arena_release(below_slot, 1, 0);
+        Segment* s = arena_segment(slot);
+        battery::child_expect(arena_commit(s, kOsPage), "the slot cannot be mapped");
+        unsigned char* below = battery::map_page_not_ours(reinterpret_cast<char*>(s) - kOsPage);
+        unsigned char* past = battery::map_page_not_ours(reinterpret_cast<char*>(s) + kOsPage);
+        {
+            battery::MapCountFull limit;
+            arena_release(slot, 1, kOsPage);
+        }
+        battery::child_expect(mapped(s, kOsPage), "the munmap was not refused: the test proves nothing");
+        hint = below_slot / 64;
+        Segment* lower = arena_claim(1, &hint);   // the slot below, or this one
+        Segment* again = lower == s ? lower : arena_claim(1, &hint);
+        battery::child_expect(again == s, "the slot given back is not claimed again");
+        battery::child_expect(arena_commit(again, kOsPage), "the slot cannot be mapped: its own leftover is in the way");
+        battery::child_expect(battery::page_not_ours_intact(below) && battery::page_not_ours_intact(past),
+                              "a page not ours changed");
+        arena_release(slot, 1, kOsPage);
+        if (lower != s) arena_release(arena_slot_of(lower), 1, 0);
+        battery::child_expect(!arena_claimed(slot, 1), "the slot stays claimed");
+        api().free(first);
+    });
+}
+
 // [S4.66] Under an address-space limit 64 MiB above what the process holds, 600 blocks just
 // above the medium maximum each get a mapping of their own (contract/mapped.h) instead of a
 // 4 MiB slot of the arena (the arena, reserved before the limit here, goes lazy at the first
