@@ -4,7 +4,7 @@
 // and brings the page out of the full queue, and the owner frees such a block only once its
 // pusher has let go of the page (`pushing`); a large block freed remotely gives its segment
 // back at the owner's next generic call; producers and consumers trading half a million blocks
-// end with nothing live and the checker content; bad remote frees die with one line, a pointer
+// end with nothing live and the checker content; bad remote frees die with one line (a double free also when both frees went to the delayed list), a pointer
 // far into a huge block named for what it is. Internals are read directly; each case uses block
 // sizes of its own.
 #include <doctest/doctest.h>
@@ -344,6 +344,28 @@ TEST_CASE("a large block freed twice by other threads aborts with one line at th
         api().free(api().malloc(100));       // takes the delayed list, collects, confirms
     });
     api().free(p);
+}
+
+// [S4.46] on the delayed list: a block freed twice by other threads into a page that went full
+// again in between is pushed on the owner's delayed list twice, the second time with the suspect
+// mark and linked to itself. Only the drain's own confirmation of the block (the rest of the
+// batch holds it) sees the double free; without it the block was freed locally twice.
+TEST_CASE("a block freed twice by other threads onto the owner's delayed list aborts with one line when it drains") {
+    const std::size_t size = 3328;   // a class no other case here uses
+    Page* page = nullptr;
+    std::vector<void*> blocks = fill_a_page(size, &page);
+    void* p = nullptr;
+    for (void* b : blocks)
+        if (stage4::page_of(b) == page) p = b;
+    REQUIRE(p != nullptr);
+    require_dies_naming(p, "double free", [p, page] {
+        on_thread([p] { api().free(p); });                    // to the delayed list: to_page again
+        page_set_delay(page, Delay::to_heap, false);          // full again, as page_to_full would
+        on_thread([p] { api().free(p); });                    // suspect, and on the delayed list again
+        REQUIRE(delay_state(page) == Delay::to_page);
+        heap_delayed_free(my_heap());
+    });
+    free_all(blocks);
 }
 
 // [S4.48] Only a program that knew the key could write the mark; this test knows it. The
