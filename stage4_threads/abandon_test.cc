@@ -1,7 +1,8 @@
 // stage4_threads/abandon_test.cc: proves heaps die with their threads without losing a block:
 // many short-lived threads exit with live blocks that others free later; an abandoned segment
 // is reclaimed by the first thread that frees into it, its live blocks intact and now freed
-// locally; a segment emptied that way goes back to the arena; the segment abandoned last is
+// locally; a segment emptied that way goes back to the arena; a thread's retired pages go back to their
+// segment when it exits; the segment abandoned last is
 // reclaimed first by a thread that needs pages, a retired page in it adopted as in use; a
 // thread that allocates again in its own destructors gets a heap again and gives it back; a live
 // huge block's reach and commit move with its segment to the heap that reclaims it; and
@@ -222,6 +223,31 @@ TEST_CASE("a retired page allocated from again is adopted as a page in use, not 
     battery::require_heap_ok(api());
     api().free(theirs);
     api().free(mine);
+    battery::require_heap_ok(api());
+}
+
+// [S4.26] step 2: a leaving heap gives back every empty page, retired ones too, so a segment it
+// abandons holds only pages with live blocks; one whose pages are all empty is abandoned empty
+// (the next heap takes it as a cached segment, and [S4.69] can give it back under pressure).
+TEST_CASE("a thread's retired pages go back to their segment when it exits") {
+    reclaim_everything();
+    Page* page = nullptr;
+    uint16_t retiring = 0;
+    on_thread([&] {
+        void* p = api().malloc(2640);                // a class no other case here uses
+        page = stage4::page_of(p);
+        api().free(p);                               // the bin's only page retires in place (S3.41)
+        retiring = page->retire_expire;
+    });
+    REQUIRE(retiring != 0);
+    uint32_t slot = arena_slot_of(segment_of(page));
+    REQUIRE(segment_borrow(slot));                   // abandoned: ours to read for a moment
+    Segment* s = arena_segment(slot);
+    uint32_t used_pages = s->used_pages;
+    uint8_t in_use = page->in_use;
+    segment_unborrow(slot);
+    CHECK(in_use == 0);                              // a leaving heap frees every empty page, retired or not
+    CHECK(used_pages == 0);
     battery::require_heap_ok(api());
 }
 
