@@ -1,8 +1,8 @@
 // stage4_threads/abandon_test.cc: proves heaps die with their threads without losing a block:
 // many short-lived threads exit with live blocks that others free later; an abandoned segment
 // is reclaimed by the first thread that frees into it, its live blocks intact and now freed
-// locally; a segment emptied that way goes back to the arena; a thread's retired pages go back to their
-// segment when it exits; the segment abandoned last is
+// locally; a segment emptied that way goes back to the arena; a thread that exits frees
+// the blocks others left on its delayed list, and gives its retired pages back; the segment abandoned last is
 // reclaimed first by a thread that needs pages, a retired page in it adopted as in use; a
 // thread that allocates again in its own destructors gets a heap again and gives it back; a live
 // huge block's reach and commit move with its segment to the heap that reclaims it; and
@@ -18,6 +18,7 @@
 #include "stage4_threads/abandon.h"
 #include "stage4_threads/arena.h"
 #include "stage4_threads/heap.h"
+#include "stage4_threads/page.h"
 #include "stage4_threads/registry.h"
 #include "stage4_threads/remote.h"
 #include "stage4_threads/segment.h"
@@ -223,6 +224,41 @@ TEST_CASE("a retired page allocated from again is adopted as a page in use, not 
     battery::require_heap_ok(api());
     api().free(theirs);
     api().free(mine);
+    battery::require_heap_ok(api());
+}
+
+// [S4.26] step 2 drains the delayed frees: a block another thread freed into a full page of the
+// leaving heap is freed into its page before the segment is abandoned, and the record goes back
+// to the pool with an empty delayed list (the next thread that takes it would free the blocks
+// into segments it does not own).
+TEST_CASE("a thread that exits frees the blocks other threads left on its delayed list") {
+    reclaim_everything();
+    const std::size_t size = 2304;                   // a class no other case here uses
+    std::vector<void*> blocks;
+    Page* page = nullptr;
+    Heap* heap = nullptr;
+    testing::ParkedThread owner(
+        [&] {
+            blocks.push_back(api().malloc(size));
+            heap = my_heap();                        // a real heap once it has allocated
+            page = stage4::page_of(blocks[0]);
+            while (page->queue != kFullQueue) blocks.push_back(api().malloc(size));   // the next malloc moves it
+        },
+        [] {});
+    void* delayed = blocks[0];
+    blocks.erase(blocks.begin());
+    REQUIRE(testing::delay_state(page) == Delay::to_heap);
+    api().free(delayed);                             // a remote free into a full page: its heap's list
+    REQUIRE(heap->delayed_free.load(std::memory_order_acquire) == delayed);
+    owner.release();                                 // the owner exits without another malloc
+    CHECK(heap->delayed_free.load(std::memory_order_acquire) == nullptr);   // drained when it left
+    uint32_t slot = arena_slot_of(segment_of(page));
+    REQUIRE(segment_borrow(slot));
+    int on_local = list_find(page, page->local_free, static_cast<Block*>(delayed));
+    segment_unborrow(slot);
+    CHECK(on_local == 1);                            // freed into its page, which the segment keeps
+    battery::require_heap_ok(api());
+    for (void* p : blocks) api().free(p);
     battery::require_heap_ok(api());
 }
 
