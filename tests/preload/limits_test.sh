@@ -49,8 +49,8 @@ run_near() {
 # stage 2's raw table, one block of stage 1's, fitted in no hole past 4,096 slots and it served
 # 3,935 where glibc served 26,131 ([S2.34]).
 run_near limits_after_holes_data 90 prlimit --data=$((32 << 20)) tests/preload/limits after-holes 600
-# The same after 4,000-byte blocks, stages 1 and 2 only (stages 3 and 4 keep a freed block for
-# its own size class, [S3.75]): stage 2's table in pieces behind one directory, which passed
+# The same after 4,000-byte blocks, stages 1 and 2 only (stages 3 and 4 keep a freed block's
+# page for its own size class; [S3.75] lends a larger one's blocks one request each): stage 2's table in pieces behind one directory, which passed
 # 4 KiB at 65,536 slots and then fitted in no hole, served 26,800 where glibc served 36,396.
 if ((STAGE <= 2)); then
     run_near limits_after_small_holes_data 90 prlimit --data=$((48 << 20)) tests/preload/limits after-holes 600 4000
