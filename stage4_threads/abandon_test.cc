@@ -1,13 +1,13 @@
-// stage4_threads/abandon_test.cc: proves heaps die with their threads without losing a block:
-// many short-lived threads exit with live blocks that others free later; an abandoned segment
-// is reclaimed by the first thread that frees into it, its live blocks intact and now freed
-// locally; a segment emptied that way goes back to the arena; a thread that exits frees
-// the blocks others left on its delayed list, and gives its retired pages back; the segment abandoned last is
-// reclaimed first by a thread that needs pages, a retired page in it adopted as in use; a
-// thread that allocates again in its own destructors gets a heap again and gives it back; a live
-// huge block's reach and commit move with its segment to the heap that reclaims it; and
-// in a child of fork() the other threads' heaps are lost but the survivor's works. Internals
-// are read directly (arena bits, owned[], heap records).
+// stage4_threads/abandon_test.cc: proves heaps die with their threads without losing a block: many
+// short-lived threads exit with live blocks that others free later; an abandoned segment is
+// reclaimed by the first thread that frees into it, its live blocks intact and now freed locally; a
+// segment emptied that way goes back to the arena; a thread that exits frees the blocks others left
+// on its delayed list, and gives its retired pages back; the segment abandoned last is reclaimed
+// first by a thread that needs pages (heap_reclaim saying whether it took one), a retired page in
+// it adopted as in use; a thread that allocates again in its own destructors gets a heap again and
+// gives it back; a live huge block's reach and commit move with its segment to the heap that
+// reclaims it; and in a child of fork() the other threads' heaps are lost but the survivor's works.
+// Internals are read directly (arena bits, owned[], heap records).
 #include <doctest/doctest.h>
 
 #include <condition_variable>
@@ -99,6 +99,22 @@ TEST_CASE("a thread that needs pages reclaims the segment abandoned last before 
     api().free(first);        // still abandoned: a remote free into an ownerless segment
     reclaim_everything();
     CHECK(battery::require_heap_ok(api()).ok);
+}
+
+// [S4.27] heap_reclaim's answer is what its callers go on: reclaim_for takes another segment only
+// after one was adopted, and under pressure ([S4.69]) heap_relieve tries the allocation again
+// only when something was adopted or given back.
+TEST_CASE("heap_reclaim says whether it adopted a segment") {
+    void* mine = api().malloc(100);                  // this thread's heap is a real one
+    reclaim_everything();
+    CHECK_FALSE(heap_reclaim(my_heap(), 1));         // nothing is abandoned
+    void* kept = nullptr;
+    on_thread([&] { kept = api().malloc(100); });    // leaves a segment with a live block
+    CHECK(heap_reclaim(my_heap(), 1));               // true: one segment adopted
+    CHECK(my_heap()->owned[arena_slot_of(kept)] != 0);
+    api().free(kept);
+    api().free(mine);
+    battery::require_heap_ok(api());
 }
 
 TEST_CASE("many short-lived threads exit with live blocks that other threads free later") {
