@@ -229,7 +229,7 @@ constexpr const char* kFits[] = {"first", "next", "best", "seg"};
 constexpr OptionInfo kOptions[] = {
     {"fit", "first|next|best|seg", "free-list search: first, next or best fit over one list, or segregated fit over size classes"},
     {"margin", "<bytes>", "largest margin added to a growth; the margin is a 256th of the heap (a 32nd for a small block under fit=seg) up to this (default 1048576)"},
-    {"trim", "<bytes>|off", "trailing free bytes that make the heap lower the break (default 131072)"},
+    {"trim", "<bytes>|off", "trailing free bytes that make the heap lower the break (default 131072, and the tail follows large frees, [S1.43]; setting it stops that)"},
     {"break", "sbrk|reserved", "where the heap grows: the real program break (default) or a private reservation"},
 };
 
