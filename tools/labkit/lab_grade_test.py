@@ -4,7 +4,8 @@ reference tree grades 100; a handout with every part of every stage blanked buil
 handout names every part as failing and scores below 30; a handout with S1.coalesce restored
 from the reference gains exactly that part's marks, whatever the handout did to its copy of the
 tests and to another part's markers; a wrong S1.coalesce beside right parts scores none and is named by FILE:LINE;
-a handout of one part (--parts) is graded on that part alone.
+a handout of one part (--parts) is graded on that part alone; a stage 4 part that races fails
+under ThreadSanitizer even when another part does not build.
 Each grade runs Bazel in a scratch copy (its own server, shut down after; the shared disk cache
 makes the build mostly cache hits). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
@@ -54,6 +55,29 @@ class GradeTest(unittest.TestCase):
         report, parts = self.grade(lab.REFERENCE, "4")
         self.assertEqual(report["score"], 100, report)
         self.assertTrue(all(p["verdict"] == "pass" for p in parts.values()))
+
+    def test_a_race_in_a_part_fails_it_when_another_part_does_not_build(self):
+        # Stage 4, parts S4.collect_remote and S4.reclaim: the first takes its list with a
+        # relaxed CAS (every test passes; ThreadSanitizer sees the pushers' writes race with its
+        # walk), the second does not build (an unused variable under -Werror). The tsan gates
+        # then fail on the student's tree without running any part: S4.collect_remote kept its
+        # 30 marks. Now the tsan gates run again for it with the other parts the reference's.
+        dest = self.tmp / "race"
+        lab.handout(self.table, "4", dest, ["S4.collect_remote", "S4.reclaim"])
+        collect = lab.regions(lab.REFERENCE, self.table, "S4.collect_remote")
+        taking = [i for i, line in enumerate(collect[0]) if "std::memory_order_acquire," in line]
+        self.assertEqual(len(taking), 1, "the reference's S4.collect_remote takes its list with one acquire CAS")
+        collect[0][taking[0]] = collect[0][taking[0]].replace("std::memory_order_acquire,", "std::memory_order_relaxed,")
+        reclaim = lab.regions(lab.REFERENCE, self.table, "S4.reclaim")
+        reclaim[0].insert(0, "    unsigned unused_count = 0;")
+        lab.replace_bodies(dest, self.table, {"S4.collect_remote": collect, "S4.reclaim": reclaim})
+        report, parts = self.grade(dest, "4")
+        self.assertTrue(parts["S4.reclaim"]["verdict"].startswith("does not build"), parts["S4.reclaim"])
+        self.assertFalse(any(g["passed"] for g in report["gates"] if "ThreadSanitizer" in g["gate"]))
+        verdict = parts["S4.collect_remote"]["verdict"]
+        self.assertTrue(verdict.startswith("FAIL: ThreadSanitizer: data race at stage4_threads/remote.cc:"), verdict)
+        self.assertIn("(in this part's code)", verdict)
+        self.assertEqual(report["score"], 0)
 
     def test_a_fresh_handout_names_every_part_and_scores_low(self):
         dest = self.tmp / "blank"
