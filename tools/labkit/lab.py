@@ -17,6 +17,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -1328,6 +1329,11 @@ def main(argv):
                            f"--stage={' or --stage='.join(table['stages'])}")
         if stage not in table["stages"]:
             raise LabError(f"no stage {stage} to grade")
+        # A grade stopped from outside (`timeout`, a job runner's SIGTERM) unwinds like an error:
+        # the Bazel command running is killed and grade()'s `finally` shuts the scratch server
+        # down and removes the scratch tree. Killed outright, it left both (a server idles for
+        # hours, a scratch tree is hundreds of MiB).
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         report, log = grade(table, tree, stage, args.traces, args.reference_stagediff, args.repetitions, args.keep, only)
         if args.log:
             user_path(args.log).write_text("\n".join(log))

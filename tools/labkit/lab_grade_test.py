@@ -5,16 +5,20 @@ handout names every part as failing and scores below 30; a handout with S1.coale
 from the reference gains exactly that part's marks, whatever the handout did to its copy of the
 tests and to another part's markers; a wrong S1.coalesce beside right parts scores none and is named by FILE:LINE;
 a handout of one part (--parts) is graded on that part alone; a stage 4 part that races fails
-under ThreadSanitizer even when another part does not build.
+under ThreadSanitizer even when another part does not build; a grade stopped by SIGTERM leaves
+no Bazel server or scratch tree behind.
 Each grade runs Bazel in a scratch copy (its own server, shut down after; the shared disk cache
 makes the build mostly cache hits). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
 
 import io
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -78,6 +82,40 @@ class GradeTest(unittest.TestCase):
         self.assertTrue(verdict.startswith("FAIL: ThreadSanitizer: data race at stage4_threads/remote.cc:"), verdict)
         self.assertIn("(in this part's code)", verdict)
         self.assertEqual(report["score"], 0)
+
+    def test_a_grade_stopped_by_sigterm_leaves_no_server_or_scratch_behind(self):
+        # `timeout 1500 tools/lab grade ...` on a submission whose part hangs every gate killed
+        # the grader outright: its scratch Bazel server kept running and its scratch tree stayed.
+        scratch_parent = self.tmp / "s"
+        scratch_parent.mkdir()
+        env = dict(lab.bazel_env(), TMPDIR=str(scratch_parent))
+        proc = subprocess.Popen([sys.executable, str(Path(lab.__file__).resolve()), "grade", str(lab.REFERENCE),
+                                 "--stage=1", f"--traces={TRACES}"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        server = None
+        try:
+            deadline = time.time() + 600
+            while server is None and proc.poll() is None and time.time() < deadline:
+                pids = list(scratch_parent.glob("edu-lab-grade-*/bazel/server/server.pid.txt"))
+                if pids and pids[0].read_text().strip():
+                    server = int(pids[0].read_text())
+                time.sleep(0.5)
+            self.assertIsNotNone(server, "the grade started no Bazel server in its scratch tree")
+            time.sleep(3)   # inside a Bazel command now
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=300)
+            self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err[-2000:])
+            self.assertEqual(list(scratch_parent.glob("edu-lab-grade-*")), [])
+            deadline = time.time() + 60
+            while time.time() < deadline and os.path.exists(f"/proc/{server}"):
+                time.sleep(0.5)
+            self.assertFalse(os.path.exists(f"/proc/{server}"), "the scratch Bazel server still runs")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+            if server is not None and os.path.exists(f"/proc/{server}"):
+                os.kill(server, signal.SIGKILL)   # what the grader left behind: ours to end
 
     def test_a_fresh_handout_names_every_part_and_scores_low(self):
         dest = self.tmp / "blank"
