@@ -97,7 +97,8 @@ auto under_pressure(Get get, Relieve relieve) -> decltype(get()) {
 // The segment cache's bounds, one set for both stages (stage 3's cache, [S3.14] and [S3.35];
 // each stage 4 heap's, S4.19 and S4.45): at most kCacheMax empty segments and kCacheBytes of
 // address space in all, a huge segment kept only up to kHugeCacheMax. Why these values: stage
-// 3's segment.h. Each stage's delays stay its own.
+// 3's segment.h. Each stage's delays stay its own, and so does stage 4's count of segments and
+// what its byte bound counts (S4.87: more one-slot segments, bytes of huge ones only).
 inline constexpr unsigned kCacheMax = 16;
 inline constexpr std::size_t kHugeCacheMax = std::size_t{32} << 20;
 inline constexpr std::size_t kCacheBytes = std::size_t{64} << 20;

@@ -258,8 +258,8 @@ bool check_own_heap(Checker& k) {
     if (owned != count) return k.fail("owned[] marks other segments than the heap's", addr(heap), owned, count);
     uint32_t cached = 0;
     uint64_t cached_bytes = 0;
-    for (Segment* s = heap->cache; s; s = s->next_open) cached += s->cached, cached_bytes += s->size;
-    if (cached != heap->cache_count) return k.fail("heap cache count wrong", addr(heap), heap->cache_count, cached);
+    for (Segment* s = heap->cache; s; s = s->next_open) cached += s->cached, cached_bytes += s->blocks > 1 ? s->size : 0;   // [S4.87] huge ones
+    if (cached != heap->cache_count || cached > kCacheSegments) return k.fail("heap cache count wrong", addr(heap), heap->cache_count, cached);
     if (cached_bytes != heap->cache_bytes || cached_bytes > kCacheBytes)
         return k.fail("heap cache bytes wrong", addr(heap), heap->cache_bytes, cached_bytes);
     uint64_t queued = 0;

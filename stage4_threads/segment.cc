@@ -108,11 +108,31 @@ Segment* claim_segment(Heap* heap, PageKind kind, uint32_t blocks, std::size_t r
     return s;
 }
 
+// The bytes of the cache's bound ([S4.87]: huge segments only).
+std::size_t cache_weight(const Segment* s) { return s->blocks > 1 ? s->size : 0; }
+
 void cache_remove(Heap* heap, Segment* s) {
     unlink(heap->cache, s, kOpen);
     --heap->cache_count;
-    heap->cache_bytes -= s->size;
+    heap->cache_bytes -= cache_weight(s);
     s->cached = 0;
+}
+
+// The cache's oldest huge segment (`huge`) or oldest one-slot segment; nullptr if none.
+Segment* cache_oldest(const Heap* heap, bool huge) {
+    Segment* oldest = nullptr;
+    for (Segment* s = heap->cache; s; s = s->next_open)
+        if ((s->blocks > 1) == huge) oldest = s;
+    return oldest;
+}
+
+// Bytes the cached one-slot segments keep committed (a walk of at most kCacheSegments: a
+// segment's commit changes while it waits, when the purge reaches it).
+std::size_t cache_committed(const Heap* heap) {
+    std::size_t bytes = 0;
+    for (Segment* s = heap->cache; s; s = s->next_open)
+        if (s->blocks == 1) bytes += s->committed;
+    return bytes;
 }
 
 void drop(Heap* heap, Segment* s) {
@@ -165,10 +185,21 @@ void cache_or_drop(Heap* heap, Segment* s) {
         drop(heap, s);
         return;
     }
-    while (heap->cache_count == kCacheMax || heap->cache_bytes + s->size > kCacheBytes) {
-        Segment* oldest = heap->cache;   // full: the oldest (the tail) makes room
-        while (oldest->next_open) oldest = oldest->next_open;
-        drop(heap, oldest);
+    // Full: the oldest of its sort makes room ([S4.87]: bytes for a huge one, what is still
+    // committed for a one-slot one, and a count for both).
+    bool huge = s->blocks > 1;
+    if (heap->cache_count == kCacheSegments) {
+        Segment* oldest = cache_oldest(heap, huge);
+        drop(heap, oldest ? oldest : cache_oldest(heap, !huge));
+    }
+    if (huge) {
+        while (heap->cache_bytes + s->size > kCacheBytes) drop(heap, cache_oldest(heap, true));
+    } else {
+        while (heap->cache_count != 0 && cache_committed(heap) + s->committed > kCacheCommitted) {
+            Segment* oldest = cache_oldest(heap, false);
+            if (!oldest) break;
+            drop(heap, oldest);
+        }
     }
     s->cached = 1;
     s->cache_expire = heap->clock + kCacheDelay;
@@ -178,7 +209,7 @@ void cache_or_drop(Heap* heap, Segment* s) {
     }
     push(heap->cache, s, kOpen);
     ++heap->cache_count;
-    heap->cache_bytes += s->size;
+    heap->cache_bytes += cache_weight(s);
 }
 
 }  // namespace

@@ -82,9 +82,22 @@ bool segment_shrink(Heap* heap);
 // to kernel to heap.
 inline constexpr uint64_t kPurgeDelay = 4096;   // heap clock ticks
 inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
-using stage3::kCacheMax;   // empty segments a heap keeps (chapter, S4.19): stage 3's bounds
+// [S4.87] The count is stage 4's own: up to kCacheSegments empty segments a heap keeps, four
+// times stage 3's kCacheMax. A block over 64 KiB has a 4 MiB segment of its own, so a program
+// whose live large blocks swing by more than the cache holds gives segments back at the top of
+// each swing and claims fresh ones at the bottom, and every page of a fresh one faults again:
+// mstress-like (a dozen such blocks live on average, 10 million steps) swung past sixteen 167
+// times, each an mmap over the segment and then about 45 page faults (chapter, section 10). The
+// count costs what the cache always cost: a cached segment's memory is purged after kPurgeDelay
+// like any dirty page, so what it keeps beyond that is address space and 12 KiB of metadata.
+// Until the purge, the one-slot segments it holds keep at most kCacheCommitted committed (the
+// oldest go back first): a program that frees 64 blocks of 1 MiB gets most of them back at once,
+// as it did with sixteen. The bytes bound stays stage 3's, for huge segments only (S4.45):
+// Heap::cache_bytes sums the cached huge segments, which hold many megabytes each.
+inline constexpr unsigned kCacheSegments = 64;
+inline constexpr std::size_t kCacheCommitted = std::size_t{24} << 20;
 // [S4.45] Huge segments are cached as in stage 3 (S3.35), per heap: up to kHugeCacheMax each
-// and kCacheBytes in all, so a thread that frees a 20 MiB buffer and asks for another keeps its
+// and kCacheBytes of huge segments in all, so a thread that frees a 20 MiB buffer and asks for another keeps its
 // arena slots and touched pages instead of releasing them (an mmap) and claiming fresh ones
 // (another mmap and a fault per page touched). A request takes the smallest cached huge
 // segment that holds it and decommits what the last block reached beyond twice the new one's
