@@ -318,6 +318,43 @@ TEST_CASE("forty one-block segments freed wait in the cache and serve the next f
     replaced_from_cache(40);
 }
 
+// [S4.88] A 256 KiB block's segment, cached and reused for a 200 KiB block, gives it the reach
+// the first one committed: the same end, so the tail guard is written on the page the first
+// block's guard touched, and taking the block faults no page. A block under half that reach
+// gets its own size. Before S4.88 the 200 KiB block's usable size was its own (208,880 bytes,
+// not 266,224) and its guard's store faulted one page.
+TEST_CASE("a reused large segment gives its next block the reach it committed, and its tail guard faults no page") {
+    constexpr std::size_t kKiB = 1024;
+    auto minor_faults = [] {
+        rusage use{};
+        getrusage(RUSAGE_THREAD, &use);
+        return use.ru_minflt;
+    };
+    testing::on_thread([&] {
+        void* p = api().malloc(256 * kKiB);
+        REQUIRE(p != nullptr);
+        Heap* heap = testing::my_heap();
+        Segment* s = segment_of(p);
+        std::size_t usable = api().usable_size(p);
+        api().free(p);
+        REQUIRE(s->cached == 1);
+        long faults = minor_faults();
+        void* q = api().malloc(200 * kKiB);
+        long taken = minor_faults() - faults;
+        CHECK(segment_of(q) == s);
+        CHECK(api().usable_size(q) == usable);
+        if (!battery::kUnderSanitizer) CHECK(taken == 0);
+        battery::require_heap_ok(api());
+        api().free(q);
+        void* r = api().malloc(100 * kKiB);
+        CHECK(segment_of(r) == s);
+        CHECK(api().usable_size(r) == stage3::one_block_usable(100 * kKiB));
+        api().free(r);
+        battery::require_heap_ok(api());
+        segment_cache_collect(heap, true);
+    });
+}
+
 // A segment fresh from the arena is made writable with one mprotect (S3.48): its header and
 // what its first use reaches (here a 200 KiB block), where the header and then the block took
 // two. A cached one-block segment whose memory the purge gave back (madvise keeps the
