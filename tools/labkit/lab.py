@@ -11,7 +11,6 @@
 Standard library only. The table of parts is tools/labkit/parts.json."""
 
 import argparse
-import fnmatch
 import json
 import os
 import pwd
@@ -242,23 +241,138 @@ def helpers_only_in_parts(root, found):
     return problems
 
 
-TEST_CASE_NAME = re.compile(r'\bTEST_CASE(?:_FIXTURE\(\s*\w+\s*,|_TEMPLATE\(|\()\s*"((?:[^"\\]|\\.)*)"')
+TEST_CASE_NAME = re.compile(r'\bTEST_CASE(?:_FIXTURE\(\s*\w+\s*,|_TEMPLATE\(|\()\s*(?:"((?:[^"\\]|\\.)*)"|(\w+)\s*[,)])')
+# A case named by a constant of its file (tests/threads.cc's kFreshCase, which the case passes
+# to a child's --test-case): `constexpr char kName[] = "..."` or `constexpr const char* kName = "..."`.
+NAME_CONSTANT = re.compile(r'\bconst(?:expr)?\s+(?:const\s+)?char\s*(?:\*\s*(\w+)|(\w+)\s*\[\s*\])\s*=\s*"((?:[^"\\]|\\.)*)"\s*;')
+
+
+def test_cases_in(text):
+    """The TEST_CASE names of a C++ source, a name given as a literal or as a constant of the file."""
+    constants = {a or b: value for a, b, value in NAME_CONSTANT.findall(text)}
+    names = [literal if literal or not ident else constants.get(ident) for literal, ident in TEST_CASE_NAME.findall(text)]
+    return [re.sub(r"\\(.)", r"\1", n) for n in names if n is not None]
+
+
+def doctest_filters(cases):
+    """A --test-case value as doctest reads it (parseCommaSepArgs): split at commas, a backslash
+    keeping a comma or a backslash literal, empty items dropped."""
+    filters, item, i = [], "", 0
+    while i < len(cases):
+        c = cases[i]
+        if c == "\\" and i + 1 < len(cases) and cases[i + 1] in ",\\":
+            item, i = item + cases[i + 1], i + 2
+            continue
+        if c == ",":
+            filters.append(item)
+            item = ""
+        else:
+            item += c
+        i += 1
+    return [f for f in filters + [item] if f]
+
+
+def doctest_matches(name, pattern):
+    """doctest's wildcmp without -cs: * any run, ? one character, ASCII case ignored, and every
+    other character literal ('[' too, which fnmatch would read as a set)."""
+    fold = lambda s: s.translate(ASCII_LOWER)
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in fold(pattern))
+    return re.fullmatch(regex, fold(name), re.DOTALL) is not None
+
+
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def selected(names, cases):
+    """The names of `names` that `--test-case=cases` runs; every one when cases is empty or
+    holds no filter (doctest runs all then: `--test-case=,` is no filter)."""
+    filters = doctest_filters(cases or "")
+    return [n for n in names if not filters or any(doctest_matches(n, f) for f in filters)]
+
+
+def test_case_names(root, target):
+    """(the TEST_CASE names a test target registers, read from its sources; where they were
+    read). A target NAME is its package's NAME.cc when there is one (a stage's own tests, one
+    file each); else (a battery, whose macro compiles //tests:battery's files) every .cc of the
+    package but those a cc_test of the package's BUILD compiles as its own (tests/lockstep.cc).
+    No names: no doctest sources here, nothing to check against."""
+    package, name = target[2:].split(":")
+    folder = Path(root) / package
+    own = folder / f"{name}.cc"
+    if own.is_file():
+        files, where = [own], own.relative_to(root).as_posix()
+    else:
+        build = folder / "BUILD"
+        rules = re.split(r"\n(?=\S)", build.read_text()) if build.is_file() else []
+        others = {f for rule in rules if rule.startswith("cc_test(")
+                  for f in re.findall(r'"([^"/:]+\.cc)"', rule)}
+        files = [f for f in sorted(folder.glob("*.cc")) if f.name not in others]
+        where = f"{package}/*.cc" + (f" but {', '.join(sorted(others))}" if others else "")
+    return [n for f in files for n in test_cases_in(f.read_text(errors="replace"))], where
 
 
 def unmatched_filters(root, name, test):
-    """Each doctest filter of a part's test (its `cases`) that matches no TEST_CASE in the .cc
-    files of the target's package: doctest runs no case for it and exits 0, so the part would
-    pass whatever it holds. Matching as doctest's: * and ?, case-insensitive."""
+    """Each doctest filter of a part's test (its `cases`) that matches no TEST_CASE of the
+    target: doctest runs no case for it and exits 0, so the part would pass whatever it holds."""
     if not test.get("cases"):
         return []
-    package = Path(root) / test["target"][2:].split(":")[0]
-    names = [m.lower() for f in sorted(package.glob("*.cc"))
-             for m in TEST_CASE_NAME.findall(f.read_text(errors="replace"))]
+    names, where = test_case_names(root, test["target"])
     if not names:
         return []   # not a package of doctest sources here: nothing to match against
     return [f"{TABLE}: part {name}: filter '{f}' of {test['target']} matches no test case in "
-            f"{package.relative_to(root)}/*.cc (doctest would run none and pass)"
-            for f in test["cases"].split(",") if not any(fnmatch.fnmatchcase(n, f.lower()) for n in names)]
+            f"{where} (doctest would run none and pass)"
+            for f in doctest_filters(test["cases"]) if not any(doctest_matches(n, f) for n in names)]
+
+
+def shared_cases(root, table, number):
+    """A test case is one part's own: when two parts' filters select it, a wrong answer in one
+    fails the other's test wherever the two are not isolated (`tools/lab test` and a handout
+    grading itself, where the score counts), and a reader of parts.json cannot tell which part
+    the case judges (last session S2.usedpools's '*new pool*' chose S2.arena_return's case).
+    A case may be shared on purpose only where stage `number`'s "shared" lists it: {target,
+    cases (doctest filters; none: every case), why}. Problems: every case two parts select that
+    no entry lists; every entry without a why, off the stage's gates, matching no case, or
+    listing a case fewer than two parts select (a share is no wider than it must be)."""
+    problems = []
+    stage = table["stages"][number]
+    parts = parts_of(table, number)
+    targets = list(dict.fromkeys(t["target"] for p in parts for t in p.get("tests", [])))
+    shares = stage.get("shared", [])
+    for share in shares:
+        target, cases = share.get("target"), share.get("cases", "")
+        label = f"{TABLE}: stage {number}'s shared {target}" + (f" '{cases}'" if cases else "")
+        if not str(share.get("why", "")).strip():
+            problems.append(f"{label}: says no why (a case shared on purpose says what every part it judges does in it)")
+        if target not in stage["gates"]:
+            problems.append(f"{label}: not a gate of stage {number}")
+    for target in targets:
+        names, where = test_case_names(root, target)
+        if not names:
+            continue
+        owners = {n: [] for n in names}
+        for p in parts:
+            for t in p["tests"]:
+                if t["target"] == target:
+                    for n in selected(names, t.get("cases", "")):
+                        if p["name"] not in owners[n]:
+                            owners[n].append(p["name"])
+        mine = [s for s in shares if s.get("target") == target]
+        for n, by in owners.items():
+            if len(by) > 1 and not any(selected([n], s.get("cases", "")) for s in mine):
+                problems.append(f"{TABLE}: {target}'s case '{n}' is selected by {', '.join(by)}: a case is one "
+                                f"part's own (a wrong answer in one would fail the other's test), so narrow a "
+                                f"filter, or list the case in stage {number}'s \"shared\" with why")
+        for s in mine:
+            cases = s.get("cases", "")
+            label = f"{TABLE}: stage {number}'s shared {target}" + (f" '{cases}'" if cases else "")
+            chosen = selected(names, cases)
+            if not chosen:
+                problems.append(f"{label}: matches no test case in {where}")
+            for n in chosen:
+                if len(owners[n]) < 2:
+                    problems.append(f"{label}: lists '{n}', which {owners[n][0] if owners[n] else 'no part'} "
+                                    "alone selects: share no more than two parts select")
+    return problems
 
 
 def check(root, table):
@@ -299,6 +413,7 @@ def check(root, table):
         for target in stage.get("reference_gates", []):
             if target not in stage["gates"]:
                 problems.append(f"{TABLE}: stage {number}'s reference gate {target} is not one of its gates")
+        problems += shared_cases(root, table, number)
     for number, stage in table["stages"].items():
         mine = [p["name"] for p in parts_of(table, number)]
         if len(mine) < 3:

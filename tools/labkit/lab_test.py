@@ -34,14 +34,18 @@ class LabTest(unittest.TestCase):
         for stage in self.table["stages"]:
             self.assertGreaterEqual(len(lab.parts_of(self.table, stage)), 3)
 
-    def fake_tree(self, code, chapter, tests=({"target": "//t:t"},)):
-        (self.tmp / "stage1_brk").mkdir()
-        (self.tmp / "docs").mkdir()
+    def fake_tree(self, code, chapter, tests=({"target": "//t:t"},), shared=None):
+        """check() of a stage 1 of parts S1.a, S1.b, S1.c in stage1_brk/a.cc; tests: every part's,
+        or {letter: that part's}; shared: the stage's "shared" list."""
+        (self.tmp / "stage1_brk").mkdir(exist_ok=True)
+        (self.tmp / "docs").mkdir(exist_ok=True)
         (self.tmp / "stage1_brk" / "a.cc").write_text(code)
         (self.tmp / "docs" / "stage1_brk.md").write_text(chapter)
         table = {"stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md", "gates": ["//t:t"]}},
                  "parts": [dict(name=f"S1.{n}", stage=1, file="stage1_brk/a.cc", statement="s",
-                                tests=list(tests)) for n in ("a", "b", "c")]}
+                                tests=list(tests[n] if isinstance(tests, dict) else tests)) for n in ("a", "b", "c")]}
+        if shared is not None:
+            table["stages"]["1"]["shared"] = shared
         return lab.check(self.tmp, table)
 
     def test_the_checker_names_every_broken_marker(self):
@@ -97,9 +101,59 @@ class LabTest(unittest.TestCase):
         (self.tmp / "t" / "t_test.cc").write_text('TEST_CASE("free coalesces with both neighbours") {}\n'
                                                    'TEST_CASE_FIXTURE(Heap, "Realloc shrinks in place") {}\n')
         problems = self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]",
-                                  tests=[{"target": "//t:t", "cases": "*coalesces*,*realloc*,*gives the break back*"}])
-        self.assertEqual(problems, [f"tools/labkit/parts.json: part S1.{n}: filter '*gives the break back*' of //t:t "
-                                    "matches no test case in t/*.cc (doctest would run none and pass)" for n in "abc"])
+                                  tests={"a": [{"target": "//t:t", "cases": "*coalesces*,*gives the break back*"}],
+                                         "b": [{"target": "//t:t", "cases": "*realloc*"}], "c": []})
+        self.assertEqual(problems, ["tools/labkit/parts.json: part S1.a: filter '*gives the break back*' of //t:t "
+                                    "matches no test case in t/*.cc (doctest would run none and pass)",
+                                    "tools/labkit/parts.json: part S1.c needs a statement and the tests that judge it"])
+
+    def test_filters_are_read_and_matched_as_doctest_does(self):
+        # doctest splits --test-case at commas a backslash does not escape, drops empty items,
+        # and knows only * and ?, case ignored: '[' is a character like any other (fnmatch read
+        # '*[full]*' as "has an f, a u or an l").
+        self.assertEqual(lab.doctest_filters(r"*a*,b\,c,,d\\e,"), ["*a*", "b,c", "d\\e"])
+        self.assertTrue(lab.doctest_matches("a pool [full] goes back", "*[FULL]*"))
+        self.assertFalse(lab.doctest_matches("a new pool", "*[full]*"))
+        self.assertTrue(lab.doctest_matches("Realloc, in place", "realloc? in*"))
+        self.assertFalse(lab.doctest_matches("realloc", "realloc?"))
+        self.assertEqual(lab.selected(["x", "y"], ","), ["x", "y"])   # no filter: doctest runs every case
+        # A case may be named by a constant of its file (tests/threads.cc's kFreshCase).
+        self.assertEqual(lab.test_cases_in('constexpr char kA[] = "a, b";\nconstexpr const char* kB = "c";\n'
+                                           'TEST_CASE(kA) {}\nTEST_CASE_FIXTURE(F, kB) {}\nTEST_CASE("d\\"e") {}\n'),
+                         ["a, b", "c", 'd"e'])
+
+    def test_a_case_two_parts_select_is_named_unless_shared(self):
+        # A case is one part's own: last session S2.usedpools's '*new pool*' also chose
+        # S2.arena_return's 'usable arenas are kept fullest first and new pools come from the
+        # fullest', so a wrong arena_take_back_pool failed S2.usedpools's test too (088ae8a).
+        code = "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "abc")
+        chapter = "[lab S1.a] [lab S1.b] [lab S1.c]"
+        (self.tmp / "t").mkdir()
+        (self.tmp / "t" / "t_test.cc").write_text(
+            'TEST_CASE("a new pool threads only the blocks it hands out") {}\n'
+            'TEST_CASE("usable arenas are kept fullest first and new pools come from the fullest") {}\n'
+            'TEST_CASE("a pool [full] goes back, then empty") {}\n'
+            'TEST_CASE_FIXTURE(Heap, "Realloc, in place") {}\n')
+        tests = {"a": [{"target": "//t:t", "cases": "*new pool*"}],
+                 "b": [{"target": "//t:t", "cases": "*fullest first*,*[full]*"}],
+                 "c": [{"target": "//t:t", "cases": "realloc\\, in place"}]}
+        overlap = ("tools/labkit/parts.json: //t:t's case 'usable arenas are kept fullest first and new pools come "
+                   "from the fullest' is selected by S1.a, S1.b: a case is one part's own (a wrong answer in one "
+                   "would fail the other's test), so narrow a filter, or list the case in stage 1's \"shared\" with why")
+        self.assertEqual(self.fake_tree(code, chapter, tests), [overlap])
+        tests["a"] = [{"target": "//t:t", "cases": "*a new pool*"}]   # narrowed: each case has one part
+        self.assertEqual(self.fake_tree(code, chapter, tests), [])
+        tests["a"] = [{"target": "//t:t"}]   # no filter: every case of the target, each now two parts'
+        self.assertEqual(len(self.fake_tree(code, chapter, tests)), 3)
+        share = [{"target": "//t:t", "cases": "*fullest*,*[full]*,realloc*", "why": "S1.a runs them all"}]
+        self.assertEqual(self.fake_tree(code, chapter, tests, share), [])
+        share = [{"target": "//t:t", "why": " "}, {"target": "//u:u", "cases": "*", "why": "w"}]
+        self.assertEqual(self.fake_tree(code, chapter, tests, share), [
+            "tools/labkit/parts.json: stage 1's shared //t:t: says no why (a case shared on purpose says what "
+            "every part it judges does in it)",
+            "tools/labkit/parts.json: stage 1's shared //u:u '*': not a gate of stage 1",
+            "tools/labkit/parts.json: stage 1's shared //t:t: lists 'a new pool threads only the blocks it hands "
+            "out', which S1.a alone selects: share no more than two parts select"])
 
     def test_a_copy_of_an_answer_must_be_listed(self):
         code = "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "abc")
