@@ -490,6 +490,41 @@ TEST_CASE("a dozen one-block segments freed wait in the cache and serve the next
     collect(true);
 }
 
+// [S3.80] A 256 KiB block's segment, cached and reused for a 200 KiB block, gives it the reach
+// the first one committed: the same end, so the tail guard is written on the page the first
+// block's guard touched, and taking the block faults no page. A block under half that reach
+// gets its own size. Stage 4's arena_test checks the same rule (S4.88), one function of
+// segment_layout.h for both. Before, the 200 KiB block's usable size was its own (208,880
+// bytes, not 266,224) and its guard's store faulted one page.
+TEST_CASE("a reused large segment gives its next block the reach it committed, and its tail guard faults no page") {
+    auto minor_faults = [] {
+        rusage use{};
+        getrusage(RUSAGE_THREAD, &use);
+        return use.ru_minflt;
+    };
+    collect(true);
+    ScopedHeap h;
+    void* p = h.take(256 * kKiB);
+    Segment* s = segment_of(p);
+    std::size_t usable = api().usable_size(p);
+    api().free(p);
+    REQUIRE(s->cached == 1);
+    long faults = minor_faults();
+    void* q = h.take(200 * kKiB);
+    long taken = minor_faults() - faults;
+    CHECK(segment_of(q) == s);
+    CHECK(api().usable_size(q) == usable);
+    if (!battery::kUnderSanitizer) CHECK(taken == 0);
+    battery::require_heap_ok(api());
+    api().free(q);
+    void* r = h.take(100 * kKiB);
+    CHECK(segment_of(r) == s);
+    CHECK(api().usable_size(r) == one_block_usable(100 * kKiB));
+    api().free(r);
+    battery::require_heap_ok(api());
+    collect(true);
+}
+
 // Runs `body` in a child, with an empty cache and a fresh heap, under a limit on `resource`
 // `room` bytes above what the process holds of it (`held()`), and requires it to exit 0. (Not
 // under a sanitizer, whose shadow and own mappings count against both limits and move while

@@ -3,7 +3,7 @@
 // (false if refused), make_writable, count_committed, decommit (false if refused), is_free_sentinel): header layout, first commit, page areas,
 // pages taken and given back, decommit, mapping as pages carve, a one-block page's guards, layout checks.
 // Entry points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area, take_page, map_for_extend,
-// release_page, decommit_unused, commit_up_to, one_block_resize, guards_*, realloc_guards_check, die_not_ours, check.
+// release_page, decommit_unused, commit_up_to, large_reach, one_block_resize, guards_*, realloc_guards_check, die_not_ours, check.
 #pragma once
 
 #include <cerrno>
@@ -262,6 +262,20 @@ struct SegmentLayout {
             if (lazy && errno == EEXIST) return false;   // something is mapped there: not ours
         }
         return T::make_writable(at, T::kMetaSize, lazy);
+    }
+
+    // [S3.80] What a large block takes from `offset` bytes past the start of `s` (its usable
+    // bytes and tail guard), `bytes` being its own. A segment reused from the cache may have
+    // kept what its last block committed ([S3.49]); when that reaches past the block, within
+    // twice its bytes, the block takes all of it: it ends where the last one did, so its tail
+    // guard ([S3.67]) is stored on a page that guard touched, not on one that faults. Usable
+    // size grows (the guard follows, so an overflow is caught as before); nothing more is
+    // committed. Both stages decide by this (S4.88 is stage 4's call).
+    static std::size_t large_reach(const Segment* s, std::size_t offset, std::size_t bytes) {
+        if (s->kind != static_cast<uint8_t>(PageKind::large)) return bytes;
+        std::size_t end = T::kMetaSize + s->committed;   // the committed reach, from the start
+        if (end < offset + bytes || end - offset > 2 * bytes) return bytes;
+        return end - offset;
     }
 
     // [S3.53] A cached one-block segment taken for a block that reaches `reach` bytes past the

@@ -280,14 +280,10 @@ Page* try_one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t 
     // [S4.88] A reused large segment whose commit reaches past the block, within twice its
     // bytes: the block takes all of it, so its tail guard (S3.67) lands where the last block's
     // did, on a page touched already, not on one that faults (mstress-like: 95% of the faults
-    // in this function were that store). A longer usable block; no byte more committed.
-    if (blocks == 1 && kMetaSize + s->committed >= offset + bytes) {
-        std::size_t reach = kMetaSize + s->committed - offset;
-        if (reach <= 2 * bytes) {
-            bytes = reach;
-            usable = reach - stage3::kGuardBytes;
-        }
-    }
+    // in this function were that store). A longer usable block; no byte more committed. The
+    // rule is stage 3's too (S3.80, segment_layout.h); a huge segment keeps its block's size.
+    bytes = Layout::large_reach(s, offset, bytes);
+    usable = bytes - stage3::kGuardBytes;
     if (!commit_up_to(s, offset + bytes - kMetaSize)) {   // what the block reaches
         drop(heap, s);
         return nullptr;
