@@ -355,6 +355,51 @@ TEST_CASE("a reused large segment gives its next block the reach it committed, a
     });
 }
 
+// [S4.89] What the cache's one-slot segments keep committed is counted as they come and go, and
+// the purge takes away what it gives back: a 1 MiB block's segment and a 200 KiB one's, cached,
+// add their commits; the purge brings the count back; a segment taken again takes its own
+// away. A count made wrong on purpose is what the checker reports: it sums the cache anew.
+// (A purge the kernel refuses keeps the count: S4.77's case runs the checker after one.)
+TEST_CASE("a heap counts what its cached one-slot segments keep committed, through the purge, and the checker compares") {
+    constexpr std::size_t kKiB = 1024;
+    testing::on_thread([&] {
+        void* a = api().malloc(1024 * kKiB);
+        void* b = api().malloc(200 * kKiB);
+        REQUIRE(a != nullptr);
+        REQUIRE(b != nullptr);
+        Heap* heap = testing::my_heap();
+        Segment* sa = segment_of(a);
+        Segment* sb = segment_of(b);
+        uint64_t before = heap->cache_committed;   // what a reclaimed segment may have brought
+        api().free(a);
+        REQUIRE(sa->cached == 1);
+        CHECK(sa->committed >= 1024 * kKiB);
+        CHECK(heap->cache_committed == before + sa->committed);
+        api().free(b);
+        REQUIRE(sb->cached == 1);
+        CHECK(heap->cache_committed == before + sa->committed + sb->committed);
+        battery::require_heap_ok(api());
+        segment_purge(heap, true);
+        CHECK(sa->committed == 0);
+        CHECK(sb->committed == 0);
+        CHECK(heap->cache_committed == 0);
+        battery::require_heap_ok(api());
+        void* c = api().malloc(300 * kKiB);   // the newest cached one-slot segment: sb
+        REQUIRE(c != nullptr);
+        CHECK(segment_of(c) == sb);
+        api().free(c);
+        CHECK(heap->cache_committed == sb->committed);
+        heap->cache_committed += kOsPage;
+        CheckResult wrong = api().check();
+        heap->cache_committed -= kOsPage;
+        CHECK_FALSE(wrong.ok);
+        CHECK(std::string(wrong.message).find("cache's committed bytes") != std::string::npos);
+        battery::require_heap_ok(api());
+        segment_cache_collect(heap, true);
+        CHECK(heap->cache_committed == 0);
+    });
+}
+
 // A segment fresh from the arena is made writable with one mprotect (S3.48): its header and
 // what its first use reaches (here a 200 KiB block), where the header and then the block took
 // two. A cached one-block segment whose memory the purge gave back (madvise keeps the

@@ -257,11 +257,17 @@ bool check_own_heap(Checker& k) {
     for (uint8_t byte : heap->owned) owned += byte;
     if (owned != count) return k.fail("owned[] marks other segments than the heap's", addr(heap), owned, count);
     uint32_t cached = 0;
-    uint64_t cached_bytes = 0;
-    for (Segment* s = heap->cache; s; s = s->next_open) cached += s->cached, cached_bytes += s->blocks > 1 ? s->size : 0;   // [S4.87] huge ones
+    uint64_t cached_bytes = 0, cached_committed = 0;
+    for (Segment* s = heap->cache; s; s = s->next_open) {
+        cached += s->cached;
+        cached_bytes += s->blocks > 1 ? s->size : 0;          // [S4.87] huge ones
+        cached_committed += s->blocks == 1 ? s->committed : 0;   // [S4.89] one-slot ones
+    }
     if (cached != heap->cache_count || cached > kCacheSegments) return k.fail("heap cache count wrong", addr(heap), heap->cache_count, cached);
     if (cached_bytes != heap->cache_bytes || cached_bytes > kCacheBytes)
         return k.fail("heap cache bytes wrong", addr(heap), heap->cache_bytes, cached_bytes);
+    if (cached_committed != heap->cache_committed || cached_committed > kCacheCommitted)
+        return k.fail("heap cache's committed bytes differ from its one-slot segments'", addr(heap), heap->cache_committed, cached_committed);
     uint64_t queued = 0;
     for (unsigned qi = 0; qi < kQueueCount; ++qi) {
         const PageQueue& q = heap->queues[qi];

@@ -67,7 +67,10 @@ void purge_remove(Heap* heap, Segment* s) {
 // again after the delay: false.
 bool purge_segment(Heap* heap, Segment* s) {
     purge_remove(heap, s);
-    if (Layout::decommit_unused(s)) return true;
+    std::size_t before = s->committed;
+    bool done = Layout::decommit_unused(s);
+    if (s->cached && s->blocks == 1) heap->cache_committed -= before - s->committed;   // [S4.89]
+    if (done) return true;
     purge_push(heap, s);
     s->purge_expire = heap->clock + kPurgeDelay;
     return false;
@@ -111,10 +114,15 @@ Segment* claim_segment(Heap* heap, PageKind kind, uint32_t blocks, std::size_t r
 // The bytes of the cache's bound ([S4.87]: huge segments only).
 std::size_t cache_weight(const Segment* s) { return s->blocks > 1 ? s->size : 0; }
 
+// [S4.89] Heap::cache_committed is exact: a one-slot segment adds what it has committed when it
+// is cached and takes it away when it leaves, and the purge, the one thing that changes a
+// cached segment's commit, takes away what it gave back (purge_segment). It replaced a walk
+// of the cache inside S4.87's eviction loop (up to 64 segments a step); the checker still walks.
 void cache_remove(Heap* heap, Segment* s) {
     unlink(heap->cache, s, kOpen);
     --heap->cache_count;
     heap->cache_bytes -= cache_weight(s);
+    if (s->blocks == 1) heap->cache_committed -= s->committed;
     s->cached = 0;
 }
 
@@ -124,15 +132,6 @@ Segment* cache_oldest(const Heap* heap, bool huge) {
     for (Segment* s = heap->cache; s; s = s->next_open)
         if ((s->blocks > 1) == huge) oldest = s;
     return oldest;
-}
-
-// Bytes the cached one-slot segments keep committed (a walk of at most kCacheSegments: a
-// segment's commit changes while it waits, when the purge reaches it).
-std::size_t cache_committed(const Heap* heap) {
-    std::size_t bytes = 0;
-    for (Segment* s = heap->cache; s; s = s->next_open)
-        if (s->blocks == 1) bytes += s->committed;
-    return bytes;
 }
 
 void drop(Heap* heap, Segment* s) {
@@ -195,7 +194,7 @@ void cache_or_drop(Heap* heap, Segment* s) {
     if (huge) {
         while (heap->cache_bytes + s->size > kCacheBytes) drop(heap, cache_oldest(heap, true));
     } else {
-        while (heap->cache_count != 0 && cache_committed(heap) + s->committed > kCacheCommitted) {
+        while (heap->cache_count != 0 && heap->cache_committed + s->committed > kCacheCommitted) {
             Segment* oldest = cache_oldest(heap, false);
             if (!oldest) break;
             drop(heap, oldest);
@@ -210,6 +209,7 @@ void cache_or_drop(Heap* heap, Segment* s) {
     push(heap->cache, s, kOpen);
     ++heap->cache_count;
     heap->cache_bytes += cache_weight(s);
+    if (!huge) heap->cache_committed += s->committed;
 }
 
 }  // namespace
