@@ -63,6 +63,24 @@ void adopt(Heap* heap, Segment* s) {
     }
 }
 
+// Takes every abandoned segment in slot order, one abandoned_take each ([S4.27]: a slot another
+// thread takes first is skipped), and hands its slot to `visit`, which returns false to stop
+// the walk. Slots abandoned while it walks past their word are not seen. The first of lab
+// S4.reclaim's two regions; abandoned_release_empty walks with it too ([S4.69]).
+template <class Visit>
+void take_abandoned(Visit visit) {
+    // [lab S4.reclaim begin]
+    uint32_t words = (arena_slots() + 63) / 64;
+    for (uint32_t w = 0; w < words; ++w) {
+        for (uint64_t bits = abandoned_word(w); bits != 0; bits &= bits - 1) {
+            uint32_t slot = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
+            if (!abandoned_take(slot)) continue;   // another thread was first
+            if (!visit(slot)) return;
+        }
+    }
+    // [lab S4.reclaim end]
+}
+
 // Frees what other threads gave back to `heap`'s pages: its delayed frees, then every page's
 // remote frees; a page they emptied goes back to its segment (and the last page of a segment
 // gives the segment back), and so does every empty page, retired ones too, when the heap is
@@ -108,14 +126,11 @@ bool heap_reclaim(Heap* heap, unsigned max) {
         adopt(heap, arena_segment(slot));
         ++taken;
     }
-    uint32_t words = (arena_slots() + 63) / 64;
-    for (uint32_t w = 0; w < words && taken < max; ++w) {
-        for (uint64_t bits = abandoned_word(w); bits != 0 && taken < max; bits &= bits - 1) {
-            uint32_t slot = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
-            if (!abandoned_take(slot)) continue;   // another thread was first
+    if (taken < max) {   // then any, in slot order
+        take_abandoned([heap, max, &taken](uint32_t slot) {
             adopt(heap, arena_segment(slot));
-            ++taken;
-        }
+            return ++taken < max;
+        });
     }
     return taken != 0;
     // [lab S4.reclaim end]
@@ -131,20 +146,16 @@ void reclaim_on_free(Heap* heap, const void* block) {
 
 bool abandoned_release_empty() {
     bool any = false;
-    uint32_t words = (arena_slots() + 63) / 64;
-    for (uint32_t w = 0; w < words; ++w) {
-        for (uint64_t bits = abandoned_word(w); bits != 0; bits &= bits - 1) {
-            uint32_t slot = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
-            if (!abandoned_take(slot)) continue;   // another thread was first
-            Segment* s = arena_segment(slot);
-            if (s->used_pages != 0) {
-                abandoned_publish(slot);
-                continue;
-            }
+    take_abandoned([&any](uint32_t slot) {
+        Segment* s = arena_segment(slot);
+        if (s->used_pages != 0) {
+            abandoned_publish(slot);   // in use: abandoned again, for a heap to adopt
+        } else {
             segment_give_back(s);   // detached already, by heap_abandon
             any = true;
         }
-    }
+        return true;
+    });
     return any;
 }
 

@@ -256,6 +256,10 @@ class LabTest(unittest.TestCase):
         def code(lines):   # the lines that are not blank and not only a comment
             return [l for l in lab.normalised(lines) if not l.startswith(("//", ";"))]
 
+        def statement(line):   # a code line without its trailing comment, and long enough to tell
+            bare = re.sub(r"\s+(//|;).*$", "", line).strip()
+            return bare if len(bare) >= 30 else None
+
         # With --hide-later, a stage 1 handout holds no answer of any lab. Each region of a
         # part of several (S4.abandon) is looked for on its own.
         for stage, hide_later in [(s, False) for s in self.table["stages"]] + [("1", True)]:
@@ -267,14 +271,29 @@ class LabTest(unittest.TestCase):
                     for i, lines in enumerate(lab.regions(ROOT, self.table, name, found)):
                         answers[f"{name} (region {i + 1})"] = "\n".join(code(lines))
                         self.assertGreaterEqual(answers[f"{name} (region {i + 1})"].count("\n"), 2, name)
+            given = {}   # each long code line of the handout's sources: where it is
             for rel in lab.tree_files(dest):
                 try:
-                    text = "\n" + "\n".join(code((dest / rel).read_text().split("\n"))) + "\n"
+                    lines = code((dest / rel).read_text().split("\n"))
                 except UnicodeDecodeError:
                     continue
+                text = "\n" + "\n".join(lines) + "\n"
                 for name, answer in answers.items():
                     self.assertFalse("\n" + answer + "\n" in text,
                                      f"the stage {stage} handout's {rel} holds the answer of {name}")
+                if Path(rel).suffix in lab.SOURCE_EXTENSIONS:
+                    for line in filter(None, map(statement, lines)):
+                        given.setdefault(line, rel)
+            # Nor line by line: a region's long statements found elsewhere in the handout, more
+            # than two of them, are its answer given away. abandoned_release_empty walked the
+            # abandoned bitmap with four of heap_reclaim's long lines, so a student of
+            # S4.reclaim could copy its second half; one or two (an index computed as the
+            # stage's header does it) are how a stage says the same thing twice.
+            for name, answer in answers.items():
+                lines = set(filter(None, map(statement, answer.split("\n"))))
+                copied = sorted(f"{l} ({given[l]})" for l in lines if l in given)
+                self.assertLessEqual(len(copied), 2, f"the stage {stage} handout gives {name} away line by line:\n"
+                                     + "\n".join(copied))
 
     def test_a_handout_leaves_out_only_the_tests_that_run_its_stubbed_copies(self):
         # A test that runs a stubbed copy of a part's answer (stage 4 in a stage 3 handout, the
