@@ -8,6 +8,7 @@
 #include "contract/diagnostics.h"
 #include "stage2_pools/os.h"
 #include "stage2_pools/radix.h"
+#include "stage2_pools/raw.h"
 
 namespace edu::stage2 {
 namespace {
@@ -119,7 +120,52 @@ bool release_arena(uint32_t index) {
     return true;
 }
 
+// [S2.35] No arena to be had: a pool from stage 1's heap, whose room large blocks may have
+// freed, instead of a block of stage 1's for each small request (a block header of stage 1's
+// and a raw-table entry of 24 bytes each). One aligned block and one raw-table entry a pool (the
+// block kStage1PoolTail short of the pool, [S2.36]: pool_malloc_cold keeps the blocks clear of
+// it); its header zeroed, so pool_malloc_slow starts it afresh and its live bitmap is clear.
+//
+// [S2.37] A refusal is remembered: stage 1 without room for a pool (holes of 4,000 bytes hold no
+// aligned 4 KiB) gains some only when a block goes back to it (raw_release forgets the refusal)
+// or when its break can move again (the program gave memory back on its own: raw blocks use that
+// room until the next release). Without this, each small malloc with its ring empty searched
+// stage 1's free blocks for a pool in vain before asking for a block of its own: a fill of holes
+// of 4,000 bytes with 100-byte blocks under a data limit took twice the time.
+Pool* pool_from_stage1() {
+    if (g_heap.stage1_pool_refused) return nullptr;
+    void* block = raw_alloc(g_heap.pool_bytes - kStage1PoolTail, g_heap.pool_bytes);
+    if (!block) {
+        g_heap.stage1_pool_refused = true;
+        return nullptr;
+    }
+    auto address = reinterpret_cast<uintptr_t>(block);
+    if (!raw_track(address, address | kPoolEntry, g_heap.pool_bytes)) {
+        raw_release(block);
+        return nullptr;
+    }
+    std::memset(block, 0, g_heap.header_bytes);
+    Pool* pool = static_cast<Pool*>(block);
+    pool->arena_index = kNoArena;
+    ++g_heap.stage1_pools;
+    return pool;
+}
+
+// [S2.35] Its last block freed, a pool of stage 1's goes back to stage 1: it has no arena whose
+// empty pools it could join, and stage 1 can give its room to any request.
+void pool_back_to_stage1(Pool* pool) {
+    raw_untrack(raw_find(reinterpret_cast<uintptr_t>(pool)));
+    --g_heap.stage1_pools;
+    raw_release(pool);
+}
+
 }  // namespace
+
+Pool* stage1_pool_of(uintptr_t address) {
+    uintptr_t pool = address & g_heap.pool_mask;
+    RawEntry* entry = raw_find(pool);
+    return entry && raw_is_pool(*entry) ? reinterpret_cast<Pool*>(pool) : nullptr;
+}
 
 // [S2.12] Pools come from the head of the usable list: the arena with the fewest free
 // pools. Allocation piles into nearly full arenas, so the nearly empty ones at the tail can
@@ -128,7 +174,7 @@ bool release_arena(uint32_t index) {
 Pool* arena_take_pool() {
     if (g_heap.usable == kNoArena) {
         uint32_t fresh = new_arena();
-        if (fresh == kNoArena) return nullptr;
+        if (fresh == kNoArena) return pool_from_stage1();   // [S2.35]
         usable_insert_after(fresh, kNoArena);
         g_heap.last_with[kPoolsPerArena] = fresh;
     }
@@ -163,6 +209,7 @@ Pool* arena_take_pool() {
 // with n free pools, so the move is O(1) however many arenas there are (CPython: nfp2lasta,
 // since 3.8, bpo-37029: walking the list to re-sort it was quadratic with many arenas).
 void arena_take_back_pool(Pool* pool) {
+    if (pool->arena_index == kNoArena) return pool_back_to_stage1(pool);   // [S2.35]
     // [lab S2.arena_return begin]
     uint32_t index = pool->arena_index;
     Arena& a = at(index);
@@ -198,6 +245,7 @@ void arena_take_back_pool(Pool* pool) {
 
 bool arena_set_geometry(const Geometry& geometry) {
     if (g_heap.geometry == &geometry) return true;
+    if (g_heap.stage1_pools) return false;   // [S2.35]: each is in use
     // Every mapped arena must be listed and entirely free: no pool in use anywhere.
     uint64_t listed = 0;
     for (uint32_t i = g_heap.usable; i != kNoArena; i = at(i).next, ++listed)

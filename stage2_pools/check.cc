@@ -2,7 +2,10 @@
 // counters, then asks stage 1; walk_heap reports arenas (depth 0), pools (1), blocks (2).
 #include "stage2_pools/check.h"
 
+#include <algorithm>
+
 #include "contract/diagnostics.h"
+#include "stage2_pools/arena.h"
 #include "stage2_pools/debug.h"
 #include "stage2_pools/pool.h"
 #include "stage2_pools/radix.h"
@@ -34,12 +37,13 @@ bool check_used_pool(Checker& k, Pool* pool, uint32_t index) {
     uint32_t size = class_size(c);
     if (pool->block_size != size)
         return k.fail("pool block size differs from its class", base, pool->block_size, size);
-    if (pool->max_next_offset != g_heap.pool_bytes - size)
-        return k.fail("pool max_next_offset is not pool bytes - block size", base);
-    if (pool->next_offset < g_heap.header_bytes + size || pool->next_offset > g_heap.pool_bytes ||
+    uint32_t tail = index == kNoArena ? kStage1PoolTail : 0;   // [S2.36]
+    if (pool->max_next_offset != g_heap.pool_bytes - tail - size)
+        return k.fail("pool max_next_offset is not pool bytes - block size (- kStage1PoolTail)", base);
+    if (pool->next_offset < g_heap.header_bytes + size || pool->next_offset > pool->max_next_offset + size ||
         (pool->next_offset - g_heap.header_bytes) % size)
         return k.fail("pool next_offset off the block grid", base, pool->next_offset, size);
-    uint32_t capacity = blocks_per_pool(c);
+    uint32_t capacity = pool_capacity(pool);
     uint32_t carved = (pool->next_offset - g_heap.header_bytes) / size;
     uint64_t free_count = 0;
     for (Block* b = pool->free; b; b = b->next) {
@@ -58,7 +62,7 @@ bool check_used_pool(Checker& k, Pool* pool, uint32_t index) {
         bits += __builtin_popcountll(pool_bitmap(pool)[w]);
     if (bits != pool->used)
         return k.fail("live bitmap count differs from pool used", base, bits, pool->used);
-    uint32_t uncarved = (g_heap.pool_bytes - pool->next_offset) / size;
+    uint32_t uncarved = (pool->max_next_offset + size - pool->next_offset) / size;
     if (pool->used + free_count + uncarved != capacity)
         return k.fail("pool: used + free list + uncarved != blocks per pool", base,
                       pool->used + free_count + uncarved, capacity);
@@ -133,7 +137,7 @@ bool check_arena(Checker& k, uint32_t index) {
 // arena is kept, at the tail (before it, only arenas whose munmap was refused, fresh: [S2.33]).
 bool check_lists(Checker& k, uint64_t live_arenas, uint64_t arenas_with_free) {
     uint64_t ringed = 0;
-    uint64_t bound = live_arenas * kPoolsPerArena + 1;
+    uint64_t bound = live_arenas * kPoolsPerArena + g_heap.stage1_pools + 1;
     for (unsigned c = 0; c < kClassCount; ++c) {
         PoolLinks* head = &g_heap.used[c];
         for (PoolLinks* l = head->next; l != head; l = l->next) {
@@ -142,7 +146,10 @@ bool check_lists(Checker& k, uint64_t live_arenas, uint64_t arenas_with_free) {
             if (l->next->prev != l)
                 return k.fail("usedpools ring: next->prev is not the pool", addr(l));
             uint32_t arena = radix_lookup(addr(pool));
-            if (!arena || pool_of(addr(pool)) != pool || arena - 1 != pool->arena_index)
+            bool ours = pool_of(addr(pool)) == pool &&
+                        (arena ? arena - 1 == pool->arena_index
+                               : stage1_pool_of(addr(pool)) == pool && pool->arena_index == kNoArena);
+            if (!ours)
                 return k.fail("usedpools ring holds something that is not a pool of ours",
                               addr(pool));
             if (pool->class_index != c)
@@ -192,6 +199,30 @@ bool check_lists(Checker& k, uint64_t live_arenas, uint64_t arenas_with_free) {
     return true;
 }
 
+// [S2.35] The pools of stage 1's, found through their raw-table entries: each pool-aligned, in
+// no arena, naming no arena, in use (an empty one goes back to stage 1), its blocks checked as
+// an arena pool's are; as many as g_heap.stage1_pools says. Before check_lists, which counts
+// the pools in state "used" of both kinds.
+bool check_stage1_pools(Checker& k) {
+    uint64_t pools = 0;
+    for (uint64_t i = 0; i < raw_capacity(); ++i) {
+        const RawEntry& e = *raw_slot(i);
+        if (!e.user || !raw_is_pool(e)) continue;
+        ++pools;
+        if ((e.user & ~g_heap.pool_mask) || e.block != (e.user | kPoolEntry) || e.usable != g_heap.pool_bytes)
+            return k.fail("raw table entry of a pool of stage 1's is not a pool's", e.user);
+        if (radix_lookup(e.user)) return k.fail("pool of stage 1's inside an arena", e.user);
+        Pool* pool = reinterpret_cast<Pool*>(e.user);
+        if (pool->arena_index != kNoArena)
+            return k.fail("pool of stage 1's names an arena", e.user, pool->arena_index, kNoArena);
+        if (pool->used == 0) return k.fail("pool of stage 1's is empty, not given back", e.user);
+        if (!check_used_pool(k, pool, kNoArena)) return false;
+    }
+    if (pools != g_heap.stage1_pools)
+        return k.fail("pools of stage 1's found != pools counted", 0, pools, g_heap.stage1_pools);
+    return true;
+}
+
 bool check_raw(Checker& k) {
     uint64_t count = 0;
     for (uint64_t i = 0; i < raw_capacity(); ++i) {
@@ -200,6 +231,7 @@ bool check_raw(Checker& k) {
         ++count;
         if (raw_find(e.user) != &e)
             return k.fail("raw table entry unreachable from its hash", e.user);
+        if (raw_is_pool(e)) continue;   // its blocks: check_stage1_pools
         uintptr_t block = e.block & ~kQuarantined;
         if (radix_lookup(block)) return k.fail("raw block inside an arena", block);
         if (g_heap.debug) {
@@ -252,7 +284,7 @@ CheckResult check_heap() {
         k.fail("arena slots lost", 0, unused + live_arenas, g_heap.arena_slots);
     if (live_arenas != g_heap.counters.arenas_live)
         k.fail("arena count differs from arenas_live", 0, live_arenas, g_heap.counters.arenas_live);
-    if (!k.result.ok || !check_lists(k, live_arenas, arenas_with_free) || !check_raw(k))
+    if (!k.result.ok || !check_stage1_pools(k) || !check_lists(k, live_arenas, arenas_with_free) || !check_raw(k))
         return k.result;
     const Counters& c = g_heap.counters;
     bool counted = g_heap.counting;  // counting off, the live counters are stale ([S2.27])
@@ -268,9 +300,36 @@ CheckResult check_heap() {
 
 namespace {
 
+// The header and blocks of a pool in use, at `depth`: header as meta, then each block used,
+// free or unused (not carved yet); in debug mode as the program sees it. False if `visit` said stop.
+bool walk_pool(Pool* pool, unsigned depth, WalkFn visit, void* context) {
+    if (!visit(WalkEntry{"pool header", WalkState::meta, pool, g_heap.header_bytes, depth}, context))
+        return false;
+    uint32_t size = pool->block_size;
+    if (pool->class_index >= kClassCount || size != class_size(pool->class_index))
+        return true;   // a damaged header (check_heap names it): its blocks cannot be placed
+    uint32_t capacity = std::min(pool_capacity(pool), blocks_per_pool(pool->class_index));  // a damaged end too
+    uint32_t carved = (pool->next_offset - g_heap.header_bytes) / size;
+    for (uint32_t k = 0; k < capacity; ++k) {
+        uintptr_t block = addr(pool) + g_heap.header_bytes + uint64_t{k} * size;
+        WalkEntry e{"block", WalkState::unused, reinterpret_cast<void*>(block), size, depth};
+        if (k < carved) e.state = block_live(pool, k) ? WalkState::used : WalkState::free;
+        if (g_heap.debug && e.state == WalkState::used) {
+            uintptr_t user = block + kFrontBytes;
+            if (load_word(user - 8) != kForbiddenWord)
+                e.state = WalkState::free;  // quarantined: freed, not yet reusable
+            e.address = reinterpret_cast<void*>(user);
+            e.size = load_word(block);
+        }
+        if (!visit(e, context)) return false;
+    }
+    return true;
+}
+
 // Debug mode: stage 1's used blocks are wrappers (fences around the program's bytes), so they
 // pass as meta, and the raw table supplies the blocks the program sees, one level deeper. In
-// either mode, the raw table when it is a block of stage 1's is meta too.
+// either mode, the raw table when it is a block of stage 1's is meta too, and so is a pool of
+// stage 1's ([S2.35]), its header and blocks one level deeper.
 struct Forward {
     WalkFn visit;
     void* context;
@@ -281,6 +340,13 @@ struct Forward {
 bool forward_wrapper(const WalkEntry& entry, void* context) {
     auto* f = static_cast<Forward*>(context);
     WalkEntry e = entry;
+    Pool* pool = e.state == WalkState::used ? stage1_pool_of(addr(e.address)) : nullptr;
+    if (pool && addr(pool) == addr(e.address)) {
+        e.kind = "pool";
+        e.state = WalkState::meta;
+        f->stopped = !f->visit(e, f->context) || !walk_pool(pool, e.depth + 1, f->visit, f->context);
+        return !f->stopped;
+    }
     if (e.state == WalkState::used && raw_table_holds(e.address)) {
         e.kind = "raw table";
         e.state = WalkState::meta;
@@ -293,7 +359,7 @@ bool forward_wrapper(const WalkEntry& entry, void* context) {
 }
 
 void walk_raw(WalkFn visit, void* context) {
-    if (!g_heap.debug && !raw_table_blocks_in_stage1()) {
+    if (!g_heap.debug && !raw_table_blocks_in_stage1() && !g_heap.stage1_pools) {
         raw_walk(visit, context);
         return;
     }
@@ -302,7 +368,7 @@ void walk_raw(WalkFn visit, void* context) {
     if (f.stopped || !g_heap.debug) return;
     for (uint64_t i = 0; i < raw_capacity(); ++i) {
         const RawEntry& r = *raw_slot(i);
-        if (!r.user) continue;
+        if (!r.user || raw_is_pool(r)) continue;
         WalkState state = (r.block & kQuarantined) ? WalkState::free : WalkState::used;
         WalkEntry e{"block", state, reinterpret_cast<void*>(r.user), r.usable, 1};
         if (!visit(e, context)) return;
@@ -314,8 +380,9 @@ void walk_raw(WalkFn visit, void* context) {
 // [S2.24] The walk: each arena (depth 0, meta), its 64 pools (depth 1: meta = in use,
 // free = empty, unused = never used), and the blocks of each pool in use (depth 2: the
 // header as meta, then used / free / unused = not carved yet). Only blocks are ever "used".
-// Then stage 1's regions and blocks, as it reports them. In debug mode a block is shown as
-// the program sees it, user pointer and n bytes; a stage-1 block that wraps one becomes meta.
+// Then stage 1's regions and blocks, as it reports them, a pool of stage 1's among them as a
+// "pool" (meta) with its header and blocks one level deeper ([S2.35]). In debug mode a block is
+// shown as the program sees it, user pointer and n bytes; a stage-1 block that wraps one becomes meta.
 void walk_heap(WalkFn visit, void* context) {
     for (uint32_t i = 0; i < g_heap.arena_slots; ++i) {
         const Arena& a = g_heap.arenas[i];
@@ -330,28 +397,7 @@ void walk_heap(WalkFn visit, void* context) {
                               : pool->used ? WalkState::meta
                                            : WalkState::free;
             if (!visit(WalkEntry{"pool", state, pool, g_heap.pool_bytes, 1}, context)) return;
-            if (state != WalkState::meta) continue;
-            if (!visit(WalkEntry{"pool header", WalkState::meta, pool, g_heap.header_bytes, 2},
-                       context))
-                return;
-            uint32_t size = pool->block_size;
-            if (pool->class_index >= kClassCount || size != class_size(pool->class_index))
-                continue;   // a damaged header (check_heap names it): its blocks cannot be placed
-            uint32_t capacity = blocks_per_pool(pool->class_index);
-            uint32_t carved = (pool->next_offset - g_heap.header_bytes) / size;
-            for (uint32_t k = 0; k < capacity; ++k) {
-                uintptr_t block = p + g_heap.header_bytes + uint64_t{k} * size;
-                WalkEntry e{"block", WalkState::unused, reinterpret_cast<void*>(block), size, 2};
-                if (k < carved) e.state = block_live(pool, k) ? WalkState::used : WalkState::free;
-                if (g_heap.debug && e.state == WalkState::used) {
-                    uintptr_t user = block + kFrontBytes;
-                    if (load_word(user - 8) != kForbiddenWord)
-                        e.state = WalkState::free;  // quarantined: freed, not yet reusable
-                    e.address = reinterpret_cast<void*>(user);
-                    e.size = load_word(block);
-                }
-                if (!visit(e, context)) return;
-            }
+            if (state == WalkState::meta && !walk_pool(pool, 2, visit, context)) return;
         }
     }
     walk_raw(visit, context);

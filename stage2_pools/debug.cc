@@ -6,6 +6,7 @@
 
 #include "contract/debug.h"
 #include "contract/diagnostics.h"
+#include "stage2_pools/arena.h"
 #include "stage2_pools/pool.h"
 #include "stage2_pools/radix.h"
 #include "stage2_pools/raw.h"
@@ -46,6 +47,11 @@ DebugRef find(const void* user_ptr, const char* call) {
         return DebugRef{user, inner, inner + ref.pool->block_size, ref, nullptr};
     }
     RawEntry* entry = raw_find(user);
+    if (entry && raw_is_pool(*entry)) entry = nullptr;   // a pool's address is no user pointer
+    if (!entry && user >= kFrontBytes && stage1_pool_of(inner)) {   // [S2.35]
+        SmallRef ref = small_find(inner, user_ptr, call);
+        return DebugRef{user, inner, inner + ref.pool->block_size, ref, nullptr};
+    }
     if (!entry)
         die(kStageName, call, user_ptr,
             "not a block of this heap: foreign, interior, or already freed");

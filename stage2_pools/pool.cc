@@ -27,11 +27,13 @@ constexpr Heap make_heap(Heap* self) {
 // a classic pool): an overflow out of that block rewrites `next`, then `prev`. Relinking through
 // a forged link is the classic unlink write (`pool->next->prev = pool->prev` stores where the
 // program chose), or a SIGSEGV. So every link a relink follows must lead to the class's ring
-// head or to a pool header of ours (pool-aligned, in an arena: reading it cannot fault) that
-// links back. Only the state changes of [S2.9] relink, all out of line.
+// head or to a pool header of ours (pool-aligned, in an arena or a pool of stage 1's, [S2.35]:
+// reading it cannot fault) that links back. Only the state changes of [S2.9] relink, all out of
+// line; only a link to a pool of stage 1's pays the raw table's probe.
 bool ring_member(const PoolLinks* link, unsigned c) {
     auto at = reinterpret_cast<uintptr_t>(link);
-    return link == &g_heap.used[c] || ((at & ~g_heap.pool_mask) == 0 && radix_lookup(at) != 0);
+    return link == &g_heap.used[c] ||
+           ((at & ~g_heap.pool_mask) == 0 && (radix_lookup(at) != 0 || stage1_pool_of(at) != nullptr));
 }
 
 // A neighbour of `pool` in class c's ring failed the test above. A pool being unlinked is

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "stage1_brk/stage1.h"
+#include "stage2_pools/arena.h"
 #include "stage2_pools/check.h"
 #include "stage2_pools/debug.h"
 #include "stage2_pools/pool.h"
@@ -468,18 +469,186 @@ TEST_CASE("requests above 512 bytes and alignments above 64 go to stage 1") {
     require_ok();
 }
 
-// [S2.31] [S2.32] With no mapping to be had (the map count full: every mmap fails, and the
-// break cannot move either, so stage 1 serves from a free block it holds), a small request is
-// served by stage 1 as a block of its class (its size and alignment), errno untouched, and the
-// raw table, which cannot double into a mapping, doubles into a block of stage 1's (meta in the
-// walk); free, realloc, calloc, usable_size and the checker know them all, in debug mode too.
-// Failed before: malloc(100) said NULL (ENOMEM) with stage 1 able to serve it; with that fixed
-// alone, the raw table refused the block past half its slots, and with it taking entries up to
-// all but one slot, the block past all of them. (Not under a sanitizer, which maps shadow memory as the
-// child runs and cannot at the map count's limit.)
-TEST_CASE("with no arena to be had, a small block comes from stage 1, errno untouched") {
+// What a walk shows: used blocks, and pools of stage 1's (meta, "pool", depth 1) with their headers.
+struct WalkCount {
+    uint64_t used = 0;
+    uint64_t table = 0;        // raw-table blocks of stage 1's shown as "raw table"
+    uint64_t stage1_pools = 0;
+    uint64_t headers = 0;      // "pool header" entries at depth 2 inside them
+};
+WalkCount walk_count() {
+    WalkCount seen;
+    s2().walk(
+        [](const WalkEntry& e, void* c) {
+            auto* k = static_cast<WalkCount*>(c);
+            if (e.state == WalkState::used) ++k->used;
+            if (raw_table_holds(e.address)) k->table += std::strcmp(e.kind, "raw table") == 0;
+            if (std::strcmp(e.kind, "pool") == 0 && e.depth == 1 && e.state == WalkState::meta &&
+                stage1_pool_of(addr(e.address)) == e.address)
+                ++k->stage1_pools;
+            if (std::strcmp(e.kind, "pool header") == 0 && e.depth == 2 && stage1_pool_of(addr(e.address)))
+                ++k->headers;
+            return true;
+        },
+        &seen);
+    return seen;
+}
+
+// [S2.35] With no mapping to be had (the map count full: every mmap fails, and the break cannot
+// move either, so stage 1 serves from a free block it holds), small blocks come from pools carved
+// from stage 1's heap, one aligned block of stage 1's and one raw-table entry a pool: 1,000
+// blocks of 16 bytes take 5 (248 blocks a classic pool), errno untouched. Free, realloc, calloc,
+// aligned_alloc, usable_size, the checker, the walker and debug mode know them; the geometry
+// cannot change while one lives; each goes back to stage 1 when its last block is freed.
+// Failed before: the 1,000 blocks were 1,000 blocks of stage 1's and 1,000 raw-table entries
+// ("a block of stage 1's and a raw-table entry each, not a pool's share"). (Not under a sanitizer,
+// which maps shadow memory as the child runs and cannot at the map count's limit.)
+TEST_CASE("with no arena to be had, small blocks come from pools carved from stage 1's heap, errno untouched") {
     if (battery::kUnderSanitizer) return;
     start_clean();
+    ChildOutcome outcome = run_in_child([] {
+        using battery::child_expect;
+        // The raw table exists, and stage 1 holds a free block of 2 MiB below `first` (at the map
+        // count's limit the break cannot move: stage 1 serves from its room).
+        void* room = s2().malloc(std::size_t{2} << 20);
+        void* first = s2().malloc(std::size_t{1} << 20);
+        child_expect(room != nullptr && first != nullptr, "no large blocks before the limit");
+        s2().free(room);
+        const uint64_t entries = raw_count();
+        std::vector<void*> blocks;
+        blocks.reserve(2000);
+        {
+            battery::MapCountFull full;
+            errno = 1234;
+            for (int i = 0; i < 1000; ++i) {
+                void* p = s2().malloc(16);
+                child_expect(p != nullptr, "malloc(16) said NULL with stage 1 able to serve it");
+                std::memset(p, 0x5a, 16);
+                blocks.push_back(p);
+            }
+            child_expect(errno == 1234, "errno changed by a malloc that succeeded");
+            char what[160];
+            std::snprintf(what, sizeof what,
+                          "1,000 blocks of 16 bytes took %llu raw-table entries: a block of stage 1's and an "
+                          "entry each, not a pool's share",
+                          static_cast<unsigned long long>(raw_count() - entries));
+            const uint32_t per_pool = pool_capacity(pool_at(blocks.front()));
+            child_expect(raw_count() - entries == (1000 + per_pool - 1) / per_pool, what);
+            // [S2.36] Packed: pools carved from one free block of stage 1's lie pool bytes apart
+            // (the first 8 bytes of each are not the header of the block of stage 1's after it).
+            std::set<uintptr_t> pools;
+            for (void* b : blocks) pools.insert(addr(pool_at(b)));
+            child_expect(*pools.rbegin() - *pools.begin() == (pools.size() - 1) * g_heap.pool_bytes,
+                         "the pools of stage 1's are not pool bytes apart");
+            void* p = blocks.front();
+            Pool* pool = pool_at(p);
+            child_expect(radix_lookup(addr(p)) == 0 && stage1_pool_of(addr(p)) == pool && pool->arena_index == kNoArena,
+                         "the block is not in a pool of stage 1's");
+            child_expect(s1().usable_size(pool) >= g_heap.pool_bytes - kStage1PoolTail, "the pool is not a block of stage 1's");
+            child_expect(s2().usable_size(p) == 16 && s2().realloc(p, 10) == p, "usable size or realloc within the class");
+            auto* a = static_cast<unsigned char*>(s2().aligned_alloc(64, 100));
+            child_expect(a != nullptr && addr(a) % 64 == 0 && s2().usable_size(a) == 128 && stage1_pool_of(addr(a)),
+                         "aligned_alloc(64, 100): not a 64-aligned block of 128 bytes of a pool of stage 1's");
+            auto* z = static_cast<unsigned char*>(s2().calloc(1, 200));
+            child_expect(z != nullptr && std::all_of(z, z + 200, [](unsigned char b) { return b == 0; }),
+                         "calloc(1, 200) not zero");
+            auto* q = static_cast<unsigned char*>(s2().realloc(blocks[1], 300));
+            child_expect(q != nullptr && q[0] == 0x5a && q[15] == 0x5a && stage1_pool_of(addr(q)) == pool_at(q),
+                         "realloc to another class lost the bytes or left the pools");
+            blocks[1] = q;
+            blocks.push_back(a);
+            blocks.push_back(z);
+            child_expect(errno == 1234, "errno changed by a call that succeeded");
+            child_expect(!descriptor.set_option("geometry", "modern"), "the geometry changed under a pool of stage 1's");
+            CheckResult r = s2().check();
+            child_expect(r.ok, r.message);
+            child_expect(r.live_blocks == s2().stats().live_blocks && r.live_bytes == s2().stats().live_bytes,
+                         "the checker's live blocks or bytes differ from the counters'");
+            WalkCount seen = walk_count();
+            child_expect(seen.used == r.live_blocks, "the walk's used blocks differ from the checker's");
+            child_expect(seen.stage1_pools == g_heap.stage1_pools && seen.headers == g_heap.stage1_pools,
+                         "the walk does not show each pool of stage 1's, with its header one level deeper");
+            for (void* b : blocks) s2().free(b);
+            child_expect(g_heap.stage1_pools == 0 && raw_count() == entries, "pools not given back to stage 1");
+            s2().free(first);
+            child_expect(descriptor.set_option("debug", "on"), "debug mode refused");
+            auto* d = static_cast<unsigned char*>(s2().malloc(40));
+            child_expect(d != nullptr && d[0] == 0xcd && s2().usable_size(d) == 40 && stage1_pool_of(addr(d)),
+                         "debug mode: no block of 40 bytes in a pool of stage 1's");
+            r = s2().check();
+            child_expect(r.ok && walk_count().used == 1, r.message);
+            s2().free(d);
+            r = s2().check();
+            child_expect(r.ok, r.message);
+            child_expect(descriptor.set_option("debug", "off"), "debug mode stays on");
+            child_expect(g_heap.stage1_pools == 0, "debug mode kept a pool of stage 1's");
+        }
+        CheckResult r = s2().check();
+        child_expect(r.ok && r.live_blocks == 0, "blocks left after the frees");
+    });
+    INFO(outcome.describe());
+    CHECK((outcome.exited && outcome.exit_code == 0));
+}
+
+// [S2.35] A pointer at a pool of stage 1's or into its header is no block; nor is a block freed
+// twice, after its pool went back to stage 1.
+TEST_CASE("pointers into a pool of stage 1's that are not live blocks are told apart") {
+    if (battery::kUnderSanitizer) return;
+    start_clean();
+    auto in_pool_of_stage1 = [](const std::function<void(char*)>& misuse) {
+        return [misuse] {
+            void* room = s2().malloc(std::size_t{1} << 20);
+            void* first = s2().malloc(std::size_t{1} << 20);
+            battery::child_expect(room != nullptr && first != nullptr, "no large blocks before the limit");
+            s2().free(room);
+            battery::MapCountFull full;
+            auto* p = static_cast<char*>(s2().malloc(32));
+            battery::child_expect(p != nullptr && stage1_pool_of(addr(p)) != nullptr, "no pool of stage 1's");
+            misuse(p);
+        };
+    };
+    auto header = [](char* p) { s2().free(pool_at(p)); };
+    ChildOutcome outcome = run_in_child(in_pool_of_stage1(header));
+    INFO(outcome.describe());
+    CHECK(outcome.stderr_text.find("points into a pool header") != std::string::npos);
+    auto twice = [](char* p) {
+        s2().free(p);
+        battery::child_expect(g_heap.stage1_pools == 0, "the pool was not given back");
+        s2().free(p);
+    };
+    outcome = run_in_child(in_pool_of_stage1(twice));
+    INFO(outcome.describe());
+    CHECK(outcome.stderr_text.find("double free") != std::string::npos);
+    auto interior = [](char* p) { s2().realloc(p + 8, 100); };
+    outcome = run_in_child(in_pool_of_stage1(interior));
+    INFO(outcome.describe());
+    CHECK(outcome.stderr_text.find("interior pointer: 8 bytes into a 32-byte block") != std::string::npos);
+}
+
+// The largest free block of stage 1's heap, in bytes.
+std::size_t largest_free_in_stage1() {
+    std::size_t largest = 0;
+    s1().walk(
+        [](const WalkEntry& e, void* c) {
+            auto* k = static_cast<std::size_t*>(c);
+            if (e.state == WalkState::free && std::strcmp(e.kind, "block") == 0 && e.size > *k) *k = e.size;
+            return true;
+        },
+        &largest);
+    return largest;
+}
+
+// [S2.31] [S2.32] With no mapping to be had and no room in stage 1's heap for a pool (modern
+// geometry: 16 KiB; every piece of stage 1's of 4,000 bytes or more taken, then every other one
+// freed), a small request is served by stage 1 as a block of its class (its size and alignment),
+// errno untouched, and the raw table, which cannot double into a mapping, doubles into blocks of
+// stage 1's (meta in the walk); free, realloc, calloc, usable_size and the checker know them all
+// (debug mode, which changes only with nothing live, is the test above's). Failed before [S2.31]: malloc(100) said NULL (ENOMEM) with stage 1 able to
+// serve it; with that fixed alone, the raw table refused the block past half its slots, and with
+// it taking entries up to all but one slot, the block past all of them.
+TEST_CASE("with no arena and no pool to be had, a small block comes from stage 1, errno untouched") {
+    if (battery::kUnderSanitizer) return;
+    start_clean("modern");
     ChildOutcome outcome = run_in_child([] {
         using battery::child_expect;
         // The raw table exists, and stage 1 holds a free block of room for what follows below
@@ -487,18 +656,36 @@ TEST_CASE("with no arena to be had, a small block comes from stage 1, errno unto
         void* room = s2().malloc(1000);
         const uint64_t slots = raw_capacity();
         s2().free(room);
-        room = s2().malloc(slots * 1200 + (std::size_t{128} << 10));
+        room = s2().malloc(slots * 1200 + (std::size_t{4} << 20));
         void* first = s2().malloc(std::size_t{1} << 20);
         child_expect(room != nullptr && first != nullptr, "no large blocks before the limit");
         s2().free(room);
-        std::vector<void*> blocks;
-        blocks.reserve(slots);
+        std::vector<void*> blocks, holes;
+        blocks.reserve(2 * slots + 1024);
+        holes.reserve(1 << 16);
         {
             battery::MapCountFull full;
+            // Past all the raw table's slots: it cannot double into a mapping now.
+            while (blocks.size() < slots + slots / 2) {
+                void* b = s2().malloc(600);
+                child_expect(b != nullptr, "a block refused past the raw table's slots");
+                blocks.push_back(b);
+            }
+            child_expect(raw_table_blocks_in_stage1() != 0, "the raw table did not move into stage 1's heap");
+            // Every piece of stage 1's of 4,000 bytes or more taken, then every other one (in
+            // address order) freed: a hole and the pieces beside it hold no 16 KiB.
+            for (void* p; holes.size() < holes.capacity() && (p = s2().malloc(4000)) != nullptr;) holes.push_back(p);
+            std::sort(holes.begin(), holes.end());
+            for (std::size_t i = 0; i < holes.size(); i += 2) s2().free(holes[i]);
+            child_expect(holes.size() >= 200 && largest_free_in_stage1() < (std::size_t{16} << 10),
+                         "room for a pool of 16 KiB left in stage 1's heap");
             errno = 1234;
+            const uint64_t raw_before = raw_count();
             auto* p = static_cast<unsigned char*>(s2().malloc(100));
             child_expect(p != nullptr, "malloc(100) said NULL with stage 1 able to serve it");
             child_expect(errno == 1234, "errno changed by a malloc that succeeded");
+            child_expect(g_heap.stage1_pools == 0 && raw_count() == raw_before + 1, "not one block of stage 1's");
+            child_expect(g_heap.stage1_pool_refused, "stage 1's refusal of a pool is not remembered ([S2.37])");
             child_expect(radix_lookup(addr(p)) == 0 && s1().usable_size(p) >= 112, "the block is not stage 1's");
             child_expect(s2().usable_size(p) == 112, "usable size is not the class's");
             std::memset(p, 0x5a, 112);
@@ -511,42 +698,19 @@ TEST_CASE("with no arena to be had, a small block comes from stage 1, errno unto
             auto* q = static_cast<unsigned char*>(s2().realloc(p, 300));
             child_expect(q != nullptr && q[0] == 0x5a && q[99] == 0x5a, "realloc lost the bytes");
             child_expect(errno == 1234, "errno changed by a call that succeeded");
-            blocks = {q, a, z};
-            // Past all the raw table's slots: it cannot double into a mapping now.
-            while (blocks.size() < slots + slots / 2) {
-                void* b = s2().malloc(16 + blocks.size() % 497);
-                child_expect(b != nullptr, "a small block refused past the raw table's slots");
-                blocks.push_back(b);
-            }
-            child_expect(errno == 1234, "errno changed by a call that succeeded");
+            blocks.insert(blocks.end(), {q, a, z});
+            child_expect(g_heap.stage1_pools == 0, "a pool of 16 KiB was carved");
             CheckResult r = s2().check();
             child_expect(r.ok, r.message);
             child_expect(r.live_bytes == s2().stats().live_bytes, "the checker's live bytes differ from the counters'");
-            child_expect(raw_table_blocks_in_stage1() != 0, "the raw table did not move into stage 1's heap");
-            struct Count {
-                uint64_t used = 0;
-                uint64_t table = 0;
-            } seen;
-            s2().walk(
-                [](const WalkEntry& e, void* c) {
-                    auto* k = static_cast<Count*>(c);
-                    if (e.state == WalkState::used) ++k->used;
-                    if (raw_table_holds(e.address)) k->table += std::strcmp(e.kind, "raw table") == 0;
-                    return true;
-                },
-                &seen);
+            WalkCount seen = walk_count();
             child_expect(seen.table == raw_table_blocks_in_stage1() && seen.used == r.live_blocks,
                          "the walk shows the raw table as blocks of the program's");
             for (void* b : blocks) s2().free(b);
-            s2().free(first);
-            child_expect(descriptor.set_option("debug", "on"), "debug mode refused");
-            auto* d = static_cast<unsigned char*>(s2().malloc(40));
-            child_expect(d != nullptr && d[0] == 0xcd && s2().usable_size(d) == 40, "debug mode: no block of 40 bytes");
-            s2().free(d);
-            r = s2().check();
-            child_expect(r.ok, r.message);
-            child_expect(descriptor.set_option("debug", "off"), "debug mode stays on");
+            child_expect(!g_heap.stage1_pool_refused, "a block went back to stage 1, and its refusal stays");
+            for (std::size_t i = 1; i < holes.size(); i += 2) s2().free(holes[i]);
         }
+        s2().free(first);
         CheckResult r = s2().check();
         child_expect(r.ok && r.live_blocks == 0, "blocks left after the frees");
     });

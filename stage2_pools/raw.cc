@@ -184,6 +184,7 @@ void* raw_resize(void* block, std::size_t bytes) {
 void raw_release(void* block) {
     OnBehalfOf scope(kStageName);
     stage1().free(block);
+    g_heap.stage1_pool_refused = false;   // room for a pool again, perhaps ([S2.37])
     refresh_footprint();
 }
 

@@ -21,6 +21,10 @@ struct RawEntry {
     uint64_t usable;       // bytes usable_size reports for `user`
 };
 inline constexpr uintptr_t kQuarantined = 1;
+// [S2.35] Set in `block` when the entry is a pool of stage 1's, not a block of the program's: its
+// `user` and its block are the pool's address, `usable` the pool's bytes.
+inline constexpr uintptr_t kPoolEntry = 2;
+inline bool raw_is_pool(const RawEntry& entry) { return entry.block & kPoolEntry; }
 
 // Stage 1 through its thread-safe entry (see raw.cc for why).
 void* raw_alloc(std::size_t bytes, std::size_t alignment);  // nullptr: errno set by stage 1

@@ -48,8 +48,9 @@ void* raw_malloc_counted(std::size_t n, std::size_t alignment) {
 
 }  // namespace
 
-// [S2.31] The ring of class c is empty and no arena can be had (the address space or data
-// limit is used up, or the map count): the block comes from stage 1 instead, as pymalloc falls
+// [S2.31] The ring of class c is empty and no pool can be had, neither from an arena (the
+// address space or data limit is used up, or the map count) nor from stage 1 as a whole pool
+// ([S2.35]: no aligned room for one): the block comes from stage 1 instead, as pymalloc falls
 // back to its raw malloc. Stage 1's heap may well hold the room, freed by large blocks; without
 // this, malloc(1) said ENOMEM over megabytes of it. The block is a raw block like any other
 // (the raw table knows it; free, realloc and usable_size find it there), with the size and the
@@ -58,7 +59,13 @@ void* raw_malloc_counted(std::size_t n, std::size_t alignment) {
 void* pool_malloc_cold(unsigned c) {
     int saved = errno;
     void* block = pool_malloc_slow(c);
-    if (block) [[likely]] return block;
+    if (block) [[likely]] {
+        // [S2.36] A pool of stage 1's, just started: its blocks end kStage1PoolTail bytes short,
+        // before the next block's header of stage 1's (pool_malloc_slow set the arena pools' end).
+        Pool* pool = pool_of(reinterpret_cast<uintptr_t>(block));
+        if (pool->arena_index == kNoArena) pool->max_next_offset = g_heap.pool_bytes - kStage1PoolTail - pool->block_size;
+        return block;
+    }
     errno = saved;  // ENOMEM from pool_malloc_slow; the call may still succeed
     if (g_heap.debug) return nullptr;
     std::size_t size = class_size(c);
@@ -111,7 +118,7 @@ bool in_freed_large_memory(uintptr_t p) {
     auto p = reinterpret_cast<uintptr_t>(ptr);
     for (uint64_t i = 0; i < raw_capacity(); ++i) {
         const RawEntry& e = *raw_slot(i);
-        if (e.user == 0 || (e.block & kQuarantined) || p - e.user >= e.usable) continue;
+        if (e.user == 0 || (e.block & (kQuarantined | kPoolEntry)) || p - e.user >= e.usable) continue;
         char text[160];
         LineWriter(text, sizeof text)
             .str("interior pointer: ")
@@ -122,6 +129,21 @@ bool in_freed_large_memory(uintptr_t p) {
     }
     if (in_freed_large_memory(p)) die(kStageName, call, ptr, "double free (it lies in a freed large block)");
     die(kStageName, call, ptr, "not a block of this heap: foreign, interior, or already freed");
+}
+
+// A pointer no arena holds: a raw block (`raw` set), or a block of a pool of stage 1's (`small`
+// found and checked: [S2.35], the second probe, at the pointer's pool address), or neither: the
+// pointer is rejected. The pool's own address is no block: its entry leads to the second probe,
+// whose small_find names it a pointer into a pool header.
+struct Outside {
+    RawEntry* raw;
+    SmallRef small;
+};
+Outside find_outside(uintptr_t address, const void* p, const char* call) {
+    RawEntry* entry = raw_find(address);
+    if (entry && !raw_is_pool(*entry)) [[likely]] return Outside{entry, SmallRef{}};
+    if (!stage1_pool_of(address)) reject_raw(call, p);
+    return Outside{nullptr, small_find(address, p, call)};
 }
 
 // Every malloc the fast path below does not take: debug mode, counting on (the default),
@@ -146,17 +168,22 @@ void* s2_malloc(std::size_t n) {
     return malloc_other(n);
 }
 
-// free of a block that is not in an arena: a raw block, or a pointer that is not ours. Out of
-// line, so that s2_free's path for small blocks needs no stack frame.
+// free of a block that is not in an arena: a raw block, a block of a pool of stage 1's, or a
+// pointer that is not ours. Out of line, so that s2_free's path for small blocks needs no stack
+// frame.
 [[gnu::noinline]] void free_raw(void* p) {
-    RawEntry* entry = raw_find(reinterpret_cast<uintptr_t>(p));
-    if (!entry) reject_raw("free", p);
-    note_free(entry->usable);
-    raw_untrack(entry);
+    Outside found = find_outside(reinterpret_cast<uintptr_t>(p), p, "free");
+    if (!found.raw) {
+        note_free(found.small.pool->block_size);
+        return pool_free(found.small);
+    }
+    note_free(found.raw->usable);
+    raw_untrack(found.raw);
     raw_release(p);
 }
 
-// free: the radix tree says whether p is in an arena; if not, the raw table must know it.
+// free: the radix tree says whether p is in an arena; if not, the raw table must know it, or
+// its pool ([S2.35]).
 void s2_free(void* p) {
     if (!p) return;
     if (g_heap.debug) [[unlikely]] return debug_free(p, "free");
@@ -185,8 +212,13 @@ void* s2_realloc(void* p, std::size_t n) {
     if (!p) return s2_malloc(n);
     if (g_heap.debug) [[unlikely]] return debug_realloc(p, n);
     uintptr_t address = reinterpret_cast<uintptr_t>(p);
-    if (radix_lookup(address)) {
-        SmallRef ref = small_find(address, p, "realloc");
+    Outside found{nullptr, SmallRef{}};
+    if (radix_lookup(address))
+        found.small = small_find(address, p, "realloc");
+    else
+        found = find_outside(address, p, "realloc");
+    if (!found.raw) {
+        const SmallRef& ref = found.small;
         uint32_t old = ref.pool->block_size;
         if (n <= kSmallMax && class_of(n) == ref.pool->class_index) {
             note_request(n);
@@ -200,8 +232,7 @@ void* s2_realloc(void* p, std::size_t n) {
         pool_free(ref);  // still valid: place touched other blocks only
         return moved;
     }
-    RawEntry* entry = raw_find(address);
-    if (!entry) reject_raw("realloc", p);
+    RawEntry* entry = found.raw;
     uint64_t old = entry->usable;
     void* moved = raw_resize(p, n);
     if (!moved) return nullptr;  // p untouched, errno = ENOMEM from stage 1
@@ -237,9 +268,8 @@ std::size_t s2_usable_size(const void* p) {
     if (g_heap.debug) return debug_usable(p);
     uintptr_t address = reinterpret_cast<uintptr_t>(p);
     if (radix_lookup(address)) return small_find(address, p, "usable_size").pool->block_size;
-    RawEntry* entry = raw_find(address);
-    if (!entry) reject_raw("usable_size", p);
-    return entry->usable;
+    Outside found = find_outside(address, p, "usable_size");
+    return found.raw ? found.raw->usable : found.small.pool->block_size;
 }
 
 CheckResult s2_check() { return check_heap(); }

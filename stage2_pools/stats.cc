@@ -78,6 +78,19 @@ void line(LineWriter& w) {
 
 }  // namespace
 
+namespace {
+// A pool in use, into its class's row.
+void count_pool(ClassRow* rows, const Pool* pool) {
+    if (pool->class_index >= kClassCount) return;   // a damaged header: no row is its
+    ClassRow& row = rows[pool->class_index];
+    ++row.pools;
+    if (!pool->free) ++row.full;
+    row.in_use += pool->used;
+    bool sized = pool->block_size == class_size(pool->class_index);   // else a damaged header too
+    row.available += (sized ? pool_capacity(pool) : blocks_per_pool(pool->class_index)) - pool->used;
+}
+}  // namespace
+
 void print_pool_table() {
     ClassRow rows[kClassCount];
     uint64_t empty = 0, never_used = 0;
@@ -91,14 +104,12 @@ void print_pool_table() {
                 ++empty;
                 continue;
             }
-            if (pool->class_index >= kClassCount) continue;   // a damaged header: no row is its
-            ClassRow& row = rows[pool->class_index];
-            ++row.pools;
-            if (!pool->free) ++row.full;
-            row.in_use += pool->used;
-            row.available += blocks_per_pool(pool->class_index) - pool->used;
+            count_pool(rows, pool);
         }
     }
+    for (uint64_t i = 0; g_heap.stage1_pools && i < raw_capacity(); ++i)   // [S2.35]: all in use
+        if (raw_slot(i)->user && raw_is_pool(*raw_slot(i)))
+            count_pool(rows, reinterpret_cast<const Pool*>(raw_slot(i)->user));
     char text[160];
     LineWriter w(text, sizeof text);
     w.str("edu-alloc ").str(kStageName).str(": pools of the ").str(g_heap.geometry->name)
@@ -133,6 +144,7 @@ void print_pool_table() {
     w = LineWriter(text, sizeof text);
     w.str("pools: ").dec(total_pools - total_full).str(" used, ").dec(total_full).str(" full, ")
         .dec(empty).str(" empty, ").dec(never_used).str(" never used");
+    if (g_heap.stage1_pools) w.str(" (").dec(g_heap.stage1_pools).str(" of those in use from stage 1's heap)");
     line(w);
     w = LineWriter(text, sizeof text);
     w.str("bytes: ").bytes(used_bytes).str(" in blocks in use, ").bytes(avail_bytes)
@@ -143,7 +155,7 @@ void print_pool_table() {
         .str(" radix nodes, ").bytes(raw_table_bytes()).str(" raw table");
     line(w);
     w = LineWriter(text, sizeof text);
-    w.str("raw domain (stage 1): ").dec(raw_count()).str(" blocks; stage 1 footprint ")
+    w.str("raw domain (stage 1): ").dec(raw_count() - g_heap.stage1_pools).str(" blocks; stage 1 footprint ")
         .bytes(k.raw_footprint);
     if (g_heap.debug) w.str("; debug quarantine holds ").dec(debug_quarantined()).str(" blocks");
     line(w);

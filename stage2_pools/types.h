@@ -97,7 +97,8 @@ static_assert(kModern.arena_shift - kModern.pool_shift == 6);
 // Invariant (checked by check.cc), per pool in use:
 //    used + |free list| + (pool bytes - next_offset) / block size == blocks per pool
 //    popcount(live bitmap) == used
-// `max_next_offset` = pool bytes - block size: the largest offset at which a block still fits.
+// `max_next_offset` = pool bytes - block size: the largest offset at which a block still fits
+// (kStage1PoolTail less in a pool of stage 1's, [S2.36]).
 struct Block {
     Block* next;               // free-list link, kept in the first word of a free block
     uint64_t mark;             // freed_mark(this) while on a free list ([S2.28])
@@ -114,7 +115,7 @@ struct Pool : PoolLinks {
     uint32_t used;             // blocks handed out and not freed
     uint32_t class_index;      // size class served
     uint32_t block_size;       // bytes, class_size(class_index)
-    uint32_t arena_index;      // slot of the owning arena in Heap::arenas
+    uint32_t arena_index;      // slot of the owning arena in Heap::arenas; kNoArena: stage 1's ([S2.35])
     uint32_t next_offset;      // bytes from the pool start to the first never-carved block
     uint32_t max_next_offset;  // bytes; next_offset <= max_next_offset means one more fits
 };
@@ -174,6 +175,32 @@ struct Arena {
     uint32_t prev;             // usable list: table index, or kNoArena
 };
 
+// [S2.35] A pool of stage 1's. When no arena can be mapped (an address-space or data limit used
+// up, or the map count), a pool is carved from stage 1's heap instead: one block of stage 1's,
+// pool bytes long and aligned to them, so `address & pool_mask` still names its pool. It is a
+// pool like any other (the same pool.h functions carve, link and free it) but with arena_index
+// == kNoArena and no arena around it: the radix tree does not know it; the raw table does, by an
+// entry keyed by the pool's address with kPoolEntry set in its `block` (raw.h). A free the radix
+// tree misses and the raw table misses too probes the table once more, at the block's pool
+// address: only raw and foreign frees pay that second probe. The pool goes back to stage 1 when
+// its last block is freed, not to an arena's empty pools.
+//
+//    a block of stage 1's                   its entry in the raw table
+//    +-----+------+--------+----- ... --+    +-----------+---------------------------+-------------+
+//    | hdr | Pool | bitmap | blocks      |    | user = P  | block = P | kPoolEntry    | pool bytes  |
+//    +-----+------+--------+----- ... --+    +-----------+---------------------------+-------------+
+//          ^ P, aligned to pool bytes
+
+// [S2.36] Pools of stage 1's packed: a block of stage 1's carries an 8-byte header just below
+// its payload, so a block of exactly pool bytes, aligned, leaves the next one's header in the
+// first 8 bytes of the next aligned pool, and the pools that follow cannot be packed: each cost
+// two pools' room (a hole of 100,000 bytes held 12, not 24). So a pool of stage 1's is a block
+// of pool bytes - kStage1PoolTail, and its blocks leave the last kStage1PoolTail bytes of the
+// pool alone (there lies the next block's header): its max_next_offset is kStage1PoolTail lower,
+// which costs some classes a block (a classic pool of 16-byte blocks holds 247, not 248).
+// Consecutive pools then follow one another pool bytes apart.
+inline constexpr uint32_t kStage1PoolTail = 16;   // bytes; >= stage 1's header, a multiple of 16
+
 // What stage 2 counts of itself (stats.h turns it into edu::Stats).
 struct Counters {
     uint64_t mallocs = 0;            // successful allocations, as in edu::Stats
@@ -223,6 +250,8 @@ struct Heap {
     uint32_t unused;                         // head of the list of unused table slots
     uint32_t last_with[kPoolsPerArena + 1];  // last usable arena with exactly n free pools
     uintptr_t map_hint;                      // where the next arena would likely fit, aligned
+    uint32_t stage1_pools;                   // pools of stage 1's now ([S2.35]), all in use
+    bool stage1_pool_refused;                // stage 1 had no room for one, and nothing went back since
     uint64_t mark_key;                       // key of the freed mark ([S2.28]); 0: not drawn
     bool debug;                              // option "debug"
     bool counting = true;                    // option "stats": the note_* of stats.h count
@@ -259,6 +288,12 @@ inline Pool* pool_of(uintptr_t address) {
 // Blocks a pool of class c holds under the current geometry.
 inline uint32_t blocks_per_pool(unsigned c) {
     return (g_heap.pool_bytes - g_heap.header_bytes) / class_size(c);
+}
+
+// Blocks `pool` holds: blocks_per_pool of its class, or as many as end kStage1PoolTail bytes
+// before the pool's end in a pool of stage 1's ([S2.36]). Its class must be in range.
+inline uint32_t pool_capacity(const Pool* pool) {
+    return (pool->max_next_offset + pool->block_size - g_heap.header_bytes) / pool->block_size;
 }
 
 }  // namespace edu::stage2

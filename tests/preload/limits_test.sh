@@ -8,7 +8,8 @@
 # the main thread (stage 4's threads were refused while its arena held 64 GiB, [S4.68]); no limit
 # but requests larger than the machine (NULL with ENOMEM under the default overcommit policy); a
 # limit lowered from outside while the program runs; small blocks in the room freed large ones
-# left under a limit, and as many blocks in the holes freed large ones left (90% of glibc's); and a
+# left under a limit, and as many blocks in the holes freed large ones left (90% of glibc's: of 600,
+# 100 and 16 bytes); and a
 # program's start-up (limits.cc's `mix`) under the smallest address-space limit and the smallest
 # data limit glibc runs it under, each found here by bisection, plus kStartupMargin (and under
 # every address-space limit up to 2 MiB above that, in 64 KiB steps).
@@ -50,6 +51,12 @@ run_near() {
 # stage 2's raw table, one block of stage 1's, fitted in no hole past 4,096 slots and it served
 # 3,935 where glibc served 26,131 ([S2.34]).
 run_near limits_after_holes_data 90 prlimit --data=$((32 << 20)) tests/preload/limits after-holes 600
+# The same with 100-byte blocks under an address-space limit, and 16-byte blocks under a data
+# limit: stage 2 took a block of stage 1's and a raw-table entry for each small block once no arena
+# could be mapped, and served 184,674 and 261,983 where glibc served 268,511 and 497,920; with
+# pools carved from stage 1's heap ([S2.35], [S2.36]), 251,962 and 927,579.
+run_near limits_after_holes_100_as 90 prlimit --as=$((64 << 20)) tests/preload/limits after-holes 100
+run_near limits_after_holes_16_data 90 prlimit --data=$((32 << 20)) tests/preload/limits after-holes 16
 # The same after 4,000-byte blocks, stages 1 and 2 only (stages 3 and 4 keep a freed block's
 # page for its own size class; [S3.75] lends a larger one's blocks one request each): stage 2's table in pieces behind one directory, which passed
 # 4 KiB at 65,536 slots and then fitted in no hole, served 26,800 where glibc served 36,396.
