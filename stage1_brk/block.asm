@@ -26,6 +26,10 @@ section .text
 ; block. A smaller front piece would be stranded below a used block, too small for most
 ; requests and unable to grow; placed at the front, the block leaves the rest as the
 ; wilderness, which the next growth extends.
+; [S1.44] One more exception, for holes (free blocks other than the wilderness): a large block
+; takes the whole hole when what would stay is under a 16th of the block. Such a sliver,
+; left beside a large block, is soon taken by a small one, which then pins the hole apart
+; when the large block dies; kept inside the block, it comes back with it.
 ;   IN:  rdi = header of a block on a free list, rsi = asize (<= its size)
 ;   OUT: rax = header of the used block (rdi, or inside it when placed at the back)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
@@ -62,6 +66,10 @@ s1_place:
         lea     rdx, [rbx + r13 + 8]            ; where the block's epilogue would be
         cmp     rdx, rcx
         je      .front                          ; the wilderness keeps its rest at the end
+        mov     rcx, rax                        ; [S1.44] a hole: is the rest a sliver?
+        shl     rcx, S1_SLIVER_SHIFT            ; (rest < asize here: no overflow)
+        cmp     rcx, r12
+        jb      .whole                          ; under a 16th of the block: keep it all
 .back:
         SET_TAGS rbx, rax, rdx                  ; the rest stays at the front, free
         mov     rdi, rbx

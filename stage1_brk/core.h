@@ -37,6 +37,7 @@ enum S1Fit : uint64_t { S1_FIT_FIRST = 0, S1_FIT_NEXT = 1, S1_FIT_BEST = 2, S1_F
 inline constexpr uint64_t kS1Classes = 64;    // size classes of the segregated fit
 inline constexpr uint64_t kS1SegScan = 16;    // blocks it compares within a class
 inline constexpr uint64_t kS1SplitBack = 128; // seg fit: blocks this large go at a free block's back
+inline constexpr uint64_t kS1SliverShift = 4; // seg fit, a hole: a rest under asize >> 4 stays in the block [S1.44]
 inline constexpr uint64_t kS1GrowShift = 8;   // growth margin = footprint >> 8, bounded
 inline constexpr uint64_t kS1SmallGrowShift = 5;  // seg fit, a small block's growth: >> 5 [S1.42]
 // s1_heap_grow's rsi: the margin (a 256th), none [S1.38], or a 32nd [S1.42]

@@ -214,6 +214,34 @@ TEST_CASE_FIXTURE(IsolatedHeap, "a large block leaves the wilderness at the end 
     CHECK(check() == S1_CHECK_OK);
 }
 
+// [S1.44] In a hole, a large block takes the whole hole when what would stay is under a 16th of
+// it: no sliver for a small block to take and pin the hole with. The wilderness keeps its rest.
+TEST_CASE_FIXTURE(IsolatedHeap, "a large block takes its whole hole when under a 16th of it would stay") {
+    s1_grow_margin = 0;  // exact growths: the block sizes below are the whole story
+    void* a = s1_malloc(1016);  // laid out under first fit: a (1,024), guard, b (1,152), guard
+    void* g1 = s1_malloc(16);
+    void* b = s1_malloc(1144);
+    void* g2 = s1_malloc(16);
+    REQUIRE(s1_free(s1_malloc(1016)) == S1_OK);  // the wilderness: 1,024 bytes
+    REQUIRE(s1_free(a) == S1_OK);
+    REQUIRE(s1_free(b) == S1_OK);
+    s1_set_fit(S1_FIT_SEG);
+    // asize 976 in a's 1,024: 48 would stay, under 976 / 16 = 61, so the block is all of a
+    void* p = s1_malloc(968);
+    CHECK(p == a);
+    CHECK(s1_usable_size(p) == 1024 - kS1Overhead);
+    // asize 1,072 in b's 1,152: 80 would stay, at least 1,072 / 16 = 67: split, at the back
+    void* q = s1_malloc(1060);
+    CHECK(header(q) == header(b) + 80);
+    // asize 976 again: only the wilderness fits, and keeps its 48 at the heap's end [S1.32]
+    void* r = s1_malloc(968);
+    CHECK(header(r) > header(g2));
+    CHECK(blocks().back().kind == S1_KIND_FREE);
+    CHECK(blocks().back().size == 48);
+    CHECK(check() == S1_CHECK_OK);
+    (void)g1;
+}
+
 TEST_CASE_FIXTURE(IsolatedHeap, "the segregated fit uses the wilderness only when nothing else fits") {
     s1_grow_margin = 0;  // exact growths: the block sizes below are the whole story
     void* hole = s1_malloc(3040);  // laid out under first fit: hole, guard, then the end

@@ -343,6 +343,11 @@ uint64_t Twin::place(uint64_t header, uint64_t asize) {
     }
     // [S1.32] used part at the back, except in a wilderness that would keep less than asize
     bool at_back = fit_policy == S1_FIT_SEG && asize >= kS1SplitBack && (rest >= asize || header != wilderness());
+    if (at_back && rest < asize && (rest << kS1SliverShift) < asize) {  // [S1.44] a sliver of a hole
+        store(header, size | kAlloc);
+        store(header + size, load(header + size) & ~kPrevFree);
+        return header;
+    }
     if (at_back) {
         set_tags(header, rest);
         store(header + rest, asize | kAlloc | kPrevFree);
