@@ -718,6 +718,51 @@ TEST_CASE("with no arena and no pool to be had, a small block comes from stage 1
     CHECK((outcome.exited && outcome.exit_code == 0));
 }
 
+// [S2.31] [S2.35] In debug mode, with no arena and no room in stage 1's heap for a pool (as
+// above: modern geometry, holes of 4,000 bytes), pool_malloc_cold says NULL and debug_malloc wraps
+// the block in a block of stage 1's itself, fences and fill as usual, and the checker agrees.
+// (The test above asked this while its room could still hold a pool: debug mode changes only with
+// nothing live, and the holes are live blocks, so here debug mode is on before they are made.)
+TEST_CASE("in debug mode, with no arena and no pool to be had, a small block is wrapped in a block of stage 1's") {
+    if (battery::kUnderSanitizer) return;
+    start_clean("modern");
+    ChildOutcome outcome = run_in_child([] {
+        using battery::child_expect;
+        child_expect(descriptor.set_option("debug", "on"), "debug mode refused");
+        void* room = s2().malloc(std::size_t{8} << 20);
+        void* first = s2().malloc(std::size_t{1} << 20);
+        child_expect(room != nullptr && first != nullptr, "no large blocks before the limit");
+        s2().free(room);   // too large for the quarantine: back to stage 1 at once
+        std::vector<void*> holes;
+        holes.reserve(1 << 16);
+        {
+            battery::MapCountFull full;
+            for (void* p; holes.size() < holes.capacity() && (p = s2().malloc(4000)) != nullptr;) holes.push_back(p);
+            std::sort(holes.begin(), holes.end());
+            for (std::size_t i = 0; i < holes.size(); i += 2) s2().free(holes[i]);   // all but 64 leave quarantine
+            child_expect(holes.size() >= 400 && largest_free_in_stage1() < (std::size_t{16} << 10),
+                         "room for a pool of 16 KiB left in stage 1's heap");
+            auto* d = static_cast<unsigned char*>(s2().malloc(40));
+            child_expect(d != nullptr && d[0] == 0xcd && d[39] == 0xcd && s2().usable_size(d) == 40,
+                         "debug mode: no block of 40 bytes");
+            child_expect(g_heap.stage1_pools == 0 && !stage1_pool_of(addr(d) - kFrontBytes) && raw_find(addr(d)) != nullptr,
+                         "the block is not a wrapped block of stage 1's of its own");
+            CheckResult r = s2().check();
+            child_expect(r.ok, r.message);
+            s2().free(d);
+            r = s2().check();
+            child_expect(r.ok, r.message);
+            for (std::size_t i = 1; i < holes.size(); i += 2) s2().free(holes[i]);
+        }
+        s2().free(first);
+        child_expect(descriptor.set_option("debug", "off"), "debug mode stays on");
+        CheckResult r = s2().check();
+        child_expect(r.ok && r.live_blocks == 0, "blocks left after the frees");
+    });
+    INFO(outcome.describe());
+    CHECK((outcome.exited && outcome.exit_code == 0));
+}
+
 // [S2.34] With no mapping to be had, the raw table grows into blocks of stage 1's: its pieces of
 // 3 KiB each fit in the room a freed 4,000-byte block left, where a table in one block (or in
 // pieces of 12 KiB) fits in none. 2,000 blocks of 4,000 bytes, every other freed (holes kept
