@@ -148,11 +148,19 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
         if (segment_cache_count() != 0) segment_cache_collect(false);
     }
     if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
-    int saved = errno;
-    Page* page = find_page(heap, bin_of(size));
-    if (!page) page = find_larger(heap, bin_of(size));
-    if (!page) return enomem();
-    errno = saved;   // a call that succeeds leaves errno as it was
+    // [S3.85] The first page of the bin, its local frees taken back, serves most calls here,
+    // and makes no system call. Only what follows it (extension, a fresh page, a limit's
+    // refusals) may fail one before the call succeeds, so only that pays for saving errno.
+    unsigned bin = bin_of(size);
+    Page* page = heap->queues[bin].first;
+    if (page) page_collect(page);
+    if (!page || !page->free) {
+        int saved = errno;
+        page = find_page(heap, bin);
+        if (!page) page = find_larger(heap, bin);
+        if (!page) return enomem();
+        errno = saved;   // a call that succeeds leaves errno as it was
+    }
     return page_pop_checked(page, requested, "malloc");
 }
 

@@ -71,14 +71,19 @@ bool reclaim_for(Heap* heap, unsigned bin) {
     return any;
 }
 
+// Whether `page` has a free block once its own frees and the remote ones are taken back.
+bool page_take_frees(Page* page) {
+    page_collect_local(page);
+    if (!page->free && page_has_remote(page)) page_collect_remote(page);
+    return page->free != nullptr;
+}
+
 // A page of `bin` with a free block, or nullptr when no memory can be had.
 Page* find_page(Heap* heap, unsigned bin) {
     for (int round = 0; round < 2; ++round) {
         for (Page* page = heap->queues[bin].first; page != nullptr;) {
             Page* next = page->next;
-            page_collect_local(page);
-            if (!page->free && page_has_remote(page)) page_collect_remote(page);
-            if (page->free) return page;
+            if (page_take_frees(page)) return page;
             if (page->carved < page->capacity && page_extend(page)) return page;
             if (!page_to_full(heap, page)) return page;   // remote frees arrived meanwhile
             page = next;
@@ -98,11 +103,8 @@ Page* find_page(Heap* heap, unsigned bin) {
 // heap holds free blocks that fit. No extension, no fresh page, no reclaim.
 Page* find_larger(Heap* heap, unsigned bin) {
     for (unsigned larger = bin + 1; larger < kBinCount; ++larger)
-        for (Page* page = heap->queues[larger].first; page != nullptr; page = page->next) {
-            page_collect_local(page);
-            if (!page->free && page_has_remote(page)) page_collect_remote(page);
-            if (page->free) return page;
-        }
+        for (Page* page = heap->queues[larger].first; page != nullptr; page = page->next)
+            if (page_take_frees(page)) return page;
     return nullptr;
 }
 
@@ -145,11 +147,18 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
     if (heap->delayed_free.load(std::memory_order_relaxed) != nullptr) heap_delayed_free(heap);
     if ((++heap->clock & 63) == 0) heap_tick(heap);
     if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
-    int saved = errno;
-    Page* page = find_page(heap, bin_of(size));
-    if (!page) page = find_larger(heap, bin_of(size));   // [S4.82]
-    if (!page) return enomem();
-    errno = saved;   // a call that succeeds leaves errno as it was
+    // [S4.91] Stage 3's S3.85: the first page of the bin, its frees taken back, serves most
+    // calls here, and makes no system call. Only what follows it (extension, a fresh page, a
+    // limit's refusals) may fail one before the call succeeds, so only that pays for errno.
+    unsigned bin = bin_of(size);
+    Page* page = heap->queues[bin].first;
+    if (!page || !page_take_frees(page)) {
+        int saved = errno;
+        page = find_page(heap, bin);
+        if (!page) page = find_larger(heap, bin);   // [S4.82]
+        if (!page) return enomem();
+        errno = saved;   // a call that succeeds leaves errno as it was
+    }
     Block* b = page->free;
     if (!block_in_page_chunk(b, page)) stage3::die_wild_head(kStageName, "malloc", b);   // (S3.65)
     if (b->mark != freed_mark(b)) freed_twice(b);   // as on the fast path (S4.32)
