@@ -568,6 +568,7 @@ TEST_CASE("with no arena to be had, small blocks come from pools carved from sta
             child_expect(seen.used == r.live_blocks, "the walk's used blocks differ from the checker's");
             child_expect(seen.stage1_pools == g_heap.stage1_pools && seen.headers == g_heap.stage1_pools,
                          "the walk does not show each pool of stage 1's, with its header one level deeper");
+            print_pool_statistics();   // checked below, from the child's stderr
             for (void* b : blocks) s2().free(b);
             child_expect(g_heap.stage1_pools == 0 && raw_count() == entries, "pools not given back to stage 1");
             s2().free(first);
@@ -588,6 +589,13 @@ TEST_CASE("with no arena to be had, small blocks come from pools carved from sta
     });
     INFO(outcome.describe());
     CHECK((outcome.exited && outcome.exit_code == 0));
+    // The per-class table counts the pools of stage 1's in their classes: 999 blocks of 16 bytes
+    // in 5 pools of 247 (3 full: the realloc freed one of the first pool's), and 3 more pools for
+    // the blocks of 128, 208 and 304 bytes.
+    const std::string& text = outcome.stderr_text;
+    CHECK(text.find("    0    16       5       3             999                236") != std::string::npos);
+    CHECK(text.find("(8 of those in use from stage 1's heap)") != std::string::npos);
+    CHECK(text.find("raw domain (stage 1): 1 blocks") != std::string::npos);
 }
 
 // [S2.35] A pointer at a pool of stage 1's or into its header is no block; nor is a block freed
