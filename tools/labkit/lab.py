@@ -331,8 +331,9 @@ def shared_cases(root, table, number):
     the case judges (last session S2.usedpools's '*new pool*' chose S2.arena_return's case).
     A case may be shared on purpose only where stage `number`'s "shared" lists it: {target,
     cases (doctest filters; none: every case), why}. Problems: every case two parts select that
-    no entry lists; every entry without a why, off the stage's gates, matching no case, or
-    listing a case fewer than two parts select (a share is no wider than it must be)."""
+    no entry lists; every entry without a why, off the stage's gates or its parts' targets,
+    matching no case, or listing a case fewer than two parts select (a share is no wider than
+    it must be)."""
     problems = []
     stage = table["stages"][number]
     parts = parts_of(table, number)
@@ -345,6 +346,8 @@ def shared_cases(root, table, number):
             problems.append(f"{label}: says no why (a case shared on purpose says what every part it judges does in it)")
         if target not in stage["gates"]:
             problems.append(f"{label}: not a gate of stage {number}")
+        elif target not in targets:
+            problems.append(f"{label}: no part of stage {number} is judged by it, so it shares nothing")
     for target in targets:
         names, where = test_case_names(root, target)
         if not names:

@@ -34,14 +34,14 @@ class LabTest(unittest.TestCase):
         for stage in self.table["stages"]:
             self.assertGreaterEqual(len(lab.parts_of(self.table, stage)), 3)
 
-    def fake_tree(self, code, chapter, tests=({"target": "//t:t"},), shared=None):
+    def fake_tree(self, code, chapter, tests=({"target": "//t:t"},), shared=None, gates=("//t:t",)):
         """check() of a stage 1 of parts S1.a, S1.b, S1.c in stage1_brk/a.cc; tests: every part's,
         or {letter: that part's}; shared: the stage's "shared" list."""
         (self.tmp / "stage1_brk").mkdir(exist_ok=True)
         (self.tmp / "docs").mkdir(exist_ok=True)
         (self.tmp / "stage1_brk" / "a.cc").write_text(code)
         (self.tmp / "docs" / "stage1_brk.md").write_text(chapter)
-        table = {"stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md", "gates": ["//t:t"]}},
+        table = {"stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md", "gates": list(gates)}},
                  "parts": [dict(name=f"S1.{n}", stage=1, file="stage1_brk/a.cc", statement="s",
                                 tests=list(tests[n] if isinstance(tests, dict) else tests)) for n in ("a", "b", "c")]}
         if shared is not None:
@@ -147,11 +147,14 @@ class LabTest(unittest.TestCase):
         self.assertEqual(len(self.fake_tree(code, chapter, tests)), 3)
         share = [{"target": "//t:t", "cases": "*fullest*,*[full]*,realloc*", "why": "S1.a runs them all"}]
         self.assertEqual(self.fake_tree(code, chapter, tests, share), [])
-        share = [{"target": "//t:t", "why": " "}, {"target": "//u:u", "cases": "*", "why": "w"}]
-        self.assertEqual(self.fake_tree(code, chapter, tests, share), [
+        share = [{"target": "//t:t", "why": " "}, {"target": "//u:u", "cases": "*", "why": "w"},
+                 {"target": "//t:v", "why": "w"}]
+        table_gates = ["//t:t", "//t:v"]
+        self.assertEqual(self.fake_tree(code, chapter, tests, share, table_gates), [
             "tools/labkit/parts.json: stage 1's shared //t:t: says no why (a case shared on purpose says what "
             "every part it judges does in it)",
             "tools/labkit/parts.json: stage 1's shared //u:u '*': not a gate of stage 1",
+            "tools/labkit/parts.json: stage 1's shared //t:v: no part of stage 1 is judged by it, so it shares nothing",
             "tools/labkit/parts.json: stage 1's shared //t:t: lists 'a new pool threads only the blocks it hands "
             "out', which S1.a alone selects: share no more than two parts select"])
 
