@@ -599,7 +599,8 @@ TEST_CASE("with no arena to be had, small blocks come from pools carved from sta
 }
 
 // [S2.35] A pointer at a pool of stage 1's or into its header is no block; nor is a block freed
-// twice, after its pool went back to stage 1.
+// twice, after its pool went back to stage 1: a double free, in memory given back to stage 1
+// (the line said "in a freed large block" of this 32-byte block before).
 TEST_CASE("pointers into a pool of stage 1's that are not live blocks are told apart") {
     if (battery::kUnderSanitizer) return;
     start_clean();
@@ -626,7 +627,7 @@ TEST_CASE("pointers into a pool of stage 1's that are not live blocks are told a
     };
     outcome = run_in_child(in_pool_of_stage1(twice));
     INFO(outcome.describe());
-    CHECK(outcome.stderr_text.find("double free") != std::string::npos);
+    CHECK(outcome.stderr_text.find("double free (it lies in memory already given back to stage 1)") != std::string::npos);
     auto interior = [](char* p) { s2().realloc(p + 8, 100); };
     outcome = run_in_child(in_pool_of_stage1(interior));
     INFO(outcome.describe());
@@ -895,8 +896,10 @@ TEST_CASE("a pointer into a large block is an interior pointer, a freed one's a 
                    [&] { s2().realloc(big + 16, 8); });
     auto* next = static_cast<char*>(s2().malloc(100000));   // keeps big's memory in the heap
     s2().free(big);
-    require_report("free", big, {"double free (it lies in a freed large block)"}, [&] { s2().free(big); });
-    require_report("realloc", big + 64, {"use after free: realloc of a block that is already free"},
+    require_report("free", big, {"double free (it lies in memory already given back to stage 1)"},
+                   [&] { s2().free(big); });
+    require_report("realloc", big + 64,
+                   {"use after free: realloc of a block that is already free (it lies in memory already given back to stage 1)"},
                    [&] { s2().realloc(big + 64, 8); });
     s2().free(next);
 }

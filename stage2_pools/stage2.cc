@@ -92,9 +92,10 @@ void* place(std::size_t n, std::size_t* usable) {
     return pool_malloc(c);
 }
 
-// Whether p lies in a free block of stage 1, which holds the large blocks: the memory of a
-// large block freed already (merged with its free neighbours, perhaps).
-bool in_freed_large_memory(uintptr_t p) {
+// Whether p lies in a free block of stage 1's: memory given back to stage 1 already (merged
+// with its free neighbours, perhaps). What it held is gone: a large block, a small block of
+// stage 1's ([S2.31]), or a pool of stage 1's that emptied ([S2.35]).
+bool in_stage1_free_memory(uintptr_t p) {
     struct Find {
         uintptr_t p;
         bool found;
@@ -113,7 +114,9 @@ bool in_freed_large_memory(uintptr_t p) {
 // [S2.29] A pointer that is neither a pool's nor a large block's start. Before the line says
 // "foreign, interior, or already freed", the cold path looks through the large blocks for one
 // that holds it, so that an interior pointer into a large block is named as such, then through
-// stage 1's free blocks (its walk), so that a large block freed twice is a double free.
+// stage 1's free blocks (its walk), so that a block freed twice after its memory went back to
+// stage 1 is a double free: a large block, or a small one whose pool of stage 1's emptied. The
+// line names where it lies, not what it was: a free block of stage 1's keeps no trace of that.
 [[noreturn]] void reject_raw(const char* call, const void* ptr) {
     auto p = reinterpret_cast<uintptr_t>(ptr);
     for (uint64_t i = 0; i < raw_capacity(); ++i) {
@@ -127,7 +130,7 @@ bool in_freed_large_memory(uintptr_t p) {
             .hex(e.user);
         die(kStageName, call, ptr, text);
     }
-    if (in_freed_large_memory(p)) die(kStageName, call, ptr, "double free (it lies in a freed large block)");
+    if (in_stage1_free_memory(p)) die(kStageName, call, ptr, "double free (it lies in memory already given back to stage 1)");
     die(kStageName, call, ptr, "not a block of this heap: foreign, interior, or already freed");
 }
 
