@@ -1128,6 +1128,8 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                     ok, reached, tail = run_test(work, t["target"], t.get("cases"))
                 row["tests"].append({"target": t["target"], "cases": t.get("cases", ""), "passed": ok,
                                      "stubs_reached": sorted(reached), "detail": "" if ok else tail})
+                if ref_is_handout:   # not isolated: another part's wrong answer may fail a shared case
+                    row["tests"][-1]["shared_with"] = shared_failures(work, table, name, row["tests"][-1])
             row["verdict"] = part_verdict(name, row["tests"], built)
             if row["verdict"] == "pass" and name not in raced and not tsan_complete:
                 # A tsan gate failed on the student's tree as a whole (another part does not
@@ -1252,6 +1254,8 @@ def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None)
             print(f"    {state:<24} {test_command(r if r['cases'] else {'target': r['target']})}", file=out)
             if state == "FAIL":
                 print(f"        {shorten(r['detail'])}", file=out)
+                if shared_failures(tree, table, p["name"], r):
+                    print(f"        shared: {shared_failures(tree, table, p['name'], r)}", file=out)
         trouble = marker_trouble(p, found, problems, max(1, len(found.get(p["name"], []))))
         if trouble:   # the tests ran the code as it is; grading takes it only from between the markers
             failed += verdict == "pass"
@@ -1285,6 +1289,27 @@ def part_verdict(name, tests, built):
     return "FAIL: " + "; ".join(f"{t['target']} {t['cases']}".strip() for t in tests if not t["passed"])
 
 
+def shared_failures(root, table, name, record):
+    """Where parts are not isolated (a handout: `tools/lab test`, a grade of itself), the other
+    parts whose filters select a failed case of part `name`'s test `record` too (its stage's
+    "shared" lists such cases): a wrong answer in one of them fails the case as well, so the
+    student reads which other parts to look at. The failed cases are those failure_summary
+    names in the record's detail (FILE:LINE: CASE: what; at most three). "" when none."""
+    if record.get("passed") or not record.get("detail"):
+        return ""
+    stage = next(str(p["stage"]) for p in table["parts"] if p["name"] == name)
+    failed = [c for c in dict.fromkeys(test_case_names(root, record["target"])[0]) if f": {c}: " in record["detail"]]
+    judges = {c: [q["name"] for q in parts_of(table, stage) if q["name"] != name and any(
+        t["target"] == record["target"] and selected([c], t.get("cases", "")) for t in q["tests"])] for c in failed}
+    shared = [c for c in failed if judges[c]]
+    if not shared:
+        return ""
+    others = list(dict.fromkeys(o for c in shared for o in judges[c]))
+    which = "the failed case above" if len(failed) == 1 else f"{len(shared)} of the {len(failed)} failed cases above"
+    return (f"{which} also {'judges' if len(shared) == 1 else 'judge'} {', '.join(others)} (stage {stage}'s \"shared\" "
+            f"in {TABLE}): a wrong answer there fails {'it' if len(shared) == 1 else 'them'} too")
+
+
 def shorten(detail, width=400):
     return detail if len(detail) <= width else detail[:width - 3] + "..."
 
@@ -1312,6 +1337,8 @@ def print_report(report, out=sys.stdout):
         for t in p.get("tests", []):   # what failed: FILE:LINE and the test case (failure_summary)
             if not t["passed"] and not t["stubs_reached"] and t.get("detail") not in (None, "", "not built"):
                 print(f"        {t['target']}: {shorten(t['detail'])}", file=out)
+                if t.get("shared_with"):
+                    print(f"        shared: {t['shared_with']}", file=out)
     if report.get("outside_changes"):   # why a part's helper may be missing from the grading build
         print("", file=out)
         for change in report["outside_changes"]:

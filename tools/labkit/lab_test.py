@@ -502,6 +502,41 @@ class LabTest(unittest.TestCase):
         broken = subprocess.CompletedProcess([], 1, "", "ERROR: block.asm:12: error: symbol `x' not defined")
         self.assertIn("does not build", lab.part_verdict("S1.coalesce", [run(False)], broken))
 
+    def test_a_failed_shared_case_names_the_other_parts_it_judges(self):
+        # In a handout a wrong S2.carve fails 'a new pool threads only the blocks it hands out',
+        # which S2.usedpools's filters select too (stage 2's "shared"): S2.usedpools's FAIL
+        # says so, so the student looks at S2.carve as well.
+        (self.tmp / "t").mkdir()
+        (self.tmp / "t" / "t_test.cc").write_text('TEST_CASE("a new pool threads only the blocks it hands out") {}\n'
+                                                   'TEST_CASE("zero bytes: the smallest class") {}\n')
+        part = lambda n, cases: {"name": n, "stage": 2, "tests": [{"target": "//t:t", "cases": cases}]}
+        table = {"stages": {"2": {"gates": ["//t:t"]}},
+                 "parts": [part("S2.usedpools", "*a new pool*,*zero bytes*"), part("S2.carve", "*threads only*"),
+                           part("S2.pool_states", "*used to full*")]}
+        failed = {"target": "//t:t", "cases": "*a new pool*,*zero bytes*", "passed": False, "stubs_reached": [],
+                  "detail": lab.failure_summary(
+                      "t/t_test.cc:1:\nTEST CASE:  a new pool threads only the blocks it hands out\n\n"
+                      "t/t_test.cc:3: ERROR: CHECK( used == 1 ) is NOT correct!\n  values: CHECK( 2 == 1 )\n\n"
+                      "t/t_test.cc:2:\nTEST CASE:  zero bytes: the smallest class\n\n"
+                      "t/t_test.cc:4: ERROR: CHECK( p ) is NOT correct!\n")}
+        said = ("1 of the 2 failed cases above also judges S2.carve (stage 2's \"shared\" in "
+                "tools/labkit/parts.json): a wrong answer there fails it too")
+        self.assertEqual(lab.shared_failures(self.tmp, table, "S2.usedpools", failed), said)
+        self.assertEqual(lab.shared_failures(self.tmp, table, "S2.usedpools", dict(failed, passed=True)), "")
+        carve = dict(failed, cases="*threads only*", detail=failed["detail"].split(" | ")[0])
+        self.assertEqual(lab.shared_failures(self.tmp, table, "S2.carve", carve),
+                         "the failed case above also judges S2.usedpools (stage 2's \"shared\" in "
+                         "tools/labkit/parts.json): a wrong answer there fails it too")
+        report = {"stage": 2, "tree": "t", "weights": {"correctness": 60, "utilisation": 20, "throughput": 20,
+                                                      "throughput_full_at": 0.8, "throughput_min_operations": 1000},
+                  "gates": [], "traces": [], "note": "", "score": 0, "correctness": 0, "performance": 0,
+                  "seconds": 1, "parts_isolated": False, "performance_out_of_reach": True,
+                  "parts": [{"part": "S2.usedpools", "marks": 0.0, "verdict": "FAIL: //t:t",
+                             "tests": [dict(failed, shared_with=lab.shared_failures(self.tmp, table, "S2.usedpools", failed))]}]}
+        out = io.StringIO()
+        lab.print_report(report, out)
+        self.assertIn("        shared: " + said + "\n", out.getvalue())
+
     def test_a_failed_build_is_told_by_its_error_lines(self):
         stderr = ("ERROR: /t/stage3_segments/BUILD:29:11: Compiling stage3_segments/free.cc failed: (Exit 1)\n"
                   "  /usr/share/bazel/process-wrapper '--timeout=0' /usr/bin/gcc -c stage3_segments/free.cc\n"
