@@ -490,6 +490,13 @@ TEST_CASE("a dozen one-block segments freed wait in the cache and serve the next
     collect(true);
 }
 
+// Page faults this thread has taken so far that the kernel served without I/O.
+long minor_faults() {
+    rusage use{};
+    getrusage(RUSAGE_THREAD, &use);
+    return use.ru_minflt;
+}
+
 // [S3.80] A 256 KiB block's segment, cached and reused for a 200 KiB block, gives it the reach
 // the first one committed: the same end, so the tail guard is written on the page the first
 // block's guard touched, and taking the block faults no page. A block under half that reach
@@ -497,11 +504,6 @@ TEST_CASE("a dozen one-block segments freed wait in the cache and serve the next
 // segment_layout.h for both. Before, the 200 KiB block's usable size was its own (208,880
 // bytes, not 266,224) and its guard's store faulted one page.
 TEST_CASE("a reused large segment gives its next block the reach it committed, and its tail guard faults no page") {
-    auto minor_faults = [] {
-        rusage use{};
-        getrusage(RUSAGE_THREAD, &use);
-        return use.ru_minflt;
-    };
     collect(true);
     ScopedHeap h;
     void* p = h.take(256 * kKiB);
@@ -521,6 +523,35 @@ TEST_CASE("a reused large segment gives its next block the reach it committed, a
     CHECK(segment_of(r) == s);
     CHECK(api().usable_size(r) == one_block_usable(100 * kKiB));
     api().free(r);
+    battery::require_heap_ok(api());
+    collect(true);
+}
+
+// [S3.86] A 256 KiB block freed, three thousand generic calls, and a block of the same size:
+// it takes the cached segment, whose memory the purge has not given back (no madvise since the
+// free), and writing all of it faults no page. With the delay of 1024 calls stage 3 had before,
+// the purge gave the segment's memory back after about 1,088 calls (one madvise) and the write
+// faulted 63 pages again (getrusage), as mstress's large blocks did.
+TEST_CASE("a cached large segment keeps its memory through three thousand generic calls") {
+    collect(true);
+    ScopedHeap h;
+    void* small = h.take(5000);                        // its page stays in use: only s is purged
+    void* p = h.take(256 * kKiB);
+    std::memset(p, 1, 256 * kKiB);
+    Segment* s = segment_of(p);
+    api().free(p);
+    REQUIRE(s->cached == 1);
+    uint64_t madvise_before = os_calls(OsCall::madvise);
+    for (int i = 0; i < 3000; ++i) api().free(h.take(5000));   // a generic call each
+    void* q = h.take(256 * kKiB);
+    CHECK(segment_of(q) == s);
+    CHECK(os_calls(OsCall::madvise) == madvise_before);
+    long faults = minor_faults();
+    std::memset(q, 2, 256 * kKiB);
+    long written = minor_faults() - faults;
+    if (!battery::kUnderSanitizer) CHECK(written == 0);
+    api().free(q);
+    api().free(small);
     battery::require_heap_ok(api());
     collect(true);
 }

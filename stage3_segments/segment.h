@@ -122,8 +122,8 @@ void page_release(Page* page);
 // kPurgeDelay ticks have passed since their segment last released a page, or all now
 // (`force`); so is the memory a cached large segment kept from its last block. A page that
 // empties and refills within the delay costs no system call and no page fault; page_alloc
-// prefers dirty pages for that reason.
-inline constexpr uint64_t kPurgeDelay = 1024;
+// prefers dirty pages for that reason. kPurgeDelay and kCacheDelay are segment_layout.h's
+// ([S3.86]): stage 4's heaps count the same delays.
 void segment_purge(bool force);
 bool purge_pending();
 
@@ -138,7 +138,6 @@ extern uint64_t g_clock;
 // replaces them (mstress) overflowed a cache of eight, or outwaited a delay of one purge delay,
 // on many frees, each an munmap and the next malloc an mmap (the chapter, section 8).
 // kCacheMax, kHugeCacheMax and kCacheBytes are segment_layout.h's: stage 4's heaps share them.
-inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 // [S3.35] Huge segments (one block over 4 MiB) are cached too, up to kHugeCacheMax each: a
 // program that frees a 20 MiB buffer and asks for another keeps the mapping, and the pages the
 // last block touched, instead of paying munmap, mmap and a page fault per touched page. The

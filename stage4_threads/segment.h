@@ -74,14 +74,14 @@ void segment_trim_held(Heap* heap);
 // segment with dirty pages is skipped: the purge comes first (heap_relieve). True if any was.
 bool segment_shrink(Heap* heap);
 
-// The delays of stage 3 (S3.14, S3.34), per heap, four times as long in ticks (stage 3 purges
-// after 1024; 4096 is the value stage 4 started with, not re-tuned since). A cached segment's
-// pages are purged long before the segment itself goes back, so the cache costs its metadata,
-// 12 KiB a segment (types.h, kMetaSize), and saves a claim, whose fresh memory faults page by
-// page: when threads come and go (larson), segments pass from heap to heap instead of from heap
-// to kernel to heap.
-inline constexpr uint64_t kPurgeDelay = 4096;   // heap clock ticks
-inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
+// The delays of stage 3 (S3.14, S3.34), per heap, in ticks of the heap's clock: the same
+// constants (S3.86, segment_layout.h; stage 3 purged after 1024 ticks until it took stage 4's
+// 4096). A cached segment's pages are purged long before the segment itself goes back, so the
+// cache costs its metadata, 12 KiB a segment (types.h, kMetaSize), and saves a claim, whose
+// fresh memory faults page by page: when threads come and go (larson), segments pass from heap
+// to heap instead of from heap to kernel to heap.
+using stage3::kCacheDelay;
+using stage3::kPurgeDelay;
 // [S4.87] The count is stage 4's own: up to kCacheSegments empty segments a heap keeps, four
 // times stage 3's kCacheMax. A block over 64 KiB has a 4 MiB segment of its own, so a program
 // whose live large blocks swing by more than the cache holds gives segments back at the top of
