@@ -196,6 +196,7 @@ CheckResult check_heap() {
         k.fail("the segment map's window is not one of its leaves", g_map_window.base);
     for (Heap* heap = first_heap(); heap && k.result.ok; heap = heap->next) check_direct(k, heap);
     unsigned cached = 0;
+    std::size_t cached_committed = 0;
     HugeTotals huge;   // [S3.78] summed anew
     for (Segment* s = first_segment(); s && k.result.ok; s = s->next) {
         if (s->next && s->next->prev != s) k.fail("segment list links broken", addr(s));
@@ -203,6 +204,7 @@ CheckResult check_heap() {
         check_segment(k, s, &live_blocks, &live_bytes, &pages_in_use, &committed);
         if (s->cached) {
             ++cached;
+            cached_committed += s->size <= kSegmentSize ? s->committed : 0;
             if (!list_holds(first_cached_segment(), s)) k.fail("cached segment not in the cache", addr(s));
         }
         if (s->on_open_list && !list_holds(first_open_segment(static_cast<PageKind>(s->kind)), s))
@@ -213,8 +215,10 @@ CheckResult check_heap() {
         if (on_purge != (s->on_purge_list != 0) || on_purge != (s->dirty_pages != 0 || large_kept))
             k.fail("purge list membership differs from the memory waiting to be decommitted", addr(s));
     }
-    if (k.result.ok && cached != segment_cache_count())
+    if (k.result.ok && (cached != segment_cache_count() || cached > kCacheSegments))
         k.fail("segment cache count wrong", 0, segment_cache_count(), cached);
+    if (k.result.ok && (cached_committed != segment_cache_committed() || cached_committed > kCacheCommitted))   // [S3.87]
+        k.fail("segment cache's committed bytes differ from its 4 MiB segments'", 0, segment_cache_committed(), cached_committed);
     if (k.result.ok && (huge.reach != huge_totals().reach || huge.committed != huge_totals().committed))
         k.fail("live huge blocks' totals differ from their segments'", 0, huge_totals().committed, huge.committed);
     uint64_t heap_bytes = 0;

@@ -38,7 +38,8 @@ Segment* g_all = nullptr;                    // every mapped segment
 Segment* g_open[2] = {nullptr, nullptr};     // small, medium segments with a free page
 Segment* g_cache = nullptr;                  // empty segments waiting to be reused, newest first
 unsigned g_cache_count = 0;
-std::size_t g_cache_bytes = 0;               // sum of their sizes (address space)
+std::size_t g_cache_bytes = 0;               // sum of the huge ones' sizes (address space)
+std::size_t g_cache_committed = 0;           // [S3.87] what the 4 MiB ones keep committed
 Segment* g_purge = nullptr;                  // segments with memory to decommit later
 uintptr_t g_lazy_top = 0;                    // [S3.59] lazy segments are sought below this
 uintptr_t g_lazy_floor = 0;                  // and above this
@@ -98,7 +99,10 @@ void purge_remove(Segment* s) {
 // dirty, and the segment on the list, due again after the delay: false.
 bool purge_segment(Segment* s) {
     purge_remove(s);
-    if (Layout::decommit_unused(s)) return true;
+    std::size_t before = s->committed;
+    bool done = Layout::decommit_unused(s);
+    if (s->cached && s->size <= kSegmentSize) g_cache_committed -= before - s->committed;   // [S3.87]
+    if (done) return true;
     purge_push(s);
     s->purge_expire = g_clock + kPurgeDelay;
     return false;
@@ -258,11 +262,31 @@ void unmap_segment(Segment* s) {
     unmap_lazy(s, Layout::mapped_bytes(s));   // [S3.58] what it mapped, no more ([S3.79])
 }
 
+// [S3.87] The cache's two sorts: huge segments count their address space against kCacheBytes,
+// 4 MiB ones what they keep committed against kCacheCommitted. g_cache_committed is exact: a
+// segment adds its commit when cached and takes it away when it leaves, and the purge, the one
+// thing that changes a cached segment's commit, takes away what it gave back (purge_segment).
+bool cache_huge(const Segment* s) { return s->size > kSegmentSize; }
+
 void cache_remove(Segment* s) {
     link_remove(g_cache, s);
     --g_cache_count;
-    g_cache_bytes -= s->size;
+    if (cache_huge(s)) g_cache_bytes -= s->size;
+    else g_cache_committed -= s->committed;
     s->cached = 0;
+}
+
+// The cache's oldest segment of a sort (huge or not); nullptr if none.
+Segment* cache_oldest(bool huge) {
+    Segment* oldest = nullptr;
+    for (Segment* s = g_cache; s; s = s->next_open)
+        if (cache_huge(s) == huge) oldest = s;
+    return oldest;
+}
+
+void cache_drop(Segment* s) {
+    cache_remove(s);
+    unmap_segment(s);
 }
 
 // A one-block segment's page area committed up to `need` bytes past the metadata.
@@ -312,11 +336,21 @@ void cache_or_unmap(Segment* s) {
         unmap_segment(s);
         return;
     }
-    while (g_cache_count == kCacheMax || g_cache_bytes + s->size > kCacheBytes) {
-        Segment* oldest = g_cache;  // full: the oldest (the tail) makes room
-        while (oldest->next_open) oldest = oldest->next_open;
-        cache_remove(oldest);
-        unmap_segment(oldest);
+    // Full: the oldest of its sort makes room ([S3.87]: bytes for a huge one, what is still
+    // committed for a 4 MiB one, and a count for both).
+    bool huge = cache_huge(s);
+    if (g_cache_count == kCacheSegments) {
+        Segment* oldest = cache_oldest(huge);
+        cache_drop(oldest ? oldest : cache_oldest(!huge));
+    }
+    if (huge) {
+        while (g_cache_bytes + s->size > kCacheBytes) cache_drop(cache_oldest(true));
+    } else {
+        while (g_cache_committed + s->committed > kCacheCommitted) {
+            Segment* oldest = cache_oldest(false);
+            if (!oldest) break;
+            cache_drop(oldest);
+        }
     }
     s->cached = 1;
     s->cache_expire = g_clock + kCacheDelay;
@@ -326,7 +360,8 @@ void cache_or_unmap(Segment* s) {
     }
     link_push(g_cache, s);
     ++g_cache_count;
-    g_cache_bytes += s->size;
+    if (huge) g_cache_bytes += s->size;
+    else g_cache_committed += s->committed;
 }
 
 // [S3.69] A segment whose first page the system refuses (a data limit grants a fresh segment
@@ -465,6 +500,7 @@ bool purge_pending() { return g_purge != nullptr; }
 Segment* first_purge_segment() { return g_purge; }
 
 unsigned segment_cache_count() { return g_cache_count; }
+std::size_t segment_cache_committed() { return g_cache_committed; }
 const HugeTotals& huge_totals() { return g_huge; }
 Segment* first_segment() { return g_all; }
 Segment* first_open_segment(PageKind kind) { return g_open[kind == PageKind::small ? 0 : 1]; }

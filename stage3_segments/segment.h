@@ -130,14 +130,18 @@ bool purge_pending();
 // The heap clock: generic malloc calls so far (heap.cc ticks it). Delays are counted in it.
 extern uint64_t g_clock;
 
-// [S3.14] The segment cache: up to kCacheMax empty segments, kCacheBytes of address space in
-// all, wait kCacheDelay ticks of the heap clock before being unmapped, so a program that frees
-// its last large block and allocates another at once gets it without a system call. `force`
-// unmaps all of them now. Sixteen, and eight purge delays, as stage 4's heaps: a block of
+// [S3.14] The segment cache: up to kCacheSegments empty segments wait kCacheDelay ticks of the
+// heap clock before being unmapped, so a program that frees its last large block and allocates
+// another at once gets it without a system call. `force` unmaps all of them now. A block of
 // 64-256 KiB takes a 4 MiB segment of its own, and a program that keeps a dozen of them live and
 // replaces them (mstress) overflowed a cache of eight, or outwaited a delay of one purge delay,
-// on many frees, each an munmap and the next malloc an mmap (the chapter, section 8).
-// kCacheMax, kHugeCacheMax and kCacheBytes are segment_layout.h's: stage 4's heaps share them.
+// on many frees, each an munmap and the next malloc an mmap (the chapter, section 8); sixteen
+// still overflowed when the live blocks swung wider, and gave back segments whose next block
+// faulted every page again. [S3.87] So 64, stage 4's count, bounded as stage 4 bounds it: the
+// 4 MiB segments keep at most kCacheCommitted committed until their purge (the oldest go back
+// first), the huge ones at most kCacheBytes of address space. All of these are segment_layout.h's,
+// one set for both stages.
+std::size_t segment_cache_committed();   // [S3.87] what the cached 4 MiB segments keep committed
 // [S3.35] Huge segments (one block over 4 MiB) are cached too, up to kHugeCacheMax each: a
 // program that frees a 20 MiB buffer and asks for another keeps the mapping, and the pages the
 // last block touched, instead of paying munmap, mmap and a page fault per touched page. The

@@ -94,12 +94,13 @@ auto under_pressure(Get get, Relieve relieve) -> decltype(get()) {
     return got;
 }
 
-// The segment cache's bounds, one set for both stages (stage 3's cache, [S3.14] and [S3.35];
-// each stage 4 heap's, S4.19 and S4.45): at most kCacheMax empty segments and kCacheBytes of
-// address space in all, a huge segment kept only up to kHugeCacheMax. Why these values: stage
-// 3's segment.h. Stage 4's count of segments and what its byte bound counts stay its own (S4.87:
-// more one-slot segments, bytes of huge ones only).
-inline constexpr unsigned kCacheMax = 16;
+// The segment cache's bounds, one set for both stages (stage 3's cache, [S3.14], [S3.35] and
+// [S3.87]; each stage 4 heap's, S4.19, S4.45 and S4.87): at most kCacheSegments empty segments;
+// of huge ones kCacheBytes of address space in all, each kept only up to kHugeCacheMax; of 4 MiB
+// ones kCacheCommitted of memory still committed (until their purge). Why these values: stage
+// 3's segment.h, and stage 4's for the count.
+inline constexpr unsigned kCacheSegments = 64;
+inline constexpr std::size_t kCacheCommitted = std::size_t{24} << 20;
 inline constexpr std::size_t kHugeCacheMax = std::size_t{32} << 20;
 inline constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
 

@@ -310,7 +310,8 @@ TEST_CASE("a dozen one-block segments freed wait in the cache and serve the next
     replaced_from_cache(12);
 }
 
-// [S4.87] A program whose live large blocks swing wider than stage 3's sixteen: forty of them.
+// [S4.87] A program whose live large blocks swing wider than sixteen (stage 3's count until
+// S3.87; its pages_test has this case too): forty of them.
 // With a cache of sixteen, 24 segments went back to the arena (an mmap over each) and the
 // second forty claimed and committed 24 fresh ones (16 cached, 24 mmap and 24 mprotect more).
 TEST_CASE("forty one-block segments freed wait in the cache and serve the next forty without a system call") {

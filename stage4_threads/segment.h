@@ -82,8 +82,8 @@ bool segment_shrink(Heap* heap);
 // to heap instead of from heap to kernel to heap.
 using stage3::kCacheDelay;
 using stage3::kPurgeDelay;
-// [S4.87] The count is stage 4's own: up to kCacheSegments empty segments a heap keeps, four
-// times stage 3's kCacheMax. A block over 64 KiB has a 4 MiB segment of its own, so a program
+// [S4.87] Up to kCacheSegments empty segments a heap keeps (64; stage 3 kept sixteen until it
+// took this count and its bound, S3.87, segment_layout.h). A block over 64 KiB has a 4 MiB segment of its own, so a program
 // whose live large blocks swing by more than the cache holds gives segments back at the top of
 // each swing and claims fresh ones at the bottom, and every page of a fresh one faults again:
 // mstress-like (a dozen such blocks live on average, 10 million steps) swung past sixteen 167
@@ -94,8 +94,8 @@ using stage3::kPurgeDelay;
 // oldest go back first): a program that frees 64 blocks of 1 MiB gets most of them back at once,
 // as it did with sixteen. The bytes bound stays stage 3's, for huge segments only (S4.45):
 // Heap::cache_bytes sums the cached huge segments, which hold many megabytes each.
-inline constexpr unsigned kCacheSegments = 64;
-inline constexpr std::size_t kCacheCommitted = std::size_t{24} << 20;
+using stage3::kCacheCommitted;
+using stage3::kCacheSegments;
 // [S4.45] Huge segments are cached as in stage 3 (S3.35), per heap: up to kHugeCacheMax each
 // and kCacheBytes of huge segments in all, so a thread that frees a 20 MiB buffer and asks for another keeps its
 // arena slots and touched pages instead of releasing them (an mmap) and claiming fresh ones
