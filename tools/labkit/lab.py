@@ -11,6 +11,7 @@
 Standard library only. The table of parts is tools/labkit/parts.json."""
 
 import argparse
+import hashlib
 import json
 import os
 import pwd
@@ -901,23 +902,172 @@ def reports_in_parts(out, found):
     return hits
 
 
-def run_test(tree, target, cases=None, timeout=600):
+def seconds_text(seconds):
+    """A run's time as the reports give it: two significant digits under a second, tenths under
+    ten, whole seconds above."""
+    return f"{seconds:.2g}" if seconds < 1 else f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
+
+
+def kill_group(proc):
+    """Kills a process started in a session of its own, with every process it started."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_test(tree, target, cases=None, timeout=600, reference_seconds=None):
     """Runs a built test binary; returns (passed, parts whose stub it reached, what failed:
-    failure_summary)."""
+    failure_summary). A run still going after `timeout` seconds is killed with every process it
+    started (a death test's child keeps spinning otherwise); its FAIL says so, and how long the
+    reference's run takes when reference_seconds (time_limit) says."""
     path = binary(tree, target)
     if not path.exists():
         return False, set(), "not built"
     cmd = [str(path)] + ([f"--test-case={cases}"] if cases else [])
     runfiles = Path(str(path) + ".runfiles") / WORKSPACE_NAME
     env = dict(bazel_env(), EDU_LAB_GRADING="1")
+    with subprocess.Popen(cmd, cwd=runfiles if runfiles.is_dir() else tree, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            try:
+                proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:   # a process that left the group holds the pipes
+                pass
+            if reference_seconds is None:
+                return False, set(), (f"timed out after {timeout:g} s and killed (the reference's code runs it in "
+                                      "seconds: a loop that never ends?)")
+            return False, set(), (f"timed out after {timeout:g} s (the reference takes "
+                                  f"{seconds_text(reference_seconds)} s) and killed: a loop that never ends?")
+        except BaseException:   # a grade stopped from outside (SIGTERM): leave no test running
+            kill_group(proc)
+            raise
+    out = stdout + stderr
+    ok = proc.returncode == 0
+    return ok, set(NOT_IMPLEMENTED.findall(out)), "" if ok else failure_summary(out, tree)
+
+
+# ---- Time limits --------------------------------------------------------------------------
+# A test run in grading may take LIMIT_FACTOR times what the reference's own run of the same
+# binary and doctest filter takes on this machine, and never less than LIMIT_FLOOR seconds
+# (docs/teaching.md "Time limits"): a part is a fraction of its tests' run, so a student's part
+# many times slower than the reference's still fits. The reference's times are measured once
+# per reference tree (its files' contents) and machine, in the scratch tree before the
+# student's code goes in, and kept in reference_times_file(); a grade at a higher load than the
+# measurement's scales the limit by the ratio of (1 + load average per processor). A
+# ThreadSanitizer gate (Bazel's --test_timeout) expects TSAN_SLOWDOWN times its plain run
+# (stage 4's battery took 5 times as long, remote_test 7.5 times). Where the reference's run
+# does not pass (a handout grading itself: its parts are stubs) the limit is
+# PART_TEST_SECONDS, as `tools/lab test` gives, and a tsan gate keeps Bazel's own (its size's).
+LIMIT_FACTOR = 10
+LIMIT_FLOOR = 20
+TSAN_SLOWDOWN = 8
+# `tools/lab test`, in a handout with no reference to time, gives each test 3 minutes: a part
+# that loops forever (a next fit that never stops) kept a student waiting 10 minutes a test for
+# the verdict. The slowest tests a part has, whole batteries, ran in 8-13 s on the shared 2-core
+# machine at load 5.
+PART_TEST_SECONDS = 180
+
+
+def reference_times_file():
+    """The cache of the reference's times: ~/.cache/edu-alloc/, or under $XDG_CACHE_HOME."""
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    return Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / "edu-alloc" / "lab-reference-times.json"
+
+
+def machine():
+    """This machine, as the cache of the reference's times knows it: host, processor, count."""
+    model = ""
     try:
-        r = subprocess.run(cmd, cwd=runfiles if runfiles.is_dir() else tree, env=env,
-                           capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return False, set(), (f"timed out after {timeout} s and killed (the reference's code runs it in seconds: "
-                              "a loop that never ends?)")
-    out = r.stdout + r.stderr
-    return r.returncode == 0, set(NOT_IMPLEMENTED.findall(out)), "" if r.returncode == 0 else failure_summary(out, tree)
+        model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().split("\n")
+                      if l.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{os.uname().nodename}|{model}|{os.cpu_count()}"
+
+
+def tree_digest(root):
+    """The reference tree's identity for the cache: every file it would copy, by path and content."""
+    digest = hashlib.sha256()
+    for rel in sorted(tree_files(root)):
+        digest.update(rel.encode() + b"\0" + (Path(root) / rel).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def load_per_cpu():
+    return os.getloadavg()[0] / (os.cpu_count() or 1)
+
+
+def run_key(target, cases=None):
+    return f"{target} {cases or ''}".strip()
+
+
+# Reference trees whose times the cache keeps, the latest used first: a teacher's one per class,
+# more where several trees grade on one machine (the project's helpers, each a tree of its own).
+CACHED_TREES = 16
+
+
+def read_times_cache(path):
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def store_times(path, key, runs):
+    """Adds runs ({run_key: record}) to the cache's entry `key` (machine|tree), which becomes the
+    latest used; only the CACHED_TREES entries used last stay."""
+    cache = read_times_cache(path)
+    entry = cache.get(key) if isinstance(cache.get(key), dict) else {}
+    cache[key] = {"used": time.time(), "runs": dict(entry.get("runs", {}), **runs)}
+    kept = sorted(cache, key=lambda k: cache[k].get("used", 0) if isinstance(cache[k], dict) else 0)[-CACHED_TREES:]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = path.with_name(f"{path.name}.{os.getpid()}")
+        fresh.write_text(json.dumps({k: cache[k] for k in kept}, indent=1) + "\n")
+        os.replace(fresh, path)
+    except OSError:
+        pass   # a cache that cannot be written costs a measurement next time, nothing else
+
+
+def reference_times(runs, digest, measure):
+    """{run_key: {"seconds", "passed", "load"}} for every (target, cases) in runs: from the cache
+    when this reference tree was measured on this machine, else measure(run) -> record. Each
+    record is cached as soon as it is measured, so grades side by side share the reference's
+    runs; the cache keeps the CACHED_TREES trees used last, so it does not grow with every
+    commit graded."""
+    path, key, times = reference_times_file(), f"{machine()}|{digest}", {}
+    for run in dict.fromkeys(runs):
+        name = run_key(*run)
+        entry = read_times_cache(path).get(key)
+        times[name] = (entry.get("runs", {}) if isinstance(entry, dict) else {}).get(name)
+        if times[name] is None:
+            times[name] = measure(run)
+            store_times(path, key, {name: times[name]})
+    store_times(path, key, {})   # used now
+    return times
+
+
+def time_limit(record, tsan=False, load=None):
+    """(seconds a run may take, the reference's seconds) from the reference's record, at the
+    load average per processor `load` (now, by default); (PART_TEST_SECONDS, None) without a
+    passing record, (None, None) for a tsan gate then."""
+    if not record or not record["passed"]:
+        return (None if tsan else PART_TEST_SECONDS), None
+    busier = max(1.0, (1 + (load_per_cpu() if load is None else load)) / (1 + record["load"]))
+    return round(max(LIMIT_FLOOR, LIMIT_FACTOR * record["seconds"] * busier * (TSAN_SLOWDOWN if tsan else 1))), \
+        record["seconds"]
+
+
+def measure_run(tree, target, cases=None):
+    """Runs a built test once, as grading does: {seconds, passed, load (per processor)}."""
+    load, started = load_per_cpu(), time.monotonic()
+    ok, _, _ = run_test(tree, target, cases, timeout=PART_TEST_SECONDS)
+    return {"seconds": round(time.monotonic() - started, 3), "passed": ok, "load": round(load, 2)}
 
 
 # ---- Traces -------------------------------------------------------------------------------
@@ -1063,6 +1213,47 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 if holds_stub(bodies[name], name) or \
                         normalised_regions(bodies[name]) == normalised_regions(stubs(p, chapter, ref_bodies[name])):
                     verdicts[name] = "not implemented (the handout's stub" + stubbed_regions(bodies[name], name) + ")"
+
+        # Time limits: the reference's own run of every gate and part test, on this machine
+        # (cached per reference tree and machine), timed here while the scratch tree is still
+        # the reference; a run of the student's code may take LIMIT_FACTOR times as long.
+        skipped = [t for t in info.get("reference_gates", []) if ref_is_handout]
+        runs = [(t, None) for t in info["gates"] if t not in skipped] + \
+               [(t["target"], t.get("cases")) for p in parts for t in p["tests"]]
+
+        reference_built = []
+
+        def measure(run):   # the first run not cached builds them all
+            if not reference_built:
+                reference_built.append(in_scratch("build", "--keep_going", *{t for t, _ in runs}, log=log))
+            return measure_run(work, *run)
+        # A handout grading itself has no reference to time (its parts are stubs, or the
+        # student's own): every run gets PART_TEST_SECONDS, as in `tools/lab test`.
+        reference = {} if ref_is_handout else reference_times(runs, tree_digest(REFERENCE), measure)
+
+        def limited(target, cases=None, tsan=False):   # run_test's arguments and the record's fields
+            limit, seconds = time_limit(reference.get(run_key(target, cases)), tsan)
+            return {"timeout": limit, "reference_seconds": seconds}
+
+        def timing(limits, detail):   # what a gate's or test's record says of its time limit
+            return {"seconds_limit": limits["timeout"], "reference_seconds": limits["reference_seconds"],
+                    "timed_out": detail.startswith("timed out")}
+
+        def tsan_test(target):   # a tsan gate under Bazel: its limit is --test_timeout
+            limits = limited(target, tsan=True)
+            bound = [f"--test_timeout={limits['timeout']}"] if limits["timeout"] else []
+            r = in_scratch("test", "--config=tsan", *bound, target, log=log)
+            # QUIET filters the test's output from Bazel's: its log says which stub it reached.
+            out = test_log(work, target) if r.returncode != 0 else ""
+            if r.returncode != 0 and "-- Test timed out at" in out:   # Bazel's line in the test's log
+                after = (f"timed out after {limits['timeout']} s (the reference takes "
+                         f"{seconds_text(limits['reference_seconds'])} s without ThreadSanitizer)" if limits["timeout"]
+                         else "timed out at Bazel's limit for its size")
+                detail = after + " and killed: a loop that never ends?"
+            else:
+                detail = "" if r.returncode == 0 else failure_summary(out or r.stdout + r.stderr, work)
+            return r, out, detail, timing(limits, detail)
+
         replace_bodies(work, table, given)   # a file left with a stub gets contract/lab.h
         student_found = scan(work, table)[0]
 
@@ -1070,23 +1261,20 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         targets = info["gates"] + ["//tools/diff:stagediff"]
         build = in_scratch("build", "--keep_going", *targets, log=log)
         gates = []
-        skipped = [t for t in info.get("reference_gates", []) if ref_is_handout]
         for target in info["gates"]:
             if target in skipped:
                 continue   # it reaches a copy that the handout holds back (copy_stub)
-            ok, reached, tail = run_test(work, target)
-            gates.append({"gate": target, "passed": ok, "stubs_reached": sorted(reached), "detail": "" if ok else tail})
+            limits = limited(target)
+            ok, reached, tail = run_test(work, target, **limits)
+            gates.append({"gate": target, "passed": ok, "stubs_reached": sorted(reached), "detail": "" if ok else tail,
+                          **timing(limits, tail)})
         raced = {}   # part: ThreadSanitizer's reports in its code
         for target in info.get("tsan_gates", []):
-            r = in_scratch("test", "--config=tsan", target, log=log)
-            # QUIET filters the test's output from Bazel's: its log says which stub it reached.
-            out = test_log(work, target) if r.returncode != 0 else ""
+            r, out, detail, timed = tsan_test(target)
             for name, reports in reports_in_parts(out, student_found).items():
                 raced.setdefault(name, []).extend(x for x in reports if x not in raced[name])
             gates.append({"gate": target + " (ThreadSanitizer)", "passed": r.returncode == 0,
-                          "stubs_reached": sorted(set(NOT_IMPLEMENTED.findall(out))),
-                          "detail": "" if r.returncode == 0 else
-                          failure_summary(out or r.stdout + r.stderr, work)})
+                          "stubs_reached": sorted(set(NOT_IMPLEMENTED.findall(out))), "detail": detail, **timed})
 
         # Every tsan gate ran to its end on the student's tree without a report: none of its parts raced.
         tsan_complete = all(g["passed"] for g in gates if g["gate"].endswith(" (ThreadSanitizer)"))
@@ -1122,12 +1310,14 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             replace_bodies(work, table, others)
             built = in_scratch("build", "--keep_going", *{t["target"] for t in p["tests"]}, log=log)
             for t in p["tests"]:
+                limits = limited(t["target"], t.get("cases"))
                 if built.returncode != 0:   # bazel-bin holds an earlier build: not this one
                     ok, reached, tail = False, set(), "not built"
                 else:
-                    ok, reached, tail = run_test(work, t["target"], t.get("cases"))
+                    ok, reached, tail = run_test(work, t["target"], t.get("cases"), **limits)
                 row["tests"].append({"target": t["target"], "cases": t.get("cases", ""), "passed": ok,
-                                     "stubs_reached": sorted(reached), "detail": "" if ok else tail})
+                                     "stubs_reached": sorted(reached), "detail": "" if ok else tail,
+                                     **timing(limits, tail)})
                 if ref_is_handout:   # not isolated: another part's wrong answer may fail a shared case
                     row["tests"][-1]["shared_with"] = shared_failures(work, table, name, row["tests"][-1])
             row["verdict"] = part_verdict(name, row["tests"], built)
@@ -1139,8 +1329,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 # tsan gates run again here, with every other part the reference's.
                 here = scan(work, table)[0]   # this part's lines, with the others' bodies replaced
                 for target in info["tsan_gates"]:
-                    r = in_scratch("test", "--config=tsan", target, log=log)
-                    out = test_log(work, target) if r.returncode != 0 else ""
+                    r, out, _, _ = tsan_test(target)
                     for report in reports_in_parts(out, {name: here[name]}).get(name, []):
                         if report not in raced.setdefault(name, []):
                             raced[name].append(report)
@@ -1201,10 +1390,6 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-# `tools/lab test` gives each test 3 minutes, not grading's 10: a part that loops forever (a
-# next fit that never stops) kept a student waiting 10 minutes a test for the verdict. The
-# slowest tests a part has, whole batteries, ran in 8-13 s on the shared 2-core machine at load 5.
-PART_TEST_SECONDS = 180
 
 
 def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None):
@@ -1286,7 +1471,8 @@ def part_verdict(name, tests, built):
                 "too, or have this tree graded from the reference tree")
     if built.returncode != 0:
         return "does not build: " + "; ".join(build_errors(built.stderr)[:3])[:300]
-    return "FAIL: " + "; ".join(f"{t['target']} {t['cases']}".strip() for t in tests if not t["passed"])
+    return "FAIL: " + "; ".join(f"{t['target']} {t['cases']}".strip() + (" (timed out)" if t.get("timed_out") else "")
+                                for t in tests if not t["passed"])
 
 
 def shared_failures(root, table, name, record):

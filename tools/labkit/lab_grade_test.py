@@ -6,12 +6,15 @@ from the reference gains exactly that part's marks, whatever the handout did to 
 tests and to another part's markers; a wrong S1.coalesce beside right parts scores none and is named by FILE:LINE;
 a handout of one part (--parts) is graded on that part alone; a stage 4 part that races fails
 under ThreadSanitizer even when another part does not build; a grade stopped by SIGTERM leaves
-no Bazel server or scratch tree behind.
+no Bazel server or scratch tree behind; a part whose code never returns is timed out by the
+reference's own time and the other part still judged, within HANG_BOUND seconds.
 Each grade runs Bazel in a scratch copy (its own server, shut down after; the shared disk cache
 makes the build mostly cache hits). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
 
+import copy
 import io
+import json
 import os
 import shutil
 import signal
@@ -20,6 +23,7 @@ import sys
 import tempfile
 import time
 import unittest
+from unittest import mock
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,6 +31,12 @@ import lab  # noqa: E402
 
 TRACES = "short2-coalesce,binary-bal,realloc-mixed"
 STAGEDIFF = None
+# A grade of the hanging tree below: two runs killed at HANG_FLOOR each, the builds and, on a new
+# reference tree, the reference's three runs. With every run given 600 s it took over 20 minutes.
+HANG_BOUND = 360
+# The floor of the time limits there, below lab.LIMIT_FLOOR (20 s): the reference runs
+# stage1_test in 0.3 s, and each second of a hung run holds one of //tools/labkit:all's two jobs.
+HANG_FLOOR = 5
 
 
 class GradeTest(unittest.TestCase):
@@ -116,6 +126,62 @@ class GradeTest(unittest.TestCase):
                 proc.communicate()
             if server is not None and os.path.exists(f"/proc/{server}"):
                 os.kill(server, signal.SIGKILL)   # what the grader left behind: ours to end
+
+    def test_a_part_that_never_returns_is_timed_out_and_the_others_judged(self):
+        # A handout of S1.find_fit and S1.coalesce, the first never returning, graded on one gate
+        # (stage1_test) with each part judged by its stage1_test cases alone: the gate and
+        # S1.find_fit's test are killed at their limits from the reference's own runs, and
+        # S1.coalesce, judged with the reference's S1.find_fit, keeps its marks. With every run
+        # allowed 600 s the grade took over 20 minutes (this test fails at HANG_BOUND).
+        table = copy.deepcopy(self.table)
+        stage = table["stages"]["1"]
+        stage["gates"], stage["reference_gates"] = ["//stage1_brk:stage1_test"], []
+        for part in lab.parts_of(table, "1"):
+            part["tests"] = [t for t in part["tests"] if t["target"] == "//stage1_brk:stage1_test"]
+        dest = self.tmp / "hang"
+        lab.handout(self.table, "1", dest, ["S1.find_fit", "S1.coalesce"])
+        fit = lab.regions(lab.REFERENCE, self.table, "S1.find_fit")
+        # It sleeps rather than spins, so the runs it hangs leave the processors to the tests
+        # running beside it; a time limit cannot tell the two apart.
+        fit[0][0:0] = [".lab_hang:",
+                       "        mov     eax, 34                         ; pause(2): waits for a signal",
+                       "        syscall",
+                       "        jmp     .lab_hang                       ; never returns"]
+        lab.replace_bodies(dest, self.table, {"S1.find_fit": fit,
+                                              "S1.coalesce": lab.regions(lab.REFERENCE, self.table, "S1.coalesce")})
+
+        def too_long(signum, frame):
+            raise AssertionError(f"the hanging tree was not graded within {HANG_BOUND} s")
+        previous = signal.signal(signal.SIGALRM, too_long)
+        signal.alarm(HANG_BOUND)
+        try:
+            with mock.patch.object(lab, "LIMIT_FLOOR", HANG_FLOOR):
+                report, log = lab.grade(table, dest, "1", TRACES, STAGEDIFF)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        out = io.StringIO()
+        lab.print_report(report, out)
+        print(out.getvalue())
+        self.assertLess(report["seconds"], HANG_BOUND)
+        parts = {p["part"]: p for p in report["parts"]}
+        self.assertEqual(parts["S1.coalesce"]["verdict"], "pass", parts["S1.coalesce"])
+        self.assertEqual(report["score"], self.table["score"]["correctness"] / 2)
+        self.assertEqual(parts["S1.find_fit"]["verdict"], "FAIL: //stage1_brk:stage1_test *fit* (timed out)")
+        [gate] = report["gates"]
+        [test] = parts["S1.find_fit"]["tests"]
+        for record in (gate, test):
+            self.assertFalse(record["passed"])
+            self.assertTrue(record["timed_out"], record)
+            self.assertLess(record["reference_seconds"], 2, record)   # stage1_test: under a second
+            self.assertGreaterEqual(record["seconds_limit"], HANG_FLOOR, record)
+            self.assertLess(record["seconds_limit"], HANG_BOUND / 4, record)
+            said = (f"timed out after {record['seconds_limit']} s (the reference takes "
+                    f"{lab.seconds_text(record['reference_seconds'])} s) and killed: a loop that never ends?")
+            self.assertEqual(record["detail"], said)
+            self.assertIn(said, out.getvalue())
+            self.assertIn(json.dumps(said), json.dumps(report))
+        self.assertEqual(report["note"], "traces not scored: a gate failed (correctness comes first)")
 
     def test_a_fresh_handout_names_every_part_and_scores_low(self):
         dest = self.tmp / "blank"

@@ -6,6 +6,7 @@ chosen parts and leaves the answers out, and the trace set regenerates byte for 
 import contextlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -744,7 +745,69 @@ class LabTest(unittest.TestCase):
         self.assertEqual((ok, reached), (False, set()))
         self.assertEqual(detail, "timed out after 1 s and killed (the reference's code runs it in seconds: "
                                  "a loop that never ends?)")
-        self.assertLess(lab.PART_TEST_SECONDS, 600)   # tools/lab test's limit, below grading's
+        self.assertLess(lab.PART_TEST_SECONDS, 600)   # tools/lab test's limit, below the 10 minutes it once had
+
+    def test_a_hung_test_is_killed_with_the_processes_it_started(self):
+        # A death test's child that loops kept running after its test was killed (only the
+        # test's own process was), spinning a processor for the rest of the class's grading.
+        test = self.tmp / "bazel-bin" / "t" / "t"
+        test.parent.mkdir(parents=True)
+        child = self.tmp / "child.pid"
+        test.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {child}\nwait\n")
+        test.chmod(0o755)
+        ok, reached, detail = lab.run_test(self.tmp, "//t:t", timeout=1, reference_seconds=0.041)
+        self.assertEqual((ok, reached), (False, set()))
+        self.assertEqual(detail, "timed out after 1 s (the reference takes 0.041 s) and killed: a loop that never ends?")
+        pid, deadline = int(child.read_text()), time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(Path(f"/proc/{pid}").exists(), "the test's child still runs")
+
+    def test_time_limits_follow_the_reference_s_own_run(self):
+        battery = {"seconds": 3.2, "passed": True, "load": 0.5}
+        self.assertEqual(lab.time_limit(battery, load=0.5), (32, 3.2))   # LIMIT_FACTOR times
+        self.assertEqual(lab.time_limit(battery, load=0.2), (32, 3.2))   # a quieter machine: no less
+        self.assertEqual(lab.time_limit(battery, load=2.0), (64, 3.2))   # twice as busy: (1 + 2) / (1 + 0.5)
+        self.assertEqual(lab.time_limit(battery, tsan=True, load=0.5), (256, 3.2))
+        self.assertEqual(lab.time_limit({"seconds": 0.01, "passed": True, "load": 0}, load=0), (lab.LIMIT_FLOOR, 0.01))
+        stub = {"seconds": 0.01, "passed": False, "load": 0}   # a handout's reference: its parts are stubs
+        self.assertEqual(lab.time_limit(stub, load=0), (lab.PART_TEST_SECONDS, None))
+        self.assertEqual(lab.time_limit(None, tsan=True, load=0), (None, None))   # Bazel's own limit
+        self.assertEqual([lab.seconds_text(x) for x in (0.041, 0.28, 8.0, 9.39, 12.4, 640)],
+                         ["0.041", "0.28", "8.0", "9.4", "12", "640"])
+
+    def test_the_reference_s_times_are_measured_once_per_tree_and_machine(self):
+        measured = []
+
+        def measure(run):
+            measured.append(run)
+            return {"seconds": 1.5, "passed": True, "load": 0.3}
+        runs = [("//t:a", None), ("//t:a", "*x*"), ("//t:a", None)]
+        saved = os.environ.get("XDG_CACHE_HOME")
+        os.environ["XDG_CACHE_HOME"] = str(self.tmp / "cache")
+        try:
+            times = lab.reference_times(runs, "tree1", measure)
+            self.assertEqual(measured, [("//t:a", None), ("//t:a", "*x*")])
+            self.assertEqual(set(times), {"//t:a", "//t:a *x*"})
+            self.assertTrue(lab.reference_times_file().is_relative_to(self.tmp))
+            more = lab.reference_times(runs + [("//t:b", None)], "tree1", measure)
+            self.assertEqual(more, dict(times, **{"//t:b": times["//t:a"]}))
+            self.assertEqual(measured[2:], [("//t:b", None)])   # only the new run
+            lab.reference_times(runs, "tree2", measure)   # another reference tree: measured again
+            self.assertEqual(measured[3:], runs[:2])
+            lab.reference_times(runs, "tree1", measure)   # the first is still known
+            self.assertEqual(len(measured), 5)
+            for n in range(lab.CACHED_TREES):   # then as many newer trees as the cache keeps
+                lab.reference_times(runs[:1], f"newer{n}", measure)
+            cache = json.loads(lab.reference_times_file().read_text())
+            self.assertEqual(len(cache), lab.CACHED_TREES)
+            self.assertNotIn(f"{lab.machine()}|tree1", cache)
+            self.assertEqual(set(cache[f"{lab.machine()}|newer0"]["runs"]), {"//t:a"})
+        finally:
+            if saved is None:
+                del os.environ["XDG_CACHE_HOME"]
+            else:
+                os.environ["XDG_CACHE_HOME"] = saved
 
     def test_throughput_pairs_run_on_one_processor_and_take_the_median_ratio(self):
         # A fake stage diff: each run's rate is its tree's speed on that pair, and the calls are
