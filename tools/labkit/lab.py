@@ -990,9 +990,11 @@ def machine():
 
 
 def tree_digest(root):
-    """The reference tree's identity for the cache: every file it would copy, by path and content."""
+    """The reference tree's identity for the cache: its files by path and content, in a Git
+    checkout the tracked ones (a report that `tools/lab grade --json` writes into the tree, or a
+    scratch file, would have every grade measure the reference again)."""
     digest = hashlib.sha256()
-    for rel in sorted(tree_files(root)):
+    for rel in sorted(tree_files(root, untracked=False)):
         digest.update(rel.encode() + b"\0" + (Path(root) / rel).read_bytes() + b"\0")
     return digest.hexdigest()
 

@@ -776,6 +776,18 @@ class LabTest(unittest.TestCase):
         self.assertEqual([lab.seconds_text(x) for x in (0.041, 0.28, 8.0, 9.39, 12.4, 640)],
                          ["0.041", "0.28", "8.0", "9.4", "12", "640"])
 
+    def test_the_reference_tree_s_digest_is_its_tracked_files(self):
+        # `tools/lab grade ../lab1 --json=lab1.json`, run in the reference tree, writes its report
+        # there: counted, it made the next grade measure the reference's runs again.
+        subprocess.run(["git", "init", "-q", str(self.tmp)], check=True)
+        (self.tmp / "a.cc").write_text("int a;\n")
+        subprocess.run(["git", "-C", str(self.tmp), "add", "a.cc"], check=True)
+        before = lab.tree_digest(self.tmp)
+        (self.tmp / "lab1.json").write_text("{}\n")
+        self.assertEqual(lab.tree_digest(self.tmp), before)
+        (self.tmp / "a.cc").write_text("int a = 1;\n")   # an edit the teacher has not committed
+        self.assertNotEqual(lab.tree_digest(self.tmp), before)
+
     def test_the_reference_s_times_are_measured_once_per_tree_and_machine(self):
         measured = []
 
