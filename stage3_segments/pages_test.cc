@@ -528,40 +528,19 @@ TEST_CASE("freed one-block segments wait in the cache only up to kCacheCommitted
     collect(true);
 }
 
-// Page faults this thread has taken so far that the kernel served without I/O.
-long minor_faults() {
-    rusage use{};
-    getrusage(RUSAGE_THREAD, &use);
-    return use.ru_minflt;
-}
-
 // [S3.80] A 256 KiB block's segment, cached and reused for a 200 KiB block, gives it the reach
 // the first one committed: the same end, so the tail guard is written on the page the first
 // block's guard touched, and taking the block faults no page. A block under half that reach
-// gets its own size. Stage 4's arena_test checks the same rule (S4.88), one function of
-// segment_layout.h for both. Before, the 200 KiB block's usable size was its own (208,880
+// gets its own size. One rule for both stages (segment_layout.h's large_reach), one check
+// (tests/support.h), which stage 4's arena_test runs too (S4.88). Before, the 200 KiB block's usable size was its own (208,880
 // bytes, not 266,224) and its guard's store faulted one page.
 TEST_CASE("a reused large segment gives its next block the reach it committed, and its tail guard faults no page") {
     collect(true);
     ScopedHeap h;
-    void* p = h.take(256 * kKiB);
-    Segment* s = segment_of(p);
-    std::size_t usable = api().usable_size(p);
-    api().free(p);
-    REQUIRE(s->cached == 1);
-    long faults = minor_faults();
-    void* q = h.take(200 * kKiB);
-    long taken = minor_faults() - faults;
-    CHECK(segment_of(q) == s);
-    CHECK(api().usable_size(q) == usable);
-    if (!battery::kUnderSanitizer) CHECK(taken == 0);
-    battery::require_heap_ok(api());
-    api().free(q);
-    void* r = h.take(100 * kKiB);
-    CHECK(segment_of(r) == s);
-    CHECK(api().usable_size(r) == one_block_usable(100 * kKiB));
-    api().free(r);
-    battery::require_heap_ok(api());
+    battery::reused_large_segment_keeps_its_reach(
+        api(), [&h](std::size_t n) { return h.take(n); },
+        [](const void* p) -> const void* { return segment_of(p); },
+        [](const void* s) { return static_cast<const Segment*>(s)->cached == 1; }, one_block_usable(100 * kKiB));
     collect(true);
 }
 
@@ -584,9 +563,9 @@ TEST_CASE("a cached large segment keeps its memory through three thousand generi
     void* q = h.take(256 * kKiB);
     CHECK(segment_of(q) == s);
     CHECK(os_calls(OsCall::madvise) == madvise_before);
-    long faults = minor_faults();
+    long faults = battery::minor_faults();
     std::memset(q, 2, 256 * kKiB);
-    long written = minor_faults() - faults;
+    long written = battery::minor_faults() - faults;
     if (!battery::kUnderSanitizer) CHECK(written == 0);
     api().free(q);
     api().free(small);

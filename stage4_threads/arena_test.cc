@@ -322,37 +322,17 @@ TEST_CASE("forty one-block segments freed wait in the cache and serve the next f
 // [S4.88] A 256 KiB block's segment, cached and reused for a 200 KiB block, gives it the reach
 // the first one committed: the same end, so the tail guard is written on the page the first
 // block's guard touched, and taking the block faults no page. A block under half that reach
-// gets its own size. Before S4.88 the 200 KiB block's usable size was its own (208,880 bytes,
-// not 266,224) and its guard's store faulted one page.
+// gets its own size: the check stage 3's pages_test runs too (tests/support.h). Before S4.88
+// the 200 KiB block's usable size was its own (208,880 bytes, not 266,224) and its guard's
+// store faulted one page.
 TEST_CASE("a reused large segment gives its next block the reach it committed, and its tail guard faults no page") {
-    constexpr std::size_t kKiB = 1024;
-    auto minor_faults = [] {
-        rusage use{};
-        getrusage(RUSAGE_THREAD, &use);
-        return use.ru_minflt;
-    };
-    testing::on_thread([&] {
-        void* p = api().malloc(256 * kKiB);
-        REQUIRE(p != nullptr);
-        Heap* heap = testing::my_heap();
-        Segment* s = segment_of(p);
-        std::size_t usable = api().usable_size(p);
-        api().free(p);
-        REQUIRE(s->cached == 1);
-        long faults = minor_faults();
-        void* q = api().malloc(200 * kKiB);
-        long taken = minor_faults() - faults;
-        CHECK(segment_of(q) == s);
-        CHECK(api().usable_size(q) == usable);
-        if (!battery::kUnderSanitizer) CHECK(taken == 0);
-        battery::require_heap_ok(api());
-        api().free(q);
-        void* r = api().malloc(100 * kKiB);
-        CHECK(segment_of(r) == s);
-        CHECK(api().usable_size(r) == stage3::one_block_usable(100 * kKiB));
-        api().free(r);
-        battery::require_heap_ok(api());
-        segment_cache_collect(heap, true);
+    testing::on_thread([] {
+        battery::reused_large_segment_keeps_its_reach(
+            api(), [](std::size_t n) { return api().malloc(n); },
+            [](const void* p) -> const void* { return segment_of(p); },
+            [](const void* s) { return static_cast<const Segment*>(s)->cached == 1; },
+            stage3::one_block_usable(100 * 1024));
+        segment_cache_collect(testing::my_heap(), true);
     });
 }
 

@@ -396,6 +396,40 @@ void small_blocks_from_larger_free_ones(const Api& api, const std::function<void
     require_heap_ok(api);
 }
 
+long minor_faults() {
+    rusage use{};
+    getrusage(RUSAGE_THREAD, &use);
+    return use.ru_minflt;
+}
+
+void reused_large_segment_keeps_its_reach(const Api& api, const std::function<void*(std::size_t)>& take,
+                                          const std::function<const void*(const void*)>& segment_of,
+                                          const std::function<bool(const void*)>& is_cached,
+                                          std::size_t small_usable) {
+    constexpr std::size_t kKiB = 1024;
+    void* p = take(256 * kKiB);
+    REQUIRE(p != nullptr);
+    const void* segment = segment_of(p);
+    std::size_t usable = api.usable_size(p);
+    api.free(p);
+    REQUIRE(is_cached(segment));
+    long faults = minor_faults();
+    void* q = take(200 * kKiB);
+    long taken = minor_faults() - faults;
+    REQUIRE(q != nullptr);
+    CHECK(segment_of(q) == segment);
+    CHECK(api.usable_size(q) == usable);
+    if (!kUnderSanitizer) CHECK(taken == 0);
+    require_heap_ok(api);
+    api.free(q);
+    void* r = take(100 * kKiB);
+    REQUIRE(r != nullptr);
+    CHECK(segment_of(r) == segment);
+    CHECK(api.usable_size(r) == small_usable);
+    api.free(r);
+    require_heap_ok(api);
+}
+
 std::vector<char*> middle_of_three_pages(const std::function<char*()>& take,
                                          const std::function<const void*(const void*)>& page_of,
                                          std::vector<char*>& kept) {
