@@ -6,10 +6,17 @@ follow one of these lines:
 A run block executes in a scratch directory that holds links to traces/ and tools/diff/testdata/
 (its parent is scratch too), with `tools/run` meaning the stage diff (argv[1], what tools/run
 execs after its build) and `tools/lab` this tree's lab script, so it must not need Bazel; it must
-exit 0."""
+exit 0.
+A plain ``` block that shows what a command prints (a heap as the tools draw it) may follow
+    <!-- docs-output: COMMAND -->
+and COMMAND's output must then hold the block's lines in their order (whitespace runs count as
+one space; a line `...` stands for lines left out). `tools/run --demo` is the demo (argv[2]),
+`tools/run` the stage diff; COMMAND runs from the source root without address randomisation."""
 
+import ctypes
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,8 +29,10 @@ import lab  # noqa: E402
 
 ROOT = lab.REFERENCE
 STAGEDIFF = None
+DEMO = None
 FENCE = re.compile(r"^```(sh|bash|console)\s*$")
 MARK = re.compile(r"^<!-- docs-commands: (run|not run: (.+)) -->$")
+OUTPUT = re.compile(r"^<!-- docs-output: (.+) -->$")
 
 
 def blocks(text):
@@ -42,6 +51,42 @@ def blocks(text):
             i = j
         i += 1
     return out
+
+
+def excerpts(text):
+    """[(line number, command, [lines])] of every ``` block after a docs-output line."""
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines[:-1]):
+        mark = OUTPUT.match(line.strip())
+        if mark and lines[i + 1].startswith("```"):
+            j = i + 2
+            while j < len(lines) and not lines[j].startswith("```"):
+                j += 1
+            out.append((i + 2, mark.group(1), [" ".join(l.split()) for l in lines[i + 2:j] if l.strip()]))
+    return out
+
+
+def missing_from(output, shown):
+    """The first line of `shown` that `output` does not hold in order ('...' skips), or None."""
+    printed = [" ".join(l.split()) for l in output.split("\n")]
+    at = 0
+    for line in shown:
+        if line == "...":
+            continue
+        try:
+            at = printed.index(line, at) + 1
+        except ValueError:
+            return line
+    return None
+
+
+def without_aslr():
+    """In the child before exec: address randomisation off, as `setarch -R` does."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    current = libc.personality(0xFFFFFFFF)
+    if current != -1:
+        libc.personality(current | 0x0040000)  # ADDR_NO_RANDOMIZE
 
 
 def documents():
@@ -82,6 +127,31 @@ class DocsCommandsTest(unittest.TestCase):
                 ran += 1
         self.assertGreater(ran, 0)
 
+    def test_every_output_excerpt_is_what_its_command_prints(self):
+        if (ROOT / lab.HANDOUT_FILE).exists():
+            self.skipTest("a lab handout's stages stop at their parts' stubs")
+        seen = 0
+        for doc in documents():
+            for line, command, shown in excerpts(doc.read_text()):
+                with self.subTest(block=f"{doc.relative_to(ROOT)}:{line}"):
+                    argv = shlex.split(command)
+                    self.assertEqual(argv[0], "tools/run", f"{doc.name}:{line}: only tools/run commands are checked")
+                    argv = [DEMO] + argv[2:] if argv[1:2] == ["--demo"] else [STAGEDIFF] + argv[1:]
+                    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=without_aslr)
+                    self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+                    lost = missing_from(r.stdout, shown)
+                    self.assertIsNone(lost, f"{doc.name}:{line}: `{command}` no longer prints (in this order): {lost}")
+                seen += 1
+        self.assertGreater(seen, 0)
+
+    def test_an_excerpt_is_read_in_order_with_gaps(self):
+        text = "<!-- docs-output: tools/run --demo -->\n```\n  a   1\n...\nc 3\n```\n"
+        ((line, command, shown),) = excerpts(text)
+        self.assertEqual((line, command, shown), (2, "tools/run --demo", ["a 1", "...", "c 3"]))
+        self.assertIsNone(missing_from("a 1\nb 2\nc   3\n", shown))
+        self.assertEqual(missing_from("c 3\na 1\n", shown), "c 3")   # out of order
+        self.assertEqual(missing_from("a 1\nc 4\n", shown), "c 3")
+
     def test_the_reader_needs_the_marker_on_the_line_before(self):
         text = "<!-- docs-commands: not run: needs Bazel -->\n```sh\nbazel test //...\n```\n\n```sh\nls\n```\n"
         found = blocks(text)
@@ -91,4 +161,5 @@ class DocsCommandsTest(unittest.TestCase):
 
 if __name__ == "__main__":
     STAGEDIFF = str(Path(sys.argv.pop(1)).resolve())
+    DEMO = str(Path(sys.argv.pop(1)).resolve())
     unittest.main()
