@@ -7,7 +7,9 @@ and edu.go(n), forward, back and across keyframes, each stage's blocks equal wha
 until reveal() and keeps a tally; keyboard stepping. Saves a screenshot (test outputs).
 Also opens the demo's page (demo --html) at the steps the chapters' pictures show, and the page
 of traces/remote-free.rep, whose stage-4 blocks freed by thread 2 are shown (and reported by
-`--json --steps`) as remote frees until the owner collects them; `f -1` reads as such.
+`--json --steps`) as remote frees until the owner collects them; `f -1` reads as such; and a
+free's words on traces/short2-coalesce.rep (a merge in stage 1, a pool's or page's free list in
+stages 2-4).
 Run by html_test.sh (Debian's python3, chromium, chromium-driver, python3-selenium).
 """
 import json
@@ -376,6 +378,32 @@ class StepThrough(unittest.TestCase):
         self.js("edu.guess(3, {fate: 'remote'})")
         results = self.js("return edu.reveal()")
         self.assertEqual((results[3]["truth"], results[3]["right"]), ("remote", True), results)
+        self.no_console_errors()
+
+    def test_9d_a_free_says_where_the_block_went(self):
+        # traces/short2-coalesce.rep, lab 0's trace: stage 1 merges; in stages 2-4 nothing merges
+        # in a pool or page, so the step's words say where the block went, in predict mode's words.
+        self.short2_page()
+        self.assertEqual([self.js("return edu.op(arguments[0])", i) for i in (4, 5, 6)], ["f 1", "f 0", "f 2"])
+        words = lambda step: self.js("edu.go(arguments[0]); return edu.state().stages.map(s => s.changes)", step)
+        after = words(5)   # f 1: block 0 and block 2 are still in use around it
+        self.assertIn("no free neighbour: nothing to merge", after[0])
+        self.assertIn("back on its pool's free list", after[1])
+        for stage in (2, 3):
+            self.assertIn("back on its page's free list", after[stage])
+        after = words(7)   # f 2: the last of the three; stage 1 merges it, the others' pool or page empties
+        self.assertRegex(after[0][1], r"^coalesced with previous ")
+        self.assertIn("back on its pool's free list, and the pool empties", after[1])
+        for stage in (2, 3):
+            self.assertIn("back on its page's free list, and the page empties", after[stage])
+        for stage in (1, 2, 3):
+            self.assertFalse([w for w in after[stage] if "merge" in w], after[stage])
+        # Predict mode's verdict on a merge names the neighbour in words, as the buttons do.
+        self.js("edu.go(5); edu.predict(true); edu.guess(0, {merge: 'next'})")
+        self.assertEqual(self.js("return edu.reveal()")[0], {"stage": "stage1_brk", "right": True, "truth": "next"})
+        panel = self.driver.find_elements(By.CSS_SELECTOR, ".predict")[0]
+        self.assertIn("f 0: right, it merged with the next block", panel.text)
+        self.js("edu.predict(false)")
         self.no_console_errors()
 
     def test_6_step_times_and_screenshot(self):

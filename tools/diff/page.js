@@ -197,7 +197,14 @@ function explain(stage, step) {
     const remote = gone && added.find((e) => e.d === gone.d && e.a === gone.a && e.st === REMOTE);
     if (remote) out.push(`remote free: thread ${Ops.thread[op]} is not the owner, so the block waits on its page's cross-thread list until the owner collects it`);
     if (remote) fate = "remote";
-    else if (gone) {
+    else if (gone && (holderOf(stage.tl.heap.values(), gone) || holderOf(removed, gone))) {
+      // A pool's or page's block: nothing merges there; say where it went, as predict mode asks
+      // (a pool or page that went back with its arena or segment is among the removed entries).
+      const h = holderOf(stage.tl.heap.values(), gone) || holderOf(removed, gone);
+      let inUse = false;
+      for (const e of stage.tl.heap.values()) if (e.d === h.d + 1 && e.st === USED && h.a <= e.a && e.a < h.a + Math.max(h.s, 1)) inUse = true;
+      out.push(FATES[inUse ? "list" : "emptied"](kindName(h)));
+    } else if (gone) {
       const cover = added.find((e) => e.d === gone.d && e.st === FREE && e.a <= gone.a && gone.a < e.a + e.s);
       const prev = removed.find((e) => e.d === gone.d && e.st === FREE && e.a < gone.a);
       const next = removed.find((e) => e.d === gone.d && e.st === FREE && e.a > gone.a);
@@ -239,9 +246,15 @@ function explain(stage, step) {
 // for a block of a region (stage 1's, and stage 2's large ones), whose question is the merge.
 function freedHome(s, op) {
   const block = (s.entries || []).find((e) => e.st === USED && e.id === Ops.id[op] + 1);
-  const home = block && s.entries.find((e) => e.d === block.d - 1 && e.a <= block.a && block.a < e.a + Math.max(e.s, 1));
-  return home && kindName(home) !== "region" ? home : null;
+  return block ? holderOf(s.entries, block) : null;
 }
+// The pool or page that holds `block` among `entries` (any iterable); null when a region holds it.
+function holderOf(entries, block) {
+  for (const e of entries || [])
+    if (e && e.d === block.d - 1 && e.a <= block.a && block.a < e.a + Math.max(e.s, 1)) return kindName(e) !== "region" ? e : null;
+  return null;
+}
+const MERGES = {none: "no neighbour", prev: "the previous block", next: "the next block", both: "both neighbours"};
 const FATES = {list: (k) => `back on its ${k}'s free list`, emptied: (k) => `back on its ${k}'s free list, and the ${k} empties`,
                remote: () => "a remote free, for the owner to collect"};
 
@@ -674,7 +687,7 @@ function reveal() {
     tally.total++; if (right) tally.right++;
     tally.byStage[s.index] = tally.byStage[s.index] || {right: 0, total: 0};
     tally.byStage[s.index].total++; if (right) tally.byStage[s.index].right++;
-    s.verdict = {right, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (home ? `it went ${FATES[truth](kindName(home)).replace(/^a /, "as a ")}` : kind === 1 ? `it merged with ${truth}` : `it returned ${truth}`) + (g ? "" : " (no guess)")};
+    s.verdict = {right, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (home ? `it went ${FATES[truth](kindName(home)).replace(/^a /, "as a ")}` : kind === 1 ? `it merged with ${MERGES[truth]}` : `it returned ${truth}`) + (g ? "" : " (no guess)")};
     results.push({stage: s.spec.name, right, truth});
   }
   guesses.clear();

@@ -144,6 +144,20 @@ class DocsCommandsTest(unittest.TestCase):
                 seen += 1
         self.assertGreater(seen, 0)
 
+    def test_every_picture_is_shown_and_regenerated_by_tools_pictures(self):
+        # docs/pictures/ holds what tools/pictures writes (tools/diff/pictures.py names each file):
+        # each is shown by a document, and each picture a document shows is one of them.
+        shown = set()
+        for doc in documents():
+            for name in re.findall(r"!\[[^\]]*\]\(pictures/([^)]+)\)", doc.read_text()):
+                shown.add(name)
+        made = set(re.findall(r'^    \("([\w.-]+\.png)"', (ROOT / "tools/diff/pictures.py").read_text(), re.M))
+        files = {p.name for p in (ROOT / "docs" / "pictures").iterdir()}
+        self.assertTrue(made)
+        self.assertEqual(sorted(files - shown), [], "pictures no document shows")
+        self.assertEqual(sorted(shown - files), [], "pictures a document shows that do not exist")
+        self.assertEqual(sorted(files ^ made), [], "pictures tools/pictures does not write, or writes but are not kept")
+
     def test_an_excerpt_is_read_in_order_with_gaps(self):
         text = "<!-- docs-output: tools/run --demo -->\n```\n  a   1\n...\nc 3\n```\n"
         ((line, command, shown),) = excerpts(text)
