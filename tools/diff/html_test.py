@@ -403,6 +403,14 @@ class StepThrough(unittest.TestCase):
         self.assertEqual(self.js("return edu.reveal()")[0], {"stage": "stage1_brk", "right": True, "truth": "next"})
         panel = self.driver.find_elements(By.CSS_SELECTOR, ".predict")[0]
         self.assertIn("f 0: right, it merged with the next block", panel.text)
+        # Each panel keeps its own stage's tally, so a class can compare how predictable each is.
+        self.js("edu.guess(0, {merge: 'none'}); edu.guess(1, {fate: 'emptied'})")
+        results = self.js("return edu.reveal()")   # f 2: stage 1 merges with the previous block
+        self.assertEqual([r["right"] for r in results[:2]], [False, True], results)
+        panels = self.driver.find_elements(By.CSS_SELECTOR, ".predict")
+        self.assertIn("stage1_brk so far: 1 of 2", panels[0].text)
+        self.assertIn("stage2_pools so far: 1 of 2", panels[1].text)
+        self.assertIn("stage3_segments so far: 0 of 2", panels[2].text)
         self.js("edu.predict(false)")
         self.no_console_errors()
 

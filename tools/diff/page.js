@@ -686,8 +686,10 @@ function reveal() {
     }
     tally.total++; if (right) tally.right++;
     tally.byStage[s.index] = tally.byStage[s.index] || {right: 0, total: 0};
-    tally.byStage[s.index].total++; if (right) tally.byStage[s.index].right++;
-    s.verdict = {right, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (home ? `it went ${FATES[truth](kindName(home)).replace(/^a /, "as a ")}` : kind === 1 ? `it merged with ${MERGES[truth]}` : `it returned ${truth}`) + (g ? "" : " (no guess)")};
+    const mine = tally.byStage[s.index];
+    mine.total++; if (right) mine.right++;
+    s.verdict = {right, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (home ? `it went ${FATES[truth](kindName(home)).replace(/^a /, "as a ")}` : kind === 1 ? `it merged with ${MERGES[truth]}` : `it returned ${truth}`) + (g ? "" : " (no guess)") +
+      `; ${s.spec.name} so far: ${mine.right} of ${mine.total}`};
     results.push({stage: s.spec.name, right, truth});
   }
   guesses.clear();
