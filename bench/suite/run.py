@@ -6,12 +6,14 @@ then runs the driver once per (allocator, workload, threads, repetition), choosi
 allocator with LD_PRELOAD: the stages' libraries, Debian's mimalloc and jemalloc, and glibc
 (no preload). Reports medians, the ratio to mimalloc, peak RSS, and the marginal instructions
 per operation counted by valgrind's callgrind (the difference between two run lengths, so
-process start-up and allocator initialisation cancel out). Writes docs/benchmarks.md and
-docs/bench/*.svg unless --quick.
+process start-up and allocator initialisation cancel out), and which of issue 15's targets the
+run met (bench/suite/report.py computes the summary and the targets; --quick prints the
+targets). Writes docs/benchmarks.md and docs/bench/*.svg unless --quick.
 
     bench/suite/run.py                 # the full suite (about 20 minutes on 2 cores)
     bench/suite/run.py --reps 3        # fewer repetitions
     bench/suite/run.py --quick         # smoke run: 1 repetition, small sizes, prints only
+    bench/suite/run.py --quick --reps 3   # the same with 3 repetitions: the targets' spreads
 """
 
 import argparse
@@ -22,9 +24,11 @@ import platform
 import random
 import re
 import shutil
-import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402  (the summary and the targets, computed from the results)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
@@ -191,34 +195,14 @@ def plot(results, allocators, workload, threads, path):
     subprocess.run(["gnuplot"], input="\n".join(lines) + "\n", text=True, check=True)
 
 
-def summary(results, names):
-    """Time ratios (lower is better) of the programs in the style of mimalloc-bench."""
-    cells = [(w, t) for w in BENCH_STYLE for t in WORKLOADS[w][2] if t <= 2]
-    out = ["## Summary: time relative to mimalloc and to glibc\n",
-           "Time per operation relative to mimalloc's (and glibc's), the inverse of the throughput "
-           "ratio; below 1.00 is faster. One column per program and thread count (1 and 2 threads; "
-           "the machine has 2 cores). The first two tables divide wall-clock time; the third divides "
-           "CPU time (user + system of the whole driver process, its untimed setup included), which "
-           "does not count the time a run waited for a core while other jobs shared the machine.\n"]
-    for peer, key, what in (("mimalloc", "ops", "time"), ("glibc", "ops", "time"), ("mimalloc", "cpu_ops", "CPU time")):
-        out.append("| %s / %s | %s | median | worst |" % (what, peer, " | ".join("%s %dt" % c for c in cells)))
-        out.append("|" + "---|" * (len(cells) + 3))
-        for name in names:
-            ratios = [results[(peer, w, t)][key] / results[(name, w, t)][key] for w, t in cells]
-            out.append("| %s | %s | %.2f | %.2f |" % (name, " | ".join("%.2f" % r for r in ratios),
-                                                    statistics.median(ratios), max(ratios)))
-        out.append("")
-    return out
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median reported)")
-    parser.add_argument("--quick", action="store_true", help="1 repetition, small sizes, print only")
+    parser.add_argument("--reps", type=int, help="repetitions per measurement (median reported; 5, or 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 repetition unless --reps, print only")
     parser.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     args = parser.parse_args()
-    reps = 1 if args.quick else args.reps
+    reps = args.reps or (1 if args.quick else 5)
 
     driver, stages = build()
     load_at_start, started = os.getloadavg()[0], datetime.datetime.utcnow()
@@ -247,12 +231,9 @@ def main():
                 for name, lib in order:
                     runs[name].append(run_once(driver, lib, workload, threads, size))
             for name, _ in allocators:
-                results[(name, workload, threads)] = {
-                    "ops": statistics.median(r["ops_per_second"] for r in runs[name]),
-                    # operations per CPU second of the whole process (driver.cc: setup included)
-                    "cpu_ops": statistics.median(r["ops"] / max(r["cpu_seconds"], 1e-9) for r in runs[name]),
-                    "rss": statistics.median(r["peak_rss_kib"] for r in runs[name]),
-                }
+                # medians, and each repetition's figures in order for the targets' per-repetition
+                # ratios; CPU: operations per CPU second of the whole process (setup included)
+                results[(name, workload, threads)] = report.cell(runs[name])
                 print("%-14s %-9s %d thread(s): %s ops/s, peak RSS %d KiB" % (
                     workload, name, threads, fmt_rate(results[(name, workload, threads)]["ops"]),
                     results[(name, workload, threads)]["rss"]), flush=True)
@@ -267,10 +248,14 @@ def main():
                 counts[(name, workload)] = (b - a) / (large - small)
                 print("callgrind %-9s %-6s %.1f instructions per step" % (name, workload, counts[(name, workload)]),
                       flush=True)
+    names = [name for name, _ in allocators]
+    stage_names = [name for name, _ in stages]
+    # The programs in the style of mimalloc-bench at 1 and 2 threads: the summary's columns.
+    style_cells = [(w, t) for w in BENCH_STYLE for t in WORKLOADS[w][2] if t <= 2]
     if args.quick:
+        print("\n".join(report.targets_section(results, stage_names, style_cells, reps)))
         return
 
-    names = [name for name, _ in allocators]
     load_at_end, ended = os.getloadavg()[0], datetime.datetime.utcnow()
     # The benchmark alone keeps one or two runnable threads: above that, other jobs shared the cores.
     quiet = ("no other jobs to speak of" if max(load_at_start, load_at_end) <= 2.5
@@ -293,10 +278,16 @@ def main():
                "(each repetition runs every allocator once, in an order shuffled anew, so that none always "
                "follows the same one); the 1-minute load average was %.1f when the "
                "runs began and %.1f when they ended (%s), so compare ratios within one table, and prefer "
-               "the instruction counts for fast paths. 4 and 8 threads oversubscribe the 2 cores.\n" % (
+               "the instruction counts for fast paths. 4 and 8 threads oversubscribe the 2 cores. The "
+               "section [Targets](#targets), after the summary, says which of issue 15's targets this run "
+               "met: next to each ratio of medians it gives the median and the interquartile range of the "
+               "per-repetition ratios (one repetition's runs follow each other, so a burst of load tends "
+               "to hit both sides of its ratio alike), and marks a target \"within noise\" when that "
+               "range straddles its bound.\n" % (
                    reps, started.date().isoformat(), started.strftime("%H:%M"), ended.strftime("%H:%M"),
                    machine(), reps, load_at_start, load_at_end, quiet))
-    out.extend(summary(results, names))
+    out.extend(report.summary(results, names, style_cells))
+    out.extend(report.targets_section(results, stage_names, style_cells, reps))
     for workload, (full, _, thread_counts) in WORKLOADS.items():
         out.append("## %s\n\n%s. Size %s.\n" % (workload, DESCRIPTIONS[workload], format(full, ",")))
         header = "| allocator | " + " | ".join("%d thr: ops/s (x mimalloc)" % t for t in thread_counts) + \
