@@ -6,7 +6,8 @@ follow one of these lines:
 A run block executes in a scratch directory that holds links to traces/ and tools/diff/testdata/
 (its parent is scratch too), with `tools/run` meaning the stage diff (argv[1], what tools/run
 execs after its build) and `tools/lab` this tree's lab script, so it must not need Bazel; it must
-exit 0.
+exit 0. `tools/lab handout` runs with --no-times: the reference's times it ships are measured
+with Bazel (lab_handout_hang_test covers them).
 A plain ``` block that shows what a command prints (a heap as the tools draw it) may follow
     <!-- docs-output: COMMAND -->
 and COMMAND's output must then hold the block's lines in their order (whitespace runs count as
@@ -118,6 +119,7 @@ class DocsCommandsTest(unittest.TestCase):
                         os.symlink(ROOT / "traces", repo / "traces")
                         os.symlink(ROOT / "tools" / "diff" / "testdata", repo / "tools" / "diff" / "testdata")
                         script = re.sub(r"(?<![\w/.])tools/run\b", f"'{STAGEDIFF}'", text)
+                        script = re.sub(r"(?<![\w/.])tools/lab handout\b", "tools/lab handout --no-times", script)
                         script = re.sub(r"(?<![\w/.])tools/lab\b", f"'{sys.executable}' '{ROOT / 'tools/labkit/lab.py'}'", script)
                         r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=repo,
                                            capture_output=True, text=True, timeout=600)

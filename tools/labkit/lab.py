@@ -4,6 +4,7 @@
   check [ROOT]                       lab markers well formed, in parts.json, cited by chapters
   handout STAGE DIR [--parts=a,b]    a buildable student tree with the parts replaced by stubs
           [--hide-later]             ... and the later stages' parts too, their tests left out
+          [--no-times]               ... without the reference's times of its tests (no Bazel)
   test [PART ...]                    build this tree in place and run each part's tests: pass,
                                      FAIL, or the stub each stops at (which part to write next)
   grade [DIR] [--stage=N] [--json=F] gates, per-part verdicts, traces against the reference
@@ -29,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 REFERENCE = HERE.parent.parent            # the tree this script belongs to
 TABLE = "tools/labkit/parts.json"
 HANDOUT_FILE = ".edu-lab-handout"         # written into a handout: its stage and parts
+TIMES_FILE = ".edu-lab-times.json"        # ... and the reference's times of its parts' tests
 WORKSPACE_NAME = "edu_alloc"               # WORKSPACE's name: a test's runfiles are under it
 SOURCE_EXTENSIONS = {".asm", ".inc", ".h", ".cc"}
 # A part's markers, and those of a copy of its answer elsewhere in the reference (stage 4's
@@ -646,7 +648,10 @@ def stages_arg(table, stage):
     return [str(stage)]
 
 
-def handout(table, stage, dest, only=None, hide_later=False):
+def handout(table, stage, dest, only=None, hide_later=False, times=False, out=None):
+    """Writes the handout of `stage` (its parts, or `only` these) to dest; with times, also the
+    reference's times of the chosen parts' tests (ship_times), which bound `tools/lab test`'s runs
+    there; out: where to say how they were found. Returns the parts chosen."""
     stages = stages_arg(table, stage)
     later = [s for s in table["stages"] if hide_later and stage != "all" and int(s) > int(stage)]
     chosen = [p for s in stages for p in parts_of(table, s)]
@@ -696,6 +701,7 @@ def handout(table, stage, dest, only=None, hide_later=False):
     (dest / HANDOUT_FILE).write_text(json.dumps({"stage": stage, "parts": [p["name"] for p in chosen],
                                                  "held_back": [p["name"] for s in later for p in parts_of(table, s)],
                                                  "skipped_tags": skipped_tags, "outside": outside}) + "\n")
+    shipped = times and ship_times(chosen, dest, out)
     lines = [f"# edu-alloc lab: stage {stage}", "",
              "Write each part below between its `[lab NAME begin]` and `[lab NAME end]` markers,",
              "replacing the stub (which prints `edu-alloc lab: part NAME not implemented` and aborts",
@@ -727,9 +733,14 @@ def handout(table, stage, dest, only=None, hide_later=False):
               "tests and cases your teacher's grading runs for it), then says for each: pass, FAIL, or",
               "the stub it stopped at, so you know which part to write next. `tools/lab test` alone",
               "runs every part below in this order. By hand, one test of a part:", ""]
+    limits = (f"`tools/lab test` stops a test that runs {LIMIT_FACTOR} times as long as the reference's "
+              f"code took on your teacher's machine (at least {LIMIT_FLOOR} s; `{TIMES_FILE}` holds "
+              "those times) and says so: a loop that never ends" if shipped else
+              f"`tools/lab test` stops a test still running after {PART_TEST_SECONDS} s: a loop that never ends")
     first = chosen[0]["tests"][0] if chosen else None
     if first:
         lines += ["```sh", test_command(first), "```", ""]
+    lines += wrap(limits + " fails rather than hangs.", 96, "") + [""]
     tsan = sorted({t for s in stages for t in table["stages"][s].get("tsan_gates", [])})
     if tsan:   # tools/lab test runs no sanitizer; grading does, and a race fails the part it lies in
         lines += ["`tools/lab test` runs no sanitizer, but grading also runs these tests under",
@@ -916,11 +927,12 @@ def kill_group(proc):
         pass
 
 
-def run_test(tree, target, cases=None, timeout=600, reference_seconds=None):
+def run_test(tree, target, cases=None, timeout=600, reference_seconds=None, where=""):
     """Runs a built test binary; returns (passed, parts whose stub it reached, what failed:
     failure_summary). A run still going after `timeout` seconds is killed with every process it
     started (a death test's child keeps spinning otherwise); its FAIL says so, and how long the
-    reference's run takes when reference_seconds (time_limit) says."""
+    reference's run takes when reference_seconds (time_limit) says, measured `where` (" on the
+    teacher's machine"; grading's own machine by default)."""
     path = binary(tree, target)
     if not path.exists():
         return False, set(), "not built"
@@ -941,7 +953,7 @@ def run_test(tree, target, cases=None, timeout=600, reference_seconds=None):
                 return False, set(), (f"timed out after {timeout:g} s and killed (the reference's code runs it in "
                                       "seconds: a loop that never ends?)")
             return False, set(), (f"timed out after {timeout:g} s (the reference takes "
-                                  f"{seconds_text(reference_seconds)} s) and killed: a loop that never ends?")
+                                  f"{seconds_text(reference_seconds)} s{where}) and killed: a loop that never ends?")
         except BaseException:   # a grade stopped from outside (SIGTERM): leave no test running
             kill_group(proc)
             raise
@@ -961,14 +973,15 @@ def run_test(tree, target, cases=None, timeout=600, reference_seconds=None):
 # ThreadSanitizer gate (Bazel's --test_timeout) expects TSAN_SLOWDOWN times its plain run
 # (stage 4's battery took 5 times as long, remote_test 7.5 times). Where the reference's run
 # does not pass (a handout grading itself: its parts are stubs) the limit is
-# PART_TEST_SECONDS, as `tools/lab test` gives, and a tsan gate keeps Bazel's own (its size's).
+# PART_TEST_SECONDS, and a tsan gate keeps Bazel's own (its size's). `tools/lab test` in a
+# handout takes the same limits from the reference's times the handout ships (ship_times).
 LIMIT_FACTOR = 10
 LIMIT_FLOOR = 20
 TSAN_SLOWDOWN = 8
-# `tools/lab test`, in a handout with no reference to time, gives each test 3 minutes: a part
-# that loops forever (a next fit that never stops) kept a student waiting 10 minutes a test for
-# the verdict. The slowest tests a part has, whole batteries, ran in 8-13 s on the shared 2-core
-# machine at load 5.
+# A run with no reference time (a handout made with --no-times or before handouts shipped
+# times; a run the reference fails) gets 3 minutes: a part that loops forever (a next fit that
+# never stops) kept a student waiting 10 minutes a test for the verdict. The slowest tests a
+# part has, whole batteries, ran in 8-13 s on the shared 2-core machine at load 5.
 PART_TEST_SECONDS = 180
 
 
@@ -1070,6 +1083,82 @@ def measure_run(tree, target, cases=None):
     load, started = load_per_cpu(), time.monotonic()
     ok, _, _ = run_test(tree, target, cases, timeout=PART_TEST_SECONDS)
     return {"seconds": round(time.monotonic() - started, 3), "passed": ok, "load": round(load, 2)}
+
+
+# A handout ships the reference's times of its parts' tests (TIMES_FILE), taken from the cache
+# above when the teacher's machine has timed this reference tree (a grade did), else measured
+# now in a scratch copy of it; `tools/lab test` there bounds each run by them as grading does
+# (time_limit), not by PART_TEST_SECONDS. Only the parts' tests: they are all `tools/lab test`
+# runs, and grading never reads the file (a student may edit it; grading times the reference
+# itself). A handout made without them (--no-times, or an old one) keeps PART_TEST_SECONDS.
+
+class NotMeasured(Exception):
+    """The reference's tests did not build in the scratch copy: no time to ship (or cache)."""
+
+
+def part_runs(parts):
+    """The (target, doctest filter) of every test of parts, each once, in order."""
+    return list(dict.fromkeys((t["target"], t.get("cases")) for p in parts for t in p["tests"]))
+
+
+def ship_times(parts, dest, out=None):
+    """Writes TIMES_FILE into the handout dest: the reference's record (measure_run) of each of
+    parts' tests, with this machine and when. True when written; a reference that is itself a
+    handout (its parts are stubs) or whose tests do not build ships none (out says why)."""
+    out = out or sys.stdout
+    if (REFERENCE / HANDOUT_FILE).exists():
+        print(f"lab: {REFERENCE} is a handout: no reference to time; `tools/lab test` in {dest} "
+              f"gives each test {PART_TEST_SECONDS} s", file=out)
+        return False
+    runs, started, scratch = part_runs(parts), time.monotonic(), None
+
+    def measure(run):   # the first run not cached copies the reference and builds every test
+        nonlocal scratch
+        if scratch is None:
+            scratch = Path(tempfile.mkdtemp(prefix="edu-lab-times-"))
+            copy_tree(REFERENCE, scratch / "tree", untracked=False)   # what tree_digest knows
+            built = bazel(scratch / "tree", "build", "--keep_going", *{t for t, _ in runs},
+                          output_base=scratch / "bazel")
+            if built.returncode != 0:
+                raise NotMeasured(" | ".join(build_errors(built.stderr)[:3]))
+        return measure_run(scratch / "tree", *run)
+    try:
+        times = reference_times(runs, tree_digest(REFERENCE), measure)
+    except NotMeasured as e:
+        print(f"lab: the reference's tests did not build, so no times shipped (`tools/lab test` gives each "
+              f"test {PART_TEST_SECONDS} s): {e}", file=out)
+        return False
+    finally:
+        if scratch is not None:
+            bazel(scratch / "tree", "shutdown", output_base=scratch / "bazel")
+            shutil.rmtree(scratch, ignore_errors=True)
+    (Path(dest) / TIMES_FILE).write_text(json.dumps({
+        "about": "the reference's run of each test of this handout's parts on the teacher's machine "
+                 f"(seconds; load: the load average per processor then): `tools/lab test` stops a run after "
+                 f"{LIMIT_FACTOR} times as long, at least {LIMIT_FLOOR} s, scaled up on a busier machine. "
+                 "Grading never reads this file: it times the reference itself.",
+        "machine": machine(), "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "runs": times}, indent=1) + "\n")
+    print(f"lab: shipped the reference's times of {len(times)} test{'s' * (len(times) != 1)} in {TIMES_FILE} "
+          f"({'measured now' if scratch else 'from the cache of this machine'}, "
+          f"{time.monotonic() - started:.0f} s)", file=out)
+    return True
+
+
+def shipped_times(tree):
+    """The reference's records that the handout tree ships ({run_key: record}): {} without its
+    TIMES_FILE; a record that is not one (a student's edit) is left out, so its run gets
+    PART_TEST_SECONDS."""
+    try:
+        runs = json.loads((Path(tree) / TIMES_FILE).read_text()).get("runs")
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+    def number(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < float("inf")
+    return {k: r for k, r in (runs.items() if isinstance(runs, dict) else [])
+            if isinstance(r, dict) and isinstance(r.get("passed"), bool) and number(r.get("seconds"))
+            and number(r.get("load"))}
 
 
 # ---- Traces -------------------------------------------------------------------------------
@@ -1422,10 +1511,13 @@ def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None)
     found, problems = scan(tree, table)
     for change in outside_changes(tree, table):
         print(f"lab: {change}", file=out)
+    shipped = shipped_times(tree)   # each run's limit: the reference's time on the teacher's machine
     for p in parts:
         records = []
         for test in p["tests"]:
-            ok, reached, tail = run_test(tree, test["target"], test.get("cases"), timeout=PART_TEST_SECONDS)
+            limit, seconds = time_limit(shipped.get(run_key(test["target"], test.get("cases"))))
+            ok, reached, tail = run_test(tree, test["target"], test.get("cases"), timeout=limit,
+                                         reference_seconds=seconds, where=" on the teacher's machine")
             records.append({"target": test["target"], "cases": test.get("cases", ""), "passed": ok,
                             "stubs_reached": sorted(reached), "detail": tail})
         verdict = part_verdict(p["name"], records, built)
@@ -1589,6 +1681,8 @@ def main(argv):
     h.add_argument("--parts", help="comma-separated part names (default: every part of the stage)")
     h.add_argument("--hide-later", action="store_true",
                    help="stub every part of the later stages too (their labs' answers) and leave their tests out")
+    h.add_argument("--no-times", action="store_true",
+                   help=f"ship no reference times (no Bazel run): `tools/lab test` there gives each test {PART_TEST_SECONDS} s")
     tp = sub.add_parser("test", help="run the tests of each part in this tree: pass, or the stub each stops at")
     tp.add_argument("parts", nargs="*", help="part names (default: the handout's parts, in the order to write them)")
     tp.add_argument("--stage", help="without part names outside a handout: this stage's parts")
@@ -1632,7 +1726,8 @@ def main(argv):
             return 1 if problems else 0
         if args.command == "handout":
             dest = user_path(args.dir)
-            chosen = handout(table, args.stage, dest, names_arg("--parts", args.parts), args.hide_later)
+            chosen = handout(table, args.stage, dest, names_arg("--parts", args.parts), args.hide_later,
+                             times=not args.no_times)
             print(f"lab: wrote {dest}: stage {args.stage}, stubs for {', '.join(p['name'] for p in chosen)}")
             left_out = sorted(set(tree_files(REFERENCE)) - set(tree_files(REFERENCE, untracked=False)))
             if left_out:

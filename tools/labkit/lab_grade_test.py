@@ -7,7 +7,9 @@ tests and to another part's markers; a wrong S1.coalesce beside right parts scor
 a handout of one part (--parts) is graded on that part alone; a stage 4 part that races fails
 under ThreadSanitizer even when another part does not build; a grade stopped by SIGTERM leaves
 no Bazel server or scratch tree behind; a part whose code never returns is timed out by the
-reference's own time and the other part still judged, within HANG_BOUND seconds.
+reference's own time and the other part still judged, within HANG_BOUND seconds; in a handout
+that ships the reference's times, `tools/lab test` stops such a part by them, within
+TEST_HANG_BOUND seconds.
 Each grade runs Bazel in a scratch copy (its own server, shut down after; the shared disk cache
 makes the build mostly cache hits). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
@@ -16,6 +18,7 @@ import copy
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +40,21 @@ HANG_BOUND = 360
 # The floor of the time limits there, below lab.LIMIT_FLOOR (20 s): the reference runs
 # stage1_test in 0.3 s, and each second of a hung run holds one of //tools/labkit:all's two jobs.
 HANG_FLOOR = 5
+# `tools/lab test` in the one-part handout below, its part hanging: the build and one run killed
+# at HANG_FLOOR. Without the handout's times the run had PART_TEST_SECONDS (180 s).
+TEST_HANG_BOUND = 90
+
+
+def hanging_find_fit(table):
+    """The reference's S1.find_fit that never returns. It sleeps rather than spins, so the runs it
+    hangs leave the processors to the tests running beside it; a time limit cannot tell the two
+    apart."""
+    fit = lab.regions(lab.REFERENCE, table, "S1.find_fit")
+    fit[0][0:0] = [".lab_hang:",
+                   "        mov     eax, 34                         ; pause(2): waits for a signal",
+                   "        syscall",
+                   "        jmp     .lab_hang                       ; never returns"]
+    return fit
 
 
 class GradeTest(unittest.TestCase):
@@ -140,14 +158,7 @@ class GradeTest(unittest.TestCase):
             part["tests"] = [t for t in part["tests"] if t["target"] == "//stage1_brk:stage1_test"]
         dest = self.tmp / "hang"
         lab.handout(self.table, "1", dest, ["S1.find_fit", "S1.coalesce"])
-        fit = lab.regions(lab.REFERENCE, self.table, "S1.find_fit")
-        # It sleeps rather than spins, so the runs it hangs leave the processors to the tests
-        # running beside it; a time limit cannot tell the two apart.
-        fit[0][0:0] = [".lab_hang:",
-                       "        mov     eax, 34                         ; pause(2): waits for a signal",
-                       "        syscall",
-                       "        jmp     .lab_hang                       ; never returns"]
-        lab.replace_bodies(dest, self.table, {"S1.find_fit": fit,
+        lab.replace_bodies(dest, self.table, {"S1.find_fit": hanging_find_fit(self.table),
                                               "S1.coalesce": lab.regions(lab.REFERENCE, self.table, "S1.coalesce")})
 
         def too_long(signum, frame):
@@ -182,6 +193,48 @@ class GradeTest(unittest.TestCase):
             self.assertIn(said, out.getvalue())
             self.assertIn(json.dumps(said), json.dumps(report))
         self.assertEqual(report["note"], "traces not scored: a gate failed (correctness comes first)")
+
+    def test_lab_test_stops_a_hung_part_by_the_times_its_handout_ships(self):
+        # A handout of S1.find_fit judged by stage1_test alone: making it records the reference's
+        # time of that test (measured in a scratch copy, or from the cache a grade of this tree
+        # filled), and `tools/lab test` there kills the hung run at LIMIT_FACTOR times it.
+        table = copy.deepcopy(self.table)
+        table["stages"]["1"].pop("shared", None)   # the battery's cases it lists are no part's now
+        for part in lab.parts_of(table, "1"):
+            part["tests"] = [t for t in part["tests"] if t["target"] == "//stage1_brk:stage1_test"]
+        dest, outputs = self.tmp / "hang-test", self.tmp / "bazel-hang-test"
+        said = io.StringIO()
+        lab.handout(table, "1", dest, ["S1.find_fit"], times=True, out=said)
+        shipped = json.loads((dest / lab.TIMES_FILE).read_text())
+        self.assertEqual(shipped["machine"], lab.machine())
+        [(key, record)] = shipped["runs"].items()
+        self.assertEqual(key, "//stage1_brk:stage1_test *fit*")
+        self.assertTrue(record["passed"], record)
+        self.assertLess(record["seconds"], 2, record)   # stage1_test: under a second
+        self.assertIn(f"lab: shipped the reference's times of 1 test in {lab.TIMES_FILE}", said.getvalue())
+        self.assertIn(f"`{lab.TIMES_FILE}` holds", (dest / "LAB.md").read_text().replace("\n", " "))
+        lab.replace_bodies(dest, self.table, {"S1.find_fit": hanging_find_fit(self.table)})
+
+        def too_long(signum, frame):
+            raise AssertionError(f"`tools/lab test` did not stop the hung part within {TEST_HANG_BOUND} s")
+        previous = signal.signal(signal.SIGALRM, too_long)
+        signal.alarm(TEST_HANG_BOUND)
+        out, started = io.StringIO(), time.monotonic()
+        try:
+            with mock.patch.object(lab, "LIMIT_FLOOR", HANG_FLOOR):
+                failed = lab.test_parts(table, dest, [], out=out, output_base=outputs)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+            lab.bazel(dest, "shutdown", output_base=outputs)
+        print(out.getvalue(), f"({time.monotonic() - started:.1f} s)")
+        self.assertEqual(failed, 1, out.getvalue())
+        m = re.search(r"timed out after (\d+) s \(the reference takes (\S+) s on the teacher's machine\) "
+                      r"and killed: a loop that never ends\?", out.getvalue())
+        self.assertIsNotNone(m, out.getvalue())
+        self.assertEqual(m.group(2), lab.seconds_text(record["seconds"]))
+        self.assertGreaterEqual(int(m.group(1)), HANG_FLOOR)
+        self.assertLess(int(m.group(1)), TEST_HANG_BOUND / 3)
 
     def test_a_fresh_handout_names_every_part_and_scores_low(self):
         dest = self.tmp / "blank"

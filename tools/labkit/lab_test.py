@@ -4,6 +4,7 @@ parts.json and the chapters, the checker catches broken markers, a handout blank
 chosen parts and leaves the answers out, and the trace set regenerates byte for byte."""
 
 import contextlib
+import inspect
 import io
 import json
 import os
@@ -376,7 +377,7 @@ class LabTest(unittest.TestCase):
         saved, lab.REFERENCE = lab.REFERENCE, ref
         try:
             with contextlib.redirect_stdout(out):
-                self.assertEqual(lab.main(["handout", "1", str(dest)]), 0)
+                self.assertEqual(lab.main(["handout", "1", str(dest), "--no-times"]), 0)
         finally:
             lab.REFERENCE = saved
         self.assertTrue((dest / "stage1_brk" / "heap.asm").is_file())
@@ -464,6 +465,29 @@ class LabTest(unittest.TestCase):
         lab.handout(self.table, "1", self.tmp / "realloc", ["S1.realloc"])
         flat = " ".join((self.tmp / "realloc" / "LAB.md").read_text().split())
         self.assertIn("asks for S1.realloc only: S1.find_fit, S1.coalesce are written already", flat)
+
+    def test_lab_test_takes_its_limits_from_the_times_a_handout_ships(self):
+        # `tools/lab test` in a handout gave every test PART_TEST_SECONDS; a handout now ships the
+        # reference's times (ship_times: Bazel, so //tools/labkit:lab_handout_hang_test runs it).
+        dest = self.tmp / "lab1"
+        lab.handout(self.table, "1", dest)   # as before: no times, so 180 s, and LAB.md says so
+        self.assertFalse((dest / lab.TIMES_FILE).exists())
+        self.assertEqual(lab.shipped_times(dest), {})
+        self.assertIn(f"`tools/lab test` stops a test still running after {lab.PART_TEST_SECONDS} s",
+                      " ".join((dest / "LAB.md").read_text().split()))
+        fit = "//stage1_brk:stage1_test *fit*"
+        good = {"seconds": 0.5, "passed": True, "load": 1.0}
+        runs = {fit: good, "//tests:stage1_battery *random*": {"seconds": "fast", "passed": True, "load": 1.0},
+                "//tests:stage1_battery *realloc*": {"seconds": 1e9, "passed": 1, "load": 0}, "x": []}
+        (dest / lab.TIMES_FILE).write_text(json.dumps({"machine": "m", "runs": runs}))
+        self.assertEqual(lab.shipped_times(dest), {fit: good})   # a student's edits that are no record
+        self.assertEqual(lab.time_limit(good, load=1.0), (lab.LIMIT_FLOOR, 0.5))
+        self.assertEqual(lab.time_limit(dict(good, seconds=4), load=3.0), (80, 4))   # twice as busy
+        for text in ("[", '{"runs": 3}', "[1]"):
+            (dest / lab.TIMES_FILE).write_text(text)
+            self.assertEqual(lab.shipped_times(dest), {}, text)
+        # Grading never trusts the file a student can edit: it times the reference itself.
+        self.assertNotRegex(inspect.getsource(lab.grade), r"TIMES_FILE|shipped_times")
 
     def test_a_stage_with_copies_needs_a_tag_for_their_tests(self):
         table = json.loads(json.dumps(self.table))
