@@ -1,0 +1,63 @@
+"""tools/diff/pictures_test.py: the chapters' pictures (docs/pictures) are what tools/pictures
+draws from this tree. Records the three step-through pages as tools/pictures does (the demo's, a
+small `fragment`, traces/remote-free.rep), with address-space layout randomisation off as
+tools/pictures records them, so a stage 2 arena's address in a label does not move, photographs
+them with pictures.py and compares each file byte for byte. A difference means the stages or
+the page changed what a chapter shows: look at both, and run tools/pictures. Run by
+html_test.sh (Debian's python3 with python3-selenium, chromium, chromium-driver).
+"""
+import ctypes
+import os
+import sys
+import tempfile
+import unittest
+
+STAGEDIFF = sys.argv.pop(1)
+DEMO = sys.argv.pop(1)
+REMOTE_FREE = os.path.abspath(sys.argv.pop(1))     # traces/remote-free.rep
+KEPT = os.path.dirname(os.path.abspath(sys.argv.pop(1)))  # one file of docs/pictures: its folder
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pictures  # noqa: E402
+
+
+def without_aslr():
+    """In the child before exec: randomised placement off, as `setarch -R` does."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    current = libc.personality(0xFFFFFFFF)
+    if current != -1:
+        libc.personality(current | 0x0040000)  # ADDR_NO_RANDOMIZE
+
+
+def record(out):
+    import subprocess
+    pages = [os.path.join(out, n) for n in ("demo.html", "fragment.html", "remote-free.html")]
+    for argv in ([DEMO, "--html=" + pages[0]],
+                 [STAGEDIFF, "--workload=fragment", "--scale=0.04", "--seed=3", "--html=" + pages[1]],
+                 [STAGEDIFF, "--trace=" + REMOTE_FREE, "--html=" + pages[2]]):
+        subprocess.run(argv, check=True, capture_output=True, preexec_fn=without_aslr)
+    return pages
+
+
+def differing(made, names):
+    return [n for n in names if open(os.path.join(made, n), "rb").read() != open(os.path.join(KEPT, n), "rb").read()]
+
+
+class Pictures(unittest.TestCase):
+    def test_every_picture_is_what_tools_pictures_draws_today(self):
+        names = [p[0] for p in pictures.PICTURES]
+        self.assertEqual(sorted(names), sorted(os.listdir(KEPT)))
+        work = tempfile.mkdtemp()
+        pages = record(work)
+        made = os.path.join(work, "made")
+        os.mkdir(made)
+        pictures.main(*pages, made)
+        changed = differing(made, names)
+        if changed:  # a screenshot taken before a map finished drawing, under load: once more
+            pictures.main(*pages, made)
+            changed = differing(made, changed)
+        self.assertEqual(changed, [], "docs/pictures differ from what tools/pictures draws now "
+                                      f"(written to {made}); look at both, then run tools/pictures")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
