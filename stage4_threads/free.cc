@@ -117,12 +117,9 @@ void page_verify_empty(const Page* page) {
 namespace {
 
 // [S4.73] A free by a thread past its exit hook, with no heap: whatever record the free needs
-// is borrowed (no key) and given back before it returns.
+// is borrowed (no key) and given back before it returns ([S4.92]'s with_borrowed_heap).
 [[gnu::noinline, gnu::cold]] void free_after_exit(void* p) {
-    t_exit = ExitState::borrowing;
-    free_generic(p);
-    if (t_heap != &g_empty_heap) heap_give_back(t_heap);
-    t_exit = ExitState::exited;
+    with_borrowed_heap([p] { free_generic(p); });
 }
 
 }  // namespace
@@ -141,7 +138,7 @@ void free_generic(void* p) {
     // or a block of the caller's own full page) takes the long path, which says what is wrong.
     uint32_t slot = arena_slot_of(p);
     Heap* heap = t_heap;
-    if (heap == &g_empty_heap && t_exit == ExitState::exited) [[unlikely]]
+    if (past_exit_hook(heap)) [[unlikely]]
         return free_after_exit(p);
     if (slot != kArenaSlots && !heap->owned[slot] && arena_blocks_at(slot) != 0) {
         Page* page = stage4::page_of(p);

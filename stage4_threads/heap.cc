@@ -142,6 +142,8 @@ Heap* heap_for_caller(Heap* heap) { return heap != &g_empty_heap ? heap : heap_a
 
 void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
     if (size > kMaxRequest) return enomem();   // before a heap exists: nothing changes
+    if (past_last_round(heap)) [[unlikely]]     // [S4.92]
+        return with_borrowed_heap([=] { return malloc_generic(size, requested, heap); });
     heap = heap_for_caller(heap);
     if (!heap) return enomem();
     if (heap->delayed_free.load(std::memory_order_relaxed) != nullptr) heap_delayed_free(heap);

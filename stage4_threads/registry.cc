@@ -2,6 +2,7 @@
 // lock-free pool that never shrinks), the thread-exit hook, and the fork hooks.
 #include "stage4_threads/registry.h"
 
+#include <limits.h>
 #include <pthread.h>
 
 #include <new>
@@ -11,6 +12,7 @@
 #include "stage4_threads/arena.h"
 #include "stage4_threads/os.h"
 #include "stage4_threads/remote.h"
+#include "stage4_threads/segment.h"
 
 namespace edu::stage4 {
 
@@ -18,6 +20,7 @@ constinit Page g_empty_page{};
 constinit Heap g_empty_heap;
 __thread Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
 __thread ExitState t_exit __attribute__((tls_model("initial-exec"))) = ExitState::running;
+__thread uint8_t t_exit_rounds __attribute__((tls_model("initial-exec"))) = 0;   // [S4.92]
 
 namespace {
 
@@ -30,12 +33,18 @@ pthread_key_t g_key;
 bool g_key_made = false;                  // written once, under g_key_once
 pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
 
+// The key's value between rounds of destructors when the thread has no heap: a mark, so that
+// glibc calls thread_done in every round ([S4.92]).
+char g_next_round;
+
 // The pthread key's destructor: runs when a thread that has a heap exits (after its C++
 // thread_local destructors, which may still free). If a later destructor allocates again, the
 // thread gets a record again, sets the key again, and glibc calls this once more.
 void thread_done(void* value) {
-    heap_give_back(static_cast<Heap*>(value));
+    if (value != &g_next_round) heap_give_back(static_cast<Heap*>(value));
     t_exit = ExitState::exited;   // [S4.73]
+    if (++t_exit_rounds < PTHREAD_DESTRUCTOR_ITERATIONS) pthread_setspecific(g_key, &g_next_round);
+    else t_exit = ExitState::ended;   // [S4.92]
 }
 
 void make_key() { g_key_made = pthread_key_create(&g_key, &thread_done) == 0; }
@@ -89,6 +98,11 @@ void heap_give_back(Heap* heap) {
     t_heap = &g_empty_heap;
     g_generation.fetch_add(1, std::memory_order_relaxed);
     heap->state.store(HeapState::free, std::memory_order_release);   // [S4.10]: give back
+}
+
+void heap_give_back_borrowed(Heap* heap) {
+    segment_cache_collect(heap, true);
+    heap_give_back(heap);
 }
 
 Heap* first_record() { return g_records.load(std::memory_order_acquire); }
