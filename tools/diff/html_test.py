@@ -286,8 +286,10 @@ class StepThrough(unittest.TestCase):
         self.assertIn("remote free", self.driver.find_element(By.CSS_SELECTOR, ".legend").text)
         self.js("edu.go(7)")
         changes = self.js("return edu.state().stages[3].changes")
-        self.assertTrue(any(c.startswith("collected 2 remote frees") for c in changes), changes)
-        self.assertTrue(any(c.startswith("taken from block remote") for c in changes), changes)
+        # In the order it happened: collected onto the free list, then popped from it.
+        self.assertRegex(changes[0], r"^a 4 1000 -> \+0x[0-9a-f]+ ")
+        self.assertRegex(changes[1], r"^collected 2 remote frees \(\+0x[0-9a-f]+, \+0x[0-9a-f]+\): moved to the page's free list$")
+        self.assertRegex(changes[2], r"^taken from that list: block \+0x[0-9a-f]+ \(1.00 KiB\), a remote free until this step$")
         self.no_console_errors()
 
     def test_9_small_blocks_of_a_big_segment_can_be_seen(self):

@@ -180,11 +180,19 @@ function explain(stage, step) {
   const blocks = (list, st) => list.filter((e) => e.d > 0 && e.st === st);
   const chosen = added.find((e) => e.st === USED && e.id === Ops.id[op] + 1) || null;
   let merged = null, fate = null;
+  // Blocks freed by other threads that the owner took back (stage 4: onto the page's free list).
+  const collected = removed.filter((e) => e && e.st === REMOTE && added.some((x) => x.a === e.a && x.d === e.d && x.st !== REMOTE));
+  const collectedLine = collected.length && `collected ${collected.length} remote free${collected.length > 1 ? "s" : ""} (${collected.map((e) => hex(e.a)).join(", ")}): moved to the page's free list`;
+  let collectedSaid = false;
   if (kind !== 1) {
     if (chosen) {
       out.push(`${opText(op)} -> ${hex(chosen.a)} (${bytes(chosen.s)} usable)`);
       const from = removed.find((e) => e.d === chosen.d && e.st !== USED && e.a <= chosen.a && chosen.a < e.a + e.s);
-      if (from) out.push(`taken from ${kindName(from)} ${STATES[from.st]} ${hex(from.a)} (${bytes(from.s)})`);
+      if (from && from.st === REMOTE && collectedLine) {
+        // The collection comes first: the block was remote, then on the free list, then popped.
+        out.push(collectedLine, `taken from that list: ${kindName(from)} ${hex(from.a)} (${bytes(from.s)}), a remote free until this step`);
+        collectedSaid = true;
+      } else if (from) out.push(`taken from ${kindName(from)} ${STATES[from.st]} ${hex(from.a)} (${bytes(from.s)})`);
       const rest = added.filter((e) => e !== chosen && e.d === chosen.d && from && e.a >= from.a && e.a + e.s <= from.a + from.s && e.st !== USED);
       if (rest.length) out.push(`split: ${rest.map((e) => STATES[e.st] + " " + bytes(e.s) + " left at " + hex(e.a)).join(", ")}`);
       const old = removed.find((e) => e.st === USED && e.id === Ops.id[op] + 1);
@@ -214,9 +222,7 @@ function explain(stage, step) {
       else if (cover) out.push("no free neighbour: nothing to merge");
     }
   }
-  // Blocks freed by other threads that the owner took back (stage 4: onto the page's free list).
-  const collected = removed.filter((e) => e && e.st === REMOTE && added.some((x) => x.a === e.a && x.d === e.d && x.st !== REMOTE));
-  if (collected.length) out.push(`collected ${collected.length} remote free${collected.length > 1 ? "s" : ""} (${collected.map((e) => hex(e.a)).join(", ")}): moved to the page's free list`);
+  if (collectedLine && !collectedSaid) out.push(collectedLine);
   // Containers: new or returned regions, pools and pages put to use or emptied.
   for (const e of added.filter((x) => x.d === 0)) {
     const was = removed.find((x) => x.d === 0 && x.a === e.a);
