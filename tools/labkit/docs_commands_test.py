@@ -148,13 +148,15 @@ class DocsCommandsTest(unittest.TestCase):
 
     def test_every_picture_is_shown_and_regenerated_by_tools_pictures(self):
         # docs/pictures/ holds what tools/pictures writes (tools/diff/pictures.py names each file):
-        # each is shown by a document, and each picture a document shows is one of them.
+        # each is shown by a document, and each picture a document shows is one of them; beside
+        # them, shown.txt records what each shows (pictures_test compares it).
         shown = set()
         for doc in documents():
             for name in re.findall(r"!\[[^\]]*\]\(pictures/([^)]+)\)", doc.read_text()):
                 shown.add(name)
         made = set(re.findall(r'^    \("([\w.-]+\.png)"', (ROOT / "tools/diff/pictures.py").read_text(), re.M))
-        files = {p.name for p in (ROOT / "docs" / "pictures").iterdir()}
+        files = {p.name for p in (ROOT / "docs" / "pictures").iterdir()} - {"shown.txt"}
+        self.assertTrue((ROOT / "docs" / "pictures" / "shown.txt").is_file())
         self.assertTrue(made)
         self.assertEqual(sorted(files - shown), [], "pictures no document shows")
         self.assertEqual(sorted(shown - files), [], "pictures a document shows that do not exist")
