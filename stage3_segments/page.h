@@ -43,10 +43,6 @@ inline void page_collect(Page* page) {
     // [lab S3.collect end]
 }
 
-inline bool page_can_serve(const Page* page) {
-    return page->free != nullptr || page->local_free != nullptr || page->carved < page->capacity;
-}
-
 // True when `p` is the address of a carved block of `page` ([S3.6]). The caller knows p lies
 // in one of our segments and that page_of(p) == page.
 inline bool page_is_block(const Page* page, uintptr_t p) {

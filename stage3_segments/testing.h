@@ -1,7 +1,7 @@
 // stage3_segments/testing.h: what stage 3's own tests share: the stage's entry points, a
-// reading of its counters, a scope that sets an option and restores it, and the walk from a
-// block to its page. main() for the test binaries is in testing.cc (doctest's runner comes
-// from //tests:support, with run_in_child for death tests).
+// reading of its counters, a scope that sets an option and restores it, and a page's count of
+// blocks in use. main() for the test binaries is in testing.cc (doctest's runner comes from
+// //tests:support, with run_in_child for death tests).
 #pragma once
 
 #include <cstdint>
@@ -30,7 +30,6 @@ private:
     std::string old_;
 };
 
-inline Page* page_of_block(const void* p) { return page_of(p); }
 inline uint32_t used_of(const Page* page) { return page->used; }
 
 }  // namespace edu::stage3::testing
