@@ -89,8 +89,8 @@ Page* find_page(Heap* heap, unsigned bin) {
 // [S3.75] No page of `bin` can be had (a limit, the map count): a free block of a larger bin
 // serves, as glibc carves a small chunk out of a larger free one, rather than NULL while the
 // heap holds free blocks that fit. Only free blocks already there: no extension, no fresh page.
-// The block keeps its page's size (usable_size says so). Blocks of 4,000 bytes until NULL under
-// a data limit, every other freed, then 600-byte blocks: none before, one per hole now.
+// The block keeps its page's size (usable_size says so): one 600-byte request per freed
+// 4,000-byte block where glibc carves six, the price of pages of one class (chapter 3).
 Page* find_larger(Heap* heap, unsigned bin) {
     for (unsigned larger = bin + 1; larger < kBinCount; ++larger)
         for (Page* page = heap->queues[larger].first; page != nullptr; page = page->next) {
@@ -173,7 +173,7 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
 // segments (heap_destroy gives them back). Without a limit nothing changes: one getrlimit
 // beside the system calls a fresh segment costs anyway.
 // [S3.76] A data limit charges the block's slots too (not the window reserved PROT_NONE): the
-// same mapping of its own. Under --data=32M, 100,000-byte blocks: 242 held, glibc 318.
+// same mapping of its own.
 void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {
     if (heap == &g_default_heap && segment_cache_count() == 0 &&
         (os_address_space_limited() || os_data_limited())) {

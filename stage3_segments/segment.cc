@@ -161,9 +161,9 @@ void* map_reserved(std::size_t size, PageKind kind, std::size_t reach, uint64_t*
 // there is no such space (then the segment is reserved whole, [S3.12]).
 // [S3.79] A lazy segment's mapping whose munmap was refused (at the map count's limit, when it
 // lies between two other mappings) stays behind, its pages given back (contract/os.h). The
-// window is remembered (up to kLeftoverMax of them; past that one is lost, as all were before):
-// a fresh segment that reaches it unmaps the leftover first, exactly that range, and takes the
-// window. Before, the leftover answered EEXIST there, taken for a mapping not ours, for good.
+// window is remembered (up to kLeftoverMax of them; past that one is lost): a fresh segment
+// that reaches it unmaps the leftover first, exactly that range, and takes the window, where
+// the leftover would answer EEXIST, taken for a mapping not ours, for good.
 struct Leftover {
     uintptr_t at;       // a mapping of ours that outlived its segment
     std::size_t bytes;
@@ -222,7 +222,7 @@ void* map_lazily(std::size_t size, PageKind kind, std::size_t reach, uint64_t* w
 // writable, and the limit is charged what segments use, as a data limit is ([S3.38]). [S3.77]
 // Under a data limit too: it does not count a reservation, but it counts what a reserved
 // segment makes writable ahead of its blocks (a small page's 64 KiB at once), where a lazy one
-// maps what its pages carve: limits.cc's start-up mix needed 11,904 KiB of data, glibc 4,352.
+// maps what its pages carve (the smallest data limits either way are the chapter's).
 Segment* map_segment(std::size_t size, PageKind kind, std::size_t reach) {
     uint64_t writable = 0;
     Segment** entry = nullptr;

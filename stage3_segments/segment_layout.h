@@ -107,13 +107,11 @@ inline constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
 // [S3.86] The delays, one pair for both stages, in ticks of a heap's clock (its generic malloc
 // calls): a released page, or the memory of a cached segment's last block, stays committed
 // kPurgeDelay ticks before the purge gives it back ([S3.34]); an empty segment stays cached
-// kCacheDelay ticks before it is unmapped ([S3.14]). Stage 3 purged after 1024 until measured
-// against stage 4's 4096 (the chapter, section 8): a cached large segment reused within 4096
-// calls keeps the pages its last block touched, and mstress at 10 million steps faulted 5,870
-// pages with 1024, 3,711 with 4096 (realloc 10,358 and 6,857, 1.46x mimalloc's CPU time and
-// 1.09x), at most 1.8 MiB more peak resident on the suite's workloads (realloc's). The price
-// is time, not amount: what waits is bounded as before, and a program that stops calling keeps
-// it either way, since only calls move the clock.
+// kCacheDelay ticks before it is unmapped ([S3.14]). Why 4096: a cached large segment reused
+// within that many calls keeps the pages its last block touched, so the program pays neither
+// the madvise nor the faults that would follow it (chapter 3's table under [S3.86]). The price
+// is time, not amount: what waits is bounded, and a program that stops calling keeps it
+// either way, since only calls move the clock.
 inline constexpr uint64_t kPurgeDelay = 4096;
 inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 

@@ -127,8 +127,8 @@ S4_INLINE void heap_free(void* p) {
 // and it carries neither the freed mark nor the suspect one (S4.46), which differ from each
 // other in bit 0 alone. That page is returned; anything else (another thread's block, a full
 // page, a marked block, a bad pointer) gives nullptr, and find_block sorts it out with every
-// check and its diagnostics. find_block answered all of it before: about 60 instructions and a
-// call more per realloc (espresso reallocates once in 30 calls).
+// check and its diagnostics. Asking find_block every time would cost each realloc a call and
+// every check (the chapter has the count; espresso reallocates once in 30 calls).
 S4_INLINE Page* own_live_block(const void* p) {
     Heap* heap = t_heap;
     auto a = reinterpret_cast<uintptr_t>(p);
