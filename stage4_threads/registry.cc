@@ -94,6 +94,7 @@ Heap* heap_acquire() {
 }
 
 void heap_give_back(Heap* heap) {
+    if (abandoned_count() >= kCacheSegments) heap_shed_empty(heap);   // [S4.93]
     heap_abandon(heap);
     t_heap = &g_empty_heap;
     g_generation.fetch_add(1, std::memory_order_relaxed);
@@ -101,7 +102,7 @@ void heap_give_back(Heap* heap) {
 }
 
 void heap_give_back_borrowed(Heap* heap) {
-    segment_cache_collect(heap, true);
+    heap_shed_empty(heap);
     heap_give_back(heap);
 }
 

@@ -61,11 +61,12 @@ inline bool past_exit_hook(const Heap* heap) {
 }
 inline bool past_last_round(const Heap* heap) { return heap == &g_empty_heap && t_exit == ExitState::ended; }
 
-// heap_give_back for a borrowed heap: its cached segments, empty, go back to the arena first
-// rather than to the abandoned pool. A heap reclaims abandoned segments one at a time, the
-// newest first, and only what it lacks ([S4.42]), so the empty ones that borrowed calls left
-// there, one or two a call, were never taken again: 2000 threads whose last round allocated
-// and freed a 64-byte block and a 1 MiB-aligned one left 1.7 GiB of empty segments abandoned.
+// heap_give_back for a borrowed heap: its empty segments go back to the arena first
+// (heap_shed_empty, [S4.93]) rather than to the abandoned pool, whatever the pool holds. A
+// heap reclaims abandoned segments one at a time, the newest first, and only what it lacks
+// ([S4.42]), so the empty ones that borrowed calls left there, one or two a call, were never
+// taken again: 2000 threads whose last round allocated and freed a 64-byte block and a 1
+// MiB-aligned one left 1.7 GiB of empty segments abandoned.
 void heap_give_back_borrowed(Heap* heap);
 
 template <class Call>
