@@ -3,7 +3,6 @@
 // the blocks of contract/mapped.h.
 #include "stage3_segments/check.h"
 
-#include <cstring>
 #include <initializer_list>
 
 #include "contract/diagnostics.h"
@@ -20,33 +19,25 @@ namespace {
 
 uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 
-// One bit per block of the page being looked at: a small page holds at most 4096 blocks.
-constexpr uint32_t kMaxBlocks = (uint32_t{1} << kSmallPageShift) / 16;
-uint64_t g_seen[kMaxBlocks / 64];
 uint16_t g_stamp = 0;   // check_stamp value of the current check
 
 struct Checker {
     CheckResult result;
+    Seen seen;   // the blocks of the page being looked at met on its lists so far (lists.h)
 
     bool fail(const char* what, uintptr_t where = 0, uint64_t a = 0, uint64_t b = 0) {
         return violation(&result, what, where, a, b);
     }
 };
 
-uint32_t index_of(const Page* page, const Block* b) {
-    return static_cast<uint32_t>((addr(b) - page->start) / page->block_size);
-}
-
-// Marks the blocks of one list in g_seen; returns its length, or -1 after a failure.
+// Marks the blocks of one list in k.seen; returns its length, or -1 after a failure.
 int64_t mark_list(Checker& k, const Page* page, const Block* head, const char* name) {
     int64_t n = 0;
     for (const Block* b = head; b != nullptr; b = decode_block(page, b)) {
         if (!page_owns_block(page, addr(b)))
             return k.fail(name, addr(b)), -1;
-        uint32_t i = index_of(page, b);
-        if (g_seen[i / 64] & (uint64_t{1} << (i % 64)))
+        if (k.seen.mark(index_of(page, b)))
             return k.fail("block twice on the free lists (a cycle or a double free)", addr(b)), -1;
-        g_seen[i / 64] |= uint64_t{1} << (i % 64);
         if (b->mark != freed_mark(page))
             return k.fail("free block lacks the freed mark", addr(b)), -1;
         ++n;
@@ -91,7 +82,7 @@ bool check_page(Checker& k, Segment* s, Page* page, uint64_t* live_blocks, uint6
             return k.fail(full ? "full page without the sentinel constants"
                                : "page validity constants differ from its block size and carved", at);
         if (page->capacity > kMaxBlocks) return k.fail("page with more blocks than any class allows", at);
-        std::memset(g_seen, 0, sizeof g_seen);
+        k.seen = Seen{};
         int64_t nfree = mark_list(k, page, page->free, "free list leaves its page");
         if (nfree < 0) return false;
         int64_t nlocal = mark_list(k, page, page->local_free, "local_free list leaves its page");
@@ -272,19 +263,18 @@ void walk_heap(WalkFn visit, void* context) {
             WalkState state = page->in_use ? WalkState::meta : WalkState::unused;
             if (!visit(WalkEntry{"page", state, lo, area.hi - area.lo, 1}, context)) return;
             if (!page->in_use) continue;
-            std::memset(g_seen, 0, sizeof g_seen);
+            Seen seen;
             if (s->page_count != 1) {
                 for (Block* list : {page->free, page->local_free}) {
                     uint32_t steps = 0;
                     for (Block* b = list; b && page_owns_block(page, addr(b)) && steps++ < page->capacity;
                          b = decode_block(page, b)) {
-                        uint32_t bi = index_of(page, b);
-                        g_seen[bi / 64] |= uint64_t{1} << (bi % 64);
+                        seen.mark(index_of(page, b));
                     }
                 }
             }
             for (uint32_t bi = 0; bi < page->carved; ++bi) {
-                bool is_free = (g_seen[bi / 64] >> (bi % 64)) & 1;
+                bool is_free = seen.has(bi);
                 auto* block = reinterpret_cast<void*>(page->start + uintptr_t{bi} * page->block_size);
                 if (!visit(WalkEntry{"block", is_free ? WalkState::free : WalkState::used, block,
                                      page->block_size, 2},

@@ -220,6 +220,27 @@ TEST_CASE("frees go to local_free and become the free list only when it runs dry
     CHECK(count_list(page, page->free) == 4);
 }
 
+// [S3.29] The checker marks the blocks of each page's lists in one bitmap (lists.h's Seen, which
+// stage 4's checker keeps too), so a list that comes back to a block it has passed is reported,
+// not counted again: used + |free| + |local_free| would not balance, but the loop is named first.
+TEST_CASE("the checker notices a free list that meets a block twice") {
+    ScopedHeap h;
+    auto* a = static_cast<Block*>(h.take(48));
+    auto* b = static_cast<Block*>(h.take(48));
+    Page* page = page_of(a);
+    api().free(a);
+    api().free(b);                                    // local_free: b -> a
+    REQUIRE(page->local_free == b);
+    battery::check_heap_ok(api());
+    uintptr_t end = a->link;
+    a->link = encode(page, addr(b));                  // b -> a -> b: a cycle
+    CheckResult damaged = api().check();
+    a->link = end;
+    CHECK_FALSE(damaged.ok);
+    CHECK(std::strstr(damaged.message, "block twice on the free lists") != nullptr);
+    battery::check_heap_ok(api());
+}
+
 TEST_CASE("a full page moves to the full queue and back after a free, the direct slot following") {
     ScopedHeap h;
     const unsigned bin = bin_of(1024);

@@ -92,25 +92,11 @@ inline bool page_holds(const Page* page, uintptr_t p, uint32_t count) {
     return count != 0 && n < (uint64_t{1} << 32) && n * t.magic <= uint64_t{count - 1} * t.step;
 }
 
-// One bit per block of a page (a small page holds at most 4096 blocks; a medium page, of blocks
-// above 8 KiB, at most 64), kept on the stack by the walks that must notice a block met twice:
-// the checker's, which any number of threads may run at once, and page_verify_empty's.
-inline constexpr uint32_t kMaxBlocks = (uint32_t{1} << kSmallPageShift) / kAlignment;
-static_assert((std::size_t{1} << kMediumPageShift) / kSmallMax <= kMaxBlocks, "medium pages fit too");
-struct Seen {
-    uint64_t bits[kMaxBlocks / 64] = {};
-    bool mark(uint32_t i) {   // true when i was marked already
-        uint64_t m = uint64_t{1} << (i % 64);
-        bool was = bits[i / 64] & m;
-        bits[i / 64] |= m;
-        return was;
-    }
-    bool has(uint32_t i) const { return (bits[i / 64] >> (i % 64)) & 1; }
-};
-// Index of block `b` in its page (b must pass page_holds).
-inline uint32_t index_of(const Page* page, const Block* b) {
-    return static_cast<uint32_t>((reinterpret_cast<uintptr_t>(b) - page->start) / page->block_size);
-}
+// The bitmap of blocks met twice and a block's index, for the checker and page_verify_empty:
+// stage 3's (lists.h).
+using stage3::index_of;
+using stage3::kMaxBlocks;
+using stage3::Seen;
 
 // Searches a list for `target`, at most capacity steps: 1 found, 0 not, -1 a link off the page.
 int list_find(const Page* page, const Block* head, const Block* target);
