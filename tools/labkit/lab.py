@@ -1668,6 +1668,12 @@ def user_path(path):
     return Path(base, path).resolve()
 
 
+def stopped(signum, frame):
+    """SIGTERM's handler: unwinds once, as Ctrl-C does, and ignores the signal from then on."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(128 + signum)
+
+
 def main(argv):
     parser = argparse.ArgumentParser(prog="tools/lab", description=__doc__.split("\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1698,6 +1704,14 @@ def main(argv):
     g.add_argument("--keep", action="store_true", help="keep the scratch tree (for debugging)")
     g.add_argument("--log", help="write every Bazel command and its output tail to this file")
     args = parser.parse_args(argv)
+    # Stopped from outside (`timeout`, a job runner's SIGTERM), a command unwinds as on Ctrl-C:
+    # the Bazel command or test running is killed, and the `finally` of grade() or of a handout
+    # timing the reference (ship_times) shuts its scratch server down and removes its scratch
+    # tree. Killed outright, both stayed (a server idles for hours, a scratch tree is hundreds of
+    # MiB). Only the first SIGTERM unwinds: `timeout` sends its signal to this process and then
+    # to its process group, this process again, and a second SystemExit raised while a `finally`
+    # was shutting the server down cut the clean-up short, leaving both as before.
+    signal.signal(signal.SIGTERM, stopped)
     try:
         table = load_table(REFERENCE)
         if args.command == "list":
@@ -1757,11 +1771,6 @@ def main(argv):
                            f"--stage={' or --stage='.join(table['stages'])}")
         if stage not in table["stages"]:
             raise LabError(f"no stage {stage} to grade")
-        # A grade stopped from outside (`timeout`, a job runner's SIGTERM) unwinds like an error:
-        # the Bazel command running is killed and grade()'s `finally` shuts the scratch server
-        # down and removes the scratch tree. Killed outright, it left both (a server idles for
-        # hours, a scratch tree is hundreds of MiB).
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         report, log = grade(table, tree, stage, args.traces, args.reference_stagediff, args.repetitions, args.keep, only)
         if args.log:
             user_path(args.log).write_text("\n".join(log))

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -488,6 +489,51 @@ class LabTest(unittest.TestCase):
             self.assertEqual(lab.shipped_times(dest), {}, text)
         # Grading never trusts the file a student can edit: it times the reference itself.
         self.assertNotRegex(inspect.getsource(lab.grade), r"TIMES_FILE|shipped_times")
+
+    def test_a_handout_stopped_by_sigterm_while_timing_leaves_no_server_or_scratch_behind(self):
+        # `timeout 5 tools/lab handout 1 DIR` with an empty cache was killed outright while it
+        # built the reference's tests in its scratch copy: /tmp/edu-lab-times-* and the Bazel
+        # server in it stayed (Ctrl-C cleaned both up); `timeout` signals twice (the handout,
+        # then its process group), and a second SIGTERM while the server shut down cut the
+        # clean-up short. Here Bazel is a fake whose build sleeps.
+        scratch, cache, log = self.tmp / "scratch", self.tmp / "cache", self.tmp / "bazel.log"
+        scratch.mkdir()
+        child = f"""
+import subprocess, sys
+sys.path.insert(0, {str(Path(lab.__file__).parent)!r})
+import lab
+def bazel(tree, *args, log=None, output_base=None):
+    with open({str(log)!r}, "a") as f:
+        f.write(args[0] + "\\n")
+    if args[0] == "build":
+        subprocess.run(["sleep", "60"])
+    if args[0] == "shutdown":   # a server still finishing its build takes a while to stop
+        subprocess.run(["sleep", "1"])
+    return subprocess.CompletedProcess(args, 0, "", "")
+lab.bazel = bazel
+sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
+"""
+        env = dict(os.environ, TMPDIR=str(scratch), XDG_CACHE_HOME=str(cache))
+        proc = subprocess.Popen([sys.executable, "-c", child], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not (log.exists() and "build" in log.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertIn("build", log.read_text() if log.exists() else "", "the handout never timed the reference")
+            proc.send_signal(signal.SIGTERM)
+            while "shutdown" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)   # `timeout` signals the handout, then its process group
+            try:   # the fake build's `sleep` shares the handout's output: gone once it is killed
+                out, err = proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.fail(f"the handout's build still runs after SIGTERM (the handout exited with {proc.poll()})")
+        finally:
+            proc.kill()
+        self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err[-2000:])
+        self.assertEqual(log.read_text().split(), ["build", "shutdown"])
+        self.assertEqual(list(scratch.iterdir()), [])
 
     def test_a_stage_with_copies_needs_a_tag_for_their_tests(self):
         table = json.loads(json.dumps(self.table))
