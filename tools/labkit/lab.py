@@ -1348,15 +1348,23 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         replace_bodies(work, table, given)   # a file left with a stub gets contract/lab.h
         student_found = scan(work, table)[0]
 
-        # Gates: the student's parts as they are.
+        # Gates: the student's parts as they are. Timing the reference built every gate here,
+        # so bazel-bin held the reference's binaries: a gate the student's tree did not build ran
+        # those and passed (a stage 1 tree whose S1.realloc did not assemble passed all three).
+        # Removed first, a gate's binary is there only when this build made it.
         targets = info["gates"] + ["//tools/diff:stagediff"]
+        for target in info["gates"]:
+            binary(work, target).unlink(missing_ok=True)
         build = in_scratch("build", "--keep_going", *targets, log=log)
         gates = []
         for target in info["gates"]:
             if target in skipped:
                 continue   # it reaches a copy that the handout holds back (copy_stub)
             limits = limited(target)
-            ok, reached, tail = run_test(work, target, **limits)
+            if binary(work, target).exists():
+                ok, reached, tail = run_test(work, target, **limits)
+            else:
+                ok, reached, tail = False, set(), "does not build: " + "; ".join(build_errors(build.stderr)[:3])[:300]
             gates.append({"gate": target, "passed": ok, "stubs_reached": sorted(reached), "detail": "" if ok else tail,
                           **timing(limits, tail)})
         raced = {}   # part: ThreadSanitizer's reports in its code

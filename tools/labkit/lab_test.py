@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import unittest
+from unittest import mock
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -803,6 +804,38 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
         out = io.StringIO()
         lab.print_report(report, out)
         self.assertIn("score: 60/100 (correctness 60, performance 0;", out.getvalue())
+
+    def test_a_gate_the_student_s_tree_does_not_build_fails_with_the_build_s_errors(self):
+        # Timing the reference built the gates in the scratch tree; a tree whose part did not
+        # assemble then passed every gate on the reference's binaries left in bazel-bin.
+        table = {"score": self.table["score"],
+                 "stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md", "gates": ["//t:gate"]}},
+                 "parts": [dict(name="S1.a", stage=1, file="stage1_brk/a.cc", procedure="a", statement="s",
+                                tests=[{"target": "//t:t"}])]}
+        for tree, body in (("ref", "return 1;"), ("student", "return broken;")):
+            for rel, text in (("WORKSPACE", ""), ("traces/x.rep", "0\n"),
+                              ("stage1_brk/a.cc", f"int a() {{\n// [lab S1.a begin]\n{body}\n// [lab S1.a end]\n}}\n")):
+                (self.tmp / tree / rel).parent.mkdir(parents=True, exist_ok=True)
+                (self.tmp / tree / rel).write_text(text)
+
+        def bazel(tree, *args, log=None, output_base=None):   # builds a.cc unless it says "broken"
+            if args[0] == "build" and "broken" in (Path(tree) / "stage1_brk/a.cc").read_text():
+                return subprocess.CompletedProcess(args, 1, "", "stage1_brk/a.cc:3: error: 'broken' was not declared\n")
+            for name in ("gate", "t") if args[0] == "build" else ():
+                (Path(tree) / "bazel-bin/t").mkdir(parents=True, exist_ok=True)
+                (Path(tree) / "bazel-bin/t" / name).write_text("#!/bin/sh\nexit 0\n")
+                (Path(tree) / "bazel-bin/t" / name).chmod(0o755)
+            return subprocess.CompletedProcess(args, 0, "", "")
+        with mock.patch.object(lab, "REFERENCE", self.tmp / "ref"), mock.patch.object(lab, "bazel", bazel), \
+                mock.patch.dict(os.environ, {"XDG_CACHE_HOME": str(self.tmp / "cache")}):
+            report, _ = lab.grade(table, self.tmp / "student", "1")
+        [gate] = report["gates"]
+        self.assertFalse(gate["passed"], gate)
+        self.assertEqual(gate["detail"], "does not build: stage1_brk/a.cc:3: error: 'broken' was not declared")
+        self.assertEqual(report["parts"][0]["verdict"], "does not build: stage1_brk/a.cc:3: error: 'broken' was not declared")
+        out = io.StringIO()
+        lab.print_report(report, out)
+        self.assertIn("FAIL  //t:gate\n        does not build: stage1_brk/a.cc:3: error:", out.getvalue())
 
     def test_a_test_that_hangs_is_killed_and_said_to(self):
         test = self.tmp / "bazel-bin" / "t" / "t"
