@@ -12,6 +12,7 @@
 Standard library only. The table of parts is tools/labkit/parts.json."""
 
 import argparse
+import difflib
 import hashlib
 import json
 import os
@@ -913,6 +914,33 @@ def reports_in_parts(out, found):
     return hits
 
 
+def in_students_lines(text, work, tree, files):
+    """text with each FILE:LINE of files (the stage's part files) in the grading tree `work`
+    turned into the same line of the student's `tree`. The two differ: the student's file may
+    still hold the stub's prelude, and a part's build puts the reference's code in place of the
+    student's other parts of the file, longer or shorter. Lines are matched by content (difflib),
+    so a line of the student's own code is found wherever it stands; one the student's file does
+    not hold (the reference's code) keeps its number and says whose it is."""
+    for rel in files:
+        pattern = re.compile(r"(?<![\w-])((?:\./)?" + re.escape(rel) + r"):(\d+)")
+        if not pattern.search(text):
+            continue
+        try:
+            ours, theirs = read_lines(Path(work) / rel), read_lines(Path(tree) / rel)
+        except OSError:
+            continue
+        line_of = {}
+        for a, b, size in difflib.SequenceMatcher(None, ours, theirs, autojunk=False).get_matching_blocks():
+            line_of.update({a + i + 1: b + i + 1 for i in range(size)})
+
+        def mapped(m):
+            line = int(m.group(2))
+            return (f"{m.group(1)}:{line_of[line]}" if line in line_of
+                    else f"{m.group(1)}:{line} (the reference's code in the grading tree)")
+        text = pattern.sub(mapped, text)
+    return text
+
+
 def seconds_text(seconds):
     """A run's time as the reports give it: two significant digits under a second, tenths under
     ten, whole seconds above."""
@@ -1347,6 +1375,10 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
 
         replace_bodies(work, table, given)   # a file left with a stub gets contract/lab.h
         student_found = scan(work, table)[0]
+        part_files = sorted({p["file"] for p in parts})
+
+        def for_student(text):   # FILE:LINE as the student's file numbers it, not this tree
+            return in_students_lines(text, work, tree, part_files)
 
         # Gates: the student's parts as they are. Timing the reference built every gate here,
         # so bazel-bin held the reference's binaries: a gate the student's tree did not build ran
@@ -1365,15 +1397,17 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 ok, reached, tail = run_test(work, target, **limits)
             else:
                 ok, reached, tail = False, set(), "does not build: " + "; ".join(build_errors(build.stderr)[:3])[:300]
+            tail = for_student(tail)
             gates.append({"gate": target, "passed": ok, "stubs_reached": sorted(reached), "detail": "" if ok else tail,
                           **timing(limits, tail)})
         raced = {}   # part: ThreadSanitizer's reports in its code
         for target in info.get("tsan_gates", []):
             r, out, detail, timed = tsan_test(target)
             for name, reports in reports_in_parts(out, student_found).items():
-                raced.setdefault(name, []).extend(x for x in reports if x not in raced[name])
+                raced.setdefault(name, []).extend(x for x in map(for_student, reports) if x not in raced[name])
             gates.append({"gate": target + " (ThreadSanitizer)", "passed": r.returncode == 0,
-                          "stubs_reached": sorted(set(NOT_IMPLEMENTED.findall(out))), "detail": detail, **timed})
+                          "stubs_reached": sorted(set(NOT_IMPLEMENTED.findall(out))), "detail": for_student(detail),
+                          **timed})
 
         # Every tsan gate ran to its end on the student's tree without a report: none of its parts raced.
         tsan_complete = all(g["passed"] for g in gates if g["gate"].endswith(" (ThreadSanitizer)"))
@@ -1415,11 +1449,11 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 else:
                     ok, reached, tail = run_test(work, t["target"], t.get("cases"), **limits)
                 row["tests"].append({"target": t["target"], "cases": t.get("cases", ""), "passed": ok,
-                                     "stubs_reached": sorted(reached), "detail": "" if ok else tail,
+                                     "stubs_reached": sorted(reached), "detail": "" if ok else for_student(tail),
                                      **timing(limits, tail)})
                 if ref_is_handout:   # not isolated: another part's wrong answer may fail a shared case
                     row["tests"][-1]["shared_with"] = shared_failures(work, table, name, row["tests"][-1])
-            row["verdict"] = part_verdict(name, row["tests"], built)
+            row["verdict"] = for_student(part_verdict(name, row["tests"], built))
             if row["verdict"] == "pass" and name not in raced and not tsan_complete:
                 # A tsan gate failed on the student's tree as a whole (another part does not
                 # build, stops at a stub or crashes it), so it may never have run this part's
@@ -1429,7 +1463,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 here = scan(work, table)[0]   # this part's lines, with the others' bodies replaced
                 for target in info["tsan_gates"]:
                     r, out, _, _ = tsan_test(target)
-                    for report in reports_in_parts(out, {name: here[name]}).get(name, []):
+                    for report in map(for_student, reports_in_parts(out, {name: here[name]}).get(name, [])):
                         if report not in raced.setdefault(name, []):
                             raced[name].append(report)
                 if not raced.get(name):

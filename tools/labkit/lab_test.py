@@ -805,22 +805,24 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
         lab.print_report(report, out)
         self.assertIn("score: 60/100 (correctness 60, performance 0;", out.getvalue())
 
-    def test_a_gate_the_student_s_tree_does_not_build_fails_with_the_build_s_errors(self):
-        # Timing the reference built the gates in the scratch tree; a tree whose part did not
-        # assemble then passed every gate on the reference's binaries left in bazel-bin.
+    def grade_fake_stage(self, reference, student):
+        """lab.grade() of a fake stage 1 (fake Bazel, one gate //t:gate) whose parts S1.b and S1.a
+        lie in that order in stage1_brk/a.cc: reference and student are that file's text. The
+        fake build fails on a line that says "broken", naming it by FILE:LINE as a compiler does."""
         table = {"score": self.table["score"],
                  "stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md", "gates": ["//t:gate"]}},
-                 "parts": [dict(name="S1.a", stage=1, file="stage1_brk/a.cc", procedure="a", statement="s",
-                                tests=[{"target": "//t:t"}])]}
-        for tree, body in (("ref", "return 1;"), ("student", "return broken;")):
-            for rel, text in (("WORKSPACE", ""), ("traces/x.rep", "0\n"),
-                              ("stage1_brk/a.cc", f"int a() {{\n// [lab S1.a begin]\n{body}\n// [lab S1.a end]\n}}\n")):
+                 "parts": [dict(name=f"S1.{n}", stage=1, file="stage1_brk/a.cc", procedure=n, statement="s",
+                                tests=[{"target": "//t:t"}]) for n in ("b", "a")]}
+        for tree, code in (("ref", reference), ("student", student)):
+            for rel, text in (("WORKSPACE", ""), ("traces/x.rep", "0\n"), ("stage1_brk/a.cc", code)):
                 (self.tmp / tree / rel).parent.mkdir(parents=True, exist_ok=True)
                 (self.tmp / tree / rel).write_text(text)
 
-        def bazel(tree, *args, log=None, output_base=None):   # builds a.cc unless it says "broken"
-            if args[0] == "build" and "broken" in (Path(tree) / "stage1_brk/a.cc").read_text():
-                return subprocess.CompletedProcess(args, 1, "", "stage1_brk/a.cc:3: error: 'broken' was not declared\n")
+        def bazel(tree, *args, log=None, output_base=None):
+            lines = (Path(tree) / "stage1_brk/a.cc").read_text().split("\n")
+            broken = [n for n, line in enumerate(lines, 1) if "broken" in line]
+            if args[0] == "build" and broken:
+                return subprocess.CompletedProcess(args, 1, "", f"stage1_brk/a.cc:{broken[0]}: error: 'broken' was not declared\n")
             for name in ("gate", "t") if args[0] == "build" else ():
                 (Path(tree) / "bazel-bin/t").mkdir(parents=True, exist_ok=True)
                 (Path(tree) / "bazel-bin/t" / name).write_text("#!/bin/sh\nexit 0\n")
@@ -829,13 +831,43 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
         with mock.patch.object(lab, "REFERENCE", self.tmp / "ref"), mock.patch.object(lab, "bazel", bazel), \
                 mock.patch.dict(os.environ, {"XDG_CACHE_HOME": str(self.tmp / "cache")}):
             report, _ = lab.grade(table, self.tmp / "student", "1")
+        return report, {p["part"]: p for p in report["parts"]}
+
+    REFERENCE_A_CC = ("int b() {\n// [lab S1.b begin]\nreturn 2;\n// [lab S1.b end]\n}\n"
+                      "int a() {\n// [lab S1.a begin]\nreturn 1;\n// [lab S1.a end]\n}\n")
+
+    def test_a_gate_the_student_s_tree_does_not_build_fails_with_the_build_s_errors(self):
+        # Timing the reference built the gates in the scratch tree; a tree whose part did not
+        # assemble then passed every gate on the reference's binaries left in bazel-bin.
+        report, parts = self.grade_fake_stage(self.REFERENCE_A_CC, self.REFERENCE_A_CC.replace("return 1;", "return broken;"))
         [gate] = report["gates"]
         self.assertFalse(gate["passed"], gate)
-        self.assertEqual(gate["detail"], "does not build: stage1_brk/a.cc:3: error: 'broken' was not declared")
-        self.assertEqual(report["parts"][0]["verdict"], "does not build: stage1_brk/a.cc:3: error: 'broken' was not declared")
+        self.assertEqual(gate["detail"], "does not build: stage1_brk/a.cc:8: error: 'broken' was not declared")
+        self.assertEqual(parts["S1.a"]["verdict"], "does not build: stage1_brk/a.cc:8: error: 'broken' was not declared")
         out = io.StringIO()
         lab.print_report(report, out)
-        self.assertIn("FAIL  //t:gate\n        does not build: stage1_brk/a.cc:3: error:", out.getvalue())
+        self.assertIn("FAIL  //t:gate\n        does not build: stage1_brk/a.cc:8: error:", out.getvalue())
+
+    def test_a_build_error_is_named_by_the_student_s_own_line(self):
+        # A class's stage 3 student read "does not build: ./stage3_segments/page.h:41:35" for
+        # their line 49: the grading tree's file lacks the stub's prelude their file kept, and a
+        # part's build puts the reference's code in place of the student's other parts.
+        student = ("// the stub's prelude, kept\n" * 3 +
+                   self.REFERENCE_A_CC.replace("return 2;", "int x = 2;\nx += 0;\nreturn x;")
+                                      .replace("return 1;", "return broken;"))
+        line = student.split("\n").index("return broken;") + 1
+        self.assertEqual(line, 13)   # the grading tree's is 8 (all the student's parts) or 10 (the reference's S1.b)
+        report, parts = self.grade_fake_stage(self.REFERENCE_A_CC, student)
+        said = f"does not build: stage1_brk/a.cc:{line}: error: 'broken' was not declared"
+        self.assertEqual(parts["S1.a"]["verdict"], said)
+        self.assertEqual(report["gates"][0]["detail"], said)
+        self.assertEqual(parts["S1.b"]["verdict"], "pass")
+        text = "x stage1_brk/a.cc:3: y ./stage1_brk/a.cc:6 /abs/stage1_brk/a.cc:6: xstage1_brk/a.cc:6"
+        (self.tmp / "work" / "stage1_brk").mkdir(parents=True)
+        (self.tmp / "work" / "stage1_brk" / "a.cc").write_text(self.REFERENCE_A_CC)
+        self.assertEqual(lab.in_students_lines(text, self.tmp / "work", self.tmp / "student", ["stage1_brk/a.cc"]),
+                         "x stage1_brk/a.cc:3 (the reference's code in the grading tree): y ./stage1_brk/a.cc:11 "
+                         "/abs/stage1_brk/a.cc:11: xstage1_brk/a.cc:6")
 
     def test_a_test_that_hangs_is_killed_and_said_to(self):
         test = self.tmp / "bazel-bin" / "t" / "t"
