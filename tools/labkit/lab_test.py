@@ -869,6 +869,31 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
                          "x stage1_brk/a.cc:3 (the reference's code in the grading tree): y ./stage1_brk/a.cc:11 "
                          "/abs/stage1_brk/a.cc:11: xstage1_brk/a.cc:6")
 
+    def test_teaching_md_s_grade_sheet_has_a_row_per_submission_and_a_column_per_part(self):
+        # The class loop's CSV held only each report's score: a teacher saw 40 with no part
+        # named, and a submission that could not be graded (no report) had no row at all.
+        text = (ROOT / "docs/teaching.md").read_text()
+        m = re.search(r"^python3 - > grades.csv <<'SHEET'\n(.*?)\nSHEET$", text, re.S | re.M)
+        self.assertIsNotNone(m, "teaching.md's class loop writes no grade sheet")
+
+        def report(marks, failed_gate, note):
+            return {"score": sum(marks) + (0 if failed_gate else 40), "correctness": sum(marks),
+                    "performance": 0 if failed_gate else 40, "note": note,
+                    "parts": [{"part": f"S1.{n}", "marks": x} for n, x in zip("xy", marks)],
+                    "gates": [{"gate": "//t:gate", "passed": not failed_gate}, {"gate": "//t:other", "passed": True}]}
+        (self.tmp / "grades").mkdir()
+        for name, r in (("alice", report([30, 30], False, "")), ("bob", report([30, 0], True, "traces not scored"))):
+            (self.tmp / "submissions" / name).mkdir(parents=True)
+            (self.tmp / "grades" / f"{name}.json").write_text(json.dumps(r))
+        (self.tmp / "submissions" / "carol").mkdir()   # grading could not run: no report
+        out = subprocess.run([sys.executable, "-"], input=m.group(1), cwd=self.tmp, capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.splitlines(), [
+            "student,score,correctness,performance,S1.x,S1.y,failed gates,note",
+            "alice,100,60,40,30,30,,",
+            "bob,30,30,0,30,0,//t:gate,traces not scored",
+            "carol,,,,,,,not graded: see grades/carol.txt"])
+
     def test_a_test_that_hangs_is_killed_and_said_to(self):
         test = self.tmp / "bazel-bin" / "t" / "t"
         test.parent.mkdir(parents=True)
