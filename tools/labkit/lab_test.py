@@ -504,12 +504,14 @@ import subprocess, sys
 sys.path.insert(0, {str(Path(lab.__file__).parent)!r})
 import lab
 def bazel(tree, *args, log=None, output_base=None):
-    with open({str(log)!r}, "a") as f:
-        f.write(args[0] + "\\n")
-    if args[0] == "build":
-        subprocess.run(["sleep", "60"])
-    if args[0] == "shutdown":   # a server still finishing its build takes a while to stop
-        subprocess.run(["sleep", "1"])
+    with subprocess.Popen(["sleep", "60" if args[0] == "build" else "1"]) as run:   # a shutdown waits too
+        with open({str(log)!r}, "a") as f:   # said once the sleep runs: a SIGTERM now finds it
+            f.write(args[0] + "\\n")
+        try:
+            run.wait()
+        except BaseException:   # as subprocess.run, which lab.bazel calls
+            run.kill()
+            raise
     return subprocess.CompletedProcess(args, 0, "", "")
 lab.bazel = bazel
 sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
