@@ -1358,8 +1358,8 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
             return {"seconds_limit": limits["timeout"], "reference_seconds": limits["reference_seconds"],
                     "timed_out": detail.startswith("timed out")}
 
-        def tsan_test(target):   # a tsan gate under Bazel: its limit is --test_timeout
-            limits = limited(target, tsan=True)
+        def tsan_test(target, limits=None):   # a tsan gate under Bazel: its limit is --test_timeout
+            limits = limits or limited(target, tsan=True)
             bound = [f"--test_timeout={limits['timeout']}"] if limits["timeout"] else []
             r = in_scratch("test", "--config=tsan", *bound, target, log=log)
             # QUIET filters the test's output from Bazel's: its log says which stub it reached.
@@ -1388,21 +1388,43 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         for target in info["gates"]:
             binary(work, target).unlink(missing_ok=True)
         build = in_scratch("build", "--keep_going", *targets, log=log)
-        gates = []
+        gates, hung = [], []   # hung: the first gate that timed out
+
+        def after_hung(limits):
+            # Once a gate has timed out no trace is scored, and a gate's verdict changes no
+            # mark: the later gates get the floor rather than their own limits (a stage 1 tree
+            # whose S1.find_fit hung took 633 s, 369 s of it stage1_test and the twin test
+            # killed after the battery). The parts' tests, which give the marks, keep theirs.
+            if hung and limits["timeout"] and limits["timeout"] > LIMIT_FLOOR:
+                return dict(limits, timeout=LIMIT_FLOOR), limits["timeout"]
+            return limits, None
+
+        def cut_short(detail, full, limits, reference_runs=""):   # the FAIL of a gate killed at after_hung's floor
+            if full is None or not detail.startswith("timed out"):
+                return detail
+            return (f"timed out after {limits['timeout']} s and killed, cut from its limit of {full} s since "
+                    f"{hung[0]} timed out first: no trace is scored whatever it does" +
+                    (f" (the reference takes {seconds_text(limits['reference_seconds'])} s{reference_runs})"
+                     if limits["reference_seconds"] is not None else ""))
+
         for target in info["gates"]:
             if target in skipped:
                 continue   # it reaches a copy that the handout holds back (copy_stub)
-            limits = limited(target)
+            limits, full = after_hung(limited(target))
             if binary(work, target).exists():
                 ok, reached, tail = run_test(work, target, **limits)
             else:
                 ok, reached, tail = False, set(), "does not build: " + "; ".join(build_errors(build.stderr)[:3])[:300]
-            tail = for_student(tail)
+            tail = cut_short(for_student(tail), full, limits)
+            if tail.startswith("timed out") and not hung:
+                hung.append(target)
             gates.append({"gate": target, "passed": ok, "stubs_reached": sorted(reached), "detail": "" if ok else tail,
                           **timing(limits, tail)})
         raced = {}   # part: ThreadSanitizer's reports in its code
         for target in info.get("tsan_gates", []):
-            r, out, detail, timed = tsan_test(target)
+            limits, full = after_hung(limited(target, tsan=True))
+            r, out, detail, timed = tsan_test(target, limits)
+            detail = cut_short(detail, full, limits, " without ThreadSanitizer")
             for name, reports in reports_in_parts(out, student_found).items():
                 raced.setdefault(name, []).extend(x for x in map(for_student, reports) if x not in raced[name])
             gates.append({"gate": target + " (ThreadSanitizer)", "passed": r.returncode == 0,

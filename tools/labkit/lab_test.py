@@ -807,12 +807,14 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
         lab.print_report(report, out)
         self.assertIn("score: 60/100 (correctness 60, performance 0;", out.getvalue())
 
-    def grade_fake_stage(self, reference, student):
-        """lab.grade() of a fake stage 1 (fake Bazel, one gate //t:gate) whose parts S1.b and S1.a
+    def grade_fake_stage(self, reference, student, gates=("gate",), program=lambda code, name: "exit 0"):
+        """lab.grade() of a fake stage 1 (fake Bazel, gates //t:NAME) whose parts S1.b and S1.a
         lie in that order in stage1_brk/a.cc: reference and student are that file's text. The
-        fake build fails on a line that says "broken", naming it by FILE:LINE as a compiler does."""
+        fake build fails on a line that says "broken", naming it by FILE:LINE as a compiler does;
+        else each test, //t:t and the gates, runs the shell code program(the file's text, NAME)."""
         table = {"score": self.table["score"],
-                 "stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md", "gates": ["//t:gate"]}},
+                 "stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md",
+                                  "gates": [f"//t:{g}" for g in gates]}},
                  "parts": [dict(name=f"S1.{n}", stage=1, file="stage1_brk/a.cc", procedure=n, statement="s",
                                 tests=[{"target": "//t:t"}]) for n in ("b", "a")]}
         for tree, code in (("ref", reference), ("student", student)):
@@ -825,9 +827,9 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
             broken = [n for n, line in enumerate(lines, 1) if "broken" in line]
             if args[0] == "build" and broken:
                 return subprocess.CompletedProcess(args, 1, "", f"stage1_brk/a.cc:{broken[0]}: error: 'broken' was not declared\n")
-            for name in ("gate", "t") if args[0] == "build" else ():
+            for name in (*gates, "t") if args[0] == "build" else ():
                 (Path(tree) / "bazel-bin/t").mkdir(parents=True, exist_ok=True)
-                (Path(tree) / "bazel-bin/t" / name).write_text("#!/bin/sh\nexit 0\n")
+                (Path(tree) / "bazel-bin/t" / name).write_text(f"#!/bin/sh\n{program(chr(10).join(lines), name)}\n")
                 (Path(tree) / "bazel-bin/t" / name).chmod(0o755)
             return subprocess.CompletedProcess(args, 0, "", "")
         with mock.patch.object(lab, "REFERENCE", self.tmp / "ref"), mock.patch.object(lab, "bazel", bazel), \
@@ -849,6 +851,28 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
         out = io.StringIO()
         lab.print_report(report, out)
         self.assertIn("FAIL  //t:gate\n        does not build: stage1_brk/a.cc:8: error:", out.getvalue())
+
+    def test_once_a_gate_timed_out_the_later_gates_get_the_floor(self):
+        # A class's stage 1 student whose S1.find_fit never returned took 633 s to grade: the
+        # battery was killed at 95 s, and so no trace could be scored, but stage1_test and the
+        # twin test still ran to their own limits (20 and 349 s); their verdicts change no mark.
+        def program(code, name):   # the reference's slow gate takes 0.4 s; the student's hangs
+            return "exec sleep 60" if "hang" in code and name != "t" else "sleep 0.4" if name == "slow" else "exit 0"
+        with mock.patch.object(lab, "LIMIT_FLOOR", 1):
+            started = time.monotonic()
+            report, parts = self.grade_fake_stage(self.REFERENCE_A_CC, self.REFERENCE_A_CC.replace("return 1;", "hang;"),
+                                                  gates=("first", "slow"), program=program)
+            took = time.monotonic() - started
+        first, slow = report["gates"]
+        self.assertTrue(first["timed_out"] and slow["timed_out"], report["gates"])
+        self.assertEqual(first["detail"], "timed out after 1 s (the reference takes 0.0" +
+                         first["detail"].split("the reference takes 0.0")[1])
+        self.assertEqual(slow["seconds_limit"], 1, slow)   # its own limit: 10 times 0.4 s, at least 4 s
+        self.assertRegex(slow["detail"], r"^timed out after 1 s and killed, cut from its limit of \d+ s since "
+                                         r"//t:first timed out first: no trace is scored whatever it does "
+                                         r"\(the reference takes 0\.\d+ s\)$")
+        self.assertEqual(parts["S1.a"]["verdict"], "pass")   # //t:t of the fake is not the student's hang
+        self.assertLess(took, 30)
 
     def test_a_build_error_is_named_by_the_student_s_own_line(self):
         # A class's stage 3 student read "does not build: ./stage3_segments/page.h:41:35" for
