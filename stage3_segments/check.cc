@@ -65,13 +65,8 @@ bool check_page(Checker& k, Segment* s, Page* page, uint64_t* live_blocks, uint6
             return k.fail("one-block page in use must hold its block and no list", at);
         if (page->queue != kLargeQueue) return k.fail("one-block page outside the large queue", at);
     } else {
+        if (!Layout::check_page_grid(k, s, page, area)) return false;
         unsigned bin = bin_of(page->block_size);
-        if (bin_size(bin) != page->block_size) return k.fail("page block size is no class", at);
-        if (bin_kind(bin) != static_cast<PageKind>(s->kind)) return k.fail("bin in a page of the wrong kind", at);
-        uint64_t lowbit = page->block_size & (~page->block_size + 1);
-        if (page->start != ((area.lo + lowbit - 1) & ~(lowbit - 1))) return k.fail("page start not on its block grid", at);
-        uint64_t fits = (area.hi - page->start) / page->block_size;   // fewer: cut short ([S3.62])
-        if (s->lazy ? page->capacity > fits : page->capacity != fits) return k.fail("page capacity differs from its area", at);
         bool full = page->queue == kFullQueue;
         Page copy = *page;   // what page_fast_checks would set (it reads the page's address)
         copy.start32 = static_cast<uint32_t>(page->start);
@@ -81,7 +76,6 @@ bool check_page(Checker& k, Segment* s, Page* page, uint64_t* live_blocks, uint6
         if (copy.start32 != page->start32 || copy.magic != page->magic || copy.limit != page->limit)
             return k.fail(full ? "full page without the sentinel constants"
                                : "page validity constants differ from its block size and carved", at);
-        if (page->capacity > kMaxBlocks) return k.fail("page with more blocks than any class allows", at);
         k.seen = Seen{};
         int64_t nfree = mark_list(k, page, page->free, "free list leaves its page");
         if (nfree < 0) return false;

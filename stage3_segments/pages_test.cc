@@ -241,6 +241,15 @@ TEST_CASE("the checker notices a free list that meets a block twice") {
     battery::check_heap_ok(api());
 }
 
+// [S3.29] A page's geometry (a class's block size, the start on its grid, the capacity that
+// fills its area) is checked by one function for both stages (segment_layout.h's
+// check_page_grid), and one check (tests/support.h) that stage 4's arena_test runs too.
+TEST_CASE("the checker names a page whose block size is no class or whose start is off its grid") {
+    ScopedHeap h;
+    Page* page = page_of(h.take(48));
+    battery::checker_names_page_grid_faults(api(), page->block_size, page->start);
+}
+
 TEST_CASE("a full page moves to the full queue and back after a free, the direct slot following") {
     ScopedHeap h;
     const unsigned bin = bin_of(1024);

@@ -3,7 +3,7 @@
 // (false if refused), make_writable, count_committed, decommit (false if refused), is_free_sentinel): header layout, first commit, page areas,
 // pages taken and given back, decommit, mapping as pages carve, a one-block page's guards, layout checks.
 // Entry points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area, take_page, map_for_extend,
-// release_page, decommit_unused, commit_up_to, large_reach, one_block_resize, guards_*, realloc_guards_check, die_not_ours, check.
+// release_page, decommit_unused, commit_up_to, large_reach, one_block_resize, guards_*, realloc_guards_check, die_not_ours, check, check_page_grid.
 #pragma once
 
 #include <cerrno>
@@ -11,6 +11,8 @@
 #include <cstdint>
 
 #include "contract/diagnostics.h"
+#include "stage3_segments/bins.h"
+#include "stage3_segments/lists.h"
 #include "stage3_segments/types.h"
 
 namespace edu::stage3 {
@@ -600,6 +602,25 @@ struct SegmentLayout {
             return k.fail("lazily mapped segment's mapping is not what it uses", at);
         if (s->cached && used) return k.fail("cached segment has pages in use", at);
         *in_use = used;
+        return true;
+    }
+
+    // [S3.29] The geometry of a page of a bin in use, as both checkers verify it (stage 4's
+    // S4.35): its block size is a class of its segment's kind, its start the first address of
+    // its area on the grid of the block size's lowest bit ([S3.5]), and its capacity what fits
+    // from there to the area's end (at most that in a lazily mapped segment, whose page may be
+    // cut short: [S3.62]), never more than Seen has bits for. Returns false after k.fail.
+    template <class Checker>
+    static bool check_page_grid(Checker& k, const Segment* s, const Page* page, Span area) {
+        uintptr_t at = base(page);
+        unsigned bin = bin_of(page->block_size);
+        if (bin_size(bin) != page->block_size) return k.fail("page block size is no class", at);
+        if (bin_kind(bin) != static_cast<PageKind>(s->kind)) return k.fail("bin in a page of the wrong kind", at);
+        uint64_t lowbit = page->block_size & (~page->block_size + 1);
+        if (page->start != ((area.lo + lowbit - 1) & ~(lowbit - 1))) return k.fail("page start not on its block grid", at);
+        uint64_t fits = (area.hi - page->start) / page->block_size;
+        if (T::lazy(s) ? page->capacity > fits : page->capacity != fits) return k.fail("page capacity differs from its area", at);
+        if (page->capacity > kMaxBlocks) return k.fail("page with more blocks than any class allows", at);
         return true;
     }
 };

@@ -3,7 +3,7 @@
 // free, and under contention (threads claiming and releasing runs of random lengths on one
 // small bitmap) no bit is ever held by two threads, which a per-bit owner array checks with an
 // atomic exchange on every claim. Then the real arena: threads taking segments at once, and
-// the heap's cache of empty segments counted in system calls.
+// the heap's cache of empty segments counted in system calls, and the checker's page geometry.
 #include <doctest/doctest.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -333,6 +333,19 @@ TEST_CASE("a reused large segment gives its next block the reach it committed, a
             [](const void* s) { return static_cast<const Segment*>(s)->cached == 1; },
             stage3::one_block_usable(100 * 1024));
         segment_cache_collect(testing::my_heap(), true);
+    });
+}
+
+// [S4.35] A page's geometry is checked by stage 3's check_page_grid (S3.29), and this is
+// stage 3's check of it too (tests/support.h): a block size that is no class and a start off
+// its grid are named.
+TEST_CASE("the checker names a page whose block size is no class or whose start is off its grid") {
+    testing::on_thread([] {
+        void* p = api().malloc(48);
+        REQUIRE(p != nullptr);
+        Page* page = page_of(p);
+        battery::checker_names_page_grid_faults(api(), page->block_size, page->start);
+        api().free(p);
     });
 }
 

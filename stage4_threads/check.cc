@@ -158,14 +158,8 @@ bool check_page(Checker& k, Segment* s, Page* page, Access access) {
     if (remote < 0) return false;
     int64_t delayed = access == Access::own ? delayed_in_page(k.heap, page, nullptr) : 0;
     if (s->page_count == 1) return check_one_block(k, page, area, access, remote, delayed);
+    if (!Layout::check_page_grid(k, s, page, area)) return false;   // stage 3's (S3.29)
     unsigned bin = stage3::bin_of(page->block_size);
-    if (stage3::bin_size(bin) != page->block_size) return k.fail("page block size is no class", at);
-    if (stage3::bin_kind(bin) != static_cast<PageKind>(s->kind)) return k.fail("bin in a page of the wrong kind", at);
-    uint64_t lowbit = page->block_size & (~page->block_size + 1);
-    if (page->start != ((area.lo + lowbit - 1) & ~(lowbit - 1))) return k.fail("page start not on its block grid", at);
-    uint64_t fits = (area.hi - page->start) / page->block_size;   // fewer: cut short (S3.62)
-    if ((segment_of(page)->lazy ? page->capacity > fits : page->capacity != fits) || page->capacity > kMaxBlocks)
-        return k.fail("page capacity differs from its area", at);
     if (page->bin != bin) return k.fail("page's bin differs from its block size", at, page->bin, bin);
     bool full = page->queue == kFullQueue;
     uint32_t start32 = full ? static_cast<uint32_t>(addr(s) - 1) : static_cast<uint32_t>(page->start);

@@ -402,6 +402,21 @@ long minor_faults() {
     return use.ru_minflt;
 }
 
+void checker_names_page_grid_faults(const Api& api, uint64_t& block_size, uintptr_t& start) {
+    require_heap_ok(api);
+    uint64_t size = block_size;
+    block_size = size + 1;   // odd: no class is
+    CheckResult no_class = api.check();
+    block_size = size;
+    uintptr_t at = start;
+    start = at + 1;          // odd: on no class's grid
+    CheckResult off_grid = api.check();
+    start = at;
+    CHECK(std::string(no_class.message).find("page block size is no class") != std::string::npos);
+    CHECK(std::string(off_grid.message).find("page start not on its block grid") != std::string::npos);
+    check_heap_ok(api);
+}
+
 void reused_large_segment_keeps_its_reach(const Api& api, const std::function<void*(std::size_t)>& take,
                                           const std::function<const void*(const void*)>& segment_of,
                                           const std::function<bool(const void*)>& is_cached,

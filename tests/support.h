@@ -191,6 +191,11 @@ void reused_large_segment_keeps_its_reach(const Api& api, const std::function<vo
                                           const std::function<const void*(const void*)>& segment_of,
                                           const std::function<bool(const void*)>& is_cached,
                                           std::size_t small_usable);
+// In-process, stages 3 and 4 ([S3.29], [S4.35]: one check, segment_layout.h's check_page_grid):
+// the checker names a page in use whose block size is no class (`block_size` one more) and one
+// whose start is off its block grid (`start` one more), each damaged alone and restored before
+// anything else runs; the heap checks clean before and after. The two fields are a page's.
+void checker_names_page_grid_faults(const Api& api, uint64_t& block_size, uintptr_t& start);
 // Inside a child: a page of the test's own, a mapping not the stage's, at exactly `at` (one OS
 // page, MAP_FIXED_NOREPLACE), its bytes 0x5a; and whether it still holds them.
 unsigned char* map_page_not_ours(void* at);
