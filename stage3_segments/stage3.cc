@@ -78,7 +78,9 @@ void* api_realloc(void* p, std::size_t size) {
         if constexpr (M::stats) count_resize(usable, page->block_size, size);
         return p;
     }
-    void* q = heap_alloc<M>(page->heap, size, size);
+    std::size_t target = realloc_target(usable, size);   // [S3.88]
+    void* q = heap_alloc<M>(page->heap, target, size);
+    if (!q && target != size) q = heap_alloc<M>(page->heap, size, size);
     if (!q) return nullptr;   // ENOMEM; p is untouched
     std::memcpy(q, p, size < usable ? size : usable);
     heap_free<M>(p);

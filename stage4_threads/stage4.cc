@@ -93,7 +93,9 @@ void* api_realloc(void* p, std::size_t size) {
         }
         return p;
     }
-    void* q = heap_alloc<M>(t_heap, size, size);
+    std::size_t target = stage3::realloc_target(usable, size);   // [S4.94] S3.88's headroom
+    void* q = heap_alloc<M>(t_heap, target, size);
+    if (!q && target != size) q = heap_alloc<M>(t_heap, size, size);
     if (!q) return nullptr;   // ENOMEM; p is untouched
     std::memcpy(q, p, size < usable ? size : usable);
     heap_free<M>(p);
