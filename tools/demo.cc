@@ -196,13 +196,14 @@ private:
         }
     }
 
-    // "region0+0x30"; a plain address if no known top-level entry holds p.
+    // "region0+48" (an offset, in decimal as every tool writes it); a plain address, in hex, if
+    // no known top-level entry holds p.
     std::string place(const void* p) const {
         uintptr_t a = reinterpret_cast<uintptr_t>(p);
         char buf[96];
         for (const Top& t : tops_) {
             if (a >= t.start && a - t.start < t.size) {
-                std::snprintf(buf, sizeof buf, "%s+0x%" PRIxPTR, t.name.c_str(), a - t.start);
+                std::snprintf(buf, sizeof buf, "%s+%" PRIuPTR, t.name.c_str(), a - t.start);
                 return buf;
             }
         }
@@ -342,7 +343,7 @@ private:
                 where_text = named ? named->name : place(e.address);
             } else {
                 char buf[32];
-                std::snprintf(buf, sizeof buf, "+0x%" PRIxPTR, reinterpret_cast<uintptr_t>(e.address) - top_start);
+                std::snprintf(buf, sizeof buf, "+%" PRIuPTR, reinterpret_cast<uintptr_t>(e.address) - top_start);
                 where_text = buf;
             }
             std::string kind = std::string(2 * e.depth, ' ') + e.kind;

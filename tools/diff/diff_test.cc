@@ -160,6 +160,41 @@ const Stage kBroken = {"broken", 99, "hands out one block to everyone", ThreadSa
                        &kOverlapping, &kOverlapping, nullptr, 0, &no_options, &no_option,
                        &nothing, &nothing, &nothing};
 
+// A heap whose second region lies below its first, as stage 2's brk region may lie below its
+// mapped arena (where depends on address randomisation): offsets count from the first region.
+alignas(64) unsigned char g_two_regions[8192];
+void walks_two_regions(WalkFn visit, void* context) {
+    visit({"arena", WalkState::meta, g_two_regions + 4096, 4096, 0}, context);
+    visit({"block", WalkState::used, g_two_regions + 4096 + 16, 48, 1}, context);
+    visit({"region", WalkState::meta, g_two_regions, 1024, 0}, context);
+    visit({"block", WalkState::free, g_two_regions + 16, 64, 1}, context);
+}
+constexpr Api kTwoRegions = {&overlapping_malloc, &ignore_free, &overlapping_calloc, &overlapping_realloc,
+                             &overlapping_aligned, &whole_usable, &claims_ok, &walks_two_regions, &no_stats};
+const Stage kBelow = {"below", 98, "a region below the first", ThreadSafety::locked, false, 16,
+                      &kTwoRegions, &kTwoRegions, nullptr, 0, &no_options, &no_option,
+                      &nothing, &nothing, &nothing};
+
+TEST_CASE("an offset below the heap's first region is written negative, in --steps and --picture") {
+    // --steps printed '+-4096' and the picture '+18446744073709547520' (the difference wrapped).
+    std::vector<HeapLine> lines = heap_lines(kBelow);
+    REQUIRE(lines.size() == 4);
+    CHECK(lines[2].offset == -4096);
+    CHECK(lines[2].text == "  region                 meta    -4096       1.00 KiB");
+    CHECK(lines[3].text == "    block                free    -4080       64 B");
+    CHECK(lines[1].text == "    block                used    +16         48 B");
+    const char* dir = std::getenv("TEST_TMPDIR");
+    std::string path = std::string(dir ? dir : "/tmp") + "/below.svg", error;
+    REQUIRE_MESSAGE(write_heap_picture(kBelow, path, "below", {0, 0, [](uintptr_t) { return int64_t{-1}; }}, &error),
+                    error);
+    std::ifstream in(path);
+    std::stringstream svg;
+    svg << in.rdbuf();
+    CHECK(svg.str().find("region at -4096, 1.00 KiB") != std::string::npos);
+    CHECK(svg.str().find(">-4096</text>") != std::string::npos);  // its first row
+    CHECK(svg.str().find("18446744") == std::string::npos);
+}
+
 TEST_CASE("validation catches a stage that hands out overlapping blocks") {
     Workload w;
     REQUIRE(make_builtin("ring", 1, 0.01, &w));
@@ -224,12 +259,13 @@ TEST_CASE("the picture and plot options write SVG files naming the stage") {
     CHECK(svg.str().find("region") != std::string::npos);
     CHECK(svg.str().find("#d9534f") != std::string::npos);  // used blocks drawn
     CHECK(svg.str().find("trace id ") != std::string::npos);  // used blocks name their trace ids
-    CHECK(svg.str().find(">+0x") != std::string::npos);       // rows labelled with offsets
+    CHECK(svg.str().find(">+0</text>") != std::string::npos);  // rows labelled with offsets, in decimal
     REQUIRE_MESSAGE(zoomed_ok, error);
     std::ifstream zin(zoomed);
     std::stringstream zsvg;
     zsvg << zin.rdbuf();
-    CHECK(zsvg.str().find("zoomed to +0x1000-+0x2000") != std::string::npos);
+    CHECK(zsvg.str().find("zoomed to +4096-+8192") != std::string::npos);
+    CHECK(zsvg.str().find(">+5120</text>") != std::string::npos);  // the second row of 1 KiB
     CHECK(zsvg.str().find("1 pixel = 1 B, a row = 1.00 KiB") != std::string::npos);  // 4 KiB: four rows
     REQUIRE_MESSAGE(write_plot({m}, plot, "phase", &error), error);
     std::ifstream p(plot);

@@ -150,7 +150,12 @@ let current = 0, playing = null, predicting = false;
 const guesses = new Map(), tally = {right: 0, total: 0, byStage: []};
 
 // ---- Formatting --------------------------------------------------------------------------------
-const hex = (n) => (n < 0 ? "-0x" + (-n).toString(16) : "+0x" + n.toString(16));
+// An offset from the heap's first region, in decimal as every tool writes it (docs/diffing.md):
+// "+16", "-1572864". Sizes go through bytes().
+const offsetText = (n) => (n < 0 ? "-" + -n : "+" + n);
+// The address an offset had in the process that recorded stage s, in hex as a debugger and the
+// stages' own messages print pointers: "0x55d0c3a1e010".
+const pointer = (s, n) => "0x" + (BigInt(s.spec.base) + BigInt(n)).toString(16);
 function bytes(n) {
   if (n < 1024) return n + " B";
   const u = ["KiB", "MiB", "GiB", "TiB"];
@@ -167,7 +172,7 @@ const KINDS = [];
 const kindIndex = (name) => (KINDS.includes(name) ? KINDS.indexOf(name) : KINDS.push(name) - 1);
 const kindName = (e) => KINDS[e.k];
 function describeEntry(e) {
-  return `${kindName(e)} ${STATES[e.st]} ${hex(e.a)} ${bytes(e.s)}` + (e.id ? ` id ${e.id - 1}` : "");
+  return `${kindName(e)} ${STATES[e.st]} ${offsetText(e.a)} ${bytes(e.s)}` + (e.id ? ` id ${e.id - 1}` : "");
 }
 const el = (tag, cls, text) => { const x = document.createElement(tag); if (cls) x.className = cls; if (text !== undefined) x.textContent = text; return x; };
 
@@ -182,26 +187,26 @@ function explain(stage, step) {
   let merged = null, fate = null;
   // Blocks freed by other threads that the owner took back (stage 4: onto the page's free list).
   const collected = removed.filter((e) => e && e.st === REMOTE && added.some((x) => x.a === e.a && x.d === e.d && x.st !== REMOTE));
-  const collectedLine = collected.length && `collected ${collected.length} remote free${collected.length > 1 ? "s" : ""} (${collected.map((e) => hex(e.a)).join(", ")}): moved to the page's free list`;
+  const collectedLine = collected.length && `collected ${collected.length} remote free${collected.length > 1 ? "s" : ""} (${collected.map((e) => offsetText(e.a)).join(", ")}): moved to the page's free list`;
   let collectedSaid = false;
   if (kind !== 1) {
     if (chosen) {
-      out.push(`${opText(op)} -> ${hex(chosen.a)} (${bytes(chosen.s)} usable)`);
+      out.push(`${opText(op)} -> ${offsetText(chosen.a)} (${bytes(chosen.s)} usable)`);
       const from = removed.find((e) => e.d === chosen.d && e.st !== USED && e.a <= chosen.a && chosen.a < e.a + e.s);
       if (from && from.st === REMOTE && collectedLine) {
         // The collection comes first: the block was remote, then on the free list, then popped.
-        out.push(collectedLine, `taken from that list: ${kindName(from)} ${hex(from.a)} (${bytes(from.s)}), a remote free until this step`);
+        out.push(collectedLine, `taken from that list: ${kindName(from)} ${offsetText(from.a)} (${bytes(from.s)}), a remote free until this step`);
         collectedSaid = true;
-      } else if (from) out.push(`taken from ${kindName(from)} ${STATES[from.st]} ${hex(from.a)} (${bytes(from.s)})`);
+      } else if (from) out.push(`taken from ${kindName(from)} ${STATES[from.st]} ${offsetText(from.a)} (${bytes(from.s)})`);
       const rest = added.filter((e) => e !== chosen && e.d === chosen.d && from && e.a >= from.a && e.a + e.s <= from.a + from.s && e.st !== USED);
-      if (rest.length) out.push(`split: ${rest.map((e) => STATES[e.st] + " " + bytes(e.s) + " left at " + hex(e.a)).join(", ")}`);
+      if (rest.length) out.push(`split: ${rest.map((e) => STATES[e.st] + " " + bytes(e.s) + " left at " + offsetText(e.a)).join(", ")}`);
       const old = removed.find((e) => e.st === USED && e.id === Ops.id[op] + 1);
-      if (kind === 2 && old) out.push(old.a === chosen.a ? `resized in place from ${bytes(old.s)}` : `moved from ${hex(old.a)} (${bytes(old.s)}), copied`);
+      if (kind === 2 && old) out.push(old.a === chosen.a ? `resized in place from ${bytes(old.s)}` : `moved from ${offsetText(old.a)} (${bytes(old.s)}), copied`);
     } else out.push(`${opText(op)} (no new block seen)`);
   } else {
     const gone = removed.find((e) => e.st === USED && e.id === Ops.id[op] + 1);
     out.push(Ops.id[op] === NO_BLOCK ? `${opText(op)}: free(NULL), nothing to do` :
-      `${opText(op)}: block at ${gone ? hex(gone.a) + " (" + bytes(gone.s) + ")" : "?"} freed`);
+      `${opText(op)}: block at ${gone ? offsetText(gone.a) + " (" + bytes(gone.s) + ")" : "?"} freed`);
     const remote = gone && added.find((e) => e.d === gone.d && e.a === gone.a && e.st === REMOTE);
     if (remote) out.push(`remote free: thread ${Ops.thread[op]} is not the owner, so the block waits on its page's cross-thread list until the owner collects it`);
     if (remote) fate = "remote";
@@ -218,7 +223,7 @@ function explain(stage, step) {
       const next = removed.find((e) => e.d === gone.d && e.st === FREE && e.a > gone.a);
       merged = cover ? (prev && next ? "both" : prev ? "prev" : next ? "next" : "none") : "none";
       if (cover && (prev || next))
-        out.push(`coalesced with ${[prev && "previous " + hex(prev.a) + " (" + bytes(prev.s) + ")", next && "next " + hex(next.a) + " (" + bytes(next.s) + ")"].filter(Boolean).join(" and ")} into ${bytes(cover.s)}`);
+        out.push(`coalesced with ${[prev && "previous " + offsetText(prev.a) + " (" + bytes(prev.s) + ")", next && "next " + offsetText(next.a) + " (" + bytes(next.s) + ")"].filter(Boolean).join(" and ")} into ${bytes(cover.s)}`);
       else if (cover) out.push("no free neighbour: nothing to merge");
     }
   }
@@ -226,21 +231,21 @@ function explain(stage, step) {
   // Containers: new or returned regions, pools and pages put to use or emptied.
   for (const e of added.filter((x) => x.d === 0)) {
     const was = removed.find((x) => x.d === 0 && x.a === e.a);
-    out.push(was ? `${kindName(e)} ${hex(e.a)} ${e.s > was.s ? "grew" : "shrank"}: ${bytes(was.s)} -> ${bytes(e.s)}` : `new ${kindName(e)} ${hex(e.a)} (${bytes(e.s)}) from the OS`);
+    out.push(was ? `${kindName(e)} ${offsetText(e.a)} ${e.s > was.s ? "grew" : "shrank"}: ${bytes(was.s)} -> ${bytes(e.s)}` : `new ${kindName(e)} ${offsetText(e.a)} (${bytes(e.s)}) from the OS`);
   }
   for (const e of removed.filter((x) => x.d === 0 && !added.some((y) => y.d === 0 && y.a === x.a)))
-    out.push(`${kindName(e)} ${hex(e.a)} (${bytes(e.s)}) returned to the OS`);
+    out.push(`${kindName(e)} ${offsetText(e.a)} (${bytes(e.s)}) returned to the OS`);
   const setUp = new Map();
   for (const e of added.filter((x) => x.d === 1 && kindName(x) !== "block")) {
     const was = removed.find((x) => x.d === 1 && x.a === e.a);
-    if (was && was.st !== e.st) out.push(`${kindName(e)} ${hex(e.a)}: ${STATES[was.st]} -> ${STATES[e.st]}` + (e.st === META ? " (put to use)" : was.st === META ? " (emptied)" : ""));
+    if (was && was.st !== e.st) out.push(`${kindName(e)} ${offsetText(e.a)}: ${STATES[was.st]} -> ${STATES[e.st]}` + (e.st === META ? " (put to use)" : was.st === META ? " (emptied)" : ""));
     else if (!was) setUp.set(kindName(e), (setUp.get(kindName(e)) || []).concat([e]));
   }
   for (const [kind, list] of setUp)
-    out.push(list.length === 1 ? `${kind} ${hex(list[0].a)} (${bytes(list[0].s)}) set up` : `${list.length} ${kind}s set up (${hex(list[0].a)}..., ${bytes(list[0].s)} first)`);
+    out.push(list.length === 1 ? `${kind} ${offsetText(list[0].a)} (${bytes(list[0].s)}) set up` : `${list.length} ${kind}s set up (${offsetText(list[0].a)}..., ${bytes(list[0].s)} first)`);
   const carved = added.filter((e) => e.st !== UNUSED && e.d === 2 && removed.some((x) => x.st === UNUSED && x.d === e.d && x.a <= e.a && e.a < x.a + x.s));
   if (carved.length > 1) out.push(`${carved.length} blocks carved from unused space`);
-  else if (carved.length === 1 && carved[0] !== chosen) out.push(`carved ${kindName(carved[0])} ${hex(carved[0].a)} from unused space`);
+  else if (carved.length === 1 && carved[0] !== chosen) out.push(`carved ${kindName(carved[0])} ${offsetText(carved[0].a)} from unused space`);
   const fresh = (st) => blocks(added, st).filter((e) => !removed.some((x) => x.a === e.a && x.d === e.d) && e !== chosen);
   const laidOut = fresh(UNUSED).filter((e) => kindName(e) === "block"), carvedNow = fresh(FREE);
   if (laidOut.length > 1) out.push(`${laidOut.length} blocks laid out, not yet carved`);
@@ -334,7 +339,7 @@ function layout(stage, entries, width) {
         x += (end - a) / p.bpp; row.hi = end; a = end;
       }
     }
-    rows[first].label = `${kindName(r)} ${hex(r.a)}  ${bytes(r.s)}`;
+    rows[first].label = `${kindName(r)} ${offsetText(r.a)}  ${bytes(r.s)}`;
     y += GAP;
   }
   return {rows, height: y + 4, fine};
@@ -372,7 +377,7 @@ function draw(stage) {
     if (!inView(row)) continue;
     if (row.label) { g.fillStyle = "#5b6474"; g.fillText(row.label, 2, row.y - 8); }
     g.fillStyle = "#8b93a1";
-    g.fillText(hex(row.lo - row.region.a), 2, row.y + ROW / 2);
+    g.fillText(offsetText(row.lo - row.region.a), 2, row.y + ROW / 2);
     // A page at a scale of its own: a dark rule under it.
     g.fillStyle = "#3d4a66";
     for (const s of row.segs) if (s.fine) g.fillRect(s.x, row.y + ROW, (s.hi - s.lo) / s.bpp, 1.5);
@@ -473,7 +478,7 @@ function structures(stage) {
   for (const r of regions) {
     if (shown++ >= 6) { const tr = el("tr"); tr.appendChild(el("td", "", `+${regions.length - 6} more`)); t.appendChild(tr); break; }
     const tr = el("tr");
-    tr.appendChild(el("td", "", `${kindName(r)} ${hex(r.a)}`));
+    tr.appendChild(el("td", "", `${kindName(r)} ${offsetText(r.a)}`));
     tr.appendChild(el("td", "", bytes(r.s)));
     tr.appendChild(el("td", "", named(inside.get(r)).join(", ")));
     t.appendChild(tr);
@@ -489,7 +494,7 @@ function structures(stage) {
       const by = [0, 0, 0, 0, 0], sizes = new Set();
       for (const e of kids) { by[e.st] += e.st === UNUSED && kindName(e) !== "block" ? 0 : 1; if (kindName(e) === "block") sizes.add(e.s); }
       const unusedBytes = kids.filter((e) => e.st === UNUSED).reduce((n, e) => n + e.s, 0);
-      box.appendChild(el("div", "", `${kindName(parent)} ${hex(parent.a)} (this step): ${by[USED]} used, ${by[FREE]} free` +
+      box.appendChild(el("div", "", `${kindName(parent)} ${offsetText(parent.a)} (this step): ${by[USED]} used, ${by[FREE]} free` +
         (by[REMOTE] ? `, ${by[REMOTE]} remote (freed by another thread, not yet collected)` : "") + " blocks" +
         (sizes.size === 1 ? ` of ${bytes([...sizes][0])}` : "") + `, ${bytes(unusedBytes)} not yet carved`));
     }
@@ -498,7 +503,7 @@ function structures(stage) {
   const free = entries.filter((e) => e.d === 1 && e.st === FREE && kindName(e) === "block");
   if (free.length && regions.some((r) => kindName(r) === "region")) {
     const d = el("div", "list");
-    d.textContent = `free blocks (${free.length}, address order): ` + free.slice(0, 16).map((e) => `${hex(e.a)}:${e.s}`).join(" ") + (free.length > 16 ? " ..." : "");
+    d.textContent = `free blocks (${free.length}, address order): ` + free.slice(0, 16).map((e) => `${offsetText(e.a)}:${e.s}`).join(" ") + (free.length > 16 ? " ..." : "");
     box.appendChild(d);
   }
   box.appendChild(el("div", "list", named(counts).join(" | ")));
@@ -687,7 +692,7 @@ function reveal() {
     else {
       // New memory: no entry of the heap before the step held the block's address.
       const fresh = !!ex.chosen && !held.get(s.index).some(([a, end]) => a <= ex.chosen.a && ex.chosen.a < end);
-      truth = ex.chosen ? hex(ex.chosen.a) + (fresh ? " from new memory" : "") : "?";
+      truth = ex.chosen ? offsetText(ex.chosen.a) + (fresh ? " from new memory" : "") : "?";
       right = !!g && !!ex.chosen && (g.fresh ? fresh : !!g.entry && g.entry.a <= ex.chosen.a && ex.chosen.a < g.entry.a + Math.max(g.entry.s, 1));
     }
     tally.total++; if (right) tally.right++;
@@ -727,7 +732,7 @@ function build() {
     ui.canvas.addEventListener("mousemove", (ev) => {
       const r = ui.canvas.getBoundingClientRect(), e = hitTest(s, ev.clientX - r.left, ev.clientY - r.top);
       if (!e) { tip.style.display = "none"; return; }
-      tip.textContent = `${kindName(e)}  ${STATES[e.st]}\nstate   ${MEANING[e.st]}\naddress ${hex(e.a)}  (${s.spec.base} ${hex(e.a)})\nsize    ${e.s} B (${bytes(e.s)})\ndepth   ${e.d}` +
+      tip.textContent = `${kindName(e)}  ${STATES[e.st]}\nstate   ${MEANING[e.st]}\naddress ${offsetText(e.a)}  (${pointer(s, e.a)} in the recording)\nsize    ${e.s} B (${bytes(e.s)})\ndepth   ${e.d}` +
         (e.id ? `\nid      ${e.id - 1}` : "") + `\nmade by step ${e.born}` + (e.born ? `: ${opText(e.born - 1)}` : " (before the trace)");
       tip.style.display = "block";
       tip.style.left = Math.min(ev.clientX + 14, window.innerWidth - 260) + "px";
@@ -794,7 +799,7 @@ function zoom(dir) {
   z.value = String(Math.max(+z.min, Math.min(+z.max, +z.value + dir)));
   setZoom(); render();
 }
-function setRange(text) {  // "+0x1000-+0x3000", "4096-12288", "-0x2000-+0x100"
+function setRange(text) {  // "4096-12288", "+4096-+12288", "-8192-+256", "0x1000-0x3000"
   const num = "([+-]?)\\s*(0x[0-9a-f]+|\\d+)";
   const m = text.trim().match(new RegExp("^" + num + "\\s*-\\s*" + num + "$", "i"));
   const value = (sign, digits) => (sign === "-" ? -1 : 1) * Number(digits);

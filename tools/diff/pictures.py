@@ -46,10 +46,10 @@ RECORD = "shown.txt"
 
 
 def signed(offset):
-    return ("-" if offset < 0 else "+") + hex(abs(offset))
+    return ("-" if offset < 0 else "+") + str(abs(offset))
 
 
-ADDRESS = re.compile(r"(?:-> |block at |carved block )([+-]0x[0-9a-f]+)")
+ADDRESS = re.compile(r"(?:-> |block at |carved block )([+-]\d+)")
 
 
 def main(demo, fragment, remote, out):
@@ -80,7 +80,7 @@ def main(demo, fragment, remote, out):
                                   "r.dispatchEvent(new Event('change')); edu.go(arguments[0]);", step)
             if shown:
                 changes = " ".join(driver.execute_script("return edu.state().stages[arguments[0]].changes", panel))
-                where = int(ADDRESS.search(changes).group(1).replace("+", ""), 16)
+                where = int(ADDRESS.search(changes).group(1))
                 if shown == "page":
                     e = driver.execute_script("return edu.entryAt(arguments[0], arguments[1], 1)", panel, where)
                     lo, hi = e["a"], e["a"] + e["s"]

@@ -385,6 +385,18 @@ void print_failures(std::ostream& out, const std::vector<TraceResult>& results) 
     }
 }
 
+namespace {
+
+// An offset from the heap's first region as every tool writes it (docs/diffing.md): decimal,
+// signed, "+16" or "-4295753728" for a region below the first. `v` is the address difference
+// modulo 2^64, as unsigned arithmetic leaves it.
+std::string offset_text(uint64_t v) {
+    const auto s = static_cast<int64_t>(v);
+    return s < 0 ? "-" + std::to_string(uint64_t{0} - v) : "+" + std::to_string(v);
+}
+
+}  // namespace
+
 std::vector<HeapLine> heap_lines(const Stage& stage) {
     struct Ctx {
         std::vector<HeapLine> lines;
@@ -400,7 +412,8 @@ std::vector<HeapLine> heap_lines(const Stage& stage) {
             // The kind, indented by depth, in one column as wide as the widest (stage 3's
             // "segment metadata" two levels down), so the states line up.
             line << std::left << std::setw(24) << std::string(2 + 2 * e.depth, ' ') + e.kind << ' ' << std::setw(7)
-                 << kWalkStateNames[static_cast<unsigned>(e.state)] << " +" << std::setw(10) << offset << " "
+                 << kWalkStateNames[static_cast<unsigned>(e.state)] << ' ' << std::setw(11)
+                 << offset_text(at - c->origin) << " "
                  << human_bytes(e.size);
             c->lines.push_back({offset, line.str()});
             return true;
@@ -461,16 +474,6 @@ void print_heap_changes(std::ostream& out, const std::vector<HeapLine>& before, 
         out << "  ... " << changes.size() - max_lines << " more changes (" << how_to_see_all << ")\n";
 }
 
-namespace {
-
-std::string hex_offset(uint64_t v) {
-    std::ostringstream s;
-    s << "+0x" << std::hex << v;
-    return s.str();
-}
-
-}  // namespace
-
 bool write_heap_picture(const Stage& stage, const std::string& path, const std::string& title,
                         const PictureOptions& options, std::string* error) {
     std::string ignored;
@@ -507,7 +510,7 @@ bool write_heap_picture(const Stage& stage, const std::string& path, const std::
     for (const Entry& e : walk.entries) {
         if (e.depth != 0 || e.at >= hi || e.at + e.size <= lo) continue;
         spans.push_back({std::max(e.at, lo), std::min(e.at + e.size, hi),
-                         std::string(e.kind) + " at " + hex_offset(e.at) + ", " + human_bytes(e.size)});
+                         std::string(e.kind) + " at " + offset_text(e.at) + ", " + human_bytes(e.size)});
     }
     if (spans.empty()) return why = "no region of " + std::string(stage.name) + "'s heap lies in that range", false;
     // Scale: the fewest bytes a pixel (a power of two) that keeps the picture within kMaxRows.
@@ -531,7 +534,7 @@ bool write_heap_picture(const Stage& stage, const std::string& path, const std::
         // The row frames, each labelled with the offset it starts at.
         for (uint64_t r = s.start; r < s.end; r += per_row) {
             double w = double(std::min(per_row, s.end - r)) / double(bpp);
-            body << "<text x=\"10\" y=\"" << y + 13 << "\">" << hex_offset(r) << "</text>"
+            body << "<text x=\"10\" y=\"" << y + 13 << "\">" << offset_text(r) << "</text>"
                  << "<rect x=\"" << left << "\" y=\"" << y << "\" width=\"" << w << "\" height=\"" << row_h - 4
                  << "\" fill=\"#ffffff\" stroke=\"#bbbbbb\"/>\n";
             y += row_h;
@@ -572,7 +575,7 @@ bool write_heap_picture(const Stage& stage, const std::string& path, const std::
                          << std::max(2.0, row_h - 4 - 2 * inset) << "\" fill=\"" << colour_of(e.state)
                          << "\" stroke=\"#ffffff\" stroke-width=\"0.5\"><title>"
                          << xml_text(std::string(e.kind) + " " + kWalkStateNames[static_cast<unsigned>(e.state)] + " " +
-                                     std::to_string(e.size) + " B at " + hex_offset(e.at) +
+                                     std::to_string(e.size) + " B at " + offset_text(e.at) +
                                      (id >= 0 ? ", trace id " + std::to_string(id) : std::string()) +
                                      (e.state == WalkState::remote ? kRemoteMeaning : ""))
                          << "</title></rect>\n";
@@ -604,7 +607,7 @@ bool write_heap_picture(const Stage& stage, const std::string& path, const std::
         << "<text x=\"10\" y=\"18\" font-size=\"14\">" << xml_text(title) << "</text>\n"
         << "<text x=\"10\" y=\"" << top - 30 << "\">"
         << xml_text("1 pixel = " + human_bytes(bpp) + ", a row = " + human_bytes(per_row) +
-                    (zoom ? ", zoomed to " + hex_offset(lo) + "-" + hex_offset(hi) : std::string()) +
+                    (zoom ? ", zoomed to " + offset_text(lo) + "-" + offset_text(hi) : std::string()) +
                     "; offsets from the heap's first region")
         << "</text>\n"
         << axis.str() << body.str();
