@@ -240,6 +240,14 @@ class StepThrough(unittest.TestCase):
         for stage, pattern in [(0, "coalesced with previous .* and next"), (0, "^split: "), (1, "not yet carved"),
                                (1, "^carved block"), (2, "^taken from block free"), (3, "^new segment")]:
             self.assertGreater(self.js("return edu.find(arguments[0], arguments[1])", stage, pattern), 0, pattern)
+        # Stage 2 holds an arena and a region, one of them away from the page's origin: a row's
+        # label counts from that origin, as the step's words do, not from its own region (rows
+        # of an arena at -1572864 read +4096 where the words said -1568768).
+        self.js("edu.go(24)")
+        rows = self.js("return edu.rows(1)")
+        regions = {self.js("return edu.entryAt(1, arguments[0], 0).a", r["at"]) for r in rows}
+        self.assertEqual(len(regions), 2, rows)
+        self.assertEqual([r["label"] for r in rows], ["%+d" % r["at"] for r in rows])
 
     def test_8_remote_frees_show_as_such_until_collected(self):
         page = os.path.join(self.dir, "remote-free.html")
@@ -325,6 +333,25 @@ class StepThrough(unittest.TestCase):
             self.assertEqual(colours, [[0xe0, 0x60, 0x3f]] * 3, f"stage {stage + 1}")
         # Stage 1 has no pages: one scale, the region's, as before.
         self.assertEqual(self.js("return document.querySelectorAll('.stage .nums')[0].textContent").count("underlined"), 0)
+        self.no_console_errors()
+
+    def test_9a_rows_of_a_page_at_its_own_scale_start_at_a_block(self):
+        # A row of a page drawn at its own scale once wrapped where the pixels ran out, mid-block:
+        # step 7 of short2 labelled stage 3's rows +0x101a3 and the like, an offset no block has.
+        # Now each such row starts where a block starts, and its label is that block's offset,
+        # in decimal as --steps and the step's words write it.
+        self.short2_page()
+        for step in (4, 7):
+            self.js("edu.go(arguments[0])", step)
+            for stage in (2, 3):
+                rows = self.js("return edu.rows(arguments[0])", stage)
+                fine = [r for r in rows if r["fine"]]
+                self.assertGreater(len(fine), 1, f"stage {stage + 1} after {step}: rows of a page at its own scale")
+                for r in rows:
+                    self.assertEqual(r["label"], "%+d" % r["at"], f"stage {stage + 1} after {step}: {r}")
+                for r in fine:
+                    block = self.js("return edu.entryAt(arguments[0], arguments[1])", stage, r["at"])
+                    self.assertEqual((block["d"], block["a"]), (2, r["at"]), f"stage {stage + 1} after {step}: row {r['label']} starts mid-block")
         self.no_console_errors()
 
     def test_9b_predict_mode_can_say_new_memory(self):

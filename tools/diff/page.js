@@ -292,15 +292,17 @@ function finePages(stage, entries, inner) {
   const pages = [];
   let page = null;
   for (const e of entries) {
-    if (e.d === 1) page = pages[pages.push({lo: e.a, hi: e.a, min: Infinity, kind: kindName(e)}) - 1];
-    else if (e.d === 2 && page && e.st !== UNUSED) { page.hi = Math.max(page.hi, e.a + e.s); page.min = Math.min(page.min, e.s); }
+    if (e.d === 1) page = pages[pages.push({lo: e.a, hi: e.a, min: Infinity, kind: kindName(e), starts: []}) - 1];
+    else if (e.d === 2 && page && e.st !== UNUSED) {
+      page.hi = Math.max(page.hi, e.a + e.s); page.min = Math.min(page.min, e.s); page.starts.push(e.a);
+    }
   }
   const out = [];
   for (const p of pages) {
     if (p.hi <= p.lo || p.min / stage.bytesPerPx >= MIN_PX) continue;
     const fit = Math.max(pow2(Math.max(p.min, 1) / MIN_PX, Math.floor), pow2((p.hi - p.lo) / (FINE_ROWS * inner), Math.ceil));
     const bpp = Math.max(1 / 64, fit * Math.pow(2, -zoomLevel));
-    if (bpp < stage.bytesPerPx) out.push({lo: p.lo, hi: p.hi, bpp, kind: p.kind});
+    if (bpp < stage.bytesPerPx) out.push({lo: p.lo, hi: p.hi, bpp, kind: p.kind, starts: p.starts});
   }
   return out;
 }
@@ -322,7 +324,7 @@ function layout(stage, entries, width) {
     for (; fi < fine.length && fine[fi].lo < hi; fi++) {
       const f = fine[fi], flo = Math.max(f.lo, lo), fhi = Math.min(f.hi, hi);
       if (flo > at) pieces.push({lo: at, hi: flo, bpp: bytesPerPx, fine: false});
-      pieces.push({lo: flo, hi: fhi, bpp: f.bpp, fine: true});
+      pieces.push({lo: flo, hi: fhi, bpp: f.bpp, fine: true, starts: f.starts});
       at = fhi;
     }
     if (at < hi) pieces.push({lo: at, hi, bpp: bytesPerPx, fine: false});
@@ -331,18 +333,32 @@ function layout(stage, entries, width) {
     let row = null, x = inner;  // no row yet: the first piece opens one
     for (const p of pieces) {
       for (let a = p.lo; a < p.hi && rows.length - first < 4000;) {
-        // Rows start at whole bytes: a row's offset is printed on its left.
+        // Rows start at whole bytes: a row's offset is printed on its left, from the origin of
+        // every other offset on the page (the words, the hover, range), not from its region.
         let room = Math.floor((inner - x) * p.bpp);
-        if (room < 1) { row = {region: r, lo: a, hi: a, y, segs: []}; rows.push(row); y += ROW + 2; x = 0; room = Math.max(1, Math.floor(inner * p.bpp)); }
-        const end = Math.min(p.hi, a + room);
+        if (room < 1) {
+          row = {lo: a, hi: a, y, segs: [], label: offsetText(a)};
+          rows.push(row); y += ROW + 2; x = 0; room = Math.max(1, Math.floor(inner * p.bpp));
+        }
+        let end = Math.min(p.hi, a + room);
+        // A page at its own scale wraps where a block starts, so the next row's offset is that
+        // block's, the one the words and the hover give (cut mid-block, it named no block at all).
+        const cut = p.fine && end < p.hi ? lastStart(p.starts, a, end) : null;
+        if (cut !== null) end = cut;
         row.segs.push({lo: a, hi: end, x: LEFT + x, bpp: p.bpp, fine: p.fine});
-        x += (end - a) / p.bpp; row.hi = end; a = end;
+        x = cut !== null ? inner : x + (end - a) / p.bpp; row.hi = end; a = end;
       }
     }
-    rows[first].label = `${kindName(r)} ${offsetText(r.a)}  ${bytes(r.s)}`;
+    rows[first].title = `${kindName(r)} ${offsetText(r.a)}  ${bytes(r.s)}`;
     y += GAP;
   }
   return {rows, height: y + 4, fine};
+}
+// The last of `starts` (ascending) in (lo, hi], or null.
+function lastStart(starts, lo, hi) {
+  let l = 0, h = starts.length;  // the first start above hi
+  while (l < h) { const m = (l + h) >> 1; if (starts[m] <= hi) l = m + 1; else h = m; }
+  return l > 0 && starts[l - 1] > lo ? starts[l - 1] : null;
 }
 // Where an address falls on a row, or null.
 function xAt(row, a) {
@@ -375,9 +391,9 @@ function draw(stage) {
   const inView = (row) => row.y + ROW >= top && row.y <= bottom;
   for (const row of rows) {
     if (!inView(row)) continue;
-    if (row.label) { g.fillStyle = "#5b6474"; g.fillText(row.label, 2, row.y - 8); }
+    if (row.title) { g.fillStyle = "#5b6474"; g.fillText(row.title, 2, row.y - 8); }
     g.fillStyle = "#8b93a1";
-    g.fillText(offsetText(row.lo - row.region.a), 2, row.y + ROW / 2);
+    g.fillText(row.label, 2, row.y + ROW / 2);
     // A page at a scale of its own: a dark rule under it.
     g.fillStyle = "#3d4a66";
     for (const s of row.segs) if (s.fine) g.fillRect(s.x, row.y + ROW, (s.hi - s.lo) / s.bpp, 1.5);
@@ -854,6 +870,9 @@ const edu = window.edu = {
     const e = deepestAt(stages[i], offset, depth);
     return e ? {...e, id: e.id - 1, kind: kindName(e), state: STATES[e.st]} : null;
   },
+  // Stage i's map as last drawn, a row each: {at: the offset it starts at, label: what its left
+  // margin says, fine: whether it starts in a page drawn at a scale of its own}.
+  rows: (i) => (stages[i].ui.rows || []).map((r) => ({at: r.lo, label: r.label, fine: r.segs.length > 0 && r.segs[0].fine})),
   // Where stage i's map draws the entry at an offset (as entryAt finds it): [{x, y, w, h}] in
   // CSS pixels of its canvas, one a row or scale it spans; [] while it is out of view.
   drawn(i, offset, depth) {
