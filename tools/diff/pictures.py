@@ -20,6 +20,7 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import SessionNotCreatedException
 from selenium.webdriver.common.by import By
 
 # (file, page, stage panel (0-based; None: the whole page), the moment, what to show). The moment
@@ -55,9 +56,18 @@ ADDRESS = re.compile(r"(?:-> |block at |carved block )([+-]\d+)")
 def main(demo, fragment, remote, out):
     options = Options()
     for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1800,1250", "--hide-scrollbars", "--force-device-scale-factor=1"]:
+                "--window-size=1800,1250", "--hide-scrollbars", "--force-device-scale-factor=1",
+                "--host-resolver-rules=MAP * ~NOTFOUND"]:  # offline
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    for attempt in range(3):
+        try:
+            driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+            break
+        except SessionNotCreatedException:  # "chrome not reachable": a start timed out under load
+            if attempt == 2:
+                raise
+            time.sleep(2)
+    driver.set_script_timeout(60)
     pages = {"demo": demo, "fragment": fragment, "remote": remote}
     loaded = None
     record = ["# What each picture of this folder shows (tools/diff/pictures.py writes it with them;\n"
