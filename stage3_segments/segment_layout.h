@@ -1,9 +1,9 @@
-// stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written once as
-// templates over the stage's records (T: records, kMetaSize, kStageName, page_reset, lazy, unmap
-// (false if refused), make_writable, count_committed, decommit (false if refused), is_free_sentinel): header layout, first commit, page areas,
-// pages taken and given back, decommit, mapping as pages carve, a one-block page's guards, layout checks.
-// Entry points: under_pressure, SegmentLayout<T>::format, open_fresh, page_area, take_page, map_for_extend,
-// release_page, decommit_unused, commit_up_to, large_reach, one_block_resize, guards_*, realloc_guards_check, die_not_ours, check, check_page_grid.
+// stage3_segments/segment_layout.h: what stages 3 and 4 do alike inside one segment, written
+// once as templates over the stage's records: header layout, first commit, page areas, pages
+// taken and given back, decommit, mapping as pages carve, a one-block page's guards, the cache's
+// bounds and the delays, layout checks. Entry points: under_pressure, carve_area, and
+// SegmentLayout<T>'s format, open_fresh, take_page, release_page, map_for_extend, commit_up_to,
+// large_reach, one_block_resize, guards_*, die_not_ours, check, check_page_grid (T: see there).
 #pragma once
 
 #include <cerrno>
@@ -134,6 +134,9 @@ inline constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
 inline constexpr uint64_t kPurgeDelay = 4096;
 inline constexpr uint64_t kCacheDelay = 8 * kPurgeDelay;
 
+// T, each stage's LayoutTraits (segment.h), supplies: Segment and Page, kMetaSize, kStageName
+// (for the diagnostics), page_reset, lazy (a lazily mapped segment?), make_writable, unmap and
+// decommit (false if the kernel refused), count_committed, is_free_sentinel.
 template <class T>
 struct SegmentLayout {
     using Segment = typename T::Segment;
