@@ -269,7 +269,7 @@ void unhold_free_held() {
 // slots stay claimed while it stands, so that no claim meets it (EEXIST, taken for a mapping not
 // ours, kept the slots claimed for good); each claim while any is remembered unmaps it first,
 // exactly what the segment mapped, and gives the slots back once it goes. Sixteen at most:
-// past that a slot goes back as before. try_lock only: a cold path that may skip a turn, never
+// past that a slot goes back at once, its leftover not remembered. try_lock only: a cold path that may skip a turn, never
 // wait (and a fork child finds no mutex held for good).
 struct Leftover {
     uint32_t slot;
@@ -322,7 +322,7 @@ void unmap_leftovers() {
 // outside, at the next fresh segment. The fast paths never look: the range stays the range.
 // [S4.84] A data limit too: it does not count the reservation, but it counts what a reserved
 // arena makes writable ahead of the blocks (a small page's 64 KiB at once), where a lazy one maps
-// what its pages carve: limits.cc's start-up mix needed 11,328 KiB of data, glibc 4,352.
+// what its pages carve (the smallest data limits either way are chapter 3's, under S3.77).
 bool arena_limited() {
     if (!os_address_space_limited() && !os_data_limited()) return false;
     if (!g_lazy.load(std::memory_order_relaxed) && g_bytes.load(std::memory_order_acquire) != 0)

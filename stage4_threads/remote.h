@@ -97,9 +97,9 @@ inline bool page_has_remote(const Page* page) {
 // xthread_free, as mimalloc does: the blocks that other threads freed after the delayed one
 // come home with it, so the page rejoins its bin with them on its free list and an exact
 // count, and a page whose blocks have all come back is retired at once. Without the collect,
-// the page rejoined its bin looking nearly full; on the xmalloc-like benchmark at four threads
-// (two per core), where producers keep running ahead of consumers, pages went to the full queue
-// and back about 98,000 times a second, and stage 4 ran at 0.81x of mimalloc; with it, 0.96x.
+// the page would rejoin its bin looking nearly full, and where producers keep running ahead of
+// consumers (the xmalloc-like benchmark) pages would go to the full queue and back tens of
+// thousands of times a second (the chapter's figures, under [S4.22]).
 // Called at the start of every generic malloc when the list is non-empty, and when the heap is
 // abandoned.
 void heap_delayed_free(Heap* heap);
