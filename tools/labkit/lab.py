@@ -1369,6 +1369,8 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                          f"{seconds_text(limits['reference_seconds'])} s without ThreadSanitizer)" if limits["timeout"]
                          else "timed out at Bazel's limit for its size")
                 detail = after + " and killed: a loop that never ends?"
+            elif r.returncode == 1:   # Bazel's code for a build that failed: its error lines, as a plain gate's
+                detail = "does not build: " + "; ".join(build_errors(r.stderr)[:3])[:300]
             else:
                 detail = "" if r.returncode == 0 else failure_summary(out or r.stdout + r.stderr, work)
             return r, out, detail, timing(limits, detail)

@@ -807,14 +807,14 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
         lab.print_report(report, out)
         self.assertIn("score: 60/100 (correctness 60, performance 0;", out.getvalue())
 
-    def grade_fake_stage(self, reference, student, gates=("gate",), program=lambda code, name: "exit 0"):
+    def grade_fake_stage(self, reference, student, gates=("gate",), program=lambda code, name: "exit 0", tsan_gates=()):
         """lab.grade() of a fake stage 1 (fake Bazel, gates //t:NAME) whose parts S1.b and S1.a
         lie in that order in stage1_brk/a.cc: reference and student are that file's text. The
         fake build fails on a line that says "broken", naming it by FILE:LINE as a compiler does;
         else each test, //t:t and the gates, runs the shell code program(the file's text, NAME)."""
         table = {"score": self.table["score"],
                  "stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md",
-                                  "gates": [f"//t:{g}" for g in gates]}},
+                                  "gates": [f"//t:{g}" for g in gates], "tsan_gates": [f"//t:{g}" for g in tsan_gates]}},
                  "parts": [dict(name=f"S1.{n}", stage=1, file="stage1_brk/a.cc", procedure=n, statement="s",
                                 tests=[{"target": "//t:t"}]) for n in ("b", "a")]}
         for tree, code in (("ref", reference), ("student", student)):
@@ -825,8 +825,9 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
         def bazel(tree, *args, log=None, output_base=None):
             lines = (Path(tree) / "stage1_brk/a.cc").read_text().split("\n")
             broken = [n for n, line in enumerate(lines, 1) if "broken" in line]
-            if args[0] == "build" and broken:
-                return subprocess.CompletedProcess(args, 1, "", f"stage1_brk/a.cc:{broken[0]}: error: 'broken' was not declared\n")
+            if args[0] in ("build", "test") and broken:   # `bazel test` exits with 1 when the build fails
+                return subprocess.CompletedProcess(args, 1, "", f"stage1_brk/a.cc:{broken[0]}: error: 'broken' was not declared\n"
+                                                                f"  {broken[0]} |   broken;\n")
             for name in (*gates, "t") if args[0] == "build" else ():
                 (Path(tree) / "bazel-bin/t").mkdir(parents=True, exist_ok=True)
                 (Path(tree) / "bazel-bin/t" / name).write_text(f"#!/bin/sh\n{program(chr(10).join(lines), name)}\n")
@@ -873,6 +874,17 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
                                          r"\(the reference takes 0\.\d+ s\)$")
         self.assertEqual(parts["S1.a"]["verdict"], "pass")   # //t:t of the fake is not the student's hang
         self.assertLess(took, 30)
+
+    def test_a_threadsanitizer_gate_that_does_not_build_says_so_by_its_errors(self):
+        # A class's stage 4 student whose S4.reclaim did not compile read, under each tsan gate,
+        # "abandon.cc:134:35: error: ... |   131 |   adopt(...)": the compiler's source excerpt,
+        # numbered by the grading tree, where the plain gates said "does not build: ...".
+        report, parts = self.grade_fake_stage(self.REFERENCE_A_CC, self.REFERENCE_A_CC.replace("return 1;", "return broken;"),
+                                              tsan_gates=("gate",))
+        plain, tsan = report["gates"]
+        self.assertEqual(tsan["gate"], "//t:gate (ThreadSanitizer)")
+        self.assertEqual(tsan["detail"], plain["detail"])
+        self.assertEqual(tsan["detail"], "does not build: stage1_brk/a.cc:8: error: 'broken' was not declared")
 
     def test_a_build_error_is_named_by_the_student_s_own_line(self):
         # A class's stage 3 student read "does not build: ./stage3_segments/page.h:41:35" for
