@@ -118,8 +118,8 @@ void heap_abandon(Heap* heap) {
 }
 
 void heap_shed_empty(Heap* heap) {
-    collect_remote_everywhere(heap, true);
-    segment_cache_collect(heap, true);
+    collect_remote_everywhere(heap, false);   // a page the remote frees emptied goes back
+    heap_collect(heap, true);                 // then every retired page, and the cache
 }
 
 bool heap_reclaim(Heap* heap, unsigned max) {

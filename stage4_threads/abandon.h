@@ -24,9 +24,10 @@ namespace edu::stage4 {
 // thread finds no owner, sees Delay never, and pushes on the page's xthread_free.
 void heap_abandon(Heap* heap);
 
-// [S4.93] Step 2 of heap_abandon and then the heap's cache given back to the arena: every
-// segment the heap holds that no live block needs leaves it, so that what heap_abandon abandons
-// next holds live blocks only. heap_give_back (registry.cc) calls it when the abandoned pool
+// [S4.93] The remote frees collected, then every retired page, the purge and the cache at once
+// (heap_collect, as [S4.69] does under pressure): every segment the heap holds that no live
+// block needs goes back to the arena, so that what heap_abandon abandons next holds live blocks
+// only. heap_give_back (registry.cc) calls it when the abandoned pool
 // holds kCacheSegments (64) segments or more, and for every borrowed heap ([S4.92]). Abandoned
 // empty segments were kept for the next thread, but a heap reclaims one at a time and only what
 // it lacks ([S4.42]): threads that ran sixteen at a time, each leaving a 100 KiB and a 300 KiB
