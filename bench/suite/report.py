@@ -151,9 +151,20 @@ def describe(target):
     return "%s on %s, %s" % (target.name, label(target.cell), relation)
 
 
+def figure_text(target, ratio):
+    """The ratio to three decimals, or to as many more as it takes for the printed figure to
+    fall on the same side of the bound as the ratio itself (0.9996 is "0.9996", not a "1.000"
+    that reads as met)."""
+    for decimals in range(3, 9):
+        text = "%.*f" % (decimals, ratio)
+        if _meets(target, float(text)) == _meets(target, ratio):
+            return text
+    return repr(ratio)
+
+
 def _columns(target, verdict):
     """The figure, the per-repetition median (quartiles) and the words for one measure."""
-    figure = "%.3fx" % verdict.ratio
+    figure = figure_text(target, verdict.ratio) + "x"
     if target.over == "every":
         figure += " (%s)" % label(verdict.where)
     spread = "-" if verdict.spread is None else "%.3fx (%.3f-%.3f)" % (
@@ -178,8 +189,8 @@ def targets_section(results, stages, style_cells, reps):
            "\"within noise\" where that range straddles the bound. For the median "
            "program a repetition's ratio is the median over the summary's columns of that repetition's "
            "ratios; for every program the figure is the worst column's, and the noise is that of any "
-           "column whose range straddles the bound. Ratios to three decimals, so that a figure and its "
-           "verdict never disagree by rounding.\n" % (
+           "column whose range straddles the bound. Ratios to three decimals, or more where three "
+           "would round a figure onto the other side of its bound.\n" % (
                "%d repetitions" % reps if reps > 1 else "repetitions; this run had one, so none is shown"),
            "| target | clock: ratio of medians | clock: per repetition | clock | CPU: ratio of medians "
            "| CPU: per repetition | CPU |",

@@ -76,6 +76,15 @@ class TargetsTest(unittest.TestCase):
         self.assertFalse(missed.met)
         self.assertFalse(missed.noisy)  # 0.92..0.96 stays below 1.0
 
+    def test_a_figure_never_rounds_onto_the_other_side_of_its_bound(self):
+        speed = target("stage3", "mimalloc", "one", ("ring", 1))
+        self.assertEqual(report.figure_text(speed, 0.99961), "0.9996")   # missed: not "1.000"
+        self.assertEqual(report.figure_text(speed, 1.00049), "1.000")    # met, and reads so
+        self.assertEqual(report.figure_text(speed, 0.93149), "0.931")
+        time = report.Target("stage4", "mimalloc", "time", "every", None, 1.25)
+        self.assertEqual(report.figure_text(time, 1.25004), "1.25004")   # missed: not "1.250"
+        self.assertEqual(report.figure_text(time, 1.2496), "1.250")      # met
+
     def test_clock_and_cpu_judged_apart(self):
         results = even_run()
         results[("stage3", "small", 1)] = runs([95] * REPS, cpu_ops=[105] * REPS)
