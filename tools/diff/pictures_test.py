@@ -11,6 +11,7 @@ python3 with python3-selenium, chromium, chromium-driver).
 """
 import ctypes
 import os
+import resource
 import sys
 import tempfile
 import unittest
@@ -24,11 +25,16 @@ import pictures  # noqa: E402
 
 
 def without_aslr():
-    """In the child before exec: randomised placement off, as `setarch -R` does."""
+    """In the child before exec: randomised placement off, as `setarch -R` does, and the stack
+    limit tools/pictures sets (8 MiB): with an unlimited one Linux lays mappings out bottom-up,
+    and a stage 2 arena would land above the first region instead of 1.5 MiB below it."""
     libc = ctypes.CDLL(None, use_errno=True)
     current = libc.personality(0xFFFFFFFF)
     if current != -1:
         libc.personality(current | 0x0040000)  # ADDR_NO_RANDOMIZE
+    hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
+    if hard == resource.RLIM_INFINITY or hard >= 8 << 20:
+        resource.setrlimit(resource.RLIMIT_STACK, (8 << 20, hard))
 
 
 def record(out):
