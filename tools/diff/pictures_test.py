@@ -9,9 +9,7 @@ and a CI machine may install a newer one. A difference means the stages or the p
 what a chapter shows: look at both, and run tools/pictures. Run by html_test.sh (Debian's
 python3 with python3-selenium, chromium, chromium-driver).
 """
-import ctypes
 import os
-import resource
 import sys
 import tempfile
 import unittest
@@ -22,19 +20,7 @@ REMOTE_FREE = os.path.abspath(sys.argv.pop(1))     # traces/remote-free.rep
 KEPT = os.path.dirname(os.path.abspath(sys.argv.pop(1)))  # docs/pictures/shown.txt: its folder
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pictures  # noqa: E402
-
-
-def without_aslr():
-    """In the child before exec: randomised placement off, as `setarch -R` does, and the stack
-    limit tools/pictures sets (8 MiB): with an unlimited one Linux lays mappings out bottom-up,
-    and a stage 2 arena would land above the first region instead of 1.5 MiB below it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    current = libc.personality(0xFFFFFFFF)
-    if current != -1:
-        libc.personality(current | 0x0040000)  # ADDR_NO_RANDOMIZE
-    hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
-    if hard == resource.RLIM_INFINITY or hard >= 8 << 20:
-        resource.setrlimit(resource.RLIMIT_STACK, (8 << 20, hard))
+from fixed_layout import fixed_layout  # noqa: E402
 
 
 def record(out):
@@ -43,7 +29,7 @@ def record(out):
     for argv in ([DEMO, "--html=" + pages[0]],
                  [STAGEDIFF, "--workload=fragment", "--scale=0.04", "--seed=3", "--html=" + pages[1]],
                  [STAGEDIFF, "--trace=" + REMOTE_FREE, "--html=" + pages[2]]):
-        subprocess.run(argv, check=True, capture_output=True, preexec_fn=without_aslr)
+        subprocess.run(argv, check=True, capture_output=True, preexec_fn=fixed_layout)
     return pages
 
 

@@ -6,7 +6,6 @@ with address-space layout randomisation off (as `setarch -R` does): a few stage 
 with where the kernel places a mapping (the ring's classic-geometry final footprint read 476.9 KiB
 instead of 472.9 KiB in 2 of 300 runs), and a check must not fail by chance."""
 
-import ctypes
 import re
 import shlex
 import subprocess
@@ -16,6 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "diff"))
+from fixed_layout import ADDR_NO_RANDOMIZE, fixed_layout  # noqa: E402
 
 ROOT = lab.REFERENCE
 STAGEDIFF = None
@@ -34,18 +35,6 @@ def checks(text):
     return out
 
 
-ADDR_NO_RANDOMIZE = 0x0040000  # <sys/personality.h>
-
-
-def without_aslr():
-    """In the child before exec: keep its personality and turn randomised placement off. A
-    system that refuses personality(2) runs the command with ASLR, as before."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    current = libc.personality(0xFFFFFFFF)  # 0xffffffff queries without changing
-    if current != -1:
-        libc.personality(current | ADDR_NO_RANDOMIZE)
-
-
 class AnswersTest(unittest.TestCase):
     def test_every_answer_key_figure_comes_from_its_command(self):
         if (ROOT / lab.HANDOUT_FILE).exists():
@@ -59,7 +48,7 @@ class AnswersTest(unittest.TestCase):
                     argv = shlex.split(command)
                     self.assertEqual(argv[0], "stagediff", f"{key.name}: only stagediff commands are checked")
                     r = subprocess.run([STAGEDIFF] + argv[1:], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                                       preexec_fn=without_aslr)
+                                       preexec_fn=fixed_layout)
                     self.assertEqual(r.returncode, 0, r.stderr)
                     printed = {" ".join(l.split()) for l in r.stdout.split("\n")}
                     for line in expected:
@@ -68,7 +57,7 @@ class AnswersTest(unittest.TestCase):
         self.assertGreater(ran, 0)
 
     def test_the_commands_run_without_address_randomisation(self):
-        r = subprocess.run(["cat", "/proc/self/personality"], capture_output=True, text=True, preexec_fn=without_aslr)
+        r = subprocess.run(["cat", "/proc/self/personality"], capture_output=True, text=True, preexec_fn=fixed_layout)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(int(r.stdout, 16) & ADDR_NO_RANDOMIZE, r.stdout)
 

@@ -14,7 +14,6 @@ and COMMAND's output must then hold the block's lines in their order (whitespace
 one space; a line `...` stands for lines left out). `tools/run --demo` is the demo (argv[2]),
 `tools/run` the stage diff; COMMAND runs from the source root without address randomisation."""
 
-import ctypes
 import os
 import re
 import shlex
@@ -27,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "diff"))
+from fixed_layout import fixed_layout  # noqa: E402
 
 ROOT = lab.REFERENCE
 STAGEDIFF = None
@@ -82,14 +83,6 @@ def missing_from(output, shown):
     return None
 
 
-def without_aslr():
-    """In the child before exec: address randomisation off, as `setarch -R` does."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    current = libc.personality(0xFFFFFFFF)
-    if current != -1:
-        libc.personality(current | 0x0040000)  # ADDR_NO_RANDOMIZE
-
-
 def documents():
     return [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
 
@@ -139,7 +132,7 @@ class DocsCommandsTest(unittest.TestCase):
                     argv = shlex.split(command)
                     self.assertEqual(argv[0], "tools/run", f"{doc.name}:{line}: only tools/run commands are checked")
                     argv = [DEMO] + argv[2:] if argv[1:2] == ["--demo"] else [STAGEDIFF] + argv[1:]
-                    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=without_aslr)
+                    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=fixed_layout)
                     self.assertEqual(r.returncode, 0, r.stderr[-2000:])
                     lost = missing_from(r.stdout, shown)
                     self.assertIsNone(lost, f"{doc.name}:{line}: `{command}` no longer prints (in this order): {lost}")
