@@ -21,13 +21,12 @@ import tempfile
 import time
 import unittest
 
-from selenium import webdriver
-from selenium.common.exceptions import SessionNotCreatedException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pictures  # noqa: E402  (its chromium(): one way to start the browser)
 
 STAGEDIFF = sys.argv.pop(1)
 DEMO = sys.argv.pop(1)
@@ -45,21 +44,7 @@ def reference_heaps(*args):
 
 
 def browser():
-    options = Options()
-    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1600,1000", "--host-resolver-rules=MAP * ~NOTFOUND"]:  # offline
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for attempt in range(3):
-        try:
-            driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-            break
-        except SessionNotCreatedException:   # "chrome not reachable": a start timed out under load
-            if attempt == 2:
-                raise
-            time.sleep(2)
-    driver.set_script_timeout(60)
-    return driver
+    return pictures.chromium("--window-size=1600,1000", log_browser=True)
 
 
 class StepThrough(unittest.TestCase):

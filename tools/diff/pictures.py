@@ -53,21 +53,30 @@ def signed(offset):
 ADDRESS = re.compile(r"(?:-> |block at |carved block )([+-]\d+)")
 
 
-def main(demo, fragment, remote, out):
+def chromium(*args, log_browser=False):
+    """Headless Chromium for a step-through page, offline (no name resolves), with `args` added
+    (the window's size...); its start is retried twice, as one timed out under load ("chrome
+    not reachable"). Also html_test's browser."""
     options = Options()
     for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1800,1250", "--hide-scrollbars", "--force-device-scale-factor=1",
-                "--host-resolver-rules=MAP * ~NOTFOUND"]:  # offline
+                "--host-resolver-rules=MAP * ~NOTFOUND", *args]:
         options.add_argument(arg)
+    if log_browser:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for attempt in range(3):
         try:
             driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
             break
-        except SessionNotCreatedException:  # "chrome not reachable": a start timed out under load
+        except SessionNotCreatedException:
             if attempt == 2:
                 raise
             time.sleep(2)
     driver.set_script_timeout(60)
+    return driver
+
+
+def main(demo, fragment, remote, out):
+    driver = chromium("--window-size=1800,1250", "--hide-scrollbars", "--force-device-scale-factor=1")
     pages = {"demo": demo, "fragment": fragment, "remote": remote}
     loaded = None
     record = ["# What each picture of this folder shows (tools/diff/pictures.py writes it with them;\n"
