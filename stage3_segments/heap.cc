@@ -61,7 +61,6 @@ void page_free(Heap* heap, Page* page) {
 struct QueueTraits {
     using Heap = stage3::Heap;
     using Page = stage3::Page;
-    static constexpr uint32_t kRetireTicks = stage3::kRetireTicks;
     static void direct_changed(Heap* heap, unsigned queue) { update_direct(heap, queue); }
     static void page_free(Heap* heap, Page* page) { stage3::page_free(heap, page); }
     static Page* page_alloc(Heap*, PageKind kind) { return stage3::page_alloc(kind); }

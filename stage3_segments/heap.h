@@ -48,8 +48,8 @@ void* page_pop_checked(Page* page, std::size_t requested, const char* call);
 // stays in case the program allocates again, and is freed once the heap has needed
 // kRetireTicks fresh pages meanwhile (as mimalloc counts: a retired page is only worth giving
 // back when memory is wanted); so do up to kRetireKeep small pages of a bin that has others in
-// use ([S3.54], queues.h); other empty pages go back to their segment now.
-inline constexpr uint32_t kRetireTicks = 16;        // fresh pages; medium pages wait 4
+// use ([S3.54]); other empty pages go back to their segment now. Both constants, and the rule
+// ([S3.41]), are in queues.h, shared with stage 4.
 [[gnu::noinline]] void page_event(Page* page);
 
 // [S3.18] Queue moves. Each keeps heap->direct in step when a bin's first page changes.

@@ -19,6 +19,9 @@ namespace edu::stage3 {
 // a program that frees a batch of blocks and allocates the same batch again (glibc-simple:
 // 1000 blocks of 256 bytes, four pages) finds its pages carved, with no segment call.
 inline constexpr uint32_t kRetireKeep = 4;
+// [S3.41]'s countdown: fresh pages an empty page waits (a quarter of that for medium pages).
+// Shared, like kRetireKeep and kPurgeDelay (segment_layout.h): changing it changes stage 4 too.
+inline constexpr uint32_t kRetireTicks = 16;
 
 // The records need: heap->queues[] of {first, last}, heap->retired_min/max; page->next, prev,
 // queue, used, block_size, retire_expire. Both stages' Heap and Page have them by these names.
@@ -87,7 +90,7 @@ struct PageQueues {
             remove(heap, page);
             push_back(heap, bin, page);   // ahead of the other retired pages: among them
         }
-        page->retire_expire = page->block_size <= kSmallMax ? T::kRetireTicks : T::kRetireTicks / 4;
+        page->retire_expire = page->block_size <= kSmallMax ? kRetireTicks : kRetireTicks / 4;
         if (bin < heap->retired_min) heap->retired_min = bin;
         if (bin > heap->retired_max) heap->retired_max = bin;
     }

@@ -39,7 +39,6 @@ void update_direct(Heap* heap, unsigned queue) {
 struct QueueTraits {
     using Heap = stage4::Heap;
     using Page = stage4::Page;
-    static constexpr uint32_t kRetireTicks = stage4::kRetireTicks;
     static void direct_changed(Heap* heap, unsigned queue) { update_direct(heap, queue); }
     static void page_free(Heap* heap, Page* page) { stage4::page_free(heap, page); }
     static Page* page_alloc(Heap* heap, PageKind kind) { return stage4::page_alloc(heap, kind); }

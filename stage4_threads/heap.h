@@ -29,8 +29,8 @@ Heap* heap_for_caller(Heap* heap);
 
 // [S4.24] After a local free emptied a page, or freed into a full one: a full page goes back to
 // its bin (its Delay state to_page again, its fast checks restored); an empty page retires as
-// in stage 3. One-block pages give their segment back at once.
-inline constexpr uint32_t kRetireTicks = 16;
+// in stage 3 (queues.h: the rule and its constants, kRetireTicks among them, are stage 3's).
+// One-block pages give their segment back at once.
 [[gnu::noinline]] void page_event(Heap* heap, Page* page);
 
 // Pushes a block the caller checked (or that arrived on the delayed list) on local_free,
