@@ -62,7 +62,7 @@ bool check_page(Checker& k, Segment* s, Page* page, uint64_t* live_blocks, uint6
             return k.fail("one-block page with list constants", at);
         if (page->start + page->block_size + kGuardBytes > area.hi) return k.fail("one block and its tail guard run past its segment", at);
         if (page->used != 1 || page->free || page->local_free)
-            return k.fail("one-block page in use must hold its block and no list", at);
+            return k.fail("one-block page in use must hold its block, its free and local_free lists empty", at);
         if (page->queue != kLargeQueue) return k.fail("one-block page outside the large queue", at);
     } else {
         if (!Layout::check_page_grid(k, s, page, area)) return false;

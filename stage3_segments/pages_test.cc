@@ -250,6 +250,18 @@ TEST_CASE("the checker names a page whose block size is no class or whose start 
     battery::checker_names_page_grid_faults(api(), page->block_size, page->start);
 }
 
+// [S3.29] A one-block page lists nothing: its block is in use, or the page is gone. Stage 4's
+// checker names the fault in the same words (tests/support.h).
+TEST_CASE("the checker names a one-block page that lists a block") {
+    ScopedHeap h;
+    void* p = h.take(100 * 1024);
+    Page* page = page_of(p);
+    REQUIRE(page->capacity == 1);
+    battery::checker_names_one_block_page_lists(api(), [&](bool on) {
+        page->local_free = on ? static_cast<Block*>(p) : nullptr;
+    });
+}
+
 TEST_CASE("a full page moves to the full queue and back after a free, the direct slot following") {
     ScopedHeap h;
     const unsigned bin = bin_of(1024);

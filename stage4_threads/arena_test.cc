@@ -349,6 +349,21 @@ TEST_CASE("the checker names a page whose block size is no class or whose start 
     });
 }
 
+// [S4.35] A one-block page in use lists nothing of its owner's (a remote free may be on its
+// xthread_free): named in stage 3's words (tests/support.h).
+TEST_CASE("the checker names a one-block page that lists a block") {
+    testing::on_thread([] {
+        void* p = api().malloc(100 * 1024);
+        REQUIRE(p != nullptr);
+        Page* page = page_of(p);
+        REQUIRE(page->bin == kOneBlockBin);
+        battery::checker_names_one_block_page_lists(api(), [&](bool on) {
+            page->local_free = on ? static_cast<Block*>(p) : nullptr;
+        });
+        api().free(p);
+    });
+}
+
 // [S4.89] What the cache's one-slot segments keep committed is counted as they come and go, and
 // the purge takes away what it gives back: a 1 MiB block's segment and a 200 KiB one's, cached,
 // add their commits; the purge brings the count back; a segment taken again takes its own

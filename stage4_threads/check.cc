@@ -126,7 +126,7 @@ bool check_one_block(Checker& k, const Page* page, Span area, Access access, int
         return k.fail("one-block page with list constants", at);
     if (page->start + page->block_size + stage3::kGuardBytes > area.hi) return k.fail("one block and its tail guard run past its segment", at);
     if (page->used != 1 || page->free || page->local_free)
-        return k.fail("one-block page in use must hold its block and no local list", at);
+        return k.fail("one-block page in use must hold its block, its free and local_free lists empty", at);
     if (access == Access::own && page->queue != kLargeQueue) return k.fail("one-block page outside the large queue", at);
     if (remote + delayed > 1) return k.fail("one block freed twice by other threads", at);
     k.result.live_blocks += static_cast<uint64_t>(1 - remote - delayed);

@@ -417,6 +417,16 @@ void checker_names_page_grid_faults(const Api& api, uint64_t& block_size, uintpt
     check_heap_ok(api);
 }
 
+void checker_names_one_block_page_lists(const Api& api, const std::function<void(bool)>& damage) {
+    require_heap_ok(api);
+    damage(true);
+    CheckResult damaged = api.check();
+    damage(false);
+    CHECK(std::string(damaged.message).find("one-block page in use must hold its block, its free and local_free lists empty") !=
+          std::string::npos);
+    check_heap_ok(api);
+}
+
 void reused_large_segment_keeps_its_reach(const Api& api, const std::function<void*(std::size_t)>& take,
                                           const std::function<const void*(const void*)>& segment_of,
                                           const std::function<bool(const void*)>& is_cached,

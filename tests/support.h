@@ -196,6 +196,10 @@ void reused_large_segment_keeps_its_reach(const Api& api, const std::function<vo
 // whose start is off its block grid (`start` one more), each damaged alone and restored before
 // anything else runs; the heap checks clean before and after. The two fields are a page's.
 void checker_names_page_grid_faults(const Api& api, uint64_t& block_size, uintptr_t& start);
+// In-process, stages 3 and 4 ([S3.29], [S4.35]): a one-block page in use whose local_free holds
+// a block is named in the same words by both checkers (`damage(true)` puts its block there,
+// `damage(false)` takes it off again); the heap checks clean before and after.
+void checker_names_one_block_page_lists(const Api& api, const std::function<void(bool)>& damage);
 // Inside a child: a page of the test's own, a mapping not the stage's, at exactly `at` (one OS
 // page, MAP_FIXED_NOREPLACE), its bytes 0x5a; and whether it still holds them.
 unsigned char* map_page_not_ours(void* at);
