@@ -79,7 +79,9 @@ void wait_a_little(unsigned& spins) {
     Block* next = chain_next(b);
     if (next == nullptr) return nullptr;
     uint32_t slot = arena_slot_of(next);
-    if (slot == kArenaSlots || !heap->owned[slot] || !page_holds(stage4::page_of(next), addr(next), stage4::page_of(next)->carved))
+    // page_of reads the segment's map: only once the segment is known to be one of the heap's.
+    const Page* page = slot != kArenaSlots && heap->owned[slot] ? stage4::page_of(next) : nullptr;
+    if (page == nullptr || !page_holds(page, addr(next), page->carved))
         stage3::die_corrupted_link(kStageName, "malloc", b);
     return next;
 }
