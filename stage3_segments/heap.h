@@ -52,7 +52,7 @@ void* page_pop_checked(Page* page, std::size_t requested, const char* call);
 // ([S3.41]), are in queues.h, shared with stage 4.
 [[gnu::noinline]] void page_event(Page* page);
 
-// [S3.18] Queue moves. Each keeps heap->direct in step when a bin's first page changes.
+// Queue moves, stage 3's instances of queues.h's (S3.18): each keeps heap->direct in step.
 void queue_push_front(Heap* heap, unsigned queue, Page* page);
 void queue_push_back(Heap* heap, unsigned queue, Page* page);
 void queue_remove(Heap* heap, Page* page);
