@@ -45,6 +45,20 @@ void* api_calloc(std::size_t count, std::size_t size) {
     return heap_calloc_in<M>(&g_default_heap, count, size);
 }
 
+// realloc of a block in a mapping of its own ([S3.39] [S3.63]), of `mapped` usable bytes.
+template <class M>
+[[gnu::noinline]] void* realloc_mapped(void* p, std::size_t mapped, std::size_t size) {
+    if (size > kMediumMax && size <= kMaxRequest) {   // [S3.64] a large size stays mapped
+        if (void* q = resize_mapped(p, mapped, size)) return q;
+    }
+    void* q = heap_alloc<M>(&g_default_heap, size, size);   // it moves into the heap
+    if (!q) return nullptr;   // ENOMEM; p is untouched
+    std::memcpy(q, p, size < mapped ? size : mapped);
+    free_mapped(p);
+    if constexpr (M::stats) count_move();
+    return q;
+}
+
 // [S3.32] realloc stays in place when the new size still fits the block and uses at least
 // half of it (the rule mimalloc uses), or when a large block can grow or shrink within its
 // segment; otherwise it moves the block, within the heap that owns it. Either way it is one
@@ -56,18 +70,11 @@ void* api_calloc(std::size_t count, std::size_t size) {
 template <class M>
 void* api_realloc(void* p, std::size_t size) {
     if (!p) return heap_alloc<M>(&g_default_heap, size, size);
-    if (std::size_t mapped = mapped_block_size(kStageNumber, p)) {   // [S3.39] [S3.63]
-        if (size > kMediumMax && size <= kMaxRequest) {   // [S3.64] a large size stays mapped
-            if (void* q = resize_mapped(p, mapped, size)) return q;
-        }
-        void* q = heap_alloc<M>(&g_default_heap, size, size);   // it moves into the heap
-        if (!q) return nullptr;   // ENOMEM; p is untouched
-        std::memcpy(q, p, size < mapped ? size : mapped);
-        free_mapped(p);
-        if constexpr (M::stats) count_move();
-        return q;
+    Page* page = live_block_page<M>(p);   // [S3.93]
+    if (!page) [[unlikely]] {
+        if (std::size_t mapped = mapped_block_size(kStageNumber, p)) return realloc_mapped<M>(p, mapped, size);
+        page = validate_block(p, "realloc");
     }
-    Page* page = validate_block(p, "realloc");
     Layout::realloc_guards_check(page);   // [S3.67] before it stays, is resized or moves
     std::size_t usable = page->block_size;
     if (size <= usable && size >= usable / 2) {
@@ -111,10 +118,18 @@ void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
     return heap_aligned_in<M>(&g_default_heap, alignment, size);
 }
 
-std::size_t api_usable_size(const void* p) {
+// A block that live_block_page does not vouch for ([S3.93]): a mapped one, or whatever
+// validate_block says p is.
+[[gnu::noinline]] std::size_t usable_size_generic(const void* p) {
     if (!p) return 0;
     if (std::size_t mapped = mapped_block_size(kStageNumber, p)) return mapped;
     return validate_block(p, "usable_size")->block_size;
+}
+
+template <class M>
+std::size_t api_usable_size(const void* p) {
+    if (Page* page = live_block_page<M>(p)) [[likely]] return page->block_size;
+    return usable_size_generic(p);
 }
 
 CheckResult api_check() { return check_heap(); }
@@ -123,7 +138,7 @@ Stats api_stats() { return stats_snapshot(); }
 
 template <class M>
 constexpr Api kApiOf = {&api_malloc<M>,        &api_free<M>,     &api_calloc<M>,
-                        &api_realloc<M>,       &api_aligned_alloc<M>, &api_usable_size,
+                        &api_realloc<M>,       &api_aligned_alloc<M>, &api_usable_size<M>,
                         &api_check,            &api_walk,        &api_stats};
 
 // [S3.31] Modes. Each option value picks one of four tables, each built from its own copy of
