@@ -193,6 +193,16 @@ TEST_CASE("an offset below the heap's first region is written negative, in --ste
     CHECK(svg.str().find("region at -4096, 1.00 KiB") != std::string::npos);
     CHECK(svg.str().find(">-4096</text>") != std::string::npos);  // its first row
     CHECK(svg.str().find("18446744") == std::string::npos);
+    // Zoomed to the region below (stagediff's --picture=N:f.svg@-4096--3072): it alone is drawn.
+    std::string zoomed = std::string(dir ? dir : "/tmp") + "/below-zoomed.svg";
+    REQUIRE_MESSAGE(write_heap_picture(kBelow, zoomed, "below", {-4096, -3072, [](uintptr_t) { return int64_t{-1}; }}, &error),
+                    error);
+    std::ifstream zin(zoomed);
+    std::stringstream zsvg;
+    zsvg << zin.rdbuf();
+    CHECK(zsvg.str().find("region at -4096, 1.00 KiB") != std::string::npos);
+    CHECK(zsvg.str().find("region at +0") == std::string::npos);
+    CHECK(zsvg.str().find("zoomed to -4096--3072") != std::string::npos);
 }
 
 TEST_CASE("validation catches a stage that hands out overlapping blocks") {

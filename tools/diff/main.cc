@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -44,7 +45,8 @@ struct Args {
     bool libc = true, detail = false, repl = false;
     std::string html;
     std::string plot, picture_path, generate;
-    uint64_t picture_at = 0, picture_from = 0, picture_to = 0;
+    uint64_t picture_at = 0;
+    int64_t picture_from = 0, picture_to = 0;
     std::vector<uint64_t> steps;
     std::size_t heap_lines = 40;  // entries of each heap --steps prints
 };
@@ -172,7 +174,9 @@ const Flag kFlags[] = {
      }},
     {"--picture", "N:FILE[@FROM-TO]", nullptr,
      "an SVG picture of each stage's heap after N operations\n(FILE gets the stage name: heap.svg -> heap-stage1_brk.svg);\n"
-     "@FROM-TO zooms to those offsets from the heap's first region (as --steps\nprints them; decimal or 0x hex)",
+     "@FROM-TO zooms to those offsets from the heap's first region, as --steps\nprints them: signed "
+     "(+16, -1572736; a region below the first is negative),\ndecimal or 0x hex; the '-' between "
+     "them is the first after FROM's sign:\n@-100--50, @-4096-+4096",
      [](Args& a, const std::string& v) {
          std::size_t colon = v.find(':');
          if (colon == std::string::npos) usage_error("--picture wants N:FILE");
@@ -182,13 +186,15 @@ const Flag kFlags[] = {
          std::size_t at = file.rfind('@');
          if (at != std::string::npos) {
              std::string range = file.substr(at + 1);
-             std::size_t dash = range.find('-');
+             std::size_t dash = range.find('-', 1);   // FROM may start with its sign: @-100--50
              auto offset = [&](const std::string& t) {
                  char* end = nullptr;
                  errno = 0;
-                 unsigned long long x = std::strtoull(t.c_str(), &end, 0);
-                 if (t.empty() || *end || errno || t[0] == '-') usage_error("bad offset '" + t + "' in --picture=" + v);
-                 return static_cast<uint64_t>(x);
+                 long long x = std::strtoll(t.c_str(), &end, 0);
+                 std::size_t first = !t.empty() && (t[0] == '-' || t[0] == '+') ? 1 : 0;   // a digit after the sign
+                 if (first >= t.size() || !std::isdigit(static_cast<unsigned char>(t[first])) || *end || errno)
+                     usage_error("bad offset '" + t + "' in --picture=" + v);
+                 return static_cast<int64_t>(x);
              };
              if (dash == std::string::npos) usage_error("--picture wants @FROM-TO, got '@" + range + "'");
              a.picture_from = offset(range.substr(0, dash));

@@ -394,6 +394,7 @@ std::string offset_text(uint64_t v) {
     const auto s = static_cast<int64_t>(v);
     return s < 0 ? "-" + std::to_string(uint64_t{0} - v) : "+" + std::to_string(v);
 }
+std::string offset_text(int64_t v) { return offset_text(static_cast<uint64_t>(v)); }
 
 }  // namespace
 
@@ -479,7 +480,8 @@ bool write_heap_picture(const Stage& stage, const std::string& path, const std::
     std::string ignored;
     std::string& why = error ? *error : ignored;
     struct Entry {
-        uint64_t at, size;  // offset from the first region
+        int64_t at;  // offset from the first region: below it, negative
+        uint64_t size;
         const char* kind;
         WalkState state;
         unsigned depth;
@@ -495,21 +497,22 @@ bool write_heap_picture(const Stage& stage, const std::string& path, const std::
             auto* w = static_cast<Walk*>(raw);
             auto a = reinterpret_cast<uintptr_t>(e.address);
             if (!w->started) w->origin = a, w->started = true;
-            w->entries.push_back({a - w->origin, e.size, e.kind, e.state, e.depth, a});
+            w->entries.push_back({static_cast<int64_t>(a - w->origin), e.size, e.kind, e.state, e.depth, a});
             return true;
         },
         &walk);
-    // The regions to draw, clipped to the zoom range.
+    // The regions to draw, clipped to the zoom range (signed: regions below the first count too).
     const bool zoom = options.to > options.from;
-    const uint64_t lo = zoom ? options.from : 0, hi = zoom ? options.to : UINT64_MAX;
+    const int64_t lo = zoom ? options.from : INT64_MIN, hi = zoom ? options.to : INT64_MAX;
+    auto end_of = [](const Entry& e) { return e.at + static_cast<int64_t>(e.size); };
     struct Span {
-        uint64_t start, end;
+        int64_t start, end;
         std::string label;
     };
     std::vector<Span> spans;
     for (const Entry& e : walk.entries) {
-        if (e.depth != 0 || e.at >= hi || e.at + e.size <= lo) continue;
-        spans.push_back({std::max(e.at, lo), std::min(e.at + e.size, hi),
+        if (e.depth != 0 || e.at >= hi || end_of(e) <= lo) continue;
+        spans.push_back({std::max(e.at, lo), std::min(end_of(e), hi),
                          std::string(e.kind) + " at " + offset_text(e.at) + ", " + human_bytes(e.size)});
     }
     if (spans.empty()) return why = "no region of " + std::string(stage.name) + "'s heap lies in that range", false;
@@ -519,7 +522,7 @@ bool write_heap_picture(const Stage& stage, const std::string& path, const std::
     uint64_t bpp = 1;
     auto rows_at = [&](uint64_t b) {
         uint64_t rows = 0, per_row = b * static_cast<uint64_t>(row_px);
-        for (const Span& s : spans) rows += (s.end - s.start + per_row - 1) / per_row;
+        for (const Span& s : spans) rows += (static_cast<uint64_t>(s.end - s.start) + per_row - 1) / per_row;
         return rows;
     };
     while (rows_at(bpp) > kMaxRows && bpp < (1ull << 40)) bpp *= 2;
@@ -532,18 +535,18 @@ bool write_heap_picture(const Stage& stage, const std::string& path, const std::
         y += region_gap - 4;
         const double region_top = y;
         // The row frames, each labelled with the offset it starts at.
-        for (uint64_t r = s.start; r < s.end; r += per_row) {
-            double w = double(std::min(per_row, s.end - r)) / double(bpp);
+        for (int64_t r = s.start; r < s.end; r += static_cast<int64_t>(per_row)) {
+            double w = double(std::min(per_row, static_cast<uint64_t>(s.end - r))) / double(bpp);
             body << "<text x=\"10\" y=\"" << y + 13 << "\">" << offset_text(r) << "</text>"
                  << "<rect x=\"" << left << "\" y=\"" << y << "\" width=\"" << w << "\" height=\"" << row_h - 4
                  << "\" fill=\"#ffffff\" stroke=\"#bbbbbb\"/>\n";
             y += row_h;
         }
         // Blocks, cut where rows wrap; sub-pixel neighbours of one state merged into one run.
-        auto place = [&](uint64_t at) {  // row index and x of an offset inside this span
-            uint64_t row = (at - s.start) / per_row;
-            return std::pair<double, double>{region_top + double(row) * row_h,
-                                             left + double((at - s.start) % per_row) / double(bpp)};
+        auto place = [&](int64_t at) {  // row index and x of an offset inside this span
+            const auto in = static_cast<uint64_t>(at - s.start);
+            return std::pair<double, double>{region_top + double(in / per_row) * row_h,
+                                             left + double(in % per_row) / double(bpp)};
         };
         double run_x0 = -1, run_x1 = -1, run_y = -1;
         const char* run_colour = nullptr;
@@ -554,13 +557,13 @@ bool write_heap_picture(const Stage& stage, const std::string& path, const std::
             run_colour = nullptr;
         };
         for (const Entry& e : walk.entries) {
-            if (e.depth == 0 || e.size == 0 || e.at >= s.end || e.at + e.size <= s.start) continue;
-            uint64_t a = std::max(e.at, s.start), b = std::min(e.at + e.size, s.end);
+            if (e.depth == 0 || e.size == 0 || e.at >= s.end || end_of(e) <= s.start) continue;
+            int64_t a = std::max(e.at, s.start), b = std::min(end_of(e), s.end);
             int64_t id = e.state == WalkState::used && options.id_at ? options.id_at(e.address) : -1;
             const double inset = std::min(6.0, 2.0 * (e.depth - 1));
             while (a < b) {
-                uint64_t row_end = s.start + ((a - s.start) / per_row + 1) * per_row;
-                uint64_t piece_end = std::min(b, row_end);
+                int64_t row_end = s.start + static_cast<int64_t>((static_cast<uint64_t>(a - s.start) / per_row + 1) * per_row);
+                int64_t piece_end = std::min(b, row_end);
                 auto [py, px] = place(a);
                 double pw = double(piece_end - a) / double(bpp);
                 if (pw < 1.0) {  // too thin to see alone: extend the current run

@@ -64,7 +64,7 @@ void print_heap_changes(std::ostream& out, const std::vector<HeapLine>& before, 
 // by state, labelled with their trace ids where wide enough. Offsets count from the heap's first
 // region, as print_heap prints them; `from`..`to` (when to > from) zooms to that range.
 struct PictureOptions {
-    uint64_t from = 0, to = 0;
+    int64_t from = 0, to = 0;  // offsets from the first region (negative below it); to > from zooms
     std::function<int64_t(uintptr_t)> id_at;  // trace id of a used block (-1: unknown)
 };
 // Returns false with `error` set when the file cannot be written or the range holds nothing.

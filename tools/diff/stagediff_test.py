@@ -21,15 +21,17 @@ import xml.etree.ElementTree as ET
 
 STAGEDIFF = os.path.abspath(sys.argv[1])
 REMOTE_FREE = os.path.abspath(sys.argv[2])  # traces/remote-free.rep
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixed_layout import fixed_layout  # noqa: E402
 SMALL = "0\n3\n6\n1\na 0 100\na 1 2000\nr 0 300\nf 1\na 2 40\nf 0\n"
 
 
-def run(*args, cwd=None, env=None):
+def run(*args, cwd=None, env=None, preexec_fn=None):
     e = dict(os.environ)
     e.pop("BUILD_WORKING_DIRECTORY", None)
     e.pop("EDU_OPTIONS", None)
     e.update(env or {})
-    return subprocess.run([STAGEDIFF, *args], cwd=cwd, env=e, capture_output=True, timeout=120)
+    return subprocess.run([STAGEDIFF, *args], cwd=cwd, env=e, capture_output=True, timeout=120, preexec_fn=preexec_fn)
 
 
 class Base(unittest.TestCase):
@@ -354,6 +356,49 @@ class Escaping(Base):
         self.assertIn(self.NAME, texts)
         plot = ET.parse(os.path.join(self.dir, "p & q.svg")).getroot()
         self.assertIn(self.NAME, "".join(plot.itertext()))
+
+
+class PictureRange(Base):
+    """--picture's @FROM-TO takes offsets as --steps prints them, signed: a region below the
+    first (stage 2's second arena, mapped below its first under the layout tools/pictures uses)
+    can be zoomed to, and the '-' between FROM and TO is the first after FROM's sign."""
+
+    # 700 blocks of 512 bytes: 350 KiB, more than one 256 KiB arena holds.
+    TRACE = "".join(f"a {i} 512\n" for i in range(700))
+
+    def test_a_region_below_the_first_can_be_zoomed_to(self):
+        self.write("two.rep", self.TRACE)
+        steps = run("--trace=two.rep", "--stages=2", "--no-libc", "--no-time", "--steps=700", "--heap-lines=0",
+                    cwd=self.dir, preexec_fn=fixed_layout)
+        self.assertEqual(steps.returncode, 0, steps.stderr)
+        below = [line.split()[2] for line in steps.stdout.decode().splitlines()
+                 if line.split()[:1] == ["arena"] and line.split()[2].startswith("-")]
+        self.assertEqual(len(below), 1, steps.stdout.decode())
+        start = int(below[0])
+        zoom = f"{start}-{start + 4096}"  # '-1572736--1568640': both negative
+        r = run("--trace=two.rep", "--stages=2", "--no-libc", "--no-time", f"--picture=700:h.svg@{zoom}",
+                cwd=self.dir, preexec_fn=fixed_layout)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"stagediff: wrote h-stage2_pools.svg", r.stderr)
+        texts = "".join(ET.parse(os.path.join(self.dir, "h-stage2_pools.svg")).getroot().itertext())
+        self.assertIn(f"arena at {start}, 256.0 KiB", texts)
+        self.assertIn(f"zoomed to {start}-{start + 4096}", texts)
+        self.assertNotIn("arena at +0", texts)
+
+    def test_signs_and_the_dash_between(self):
+        self.write("small.rep", SMALL)
+        # From -100 to -50: nothing of stage 1 lies below its only region, but the range is read.
+        r = run("--trace=small.rep", "--stages=1", "--no-libc", "--no-time", "--picture=3:h.svg@-100--50", cwd=self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"stagediff: no region of stage1_brk's heap lies in that range", r.stderr)
+        self.fails(["--trace=small.rep", "--picture=3:h.svg@100--50"], 2, "--picture: the range 100--50 is empty")
+        self.fails(["--trace=small.rep", "--picture=3:h.svg@--50"], 2, "bad offset '-' in --picture=3:h.svg@--50")
+        self.fails(["--trace=small.rep", "--picture=3:h.svg@-0x40--x"], 2, "bad offset '-x' in --picture=3:h.svg@-0x40--x")
+        r = run("--trace=small.rep", "--stages=1", "--no-libc", "--no-time", "--picture=3:h.svg@-0x40-+0x40",
+                cwd=self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        texts = "".join(ET.parse(os.path.join(self.dir, "h-stage1_brk.svg")).getroot().itertext())
+        self.assertIn("zoomed to -64-+64", texts)
 
 
 if __name__ == "__main__":
