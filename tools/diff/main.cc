@@ -51,8 +51,9 @@ struct Args {
     std::size_t heap_lines = 40;  // entries of each heap --steps prints
 };
 
-[[noreturn]] void usage_error(const std::string& what) {
-    std::cerr << "stagediff: " << what << " (see --help)\n";
+// `see`: where the right spelling is listed (--list for stages, options and workloads).
+[[noreturn]] void usage_error(const std::string& what, const char* see = "--help") {
+    std::cerr << "stagediff: " << what << " (see " << see << ")\n";
     std::exit(2);
 }
 
@@ -309,7 +310,8 @@ Args parse_args(int argc, char** argv) {
         for (const Flag& f : kFlags)
             if (name == f.name) flag = &f;
         if (!flag) usage_error("unknown argument '" + arg + "'");
-        if (flag->value && eq == std::string::npos) usage_error(name + " wants a value: " + name + "=" + flag->value);
+        if (flag->value && value.empty())   // `--html=` ran the whole ring and wrote no page
+            usage_error(name + " wants a value: " + name + "=" + flag->value);
         if (!flag->value && eq != std::string::npos) usage_error(name + " takes no value");
         flag->apply(a, value);
     }
@@ -361,7 +363,7 @@ std::vector<const Stage*> chosen_stages(const Args& a) {
     for (const std::string& s : a.stages) {
         const Stage* st = std::isdigit(static_cast<unsigned char>(s[0])) ? find_stage(static_cast<int>(to_number(s, "stage")))
                                                                         : find_stage(s.c_str());
-        if (!st) usage_error("no stage '" + s + "' is linked in (try --list)");
+        if (!st) usage_error("no stage '" + s + "' is linked in", "--list");
         out.push_back(st);
     }
     return out;
@@ -387,10 +389,10 @@ void apply_options(const Args& a) {
                                                                             : find_stage(stage.c_str());
         if (!st) {
             if (&o < &all[std::size(kDefaultOptions)]) continue;  // a default for a stage not linked in
-            usage_error("no stage '" + stage + "' for option '" + o + "'");
+            usage_error("no stage '" + stage + "' for option '" + o + "'", "--list");
         }
         if (!st->set_option(name.c_str(), value.c_str()))
-            usage_error(std::string(st->name) + " has no option " + name + "=" + value);
+            usage_error(std::string(st->name) + " has no option " + name + "=" + value, "--list");
     }
 }
 
@@ -449,7 +451,7 @@ int run(int argc, char** argv) {
     }
     if (!a.generate.empty()) {
         Workload w;
-        if (!make_builtin(a.generate, a.seed, a.scale, &w)) usage_error("no built-in workload '" + a.generate + "'");
+        if (!make_builtin(a.generate, a.seed, a.scale, &w)) usage_error("no built-in workload '" + a.generate + "'", "--list");
         std::cout << format_trace(w);
         return 0;
     }
@@ -468,7 +470,7 @@ int run(int argc, char** argv) {
     if (names.empty() && a.traces.empty() && a.ltraces.empty()) names.push_back("ring");
     for (const std::string& n : names) {
         Workload w;
-        if (!make_builtin(n, a.seed, a.scale, &w)) usage_error("no built-in workload '" + n + "'");
+        if (!make_builtin(n, a.seed, a.scale, &w)) usage_error("no built-in workload '" + n + "'", "--list");
         workloads.push_back(std::move(w));
     }
     for (const Input& in : a.traces) workloads.push_back(read_trace(in));

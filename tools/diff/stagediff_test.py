@@ -109,7 +109,16 @@ class HostileInput(Base):
         self.fails(["--trace=small.rep", "--steps=0"], 2, "stagediff: --steps counts operations from 1")
         self.fails(["--trace=small.rep", "--steps=2,,3"], 2, "stagediff: --steps: an empty item in '2,,3'")
         self.fails(["--trace=small.rep", "--stages=1,"], 2, "stagediff: --stages: an empty item in '1,'")
-        self.fails(["--trace=small.rep", "--stages="], 2, "stagediff: --stages: an empty item in ''")
+        self.fails(["--trace=small.rep", "--stages="], 2, "stagediff: --stages wants a value: --stages=LIST")
+
+    def test_an_empty_value_is_refused(self):
+        # `--html=`, `--plot=`, `--generate=` and `--convert-ltrace=` were taken as "not given":
+        # the whole ring ran, exit 0, and no page, plot or trace came out.
+        for option, value in [("--html", "FILE"), ("--plot", "FILE"), ("--generate", "NAME"),
+                              ("--convert-ltrace", "FILE"), ("--trace", "FILE"), ("--workload", "NAME")]:
+            with self.subTest(option=option):
+                self.fails([option + "=", "--stages=1", "--no-time"], 2,
+                           f"stagediff: {option} wants a value: {option}={value} (see --help)")
 
     def test_an_output_file_that_cannot_be_written_is_refused_before_the_replay(self):
         # The ring's page takes minutes to record; a missing folder was found only at the end.
@@ -128,7 +137,14 @@ class HostileInput(Base):
         self.fails(["--frobnicate"], 2, "stagediff: unknown argument '--frobnicate'")
 
     def test_unknown_option_value(self):
-        self.fails(["--option=stage1_brk.fit=worst"], 2, "stage1_brk has no option fit=worst")
+        self.fails(["--option=stage1_brk.fit=worst"], 2, "stage1_brk has no option fit=worst (see --list)")
+
+    def test_an_unknown_name_points_to_the_list(self):
+        # --list names the stages, their options and the workloads; --help names none of them
+        # (a stage said "(try --list) (see --help)").
+        self.fails(["--stages=9"], 2, "stagediff: no stage '9' is linked in (see --list)\n")
+        self.fails(["--workload=rung"], 2, "stagediff: no built-in workload 'rung' (see --list)\n")
+        self.fails(["--option=stage9.fit=best"], 2, "stagediff: no stage 'stage9' for option 'stage9.fit=best' (see --list)\n")
 
 
 class Results(Base):
