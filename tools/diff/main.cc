@@ -281,9 +281,9 @@ void print_help(std::ostream& out) {
     for (const Flag& f : kFlags) {
         if (f.group) out << "\n" << f.group << ":\n";
         std::string head = std::string("  ") + f.name + (f.value ? std::string("=") + f.value : "");
-        std::vector<std::string> lines = split(f.help, '\n');
+        std::vector<std::string> lines = split(f.help, '\n');   // beside the option, two spaces at least
         for (std::size_t i = 0; i < lines.size(); ++i) {
-            if (i == 0 && head.size() < 24) out << head << std::string(24 - head.size(), ' ') << lines[i] << "\n";
+            if (i == 0 && head.size() <= 22) out << head << std::string(24 - head.size(), ' ') << lines[i] << "\n";
             else if (i == 0) out << head << "\n" << std::string(24, ' ') << lines[i] << "\n";
             else out << std::string(24, ' ') << lines[i] << "\n";
         }

@@ -133,6 +133,15 @@ class HostileInput(Base):
         self.fails(["--trace=small.rep", "--html=page.html"], 2,
                    "stagediff: --html: cannot write page.html: Is a directory")
 
+    def test_help_sets_each_option_apart_from_its_text(self):
+        # '  --convert-ltrace=FILE print ltrace output ...' ran the option into its text.
+        r = run("--help")
+        self.assertEqual(r.returncode, 0)
+        for line in r.stdout.decode().splitlines():
+            if line.startswith("  --"):
+                with self.subTest(line=line):
+                    self.assertRegex(line, r"^  --\S+(  +\S.*)?$")
+
     def test_unknown_option(self):
         self.fails(["--frobnicate"], 2, "stagediff: unknown argument '--frobnicate'")
 
