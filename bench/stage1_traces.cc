@@ -2,8 +2,9 @@
 // mdriver does (peak live payload / highest footprint), plus operations per second, replayed
 // straight through the NASM core on a private break. With no trace files: the stage diff's
 // built-in workloads and four traces shaped like the classic lab traces. --breakdown: where the
-// heap's bytes are at its peak footprint; --option=NAME=VALUE: a stage option (margin, trim).
-//   bazel run --config=opt //bench:stage1_traces -- [--fits=first,next,best,seg] [--breakdown] [TRACE...]
+// heap's bytes are at its peak footprint; --losses: the same by free-block size, with the
+// oracle of a gapless heap of this block format; --option=NAME=VALUE: a stage option (margin, trim).
+//   bazel run --config=opt //bench:stage1_traces -- [--fits=first,next,best,seg] [--breakdown|--losses] [TRACE...]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -74,10 +75,23 @@ Workload lab_like(const std::string& name) {
 // and fences. The parts add up to the footprint.
 struct Breakdown {
     uint64_t footprint = 0, payload = 0, tags = 0, rounding = 0, free_inside = 0, wilderness = 0, meta = 0;
+    uint64_t free_by_size[3] = {0, 0, 0};  // free inside: under 128 bytes, under 4 KiB, 4 KiB and more
 };
+
+// The free-block size bands of --losses: slivers no class above the smallest can use, the
+// small-object range, and pages.
+int free_band(uint64_t size) { return size < 128 ? 0 : size < 4096 ? 1 : 2; }
+
+// A request's block under this format ([S1.1]'s ADJUST_SIZE): the header, the 16-byte step,
+// the 32-byte minimum. The oracle of --losses packs such blocks with no gap.
+uint64_t block_for(uint64_t request) {
+    uint64_t size = (request + kS1Overhead + kS1Align - 1) & ~(kS1Align - 1);
+    return size < kS1MinBlock ? kS1MinBlock : size;
+}
 
 struct Result {
     double utilisation = 0, ops_per_second = 0;
+    double oracle = 0;  // peak payload over (highest sum of live blocks' block_for + a region's 16 bytes)
     bool ok = false;
     Breakdown at_peak;
 };
@@ -96,7 +110,10 @@ int breakdown_visit(void* raw, uint64_t kind, uint64_t address, uint64_t size) {
             break;
         case S1_KIND_FENCE:
             w->b.meta += size;
-            if (size < 16) w->b.wilderness += w->last_free, w->b.free_inside -= w->last_free;  // epilogue
+            if (size < 16) {  // the epilogue: the free block just before it is the trailing one
+                w->b.wilderness += w->last_free, w->b.free_inside -= w->last_free;
+                if (w->last_free) w->b.free_by_size[free_band(w->last_free)] -= w->last_free;
+            }
             w->last_free = 0;
             break;
         case S1_KIND_USED: {
@@ -110,6 +127,7 @@ int breakdown_visit(void* raw, uint64_t kind, uint64_t address, uint64_t size) {
         }
         default:
             w->b.free_inside += size;
+            w->b.free_by_size[free_band(size)] += size;
             w->last_free = size;
     }
     return 1;
@@ -133,7 +151,7 @@ Result replay(const Workload& w, uint64_t fit, bool breakdown) {
     s1_set_fit(fit);
     std::vector<void*> blocks(w.ids, nullptr);
     std::vector<uint64_t> sizes(w.ids, 0);
-    uint64_t live = 0, peak = 0, peak_footprint_seen = 0;
+    uint64_t live = 0, peak = 0, peak_footprint_seen = 0, packed = 0, packed_peak = 0;
     Breakdown at_peak;
     auto start = std::chrono::steady_clock::now();
     for (const Op& op : w.ops) {
@@ -143,21 +161,27 @@ Result replay(const Workload& w, uint64_t fit, bool breakdown) {
                 blocks[op.id] = s1_malloc(op.size);
                 if (!blocks[op.id]) return {};
                 live += op.size;
+                packed += block_for(op.size);
                 sizes[op.id] = op.size;
                 break;
             case Op::free:
                 s1_free(blocks[op.id]);
+                if (blocks[op.id]) packed -= block_for(sizes[op.id]);
                 blocks[op.id] = nullptr;
                 live -= sizes[op.id];
                 break;
-            case Op::realloc:
+            case Op::realloc: {
+                bool had = blocks[op.id] != nullptr;
                 blocks[op.id] = s1_realloc(blocks[op.id], op.size);
                 if (!blocks[op.id]) return {};
+                packed += block_for(op.size) - (had ? block_for(sizes[op.id]) : 0);
                 live += op.size - sizes[op.id];
                 sizes[op.id] = op.size;
                 break;
+            }
         }
         if (live > peak) peak = live;
+        if (packed > packed_peak) packed_peak = packed;
         if (breakdown && s1_peak_footprint > peak_footprint_seen) {
             peak_footprint_seen = s1_peak_footprint;
             at_peak = breakdown_now(blocks, sizes);
@@ -168,6 +192,7 @@ Result replay(const Workload& w, uint64_t fit, bool breakdown) {
     Result result;
     result.ok = s1_check(&report) == S1_CHECK_OK;
     result.utilisation = s1_peak_footprint ? double(peak) / double(s1_peak_footprint) : 0;
+    result.oracle = double(peak) / double(packed_peak + kS1RegionHeader + 8);  // + the epilogue
     result.ops_per_second = seconds > 0 ? double(w.ops.size()) / seconds : 0;
     result.at_peak = at_peak;
     for (void* p : blocks) s1_free(p);
@@ -181,7 +206,7 @@ Result replay(const Workload& w, uint64_t fit, bool breakdown) {
 int main(int argc, char** argv) {
     std::vector<std::string> fit_names = {"first", "next", "best", "seg"};
     std::vector<Workload> workloads;
-    bool breakdown = false;
+    bool breakdown = false, losses = false;
     const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY");
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
@@ -199,8 +224,9 @@ int main(int argc, char** argv) {
                 return std::fprintf(stderr, "%s: not a stage 1 option (use --fits= for the policy)\n", arg.c_str()), 2;
             continue;
         }
-        if (arg == "--breakdown") {
+        if (arg == "--breakdown" || arg == "--losses") {
             breakdown = true;
+            losses = arg == "--losses";
             continue;
         }
         std::string path = (arg[0] != '/' && cwd) ? std::string(cwd) + "/" + arg : arg;
@@ -227,6 +253,35 @@ int main(int argc, char** argv) {
         if (!edu::stage1::descriptor.set_option("fit", name.c_str()))
             return std::fprintf(stderr, "unknown fit policy: %s\n", name.c_str()), 2;
         fits.push_back(s1_fit_policy);
+    }
+    if (losses) {
+        // Where utilisation is lost, per trace and policy, in points of the peak footprint: each
+        // byte of it that is not payload, and the oracle (the same blocks packed with no gap).
+        std::printf("| trace | fit | util | oracle | peak footprint | payload | headers | alignment, minimum | free < 128 B | free 128 B-4 KiB | free >= 4 KiB | growth margin (trailing free) | regions |\n");
+        std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for (std::size_t i = 0; i < fits.size(); ++i) {
+            double util_sum = 0, oracle_sum = 0, part_sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (const Workload& w : workloads) {
+                Result r = replay(w, fits[i], true);
+                if (!r.ok) return std::fprintf(stderr, "%s: failed under fit=%s\n", w.name.c_str(), fit_names[i].c_str()), 1;
+                const Breakdown& b = r.at_peak;
+                const uint64_t parts[8] = {b.payload, b.tags, b.rounding, b.free_by_size[0], b.free_by_size[1], b.free_by_size[2], b.wilderness, b.meta};
+                std::printf("| %s | %s | %.1f%% | %.1f%% | %llu |", w.name.c_str(), fit_names[i].c_str(), 100 * r.utilisation,
+                            100 * r.oracle, static_cast<unsigned long long>(b.footprint));
+                for (int k = 0; k < 8; ++k) {
+                    double pct = 100.0 * double(parts[k]) / double(b.footprint);
+                    part_sum[k] += pct;
+                    std::printf(" %.1f |", pct);
+                }
+                std::printf("\n");
+                util_sum += r.utilisation, oracle_sum += r.oracle;
+            }
+            double n = double(workloads.size());
+            std::printf("| **mean** | %s | **%.2f%%** | **%.2f%%** | |", fit_names[i].c_str(), 100 * util_sum / n, 100 * oracle_sum / n);
+            for (double sum : part_sum) std::printf(" %.2f |", sum / n);
+            std::printf("\n");
+        }
+        return 0;
     }
     if (breakdown) {
         // One row per trace and policy: the heap at its peak footprint, in percent of it.
