@@ -955,12 +955,83 @@ def kill_group(proc):
         pass
 
 
+# A run past its limit is asked where it is before it is killed: gdb, when the machine has it,
+# reads every thread's stack (the frame in a part's lines names the part: a student sees
+# S1.find_fit, not only "a loop"), then a SIGTERM lets doctest's signal handler report the test
+# case it was running (its "TEST CASE:" header, "test case CRASHED: SIGTERM") before the group is
+# killed. Either may find nothing (no gdb, ptrace refused, a handler stuck behind a lock the hung
+# code holds): the FAIL then says what it has. STOP_GRACE bounds the wait for doctest's report,
+# STACK_SECONDS gdb's attach.
+STACK_TOOL = "gdb"
+STACK_SECONDS = 30
+STOP_GRACE = 5
+GDB_FRAME = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(.+?) \(.*\)(?: at (\S+):(\d+))?(?: from \S+)?\s*$")
+DOCTEST_CRASH = re.compile(r"^(\S+:\d+):\nTEST CASE:\s+(.*?)\n(?:.*\n)*?\1: FATAL ERROR: test case CRASHED: SIGTERM", re.M)
+
+
+def stacks_of(pid):
+    """Every thread's frames of the running process pid, innermost first, each (function, FILE,
+    LINE) with FILE relative to the build's root ("" and 0 for a frame without a source line of
+    the project: the C library's); [] when gdb is missing or cannot attach."""
+    gdb = shutil.which(STACK_TOOL)
+    if not gdb:
+        return []
+    try:
+        r = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-ex", "thread apply all bt 64"],
+                           capture_output=True, text=True, timeout=STACK_SECONDS, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    threads = []
+    for line in r.stdout.split("\n"):
+        if line.startswith("Thread "):
+            threads.append([])
+        m = GDB_FRAME.match(line)
+        if m and threads:
+            function, path, number = m.groups()
+            path = (path or "").removeprefix("./")
+            project = bool(path) and not path.startswith(("/", ".."))   # not the C library's sources
+            threads[-1].append((function, path if project else "", int(number) if project else 0))
+    return [t for t in threads if t]
+
+
+def where_stuck(threads, found):
+    """Where a hung run was stuck, in words, from its threads' frames (stacks_of) and the tree's
+    part regions (scan's found): the innermost frame that lies between a part's markers, any
+    thread ("part S1.find_fit (s1_find_fit.lab_hang at stage1_brk/freelist.asm:192)"), else the
+    innermost frame of the project's code ("stage1_brk/malloc.asm:48 (.big_enough)"); ""."""
+    for frames in threads:
+        for function, path, line in frames:
+            for name, spans in found.items():
+                if " copy" not in name and any(path == rel and begin + 1 < line <= end for rel, begin, end in spans):
+                    return f"part {name} ({function} at {path}:{line})"
+    for frames in threads:
+        for function, path, line in frames:
+            if path:
+                return f"{path}:{line} ({function})"
+    return ""
+
+
+def stuck_case(out):
+    """The test case doctest reported when the SIGTERM stopped it: 'FILE:LINE: "NAME"', or ""."""
+    found = DOCTEST_CRASH.findall(out)
+    return f'{found[-1][0]}: "{found[-1][1]}"' if found else ""
+
+
+def parts_found(tree):
+    """The tree's part regions (scan), {} when the tree has none to read."""
+    try:
+        return scan(tree, load_table(REFERENCE))[0]
+    except (LabError, OSError):
+        return {}
+
+
 def run_test(tree, target, cases=None, timeout=600, reference_seconds=None, where=""):
     """Runs a built test binary; returns (passed, parts whose stub it reached, what failed:
     failure_summary). A run still going after `timeout` seconds is killed with every process it
-    started (a death test's child keeps spinning otherwise); its FAIL says so, and how long the
-    reference's run takes when reference_seconds (time_limit) says, measured `where` (" on the
-    teacher's machine"; grading's own machine by default)."""
+    started (a death test's child keeps spinning otherwise); its FAIL says so, the test case it
+    was running and the part (or line) it was stuck in, as far as doctest and gdb tell, and how
+    long the reference's run takes when reference_seconds (time_limit) says, measured `where`
+    (" on the teacher's machine"; grading's own machine by default)."""
     path = binary(tree, target)
     if not path.exists():
         return False, set(), "not built"
@@ -972,16 +1043,25 @@ def run_test(tree, target, cases=None, timeout=600, reference_seconds=None, wher
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            stuck = where_stuck(stacks_of(proc.pid), parts_found(tree))
+            stdout = stderr = ""
+            try:
+                proc.send_signal(signal.SIGTERM)   # doctest reports the case it runs, then exits
+                stdout, stderr = proc.communicate(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:   # its handler is stuck too: no case to name
+                pass
             kill_group(proc)
             try:
                 proc.communicate(timeout=10)
             except subprocess.TimeoutExpired:   # a process that left the group holds the pipes
                 pass
+            case = stuck_case(stdout + stderr)
+            at = "".join([f" in test case {case}" if case else "", f", stuck in {stuck}" if stuck else ""])
             if reference_seconds is None:
-                return False, set(), (f"timed out after {timeout:g} s and killed (the reference's code runs it in "
-                                      "seconds: a loop that never ends?)")
+                return False, set(), (f"timed out after {timeout:g} s and killed{at} (the reference's code runs it "
+                                      "in seconds: a loop that never ends?)")
             return False, set(), (f"timed out after {timeout:g} s (the reference takes "
-                                  f"{seconds_text(reference_seconds)} s{where}) and killed: a loop that never ends?")
+                                  f"{seconds_text(reference_seconds)} s{where}) and killed{at}: a loop that never ends?")
         except BaseException:   # a grade stopped from outside (SIGTERM): leave no test running
             kill_group(proc)
             raise

@@ -75,6 +75,21 @@ class GradeTest(unittest.TestCase):
         lab.print_report(report)
         return report, {p["part"]: p for p in report["parts"]}
 
+    def assertHungIn(self, said, tree, cases):
+        """said names the test case a hung stage1_test run was stopped in, one that `cases`
+        selects, and when gdb is here the part S1.find_fit at a line of tree's freelist.asm
+        between its markers (hanging_find_fit's loop)."""
+        names = lab.selected(lab.test_case_names(lab.REFERENCE, "//stage1_brk:stage1_test")[0], cases)
+        m = re.search(r'in test case stage1_brk/stage1_test\.cc:\d+: "([^"]+)"', said)
+        self.assertIsNotNone(m, said)
+        self.assertIn(m.group(1), names)
+        if shutil.which(lab.STACK_TOOL):
+            m = re.search(r"stuck in part S1\.find_fit \(\S+ at stage1_brk/freelist\.asm:(\d+)\)", said)
+            self.assertIsNotNone(m, said)
+            [(rel, begin, end)] = lab.scan(tree, self.table)[0]["S1.find_fit"]
+            self.assertLess(begin + 1, int(m.group(1)))
+            self.assertLessEqual(int(m.group(1)), end)
+
     def test_the_reference_grades_100(self):
         report, parts = self.grade(lab.REFERENCE)
         self.assertEqual(report["score"], 100, report)
@@ -188,10 +203,15 @@ class GradeTest(unittest.TestCase):
             self.assertGreaterEqual(record["seconds_limit"], HANG_FLOOR, record)
             self.assertLess(record["seconds_limit"], HANG_BOUND / 4, record)
             said = (f"timed out after {record['seconds_limit']} s (the reference takes "
-                    f"{lab.seconds_text(record['reference_seconds'])} s) and killed: a loop that never ends?")
-            self.assertEqual(record["detail"], said)
-            self.assertIn(said, out.getvalue())
-            self.assertIn(json.dumps(said), json.dumps(report))
+                    f"{lab.seconds_text(record['reference_seconds'])} s) and killed in test case ")
+            self.assertTrue(record["detail"].startswith(said), record["detail"])
+            self.assertTrue(record["detail"].endswith(": a loop that never ends?"), record["detail"])
+            self.assertIn(record["detail"], out.getvalue())
+            self.assertIn(json.dumps(record["detail"]), json.dumps(report))
+        # Each names the case it was stopped in (doctest's report of the SIGTERM), one the run's
+        # filter selects, and, where gdb can read the stack, the part and its line in the student's file.
+        self.assertHungIn(test["detail"], dest, "*fit*")
+        self.assertHungIn(gate["detail"], dest, "")
         self.assertEqual(report["note"], "traces not scored: a gate failed (correctness comes first)")
 
     def test_lab_test_stops_a_hung_part_by_the_times_its_handout_ships(self):
@@ -230,8 +250,9 @@ class GradeTest(unittest.TestCase):
         print(out.getvalue(), f"({time.monotonic() - started:.1f} s)")
         self.assertEqual(failed, 1, out.getvalue())
         m = re.search(r"timed out after (\d+) s \(the reference takes (\S+) s on the teacher's machine\) "
-                      r"and killed: a loop that never ends\?", out.getvalue())
+                      r"and killed in test case .*: a loop that never ends\?", out.getvalue())
         self.assertIsNotNone(m, out.getvalue())
+        self.assertHungIn(out.getvalue(), dest, "*fit*")
         self.assertEqual(m.group(2), lab.seconds_text(record["seconds"]))
         self.assertGreaterEqual(int(m.group(1)), HANG_FLOOR)
         self.assertLess(int(m.group(1)), TEST_HANG_BOUND / 3)

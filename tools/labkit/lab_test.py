@@ -945,6 +945,54 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
                                  "a loop that never ends?)")
         self.assertLess(lab.PART_TEST_SECONDS, 600)   # tools/lab test's limit, below the 10 minutes it once had
 
+    def test_a_hung_test_names_the_case_it_was_in_and_where_it_was_stuck(self):
+        # A run killed at its limit said "a loop that never ends?" and not where: a student with
+        # three parts and forty cases behind one filter could not tell which hung. Now gdb reads
+        # the stack before the kill and a SIGTERM lets doctest report its case. Here both are
+        # fakes that print what the real ones printed for a stage 1 handout whose S1.find_fit
+        # loops in pause(2) (lab_handout_hang_test runs the real ones).
+        test = self.tmp / "bazel-bin" / "t" / "t"
+        test.parent.mkdir(parents=True)
+        crash = ("===============================================================================\n"
+                 "stage1_brk/stage1_test.cc:131:\nTEST CASE:  first, next and best fit choose different blocks\n\n"
+                 "stage1_brk/stage1_test.cc:131: FATAL ERROR: test case CRASHED: SIGTERM - Termination request signal\n")
+        test.write_text(f"#!/bin/sh\ntrap 'printf \"%s\" \"{crash}\"; exit 143' TERM\nwhile :; do sleep 0.1; done\n")
+        test.chmod(0o755)
+        gdb = self.tmp / "gdb"
+        frames = ("[Thread debugging using libthread_db enabled]\n"
+                  'Thread 1 (Thread 0x7f3d6643a940 (LWP 26817) "stage1_test"):\n'
+                  "#0  0x00007f3d66a1b2c3 in pause () from /lib/x86_64-linux-gnu/libc.so.6\n"
+                  "#1  s1_find_fit.lab_hang () at stage1_brk/freelist.asm:192\n"
+                  "#2  0x0000564b7c97b85b in .@11.big_enough () at stage1_brk/malloc.asm:48\n"
+                  "#3  0x00007ffeb2002040 in ?? ()\n"
+                  "#4  0x0000564b7c970754 in edu::stage1::(anonymous namespace)::DOCTEST_ANON_CLASS_11::f "
+                  "(this=0x7ffeb2002040) at stage1_brk/stage1_test.cc:134\n"
+                  "#5  0x0000564b7c9870b1 in doctest::Context::run (this=this@entry=0x7ffeb20024c8) at "
+                  "/usr/include/doctest/doctest.h:6930\n")
+        gdb.write_text(f"#!/bin/sh\nprintf '%s' '{frames}'\n")
+        gdb.chmod(0o755)
+        with mock.patch.object(lab, "STACK_TOOL", str(gdb)):
+            ok, reached, detail = lab.run_test(self.tmp, "//t:t", timeout=1, reference_seconds=0.2)
+            threads = lab.stacks_of(os.getpid())
+        self.assertEqual((ok, reached), (False, set()))
+        self.assertEqual(detail, 'timed out after 1 s (the reference takes 0.2 s) and killed in test case '
+                                 'stage1_brk/stage1_test.cc:131: "first, next and best fit choose different blocks", '
+                                 'stuck in stage1_brk/freelist.asm:192 (s1_find_fit.lab_hang): a loop that never ends?')
+        self.assertEqual(threads[0][:3], [("pause", "", 0), ("s1_find_fit.lab_hang", "stage1_brk/freelist.asm", 192),
+                                          (".@11.big_enough", "stage1_brk/malloc.asm", 48)])
+        # The frame inside a part's markers names the part, the innermost such frame first.
+        found = {"S1.find_fit": [("stage1_brk/freelist.asm", 150, 200)], "S1.realloc": [("stage1_brk/malloc.asm", 40, 60)]}
+        self.assertEqual(lab.where_stuck(threads, found),
+                         "part S1.find_fit (s1_find_fit.lab_hang at stage1_brk/freelist.asm:192)")
+        self.assertEqual(lab.where_stuck(threads, {"S1.find_fit": [("stage1_brk/freelist.asm", 192, 200)]}),
+                         "stage1_brk/freelist.asm:192 (s1_find_fit.lab_hang)")   # a marker's line is no part's
+        # Without gdb (a student's machine may lack it), doctest's case alone.
+        with mock.patch.object(lab, "STACK_TOOL", str(self.tmp / "no-gdb")):
+            ok, reached, detail = lab.run_test(self.tmp, "//t:t", timeout=1)
+        self.assertEqual(detail, 'timed out after 1 s and killed in test case stage1_brk/stage1_test.cc:131: '
+                                 '"first, next and best fit choose different blocks" (the reference\'s code runs it '
+                                 'in seconds: a loop that never ends?)')
+
     def test_a_hung_test_is_killed_with_the_processes_it_started(self):
         # A death test's child that loops kept running after its test was killed (only the
         # test's own process was), spinning a processor for the rest of the class's grading.
