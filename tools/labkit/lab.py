@@ -1271,13 +1271,22 @@ def shipped_times(tree):
 
 # ---- Traces -------------------------------------------------------------------------------
 
-def replay(stagediff, stage_name, trace, cpu=None):
+# Timed passes per stagediff run (its --reps; a run's rate is its fastest pass). A pass of a
+# course trace takes well under a millisecond (binary-bal: 0.3 ms), so a loaded machine's
+# preemption lands inside most of three passes and few of fifteen: the reference against itself
+# on binary-bal at a load of 5.5-6, 38 grades' worth of five pairs, read medians of 0.79-1.25
+# with three passes and the order tied to the processor, 0.91-1.37 with fifteen and the order
+# balanced. The passes cost 15 x 0.3 ms a run; the run's process start and validating pass cost more.
+TIMED_PASSES = 15
+
+
+def replay(stagediff, stage_name, trace, cpu=None, passes=TIMED_PASSES):
     """One `stagediff --json` run of one trace through one stage (its own child process,
-    so a fresh heap), on processor `cpu` alone when one is given: the stage's result record,
-    or {valid: False, failure: why}."""
+    so a fresh heap) timing `passes` passes, on processor `cpu` alone when one is given: the
+    stage's result record, or {valid: False, failure: why}."""
     pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
-    r = subprocess.run([str(stagediff), f"--stages={stage_name}", f"--trace={trace}", "--json", "--no-libc"],
-                       capture_output=True, text=True, timeout=600, preexec_fn=pin)
+    r = subprocess.run([str(stagediff), f"--stages={stage_name}", f"--trace={trace}", "--json", "--no-libc",
+                        f"--reps={passes}"], capture_output=True, text=True, timeout=600, preexec_fn=pin)
     try:
         results = json.loads(r.stdout)["traces"][0]["results"]
         return next(s for s in results if s["stage"] == stage_name)
@@ -1293,11 +1302,20 @@ def best_rate(run):
     return run["operations"] / fastest if fastest else run["ops_per_second"]
 
 
-def replay_traces(student, reference, stage_name, traces, repetitions):
+# A trace whose median ratio over the first pairs falls short of `enough` (grading passes
+# throughput_full_at) is measured with MORE_PAIRS times as many pairs again, and the median of
+# all of them counts: a submission that is slow is slow in every pair and stays short, while a
+# loaded stretch that slowed three of five pairs' student runs rarely slows eight of fifteen.
+MORE_PAIRS = 2
+
+
+def replay_traces(student, reference, stage_name, traces, repetitions, enough=None):
     """Each trace through the student's and the reference's stage in pairs of fresh processes
-    (a fresh heap per trace): the two runs of a pair back to back on one processor, which
-    processor and which tree goes first changing from pair to pair. A tree's rate in a run is
-    its fastest pass; the throughput ratio is the median over the pairs of their ratios.
+    (a fresh heap per trace): the two runs of a pair back to back on one processor, the
+    processors taken in turn and, on each processor, which tree goes first alternating (so
+    neither tree always goes first on one processor). A tree's rate in a run is its fastest of
+    TIMED_PASSES passes; the throughput ratio is the median over the pairs of their ratios, and
+    when it is below `enough`, over MORE_PAIRS times as many pairs again as well.
     Why pairs: on the project's 2-core virtual machines a process runs a whole short trace at
     one of two speeds, 1.5 times apart, depending on the processor and the moment (the
     reference against itself, binary-bal: 30 unpinned pairs 0.58-1.55; pinned, 24 of 30 within
@@ -1305,16 +1323,20 @@ def replay_traces(student, reference, stage_name, traces, repetitions):
     itself about one time in seven."""
     cpus = sorted(os.sched_getaffinity(0))
     rows = []
+
+    def pair(r, mine, theirs, trace):
+        cpu = cpus[r % len(cpus)]
+        if (r // len(cpus)) % 2 == 0:
+            mine.append(replay(student, stage_name, trace, cpu))
+            theirs.append(replay(reference, stage_name, trace, cpu))
+        else:
+            theirs.append(replay(reference, stage_name, trace, cpu))
+            mine.append(replay(student, stage_name, trace, cpu))
+
     for trace in traces:
         mine, theirs = [], []
         for r in range(repetitions):
-            cpu = cpus[r % len(cpus)]
-            if r % 2 == 0:
-                mine.append(replay(student, stage_name, trace, cpu))
-                theirs.append(replay(reference, stage_name, trace, cpu))
-            else:
-                theirs.append(replay(reference, stage_name, trace, cpu))
-                mine.append(replay(student, stage_name, trace, cpu))
+            pair(r, mine, theirs, trace)
             if not mine[-1].get("valid"):
                 break
         broken = next((t.get("failure", "") for t in theirs if not t.get("valid")), None)
@@ -1327,11 +1349,19 @@ def replay_traces(student, reference, stage_name, traces, repetitions):
         row = {"trace": Path(trace).name, "valid": valid,
                "failure": next((m.get("failure", "") for m in mine if not m.get("valid")), "")}
         if valid:
+            ratio = lambda: statistics.median(best_rate(m) / best_rate(t) for m, t in zip(mine, theirs))
+            if enough is not None and ratio() < enough:
+                for r in range(repetitions, repetitions * (1 + MORE_PAIRS)):
+                    pair(r, mine, theirs, trace)
+                if not all(run.get("valid") for run in mine + theirs):   # valid once, not now: no score
+                    row.update(valid=False, failure=next(run.get("failure", "") for run in mine + theirs
+                                                         if not run.get("valid")))
+                    rows.append(row)
+                    continue
             row.update(utilisation=mine[0]["utilisation"], reference_utilisation=theirs[0]["utilisation"],
                        ops_per_second=max(best_rate(m) for m in mine),
                        reference_ops_per_second=max(best_rate(t) for t in theirs),
-                       throughput_ratio=statistics.median(best_rate(m) / best_rate(t) for m, t in zip(mine, theirs)),
-                       operations=mine[0]["operations"])
+                       throughput_ratio=ratio(), pairs=len(mine), operations=mine[0]["operations"])
         rows.append(row)
     return rows
 
@@ -1596,7 +1626,8 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 if r.returncode != 0:
                     raise LabError(f"the reference tree {REFERENCE} does not build //tools/diff:stagediff")
                 ref_bin = binary(REFERENCE, "//tools/diff:stagediff")
-            rows = replay_traces(binary(work, "//tools/diff:stagediff"), ref_bin, info["folder"], traces, repetitions)
+            rows = replay_traces(binary(work, "//tools/diff:stagediff"), ref_bin, info["folder"], traces, repetitions,
+                                 enough=weights["throughput_full_at"])
             if all(r["valid"] and "utilisation" in r for r in rows):
                 full_at = weights["throughput_full_at"]
                 util = statistics.mean(min(1.0, r["utilisation"] / r["reference_utilisation"]) for r in rows)
@@ -1845,7 +1876,8 @@ def main(argv):
                    "--parts, else every part of the stage); the others are the reference's and earn no marks")
     g.add_argument("--json", help="also write the report as JSON to this file")
     g.add_argument("--traces", help="comma-separated trace names (default: every traces/*.rep)")
-    g.add_argument("--repetitions", type=int, default=PAIRS, help=f"stagediff runs per trace and tree, in pairs (default {PAIRS}; each times 3 passes)")
+    g.add_argument("--repetitions", type=int, default=PAIRS, help=f"stagediff runs per trace and tree, in pairs (default {PAIRS}; each times {TIMED_PASSES} passes; "
+                   "twice as many more where the median falls short of full marks)")
     g.add_argument("--reference-stagediff", help="a built reference stagediff instead of building one")
     g.add_argument("--keep", action="store_true", help="keep the scratch tree (for debugging)")
     g.add_argument("--log", help="write every Bazel command and its output tail to this file")

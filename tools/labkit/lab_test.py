@@ -1093,7 +1093,48 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
         for k in range(0, 10, 2):   # a pair's two runs share a processor; who goes first alternates
             self.assertEqual(calls[k][1], calls[k + 1][1])
             self.assertIsNotNone(calls[k][1])
-        self.assertEqual([c[0] for c in calls[:4]], ["mine", "ref", "ref", "mine"])
+        # On each processor which tree goes first alternates: it was tied to the processor (the
+        # student first on the first processor, the reference on the second), so a processor
+        # slower for the run that goes first always slowed the same tree.
+        for cpu in {c[1] for c in calls}:
+            firsts = [calls[k][0] for k in range(0, 10, 2) if calls[k][1] == cpu]
+            self.assertEqual(firsts, (["mine", "ref"] * 5)[:len(firsts)], (cpu, calls))
+
+    def test_a_loaded_stretch_is_measured_again_and_a_slow_part_still_loses(self):
+        # The reference graded 97.9 at a load of about 10: binary-bal's median of five pairs read
+        # 0.63, three pairs' student runs slowed by the load. A trace whose median falls short of
+        # full marks (`enough`) is now measured with MORE_PAIRS times as many pairs again, and
+        # the median of all counts. A fake stage diff plays the load: the first three pairs'
+        # student runs at 0.6 of the reference's speed. Before, the median was 0.6.
+        def fake(speed_of):
+            calls = []
+
+            def fake_replay(stagediff, stage_name, trace, cpu=None):
+                calls.append(stagediff)
+                pair = sum(1 for c in calls if c == stagediff) - 1
+                speed = speed_of(pair) if stagediff == "mine" else 1.0
+                return {"valid": True, "utilisation": 0.9, "operations": 10000, "seconds_min": 1e-3 / speed}
+            return fake_replay, calls
+
+        full_at = self.table["score"]["throughput_full_at"]
+        loaded, calls = fake(lambda pair: 0.6 if pair < 3 else 1.0)
+        with mock.patch.object(lab, "replay", loaded):
+            [row] = lab.replay_traces("mine", "ref", "stage1_brk", ["t.rep"], 5, enough=full_at)
+        self.assertAlmostEqual(row["throughput_ratio"], 1.0)
+        self.assertEqual(row["pairs"], 5 * (1 + lab.MORE_PAIRS))
+        self.assertEqual(len(calls), 2 * row["pairs"])
+        # Without `enough`, or when the first pairs reach it, five pairs and no more.
+        with mock.patch.object(lab, "replay", fake(lambda pair: 0.6 if pair < 3 else 1.0)[0]):
+            self.assertAlmostEqual(lab.replay_traces("mine", "ref", "stage1_brk", ["t.rep"], 5)[0]["throughput_ratio"], 0.6)
+        with mock.patch.object(lab, "replay", fake(lambda pair: 0.9)[0]):
+            self.assertEqual(lab.replay_traces("mine", "ref", "stage1_brk", ["t.rep"], 5, enough=full_at)[0]["pairs"], 5)
+        # A part that is slow is slow in every pair: measured again, it still reads slow, and
+        # the throughput marks go (lab_replay_test does it with the real stage diff).
+        slow, calls = fake(lambda pair: 0.3 if pair % 4 else 0.5)
+        with mock.patch.object(lab, "replay", slow):
+            [row] = lab.replay_traces("mine", "ref", "stage1_brk", ["t.rep"], 5, enough=full_at)
+        self.assertAlmostEqual(row["throughput_ratio"], 0.3)
+        self.assertEqual(row["pairs"], 15)
 
     def test_the_grade_command_runs_the_pairs_its_help_and_teaching_md_promise(self):
         # b17fce3 made the rule five pairs (grade()'s default, the help text, teaching.md) but
