@@ -15,19 +15,31 @@ Debian's redis-server links jemalloc: its baseline row ("none") is jemalloc, not
 --lib NAME=PATH adds a library of your own (a stage built at another commit, say), --only picks
 the allocators (the baseline "none" is always measured, first), --programs the programs, and
 --port the redis server's port (two runs at once on one machine need different ones).
+
+--callgrind runs each program once per allocator under valgrind's callgrind instead (redis with
+--requests requests a test, 5,000 by default; callgrind's counts do not depend on the machine's
+load) and prints, for each entry of the malloc family and each of redis's zmalloc wrappers, the
+calls the program made and the instructions a call costs, inclusive (what the caller pays):
+
+    bench/suite/programs.py --callgrind --only none,stage3,mimalloc
 """
 
 import argparse
+import collections
 import os
+import re
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the suite's build and peers)
+
+WORKLOAD = os.path.join(run.ROOT, "tests", "preload", "workload.py")
 
 
 def child_cpu(cmd, env):
@@ -42,21 +54,92 @@ def process_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def redis_cpu(env, port):
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def redis_cpu(env, port, requests=40000, wrapper=()):
+    """The server's CPU seconds while redis-benchmark sends `requests` requests a test; `wrapper`
+    (a valgrind command, say) runs the server."""
+    server = subprocess.Popen(list(wrapper) + ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                               "--appendonly", "no"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
+        for _ in range(200 if not wrapper else 1200):
             if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0:
                 break
             time.sleep(0.05)
         start = process_cpu(server.pid)
-        subprocess.run(["redis-benchmark", "-p", str(port), "-q", "-n", "40000", "-r", "10000", "-d", "200",
+        subprocess.run(["redis-benchmark", "-p", str(port), "-q", "-n", str(requests), "-r", "10000", "-d", "200",
                         "-t", "set,get,lpush,lpop,sadd,hset,mset"], check=True, stdout=subprocess.DEVNULL)
         return process_cpu(server.pid) - start
     finally:
         server.terminate()
         server.wait()
+
+
+# The entries counted by --callgrind: the malloc family (called from outside the allocator's own
+# object), and redis's wrappers around it (zmalloc.c, in the server's object).
+ENTRIES = ("malloc", "free", "calloc", "realloc", "malloc_usable_size", "posix_memalign", "aligned_alloc")
+WRAPPERS = re.compile(r"^z(malloc|free|calloc|realloc|malloc_usable|realloc_usable|calloc_usable|free_usable)$")
+
+
+def entry_costs(path):
+    """{(object, function): [calls, inclusive instructions]} of the calls to ENTRIES from another
+    object and to WRAPPERS from anywhere, and the program's total instructions, read from a
+    callgrind.out file (name compression; the first event is Ir). The line after `calls=` is
+    that call's inclusive cost; every other cost line is a function's own."""
+    names = {}
+    current = {"ob": None, "fn": None, "cob": None, "cfn": None}
+    costs = collections.defaultdict(lambda: [0, 0])
+    total = 0
+    call = None   # the row the next cost line belongs to, after a calls= line
+    with open(path) as f:
+        for line in f:
+            if line[:1].isdigit() or line[:1] in "+-*":
+                fields = line.split()
+                ir = int(fields[1]) if len(fields) > 1 else 0
+                if call is None:
+                    total += ir
+                else:
+                    call[1] += ir
+                    call = None
+                continue
+            key, _, value = line.rstrip("\n").partition("=")
+            if key in current:
+                m = re.match(r"\((\d+)\)(?: (.*))?$", value)
+                if m:
+                    kind = "ob" if key.endswith("ob") else "fn"
+                    if m.group(2) is not None:
+                        names[(kind, m.group(1))] = m.group(2)
+                    value = names[(kind, m.group(1))]
+                current[key] = value
+                if key == "fn":
+                    current["cob"] = None
+            elif key == "calls":
+                callee_ob = current["cob"] or current["ob"]
+                function = current["cfn"] or ""
+                current["cob"] = None
+                call = [0, 0]   # not counted unless it is an entry's
+                if (callee_ob != current["ob"] and function in ENTRIES) or WRAPPERS.match(function):
+                    call = costs[(os.path.basename(callee_ob), function)]
+                    call[0] += int(value.split()[0])
+    return costs, total
+
+
+def callgrind_programs(allocators, programs, args):
+    work = tempfile.mkdtemp(prefix="programs-callgrind-")
+    for program in programs:
+        for name, lib in allocators:
+            out = os.path.join(work, "%s.%s" % (program, name))
+            wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
+            env = run.environment(lib)
+            if program == "redis":
+                redis_cpu(env, args.port, args.requests, wrapper)
+            else:
+                subprocess.run(wrapper + ["/usr/bin/python3", "-s", "-B", WORKLOAD], env=env, check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            costs, total = entry_costs(out)
+            print("%-8s %-9s callgrind: %.1f M instructions in all" % (program, name, total / 1e6), flush=True)
+            for (obj, function), (calls, ir) in sorted(costs.items(), key=lambda kv: -kv[1][1]):
+                print("%-8s %-9s   %-20s %-20s %9d calls %9.1f instructions a call" % (
+                    program, name, function, obj, calls, ir / max(calls, 1)), flush=True)
 
 
 def main():
@@ -67,13 +150,15 @@ def main():
     parser.add_argument("--only", help="comma-separated allocator names (none, the baseline, is always run)")
     parser.add_argument("--programs", default="python3,redis", help="comma-separated: python3, redis")
     parser.add_argument("--port", type=int, default=16379, help="the redis server's port")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="instructions a call of each entry under callgrind, one run each, instead of CPU time")
+    parser.add_argument("--requests", type=int, default=5000, help="with --callgrind: redis-benchmark's -n")
     args = parser.parse_args()
     _, stages = run.build()
     known = [("none", None)] + stages + [p for p in run.PEERS if p[0] != "glibc"]
     allocators = [("none", None)] + [p for p in run.choose_allocators(known, args.lib, args.only, "programs.py")
                                      if p[0] != "none"]
-    workload = os.path.join(run.ROOT, "tests", "preload", "workload.py")
-    every = {"python3": lambda env: child_cpu(["/usr/bin/python3", "-s", "-B", workload], env),
+    every = {"python3": lambda env: child_cpu(["/usr/bin/python3", "-s", "-B", WORKLOAD], env),
              "redis": lambda env: redis_cpu(env, args.port)}
     programs = {}
     for program in args.programs.split(","):
@@ -83,6 +168,8 @@ def main():
             print("redis-server or redis-benchmark missing: apt-get install redis-server (skipped)")
             continue
         programs[program] = every[program]
+    if args.callgrind:
+        return callgrind_programs(allocators, programs, args)
     for program, measure in programs.items():
         cpu = {name: [] for name, _ in allocators}
         for _ in range(args.reps):
