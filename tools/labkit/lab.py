@@ -5,10 +5,12 @@
   handout STAGE DIR [--parts=a,b]    a buildable student tree with the parts replaced by stubs
           [--hide-later]             ... and the later stages' parts too, their tests left out
           [--no-times]               ... without the reference's times of its tests (no Bazel)
-  test [PART ...]                    build this tree in place and run each part's tests: pass,
+  test [PART ...] [--stage=N]        build this tree in place and run each part's tests: pass,
                                      FAIL, or the stub each stops at (which part to write next)
   grade [DIR] [--stage=N] [--json=F] gates, per-part verdicts, traces against the reference
         [--parts=a,b]                the lab's parts only (default: the handout's)
+        [--traces=a,b]               those traces only (default: every traces/*.rep)
+        [--repetitions=N] [--keep] [--log=F] [--reference-stagediff=F]: tools/lab grade --help
 Standard library only. The table of parts is tools/labkit/parts.json."""
 
 import argparse
@@ -68,32 +70,48 @@ STAGE_KEYS = ("folder", "chapter", "gates")
 PART_KEYS = ("name", "stage", "file", "procedure", "statement", "tests")
 
 
+class TableLines:
+    """Where the table's entries are written, for problems as FILE:LINE: what is wrong: a
+    stage's line is its key's (under "stages"), a part's its "name"'s (under "parts"); an entry
+    not found gets the line of "stages" or "parts"."""
+
+    def __init__(self, text, path=TABLE):
+        self.path, self.lines = path, text.split("\n")
+        self.stages, self.parts = self.find(r'"stages"\s*:'), self.find(r'"parts"\s*:')
+
+    def find(self, pattern, fallback=1):   # the first line at or after the fallback's
+        return next((i + 1 for i, l in enumerate(self.lines) if i + 1 >= fallback and re.search(pattern, l)), fallback)
+
+    def stage(self, number):
+        key = '"' + re.escape(str(number)) + r'"\s*:'
+        return f"{self.path}:{self.find(key, self.stages)}"
+
+    def part(self, name, copy=None):
+        at = self.find(r'"name"\s*:\s*"' + re.escape(name) + '"', self.parts)
+        if copy:   # its key in the part's "copies"
+            at = self.find('"' + re.escape(copy) + r'"\s*:', at)
+        return f"{self.path}:{at}"
+
+
 def table_shape(path, text, table):
     """The keys every command reads, each stage's and each part's, as FILE:LINE: what is missing
     (the line of the stage's key, or of the part's name; else of "stages" or "parts")."""
-    lines = text.split("\n")
-
-    def line_of(pattern, fallback=1):   # the first line at or after the fallback's
-        return next((i + 1 for i, l in enumerate(lines) if i + 1 >= fallback and re.search(pattern, l)), fallback)
-
     if not isinstance(table, dict) or not isinstance(table.get("stages"), dict) or \
             not isinstance(table.get("parts"), list):
         return [f"{path}:1: the table needs \"stages\" (an object) and \"parts\" (a list)"]
     problems = []
-    at_stages, at_parts = line_of(r'"stages"\s*:'), line_of(r'"parts"\s*:')
+    at = TableLines(text, path)
     for number, stage in table["stages"].items():
-        key = '"' + re.escape(number) + r'"\s*:'
-        where = f"{path}:{line_of(key, at_stages)}"
+        where = at.stage(number)
         missing = [k for k in STAGE_KEYS if k not in stage] if isinstance(stage, dict) else list(STAGE_KEYS)
         if missing:
             problems.append(f"{where}: stage {number} has no {', '.join(missing)}")
     for i, part in enumerate(table["parts"], 1):
         if not isinstance(part, dict):
-            problems.append(f"{path}:{at_parts}: part {i} is not an object")
+            problems.append(f"{path}:{at.parts}: part {i} is not an object")
             continue
         name = part.get("name")
-        key = r'"name"\s*:\s*"' + re.escape(name) + '"' if isinstance(name, str) else None
-        where = f"{path}:{line_of(key, at_parts) if key else at_parts}"
+        where = at.part(name) if isinstance(name, str) else f"{path}:{at.parts}"
         label = f"part {name}" if name else f"part {i} of the list"
         missing = [k for k in PART_KEYS if k not in part]
         if missing:
@@ -315,7 +333,7 @@ def test_case_names(root, target):
     return [n for f in files for n in test_cases_in(f.read_text(errors="replace"))], where
 
 
-def unmatched_filters(root, name, test):
+def unmatched_filters(root, name, test, at):
     """Each doctest filter of a part's test (its `cases`) that matches no TEST_CASE of the
     target: doctest runs no case for it and exits 0, so the part would pass whatever it holds."""
     if not test.get("cases"):
@@ -323,12 +341,12 @@ def unmatched_filters(root, name, test):
     names, where = test_case_names(root, test["target"])
     if not names:
         return []   # not a package of doctest sources here: nothing to match against
-    return [f"{TABLE}: part {name}: filter '{f}' of {test['target']} matches no test case in "
+    return [f"{at.part(name)}: part {name}: filter '{f}' of {test['target']} matches no test case in "
             f"{where} (doctest would run none and pass)"
             for f in doctest_filters(test["cases"]) if not any(doctest_matches(n, f) for n in names)]
 
 
-def shared_cases(root, table, number):
+def shared_cases(root, table, number, at):
     """A test case is one part's own: when two parts' filters select it, a wrong answer in one
     fails the other's test wherever the two are not isolated (`tools/lab test` and a handout
     grading itself, where the score counts), and a reader of parts.json cannot tell which part
@@ -345,7 +363,7 @@ def shared_cases(root, table, number):
     shares = stage.get("shared", [])
     for share in shares:
         target, cases = share.get("target"), share.get("cases", "")
-        label = f"{TABLE}: stage {number}'s shared {target}" + (f" '{cases}'" if cases else "")
+        label = f"{at.stage(number)}: stage {number}'s shared {target}" + (f" '{cases}'" if cases else "")
         if not str(share.get("why", "")).strip():
             problems.append(f"{label}: says no why (a case shared on purpose says what every part it judges does in it)")
         if target not in stage["gates"]:
@@ -366,12 +384,12 @@ def shared_cases(root, table, number):
         mine = [s for s in shares if s.get("target") == target]
         for n, by in owners.items():
             if len(by) > 1 and not any(selected([n], s.get("cases", "")) for s in mine):
-                problems.append(f"{TABLE}: {target}'s case '{n}' is selected by {', '.join(by)}: a case is one "
+                problems.append(f"{at.stage(number)}: {target}'s case '{n}' is selected by {', '.join(by)}: a case is one "
                                 f"part's own (a wrong answer in one would fail the other's test), so narrow a "
                                 f"filter, or list the case in stage {number}'s \"shared\" with why")
         for s in mine:
             cases = s.get("cases", "")
-            label = f"{TABLE}: stage {number}'s shared {target}" + (f" '{cases}'" if cases else "")
+            label = f"{at.stage(number)}: stage {number}'s shared {target}" + (f" '{cases}'" if cases else "")
             chosen = selected(names, cases)
             if not chosen:
                 problems.append(f"{label}: matches no test case in {where}")
@@ -382,8 +400,11 @@ def shared_cases(root, table, number):
     return problems
 
 
-def check(root, table):
-    """Problems with the lab parts of the tree at root (empty: consistent)."""
+def check(root, table, text=None):
+    """Problems with the lab parts of the tree at root (empty: consistent). `text`: the table as
+    written, for the lines of its problems (default: this tree's tools/labkit/parts.json, which
+    every command loads)."""
+    at = TableLines((REFERENCE / TABLE).read_text() if text is None else text)
     found, problems = scan(root, table)
     problems += helpers_only_in_parts(root, found)
     listed = {p["name"]: p for p in table["parts"]}
@@ -396,35 +417,36 @@ def check(root, table):
             elif listed[name]["file"] != rel:
                 problems.append(f"{rel}:{begin + 1}: part {name} is listed in {TABLE} as in {listed[name]['file']}")
     for name, part in listed.items():
+        where = at.part(part["copy_of"], name) if "copy_of" in part else at.part(name)
         if name not in found:
-            problems.append(f"{TABLE}: part {name} has no [lab {name} begin]/[lab {name} end] in {part['file']}")
+            problems.append(f"{where}: part {name} has no [lab {name} begin]/[lab {name} end] in {part['file']}")
         if "copy_of" in part:
             if not name.startswith(part["copy_of"] + " copy"):
-                problems.append(f"{TABLE}: {name} is listed as a copy of part {part['copy_of']}")
+                problems.append(f"{where}: {name} is listed as a copy of part {part['copy_of']}")
             continue
         if not name.startswith(f"S{part['stage']}."):
-            problems.append(f"{TABLE}: part {name} is listed under stage {part['stage']}")
+            problems.append(f"{where}: part {name} is listed under stage {part['stage']}")
         if not part.get("statement") or not part.get("tests"):
-            problems.append(f"{TABLE}: part {name} needs a statement and the tests that judge it")
+            problems.append(f"{where}: part {name} needs a statement and the tests that judge it")
         stage = table["stages"][str(part["stage"])]
         for test in part.get("tests", []):
             if test["target"] not in stage["gates"] or test["target"] in stage.get("reference_gates", []):
-                problems.append(f"{TABLE}: part {name} is judged by {test['target']}, not a gate of its "
+                problems.append(f"{where}: part {name} is judged by {test['target']}, not a gate of its "
                                 "stage that a handout runs")
-            problems += unmatched_filters(root, name, test)
+            problems += unmatched_filters(root, name, test, at)
     for number, stage in table["stages"].items():
         if any(copies_of(p) for p in parts_of(table, number)) and not stage.get("copy_tests_tag"):
-            problems.append(f"{TABLE}: stage {number}'s parts have copies but no copy_tests_tag")
+            problems.append(f"{at.stage(number)}: stage {number}'s parts have copies but no copy_tests_tag")
         if number != min(table["stages"], key=int) and not stage.get("tests_tag"):
-            problems.append(f"{TABLE}: stage {number} has no tests_tag (handout --hide-later leaves its tests out)")
+            problems.append(f"{at.stage(number)}: stage {number} has no tests_tag (handout --hide-later leaves its tests out)")
         for target in stage.get("reference_gates", []):
             if target not in stage["gates"]:
-                problems.append(f"{TABLE}: stage {number}'s reference gate {target} is not one of its gates")
-        problems += shared_cases(root, table, number)
+                problems.append(f"{at.stage(number)}: stage {number}'s reference gate {target} is not one of its gates")
+        problems += shared_cases(root, table, number, at)
     for number, stage in table["stages"].items():
         mine = [p["name"] for p in parts_of(table, number)]
         if len(mine) < 3:
-            problems.append(f"{TABLE}: stage {number} has {len(mine)} lab parts (at least 3)")
+            problems.append(f"{at.stage(number)}: stage {number} has {len(mine)} lab parts (at least 3)")
         chapter = Path(root) / stage["chapter"]
         if not chapter.is_file():
             problems.append(f"{stage['chapter']}: missing")
@@ -1393,9 +1415,7 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
     the report (a dict, printed by print_report) and the log of every Bazel command. `only`: the
     parts the lab asked for, by default a handout's own --parts; the others keep the reference's
     code and earn no marks, so the correctness marks are split among these alone."""
-    tree = Path(tree).resolve()
-    if not (tree / "WORKSPACE").is_file():
-        raise LabError(f"{tree}: not an edu-alloc tree (no WORKSPACE)")
+    tree = edu_tree(tree)
     info = table["stages"][stage]
     parts = parts_of(table, stage)
     if only is None and (tree / HANDOUT_FILE).exists():
@@ -1845,22 +1865,31 @@ def user_path(path):
     return Path(base, path).resolve()
 
 
+def edu_tree(path):
+    """`path` resolved, if it is an edu-alloc tree (a WORKSPACE at its top); else a LabError."""
+    tree = Path(path).resolve()
+    if not (tree / "WORKSPACE").is_file():
+        raise LabError(f"{tree}: not an edu-alloc tree (no WORKSPACE)")
+    return tree
+
+
 def stopped(signum, frame):
     """SIGTERM's handler: unwinds once, as Ctrl-C does, and ignores the signal from then on."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(128 + signum)
 
 
-def main(argv):
+def arguments():
+    """The command line's parser; the module's docstring is its summary, one line or more per command."""
     parser = argparse.ArgumentParser(prog="tools/lab", description=__doc__.split("\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="stages, parts and the tests that judge each part")
     c = sub.add_parser("check", help="lab markers are well formed, listed and cited")
-    c.add_argument("root", nargs="?", default=str(REFERENCE))
+    c.add_argument("root", nargs="?", default=str(REFERENCE), help="the tree to check (default: this one)")
     h = sub.add_parser("handout", help="write a student tree")
     h.add_argument("stage", help="1-4, or 'all' (every part of every stage blanked)")
-    h.add_argument("dir")
+    h.add_argument("dir", help="the folder to write: new or empty, outside this tree")
     h.add_argument("--parts", help="comma-separated part names (default: every part of the stage)")
     h.add_argument("--hide-later", action="store_true",
                    help="stub every part of the later stages too (their labs' answers) and leave their tests out")
@@ -1870,7 +1899,7 @@ def main(argv):
     tp.add_argument("parts", nargs="*", help="part names (default: the handout's parts, in the order to write them)")
     tp.add_argument("--stage", help="without part names outside a handout: this stage's parts")
     g = sub.add_parser("grade", help="grade a tree")
-    g.add_argument("dir", nargs="?", default=str(REFERENCE))
+    g.add_argument("dir", nargs="?", default=str(REFERENCE), help="the tree to grade (default: this one)")
     g.add_argument("--stage", help="stage to grade (default: the handout's, else 1)")
     g.add_argument("--parts", help="comma-separated parts the lab asked for (default: the handout's "
                    "--parts, else every part of the stage); the others are the reference's and earn no marks")
@@ -1881,7 +1910,11 @@ def main(argv):
     g.add_argument("--reference-stagediff", help="a built reference stagediff instead of building one")
     g.add_argument("--keep", action="store_true", help="keep the scratch tree (for debugging)")
     g.add_argument("--log", help="write every Bazel command and its output tail to this file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv):
+    args = arguments().parse_args(argv)
     # Stopped from outside (`timeout`, a job runner's SIGTERM), a command unwinds as on Ctrl-C:
     # the Bazel command or test running is killed, and the `finally` of grade() or of a handout
     # timing the reference (ship_times) shuts its scratch server down and removes its scratch
@@ -1911,7 +1944,7 @@ def main(argv):
         if args.command == "test":
             return 1 if test_parts(table, REFERENCE, args.parts, args.stage) else 0
         if args.command == "check":
-            problems = check(user_path(args.root), table)
+            problems = check(edu_tree(user_path(args.root)), table)
             for p in problems:
                 print(p)
             print(f"lab parts: {'ok' if not problems else 'FAILED'}: {len(table['parts'])} parts in {len(table['stages'])} stages")

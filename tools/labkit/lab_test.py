@@ -50,7 +50,7 @@ class LabTest(unittest.TestCase):
                                 tests=list(tests[n] if isinstance(tests, dict) else tests)) for n in ("a", "b", "c")]}
         if shared is not None:
             table["stages"]["1"]["shared"] = shared
-        return lab.check(self.tmp, table)
+        return lab.check(self.tmp, table, json.dumps(table, indent=1))   # its problems' lines: this text's
 
     def test_the_checker_names_every_broken_marker(self):
         code = ("// [lab S1.a begin]\n// [lab S1.a end]\n// [lab S1.b begin]\n// [lab S1.c begin]\n"
@@ -107,9 +107,10 @@ class LabTest(unittest.TestCase):
         problems = self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]",
                                   tests={"a": [{"target": "//t:t", "cases": "*coalesces*,*gives the break back*"}],
                                          "b": [{"target": "//t:t", "cases": "*realloc*"}], "c": []})
-        self.assertEqual(problems, ["tools/labkit/parts.json: part S1.a: filter '*gives the break back*' of //t:t "
+        # FILE:LINE of the part's "name" in the table as written (fake_tree's: json.dumps(indent=1)).
+        self.assertEqual(problems, ["tools/labkit/parts.json:13: part S1.a: filter '*gives the break back*' of //t:t "
                                     "matches no test case in t/*.cc (doctest would run none and pass)",
-                                    "tools/labkit/parts.json: part S1.c needs a statement and the tests that judge it"])
+                                    "tools/labkit/parts.json:37: part S1.c needs a statement and the tests that judge it"])
 
     def test_filters_are_read_and_matched_as_doctest_does(self):
         # doctest splits --test-case at commas a backslash does not escape, drops empty items,
@@ -141,7 +142,7 @@ class LabTest(unittest.TestCase):
         tests = {"a": [{"target": "//t:t", "cases": "*new pool*"}],
                  "b": [{"target": "//t:t", "cases": "*fullest first*,*[full]*"}],
                  "c": [{"target": "//t:t", "cases": "realloc\\, in place"}]}
-        overlap = ("tools/labkit/parts.json: //t:t's case 'usable arenas are kept fullest first and new pools come "
+        overlap = ("tools/labkit/parts.json:3: //t:t's case 'usable arenas are kept fullest first and new pools come "
                    "from the fullest' is selected by S1.a, S1.b: a case is one part's own (a wrong answer in one "
                    "would fail the other's test), so narrow a filter, or list the case in stage 1's \"shared\" with why")
         self.assertEqual(self.fake_tree(code, chapter, tests), [overlap])
@@ -155,11 +156,11 @@ class LabTest(unittest.TestCase):
                  {"target": "//t:v", "why": "w"}]
         table_gates = ["//t:t", "//t:v"]
         self.assertEqual(self.fake_tree(code, chapter, tests, share, table_gates), [
-            "tools/labkit/parts.json: stage 1's shared //t:t: says no why (a case shared on purpose says what "
+            "tools/labkit/parts.json:3: stage 1's shared //t:t: says no why (a case shared on purpose says what "
             "every part it judges does in it)",
-            "tools/labkit/parts.json: stage 1's shared //u:u '*': not a gate of stage 1",
-            "tools/labkit/parts.json: stage 1's shared //t:v: no part of stage 1 is judged by it, so it shares nothing",
-            "tools/labkit/parts.json: stage 1's shared //t:t: lists 'a new pool threads only the blocks it hands "
+            "tools/labkit/parts.json:3: stage 1's shared //u:u '*': not a gate of stage 1",
+            "tools/labkit/parts.json:3: stage 1's shared //t:v: no part of stage 1 is judged by it, so it shares nothing",
+            "tools/labkit/parts.json:3: stage 1's shared //t:t: lists 'a new pool threads only the blocks it hands "
             "out', which S1.a alone selects: share no more than two parts select"])
 
     def test_a_copy_of_an_answer_must_be_listed(self):
@@ -167,6 +168,25 @@ class LabTest(unittest.TestCase):
         code += "// [lab S1.a copy begin]\nint a2();\n// [lab S1.a copy end]\n"
         self.assertEqual(self.fake_tree(code, "[lab S1.a] [lab S1.b] [lab S1.c]"),
                          ["stage1_brk/a.cc:10: part S1.a copy is not in tools/labkit/parts.json"])
+
+    def test_a_copy_listed_wrong_is_named_at_its_line(self):
+        # parts.json's problems said "tools/labkit/parts.json: ..." with no line; a copy's is its
+        # key's, in its part's "copies".
+        code = "".join(f"// [lab S1.{n} begin]\nint {n}();\n// [lab S1.{n} end]\n" for n in "abc")
+        code += "// [lab S1.b copy begin]\nint b2();\n// [lab S1.b copy end]\n"
+        (self.tmp / "stage1_brk").mkdir()
+        (self.tmp / "docs").mkdir()
+        (self.tmp / "stage1_brk" / "a.cc").write_text(code)
+        (self.tmp / "docs" / "stage1_brk.md").write_text("[lab S1.a] [lab S1.b] [lab S1.c]")
+        table = {"stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md", "gates": ["//t:t"],
+                                  "copy_tests_tag": "t"}},
+                 "parts": [dict(name=f"S1.{n}", stage=1, file="stage1_brk/a.cc", statement="s",
+                                tests=[{"target": "//t:t"}]) for n in "abc"]}
+        table["parts"][0]["copies"] = {"S1.b copy": "stage1_brk/a.cc"}   # S1.b's copy, listed under S1.a
+        text = json.dumps(table, indent=1)
+        line = text.split("\n").index('    "S1.b copy": "stage1_brk/a.cc"') + 1
+        self.assertEqual(lab.check(self.tmp, table, text),
+                         [f"tools/labkit/parts.json:{line}: S1.b copy is listed as a copy of part S1.a"])
 
     def test_a_part_may_have_several_regions_each_stubbed(self):
         # A part whose answer spans two functions has a pair of markers around each: the
@@ -419,6 +439,23 @@ class LabTest(unittest.TestCase):
                     lab.load_table(self.tmp)
                 self.assertEqual(str(caught.exception).split("\n")[1:], [f"  {table}:{line}: {message}"])
 
+    def test_the_summary_names_every_option_of_each_command(self):
+        # The summary `tools/lab --help` opens with left out test's --stage and grade's --traces,
+        # --repetitions, --keep, --log and --reference-stagediff.
+        summary, command = {}, None
+        for line in lab.__doc__.split("\n")[1:]:
+            if not line.startswith("  "):
+                break
+            if not line.startswith("   "):
+                command = line.split()[0]
+            summary.setdefault(command, set()).update(re.findall(r"\[(--[a-z-]+)", line))
+        sub = next(a for a in lab.arguments()._actions if a.choices)
+        self.assertEqual(set(summary), set(sub.choices))
+        for command, parser in sub.choices.items():
+            with self.subTest(command=command):
+                options = {o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+                self.assertEqual(summary[command], options)
+
     def test_a_bad_option_is_refused_before_anything_is_made_or_graded(self):
         # `--parts=` (a shell variable left empty) made a handout of every part, `--parts=a,,b`
         # named an empty part, `--traces=` graded every trace, and `--repetitions=0` ran the whole
@@ -445,7 +482,9 @@ class LabTest(unittest.TestCase):
                 (["grade", str(ROOT), f"--reference-stagediff={self.tmp / 'a-file'}"],
                  f"--reference-stagediff: {self.tmp / 'a-file'}: not an executable file"),
                 (["grade", str(every)], f"{every} is a handout of every stage: grade one at a time, "
-                 "--stage=1 or --stage=2 or --stage=3 or --stage=4")]:
+                 "--stage=1 or --stage=2 or --stage=3 or --stage=4"),
+                # check of a folder that is no tree listed every part's markers and chapter as missing
+                (["check", str(self.tmp / "a-file")], f"{self.tmp / 'a-file'}: not an edu-alloc tree (no WORKSPACE)")]:
             with self.subTest(argv=argv):
                 err = io.StringIO()
                 with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -543,8 +582,11 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
         del table["stages"]["3"]["copy_tests_tag"]
         del table["stages"]["2"]["tests_tag"]
         problems = lab.check(ROOT, table)
-        self.assertIn(f"{lab.TABLE}: stage 3's parts have copies but no copy_tests_tag", problems)
-        self.assertIn(f"{lab.TABLE}: stage 2 has no tests_tag (handout --hide-later leaves its tests out)", problems)
+        # FILE:LINE of each stage's key in parts.json.
+        lines = (ROOT / lab.TABLE).read_text().split("\n")
+        at = {n: lines.index(f'  "{n}": {{') + 1 for n in ("2", "3")}
+        self.assertIn(f"{lab.TABLE}:{at['3']}: stage 3's parts have copies but no copy_tests_tag", problems)
+        self.assertIn(f"{lab.TABLE}:{at['2']}: stage 2 has no tests_tag (handout --hide-later leaves its tests out)", problems)
 
     def test_a_handout_grading_itself_knows_its_own_stubs(self):
         # In a handout the "reference" is the handout: its bodies are stubs, and a stub made
