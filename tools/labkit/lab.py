@@ -34,6 +34,7 @@ REFERENCE = HERE.parent.parent            # the tree this script belongs to
 TABLE = "tools/labkit/parts.json"
 HANDOUT_FILE = ".edu-lab-handout"         # written into a handout: its stage and parts
 TIMES_FILE = ".edu-lab-times.json"        # ... and the reference's times of its parts' tests
+INCOMPLETE_FILE = ".edu-lab-incomplete"   # ... and, until the last of it is written, this
 WORKSPACE_NAME = "edu_alloc"               # WORKSPACE's name: a test's runfiles are under it
 SOURCE_EXTENSIONS = {".asm", ".inc", ".h", ".cc"}
 # A part's markers, and those of a copy of its answer elsewhere in the reference (stage 4's
@@ -695,6 +696,26 @@ def handout(table, stage, dest, only=None, hide_later=False, times=False, out=No
     problems = check(REFERENCE, table)
     if problems:
         raise LabError("the reference tree's lab parts are inconsistent:\n  " + "\n  ".join(problems))
+    # A handout stopped half-way (Ctrl-C, a SIGTERM, `timeout`, even a SIGKILL) must not pass
+    # for a whole one: INCOMPLETE_FILE is written first and removed last, and `tools/lab test`
+    # there says so (one stopped while timing the reference had no times file and said nothing).
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / INCOMPLETE_FILE).write_text(
+        f"tools/lab handout {stage} was stopped before it finished writing this handout (started "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): files, LAB.md or the reference's times "
+        f"({TIMES_FILE}) may be missing. Remove it and make the handout again.\n")
+    try:
+        chosen = write_handout(table, stage, stages, later, chosen, dest, hide_later, times, out)
+    except BaseException:
+        print(f"lab: stopped: {dest} is an incomplete handout ({INCOMPLETE_FILE} says so): remove it and "
+              "make the handout again", file=sys.stderr)
+        raise
+    (dest / INCOMPLETE_FILE).unlink()
+    return chosen
+
+
+def write_handout(table, stage, stages, later, chosen, dest, hide_later, times, out):
+    """handout()'s writing, into the folder dest that holds INCOMPLETE_FILE: returns chosen."""
     # Only what Git tracks goes to students: a teacher's untracked notes or worked answers
     # beside the reference (./scratch, ./solutions) must not travel with the handout.
     copy_tree(REFERENCE, dest, skip=("docs/answers",), untracked=False)
@@ -834,13 +855,31 @@ def bazel_env():
 QUIET = ["--ui_event_filters=-info,-stdout,-stderr", "--noshow_progress", "--show_result=0"]
 
 
+# Stopped from outside while Bazel runs a command, the command is interrupted as Ctrl-C does it
+# (SIGINT to the client: the server cancels the build), and the client given this long to exit.
+# Killed instead, the client left its server building to the end: `timeout 12 tools/lab handout
+# 1 DIR` exited after 48 s, the scratch server's shutdown waiting for the build.
+BAZEL_CANCEL_SECONDS = 20
+
+
 def bazel(tree, *args, log=None, output_base=None):
     """Runs `bazel ARGS` in tree. A scratch tree passes an output_base inside its scratch folder,
     so removing the folder also removes the Bazel server's outputs (otherwise every grading
     would leave a few hundred MiB under ~/.cache/bazel)."""
     startup = [f"--output_base={output_base}"] if output_base else []
     cmd = ["bazel", *startup, args[0]] + (QUIET if args[0] in ("build", "test") else []) + list(args[1:])
-    r = subprocess.run(cmd, cwd=tree, env=bazel_env(), capture_output=True, text=True)
+    with subprocess.Popen(cmd, cwd=tree, env=bazel_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as client:
+        try:
+            stdout, stderr = client.communicate()
+        except BaseException:   # SIGTERM's SystemExit, Ctrl-C: cancel the command, then go on unwinding
+            client.send_signal(signal.SIGINT)
+            try:
+                client.communicate(timeout=BAZEL_CANCEL_SECONDS)
+            except subprocess.TimeoutExpired:
+                client.kill()
+            raise
+    r = subprocess.CompletedProcess(cmd, client.returncode, stdout, stderr)
     if log is not None:
         log.append(f"$ (cd {tree} && {' '.join(cmd)}) -> {r.returncode}\n{r.stdout[-4000:]}{r.stderr[-4000:]}")
     return r
@@ -1680,6 +1719,15 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
 
 
 
+def incomplete_note(tree):
+    """What a handout's INCOMPLETE_FILE says (`tools/lab handout` was stopped while writing it),
+    one line; "" when there is none."""
+    try:
+        return " ".join((Path(tree) / INCOMPLETE_FILE).read_text().split()) or f"{INCOMPLETE_FILE} is here"
+    except OSError:
+        return ""
+
+
 def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None):
     """`tools/lab test`: builds the tests that judge the named parts in this tree, in place
     (the tree's own Bazel server), and runs each part's tests with its doctest filters, as
@@ -1696,6 +1744,9 @@ def test_parts(table, tree, names, stage=None, out=sys.stdout, output_base=None)
         raise LabError(f"no such part: {', '.join(unknown)} (tools/lab list names them)")
     parts = [listed[n] for n in names]
     targets = sorted({t["target"] for p in parts for t in p["tests"]})
+    incomplete = incomplete_note(tree)
+    if incomplete:
+        print(f"lab: INCOMPLETE HANDOUT: {incomplete}", file=out, flush=True)
     print(f"lab: building {', '.join(targets)}", file=out, flush=True)
     built = bazel(tree, "build", "--keep_going", *targets, output_base=output_base)
     if built.returncode != 0:

@@ -495,6 +495,8 @@ class LabTest(unittest.TestCase):
     def test_lab_md_says_where_to_start_and_how_to_check_one_part(self):
         dest = self.tmp / "lab1"
         lab.handout(self.table, "1", dest)
+        self.assertFalse((dest / lab.INCOMPLETE_FILE).exists())   # a whole handout is not marked
+        self.assertEqual(lab.incomplete_note(dest), "")
         text = (dest / "LAB.md").read_text()
         flat = " ".join(text.split())
         self.assertIn(" ".join(self.table["stages"]["1"]["start"].split()), flat)
@@ -576,6 +578,50 @@ sys.exit(lab.main(["handout", "1", {str(self.tmp / "lab1")!r}]))
         self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err[-2000:])
         self.assertEqual(log.read_text().split(), ["build", "shutdown"])
         self.assertEqual(list(scratch.iterdir()), [])
+        # The handout it left is marked incomplete, and says so, as does `tools/lab test` in it:
+        # stopped while timing, it had no times file and nothing said it was not whole.
+        self.assertIn(f"is an incomplete handout ({lab.INCOMPLETE_FILE} says so)", err)
+        self.assertFalse((self.tmp / "lab1" / lab.TIMES_FILE).exists())
+        self.assertIn("was stopped before it finished writing this handout", lab.incomplete_note(self.tmp / "lab1"))
+        out = io.StringIO()
+        failing = lambda tree, *args, **kw: subprocess.CompletedProcess(args, 1, "", "ERROR: not built here")
+        with mock.patch.object(lab, "bazel", failing):
+            lab.test_parts(self.table, self.tmp / "lab1", ["S1.find_fit"], out=out)
+        self.assertTrue(out.getvalue().startswith("lab: INCOMPLETE HANDOUT: tools/lab handout 1 was stopped"), out.getvalue())
+
+    def test_a_handout_stopped_during_a_bazel_command_cancels_it(self):
+        # The handout's Bazel client, killed outright on a SIGTERM, left the scratch server to
+        # finish its build before the shutdown could run: `timeout 12 tools/lab handout 1 DIR`
+        # exited after 48 s. The client is now sent SIGINT (Ctrl-C: the server cancels the
+        # build). A fake `bazel` on PATH records the signal; before, it was killed unrecorded.
+        fake, log, scratch = self.tmp / "bin", self.tmp / "bazel.log", self.tmp / "scratch"
+        fake.mkdir()
+        scratch.mkdir()
+        (fake / "bazel").write_text(f"""#!/bin/sh
+for a; do case "$a" in build|shutdown) command=$a;; esac; done
+echo "$command" >> {log}
+if [ "$command" = build ]; then
+    trap 'kill $!; echo SIGINT >> {log}; exit 8' INT
+    sleep 60 & wait
+fi
+""")
+        (fake / "bazel").chmod(0o755)
+        env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", TMPDIR=str(scratch),
+                   XDG_CACHE_HOME=str(self.tmp / "cache"))
+        proc = subprocess.Popen([sys.executable, str(Path(lab.__file__)), "handout", "1", str(self.tmp / "lab1")],
+                                env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not (log.exists() and "build" in log.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)   # the fake's trap is set
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=lab.BAZEL_CANCEL_SECONDS + 20)
+        finally:
+            proc.kill()
+        self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err[-2000:])
+        self.assertEqual(log.read_text().split(), ["build", "SIGINT", "shutdown"])
+        self.assertTrue((self.tmp / "lab1" / lab.INCOMPLETE_FILE).exists())
 
     def test_a_stage_with_copies_needs_a_tag_for_their_tests(self):
         table = json.loads(json.dumps(self.table))
