@@ -1218,18 +1218,32 @@ def store_times(path, key, runs):
         pass   # a cache that cannot be written costs a measurement next time, nothing else
 
 
+# A cached record measured at a load per processor at least REMEASURE_QUIETER times busier,
+# in (1 + load) terms, than the machine is now is measured again and replaced: limits scale up
+# with load but never down (time_limit; teaching.md "Time limits" says why), so a reference
+# timed on a busy machine would otherwise give every later grade of the class its long limits.
+REMEASURE_QUIETER = 2.0
+
+
+def measured_busier(record, load=None):
+    """True when record (a reference's run) was measured on a machine REMEASURE_QUIETER times
+    as busy as this one is now (load: per processor, now by default)."""
+    now = load_per_cpu() if load is None else load
+    return isinstance(record, dict) and (1 + record.get("load", 0)) >= REMEASURE_QUIETER * (1 + now)
+
+
 def reference_times(runs, digest, measure):
     """{run_key: {"seconds", "passed", "load"}} for every (target, cases) in runs: from the cache
-    when this reference tree was measured on this machine, else measure(run) -> record. Each
-    record is cached as soon as it is measured, so grades side by side share the reference's
-    runs; the cache keeps the CACHED_TREES trees used last, so it does not grow with every
-    commit graded."""
+    when this reference tree was measured on this machine at a load not far above today's
+    (measured_busier), else measure(run) -> record. Each record is cached as soon as it is
+    measured, so grades side by side share the reference's runs; the cache keeps the
+    CACHED_TREES trees used last, so it does not grow with every commit graded."""
     path, key, times = reference_times_file(), f"{machine()}|{digest}", {}
     for run in dict.fromkeys(runs):
         name = run_key(*run)
         entry = read_times_cache(path).get(key)
         times[name] = (entry.get("runs", {}) if isinstance(entry, dict) else {}).get(name)
-        if times[name] is None:
+        if times[name] is None or measured_busier(times[name]):
             times[name] = measure(run)
             store_times(path, key, {name: times[name]})
     store_times(path, key, {})   # used now

@@ -1155,6 +1155,35 @@ fi
             else:
                 os.environ["XDG_CACHE_HOME"] = saved
 
+    def test_a_reference_timed_on_a_busy_machine_is_timed_again_when_it_is_quiet(self):
+        # Limits scale up with load, never down: a class graded at 2510020 on a quiet machine had
+        # the twin test's limit at 349 s, ten times the reference's 35 s timed at a load of 22
+        # (8 s at 2.7). Now a cached record measured REMEASURE_QUIETER times as busy as the
+        # machine is now, in (1 + load per processor) terms, is measured again and replaced.
+        measured = []
+
+        def measure(run):
+            measured.append(run)
+            return {"seconds": 8.0 if lab.load_per_cpu() < 5 else 35.0, "passed": True, "load": lab.load_per_cpu()}
+        runs = [("//tests:stage1_twin_test", None)]
+        with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": str(self.tmp / "cache")}):
+            with mock.patch.object(lab, "load_per_cpu", lambda: 11.0):   # a load of 22 on 2 processors
+                busy = lab.reference_times(runs, "tree", measure)
+            self.assertEqual(lab.time_limit(busy["//tests:stage1_twin_test"], load=0.2)[0], 350)
+            with mock.patch.object(lab, "load_per_cpu", lambda: 8.0):   # not that much quieter: kept
+                self.assertEqual(lab.reference_times(runs, "tree", measure), busy)
+            self.assertEqual(len(measured), 1)
+            with mock.patch.object(lab, "load_per_cpu", lambda: 0.2):
+                quiet = lab.reference_times(runs, "tree", measure)
+                self.assertEqual(len(measured), 2)
+                self.assertEqual(quiet["//tests:stage1_twin_test"]["seconds"], 8.0)
+                self.assertEqual(lab.time_limit(quiet["//tests:stage1_twin_test"])[0], 80)
+                self.assertEqual(lab.reference_times(runs, "tree", measure), quiet)   # cached now
+            with mock.patch.object(lab, "load_per_cpu", lambda: 11.0):   # busy again: scaled up, not re-timed
+                self.assertEqual(lab.reference_times(runs, "tree", measure), quiet)
+                self.assertEqual(lab.time_limit(quiet["//tests:stage1_twin_test"])[0], 800)
+            self.assertEqual(len(measured), 2)
+
     def test_throughput_pairs_run_on_one_processor_and_take_the_median_ratio(self):
         # A fake stage diff: each run's rate is its tree's speed on that pair, and the calls are
         # recorded. Pair 2 catches the reference alone in a fast moment (1.5x): the ratio of each
