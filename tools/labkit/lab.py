@@ -1030,6 +1030,11 @@ GDB_FRAME = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(.+?) \(.*\)(?: at (\S+):(\
 DOCTEST_CRASH = re.compile(r"^(\S+:\d+):\nTEST CASE:\s+(.*?)\n(?:.*\n)*?\1: FATAL ERROR: test case CRASHED: SIGTERM", re.M)
 
 
+# Where run_test's FAIL of a killed run says it was: " in test case ..., stuck in ...".
+KILLED_AT = re.compile(r" and killed((?: in test case |, stuck in ).*?)(?: \(the reference's code runs it in seconds)?"
+                       r": a loop that never ends\?$")
+
+
 def stacks_of(pid):
     """Every thread's frames of the running process pid, innermost first, each (function, FILE,
     LINE) with FILE relative to the build's root ("" and 0 for a frame without a source line of
@@ -1587,7 +1592,9 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
         def cut_short(detail, full, limits, reference_runs=""):   # the FAIL of a gate killed at after_hung's floor
             if full is None or not detail.startswith("timed out"):
                 return detail
-            return (f"timed out after {limits['timeout']} s and killed, cut from its limit of {full} s since "
+            at = KILLED_AT.search(detail)   # the case and part run_test found it in
+            return (f"timed out after {limits['timeout']} s and killed{at.group(1) if at else ''}, cut from its "
+                    f"limit of {full} s since "
                     f"{hung[0]} timed out first: no trace is scored whatever it does" +
                     (f" (the reference takes {seconds_text(limits['reference_seconds'])} s{reference_runs})"
                      if limits["reference_seconds"] is not None else ""))

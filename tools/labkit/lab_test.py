@@ -945,7 +945,11 @@ fi
         # A class's stage 1 student whose S1.find_fit never returned took 633 s to grade: the
         # battery was killed at 95 s, and so no trace could be scored, but stage1_test and the
         # twin test still ran to their own limits (20 and 349 s); their verdicts change no mark.
+        # The student's slow gate reports its case on SIGTERM as doctest does: the cut FAIL keeps it.
+        crash = "t.cc:3:\\nTEST CASE:  spins\\n\\nt.cc:3: FATAL ERROR: test case CRASHED: SIGTERM\\n"
         def program(code, name):   # the reference's slow gate takes 0.4 s; the student's hangs
+            if "hang" in code and name == "slow":
+                return f"trap 'printf \"{crash}\"; exit 143' TERM\nwhile :; do sleep 0.1; done"
             return "exec sleep 60" if "hang" in code and name != "t" else "sleep 0.4" if name == "slow" else "exit 0"
         with mock.patch.object(lab, "LIMIT_FLOOR", 1):
             started = time.monotonic()
@@ -957,8 +961,8 @@ fi
         self.assertEqual(first["detail"], "timed out after 1 s (the reference takes 0.0" +
                          first["detail"].split("the reference takes 0.0")[1])
         self.assertEqual(slow["seconds_limit"], 1, slow)   # its own limit: 10 times 0.4 s, at least 4 s
-        self.assertRegex(slow["detail"], r"^timed out after 1 s and killed, cut from its limit of \d+ s since "
-                                         r"//t:first timed out first: no trace is scored whatever it does "
+        self.assertRegex(slow["detail"], r'^timed out after 1 s and killed in test case t\.cc:3: "spins", '
+                                         r"cut from its limit of \d+ s since //t:first timed out first: no trace is scored whatever it does "
                                          r"\(the reference takes 0\.\d+ s\)$")
         self.assertEqual(parts["S1.a"]["verdict"], "pass")   # //t:t of the fake is not the student's hang
         self.assertLess(took, 30)
