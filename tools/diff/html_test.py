@@ -358,6 +358,17 @@ class StepThrough(unittest.TestCase):
         # pool or page that holds block 0 (on the map: its free or unused space).
         self.assertEqual([r["right"] for r in results], [True, False, False, False], results)
         self.assertEqual(self.js("return edu.tally()")["right"], 5)
+        # A verdict says why, in the step's words, and what was guessed: a wrong answer alone
+        # ("not quite: it returned +176") left a student to work out where the block came from.
+        panels = self.driver.find_elements(By.CSS_SELECTOR, ".predict")
+        self.assertRegex(panels[0].text, r"a 1 48: right, it returned \+\d+ from new memory \(region \+0 grew: ")
+        for stage in (1, 2, 3):
+            self.assertRegex(panels[stage].text, r"a 1 48: not quite: it returned \+\d+ \(taken from block free \+\d+ \(48 B\)"
+                                                 r"[^)]*\); you guessed new memory from the OS;")
+        self.js("edu.guess(1, {offset: 0})")   # the pool's header: a wrong block, named as the hover names it
+        self.js("return edu.reveal()")
+        self.assertRegex(panels[1].text, r"; you guessed pool [a-z ]+ \+0 ")
+        self.assertIn("(no guess)", panels[2].text)
         self.no_console_errors()
 
     def test_9c_predict_mode_asks_where_a_pool_or_page_block_goes(self):

@@ -687,6 +687,13 @@ function setPredict(on) {
   render();
   return predicting;
 }
+// A guess in the words of the button or block it was made with.
+function guessText(g, home) {
+  if (g.fresh) return "new memory from the OS";
+  if (g.entry) return describeEntry(g.entry);
+  if (g.fate) return FATES[g.fate](home ? kindName(home) : "pool");
+  return g.merge === "none" ? "no merge" : `a merge with ${MERGES[g.merge]}`;
+}
 function reveal() {
   if (!predicting || current >= D.opCount) return null;
   const kind = Ops.kind[current], results = [];
@@ -715,7 +722,10 @@ function reveal() {
     tally.byStage[s.index] = tally.byStage[s.index] || {right: 0, total: 0};
     const mine = tally.byStage[s.index];
     mine.total++; if (right) mine.right++;
-    s.verdict = {right, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (home ? `it went ${FATES[truth](kindName(home)).replace(/^a /, "as a ")}` : kind === 1 ? `it merged with ${MERGES[truth]}` : `it returned ${truth}`) + (g ? "" : " (no guess)") +
+    // Why, in the step's own words (where the block came from, what merged), and what was guessed.
+    const why = ex.lines.slice(1).filter((l) => !/^(back on its|no free neighbour)/.test(l)).slice(0, 2).join("; ");
+    s.verdict = {right, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (home ? `it went ${FATES[truth](kindName(home)).replace(/^a /, "as a ")}` : kind === 1 ? `it merged with ${MERGES[truth]}` : `it returned ${truth}`) +
+      (why ? ` (${why})` : "") + (g ? (right ? "" : `; you guessed ${guessText(g, home)}`) : " (no guess)") +
       `; ${s.spec.name} so far: ${mine.right} of ${mine.total}`};
     results.push({stage: s.spec.name, right, truth});
   }
