@@ -325,18 +325,26 @@ class StepThrough(unittest.TestCase):
         # step 7 of short2 labelled stage 3's rows +0x101a3 and the like, an offset no block has.
         # Now each such row starts where a block starts, and its label is that block's offset,
         # in decimal as --steps and the step's words write it.
+        # At any width: where the page began a few pixels before a row's end, too few for one
+        # block, the next row started mid-block (+8232 in block +8192, stage 3, maps 343 px wide).
         self.short2_page()
-        for step in (4, 7):
-            self.js("edu.go(arguments[0])", step)
-            for stage in (2, 3):
-                rows = self.js("return edu.rows(arguments[0])", stage)
-                fine = [r for r in rows if r["fine"]]
-                self.assertGreater(len(fine), 1, f"stage {stage + 1} after {step}: rows of a page at its own scale")
-                for r in rows:
-                    self.assertEqual(r["label"], "%+d" % r["at"], f"stage {stage + 1} after {step}: {r}")
-                for r in fine:
-                    block = self.js("return edu.entryAt(arguments[0], arguments[1])", stage, r["at"])
-                    self.assertEqual((block["d"], block["a"]), (2, r["at"]), f"stage {stage + 1} after {step}: row {r['label']} starts mid-block")
+        try:
+            for size in ((1600, 1000), (1280, 720), (1920, 1080), (1024, 768)):
+                self.driver.set_window_size(*size)
+                for step in (4, 7):
+                    self.js("edu.go(arguments[0])", step)
+                    for stage in (2, 3):
+                        where = f"stage {stage + 1} after {step} at {size}"
+                        rows = self.js("return edu.rows(arguments[0])", stage)
+                        fine = [r for r in rows if r["fine"]]
+                        self.assertGreater(len(fine), 1, f"{where}: rows of a page at its own scale")
+                        for r in rows:
+                            self.assertEqual(r["label"], "%+d" % r["at"], f"{where}: {r}")
+                        for r in fine:
+                            block = self.js("return edu.entryAt(arguments[0], arguments[1])", stage, r["at"])
+                            self.assertEqual((block["d"], block["a"]), (2, r["at"]), f"{where}: row {r['label']} starts mid-block")
+        finally:
+            self.driver.set_window_size(1600, 1000)
         self.no_console_errors()
 
     def test_9b_predict_mode_can_say_new_memory(self):
@@ -438,6 +446,43 @@ class StepThrough(unittest.TestCase):
         self.assertIn("stage3_segments so far: 0 of 2", panels[2].text)
         self.js("edu.predict(false)")
         self.no_console_errors()
+
+    def test_9g_each_map_fits_its_box(self):
+        # The maps were drawn to their boxes' widths at load, when the empty heaps needed no
+        # scrollbar; once one appeared (fragment at step 1235, 1600x1000) the box was 343 px
+        # wide inside and the map 362: each row's last 19 px (9.5 KiB at 512 B a pixel) hidden.
+        for step in (0, 1235, 1):
+            self.js("edu.go(arguments[0])", step)
+            time.sleep(0.2)
+            fit = self.js("""return Array.from(document.querySelectorAll('.mapbox'), (b) =>
+                [b.querySelector('canvas').getBoundingClientRect().width, b.clientWidth, b.scrollHeight > b.clientHeight])""")
+            for stage, (drawn, room, scrolls) in enumerate(fit):
+                self.assertLessEqual(drawn, room, f"stage {stage + 1} after {step} (scrollbar: {scrolls})")
+
+    def test_9f_lists_wrap_between_entries_not_inside_them(self):
+        # The free-block list and the walk's counts wrapped anywhere (word-break: break-all): at
+        # 1280x720 stage 1's "+16:184" read "+16:18" on one line and "4" on the next.
+        self.short2_page()
+        self.driver.set_window_size(1280, 720)
+        try:
+            self.js("edu.go(7)")
+            split = self.js("""
+                const out = [];
+                for (const list of document.querySelectorAll('.structs .list')) {
+                  const text = list.firstChild, words = /\S+/g;
+                  let m;
+                  while ((m = words.exec(text.data))) {
+                    const r = document.createRange();
+                    r.setStart(text, m.index); r.setEnd(text, m.index + m[0].length);
+                    const lines = new Set(Array.from(r.getClientRects(), (b) => Math.round(b.top)));
+                    if (lines.size > 1) out.push(m[0]);
+                  }
+                }
+                return out;""")
+            self.assertEqual(split, [])
+            self.assertIn("+16:184", self.js("return document.querySelector('.structs .list').textContent"))
+        finally:
+            self.driver.set_window_size(1600, 1000)
 
     def test_6_step_times_and_screenshot(self):
         times = self.js("""

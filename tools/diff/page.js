@@ -345,6 +345,8 @@ function layout(stage, entries, width) {
         // block's, the one the words and the hover give (cut mid-block, it named no block at all).
         const cut = p.fine && end < p.hi ? lastStart(p.starts, a, end) : null;
         if (cut !== null) end = cut;
+        // Not one block of the page fits the rest of this row: the page starts on the next.
+        else if (p.fine && end < p.hi && x > 0 && lastStart(p.starts, a - 1, a) !== null) { x = inner; continue; }
         row.segs.push({lo: a, hi: end, x: LEFT + x, bpp: p.bpp, fine: p.fine});
         x = cut !== null ? inner : x + (end - a) / p.bpp; row.hi = end; a = end;
       }
