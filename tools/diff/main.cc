@@ -153,7 +153,8 @@ const Flag kFlags[] = {
      [](Args& a, const std::string& v) { a.options.push_back(v); }},
     {"--no-libc", nullptr, nullptr, "leave out the reference column: the C library's malloc (glibc)",
      [](Args& a, const std::string&) { a.libc = false; }},
-    {"--list", nullptr, nullptr, "list the stages, the option values a run would use, and the built-in\nworkloads",
+    {"--list", nullptr, nullptr, "list the stages, the option values a run would use, and the built-in\nworkloads "
+     "(a mode of its own: only --option goes with it)",
      [](Args& a, const std::string&) { a.list = true; }},
     {"--json", nullptr, "output",
      "one JSON document for the whole run instead of the tables (docs/diffing.md):\n"
@@ -249,11 +250,11 @@ const Flag kFlags[] = {
     {"--repl", nullptr, "other modes",
      "read operations ('a ID SIZE', 'f ID', 'r ID SIZE', each optionally\n"
      "'@THREAD', 'show', 'undo', 'check', 'help') from standard input; print every\n"
-     "stage's answer and heap after each",
+     "stage's answer and heap after each (only --stages and --option go with it)",
      [](Args& a, const std::string&) { a.repl = true; }},
-    {"--generate", "NAME", nullptr, "print a built-in workload as a malloc-lab trace and exit",
+    {"--generate", "NAME", nullptr, "print a built-in workload as a malloc-lab trace and exit (only --seed\nand --scale go with it)",
      [](Args& a, const std::string& v) { a.generate = v; }},
-    {"--convert-ltrace", "FILE", nullptr, "print ltrace output converted to a malloc-lab trace and exit",
+    {"--convert-ltrace", "FILE", nullptr, "print ltrace output converted to a malloc-lab trace and exit (alone)",
      [](Args& a, const std::string& v) { a.convert = user_input(v); }},
     {"--help", nullptr, nullptr, "this text", [](Args& a, const std::string&) { a.help = true; }},
 };
@@ -299,8 +300,38 @@ void print_help(std::ostream& out) {
         << kHelpTrailer;
 }
 
+// The other modes and the options each uses; any other option beside one was ignored
+// (`--repl --trace=a.rep` started empty, `--generate=ring --html=p.html` wrote no page).
+struct Mode {
+    const char* name;
+    std::vector<std::string> uses;
+};
+const Mode kModes[] = {{"--list", {"--option"}},
+                       {"--generate", {"--seed", "--scale"}},
+                       {"--convert-ltrace", {}},
+                       {"--repl", {"--stages", "--option"}}};
+
+void check_mode(const std::vector<std::string>& given) {
+    const Mode* mode = nullptr;
+    for (const Mode& m : kModes)
+        if (std::find(given.begin(), given.end(), m.name) != given.end()) {
+            if (mode) usage_error(std::string("choose one of ") + mode->name + " and " + m.name);
+            mode = &m;
+        }
+    if (!mode) return;
+    for (const std::string& g : given) {
+        if (g == mode->name || std::find(mode->uses.begin(), mode->uses.end(), g) != mode->uses.end()) continue;
+        std::string uses;
+        for (std::size_t k = 0; k < mode->uses.size(); ++k)
+            uses += (k == 0 ? "" : k + 1 == mode->uses.size() ? " and " : ", ") + mode->uses[k];
+        usage_error(std::string(mode->name) + " does not use " + g +
+                    (uses.empty() ? std::string("; it takes no other option") : "; it takes " + uses));
+    }
+}
+
 Args parse_args(int argc, char** argv) {
     Args a;
+    std::vector<std::string> given;
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
         if (arg == "-h") arg = "--help";
@@ -314,11 +345,13 @@ Args parse_args(int argc, char** argv) {
             usage_error(name + " wants a value: " + name + "=" + flag->value);
         if (!flag->value && eq != std::string::npos) usage_error(name + " takes no value");
         flag->apply(a, value);
+        given.push_back(name);
     }
     if (a.help) {
         print_help(std::cout);
         std::exit(0);
     }
+    check_mode(given);
     if (a.json && a.csv) usage_error("choose one of --json and --csv");
     return a;
 }

@@ -31,7 +31,8 @@ def run(*args, cwd=None, env=None, preexec_fn=None):
     e.pop("BUILD_WORKING_DIRECTORY", None)
     e.pop("EDU_OPTIONS", None)
     e.update(env or {})
-    return subprocess.run([STAGEDIFF, *args], cwd=cwd, env=e, capture_output=True, timeout=120, preexec_fn=preexec_fn)
+    return subprocess.run([STAGEDIFF, *args], cwd=cwd, env=e, stdin=subprocess.DEVNULL, capture_output=True, timeout=120,
+                          preexec_fn=preexec_fn)
 
 
 class Base(unittest.TestCase):
@@ -147,6 +148,23 @@ class HostileInput(Base):
 
     def test_unknown_option_value(self):
         self.fails(["--option=stage1_brk.fit=worst"], 2, "stage1_brk has no option fit=worst (see --list)")
+
+    def test_a_mode_refuses_the_options_it_would_ignore(self):
+        # `--repl --trace=a.rep` started with an empty heap, `--generate=ring --html=p.html` wrote
+        # no page, `--repl --json` printed text: each silently, exit 0.
+        self.write("small.rep", SMALL)
+        for args, message in [
+                (["--repl", "--trace=small.rep"], "--repl does not use --trace; it takes --stages and --option"),
+                (["--repl", "--json"], "--repl does not use --json; it takes --stages and --option"),
+                (["--generate=ring", "--html=p.html"], "--generate does not use --html; it takes --seed and --scale"),
+                (["--list", "--stages=1"], "--list does not use --stages; it takes --option"),
+                (["--convert-ltrace=small.rep", "--stages=1"], "--convert-ltrace does not use --stages; it takes no other option"),
+                (["--list", "--generate=ring"], "choose one of --list and --generate")]:
+            with self.subTest(args=args):
+                self.fails(args, 2, f"stagediff: {message} (see --help)\n")
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "p.html")))
+        r = run("--repl", "--stages=1", "--option=stage1_brk.fit=best", cwd=self.dir)   # what it does use
+        self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_an_unknown_name_points_to_the_list(self):
         # --list names the stages, their options and the workloads; --help names none of them
