@@ -447,6 +447,43 @@ class StepThrough(unittest.TestCase):
         self.js("edu.predict(false)")
         self.no_console_errors()
 
+    def test_9e_one_stage_alone_in_larger_type(self):
+        # A class at the back of a room, or a student reading one chapter: keys 1-4 show that
+        # stage alone across the page, its words and map in larger type; 0 (or the same key) all.
+        body = self.driver.find_element(By.TAG_NAME, "body")
+        self.js("edu.go(1235)")
+        shown = lambda: [s.is_displayed() for s in self.driver.find_elements(By.CSS_SELECTOR, ".stage")]
+        width = lambda i: self.js("return document.querySelectorAll('.stage canvas')[arguments[0]].getBoundingClientRect().width", i)
+        size = lambda i, what: self.js("return parseFloat(getComputedStyle(document.querySelectorAll(arguments[1])[arguments[0]]).fontSize)", i, what)
+        rows = lambda i: self.js("return edu.rows(arguments[0]).length", i)
+        four, words, row_count = width(1), size(1, ".stage .changes"), rows(1)
+        body.send_keys("2")
+        self.assertEqual(shown(), [False, True, False, False])
+        self.assertGreater(width(1), 3 * four)
+        self.assertGreaterEqual(size(1, ".stage .changes"), 1.5 * words)
+        self.assertEqual(self.js("return document.getElementById('show').value"), "1")
+        # The map is fitted again to its width: fewer rows, as tall (1.5 times) as its type.
+        self.assertLess(rows(1), row_count)
+        self.assertEqual(self.js("return edu.state().stages.length"), 4)   # the others still step
+        body.send_keys(Keys.ARROW_RIGHT)
+        self.assertEqual(self.js("return edu.state().step"), 1236)
+        body.send_keys("2")
+        self.assertEqual(shown(), [True] * 4)
+        self.assertEqual(width(1), four)
+        body.send_keys("4")
+        self.assertEqual(shown(), [False, False, False, True])
+        body.send_keys("9")   # no such stage: every stage again
+        self.assertEqual(shown(), [True] * 4)
+        Select = __import__("selenium.webdriver.support.select", fromlist=["Select"]).Select
+        Select(self.driver.find_element(By.ID, "show")).select_by_visible_text("3: stage3_segments")
+        self.assertEqual(shown(), [False, False, True, False])
+        # The menu hands the keys back to the page: Right steps, 0 shows all.
+        ActionChains(self.driver).send_keys(Keys.ARROW_RIGHT).send_keys("0").perform()
+        self.assertEqual(self.js("return edu.state().step"), 1237)
+        self.assertEqual(shown(), [True] * 4)
+        self.assertIn("1-4", self.driver.find_element(By.ID, "help").get_attribute("textContent"))
+        self.no_console_errors()
+
     def test_9g_each_map_fits_its_box(self):
         # The maps were drawn to their boxes' widths at load, when the empty heaps needed no
         # scrollbar; once one appeared (fragment at step 1235, 1600x1000) the box was 343 px

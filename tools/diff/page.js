@@ -270,7 +270,12 @@ const FATES = {list: (k) => `back on its ${k}'s free list`, emptied: (k) => `bac
                remote: () => "a remote free, for the owner to collect"};
 
 // ---- The memory map ------------------------------------------------------------------------------
-const ROW = 18, GAP = 6, LEFT = 74, LABEL = 15, CHAR = 6.1;  // CHAR: a 10px monospace digit's width
+const GAP = 6;
+// A row's height, the offsets' margin, a region's title line, the map's type and a digit's width
+// in it: 1.5 times larger with one stage shown alone (setSolo).
+let ROW, LEFT, LABEL, MAP_FONT, CHAR;
+function mapScale(k) { ROW = 18 * k; LEFT = 74 * k; LABEL = 15 * k; MAP_FONT = 10 * k; CHAR = 0.61 * MAP_FONT; }
+mapScale(1);
 // Map widths, read once per resize: reading layout while drawing would force a reflow per stage.
 function measure() {
   // The view's height is the box's largest (CSS max-height): its current height is the map's.
@@ -381,7 +386,7 @@ function draw(stage) {
   const g = canvas.getContext("2d");
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, width, h);
-  g.font = "10px ui-monospace, 'DejaVu Sans Mono', monospace";
+  g.font = `${MAP_FONT}px ui-monospace, 'DejaVu Sans Mono', monospace`;
   g.textBaseline = "middle";
   const rects = [];
   ui.rows = rows;
@@ -393,7 +398,7 @@ function draw(stage) {
   const inView = (row) => row.y + ROW >= top && row.y <= bottom;
   for (const row of rows) {
     if (!inView(row)) continue;
-    if (row.title) { g.fillStyle = "#5b6474"; g.fillText(row.title, 2, row.y - 8); }
+    if (row.title) { g.fillStyle = "#5b6474"; g.fillText(row.title, 2, row.y - LABEL / 2); }
     g.fillStyle = "#8b93a1";
     g.fillText(row.label, 2, row.y + ROW / 2);
     // A page at a scale of its own: a dark rule under it.
@@ -413,7 +418,7 @@ function draw(stage) {
       for (const s of row.segs) {
         if (s.hi <= lo || s.lo >= hi) continue;
         const x0 = s.x + (Math.max(lo, s.lo) - s.lo) / s.bpp, x1 = s.x + (Math.min(hi, s.hi) - s.lo) / s.bpp;
-        const inset = e.d >= 2 ? 3 : 0, y = row.y + inset, hgt = ROW - 2 * inset;
+        const inset = e.d >= 2 ? ROW / 6 : 0, y = row.y + inset, hgt = ROW - 2 * inset;
         const w = Math.max(x1 - x0, 0.6);
         const container = e.d === 1 && entries.length && (e.st === META || e.st === UNUSED) && e.s >= 1024;
         g.fillStyle = container ? LIGHT[e.st] : COLOURS[e.st];
@@ -757,6 +762,7 @@ function build() {
       if (!ui.redraw) ui.redraw = requestAnimationFrame(() => { ui.redraw = 0; if (s.entries) draw(s); });
     }, {passive: true});
     grid.appendChild(box);
+    ui.section = box;
     ui.canvas.addEventListener("mousemove", (ev) => {
       const r = ui.canvas.getBoundingClientRect(), e = hitTest(s, ev.clientX - r.left, ev.clientY - r.top);
       if (!e) { tip.style.display = "none"; return; }
@@ -786,6 +792,10 @@ function build() {
   on("play", play);
   on("predict", () => setPredict(!predicting));
   on("helpb", () => document.getElementById("help").classList.toggle("show"));
+  const show = document.getElementById("show");
+  stages.forEach((s) => show.appendChild(el("option", "", `${s.index + 1}: ${s.spec.name}`)).value = String(s.index));
+  show.addEventListener("change", () => { setSolo(show.value === "" ? null : +show.value); show.blur(); });
+  if (stages.length < 2) show.parentElement.style.display = "none";
   document.getElementById("jump").addEventListener("change", (ev) => go(+ev.target.value));
   document.getElementById("zoom").addEventListener("input", () => { setZoom(); render(); });
   document.getElementById("range").addEventListener("change", (ev) => { setRange(ev.target.value); setZoom(); render(); });
@@ -808,9 +818,26 @@ function build() {
     else if (k === "p") setPredict(!predicting);
     else if (k === "Enter") reveal();
     else if (k === "?") document.getElementById("help").classList.toggle("show");
+    else if (/^[0-9]$/.test(k) && !ev.ctrlKey && !ev.altKey && !ev.metaKey) setSolo(k === "0" ? null : +k - 1);
     else return;
     ev.preventDefault();
   });
+}
+
+// One stage across the whole width, in larger type (a class at the back of a room, a student
+// following one chapter): stage i, or every stage again (null, the same stage again, or one the
+// page does not hold). Returns the index shown alone, or null.
+let solo = null;
+function setSolo(i) {
+  solo = i === null || i === solo || !(i >= 0 && i < stages.length) ? null : i;
+  const grid = document.getElementById("stages");
+  for (const s of stages) s.ui.section.style.display = solo === null || s.index === solo ? "" : "none";
+  grid.style.gridTemplateColumns = solo === null ? `repeat(${Math.min(stages.length, 4)}, minmax(0, 1fr))` : "minmax(0, 1fr)";
+  document.body.classList.toggle("solo", solo !== null);
+  mapScale(solo === null ? 1 : 1.5);
+  document.getElementById("show").value = solo === null ? "" : String(solo);
+  measure(); fitZoom(); render();
+  return solo;
 }
 
 function setZoom() {
@@ -902,6 +929,7 @@ const edu = window.edu = {
     go(keep);
     return -1;
   },
+  show: setSolo,  // stage i alone across the page (keys 1-4), null for every stage (0)
   predict: setPredict,  // predict mode on or off; while on, stepping forward waits for reveal()
   predicting: () => predicting,
   // A guess for stage i's next outcome: {offset} of the block or space it will use (alloc,
