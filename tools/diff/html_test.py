@@ -447,6 +447,31 @@ class StepThrough(unittest.TestCase):
         self.js("edu.predict(false)")
         self.no_console_errors()
 
+    def test_9h_predict_mode_neither_plays_nor_keeps_a_stale_verdict(self):
+        # Space in predict mode played on, showing every outcome with no guess asked; and a
+        # verdict stayed under the question after going back ("a 1 48: right, ..." shown before
+        # a 1 48 again, as if judged already).
+        self.short2_page()
+        body = self.driver.find_element(By.TAG_NAME, "body")
+        self.js("edu.go(1); edu.predict(true); edu.guess(0, {fresh: true})")
+        self.assertEqual(len(self.js("return edu.reveal()")), 4)
+        panel = self.driver.find_elements(By.CSS_SELECTOR, ".predict")[0]
+        self.assertIn("a 1 48: right", panel.text)
+        body.send_keys(Keys.ARROW_LEFT)
+        self.assertEqual(self.js("return edu.state().step"), 1)
+        self.assertNotIn("a 1 48: right", panel.text)
+        self.assertIn("Next: a 1 48", panel.text)
+        body.send_keys(" ")
+        time.sleep(0.5)
+        self.assertEqual(self.js("return edu.state().step"), 1)
+        self.assertNotIn("pause", self.driver.find_element(By.ID, "play").text)
+        self.js("edu.predict(false)")
+        body.send_keys(" ")   # out of predict mode Space plays again
+        time.sleep(0.5)
+        body.send_keys(" ")
+        self.assertGreater(self.js("return edu.state().step"), 1)
+        self.no_console_errors()
+
     def test_9e_one_stage_alone_in_larger_type(self):
         # A class at the back of a room, or a student reading one chapter: keys 1-4 show that
         # stage alone across the page, its words and map in larger type; 0 (or the same key) all.

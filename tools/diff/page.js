@@ -635,6 +635,7 @@ function stepBy(n) {
 
 function play() {
   const b = document.getElementById("play");
+  if (predicting && !playing) { flashPredict(); return; }  // playing would reveal every outcome unasked
   if (playing) { clearInterval(playing); playing = null; b.classList.remove("on"); b.textContent = "\u25B6 play"; return; }
   b.classList.add("on"); b.textContent = "\u275A\u275A pause";
   let last = performance.now(), owed = 0;
@@ -677,7 +678,8 @@ function renderPredict(s) {
     p.append(b);
     if (g && g.entry) p.append(el("div", "", `your guess: ${describeEntry(g.entry)}`));
   }
-  if (s.verdict) p.append(el("div", s.verdict.right ? "right" : "wrong", s.verdict.text));
+  // A verdict belongs to the step it revealed: gone back or jumped, it would judge another.
+  if (s.verdict && s.verdict.step === current) p.append(el("div", s.verdict.right ? "right" : "wrong", s.verdict.text));
 }
 function flashPredict() {
   for (const s of stages) s.ui.predict.style.outline = "2px solid #3569c7";
@@ -731,7 +733,7 @@ function reveal() {
     mine.total++; if (right) mine.right++;
     // Why, in the step's own words (where the block came from, what merged), and what was guessed.
     const why = ex.lines.slice(1).filter((l) => !/^(back on its|no free neighbour)/.test(l)).slice(0, 2).join("; ");
-    s.verdict = {right, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (home ? `it went ${FATES[truth](kindName(home)).replace(/^a /, "as a ")}` : kind === 1 ? `it merged with ${MERGES[truth]}` : `it returned ${truth}`) +
+    s.verdict = {right, step: current, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (home ? `it went ${FATES[truth](kindName(home)).replace(/^a /, "as a ")}` : kind === 1 ? `it merged with ${MERGES[truth]}` : `it returned ${truth}`) +
       (why ? ` (${why})` : "") + (g ? (right ? "" : `; you guessed ${guessText(g, home)}`) : " (no guess)") +
       `; ${s.spec.name} so far: ${mine.right} of ${mine.total}`};
     results.push({stage: s.spec.name, right, truth});
