@@ -28,7 +28,8 @@ void heap_abandon(Heap* heap);
 // (heap_collect, as [S4.69] does under pressure): every segment the heap holds that no live
 // block needs goes back to the arena, so that what heap_abandon abandons next holds live blocks
 // only. heap_give_back (registry.cc) calls it when the abandoned pool
-// holds kCacheSegments (64) segments or more, and for every borrowed heap ([S4.92]). Abandoned
+// holds kCacheSegments (64) segments or more, and orphans_abandon for every orphaned record
+// ([S4.97]). Abandoned
 // empty segments were kept for the next thread, but a heap reclaims one at a time and only what
 // it lacks ([S4.42]): threads that ran sixteen at a time, each leaving a 100 KiB and a 300 KiB
 // block for the main thread to free, abandoned empty segments faster than any heap took them

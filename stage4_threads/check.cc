@@ -30,7 +30,7 @@ namespace edu::stage4 {
 // any synchronisation, so they are skipped (the walker shows the segment as one opaque entry).
 // Totals that span all threads (footprint, counters against pages) are compared only when no
 // other heap is in use and no heap, segment or commitment changed during the check: then every
-// segment was read and the numbers stood still.
+// segment was read and the numbers stood still. Orphaned records ([S4.97]) are abandoned first.
 namespace {
 
 uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
@@ -330,6 +330,7 @@ void check_totals(Checker& k) {
 }  // namespace
 
 CheckResult check_heap() {
+    orphans_abandon();   // [S4.97] their segments become abandoned ones, which it may borrow
     Checker k;
     uint64_t generation = heap_generation();
     uint64_t changes = os_counters().changes.load(std::memory_order_relaxed);
@@ -351,6 +352,7 @@ CheckResult check_heap() {
 }
 
 LiveTotals count_live() {
+    orphans_abandon();
     Checker k;
     each_segment([&](Segment* s, uint32_t slot, uint32_t blocks, Access access) {
         if (access != Access::other) check_segment(k, s, slot, blocks, access);
@@ -368,6 +370,7 @@ LiveTotals count_live() {
 // mappings come first, as in stage 3 (S3.30), a mapping (depth 0) around its record and block.
 void walk_heap(WalkFn visit, void* context) {
     if (!mapped_walk(kStageNumber, visit, context)) return;
+    orphans_abandon();
     const Heap* me = t_heap;
     each_segment([&](Segment* s, uint32_t, uint32_t blocks, Access access) {
         std::size_t size = std::size_t{blocks} << kSegmentShift;

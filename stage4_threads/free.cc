@@ -117,7 +117,7 @@ void page_verify_empty(const Page* page) {
 namespace {
 
 // [S4.73] A free by a thread past its exit hook, with no heap: whatever record the free needs
-// is borrowed (no key) and given back before it returns ([S4.92]'s with_borrowed_heap).
+// is borrowed (no key) and orphaned before it returns ([S4.92]'s with_borrowed_heap, [S4.97]).
 [[gnu::noinline, gnu::cold]] void free_after_exit(void* p) {
     with_borrowed_heap([p] { free_generic(p); });
 }

@@ -141,7 +141,7 @@ Heap* heap_for_caller(Heap* heap) { return heap != &g_empty_heap ? heap : heap_a
 
 void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
     if (size > kMaxRequest) return enomem();   // before a heap exists: nothing changes
-    if (past_last_round(heap)) [[unlikely]]     // [S4.92]
+    if (past_exit_hook(heap)) [[unlikely]]     // [S4.92]
         return with_borrowed_heap([=] { return malloc_generic(size, requested, heap); });
     heap = heap_for_caller(heap);
     if (!heap) return enomem();
@@ -236,7 +236,8 @@ void heap_collect(Heap* heap, bool force) {
 // them at once (heap_collect), so the empty segments go back to the arena (unmapped, in a lazy
 // arena); then what its segments keep writable beyond what their pages in use reach.
 bool heap_relieve(Heap* heap) {
-    bool any = abandoned_count() != 0 && heap_reclaim(heap, ~0u);
+    bool any = orphans_abandon();   // [S4.97]
+    any |= abandoned_count() != 0 && heap_reclaim(heap, ~0u);
     any |= heap->retired_min <= heap->retired_max || purge_pending(heap) || heap->cache_count != 0;
     heap_collect(heap, true);
     return segment_shrink(heap) || any;

@@ -2,7 +2,6 @@
 // lock-free pool that never shrinks), the thread-exit hook, and the fork hooks.
 #include "stage4_threads/registry.h"
 
-#include <limits.h>
 #include <pthread.h>
 
 #include <new>
@@ -20,7 +19,8 @@ constinit Page g_empty_page{};
 constinit Heap g_empty_heap;
 __thread Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
 __thread ExitState t_exit __attribute__((tls_model("initial-exec"))) = ExitState::running;
-__thread uint8_t t_exit_rounds __attribute__((tls_model("initial-exec"))) = 0;   // [S4.92]
+// [S4.97] The record this thread orphaned last: its next borrowed call tries it first.
+__thread Heap* t_orphan __attribute__((tls_model("initial-exec"))) = nullptr;
 
 namespace {
 
@@ -29,35 +29,51 @@ constexpr std::size_t kRecordBytes = (sizeof(Heap) + kOsPage - 1) & ~(kOsPage - 
 std::atomic<Heap*> g_records{nullptr};
 std::atomic<uint64_t> g_generation{0};
 std::atomic<uint32_t> g_acquiring{0};     // threads inside heap_acquire right now
+std::atomic<uint32_t> g_orphans{0};       // [S4.97] orphaned records, a hint: 0 skips the walk
 pthread_key_t g_key;
 bool g_key_made = false;                  // written once, under g_key_once
 pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
 
-// The key's value between rounds of destructors when the thread has no heap: a mark, so that
-// glibc calls thread_done in every round ([S4.92]).
-char g_next_round;
-
 // The pthread key's destructor: runs when a thread that has a heap exits (after its C++
-// thread_local destructors, which may still free). If a later destructor allocates again, the
-// thread gets a record again, sets the key again, and glibc calls this once more.
+// thread_local destructors, which may still free), once: every call after it borrows a record
+// without the key ([S4.73], [S4.92]).
 void thread_done(void* value) {
-    if (value != &g_next_round) heap_give_back(static_cast<Heap*>(value));
-    t_exit = ExitState::exited;   // [S4.73]
-    if (++t_exit_rounds < PTHREAD_DESTRUCTOR_ITERATIONS) pthread_setspecific(g_key, &g_next_round);
-    else t_exit = ExitState::ended;   // [S4.92]
+    heap_give_back(static_cast<Heap*>(value));
+    t_exit = ExitState::exited;
 }
 
 void make_key() { g_key_made = pthread_key_create(&g_key, &thread_done) == 0; }
 
-Heap* take_free_record() {
-    for (Heap* h = g_records.load(std::memory_order_acquire); h != nullptr; h = h->next_record) {
-        HeapState expected = HeapState::free;
-        if (h->state.load(std::memory_order_relaxed) == HeapState::free &&
-            h->state.compare_exchange_strong(expected, HeapState::in_use, std::memory_order_acquire,
-                                             std::memory_order_relaxed))
-            return h;
-    }
+// Takes `h` if it is in state `from` (one CAS; acquire: the last holder's writes to the record
+// and its segments happen before).
+bool take(Heap* h, HeapState from) {
+    HeapState expected = from;
+    return h->state.load(std::memory_order_relaxed) == from &&
+           h->state.compare_exchange_strong(expected, HeapState::in_use, std::memory_order_acquire,
+                                            std::memory_order_relaxed);
+}
+
+Heap* take_record(HeapState from) {
+    for (Heap* h = g_records.load(std::memory_order_acquire); h != nullptr; h = h->next_record)
+        if (take(h, from)) return h;
     return nullptr;
+}
+
+// [S4.97] An orphan, if there is one: the caller's own first (the one it left on its last
+// borrowed call), else any. Taken as it is, segments and all.
+Heap* take_orphan() {
+    Heap* h = nullptr;
+    if (t_orphan != nullptr && take(t_orphan, HeapState::orphaned)) h = t_orphan;
+    else if (g_orphans.load(std::memory_order_relaxed) != 0) h = take_record(HeapState::orphaned);
+    if (h) g_orphans.fetch_sub(1, std::memory_order_relaxed);
+    t_orphan = nullptr;
+    return h;
+}
+
+// Pressure on the records ([S4.69]): the orphans' segments first, then the abandoned empty ones.
+bool release_for_record() {
+    bool any = orphans_abandon();
+    return abandoned_release_empty() || any;
 }
 
 Heap* map_record() {
@@ -76,6 +92,19 @@ Heap* map_record() {
 
 bool g_child_of_busy_parent = false;   // set in a child forked while a record was being made
 
+// In a child after fork(): a page of `heap` that a vanished thread left `pushing` goes back to
+// to_page, or its owner would wait for it forever ([S4.30]).
+void settle_pushing(Heap* heap) {
+    for (PageQueue& q : heap->queues) {   // the empty heap's queues are empty
+        for (Page* page = q.first; page != nullptr; page = page->next) {
+            uintptr_t word = page->xthread_free.load(std::memory_order_relaxed);
+            if (delay_of(word) == Delay::pushing)
+                page->xthread_free.store((word & ~kDelayMask) | static_cast<uintptr_t>(Delay::to_page),
+                                         std::memory_order_relaxed);
+        }
+    }
+}
+
 }  // namespace
 
 Heap* heap_acquire() {
@@ -83,8 +112,9 @@ Heap* heap_acquire() {
     pthread_once(&g_key_once, make_key);
     if (!g_key_made) return nullptr;
     g_acquiring.fetch_add(1, std::memory_order_relaxed);
-    Heap* h = take_free_record();
-    if (!h) h = stage3::under_pressure(map_record, abandoned_release_empty);   // [S4.69]
+    Heap* h = take_orphan();
+    if (!h) h = take_record(HeapState::free);
+    if (!h) h = stage3::under_pressure(map_record, release_for_record);   // [S4.69]
     g_acquiring.fetch_sub(1, std::memory_order_relaxed);
     if (!h) return nullptr;
     t_heap = h;   // first: pthread_setspecific may itself allocate, and must find this heap
@@ -101,9 +131,27 @@ void heap_give_back(Heap* heap) {
     heap->state.store(HeapState::free, std::memory_order_release);   // [S4.10]: give back
 }
 
-void heap_give_back_borrowed(Heap* heap) {
-    heap_shed_empty(heap);
-    heap_give_back(heap);
+void heap_orphan(Heap* heap) {
+    t_orphan = heap;
+    t_heap = &g_empty_heap;
+    g_generation.fetch_add(1, std::memory_order_relaxed);
+    g_orphans.fetch_add(1, std::memory_order_relaxed);
+    heap->state.store(HeapState::orphaned, std::memory_order_release);   // [S4.97]
+}
+
+bool orphans_abandon() {
+    if (g_orphans.load(std::memory_order_relaxed) == 0) return false;
+    bool any = false;
+    for (Heap* h = first_record(); h != nullptr; h = h->next_record) {
+        if (!take(h, HeapState::orphaned)) continue;
+        g_orphans.fetch_sub(1, std::memory_order_relaxed);
+        heap_shed_empty(h);   // [S4.93]: an orphan's empty segments go back, whatever the pool holds
+        heap_abandon(h);
+        g_generation.fetch_add(1, std::memory_order_relaxed);
+        h->state.store(HeapState::free, std::memory_order_release);
+        any = true;
+    }
+    return any;
 }
 
 Heap* first_record() { return g_records.load(std::memory_order_acquire); }
@@ -125,18 +173,17 @@ void after_fork_parent() {}
 
 void after_fork_child() {
     if (g_acquiring.load(std::memory_order_relaxed) != 0) g_child_of_busy_parent = true;
-    for (Heap* h = first_record(); h != nullptr; h = h->next_record)
-        if (h != t_heap && h->state.load(std::memory_order_relaxed) == HeapState::in_use)
-            h->state.store(HeapState::lost, std::memory_order_relaxed);
-    Heap* heap = t_heap;
-    for (PageQueue& q : heap->queues) {   // the empty heap's queues are empty
-        for (Page* page = q.first; page != nullptr; page = page->next) {
-            uintptr_t word = page->xthread_free.load(std::memory_order_relaxed);
-            if (delay_of(word) == Delay::pushing)
-                page->xthread_free.store((word & ~kDelayMask) | static_cast<uintptr_t>(Delay::to_page),
-                                         std::memory_order_relaxed);
+    uint32_t orphans = 0;   // [S4.97] the hint recounted: a vanished thread may have taken one
+    for (Heap* h = first_record(); h != nullptr; h = h->next_record) {
+        HeapState state = h->state.load(std::memory_order_relaxed);
+        if (h != t_heap && state == HeapState::in_use) h->state.store(HeapState::lost, std::memory_order_relaxed);
+        if (state == HeapState::orphaned) {
+            settle_pushing(h);   // an orphan's full pages take pushes as a live heap's do
+            ++orphans;
         }
     }
+    g_orphans.store(orphans, std::memory_order_relaxed);
+    settle_pushing(t_heap);
     g_generation.fetch_add(1, std::memory_order_relaxed);
 }
 

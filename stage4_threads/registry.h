@@ -30,51 +30,52 @@ Heap* heap_acquire();
 // unknown number, dlerror's, the resolver's) in __libc_thread_freeres, after the last round of
 // key destructors: a record such a free takes (to count it, or to adopt an abandoned segment,
 // [S4.47]) would be keyed for a destructor that never runs again, and stay in use for good, one
-// record and its segments per thread. So thread_done marks the thread `exited`, and a free made
-// there with no heap goes to free_after_exit (free.cc), which sets `borrowing`: heap_acquire then
-// takes a record without the key, and heap_give_back abandons it again before the free returns.
-// A malloc after the hook still takes a keyed record, and the next round of destructors gives it
-// back (glibc makes at most PTHREAD_DESTRUCTOR_ITERATIONS = 4 rounds), unless it is the last
-// round: [S4.92].
-enum class ExitState : uint8_t { running, exited, borrowing, ended };
+// record and its segments per thread. So thread_done marks the thread `exited`, and a call made
+// there with no heap borrows one ([S4.92]): `borrowing` tells heap_acquire to take a record
+// without the key.
+enum class ExitState : uint8_t { running, exited, borrowing };
 extern __thread ExitState t_exit __attribute__((tls_model("initial-exec")));
 void heap_give_back(Heap* heap);
 
-// [S4.92] The last round. A malloc in the last round of destructors took a keyed record too,
-// for a round that never came: a destructor that re-armed its key in the first three rounds and
-// used a scratch buffer in the fourth (a program that leaks nothing) kept a record and its
-// segments for good, about 84 KiB a thread. So thread_done counts its rounds and sets the key to
-// a mark (no heap) for the next one, which makes glibc call it in every round: at the fourth it
-// knows no round follows, and marks the thread `ended`. A call that may need a heap, made there
-// with none (a malloc, calloc, realloc or aligned_alloc, as S4.73's free in any round), runs in
-// with_borrowed_heap: its record is borrowed (no key) and given back, abandoned with the block
-// it served, before the call returns; the block lives on in its segment as an exited thread's
-// does. Borrowing costs a record and an abandonment a call, so the rounds before the last keep
-// their keyed record; the mark costs a thread with a heap the rounds glibc would have skipped
-// (about 1,600 instructions a thread: chapter, section 8). Checked where a call would take a
-// heap: free_generic (free.cc), malloc_generic (every malloc and calloc whose heap is the empty
-// one gets there), realloc and aligned_alloc (stage4.cc). A thread that first allocates in a
-// destructor is counted from the round its record was keyed in, so it may take one keyed record
-// in the last round still.
-inline bool past_exit_hook(const Heap* heap) {
-    return heap == &g_empty_heap && (t_exit == ExitState::exited || t_exit == ExitState::ended);
-}
-inline bool past_last_round(const Heap* heap) { return heap == &g_empty_heap && t_exit == ExitState::ended; }
+// [S4.92] Every call after the exit hook borrows. glibc makes up to PTHREAD_DESTRUCTOR_ITERATIONS
+// (4) rounds of key destructors, and a destructor that stores a new value arms its key for one
+// more round; a malloc made after thread_done, in any round, took a keyed record, which the next
+// round gave back, unless no round came: a destructor that re-armed its key in the first three
+// rounds and used a scratch buffer in the fourth (a program that leaks nothing) kept a record
+// and its segments for good, about 84 KiB a thread. Counting thread_done's rounds did not close
+// it: a thread whose first call came in a destructor was counted from the round its record was
+// keyed in. So a call that may need a heap (a free, malloc, calloc, realloc or aligned_alloc),
+// made past the hook with none, runs in with_borrowed_heap: the record it takes is not keyed, and
+// it is orphaned ([S4.97]), not abandoned, before the call returns, so the thread's next call
+// takes the same record back for two atomic operations. Checked where a call would take a heap:
+// free_generic (free.cc), malloc_generic (every malloc and calloc whose heap is the empty one
+// gets there), realloc and aligned_alloc (stage4.cc). What stays: a thread whose very first call
+// comes in the last round of destructors takes a keyed record that no round gives back (the
+// allocator cannot tell that round from any first call).
+inline bool past_exit_hook(const Heap* heap) { return heap == &g_empty_heap && t_exit == ExitState::exited; }
 
-// heap_give_back for a borrowed heap: its empty segments go back to the arena first
-// (heap_shed_empty, [S4.93]) rather than to the abandoned pool, whatever the pool holds. A
-// heap reclaims abandoned segments one at a time, the newest first, and only what it lacks
-// ([S4.42]), so the empty ones that borrowed calls left there, one or two a call, were never
-// taken again: 2000 threads whose last round allocated and freed a 64-byte block and a 1
-// MiB-aligned one left 1.7 GiB of empty segments abandoned.
-void heap_give_back_borrowed(Heap* heap);
+// [S4.97] Orphaned records. A borrowed record was given back abandoned, its empty segments
+// first returned to the arena ([S4.93]), and the next call of the same thread borrowed again:
+// the reclaim ([S4.42]) adopted the segment the call before had abandoned, every page of it,
+// and the give-back walked them all again, about 6,400 instructions a malloc where the heap's
+// own path takes 100 (50 threads at a time, twice, 200 last-round mallocs each: 137 to 140
+// million instructions; now 12.5 million, glibc 11.1). Now the record is orphaned: no thread's,
+// its segments still its own. Its pages keep their Delay state, so other threads' frees land
+// on their lists as for a live owner. Whoever takes an orphan owns it as it is: the thread that
+// left it, on its next borrowed call (t_orphan, one CAS), or any thread taking a record
+// (heap_acquire prefers an orphan to a free record, so orphans do not pile up). The checker,
+// pressure ([S4.69]) and secure mode's switch abandon every orphan (orphans_abandon:
+// heap_shed_empty and heap_abandon, as a thread's exit does) before they read or need its
+// segments.
+void heap_orphan(Heap* heap);
+bool orphans_abandon();   // true if any orphan was abandoned
 
 template <class Call>
 [[gnu::noinline, gnu::cold]] auto with_borrowed_heap(Call call) {
     ExitState was = t_exit;
     t_exit = ExitState::borrowing;
     auto give_back = [was] {
-        if (t_heap != &g_empty_heap) heap_give_back_borrowed(t_heap);
+        if (t_heap != &g_empty_heap) heap_orphan(t_heap);
         t_exit = was;
     };
     if constexpr (std::is_void_v<decltype(call())>) {
@@ -104,7 +105,8 @@ unsigned other_heaps_in_use();
 // other threads become lost (their segments are never reclaimed nor read: a thread may have
 // been half-way through its fast path when the copy was taken, and its leftovers are leaked,
 // as in mimalloc), and any page of the surviving heap that a vanished thread left in the
-// `pushing` state goes back to to_page, or its owner would wait for it forever.
+// `pushing` state goes back to to_page, or its owner would wait for it forever; so does any such
+// page of an orphaned record ([S4.97]), which a thread of the child may take.
 void prepare_fork();
 void after_fork_parent();
 void after_fork_child();

@@ -36,6 +36,7 @@ void new_keys(Page* page, Heap* heap) {
 
 bool secure_switch(bool on) {
     if (another_heap_in_use()) return false;
+    orphans_abandon();   // [S4.97] their pages become abandoned ones, re-keyed below
     Heap* heap = t_heap;
     if (heap == &g_empty_heap && abandoned_count() == 0) {   // nothing is keyed but by a heap
         g_secure.store(on, std::memory_order_relaxed);

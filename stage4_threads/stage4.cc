@@ -75,7 +75,7 @@ void* realloc_mapped(void* p, std::size_t usable, std::size_t size) {
 // would only see them when it collects the free inside a move, and name that free.
 template <class M>
 void* api_realloc(void* p, std::size_t size) {
-    if (past_last_round(t_heap)) [[unlikely]]   // [S4.92]
+    if (past_exit_hook(t_heap)) [[unlikely]]   // [S4.92]
         return with_borrowed_heap([=] { return api_realloc<M>(p, size); });
     if (!p) return heap_alloc<M>(t_heap, size, size);
     Found found{own_live_block(p), true};   // the caller's own live block: checked (S4.58)
@@ -110,7 +110,7 @@ void* api_realloc(void* p, std::size_t size) {
 // outside the arena: free_generic, realloc and usable_size ask for it before find_block.
 template <class M>
 void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
-    if (past_last_round(t_heap)) [[unlikely]]   // [S4.92]
+    if (past_exit_hook(t_heap)) [[unlikely]]   // [S4.92]
         return with_borrowed_heap([=] { return api_aligned_alloc<M>(alignment, size); });
     if (alignment > kMaxAlignment && alignment <= kMappedMaxAlignment && (alignment & (alignment - 1)) == 0)
         return alloc_mapped(alignment, size);   // counted as the heap's own ([S4.62])

@@ -233,8 +233,10 @@ struct Counters {
 };
 
 // A heap record's life: free (in the pool) -> in_use (a thread's) -> free again at thread exit;
-// in a child after fork(), the records of the threads that did not survive become lost.
-enum class HeapState : uint32_t { free = 0, in_use = 1, lost = 2 };
+// in a child after fork(), the records of the threads that did not survive become lost. A
+// record borrowed after a thread's exit hook goes from in_use to orphaned, its segments still
+// its own, and from there to in_use again, for whichever thread takes it ([S4.97], registry.h).
+enum class HeapState : uint32_t { free = 0, in_use = 1, lost = 2, orphaned = 3 };
 
 // The page every empty direct slot names: free == nullptr, so popping from it fails (S3.8).
 extern Page g_empty_page;

@@ -8,6 +8,7 @@
 #include <sys/single_threaded.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -556,6 +557,26 @@ void rearm(void* value) {
     if (++t_rearming_rounds < PTHREAD_DESTRUCTOR_ITERATIONS)
         pthread_setspecific(g_rearming_key, heap.malloc(200));
 }
+
+// Makes `key` with `destructor` after the stage has served the calling thread once (so that a
+// stage's own exit hook, stage 4's key, comes first in each round), runs 2000 threads one at a
+// time, each `body(index)`, and bounds what they leave: no live block, 48 MiB of footprint.
+template <class Body>
+void threads_with_key(pthread_key_t* key, void (*destructor)(void*), Body body) {
+    const Api& heap = shared_api();
+    g_rearming_api = &heap;
+    heap.free(heap.malloc(1));
+    REQUIRE(pthread_key_create(key, destructor) == 0);
+    const int kExited = RUNNING_ON_VALGRIND ? 250 : 2000;
+    Stats before = heap.stats();
+    for (int t = 0; t < kExited; ++t) std::thread(body, t).join();
+    pthread_key_delete(*key);
+    require_heap_ok(heap);
+    Stats after = heap.stats();
+    CHECK(after.live_blocks == before.live_blocks);
+    INFO("footprint before " << before.footprint << " B, after " << after.footprint << " B");
+    CHECK(after.footprint <= before.footprint + (std::uint64_t{48} << 20));
+}
 }  // namespace
 
 TEST_CASE("threads whose key destructors allocate in every round glibc makes leave no memory behind") {
@@ -566,27 +587,134 @@ TEST_CASE("threads whose key destructors allocate in every round glibc makes lea
     // third took faulted in TSan's SyncClock::Resize.
     return;
 #endif
+    std::atomic<int> refused{0};
+    threads_with_key(&g_rearming_key, rearm, [&refused](int) {
+        void* p = g_rearming_api->malloc(100);
+        if (p == nullptr) ++refused;
+        pthread_setspecific(g_rearming_key, p);
+    });
+    CHECK(refused.load() == 0);
+}
+
+// The same destructors, but the thread's first call into the stage comes in a later round (2 or
+// 3): its body stores a mark that is no block, and each round stores the mark again until the
+// first round that allocates. Stage 4 counted its own rounds from the one its key was set in,
+// so it never knew the fourth for the last, and the malloc there took a keyed record for a
+// round that never came: these 2000 threads kept a record each and their segments, a footprint
+// of 2,670,678,016 bytes ([S4.92]).
+namespace {
+pthread_key_t g_late_key;
+char g_late_mark;
+__thread int t_late_first = 0;
+
+void rearm_late(void* value) {
+    const Api& heap = *g_rearming_api;
+    int round = ++t_rearming_rounds;
+    if (value != &g_late_mark) heap.free(value);
+    if (round >= t_late_first) use_scratch(heap);
+    if (round < PTHREAD_DESTRUCTOR_ITERATIONS)
+        pthread_setspecific(g_late_key, round >= t_late_first ? heap.malloc(200) : &g_late_mark);
+}
+}  // namespace
+
+TEST_CASE("threads whose first call comes in a later round of key destructors leave no memory behind") {
+#if defined(__SANITIZE_THREAD__)
+    return;   // as the case above: google/sanitizers#943
+#endif
+    threads_with_key(&g_late_key, rearm_late, [](int t) {
+        t_late_first = 2 + t % 2;   // its first call in round 2 or 3
+        pthread_setspecific(g_late_key, &g_late_mark);
+    });
+}
+
+// Calls in the last round cost what they cost before it, within a factor: stage 4 borrowed a
+// heap record for each and gave it back abandoned, so each malloc adopted the segment the one
+// before had abandoned and walked its pages twice (about 6,400 instructions against 100; 100
+// threads x 200 mallocs took 4.1 s where glibc took 0.4). Each thread times 200 mallocs of sizes
+// over 25 bins in its body (after the same 200 made and freed, so that its pages exist) and the
+// same in its last round, and hands the last round's blocks to the main thread. The median of
+// the threads' ratios is judged, so that a thread preempted while it times counts for one: it
+// was 135 before (0.22 to 0.26 s in last rounds against 0.0012 s in bodies), 6 after.
+namespace {
+pthread_key_t g_timed_key;
+std::mutex g_timed_mutex;
+std::vector<void*> g_timed_blocks;
+constexpr int kTimedBlocks = 200;
+
+double timed_mallocs(const Api& heap, void** into) {
+    auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < kTimedBlocks; ++i) into[i] = heap.malloc(static_cast<std::size_t>(32 + 8 * (i % 25)));
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+struct TimedThread {
+    double body = 0, last = 0;
+    int rounds = 0;
+};
+__thread TimedThread* t_timed = nullptr;
+
+void timed_rearm(void* value) {
+    const Api& heap = *g_rearming_api;
+    TimedThread& me = *t_timed;
+    heap.free(value);
+    if (++me.rounds < PTHREAD_DESTRUCTOR_ITERATIONS) {
+        pthread_setspecific(g_timed_key, heap.malloc(100));
+        return;
+    }
+    void* made[kTimedBlocks];
+    me.last = timed_mallocs(heap, made);
+    std::lock_guard<std::mutex> hold(g_timed_mutex);
+    g_timed_blocks.insert(g_timed_blocks.end(), made, made + kTimedBlocks);
+}
+}  // namespace
+
+TEST_CASE("calls in the last round of key destructors cost about what they cost before it") {
+#if defined(__SANITIZE_THREAD__)
+    return;   // as the cases above: google/sanitizers#943
+#endif
+    if (RUNNING_ON_VALGRIND) return;   // a ratio of times, and 1000 threads: the plain builds judge it
     const Api& heap = shared_api();
     g_rearming_api = &heap;
     heap.free(heap.malloc(1));   // the stage's own thread state (stage 4: its key) comes first
-    REQUIRE(pthread_key_create(&g_rearming_key, rearm) == 0);
-    const int kExited = RUNNING_ON_VALGRIND ? 250 : 2000;
-    Stats before = heap.stats();
-    std::atomic<int> refused{0};
-    for (int t = 0; t < kExited; ++t) {
-        std::thread([&] {
-            void* p = heap.malloc(100);
-            if (p == nullptr) ++refused;
-            pthread_setspecific(g_rearming_key, p);
-        }).join();
+    REQUIRE(pthread_key_create(&g_timed_key, timed_rearm) == 0);
+    uint64_t baseline = heap.stats().live_blocks;
+    double body = 0, last = 0;
+    std::vector<double> ratios;
+    for (int cycle = 0; cycle < 10; ++cycle) {
+        std::vector<TimedThread> timed(100);
+        std::vector<std::thread> threads;
+        for (TimedThread& me : timed) {
+            threads.emplace_back([&heap, &me] {
+                t_timed = &me;
+                void* made[kTimedBlocks];
+                timed_mallocs(heap, made);
+                for (void* p : made) heap.free(p);
+                me.body = timed_mallocs(heap, made);
+                for (void* p : made) heap.free(p);
+                pthread_setspecific(g_timed_key, heap.malloc(100));
+            });
+        }
+        for (std::thread& t : threads) t.join();
+        for (void* p : g_timed_blocks) {
+            REQUIRE(p != nullptr);
+            heap.free(p);
+        }
+        g_timed_blocks.clear();
+        for (const TimedThread& me : timed) {
+            CHECK(me.rounds == PTHREAD_DESTRUCTOR_ITERATIONS);
+            body += me.body;
+            last += me.last;
+            ratios.push_back(me.last / std::max(me.body, 1e-9));
+        }
     }
-    pthread_key_delete(g_rearming_key);
-    CHECK(refused.load() == 0);
+    pthread_key_delete(g_timed_key);
     require_heap_ok(heap);
-    Stats after = heap.stats();
-    CHECK(after.live_blocks == before.live_blocks);
-    INFO("footprint before " << before.footprint << " B, after " << after.footprint << " B");
-    CHECK(after.footprint <= before.footprint + (std::uint64_t{48} << 20));
+    CHECK(heap.stats().live_blocks == baseline);
+    std::nth_element(ratios.begin(), ratios.begin() + ratios.size() / 2, ratios.end());
+    double median = ratios[ratios.size() / 2];
+    INFO("200 mallocs x 1000 threads: " << body << " s in their bodies, " << last
+                                         << " s in their last rounds, median ratio " << median);
+    CHECK(median <= 30);
 }
 
 // The preload shim registers the stage's fork hooks with pthread_atfork. Forking while other
