@@ -1,7 +1,8 @@
 """bench/suite/programs_test.py: programs.py --callgrind's reading of a callgrind.out file.
 
 A made-up file in callgrind's format with name compression: the program (server) calls zmalloc,
-which calls malloc and malloc_usable_size in the allocator's object; the allocator's calloc
+which calls malloc, malloc_usable_size and malloc_size (the name callgrind gives mimalloc's
+malloc_usable_size) in the allocator's object; the allocator's calloc
 calls its own malloc, which is not the program's call; a call to a function of no interest. Each
 counted entry gets its calls and the cost lines after its calls= lines; the total is the sum
 of the functions' own costs.
@@ -47,6 +48,11 @@ cfi=(2)
 cfn=(6) malloc_usable_size
 calls=3 12
 6 120
+cob=(2)
+cfi=(2)
+cfn=(7) malloc_size
+calls=2 13
+6 50
 
 fn=(4)
 9 40
@@ -62,6 +68,8 @@ fn=(5)
 11 210
 fn=(6)
 12 120
+fn=(7)
+13 50
 """
 
 
@@ -81,8 +89,9 @@ class EntryCosts(unittest.TestCase):
             ("libedu_stage9.so", "malloc"): [3, 150],               # the allocator's own call to it: not counted
             ("libedu_stage9.so", "malloc_usable_size"): [3, 120],
             ("libedu_stage9.so", "calloc"): [1, 500],
+            ("libedu_stage9.so", "malloc_size"): [2, 50],          # mimalloc's usable size, as callgrind names it
         })
-        self.assertEqual(total, 10 + 30 + 40 + 20 + 210 + 120)   # own costs only, no call line
+        self.assertEqual(total, 10 + 30 + 40 + 20 + 210 + 120 + 50)   # own costs only, no call line
 
 
 if __name__ == "__main__":
