@@ -421,14 +421,25 @@ class StepThrough(unittest.TestCase):
         words = lambda step: self.js("edu.go(arguments[0]); return edu.state().stages.map(s => s.changes)", step)
         after = words(5)   # f 1: block 0 and block 2 are still in use around it
         self.assertIn("no free neighbour: nothing to merge", after[0])
-        self.assertIn("back on its pool's free list", after[1])
+        self.assertIn("back on its pool's free list", "\n".join(after[1]))
         for stage in (2, 3):
-            self.assertIn("back on its page's free list", after[stage])
+            self.assertIn("back on its page's free list", "\n".join(after[stage]))
+        # Which pool or page, by its offset: a 4 MiB segment holds 64 pages, a class must find it.
+        for stage, kind in ((1, "pool"), (2, "page"), (3, "page")):
+            line = [w for w in after[stage] if w.startswith("back on")][0]
+            self.assertRegex(line, r"^back on its %s's free list \(%s [+-]\d+\)$" % (kind, kind))
+            holder = int(line.split(kind + " ")[-1].rstrip(")"))
+            block = int(after[stage][0].split("block at ")[1].split()[0])
+            page = self.js("return edu.entryAt(arguments[0], arguments[1], 1)", stage, block)
+            self.assertEqual((page["kind"], page["a"]), (kind, holder), line)
+        taken = words(2)   # a 1 48: stages 2-4 take the next block of the pool or page of block 0
+        for stage, kind in ((1, "pool"), (2, "page"), (3, "page")):
+            self.assertRegex(taken[stage][1], r"^taken from block (free|unused) [+-]\d+ \(48 B\) in %s [+-]\d+$" % kind)
         after = words(7)   # f 2: the last of the three; stage 1 merges it, the others' pool or page empties
         self.assertRegex(after[0][1], r"^coalesced with previous ")
-        self.assertIn("back on its pool's free list, and the pool empties", after[1])
+        self.assertIn("back on its pool's free list, and the pool empties", "\n".join(after[1]))
         for stage in (2, 3):
-            self.assertIn("back on its page's free list, and the page empties", after[stage])
+            self.assertIn("back on its page's free list, and the page empties", "\n".join(after[stage]))
         for stage in (1, 2, 3):
             self.assertFalse([w for w in after[stage] if "merge" in w], after[stage])
         # Predict mode's verdict on a merge names the neighbour in words, as the buttons do.

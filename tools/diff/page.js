@@ -197,7 +197,10 @@ function explain(stage, step) {
         // The collection comes first: the block was remote, then on the free list, then popped.
         out.push(collectedLine, `taken from that list: ${kindName(from)} ${offsetText(from.a)} (${bytes(from.s)}), a remote free until this step`);
         collectedSaid = true;
-      } else if (from) out.push(`taken from ${kindName(from)} ${STATES[from.st]} ${offsetText(from.a)} (${bytes(from.s)})`);
+      } else if (from) {
+        const h = holderOf(stage.tl.heap.values(), from);  // the pool or page it lies in, by name
+        out.push(`taken from ${kindName(from)} ${STATES[from.st]} ${offsetText(from.a)} (${bytes(from.s)})` + (h ? ` in ${kindName(h)} ${offsetText(h.a)}` : ""));
+      }
       const rest = added.filter((e) => e !== chosen && e.d === chosen.d && from && e.a >= from.a && e.a + e.s <= from.a + from.s && e.st !== USED);
       if (rest.length) out.push(`split: ${rest.map((e) => STATES[e.st] + " " + bytes(e.s) + " left at " + offsetText(e.a)).join(", ")}`);
       const old = removed.find((e) => e.st === USED && e.id === Ops.id[op] + 1);
@@ -216,7 +219,7 @@ function explain(stage, step) {
       const h = holderOf(stage.tl.heap.values(), gone) || holderOf(removed, gone);
       let inUse = false;
       for (const e of stage.tl.heap.values()) if (e.d === h.d + 1 && e.st === USED && h.a <= e.a && e.a < h.a + Math.max(h.s, 1)) inUse = true;
-      out.push(FATES[inUse ? "list" : "emptied"](kindName(h)));
+      out.push(FATES[inUse ? "list" : "emptied"](kindName(h)) + ` (${kindName(h)} ${offsetText(h.a)})`);
     } else if (gone) {
       const cover = added.find((e) => e.d === gone.d && e.st === FREE && e.a <= gone.a && gone.a < e.a + e.s);
       const prev = removed.find((e) => e.d === gone.d && e.st === FREE && e.a < gone.a);
