@@ -483,6 +483,20 @@ class StepThrough(unittest.TestCase):
         self.assertGreater(self.js("return edu.state().step"), 1)
         self.no_console_errors()
 
+    def test_9i_the_chart_shows_one_cursor(self):
+        # The chart's lines are an image with a transparent background, drawn over the last
+        # frame: every step's cursor stayed (after 0, 3000, 4000, 5000: four yellow lines).
+        for n in (0, 3000, 4000, 5000):
+            self.js("edu.go(arguments[0])", n)
+        yellow = self.js("""
+            const c = document.getElementById('chart'), dpr = c.width / c.getBoundingClientRect().width;
+            const g = c.getContext('2d', {willReadFrequently: true}), y = Math.round(c.height / 2);
+            return arguments[0].map((n) => {
+              const x = Math.round(edu.chartX(n) * dpr), p = g.getImageData(x - 1, y, 3, 1).data;
+              return [0, 4, 8].some((i) => p[i] > 200 && p[i + 1] > 150 && p[i + 1] < 200 && p[i + 2] < 60);   // #f2b705
+            });""", [3000, 4000, 5000])
+        self.assertEqual(yellow, [False, False, True])
+
     def test_9e_one_stage_alone_in_larger_type(self):
         # A class at the back of a room, or a student reading one chapter: keys 1-4 show that
         # stage alone across the page, its words and map in larger type; 0 (or the same key) all.

@@ -552,6 +552,7 @@ function drawChart() {
   if (c.width !== w * dpr) { c.width = w * dpr; c.height = h * dpr; }
   const g = c.getContext("2d");
   g.setTransform(1, 0, 0, 1, 0, 0);
+  g.clearRect(0, 0, c.width, c.height);  // the lines' image is transparent: the last cursor would stay
   g.drawImage(image, 0, 0);
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.strokeStyle = "#f2b705"; g.lineWidth = 2; g.beginPath(); g.moveTo(X(current), 10); g.lineTo(X(current), h - 22); g.stroke();
@@ -949,7 +950,9 @@ const edu = window.edu = {
     draw(s); renderPredict(s);
   },
   reveal,  // steps one operation and scores the guesses: [{stage, right, truth}]
-  timing: () => ({...timing, parts}),  // where the time of the last go() went
+  timing: () => ({...timing, parts}),
+  // The chart's x for operation n, in CSS pixels of its canvas (where the cursor is drawn).
+  chartX: (n) => (chartBackground ? chartBackground.X(n) : null),  // where the time of the last go() went
   tally: () => ({right: tally.right, total: tally.total, byStage: stages.map((s) => tally.byStage[s.index] || {right: 0, total: 0})}),
 };
 
