@@ -18,7 +18,7 @@ namespace edu::stage4 {
 //      after the last write. Empty segments (the heap's cache, or emptied in step 2) are
 //      abandoned too, with their dirty pages: the next thread to reclaim them gets memory that
 //      needs no system call, which matters when threads come and go (larson), unless the pool
-//      is large already ([S4.93], heap_shed_empty);
+//      is large already or the cache holds committed memory ([S4.93], heap_shed_empty);
 //   4. the heap record is reset for the next thread (its counters stay: they are history).
 // Live blocks in abandoned segments stay where they are and valid; a free of one from any
 // thread finds no owner, sees Delay never, and pushes on the page's xthread_free.
@@ -27,15 +27,16 @@ void heap_abandon(Heap* heap);
 // [S4.93] The remote frees collected, then every retired page, the purge and the cache at once
 // (heap_collect, as [S4.69] does under pressure): every segment the heap holds that no live
 // block needs goes back to the arena, so that what heap_abandon abandons next holds live blocks
-// only. heap_give_back (registry.cc) calls it when the abandoned pool
-// holds kCacheSegments (64) segments or more, and orphans_abandon for every orphaned record
-// ([S4.97]). Abandoned
-// empty segments were kept for the next thread, but a heap reclaims one at a time and only what
-// it lacks ([S4.42]): threads that ran sixteen at a time, each leaving a 100 KiB and a 300 KiB
-// block for the main thread to free, abandoned empty segments faster than any heap took them
-// back, and 4000 of them left 1750 abandoned, a footprint of 129 to 171 MiB (16,000 in a
-// program: 346 MiB, glibc 1.5 MiB resident), where one thread at a time left none. A small pool keeps
-// the empty ones for the next thread, as before.
+// only. Abandoned empty segments are kept for the next thread, but a heap reclaims one at a
+// time and only what it lacks ([S4.42]), and nobody purges an abandoned segment, so
+// heap_give_back (registry.cc) calls this when keeping them would cost: when the abandoned pool
+// holds kCacheSegments (64) segments or more (threads that ran sixteen at a time, each leaving
+// a 100 KiB and a 300 KiB block for the main thread to free, abandoned empty segments faster
+// than any heap took them back: 4000 of them left 1750, a footprint of 129 to 171 MiB), and
+// when the heap's cache holds committed memory, a huge segment or a one-block one (threads that
+// each freed a 30 MiB buffer before they exit, four at a time: 646 MiB resident after 80 of
+// them, glibc 123 MiB; a count of segments never saw it). orphans_abandon calls it for every
+// orphaned record ([S4.97]). A small pool of small segments still goes to the next thread.
 void heap_shed_empty(Heap* heap);
 
 // [S4.27] Reclaiming: takes up to `max` abandoned segments (abandoned_take: one fetch_and each,

@@ -124,7 +124,9 @@ Heap* heap_acquire() {
 }
 
 void heap_give_back(Heap* heap) {
-    if (abandoned_count() >= kCacheSegments) heap_shed_empty(heap);   // [S4.93]
+    // [S4.93] A large pool, or a cache that holds committed memory: nobody purges an abandoned
+    // segment, so what its pages hold stays until a heap takes it.
+    if (abandoned_count() >= kCacheSegments || heap->cache_bytes + heap->cache_committed != 0) heap_shed_empty(heap);
     heap_abandon(heap);
     t_heap = &g_empty_heap;
     g_generation.fetch_add(1, std::memory_order_relaxed);

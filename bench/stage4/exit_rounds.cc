@@ -7,6 +7,9 @@
 //   exit_rounds churn THREADS            one at a time; each mallocs, frees, hands a block on
 //   exit_rounds late FIRST               2000 threads whose first call comes in round FIRST
 //                                        (1-4); prints how much VmSize and VmRSS grew
+//   exit_rounds large WIDTH MIB CYCLES   WIDTH threads at a time, CYCLES times; each frees a
+//                                        block of MIB MiB it wrote before it exits ([S4.93]);
+//                                        prints how much VmRSS grew
 #include <limits.h>
 #include <pthread.h>
 
@@ -58,6 +61,16 @@ void* arm_with_block(void*) {
 
 void* arm_with_mark(void*) {
     pthread_setspecific(g_key, &g_mark);
+    return nullptr;
+}
+
+std::size_t g_large = 0;
+
+void* large(void*) {
+    auto* p = static_cast<char*>(std::malloc(g_large));
+    if (p) std::memset(p, 1, g_large);
+    std::free(p);
+    std::free(std::malloc(100));
     return nullptr;
 }
 
@@ -117,6 +130,18 @@ int main(int argc, char** argv) {
                     status_kib("VmRSS:") - rss);
         return 0;
     }
-    std::fprintf(stderr, "usage: exit_rounds last CYCLES WIDTH KEEP | churn THREADS | late FIRST\n");
+    if (std::strcmp(mode, "large") == 0 && argc == 5) {
+        int width = std::atoi(argv[2]), cycles = std::atoi(argv[4]);
+        g_large = static_cast<std::size_t>(std::atoi(argv[3])) << 20;
+        long rss = status_kib("VmRSS:");
+        for (int c = 0; c < cycles; ++c) {
+            std::vector<pthread_t> batch(static_cast<std::size_t>(width));
+            for (pthread_t& t : batch) pthread_create(&t, nullptr, large, nullptr);
+            for (pthread_t& t : batch) pthread_join(t, nullptr);
+        }
+        std::printf("%d threads of %s MiB, %d times: VmRSS +%ld KiB\n", width, argv[3], cycles, status_kib("VmRSS:") - rss);
+        return 0;
+    }
+    std::fprintf(stderr, "usage: exit_rounds last CYCLES WIDTH KEEP | churn THREADS | late FIRST | large WIDTH MIB CYCLES\n");
     return 2;
 }
