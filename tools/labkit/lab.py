@@ -1556,7 +1556,8 @@ def grade(table, tree, stage, traces_subset=None, reference_stagediff=None, repe
                 after = (f"timed out after {limits['timeout']} s (the reference takes "
                          f"{seconds_text(limits['reference_seconds'])} s without ThreadSanitizer)" if limits["timeout"]
                          else "timed out at Bazel's limit for its size")
-                detail = after + " and killed: a loop that never ends?"
+                case = stuck_case(out)   # Bazel's SIGTERM let doctest report its case into the log
+                detail = after + " and killed" + (f" in test case {case}" if case else "") + ": a loop that never ends?"
             elif r.returncode == 1:   # Bazel's code for a build that failed: its error lines, as a plain gate's
                 detail = "does not build: " + "; ".join(build_errors(r.stderr)[:3])[:300]
             else:

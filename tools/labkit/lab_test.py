@@ -895,11 +895,14 @@ fi
         lab.print_report(report, out)
         self.assertIn("score: 60/100 (correctness 60, performance 0;", out.getvalue())
 
-    def grade_fake_stage(self, reference, student, gates=("gate",), program=lambda code, name: "exit 0", tsan_gates=()):
+    def grade_fake_stage(self, reference, student, gates=("gate",), program=lambda code, name: "exit 0", tsan_gates=(),
+                         tsan_log=lambda code, name: None):
         """lab.grade() of a fake stage 1 (fake Bazel, gates //t:NAME) whose parts S1.b and S1.a
         lie in that order in stage1_brk/a.cc: reference and student are that file's text. The
         fake build fails on a line that says "broken", naming it by FILE:LINE as a compiler does;
-        else each test, //t:t and the gates, runs the shell code program(the file's text, NAME)."""
+        else each test, //t:t and the gates, runs the shell code program(the file's text, NAME),
+        and `bazel test` of //t:NAME (a tsan gate) exits 0 unless tsan_log(the file's text, NAME)
+        gives (exit code, the test's log)."""
         table = {"score": self.table["score"],
                  "stages": {"1": {"folder": "stage1_brk", "chapter": "docs/stage1_brk.md",
                                   "gates": [f"//t:{g}" for g in gates], "tsan_gates": [f"//t:{g}" for g in tsan_gates]}},
@@ -916,6 +919,12 @@ fi
             if args[0] in ("build", "test") and broken:   # `bazel test` exits with 1 when the build fails
                 return subprocess.CompletedProcess(args, 1, "", f"stage1_brk/a.cc:{broken[0]}: error: 'broken' was not declared\n"
                                                                 f"  {broken[0]} |   broken;\n")
+            failed = tsan_log("\n".join(lines), args[-1].split(":")[-1]) if args[0] == "test" else None
+            if failed:
+                logs = Path(tree) / "bazel-testlogs/t" / args[-1].split(":")[-1]
+                logs.mkdir(parents=True, exist_ok=True)
+                (logs / "test.log").write_text(failed[1])
+                return subprocess.CompletedProcess(args, failed[0], "", "")
             for name in (*gates, "t") if args[0] == "build" else ():
                 (Path(tree) / "bazel-bin/t").mkdir(parents=True, exist_ok=True)
                 (Path(tree) / "bazel-bin/t" / name).write_text(f"#!/bin/sh\n{program(chr(10).join(lines), name)}\n")
@@ -977,6 +986,19 @@ fi
         self.assertEqual(tsan["gate"], "//t:gate (ThreadSanitizer)")
         self.assertEqual(tsan["detail"], plain["detail"])
         self.assertEqual(tsan["detail"], "does not build: stage1_brk/a.cc:8: error: 'broken' was not declared")
+
+    def test_a_threadsanitizer_gate_that_times_out_names_its_case(self):
+        # Bazel's --test_timeout stops a tsan gate with SIGTERM, and doctest reports the case it
+        # was in into the test's log; the FAIL said only "timed out ... and killed".
+        log = ("-- Test timed out at 2026-12-02 05:40:00 UTC --\nt.cc:7:\nTEST CASE:  remote frees meet\n\n"
+               "t.cc:7: FATAL ERROR: test case CRASHED: SIGTERM - Termination request signal\n")
+        report, parts = self.grade_fake_stage(self.REFERENCE_A_CC, self.REFERENCE_A_CC.replace("return 1;", "hang;"),
+                                              tsan_gates=("gate",),
+                                              tsan_log=lambda code, name: (3, log) if "hang" in code else None)
+        plain, tsan = report["gates"]
+        self.assertTrue(tsan["timed_out"], tsan)
+        self.assertRegex(tsan["detail"], r'^timed out after \d+ s \(the reference takes \S+ s without ThreadSanitizer\) '
+                                         r'and killed in test case t\.cc:7: "remote frees meet": a loop that never ends\?$')
 
     def test_a_build_error_is_named_by_the_student_s_own_line(self):
         # A class's stage 3 student read "does not build: ./stage3_segments/page.h:41:35" for
