@@ -209,6 +209,8 @@ class StepThrough(unittest.TestCase):
         keys = ActionChains(self.driver)
         keys.send_keys("g").send_keys("42").send_keys(Keys.ENTER).send_keys(Keys.ARROW_RIGHT).perform()
         self.assertEqual(self.js("return edu.state().step"), 43)
+        # The bar says that keys exist (a tooltip alone was found by no student): its button.
+        self.assertEqual(self.driver.find_element(By.ID, "helpb").text, "? keys")
         body.send_keys("?")
         self.assertTrue(self.driver.find_element(By.ID, "help").is_displayed())
         body.send_keys(Keys.ESCAPE)
