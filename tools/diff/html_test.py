@@ -499,6 +499,29 @@ class StepThrough(unittest.TestCase):
             });""", [3000, 4000, 5000])
         self.assertEqual(yellow, [False, False, True])
 
+    def test_9j_a_narrow_change_has_a_pin(self):
+        # Stage 1's map of fragment is 64 B a pixel: a new 40-byte block is drawn under a pixel
+        # wide, its yellow outline a speck among the blocks. A pin now stands above it.
+        found = self.js("""
+            for (let n = 1; n < edu.ops(); n++) {
+              if (edu.op(n - 1)[0] !== 'a') continue;
+              edu.go(n);
+              const at = +edu.state().stages[0].changes[0].split('-> ')[1].split(' ')[0], r = edu.drawn(0, at);
+              if (r.length === 1 && r[0].w < 3) return [n, r[0]];
+            }
+            return null;""")
+        self.assertIsNotNone(found)
+        step, r = found
+        pin = self.js("""
+            const c = document.querySelectorAll('.stage canvas')[0], r = arguments[0];
+            const dpr = c.width / c.getBoundingClientRect().width, copy = document.createElement('canvas');
+            copy.width = c.width; copy.height = c.height;
+            const g = copy.getContext('2d', {willReadFrequently: true});
+            g.drawImage(c, 0, 0);
+            const p = g.getImageData(Math.round((r.x + r.w / 2) * dpr), Math.round((r.y - 5) * dpr), 1, 1).data;
+            return Array.from(p.slice(0, 3));""", r)
+        self.assertEqual(pin, [0xf2, 0xb7, 0x05], f"above the block of step {step}: {r}")
+
     def test_9e_one_stage_alone_in_larger_type(self):
         # A class at the back of a room, or a student reading one chapter: keys 1-4 show that
         # stage alone across the page, its words and map in larger type; 0 (or the same key) all.

@@ -295,6 +295,7 @@ let zoomLevel = 0, range = null;  // zoom: powers of two from each stage's fitte
 // segment of 4 MiB then shows its 16-byte blocks; stage 1 (no pages) and blocks already wide
 // enough keep the one scale.
 const MIN_PX = 6, FINE_ROWS = 24;
+const PIN_BELOW = 12;  // a changed entry narrower than this many pixels gets a pin above it (draw)
 const pow2 = (x, round) => Math.pow(2, round(Math.log2(x)));
 function finePages(stage, entries, inner) {
   const pages = [];
@@ -443,6 +444,14 @@ function draw(stage) {
   const chosen = stage.explained && stage.explained.chosen;
   const outlined = hl.length > 12 ? hl.filter((r) => r.e === chosen || (r.e.d < 2 && r.e.s < 4 * 1024 * 1024)) : hl;
   for (const r of outlined) g.strokeRect(r.x - 1, r.y - 1, Math.max(r.w, 2) + 2, r.h + 2);
+  // A change a few pixels wide is lost among the blocks from the back of a room: a pin above it.
+  for (const r of outlined) {
+    if (r.w >= PIN_BELOW) continue;
+    const cx = r.x + r.w / 2, tip = r.y - 2, size = ROW / 3;
+    g.beginPath(); g.moveTo(cx, tip); g.lineTo(cx - size * 0.7, tip - size); g.lineTo(cx + size * 0.7, tip - size); g.closePath();
+    g.fillStyle = "#f2b705"; g.fill(); g.lineWidth = 1; g.strokeStyle = "#1d2330"; g.stroke();
+  }
+  g.strokeStyle = "#f2b705"; g.lineWidth = 2.5;
   if (change) {
     g.setLineDash([3, 2]); g.lineWidth = 1.2; g.strokeStyle = "#1d2330";
     for (const e of change.removed) {
