@@ -90,10 +90,10 @@ uint32_t new_arena() {
 // [S2.33] An entirely free arena, already off the usable list, goes back to the OS. The kernel
 // refuses the munmap at the map count's limit when the arena shares one mapping with its
 // neighbours (arenas are mapped next to each other: [S2.8]), so it would be split in three.
-// Before, stage 2 forgot the arena all the same: its 256 KiB stayed mapped and resident, counted
-// as unmapped, and free returned with errno = ENOMEM. Now its pages are given back (they read
-// zero, as a fresh arena's do), and it stays as a fresh arena, on the usable list just before
-// the empty arena kept at its tail (the checker allows a fresh one there). False when it stays.
+// Forgetting it then would leave its bytes mapped and resident yet counted as unmapped, so
+// os_unmap gives its pages back (they read zero, as a fresh arena's do, and errno is kept) and
+// the arena stays as a fresh one, on the usable list just before the empty arena kept at its
+// tail (the checker allows a fresh one there). False when it stays.
 bool release_arena(uint32_t index) {
     Arena& a = at(index);
     if (!os_unmap(reinterpret_cast<void*>(a.address), g_heap.arena_bytes)) {
