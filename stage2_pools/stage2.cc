@@ -52,7 +52,7 @@ void* raw_malloc_counted(std::size_t n, std::size_t alignment) {
 // address space or data limit is used up, or the map count) nor from stage 1 as a whole pool
 // ([S2.35]: no aligned room for one): the block comes from stage 1 instead, as pymalloc falls
 // back to its raw malloc. Stage 1's heap may well hold the room, freed by large blocks; without
-// this, malloc(1) said ENOMEM over megabytes of it. The block is a raw block like any other
+// this fallback, malloc(1) would say ENOMEM over megabytes of it. The block is a raw block like any other
 // (the raw table knows it; free, realloc and usable_size find it there), with the size and the
 // alignment a pool block of the class has (up to 64: [S2.21]), so callers count it as one.
 // Debug mode dresses its blocks itself: it takes NULL and goes to stage 1 on its own.
@@ -278,8 +278,9 @@ void* s2_aligned_alloc(std::size_t alignment, std::size_t n) {
 
 // [S2.40] usable_size of a small block: the radix tree and the checks of free ([S2.14]: a
 // block boundary of the carved part, its bit set, so a freed block still dies here), then its
-// class's size. Redis asks it at every malloc and free to count its memory; the whole call
-// with the raw path inline saved two registers and built a frame first, in the lock's layer too.
+// class's size. Redis asks it at every malloc and free to count its memory, so everything else
+// is usable_size_other's, out of line: inline, it makes the whole call save two registers and
+// build a frame, in the lock's layer too.
 std::size_t s2_usable_size(const void* p) {
     uintptr_t address = reinterpret_cast<uintptr_t>(p);
     if (!g_heap.debug && radix_lookup(address) != 0) [[likely]]
