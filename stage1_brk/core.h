@@ -1,6 +1,6 @@
 // stage1_brk/core.h: the C view of the assembly core (heap.asm, freelist.asm, block.asm,
 // malloc.asm, check.asm) and of its C++ twin (twin.h), which implement the same algorithm.
-// Sizes here are block sizes (header + payload + footer) unless a name says "usable".
+// Sizes here are block sizes (the whole block, tags included) unless a name says "usable".
 // Not thread-safe: the adapter (stage1.cc) serialises callers. Layout: see types.inc.
 #pragma once
 
@@ -122,6 +122,6 @@ extern uint64_t s1_free_bytes S1_HIDDEN;        // bytes of the blocks on the fr
 // Usable bytes of a block the caller knows is valid (just returned by the core, or just
 // validated): read straight from its header, without s1_usable_size's validation.
 inline size_t s1_block_usable(const void* payload) {
-    uint64_t tag = *reinterpret_cast<const uint64_t*>(static_cast<const char*>(payload) - 8);
+    uint64_t tag = *reinterpret_cast<const uint64_t*>(static_cast<const char*>(payload) - kS1Overhead);
     return (tag & ~uint64_t{15}) - kS1Overhead;
 }

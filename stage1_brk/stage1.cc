@@ -192,7 +192,7 @@ int walk_visitor(void* raw, uint64_t kind, uint64_t address, uint64_t size) {
         case S1_KIND_FENCE: e = {"fence", WalkState::meta, reinterpret_cast<void*>(address), size, 1}; break;
         default:
             e = {"block", kind == S1_KIND_USED ? WalkState::used : WalkState::free,
-                 reinterpret_cast<void*>(address + 8), size - kS1Overhead, 1};
+                 reinterpret_cast<void*>(address + kS1Overhead), size - kS1Overhead, 1};
     }
     return ctx->visit(e, ctx->context) ? 1 : 0;
 }
