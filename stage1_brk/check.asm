@@ -60,7 +60,7 @@ s1_check:
         ; [S1.39] The end word. A damaged one is caught here when it is misaligned or too
         ; small, and otherwise by the walk below: the blocks must reach end - 8 exactly
         ; (PAST_END, or BLOCK_SIZE at the real epilogue's size-0 tag) and find an epilogue
-        ; there. This, with the order of the links, is the job a magic word used to do.
+        ; there. These and the order of the links catch a damaged end: no magic word needed.
         mov     eax, S1_CHECK_REGION_END
         mov     r14, [r12 + S1_REGION_END]
         test    r14, 15
