@@ -492,12 +492,16 @@ class StepThrough(unittest.TestCase):
             self.js("edu.go(arguments[0])", n)
         yellow = self.js("""
             const c = document.getElementById('chart'), dpr = c.width / c.getBoundingClientRect().width;
-            const g = c.getContext('2d', {willReadFrequently: true}), y = Math.round(c.height / 2);
+            const copy = document.createElement('canvas');   // read back a copy: no readback warning
+            copy.width = c.width; copy.height = c.height;
+            const g = copy.getContext('2d', {willReadFrequently: true}), y = Math.round(c.height / 2);
+            g.drawImage(c, 0, 0);
             return arguments[0].map((n) => {
               const x = Math.round(edu.chartX(n) * dpr), p = g.getImageData(x - 1, y, 3, 1).data;
               return [0, 4, 8].some((i) => p[i] > 200 && p[i + 1] > 150 && p[i + 1] < 200 && p[i + 2] < 60);   // #f2b705
             });""", [3000, 4000, 5000])
         self.assertEqual(yellow, [False, False, True])
+        self.no_console_errors()
 
     def test_9j_a_narrow_change_has_a_pin(self):
         # Stage 1's map of fragment is 64 B a pixel: a new 40-byte block is drawn under a pixel
@@ -521,6 +525,28 @@ class StepThrough(unittest.TestCase):
             const p = g.getImageData(Math.round((r.x + r.w / 2) * dpr), Math.round((r.y - 5) * dpr), 1, 1).data;
             return Array.from(p.slice(0, 3));""", r)
         self.assertEqual(pin, [0xf2, 0xb7, 0x05], f"above the block of step {step}: {r}")
+
+    def test_9k_a_guess_can_be_made_with_the_keyboard(self):
+        # Tab to a guess's button and Enter (or Space): the page took Enter for reveal and Space
+        # for play, so the button never heard it and the guess could only be clicked.
+        self.short2_page()
+        self.js("edu.go(5); edu.predict(true)")   # f 0: stage 1 merges it with the next block
+        panel = lambda: self.driver.find_elements(By.CSS_SELECTOR, ".predict")[0]
+        button = lambda text: panel().find_element(By.XPATH, ".//button[text()='%s']" % text)
+        self.js("arguments[0].focus()", button("next"))
+        self.driver.switch_to.active_element.send_keys(Keys.ENTER)
+        self.assertEqual(self.js("return edu.state().step"), 5)
+        self.assertIn("on", button("next").get_attribute("class"))
+        self.js("arguments[0].focus()", button("previous"))
+        self.driver.switch_to.active_element.send_keys(" ")
+        self.assertIn("on", button("previous").get_attribute("class"))
+        self.js("arguments[0].focus()", button("next"))
+        self.driver.switch_to.active_element.send_keys(Keys.ENTER)
+        self.driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ENTER)   # the guess made, Enter reveals
+        self.assertEqual(self.js("return edu.state().step"), 6)
+        self.assertIn("f 0: right, it merged with the next block", panel().text)
+        self.js("edu.predict(false)")
+        self.no_console_errors()
 
     def test_9e_one_stage_alone_in_larger_type(self):
         # A class at the back of a room, or a student reading one chapter: keys 1-4 show that

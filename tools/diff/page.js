@@ -821,6 +821,8 @@ function build() {
     if (ev.target.tagName === "INPUT" && ev.target.type !== "checkbox" && ev.target.type !== "range") { if (ev.key === "Escape" || ev.key === "Enter") ev.target.blur(); return; }
     // A letter with Shift or Caps Lock reads as a capital: Shift+l is "L" (shiftKey says which).
     const k = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
+    // A guess's button reached with Tab takes Enter or Space as a click would (Enter then reveals).
+    if ((k === "Enter" || k === " ") && ev.target.closest && ev.target.closest(".predict button")) return;
     if (k === "Escape") { document.getElementById("help").classList.remove("show"); return; }
     if (k === "ArrowRight" || k === "l") stepBy(ev.shiftKey ? N() : 1);
     else if (k === "ArrowLeft" || k === "h") stepBy(ev.shiftKey ? -N() : -1);
