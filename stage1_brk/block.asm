@@ -106,8 +106,9 @@ s1_place:
 ; The next block's header is at block + size. The block's own PREV_FREE bit says whether the
 ; previous block is free; only then is the word below our header that block's footer, which
 ; says how far back it starts; the first block's bit is always clear [S1.37]. The epilogue is
-; marked used, so the region's end needs no test either. An absorbed header is overwritten with S1_POISON so that freeing its old
-; payload again reads as a double free, not as a valid block. The block after the merged run
+; marked used, so the region's end needs no test either. An absorbed header is overwritten
+; with S1_POISON so that freeing its old payload again reads as a double free, not as a valid
+; block. The block after the merged run
 ; (used, or the epilogue) gets its PREV_FREE bit set.
 ;   IN:  rdi = header of a block tagged free (its size, and PREV_FREE kept from when it was
 ;        used), not on the list

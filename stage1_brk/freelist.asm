@@ -92,7 +92,8 @@ s1_list_push:
 ; point back at it. The links live in the dead payload, where a write after free can reach
 ; them; unchecked, `prev.next = next` and `next.prev = prev` would store two values the program
 ; chose at two addresses it chose (the classic unlink attack). A link that does not point back,
-; or points outside the heap (reading through it could fault), is reported by s1_list_corrupted (the adapter's one-line diagnostic), which never returns.
+; or points outside the heap (reading through it could fault), is reported by
+; s1_list_corrupted (the adapter's one-line diagnostic), which never returns.
 ; If the next-fit rover points at the block, the rover moves on to the block's successor, so it
 ; never points at memory that is no longer a free block.
 ;   IN:  rdi = header of a block on a list

@@ -18,7 +18,8 @@ section .text
 
 ; [S1.15] ADJUST_SIZE dst, src: the block size for a request of `src` payload bytes: room for
 ; the header (a used block has no footer), rounded up to 16, at least S1_MIN_BLOCK (so
-; malloc(0) gets a real, unique block, and the block can hold a free block's tags and links). The caller has already refused requests above S1_MAX_REQUEST.
+; malloc(0) gets a real, unique block, and the block can hold a free block's tags and links).
+; The caller has already refused requests above S1_MAX_REQUEST.
 %macro ADJUST_SIZE 2
         lea     %1, [%2 + S1_OVERHEAD + S1_ALIGN - 1]
         and     %1, -S1_ALIGN
@@ -257,9 +258,9 @@ s1_usable_size:
 ;     them and move the payload down (backward);
 ;   otherwise -> allocate, copy the old payload, free the old block.
 ; [S1.33] A grown block takes exactly its new size: what it absorbs beyond that goes back as
-; a free block when it can stand alone. (An earlier version kept an eighth more as slack for
-; the next growth; with the growth rule [S1.31] and the path at the break, the slack cost more
-; heap than it saved on every realloc trace but one.)
+; a free block when it can stand alone. No slack is kept for the next growth: with the growth
+; rule [S1.31] and the path at the break, slack costs more heap than it saves (the chapter's
+; [S1.33] measures it).
 ;   IN:  rdi = pointer or 0 (then this is s1_malloc), rsi = new size
 ;   OUT: rax = the block (same or moved), or 0 with s1_status = S1_ENOMEM (old block intact)
 ;        or a bad-pointer status (nothing touched)
