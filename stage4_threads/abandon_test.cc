@@ -10,7 +10,10 @@
 // Internals are read directly (arena bits, owned[], heap records).
 #include <doctest/doctest.h>
 
+#include <pthread.h>
+
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -346,6 +349,47 @@ TEST_CASE("a thread that allocates in its thread_local destructors still gives i
     Stats after = api().stats();
     CHECK(after.mallocs == before.mallocs + 40);
     CHECK(after.live_blocks == before.live_blocks);
+    battery::require_heap_ok(api());
+}
+
+// [S4.97] A thread whose last free comes after its exit hook (a key destructor of its own that
+// runs after stage 4's) frees a large buffer into a borrowed record, which it orphans: the
+// record kept the huge segment in its cache, committed, for whichever thread took the orphan
+// next, where a heap that freed it before its exit hook sheds it ([S4.93]). Sixteen threads that
+// hold their heaps at once, then exit, each freeing 8 MiB it wrote: the orphans they left held
+// 16 huge segments, about 134 MiB of footprint, until the checker or pressure abandoned them.
+// The footprint is read before anything abandons orphans (api().stats() and the checker do).
+namespace {
+pthread_key_t g_late_free_key;
+void late_free(void* p) { api().free(p); }
+}  // namespace
+
+TEST_CASE("a large buffer freed after the exit hook leaves no committed cache in an orphan") {
+    api().free(api().malloc(1));   // stage 4's key first: late_free runs after its exit hook
+    REQUIRE(pthread_key_create(&g_late_free_key, late_free) == 0);
+    constexpr int kThreads = 16;
+    constexpr std::size_t kLarge = std::size_t{8} << 20;
+    uint64_t before = testing::footprint();
+    std::mutex mutex;
+    std::condition_variable cv;
+    int ready = 0;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&] {
+            auto* p = static_cast<char*>(api().malloc(kLarge));
+            REQUIRE(p != nullptr);
+            std::memset(p, 1, kLarge);
+            pthread_setspecific(g_late_free_key, p);
+            std::unique_lock<std::mutex> hold(mutex);   // every thread holds its heap at once
+            if (++ready == kThreads) cv.notify_all();
+            cv.wait(hold, [&] { return ready == kThreads; });
+        });
+    }
+    for (std::thread& t : threads) t.join();
+    uint64_t after = testing::footprint();
+    pthread_key_delete(g_late_free_key);
+    INFO("footprint before " << before << " B, after " << after << " B");
+    CHECK(after <= before + (std::uint64_t{4} << 20));   // one cached huge segment is 8 MiB
     battery::require_heap_ok(api());
 }
 

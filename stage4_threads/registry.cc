@@ -134,6 +134,9 @@ void heap_give_back(Heap* heap) {
 }
 
 void heap_orphan(Heap* heap) {
+    // [S4.93] as heap_give_back: nobody's clock ticks for an orphan, so a cache that holds
+    // committed memory (a huge or one-block segment the call freed) goes back to the arena now.
+    if (heap->cache_bytes + heap->cache_committed != 0) segment_cache_collect(heap, true);
     t_orphan = heap;
     t_heap = &g_empty_heap;
     g_generation.fetch_add(1, std::memory_order_relaxed);

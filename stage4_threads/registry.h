@@ -66,7 +66,8 @@ inline bool past_exit_hook(const Heap* heap) { return heap == &g_empty_heap && t
 // (heap_acquire prefers an orphan to a free record, so orphans do not pile up). The checker,
 // pressure ([S4.69]) and secure mode's switch abandon every orphan (orphans_abandon:
 // heap_shed_empty and heap_abandon, as a thread's exit does) before they read or need its
-// segments.
+// segments. An orphan's clock stands still, so heap_orphan gives back a cache that holds
+// committed memory first, as heap_give_back sheds it ([S4.93]).
 void heap_orphan(Heap* heap);
 bool orphans_abandon();   // true if any orphan was abandoned
 

@@ -10,6 +10,8 @@
 //   exit_rounds large WIDTH MIB CYCLES   WIDTH threads at a time, CYCLES times; each frees a
 //                                        block of MIB MiB it wrote before it exits ([S4.93]);
 //                                        prints how much VmRSS grew
+//   exit_rounds orphan WIDTH MIB CYCLES  as large, but a key destructor (after the allocator's
+//                                        exit hook) frees the block ([S4.97], [S4.93])
 #include <limits.h>
 #include <pthread.h>
 
@@ -74,6 +76,16 @@ void* large(void*) {
     return nullptr;
 }
 
+void* orphan(void*) {
+    std::free(std::malloc(10));
+    auto* p = static_cast<char*>(std::malloc(g_large));
+    if (p) std::memset(p, 1, g_large);
+    pthread_setspecific(g_key, p);   // freed by last_free, after the exit hook
+    return nullptr;
+}
+
+void last_free(void* value) { std::free(value); }
+
 void* churn(void*) {
     std::free(std::malloc(100));
     return std::malloc(64);
@@ -130,18 +142,20 @@ int main(int argc, char** argv) {
                     status_kib("VmRSS:") - rss);
         return 0;
     }
-    if (std::strcmp(mode, "large") == 0 && argc == 5) {
+    bool orphans = std::strcmp(mode, "orphan") == 0;
+    if ((orphans || std::strcmp(mode, "large") == 0) && argc == 5) {
         int width = std::atoi(argv[2]), cycles = std::atoi(argv[4]);
         g_large = static_cast<std::size_t>(std::atoi(argv[3])) << 20;
+        if (orphans) pthread_key_create(&g_key, last_free);
         long rss = status_kib("VmRSS:");
         for (int c = 0; c < cycles; ++c) {
             std::vector<pthread_t> batch(static_cast<std::size_t>(width));
-            for (pthread_t& t : batch) pthread_create(&t, nullptr, large, nullptr);
+            for (pthread_t& t : batch) pthread_create(&t, nullptr, orphans ? orphan : large, nullptr);
             for (pthread_t& t : batch) pthread_join(t, nullptr);
         }
         std::printf("%d threads of %s MiB, %d times: VmRSS +%ld KiB\n", width, argv[3], cycles, status_kib("VmRSS:") - rss);
         return 0;
     }
-    std::fprintf(stderr, "usage: exit_rounds last CYCLES WIDTH KEEP | churn THREADS | late FIRST | large WIDTH MIB CYCLES\n");
+    std::fprintf(stderr, "usage: exit_rounds last CYCLES WIDTH KEEP | churn THREADS | late FIRST | large|orphan WIDTH MIB CYCLES\n");
     return 2;
 }
