@@ -129,9 +129,9 @@ bool release_arena(uint32_t index) {
 // [S2.37] A refusal is remembered: stage 1 without room for a pool (holes of 4,000 bytes hold no
 // aligned 4 KiB) gains some only when a block goes back to it (raw_release forgets the refusal)
 // or when its break can move again (the program gave memory back on its own: raw blocks use that
-// room until the next release). Without this, each small malloc with its ring empty searched
-// stage 1's free blocks for a pool in vain before asking for a block of its own: a fill of holes
-// of 4,000 bytes with 100-byte blocks under a data limit took twice the time.
+// room until the next release). Without this, each small malloc with its ring empty would search
+// stage 1's free blocks for a pool in vain before asking for a block of its own (what that costs
+// a fill of holes under a data limit: the chapter's [S2.37]).
 Pool* pool_from_stage1() {
     if (g_heap.stage1_pool_refused) return nullptr;
     void* block = raw_alloc(g_heap.pool_bytes - kStage1PoolTail, g_heap.pool_bytes);

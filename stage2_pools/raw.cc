@@ -64,7 +64,7 @@ uint64_t page_pieces(uint64_t capacity) {
 }
 
 // The two ways to a slot. Each operation below is written once over `At` and chosen once per
-// call, so that a probe of a mapped table costs what it did before the pieces.
+// call, so that a probe of a mapped table indexes one array and never reads a directory.
 struct FlatSlots {
     RawEntry* slots;
     RawEntry& operator()(uint64_t i) const { return slots[i]; }
