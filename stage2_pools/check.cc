@@ -175,7 +175,7 @@ bool check_lists(Checker& k, uint64_t live_arenas, uint64_t arenas_with_free) {
                           g_heap.arenas[prev].nfree, a.nfree);
         bool last = a.next == kNoArena || g_heap.arenas[a.next].nfree != a.nfree;
         if ((g_heap.last_with[a.nfree] == i) != last) {
-            // Which n, and which way it is wrong: "(3 vs 0)" named neither.
+            // The line names n and which way it is wrong: two bare numbers would name neither.
             char text[120];
             LineWriter(text, sizeof text)
                 .str("last_with[")
