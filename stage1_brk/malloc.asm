@@ -36,7 +36,9 @@ section .text
         ja      %2
 %endmacro
 
-; s1_malloc: a block with at least `size` usable bytes, 16-byte aligned.
+; [S1.48] s1_malloc: a block with at least `size` usable bytes, 16-byte aligned. Adjust the
+; size, find a fit, and grow the heap only when none fits; both paths join at .found, where
+; s1_place splits the block and the payload lies just past its header.
 ;   IN:  rdi = size in bytes (0 is fine)
 ;   OUT: rax = payload address, or 0 with s1_status = S1_ENOMEM (heap unchanged)
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
