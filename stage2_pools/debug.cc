@@ -133,6 +133,16 @@ void describe(LineWriter& w, const Damage& damage, uintptr_t user, uint64_t n) {
     die(kStageName, call, passed, what);
 }
 
+// The inner block goes back to its domain: its pool, or stage 1 (and out of the raw table).
+void release_inner(const DebugRef& ref) {
+    if (ref.raw) {
+        raw_untrack(ref.raw);
+        raw_release(reinterpret_cast<void*>(ref.inner));
+    } else {
+        pool_free(ref.small);
+    }
+}
+
 // The quarantine: a ring of user pointers and their inner block sizes, oldest first.
 uintptr_t g_ring[kQuarantineSlots];
 std::size_t g_ring_bytes_of[kQuarantineSlots];
@@ -149,12 +159,7 @@ void evict(const char* call, const void* passed) {
     DebugRef ref = find(reinterpret_cast<const void*>(user), call);
     Damage damage;
     if (dead_damage(ref, damage)) report(call, passed, damage, user, load_word(user - kFrontBytes));
-    if (ref.raw) {
-        raw_untrack(ref.raw);
-        raw_release(reinterpret_cast<void*>(ref.inner));
-    } else {
-        pool_free(ref.small);
-    }
+    release_inner(ref);
 }
 
 }  // namespace
@@ -202,15 +207,7 @@ void debug_free(void* user_ptr, const char* call) {
     fill(ref.user - 8, ref.inner_end, kDeadByte);
     note_free(n);
     std::size_t bytes = ref.inner_end - ref.inner;
-    if (bytes > kQuarantineBytes) {  // too big to wait: it was just filled, release it now
-        if (ref.raw) {
-            raw_untrack(ref.raw);
-            raw_release(reinterpret_cast<void*>(ref.inner));
-        } else {
-            pool_free(ref.small);
-        }
-        return;
-    }
+    if (bytes > kQuarantineBytes) return release_inner(ref);  // too big to wait: it was just filled
     if (ref.raw) ref.raw->block |= kQuarantined;
     if (g_ring_count == kQuarantineSlots) evict(call, user_ptr);
     while (g_ring_count && g_ring_bytes + bytes > kQuarantineBytes) evict(call, user_ptr);
