@@ -1,8 +1,8 @@
 ; stage1_brk/freelist.asm: the explicit free lists and the four fit policies.
-; Entry points: s1_list_push, s1_list_remove, s1_find_fit, s1_set_fit, s1_size_class. Free
-; blocks are doubly linked, LIFO-ordered lists threaded through their dead payloads: one list
-; for first, next and best fit, one per size class for the segregated fit. Splitting and
-; coalescing are block.asm's.
+; Entry points: s1_list_push, s1_list_remove, s1_find_fit (s1_wilderness: the seg fit's last
+; resort), s1_find_aligned (memalign's search), s1_set_fit, s1_size_class. Free blocks are
+; doubly linked, LIFO-ordered lists threaded through their dead payloads: one list for first,
+; next and best fit, one per size class for the segregated fit. Splitting, coalescing: block.asm.
 
 default rel
 %include "types.inc"

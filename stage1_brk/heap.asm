@@ -1,8 +1,8 @@
 ; stage1_brk/heap.asm: the heap as a chain of regions carved from the program break.
 ; Entry points: s1_heap_grow (make room for a block), s1_heap_trim (give the break back),
-; s1_region_of (which region holds an address), s1_release (pages of free runs go back),
-; s1_sbrk, s1_reset. Owns the heap's global state and tunables. Blocks and free lists are
-; block.asm's and freelist.asm's business.
+; s1_region_of (which region holds an address), s1_release and s1_purge (pages of free runs
+; go back), s1_sbrk, s1_reset. Owns the heap's global state and tunables. Blocks and free
+; lists are block.asm's and freelist.asm's business.
 
 default rel
 %include "types.inc"
