@@ -36,9 +36,6 @@ void fill(uintptr_t from, uintptr_t to, uint8_t byte) {
     if (to > from) std::memset(reinterpret_cast<void*>(from), byte, to - from);
 }
 
-// The scan is the contract debug layer's (contract/debug.h).
-uintptr_t first_not(uintptr_t from, uintptr_t to, uint8_t byte) { return first_byte_not(from, to, byte); }
-
 DebugRef find(const void* user_ptr, const char* call) {
     uintptr_t user = reinterpret_cast<uintptr_t>(user_ptr);
     uintptr_t inner = user - kFrontBytes;
@@ -72,8 +69,8 @@ bool live_damage(const DebugRef& ref, uint64_t& n, Damage& damage) {
     n = load_word(ref.user - kFrontBytes);
     bool size_ok = n <= ref.inner_end - ref.user - kTailBytes;
     if (!size_ok) n = 0;
-    uintptr_t bad = first_not(ref.user - 8, ref.user, kForbiddenByte);
-    if (!bad) bad = first_not(ref.inner, ref.user - kFrontBytes, kForbiddenByte);
+    uintptr_t bad = first_byte_not(ref.user - 8, ref.user, kForbiddenByte);
+    if (!bad) bad = first_byte_not(ref.inner, ref.user - kFrontBytes, kForbiddenByte);
     if (bad) {
         damage = Damage{"buffer underflow", bad, ref.user, kForbiddenByte};
         return true;
@@ -83,7 +80,7 @@ bool live_damage(const DebugRef& ref, uint64_t& n, Damage& damage) {
                         ref.user - 8, 0};
         return true;
     }
-    bad = first_not(ref.user + n, ref.inner_end, kForbiddenByte);
+    bad = first_byte_not(ref.user + n, ref.inner_end, kForbiddenByte);
     if (bad) {
         damage = Damage{"buffer overflow", bad, ref.inner_end, kForbiddenByte};
         return true;
@@ -93,7 +90,7 @@ bool live_damage(const DebugRef& ref, uint64_t& n, Damage& damage) {
 
 // A quarantined block must still read DD from its front fence to its end.
 bool dead_damage(const DebugRef& ref, Damage& damage) {
-    uintptr_t bad = first_not(ref.user - 8, ref.inner_end, kDeadByte);
+    uintptr_t bad = first_byte_not(ref.user - 8, ref.inner_end, kDeadByte);
     if (!bad) return false;
     damage = Damage{"use after free", bad, ref.inner_end, kDeadByte};
     return true;

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "contract/debug.h"
+
 namespace edu::stage2 {
 
 // [S2.22] A debug block: the program's n bytes sit between fences inside an ordinary
@@ -25,9 +27,10 @@ namespace edu::stage2 {
 // of at most kQuarantineSlots blocks and kQuarantineBytes bytes. When it leaves, any byte no
 // longer DD means it was written after free. Each finding prints the block, its size and the
 // bytes found, then aborts.
-inline constexpr uint8_t kForbiddenByte = 0xfd;   // fences (CPython: PYMEM_FORBIDDENBYTE)
-inline constexpr uint8_t kCleanByte = 0xcd;       // new payload (PYMEM_CLEANBYTE)
-inline constexpr uint8_t kDeadByte = 0xdd;        // freed payload (PYMEM_DEADBYTE)
+// The fill bytes are CPython's, as the contract's debug layer (contract/debug.h) uses them.
+inline constexpr uint8_t kForbiddenByte = kDebugFenceByte;   // FD: fences (PYMEM_FORBIDDENBYTE)
+inline constexpr uint8_t kCleanByte = kDebugNewByte;         // CD: new payload (PYMEM_CLEANBYTE)
+inline constexpr uint8_t kDeadByte = kDebugDeadByte;         // DD: freed payload (PYMEM_DEADBYTE)
 inline constexpr std::size_t kFrontBytes = 16;    // size word + front fence
 inline constexpr std::size_t kTailBytes = 8;      // least tail fence
 inline constexpr std::size_t kQuarantineSlots = 64;
@@ -39,8 +42,8 @@ inline uint64_t load_word(uintptr_t address) {
     __builtin_memcpy(&word, reinterpret_cast<const void*>(address), sizeof word);
     return word;
 }
-inline constexpr uint64_t kForbiddenWord = 0xfdfdfdfdfdfdfdfdull;  // an intact front fence
-inline constexpr uint64_t kDeadWord = 0xddddddddddddddddull;       // a front fence after free
+inline constexpr uint64_t kForbiddenWord = kForbiddenByte * 0x0101010101010101ull;  // intact front fence
+inline constexpr uint64_t kDeadWord = kDeadByte * 0x0101010101010101ull;  // a front fence after free
 
 void* debug_malloc(std::size_t n, std::size_t alignment);
 void debug_free(void* user, const char* call);

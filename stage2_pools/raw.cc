@@ -63,8 +63,9 @@ uint64_t page_pieces(uint64_t capacity) {
     return pieces < kDirPieces ? pieces : kDirPieces;
 }
 
-// The two ways to a slot. Each operation below is written once over `At` and chosen once per
-// call, so that a probe of a mapped table indexes one array and never reads a directory.
+// The two ways to a slot. Each operation below is written once, over its accessor `at` (a
+// FlatSlots or a PieceSlots, chosen once per call by with_slots), so that a probe of a mapped
+// table indexes one array and never reads a directory.
 struct FlatSlots {
     RawEntry* slots;
     RawEntry& operator()(uint64_t i) const { return slots[i]; }
