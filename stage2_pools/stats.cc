@@ -1,6 +1,6 @@
-// stage2_pools/stats.cc: the Stats snapshot and the per-class table of print_pool_table,
-// computed by scanning the arenas as CPython's _debugmallocstats does (no per-class counters
-// slow the hot paths).
+// stage2_pools/stats.cc: the counting switch (set_counting, [S2.27]), the Stats snapshot and
+// the per-class table of print_pool_table, computed by scanning the arenas as CPython's
+// _debugmallocstats does (no per-class counters slow the hot paths).
 #include "stage2_pools/stats.h"
 
 #include "contract/diagnostics.h"
