@@ -192,13 +192,13 @@ struct Arena {
 //          ^ P, aligned to pool bytes
 
 // [S2.36] Pools of stage 1's packed: a block of stage 1's carries an 8-byte header just below
-// its payload, so a block of exactly pool bytes, aligned, leaves the next one's header in the
-// first 8 bytes of the next aligned pool, and the pools that follow cannot be packed: each cost
-// two pools' room (a hole of 100,000 bytes held 12, not 24). So a pool of stage 1's is a block
-// of pool bytes - kStage1PoolTail, and its blocks leave the last kStage1PoolTail bytes of the
-// pool alone (there lies the next block's header): its max_next_offset is kStage1PoolTail lower,
-// which costs some classes a block (a classic pool of 16-byte blocks holds 247, not 248).
-// Consecutive pools then follow one another pool bytes apart.
+// its payload, so a block of exactly pool bytes, aligned, would leave the next one's header in
+// the first 8 bytes of the next aligned pool, and the pools that follow could not be packed:
+// each would cost two pools' room (a hole of 100,000 bytes would hold 12, not 24). So a pool of
+// stage 1's is a block of pool bytes - kStage1PoolTail, and its blocks leave the last
+// kStage1PoolTail bytes of the pool alone (there lies the next block's header): its
+// max_next_offset is kStage1PoolTail lower, which costs some classes a block (a classic pool of
+// 16-byte blocks holds 247, not 248). Consecutive pools then follow one another pool bytes apart.
 inline constexpr uint32_t kStage1PoolTail = 16;   // bytes; >= stage 1's header, a multiple of 16
 
 // What stage 2 counts of itself (stats.h turns it into edu::Stats).
