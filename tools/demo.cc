@@ -4,7 +4,8 @@
 // heap through the stage's walker at a few steps, the checker's verdict, and the statistics.
 // Only the contract is used, so a newly linked stage appears with no edit here. EDU_OPTIONS
 // (contract/options.h) changes stage settings, e.g. EDU_OPTIONS=stage1_brk.fit=best.
-// `--html=FILE` writes the same steps as a step-through page instead (tools/diff/html.h).
+// `--html=FILE` writes the same steps as a step-through page instead (tools/diff/html.h);
+// `--stages=LIST` (numbers or names, comma-separated, as the stage diff takes them) picks stages.
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdint>
@@ -375,7 +376,7 @@ public:
 
 // The workload as a trace for the step-through page. The trace model has malloc, free and
 // realloc only: calloc(n, 20) becomes malloc(n * 20) and aligned_alloc(a, n) malloc(n).
-int write_page(std::string path) {
+int write_page(std::string path, const std::vector<const edu::Stage*>& stages) {
     edu::diff::Workload w;
     w.name = "demo";
     w.ids = 26;
@@ -393,9 +394,37 @@ int write_page(std::string path) {
     if (const edu::Stage* s1 = edu::find_stage("stage1_brk")) s1->set_option("break", "reserved");
     const char* wd = std::getenv("BUILD_WORKING_DIRECTORY");  // under `bazel run`: the user's directory
     if (wd && !path.empty() && path[0] != '/') path = std::string(wd) + "/" + path;
-    std::vector<const edu::Stage*> stages;
-    for (std::size_t i = 0; i < edu::stage_count(); ++i) stages.push_back(&edu::stage_at(i));
     return edu::diff::write_step_through(path, stages, w);
+}
+
+
+// --stages=LIST: each item a stage's number or name; false (after a one-line reason) if one
+// is not linked in. Empty: every stage linked in.
+bool choose_stages(const char* list, std::vector<const edu::Stage*>& out) {
+    std::string items(list);
+    if (items.empty()) {
+        std::fprintf(stderr, "demo: --stages wants a value: --stages=1 or --stages=stage1_brk,3\n");
+        return false;
+    }
+    for (std::size_t start = 0; start <= items.size();) {
+        std::size_t end = items.find(',', start);
+        if (end == std::string::npos) end = items.size();
+        std::string item = items.substr(start, end - start);
+        if (item.empty()) {
+            std::fprintf(stderr, "demo: --stages=%s has an empty item\n", list);
+            return false;
+        }
+        const edu::Stage* st = item.size() == 1 && item[0] >= '1' && item[0] <= '9' ? edu::find_stage(item[0] - '0')
+                                                                                 : edu::find_stage(item.c_str());
+        if (!st) {
+            std::fprintf(stderr, "demo: no stage '%s' is linked in (stages: 1 to %zu, or their names)\n",
+                         item.c_str(), edu::stage_count());
+            return false;
+        }
+        out.push_back(st);
+        start = end + 1;
+    }
+    return true;
 }
 
 }  // namespace
@@ -403,21 +432,36 @@ int write_page(std::string path) {
 int main(int argc, char** argv) {
     for (std::size_t i = 0; i < edu::stage_count(); ++i)
         if (!edu::apply_environment_options(edu::stage_at(i))) return 2;
-    if (argc == 2 && std::strncmp(argv[1], "--html=", 7) == 0) return write_page(argv[1] + 7);
-    if (argc > 1) {
-        std::fprintf(stderr, "usage: demo [--html=FILE]\n");
-        return 2;
+    const char* html = nullptr;
+    std::vector<const edu::Stage*> stages;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strncmp(argv[i], "--html=", 7) == 0) {
+            html = argv[i] + 7;
+            if (*html == '\0') {
+                std::fprintf(stderr, "demo: --html wants a value: --html=FILE\n");
+                return 2;
+            }
+        } else if (std::strncmp(argv[i], "--stages=", 9) == 0) {
+            if (!choose_stages(argv[i] + 9, stages)) return 2;
+        } else {
+            std::fprintf(stderr, "usage: demo [--stages=LIST] [--html=FILE]\n"
+                                 "  --stages=LIST  stage numbers or names, comma-separated (default: every stage)\n"
+                                 "  --html=FILE    write the steps as a step-through page instead\n");
+            return 2;
+        }
     }
-    std::size_t count = edu::stage_count();
-    std::printf("edu-alloc demo: %zu steps replayed through %zu stage(s)\n", std::size(kWorkload), count);
-    if (count == 0) {
+    if (stages.empty())
+        for (std::size_t i = 0; i < edu::stage_count(); ++i) stages.push_back(&edu::stage_at(i));
+    if (html) return write_page(html, stages);
+    std::printf("edu-alloc demo: %zu steps replayed through %zu stage(s)\n", std::size(kWorkload), stages.size());
+    if (stages.empty()) {
         std::printf("no stage is linked in\n");
         return 1;
     }
     // EDU_OPTIONS="stage1_brk.fit=best ..." (applied above) replays it under other settings.
     int failures = 0;
-    for (std::size_t i = 0; i < count; ++i) {
-        Replay replay(edu::stage_at(i));
+    for (const edu::Stage* stage : stages) {
+        Replay replay(*stage);
         replay.run();
         failures += replay.failures();
     }
