@@ -1,5 +1,6 @@
-// stage1_brk/stage1.cc: the contract adapter around the assembly core. No allocator logic:
-// it turns core status codes into errno or a one-line diagnostic, keeps the request-side
+// stage1_brk/stage1.cc: the contract adapter around the assembly core. No allocator logic
+// but one retry: it turns core status codes into errno or a one-line diagnostic, moves a break
+// that cannot grow to a private reservation and asks again ([S1.41]), keeps the request-side
 // statistics the core does not know about, maps options to the core's tunables, and builds
 // the descriptor (the thread-safe entry is contract/locked.h's lock around this one).
 #include "stage1_brk/stage1.h"
