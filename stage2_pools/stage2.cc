@@ -1,6 +1,8 @@
 // stage2_pools/stage2.cc: the contract adapter: routes each call to pools, the raw domain or
 // the debug layer, counts it, and registers `descriptor` at static initialisation.
-// Entry points: the Api tables, options, fork hooks. The work itself: pool.h, raw.h, debug.h.
+// Entry points: the Api tables, options, fork hooks, and pool_malloc_cold (pool.h's cold path,
+// here because it routes a small block to stage 1 when no pool can be had, [S2.31]).
+// The work itself: pool.h, raw.h, debug.h.
 #include "stage2_pools/stage2.h"
 
 #include <cerrno>
