@@ -1,6 +1,7 @@
 // stage2_pools/os.h: stage 2's only door to the kernel: anonymous mappings, counted.
-// Entry points: os_map, os_map_aligned, os_unmap. Every mapping stage 2 makes (arenas, the
-// arena table, radix nodes, the raw table) goes through here, so Counters stay exact.
+// Entry points: os_map, os_map_aligned, os_unmap, os_zero (calloc's). Every mapping stage 2
+// makes (arenas, the arena table, radix nodes, the raw table) goes through here, and every
+// madvise of calloc's zeroing, so Counters stay exact.
 #pragma once
 
 #include <cstddef>
