@@ -393,6 +393,43 @@ TEST_CASE("a large buffer freed after the exit hook leaves no committed cache in
     battery::require_heap_ok(api());
 }
 
+// [S4.97] A thread whose key destructor (after stage 4's exit hook) allocates and frees many
+// small blocks: each malloc took the thread's orphan back, but each free, made with no heap,
+// pushed its block on its page's remote list, which nobody collects while the record stays
+// orphaned, so every page the destructor filled stayed committed. Threads one after another,
+// each filling 32 MiB in its destructor and freeing it there: the last one's orphan kept them,
+// a footprint of about 37 MiB. A free after the exit hook now takes the thread's orphan back
+// first and frees its own block locally. (Threads that run at once may still take each other's
+// orphans, and then free remotely: the chapter, [S4.97].)
+namespace {
+pthread_key_t g_late_churn_key;
+constexpr int kLateBlocks = 32 * 1024;
+void late_churn(void* value) {
+    api().free(value);
+    std::vector<void*> blocks;   // its buffer is a borrowed call's too
+    blocks.reserve(kLateBlocks);
+    for (int i = 0; i < kLateBlocks; ++i) {
+        void* p = api().malloc(1000 + (i % 7) * 16);
+        REQUIRE(p != nullptr);
+        std::memset(p, 1, 1000);
+        blocks.push_back(p);
+    }
+    for (void* p : blocks) api().free(p);
+}
+}  // namespace
+
+TEST_CASE("small blocks allocated and freed after the exit hook leave no pages behind") {
+    api().free(api().malloc(1));   // stage 4's key first: late_churn runs after its exit hook
+    REQUIRE(pthread_key_create(&g_late_churn_key, late_churn) == 0);
+    uint64_t before = testing::footprint();
+    for (int t = 0; t < 4; ++t) on_thread([] { pthread_setspecific(g_late_churn_key, api().malloc(20)); });
+    uint64_t after = testing::footprint();
+    pthread_key_delete(g_late_churn_key);
+    INFO("footprint before " << before << " B, after " << after << " B");
+    CHECK(after <= before + (std::uint64_t{16} << 20));
+    battery::require_heap_ok(api());
+}
+
 TEST_CASE("heap records are reused by later threads, so the registry stays small") {
     for (int i = 0; i < 50; ++i) on_thread([] { api().free(api().malloc(10)); });
     std::size_t records = 0;

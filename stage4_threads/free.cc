@@ -118,8 +118,15 @@ namespace {
 
 // [S4.73] A free by a thread past its exit hook, with no heap: whatever record the free needs
 // is borrowed (no key) and orphaned before it returns ([S4.92]'s with_borrowed_heap, [S4.97]).
+// A thread that orphaned a record takes it back first, so a block of its own borrowed calls is
+// freed locally, and the page it empties is given back when the record is orphaned again: with
+// no heap, the free pushed it on its page's remote list, which no thread collects while the
+// record stays orphaned, and every page those calls used stayed committed.
 [[gnu::noinline, gnu::cold]] void free_after_exit(void* p) {
-    with_borrowed_heap([p] { free_generic(p); });
+    with_borrowed_heap([p] {
+        if (t_orphan != nullptr) heap_for_caller(t_heap);
+        free_generic(p);
+    });
 }
 
 }  // namespace

@@ -69,6 +69,7 @@ inline bool past_exit_hook(const Heap* heap) { return heap == &g_empty_heap && t
 // segments. An orphan's clock stands still, so heap_orphan gives back a cache that holds
 // committed memory first, as heap_give_back sheds it ([S4.93]).
 void heap_orphan(Heap* heap);
+extern __thread Heap* t_orphan __attribute__((tls_model("initial-exec")));   // the caller's last
 bool orphans_abandon();   // true if any orphan was abandoned
 
 template <class Call>

@@ -12,6 +12,11 @@
 //                                        prints how much VmRSS grew
 //   exit_rounds orphan WIDTH MIB CYCLES  as large, but a key destructor (after the allocator's
 //                                        exit hook) frees the block ([S4.97], [S4.93])
+//   exit_rounds drain WIDTH BLOCKS CYCLES body|hook   WIDTH threads at a time (all holding a
+//                                        heap at once), CYCLES times; each allocates BLOCKS
+//                                        blocks of about 1 KiB and frees them, in its body or in
+//                                        a key destructor after the exit hook ([S4.97]); prints
+//                                        how much VmRSS grew
 #include <limits.h>
 #include <pthread.h>
 
@@ -86,6 +91,34 @@ void* orphan(void*) {
 
 void last_free(void* value) { std::free(value); }
 
+int g_blocks = 0;
+bool g_in_hook = false;
+pthread_barrier_t g_barrier;
+
+void drain_blocks() {
+    std::vector<void*> blocks;
+    blocks.reserve(static_cast<std::size_t>(g_blocks));
+    for (int i = 0; i < g_blocks; ++i) {
+        void* p = std::malloc(static_cast<std::size_t>(1000 + (i % 7) * 16));
+        std::memset(p, 1, 1000);
+        blocks.push_back(p);
+    }
+    for (void* p : blocks) std::free(p);
+}
+
+void drain_in_hook(void* value) {
+    std::free(value);
+    drain_blocks();
+}
+
+void* drain(void*) {
+    std::free(std::malloc(10));
+    if (!g_in_hook) drain_blocks();
+    pthread_setspecific(g_key, std::malloc(20));
+    pthread_barrier_wait(&g_barrier);   // every thread holds its heap at once
+    return nullptr;
+}
+
 void* churn(void*) {
     std::free(std::malloc(100));
     return std::malloc(64);
@@ -156,6 +189,22 @@ int main(int argc, char** argv) {
         std::printf("%d threads of %s MiB, %d times: VmRSS +%ld KiB\n", width, argv[3], cycles, status_kib("VmRSS:") - rss);
         return 0;
     }
-    std::fprintf(stderr, "usage: exit_rounds last CYCLES WIDTH KEEP | churn THREADS | late FIRST | large|orphan WIDTH MIB CYCLES\n");
+    if (std::strcmp(mode, "drain") == 0 && argc == 6) {
+        int width = std::atoi(argv[2]), cycles = std::atoi(argv[4]);
+        g_blocks = std::atoi(argv[3]);
+        g_in_hook = std::strcmp(argv[5], "hook") == 0;
+        pthread_key_create(&g_key, drain_in_hook);
+        pthread_barrier_init(&g_barrier, nullptr, static_cast<unsigned>(width));
+        long rss = status_kib("VmRSS:");
+        for (int c = 0; c < cycles; ++c) {
+            std::vector<pthread_t> batch(static_cast<std::size_t>(width));
+            for (pthread_t& t : batch) pthread_create(&t, nullptr, drain, nullptr);
+            for (pthread_t& t : batch) pthread_join(t, nullptr);
+        }
+        std::printf("%d threads of %d blocks in their %s, %d times: VmRSS +%ld KiB\n", width, g_blocks, argv[5], cycles,
+                    status_kib("VmRSS:") - rss);
+        return 0;
+    }
+    std::fprintf(stderr, "usage: exit_rounds last CYCLES WIDTH KEEP | churn THREADS | late FIRST | large|orphan WIDTH MIB CYCLES | drain WIDTH BLOCKS CYCLES body|hook\n");
     return 2;
 }
