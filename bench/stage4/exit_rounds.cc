@@ -108,7 +108,7 @@ void drain_blocks() {
 
 void drain_in_hook(void* value) {
     std::free(value);
-    drain_blocks();
+    if (g_in_hook) drain_blocks();
 }
 
 void* drain(void*) {
