@@ -389,7 +389,10 @@ int write_step_through(const std::string& path, const std::vector<const Stage*>&
         else recorded.push_back(std::move(json));
     }
     if (recorded.empty()) return 1;
-    std::string error, title = "workload " + workload.name + ": " + std::to_string(workload.ops.size()) +
+    // A trace by its file name: its full path (a folder of the student's, the teacher's) filled the
+    // page's heading; page.js keeps it in the heading's tooltip (D.workload).
+    const std::string shown = workload.name.substr(workload.name.find_last_of('/') + 1);
+    std::string error, title = "workload " + shown + ": " + std::to_string(workload.ops.size()) +
                                    " operations on " + std::to_string(workload.ids) + " block ids";
     if (!write_html(path, title, workload, recorded, &error)) {
         std::cerr << "stagediff: " << error << "\n";

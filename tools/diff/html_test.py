@@ -548,6 +548,20 @@ class StepThrough(unittest.TestCase):
         self.js("edu.predict(false)")
         self.no_console_errors()
 
+    def test_9l_the_title_names_the_trace_by_its_file(self):
+        # The heading and the tab showed the trace's whole path ("workload /work/someone/traces/
+        # short2-coalesce.rep: ..."), a line of folders on a projector; the path is in the tooltip.
+        self.short2_page()
+        heading = self.driver.find_element(By.ID, "title")
+        self.assertEqual(heading.text, "workload short2-coalesce.rep: 10 operations on 5 block ids")
+        self.assertEqual(self.driver.title, "edu-alloc: workload short2-coalesce.rep: 10 operations on 5 block ids")
+        self.assertEqual(heading.get_attribute("title"), SHORT2)
+        self.open(self.page)   # a built-in workload has no path: its name, and no tooltip
+        heading = self.driver.find_element(By.ID, "title")
+        self.assertTrue(heading.text.startswith("workload fragment: "), heading.text)
+        self.assertEqual(heading.get_attribute("title"), "")
+        self.no_console_errors()
+
     def test_9e_one_stage_alone_in_larger_type(self):
         # A class at the back of a room, or a student reading one chapter: keys 1-4 show that
         # stage alone across the page, its words and map in larger type; 0 (or the same key) all.

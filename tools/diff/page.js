@@ -969,6 +969,7 @@ const edu = window.edu = {
 
 edu.ready = (async function () {
   document.getElementById("title").textContent = D.title;
+  if (D.workload.includes("/")) document.getElementById("title").title = D.workload;  // the trace's path, on hover
   document.title = "edu-alloc: " + D.title;
   const ops = await inflate(D.ops), r = new Reader(ops);
   Ops.kind = new Uint8Array(D.opCount); Ops.thread = new Uint8Array(D.opCount);
