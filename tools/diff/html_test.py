@@ -166,9 +166,9 @@ class StepThrough(unittest.TestCase):
         results = self.js("return edu.reveal()")
         self.assertEqual(self.js("return edu.state().step"), first_free + 1)
         self.assertEqual(len(results), 4)
-        tally = self.js("return edu.tally()")
-        self.assertEqual(tally["total"], 4)
-        self.assertEqual(tally["right"], sum(r["right"] for r in results))
+        tally = self.js("return edu.tally()")   # stage 1 guessed; the other three skipped, not counted
+        self.assertEqual((tally["guessed"], tally["skipped"]), (1, 3))
+        self.assertEqual(tally["right"], int(results[0]["right"]))
         self.assertEqual(results[0]["right"], results[0]["truth"] == "none")
         self.assertIn("it merged with", panel.text)
         # An allocation: guess by clicking the map; the guess is right when the block lands in it.
@@ -378,7 +378,7 @@ class StepThrough(unittest.TestCase):
         self.js("edu.guess(1, {offset: 0})")   # the pool's header: a wrong block, named as the hover names it
         self.js("return edu.reveal()")
         self.assertRegex(panels[1].text, r"; you guessed pool [a-z ]+ \+0 ")
-        self.assertIn("(no guess)", panels[2].text)
+        self.assertIn("no guess (skipped, not counted)", panels[2].text)
         self.no_console_errors()
 
     def test_9c_predict_mode_asks_where_a_pool_or_page_block_goes(self):
@@ -454,9 +454,9 @@ class StepThrough(unittest.TestCase):
         results = self.js("return edu.reveal()")   # f 2: stage 1 merges with the previous block
         self.assertEqual([r["right"] for r in results[:2]], [False, True], results)
         panels = self.driver.find_elements(By.CSS_SELECTOR, ".predict")
-        self.assertIn("stage1_brk so far: 1 of 2", panels[0].text)
-        self.assertIn("stage2_pools so far: 1 of 2", panels[1].text)
-        self.assertIn("stage3_segments so far: 0 of 2", panels[2].text)
+        self.assertIn("stage1_brk so far: 1 of 2 right", panels[0].text)
+        self.assertIn("stage2_pools so far: 1 of 1 right, 1 skipped", panels[1].text)
+        self.assertIn("stage3_segments so far: no guess, 2 skipped", panels[2].text)
         self.js("edu.predict(false)")
         self.no_console_errors()
 
@@ -560,6 +560,37 @@ class StepThrough(unittest.TestCase):
         heading = self.driver.find_element(By.ID, "title")
         self.assertTrue(heading.text.startswith("workload fragment: "), heading.text)
         self.assertEqual(heading.get_attribute("title"), "")
+        self.no_console_errors()
+
+    def test_9m_the_tally_counts_only_the_stages_guessed(self):
+        # A stage with no guess counted as wrong: one right guess for stage 1 read "tally 1 / 4",
+        # as if three had been missed (a class following one stage alone, keys 1-4, saw its own
+        # score sink). Now the tally counts the guesses and names the stages skipped.
+        self.short2_page()
+        tally = lambda: self.driver.find_element(By.ID, "tally").text
+        self.js("edu.go(0); edu.predict(true); edu.guess(0, {fresh: true})")
+        self.assertEqual([r["right"] for r in self.js("return edu.reveal()")], [True, False, False, False])   # only stage 1 guessed
+        self.assertEqual(tally(), "tally 1 / 1 guessed; skipped: stage2_pools, stage3_segments, stage4_threads")
+        t = self.js("return edu.tally()")
+        self.assertEqual((t["right"], t["guessed"], t["skipped"]), (1, 1, 3))
+        self.assertEqual(t["byStage"][1], {"right": 0, "guessed": 0, "skipped": 1})
+        panels = self.driver.find_elements(By.CSS_SELECTOR, ".predict")
+        self.assertIn("a 0 48: right, ", panels[0].text)
+        self.assertIn("stage1_brk so far: 1 of 1 right", panels[0].text)
+        self.assertIn("a 0 48: no guess (skipped, not counted): it returned ", panels[1].text)
+        self.assertIn("stage2_pools so far: no guess, 1 skipped", panels[1].text)
+        # a 1 48: stage 1 grows its break (new memory, right); stage 2 takes its pool's next block.
+        self.js("edu.guess(0, {fresh: true}); edu.guess(1, {fresh: true})")
+        self.assertEqual([r["right"] for r in self.js("return edu.reveal()")][:2], [True, False])
+        self.assertEqual(tally(), "tally 2 / 3 guessed; skipped: stage3_segments, stage4_threads")
+        self.assertIn("stage2_pools so far: 0 of 1 right, 1 skipped", panels[1].text)
+        self.assertIn("stage2_pools: 0 of 1 right, 1 skipped",
+                      self.driver.find_element(By.ID, "tally").get_attribute("title"))
+        self.js("edu.guess(2, {fresh: true})")   # every stage guessed: none skipped
+        self.js("edu.guess(0, {fresh: true}); edu.guess(1, {fresh: true}); edu.guess(3, {fresh: true})")
+        self.js("return edu.reveal()")
+        self.assertRegex(tally(), r"^tally \d / 7 guessed$")
+        self.js("edu.predict(false)")
         self.no_console_errors()
 
     def test_9e_one_stage_alone_in_larger_type(self):

@@ -147,7 +147,9 @@ class Timeline {
 const Ops = {};
 let stages = [];   // {spec, tl, ui}
 let current = 0, playing = null, predicting = false;
-const guesses = new Map(), tally = {right: 0, total: 0, byStage: []};
+// The tally counts only stages guessed: a stage left without a guess (one shown alone, one the
+// class skipped) is skipped, not wrong.
+const guesses = new Map(), tally = {right: 0, guessed: 0, skipped: 0, byStage: []};
 
 // ---- Formatting --------------------------------------------------------------------------------
 // An offset from the heap's first region, in decimal as every tool writes it (docs/diffing.md):
@@ -692,7 +694,7 @@ function renderPredict(s) {
     if (g && g.entry) p.append(el("div", "", `your guess: ${describeEntry(g.entry)}`));
   }
   // A verdict belongs to the step it revealed: gone back or jumped, it would judge another.
-  if (s.verdict && s.verdict.step === current) p.append(el("div", s.verdict.right ? "right" : "wrong", s.verdict.text));
+  if (s.verdict && s.verdict.step === current) p.append(el("div", s.verdict.skipped ? "skipped" : s.verdict.right ? "right" : "wrong", s.verdict.text));
 }
 function flashPredict() {
   for (const s of stages) s.ui.predict.style.outline = "2px solid #3569c7";
@@ -718,7 +720,7 @@ function guessText(g, home) {
 }
 function reveal() {
   if (!predicting || current >= D.opCount) return null;
-  const kind = Ops.kind[current], results = [];
+  const kind = Ops.kind[current], results = [], skipped = [];
   const held = new Map(stages.map((s) => [s.index, (s.entries || []).map((e) => [e.a, e.a + Math.max(e.s, 1)])]));
   const homes = new Map(stages.map((s) => [s.index, kind === 1 ? freedHome(s, current) : null]));
   go(current + 1);
@@ -740,19 +742,22 @@ function reveal() {
       truth = ex.chosen ? offsetText(ex.chosen.a) + (fresh ? " from new memory" : "") : "?";
       right = !!g && !!ex.chosen && (g.fresh ? fresh : !!g.entry && g.entry.a <= ex.chosen.a && ex.chosen.a < g.entry.a + Math.max(g.entry.s, 1));
     }
-    tally.total++; if (right) tally.right++;
-    tally.byStage[s.index] = tally.byStage[s.index] || {right: 0, total: 0};
+    tally.byStage[s.index] = tally.byStage[s.index] || {right: 0, guessed: 0, skipped: 0};
     const mine = tally.byStage[s.index];
-    mine.total++; if (right) mine.right++;
+    for (const t of [tally, mine]) if (g) { t.guessed++; if (right) t.right++; } else t.skipped++;
+    if (!g) skipped.push(s.spec.name);
     // Why, in the step's own words (where the block came from, what merged), and what was guessed.
     const why = ex.lines.slice(1).filter((l) => !/^(back on its|no free neighbour)/.test(l)).slice(0, 2).join("; ");
-    s.verdict = {right, step: current, text: `${opText(current - 1)}: ` + (right ? "right, " : "not quite: ") + (home ? `it went ${FATES[truth](kindName(home)).replace(/^a /, "as a ")}` : kind === 1 ? `it merged with ${MERGES[truth]}` : `it returned ${truth}`) +
-      (why ? ` (${why})` : "") + (g ? (right ? "" : `; you guessed ${guessText(g, home)}`) : " (no guess)") +
-      `; ${s.spec.name} so far: ${mine.right} of ${mine.total}`};
+    s.verdict = {right, skipped: !g, step: current, text: `${opText(current - 1)}: ` + (!g ? "no guess (skipped, not counted): " : right ? "right, " : "not quite: ") + (home ? `it went ${FATES[truth](kindName(home)).replace(/^a /, "as a ")}` : kind === 1 ? `it merged with ${MERGES[truth]}` : `it returned ${truth}`) +
+      (why ? ` (${why})` : "") + (g && !right ? `; you guessed ${guessText(g, home)}` : "") +
+      `; ${s.spec.name} so far: ` + (mine.guessed ? `${mine.right} of ${mine.guessed} right` : "no guess") +
+      (mine.skipped ? `, ${mine.skipped} skipped` : "")};
     results.push({stage: s.spec.name, right, truth});
   }
   guesses.clear();
-  document.getElementById("tally").textContent = `tally ${tally.right} / ${tally.total}`;
+  const shown = document.getElementById("tally");
+  shown.textContent = `tally ${tally.right} / ${tally.guessed} guessed` + (skipped.length ? `; skipped: ${skipped.join(", ")}` : "");
+  shown.title = stages.map((s) => { const t = tally.byStage[s.index]; return `${s.spec.name}: ${t.right} of ${t.guessed} right, ${t.skipped} skipped`; }).join("\n");
   for (const s of stages) renderPredict(s);
   return results;
 }
@@ -964,7 +969,10 @@ const edu = window.edu = {
   timing: () => ({...timing, parts}),
   // The chart's x for operation n, in CSS pixels of its canvas (where the cursor is drawn).
   chartX: (n) => (chartBackground ? chartBackground.X(n) : null),  // where the time of the last go() went
-  tally: () => ({right: tally.right, total: tally.total, byStage: stages.map((s) => tally.byStage[s.index] || {right: 0, total: 0})}),
+  // {right, guessed, skipped, byStage: [the same for each stage]}: a stage with no guess at a
+  // reveal is skipped, not counted.
+  tally: () => ({right: tally.right, guessed: tally.guessed, skipped: tally.skipped,
+                 byStage: stages.map((s) => tally.byStage[s.index] || {right: 0, guessed: 0, skipped: 0})}),
 };
 
 edu.ready = (async function () {
