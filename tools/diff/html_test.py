@@ -593,6 +593,31 @@ class StepThrough(unittest.TestCase):
         self.js("edu.predict(false)")
         self.no_console_errors()
 
+    def test_9n_focus_stays_on_the_guess_made_with_the_keyboard(self):
+        # A guess rebuilt its panel and focus fell back to the page: the next Tab started again at
+        # the top bar, a dozen Tabs from the panel. Focus now stays on the same choice; Enter on
+        # the guess already made reveals, and focus stays in the stage's panel for the next one.
+        self.short2_page()
+        self.js("edu.go(5); edu.predict(true)")   # f 0: stage 1 merges it with the next block
+        panel = lambda: self.driver.find_elements(By.CSS_SELECTOR, ".predict")[0]
+        focused = lambda: self.js("const a = document.activeElement; return [a.tagName, a.textContent, "
+                                  "document.querySelectorAll('.predict')[0].contains(a)]")
+        self.js("arguments[0].focus()", panel().find_element(By.XPATH, ".//button[text()='next']"))
+        ActionChains(self.driver).send_keys(Keys.ENTER).perform()
+        self.assertIn("on", panel().find_element(By.XPATH, ".//button[text()='next']").get_attribute("class"))
+        self.assertEqual(focused(), ["BUTTON", "next", True])
+        ActionChains(self.driver).send_keys(Keys.TAB).perform()   # on to the next choice, not the top
+        self.assertEqual(focused(), ["BUTTON", "both", True])
+        ActionChains(self.driver).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
+        self.assertEqual(focused(), ["BUTTON", "next", True])
+        self.assertEqual(self.js("return edu.state().step"), 5)
+        ActionChains(self.driver).send_keys(Keys.ENTER).perform()   # Enter on the guess made: reveal
+        self.assertEqual(self.js("return edu.state().step"), 6)
+        self.assertIn("f 0: right, it merged with the next block", panel().text)
+        self.assertEqual(focused(), ["BUTTON", "next", True])   # f 2's question: the same choices
+        self.js("edu.predict(false)")
+        self.no_console_errors()
+
     def test_9e_one_stage_alone_in_larger_type(self):
         # A class at the back of a room, or a student reading one chapter: keys 1-4 show that
         # stage alone across the page, its words and map in larger type; 0 (or the same key) all.

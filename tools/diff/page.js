@@ -664,23 +664,32 @@ function play() {
 }
 
 // ---- Predict mode -------------------------------------------------------------------------------------
+// The panel is built anew at every guess and step; a student at one of its buttons (Tab, Enter)
+// stays there, on the same choice or the panel's first, rather than back at the top of the page.
 function renderPredict(s) {
   const p = s.ui.predict;
+  const focused = p.contains(document.activeElement) ? document.activeElement.dataset.choice : undefined;
   p.textContent = "";
+  askPredict(s, p);
+  if (focused === undefined) return;
+  const b = Array.from(p.querySelectorAll("button")).find((x) => x.dataset.choice === focused) || p.querySelector("button");
+  if (b) b.focus();
+}
+function askPredict(s, p) {
   if (!predicting || current >= D.opCount) return;
   const g = guesses.get(s.index), kind = Ops.kind[current];
   const home = kind === 1 ? freedHome(s, current) : null;
   if (home) {
     p.append(el("div", "", `Next: ${opText(current)}. Where does ${s.spec.name} put the block?`));
     for (const f of Object.keys(FATES)) {
-      const b = el("button", g && g.fate === f ? "on" : "", FATES[f](kindName(home)));
+      const b = choice(g && g.fate === f, FATES[f](kindName(home)), "fate " + f);
       b.onclick = () => { edu.guess(s.index, {fate: f}); };
       p.append(b);
     }
   } else if (kind === 1) {
     p.append(el("div", "", `Next: ${opText(current)}. Which free neighbours will ${s.spec.name} merge it with?`));
     for (const m of ["none", "prev", "next", "both"]) {
-      const b = el("button", g && g.merge === m ? "on" : "", m === "prev" ? "previous" : m);
+      const b = choice(g && g.merge === m, m === "prev" ? "previous" : m, "merge " + m);
       b.onclick = () => { edu.guess(s.index, {merge: m}); };
       p.append(b);
     }
@@ -688,13 +697,19 @@ function renderPredict(s) {
     // A block the heap holds no room for comes from memory the map does not show yet (the first
     // malloc, a break grown, a new arena, segment or page): that is a guess of its own.
     p.append(el("div", "", `Next: ${opText(current)}. Click the block or space where ${s.spec.name} will put it, or:`));
-    const b = el("button", g && g.fresh ? "on" : "", "new memory from the OS");
+    const b = choice(g && g.fresh, "new memory from the OS", "fresh");
     b.onclick = () => { edu.guess(s.index, {fresh: true}); };
     p.append(b);
     if (g && g.entry) p.append(el("div", "", `your guess: ${describeEntry(g.entry)}`));
   }
   // A verdict belongs to the step it revealed: gone back or jumped, it would judge another.
   if (s.verdict && s.verdict.step === current) p.append(el("div", s.verdict.skipped ? "skipped" : s.verdict.right ? "right" : "wrong", s.verdict.text));
+}
+// A guess's button: `key` names its choice, so focus can find it again in a panel built anew.
+function choice(on, text, key) {
+  const b = el("button", on ? "on" : "", text);
+  b.dataset.choice = key;
+  return b;
 }
 function flashPredict() {
   for (const s of stages) s.ui.predict.style.outline = "2px solid #3569c7";
@@ -826,8 +841,12 @@ function build() {
     if (ev.target.tagName === "INPUT" && ev.target.type !== "checkbox" && ev.target.type !== "range") { if (ev.key === "Escape" || ev.key === "Enter") ev.target.blur(); return; }
     // A letter with Shift or Caps Lock reads as a capital: Shift+l is "L" (shiftKey says which).
     const k = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
-    // A guess's button reached with Tab takes Enter or Space as a click would (Enter then reveals).
-    if ((k === "Enter" || k === " ") && ev.target.closest && ev.target.closest(".predict button")) return;
+    // A guess's button reached with Tab takes Enter or Space as a click would; Enter on the guess
+    // already made reveals (focus stays on the button, so Enter reaches it, not the page).
+    if ((k === "Enter" || k === " ") && ev.target.closest && ev.target.closest(".predict button")) {
+      if (k === "Enter" && ev.target.classList.contains("on")) { reveal(); ev.preventDefault(); }
+      return;
+    }
     if (k === "Escape") { document.getElementById("help").classList.remove("show"); return; }
     if (k === "ArrowRight" || k === "l") stepBy(ev.shiftKey ? N() : 1);
     else if (k === "ArrowLeft" || k === "h") stepBy(ev.shiftKey ? -N() : -1);
