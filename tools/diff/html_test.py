@@ -4,7 +4,9 @@ Writes a page with `stagediff --html` for a small workload, opens it offline and
 window.edu and the keyboard: no console errors; every selected stage shown; after edu.step(n)
 and edu.go(n), forward, back and across keyframes, each stage's blocks equal what
 `stagediff --json --steps` prints for the same workload; predict mode hides the next outcome
-until reveal() and keeps a tally; keyboard stepping. Saves a screenshot (test outputs).
+until reveal() and keeps a tally of the stages guessed, and takes guesses from the keyboard (a
+guess's buttons, keeping focus; the arrows and Enter on a map); keyboard stepping; a trace's page
+headed by its file name. Saves a screenshot (test outputs).
 Also opens the demo's page (demo --html) at the steps the chapters' pictures show, and the page
 of traces/remote-free.rep, whose stage-4 blocks freed by thread 2 are shown (and reported by
 `--json --steps`) as remote frees until the owner collects them; `f -1` reads as such; and a
@@ -15,6 +17,7 @@ Run by html_test.sh (Debian's python3, chromium, chromium-driver, python3-seleni
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -615,6 +618,60 @@ class StepThrough(unittest.TestCase):
         self.assertEqual(self.js("return edu.state().step"), 6)
         self.assertIn("f 0: right, it merged with the next block", panel().text)
         self.assertEqual(focused(), ["BUTTON", "next", True])   # f 2's question: the same choices
+        self.js("edu.predict(false)")
+        self.no_console_errors()
+
+    def test_9o_a_block_can_be_guessed_on_the_map_with_the_keyboard(self):
+        # "Where does the block go?" could only be answered by clicking the map. Now Tab reaches a
+        # stage's map, the arrows move a candidate over the space that could hold the block, Enter
+        # guesses it and Enter again reveals; the key help says so.
+        self.short2_page()
+        truth = self.js("edu.go(2); const c = edu.state().stages[1].changes[0]; edu.go(1); return c")
+        self.assertRegex(truth, r"^a 1 48 -> \+\d+ ")   # stage 2 takes a block of block 0's pool
+        where = truth.split("-> ")[1].split()[0]
+        self.js("edu.predict(true)")
+        panel = lambda i: self.driver.find_elements(By.CSS_SELECTOR, ".predict")[i].text
+        key = lambda k: ActionChains(self.driver).send_keys(k).perform()
+        focused = lambda: self.js("return document.activeElement.getAttribute('aria-label')")
+        pick = lambda i: ([l for l in panel(i).splitlines() if l.startswith("on the map: ")] or [None])[-1]
+        # Stage 1 has no free room for 48 bytes (its break grows): the map says so, nothing moves.
+        self.js("document.querySelectorAll('.stage canvas')[0].focus()")
+        key(Keys.ARROW_LEFT)
+        self.assertEqual(pick(0), "on the map: nothing free holds 48 B")
+        self.assertEqual(self.js("return edu.state().step"), 1)   # the arrow was the map's, not a step back
+        # Stage 2: from its "new memory" button, Tab goes to its map.
+        self.js("arguments[0].focus()", self.driver.find_elements(By.CSS_SELECTOR, ".predict")[1].find_element(By.TAG_NAME, "button"))
+        key(Keys.TAB)
+        self.assertEqual(focused(), "stage2_pools's map")
+        seen = []
+        for _ in range(4):
+            key(Keys.ARROW_RIGHT)
+            m = re.match(r"^on the map: block (free|unused) ([+-]\d+) 48 B, (\d+) of (\d+) that could hold 48 B; Enter guesses it$", pick(1))
+            self.assertIsNotNone(m, pick(1))
+            entry = self.js("return edu.entryAt(1, arguments[0])", int(m.group(2)))
+            self.assertEqual((entry["state"], entry["a"]), (m.group(1), int(m.group(2))))
+            self.assertGreaterEqual(entry["s"], 48)
+            self.assertTrue(self.js("return edu.drawn(1, arguments[0]).length > 0", int(m.group(2))))
+            seen.append((m.group(2), int(m.group(3))))
+        self.assertEqual([n for _, n in seen], [1, 2, 3, 4])
+        self.assertEqual([o for o, _ in seen], sorted(set(o for o, _ in seen), key=int))   # in address order
+        ActionChains(self.driver).key_down(Keys.SHIFT).send_keys(Keys.ARROW_RIGHT).key_up(Keys.SHIFT).perform()
+        self.assertIn(", 14 of ", pick(1))
+        for _ in range(16):
+            key(Keys.ARROW_LEFT)   # back to the first, and no further
+        self.assertIn(f"{where} 48 B, 1 of ", pick(1))
+        self.assertEqual(self.js("return edu.state().step"), 1)
+        key(Keys.ENTER)   # guesses it
+        self.assertEqual(self.js("return edu.state().step"), 1)
+        self.assertIn(f"your guess: block free {where} 48 B", panel(1))
+        self.assertTrue(pick(1).endswith("Enter again reveals"), pick(1))
+        self.assertEqual(focused(), "stage2_pools's map")
+        key(Keys.ENTER)   # reveals
+        self.assertEqual(self.js("return edu.state().step"), 2)
+        self.assertIn(f"a 1 48: right, it returned {where} ", panel(1))
+        self.assertEqual(self.js("return edu.tally().byStage[1]"), {"right": 1, "guessed": 1, "skipped": 0})
+        self.assertEqual(focused(), "stage2_pools's map")
+        self.assertIn("move over the free blocks", self.driver.find_element(By.ID, "help").get_attribute("textContent"))
         self.js("edu.predict(false)")
         self.no_console_errors()
 

@@ -471,6 +471,20 @@ function draw(stage) {
     g.strokeStyle = "#3569c7"; g.lineWidth = 2;
     for (const r of rects) if (r.e === guess.entry) g.strokeRect(r.x - 1, r.y - 1, r.w + 2, r.h + 2);
   }
+  // The keyboard's candidate: dashed, with a blue pin over one too narrow to see.
+  const pick = predicting && picked(stage);
+  if (pick && pick.entry) {
+    g.strokeStyle = "#3569c7"; g.lineWidth = 2; g.setLineDash([4, 3]);
+    for (const r of rects) {
+      if (r.e !== pick.entry) continue;
+      g.strokeRect(r.x - 3, r.y - 3, r.w + 6, r.h + 6);
+      if (r.w >= PIN_BELOW) continue;
+      const cx = r.x + r.w / 2, tip = r.y - 3, size = ROW / 3;
+      g.setLineDash([]); g.beginPath(); g.moveTo(cx, tip); g.lineTo(cx - size * 0.7, tip - size); g.lineTo(cx + size * 0.7, tip - size); g.closePath();
+      g.fillStyle = "#3569c7"; g.fill(); g.setLineDash([4, 3]);
+    }
+    g.setLineDash([]);
+  }
   ui.rects = rects;
   ui.firstChange = firstChange;
 }
@@ -668,6 +682,7 @@ function play() {
 // stays there, on the same choice or the panel's first, rather than back at the top of the page.
 function renderPredict(s) {
   const p = s.ui.predict;
+  s.ui.canvas.tabIndex = predicting && current < D.opCount && Ops.kind[current] !== 1 ? 0 : -1;  // a map to guess on
   const focused = p.contains(document.activeElement) ? document.activeElement.dataset.choice : undefined;
   p.textContent = "";
   askPredict(s, p);
@@ -696,15 +711,66 @@ function askPredict(s, p) {
   } else {
     // A block the heap holds no room for comes from memory the map does not show yet (the first
     // malloc, a break grown, a new arena, segment or page): that is a guess of its own.
-    p.append(el("div", "", `Next: ${opText(current)}. Click the block or space where ${s.spec.name} will put it, or:`));
+    p.append(el("div", "", `Next: ${opText(current)}. Click the block or space where ${s.spec.name} will put it (or Tab to the map: arrow keys, Enter), or:`));
     const b = choice(g && g.fresh, "new memory from the OS", "fresh");
     b.onclick = () => { edu.guess(s.index, {fresh: true}); };
     p.append(b);
     if (g && g.entry) p.append(el("div", "", `your guess: ${describeEntry(g.entry)}`));
+    const pick = picked(s);
+    if (pick) {
+      const line = el("div", "", pick.entry ? `on the map: ${describeEntry(pick.entry)}, ${pick.index + 1} of ${pick.count} that could hold ${bytes(Ops.size[current])}; ` +
+        (g && g.entry === pick.entry ? "Enter again reveals" : "Enter guesses it") : `on the map: nothing free holds ${bytes(Ops.size[current])}`);
+      line.setAttribute("role", "status");  // read out as the arrows move
+      p.append(line);
+    }
   }
   // A verdict belongs to the step it revealed: gone back or jumped, it would judge another.
   if (s.verdict && s.verdict.step === current) p.append(el("div", s.verdict.skipped ? "skipped" : s.verdict.right ? "right" : "wrong", s.verdict.text));
 }
+// ---- Guessing on the map with the keyboard ---------------------------------------------------------
+// With a stage's map focused (Tab) before an allocation, the arrows move a candidate over the
+// entries that could hold the block (free, unused or remote space at least its size, the deepest
+// there; for a realloc, its own block too), in address order, Shift ten at a time; Enter guesses
+// the candidate as a click would, and Enter on the guess already made reveals.
+function candidates(s) {
+  const size = Ops.size[current], own = Ops.kind[current] === 2 ? Ops.id[current] + 1 : 0, list = [], es = s.entries;
+  for (let i = 0; i < es.length; i++) {
+    const e = es[i], next = es[i + 1];
+    if (e.d === 0 || (range && (e.a + e.s <= range[0] || e.a >= range[1]))) continue;
+    if (own && e.st === USED && e.id === own) { list.push(e); continue; }
+    if (e.st === USED || e.st === META || e.s < size) continue;
+    if (next && next.d > e.d && next.a < e.a + e.s) continue;  // space carved into blocks: they are the candidates
+    list.push(e);
+  }
+  return list;
+}
+// The candidate of stage s at this step: {entry (null: none holds the block), index, count}, or null.
+const picked = (s) => (s.pick && s.pick.step === current ? s.pick : null);
+function mapKey(s, ev) {
+  if (!predicting || current >= D.opCount || Ops.kind[current] === 1 || ev.ctrlKey || ev.altKey || ev.metaKey) return false;
+  const k = ev.key, dir = k === "ArrowRight" || k === "ArrowDown" ? 1 : k === "ArrowLeft" || k === "ArrowUp" ? -1 : 0;
+  if (dir) { movePick(s, dir * (ev.shiftKey ? 10 : 1)); return true; }
+  const pick = picked(s);
+  if (k !== "Enter" || !pick || !pick.entry) return false;  // nothing picked: Enter reveals, as on the page
+  const g = guesses.get(s.index);
+  if (g && g.entry === pick.entry) reveal();
+  else edu.guess(s.index, {offset: pick.entry.a, depth: pick.entry.d});
+  return true;
+}
+function movePick(s, n) {
+  const list = candidates(s), g = guesses.get(s.index), pick = picked(s);
+  let i = list.indexOf(pick ? pick.entry : g ? g.entry : null);
+  i = i < 0 ? (n > 0 ? 0 : list.length - 1) : Math.max(0, Math.min(list.length - 1, i + n));
+  s.pick = {step: current, entry: list[i] || null, index: i, count: list.length};
+  // Into view: the row that holds it, scrolled to a third of the box as follow() does.
+  const row = s.pick.entry && (s.ui.rows || []).find((r) => r.lo <= s.pick.entry.a && s.pick.entry.a < r.hi);
+  if (row && (row.y < s.ui.scrollTop || row.y > s.ui.scrollTop + s.ui.height - ROW)) {
+    s.ui.box.scrollTop = Math.max(0, row.y - s.ui.height / 3);
+    s.ui.scrollTop = s.ui.box.scrollTop;
+  }
+  draw(s); renderPredict(s);
+}
+
 // A guess's button: `key` names its choice, so focus can find it again in a panel built anew.
 function choice(on, text, key) {
   const b = el("button", on ? "on" : "", text);
@@ -813,6 +879,8 @@ function build() {
       const r = ui.canvas.getBoundingClientRect(), e = hitTest(s, ev.clientX - r.left, ev.clientY - r.top);
       if (e) edu.guess(s.index, {offset: e.a, depth: e.d});
     });
+    ui.canvas.setAttribute("aria-label", `${s.spec.name}'s map`);
+    ui.canvas.addEventListener("keydown", (ev) => { if (mapKey(s, ev)) { ev.preventDefault(); ev.stopPropagation(); } });
     ui.canvas.addEventListener("wheel", (ev) => {
       if (!ev.ctrlKey && !ev.altKey) return;
       ev.preventDefault();
@@ -979,7 +1047,8 @@ const edu = window.edu = {
   // large ones), or {fate: "list"|"emptied"|"remote"} (the free of a pool's or page's block).
   guess(i, g) {
     const s = stages[i];
-    const entry = g.offset !== undefined ? s.entries.filter((x) => x.d > 0 && x.a <= g.offset && g.offset < x.a + Math.max(x.s, 1)).pop() : null;
+    const entry = g.offset !== undefined ? s.entries.filter((x) => x.d > 0 && x.a <= g.offset && g.offset < x.a + Math.max(x.s, 1) &&
+      (g.depth === undefined || x.d === g.depth)).pop() : null;
     guesses.set(i, {merge: g.merge, fate: g.fate, entry, fresh: !!g.fresh});
     s.verdict = null;
     draw(s); renderPredict(s);
