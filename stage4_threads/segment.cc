@@ -322,7 +322,9 @@ void page_release(Heap* heap, Page* page) {
     page_verify_empty(page);   // [S4.43]
     Segment* s = segment_of(page);
     if (Layout::live_huge(s)) Layout::huge_remove(heap->huge, s);   // [S4.85]
+    uint64_t was_dirty = s->dirty_pages;
     uint32_t in_use = Layout::release_page(s, page, heap->clock + kPurgeDelay, [heap](Segment* dirty) { purge_push(heap, dirty); });
+    if (s->dirty_pages != was_dirty) heap->released_bytes += std::size_t{1} << s->page_shift;   // [S4.105]
     if (in_use == 0) {
         if (s->on_open_list) open_remove(heap, s);
         cache_or_drop(heap, s);

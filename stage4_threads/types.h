@@ -271,6 +271,7 @@ struct Heap {
     uint64_t clock = 0;                // generic malloc calls: the delays' unit
     uint64_t cache_bytes = 0;          // sum of the cached huge segments' sizes (S4.87)
     uint64_t cache_committed = 0;      // [S4.89] bytes the cached one-slot segments keep committed
+    uint64_t released_bytes = 0;       // [S4.105] pages left dirty since an orphaning last purged
     stage3::HugeTotals huge;           // [S4.85] its live huge blocks' reach and commit (S3.78)
     uint32_t cache_count = 0;
     uint32_t segment_count = 0;

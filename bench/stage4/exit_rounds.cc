@@ -17,6 +17,8 @@
 //                                        blocks of about 1 KiB and frees them, in its body or in
 //                                        a key destructor after the exit hook ([S4.97]); prints
 //                                        how much VmRSS grew
+//   exit_rounds pairs THREADS PAIRS      one at a time; each makes PAIRS free(malloc(64)) in a
+//                                        key destructor after the exit hook ([S4.105])
 #include <limits.h>
 #include <pthread.h>
 
@@ -119,6 +121,18 @@ void* drain(void*) {
     return nullptr;
 }
 
+int g_pairs = 200;
+
+void pairs_in_hook(void* value) {
+    std::free(value);
+    for (int i = 0; i < g_pairs; ++i) std::free(std::malloc(64));
+}
+
+void* arm_pairs(void*) {
+    pthread_setspecific(g_key, std::malloc(20));
+    return nullptr;
+}
+
 void* churn(void*) {
     std::free(std::malloc(100));
     return std::malloc(64);
@@ -205,6 +219,12 @@ int main(int argc, char** argv) {
                     status_kib("VmRSS:") - rss);
         return 0;
     }
-    std::fprintf(stderr, "usage: exit_rounds last CYCLES WIDTH KEEP | churn THREADS | late FIRST | large|orphan WIDTH MIB CYCLES | drain WIDTH BLOCKS CYCLES body|hook\n");
+    if (std::strcmp(mode, "pairs") == 0 && argc == 4) {
+        g_pairs = std::atoi(argv[3]);
+        pthread_key_create(&g_key, pairs_in_hook);
+        run(std::atoi(argv[2]), arm_pairs, false);
+        return 0;
+    }
+    std::fprintf(stderr, "usage: exit_rounds last CYCLES WIDTH KEEP | churn THREADS | late FIRST | large|orphan WIDTH MIB CYCLES | drain WIDTH BLOCKS CYCLES body|hook | pairs THREADS PAIRS\n");
     return 2;
 }
