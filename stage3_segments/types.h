@@ -26,8 +26,10 @@ inline constexpr int kStageNumber = 3;                          // Stage::number
 //         v
 //    take_segment             the segment cache, or mmap 4 MiB aligned to 4 MiB  (os.cc)
 //
-//    free(p)   segment = p & ~(4 MiB - 1);  page = segment->page_of[(p >> 16) & 63];
-//              push p on page->local_free; --page->used.  No search, no lock, no size.
+//    free(p)   segment = the map's entry for p's 4 MiB chunk ([S3.13]): the segment at
+//              p & ~(4 MiB - 1), or a stand-in whose page passes nothing if p is not ours;
+//              page = segment->page_of[(p >> 16) & 63]; push p on page->local_free;
+//              --page->used.  No search, no lock, no size.
 
 // [S3.2] Geometry. Segments are 4 MiB and aligned to 4 MiB, so the segment of any pointer is
 // one AND, and its first 8 KiB hold the segment's metadata (header, page map, page records).
