@@ -6,12 +6,14 @@
 // first by a thread that needs pages (heap_reclaim saying whether it took one), a retired page in
 // it adopted as in use; a thread that allocates again in its own destructors gets a heap again and
 // gives it back; a live huge block's reach and commit move with its segment to the heap that
-// reclaims it; and in a child of fork() the other threads' heaps are lost but the survivor's works.
+// reclaims it; a record whose thread exited holding it becomes an orphan, a live thread's never;
+// and in a child of fork() the other threads' heaps are lost but the survivor's works.
 // Internals are read directly (arena bits, owned[], heap records).
 #include <doctest/doctest.h>
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -493,6 +495,67 @@ TEST_CASE("heap records are reused by later threads, so the registry stays small
     CHECK(records < 20);
 }
 
+// [S4.113] A thread whose first call comes in the last round of key destructors exits holding a
+// keyed record that no round gives back; forget_exit_hook makes the same exit without relying on
+// glibc's rounds (which ThreadSanitizer's runtime does not survive, google/sanitizers#943). The
+// walk makes that record an orphan, with its live block, which another thread frees remotely,
+// and leaves alone the record of a thread that is still alive and the caller's own.
+TEST_CASE("a record whose thread exited holding it becomes an orphan; a live thread's does not") {
+    Heap* alive_heap = nullptr;
+    testing::ParkedThread alive([&] {
+        api().free(api().malloc(100));
+        alive_heap = my_heap();
+    }, [] {});
+    api().free(api().malloc(100));
+    Heap* gone = nullptr;
+    void* left = nullptr;
+    on_thread([&] {
+        left = api().malloc(300);
+        std::memset(left, 7, 300);
+        gone = my_heap();
+        forget_exit_hook();
+    });
+    REQUIRE(gone->state.load() == HeapState::in_use);   // nothing gave it back
+    CHECK(orphan_dead_records() >= 1);
+    CHECK(gone->state.load() == HeapState::orphaned);
+    CHECK(alive_heap->state.load() == HeapState::in_use);
+    CHECK(my_heap()->state.load() == HeapState::in_use);
+    CHECK(orphan_dead_records() == 0);                  // nothing more to find
+    CHECK(static_cast<unsigned char*>(left)[299] == 7);
+    api().free(left);
+    battery::require_heap_ok(api());
+    alive.release();
+}
+
+// [S4.114] Without the walk each such thread keeps a record: 300 threads, one at a time, would
+// leave 300. heap_acquire walks when it would map a record and the pool has reached twice the
+// records held at the last walk (earlier cases may have left that mark high), so the pool grows
+// to that mark at most, and then not at all.
+namespace {
+std::size_t record_count() {
+    std::size_t n = 0;
+    for (Heap* h = first_record(); h; h = h->next_record) ++n;
+    return n;
+}
+}  // namespace
+
+TEST_CASE("threads that exit holding their records leave the registry small") {
+    std::size_t before = record_count(), mark = dead_scan_threshold(), middle = 0;
+    for (int t = 0; t < 300; ++t) {
+        on_thread([] {
+            api().free(api().malloc(64));
+            forget_exit_hook();
+        });
+        if (t == 99) middle = record_count();
+    }
+    std::size_t after = record_count();
+    INFO("records before " << before << ", after 100 threads " << middle << ", after 300 " << after
+                           << "; the walk's mark " << mark << " before, " << dead_scan_threshold() << " after");
+    CHECK(after <= std::max(before, mark) + 4);
+    CHECK(after <= middle + 2);
+    battery::require_heap_ok(api());
+}
+
 // A thread keeps its heap, blocks live, while this one forks: in the child that heap is lost
 // (its segments neither read nor reclaimed), this thread's heap works, and so does the checker.
 TEST_CASE("in a child of fork() the other threads' heaps are lost and the survivor's works") {
@@ -513,6 +576,12 @@ TEST_CASE("in a child of fork() the other threads' heaps are lost and the surviv
             void* p = api().malloc(3000);
             battery::child_expect(p != nullptr, "malloc in the child failed");
             api().free(theirs);                       // a remote free into a lost heap: harmless
+#if !defined(__SANITIZE_THREAD__)   // ThreadSanitizer refuses threads after a multi-threaded fork
+            // [S4.113] In the child this thread has another tid: a walk made by a new thread
+            // must not find the parent's tid gone and take this thread's record.
+            std::thread([] { orphan_dead_records(); }).join();
+            battery::child_expect(my_heap()->state.load() == HeapState::in_use, "the survivor lost its record");
+#endif
             api().free(p);
             battery::child_expect(api().check().ok, "heap check failed in the child");
         },

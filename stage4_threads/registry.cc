@@ -3,7 +3,11 @@
 #include "stage4_threads/registry.h"
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <new>
 
 #include "stage3_segments/segment_layout.h"
@@ -30,6 +34,9 @@ std::atomic<Heap*> g_records{nullptr};
 std::atomic<uint64_t> g_generation{0};
 std::atomic<uint32_t> g_acquiring{0};     // threads inside heap_acquire right now
 std::atomic<uint32_t> g_orphans{0};       // [S4.97] orphaned records, a hint: 0 skips the walk
+std::atomic<uint32_t> g_record_count{0};  // records mapped so far
+std::atomic<uint32_t> g_scan_at{2};       // [S4.114] the pool size that allows the next walk
+std::atomic<bool> g_scanning{false};      // a thread is walking for dead records
 pthread_key_t g_key;
 bool g_key_made = false;                  // written once, under g_key_once
 pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
@@ -51,6 +58,88 @@ bool take(Heap* h, HeapState from) {
     return h->state.load(std::memory_order_relaxed) == from &&
            h->state.compare_exchange_strong(expected, HeapState::in_use, std::memory_order_acquire,
                                             std::memory_order_relaxed);
+}
+
+Heap* take_orphan(bool any);
+Heap* map_record();
+bool release_for_record();
+
+// [S4.113] Heap::owner: the uses of the record above, the kernel tid of its keyed holder below.
+constexpr uint64_t kTidBits = 0xffffffffu;
+
+uint32_t kernel_tid() { return static_cast<uint32_t>(syscall(SYS_gettid)); }
+
+// The calling thread holds `h` keyed: its process and tid, one use more (release: a scanner that
+// reads the word reads the record as it was taken, and the process).
+void own_record(Heap* h) {
+    uint64_t uses = (h->owner.load(std::memory_order_relaxed) >> 32) + 1;
+    h->owner_pid.store(getpid(), std::memory_order_relaxed);
+    h->owner.store(uses << 32 | kernel_tid(), std::memory_order_release);
+}
+
+// Before a record leaves in_use: no holder's tid, so no scanner asks about it.
+void disown_record(Heap* h) {
+    h->owner.store(h->owner.load(std::memory_order_relaxed) & ~kTidBits, std::memory_order_relaxed);
+}
+
+// [S4.97] A record nobody holds, its segments still its own: the part of orphaning that is the
+// record's (heap_orphan's thread also remembers it; a scanner's dead record has no thread).
+void orphan_record(Heap* heap) {
+    // [S4.93] as heap_give_back: nobody's clock ticks for an orphan, so a cache that holds
+    // committed memory (a huge or one-block segment the call freed) goes back to the arena now.
+    if (heap->cache_bytes + heap->cache_committed != 0) segment_cache_collect(heap, true);
+    // [S4.105] Nor does the purge delay of the pages its calls released run out: once they pass
+    // kOrphanDirtyBytes since the last such purge, the dirty pages go back now.
+    if (heap->released_bytes > kOrphanDirtyBytes) {
+        heap->released_bytes = 0;
+        segment_purge(heap, true);
+    }
+    disown_record(heap);
+    g_generation.fetch_add(1, std::memory_order_relaxed);
+    g_orphans.fetch_add(1, std::memory_order_relaxed);
+    heap->state.store(HeapState::orphaned, std::memory_order_release);   // [S4.97]
+}
+
+// The walk of orphan_dead_records; `held` gets the records in use (or lost) after it.
+unsigned orphan_dead(uint32_t* held) {
+    int saved = errno;
+    pid_t pid = getpid();
+    uint32_t me = kernel_tid();
+    unsigned orphaned = 0;
+    *held = 0;
+    for (Heap* h = g_records.load(std::memory_order_acquire); h != nullptr; h = h->next_record) {
+        uint64_t word = h->owner.load(std::memory_order_acquire);
+        auto tid = static_cast<uint32_t>(word & kTidBits);
+        HeapState state = h->state.load(std::memory_order_relaxed);
+        bool dead = h != t_heap && tid != 0 && tid != me && state == HeapState::in_use &&
+                    h->owner_pid.load(std::memory_order_relaxed) == pid &&
+                    syscall(SYS_tgkill, pid, static_cast<pid_t>(tid), 0) != 0 && errno == ESRCH &&
+                    h->owner.compare_exchange_strong(word, word & ~kTidBits, std::memory_order_acquire,
+                                                     std::memory_order_relaxed);
+        if (dead) {
+            orphan_record(h);
+            ++orphaned;
+        } else if (state == HeapState::in_use || state == HeapState::lost) {
+            ++*held;
+        }
+    }
+    errno = saved;
+    return orphaned;
+}
+
+// [S4.114] A record for a caller that found no orphan and no free one: a dead thread's, if the
+// pool has doubled since the last walk and no other thread is walking, else a new one.
+Heap* dead_or_new_record() {
+    if (g_record_count.load(std::memory_order_relaxed) >= g_scan_at.load(std::memory_order_relaxed) &&
+        !g_scanning.exchange(true, std::memory_order_acquire)) {
+        uint32_t held = 0;
+        unsigned found = orphan_dead(&held);
+        g_scan_at.store(2 * (held + 1), std::memory_order_relaxed);   // the caller's record counts
+        g_scanning.store(false, std::memory_order_release);
+        if (found != 0)
+            if (Heap* h = take_orphan(true)) return h;
+    }
+    return stage3::under_pressure(map_record, release_for_record);   // [S4.69]
 }
 
 Heap* take_record(HeapState from) {
@@ -80,6 +169,7 @@ Heap* map_record() {
     void* memory = os_map(kRecordBytes);
     if (!memory) return nullptr;
     os_commit_bytes(static_cast<int64_t>(kRecordBytes));
+    g_record_count.fetch_add(1, std::memory_order_relaxed);
     Heap* h = new (memory) Heap();
     h->arena_base = arena_base();
     h->state.store(HeapState::in_use, std::memory_order_relaxed);
@@ -123,11 +213,14 @@ Heap* heap_acquire() {
     Heap* h = take_orphan(!borrowing);
     if (!h) h = take_record(HeapState::free);
     if (!h && borrowing) h = take_orphan(true);
-    if (!h) h = stage3::under_pressure(map_record, release_for_record);   // [S4.69]
+    if (!h) h = dead_or_new_record();   // [S4.114]
     g_acquiring.fetch_sub(1, std::memory_order_relaxed);
     if (!h) return nullptr;
     t_heap = h;   // first: pthread_setspecific may itself allocate, and must find this heap
-    if (t_exit != ExitState::borrowing) pthread_setspecific(g_key, h);   // [S4.73]
+    if (t_exit != ExitState::borrowing) {   // [S4.73]
+        own_record(h);                      // [S4.113]
+        pthread_setspecific(g_key, h);
+    }
     g_generation.fetch_add(1, std::memory_order_relaxed);
     return h;
 }
@@ -138,25 +231,26 @@ void heap_give_back(Heap* heap) {
     if (abandoned_count() >= kCacheSegments || heap->cache_bytes + heap->cache_committed != 0) heap_shed_empty(heap);
     heap_abandon(heap);
     t_heap = &g_empty_heap;
+    disown_record(heap);   // [S4.113]
     g_generation.fetch_add(1, std::memory_order_relaxed);
     heap->state.store(HeapState::free, std::memory_order_release);   // [S4.10]: give back
 }
 
 void heap_orphan(Heap* heap) {
-    // [S4.93] as heap_give_back: nobody's clock ticks for an orphan, so a cache that holds
-    // committed memory (a huge or one-block segment the call freed) goes back to the arena now.
-    if (heap->cache_bytes + heap->cache_committed != 0) segment_cache_collect(heap, true);
-    // [S4.105] Nor does the purge delay of the pages its calls released run out: once they pass
-    // kOrphanDirtyBytes since the last such purge, the dirty pages go back now.
-    if (heap->released_bytes > kOrphanDirtyBytes) {
-        heap->released_bytes = 0;
-        segment_purge(heap, true);
-    }
     t_orphan = heap;
     t_heap = &g_empty_heap;
-    g_generation.fetch_add(1, std::memory_order_relaxed);
-    g_orphans.fetch_add(1, std::memory_order_relaxed);
-    heap->state.store(HeapState::orphaned, std::memory_order_release);   // [S4.97]
+    orphan_record(heap);
+}
+
+unsigned orphan_dead_records() {
+    uint32_t held = 0;
+    return orphan_dead(&held);
+}
+
+uint32_t dead_scan_threshold() { return g_scan_at.load(std::memory_order_relaxed); }
+
+void forget_exit_hook() {
+    if (g_key_made) pthread_setspecific(g_key, nullptr);
 }
 
 bool orphans_abandon() {
@@ -196,7 +290,10 @@ void after_fork_child() {
     uint32_t orphans = 0;   // [S4.97] the hint recounted: a vanished thread may have taken one
     for (Heap* h = first_record(); h != nullptr; h = h->next_record) {
         HeapState state = h->state.load(std::memory_order_relaxed);
-        if (h != t_heap && state == HeapState::in_use) h->state.store(HeapState::lost, std::memory_order_relaxed);
+        if (h != t_heap && state == HeapState::in_use) {
+            h->state.store(HeapState::lost, std::memory_order_relaxed);
+            disown_record(h);   // [S4.113] a lost record is never read, whatever its tid answers
+        }
         if (state == HeapState::orphaned) {
             settle_pushing(h);   // an orphan's full pages take pushes as a live heap's do
             ++orphans;
@@ -204,6 +301,10 @@ void after_fork_child() {
     }
     g_orphans.store(orphans, std::memory_order_relaxed);
     settle_pushing(t_heap);
+    // [S4.113] This thread has a tid of its own in the child: its keyed record is asked about
+    // under it, or the child's first walk would find the parent's tid gone and take the record.
+    if ((t_heap->owner.load(std::memory_order_relaxed) & kTidBits) != 0) own_record(t_heap);
+    g_scanning.store(false, std::memory_order_relaxed);   // a walker may have vanished mid-walk
     g_generation.fetch_add(1, std::memory_order_relaxed);
 }
 

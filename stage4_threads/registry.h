@@ -49,9 +49,9 @@ void heap_give_back(Heap* heap);
 // it is orphaned ([S4.97]), not abandoned, before the call returns, so the thread's next call
 // takes the same record back for two atomic operations. Checked where a call would take a heap:
 // free_generic (free.cc), malloc_generic (every malloc and calloc whose heap is the empty one
-// gets there), realloc and aligned_alloc (stage4.cc). What stays: a thread whose very first call
-// comes in the last round of destructors takes a keyed record that no round gives back (the
-// allocator cannot tell that round from any first call).
+// gets there), realloc and aligned_alloc (stage4.cc). A thread whose very first call comes in the
+// last round of destructors still takes a keyed record that no round gives back (the allocator
+// cannot tell that round from any first call): [S4.113] finds it once the thread is gone.
 inline bool past_exit_hook(const Heap* heap) { return heap == &g_empty_heap && t_exit == ExitState::exited; }
 
 // [S4.97] Orphaned records. A borrowed record was given back abandoned, its empty segments
@@ -107,6 +107,38 @@ template <class Call>
         return result;
     }
 }
+
+// [S4.113] Records whose thread is gone. A thread whose first call into the stage comes in the
+// last round of pthread key destructors takes a record keyed for a round that never comes
+// (glibc makes at most PTHREAD_DESTRUCTOR_ITERATIONS rounds, then clears the values): nothing
+// gives it back, and 2000 such threads kept 2000 records and their segments (72 MiB resident).
+// The allocator cannot tell that round from any first call, but it can tell afterwards that the
+// thread is gone. A keyed record holds its thread's kernel tid (Heap::owner, with a count of the
+// record's uses above it, so that a compare-and-swap cannot mistake a later use for the one it
+// read); orphan_dead_records walks the records and asks the kernel, tgkill(getpid(), tid, 0),
+// about each keyed one: ESRCH means no thread of this process has that tid, so the holder has
+// made its exit system call, after every destructor and __libc_thread_freeres, and will make no
+// call again. The record becomes an orphan ([S4.97]), which the next thread that needs one takes
+// as it is. Any other answer leaves the record: the thread may still be in its last
+// destructors, or a new thread has its tid (a record kept longer, never one taken from a live
+// thread, since a live thread's tid always answers). The kernel reaps the tid (unhashes it)
+// after the thread's last user-mode store, and x86-64 keeps stores in order, so the scanner
+// sees everything the thread wrote. The caller's own record, lost records (a fork's), borrowed
+// ones (no tid: their thread is inside a call) and records keyed in another process are never
+// read: a child forked without the fork hooks (in-process use) still holds its parent's tids,
+// all of them gone in the child, the survivor's own among them. after_fork_child writes the
+// survivor's new tid. Returns the number of records orphaned; errno is kept.
+unsigned orphan_dead_records();
+
+// [S4.114] When heap_acquire looks: only when it would otherwise map a new record, and only once
+// the pool has doubled since the last walk (kept records counted then): a walk costs a system call
+// per keyed record, at most two per record that the process made or reused since the walk
+// before, and nothing on any path but a thread's first call.
+uint32_t dead_scan_threshold();   // for tests: the pool size that allows the next walk
+
+// For tests: forgets the calling thread's exit hook (its key value cleared, as glibc clears it
+// after the last round of destructors), so that the thread exits holding its record.
+void forget_exit_hook();
 
 // Every heap record ever made, in the order they were listed (newest first); walking the list
 // is safe at any time, records are never unmapped.

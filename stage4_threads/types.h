@@ -284,6 +284,8 @@ struct Heap {
     std::atomic<Block*> delayed_free{nullptr};   // shared: remote frees into full pages
     Counters counters;                           // shared: read by stats()
     std::atomic<HeapState> state{HeapState::free};  // shared: the registry's
+    std::atomic<uint64_t> owner{0};    // [S4.113] uses << 32 | kernel tid of a keyed holder, or 0
+    std::atomic<int32_t> owner_pid{0}; // [S4.113] the process that holder's tid belongs to
     Heap* next_record = nullptr;       // registry list; fixed once published
 
     // A heap with no page yet: every direct slot names the empty page.
