@@ -71,6 +71,23 @@ TEST_CASE("classes are multiples of 16 and waste at most 15 bytes or under a fif
     CHECK(bin_kind(kSmallBins) == PageKind::medium);
 }
 
+TEST_CASE("the generic path's tables [S3.95] answer as the formulas do") {
+    for (std::size_t n = 0; n <= kMediumMax; ++n) {
+        CAPTURE(n);
+        REQUIRE(bin_of(n) == bin_formula(n));
+    }
+    for (unsigned bin = 0; bin < kBinCount; ++bin) {
+        CAPTURE(bin);
+        SlotRange table = direct_slots_of(bin), formula = direct_slots_formula(bin);
+        if (formula.first <= formula.last) {
+            CHECK(table.first == formula.first);
+            CHECK(table.last == formula.last);
+        } else {
+            CHECK(table.first > table.last);   // empty either way
+        }
+    }
+}
+
 TEST_CASE("direct slots partition 0..1024 bytes and each slot's sizes share a bin") {
     std::vector<int> owner(kDirectSlots, -1);
     for (unsigned bin = 0; bin < kBinCount; ++bin) {
