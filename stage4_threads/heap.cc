@@ -139,27 +139,10 @@ bool page_to_full(Heap* heap, Page* page) {
 
 Heap* heap_for_caller(Heap* heap) { return heap != &g_empty_heap ? heap : heap_acquire(); }
 
-void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
-    if (size > kMaxRequest) return enomem();   // before a heap exists: nothing changes
-    if (past_exit_hook(heap)) [[unlikely]]     // [S4.92]
-        return with_borrowed_heap([=] { return malloc_generic(size, requested, heap); });
-    heap = heap_for_caller(heap);
-    if (!heap) return enomem();
-    if (heap->delayed_free.load(std::memory_order_relaxed) != nullptr) heap_delayed_free(heap);
-    if ((++heap->clock & 63) == 0) heap_tick(heap);
-    if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
-    // [S4.91] Stage 3's S3.85: the first page of the bin, its frees taken back, serves most
-    // calls here, and makes no system call. Only what follows it (extension, a fresh page, a
-    // limit's refusals) may fail one before the call succeeds, so only that pays for errno.
-    unsigned bin = bin_of(size);
-    Page* page = heap->queues[bin].first;
-    if (!page || !page_take_frees(page)) {
-        int saved = errno;
-        page = find_page(heap, bin);
-        if (!page) page = find_larger(heap, bin);   // [S4.82]
-        if (!page) return enomem();
-        errno = saved;   // a call that succeeds leaves errno as it was
-    }
+namespace {
+
+// The checked pop of the generic path: as the fast path's, and the decoded link's test.
+inline void* generic_pop(Heap* heap, Page* page, std::size_t requested) {
     Block* b = page->free;
     if (!block_in_page_chunk(b, page)) stage3::die_wild_head(kStageName, "malloc", b);   // (S3.65)
     if (b->mark != freed_mark(b)) freed_twice(b);   // as on the fast path (S4.32)
@@ -171,6 +154,58 @@ void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
     b->mark = 0;
     if (counting()) count_malloc(heap, requested, page->block_size);
     return b;
+}
+
+// [S4.91] Stage 3's S3.85: the first page of the bin, its frees taken back, serves most
+// calls, and makes no system call. Only what follows it (extension, a fresh page, a limit's
+// refusals) may fail one before the call succeeds, so only that pays for errno. Here when the
+// first page's own frees did not serve (malloc_after_tick): its remote frees, then the queue.
+[[gnu::noinline]] void* malloc_from_queue(Heap* heap, unsigned bin, std::size_t requested) {
+    Page* page = heap->queues[bin].first;
+    if (!page || !page_take_frees(page)) {
+        int saved = errno;
+        page = find_page(heap, bin);
+        if (!page) page = find_larger(heap, bin);   // [S4.82]
+        if (!page) return enomem();
+        errno = saved;   // a call that succeeds leaves errno as it was
+    }
+    return generic_pop(heap, page, requested);
+}
+
+// What malloc_generic does once the heap is the caller's and its chores are done.
+inline void* malloc_after_tick(std::size_t size, std::size_t requested, Heap* heap) {
+    if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
+    unsigned bin = bin_of(size);
+    Page* page = heap->queues[bin].first;
+    if (page) page_collect_local(page);
+    if (!page || !page->free) return malloc_from_queue(heap, bin, requested);
+    return generic_pop(heap, page, requested);
+}
+
+// The calls that find work first: no heap yet, or past the exit hook, frees other threads
+// handed over, the clock's 64th tick.
+[[gnu::noinline]] void* malloc_with_chores(std::size_t size, std::size_t requested, Heap* heap) {
+    if (past_exit_hook(heap)) [[unlikely]]     // [S4.92]
+        return with_borrowed_heap([=] { return malloc_generic(size, requested, heap); });
+    heap = heap_for_caller(heap);
+    if (!heap) return enomem();
+    if (heap->delayed_free.load(std::memory_order_relaxed) != nullptr) heap_delayed_free(heap);
+    if ((++heap->clock & 63) == 0) heap_tick(heap);
+    return malloc_after_tick(size, requested, heap);
+}
+
+}  // namespace
+
+// [S4.107] Stage 3's S3.94: every call out of here is a tail call, the chores' and the queue's
+// in functions of their own, so the common call (the heap is the caller's, nothing to do on
+// this tick, the bin's first page serves) runs without a stack frame.
+void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
+    if (size > kMaxRequest) return enomem();   // before a heap exists: nothing changes
+    if (heap == &g_empty_heap || heap == nullptr || heap->delayed_free.load(std::memory_order_relaxed) != nullptr ||
+        ((heap->clock + 1) & 63) == 0) [[unlikely]]
+        return malloc_with_chores(size, requested, heap);
+    ++heap->clock;
+    return malloc_after_tick(size, requested, heap);
 }
 
 void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {
