@@ -8,7 +8,6 @@ default rel
 %include "types.inc"
 
 extern sbrk                                     ; libc: keeps glibc's cached break in step
-extern madvise                                  ; libc: pages inside free blocks go back
 extern s1_list_push, s1_list_remove, s1_coalesce ; freelist.asm, block.asm
 extern s1_free_heads, s1_class_map, s1_rover    ; freelist.asm
 extern s1_free_bytes, s1_size_class             ; freelist.asm
@@ -541,9 +540,11 @@ s1_purge:
         pop     rbx
         ret
 
-; s1_release_pages: madvise(MADV_DONTNEED) the whole pages strictly inside a free block of at
-; least s1_trim_threshold bytes that is not the wilderness; the header, the two links and the
-; footer stay.
+; [S1.49] s1_release_pages: madvise(MADV_DONTNEED) the whole pages strictly inside a free block
+; of at least s1_trim_threshold bytes that is not the wilderness; the header, the two links and
+; the footer stay. A free must leave errno as it was (POSIX), and libc's madvise sets it when
+; the kernel refuses (EINVAL for locked pages, under mlockall every page): so this makes the
+; system call itself, whose answer nobody needs (refused, the pages just stay resident).
 ;   IN:  rdi = header of a free block
 ;   OUT: nothing
 ;   Clobbers: caller-saved registers. Preserves: rbx, rbp, r12-r15.
@@ -565,9 +566,8 @@ s1_release_pages:
         mov     rdi, rsi                        ; madvise(start, length, MADV_DONTNEED)
         mov     rsi, rdx
         mov     edx, S1_MADV_DONTNEED
-        push    rbx                             ; aligns the stack for the call
-        call    madvise wrt ..plt
-        pop     rbx
+        mov     eax, S1_SYS_MADVISE
+        syscall                                 ; clobbers rcx and r11; rax = 0 or -error, unread
         inc     qword [s1_madvise_calls]
 .out:
         ret
