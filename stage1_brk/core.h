@@ -11,7 +11,10 @@
 
 extern "C" {
 
-// ---- Layout constants (must equal types.inc) ----
+// ---- Layout constants (must equal types.inc: stage1_test's "core.h and the twin use the
+// layout constants that types.inc assembles with" compares them, [S1.50]) ----
+inline constexpr uint64_t kS1Alloc = 1;             // header flag: the block is allocated
+inline constexpr uint64_t kS1Flags = 15;            // low bits of a tag that are not size
 inline constexpr uint64_t kS1Align = 16;            // payload alignment
 inline constexpr uint64_t kS1Overhead = 8;          // a used block's header (no footer)
 inline constexpr uint64_t kS1PrevFree = 2;          // header flag: the block before is free
@@ -20,6 +23,11 @@ inline constexpr uint64_t kS1MaxRequest = 1ull << 46;  // larger requests fail w
 inline constexpr uint64_t kS1RegionHeader = 8;      // the region's end; its link is in the epilogue
 inline constexpr uint64_t kS1Poison = 0xdeadbeefdeadbee0ull;      // header of an absorbed block
 inline constexpr uint64_t kS1MaxAlignment = 1ull << 26;            // 64 MiB: Stage::max_alignment
+inline constexpr uint64_t kS1Page = 4096;           // trimming and releasing granule
+inline constexpr uint64_t kS1TrimFollowMin = 1ull << 20;   // [S1.43] the smallest freed block the trim follows
+inline constexpr uint64_t kS1TrimFollowMax = 32ull << 20;  // [S1.43] the largest
+inline constexpr uint64_t kS1Next = 8, kS1Prev = 16;       // a free block's list links, from its header
+inline constexpr uint64_t kS1RegionEnd = 0;         // the region's end word, from its start
 
 // ---- Status codes: s1_free's result and s1_status after a failed call ----
 enum S1Status : uint32_t {

@@ -4,17 +4,23 @@
 // and the descriptor. The shared battery (tests/) covers the contract; this covers the design.
 #include <doctest/doctest.h>
 
+#include <cctype>
 #include <cerrno>
+#include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <map>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "stage1_brk/core.h"
@@ -1053,6 +1059,113 @@ TEST_CASE("a write after free into a block's links is caught before the unlink w
     CHECK(victim == 0x1234);
     api.free(a);
     api.free(guard);
+}
+
+// [S1.50] core.h is the C view of types.inc, and the twin takes its layout from core.h: each
+// constant that both name must hold the value the core assembles with, or the adapter, the twin
+// and these tests would read a layout the core does not use. types.inc is read as text (each
+// `%define NAME VALUE`, VALUE a number, a shift, a sum or an earlier name, up to its comment).
+class IncDefines {
+public:
+    explicit IncDefines(const char* path) {
+        FILE* file = std::fopen(path, "r");
+        REQUIRE_MESSAGE(file != nullptr, "cannot read " << path);
+        char line[512];
+        while (std::fgets(line, sizeof line, file)) {
+            std::string text(line);
+            text = text.substr(0, text.find(';'));
+            char name[128];
+            int used = 0;
+            if (std::sscanf(text.c_str(), " %%define %127s %n", name, &used) != 1) continue;
+            text_ = text.substr(static_cast<std::size_t>(used));
+            at_ = 0;
+            if (text_.find_first_not_of(" \t\r\n") == std::string::npos) continue;   // a guard
+            values_[name] = sum();
+        }
+        std::fclose(file);
+    }
+    bool has(const std::string& name) const { return values_.count(name) != 0; }
+    uint64_t operator[](const std::string& name) const { return values_.at(name); }
+
+private:
+    void skip() { while (at_ < text_.size() && std::isspace(static_cast<unsigned char>(text_[at_]))) ++at_; }
+    uint64_t sum() {
+        uint64_t v = shift();
+        for (skip(); at_ < text_.size() && (text_[at_] == '+' || text_[at_] == '-'); skip()) {
+            char op = text_[at_++];
+            uint64_t w = shift();
+            v = op == '+' ? v + w : v - w;
+        }
+        return v;
+    }
+    uint64_t shift() {
+        uint64_t v = primary();
+        for (skip(); text_.compare(at_, 2, "<<") == 0; skip()) {
+            at_ += 2;
+            v <<= primary();
+        }
+        return v;
+    }
+    uint64_t primary() {
+        skip();
+        if (text_[at_] == '(') {
+            ++at_;
+            uint64_t v = sum();
+            skip();
+            REQUIRE_MESSAGE(text_[at_] == ')', "unbalanced: " << text_);
+            ++at_;
+            return v;
+        }
+        std::size_t end = at_;
+        while (end < text_.size() && (std::isalnum(static_cast<unsigned char>(text_[end])) || text_[end] == '_')) ++end;
+        std::string token = text_.substr(at_, end - at_);
+        at_ = end;
+        REQUIRE_MESSAGE(!token.empty(), "cannot read: " << text_);
+        if (std::isdigit(static_cast<unsigned char>(token[0]))) return std::stoull(token, nullptr, 0);
+        REQUIRE_MESSAGE(has(token), token << " is used before it is defined");
+        return values_.at(token);
+    }
+
+    std::map<std::string, uint64_t> values_;
+    std::string text_;
+    std::size_t at_ = 0;
+};
+
+TEST_CASE("core.h and the twin use the layout constants that types.inc assembles with") {
+    IncDefines inc("stage1_brk/types.inc");
+    const std::pair<const char*, uint64_t> mirrored[] = {
+        {"S1_ALLOC", kS1Alloc}, {"S1_PREV_FREE", kS1PrevFree}, {"S1_FLAGS", kS1Flags},
+        {"S1_ALIGN", kS1Align}, {"S1_OVERHEAD", kS1Overhead}, {"S1_MIN_BLOCK", kS1MinBlock},
+        {"S1_MAX_REQUEST", kS1MaxRequest}, {"S1_POISON", kS1Poison}, {"S1_PAGE", kS1Page},
+        {"S1_TRIM_FOLLOW_MIN", kS1TrimFollowMin}, {"S1_TRIM_FOLLOW_MAX", kS1TrimFollowMax},
+        {"S1_GROW_SHIFT", kS1GrowShift}, {"S1_SMALL_GROW_SHIFT", kS1SmallGrowShift},
+        {"S1_GROW_MARGIN", S1_GROW_MARGIN}, {"S1_GROW_EXACT", S1_GROW_EXACT}, {"S1_GROW_WIDE", S1_GROW_WIDE},
+        {"S1_MAX_ALIGNMENT", kS1MaxAlignment}, {"S1_NEXT", kS1Next}, {"S1_PREV", kS1Prev},
+        {"S1_REGION_END", kS1RegionEnd}, {"S1_REGION_HEADER", kS1RegionHeader},
+        {"S1_OK", S1_OK}, {"S1_ENOMEM", S1_ENOMEM}, {"S1_FOREIGN", S1_FOREIGN}, {"S1_MISALIGNED", S1_MISALIGNED},
+        {"S1_NOT_A_BLOCK", S1_NOT_A_BLOCK}, {"S1_DOUBLE_FREE", S1_DOUBLE_FREE}, {"S1_HEAP_DAMAGED", S1_HEAP_DAMAGED},
+        {"S1_FIT_FIRST", S1_FIT_FIRST}, {"S1_FIT_NEXT", S1_FIT_NEXT}, {"S1_FIT_BEST", S1_FIT_BEST},
+        {"S1_FIT_SEG", S1_FIT_SEG}, {"S1_CLASSES", kS1Classes}, {"S1_SEG_SCAN", kS1SegScan},
+        {"S1_SPLIT_BACK", kS1SplitBack}, {"S1_SLIVER_SHIFT", kS1SliverShift},
+        {"S1_KIND_REGION", S1_KIND_REGION}, {"S1_KIND_FENCE", S1_KIND_FENCE}, {"S1_KIND_USED", S1_KIND_USED},
+        {"S1_KIND_FREE", S1_KIND_FREE}, {"S1_CHECK_OK", S1_CHECK_OK}, {"S1_CHECK_REGION_END", S1_CHECK_REGION_END},
+        {"S1_CHECK_REGION_ORDER", S1_CHECK_REGION_ORDER}, {"S1_CHECK_BLOCK_SIZE", S1_CHECK_BLOCK_SIZE},
+        {"S1_CHECK_PAST_END", S1_CHECK_PAST_END}, {"S1_CHECK_FOOTER", S1_CHECK_FOOTER},
+        {"S1_CHECK_FLAGS", S1_CHECK_FLAGS}, {"S1_CHECK_ADJACENT_FREE", S1_CHECK_ADJACENT_FREE},
+        {"S1_CHECK_EPILOGUE", S1_CHECK_EPILOGUE}, {"S1_CHECK_LIST_FOREIGN", S1_CHECK_LIST_FOREIGN},
+        {"S1_CHECK_LIST_LINK", S1_CHECK_LIST_LINK}, {"S1_CHECK_LIST_COUNT", S1_CHECK_LIST_COUNT},
+        {"S1_CHECK_LIST_CLASS", S1_CHECK_LIST_CLASS},
+        {"REPORT_CODE", offsetof(S1Report, code)}, {"REPORT_ADDRESS", offsetof(S1Report, address)},
+        {"REPORT_USED_BLOCKS", offsetof(S1Report, used_blocks)}, {"REPORT_USED_BYTES", offsetof(S1Report, used_bytes)},
+        {"REPORT_FREE_BLOCKS", offsetof(S1Report, free_blocks)}, {"REPORT_FREE_BYTES", offsetof(S1Report, free_bytes)},
+        {"REPORT_REGIONS", offsetof(S1Report, regions)}, {"REPORT_HEAP_BYTES", offsetof(S1Report, heap_bytes)},
+        {"S1_MADV_DONTNEED", MADV_DONTNEED}, {"S1_SYS_MADVISE", SYS_madvise},   // the system's own
+    };
+    for (const auto& [name, value] : mirrored) {
+        INFO(std::string(name) << " in types.inc");
+        REQUIRE(inc.has(name));
+        CHECK(inc[name] == value);
+    }
 }
 
 }  // namespace

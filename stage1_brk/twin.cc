@@ -10,12 +10,13 @@
 
 namespace edu::stage1 {
 namespace {
-constexpr uint64_t kAlloc = 1, kPrevFree = kS1PrevFree, kFlags = 15, kPage = 4096;
-constexpr uint64_t kNext = 8, kPrev = 16;
-constexpr uint64_t kRegionEnd = 0;  // the next region is the epilogue's link [S1.39]
+// The layout is core.h's (the constants types.inc defines, [S1.50]), under shorter names.
+constexpr uint64_t kAlloc = kS1Alloc, kPrevFree = kS1PrevFree, kFlags = kS1Flags, kPage = kS1Page;
+constexpr uint64_t kNext = kS1Next, kPrev = kS1Prev;
+constexpr uint64_t kRegionEnd = kS1RegionEnd;  // the next region is the epilogue's link [S1.39]
 constexpr uint64_t kFirstBlock = kS1RegionHeader, kEpilogueTag = kAlloc;  // no prologue [S1.37]
 constexpr uint64_t kFailed = UINT64_MAX;
-constexpr uint64_t kTrimFollowMin = uint64_t{1} << 20, kTrimFollowMax = uint64_t{32} << 20;   // [S1.43]
+constexpr uint64_t kTrimFollowMin = kS1TrimFollowMin, kTrimFollowMax = kS1TrimFollowMax;   // [S1.43]
 constexpr uint64_t kTooShort = 1;  // fresh_range: the range holds no region (never a header: 8 mod 16)
 
 uint64_t adjust(uint64_t size) {

@@ -13,7 +13,6 @@
 namespace edu::stage2 {
 namespace {
 
-constexpr std::size_t kPage = 4096;
 uint64_t g_table_bytes = 0;
 
 Arena& at(uint32_t index) { return g_heap.arenas[index]; }

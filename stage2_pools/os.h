@@ -8,6 +8,10 @@
 
 namespace edu::stage2 {
 
+// Bytes in an OS page: the tables stage 2 maps for itself (the arena table, the raw table's
+// pieces) grow in whole pages.
+inline constexpr std::size_t kPage = 4096;
+
 // Zeroed, readable and writable pages; nullptr if the kernel refuses. `bytes` is rounded up
 // to the page size by the kernel; pass the same `bytes` to os_unmap.
 void* os_map(std::size_t bytes);

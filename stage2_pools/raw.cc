@@ -29,8 +29,6 @@ void refresh_footprint() {
     note_footprint();
 }
 
-constexpr std::size_t kPage = 4096;
-
 // [S2.34] The table's slots live in pieces of 128 (3 KiB: a freed 4,000-byte block holds one),
 // found through directory pages of 256 pieces (2 KiB) and a top array of directory pages (8 bytes
 // for 32,768 slots): slot i is top[i / 32768][i / 128 % 256][i % 128]. That is the table the OS

@@ -10,6 +10,7 @@
 
 #include "contract/diagnostics.h"
 #include "contract/locked.h"
+#include "stage1_brk/core.h"
 #include "stage1_brk/stage1.h"
 #include "stage2_pools/arena.h"
 #include "stage2_pools/check.h"
@@ -25,7 +26,7 @@ namespace {
 
 // 64 MiB, stage 1's limit: above 64 bytes every aligned block is stage 1's (the battery asks
 // for every power of two up to this one, so a stage 1 that served less would fail it).
-constexpr std::size_t kMaxAlignment = std::size_t{64} << 20;
+constexpr std::size_t kMaxAlignment = kS1MaxAlignment;
 
 // A block from stage 1, entered in the raw table; `usable` gets its size. Callers count it.
 void* raw_malloc(std::size_t n, std::size_t alignment, std::size_t* usable) {
