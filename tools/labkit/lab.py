@@ -1143,7 +1143,8 @@ def run_test(tree, target, cases=None, timeout=600, reference_seconds=None, wher
 # many times slower than the reference's still fits. The reference's times are measured once
 # per reference tree (its files' contents) and machine, in the scratch tree before the
 # student's code goes in, and kept in reference_times_file(); a grade at a higher load than the
-# measurement's scales the limit by the ratio of (1 + load average per processor). A
+# measurement's scales the limit by the ratio of (1 + load average per processor), at most
+# MAX_LOAD_SCALE times. A
 # ThreadSanitizer gate (Bazel's --test_timeout) expects TSAN_SLOWDOWN times its plain run
 # (stage 4's battery took 5 times as long, remote_test 7.5 times). Where the reference's run
 # does not pass (a handout grading itself: its parts are stubs) the limit is
@@ -1151,6 +1152,14 @@ def run_test(tree, target, cases=None, timeout=600, reference_seconds=None, wher
 # handout takes the same limits from the reference's times the handout ships (ship_times).
 LIMIT_FACTOR = 10
 LIMIT_FLOOR = 20
+# The load's scaling stops at 8 times. The ratio overestimates a busy machine's slowdown (the
+# twin test took 4.4 times as long at a load of 22 on 2 cores as at 2.7, where the ratio said 5.1;
+# from a quiet record, load 0, the busiest load seen here would say 12.5), so unbounded it grew
+# a hung run's cost with every point of load while the real slowdown grew less. 8 is above every
+# slowdown measured on the shared machine, so at any load seen there a correct tree still has
+# the whole LIMIT_FACTOR for its own slowness, and a hung run costs at most 80 times the
+# reference's run (docs/teaching.md "Time limits").
+MAX_LOAD_SCALE = 8
 TSAN_SLOWDOWN = 8
 # A run with no reference time (a handout made with --no-times or before handouts shipped
 # times; a run the reference fails) gets 3 minutes: a part that loops forever (a next fit that
@@ -1261,7 +1270,7 @@ def time_limit(record, tsan=False, load=None):
     passing record, (None, None) for a tsan gate then."""
     if not record or not record["passed"]:
         return (None if tsan else PART_TEST_SECONDS), None
-    busier = max(1.0, (1 + (load_per_cpu() if load is None else load)) / (1 + record["load"]))
+    busier = min(MAX_LOAD_SCALE, max(1.0, (1 + (load_per_cpu() if load is None else load)) / (1 + record["load"])))
     return round(max(LIMIT_FLOOR, LIMIT_FACTOR * record["seconds"] * busier * (TSAN_SLOWDOWN if tsan else 1))), \
         record["seconds"]
 
@@ -1323,7 +1332,8 @@ def ship_times(parts, dest, out=None):
     (Path(dest) / TIMES_FILE).write_text(json.dumps({
         "about": "the reference's run of each test of this handout's parts on the teacher's machine "
                  f"(seconds; load: the load average per processor then): `tools/lab test` stops a run after "
-                 f"{LIMIT_FACTOR} times as long, at least {LIMIT_FLOOR} s, scaled up on a busier machine. "
+                 f"{LIMIT_FACTOR} times as long, at least {LIMIT_FLOOR} s, scaled up on a busier machine "
+                 f"(at most {MAX_LOAD_SCALE} times). "
                  "Grading never reads this file: it times the reference itself.",
         "machine": machine(), "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "runs": times}, indent=1) + "\n")

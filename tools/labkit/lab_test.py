@@ -1128,6 +1128,13 @@ fi
         self.assertEqual(lab.time_limit(battery, load=0.5), (32, 3.2))   # LIMIT_FACTOR times
         self.assertEqual(lab.time_limit(battery, load=0.2), (32, 3.2))   # a quieter machine: no less
         self.assertEqual(lab.time_limit(battery, load=2.0), (64, 3.2))   # twice as busy: (1 + 2) / (1 + 0.5)
+        self.assertEqual(lab.time_limit(battery, load=5.0), (128, 3.2))  # four times: (1 + 5) / (1 + 0.5)
+        # The scaling stops at MAX_LOAD_SCALE (8): 8.3 times as busy, or 14, still allow 8 times
+        # LIMIT_FACTOR times the reference's run (unbounded: 267 and 448 s).
+        self.assertEqual(lab.time_limit(battery, load=11.5), (256, 3.2))
+        self.assertEqual(lab.time_limit(battery, load=20.0), (256, 3.2))
+        self.assertEqual(lab.time_limit(battery, tsan=True, load=20.0), (2048, 3.2))
+        self.assertEqual(lab.MAX_LOAD_SCALE, 8)
         self.assertEqual(lab.time_limit(battery, tsan=True, load=0.5), (256, 3.2))
         self.assertEqual(lab.time_limit({"seconds": 0.01, "passed": True, "load": 0}, load=0), (lab.LIMIT_FLOOR, 0.01))
         stub = {"seconds": 0.01, "passed": False, "load": 0}   # a handout's reference: its parts are stubs
@@ -1207,7 +1214,9 @@ fi
                 self.assertEqual(lab.reference_times(runs, "tree", measure), quiet)   # cached now
             with mock.patch.object(lab, "load_per_cpu", lambda: 11.0):   # busy again: scaled up, not re-timed
                 self.assertEqual(lab.reference_times(runs, "tree", measure), quiet)
-                self.assertEqual(lab.time_limit(quiet["//tests:stage1_twin_test"])[0], 800)
+                # MAX_LOAD_SCALE times (the ratio says 10): 640 s, where the twin test took 35 s
+                # at that load.
+                self.assertEqual(lab.time_limit(quiet["//tests:stage1_twin_test"])[0], 640)
             self.assertEqual(len(measured), 2)
 
     def test_throughput_pairs_run_on_one_processor_and_take_the_median_ratio(self):
