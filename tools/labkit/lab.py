@@ -1091,6 +1091,31 @@ def parts_found(tree):
         return {}
 
 
+def killed_at_limit(proc, tree, timeout, reference_seconds, where):
+    """Stops run_test's run `proc`, past its limit of `timeout` seconds, with every process it
+    started, and says so: where it was stuck (gdb), the case doctest reports on SIGTERM, and the
+    reference's time when reference_seconds gives it."""
+    stuck = where_stuck(stacks_of(proc.pid), parts_found(tree))
+    stdout = stderr = ""
+    try:
+        proc.send_signal(signal.SIGTERM)   # doctest reports the case it runs, then exits
+        stdout, stderr = proc.communicate(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:   # its handler is stuck too: no case to name
+        pass
+    kill_group(proc)
+    try:
+        proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:   # a process that left the group holds the pipes
+        pass
+    case = stuck_case(stdout + stderr)
+    at = "".join([f" in test case {case}" if case else "", f", stuck in {stuck}" if stuck else ""])
+    if reference_seconds is None:
+        return (f"timed out after {timeout:g} s and killed{at} (the reference's code runs it "
+                "in seconds: a loop that never ends?)")
+    return (f"timed out after {timeout:g} s (the reference takes "
+            f"{seconds_text(reference_seconds)} s{where}) and killed{at}: a loop that never ends?")
+
+
 def run_test(tree, target, cases=None, timeout=600, reference_seconds=None, where=""):
     """Runs a built test binary; returns (passed, parts whose stub it reached, what failed:
     failure_summary). A run still going after `timeout` seconds is killed with every process it
@@ -1106,29 +1131,15 @@ def run_test(tree, target, cases=None, timeout=600, reference_seconds=None, wher
     env = dict(bazel_env(), EDU_LAB_GRADING="1")
     with subprocess.Popen(cmd, cwd=runfiles if runfiles.is_dir() else tree, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as proc:
+        # Anything raised in here (a grade stopped by SIGTERM, a test's alarm, even while gdb
+        # reads the stacks of a run past its limit) kills the run first: Popen's exit waits for
+        # the process, and a hung one would hold the grade forever.
         try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            stuck = where_stuck(stacks_of(proc.pid), parts_found(tree))
-            stdout = stderr = ""
             try:
-                proc.send_signal(signal.SIGTERM)   # doctest reports the case it runs, then exits
-                stdout, stderr = proc.communicate(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:   # its handler is stuck too: no case to name
-                pass
-            kill_group(proc)
-            try:
-                proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:   # a process that left the group holds the pipes
-                pass
-            case = stuck_case(stdout + stderr)
-            at = "".join([f" in test case {case}" if case else "", f", stuck in {stuck}" if stuck else ""])
-            if reference_seconds is None:
-                return False, set(), (f"timed out after {timeout:g} s and killed{at} (the reference's code runs it "
-                                      "in seconds: a loop that never ends?)")
-            return False, set(), (f"timed out after {timeout:g} s (the reference takes "
-                                  f"{seconds_text(reference_seconds)} s{where}) and killed{at}: a loop that never ends?")
-        except BaseException:   # a grade stopped from outside (SIGTERM): leave no test running
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return False, set(), killed_at_limit(proc, tree, timeout, reference_seconds, where)
+        except BaseException:
             kill_group(proc)
             raise
     out = stdout + stderr

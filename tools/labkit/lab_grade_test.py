@@ -9,7 +9,7 @@ under ThreadSanitizer even when another part does not build; a grade stopped by 
 no Bazel server or scratch tree behind; a part whose code never returns is timed out by the
 reference's own time and the other part still judged, within HANG_BOUND seconds; in a handout
 that ships the reference's times, `tools/lab test` stops such a part by them, within
-TEST_HANG_BOUND seconds.
+TEST_HANG_BOUND seconds (both bounds times 1 + the load per processor: bound_at_load).
 Each grade runs Bazel in a scratch copy (its own server, shut down after; the shared disk cache
 makes the build mostly cache hits). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
@@ -58,6 +58,13 @@ HANG_FLOOR = 5
 # `tools/lab test` in the one-part handout below, its part hanging: the build and one run killed
 # at HANG_FLOOR. Without the handout's times the run had PART_TEST_SECONDS (180 s).
 TEST_HANG_BOUND = 90
+
+
+def bound_at_load(seconds):
+    """A wall-clock bound above, set on a quiet machine, at this machine's load now: times
+    1 + the load average per processor, as lab.time_limit scales a limit (a Bazel build in a
+    scratch tree took longer than the whole 90 s at a load of 12 on 2 processors)."""
+    return round(seconds * (1 + lab.load_per_cpu()))
 
 
 def hanging_find_fit(table):
@@ -191,10 +198,12 @@ class GradeTest(unittest.TestCase):
         lab.replace_bodies(dest, self.table, {"S1.find_fit": hanging_find_fit(self.table),
                                               "S1.coalesce": lab.regions(lab.REFERENCE, self.table, "S1.coalesce")})
 
+        bound = bound_at_load(HANG_BOUND)
+
         def too_long(signum, frame):
-            raise AssertionError(f"the hanging tree was not graded within {HANG_BOUND} s")
+            raise AssertionError(f"the hanging tree was not graded within {bound} s")
         previous = signal.signal(signal.SIGALRM, too_long)
-        signal.alarm(HANG_BOUND)
+        signal.alarm(bound)
         try:
             with mock.patch.object(lab, "LIMIT_FLOOR", HANG_FLOOR):
                 report, log = lab.grade(table, dest, "1", TRACES, STAGEDIFF)
@@ -204,7 +213,7 @@ class GradeTest(unittest.TestCase):
         out = io.StringIO()
         lab.print_report(report, out)
         print(out.getvalue())
-        self.assertLess(report["seconds"], HANG_BOUND)
+        self.assertLess(report["seconds"], bound)
         parts = {p["part"]: p for p in report["parts"]}
         self.assertEqual(parts["S1.coalesce"]["verdict"], "pass", parts["S1.coalesce"])
         self.assertEqual(report["score"], self.table["score"]["correctness"] / 2)
@@ -250,10 +259,12 @@ class GradeTest(unittest.TestCase):
         self.assertIn(f"`{lab.TIMES_FILE}` holds", (dest / "LAB.md").read_text().replace("\n", " "))
         lab.replace_bodies(dest, self.table, {"S1.find_fit": hanging_find_fit(self.table)})
 
+        bound = bound_at_load(TEST_HANG_BOUND)
+
         def too_long(signum, frame):
-            raise AssertionError(f"`tools/lab test` did not stop the hung part within {TEST_HANG_BOUND} s")
+            raise AssertionError(f"`tools/lab test` did not stop the hung part within {bound} s")
         previous = signal.signal(signal.SIGALRM, too_long)
-        signal.alarm(TEST_HANG_BOUND)
+        signal.alarm(bound)
         out, started = io.StringIO(), time.monotonic()
         try:
             with mock.patch.object(lab, "LIMIT_FLOOR", HANG_FLOOR):

@@ -1123,6 +1123,26 @@ fi
             time.sleep(0.1)
         self.assertFalse(Path(f"/proc/{pid}").exists(), "the test's child still runs")
 
+    def test_a_grade_stopped_while_a_hung_test_s_stacks_are_read_kills_the_test(self):
+        # A SIGTERM (or a test's alarm) that came while gdb read a hung run's stacks left the
+        # run alive, and Popen's exit then waited for it: lab_handout_hang_test, whose alarm
+        # fired there at a load of 12, sat for its whole hour beside a test binary in pause(2).
+        test = self.tmp / "bazel-bin" / "t" / "t"
+        test.parent.mkdir(parents=True)
+        pid_file = self.tmp / "test.pid"
+        test.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 30\n")
+        test.chmod(0o755)
+
+        def stopped(pid):   # as SIGTERM's handler stops a grade (Ctrl-C's KeyboardInterrupt waits less)
+            raise SystemExit("stopped from outside while the stacks were read")
+        started = time.monotonic()
+        with mock.patch.object(lab, "stacks_of", stopped):
+            with self.assertRaises(SystemExit):
+                lab.run_test(self.tmp, "//t:t", timeout=1)
+        self.assertLess(time.monotonic() - started, 15)   # not the 30 s of the run
+        pid = int(pid_file.read_text())
+        self.assertFalse(Path(f"/proc/{pid}").exists(), "the hung run still runs")
+
     def test_time_limits_follow_the_reference_s_own_run(self):
         battery = {"seconds": 3.2, "passed": True, "load": 0.5}
         self.assertEqual(lab.time_limit(battery, load=0.5), (32, 3.2))   # LIMIT_FACTOR times
