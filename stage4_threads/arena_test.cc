@@ -319,19 +319,19 @@ TEST_CASE("forty one-block segments freed wait in the cache and serve the next f
     replaced_from_cache(40);
 }
 
-// [S4.88] A 256 KiB block's segment, cached and reused for a 200 KiB block, gives it the reach
+// [S4.88] A 1 MiB block's segment, cached and reused for a 300 KiB block, gives it the reach
 // the first one committed: the same end, so the tail guard is written on the page the first
-// block's guard touched, and taking the block faults no page. A block under half that reach
-// gets its own size: the check stage 3's pages_test runs too (tests/support.h). Before S4.88
-// the 200 KiB block's usable size was its own (208,880 bytes, not 266,224) and its guard's
-// store faulted one page.
+// block's guard touched, and taking the block faults no page. A block under a quarter of that
+// reach gets its own size (S3.96): the check stage 3's pages_test runs too (tests/support.h).
+// Before S4.88 a reused block's usable size was its own and its guard's store faulted one page;
+// with S4.88's first bound (twice) the 300 KiB block still did (311,280 bytes, not 1,052,656).
 TEST_CASE("a reused large segment gives its next block the reach it committed, and its tail guard faults no page") {
     testing::on_thread([] {
         battery::reused_large_segment_keeps_its_reach(
             api(), [](std::size_t n) { return api().malloc(n); },
             [](const void* p) -> const void* { return segment_of(p); },
             [](const void* s) { return static_cast<const Segment*>(s)->cached == 1; },
-            stage3::one_block_usable(100 * 1024));
+            stage3::one_block_usable(200 * 1024));
         segment_cache_collect(testing::my_heap(), true);
     });
 }

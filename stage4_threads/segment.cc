@@ -277,7 +277,7 @@ Page* try_one_block_page_alloc(Heap* heap, std::size_t block_bytes, std::size_t 
     Segment* s = blocks == 1 ? take_segment(heap, PageKind::large, offset + bytes)
                              : take_huge_segment(heap, static_cast<uint32_t>(blocks), offset + bytes - kMetaSize);
     if (!s) return nullptr;
-    // [S4.88] A reused large segment whose commit reaches past the block, within twice its
+    // [S4.88] A reused large segment whose commit reaches past the block, within four times its
     // bytes: the block takes all of it, so its tail guard (S3.67) lands where the last block's
     // did, on a page touched already, not on one that faults (mstress-like: 95% of the faults
     // in this function were that store). A longer usable block; no byte more committed. The

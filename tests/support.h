@@ -181,12 +181,12 @@ std::vector<char*> middle_of_three_pages(const std::function<char*()>& take,
 void small_blocks_from_larger_free_ones(const Api& api, const std::function<void*(std::size_t)>& take);
 // Page faults the calling thread has taken so far that the kernel served without I/O.
 long minor_faults();
-// In-process, stages 3 and 4 ([S3.80], [S4.88]: one rule, segment_layout.h's large_reach): a
-// 256 KiB block from `take`, freed (then `is_cached` of its segment must hold), and a 200 KiB
-// block taken next reuses the segment with the first one's usable size, its tail guard written on
-// a page already touched, so taking it faults no page (not checked under a sanitizer, whose
-// shadow memory faults too); a 100 KiB block then gets `small_usable`, its own size. The heap is
-// checked and everything freed.
+// In-process, stages 3 and 4 ([S3.80], [S4.88], S3.96: one rule, segment_layout.h's
+// large_reach): a 1 MiB block from `take`, freed (then `is_cached` of its segment must hold), and
+// a 300 KiB block taken next reuses the segment with the first one's usable size, its tail guard
+// written on a page already touched, so taking it faults no page (not checked under a sanitizer,
+// whose shadow memory faults too); a 200 KiB block, under a quarter of that reach, then gets
+// `small_usable`, its own size. The heap is checked and everything freed.
 void reused_large_segment_keeps_its_reach(const Api& api, const std::function<void*(std::size_t)>& take,
                                           const std::function<const void*(const void*)>& segment_of,
                                           const std::function<bool(const void*)>& is_cached,
