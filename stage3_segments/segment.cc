@@ -407,7 +407,7 @@ Page* try_one_block_page_alloc(std::size_t block_bytes, std::size_t alignment) {
         s = take_huge_segment(round_up(offset + bytes, kSegmentSize), offset + bytes - kMetaSize);
     }
     if (!s) return nullptr;
-    bytes = Layout::large_reach(s, offset, bytes);   // [S3.80] a reused one's commit, within four times
+    bytes = Layout::large_reach(s, offset, bytes);   // [S3.80] a reused one's commit, within 4x
     usable = bytes - kGuardBytes;
     // Commit what the block reaches; a reused large segment may already hold more.
     if (!commit_up_to(s, offset + bytes - kMetaSize)) {
