@@ -36,7 +36,7 @@ struct Mode {
 // in use does not carry it) by a store of 0. Stage 3's one `xor` into the block (S3.40) would
 // do both in one instruction, but its store must wait for the block's line, where this store's
 // value is ready at once: the xor was tried here and measured slower on the programs whose
-// blocks have left the cache (chapter, section 5).
+// blocks have left the cache (chapter, Measured: "The fast paths (section 5)").
 // It serves the sizes `direct(size)` admits from heap->direct, and hands the others to `miss`:
 // for every entry size <= kDirectMax and malloc_generic (the overload below), for the drop-in
 // library's exported malloc its gate, whose bound is 0 while it is closed (drop_in.h, S4.64).

@@ -28,7 +28,7 @@ extern Gate g_gate __attribute__((visibility("hidden")));   // hidden: no GOT lo
 // bound again and asks whether it is 0, on its way to malloc_generic or free_generic. A flag
 // tested first (three instructions a call), the flag tested by one `cmpb`, a gate folded into
 // the load of the heap, and the bound loaded into a register first (one instruction a call)
-// were measured against it: chapter, 14.
+// were measured against it: chapter, Measured: "realloc and the table (section 14)".
 struct DropIn {
     // [S4.81] Where the exported malloc and free start: on a 64-byte line (contract/preload.cc
     // aligns them by this). At the linker's 16 bytes, free's 31 instructions spanned three

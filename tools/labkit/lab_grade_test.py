@@ -10,8 +10,8 @@ no Bazel server or scratch tree behind; a part whose code never returns is timed
 reference's own time and the other part still judged, within HANG_BOUND seconds; in a handout
 that ships the reference's times, `tools/lab test` stops such a part by them, within
 TEST_HANG_BOUND seconds (both bounds times 1 + the load per processor: bound_at_load).
-Each grade runs Bazel in a scratch copy (its own server, shut down after; the shared disk cache
-makes the build mostly cache hits). The reference stagediff comes from this test's data
+Each grade runs Bazel in a scratch copy (its own server, shut down after; the lab's disk cache,
+lab.disk_cache(), makes the build mostly cache hits once one grade on this machine has filled it). The reference stagediff comes from this test's data
 (argv[1]): running Bazel in the source tree from inside a test would wait for its own lock."""
 
 import copy

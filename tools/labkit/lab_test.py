@@ -623,6 +623,34 @@ fi
         self.assertEqual(log.read_text().split(), ["build", "SIGINT", "shutdown"])
         self.assertTrue((self.tmp / "lab1" / lab.INCOMPLETE_FILE).exists())
 
+    def test_a_scratch_tree_builds_from_the_lab_s_disk_cache_and_always_runs_its_tests(self):
+        with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": str(self.tmp / "cache")}):
+            where = f"--disk_cache={self.tmp / 'cache' / 'edu-alloc' / 'bazel-disk'}"
+            build = lab.bazel_command(("build", "//t:t"), output_base=self.tmp / "bazel")
+            test = lab.bazel_command(("test", "--config=tsan", "//t:t"), output_base=self.tmp / "bazel")
+            self.assertEqual(build[:2], ["bazel", f"--output_base={self.tmp / 'bazel'}"])
+            self.assertIn(where, build)
+            self.assertNotIn("--nocache_test_results", build)
+            self.assertIn(where, test)
+            self.assertIn("--nocache_test_results", test)
+            self.assertEqual(test[-2:], ["--config=tsan", "//t:t"])
+            # a student's own tree keeps its own settings; a shutdown takes no build option
+            self.assertFalse(any(a.startswith("--disk_cache") for a in lab.bazel_command(("build", "//t:t"))))
+            self.assertEqual(lab.bazel_command(("shutdown",), output_base=self.tmp / "bazel"),
+                             ["bazel", f"--output_base={self.tmp / 'bazel'}", "shutdown"])
+
+    def test_the_disk_cache_is_pruned_oldest_first_to_half_its_bound(self):
+        folder = self.tmp / "disk"
+        for i in range(6):   # ac/0 .. cas/5, 100 bytes each, written 0 .. 5 hours ago, newest first
+            path = folder / ("ac" if i % 2 else "cas") / str(i)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x" * 100)
+            os.utime(path, (time.time() - 3600 * i,) * 2)
+        self.assertEqual(lab.prune_disk_cache(folder, bound=600), 0)   # at the bound: kept
+        self.assertEqual(lab.prune_disk_cache(folder, bound=500), 400)  # over: down to 250 bytes
+        self.assertEqual(sorted(p.name for p in folder.rglob("*") if p.is_file()), ["0", "1"])
+        self.assertEqual(lab.prune_disk_cache(self.tmp / "none"), 0)   # no cache yet: nothing to do
+
     def test_a_stage_with_copies_needs_a_tag_for_their_tests(self):
         table = json.loads(json.dumps(self.table))
         del table["stages"]["3"]["copy_tests_tag"]
