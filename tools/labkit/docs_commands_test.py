@@ -155,6 +155,17 @@ class DocsCommandsTest(unittest.TestCase):
         self.assertEqual(sorted(shown - files), [], "pictures a document shows that do not exist")
         self.assertEqual(sorted(files ^ made), [], "pictures tools/pictures does not write, or writes but are not kept")
 
+    def test_the_readme_names_the_packages_tools_setup_installs(self):
+        # README's "Two commands" lists what tools/setup installs; a package added to the script
+        # and not to the list (gdb was) leaves a reader unsure what a machine needs.
+        script = (ROOT / "tools" / "setup").read_text()
+        array = re.search(r"^packages=\(([^)]*)\)", script, re.M)
+        self.assertIsNotNone(array, "tools/setup has no packages=(...) array")
+        readme = " ".join((ROOT / "README.md").read_text().split())
+        listed = re.search(r"installs any missing package of `([^`]+)`", readme)
+        self.assertIsNotNone(listed, "README.md does not list tools/setup's packages")
+        self.assertEqual(listed.group(1).split(), array.group(1).split())
+
     def test_an_excerpt_is_read_in_order_with_gaps(self):
         text = "<!-- docs-output: tools/run --demo -->\n```\n  a   1\n...\nc 3\n```\n"
         ((line, command, shown),) = excerpts(text)
