@@ -417,6 +417,34 @@ TEST_CASE("the C library's column replays through glibc and measures a footprint
     CHECK(m.utilisation <= 1.0);
 }
 
+// glibc answers realloc(p, 0) with NULL, p freed; the stages with a block of their smallest size.
+// Both are C17's to choose, so a trace that asks it replays as valid in every column (the C
+// library's column used to fail it as a NULL without ENOMEM), and so does ltrace's record of it.
+TEST_CASE("realloc to size 0 replays through glibc and every stage, from a trace and from ltrace") {
+    Workload w;
+    std::string error;
+    REQUIRE_MESSAGE(parse_trace("a 0 64\na 1 64\nr 0 0\nr 1 0\nr 1 200\nf 0\nf 1\n", "z.rep", &w, &error), error);
+    ReplayOptions o;
+    o.reference = true;
+    Metrics libc = replay_isolated(libc_reference(), w, o);
+    CHECK_MESSAGE(libc.valid, libc.failure);
+    Metrics stage1 = replay(stage1::descriptor, w, ReplayOptions{});   // stages 2-4: stagediff_test
+    CHECK_MESSAGE(stage1.valid, stage1.failure);
+    // ltrace of a program on glibc: the block is gone after realloc(p, 0) = 0, and glibc hands
+    // its address out again; the converter keeps the call as `r 0 0` and frees id 0 at the end.
+    const char* text =
+        "malloc(24)                         = 0x5581f8d4f2a0\n"
+        "realloc(0x5581f8d4f2a0, 0)         = 0\n"
+        "malloc(16)                         = 0x5581f8d4f2a0\n"
+        "realloc(0x5581f8d4f2a0, 4096)      = 0\n"  // failed: the block stays
+        "free(0x5581f8d4f2a0)               = <void>\n";
+    Workload lt;
+    REQUIRE_MESSAGE(parse_ltrace(text, "l.txt", &lt, &error), error);
+    CHECK(format_trace(lt) == "0\n2\n5\n1\na 0 24\nr 0 0\na 1 16\nf 1\nf 0\n");
+    Metrics from_ltrace = replay_isolated(libc_reference(), lt, o);
+    CHECK_MESSAGE(from_ltrace.valid, from_ltrace.failure);
+}
+
 TEST_CASE("ltrace: calls from inside libc are dropped and counted; an overflowing calloc is an error") {
     const char* text =
         "python3->malloc(24)                = 0x5581f8d4f2a0\n"

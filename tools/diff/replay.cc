@@ -257,6 +257,13 @@ private:
         errno = 0;
         auto* p = static_cast<unsigned char*>(api_.realloc(b.ptr, op.size));
         if (!p && errno == ENOMEM) return enomem(op);  // the old block stays as it was
+        // realloc(p, 0): C17 lets an implementation answer NULL, the old block then freed or not
+        // as it defines; glibc frees it (the stages return a block of their smallest size). The
+        // id then holds no block, as after ENOMEM: a later `f` is free(NULL), an `r` a malloc.
+        if (!p && op.size == 0) {
+            if (b.ptr) forget(b);
+            return;
+        }
         if (!p) return fail("realloc(" + std::to_string(op.size) + ") returned NULL without setting errno to ENOMEM");
         Live old = b;
         if (old.ptr) forget(b);
@@ -331,9 +338,11 @@ double timed_pass(const Api& api, const Workload& w, Helpers& helpers) {
                 api.free(ptr[op.id]);
                 ptr[op.id] = nullptr;
                 break;
-            case Op::realloc:
-                if (void* p = api.realloc(ptr[op.id], op.size)) ptr[op.id] = p;
+            case Op::realloc: {
+                void* p = api.realloc(ptr[op.id], op.size);
+                if (p || op.size == 0) ptr[op.id] = p;   // NULL for size 0: glibc freed it (resize)
                 break;
+            }
         }
     };
     auto start = std::chrono::steady_clock::now();

@@ -291,6 +291,17 @@ class Results(Base):
             self.assertEqual(result["peak_live_bytes"], 64)
 
 
+    def test_realloc_to_zero_is_valid_in_every_column(self):
+        # glibc frees the block and answers NULL, the stages answer a block: both are C's.
+        self.write("z.rep", "a 0 64\na 1 64\nr 0 0\nr 1 0\nr 1 200\nf 0\nf 1\n")
+        r = run("--trace=z.rep", "--no-time", "--json", cwd=self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        results = json.loads(r.stdout)["traces"][0]["results"]
+        self.assertEqual(len(results), 5)
+        for result in results:
+            self.assertTrue(result["valid"], result)
+
+
 class Threads(Base):
     def test_a_bad_thread_mark_is_an_error_naming_its_line(self):
         for mark in ["@5", "@0", "@x", "@", "@-1", "@2@"]:

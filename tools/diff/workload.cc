@@ -359,6 +359,7 @@ bool parse_ltrace(std::istream& in, const std::string& source, Workload* out, st
     error->clear();
     uint64_t dropped_here = 0;
     std::unordered_map<uint64_t, uint32_t> live;  // address -> id
+    std::vector<uint32_t> released;                // ids of realloc(p, 0) = NULL (below)
     Builder b{out, {}};
     std::string line;
     uint64_t number = 0;
@@ -416,6 +417,22 @@ bool parse_ltrace(std::istream& in, const std::string& source, Workload* out, st
         }
         if (eq == std::string::npos) continue;
         uint64_t result = number_at(line, eq + 2, 16, &ok3);
+        if (name == "realloc" && (ok3 ? result == 0 : line.compare(eq + 2, 3, "nil") == 0)) {
+            // realloc(p, 0) = NULL: glibc freed p (C17 leaves it to the implementation). Kept as
+            // `r id 0`, which each stage answers its own way; p, no longer the program's, may come
+            // back from a later malloc, so the id leaves `live` and is freed at the end.
+            uint64_t first = number_at(line, args, 16, &ok1);
+            std::size_t comma = line.find(',', args);
+            uint64_t size = comma == std::string::npos ? 1 : number_at(line, comma + 1, 10, &ok2);
+            auto it = ok1 && ok2 && size == 0 ? live.find(first) : live.end();
+            if (first != 0 && it != live.end()) {
+                b.realloc(it->second, 0);
+                out->ops.back().line = static_cast<uint32_t>(number);
+                released.push_back(it->second);
+                live.erase(it);
+            }
+            continue;   // any other NULL: a failed realloc, which keeps the old block
+        }
         if (!ok3 || result == 0) continue;  // failed or nil: nothing allocated
         uint64_t size = 0;
         if (name == "malloc") {
@@ -454,6 +471,10 @@ bool parse_ltrace(std::istream& in, const std::string& source, Workload* out, st
     for (const auto& [addr, id] : live) {
         (void)addr;
         b.free(id);  // the program's leaks are freed at the end, so every stage drains
+        out->ops.back().line = static_cast<uint32_t>(number);
+    }
+    for (uint32_t id : released) {
+        b.free(id);  // what the stages answered to realloc(p, 0); glibc's column frees NULL
         out->ops.back().line = static_cast<uint32_t>(number);
     }
     if (dropped) *dropped = dropped_here;
