@@ -35,8 +35,9 @@ struct Mode {
 // An empty slot names g_empty_page, whose list is empty, so there is no page NULL test: the
 // branch that catches an exhausted page catches it too. Everything else is malloc_generic,
 // which is not inlined: inlining it would make this function save registers on every call.
+// `alignment`: kAlignment for malloc; an aligned request's, whose `size` is its bin's ([S3.97]).
 template <class M>
-S3_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) {
+S3_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested, std::size_t alignment = kAlignment) {
     if (S3_LIKELY(size <= kDirectMax)) {
         Page* page = heap->direct[(size + 7) >> 3];
         Block* b = page->free;
@@ -68,6 +69,7 @@ S3_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) 
             return b;
         }
     }
+    if (alignment > kAlignment) return malloc_generic_aligned(size, requested, heap, alignment);
     return malloc_generic(size, requested, heap);
 }
 

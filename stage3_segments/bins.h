@@ -1,6 +1,7 @@
 // stage3_segments/bins.h: size classes: the bin of a request, the block size of a bin, the
 // direct-cache slots a bin covers, and the bin an aligned request can use.
-// Entry points: bin_of, bin_size, bin_kind, direct_slots_of, aligned_bin. All constexpr.
+// Entry points: bin_of, bin_size, bin_kind, direct_slots_of, bin_keeps_alignment, aligned_bin.
+// All constexpr.
 #pragma once
 
 #include <cstddef>
@@ -87,16 +88,21 @@ constexpr SlotRange direct_slots_of(unsigned bin) {
     return {r.first, r.last};
 }
 
+// Whether every block of `bin` starts at a multiple of `alignment` (a power of two): exactly
+// when its size is one, because pages start on the block size's lowest set bit (carve_area,
+// segment_layout.h). The one rule for aligned requests: their bin ([S3.33]) and a larger bin
+// that serves them when theirs cannot ([S3.97], heap.cc).
+constexpr bool bin_keeps_alignment(unsigned bin, std::size_t alignment) { return bin_size(bin) % alignment == 0; }
+
 // [S3.33] Aligned requests without interior pointers: for alignment a (16 < a <= 64 KiB) and
 // size n, the first bin at or above max(n, a) whose block size is a multiple of a. It exists
 // within four bins (the power of two at or above max(n, a) is one), and every block of it is
-// a-aligned because pages start on the block size's lowest set bit (page.cc). Returns
-// kBinCount when the request must go to a large page.
+// a-aligned (bin_keeps_alignment). Returns kBinCount when the request must go to a large page.
 constexpr unsigned aligned_bin(std::size_t alignment, std::size_t n) {
     std::size_t need = n > alignment ? n : alignment;
     if (need > kMediumMax) return kBinCount;
     for (unsigned bin = bin_of(need); bin < kBinCount; ++bin)
-        if (bin_size(bin) % alignment == 0) return bin;
+        if (bin_keeps_alignment(bin, alignment)) return bin;
     return kBinCount;
 }
 

@@ -90,12 +90,17 @@ Page* find_page(Heap* heap, unsigned bin) {
 // heap holds free blocks that fit. Only free blocks already there: no extension, no fresh page.
 // The block keeps its page's size (usable_size says so): one 600-byte request per freed
 // 4,000-byte block where glibc carves six, the price of pages of one class (chapter 3).
-Page* find_larger(Heap* heap, unsigned bin) {
-    for (unsigned larger = bin + 1; larger < kBinCount; ++larger)
+// [S3.97] An aligned request's bin was chosen for its alignment ([S3.33]); a larger bin serves
+// it only if its blocks keep that alignment too (a 4 KiB-aligned request took a 5,120-byte
+// block, 1 KiB-aligned, before). `alignment` is kAlignment for every other request.
+Page* find_larger(Heap* heap, unsigned bin, std::size_t alignment) {
+    for (unsigned larger = bin + 1; larger < kBinCount; ++larger) {
+        if (!bin_keeps_alignment(larger, alignment)) continue;
         for (Page* page = heap->queues[larger].first; page != nullptr; page = page->next) {
             page_collect(page);
             if (page->free) return page;
         }
+    }
     return nullptr;
 }
 
@@ -142,10 +147,10 @@ namespace {
 // The bin's first page could not serve: the queue (extension, full pages aside, a fresh page,
 // retired pages given back first), then a larger bin's free block ([S3.75]). The search may
 // make system calls that fail before one succeeds; a call that succeeds leaves errno as it was.
-[[gnu::noinline]] void* malloc_from_queue(Heap* heap, unsigned bin, std::size_t requested) {
+[[gnu::noinline]] void* malloc_from_queue(Heap* heap, unsigned bin, std::size_t requested, std::size_t alignment) {
     int saved = errno;
     Page* page = find_page(heap, bin);
-    if (!page) page = find_larger(heap, bin);
+    if (!page) page = find_larger(heap, bin, alignment);
     if (!page) return enomem();
     errno = saved;
     return page_pop_checked(page, requested, "malloc");
@@ -155,20 +160,27 @@ namespace {
 // local frees taken back, serves most calls here, and makes no system call. Only what follows
 // it (extension, a fresh page, a limit's refusals) may fail one before the call succeeds, so
 // only that pays for saving errno (malloc_from_queue).
-inline void* malloc_after_tick(std::size_t size, std::size_t requested, Heap* heap) {
+inline void* malloc_after_tick(std::size_t size, std::size_t requested, Heap* heap, std::size_t alignment) {
     if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
     unsigned bin = bin_of(size);
     Page* page = heap->queues[bin].first;
     if (page) page_collect(page);
-    if (!page || !page->free) return malloc_from_queue(heap, bin, requested);
+    if (!page || !page->free) return malloc_from_queue(heap, bin, requested, alignment);
     return page_pop_checked(page, requested, "malloc");
 }
 
 // Every 64 ticks: the purge and the segment cache, then the call as on any other tick.
-[[gnu::noinline]] void* malloc_when_due(std::size_t size, std::size_t requested, Heap* heap) {
+[[gnu::noinline]] void* malloc_when_due(std::size_t size, std::size_t requested, Heap* heap, std::size_t alignment) {
     if (purge_pending()) segment_purge(false);
     if (segment_cache_count() != 0) segment_cache_collect(false);
-    return malloc_after_tick(size, requested, heap);
+    return malloc_after_tick(size, requested, heap, alignment);
+}
+
+// malloc_generic's body, for malloc's alignment or an aligned request's ([S3.97]).
+inline void* generic(std::size_t size, std::size_t requested, Heap* heap, std::size_t alignment) {
+    if (size > kMaxRequest) return enomem();
+    if ((++g_clock & 63) == 0) return malloc_when_due(size, requested, heap, alignment);
+    return malloc_after_tick(size, requested, heap, alignment);
 }
 
 }  // namespace
@@ -180,9 +192,11 @@ inline void* malloc_after_tick(std::size_t size, std::size_t requested, Heap* he
 // without a stack frame. While the purge was called in here, every call saved and restored six
 // registers for it: 16 instructions a call (chapter 3, "Measured").
 void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
-    if (size > kMaxRequest) return enomem();
-    if ((++g_clock & 63) == 0) return malloc_when_due(size, requested, heap);
-    return malloc_after_tick(size, requested, heap);
+    return generic(size, requested, heap, kAlignment);
+}
+
+void* malloc_generic_aligned(std::size_t size, std::size_t requested, Heap* heap, std::size_t alignment) {
+    return generic(size, requested, heap, alignment);
 }
 
 // [S3.63] Under an address-space limit a large block of the default heap gets a mapping of its

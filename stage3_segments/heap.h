@@ -1,7 +1,8 @@
 // stage3_segments/heap.h: heaps: the default heap behind malloc, first-class heaps, their
 // page queues and direct cache, the generic malloc path, and what happens after a free
-// empties or un-fills a page. Entry points: malloc_generic, malloc_one_block, page_event,
-// heap_new, heap_delete, heap_collect, the queue moves. The fast paths are in alloc.h.
+// empties or un-fills a page. Entry points: malloc_generic (and malloc_generic_aligned),
+// malloc_one_block, page_event, heap_new, heap_delete, heap_collect, the queue moves. The fast
+// paths are in alloc.h.
 #pragma once
 
 #include <cstddef>
@@ -26,6 +27,10 @@ Heap* first_heap();
 // nullptr with errno = ENOMEM when memory cannot be had. The heap comes last so that `size`
 // stays in the register it arrived in: the fast path's jump here needs no move for it.
 [[gnu::noinline]] void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap);
+// [S3.97] The same for an aligned request whose bin keeps `alignment` ([S3.33]): when that bin
+// cannot serve, a larger bin serves only if its blocks keep the alignment too.
+[[gnu::noinline]] void* malloc_generic_aligned(std::size_t size, std::size_t requested, Heap* heap,
+                                               std::size_t alignment);
 
 // [S3.23] Above 64 KiB every block gets a page (a segment) of its own: a large page from the
 // segment cache when it fits in 4 MiB, else a huge segment. Also aligned_alloc's way for

@@ -14,6 +14,9 @@ struct Heap;
 Heap* heap_create();
 // A block of at least `size` bytes from `heap`, 16-aligned; nullptr with ENOMEM on failure.
 void* heap_malloc(Heap* heap, std::size_t size);
+// A block of at least `size` bytes from `heap` aligned to `alignment`, a power of two up to
+// 2 MiB (kMaxAlignment); nullptr with ENOMEM when it cannot be served or the alignment is not one.
+void* heap_aligned_alloc(Heap* heap, std::size_t alignment, std::size_t size);
 // Zeroed memory for count * size bytes from `heap`; nullptr with ENOMEM on overflow/failure.
 void* heap_calloc(Heap* heap, std::size_t count, std::size_t size);
 // Frees every block of `heap` at once and the heap itself: its pages go straight back to

@@ -664,6 +664,16 @@ TEST_CASE("under a data limit, a free block of a larger bin serves when no page 
     });
 }
 
+// [S3.97] The same for aligned requests: a larger bin serves one only if every block of it keeps
+// the alignment. Failed before: a 4 KiB-aligned request got a 5,120-byte block, 1 KiB-aligned.
+TEST_CASE("under a data limit, a larger bin serves an aligned request only with aligned blocks") {
+    under_limit(RLIMIT_DATA, battery::data_bytes, 4 * kMiB, [](Heap* heap) {
+        battery::aligned_blocks_from_larger_free_ones(
+            api(), [heap](std::size_t n) { return heap_malloc(heap, n); },
+            [heap](std::size_t alignment, std::size_t n) { return heap_aligned_alloc(heap, alignment, n); });
+    });
+}
+
 // [S3.58] Under an address-space limit 24 MiB above what the process holds, a hundred blocks
 // of 100 KB (10 MB, which glibc serves from its heap) all fit: each large segment is mapped only
 // as far as its block reaches, where a whole 4 MiB window each let five fit; each is mapped in

@@ -101,7 +101,7 @@ void* heap_aligned_in(Heap* heap, std::size_t alignment, std::size_t size) {
     if (alignment <= kAlignment) return heap_alloc<M>(heap, size, size);
     if (size > kMaxRequest) return enomem();
     unsigned bin = aligned_bin(alignment, size);
-    if (bin < kBinCount) return heap_alloc<M>(heap, bin_size(bin), size);
+    if (bin < kBinCount) return heap_alloc<M>(heap, bin_size(bin), size, alignment);
     return malloc_one_block(heap, size, alignment, size);
 }
 
@@ -249,6 +249,12 @@ struct MallocCall {
     static void* run(Heap* heap, std::size_t size) { return heap_alloc<M>(heap, size, size); }
 };
 template <class M>
+struct AlignedCall {
+    static void* run(Heap* heap, std::size_t alignment, std::size_t size) {
+        return heap_aligned_in<M>(heap, alignment, size);
+    }
+};
+template <class M>
 struct CallocCall {
     static void* run(Heap* heap, std::size_t count, std::size_t size) {
         return heap_calloc_in<M>(heap, count, size);
@@ -267,6 +273,9 @@ const char* g_gate = &kClosed;
 
 Heap* heap_create() { return heap_new(); }
 void* heap_malloc(Heap* heap, std::size_t size) { return in_mode<MallocCall>(heap, size); }
+void* heap_aligned_alloc(Heap* heap, std::size_t alignment, std::size_t size) {
+    return in_mode<AlignedCall>(heap, alignment, size);
+}
 void* heap_calloc(Heap* heap, std::size_t count, std::size_t size) {
     return in_mode<CallocCall>(heap, count, size);
 }

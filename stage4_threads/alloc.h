@@ -41,9 +41,10 @@ struct Mode {
 // for every entry size <= kDirectMax and malloc_generic (the overload below), for the drop-in
 // library's exported malloc its gate, whose bound is 0 while it is closed (drop_in.h, S4.64).
 // A size it admits but cannot serve goes to malloc_generic: admitted, the gate was open.
+// `alignment`: kAlignment for malloc; an aligned request's, whose `size` is its bin's ([S4.115]).
 template <class M, class Direct, class Miss>
 S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested, Direct direct,
-                           Miss miss) {
+                           Miss miss, std::size_t alignment = kAlignment) {
     if (S4_LIKELY(direct(size))) {
         Page* page = heap->direct[(size + 7) >> 3];
         Block* b = page->free;
@@ -66,14 +67,20 @@ S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested, 
             if constexpr (M::stats) count_malloc(heap, requested, page->block_size);
             return b;
         }
+        if (alignment > kAlignment) return malloc_generic_aligned(size, requested, heap, alignment);
         return malloc_generic(size, requested, heap);
     }
     return miss();
 }
 template <class M>
-S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested) {
-    return heap_alloc<M>(heap, size, requested, [](std::size_t n) { return n <= kDirectMax; },
-                         [=] { return malloc_generic(size, requested, heap); });
+S4_INLINE void* heap_alloc(Heap* heap, std::size_t size, std::size_t requested, std::size_t alignment = kAlignment) {
+    return heap_alloc<M>(
+        heap, size, requested, [](std::size_t n) { return n <= kDirectMax; },
+        [=] {
+            if (alignment > kAlignment) return malloc_generic_aligned(size, requested, heap, alignment);
+            return malloc_generic(size, requested, heap);
+        },
+        alignment);
 }
 
 // [S4.33] free's fast path. Stage 3 asked a global map "is this segment ours?"; stage 4 asks

@@ -519,6 +519,20 @@ TEST_CASE("under a data limit, a free block of a larger bin serves when no page 
     });
 }
 
+// [S4.115] Stage 3's S3.97: a larger bin serves an aligned request only if every block of it
+// keeps the alignment. Failed before: a 4 KiB-aligned request got a 5,120-byte block.
+TEST_CASE("under a data limit, a larger bin serves an aligned request only with aligned blocks") {
+    if (battery::kUnderSanitizer) return;
+    constexpr std::size_t kMiB = std::size_t{1} << 20;
+    on_thread_in_child([] {
+        void* first = heap_then_limit(RLIMIT_DATA, battery::data_bytes() + 4 * kMiB);
+        battery::aligned_blocks_from_larger_free_ones(
+            api(), [](std::size_t n) { return api().malloc(n); },
+            [](std::size_t alignment, std::size_t n) { return api().aligned_alloc(alignment, n); });
+        api().free(first);
+    });
+}
+
 // [S4.76] A segment given back while the process is at its map count's limit: the mmap that
 // maps its slots PROT_NONE again must split the reservation where the slots end (the slot after
 // is free, so PROT_NONE continues past them), and is refused. The slots stay writable, and before

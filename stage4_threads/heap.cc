@@ -99,11 +99,14 @@ Page* find_page(Heap* heap, unsigned bin) {
 
 // [S4.82] Stage 3's S3.75: no page of `bin` can be had, so a free block of a larger bin's page
 // of this heap serves (its own frees and the remote ones collected), rather than NULL while the
-// heap holds free blocks that fit. No extension, no fresh page, no reclaim.
-Page* find_larger(Heap* heap, unsigned bin) {
-    for (unsigned larger = bin + 1; larger < kBinCount; ++larger)
+// heap holds free blocks that fit. No extension, no fresh page, no reclaim. [S4.115] Stage 3's
+// S3.97: for an aligned request, only a larger bin whose blocks keep its alignment.
+Page* find_larger(Heap* heap, unsigned bin, std::size_t alignment) {
+    for (unsigned larger = bin + 1; larger < kBinCount; ++larger) {
+        if (!stage3::bin_keeps_alignment(larger, alignment)) continue;
         for (Page* page = heap->queues[larger].first; page != nullptr; page = page->next)
             if (page_take_frees(page)) return page;
+    }
     return nullptr;
 }
 
@@ -160,12 +163,12 @@ inline void* generic_pop(Heap* heap, Page* page, std::size_t requested) {
 // calls, and makes no system call. Only what follows it (extension, a fresh page, a limit's
 // refusals) may fail one before the call succeeds, so only that pays for errno. Here when the
 // first page's own frees did not serve (malloc_after_tick): its remote frees, then the queue.
-[[gnu::noinline]] void* malloc_from_queue(Heap* heap, unsigned bin, std::size_t requested) {
+[[gnu::noinline]] void* malloc_from_queue(Heap* heap, unsigned bin, std::size_t requested, std::size_t alignment) {
     Page* page = heap->queues[bin].first;
     if (!page || !page_take_frees(page)) {
         int saved = errno;
         page = find_page(heap, bin);
-        if (!page) page = find_larger(heap, bin);   // [S4.82]
+        if (!page) page = find_larger(heap, bin, alignment);   // [S4.82]
         if (!page) return enomem();
         errno = saved;   // a call that succeeds leaves errno as it was
     }
@@ -173,25 +176,38 @@ inline void* generic_pop(Heap* heap, Page* page, std::size_t requested) {
 }
 
 // What malloc_generic does once the heap is the caller's and its chores are done.
-inline void* malloc_after_tick(std::size_t size, std::size_t requested, Heap* heap) {
+inline void* malloc_after_tick(std::size_t size, std::size_t requested, Heap* heap, std::size_t alignment) {
     if (size > kMediumMax) return malloc_one_block(heap, size, kAlignment, requested);
     unsigned bin = bin_of(size);
     Page* page = heap->queues[bin].first;
     if (page) page_collect_local(page);
-    if (!page || !page->free) return malloc_from_queue(heap, bin, requested);
+    if (!page || !page->free) return malloc_from_queue(heap, bin, requested, alignment);
     return generic_pop(heap, page, requested);
 }
 
 // The calls that find work first: no heap yet, or past the exit hook, frees other threads
 // handed over, the clock's 64th tick.
-[[gnu::noinline]] void* malloc_with_chores(std::size_t size, std::size_t requested, Heap* heap) {
+[[gnu::noinline]] void* malloc_with_chores(std::size_t size, std::size_t requested, Heap* heap, std::size_t alignment) {
     if (past_exit_hook(heap)) [[unlikely]]     // [S4.92]
-        return with_borrowed_heap([=] { return malloc_generic(size, requested, heap); });
+        return with_borrowed_heap([=] {
+            if (alignment > kAlignment) return malloc_generic_aligned(size, requested, heap, alignment);
+            return malloc_generic(size, requested, heap);
+        });
     heap = heap_for_caller(heap);
     if (!heap) return enomem();
     if (heap->delayed_free.load(std::memory_order_relaxed) != nullptr) heap_delayed_free(heap);
     if ((++heap->clock & 63) == 0) heap_tick(heap);
-    return malloc_after_tick(size, requested, heap);
+    return malloc_after_tick(size, requested, heap, alignment);
+}
+
+// malloc_generic's body, for malloc's alignment or an aligned request's ([S4.115]).
+inline void* generic(std::size_t size, std::size_t requested, Heap* heap, std::size_t alignment) {
+    if (size > kMaxRequest) return enomem();   // before a heap exists: nothing changes
+    if (heap == &g_empty_heap || heap == nullptr || heap->delayed_free.load(std::memory_order_relaxed) != nullptr ||
+        ((heap->clock + 1) & 63) == 0) [[unlikely]]
+        return malloc_with_chores(size, requested, heap, alignment);
+    ++heap->clock;
+    return malloc_after_tick(size, requested, heap, alignment);
 }
 
 }  // namespace
@@ -200,12 +216,11 @@ inline void* malloc_after_tick(std::size_t size, std::size_t requested, Heap* he
 // in functions of their own, so the common call (the heap is the caller's, nothing to do on
 // this tick, the bin's first page serves) runs without a stack frame.
 void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap) {
-    if (size > kMaxRequest) return enomem();   // before a heap exists: nothing changes
-    if (heap == &g_empty_heap || heap == nullptr || heap->delayed_free.load(std::memory_order_relaxed) != nullptr ||
-        ((heap->clock + 1) & 63) == 0) [[unlikely]]
-        return malloc_with_chores(size, requested, heap);
-    ++heap->clock;
-    return malloc_after_tick(size, requested, heap);
+    return generic(size, requested, heap, kAlignment);
+}
+
+void* malloc_generic_aligned(std::size_t size, std::size_t requested, Heap* heap, std::size_t alignment) {
+    return generic(size, requested, heap, alignment);
 }
 
 void* malloc_one_block(Heap* heap, std::size_t size, std::size_t alignment, std::size_t requested) {

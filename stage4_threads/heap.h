@@ -1,6 +1,7 @@
 // stage4_threads/heap.h: a thread's heap at work: the generic malloc path, page queues and the
-// direct cache, full pages and delayed free, retirement. Entry points: malloc_generic,
-// malloc_one_block, page_event, page_push_local, heap_collect, the queue moves. The fast paths
+// direct cache, full pages and delayed free, retirement. Entry points: malloc_generic (and
+// malloc_generic_aligned), malloc_one_block, page_event, page_push_local, heap_collect, the
+// queue moves. The fast paths
 // are alloc.h; where the heap comes from (and goes at thread exit) is registry.h / abandon.h.
 #pragma once
 
@@ -18,6 +19,10 @@ namespace edu::stage4 {
 // full pages aside), else in reclaimed segments, else fresh.
 // nullptr with errno = ENOMEM when memory cannot be had.
 [[gnu::noinline]] void* malloc_generic(std::size_t size, std::size_t requested, Heap* heap);
+// [S4.115] Stage 3's S3.97: the same for an aligned request whose bin keeps `alignment`; a larger
+// bin serves it only if its blocks keep the alignment too.
+[[gnu::noinline]] void* malloc_generic_aligned(std::size_t size, std::size_t requested, Heap* heap,
+                                               std::size_t alignment);
 
 // Above 64 KiB, or aligned above 64 KiB: a one-block page (segment.h) in the large queue.
 // `size` is at most kMaxRequest: both callers (malloc_generic, aligned_alloc) refuse a larger one.

@@ -118,7 +118,7 @@ void* api_aligned_alloc(std::size_t alignment, std::size_t size) {
     if (alignment <= kAlignment) return heap_alloc<M>(t_heap, size, size);
     if (size > kMaxRequest) return enomem();
     unsigned bin = stage3::aligned_bin(alignment, size);
-    if (bin < kBinCount) return heap_alloc<M>(t_heap, stage3::bin_size(bin), size);
+    if (bin < kBinCount) return heap_alloc<M>(t_heap, stage3::bin_size(bin), size, alignment);
     return malloc_one_block(t_heap, size, alignment, size);
 }
 

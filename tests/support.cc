@@ -396,6 +396,59 @@ void small_blocks_from_larger_free_ones(const Api& api, const std::function<void
     require_heap_ok(api);
 }
 
+void aligned_blocks_from_larger_free_ones(const Api& api, const std::function<void*(std::size_t)>& take,
+                                          const std::function<void*(std::size_t, std::size_t)>& take_aligned) {
+    constexpr int kMost = 4096;
+    constexpr std::size_t kAlign = 4096;
+    static void* fives[kMost];
+    static void* eights[kMost];
+    static void* aligned[2 * kMost];
+    int n5 = 0, n8 = 0, na = 0;
+    bool more5 = true, more8 = true;
+    while ((more5 || more8) && n5 < kMost && n8 < kMost) {
+        if (more5) {
+            fives[n5] = take(5000);
+            if (fives[n5] != nullptr) ++n5;
+            else more5 = false;
+        }
+        if (more8) {
+            eights[n8] = take(8000);
+            if (eights[n8] != nullptr) ++n8;
+            else more8 = false;
+        }
+    }
+    child_expect(!more5 && !more8, "5,000- and 8,000-byte blocks: no NULL");
+    child_expect(n5 > 20 && n8 > 20, "too few 5,000- or 8,000-byte blocks before the NULL");
+    auto take_one_aligned = [&](const char* when) {
+        void* p = take_aligned(kAlign, 600);
+        if (p != nullptr) {
+            child_expect(reinterpret_cast<uintptr_t>(p) % kAlign == 0, when);
+            std::memset(p, 7, 600);
+        }
+        return p;
+    };
+    while (na < kMost && (aligned[na] = take_one_aligned("an aligned block is not 4 KiB-aligned")) != nullptr) ++na;
+    child_expect(na < kMost, "aligned blocks: no NULL");
+    for (int i = 0; i < n5; i += 2) api.free(fives[i]);
+    for (int i = 0; i < n8; i += 2) api.free(eights[i]);
+    errno = 1234;
+    int served = 0;
+    while (na < 2 * kMost &&
+           (aligned[na] = take_one_aligned("a larger bin's block that breaks the alignment served it")) != nullptr) {
+        child_expect(api.usable_size(aligned[na]) >= 8000, "the block is not an 8,192-byte bin's");
+        child_expect(errno == 1234, "errno changed by an aligned_alloc that succeeded");
+        ++na;
+        ++served;
+    }
+    child_expect(served >= (n8 + 1) / 2, "a free 8,192-byte block was left unused");
+    child_expect(errno == ENOMEM, "NULL without ENOMEM");
+    require_heap_ok(api);
+    for (int i = 0; i < na; ++i) api.free(aligned[i]);
+    for (int i = 1; i < n5; i += 2) api.free(fives[i]);
+    for (int i = 1; i < n8; i += 2) api.free(eights[i]);
+    require_heap_ok(api);
+}
+
 long minor_faults() {
     rusage use{};
     getrusage(RUSAGE_THREAD, &use);

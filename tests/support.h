@@ -179,6 +179,15 @@ std::vector<char*> middle_of_three_pages(const std::function<char*()>& take,
 // size at least 4,000), every one of them must serve, errno stays untouched until the NULL, which
 // says ENOMEM; the heap is checked, and all is freed (stages 3 and 4: [S3.75], [S4.82]).
 void small_blocks_from_larger_free_ones(const Api& api, const std::function<void*(std::size_t)>& take);
+// The same for aligned requests: blocks of 5,000 and 8,000 bytes from `take`, in turn, until
+// both give NULL, then 600-byte blocks aligned to 4 KiB from `take_aligned` until NULL (whatever
+// pages their own bin still had), then every other block of each size freed. Now only a larger
+// bin can serve the aligned requests, and only one whose blocks are all 4 KiB-aligned may: the
+// 8,192-byte bin, not 5,120 (a multiple of 1 KiB only). Each answer must be aligned and an
+// 8,192-byte block, every freed one of them must serve, then NULL with ENOMEM; the heap is
+// checked, and all is freed (stages 3 and 4: [S3.97], [S4.115]).
+void aligned_blocks_from_larger_free_ones(const Api& api, const std::function<void*(std::size_t)>& take,
+                                          const std::function<void*(std::size_t, std::size_t)>& take_aligned);
 // Page faults the calling thread has taken so far that the kernel served without I/O.
 long minor_faults();
 // In-process, stages 3 and 4 ([S3.80], [S4.88], S3.96: one rule, segment_layout.h's
