@@ -1,8 +1,8 @@
 // stage4_threads/heap.h: a thread's heap at work: the generic malloc path, page queues and the
 // direct cache, full pages and delayed free, retirement. Entry points: malloc_generic (and
 // malloc_generic_aligned), malloc_one_block, page_event, page_push_local, heap_collect, the
-// queue moves. The fast paths
-// are alloc.h; where the heap comes from (and goes at thread exit) is registry.h / abandon.h.
+// queue moves. The fast paths are alloc.h; where the heap comes from (and goes at thread exit)
+// is registry.h / abandon.h.
 #pragma once
 
 #include <cstddef>
