@@ -976,6 +976,55 @@ TEST_CASE("under an address-space limit, a new thread's heap record gets the roo
     });
 }
 
+// [S4.116] A thread whose first call is a free, when no heap record can be had (every record in
+// use and no room to map one: the limit is what the process holds, and no empty segment is left
+// to give back): the free is done all the same (a remote free, with no heap of the caller's to
+// reclaim into), and must be counted. It was not: the statistics kept the block live, and the
+// heap check at exit said "statistics disagree with the pages' live blocks" (found by a churn
+// of four threads, each one's first call often a free of another's block, under random
+// address-space limits near 90 MiB). (Not under a sanitizer, as above.)
+TEST_CASE("a free by a thread that can have no heap record is counted all the same") {
+    if (battery::kUnderSanitizer) return;
+    on_thread_in_child([] {
+        void* first = lazy_heap();
+        void* block = written_block(100, "a small block was refused");
+        orphans_abandon();
+        abandoned_release_empty();
+        unsigned free_records = 0;
+        for (Heap* h = first_record(); h != nullptr; h = h->next_record) free_records += h->state.load() == HeapState::free;
+        std::atomic<unsigned> holding{0};
+        std::atomic<bool> go{false}, done{false};
+        std::atomic<bool> had_record{true};
+        std::vector<std::thread> holders;
+        for (unsigned t = 0; t < free_records; ++t) {
+            holders.emplace_back([&] {
+                battery::child_expect(heap_acquire() != nullptr, "a free record was refused");
+                ++holding;
+                while (!done.load()) std::this_thread::yield();
+            });
+        }
+        std::thread freer([&] {
+            while (!go.load()) std::this_thread::yield();
+            api().free(block);   // its first call
+            had_record = t_heap != &g_empty_heap;
+        });
+        while (holding.load() < free_records) std::this_thread::yield();
+        Stats before = api().stats();
+        rlimit limit{battery::address_space_bytes(), RLIM_INFINITY};
+        battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0, "setrlimit failed");
+        go = true;
+        freer.join();
+        limit.rlim_cur = RLIM_INFINITY;
+        battery::child_expect(setrlimit(RLIMIT_AS, &limit) == 0, "setrlimit failed");
+        done = true;
+        for (std::thread& t : holders) t.join();
+        battery::child_expect(!had_record.load(), "the freeing thread got a heap record (the test proves nothing)");
+        battery::child_expect(api().stats().frees == before.frees + 1, "the free was not counted");
+        battery::child_expect_heap_ok(api(), "the heap check failed");
+        api().free(first);
+    });
+}
+
 // [S4.69] Under pressure a segment keeps writable only what its pages in use reach: a medium
 // segment written up to its seventh page keeps its first page (one live block) and gives back
 // the rest once the purge has run, unmapped in a lazy arena; its pages come back when asked for.

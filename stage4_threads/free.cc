@@ -153,7 +153,7 @@ void free_generic(void* p) {
         if (page->in_use && page_holds(page, reinterpret_cast<uintptr_t>(p), page->capacity)) {
             if (counting()) {
                 heap = heap_for_caller(heap);
-                if (heap) count_free(heap, page->block_size);
+                count_free_by(heap, page->block_size);   // [S4.116] with no record too
             }
             if (free_remote(page, block)) reclaim_on_free(heap, p);
             return;
@@ -179,7 +179,7 @@ void free_generic(void* p) {
     auto* b = static_cast<Block*>(p);
     if (counting()) {   // a thread's first call may be a free: it needs counters, so a heap
         heap = heap_for_caller(heap);
-        if (heap) count_free(heap, found.page->block_size);
+        count_free_by(heap, found.page->block_size);
     }
     if (found.local) page_push_local(t_heap, found.page, b);
     else if (free_remote(found.page, b)) reclaim_on_free(t_heap, p);

@@ -89,7 +89,7 @@ void* api_realloc(void* p, std::size_t size) {
     if (!in_place && found.local && size <= kMaxRequest && size > kMediumMax) in_place = one_block_resize(found.page, size);
     if (in_place) {
         if constexpr (M::stats) {
-            if (Heap* heap = heap_for_caller(t_heap)) count_resize(heap, usable, found.page->block_size, size);
+            count_resize_by(heap_for_caller(t_heap), usable, found.page->block_size, size);
         }
         return p;
     }

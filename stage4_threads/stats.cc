@@ -23,6 +23,9 @@ std::atomic<uint64_t> g_peak_live{0};
 std::atomic<int64_t> g_offset_blocks{0};
 std::atomic<int64_t> g_offset_bytes{0};
 
+// [S4.116] The counts of callers that had no heap record.
+Counters g_unhomed;
+
 struct Sums {
     uint64_t mallocs = 0, frees = 0, bytes_requested = 0;
     int64_t live_bytes = 0;
@@ -30,6 +33,9 @@ struct Sums {
 
 Sums sum_records() {
     Sums s;
+    s.frees = g_unhomed.frees.load(std::memory_order_relaxed);
+    s.bytes_requested = g_unhomed.bytes_requested.load(std::memory_order_relaxed);
+    s.live_bytes = g_unhomed.live_bytes.load(std::memory_order_relaxed);
     for (Heap* h = first_record(); h != nullptr; h = h->next_record) {
         s.mallocs += h->counters.mallocs.load(std::memory_order_relaxed);
         s.frees += h->counters.frees.load(std::memory_order_relaxed);
@@ -44,6 +50,17 @@ Sums sum_records() {
 uint64_t clamp(int64_t value) { return value < 0 ? 0 : static_cast<uint64_t>(value); }
 
 }  // namespace
+
+void count_free_unhomed(uint64_t usable) {
+    g_unhomed.frees.fetch_add(1, std::memory_order_relaxed);
+    g_unhomed.live_bytes.fetch_sub(static_cast<int64_t>(usable), std::memory_order_relaxed);
+}
+
+void count_resize_unhomed(uint64_t old_usable, uint64_t usable, uint64_t requested) {
+    g_unhomed.bytes_requested.fetch_add(requested, std::memory_order_relaxed);
+    g_unhomed.live_bytes.fetch_add(static_cast<int64_t>(usable) - static_cast<int64_t>(old_usable),
+                                   std::memory_order_relaxed);
+}
 
 void* alloc_mapped(std::size_t alignment, std::size_t size) {
     Heap* heap = nullptr;
@@ -65,7 +82,7 @@ void* resize_mapped(void* p, std::size_t usable, std::size_t size) {
     if (!q) return nullptr;
     os_commit_bytes(static_cast<int64_t>(mapped_footprint(now)) - static_cast<int64_t>(mapped_footprint(usable)));
     if (counting()) {
-        if (Heap* heap = heap_for_caller(t_heap)) count_resize(heap, usable, now, size);
+        count_resize_by(heap_for_caller(t_heap), usable, now, size);
         sample_peak();
     }
     return q;
@@ -75,9 +92,7 @@ std::size_t free_mapped(void* p) {
     std::size_t usable = mapped_free(kStageNumber, p);
     if (usable == 0) return 0;
     os_commit_bytes(-static_cast<int64_t>(mapped_footprint(usable)));
-    if (counting()) {
-        if (Heap* heap = heap_for_caller(t_heap)) count_free(heap, usable);
-    }
+    if (counting()) count_free_by(heap_for_caller(t_heap), usable);
     return usable;
 }
 

@@ -1,6 +1,7 @@
 // stage4_threads/stats.h: per-heap counters kept by their owner thread and summed on request.
 // Entry points: count_malloc / count_free / count_resize / count_move (inline, the owner's
-// heap), alloc_mapped, free_mapped, resize_mapped, stats_snapshot, sample_peak, set_counting.
+// heap), count_free_by / count_resize_by (a caller with no record too), alloc_mapped,
+// free_mapped, resize_mapped, stats_snapshot, sample_peak, set_counting.
 // Fast paths count only in stats mode.
 #pragma once
 
@@ -38,6 +39,23 @@ inline void count_free(Heap* heap, uint64_t usable) {
 inline void count_resize(Heap* heap, uint64_t old_usable, uint64_t usable, uint64_t requested) {
     bump(heap->counters.bytes_requested, requested);
     bump(heap->counters.live_bytes, static_cast<int64_t>(usable) - static_cast<int64_t>(old_usable));
+}
+
+// [S4.116] A free or a resize by a thread that can have no heap record (its first call, every
+// record in use and the kernel refusing a new one: a limit, the map count) changes the totals
+// all the same: it is counted in a process-wide record instead, with atomic adds (several such
+// threads may count at once, on a path as rare as the refusal). sum_records adds it to the heap
+// records' sums. Before, such a free went uncounted and the statistics kept its block live.
+void count_free_unhomed(uint64_t usable);
+void count_resize_unhomed(uint64_t old_usable, uint64_t usable, uint64_t requested);
+// `heap` as heap_for_caller answered: the caller's record, or nullptr when none could be had.
+inline void count_free_by(Heap* heap, uint64_t usable) {
+    if (heap) count_free(heap, usable);
+    else count_free_unhomed(usable);
+}
+inline void count_resize_by(Heap* heap, uint64_t old_usable, uint64_t usable, uint64_t requested) {
+    if (heap) count_resize(heap, old_usable, usable, requested);
+    else count_resize_unhomed(old_usable, usable, requested);
 }
 
 // A realloc that moved its block counted a malloc and a free: the contract counts one resize.
