@@ -347,6 +347,49 @@ TEST_CASE("a request the stage cannot serve is answered ENOMEM, reported, and th
     CHECK(m.peak_live_requested == 100);  // the failed realloc left the block as it was
 }
 
+// A stage may answer realloc(p, 0) as it answers any request it cannot serve: NULL with ENOMEM,
+// the block kept. Counts the blocks such a stage has handed out and not had back.
+long g_outstanding = 0;
+void* counted_malloc(std::size_t n) {
+    void* p = stage1::descriptor.single_thread->malloc(n);
+    if (p) ++g_outstanding;
+    return p;
+}
+void counted_free(void* p) {
+    if (p) --g_outstanding;
+    stage1::descriptor.single_thread->free(p);
+}
+void* refusing_realloc(void* p, std::size_t n) {
+    if (p && n == 0) {
+        errno = ENOMEM;
+        return nullptr;
+    }
+    void* q = stage1::descriptor.single_thread->realloc(p, n);
+    if (q && !p) ++g_outstanding;
+    return q;
+}
+
+TEST_CASE("a realloc to size 0 answered ENOMEM keeps the block, in the timed pass too") {
+    Api api = *stage1::descriptor.single_thread;
+    api.malloc = &counted_malloc;
+    api.free = &counted_free;
+    api.realloc = &refusing_realloc;
+    Stage refuser = stage1::descriptor;
+    refuser.name = "refuser";
+    refuser.single_thread = &api;
+    Workload w;
+    std::string error;
+    REQUIRE(parse_trace("a 0 100\na 1 200\nr 0 0\nf 0\nf 1\n", "zero.rep", &w, &error));
+    g_outstanding = 0;
+    ReplayOptions options;
+    options.repetitions = 2;
+    Metrics m = replay(refuser, w, options);
+    CHECK_MESSAGE(m.valid, m.failure);
+    CHECK(m.enomem == 1);
+    CHECK(m.enomem_line == 3);
+    CHECK_MESSAGE(g_outstanding == 0, "blocks the replay never freed: ", g_outstanding);
+}
+
 TEST_CASE("a 1 GiB block is checked by sampling: it touches a few pages, not a gigabyte") {
     Workload w;
     std::string error;

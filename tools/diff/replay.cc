@@ -339,8 +339,11 @@ double timed_pass(const Api& api, const Workload& w, Helpers& helpers) {
                 ptr[op.id] = nullptr;
                 break;
             case Op::realloc: {
+                errno = 0;
                 void* p = api.realloc(ptr[op.id], op.size);
-                if (p || op.size == 0) ptr[op.id] = p;   // NULL for size 0: glibc freed it (resize)
+                // NULL for size 0 without ENOMEM: freed (glibc's answer, as in resize()); with
+                // ENOMEM the block was kept, as for any other size.
+                if (p || (op.size == 0 && errno != ENOMEM)) ptr[op.id] = p;
                 break;
             }
         }
