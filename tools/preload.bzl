@@ -57,6 +57,7 @@ def edu_preload_library(name, stage_dep, descriptor, drop_in = None, extra_copts
 _PROGRAMS = {
     "aligned": ["//tests/preload:aligned"],
     "calloc": ["//tests/preload:calloc"],
+    "churn": ["//tests/preload:churn"],
     "limits": ["//tests/preload:limits", "//bench:limit_from_outside.sh", "//bench:smallest_limit.sh"],
     "python": ["//tests/preload:workload.py"],
     "sort": ["//tests/preload:make_lines.py"],
