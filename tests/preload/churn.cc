@@ -193,7 +193,7 @@ void fork_while_running(uint64_t& s) {
     if (child < 0) return;  // no memory for a child under the limit: nothing to test
     if (child == 0) {
         for (int i = 0; i < 2000; ++i) {
-            void* p = std::malloc(next(s) % 5000);
+            void* p = std::malloc(1 + next(s) % 5000);  // at least the byte it writes
             if (p != nullptr) std::memset(p, 1, 1);
             std::free(p);
         }
