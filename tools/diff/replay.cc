@@ -91,6 +91,14 @@ uint8_t pattern_of(uint32_t id, uint32_t generation) {
     return static_cast<uint8_t>(0x11 + (id * 31u + generation * 7u) % 0xdd);
 }
 
+// realloc(p, 0) answered NULL without ENOMEM: C17 lets an implementation answer so, the old
+// block then freed or not as it defines; glibc frees it (the stages return a block of their
+// smallest size). Both passes then drop the block; with ENOMEM it was kept, as for any size.
+// `errno` must have been cleared before the call.
+bool freed_by_resize_to_zero(const void* answer, std::size_t size) {
+    return answer == nullptr && size == 0 && errno != ENOMEM;
+}
+
 // Calls visit(offset, length) for the bytes of a `size`-byte block that carry its pattern:
 // all of them up to kFullPatternBytes, else kSampledLines cache lines (first, last, spread).
 template <typename Visit>
@@ -257,10 +265,8 @@ private:
         errno = 0;
         auto* p = static_cast<unsigned char*>(api_.realloc(b.ptr, op.size));
         if (!p && errno == ENOMEM) return enomem(op);  // the old block stays as it was
-        // realloc(p, 0): C17 lets an implementation answer NULL, the old block then freed or not
-        // as it defines; glibc frees it (the stages return a block of their smallest size). The
-        // id then holds no block, as after ENOMEM: a later `f` is free(NULL), an `r` a malloc.
-        if (!p && op.size == 0) {
+        // The id then holds no block, as after ENOMEM: a later `f` is free(NULL), an `r` a malloc.
+        if (freed_by_resize_to_zero(p, op.size)) {
             if (b.ptr) forget(b);
             return;
         }
@@ -341,9 +347,7 @@ double timed_pass(const Api& api, const Workload& w, Helpers& helpers) {
             case Op::realloc: {
                 errno = 0;
                 void* p = api.realloc(ptr[op.id], op.size);
-                // NULL for size 0 without ENOMEM: freed (glibc's answer, as in resize()); with
-                // ENOMEM the block was kept, as for any other size.
-                if (p || (op.size == 0 && errno != ENOMEM)) ptr[op.id] = p;
+                if (p || freed_by_resize_to_zero(p, op.size)) ptr[op.id] = p;
                 break;
             }
         }
