@@ -9,7 +9,7 @@
 // pattern of its tag, before it is resized or freed. Prints one line that any correct malloc
 // prints ("churn SEED: ok"); the count of refusals goes to stderr. Run with random seeds and
 // limits, a version of it found bugs the fixed workloads of the other tests did not (S3.97 /
-// S4.115, S4.116); churn_test.sh runs fixed ones.
+// S4.115, S4.116); churn_test.sh runs fixed ones, tools/fuzz random ones for as long as asked.
 //
 //     churn SEED [THREADS] [STEPS] [GENERATIONS]
 #include <errno.h>
