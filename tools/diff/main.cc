@@ -511,13 +511,12 @@ int run(int argc, char** argv) {
     for (const Workload& w : workloads) {
         for (const std::string& warning : w.warnings) std::cerr << "stagediff: " << warning << "\n";
         check_fits(w);
+        const std::string length = std::to_string(w.ops.size()) + (w.ops.size() == 1 ? " operation" : " operations");
         for (uint64_t step : a.steps)
             if (step > w.ops.size())
-                usage_error("--steps: step " + std::to_string(step) + " is beyond the end of " + w.name + " (" +
-                            std::to_string(w.ops.size()) + " operations)");
+                usage_error("--steps: step " + std::to_string(step) + " is beyond the end of " + w.name + " (" + length + ")");
         if (a.picture_at > w.ops.size())
-            usage_error("--picture: step " + std::to_string(a.picture_at) + " is beyond the end of " + w.name + " (" +
-                        std::to_string(w.ops.size()) + " operations)");
+            usage_error("--picture: step " + std::to_string(a.picture_at) + " is beyond the end of " + w.name + " (" + length + ")");
     }
 
     apply_options(a);

@@ -102,6 +102,9 @@ class HostileInput(Base):
         self.write("small.rep", SMALL)
         self.fails(["--trace=small.rep", "--picture=7:h.svg"], 2,
                    "--picture: step 7 is beyond the end of small.rep (6 operations)")
+        self.write("one.rep", "a 0 8\n")
+        self.fails(["--trace=one.rep", "--steps=2"], 2,
+                   "--steps: step 2 is beyond the end of one.rep (1 operation)")
 
     def test_steps_count_from_one_and_lists_name_every_item(self):
         # --steps=0 said "step 0 is beyond the end"; an empty item of --steps or --stages was
