@@ -27,6 +27,7 @@ import concurrent.futures
 import os
 import random
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -123,6 +124,8 @@ def execute(command, timeout, out_prefix):
     seconds = time.monotonic() - start
     with open(out_prefix + ".out") as out:
         printed = out.read()
+    if status < 0:
+        return "killed by %s" % signal.Signals(-status).name, seconds
     if status != 0:
         return "exit status %d" % status, seconds
     if "churn " not in printed or ": ok" not in printed:

@@ -4,7 +4,8 @@ Arguments: the churn program, the four stages' libraries, the lying library. The
 pass a handful of short random runs (the same ones every time: a fixed --seed); the lying
 library must fail every run, with the churn program's complaint quoted, the failure repeated,
 the program passing without the library, and a command that, run again, fails the same way;
-a hang must end at the timeout with the run's processes killed.
+a crash must be named by its signal, and a hang must end at the timeout with the run's
+processes killed.
 """
 
 import os
@@ -63,6 +64,14 @@ class FuzzTest(unittest.TestCase):
         output = re.search(r"^  its output: (\S+)\.out, ", result.stdout, re.M).group(1)
         self.assertTrue(output.startswith(keep), output)
         self.assertIn("malloc_usable_size below the request", open(output + ".err").read())
+
+    def test_a_crash_names_its_signal(self):
+        env = dict(os.environ, EDU_TEST_ABORT="1")
+        result = fuzz("--lib", "lying=" + LYING, "--runs", "1", "--seed", "3", "--retries", "1", env=env)
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn("): killed by SIGABRT", result.stdout)
+        self.assertIn("repeated 1 times: failed 1", result.stdout)
+        self.assertIn("without the library: passes", result.stdout)
 
     def test_a_hang_ends_at_the_timeout(self):
         env = dict(os.environ, EDU_TEST_HANG="1")
