@@ -198,7 +198,7 @@ def main(argv=None):
             report = [
                 "FAILED run %d (%s): %s" % (run.number, run.describe(), verdict),
                 "  stderr's last line: %s" % last_line(prefix + ".err"),
-                "  repeated %d times: failed %d" % (args.retries, again),
+                "  repeated %s: failed %d" % ("once" if args.retries == 1 else "%d times" % args.retries, again),
                 "  without the library: %s" % ("passes" if libc is None else "fails too (%s): the program or the limit, not the library" % libc),
                 "  repeat it: %s" % run.command(),
                 "  its output: %s.out, %s.err" % (prefix, prefix),

@@ -70,7 +70,7 @@ class FuzzTest(unittest.TestCase):
         result = fuzz("--lib", "lying=" + LYING, "--runs", "1", "--seed", "3", "--retries", "1", env=env)
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assertIn("): killed by SIGABRT", result.stdout)
-        self.assertIn("repeated 1 times: failed 1", result.stdout)
+        self.assertIn("repeated once: failed 1", result.stdout)
         self.assertIn("without the library: passes", result.stdout)
 
     def test_a_hang_ends_at_the_timeout(self):
@@ -79,7 +79,7 @@ class FuzzTest(unittest.TestCase):
                       "--retries", "1", env=env)
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assertIn("no answer within 2 s (a hang, or far too slow)", result.stdout)
-        self.assertIn("repeated 1 times: failed 1", result.stdout)
+        self.assertIn("repeated once: failed 1", result.stdout)
         seed = re.search(r"library lying, seed (\d+),", result.stdout).group(1)
         # every process of the run was killed: none is left holding the seed on its command line
         left = subprocess.run(["pgrep", "-f", "churn %s " % seed], capture_output=True, text=True)
