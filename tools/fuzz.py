@@ -63,6 +63,7 @@ class Run:
         self.lib = rng.choice(sorted(libs))
         self.lib_path = libs[self.lib]
         self.seed = rng.randrange(1, 1 << 40)
+        self.expected = "churn %d: ok" % self.seed  # what any correct malloc makes it print
         self.threads = rng.randint(1, 8)
         self.generations = rng.randint(1, 4)
         kind = rng.choice(["none", "as", "as", "data"])
@@ -109,8 +110,16 @@ class Run:
             self.lib, self.seed, self.threads, self.steps, self.generations, limit, extra)
 
 
-def execute(command, timeout, out_prefix):
-    """Runs a shell line; returns (verdict, seconds), verdict None when it passed."""
+def signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "signal %d" % number
+
+
+def execute(command, expected, timeout, out_prefix):
+    """Runs a shell line; returns (verdict, seconds), verdict None when it exited 0 and printed
+    the line `expected`."""
     start = time.monotonic()
     with open(out_prefix + ".out", "w") as out, open(out_prefix + ".err", "w") as err:
         try:
@@ -125,11 +134,11 @@ def execute(command, timeout, out_prefix):
     with open(out_prefix + ".out") as out:
         printed = out.read()
     if status < 0:
-        return "killed by %s" % signal.Signals(-status).name, seconds
+        return "killed by %s" % signal_name(-status), seconds
     if status != 0:
         return "exit status %d" % status, seconds
-    if "churn " not in printed or ": ok" not in printed:
-        return "exit status 0 but no 'ok' line", seconds
+    if expected not in printed.splitlines():
+        return "exit status 0 but no line '%s'" % expected, seconds
     return None, seconds
 
 
@@ -187,14 +196,14 @@ def main(argv=None):
 
     def one(run):
         prefix = os.path.join(keep, "run%d" % run.number)
-        verdict, took = execute(run.command(), args.timeout, prefix)
+        verdict, took = execute(run.command(), run.expected, args.timeout, prefix)
         report = None
         if verdict is not None:
             again = 0
             for k in range(args.retries):
-                if execute(run.command(), args.timeout, "%s.retry%d" % (prefix, k))[0] is not None:
+                if execute(run.command(), run.expected, args.timeout, "%s.retry%d" % (prefix, k))[0] is not None:
                     again += 1
-            libc, _ = execute(run.command(preload=False), args.timeout, prefix + ".libc")
+            libc, _ = execute(run.command(preload=False), run.expected, args.timeout, prefix + ".libc")
             report = [
                 "FAILED run %d (%s): %s" % (run.number, run.describe(), verdict),
                 "  stderr's last line: %s" % last_line(prefix + ".err"),

@@ -4,8 +4,8 @@ Arguments: the churn program, the four stages' libraries, the lying library. The
 pass a handful of short random runs (the same ones every time: a fixed --seed); the lying
 library must fail every run, with the churn program's complaint quoted, the failure repeated,
 the program passing without the library, and a command that, run again, fails the same way;
-a crash must be named by its signal, and a hang must end at the timeout with the run's
-processes killed.
+a crash must be named by its signal, an exit 0 without the verdict line must fail, and a hang
+must end at the timeout with the run's processes killed.
 """
 
 import os
@@ -71,6 +71,13 @@ class FuzzTest(unittest.TestCase):
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assertIn("): killed by SIGABRT", result.stdout)
         self.assertIn("repeated once: failed 1", result.stdout)
+        self.assertIn("without the library: passes", result.stdout)
+
+    def test_an_exit_without_the_verdict_line_fails(self):
+        env = dict(os.environ, EDU_TEST_SILENT="1")
+        result = fuzz("--lib", "lying=" + LYING, "--runs", "1", "--seed", "3", "--retries", "1", env=env)
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertRegex(result.stdout, r"\): exit status 0 but no line 'churn \d+: ok'\n")
         self.assertIn("without the library: passes", result.stdout)
 
     def test_a_hang_ends_at_the_timeout(self):
