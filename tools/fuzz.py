@@ -254,8 +254,8 @@ def main(argv=None):
         print("fuzz: library %s: %d run%s, %d failed, %.0f s of runs" % (
             name, runs, "" if runs == 1 else "s", failed, took))
     total = sum(t[1] for t in tally.values())
-    print("fuzz: %d runs, %s (the same runs again: --seed %d --runs %d)" % (
-        number, "%d failed" % total if total else "every run passed", seed, number))
+    print("fuzz: %d run%s, %s (the same runs again: --seed %d --runs %d)" % (
+        number, "" if number == 1 else "s", "%d failed" % total if total else "every run passed", seed, number))
     if not failures and not args.keep:
         os.rmdir(keep)
     return 1 if failures else 0
