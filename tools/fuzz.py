@@ -172,12 +172,13 @@ def main(argv=None):
             parser.error("--lib %s: expected NAME=PATH" % spec)
         if not os.path.isfile(path):
             parser.error("--lib %s: no such file" % spec)
-        libs[name] = os.path.abspath(path)
+        # the file itself, not bazel-bin's link, which a build in another configuration moves
+        libs[name] = os.path.realpath(path)
     if not libs:
         parser.error("no library: give --lib NAME=PATH at least once")
     if not os.access(args.churn, os.X_OK):
         parser.error("--churn %s: not an executable file" % args.churn)
-    churn = os.path.abspath(args.churn)
+    churn = os.path.realpath(args.churn)
     seconds = args.seconds if args.seconds is not None else (None if args.runs else 600)
     seed = args.seed if args.seed is not None else int(time.time())
     rng = random.Random(seed)
