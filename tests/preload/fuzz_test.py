@@ -38,6 +38,20 @@ class FuzzTest(unittest.TestCase):
         self.assertIn("EDU_OPTIONS=debug=on", result.stdout.replace("'debug=on", "debug=on"))
         self.assertIn("EDU_ALLOC_CHECK=1", result.stdout)
 
+    def test_every_option_value_it_draws_is_one_its_stage_accepts(self):
+        # A value a stage no longer knows is refused with a line on stderr and the run goes on
+        # without it; fuzz.py fails such a run, and here each value is tried once, by itself.
+        sys.path.insert(0, os.path.dirname(FUZZ))
+        import fuzz as runner
+        for n, (stage, choices) in sorted(runner.STAGE_OPTIONS.items()):
+            for name, values in sorted(choices.items()):
+                for value in values:
+                    entry = "%s.%s=%s" % (stage, name, value)
+                    env = dict(os.environ, EDU_OPTIONS=entry, LD_PRELOAD=STAGE_LIBS[int(n) - 1])
+                    run = subprocess.run([CHURN, "1", "1", "1", "1"], env=env, capture_output=True, text=True, timeout=120)
+                    self.assertEqual(run.returncode, 0, entry + ": " + run.stderr)
+                    self.assertNotIn("EDU_OPTIONS entry", run.stderr, entry)
+
     def test_the_same_seed_draws_the_same_runs(self):
         libs = ["--lib", "3=" + STAGE_LIBS[2], "--lib", "4=" + STAGE_LIBS[3]]
         runs = [fuzz(*libs, "--runs", "3", "--seed", "9", "--max-steps", "600", "--verbose")
